@@ -1,0 +1,73 @@
+"""eskit: event sourcing for Python.
+
+Events are immutable facts kept in an append-only store with optimistic
+locking; aggregates are rebuilt by replaying them. This module is the public
+API: everything importable from here is supported, everything else is private.
+"""
+
+from eskit.aggregate import Aggregate, handles
+from eskit.codec import register_type
+from eskit.errors import (
+    AggregateNotFound,
+    ConcurrencyError,
+    DecodingError,
+    DuplicateEventError,
+    EncodingError,
+    EskitError,
+    EventOrderError,
+    InvalidInputError,
+    NotAnEskitStoreError,
+    StoreBusyError,
+    StoreError,
+    UnknownEventTypeError,
+)
+from eskit.events import Event, EventRegistry, NewEvent, StreamId, domain_event, utc_now
+from eskit.repository import Repository
+from eskit.stores.base import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    EventStore,
+    ExpectedVersion,
+    StreamInfo,
+)
+from eskit.stores.memory import InMemoryEventStore
+from eskit.stores.sqlite import SQLiteEventStore
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "Aggregate",
+    "AggregateNotFound",
+    "AppendResult",
+    "ConcurrencyError",
+    "DecodingError",
+    "DuplicateEventError",
+    "EncodingError",
+    "EskitError",
+    "Event",
+    "EventOrderError",
+    "EventRegistry",
+    "EventStore",
+    "ExpectedVersion",
+    "InMemoryEventStore",
+    "InvalidInputError",
+    "NewEvent",
+    "NotAnEskitStoreError",
+    "Repository",
+    "SQLiteEventStore",
+    "StoreBusyError",
+    "StoreError",
+    "StreamId",
+    "StreamInfo",
+    "UnknownEventTypeError",
+    "__version__",
+    "domain_event",
+    "handles",
+    "register_type",
+    "utc_now",
+]

@@ -1,0 +1,165 @@
+"""Aggregates: consistency boundaries whose state is rebuilt by replaying events.
+
+Two styles, mixable in one class:
+
+* the seed tutorial's: ``raise_event("MoneyDeposited", {"amount": 10})`` and a
+  ``handle_MoneyDeposited(self, event_data)`` method;
+* typed: ``raise_event(MoneyDeposited(amount=Decimal("10")))`` with a registered
+  domain event class, applied by a method marked ``@handles(MoneyDeposited)``
+  that receives the event object.
+
+Commands check invariants, then raise events; handlers only change state and
+never fail on a valid event. A handler runs before the event is recorded as
+uncommitted, so an exception in it leaves the aggregate unchanged in its events.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Mapping
+from typing import Any, ClassVar, Self, TypeVar
+from uuid import uuid4
+
+from eskit.errors import EventOrderError, InvalidInputError, UnknownEventTypeError
+from eskit.events import Event, EventRegistry, StreamId, default_registry, utc_now
+
+__all__ = ["Aggregate", "handles"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def handles(*event_classes: type) -> Callable[[F], F]:
+    """Mark an aggregate method as the handler for these domain event classes."""
+    if not event_classes:
+        raise InvalidInputError("@handles needs at least one event class")
+
+    def mark(method: F) -> F:
+        method.__eskit_handles__ = event_classes  # type: ignore[attr-defined]
+        return method
+
+    return mark
+
+
+class Aggregate:
+    """Base class for event-sourced aggregates (the seed tutorial's API, typed).
+
+    ``version`` is the version of the last event applied, which is also the
+    number of events in the aggregate's stream once saved.
+    """
+
+    ignore_unknown_events: ClassVar[bool] = False
+    """If false (the default), replaying an event with no handler is an error."""
+
+    registry: ClassVar[EventRegistry] = default_registry
+    _event_handlers: ClassVar[dict[type, str]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        handlers: dict[type, str] = {}
+        for klass in reversed(cls.__mro__):
+            for name, attr in vars(klass).items():
+                for event_class in getattr(attr, "__eskit_handles__", ()):
+                    handlers[event_class] = name
+        cls._event_handlers = handlers
+
+    def __init__(self, aggregate_id: StreamId) -> None:
+        self.aggregate_id = aggregate_id
+        self.version = 0
+        self._uncommitted_events: list[Event] = []
+
+    @classmethod
+    def create_blank(cls, aggregate_id: StreamId) -> Self:
+        """An empty instance to replay events into (used by the repository).
+
+        The default calls ``__init__`` with the id and ``None`` for every other
+        required parameter, so an ``__init__`` that takes more than the id (the
+        seed's ``BankAccount(aggregate_id, account_number)``) still works: the
+        creation event's handler sets the real values. Override it when
+        ``None`` is not acceptable.
+        """
+        args: list[Any] = [aggregate_id]
+        kwargs: dict[str, Any] = {}
+        params = list(inspect.signature(cls.__init__).parameters.values())[2:]
+        for p in params:
+            if p.default is not inspect.Parameter.empty:
+                continue
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                args.append(None)
+            elif p.kind is p.KEYWORD_ONLY:
+                kwargs[p.name] = None
+        return cls(*args, **kwargs)
+
+    # -- the seed tutorial's API ------------------------------------------------------
+
+    def apply_event(self, event: Event) -> None:
+        """Apply a recorded event to change state."""
+        self._apply(event, None)
+
+    def raise_event(
+        self,
+        event_type: str | object,
+        event_data: Mapping[str, Any] | None = None,
+        *,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> Event:
+        """Record a new event: apply it, then keep it until the repository saves it.
+
+        Pass either a type name and a data dict (seed style) or a registered
+        domain event instance (typed style).
+        """
+        domain: object | None = None
+        if isinstance(event_type, str):
+            name, data, schema_version = event_type, dict(event_data or {}), 1
+        else:
+            if event_data is not None:
+                raise InvalidInputError("pass either a domain event or a type and data, not both")
+            domain = event_type
+            name, data, schema_version = self.registry.from_domain(domain)
+        event = Event(
+            event_id=uuid4(), aggregate_id=self.aggregate_id, event_type=name,
+            event_data=data, timestamp=utc_now(), version=self.version + 1,
+            metadata=dict(metadata or {}), schema_version=schema_version,
+        )
+        self._apply(event, domain)
+        self._uncommitted_events.append(event)
+        return event
+
+    def get_uncommitted_events(self) -> list[Event]:
+        """Events raised since the last save, oldest first."""
+        return list(self._uncommitted_events)
+
+    def mark_events_as_committed(self) -> None:
+        """Forget the uncommitted events once they are stored."""
+        self._uncommitted_events = []
+
+    # -- dispatch ---------------------------------------------------------------------
+
+    def _apply(self, event: Event, domain: object | None) -> None:
+        if event.version != self.version + 1:
+            raise EventOrderError(
+                f"{type(self).__name__} {str(self.aggregate_id)!r} is at version {self.version} "
+                f"and cannot apply event {event.event_type!r} of version {event.version}"
+            )
+        self._dispatch(event, domain)
+        self.version = event.version
+
+    def _dispatch(self, event: Event, domain: object | None) -> None:
+        handlers = type(self)._event_handlers
+        if handlers:
+            event_class = type(domain) if domain is not None else self.registry.class_for(
+                event.event_type
+            )
+            method = handlers.get(event_class) if event_class is not None else None
+            if method is not None:
+                if domain is None:
+                    domain = self.registry.to_domain(event)
+                getattr(self, method)(domain)
+                return
+        handler = getattr(self, f"handle_{event.event_type}", None)
+        if handler is not None:
+            handler(event.event_data)
+        elif not self.ignore_unknown_events:
+            raise UnknownEventTypeError(
+                event.event_type, stream_id=event.aggregate_id, version=event.version,
+                detail=f"; {type(self).__name__} has no handler for it",
+            )

@@ -1,0 +1,272 @@
+"""Exact, JSON-based encoding of event payloads and metadata.
+
+Stores keep payloads as JSON (readable with any SQLite or PostgreSQL tool), but
+plain JSON would silently turn a ``Decimal`` into a float, a ``UUID`` or
+``datetime`` into a string and a tuple into a list. The codec therefore tags
+every value JSON cannot represent exactly::
+
+    {"__eskit__": "decimal", "v": "10.50"}
+
+Tagged values round-trip exactly: ``Decimal``, ``datetime`` (aware or naive;
+a ``ZoneInfo`` zone is kept by name), ``date``, ``time``, ``timedelta``,
+``UUID``, ``Enum`` members, dataclass instances (nested to any depth), tuples,
+sets, frozensets, ``bytes``, integers beyond 64 bits and non-finite floats.
+A dict that itself uses the key ``__eskit__`` is wrapped, so user data can never
+be mistaken for a tag. Anything else (an arbitrary object, a dict with
+non-string keys) raises :class:`~eskit.errors.EncodingError` before anything is
+written.
+
+Enum and dataclass values are stored under a *type name*. By default it is
+``"module:QualName"``; :func:`register_type` gives a class a stable name so
+that renaming or moving the class does not orphan stored data.
+"""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import importlib
+import math
+import threading
+from collections.abc import Callable
+from datetime import date, datetime, time, timedelta
+from decimal import Decimal
+from enum import Enum
+from typing import Any, TypeVar
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import orjson
+
+from eskit.errors import DecodingError, EncodingError, InvalidInputError
+
+__all__ = ["decode", "encode", "register_type", "type_name_of"]
+
+TAG = "__eskit__"
+_TAG_BYTES = b'"__eskit__"'
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+T = TypeVar("T", bound=type)
+
+_lock = threading.Lock()
+_types_by_name: dict[str, type] = {}
+_names_by_type: dict[type, str] = {}
+
+
+def register_type(cls: T, name: str | None = None) -> T:
+    """Give an ``Enum`` or dataclass a stable name in stored payloads.
+
+    Usable as ``register_type(Currency, "Currency")`` or as a decorator
+    ``@register_type``. Registering the same class twice under one name is
+    harmless; two different classes under one name is an error.
+    """
+    if not (isinstance(cls, type) and (issubclass(cls, Enum) or dataclasses.is_dataclass(cls))):
+        raise InvalidInputError(f"only Enum and dataclass types can be registered, not {cls!r}")
+    name = name or f"{cls.__module__}:{cls.__qualname__}"
+    if not name or not isinstance(name, str):
+        raise InvalidInputError("a type name must be a non-empty string")
+    with _lock:
+        other = _types_by_name.get(name)
+        if other is not None and other is not cls:
+            raise InvalidInputError(
+                f"type name {name!r} is already used by {other.__module__}.{other.__qualname__}"
+            )
+        _types_by_name[name] = cls
+        _names_by_type[cls] = name
+    return cls
+
+
+def type_name_of(cls: type) -> str:
+    """The name under which values of ``cls`` are stored."""
+    name = _names_by_type.get(cls)
+    if name is None:
+        name = f"{cls.__module__}:{cls.__qualname__}"
+        with _lock:
+            _names_by_type.setdefault(cls, name)
+            _types_by_name.setdefault(name, cls)
+    return name
+
+
+def _type_by_name(name: str) -> type:
+    cls = _types_by_name.get(name)
+    if cls is not None:
+        return cls
+    # Fall back to the default "module:QualName" form, but only ever hand back
+    # an Enum or a dataclass: stored data must not be able to name other callables.
+    module_name, sep, qualname = name.partition(":")
+    if sep:
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in qualname.split("."):
+                obj = getattr(obj, part)
+        except (ImportError, AttributeError):
+            obj = None
+        if isinstance(obj, type) and (issubclass(obj, Enum) or dataclasses.is_dataclass(obj)):
+            type_name_of(obj)
+            return obj
+    raise DecodingError(f"stored value names unknown type {name!r}; register it with register_type")
+
+
+def encode(value: Any) -> bytes:
+    """Encode a payload (usually a dict) to JSON bytes, exactly and reversibly."""
+    try:
+        return orjson.dumps(_to_tree(value))
+    except orjson.JSONEncodeError as exc:  # pragma: no cover - _to_tree leaves nothing unencodable
+        raise EncodingError(str(exc)) from exc
+
+
+def decode(data: bytes | str) -> Any:
+    """Decode bytes written by :func:`encode`."""
+    try:
+        tree = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        raise DecodingError(f"stored payload is not valid JSON: {exc}") from exc
+    needle = _TAG_BYTES if isinstance(data, bytes | bytearray | memoryview) else _TAG_BYTES.decode()
+    if needle in data:  # type: ignore[operator]
+        return _from_tree(tree)
+    return tree
+
+
+def _to_tree(v: Any) -> Any:
+    t = type(v)
+    if t is str or t is bool or v is None:
+        return v
+    if t is int:
+        return v if _INT64_MIN <= v <= _INT64_MAX else {TAG: "int", "v": str(v)}
+    if t is float:
+        return v if math.isfinite(v) else {TAG: "float", "v": repr(v)}
+    if t is dict:
+        out = {}
+        for k, x in v.items():
+            if type(k) is not str:
+                raise EncodingError(
+                    f"dict keys must be strings, got {type(k).__name__} {k!r}", path="[key]"
+                )
+            try:
+                out[k] = _to_tree(x)
+            except EncodingError as exc:
+                raise _nested(exc, f".{k}") from None
+        return {TAG: "dict", "v": out} if TAG in out else out
+    if t is list or t is tuple:
+        items = []
+        for i, x in enumerate(v):
+            try:
+                items.append(_to_tree(x))
+            except EncodingError as exc:
+                raise _nested(exc, f"[{i}]") from None
+        return items if t is list else {TAG: "tuple", "v": items}
+    encoder = _ENCODERS.get(t)
+    if encoder is not None:
+        return encoder(v)
+    if isinstance(v, Enum):
+        try:
+            inner = _to_tree(v.value)
+        except EncodingError as exc:
+            raise _nested(exc, ".value") from None
+        return {TAG: "enum", "t": type_name_of(t), "v": inner}
+    if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        fields = {}
+        for f in dataclasses.fields(v):
+            if f.init:
+                try:
+                    fields[f.name] = _to_tree(getattr(v, f.name))
+                except EncodingError as exc:
+                    raise _nested(exc, f".{f.name}") from None
+        return {TAG: "dataclass", "t": type_name_of(t), "v": fields}
+    # Subclasses of the JSON types (a ``str`` NewType-like subclass, say) keep their value.
+    if isinstance(v, str):
+        return str(v)
+    if isinstance(v, int) and not isinstance(v, bool):
+        return _to_tree(int(v))
+    if isinstance(v, datetime):
+        return _encode_datetime(v)
+    raise EncodingError(f"cannot encode a value of type {t.__module__}.{t.__qualname__}")
+
+
+def _nested(exc: EncodingError, step: str) -> EncodingError:
+    return EncodingError(exc.bare_message, path=step + exc.path)
+
+
+def _encode_datetime(v: datetime) -> dict[str, Any]:
+    out: dict[str, Any] = {TAG: "datetime", "v": v.isoformat()}
+    if isinstance(v.tzinfo, ZoneInfo):
+        out["tz"] = v.tzinfo.key
+    if v.fold:
+        out["fold"] = 1
+    return out
+
+
+_ENCODERS: dict[type, Callable[[Any], Any]] = {
+    Decimal: lambda v: {TAG: "decimal", "v": str(v)},
+    datetime: _encode_datetime,
+    date: lambda v: {TAG: "date", "v": v.isoformat()},
+    time: lambda v: {TAG: "time", "v": v.isoformat()},
+    timedelta: lambda v: {TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]},
+    UUID: lambda v: {TAG: "uuid", "v": str(v)},
+    bytes: lambda v: {TAG: "bytes", "v": base64.b64encode(v).decode("ascii")},
+    set: lambda v: {TAG: "set", "v": _to_tree(list(v))},
+    frozenset: lambda v: {TAG: "frozenset", "v": _to_tree(list(v))},
+}
+
+
+def _from_tree(x: Any) -> Any:
+    t = type(x)
+    if t is list:
+        return [_from_tree(i) for i in x]
+    if t is not dict:
+        return x
+    tag = x.get(TAG)
+    if tag is None:
+        return {k: _from_tree(v) for k, v in x.items()}
+    try:
+        decoder = _DECODERS[tag]
+    except KeyError:
+        raise DecodingError(f"unknown value tag {tag!r} in stored payload") from None
+    try:
+        return decoder(x)
+    except DecodingError:
+        raise
+    except Exception as exc:
+        raise DecodingError(f"cannot decode stored {tag} value: {exc}") from exc
+
+
+def _decode_datetime(x: dict[str, Any]) -> datetime:
+    value = datetime.fromisoformat(x["v"])
+    if "tz" in x:
+        value = value.astimezone(ZoneInfo(x["tz"]))
+    if x.get("fold"):
+        value = value.replace(fold=1)
+    return value
+
+
+def _decode_enum(x: dict[str, Any]) -> Enum:
+    cls = _type_by_name(x["t"])
+    if not issubclass(cls, Enum):
+        raise DecodingError(f"stored enum names {x['t']!r}, which is not an Enum")
+    return cls(_from_tree(x["v"]))
+
+
+def _decode_dataclass(x: dict[str, Any]) -> Any:
+    cls = _type_by_name(x["t"])
+    if not dataclasses.is_dataclass(cls):
+        raise DecodingError(f"stored dataclass names {x['t']!r}, which is not a dataclass")
+    return cls(**{k: _from_tree(v) for k, v in x["v"].items()})
+
+
+_DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "dict": lambda x: {k: _from_tree(v) for k, v in x["v"].items()},
+    "tuple": lambda x: tuple(_from_tree(i) for i in x["v"]),
+    "int": lambda x: int(x["v"]),
+    "float": lambda x: float(x["v"]),
+    "decimal": lambda x: Decimal(x["v"]),
+    "datetime": _decode_datetime,
+    "date": lambda x: date.fromisoformat(x["v"]),
+    "time": lambda x: time.fromisoformat(x["v"]),
+    "timedelta": lambda x: timedelta(days=x["v"][0], seconds=x["v"][1], microseconds=x["v"][2]),
+    "uuid": lambda x: UUID(x["v"]),
+    "bytes": lambda x: base64.b64decode(x["v"]),
+    "set": lambda x: set(_from_tree(x["v"])),
+    "frozenset": lambda x: frozenset(_from_tree(x["v"])),
+    "enum": _decode_enum,
+    "dataclass": _decode_dataclass,
+}

@@ -1,0 +1,138 @@
+"""The one exception hierarchy of eskit.
+
+Every error eskit raises on purpose is an :class:`EskitError`. Driver errors
+(``sqlite3``, later ``psycopg``) are translated at the edge of each store and
+never reach the caller untranslated::
+
+    EskitError
+    ├── InvalidInputError (ValueError)      bad argument or event; nothing was written
+    │   └── EncodingError                   a payload value the codec cannot store
+    ├── ConcurrencyError (ValueError)       expected version did not match the stream
+    ├── DuplicateEventError                 an event id is already stored elsewhere
+    ├── AggregateNotFound (LookupError)     no events for the requested aggregate
+    ├── UnknownEventTypeError               no class or handler knows this event type
+    ├── DecodingError                       a stored event cannot be decoded
+    ├── EventOrderError                     an event applied out of version order
+    └── StoreError                          the storage itself failed
+        ├── NotAnEskitStoreError            the file or database is not an eskit store
+        └── StoreBusyError                  the store stayed locked past the timeout
+
+``ConcurrencyError`` subclasses ``ValueError`` so that code written for the
+seed tutorial, which catches ``ValueError``, keeps working.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AggregateNotFound",
+    "ConcurrencyError",
+    "DecodingError",
+    "DuplicateEventError",
+    "EncodingError",
+    "EskitError",
+    "EventOrderError",
+    "InvalidInputError",
+    "NotAnEskitStoreError",
+    "StoreBusyError",
+    "StoreError",
+    "UnknownEventTypeError",
+]
+
+
+class EskitError(Exception):
+    """Base class of every error eskit raises on purpose."""
+
+
+class InvalidInputError(EskitError, ValueError):
+    """An argument or event is malformed. Nothing was written."""
+
+
+class EncodingError(InvalidInputError):
+    """A payload or metadata value cannot be encoded. Nothing was written.
+
+    ``path`` points at the offending value, e.g. ``event_data.lines[2].price``.
+    """
+
+    def __init__(self, message: str, *, path: str = "") -> None:
+        self.path = path
+        self.bare_message = message
+        super().__init__(f"{message} (at {path})" if path else message)
+
+
+class ConcurrencyError(EskitError, ValueError):
+    """The stream's version did not match the expected version. Nothing was written."""
+
+    def __init__(self, stream_id: Any, expected: Any, actual: int) -> None:
+        self.stream_id = stream_id
+        self.expected_version = expected
+        self.actual_version = actual
+        super().__init__(
+            f"concurrent modification of stream {str(stream_id)!r}: "
+            f"expected version {expected}, actual version {actual}"
+        )
+
+
+class DuplicateEventError(EskitError):
+    """An event id in the batch is already stored at another place.
+
+    Appending the very same events again at the same place (a retried request)
+    is not an error; reusing an id for a different event, or retrying only part
+    of an earlier batch, is. Nothing was written.
+    """
+
+    def __init__(self, message: str, *, event_id: Any = None) -> None:
+        self.event_id = event_id
+        super().__init__(message)
+
+
+class AggregateNotFound(EskitError, LookupError):
+    """The repository found no events for the requested aggregate id."""
+
+    def __init__(self, aggregate_id: Any, aggregate_class: type | None = None) -> None:
+        self.aggregate_id = aggregate_id
+        self.aggregate_class = aggregate_class
+        kind = aggregate_class.__name__ if aggregate_class else "aggregate"
+        super().__init__(f"{kind} {str(aggregate_id)!r} not found: the stream has no events")
+
+    def __str__(self) -> str:  # LookupError would otherwise repr() the message
+        return str(self.args[0])
+
+
+class UnknownEventTypeError(EskitError):
+    """An event's type has no registered class and no handler."""
+
+    def __init__(
+        self, event_type: str, *, stream_id: Any = None, version: int | None = None,
+        detail: str = "",
+    ) -> None:
+        self.event_type = event_type
+        self.stream_id = stream_id
+        self.version = version
+        where = ""
+        if stream_id is not None:
+            where = f" in stream {str(stream_id)!r}"
+            if version is not None:
+                where += f" at version {version}"
+        super().__init__(f"unknown event type {event_type!r}{where}{detail}")
+
+
+class DecodingError(EskitError):
+    """A stored event could not be decoded into Python values."""
+
+
+class EventOrderError(EskitError):
+    """An aggregate was given an event whose version does not follow its own."""
+
+
+class StoreError(EskitError):
+    """The storage backend failed."""
+
+
+class NotAnEskitStoreError(StoreError):
+    """The given file or database is not an eskit event store."""
+
+
+class StoreBusyError(StoreError):
+    """The store stayed locked by other writers for longer than the timeout."""

@@ -1,0 +1,217 @@
+"""Events: immutable facts, as stored (:class:`Event`) and as declared by a domain.
+
+Two ways to describe what happened, both stored the same way:
+
+* the seed tutorial's way, an ``event_type`` string and an ``event_data`` dict;
+* typed domain events, frozen dataclasses with an explicit, stable type name::
+
+      @domain_event("AccountOpened")
+      @dataclass(frozen=True)
+      class AccountOpened:
+          account_number: str
+          initial_deposit: Decimal
+
+The stored type name is the one given to :func:`domain_event`, never the class
+name, so a class can be renamed or moved without orphaning stored events.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+from uuid import UUID, uuid4
+
+from eskit import codec
+from eskit.errors import DecodingError, InvalidInputError, UnknownEventTypeError
+
+__all__ = [
+    "Event",
+    "EventRegistry",
+    "NewEvent",
+    "StreamId",
+    "default_registry",
+    "domain_event",
+    "utc_now",
+]
+
+StreamId = UUID | str
+"""A stream (aggregate) id: a ``UUID`` or a non-empty string."""
+
+T = TypeVar("T", bound=type)
+
+
+def utc_now() -> datetime:
+    """The current time as a timezone-aware UTC ``datetime``."""
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """An event as recorded in a stream.
+
+    The first six fields are the seed tutorial's ``Event``; the store fills in
+    the rest. ``version`` is the 1-based place of the event in its stream,
+    ``position`` its place in the store's global order (``None`` until stored).
+    ``timestamp`` is always timezone-aware UTC. Timestamps are informative only:
+    ordering and concurrency checks never use them.
+    """
+
+    event_id: UUID
+    aggregate_id: StreamId
+    event_type: str
+    event_data: dict[str, Any]
+    timestamp: datetime
+    version: int
+    position: int | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = 1
+
+    @property
+    def stream_id(self) -> StreamId:
+        """The stream the event belongs to (the seed calls it ``aggregate_id``)."""
+        return self.aggregate_id
+
+    def to_domain(self, registry: EventRegistry | None = None) -> Any:
+        """This event as an instance of its registered domain event class."""
+        return (registry or default_registry).to_domain(self)
+
+
+@dataclass(frozen=True, slots=True)
+class NewEvent:
+    """An event to append through the modern API, before the store records it."""
+
+    event_type: str
+    event_data: dict[str, Any] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+    event_id: UUID = field(default_factory=uuid4)
+    timestamp: datetime | None = None
+    schema_version: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class _EventClassInfo:
+    cls: type
+    name: str
+    schema_version: int
+    field_names: tuple[str, ...]
+
+
+class EventRegistry:
+    """Maps stored event type names to domain event classes and back."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._by_name: dict[str, _EventClassInfo] = {}
+        self._by_class: dict[type, _EventClassInfo] = {}
+
+    def register(self, cls: T, name: str, *, version: int = 1) -> T:
+        """Register ``cls`` (a frozen dataclass) under the stored type ``name``."""
+        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+            raise InvalidInputError(f"{cls!r} must be a dataclass to be a domain event")
+        if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+            raise InvalidInputError(
+                f"{cls.__qualname__} must be a frozen dataclass: events are immutable facts"
+            )
+        validate_event_type(name)
+        if type(version) is not int or version < 1:
+            raise InvalidInputError(f"schema version must be an int >= 1, got {version!r}")
+        info = _EventClassInfo(
+            cls, name, version, tuple(f.name for f in dataclasses.fields(cls) if f.init)
+        )
+        with self._lock:
+            other = self._by_name.get(name)
+            if other is not None and other.cls is not cls and other.cls.__qualname__ != (
+                cls.__qualname__
+            ):
+                raise InvalidInputError(
+                    f"event type {name!r} is already registered to {other.cls.__qualname__}"
+                )
+            self._by_name[name] = info
+            self._by_class[cls] = info
+        codec.register_type(cls, name)
+        return cls
+
+    def class_for(self, event_type: str) -> type | None:
+        """The class registered for ``event_type``, or ``None``."""
+        info = self._by_name.get(event_type)
+        return info.cls if info else None
+
+    def name_for(self, cls: type) -> str | None:
+        """The stored type name of ``cls``, or ``None`` if it is not registered."""
+        info = self._by_class.get(cls)
+        return info.name if info else None
+
+    def is_domain_event(self, obj: object) -> bool:
+        """Whether ``obj`` is an instance of a registered domain event class."""
+        return type(obj) in self._by_class
+
+    def from_domain(self, obj: object) -> tuple[str, dict[str, Any], int]:
+        """Split a domain event into (event type, event data, schema version)."""
+        info = self._by_class.get(type(obj))
+        if info is None:
+            raise InvalidInputError(
+                f"{type(obj).__qualname__} is not a registered domain event; "
+                "decorate it with @domain_event(\"TypeName\")"
+            )
+        data = {name: getattr(obj, name) for name in info.field_names}
+        return info.name, data, info.schema_version
+
+    def to_domain(self, event: Event) -> Any:
+        """Build the domain event instance for a recorded event."""
+        info = self._by_name.get(event.event_type)
+        if info is None:
+            raise UnknownEventTypeError(
+                event.event_type, stream_id=event.aggregate_id, version=event.version,
+                detail="; register its class with @domain_event",
+            )
+        try:
+            return info.cls(**event.event_data)
+        except TypeError as exc:
+            raise DecodingError(
+                f"cannot build {info.cls.__qualname__} from event {event.event_type!r} "
+                f"at version {event.version} of stream {str(event.aggregate_id)!r}: {exc}"
+            ) from exc
+
+
+default_registry = EventRegistry()
+"""The registry :func:`domain_event` uses unless given another."""
+
+
+def domain_event(
+    name: str, *, version: int = 1, registry: EventRegistry | None = None
+) -> Callable[[T], T]:
+    """Class decorator declaring a frozen dataclass as a domain event named ``name``."""
+
+    def decorate(cls: T) -> T:
+        return (registry or default_registry).register(cls, name, version=version)
+
+    return decorate
+
+
+MAX_NAME_LENGTH = 65_536
+
+
+def validate_event_type(event_type: object) -> str:
+    """Check an event type name; return it or raise :class:`InvalidInputError`."""
+    if type(event_type) is not str:
+        raise InvalidInputError(f"event type must be a str, got {type(event_type).__name__}")
+    if not event_type:
+        raise InvalidInputError("event type must not be empty")
+    if len(event_type) > MAX_NAME_LENGTH:
+        raise InvalidInputError(f"event type is longer than {MAX_NAME_LENGTH} characters")
+    if "\x00" in event_type:
+        raise InvalidInputError("event type must not contain NUL characters")
+    return event_type
+
+
+def as_metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Copy caller metadata into a plain dict, checking its type."""
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise InvalidInputError(f"metadata must be a mapping, got {type(value).__name__}")
+    return dict(value)

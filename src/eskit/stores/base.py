@@ -1,0 +1,578 @@
+"""The event store contract, and the pure logic every backend shares.
+
+A backend implements four primitives (``_append``, ``_read_stream``,
+``_read_all_page``, ``_find_events``) plus a few queries; validation, encoding,
+expected-version checks and retry detection live here, written once, with no I/O.
+
+Guarantees every store gives (checked by :mod:`eskit.testing.contract`):
+
+* **Optimistic concurrency.** An append names the version it expects the stream
+  to be at; if the stream has moved, :class:`~eskit.errors.ConcurrencyError` is
+  raised and nothing is written.
+* **Atomic batches.** The events of one append are stored all together, at
+  consecutive versions, or not at all.
+* **Idempotent retries.** Appending the same events (same event ids) again at
+  the same place succeeds without storing them twice; the result says
+  ``duplicate=True``. An event id reused anywhere else is a
+  :class:`~eskit.errors.DuplicateEventError`.
+* **A stable global order.** Every stored event gets a ``position``;
+  :meth:`EventStore.read_all` returns events by increasing position, and an
+  event visible at some position never moves and is never preceded later by a
+  newly visible event. Positions may have gaps.
+* **Append only.** Nothing in this API updates or deletes an event.
+
+What is *not* guaranteed: timestamps are informative and may go backwards along
+positions (clocks move); positions are not dense (a failed append may use up
+numbers); positions are comparable only within one store.
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from enum import Enum
+from types import TracebackType
+from typing import Any, Self
+from uuid import UUID, uuid4
+
+from eskit import codec
+from eskit.errors import (
+    ConcurrencyError,
+    DecodingError,
+    DuplicateEventError,
+    EncodingError,
+    InvalidInputError,
+)
+from eskit.events import (
+    MAX_NAME_LENGTH,
+    Event,
+    EventRegistry,
+    NewEvent,
+    StreamId,
+    as_metadata,
+    default_registry,
+    utc_now,
+    validate_event_type,
+)
+
+__all__ = [
+    "ANY",
+    "NO_STREAM",
+    "STREAM_EXISTS",
+    "AppendResult",
+    "EventStore",
+    "ExpectedVersion",
+    "StreamInfo",
+]
+
+MAX_VERSION = 2**63 - 1
+DEFAULT_MAX_EVENT_BYTES = 8 * 1024 * 1024
+READ_ALL_PAGE_SIZE = 1000
+
+
+class ExpectedVersion(Enum):
+    """Named expectations for :meth:`EventStore.append` besides an exact version."""
+
+    ANY = "any"
+    """Append wherever the stream is; no concurrency check."""
+    NO_STREAM = "no_stream"
+    """The stream must not exist yet (same as the exact version ``0``)."""
+    STREAM_EXISTS = "stream_exists"
+    """The stream must already have at least one event."""
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+ANY = ExpectedVersion.ANY
+NO_STREAM = ExpectedVersion.NO_STREAM
+STREAM_EXISTS = ExpectedVersion.STREAM_EXISTS
+
+Expected = int | ExpectedVersion
+AppendInput = Event | NewEvent | object
+
+
+@dataclass(frozen=True, slots=True)
+class AppendResult:
+    """What an append stored: the stream's new version and the recorded events."""
+
+    stream_id: StreamId
+    version: int
+    """The stream's version after the append (the last event's version)."""
+    position: int
+    """The global position of the last event of the batch."""
+    events: tuple[Event, ...]
+    duplicate: bool = False
+    """True when the batch had been stored before and this call wrote nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInfo:
+    """A stream as listed by :meth:`EventStore.list_streams`."""
+
+    stream_id: StreamId
+    version: int
+    last_position: int
+    last_timestamp: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class PendingEvent:
+    """A validated, encoded event on its way into a store (internal)."""
+
+    event_id: UUID
+    event_type: str
+    data: bytes
+    metadata: bytes
+    timestamp: datetime
+    schema_version: int
+    event_data: dict[str, Any]
+    metadata_dict: dict[str, Any]
+
+    def recorded(self, stream_id: StreamId, version: int, position: int | None) -> Event:
+        return Event(
+            event_id=self.event_id, aggregate_id=stream_id, event_type=self.event_type,
+            event_data=self.event_data, timestamp=self.timestamp, version=version,
+            position=position, metadata=self.metadata_dict, schema_version=self.schema_version,
+        )
+
+
+# --------------------------------------------------------------------------- validation
+
+_UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
+def stream_key(stream_id: object) -> str:
+    """The text under which a stream is stored. UUIDs use their canonical form."""
+    if isinstance(stream_id, UUID):
+        return str(stream_id)
+    if type(stream_id) is not str:
+        raise InvalidInputError(
+            f"stream id must be a UUID or a str, got {type(stream_id).__name__}"
+        )
+    if not stream_id:
+        raise InvalidInputError("stream id must not be empty")
+    if len(stream_id) > MAX_NAME_LENGTH:
+        raise InvalidInputError(f"stream id is longer than {MAX_NAME_LENGTH} characters")
+    if "\x00" in stream_id:
+        raise InvalidInputError("stream id must not contain NUL characters")
+    return stream_id
+
+
+def stream_id_from_key(key: str) -> StreamId:
+    """The stream id for stored text: canonical UUID text comes back as a ``UUID``."""
+    if len(key) == 36 and _UUID_TEXT.match(key):
+        return UUID(key)
+    return key
+
+
+def check_version_arg(name: str, value: object, *, allow_none: bool = False) -> None:
+    if value is None and allow_none:
+        return
+    if type(value) is not int:
+        raise InvalidInputError(f"{name} must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_VERSION:
+        raise InvalidInputError(f"{name} must be between 0 and {MAX_VERSION}, got {value}")
+
+
+def check_expected(expected: object) -> Expected:
+    if isinstance(expected, ExpectedVersion):
+        return expected
+    check_version_arg("expected_version", expected)
+    return expected  # type: ignore[return-value]
+
+
+def expected_matches(expected: Expected, head: int) -> bool:
+    if expected is ANY:
+        return True
+    if expected is NO_STREAM:
+        return head == 0
+    if expected is STREAM_EXISTS:
+        return head > 0
+    return head == expected
+
+
+def check_limit(limit: object) -> None:
+    if limit is not None and (type(limit) is not int or limit < 0):
+        raise InvalidInputError(f"limit must be None or an int >= 0, got {limit!r}")
+
+
+def _to_utc(ts: object) -> datetime:
+    if not isinstance(ts, datetime):
+        raise InvalidInputError(f"timestamp must be a datetime, got {type(ts).__name__}")
+    if ts.tzinfo is None or ts.utcoffset() is None:
+        raise InvalidInputError("timestamp must be timezone-aware (eskit stores UTC)")
+    return ts.astimezone(UTC)
+
+
+def prepare_batch(
+    stream: str,
+    events: object,
+    *,
+    registry: EventRegistry,
+    max_event_bytes: int,
+) -> list[PendingEvent]:
+    """Validate and encode a batch. Raises before anything can be written."""
+    if isinstance(events, str | bytes | Mapping) or not isinstance(events, Sequence):
+        raise InvalidInputError(
+            f"events must be a list of events, got {type(events).__name__}"
+        )
+    if not events:
+        raise InvalidInputError("cannot append an empty batch of events")
+    pending: list[PendingEvent] = []
+    seen: set[UUID] = set()
+    now = utc_now()
+    for index, item in enumerate(events):
+        try:
+            p = _prepare_one(stream, item, registry, now)
+        except EncodingError as exc:
+            raise EncodingError(f"event {index} of the batch: {exc.bare_message}",
+                                path=exc.path) from None
+        except InvalidInputError as exc:
+            raise InvalidInputError(f"event {index} of the batch: {exc}") from None
+        if len(p.data) + len(p.metadata) > max_event_bytes:
+            raise InvalidInputError(
+                f"event {index} of the batch ({p.event_type!r}) encodes to "
+                f"{len(p.data) + len(p.metadata)} bytes, over the limit of {max_event_bytes}"
+            )
+        if p.event_id in seen:
+            raise InvalidInputError(f"event id {p.event_id} appears twice in one batch")
+        seen.add(p.event_id)
+        pending.append(p)
+    return pending
+
+
+def _prepare_one(stream: str, item: object, registry: EventRegistry, now: datetime) -> PendingEvent:
+    if isinstance(item, Event):
+        if item.aggregate_id is not None and stream_key(item.aggregate_id) != stream:
+            raise InvalidInputError(
+                f"event belongs to stream {str(item.aggregate_id)!r}, not {stream!r}"
+            )
+        event_id, event_type, data = item.event_id, item.event_type, item.event_data
+        metadata, timestamp, schema_version = item.metadata, item.timestamp, item.schema_version
+    elif isinstance(item, NewEvent):
+        event_id, event_type, data = item.event_id, item.event_type, item.event_data
+        metadata, timestamp, schema_version = item.metadata, item.timestamp, item.schema_version
+    elif registry.is_domain_event(item):
+        event_type, data, schema_version = registry.from_domain(item)
+        event_id, metadata, timestamp = uuid4(), {}, None
+    else:
+        raise InvalidInputError(
+            f"cannot append a {type(item).__name__}: pass eskit.Event, eskit.NewEvent "
+            "or an instance of a registered @domain_event class"
+        )
+    if not isinstance(event_id, UUID):
+        raise InvalidInputError(f"event_id must be a UUID, got {type(event_id).__name__}")
+    validate_event_type(event_type)
+    if not isinstance(data, Mapping):
+        raise InvalidInputError(f"event_data must be a dict, got {type(data).__name__}")
+    if type(schema_version) is not int or not 1 <= schema_version <= 2**31 - 1:
+        raise InvalidInputError(f"schema_version must be an int >= 1, got {schema_version!r}")
+    data = dict(data)
+    metadata = as_metadata(metadata)
+    return PendingEvent(
+        event_id=event_id,
+        event_type=event_type,
+        data=codec.encode(data),
+        metadata=codec.encode(metadata),
+        timestamp=now if timestamp is None else _to_utc(timestamp),
+        schema_version=schema_version,
+        event_data=data,
+        metadata_dict=metadata,
+    )
+
+
+def resolve_conflict(
+    stream_id: StreamId,
+    stream: str,
+    expected: Expected,
+    head: int,
+    batch: Sequence[PendingEvent],
+    found: Mapping[UUID, Event],
+) -> AppendResult:
+    """Decide what an append that could not simply insert means.
+
+    Called when the head did not match ``expected`` or an event id already
+    exists. ``found`` maps the batch's event ids that are already stored to
+    their stored events. Either the whole batch is already stored, in order, at
+    the place this append asked for (a retry: return its result), or it is an
+    error.
+    """
+    if not found:
+        raise ConcurrencyError(stream_id, expected, head)
+    stored = [found.get(p.event_id) for p in batch]
+    first = stored[0]
+    complete = first is not None and all(
+        e is not None
+        and stream_key(e.aggregate_id) == stream
+        and e.version == first.version + i
+        for i, e in enumerate(stored)
+    )
+    if complete and first is not None:
+        expected_ok = (
+            expected is ANY
+            or expected is STREAM_EXISTS
+            or (expected is NO_STREAM and first.version == 1)
+            or (isinstance(expected, int) and first.version == expected + 1)
+        )
+        if expected_ok:
+            events = tuple(e for e in stored if e is not None)
+            return AppendResult(
+                stream_id, events[-1].version, events[-1].position or 0, events, duplicate=True
+            )
+    clash = next(p.event_id for p in batch if p.event_id in found)
+    where = found[clash]
+    raise DuplicateEventError(
+        f"event id {clash} is already stored at version {where.version} of stream "
+        f"{str(where.aggregate_id)!r}; a retry must repeat the whole batch at the same place",
+        event_id=clash,
+    )
+
+
+# --------------------------------------------------------------------------- decoding
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+def timestamp_to_micros(ts: datetime) -> int:
+    """A UTC datetime as integer microseconds since the Unix epoch (exact)."""
+    return (ts - _EPOCH) // _MICROSECOND
+
+
+def micros_to_timestamp(micros: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=micros)
+
+
+def decode_event(
+    *,
+    event_id: UUID,
+    stream_id: StreamId,
+    event_type: str,
+    data: bytes,
+    metadata: bytes,
+    timestamp: datetime,
+    version: int,
+    position: int,
+    schema_version: int,
+) -> Event:
+    """Build an :class:`Event` from stored columns, naming the event on failure."""
+    try:
+        event_data = codec.decode(data)
+        meta = codec.decode(metadata)
+    except DecodingError as exc:
+        raise DecodingError(
+            f"cannot decode event {event_type!r} at version {version} of stream "
+            f"{str(stream_id)!r} (position {position}): {exc}"
+        ) from exc
+    if not isinstance(event_data, dict) or not isinstance(meta, dict):
+        raise DecodingError(
+            f"event {event_type!r} at version {version} of stream {str(stream_id)!r} "
+            "does not hold a JSON object"
+        )
+    return Event(
+        event_id=event_id, aggregate_id=stream_id, event_type=event_type,
+        event_data=event_data, timestamp=timestamp, version=version, position=position,
+        metadata=meta, schema_version=schema_version,
+    )
+
+
+# --------------------------------------------------------------------------- the contract
+
+
+class EventStore(ABC):
+    """An append-only event store with optimistic locking.
+
+    The modern API is :meth:`append`, :meth:`read_stream`, :meth:`read_all`,
+    :meth:`head_version`; the seed tutorial's :meth:`save_events` and
+    :meth:`get_events` are thin wrappers over it. A class written for the seed
+    tutorial that overrides only ``save_events`` and ``get_events`` still works
+    with :class:`~eskit.Repository`: the modern methods then call those.
+    """
+
+    registry: EventRegistry = default_registry
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
+    # -- the modern API ---------------------------------------------------------------
+
+    def append(
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+    ) -> AppendResult:
+        """Append ``events`` to ``stream_id`` if the stream is at ``expected_version``.
+
+        ``expected_version`` is an exact version (``0`` means the stream has no
+        events yet), or :data:`ANY`, :data:`NO_STREAM`, :data:`STREAM_EXISTS`.
+        The batch is stored whole or not at all. Raises
+        :class:`~eskit.errors.ConcurrencyError` if the stream has moved,
+        :class:`~eskit.errors.DuplicateEventError` if an event id is stored
+        elsewhere, :class:`~eskit.errors.InvalidInputError` for bad input; in
+        each case nothing is written.
+        """
+        stream = stream_key(stream_id)
+        expected = check_expected(expected_version)
+        batch = prepare_batch(
+            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
+        )
+        if not self._implements("_append"):
+            return self._append_via_seed_api(stream_id, batch, expected)
+        return self._append(stream_id, stream, expected, batch)
+
+    def read_stream(
+        self,
+        stream_id: StreamId,
+        from_version: int = 0,
+        to_version: int | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """The events of one stream with ``from_version < version <= to_version``.
+
+        ``from_version`` is exclusive, like the seed's ``get_events``: ``0``
+        reads from the first event, and passing the version you already have
+        reads only what came after it. ``to_version=None`` reads to the head.
+        ``backwards=True`` returns the same range newest first; ``limit`` keeps
+        that many events from the start of the returned order. An unknown
+        stream reads as empty.
+        """
+        stream = stream_key(stream_id)
+        check_version_arg("from_version", from_version)
+        check_version_arg("to_version", to_version, allow_none=True)
+        check_limit(limit)
+        if type(backwards) is not bool:
+            raise InvalidInputError("backwards must be a bool")
+        if limit == 0 or (to_version is not None and to_version <= from_version):
+            return []
+        if not self._implements("_read_stream"):
+            events = [
+                e for e in self.get_events(stream_id, from_version)
+                if to_version is None or e.version <= to_version
+            ]
+            if backwards:
+                events.reverse()
+            return events if limit is None else events[:limit]
+        return self._read_stream(stream_id, stream, from_version, to_version, backwards, limit)
+
+    def read_all(self, from_position: int = 0, limit: int | None = None) -> Iterator[Event]:
+        """Every event with ``position > from_position``, in global order.
+
+        ``from_position`` is exclusive: pass the position of the last event you
+        processed (a checkpoint) unchanged to continue after it. Events are
+        fetched lazily in pages, so reading a large store keeps memory flat.
+        The order is stable: events become visible only in increasing position
+        order, so a reader that continues from its checkpoint never skips one.
+        """
+        check_version_arg("from_position", from_position)
+        check_limit(limit)
+        if not self._implements("_read_all_page"):
+            raise NotImplementedError(
+                f"{type(self).__name__} implements only the seed API and has no global order"
+            )
+        return self._iter_all(from_position, limit)
+
+    def _iter_all(self, after: int, limit: int | None) -> Iterator[Event]:
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+            page = self._read_all_page(after, size)
+            yield from page
+            if len(page) < size:
+                return
+            after = page[-1].position or after
+            if remaining is not None:
+                remaining -= len(page)
+
+    def head_version(self, stream_id: StreamId) -> int:
+        """The version of the stream's last event; ``0`` if the stream has none."""
+        stream = stream_key(stream_id)
+        if not self._implements("_head_version"):
+            events = self.get_events(stream_id)
+            return events[-1].version if events else 0
+        return self._head_version(stream)
+
+    def head_position(self) -> int:
+        """The position of the newest visible event in the store; ``0`` if empty."""
+        return self._head_position()
+
+    def list_streams(self) -> list[StreamInfo]:
+        """Every stream in the store, in order of its first event."""
+        return self._list_streams()
+
+    def close(self) -> None:
+        """Release connections. The store must not be used afterwards."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    # -- the seed tutorial's API ------------------------------------------------------
+
+    def save_events(
+        self, aggregate_id: StreamId, events: Sequence[AppendInput], expected_version: int
+    ) -> AppendResult:
+        """Save events for an aggregate with optimistic locking (seed API).
+
+        Raises :class:`~eskit.errors.ConcurrencyError`, a ``ValueError``, when
+        the aggregate's stream is not at ``expected_version``.
+        """
+        return self.append(aggregate_id, events, expected_version)
+
+    def get_events(self, aggregate_id: StreamId, from_version: int = 0) -> list[Event]:
+        """The aggregate's events after ``from_version`` (seed API)."""
+        if not self._implements("_read_stream"):
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement get_events or the modern API"
+            )
+        return self.read_stream(aggregate_id, from_version)
+
+    # -- what a backend implements ----------------------------------------------------
+
+    def _append(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
+    ) -> AppendResult:
+        raise NotImplementedError
+
+    def _read_stream(
+        self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
+        backwards: bool, limit: int | None,
+    ) -> list[Event]:
+        raise NotImplementedError
+
+    def _read_all_page(self, after: int, limit: int) -> list[Event]:
+        raise NotImplementedError
+
+    def _head_version(self, stream: str) -> int:
+        raise NotImplementedError
+
+    def _head_position(self) -> int:
+        raise NotImplementedError(f"{type(self).__name__} has no global order")
+
+    def _list_streams(self) -> list[StreamInfo]:
+        raise NotImplementedError(f"{type(self).__name__} cannot list streams")
+
+    # -- compatibility with seed-style subclasses --------------------------------------
+
+    def _implements(self, name: str) -> bool:
+        return getattr(type(self), name) is not getattr(EventStore, name)
+
+    def _append_via_seed_api(
+        self, stream_id: StreamId, batch: list[PendingEvent], expected: Expected
+    ) -> AppendResult:
+        if not self._implements("save_events"):
+            raise NotImplementedError(
+                f"{type(self).__name__} must implement save_events or the modern API"
+            )
+        head = self.head_version(stream_id)
+        if not expected_matches(expected, head):
+            raise ConcurrencyError(stream_id, expected, head)
+        events = [p.recorded(stream_id, head + i + 1, None) for i, p in enumerate(batch)]
+        self.save_events(stream_id, events, head)
+        return AppendResult(stream_id, head + len(events), 0, tuple(events))

@@ -1,0 +1,392 @@
+"""The embedded event store, on the standard library's ``sqlite3``.
+
+Design notes (why it is safe):
+
+* **One writer at a time, in commit order.** Every append is one
+  ``BEGIN IMMEDIATE`` transaction: it takes SQLite's write lock *before*
+  reading the stream head, so the expected-version check and the insert see the
+  same state, and positions are handed out in the order transactions commit.
+  A deferred transaction that upgrades to a write gets ``SQLITE_BUSY`` at once,
+  ignoring the busy timeout (https://www.sqlite.org/lang_transaction.html), which
+  is why we never use one for appends.
+* **Several processes on one file.** WAL lets readers run beside the writer;
+  writers of other processes wait on the busy timeout (30 s by default) instead
+  of failing, and threads of this process queue on a lock first so they do not
+  poll. WAL needs all processes on one host: no network file systems.
+* **Durable by default.** ``synchronous=FULL`` in WAL mode survives power loss;
+  ``NORMAL`` is faster but can lose the last commits if the machine (not just
+  the process) crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
+* **Append only.** Triggers make the events table reject ``UPDATE`` and
+  ``DELETE``, so not even a stray SQL statement can rewrite history.
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Literal
+from uuid import UUID
+
+from eskit.errors import InvalidInputError, NotAnEskitStoreError, StoreBusyError, StoreError
+from eskit.events import Event, EventRegistry, StreamId
+from eskit.stores.base import (
+    DEFAULT_MAX_EVENT_BYTES,
+    AppendResult,
+    EventStore,
+    Expected,
+    PendingEvent,
+    StreamInfo,
+    decode_event,
+    expected_matches,
+    micros_to_timestamp,
+    resolve_conflict,
+    stream_id_from_key,
+    timestamp_to_micros,
+)
+
+__all__ = ["SQLiteEventStore"]
+
+SCHEMA_VERSION = 1
+STORE_FORMAT = "eskit-event-store"
+
+# Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
+MIGRATIONS: list[list[str]] = [
+    [
+        """CREATE TABLE eskit_meta (
+               key   TEXT PRIMARY KEY,
+               value TEXT NOT NULL
+           ) WITHOUT ROWID""",
+        """CREATE TABLE eskit_events (
+               position       INTEGER PRIMARY KEY AUTOINCREMENT,
+               event_id       BLOB    NOT NULL UNIQUE,
+               stream_id      TEXT    NOT NULL,
+               version        INTEGER NOT NULL,
+               event_type     TEXT    NOT NULL,
+               schema_version INTEGER NOT NULL,
+               recorded_at    INTEGER NOT NULL,  -- microseconds since 1970-01-01 UTC
+               data           TEXT    NOT NULL,  -- JSON, see eskit.codec
+               metadata       TEXT    NOT NULL,  -- JSON
+               UNIQUE (stream_id, version)
+           )""",
+        """CREATE TRIGGER eskit_events_no_update BEFORE UPDATE ON eskit_events
+           BEGIN SELECT RAISE(ABORT, 'eskit events are append-only'); END""",
+        """CREATE TRIGGER eskit_events_no_delete BEFORE DELETE ON eskit_events
+           BEGIN SELECT RAISE(ABORT, 'eskit events are append-only'); END""",
+        f"INSERT INTO eskit_meta (key, value) VALUES ('format', '{STORE_FORMAT}')",
+    ],
+]
+
+_COLUMNS = (
+    "position, event_id, stream_id, version, event_type, schema_version, recorded_at, data, metadata"
+)
+_INSERT = f"INSERT INTO eskit_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+
+Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
+
+
+class SQLiteEventStore(EventStore):
+    """An event store in a SQLite file (or ``":memory:"``).
+
+    The schema is created on first use. ``create=False`` opens an existing
+    store only (for inspection) and raises
+    :class:`~eskit.errors.NotAnEskitStoreError` for anything else.
+    Safe to share between threads, and between processes on one host.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str] = ":memory:",
+        *,
+        synchronous: Synchronous = "FULL",
+        busy_timeout: float = 30.0,
+        create: bool = True,
+        registry: EventRegistry | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise InvalidInputError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+        if type(max_event_bytes) is not int or max_event_bytes < 1:
+            raise InvalidInputError("max_event_bytes must be a positive int")
+        if registry is not None:
+            self.registry = registry
+        self.max_event_bytes = max_event_bytes
+        self.path = str(path)
+        self._memory = self.path == ":memory:" or self.path.startswith("file::memory:")
+        self._synchronous = synchronous
+        self._busy_timeout = float(busy_timeout)
+        self._create = create
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._connections: list[sqlite3.Connection] = []
+        self._connections_lock = threading.Lock()
+        self._closed = False
+        if not create and not self._memory and not Path(self.path).is_file():
+            raise NotAnEskitStoreError(f"no eskit store at {self.path!r}: the file does not exist")
+        self._writer = self._connect()
+        self._setup()
+
+    # -- connections --------------------------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        with _translated(self.path):
+            if self._create or self._memory:
+                conn = sqlite3.connect(
+                    self.path, timeout=self._busy_timeout, isolation_level=None,
+                    check_same_thread=False,
+                )
+            else:  # open an existing file, never create one
+                conn = sqlite3.connect(
+                    Path(self.path).absolute().as_uri() + "?mode=rw", uri=True,
+                    timeout=self._busy_timeout, isolation_level=None, check_same_thread=False,
+                )
+            conn.execute(f"PRAGMA synchronous={self._synchronous}")
+        with self._connections_lock:
+            self._connections.append(conn)
+        return conn
+
+    def _reader(self) -> sqlite3.Connection:
+        if self._closed:
+            raise StoreError("the store is closed")
+        if self._memory:  # one in-memory database means one connection
+            return self._writer
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def _reading(self) -> Iterator[sqlite3.Connection]:
+        if self._memory:
+            with self._write_lock, _translated(self.path):
+                yield self._reader()
+        else:
+            with _translated(self.path):
+                yield self._reader()
+
+    def close(self) -> None:
+        self._closed = True
+        with self._connections_lock:
+            for conn in self._connections:
+                conn.close()
+            self._connections.clear()
+
+    # -- schema -------------------------------------------------------------------------
+
+    def _setup(self) -> None:
+        conn = self._writer
+        with _translated(self.path):
+            if not self._memory:
+                self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            tables = {
+                row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+            }
+            if "eskit_meta" in tables and self._schema_version(conn) >= SCHEMA_VERSION:
+                return
+            if not self._create:
+                raise NotAnEskitStoreError(f"{self.path!r} is a SQLite database, not an eskit store")
+            if "eskit_events" in tables and "eskit_meta" not in tables:
+                raise NotAnEskitStoreError(
+                    f"{self.path!r} has a table eskit_events that eskit did not create"
+                )
+            with self._write_lock:
+                self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+                try:
+                    current = self._schema_version(conn)
+                    for target in range(current, SCHEMA_VERSION):
+                        for statement in MIGRATIONS[target]:
+                            conn.execute(statement)
+                    conn.execute(
+                        "INSERT OR REPLACE INTO eskit_meta (key, value) VALUES ('schema_version', ?)",
+                        (str(SCHEMA_VERSION),),
+                    )
+                    conn.execute("COMMIT")
+                except BaseException:
+                    conn.execute("ROLLBACK")
+                    raise
+
+    def _schema_version(self, conn: sqlite3.Connection) -> int:
+        try:
+            row = conn.execute(
+                "SELECT value FROM eskit_meta WHERE key IN ('format', 'schema_version') "
+                "ORDER BY key"
+            ).fetchall()
+        except sqlite3.OperationalError:  # no eskit_meta table yet
+            return 0
+        values = [r[0] for r in row]
+        if not values:
+            return 0
+        if values[0] != STORE_FORMAT:
+            raise NotAnEskitStoreError(f"{self.path!r} is not an eskit event store")
+        version = int(values[1]) if len(values) > 1 else 0
+        if version > SCHEMA_VERSION:
+            raise StoreError(
+                f"{self.path!r} has eskit schema version {version}; this eskit knows only "
+                f"up to {SCHEMA_VERSION}: upgrade eskit"
+            )
+        return version
+
+    def _retry_busy(self, action: Any) -> Any:
+        # Changing the journal mode or starting a write can report SQLITE_BUSY without
+        # consulting the busy handler when another process is setting up the same file.
+        deadline = time.monotonic() + self._busy_timeout
+        while True:
+            try:
+                return action()
+            except sqlite3.OperationalError as exc:
+                if not _is_busy(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.005)
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _append(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
+    ) -> AppendResult:
+        if self._closed:
+            raise StoreError("the store is closed")
+        conn = self._writer
+        with self._write_lock, _translated(self.path):
+            self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+            committed = False
+            try:
+                row = conn.execute(
+                    "SELECT MAX(version) FROM eskit_events WHERE stream_id = ?", (stream,)
+                ).fetchone()
+                head = row[0] or 0
+                if not expected_matches(expected, head):
+                    return resolve_conflict(
+                        stream_id, stream, expected, head, batch, self._find(conn, batch)
+                    )
+                row = conn.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'eskit_events'"
+                ).fetchone()
+                start = row[0] if row else 0
+                try:
+                    conn.executemany(_INSERT, [
+                        (start + i + 1, p.event_id.bytes, stream, head + i + 1, p.event_type,
+                         p.schema_version, timestamp_to_micros(p.timestamp), p.data.decode(),
+                         p.metadata.decode())
+                        for i, p in enumerate(batch)
+                    ])
+                except sqlite3.IntegrityError:
+                    # An event id is stored already: a retried batch, or a reused id.
+                    # Roll back first: rows of this batch inserted before the clash
+                    # must not be mistaken for a stored copy of it.
+                    conn.execute("ROLLBACK")
+                    return resolve_conflict(
+                        stream_id, stream, expected, head, batch, self._find(conn, batch)
+                    )
+                conn.execute("COMMIT")
+                committed = True
+            finally:
+                if not committed and conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        events = tuple(
+            p.recorded(stream_id, head + i + 1, start + i + 1) for i, p in enumerate(batch)
+        )
+        return AppendResult(stream_id, head + len(batch), start + len(batch), events)
+
+    def _find(self, conn: sqlite3.Connection, batch: Sequence[PendingEvent]) -> dict[UUID, Event]:
+        found: dict[UUID, Event] = {}
+        ids = [p.event_id.bytes for p in batch]
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ", ".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM eskit_events WHERE event_id IN ({marks})", chunk
+            ).fetchall()
+            for event in _decode_rows(rows):
+                found[event.event_id] = event
+        return found
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _read_stream(
+        self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
+        backwards: bool, limit: int | None,
+    ) -> list[Event]:
+        sql = f"SELECT {_COLUMNS} FROM eskit_events WHERE stream_id = ? AND version > ?"
+        params: list[Any] = [stream, from_version]
+        if to_version is not None:
+            sql += " AND version <= ?"
+            params.append(to_version)
+        sql += " ORDER BY version DESC" if backwards else " ORDER BY version"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        with self._reading() as conn:
+            rows = conn.execute(sql, params).fetchall()
+        return _decode_rows(rows, stream_id)
+
+    def _read_all_page(self, after: int, limit: int) -> list[Event]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                f"SELECT {_COLUMNS} FROM eskit_events WHERE position > ? ORDER BY position LIMIT ?",
+                (after, limit),
+            ).fetchall()
+        return _decode_rows(rows)
+
+    def _head_version(self, stream: str) -> int:
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT MAX(version) FROM eskit_events WHERE stream_id = ?", (stream,)
+            ).fetchone()
+        return int(row[0] or 0)
+
+    def _head_position(self) -> int:
+        with self._reading() as conn:
+            row = conn.execute("SELECT MAX(position) FROM eskit_events").fetchone()
+        return int(row[0] or 0)
+
+    def _list_streams(self) -> list[StreamInfo]:
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT stream_id, MAX(version), MAX(position), MAX(recorded_at) "
+                "FROM eskit_events GROUP BY stream_id ORDER BY MIN(position)"
+            ).fetchall()
+        return [
+            StreamInfo(stream_id_from_key(s), v, p, micros_to_timestamp(t)) for s, v, p, t in rows
+        ]
+
+
+def _decode_rows(rows: list[Any], stream_id: StreamId | None = None) -> list[Event]:
+    ids: dict[str, StreamId] = {}
+    events = []
+    for position, event_id, stream, version, event_type, schema_version, at, data, meta in rows:
+        sid = stream_id
+        if sid is None:
+            sid = ids.get(stream)
+            if sid is None:
+                sid = ids[stream] = stream_id_from_key(stream)
+        events.append(decode_event(
+            event_id=UUID(bytes=event_id), stream_id=sid, event_type=event_type, data=data,
+            metadata=meta, timestamp=micros_to_timestamp(at), version=version,
+            position=position, schema_version=schema_version,
+        ))
+    return events
+
+
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    text = str(exc).lower()
+    return "locked" in text or "busy" in text
+
+
+@contextmanager
+def _translated(path: str) -> Iterator[None]:
+    """Turn sqlite3 errors into eskit errors at the edge of the store."""
+    try:
+        yield
+    except sqlite3.OperationalError as exc:
+        if _is_busy(exc):
+            raise StoreBusyError(f"{path!r} stayed locked by other writers: {exc}") from exc
+        raise StoreError(f"SQLite error on {path!r}: {exc}") from exc
+    except sqlite3.DatabaseError as exc:
+        if "not a database" in str(exc) or "malformed" in str(exc):
+            raise NotAnEskitStoreError(f"{path!r} is not an eskit store: {exc}") from exc
+        raise StoreError(f"SQLite error on {path!r}: {exc}") from exc
