@@ -77,7 +77,8 @@ class InMemoryEventStore(EventStore):
         with self._lock:
             rows = self._streams.get(stream, [])
             head = len(rows)
-            found = {p.event_id: self._by_id[p.event_id] for p in batch if p.event_id in self._by_id}
+            by_id = self._by_id
+            found = {p.event_id: by_id[p.event_id] for p in batch if p.event_id in by_id}
             if found or not expected_matches(expected, head):
                 return resolve_conflict(
                     stream_id, stream, expected, head, batch,
@@ -93,7 +94,8 @@ class InMemoryEventStore(EventStore):
             self._streams.setdefault(stream, rows).extend(new_rows)
             self._by_id.update((r.event_id, r) for r in new_rows)
         events = tuple(
-            p.recorded(stream_id, r.version, r.position) for p, r in zip(batch, new_rows, strict=True)
+            p.recorded(stream_id, r.version, r.position)
+            for p, r in zip(batch, new_rows, strict=True)
         )
         return AppendResult(stream_id, events[-1].version, new_rows[-1].position, events)
 

@@ -82,7 +82,8 @@ MIGRATIONS: list[list[str]] = [
 ]
 
 _COLUMNS = (
-    "position, event_id, stream_id, version, event_type, schema_version, recorded_at, data, metadata"
+    "position, event_id, stream_id, version, event_type, schema_version, recorded_at, "
+    "data, metadata"
 )
 _INSERT = f"INSERT INTO eskit_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 
@@ -109,7 +110,9 @@ class SQLiteEventStore(EventStore):
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-            raise InvalidInputError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}")
+            raise InvalidInputError(
+                f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous!r}"
+            )
         if type(max_event_bytes) is not int or max_event_bytes < 1:
             raise InvalidInputError("max_event_bytes must be a positive int")
         if registry is not None:
@@ -184,12 +187,15 @@ class SQLiteEventStore(EventStore):
             if not self._memory:
                 self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             tables = {
-                row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+                row[0]
+                for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
             if "eskit_meta" in tables and self._schema_version(conn) >= SCHEMA_VERSION:
                 return
             if not self._create:
-                raise NotAnEskitStoreError(f"{self.path!r} is a SQLite database, not an eskit store")
+                raise NotAnEskitStoreError(
+                    f"{self.path!r} is a SQLite database, not an eskit store"
+                )
             if "eskit_events" in tables and "eskit_meta" not in tables:
                 raise NotAnEskitStoreError(
                     f"{self.path!r} has a table eskit_events that eskit did not create"
@@ -202,7 +208,8 @@ class SQLiteEventStore(EventStore):
                         for statement in MIGRATIONS[target]:
                             conn.execute(statement)
                     conn.execute(
-                        "INSERT OR REPLACE INTO eskit_meta (key, value) VALUES ('schema_version', ?)",
+                        "INSERT OR REPLACE INTO eskit_meta (key, value) "
+                        "VALUES ('schema_version', ?)",
                         (str(SCHEMA_VERSION),),
                     )
                     conn.execute("COMMIT")

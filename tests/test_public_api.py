@@ -1,0 +1,42 @@
+"""The public API changes only on purpose: this list pins it."""
+
+import subprocess
+import sys
+
+import eskit
+
+PUBLIC_API = [
+    "ANY", "NO_STREAM", "STREAM_EXISTS", "Aggregate", "AggregateNotFound", "AppendResult",
+    "ConcurrencyError", "DecodingError", "DuplicateEventError", "EncodingError", "EskitError",
+    "Event", "EventOrderError", "EventRegistry", "EventStore", "ExpectedVersion",
+    "InMemoryEventStore", "InvalidInputError", "NewEvent", "NotAnEskitStoreError", "Repository",
+    "SQLiteEventStore", "StoreBusyError", "StoreError", "StreamId", "StreamInfo",
+    "UnknownEventTypeError", "__version__", "domain_event", "handles", "register_type",
+    "utc_now",
+]
+
+
+def test_public_api_is_exactly_the_pinned_list() -> None:
+    assert sorted(eskit.__all__) == sorted(PUBLIC_API)
+    for name in eskit.__all__:
+        assert hasattr(eskit, name), name
+
+
+def test_every_error_is_an_eskit_error() -> None:
+    for name in eskit.__all__:
+        obj = getattr(eskit, name)
+        if isinstance(obj, type) and issubclass(obj, Exception):
+            assert issubclass(obj, eskit.EskitError), name
+
+
+def test_concurrency_error_is_a_value_error_for_seed_code() -> None:
+    assert issubclass(eskit.ConcurrencyError, ValueError)
+
+
+def test_importing_eskit_needs_no_optional_dependency() -> None:
+    code = (
+        "import sys, eskit; bad = [m for m in ('typer', 'rich', 'psycopg', 'pytest') "
+        "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
