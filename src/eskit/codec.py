@@ -67,7 +67,9 @@ def register_type(cls: T, name: str | None = None) -> T:
         raise InvalidInputError("a type name must be a non-empty string")
     with _lock:
         other = _types_by_name.get(name)
-        if other is not None and other is not cls:
+        if other is not None and (other.__module__, other.__qualname__) != (
+            cls.__module__, cls.__qualname__
+        ):
             raise InvalidInputError(
                 f"type name {name!r} is already used by {other.__module__}.{other.__qualname__}"
             )

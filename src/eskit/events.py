@@ -124,9 +124,7 @@ class EventRegistry:
         )
         with self._lock:
             other = self._by_name.get(name)
-            if other is not None and other.cls is not cls and other.cls.__qualname__ != (
-                cls.__qualname__
-            ):
+            if other is not None and not _same_definition(other.cls, cls):
                 raise InvalidInputError(
                     f"event type {name!r} is already registered to {other.cls.__qualname__}"
                 )
@@ -175,6 +173,12 @@ class EventRegistry:
                 f"cannot build {info.cls.__qualname__} from event {event.event_type!r} "
                 f"at version {event.version} of stream {str(event.aggregate_id)!r}: {exc}"
             ) from exc
+
+
+def _same_definition(a: type, b: type) -> bool:
+    # A module that is imported twice (reloaded, or run as a script and imported)
+    # defines the "same" class again; only that may take over a name.
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 default_registry = EventRegistry()
