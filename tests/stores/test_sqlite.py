@@ -159,3 +159,62 @@ def test_a_closed_store_refuses_further_use(tmp_path: Path) -> None:
     store.close()
     with pytest.raises(StoreError):
         store.append("s", [NewEvent("A")], 0)
+
+
+def _append_batches_forever(path: str, writer: int) -> None:
+    with SQLiteEventStore(path) as store:
+        n = 0
+        while True:
+            n += 1
+            batch_id = f"w{writer}-b{n}"
+            size = 50 + n % 150
+            events = [
+                NewEvent("Filled", {"i": i, "pad": "x" * 500}, {"batch": batch_id, "size": size})
+                for i in range(size)
+            ]
+            store.append(f"stream-{writer}-{n % 3}", events)
+
+
+@pytest.mark.slow
+def test_killing_writers_mid_batch_never_leaves_a_partial_batch(tmp_path: Path) -> None:
+    import os
+    import random
+    import signal
+    import time
+
+    path = str(tmp_path / "killed.db")
+    SQLiteEventStore(path).close()
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        writers = [
+            context.Process(target=_append_batches_forever, args=(path, round_ * 10 + w))
+            for w in range(2)
+        ]
+        for p in writers:
+            p.start()
+        time.sleep(0.8 + random.random() / 2)  # spawn start-up, then some appends
+        for p in writers:
+            assert p.pid is not None
+            os.kill(p.pid, signal.SIGKILL)
+        for p in writers:
+            p.join()
+            assert p.exitcode == -signal.SIGKILL
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+    with SQLiteEventStore(path, create=False) as store:
+        everything = list(store.read_all())
+        assert len(everything) > 1000, "the writers appended too little before being killed"
+        batches: dict[str, list[int]] = {}
+        sizes: dict[str, int] = {}
+        for event in everything:
+            batches.setdefault(event.metadata["batch"], []).append(event.version)
+            sizes[event.metadata["batch"]] = event.metadata["size"]
+        for batch_id, versions in batches.items():
+            size = sizes[batch_id]
+            assert len(versions) == size, f"batch {batch_id} is partial"
+            assert versions == list(range(versions[0], versions[0] + size))
+        for info in store.list_streams():
+            versions = [e.version for e in store.read_stream(info.stream_id)]
+            assert versions == list(range(1, info.version + 1))
+        positions = [e.position or 0 for e in everything]
+        assert positions == sorted(positions)
