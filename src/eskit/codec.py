@@ -67,15 +67,25 @@ def register_type(cls: T, name: str | None = None) -> T:
         raise InvalidInputError("a type name must be a non-empty string")
     with _lock:
         other = _types_by_name.get(name)
-        if other is not None and (other.__module__, other.__qualname__) != (
-            cls.__module__, cls.__qualname__
-        ):
+        if other is not None and not same_definition(other, cls):
             raise InvalidInputError(
                 f"type name {name!r} is already used by {other.__module__}.{other.__qualname__}"
             )
         _types_by_name[name] = cls
         _names_by_type[cls] = name
     return cls
+
+
+def is_type_name_free(name: str, cls: type) -> bool:
+    """Whether ``name`` is unused, or used by this very class definition."""
+    other = _types_by_name.get(name)
+    return other is None or same_definition(other, cls)
+
+
+def same_definition(a: type, b: type) -> bool:
+    # A module imported twice (reloaded, or run as a script and imported) defines
+    # the "same" class again; only that may take over a name.
+    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 def type_name_of(cls: type) -> str:

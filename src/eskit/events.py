@@ -124,13 +124,17 @@ class EventRegistry:
         )
         with self._lock:
             other = self._by_name.get(name)
-            if other is not None and not _same_definition(other.cls, cls):
+            if other is not None and not codec.same_definition(other.cls, cls):
                 raise InvalidInputError(
                     f"event type {name!r} is already registered to {other.cls.__qualname__}"
                 )
+            # The codec's names are global, for events nested in other payloads. A
+            # second registry may reuse a name for another class; only then do nested
+            # values of that class fall back to their "module:QualName" name.
+            if codec.is_type_name_free(name, cls):
+                codec.register_type(cls, name)
             self._by_name[name] = info
             self._by_class[cls] = info
-        codec.register_type(cls, name)
         return cls
 
     def class_for(self, event_type: str) -> type | None:
@@ -173,12 +177,6 @@ class EventRegistry:
                 f"cannot build {info.cls.__qualname__} from event {event.event_type!r} "
                 f"at version {event.version} of stream {str(event.aggregate_id)!r}: {exc}"
             ) from exc
-
-
-def _same_definition(a: type, b: type) -> bool:
-    # A module that is imported twice (reloaded, or run as a script and imported)
-    # defines the "same" class again; only that may take over a name.
-    return a is b or (a.__module__, a.__qualname__) == (b.__module__, b.__qualname__)
 
 
 default_registry = EventRegistry()

@@ -129,9 +129,14 @@ class SQLiteEventStore(EventStore):
         self._connections_lock = threading.Lock()
         self._closed = False
         if not create and not self._memory and not Path(self.path).is_file():
-            raise NotAnEskitStoreError(f"no eskit store at {self.path!r}: the file does not exist")
+            reason = "it is not a file" if Path(self.path).exists() else "the file does not exist"
+            raise NotAnEskitStoreError(f"no eskit store at {self.path!r}: {reason}")
         self._writer = self._connect()
-        self._setup()
+        try:
+            self._setup()
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections --------------------------------------------------------------------
 
@@ -184,15 +189,14 @@ class SQLiteEventStore(EventStore):
     def _setup(self) -> None:
         conn = self._writer
         with _translated(self.path):
-            if not self._memory:
-                self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            # Look before changing anything: a file that is not an eskit store must be
+            # left exactly as it was (no WAL switch, no -wal/-shm files) when inspecting.
             tables = {
                 row[0]
                 for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
-            if "eskit_meta" in tables and self._schema_version(conn) >= SCHEMA_VERSION:
-                return
-            if not self._create:
+            ready = "eskit_meta" in tables and self._schema_version(conn) >= SCHEMA_VERSION
+            if not ready and not self._create:
                 raise NotAnEskitStoreError(
                     f"{self.path!r} is a SQLite database, not an eskit store"
                 )
@@ -200,6 +204,10 @@ class SQLiteEventStore(EventStore):
                 raise NotAnEskitStoreError(
                     f"{self.path!r} has a table eskit_events that eskit did not create"
                 )
+            if not self._memory:
+                self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
+            if ready:
+                return
             with self._write_lock:
                 self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
                 try:

@@ -1,0 +1,326 @@
+"""The ``eskit`` command line: look inside SQLite event stores, run the demo.
+
+::
+
+    eskit demo [--db PATH]                  the bank example, end to end, on a SQLite file
+    eskit streams DB                        the streams of a store
+    eskit events DB STREAM [--from-version N] [--limit N] [--backwards]
+
+It needs the ``cli`` extra (typer and rich): ``pip install 'eskit[cli]'``.
+``streams`` and ``events`` open the store with ``create=False``, so they never
+create a file, and only read.
+
+Exit codes: ``0`` success; ``1`` the CLI cannot run here (the extra is missing,
+or ``eskit demo`` outside a source checkout); ``2`` bad input (a missing file,
+a file that is not an eskit store, an unknown stream, a bad option). Errors are
+one red line on stderr, never a traceback.
+"""
+
+# No ``from __future__ import annotations`` here: typer reads the annotations of
+# the command functions at run time, and they name ``typer``, which is imported
+# only when the CLI runs (the core must import without the cli extra).
+
+import dataclasses
+import importlib
+import json
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, date, datetime, time
+from decimal import Decimal
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn
+from uuid import UUID
+
+import eskit
+
+if TYPE_CHECKING:
+    import typer
+    from rich.console import Console
+    from rich.text import Text
+
+__all__ = ["main", "make_app"]
+
+MISSING_EXTRA = "the eskit CLI needs the cli extra: pip install 'eskit[cli]'"
+EXIT_UNAVAILABLE = 1
+EXIT_BAD_INPUT = 2
+DEFAULT_DEMO_DB = Path("eskit-demo.db")
+_DEMO_MODULE = "examples.bank.demo"
+
+
+def main() -> None:
+    """Run the ``eskit`` command line (the ``eskit`` script's entry point)."""
+    try:
+        import rich  # noqa: F401
+        import typer  # noqa: F401
+    except ImportError:
+        print(MISSING_EXTRA, file=sys.stderr)
+        raise SystemExit(EXIT_UNAVAILABLE) from None
+    make_app()(prog_name="eskit")
+
+
+def make_app() -> "typer.Typer":
+    """The typer application. Needs typer and rich installed."""
+    import typer
+    from rich.console import Console
+    from rich.table import Table
+
+    app = typer.Typer(
+        help="eskit: look inside event stores, or watch event sourcing at work with "
+        "`eskit demo`.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+    )
+
+    @app.command()
+    def demo(
+        db: Annotated[
+            Path,
+            typer.Option(
+                "--db", metavar="PATH",
+                help="The SQLite file to write. A file left by an earlier demo is replaced; "
+                "any other file is refused.",
+            ),
+        ] = DEFAULT_DEMO_DB,
+    ) -> None:
+        """Run the bank account example on a SQLite file and show what it stored."""
+        try:
+            module = importlib.import_module(_DEMO_MODULE)
+        except ModuleNotFoundError as exc:
+            if exc.name not in ("examples", "examples.bank", _DEMO_MODULE):
+                raise
+            _fail(
+                "`eskit demo` runs the worked example in examples/bank, which ships only with "
+                "a source checkout of eskit: clone the repository, run "
+                "pip install -e '.[cli]' there and run `eskit demo` in it",
+                EXIT_UNAVAILABLE,
+            )
+        run: Callable[[Path, Console], object] = module.run
+        with _reported_errors():
+            run(db, _console())
+
+    @app.command()
+    def streams(
+        db: Annotated[Path, typer.Argument(help="An eskit SQLite event store file.")],
+    ) -> None:
+        """List the streams of an event store: version, last position, last event time."""
+        with _reported_errors(), _open_store(db) as store:
+            infos = store.list_streams()
+        console = _console()
+        if not infos:
+            console.print(f"no streams in {_quoted(db)}: the store is empty", markup=False)
+            return
+        table = Table(title=_plain(f"{len(infos)} stream{'s' * (len(infos) != 1)} in {db}"))
+        table.add_column("stream id", no_wrap=True)
+        table.add_column("version", justify="right", no_wrap=True)
+        table.add_column("last position", justify="right")
+        table.add_column("last event (UTC)")
+        for info in infos:
+            table.add_row(
+                _plain(str(info.stream_id)), str(info.version), str(info.last_position),
+                _timestamp(info.last_timestamp),
+            )
+        console.print(table)
+
+    @app.command()
+    def events(
+        db: Annotated[Path, typer.Argument(help="An eskit SQLite event store file.")],
+        stream: Annotated[
+            str,
+            typer.Argument(help="The stream id: a UUID (any spelling) or any other text."),
+        ],
+        from_version: Annotated[
+            int,
+            typer.Option(
+                "--from-version", min=0, metavar="N",
+                help="Show the events after version N (exclusive, like read_stream); "
+                "0 starts at the first event.",
+            ),
+        ] = 0,
+        limit: Annotated[
+            int | None,
+            typer.Option("--limit", min=0, metavar="N", help="Show at most N events."),
+        ] = None,
+        backwards: Annotated[
+            bool, typer.Option("--backwards", help="Newest first.")
+        ] = False,
+    ) -> None:
+        """Show the events of one stream: version, position, type, data, metadata, time."""
+        with _reported_errors(), _open_store(db) as store:
+            stream_id = _find_stream(store, stream)
+            if stream_id is None:
+                raise _BadInput(
+                    f"no stream {stream!r} in {_quoted(db)}; `eskit streams {db}` lists them"
+                )
+            head = store.head_version(stream_id)
+            found = store.read_stream(
+                stream_id, from_version, backwards=backwards, limit=limit
+            )
+        table = Table(title=_plain(
+            f"stream {stream_id} in {db}: {len(found)} of {head} event{'s' * (head != 1)}"
+            + (", newest first" if backwards else "")
+        ))
+        table.add_column("version", justify="right", no_wrap=True)
+        table.add_column("position", justify="right", no_wrap=True)
+        table.add_column("type", overflow="fold")
+        table.add_column("data", overflow="fold")
+        table.add_column("metadata", overflow="fold")
+        table.add_column("timestamp (UTC)", min_width=10)
+        for event in found:
+            table.add_row(
+                str(event.version), str(event.position), _plain(event.event_type),
+                _plain(_fields(event.event_data), lines=True),
+                _plain(_fields(event.metadata), lines=True),
+                _timestamp(event.timestamp),
+            )
+        _console().print(table)
+
+    return app
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class _BadInput(Exception):
+    """An error in what the user asked for; reported like an eskit error."""
+
+
+def _fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
+    import typer
+    from rich.console import Console
+
+    # One line, even on a narrow terminal: no wrapping, newlines flattened.
+    text = " ".join(message.split())
+    Console(stderr=True, soft_wrap=True, highlight=False).print(
+        f"[bold red]error:[/] [red]{_escape(text)}[/]"
+    )
+    raise typer.Exit(code)
+
+
+@contextmanager
+def _reported_errors() -> Iterator[None]:
+    """Turn the errors a user can cause into a red line and exit code 2."""
+    try:
+        yield
+    except (eskit.EskitError, _BadInput) as exc:
+        _fail(str(exc))
+    except OSError as exc:  # an unreadable or unwritable path, say
+        _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
+
+
+@contextmanager
+def _open_store(db: Path) -> Iterator[eskit.SQLiteEventStore]:
+    # create=False: inspecting must never create (or initialise) a file.
+    store = eskit.SQLiteEventStore(db, create=False)
+    try:
+        yield store
+    finally:
+        store.close()
+
+
+def _find_stream(store: eskit.EventStore, text: str) -> eskit.StreamId | None:
+    """The stream ``text`` names, or ``None`` if it has no events.
+
+    Streams are stored under text, a UUID under its canonical form, so the text
+    itself is tried first; text that parses as a UUID in another spelling
+    (upper case, braces, no hyphens, ``urn:uuid:``) is then read as that UUID.
+    """
+    candidates: list[eskit.StreamId] = [text]
+    try:
+        uuid = UUID(text)
+    except ValueError:
+        pass
+    else:
+        if str(uuid) == text:  # canonical text: the very same stream, read as a UUID
+            candidates = [uuid]
+        else:
+            candidates.append(uuid)
+    for candidate in candidates:
+        if store.head_version(candidate) > 0:
+            return candidate
+    return None
+
+
+# --------------------------------------------------------------------------- display
+
+
+def _console() -> "Console":
+    """The console for normal output.
+
+    On a terminal rich uses its width. Piped into a file or another program,
+    rich would assume 80 columns, too narrow for an event table: use 120 then,
+    unless ``COLUMNS`` says otherwise.
+    """
+    from rich.console import Console
+
+    console = Console()
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        console = Console(width=120)
+    return console
+
+
+def _escape(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
+
+
+def _plain(text: str, *, lines: bool = False) -> "Text":
+    """A table cell shown exactly: no markup, control characters made visible."""
+    from rich.text import Text
+
+    return Text(_printable(text, lines=lines))
+
+
+def _printable(text: str, *, lines: bool = False) -> str:
+    """``text`` with control characters escaped (except newlines if ``lines``)."""
+    # Stored data is arbitrary: it must never send escape sequences to the terminal.
+    if text.isprintable():
+        return text
+    return "".join(
+        ch if ch.isprintable() or (lines and ch == "\n") else ascii(ch)[1:-1] for ch in text
+    )
+
+
+def _quoted(path: Path) -> str:
+    return repr(str(path))
+
+
+def _timestamp(ts: datetime) -> str:
+    return ts.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def _fields(data: dict[str, Any]) -> str:
+    """An event's data or metadata, one ``key=value`` per line."""
+    return "\n".join(f"{_printable(key)}={_value(value)}" for key, value in data.items())
+
+
+def _value(value: Any) -> str:
+    """A stored value, readably: strings quoted, numbers and ids bare."""
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if value is None or isinstance(value, bool | int | float | Decimal | UUID):
+        return str(value)
+    if isinstance(value, datetime | date | time):
+        return value.isoformat()
+    if isinstance(value, Enum):
+        return f"{type(value).__name__}.{value.name}"
+    if isinstance(value, dict):
+        inner = ", ".join(f"{_value(k)}: {_value(v)}" for k, v in value.items())
+        return "{" + inner + "}"
+    if isinstance(value, list | tuple | set | frozenset):
+        inner = ", ".join(_value(v) for v in value)
+        return "(" + inner + ")" if isinstance(value, tuple) else "[" + inner + "]"
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        inner = ", ".join(
+            f"{f.name}={_value(getattr(value, f.name))}" for f in dataclasses.fields(value)
+        )
+        return f"{type(value).__name__}({inner})"
+    return _printable(repr(value))
+
+
+if __name__ == "__main__":
+    main()

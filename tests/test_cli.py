@@ -1,0 +1,280 @@
+"""End to end: the ``eskit`` command line, run in a subprocess as a user would."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+import sys
+
+import pytest
+
+import eskit
+from examples.bank.demo import account_id
+
+ALICE, BOB, CAROL = (account_id(n) for n in ("ACC-001", "ACC-002", "ACC-003"))
+
+
+def eskit_cli(*args, cwd=None, prelude=""):
+    """Run ``eskit ARGS`` (or, with a prelude, Python code that then runs it)."""
+    env = {**os.environ, "COLUMNS": "200", "PYTHONIOENCODING": "utf-8", "NO_COLOR": "1"}
+    if prelude:
+        code = f"{prelude}\nimport sys\nsys.argv = ['eskit', *sys.argv[1:]]\n" \
+               "from eskit.cli import main\nmain()"
+        command = [sys.executable, "-c", code, *map(str, args)]
+    else:
+        command = [sys.executable, "-m", "eskit.cli", *map(str, args)]
+    return subprocess.run(
+        command, capture_output=True, text=True, encoding="utf-8", env=env, cwd=cwd,
+        timeout=120, check=False,
+    )
+
+
+def rows(output):
+    """The cells of each table row in rich output."""
+    return [
+        [cell.strip() for cell in line.strip().strip("│").split("│")]
+        for line in output.splitlines()
+        if line.count("│") >= 3
+    ]
+
+
+def assert_no_traceback(result):
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    cwd = tmp_path_factory.mktemp("demo")
+    result = eskit_cli("demo", cwd=cwd)
+    return result, cwd / "eskit-demo.db"
+
+
+# --------------------------------------------------------------------------- eskit demo
+
+
+def test_demo_exits_0_and_prints_the_rebuilt_balances(demo):
+    result, _ = demo
+    assert result.returncode == 0, result.stderr
+    accounts = {r[0]: r for r in rows(result.stdout) if r[0].startswith("ACC-")}
+    assert accounts["ACC-001"][1:] == ["Alice", "open", "6", "224.25"]
+    assert accounts["ACC-002"][1:] == ["Bob", "closed", "4", "0.00"]
+    assert accounts["ACC-003"][1:] == ["Carol", "open", "2", "145.50"]
+
+
+def test_demo_shows_the_concurrent_change_being_detected_and_retried(demo):
+    result, _ = demo
+    out = result.stdout
+    assert "ConcurrencyError: concurrent modification of stream" in out
+    assert "expected version 4, actual version 5" in " ".join(out.split())
+    assert "saved, version 6, balance 224.25" in out
+    assert_no_traceback(result)
+
+
+def test_demo_writes_eskit_demo_db_in_the_current_directory_and_prints_the_history(demo):
+    result, path = demo
+    assert path.is_file()
+    history = re.findall(r"^ +(\d+) +(ACC-\d+) +(\d+) +(\w+)", result.stdout, re.MULTILINE)
+    assert [int(position) for position, *_ in history] == list(range(1, 13))
+    assert history[0][1:] == ("ACC-001", "1", "AccountOpened")
+    assert history[-1][1:] == ("ACC-001", "6", "MoneyWithdrawn")
+
+
+def test_demo_run_again_replaces_its_earlier_file(tmp_path):
+    path = tmp_path / "again.db"
+    for _ in range(2):
+        result = eskit_cli("demo", "--db", path)
+        assert result.returncode == 0, result.stderr
+    with eskit.SQLiteEventStore(path, create=False) as store:
+        assert store.head_position() == 12
+
+
+def test_demo_refuses_to_overwrite_a_file_it_did_not_write(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("my notes\n")
+    result = eskit_cli("demo", "--db", path)
+    assert result.returncode == 2
+    assert "refusing to overwrite" in result.stderr
+    assert path.read_text() == "my notes\n"
+    assert_no_traceback(result)
+
+
+def test_demo_outside_a_source_checkout_says_so_and_exits_1():
+    result = eskit_cli("demo", prelude="import sys; sys.modules['examples'] = None")
+    assert result.returncode == 1
+    assert "source checkout" in result.stderr
+    assert_no_traceback(result)
+
+
+# --------------------------------------------------------------------------- eskit streams
+
+
+def test_streams_lists_each_demo_account_with_its_version(demo):
+    _, path = demo
+    result = eskit_cli("streams", path)
+    assert result.returncode == 0, result.stderr
+    listed = {r[0]: r[1:3] for r in rows(result.stdout)}
+    assert listed == {str(ALICE): ["6", "12"], str(BOB): ["4", "10"], str(CAROL): ["2", "9"]}
+
+
+def test_streams_of_an_empty_store_says_it_is_empty(tmp_path):
+    path = tmp_path / "empty.db"
+    eskit.SQLiteEventStore(path).close()
+    result = eskit_cli("streams", path)
+    assert result.returncode == 0
+    assert "the store is empty" in result.stdout
+
+
+def test_streams_shows_text_stream_ids_exactly(tmp_path):
+    path = tmp_path / "shop.db"
+    with eskit.SQLiteEventStore(path) as store:
+        store.append("order-1", [eskit.NewEvent("OrderPlaced")])
+        store.append("evil\x1b[31mred", [eskit.NewEvent("Bad[bold]type")])
+    result = eskit_cli("streams", path)
+    assert result.returncode == 0
+    assert [r[0] for r in rows(result.stdout)] == ["order-1", "evil\\x1b[31mred"]
+    assert "\x1b" not in result.stdout  # stored text cannot drive the terminal
+
+
+# --------------------------------------------------------------------------- eskit events
+
+
+def test_events_lists_a_stream_in_version_order_with_types_data_and_metadata(demo):
+    _, path = demo
+    result = eskit_cli("events", path, ALICE)
+    assert result.returncode == 0, result.stderr
+    table = [r for r in rows(result.stdout) if r[0].isdigit()]
+    assert [int(r[0]) for r in table] == [1, 2, 3, 4, 5, 6]
+    assert [int(r[1]) for r in table] == [1, 4, 5, 6, 11, 12]
+    assert [r[2] for r in table] == [
+        "AccountOpened", "MoneyDeposited", "MoneyWithdrawn", "MoneyTransferredOut",
+        "MoneyDeposited", "MoneyWithdrawn",
+    ]
+    assert table[0][3] == 'account_number="ACC-001"'
+    assert table[1][3:5] == ["amount=250.00", 'app="eskit demo"']
+    assert "6 of 6 events" in " ".join(result.stdout.split())
+
+
+@pytest.mark.parametrize(
+    "spelling",
+    [str(ALICE), str(ALICE).upper(), ALICE.hex, "{" + str(ALICE) + "}", ALICE.urn],
+)
+def test_events_finds_a_uuid_stream_by_any_spelling_of_its_uuid(demo, spelling):
+    _, path = demo
+    result = eskit_cli("events", path, spelling)
+    assert result.returncode == 0, result.stderr
+    assert f"stream {ALICE} " in result.stdout
+    assert "6 of 6 events" in " ".join(result.stdout.split())
+
+
+def test_events_from_version_is_exclusive_and_limit_and_backwards_combine(demo):
+    _, path = demo
+    after_4 = eskit_cli("events", path, ALICE, "--from-version", "4")
+    assert [r[0] for r in rows(after_4.stdout) if r[0].isdigit()] == ["5", "6"]
+    newest = eskit_cli("events", path, ALICE, "--backwards", "--limit", "2")
+    assert [r[0] for r in rows(newest.stdout) if r[0].isdigit()] == ["6", "5"]
+    assert "2 of 6 events, newest first" in " ".join(newest.stdout.split())
+
+
+def test_events_of_an_unknown_stream_exit_2_with_a_hint(demo):
+    _, path = demo
+    result = eskit_cli("events", path, "no-such-stream")
+    assert result.returncode == 2
+    assert "no stream 'no-such-stream'" in result.stderr
+    assert "eskit streams" in result.stderr
+    assert_no_traceback(result)
+
+
+def test_events_reads_text_streams_too(tmp_path):
+    path = tmp_path / "shop.db"
+    with eskit.SQLiteEventStore(path) as store:
+        store.append("order-1", [eskit.NewEvent("OrderPlaced", {"lines": [1, 2], "note": "hi"})])
+    result = eskit_cli("events", path, "order-1")
+    assert result.returncode == 0, result.stderr
+    first, second = rows(result.stdout)
+    assert first[2:4] == ["OrderPlaced", "lines=[1, 2]"]
+    assert second[3] == 'note="hi"'
+
+
+def test_a_negative_limit_is_a_usage_error():
+    result = eskit_cli("events", "x.db", "s", "--limit", "-1")
+    assert result.returncode == 2
+    assert_no_traceback(result)
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+@pytest.mark.parametrize("command", [["streams"], ["events", "some-stream"]])
+def test_inspecting_a_missing_file_exits_2_and_creates_nothing(tmp_path, command):
+    missing = tmp_path / "missing.db"
+    args = [command[0], missing, *command[1:]]
+    result = eskit_cli(*args, cwd=tmp_path)
+    assert result.returncode == 2
+    assert result.stderr.startswith("error: no eskit store at")
+    assert "does not exist" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert_no_traceback(result)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", [["streams"], ["events", "some-stream"]])
+def test_inspecting_a_text_file_exits_2_and_leaves_it_alone(tmp_path, command):
+    path = tmp_path / "notes.txt"
+    path.write_text("not a database\n" * 100)
+    result = eskit_cli(command[0], path, *command[1:])
+    assert result.returncode == 2
+    assert "is not an eskit store" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert_no_traceback(result)
+    assert path.read_text() == "not a database\n" * 100
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_inspecting_a_sqlite_database_of_another_program_exits_2(tmp_path):
+    path = tmp_path / "other.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE t (x)")
+    conn.close()
+    result = eskit_cli("streams", path)
+    assert result.returncode == 2
+    assert "not an eskit store" in result.stderr
+    assert_no_traceback(result)
+
+
+@pytest.mark.parametrize("kind", ["another program's SQLite database", "an empty file"])
+def test_inspecting_a_file_that_is_not_an_eskit_store_leaves_it_unchanged(tmp_path, kind):
+    path = tmp_path / "other.db"
+    if kind == "an empty file":
+        path.write_bytes(b"")
+    else:
+        with sqlite3.connect(path) as conn:
+            conn.execute("CREATE TABLE t (x)")
+        conn.close()
+    before = path.read_bytes()
+    result = eskit_cli("streams", path)
+    assert result.returncode == 2
+    assert path.read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["other.db"]
+
+
+def test_without_the_cli_extra_the_command_says_how_to_install_it_and_exits_1():
+    result = eskit_cli("streams", "x.db", prelude="import sys; sys.modules['typer'] = None")
+    assert result.returncode == 1
+    assert result.stderr.strip() == "the eskit CLI needs the cli extra: pip install 'eskit[cli]'"
+
+
+def test_help_lists_the_three_commands():
+    result = eskit_cli("--help")
+    assert result.returncode == 0
+    for command in ("demo", "streams", "events"):
+        assert command in result.stdout
+
+
+def test_the_eskit_script_is_installed_next_to_python():
+    script = os.path.join(os.path.dirname(sys.executable), "eskit")
+    assert os.path.exists(script), "pip install must put the eskit console script beside python"
+    result = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
+    assert result.returncode == 0
+    assert "streams" in result.stdout
