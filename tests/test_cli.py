@@ -278,3 +278,51 @@ def test_the_eskit_script_is_installed_next_to_python():
     result = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert "streams" in result.stdout
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+def test_migrate_creates_the_schema_once_and_is_idempotent(postgres_dsn):
+    from tests.conftest import new_schema_name
+
+    schema = new_schema_name()
+    first = eskit_cli("migrate", postgres_dsn, "--schema", schema)
+    assert first.returncode == 0, first.stderr
+    assert "version 1 (migrated from 0)" in first.stdout
+    again = eskit_cli("migrate", postgres_dsn, "--schema", schema)
+    assert again.returncode == 0, again.stderr
+    assert "already up to date" in again.stdout
+
+    from eskit.stores.postgres import PostgresEventStore
+
+    with PostgresEventStore(postgres_dsn, schema=schema, setup=False) as store:
+        store.append("acc-1", [eskit.NewEvent("Opened", {"owner": "zoë"})], 0)
+    listed = eskit_cli("streams", postgres_dsn, "--schema", schema)
+    assert listed.returncode == 0, listed.stderr
+    assert [r[:2] for r in rows(listed.stdout) if r[0] == "acc-1"] == [["acc-1", "1"]]
+    shown = eskit_cli("events", postgres_dsn, "acc-1", "--schema", schema)
+    assert shown.returncode == 0, shown.stderr
+    assert "zoë" in shown.stdout
+
+
+def test_inspecting_a_schema_without_a_store_exits_2_and_creates_nothing(postgres_dsn):
+    import psycopg
+
+    from tests.conftest import new_schema_name
+
+    schema = new_schema_name()
+    result = eskit_cli("streams", postgres_dsn, "--schema", schema)
+    assert result.returncode == 2
+    assert "eskit migrate" in result.stderr
+    assert_no_traceback(result)
+    with psycopg.connect(postgres_dsn) as conn:
+        found = conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,))
+        assert found.fetchone() is None
+
+
+def test_migrate_on_an_unreachable_server_exits_2_with_one_clear_line():
+    result = eskit_cli("migrate", "postgresql://postgres@127.0.0.1:1/nothing")
+    assert result.returncode == 2
+    assert "cannot connect to PostgreSQL" in result.stderr
+    assert_no_traceback(result)

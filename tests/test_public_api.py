@@ -9,8 +9,9 @@ PUBLIC_API = [
     "ANY", "NO_STREAM", "STREAM_EXISTS", "Aggregate", "AggregateNotFound", "AppendResult",
     "ConcurrencyError", "DecodingError", "DuplicateEventError", "EncodingError", "EskitError",
     "Event", "EventOrderError", "EventRegistry", "EventStore", "ExpectedVersion",
-    "InMemoryEventStore", "InvalidInputError", "NewEvent", "NotAnEskitStoreError", "Repository",
-    "SQLiteEventStore", "StoreBusyError", "StoreError", "StreamId", "StreamInfo",
+    "InMemoryEventStore", "InvalidInputError", "NewEvent", "NotAnEskitStoreError",
+    "PostgresEventStore", "Repository",
+    "SQLiteEventStore", "StoreBusyError", "StoreError", "StreamId", "StreamInfo", "Subscription",
     "UnknownEventTypeError", "__version__", "domain_event", "handles", "register_type",
     "utc_now",
 ]

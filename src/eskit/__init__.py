@@ -5,6 +5,8 @@ locking; aggregates are rebuilt by replaying them. This module is the public
 API: everything importable from here is supported, everything else is private.
 """
 
+from typing import TYPE_CHECKING
+
 from eskit.aggregate import Aggregate, handles
 from eskit.codec import register_type
 from eskit.errors import (
@@ -34,6 +36,10 @@ from eskit.stores.base import (
 )
 from eskit.stores.memory import InMemoryEventStore
 from eskit.stores.sqlite import SQLiteEventStore
+from eskit.subscription import Subscription
+
+if TYPE_CHECKING:
+    from eskit.stores.postgres import PostgresEventStore
 
 __version__ = "0.1.0"
 
@@ -58,12 +64,14 @@ __all__ = [
     "InvalidInputError",
     "NewEvent",
     "NotAnEskitStoreError",
+    "PostgresEventStore",
     "Repository",
     "SQLiteEventStore",
     "StoreBusyError",
     "StoreError",
     "StreamId",
     "StreamInfo",
+    "Subscription",
     "UnknownEventTypeError",
     "__version__",
     "domain_event",
@@ -71,3 +79,12 @@ __all__ = [
     "register_type",
     "utc_now",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # PostgreSQL support is an optional extra: import psycopg only when asked for.
+    if name == "PostgresEventStore":
+        from eskit.stores.postgres import PostgresEventStore
+
+        return PostgresEventStore
+    raise AttributeError(f"module 'eskit' has no attribute {name!r}")

@@ -1,10 +1,14 @@
-"""The ``eskit`` command line: look inside SQLite event stores, run the demo.
+"""The ``eskit`` command line: look inside event stores, migrate them, run the demo.
 
 ::
 
     eskit demo [--db PATH]                  the bank example, end to end, on a SQLite file
     eskit streams DB                        the streams of a store
     eskit events DB STREAM [--from-version N] [--limit N] [--backwards]
+    eskit migrate DSN [--schema NAME]       create or upgrade eskit's PostgreSQL tables
+
+``DB`` is a SQLite file or a PostgreSQL DSN (``postgresql://...``, with
+``--schema`` when it is not ``eskit``).
 
 It needs the ``cli`` extra (typer and rich): ``pip install 'eskit[cli]'``.
 ``streams`` and ``events`` open the store with ``create=False``, so they never
@@ -102,12 +106,39 @@ def make_app() -> "typer.Typer":
         with _reported_errors():
             run(db, _console())
 
+    schema_option = typer.Option(
+        "--schema", metavar="NAME", help="The PostgreSQL schema of the store (DSN only)."
+    )
+
+    @app.command()
+    def migrate(
+        dsn: Annotated[str, typer.Argument(help="A PostgreSQL DSN: postgresql://...")],
+        schema: Annotated[str, schema_option] = "eskit",
+    ) -> None:
+        """Create or upgrade eskit's tables in a PostgreSQL schema. Safe to run again."""
+        with _reported_errors():
+            postgres = _postgres_module()
+            store = postgres.PostgresEventStore(dsn, schema=schema, setup=False)
+            try:
+                before = store.schema_version()
+                store.setup()
+                after = store.schema_version()
+            finally:
+                store.close()
+        change = "already up to date" if before == after else f"migrated from {before}"
+        _console().print(
+            _plain(f"schema {schema!r}: eskit schema version {after} ({change})")
+        )
+
     @app.command()
     def streams(
-        db: Annotated[Path, typer.Argument(help="An eskit SQLite event store file.")],
+        db: Annotated[
+            str, typer.Argument(help="An eskit SQLite file or a PostgreSQL DSN.")
+        ],
+        schema: Annotated[str, schema_option] = "eskit",
     ) -> None:
         """List the streams of an event store: version, last position, last event time."""
-        with _reported_errors(), _open_store(db) as store:
+        with _reported_errors(), _open_store(db, schema) as store:
             infos = store.list_streams()
         console = _console()
         if not infos:
@@ -127,7 +158,9 @@ def make_app() -> "typer.Typer":
 
     @app.command()
     def events(
-        db: Annotated[Path, typer.Argument(help="An eskit SQLite event store file.")],
+        db: Annotated[
+            str, typer.Argument(help="An eskit SQLite file or a PostgreSQL DSN.")
+        ],
         stream: Annotated[
             str,
             typer.Argument(help="The stream id: a UUID (any spelling) or any other text."),
@@ -147,9 +180,10 @@ def make_app() -> "typer.Typer":
         backwards: Annotated[
             bool, typer.Option("--backwards", help="Newest first.")
         ] = False,
+        schema: Annotated[str, schema_option] = "eskit",
     ) -> None:
         """Show the events of one stream: version, position, type, data, metadata, time."""
-        with _reported_errors(), _open_store(db) as store:
+        with _reported_errors(), _open_store(db, schema) as store:
             stream_id = _find_stream(store, stream)
             if stream_id is None:
                 raise _BadInput(
@@ -211,10 +245,33 @@ def _reported_errors() -> Iterator[None]:
         _fail(f"{exc.strerror or exc}: {exc.filename}" if exc.filename else str(exc))
 
 
+_DSN_PREFIXES = ("postgresql://", "postgres://")
+
+
+def _postgres_module() -> Any:
+    try:
+        return importlib.import_module("eskit.stores.postgres")
+    except ImportError as exc:
+        raise _BadInput(
+            f"PostgreSQL needs the postgres extra: pip install 'eskit[postgres]' ({exc})"
+        ) from exc
+
+
 @contextmanager
-def _open_store(db: Path) -> Iterator[eskit.SQLiteEventStore]:
-    # create=False: inspecting must never create (or initialise) a file.
-    store = eskit.SQLiteEventStore(db, create=False)
+def _open_store(db: str, schema: str = "eskit") -> Iterator[eskit.EventStore]:
+    # Inspecting never creates anything: create=False for a file, setup=False (and a
+    # check that eskit's tables are there) for a database.
+    store: eskit.EventStore
+    if db.startswith(_DSN_PREFIXES):
+        pg_store = _postgres_module().PostgresEventStore(db, schema=schema, setup=False)
+        if pg_store.schema_version() == 0:
+            pg_store.close()
+            raise eskit.NotAnEskitStoreError(
+                f"schema {schema!r} holds no eskit store; `eskit migrate DSN` creates one"
+            )
+        store = pg_store
+    else:
+        store = eskit.SQLiteEventStore(db, create=False)
     try:
         yield store
     finally:
@@ -285,7 +342,7 @@ def _printable(text: str, *, lines: bool = False) -> str:
     )
 
 
-def _quoted(path: Path) -> str:
+def _quoted(path: Path | str) -> str:
     return repr(str(path))
 
 

@@ -2,8 +2,11 @@
 
 from pathlib import Path
 
+import pytest
+
 from eskit import EventStore, InMemoryEventStore, SQLiteEventStore
 from eskit.testing import EventStoreContract
+from tests.conftest import new_schema_name
 
 
 class TestInMemoryEventStore(EventStoreContract):
@@ -19,3 +22,14 @@ class TestSQLiteFileEventStore(EventStoreContract):
 class TestSQLiteMemoryEventStore(EventStoreContract):
     def create_store(self, tmp_path: Path) -> EventStore:
         return SQLiteEventStore(":memory:")
+
+
+class TestPostgresEventStore(EventStoreContract):
+    @pytest.fixture(autouse=True)
+    def _dsn(self, postgres_dsn: str) -> None:
+        self.dsn = postgres_dsn
+
+    def create_store(self, tmp_path: Path) -> EventStore:
+        from eskit.stores.postgres import PostgresEventStore
+
+        return PostgresEventStore(self.dsn, schema=new_schema_name())

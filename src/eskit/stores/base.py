@@ -29,6 +29,7 @@ numbers); positions are comparable only within one store.
 from __future__ import annotations
 
 import re
+import threading
 from abc import ABC
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -57,6 +58,7 @@ from eskit.events import (
     utc_now,
     validate_event_type,
 )
+from eskit.subscription import PollingWaiter, Subscription, Waiter
 
 __all__ = [
     "ANY",
@@ -176,6 +178,18 @@ def check_version_arg(name: str, value: object, *, allow_none: bool = False) -> 
         raise InvalidInputError(f"{name} must be an int, got {type(value).__name__}")
     if not 0 <= value <= MAX_VERSION:
         raise InvalidInputError(f"{name} must be between 0 and {MAX_VERSION}, got {value}")
+
+
+MAX_POSITION = 2**128 - 1
+
+
+def check_position(value: object) -> None:
+    # Positions are opaque ordered ints; a store may pack several numbers into one
+    # (PostgreSQL packs transaction id and sequence), so they can exceed 64 bits.
+    if type(value) is not int:
+        raise InvalidInputError(f"from_position must be an int, got {type(value).__name__}")
+    if not 0 <= value <= MAX_POSITION:
+        raise InvalidInputError(f"from_position must be between 0 and 2**128 - 1, got {value}")
 
 
 def check_expected(expected: object) -> Expected:
@@ -381,6 +395,24 @@ def decode_event(
     )
 
 
+# --------------------------------------------------------------------------- wake-ups
+
+_WAITERS_LOCK = threading.Lock()
+
+
+class _LocalWaiter(PollingWaiter):
+    """Woken by appends through the same store object; polls for everything else."""
+
+    def __init__(self, store: EventStore) -> None:
+        super().__init__()
+        self._store = store
+
+    def close(self) -> None:
+        super().close()
+        with _WAITERS_LOCK:
+            self._store.__dict__.get("_waiters", set()).discard(self)
+
+
 # --------------------------------------------------------------------------- the contract
 
 
@@ -421,7 +453,10 @@ class EventStore(ABC):  # noqa: B024
         )
         if not self._implements("_append"):
             return self._append_via_seed_api(stream_id, batch, expected)
-        return self._append(stream_id, stream, expected, batch)
+        result = self._append(stream_id, stream, expected, batch)
+        if not result.duplicate:
+            self._wake_waiters()
+        return result
 
     def read_stream(
         self,
@@ -468,7 +503,7 @@ class EventStore(ABC):  # noqa: B024
         The order is stable: events become visible only in increasing position
         order, so a reader that continues from its checkpoint never skips one.
         """
-        check_version_arg("from_position", from_position)
+        check_position(from_position)
         check_limit(limit)
         if not self._implements("_read_all_page"):
             raise NotImplementedError(
@@ -487,6 +522,32 @@ class EventStore(ABC):  # noqa: B024
             after = page[-1].position or after
             if remaining is not None:
                 remaining -= len(page)
+
+    def subscribe(
+        self, from_position: int = 0, *, page_size: int = 500, poll_interval: float = 1.0
+    ) -> Subscription:
+        """Every event after ``from_position``: history first, then live, until stopped.
+
+        See :class:`~eskit.Subscription`. New events wake the subscription at once
+        when the store can signal them (PostgreSQL LISTEN/NOTIFY, appends through
+        this store object); otherwise it polls every ``poll_interval`` seconds.
+        """
+        return Subscription(self, from_position, page_size=page_size, poll_interval=poll_interval)
+
+    def _new_waiter(self) -> Waiter:
+        """A waiter woken by appends through this object, polling otherwise."""
+        waiter = _LocalWaiter(self)
+        with _WAITERS_LOCK:
+            self.__dict__.setdefault("_waiters", set()).add(waiter)
+        return waiter
+
+    def _wake_waiters(self) -> None:
+        waiters = self.__dict__.get("_waiters")
+        if waiters:
+            with _WAITERS_LOCK:
+                current = list(waiters)
+            for waiter in current:
+                waiter.wake()
 
     def head_version(self, stream_id: StreamId) -> int:
         """The version of the stream's last event; ``0`` if the stream has none."""

@@ -527,7 +527,8 @@ class EventStoreContract:
         with pytest.raises(InvalidInputError):
             store.append("s-1", [_new(), bad], 1)
         assert store.head_version("s-1") == 1
-        assert store.head_position() == len(list(store.read_all()))
+        (only,) = store.read_all()
+        assert store.head_position() == only.position
 
     def test_event_of_another_aggregate_is_rejected(self, store: EventStore) -> None:
         event = Event(uuid.uuid4(), "other", "Happened", {}, datetime.now(UTC), 1)

@@ -1,0 +1,291 @@
+"""The production event store, on PostgreSQL with psycopg 3 (``pip install 'eskit[postgres]'``).
+
+See :mod:`eskit.stores.postgres_schema` for the ordering technique (transaction
+ids below the snapshot xmin) and its caveats. Concurrency control rests on the
+unique key (stream_id, version), not on SERIALIZABLE isolation; every append is
+one statement in one short transaction, so appends to different streams run in
+parallel and no table lock is ever taken.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg_pool import ConnectionPool
+
+from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
+from eskit.events import Event, EventRegistry, StreamId
+from eskit.stores.base import (
+    ANY,
+    DEFAULT_MAX_EVENT_BYTES,
+    STREAM_EXISTS,
+    AppendResult,
+    EventStore,
+    Expected,
+    PendingEvent,
+    StreamInfo,
+    resolve_conflict,
+)
+from eskit.stores.postgres_schema import (
+    MIN_SERVER_VERSION,
+    SCHEMA_VERSION,
+    Statements,
+    append_params,
+    decode_rows,
+    pack_position,
+    stream_infos,
+    unpack_position,
+)
+
+__all__ = ["PostgresEventStore"]
+
+# An append with ANY or STREAM_EXISTS that loses a race for the next version simply
+# tries again at the new head; this bounds how often under extreme contention.
+_MAX_UNCONDITIONAL_RETRIES = 50
+
+
+class PostgresEventStore(EventStore):
+    """An event store in a PostgreSQL (13+) database.
+
+    Pass a ``dsn`` (eskit then owns an autocommit connection pool) or an existing
+    ``psycopg_pool.ConnectionPool``. Tables live in ``schema`` (default
+    ``"eskit"``), so several applications can share one database. ``notify=False``
+    stops appends from sending NOTIFY (subscribers then rely on polling). The schema is
+    created and migrated by :meth:`setup`, which is idempotent and safe to run
+    from several processes at once; ``setup=True`` (the default) runs it on
+    construction.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: ConnectionPool[Any] | None = None,
+        schema: str = "eskit",
+        setup: bool = True,
+        pool_size: int = 10,
+        connect_timeout: float = 10.0,
+        notify: bool = True,
+        registry: EventRegistry | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        if (dsn is None) == (pool is None):
+            raise InvalidInputError("pass exactly one of dsn and pool")
+        if type(max_event_bytes) is not int or max_event_bytes < 1:
+            raise InvalidInputError("max_event_bytes must be a positive int")
+        if registry is not None:
+            self.registry = registry
+        self.max_event_bytes = max_event_bytes
+        self.sql = Statements(schema)
+        self.schema = schema
+        self._notify = notify
+        self._owns_pool = pool is None
+        if pool is None:
+            assert dsn is not None
+            try:
+                # Probe once: a clear error now beats a pool retrying in the background.
+                psycopg.connect(dsn, connect_timeout=max(1, round(connect_timeout))).close()
+                pool = ConnectionPool(
+                    dsn, min_size=1, max_size=pool_size, open=True,
+                    kwargs={"autocommit": True}, name=f"eskit-{schema}",
+                )
+                pool.wait(timeout=connect_timeout)
+            except (psycopg.Error, Exception) as exc:
+                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        self.pool = pool
+        if setup:
+            try:
+                self.setup()
+            except BaseException:
+                self.close()
+                raise
+
+    # -- connections and schema ---------------------------------------------------------
+
+    @contextmanager
+    def _connection(self) -> Iterator[psycopg.Connection[Any]]:
+        try:
+            with self.pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    def setup(self) -> None:
+        """Create or upgrade eskit's tables in the schema. Idempotent."""
+        with self._connection() as conn, conn.transaction():
+            if conn.info.server_version < MIN_SERVER_VERSION:
+                raise StoreError(
+                    f"eskit needs PostgreSQL 13 or newer, the server is {conn.info.server_version}"
+                )
+            # Serialise concurrent setups of the same schema (several processes starting).
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.sql.lock_key,))
+            conn.execute(self.sql.create_schema)
+            conn.execute(self.sql.create_meta)
+            row = conn.execute(self.sql.read_schema_version).fetchone()
+            current = int(row[0]) if row else 0
+            if current > SCHEMA_VERSION:
+                raise StoreError(
+                    f"schema {self.schema!r} has eskit schema version {current}; this eskit "
+                    f"knows only up to {SCHEMA_VERSION}: upgrade eskit"
+                )
+            for target in range(current, SCHEMA_VERSION):
+                for statement in self.sql.migrations[target]:
+                    conn.execute(statement)
+            if current != SCHEMA_VERSION:
+                conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
+
+    def schema_version(self) -> int:
+        """The eskit schema version in the database; ``0`` if eskit's tables are absent."""
+        with self._connection() as conn:
+            row = conn.execute(self.sql.meta_exists).fetchone()
+            if not row or row[0] is None:
+                return 0
+            row = conn.execute(self.sql.read_schema_version).fetchone()
+        return int(row[0]) if row else 0
+
+    def close(self) -> None:
+        if self._owns_pool:
+            self.pool.close()
+
+    # -- writing ------------------------------------------------------------------------
+
+    def _append(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
+    ) -> AppendResult:
+        params = append_params(stream, expected, batch)
+        for _ in range(_MAX_UNCONDITIONAL_RETRIES):
+            try:
+                with self._connection() as conn:
+                    rows = conn.execute(self.sql.append, params).fetchall()
+                    if rows[0][1] is not None and self._notify:
+                        conn.execute(self.sql.notify, (self.sql.channel,))
+            except StoreError as exc:
+                cause = exc.__cause__
+                if not isinstance(cause, pg_errors.UniqueViolation):
+                    raise
+                if cause.diag.constraint_name == "eskit_events_event_id":
+                    return resolve_conflict(
+                        stream_id, stream, expected, self._head(stream), batch,
+                        self._find(batch),
+                    )
+                # Another writer took the next version first.
+                head = self._head(stream)
+                found = self._find(batch)
+                if found or not (expected is ANY or expected is STREAM_EXISTS):
+                    return resolve_conflict(stream_id, stream, expected, head, batch, found)
+                time.sleep(0)
+                continue
+            head = rows[0][0]
+            if rows[0][1] is None:  # the expectation did not hold: nothing was inserted
+                return resolve_conflict(
+                    stream_id, stream, expected, head, batch, self._find(batch)
+                )
+            events = tuple(
+                p.recorded(stream_id, version, pack_position(tx, seq))
+                for p, (_, version, tx, seq) in zip(batch, rows, strict=True)
+            )
+            return AppendResult(stream_id, events[-1].version, events[-1].position or 0, events)
+        raise ConcurrencyError(stream_id, expected, self._head(stream))
+
+    def _find(self, batch: list[PendingEvent]) -> dict[Any, Event]:
+        with self._connection() as conn:
+            rows = conn.execute(self.sql.find_events, ([p.event_id for p in batch],)).fetchall()
+        return {e.event_id: e for e in decode_rows(rows)}
+
+    def _head(self, stream: str) -> int:
+        with self._connection() as conn:
+            row = conn.execute(self.sql.head_version, (stream,)).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _read_stream(
+        self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
+        backwards: bool, limit: int | None,
+    ) -> list[Event]:
+        query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
+        with self._connection() as conn:
+            rows = conn.execute(query, params).fetchall()
+        return decode_rows(rows, stream_id)
+
+    def _read_all_page(self, after: int, limit: int) -> list[Event]:
+        tx, seq = unpack_position(after)
+        with self._connection() as conn:
+            rows = conn.execute(self.sql.read_all_page, (tx, seq, limit)).fetchall()
+        return decode_rows(rows)
+
+    def _head_version(self, stream: str) -> int:
+        return self._head(stream)
+
+    def _head_position(self) -> int:
+        with self._connection() as conn:
+            row = conn.execute(self.sql.head_position).fetchone()
+        return pack_position(row[0], row[1]) if row else 0
+
+    def _list_streams(self) -> list[StreamInfo]:
+        with self._connection() as conn:
+            rows = conn.execute(self.sql.list_streams).fetchall()
+        return stream_infos(rows)
+
+    # -- live wake-ups ------------------------------------------------------------------
+
+    def _new_waiter(self) -> _ListenWaiter:
+        return _ListenWaiter(self)
+
+    def _wake_waiters(self) -> None:
+        pass  # appends NOTIFY every listener, in this process and all others
+
+    # -- monitoring ---------------------------------------------------------------------
+
+    def oldest_transaction_age(self) -> float:
+        """Seconds the oldest open transaction that holds a transaction id has run.
+
+        While such a transaction is open, :meth:`read_all` does not return events
+        committed after it began (it never skips them; they arrive once it ends).
+        A large value here explains reader lag.
+        """
+        with self._connection() as conn:
+            row = conn.execute(self.sql.oldest_transaction_age).fetchone()
+        return float(row[0]) if row else 0.0
+
+
+
+class _ListenWaiter:
+    """Waits on LISTEN for the store's channel, on a connection of its own.
+
+    Appends send ``NOTIFY`` after they commit. A notification can be lost (the
+    listening connection dropped, say); every wait therefore also ends after its
+    timeout, so a lost notification only delays a subscriber, never loses events.
+    """
+
+    def __init__(self, store: PostgresEventStore) -> None:
+        self._store = store
+        self._token = f"wake-{id(self)}"
+        try:
+            conninfo = store.pool.conninfo
+            if callable(conninfo):
+                conninfo = conninfo()
+            self._conn = psycopg.connect(conninfo, autocommit=True)
+            self._conn.execute(store.sql.listen)
+        except psycopg.Error as exc:
+            raise StoreError(f"cannot LISTEN on PostgreSQL: {exc}") from exc
+
+    def wait(self, timeout: float) -> None:
+        try:
+            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
+                pass
+        except psycopg.Error:
+            # The listening connection broke: fall back to polling until closed.
+            time.sleep(timeout)
+
+    def wake(self) -> None:
+        with self._store._connection() as conn:
+            conn.execute(self._store.sql.notify_payload, (self._store.sql.channel, self._token))
+
+    def close(self) -> None:
+        self._conn.close()

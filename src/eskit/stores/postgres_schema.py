@@ -1,0 +1,279 @@
+"""SQL and row decoding for the PostgreSQL stores, shared by the sync and async front ends.
+
+Nothing here does I/O: each function builds a statement (identifiers quoted by
+``psycopg.sql``, values always passed as parameters) or turns rows into events.
+
+**The global order.** A sequence or identity column is handed out when a row is
+inserted, not when its transaction commits, so a reader polling "position > last
+seen" can skip an event whose transaction commits after a later one. eskit stamps
+each event with its writing transaction's id (``pg_current_xact_id()``, type
+``xid8``) and orders by (transaction id, sequence). A reader only takes rows whose
+transaction id is below ``pg_snapshot_xmin(pg_current_snapshot())``, computed in
+the same statement: every transaction below that xmin has ended, so no event can
+appear later behind a reader's checkpoint, and writers never lock each other out.
+(This is the technique Emmett uses; see https://event-driven.io/en/ordering_in_postgres_outbox/.)
+
+The position users see packs the pair into one int, ``tx_id << 64 | seq``: it
+orders exactly like the pair and is passed back unchanged as a checkpoint.
+
+Caveats, stated plainly:
+
+* An open transaction anywhere in the cluster (any database) that has written
+  something holds readers back until it ends: events committed after it started
+  are not returned yet. Nothing is skipped, but readers lag.
+  :meth:`PostgresEventStore.oldest_transaction_age` reports the age of the
+  oldest such transaction; set ``idle_in_transaction_session_timeout``.
+* Transaction ids belong to one cluster: restoring a dump into another cluster
+  needs the events re-stamped (a migration eskit will provide when needed).
+* Appends must go to the primary; PostgreSQL 13 or newer is required.
+"""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC
+from typing import Any
+
+from psycopg import sql
+
+from eskit.errors import InvalidInputError
+from eskit.events import Event, StreamId
+from eskit.stores.base import (
+    ANY,
+    MAX_VERSION,
+    NO_STREAM,
+    STREAM_EXISTS,
+    Expected,
+    PendingEvent,
+    StreamInfo,
+    decode_event,
+    stream_id_from_key,
+)
+
+__all__: list[str] = []
+
+SCHEMA_VERSION = 1
+MIN_SERVER_VERSION = 130000
+_SEQ_BITS = 64
+_SEQ_MASK = (1 << _SEQ_BITS) - 1
+_IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}\Z")
+
+
+def check_schema_name(name: object) -> str:
+    """Schema names are validated (and later quoted): letters, digits, underscores."""
+    if type(name) is not str or not _IDENTIFIER.match(name):
+        raise InvalidInputError(
+            f"schema name must be 1-63 letters, digits or underscores, not {name!r}"
+        )
+    return name
+
+
+def pack_position(tx_id: str, seq: int) -> int:
+    return (int(tx_id) << _SEQ_BITS) | seq
+
+
+def unpack_position(position: int) -> tuple[str, int]:
+    return str(position >> _SEQ_BITS), position & _SEQ_MASK
+
+
+def expected_range(expected: Expected) -> tuple[int, int]:
+    """The head versions an expectation accepts, as an inclusive range."""
+    if expected is ANY:
+        return 0, MAX_VERSION
+    if expected is NO_STREAM:
+        return 0, 0
+    if expected is STREAM_EXISTS:
+        return 1, MAX_VERSION
+    assert isinstance(expected, int)
+    return expected, expected
+
+
+class Statements:
+    """Every statement the PostgreSQL stores run, for one schema."""
+
+    def __init__(self, schema: str) -> None:
+        self.schema = check_schema_name(schema)
+        s = sql.Identifier(schema)
+        events = sql.SQL("{}.eskit_events").format(s)
+        meta = sql.SQL("{}.eskit_meta").format(s)
+        cols = sql.SQL(
+            "tx_id::text, seq, event_id, stream_id, version, event_type, schema_version, "
+            "recorded_at, data::text, metadata::text"
+        )
+        # A channel name is an identifier (63 bytes at most); schemas sharing a long
+        # prefix then share a channel, which only costs a spurious wake-up.
+        self.channel = f"eskit_{schema}"[:63]
+        self.lock_key = f"eskit-setup:{schema}"
+        self.create_schema = sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(s)
+        self.create_meta = sql.SQL(
+            "CREATE TABLE IF NOT EXISTS {} (key text PRIMARY KEY, value text NOT NULL)"
+        ).format(meta)
+        # The schema name is validated above, so quoting it into a regclass literal is safe.
+        self.meta_exists = sql.SQL("SELECT to_regclass({})").format(
+            sql.Literal(f'"{schema}".eskit_meta')
+        )
+        self.read_schema_version = sql.SQL(
+            "SELECT value FROM {} WHERE key = 'schema_version'"
+        ).format(meta)
+        self.write_schema_version = sql.SQL(
+            "INSERT INTO {} (key, value) VALUES ('schema_version', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        ).format(meta)
+        # MIGRATIONS[n] takes the schema from version n to n + 1. Payloads are json, not
+        # jsonb: jsonb reorders keys, rejects \u0000 and turns the float 1e20 into an int.
+        self.migrations: list[list[sql.Composed]] = [
+            [
+                sql.SQL(
+                    """CREATE TABLE {events} (
+                        tx_id          xid8        NOT NULL DEFAULT pg_current_xact_id(),
+                        seq            bigint      GENERATED ALWAYS AS IDENTITY,
+                        event_id       uuid        NOT NULL,
+                        stream_id      text        NOT NULL,
+                        version        bigint      NOT NULL,
+                        event_type     text        NOT NULL,
+                        schema_version integer     NOT NULL,
+                        recorded_at    timestamptz NOT NULL,
+                        data           json        NOT NULL,
+                        metadata       json        NOT NULL,
+                        CONSTRAINT eskit_events_stream_version PRIMARY KEY (stream_id, version),
+                        CONSTRAINT eskit_events_event_id UNIQUE (event_id)
+                    )"""
+                ).format(events=events),
+                sql.SQL("CREATE INDEX eskit_events_order ON {} (tx_id, seq)").format(events),
+                sql.SQL(
+                    """CREATE FUNCTION {schema}.eskit_refuse_change() RETURNS trigger
+                       LANGUAGE plpgsql AS $$
+                       BEGIN RAISE EXCEPTION 'eskit events are append-only'; END $$"""
+                ).format(schema=s),
+                sql.SQL(
+                    """CREATE TRIGGER eskit_events_append_only
+                       BEFORE UPDATE OR DELETE ON {events}
+                       FOR EACH STATEMENT EXECUTE FUNCTION {schema}.eskit_refuse_change()"""
+                ).format(events=events, schema=s),
+                sql.SQL(
+                    "INSERT INTO {} (key, value) VALUES ('format', 'eskit-event-store')"
+                ).format(meta),
+            ],
+        ]
+        # One statement, one round trip, one short transaction: read the head, check
+        # the expectation, insert the whole batch. Two writers of one stream collide
+        # on the primary key (stream_id, version); the loser gets a unique violation.
+        self.append = sql.SQL(
+            """WITH head AS (
+                   SELECT coalesce(max(version), 0) AS v FROM {events} WHERE stream_id = %(stream)s
+               ), ins AS (
+                   INSERT INTO {events} (event_id, stream_id, version, event_type,
+                                         schema_version, recorded_at, data, metadata)
+                   SELECT u.event_id, %(stream)s, head.v + u.ord, u.event_type,
+                          u.schema_version, u.recorded_at, u.data::json, u.metadata::json
+                   FROM head,
+                        unnest(%(ids)s::uuid[], %(types)s::text[], %(schema_versions)s::int[],
+                               %(recorded)s::timestamptz[], %(data)s::text[], %(meta)s::text[])
+                        WITH ORDINALITY AS u(event_id, event_type, schema_version,
+                                             recorded_at, data, metadata, ord)
+                   WHERE head.v BETWEEN %(lo)s AND %(hi)s
+                   ORDER BY u.ord
+                   RETURNING version, tx_id::text AS tx, seq
+               )
+               SELECT head.v, ins.version, ins.tx, ins.seq
+               FROM head LEFT JOIN ins ON true
+               ORDER BY ins.version"""
+        ).format(events=events)
+        self.notify = sql.SQL("SELECT pg_notify(%s, '')")
+        self.notify_payload = sql.SQL("SELECT pg_notify(%s, %s)")
+        self.listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
+        self.head_version = sql.SQL(
+            "SELECT coalesce(max(version), 0) FROM {} WHERE stream_id = %s"
+        ).format(events)
+        self.find_events = sql.SQL(
+            "SELECT {cols} FROM {events} WHERE event_id = ANY(%s::uuid[])"
+        ).format(cols=cols, events=events)
+        self._read_stream = sql.SQL(
+            "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s"
+        ).format(cols=cols, events=events)
+        # The xmin is computed in the same statement as the read: separate statements
+        # would see separate snapshots.
+        self.read_all_page = sql.SQL(
+            """SELECT {cols} FROM {events}
+               WHERE (tx_id, seq) > (%s::text::xid8, %s)
+                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+               ORDER BY tx_id, seq
+               LIMIT %s"""
+        ).format(cols=cols, events=events)
+        self.head_position = sql.SQL(
+            """SELECT tx_id::text, seq FROM {events}
+               WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+               ORDER BY tx_id DESC, seq DESC LIMIT 1"""
+        ).format(events=events)
+        self.list_streams = sql.SQL(
+            """SELECT last.stream_id, last.version, last.tx_id::text, last.seq, last.recorded_at
+               FROM (SELECT DISTINCT ON (stream_id) stream_id, version, tx_id, seq, recorded_at
+                     FROM {events} ORDER BY stream_id, version DESC) AS last
+               JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
+               ORDER BY first.tx_id, first.seq"""
+        ).format(events=events)
+        self.oldest_transaction_age = sql.SQL(
+            """SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)
+               FROM pg_stat_activity
+               WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"""
+        )
+
+    def read_stream(
+        self, stream: str, from_version: int, to_version: int | None, backwards: bool,
+        limit: int | None,
+    ) -> tuple[sql.Composed, list[Any]]:
+        query = self._read_stream
+        params: list[Any] = [stream, from_version]
+        if to_version is not None:
+            query = sql.SQL("{} AND version <= %s").format(query)
+            params.append(to_version)
+        query = sql.SQL("{} ORDER BY version DESC" if backwards else "{} ORDER BY version").format(
+            query
+        )
+        if limit is not None:
+            query = sql.SQL("{} LIMIT %s").format(query)
+            params.append(limit)
+        return query, params
+
+
+def append_params(
+    stream: str, expected: Expected, batch: list[PendingEvent]
+) -> dict[str, Any]:
+    lo, hi = expected_range(expected)
+    return {
+        "stream": stream,
+        "ids": [p.event_id for p in batch],
+        "types": [p.event_type for p in batch],
+        "schema_versions": [p.schema_version for p in batch],
+        "recorded": [p.timestamp for p in batch],
+        "data": [p.data.decode() for p in batch],
+        "meta": [p.metadata.decode() for p in batch],
+        "lo": lo,
+        "hi": hi,
+    }
+
+
+def decode_rows(rows: list[Any], stream_id: StreamId | None = None) -> list[Event]:
+    ids: dict[str, StreamId] = {}
+    events = []
+    for tx, seq, event_id, stream, version, event_type, schema_version, at, data, meta in rows:
+        sid = stream_id
+        if sid is None:
+            sid = ids.get(stream)
+            if sid is None:
+                sid = ids[stream] = stream_id_from_key(stream)
+        if at.tzinfo is not UTC:
+            at = at.astimezone(UTC)
+        events.append(decode_event(
+            event_id=event_id, stream_id=sid, event_type=event_type, data=data, metadata=meta,
+            timestamp=at, version=version, position=pack_position(tx, seq),
+            schema_version=schema_version,
+        ))
+    return events
+
+
+def stream_infos(rows: list[Any]) -> list[StreamInfo]:
+    return [
+        StreamInfo(stream_id_from_key(s), v, pack_position(tx, seq), at.astimezone(UTC))
+        for s, v, tx, seq, at in rows
+    ]

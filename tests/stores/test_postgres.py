@@ -1,0 +1,429 @@
+"""What only the PostgreSQL store promises, tested against the real server.
+
+The ordering tests follow RELIABILITY.md: transactions are made to take their ids
+in one order and commit in the other, and a naive "sequence > last seen" reader
+runs beside eskit's to prove the test can see the bug it guards against.
+"""
+
+import multiprocessing
+import os
+import random
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import psycopg
+import pytest
+
+from eskit import (
+    ConcurrencyError,
+    InvalidInputError,
+    NewEvent,
+    StoreError,
+)
+from eskit.stores.base import prepare_batch
+from eskit.stores.postgres import PostgresEventStore
+from eskit.stores.postgres_schema import append_params
+from tests.conftest import new_schema_name
+
+
+@pytest.fixture
+def store(postgres_dsn: str) -> Iterator[PostgresEventStore]:
+    store = PostgresEventStore(postgres_dsn, schema=new_schema_name())
+    yield store
+    store.close()
+
+
+def _open_append(store: PostgresEventStore, conn: psycopg.Connection[Any], stream: str) -> None:
+    """Run eskit's append statement inside a transaction the test controls."""
+    batch = prepare_batch(
+        stream, [NewEvent("Slow", {"stream": stream})], registry=store.registry,
+        max_event_bytes=store.max_event_bytes,
+    )
+    conn.execute(store.sql.append, append_params(stream, 0, batch))
+
+
+def _naive_read(conn: psycopg.Connection[Any], schema: str, after_seq: int) -> list[int]:
+    rows = conn.execute(
+        f'SELECT seq FROM "{schema}".eskit_events WHERE seq > %s ORDER BY seq', (after_seq,)
+    ).fetchall()
+    return [r[0] for r in rows]
+
+
+def test_reader_does_not_skip_an_event_whose_transaction_commits_late(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    with psycopg.connect(postgres_dsn) as slow, psycopg.connect(
+        postgres_dsn, autocommit=True
+    ) as naive:
+        _open_append(store, slow, "slow")  # takes its transaction id (and sequence) first
+        store.append("fast", [NewEvent("Fast")], 0)  # later id, commits first
+
+        # The naive reader sees the fast event and moves its checkpoint past it.
+        naive_seen = _naive_read(naive, store.schema, 0)
+        assert len(naive_seen) == 1
+        # eskit's reader holds back: an older transaction is still open.
+        assert list(store.read_all()) == []
+        assert store.head_position() == 0
+
+        slow.commit()
+
+        everything = list(store.read_all())
+        assert [e.aggregate_id for e in everything] == ["slow", "fast"]
+        # The naive reader resumes after its checkpoint and never sees the slow event.
+        assert _naive_read(naive, store.schema, naive_seen[-1]) == []
+        # eskit's order is stable from now on.
+        assert [e.event_id for e in store.read_all()] == [e.event_id for e in everything]
+
+
+def test_a_rolled_back_append_leaves_a_hole_the_reader_does_not_wait_for(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    with psycopg.connect(postgres_dsn) as doomed:
+        _open_append(store, doomed, "doomed")
+        doomed.rollback()
+    store.append("kept", [NewEvent("Kept")], 0)
+    assert [e.aggregate_id for e in store.read_all()] == ["kept"]
+
+
+def test_a_long_open_transaction_delays_readers_and_is_reported(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    with psycopg.connect(postgres_dsn) as long_running:
+        long_running.execute("SELECT pg_current_xact_id()")  # holds a transaction id
+        time.sleep(0.05)
+        store.append("s", [NewEvent("During")], 0)
+        assert list(store.read_all()) == [], "events after an open transaction wait for it"
+        assert store.oldest_transaction_age() >= 0.05
+        long_running.commit()
+    assert [e.event_type for e in store.read_all()] == ["During"]
+
+
+def test_live_reader_sees_every_committed_event_exactly_once_with_slow_writers(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    committed: list[str] = []
+    lock = threading.Lock()
+    done = threading.Event()
+
+    def slow_writer(n: int) -> None:
+        rng = random.Random(n)
+        with psycopg.connect(postgres_dsn) as conn:
+            for i in range(40):
+                stream = f"w{n}-{i}"
+                _open_append(store, conn, stream)
+                time.sleep(rng.random() * 0.01)  # commit order != transaction id order
+                if rng.random() < 0.1:
+                    conn.rollback()
+                    continue
+                conn.commit()
+                with lock:
+                    committed.append(stream)
+
+    delivered: list[tuple[int, str]] = []
+    naive_seen: set[int] = set()
+
+    def eskit_reader() -> None:
+        checkpoint = 0
+        while True:
+            finished = done.is_set()
+            for event in store.read_all(checkpoint):
+                assert event.position is not None
+                delivered.append((event.position, str(event.aggregate_id)))
+                checkpoint = event.position
+            if finished:
+                return
+            time.sleep(0.002)
+
+    def naive_reader() -> None:
+        last = 0
+        with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+            while not done.is_set():
+                for seq in _naive_read(conn, store.schema, last):
+                    naive_seen.add(seq)
+                    last = seq
+                time.sleep(0.002)
+
+    writers = [threading.Thread(target=slow_writer, args=(n,)) for n in range(4)]
+    readers = [threading.Thread(target=eskit_reader), threading.Thread(target=naive_reader)]
+    for t in readers + writers:
+        t.start()
+    for t in writers:
+        t.join()
+    done.set()
+    for t in readers:
+        t.join()
+
+    final = [(e.position, str(e.aggregate_id)) for e in store.read_all()]
+    assert delivered == final, "the live reader got exactly the final order, nothing more or less"
+    assert sorted(s for _, s in delivered) == sorted(committed)
+    assert len({p for p, _ in delivered}) == len(delivered), "no event delivered twice"
+    # The naive reader, run against the same writers, must lose events: that proves
+    # this workload really commits out of order (it missed about a third when written).
+    final_seqs = {e.position & (2**64 - 1) for e in store.read_all() if e.position}
+    missed = len(final_seqs - naive_seen)
+    assert missed > 0, "the naive reader missed nothing: the workload is not out of order"
+    print(f"naive reader missed {missed} of {len(committed)} events")
+
+
+def test_subscription_wakes_on_notify_and_catches_up_first(
+    store: PostgresEventStore,
+) -> None:
+    store.append("history", [NewEvent("Old", {"n": n}) for n in range(3)], 0)
+    subscription = store.subscribe(poll_interval=30.0)  # a wake-up must come from NOTIFY
+    received: list[Any] = []
+
+    def follow() -> None:
+        for event in subscription:
+            received.append(event)
+            if len(received) == 5:
+                subscription.stop()
+
+    follower = threading.Thread(target=follow)
+    follower.start()
+    time.sleep(0.3)
+    store.append("live", [NewEvent("New", {"n": 3})], 0)
+    time.sleep(0.1)
+    store.append("live", [NewEvent("New", {"n": 4})], 1)
+    follower.join(timeout=10)
+    assert not follower.is_alive(), "the subscription did not wake up on NOTIFY"
+    assert [e.event_data["n"] for e in received] == [0, 1, 2, 3, 4]
+    assert subscription.position == received[-1].position
+
+
+def test_subscription_stop_ends_a_waiting_iteration_promptly(
+    store: PostgresEventStore,
+) -> None:
+    subscription = store.subscribe(poll_interval=30.0)
+    follower = threading.Thread(target=lambda: list(subscription))
+    follower.start()
+    time.sleep(0.3)
+    started = time.monotonic()
+    subscription.stop()
+    follower.join(timeout=10)
+    assert not follower.is_alive()
+    assert time.monotonic() - started < 5
+
+
+# -- processes -------------------------------------------------------------------------
+
+
+def _race_on_one_stream(dsn: str, schema: str, attempts: int) -> dict[str, int]:
+    outcome = {"won": 0, "conflict": 0}
+    with PostgresEventStore(dsn, schema=schema, pool_size=2) as store:
+        for _ in range(attempts):
+            head = store.head_version("race")
+            try:
+                store.append("race", [NewEvent("Raced")], head)
+                outcome["won"] += 1
+            except ConcurrencyError:
+                outcome["conflict"] += 1
+            except Exception as exc:  # reported, and fails the test
+                outcome[f"{type(exc).__name__}: {exc}"] = outcome.get(str(exc), 0) + 1
+    return outcome
+
+
+def _append_own_streams(dsn: str, schema: str, writer: int) -> int:
+    with PostgresEventStore(dsn, schema=schema, pool_size=2) as store:
+        for i in range(50):
+            store.append(f"p{writer}", [NewEvent("Batch", {"i": i, "k": k}) for k in range(4)],
+                         i * 4)
+    return 200
+
+
+@pytest.mark.slow
+def test_processes_racing_on_one_stream_get_exactly_one_winner_per_version(
+    postgres_dsn: str,
+) -> None:
+    schema = new_schema_name()
+    PostgresEventStore(postgres_dsn, schema=schema).close()
+    with multiprocessing.get_context("spawn").Pool(4) as pool:
+        outcomes = pool.starmap(_race_on_one_stream, [(postgres_dsn, schema, 40)] * 4)
+    assert all(set(o) == {"won", "conflict"} for o in outcomes), outcomes
+    wins = sum(o["won"] for o in outcomes)
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        versions = [e.version for e in store.read_stream("race")]
+    assert versions == list(range(1, wins + 1))
+    assert wins + sum(o["conflict"] for o in outcomes) == 160
+
+
+@pytest.mark.slow
+def test_processes_on_different_streams_lose_nothing(postgres_dsn: str) -> None:
+    schema = new_schema_name()
+    PostgresEventStore(postgres_dsn, schema=schema).close()
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        counts = pool.starmap(_append_own_streams, [(postgres_dsn, schema, w) for w in range(3)])
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        everything = list(store.read_all())
+        assert len(everything) == sum(counts) == 600
+        for w in range(3):
+            assert [e.version for e in store.read_stream(f"p{w}")] == list(range(1, 201))
+        positions = [e.position or 0 for e in everything]
+        assert positions == sorted(positions)
+        assert len(set(positions)) == 600
+
+
+def _append_big_batches_forever(dsn: str, schema: str, writer: int) -> None:
+    with PostgresEventStore(dsn, schema=schema, pool_size=1) as store:
+        n = 0
+        while True:
+            n += 1
+            size = 500 + n % 500
+            store.append(
+                f"k{writer}-{n % 3}",
+                [NewEvent("Filled", {"i": i, "pad": "x" * 200}, {"batch": f"{writer}-{n}",
+                                                                "size": size})
+                 for i in range(size)],
+            )
+
+
+@pytest.mark.slow
+def test_killing_writers_mid_batch_never_leaves_a_partial_batch(postgres_dsn: str) -> None:
+    schema = new_schema_name()
+    PostgresEventStore(postgres_dsn, schema=schema).close()
+    context = multiprocessing.get_context("spawn")
+    for round_ in range(3):
+        writers = [
+            context.Process(target=_append_big_batches_forever,
+                            args=(postgres_dsn, schema, round_ * 10 + w))
+            for w in range(2)
+        ]
+        for p in writers:
+            p.start()
+        time.sleep(1.2 + random.random() / 2)
+        for p in writers:
+            assert p.pid is not None
+            os.kill(p.pid, signal.SIGKILL)
+        for p in writers:
+            p.join()
+    time.sleep(0.2)  # let the server notice the dead connections and roll them back
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        everything = list(store.read_all())
+        assert len(everything) > 1000, "the writers appended too little before being killed"
+        sizes: dict[str, int] = {}
+        counts: dict[str, int] = {}
+        for event in everything:
+            batch = event.metadata["batch"]
+            sizes[batch] = event.metadata["size"]
+            counts[batch] = counts.get(batch, 0) + 1
+        assert counts == sizes, "a batch is stored partially"
+        for info in store.list_streams():
+            assert [e.version for e in store.read_stream(info.stream_id)] == list(
+                range(1, info.version + 1)
+            )
+
+
+# -- schema, setup and hostile input ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "schema", ["", "x; DROP TABLE y", 'quote"d', "1starts_with_digit", "a" * 64, "sp ace", None]
+)
+def test_invalid_schema_names_are_refused_before_connecting(schema: Any) -> None:
+    with pytest.raises(InvalidInputError):
+        PostgresEventStore("postgresql://nobody@127.0.0.1:1/none", schema=schema)
+
+
+def test_setup_is_idempotent_and_safe_from_several_threads(postgres_dsn: str) -> None:
+    schema = new_schema_name()
+    errors: list[BaseException] = []
+
+    def open_store() -> None:
+        try:
+            PostgresEventStore(postgres_dsn, schema=schema, pool_size=1).close()
+        except BaseException as exc:
+            errors.append(exc)
+
+    threads = [threading.Thread(target=open_store) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        store.setup()
+        store.append("s", [NewEvent("A")], 0)
+        assert store.head_version("s") == 1
+
+
+def test_a_schema_from_a_newer_eskit_is_refused(postgres_dsn: str) -> None:
+    schema = new_schema_name()
+    PostgresEventStore(postgres_dsn, schema=schema).close()
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(
+            f"UPDATE \"{schema}\".eskit_meta SET value = '99' WHERE key = 'schema_version'"
+        )
+    with pytest.raises(StoreError, match="upgrade eskit"):
+        PostgresEventStore(postgres_dsn, schema=schema)
+
+
+def test_two_schemas_in_one_database_are_separate_stores(postgres_dsn: str) -> None:
+    with PostgresEventStore(postgres_dsn, schema=new_schema_name()) as a, PostgresEventStore(
+        postgres_dsn, schema=new_schema_name()
+    ) as b:
+        a.append("s", [NewEvent("InA")], 0)
+        assert b.read_stream("s") == []
+        assert b.head_position() == 0
+
+
+def test_events_cannot_be_updated_or_deleted_even_with_raw_sql(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    store.append("s", [NewEvent("A", {"n": 1})], 0)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        for statement in ("UPDATE {}.eskit_events SET event_type = 'B'",
+                          "DELETE FROM {}.eskit_events"):
+            with pytest.raises(psycopg.errors.RaiseException, match="append-only"):
+                conn.execute(statement.format(f'"{store.schema}"'))
+    assert store.read_stream("s")[0].event_data == {"n": 1}
+
+
+def test_hostile_names_do_not_change_the_table_list(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    def tables() -> set[str]:
+        with psycopg.connect(postgres_dsn) as conn:
+            rows = conn.execute(
+                "SELECT schemaname || '.' || tablename FROM pg_tables"
+            ).fetchall()
+        return {r[0] for r in rows}
+
+    before = tables()
+    hostile = [
+        "x'); DROP TABLE eskit_events; --", "$$; DROP SCHEMA public; $$", "\\'\\\"", "é" * 5000,
+    ]
+    for name in hostile:
+        store.append(name, [NewEvent(name, {name: name}, {name: name})], 0)
+        (event,) = store.read_stream(name)
+        assert (event.aggregate_id, event.event_type, event.event_data) == (
+            name, name, {name: name}
+        )
+    with pytest.raises(InvalidInputError):
+        store.append("nul\x00id", [NewEvent("E")], 0)
+    with pytest.raises(InvalidInputError):
+        store.append("s", [NewEvent("nul\x00type")], 0)
+    assert tables() == before
+
+
+def test_nul_characters_inside_payload_values_round_trip(store: PostgresEventStore) -> None:
+    # jsonb would reject "\\u0000"; eskit stores json, which keeps it.
+    store.append("s", [NewEvent("E", {"text": "a\x00b", "big": 1e20})], 0)
+    data = store.read_stream("s")[0].event_data
+    assert data == {"text": "a\x00b", "big": 1e20}
+    assert type(data["big"]) is float
+
+
+def test_an_unreachable_server_is_a_store_error() -> None:
+    with pytest.raises(StoreError, match="cannot connect"):
+        PostgresEventStore("postgresql://postgres@127.0.0.1:1/test", connect_timeout=1)
+
+
+def test_positions_are_one_value_users_pass_back_unchanged(store: PostgresEventStore) -> None:
+    first = store.append("a", [NewEvent("A")], 0).events[0]
+    store.append("b", [NewEvent("B")], 0)
+    assert isinstance(first.position, int)
+    assert [e.aggregate_id for e in store.read_all(first.position)] == ["b"]
+    assert uuid.UUID(int=0) != first.event_id
