@@ -25,8 +25,18 @@ def test_every_docs_page_has_a_runnable_example() -> None:
         assert str(page.relative_to(ROOT)) in pages_with_code, f"{page.name} has no example"
 
 
+def _needs_postgres(name: str) -> bool:
+    page = ROOT / name.split("#")[0]
+    return "<!-- needs: postgres -->" in page.read_text()
+
+
 @pytest.mark.parametrize(("name", "code"), _blocks(), ids=[n for n, _ in _blocks()])
-def test_docs_example_runs(name: str, code: str, tmp_path: Path) -> None:
+def test_docs_example_runs(
+    name: str, code: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    if _needs_postgres(name):
+        dsn = request.getfixturevalue("postgres_dsn")  # skips, or fails in CI, if down
+        os.environ.setdefault("ESKIT_TEST_POSTGRES_DSN", dsn)
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
