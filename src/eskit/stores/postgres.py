@@ -161,9 +161,19 @@ class PostgresEventStore(EventStore):
         for _ in range(_MAX_UNCONDITIONAL_RETRIES):
             try:
                 with self._connection() as conn:
-                    rows = conn.execute(self.sql.append, params).fetchall()
-                    if rows[0][1] is not None and self._notify:
-                        conn.execute(self.sql.notify, (self.sql.channel,))
+                    if self._notify:
+                        # Pipelined: the NOTIFY goes out with the append, one round trip.
+                        # It runs after the append's own transaction; when the append
+                        # failed it only costs listeners a spurious wake-up. It is never
+                        # prepared: after an error the server skips the rest of the
+                        # pipeline, Parse included, and psycopg would then believe a
+                        # statement exists that the server never prepared.
+                        with conn.pipeline():
+                            cursor = conn.execute(self.sql.append, params)
+                            conn.execute(self.sql.notify, (self.sql.channel,), prepare=False)
+                        rows = cursor.fetchall()
+                    else:
+                        rows = conn.execute(self.sql.append, params).fetchall()
             except StoreError as exc:
                 cause = exc.__cause__
                 if not isinstance(cause, pg_errors.UniqueViolation):
