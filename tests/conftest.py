@@ -36,14 +36,17 @@ def postgres_dsn() -> Iterator[str]:
     yield POSTGRES_DSN
     import psycopg
 
+    # Drop only this session's schemas: other test sessions may share the server.
     with psycopg.connect(POSTGRES_DSN, autocommit=True) as conn:
-        schemas = conn.execute(
-            "SELECT nspname FROM pg_namespace WHERE nspname LIKE %s",
-            (TEST_SCHEMA_PREFIX + "%",),
-        ).fetchall()
-        for (schema,) in schemas:
-            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+        for schema in _created_schemas:
+            conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+_created_schemas: list[str] = []
 
 
 def new_schema_name() -> str:
-    return TEST_SCHEMA_PREFIX + uuid.uuid4().hex[:12]
+    """A fresh schema name for one store; dropped when the test session ends."""
+    name = TEST_SCHEMA_PREFIX + uuid.uuid4().hex[:12]
+    _created_schemas.append(name)
+    return name

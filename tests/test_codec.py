@@ -110,3 +110,18 @@ def test_stored_data_cannot_name_arbitrary_callables() -> None:
 def test_invalid_json_is_a_decoding_error() -> None:
     with pytest.raises(DecodingError):
         decode(b"{nope")
+
+
+def test_sets_encode_to_the_same_bytes_in_every_process() -> None:
+    import subprocess
+    import sys
+
+    code = "from eskit.codec import encode; print(encode({'s': {'pear', 'apple', 'fig', 'kiwi'}}))"
+    outputs = {
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True,
+            env={"PYTHONHASHSEED": str(seed)},
+        ).stdout
+        for seed in (1, 2, 3, 4)
+    }
+    assert len(outputs) == 1, "set order leaked into the encoding"

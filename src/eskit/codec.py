@@ -195,6 +195,15 @@ def _to_tree(v: Any) -> Any:
     raise EncodingError(f"cannot encode a value of type {t.__module__}.{t.__qualname__}")
 
 
+def _canonical_items(items: set[Any] | frozenset[Any]) -> list[Any]:
+    # A set's iteration order depends on hashing, which differs between processes
+    # for strings. Sorting makes the encoding canonical: the same value always
+    # encodes to the same bytes, which is how a retried event is recognised.
+    trees = [_to_tree(x) for x in items]
+    trees.sort(key=lambda t: orjson.dumps(t, option=orjson.OPT_SORT_KEYS))
+    return trees
+
+
 def _nested(exc: EncodingError, step: str) -> EncodingError:
     return EncodingError(exc.bare_message, path=step + exc.path)
 
@@ -216,8 +225,8 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     timedelta: lambda v: {TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]},
     UUID: lambda v: {TAG: "uuid", "v": str(v)},
     bytes: lambda v: {TAG: "bytes", "v": base64.b64encode(v).decode("ascii")},
-    set: lambda v: {TAG: "set", "v": _to_tree(list(v))},
-    frozenset: lambda v: {TAG: "frozenset", "v": _to_tree(list(v))},
+    set: lambda v: {TAG: "set", "v": _canonical_items(v)},
+    frozenset: lambda v: {TAG: "frozenset", "v": _canonical_items(v)},
 }
 
 

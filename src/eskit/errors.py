@@ -78,8 +78,9 @@ class DuplicateEventError(EskitError):
     """An event id in the batch is already stored at another place.
 
     Appending the very same events again at the same place (a retried request)
-    is not an error; reusing an id for a different event, or retrying only part
-    of an earlier batch, is. Nothing was written.
+    is not an error, also when they are a consecutive part of an earlier batch.
+    Reusing an id for a different event or at another place, or mixing stored and
+    new events in one batch, is. Nothing was written.
     """
 
     def __init__(self, message: str, *, event_id: Any = None) -> None:

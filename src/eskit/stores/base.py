@@ -11,10 +11,14 @@ Guarantees every store gives (checked by :mod:`eskit.testing.contract`):
   raised and nothing is written.
 * **Atomic batches.** The events of one append are stored all together, at
   consecutive versions, or not at all.
-* **Idempotent retries.** Appending the same events (same event ids) again at
-  the same place succeeds without storing them twice; the result says
-  ``duplicate=True``. An event id reused anywhere else is a
-  :class:`~eskit.errors.DuplicateEventError`.
+* **Idempotent retries.** Appending the same events (same event ids, types and
+  data) again at the same place succeeds without storing them twice; the result
+  says ``duplicate=True``. As in KurrentDB, "the same place" means every event
+  of the batch is already stored, consecutively, where this append would have put
+  it, so retrying a consecutive part of an earlier batch is also accepted. A batch
+  that mixes stored and new events, an id reused elsewhere, or an id reused for a
+  different event is a :class:`~eskit.errors.DuplicateEventError`. (Stores written
+  for the seed API only detect ids already in the same stream.)
 * **A stable global order.** Every stored event gets a ``position``;
   :meth:`EventStore.read_all` returns events by increasing position, and an
   event visible at some position never moves and is never preceded later by a
@@ -320,11 +324,16 @@ def resolve_conflict(
         raise ConcurrencyError(stream_id, expected, head)
     stored = [found.get(p.event_id) for p in batch]
     first = stored[0]
+    # A retry repeats the same events: same ids, same place, same type and data
+    # (timestamps and metadata may differ between attempts). Data is compared as
+    # canonical encodings, not as values: Decimal('NaN') is not equal to itself.
     complete = first is not None and all(
         e is not None
         and stream_key(e.aggregate_id) == stream
         and e.version == first.version + i
-        for i, e in enumerate(stored)
+        and e.event_type == p.event_type
+        and codec.encode(e.event_data) == p.data
+        for i, (e, p) in enumerate(zip(stored, batch, strict=True))
     )
     if complete and first is not None:
         expected_ok = (
@@ -342,7 +351,8 @@ def resolve_conflict(
     where = found[clash]
     raise DuplicateEventError(
         f"event id {clash} is already stored at version {where.version} of stream "
-        f"{str(where.aggregate_id)!r}; a retry must repeat the whole batch at the same place",
+        f"{str(where.aggregate_id)!r}; a retry must repeat the same events, all already "
+        "stored, at the same place",
         event_id=clash,
     )
 
@@ -634,9 +644,12 @@ class EventStore(ABC):  # noqa: B024
             raise NotImplementedError(
                 f"{type(self).__name__} must implement save_events or the modern API"
             )
-        head = self.head_version(stream_id)
-        if not expected_matches(expected, head):
-            raise ConcurrencyError(stream_id, expected, head)
+        stored = self.get_events(stream_id)
+        head = stored[-1].version if stored else 0
+        ids = {p.event_id for p in batch}
+        found = {e.event_id: e for e in stored if e.event_id in ids}
+        if found or not expected_matches(expected, head):
+            return resolve_conflict(stream_id, stream_key(stream_id), expected, head, batch, found)
         events = [p.recorded(stream_id, head + i + 1, None) for i, p in enumerate(batch)]
         self.save_events(stream_id, events, head)
         return AppendResult(stream_id, head + len(events), 0, tuple(events))

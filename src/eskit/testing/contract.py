@@ -222,7 +222,32 @@ class EventStoreContract:
         with pytest.raises(DuplicateEventError):
             store.append("s-1", batch, NO_STREAM)
 
-    def test_retrying_part_of_a_batch_is_an_error(self, store: EventStore) -> None:
+    def test_retrying_a_consecutive_part_of_a_batch_at_its_place_is_accepted(
+        self, store: EventStore
+    ) -> None:
+        a, b, c = _new(n=1), _new(n=2), _new(n=3)
+        store.append("s-1", [a, b, c], 0)
+        assert store.append("s-1", [a, b], 0).duplicate
+        assert store.append("s-1", [b, c], 1).version == 3
+        with pytest.raises(DuplicateEventError):
+            store.append("s-1", [a, c], 0)  # not consecutive
+        assert len(store.read_stream("s-1")) == 3
+
+    def test_reusing_an_id_for_a_different_event_at_the_same_place_is_an_error(
+        self, store: EventStore
+    ) -> None:
+        first = _new(amount=Decimal("50"))
+        store.append("acc", [first], 0)
+        other = NewEvent("Withdrawn", {"amount": Decimal("100")}, event_id=first.event_id)
+        for expected in (0, ANY):
+            with pytest.raises(DuplicateEventError):
+                store.append("acc", [other], expected)
+        changed = NewEvent("Happened", {"amount": Decimal("51")}, event_id=first.event_id)
+        with pytest.raises(DuplicateEventError):
+            store.append("acc", [changed], 0)
+        assert store.read_stream("acc")[0].event_data == {"amount": Decimal("50")}
+
+    def test_batch_mixing_stored_and_new_events_is_an_error(self, store: EventStore) -> None:
         batch = [_new(n=1), _new(n=2)]
         store.append("s-1", batch, 0)
         head = store.head_position()
