@@ -1,0 +1,47 @@
+"""eskit for asyncio: the same stores, repository and guarantees, awaited.
+
+::
+
+    from eskit.aio import AsyncRepository, AsyncSQLiteEventStore
+
+    store = await AsyncSQLiteEventStore.open("events.db")
+    repository = AsyncRepository(store)
+
+Only I/O differs from the sync API: validation, encoding, conflict resolution,
+aggregates and events are eskit's own, shared with :mod:`eskit`. Importing this
+package needs no database driver; ``AsyncPostgresEventStore`` imports psycopg
+when first used (``pip install 'eskit[postgres]'``).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from eskit.aio.memory import AsyncInMemoryEventStore
+from eskit.aio.repository import AsyncRepository
+from eskit.aio.sqlite import AsyncSQLiteEventStore
+from eskit.aio.store import AsyncEventStore
+
+if TYPE_CHECKING:
+    from eskit.aio.postgres import AsyncPostgresEventStore
+
+__all__ = [
+    "AsyncEventStore",
+    "AsyncInMemoryEventStore",
+    "AsyncPostgresEventStore",
+    "AsyncRepository",
+    "AsyncSQLiteEventStore",
+]
+
+
+def __getattr__(name: str) -> Any:
+    # Lazy, so that `import eskit.aio` works without psycopg installed.
+    if name == "AsyncPostgresEventStore":
+        from eskit.aio.postgres import AsyncPostgresEventStore
+
+        return AsyncPostgresEventStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -1,0 +1,119 @@
+"""Async stores that delegate to a sync store (internal).
+
+The in-memory and SQLite stores already do everything a store does; their
+async faces only decide how a call is run from a coroutine: directly when it
+does no I/O (memory), in a worker thread when it blocks (SQLite). Each public
+method calls the sync store's public method, so validation, encoding, conflict
+resolution and whatever else the sync store does on an append (waking its
+subscribers, for instance) is the very same code. Only ``read_all`` pages here,
+through the sync store's ``_read_all_page``, so that each page is one call
+rather than one per event.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from collections.abc import Callable, Sequence
+from typing import Generic, Self, TypeVar
+
+from eskit.aio.store import AsyncEventStore
+from eskit.events import Event, StreamId
+from eskit.stores.base import (
+    ANY,
+    AppendInput,
+    AppendResult,
+    EventStore,
+    Expected,
+    PendingEvent,
+    StreamInfo,
+)
+
+__all__: list[str] = []
+
+S = TypeVar("S", bound=EventStore)
+T = TypeVar("T")
+
+
+class SyncBackedStore(AsyncEventStore, Generic[S]):
+    """An async store over a sync one; subclasses say how a sync call is run."""
+
+    def __init__(self, sync_store: S) -> None:
+        self.sync_store: S = sync_store
+        """The wrapped sync store: the same events, for sync code such as the CLI."""
+        self.registry = sync_store.registry
+        self.max_event_bytes = sync_store.max_event_bytes
+
+    @classmethod
+    def from_sync(cls, sync_store: S) -> Self:
+        """An async store over an open ``sync_store``: both see the same events.
+
+        Closing either closes both.
+        """
+        self = cls.__new__(cls)
+        SyncBackedStore.__init__(self, sync_store)
+        return self
+
+    @abstractmethod
+    async def _call(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
+        """Run one call of the sync store."""
+
+    # -- the public API: the sync store's own methods -----------------------------------
+
+    async def append(
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+    ) -> AppendResult:
+        return await self._call(self.sync_store.append, stream_id, events, expected_version)
+
+    async def read_stream(
+        self,
+        stream_id: StreamId,
+        from_version: int = 0,
+        to_version: int | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[Event]:
+        return await self._call(
+            self.sync_store.read_stream, stream_id, from_version, to_version,
+            backwards=backwards, limit=limit,
+        )
+
+    async def head_version(self, stream_id: StreamId) -> int:
+        return await self._call(self.sync_store.head_version, stream_id)
+
+    async def head_position(self) -> int:
+        return await self._call(self.sync_store.head_position)
+
+    async def list_streams(self) -> list[StreamInfo]:
+        return await self._call(self.sync_store.list_streams)
+
+    async def close(self) -> None:
+        await self._call(self.sync_store.close)
+
+    # -- the primitives (read_all pages through _read_all_page) -------------------------
+
+    async def _append(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
+    ) -> AppendResult:
+        return await self._call(self.sync_store._append, stream_id, stream, expected, batch)
+
+    async def _read_stream(
+        self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
+        backwards: bool, limit: int | None,
+    ) -> list[Event]:
+        return await self._call(
+            self.sync_store._read_stream, stream_id, stream, from_version, to_version,
+            backwards, limit,
+        )
+
+    async def _read_all_page(self, after: int, limit: int) -> list[Event]:
+        return await self._call(self.sync_store._read_all_page, after, limit)
+
+    async def _head_version(self, stream: str) -> int:
+        return await self._call(self.sync_store._head_version, stream)
+
+    async def _head_position(self) -> int:
+        return await self._call(self.sync_store._head_position)
+
+    async def _list_streams(self) -> list[StreamInfo]:
+        return await self._call(self.sync_store._list_streams)

@@ -1,0 +1,344 @@
+"""The PostgreSQL event store, for asyncio (``pip install 'eskit[postgres]'``).
+
+The async twin of :class:`eskit.stores.postgres.PostgresEventStore`, on
+psycopg's ``AsyncConnection`` and ``psycopg_pool.AsyncConnectionPool``. It runs
+the very same statements (:class:`~eskit.stores.postgres_schema.Statements`:
+the same migrations, the same single-statement append, the same read of
+``read_all`` below the snapshot xmin) and decodes rows with the same functions,
+so the two front ends store and return identical events and can share one
+database and schema. See :mod:`eskit.stores.postgres_schema` for the ordering
+technique and its caveats (an open transaction anywhere in the cluster holds
+readers back; PostgreSQL 13+; appends go to the primary).
+
+Concurrency control rests on the unique key (stream_id, version): two writers
+of one stream collide there and the loser gets a unique violation, which is
+turned into a :class:`~eskit.ConcurrencyError`, a retry result or a
+:class:`~eskit.DuplicateEventError` by the shared
+:func:`~eskit.stores.base.resolve_conflict`. psycopg errors never leave this
+module untranslated: they become :class:`~eskit.StoreError`.
+
+Not guaranteed: an ``append`` cancelled while its statement runs may still
+commit (PostgreSQL finishes or aborts the statement on its own); retry it with
+the same event ids to find out, the retry returns ``duplicate=True``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any, Self
+from uuid import UUID
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg import sql
+from psycopg_pool import AsyncConnectionPool
+
+from eskit.aio.store import AsyncEventStore
+from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
+from eskit.events import Event, EventRegistry, StreamId
+from eskit.stores.base import (
+    ANY,
+    DEFAULT_MAX_EVENT_BYTES,
+    STREAM_EXISTS,
+    AppendResult,
+    Expected,
+    PendingEvent,
+    StreamInfo,
+    resolve_conflict,
+)
+from eskit.stores.postgres_schema import (
+    MIN_SERVER_VERSION,
+    SCHEMA_VERSION,
+    Statements,
+    append_params,
+    decode_rows,
+    pack_position,
+    stream_infos,
+    unpack_position,
+)
+
+__all__ = ["AsyncPostgresEventStore"]
+
+# An append with ANY or STREAM_EXISTS that loses a race for the next version simply
+# tries again at the new head; this bounds how often under extreme contention.
+# (Same bound as the sync store.)
+MAX_UNCONDITIONAL_RETRIES = 50
+
+EVENT_ID_CONSTRAINT = "eskit_events_event_id"
+"""The unique constraint on event ids (see the first migration in ``Statements``)."""
+
+
+# --------------------------------------------------------------------------- pure decisions
+# These functions do no I/O. They hold the decisions of the append and of setup so
+# that they are written once; the sync PostgresEventStore makes the same ones inline.
+
+
+def check_server_version(server_version: int) -> None:
+    if server_version < MIN_SERVER_VERSION:
+        raise StoreError(f"eskit needs PostgreSQL 13 or newer, the server is {server_version}")
+
+
+def pending_migrations(statements: Statements, current: int) -> list[sql.Composed]:
+    """The statements that take a schema from version ``current`` to the newest."""
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"schema {statements.schema!r} has eskit schema version {current}; this eskit "
+            f"knows only up to {SCHEMA_VERSION}: upgrade eskit"
+        )
+    return [s for target in range(current, SCHEMA_VERSION) for s in statements.migrations[target]]
+
+
+def inserted_result(
+    stream_id: StreamId, batch: Sequence[PendingEvent], rows: Sequence[Any]
+) -> AppendResult | None:
+    """The result of the append statement; ``None`` if its expectation did not hold.
+
+    The statement returns one row per inserted event, ``(head, version, tx, seq)``,
+    or a single row ``(head, NULL, NULL, NULL)`` when it inserted nothing.
+    """
+    if rows[0][1] is None:
+        return None
+    events = tuple(
+        p.recorded(stream_id, version, pack_position(tx, seq))
+        for p, (_, version, tx, seq) in zip(batch, rows, strict=True)
+    )
+    return AppendResult(stream_id, events[-1].version, events[-1].position or 0, events)
+
+
+def retry_after_lost_race(expected: Expected, found: dict[UUID, Event]) -> bool:
+    """Whether an append that lost the race for the next version should try again.
+
+    Only appends that do not name a version (``ANY``, ``STREAM_EXISTS``) and
+    whose events are not stored yet simply go again at the new head; anything
+    else is decided by :func:`~eskit.stores.base.resolve_conflict`.
+    """
+    return not found and (expected is ANY or expected is STREAM_EXISTS)
+
+
+# --------------------------------------------------------------------------- the store
+
+
+class AsyncPostgresEventStore(AsyncEventStore):
+    """An event store in a PostgreSQL (13+) database, for asyncio.
+
+    ``__init__`` does no I/O. Open a store with
+    ``store = await AsyncPostgresEventStore.open(dsn, schema="eskit")``, or use
+    ``async with AsyncPostgresEventStore(dsn) as store:``, which connects on
+    entry and closes on exit. Pass a ``dsn`` (eskit then owns an autocommit
+    ``AsyncConnectionPool``) or an existing ``psycopg_pool.AsyncConnectionPool``
+    whose connections are in autocommit mode (you open and close it). Tables
+    live in ``schema``; :meth:`setup` creates or upgrades them exactly like the
+    sync store's, idempotently, and safely from several processes at once.
+    """
+
+    def __init__(
+        self,
+        dsn: str | None = None,
+        *,
+        pool: AsyncConnectionPool[Any] | None = None,
+        schema: str = "eskit",
+        pool_size: int = 10,
+        notify: bool = True,
+        registry: EventRegistry | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> None:
+        if (dsn is None) == (pool is None):
+            raise InvalidInputError("pass exactly one of dsn and pool")
+        if pool is not None and not isinstance(pool, AsyncConnectionPool):
+            raise InvalidInputError(
+                f"pool must be a psycopg_pool.AsyncConnectionPool, got {type(pool).__name__}"
+            )
+        if type(max_event_bytes) is not int or max_event_bytes < 1:
+            raise InvalidInputError("max_event_bytes must be a positive int")
+        if registry is not None:
+            self.registry = registry
+        self.max_event_bytes = max_event_bytes
+        self.sql = Statements(schema)
+        self.schema = schema
+        self._notify = notify
+        self._owns_pool = pool is None
+        if pool is None:
+            assert dsn is not None
+            # open=False: an async pool must be opened with await, in the loop it serves.
+            pool = AsyncConnectionPool(
+                dsn, min_size=1, max_size=pool_size, open=False,
+                kwargs={"autocommit": True}, name=f"eskit-{schema}",
+            )
+        self.pool: AsyncConnectionPool[Any] = pool
+        self._connected = False
+
+    @classmethod
+    async def open(
+        cls,
+        dsn: str | None = None,
+        *,
+        pool: AsyncConnectionPool[Any] | None = None,
+        schema: str = "eskit",
+        setup: bool = True,
+        pool_size: int = 10,
+        notify: bool = True,
+        registry: EventRegistry | None = None,
+        max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+    ) -> Self:
+        """Create the store, connect and (with ``setup=True``) create or upgrade its schema."""
+        store = cls(
+            dsn, pool=pool, schema=schema, pool_size=pool_size, notify=notify,
+            registry=registry, max_event_bytes=max_event_bytes,
+        )
+        await store.connect(setup=setup)
+        return store
+
+    async def connect(self, *, setup: bool = True) -> None:
+        """Open the pool eskit owns and run :meth:`setup`. Does nothing the second time."""
+        if self._connected:
+            return
+        if self._owns_pool:
+            try:
+                await self.pool.open(wait=True, timeout=10)
+            except Exception as exc:
+                await self.pool.close()
+                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        self._connected = True
+        if setup:
+            try:
+                await self.setup()
+            except BaseException:
+                await self.close()
+                raise
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def close(self) -> None:
+        """Close the pool if eskit opened it (a pool passed in stays open)."""
+        self._connected = False
+        if self._owns_pool:
+            await self.pool.close()
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        try:
+            async with self.pool.connection() as conn:
+                yield conn
+        except psycopg.Error as exc:
+            raise StoreError(f"PostgreSQL error: {exc}") from exc
+
+    async def setup(self) -> None:
+        """Create or upgrade eskit's tables in the schema. Idempotent."""
+        async with self._connection() as conn, conn.transaction():
+            check_server_version(conn.info.server_version)
+            # Serialise concurrent setups of the same schema (several processes starting).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.sql.lock_key,))
+            await conn.execute(self.sql.create_schema)
+            await conn.execute(self.sql.create_meta)
+            row = await (await conn.execute(self.sql.read_schema_version)).fetchone()
+            current = int(row[0]) if row else 0
+            for statement in pending_migrations(self.sql, current):
+                await conn.execute(statement)
+            if current != SCHEMA_VERSION:
+                await conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
+
+    # -- writing ------------------------------------------------------------------------
+
+    async def _append(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
+    ) -> AppendResult:
+        params = append_params(stream, expected, batch)
+        for _ in range(MAX_UNCONDITIONAL_RETRIES):
+            async with self._connection() as conn:
+                try:
+                    if self._notify:
+                        # Pipelined, as in the sync store: the NOTIFY goes out with the
+                        # append, one round trip, and runs after the append's own
+                        # transaction (a failed append costs listeners a spurious
+                        # wake-up). Never prepared: after an error the server skips the
+                        # rest of the pipeline, Parse included, and psycopg would then
+                        # believe in a prepared statement the server never had.
+                        async with conn.pipeline():
+                            cursor = await conn.execute(self.sql.append, params)
+                            await conn.execute(
+                                self.sql.notify, (self.sql.channel,), prepare=False
+                            )
+                        rows = await cursor.fetchall()
+                    else:
+                        rows = await (await conn.execute(self.sql.append, params)).fetchall()
+                except pg_errors.UniqueViolation as exc:
+                    # Caught inside the block: the connection goes back to the pool
+                    # clean (autocommit, the failed statement rolled back on its own).
+                    clash = exc.diag.constraint_name
+                else:
+                    clash = None
+            if clash is None:
+                result = inserted_result(stream_id, batch, rows)
+                if result is not None:
+                    return result
+                # The expectation did not hold: nothing was inserted.
+                return resolve_conflict(
+                    stream_id, stream, expected, rows[0][0], batch, await self._find(batch)
+                )
+            # An event id is stored already, or another writer took the next version.
+            head = await self._head(stream)
+            found = await self._find(batch)
+            if clash == EVENT_ID_CONSTRAINT or not retry_after_lost_race(expected, found):
+                return resolve_conflict(stream_id, stream, expected, head, batch, found)
+            await asyncio.sleep(0)
+        raise ConcurrencyError(stream_id, expected, await self._head(stream))
+
+    async def _find(self, batch: list[PendingEvent]) -> dict[UUID, Event]:
+        async with self._connection() as conn:
+            cursor = await conn.execute(self.sql.find_events, ([p.event_id for p in batch],))
+            rows = await cursor.fetchall()
+        return {e.event_id: e for e in decode_rows(rows)}
+
+    async def _head(self, stream: str) -> int:
+        async with self._connection() as conn:
+            row = await (await conn.execute(self.sql.head_version, (stream,))).fetchone()
+        return int(row[0]) if row else 0
+
+    # -- reading ------------------------------------------------------------------------
+
+    async def _read_stream(
+        self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
+        backwards: bool, limit: int | None,
+    ) -> list[Event]:
+        query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
+        async with self._connection() as conn:
+            rows = await (await conn.execute(query, params)).fetchall()
+        return decode_rows(rows, stream_id)
+
+    async def _read_all_page(self, after: int, limit: int) -> list[Event]:
+        # Only rows of transactions below the snapshot xmin, computed in the same
+        # statement: see "The global order" in eskit.stores.postgres_schema.
+        tx, seq = unpack_position(after)
+        async with self._connection() as conn:
+            rows = await (await conn.execute(self.sql.read_all_page, (tx, seq, limit))).fetchall()
+        return decode_rows(rows)
+
+    async def _head_version(self, stream: str) -> int:
+        return await self._head(stream)
+
+    async def _head_position(self) -> int:
+        async with self._connection() as conn:
+            row = await (await conn.execute(self.sql.head_position)).fetchone()
+        return pack_position(row[0], row[1]) if row else 0
+
+    async def _list_streams(self) -> list[StreamInfo]:
+        async with self._connection() as conn:
+            rows = await (await conn.execute(self.sql.list_streams)).fetchall()
+        return stream_infos(rows)
+
+    # -- monitoring ---------------------------------------------------------------------
+
+    async def oldest_transaction_age(self) -> float:
+        """Seconds the oldest open transaction that holds a transaction id has run.
+
+        While such a transaction is open, :meth:`read_all` does not return events
+        committed after it began (it never skips them; they arrive once it ends).
+        A large value here explains reader lag.
+        """
+        async with self._connection() as conn:
+            row = await (await conn.execute(self.sql.oldest_transaction_age)).fetchone()
+        return float(row[0]) if row else 0.0

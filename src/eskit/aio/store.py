@@ -1,0 +1,209 @@
+"""The asyncio event store contract: the same store, awaited.
+
+:class:`AsyncEventStore` is :class:`eskit.EventStore` with ``async`` methods. It
+gives exactly the same guarantees (optimistic concurrency, atomic batches,
+idempotent retries, a stable global order, append only; see
+:mod:`eskit.stores.base`) and passes the same contract suite, through a sync
+facade in eskit's tests.
+
+Only I/O differs between the two front ends. Argument checks, encoding,
+expected-version logic and retry detection are the pure functions of
+:mod:`eskit.stores.base` (``stream_key``, ``check_expected``, ``prepare_batch``,
+``check_version_arg``, ``check_position``, ``check_limit``,
+``resolve_conflict``), called here exactly as the sync base calls them, so the
+same bad input raises the same error, before anything is awaited.
+
+A backend implements six ``async`` primitives (``_append``, ``_read_stream``,
+``_read_all_page``, ``_head_version``, ``_head_position``, ``_list_streams``)
+with the same meaning as the sync ones. The in-memory and SQLite stores go
+further: they wrap the sync store and call its public methods, so for them
+even the order of the checks is the sync store's own code.
+
+Not guaranteed: a store is bound to the event loop it was opened in (the
+PostgreSQL pool belongs to that loop); share it between tasks of that loop,
+not between loops or threads. Cancelling an ``append`` after it was sent leaves
+it either fully stored or not stored at all; retry it with the same events (same
+event ids) to find out which, the retry is recognised and returns
+``duplicate=True``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator, Sequence
+from types import TracebackType
+from typing import Self
+
+from eskit.errors import InvalidInputError
+from eskit.events import Event, EventRegistry, StreamId, default_registry
+from eskit.stores.base import (
+    ANY,
+    DEFAULT_MAX_EVENT_BYTES,
+    READ_ALL_PAGE_SIZE,
+    AppendInput,
+    AppendResult,
+    Expected,
+    PendingEvent,
+    StreamInfo,
+    check_expected,
+    check_limit,
+    check_position,
+    check_version_arg,
+    prepare_batch,
+    stream_key,
+)
+
+__all__ = ["AsyncEventStore"]
+
+
+class AsyncEventStore(ABC):
+    """An append-only event store with optimistic locking, for asyncio.
+
+    The methods mirror :class:`eskit.EventStore` one for one; read that class
+    for the full contract. ``read_all`` returns an async iterator (use
+    ``async for``); everything else is awaited.
+    """
+
+    registry: EventRegistry = default_registry
+    max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+
+    # -- the modern API ---------------------------------------------------------------
+
+    async def append(
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+    ) -> AppendResult:
+        """Append ``events`` to ``stream_id`` if the stream is at ``expected_version``.
+
+        Same contract as :meth:`eskit.EventStore.append`: the batch is stored
+        whole or not at all; :class:`~eskit.ConcurrencyError` if the stream has
+        moved, :class:`~eskit.DuplicateEventError` if an event id is stored
+        elsewhere, :class:`~eskit.InvalidInputError` for bad input (raised
+        before any I/O). Repeating the same events at the same place returns
+        the first result with ``duplicate=True``.
+        """
+        stream = stream_key(stream_id)
+        expected = check_expected(expected_version)
+        batch = prepare_batch(
+            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
+        )
+        return await self._append(stream_id, stream, expected, batch)
+
+    async def read_stream(
+        self,
+        stream_id: StreamId,
+        from_version: int = 0,
+        to_version: int | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> list[Event]:
+        """The events of one stream with ``from_version < version <= to_version``.
+
+        Same contract as :meth:`eskit.EventStore.read_stream`: ``from_version``
+        is exclusive, ``to_version=None`` reads to the head, ``backwards=True``
+        returns newest first, ``limit`` keeps that many from the start of the
+        returned order; an unknown stream reads as empty.
+        """
+        stream = stream_key(stream_id)
+        check_version_arg("from_version", from_version)
+        check_version_arg("to_version", to_version, allow_none=True)
+        check_limit(limit)
+        if type(backwards) is not bool:
+            raise InvalidInputError("backwards must be a bool")
+        if limit == 0 or (to_version is not None and to_version <= from_version):
+            return []
+        return await self._read_stream(stream_id, stream, from_version, to_version, backwards,
+                                       limit)
+
+    def read_all(self, from_position: int = 0, limit: int | None = None) -> AsyncIterator[Event]:
+        """Every event with ``position > from_position``, in global order (``async for``).
+
+        Same contract as :meth:`eskit.EventStore.read_all`: ``from_position`` is
+        exclusive (pass a checkpoint back unchanged), pages are fetched lazily
+        as the loop advances, and the order is stable, so a reader continuing
+        from its checkpoint never skips an event. Bad arguments raise here, at
+        the call, not at the first iteration.
+        """
+        check_position(from_position)
+        check_limit(limit)
+        return self._iter_all(from_position, limit)
+
+    async def _iter_all(self, after: int, limit: int | None) -> AsyncIterator[Event]:
+        # Same paging as EventStore._iter_all: continue after the last position seen,
+        # stop at the first short page.
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+            page = await self._read_all_page(after, size)
+            for event in page:
+                yield event
+            if len(page) < size:
+                return
+            after = page[-1].position or after
+            if remaining is not None:
+                remaining -= len(page)
+
+    async def head_version(self, stream_id: StreamId) -> int:
+        """The version of the stream's last event; ``0`` if the stream has none."""
+        return await self._head_version(stream_key(stream_id))
+
+    async def head_position(self) -> int:
+        """The position of the newest visible event in the store; ``0`` if empty."""
+        return await self._head_position()
+
+    async def list_streams(self) -> list[StreamInfo]:
+        """Every stream in the store, in order of its first event."""
+        return await self._list_streams()
+
+    async def close(self) -> None:  # noqa: B027 - stores without connections need not override
+        """Release connections. The store must not be used afterwards."""
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # -- the seed tutorial's API ------------------------------------------------------
+
+    async def save_events(
+        self, aggregate_id: StreamId, events: Sequence[AppendInput], expected_version: int
+    ) -> AppendResult:
+        """Save events for an aggregate with optimistic locking (seed API name).
+
+        Raises :class:`~eskit.ConcurrencyError`, a ``ValueError``, when the
+        aggregate's stream is not at ``expected_version``.
+        """
+        return await self.append(aggregate_id, events, expected_version)
+
+    async def get_events(self, aggregate_id: StreamId, from_version: int = 0) -> list[Event]:
+        """The aggregate's events after ``from_version`` (seed API name)."""
+        return await self.read_stream(aggregate_id, from_version)
+
+    # -- what a backend implements ----------------------------------------------------
+
+    @abstractmethod
+    async def _append(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
+    ) -> AppendResult: ...
+
+    @abstractmethod
+    async def _read_stream(
+        self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
+        backwards: bool, limit: int | None,
+    ) -> list[Event]: ...
+
+    @abstractmethod
+    async def _read_all_page(self, after: int, limit: int) -> list[Event]: ...
+
+    @abstractmethod
+    async def _head_version(self, stream: str) -> int: ...
+
+    @abstractmethod
+    async def _head_position(self) -> int: ...
+
+    @abstractmethod
+    async def _list_streams(self) -> list[StreamInfo]: ...
