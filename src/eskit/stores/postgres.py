@@ -21,9 +21,7 @@ from psycopg_pool import ConnectionPool
 from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
-    ANY,
     DEFAULT_MAX_EVENT_BYTES,
-    STREAM_EXISTS,
     AppendResult,
     EventStore,
     Expected,
@@ -32,21 +30,22 @@ from eskit.stores.base import (
     resolve_conflict,
 )
 from eskit.stores.postgres_schema import (
-    MIN_SERVER_VERSION,
+    EVENT_ID_CONSTRAINT,
+    MAX_UNCONDITIONAL_RETRIES,
     SCHEMA_VERSION,
     Statements,
     append_params,
+    check_server_version,
     decode_rows,
+    inserted_result,
     pack_position,
+    pending_migrations,
+    retry_after_lost_race,
     stream_infos,
     unpack_position,
 )
 
 __all__ = ["PostgresEventStore"]
-
-# An append with ANY or STREAM_EXISTS that loses a race for the next version simply
-# tries again at the new head; this bounds how often under extreme contention.
-_MAX_UNCONDITIONAL_RETRIES = 50
 
 
 class PostgresEventStore(EventStore):
@@ -118,25 +117,16 @@ class PostgresEventStore(EventStore):
     def setup(self) -> None:
         """Create or upgrade eskit's tables in the schema. Idempotent."""
         with self._connection() as conn, conn.transaction():
-            if conn.info.server_version < MIN_SERVER_VERSION:
-                raise StoreError(
-                    f"eskit needs PostgreSQL 13 or newer, the server is {conn.info.server_version}"
-                )
+            check_server_version(conn.info.server_version)
             # Serialise concurrent setups of the same schema (several processes starting).
             conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.sql.lock_key,))
             conn.execute(self.sql.create_schema)
             conn.execute(self.sql.create_meta)
             row = conn.execute(self.sql.read_schema_version).fetchone()
-            current = int(row[0]) if row else 0
-            if current > SCHEMA_VERSION:
-                raise StoreError(
-                    f"schema {self.schema!r} has eskit schema version {current}; this eskit "
-                    f"knows only up to {SCHEMA_VERSION}: upgrade eskit"
-                )
-            for target in range(current, SCHEMA_VERSION):
-                for statement in self.sql.migrations[target]:
-                    conn.execute(statement)
-            if current != SCHEMA_VERSION:
+            migrations = pending_migrations(self.sql, int(row[0]) if row else 0)
+            for statement in migrations:
+                conn.execute(statement)
+            if migrations:
                 conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
 
     def schema_version(self) -> int:
@@ -158,7 +148,7 @@ class PostgresEventStore(EventStore):
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
         params = append_params(stream, expected, batch)
-        for _ in range(_MAX_UNCONDITIONAL_RETRIES):
+        for _ in range(MAX_UNCONDITIONAL_RETRIES):
             try:
                 with self._connection() as conn:
                     if self._notify:
@@ -178,28 +168,20 @@ class PostgresEventStore(EventStore):
                 cause = exc.__cause__
                 if not isinstance(cause, pg_errors.UniqueViolation):
                     raise
-                if cause.diag.constraint_name == "eskit_events_event_id":
-                    return resolve_conflict(
-                        stream_id, stream, expected, self._head(stream), batch,
-                        self._find(batch),
-                    )
-                # Another writer took the next version first.
-                head = self._head(stream)
                 found = self._find(batch)
-                if found or not (expected is ANY or expected is STREAM_EXISTS):
-                    return resolve_conflict(stream_id, stream, expected, head, batch, found)
-                time.sleep(0)
-                continue
-            head = rows[0][0]
-            if rows[0][1] is None:  # the expectation did not hold: nothing was inserted
+                if cause.diag.constraint_name != EVENT_ID_CONSTRAINT and retry_after_lost_race(
+                    expected, found
+                ):
+                    continue  # another writer took the next version first: go again
                 return resolve_conflict(
-                    stream_id, stream, expected, head, batch, self._find(batch)
+                    stream_id, stream, expected, self._head(stream), batch, found
                 )
-            events = tuple(
-                p.recorded(stream_id, version, pack_position(tx, seq))
-                for p, (_, version, tx, seq) in zip(batch, rows, strict=True)
-            )
-            return AppendResult(stream_id, events[-1].version, events[-1].position or 0, events)
+            result = inserted_result(stream_id, batch, rows)
+            if result is None:  # the expectation did not hold: nothing was inserted
+                return resolve_conflict(
+                    stream_id, stream, expected, rows[0][0], batch, self._find(batch)
+                )
+            return result
         raise ConcurrencyError(stream_id, expected, self._head(stream))
 
     def _find(self, batch: list[PendingEvent]) -> dict[Any, Event]:

@@ -31,18 +31,21 @@ Caveats, stated plainly:
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from datetime import UTC
 from typing import Any
+from uuid import UUID
 
 from psycopg import sql
 
-from eskit.errors import InvalidInputError
+from eskit.errors import InvalidInputError, StoreError
 from eskit.events import Event, StreamId
 from eskit.stores.base import (
     ANY,
     MAX_VERSION,
     NO_STREAM,
     STREAM_EXISTS,
+    AppendResult,
     Expected,
     PendingEvent,
     StreamInfo,
@@ -234,6 +237,59 @@ class Statements:
             query = sql.SQL("{} LIMIT %s").format(query)
             params.append(limit)
         return query, params
+
+
+# An append with ANY or STREAM_EXISTS that loses a race for the next version simply
+# tries again at the new head; this bounds how often under extreme contention.
+MAX_UNCONDITIONAL_RETRIES = 50
+
+EVENT_ID_CONSTRAINT = "eskit_events_event_id"
+"""The unique constraint on event ids (see the first migration in ``Statements``)."""
+
+
+# The decisions of setup and append, written once for the sync and async stores.
+
+
+def check_server_version(server_version: int) -> None:
+    if server_version < MIN_SERVER_VERSION:
+        raise StoreError(f"eskit needs PostgreSQL 13 or newer, the server is {server_version}")
+
+
+def pending_migrations(statements: Statements, current: int) -> list[sql.Composed]:
+    """The statements that take a schema from version ``current`` to the newest."""
+    if current > SCHEMA_VERSION:
+        raise StoreError(
+            f"schema {statements.schema!r} has eskit schema version {current}; this eskit "
+            f"knows only up to {SCHEMA_VERSION}: upgrade eskit"
+        )
+    return [s for target in range(current, SCHEMA_VERSION) for s in statements.migrations[target]]
+
+
+def inserted_result(
+    stream_id: StreamId, batch: Sequence[PendingEvent], rows: Sequence[Any]
+) -> AppendResult | None:
+    """The result of the append statement; ``None`` if its expectation did not hold.
+
+    The statement returns one row per inserted event, ``(head, version, tx, seq)``,
+    or a single row ``(head, NULL, NULL, NULL)`` when it inserted nothing.
+    """
+    if rows[0][1] is None:
+        return None
+    events = tuple(
+        p.recorded(stream_id, version, pack_position(tx, seq))
+        for p, (_, version, tx, seq) in zip(batch, rows, strict=True)
+    )
+    return AppendResult(stream_id, events[-1].version, events[-1].position or 0, events)
+
+
+def retry_after_lost_race(expected: Expected, found: dict[UUID, Event]) -> bool:
+    """Whether an append that lost the race for the next version should try again.
+
+    Only appends that do not name a version (``ANY``, ``STREAM_EXISTS``) and
+    whose events are not stored yet simply go again at the new head; anything
+    else is decided by :func:`~eskit.stores.base.resolve_conflict`.
+    """
+    return not found and (expected is ANY or expected is STREAM_EXISTS)
 
 
 def append_params(
