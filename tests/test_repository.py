@@ -143,7 +143,7 @@ def test_cache_keeps_only_the_most_recent_aggregates(store: EventStore) -> None:
     wallets = [Wallet.open(f"w{i}") for i in range(3)]
     for w in wallets:
         repo.save(w)
-    assert len(repo._cache) == 2
+    assert len(repo._cache._entries) == 2
 
 
 def test_threads_sharing_a_repository_do_not_lose_deposits(tmp_path: Any) -> None:

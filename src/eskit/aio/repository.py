@@ -14,82 +14,19 @@ so one domain model serves the sync and the async front ends.
 
 from __future__ import annotations
 
-import copy
-import threading
-from collections import OrderedDict
-from collections.abc import Iterable, Mapping
-from dataclasses import replace
+from collections.abc import Mapping
 from typing import Any, TypeVar
 
 from eskit.aggregate import Aggregate
 from eskit.aio.store import AsyncEventStore
-from eskit.errors import AggregateNotFound, InvalidInputError
-from eskit.events import Event, StreamId
-from eskit.stores.base import AppendResult, stream_key
+from eskit.errors import AggregateNotFound
+from eskit.events import StreamId
+from eskit.repository import AggregateCache, pending_events, replay
+from eskit.stores.base import AppendResult
 
 __all__ = ["AsyncRepository"]
 
 A = TypeVar("A", bound=Aggregate)
-
-
-# The pure parts of a repository, written once for any front end: what to append and
-# at which expected version, how to replay, and a cache that hands out copies.
-
-
-def pending_events(
-    aggregate: Aggregate, metadata: Mapping[str, Any] | None
-) -> tuple[list[Event], int]:
-    """The aggregate's uncommitted events (``metadata`` merged in) and the version to expect.
-
-    Keys an event already has in its metadata win over ``metadata``.
-    """
-    events = aggregate.get_uncommitted_events()
-    if metadata:
-        events = [replace(e, metadata={**metadata, **e.metadata}) for e in events]
-    return events, aggregate.version - len(events)
-
-
-def replay(aggregate: A, events: Iterable[Event]) -> A:
-    for event in events:
-        aggregate.apply_event(event)
-    return aggregate
-
-
-class AggregateCache:
-    """A bounded LRU of private aggregate copies, safe for threads (internal).
-
-    It never returns its own objects, only deep copies, so a caller changing an
-    aggregate cannot change what the next caller gets.
-    """
-
-    def __init__(self, size: int) -> None:
-        if type(size) is not int or size < 0:
-            raise InvalidInputError("cache_size must be an int >= 0")
-        self.size = size
-        self._entries: OrderedDict[tuple[type, str], Aggregate] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, aggregate_class: type[A], aggregate_id: StreamId) -> A | None:
-        if not self.size:
-            return None
-        key = (aggregate_class, stream_key(aggregate_id))
-        with self._lock:
-            cached = self._entries.get(key)
-            if cached is None:
-                return None
-            self._entries.move_to_end(key)
-        return copy.deepcopy(cached)  # type: ignore[return-value]
-
-    def remember(self, aggregate: Aggregate) -> None:
-        if not self.size:
-            return
-        key = (type(aggregate), stream_key(aggregate.aggregate_id))
-        snapshot = copy.deepcopy(aggregate)
-        with self._lock:
-            self._entries[key] = snapshot
-            self._entries.move_to_end(key)
-            while len(self._entries) > self.size:
-                self._entries.popitem(last=False)
 
 
 class AsyncRepository:
