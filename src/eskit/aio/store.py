@@ -34,7 +34,6 @@ from collections.abc import AsyncIterator, Sequence
 from types import TracebackType
 from typing import Self
 
-from eskit.errors import InvalidInputError
 from eskit.events import Event, EventRegistry, StreamId, default_registry
 from eskit.stores.base import (
     ANY,
@@ -48,7 +47,7 @@ from eskit.stores.base import (
     check_expected,
     check_limit,
     check_position,
-    check_version_arg,
+    check_read_stream_args,
     prepare_batch,
     stream_key,
 )
@@ -105,12 +104,7 @@ class AsyncEventStore(ABC):
         returned order; an unknown stream reads as empty.
         """
         stream = stream_key(stream_id)
-        check_version_arg("from_version", from_version)
-        check_version_arg("to_version", to_version, allow_none=True)
-        check_limit(limit)
-        if type(backwards) is not bool:
-            raise InvalidInputError("backwards must be a bool")
-        if limit == 0 or (to_version is not None and to_version <= from_version):
+        if not check_read_stream_args(from_version, to_version, backwards, limit):
             return []
         return await self._read_stream(stream_id, stream, from_version, to_version, backwards,
                                        limit)

@@ -203,6 +203,18 @@ def check_expected(expected: object) -> Expected:
     return expected  # type: ignore[return-value]
 
 
+def check_read_stream_args(
+    from_version: object, to_version: object, backwards: object, limit: object
+) -> bool:
+    """Validate read_stream's arguments; ``False`` when the range is empty by itself."""
+    check_version_arg("from_version", from_version)
+    check_version_arg("to_version", to_version, allow_none=True)
+    check_limit(limit)
+    if type(backwards) is not bool:
+        raise InvalidInputError("backwards must be a bool")
+    return not (limit == 0 or (to_version is not None and to_version <= from_version))  # type: ignore[operator]
+
+
 def expected_matches(expected: Expected, head: int) -> bool:
     if expected is ANY:
         return True
@@ -487,12 +499,7 @@ class EventStore(ABC):  # noqa: B024
         stream reads as empty.
         """
         stream = stream_key(stream_id)
-        check_version_arg("from_version", from_version)
-        check_version_arg("to_version", to_version, allow_none=True)
-        check_limit(limit)
-        if type(backwards) is not bool:
-            raise InvalidInputError("backwards must be a bool")
-        if limit == 0 or (to_version is not None and to_version <= from_version):
+        if not check_read_stream_args(from_version, to_version, backwards, limit):
             return []
         if not self._implements("_read_stream"):
             events = [
