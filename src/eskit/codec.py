@@ -127,14 +127,19 @@ def encode(value: Any) -> bytes:
         raise EncodingError(str(exc)) from exc
 
 
+_TAG_TEXT = _TAG_BYTES.decode()
+
+
 def decode(data: bytes | str) -> Any:
-    """Decode bytes written by :func:`encode`."""
+    """Decode bytes (or text) written by :func:`encode`."""
+    if data == "{}" or data == b"{}":  # the usual metadata: skip the parser
+        return {}
     try:
         tree = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
         raise DecodingError(f"stored payload is not valid JSON: {exc}") from exc
-    needle = _TAG_BYTES if isinstance(data, bytes | bytearray | memoryview) else _TAG_BYTES.decode()
-    if needle in data:  # type: ignore[operator]
+    # Only payloads that hold a tag need walking; most hold none.
+    if (_TAG_TEXT if type(data) is str else _TAG_BYTES) in data:  # type: ignore[operator]
         return _from_tree(tree)
     return tree
 
@@ -231,14 +236,24 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
 
 
 def _from_tree(x: Any) -> Any:
+    # The tree comes fresh from the JSON parser and belongs to us, so containers are
+    # rewritten in place rather than copied; scalars are skipped without a call.
     t = type(x)
     if t is list:
-        return [_from_tree(i) for i in x]
+        for i, v in enumerate(x):
+            tv = type(v)
+            if tv is dict or tv is list:
+                x[i] = _from_tree(v)
+        return x
     if t is not dict:
         return x
     tag = x.get(TAG)
     if tag is None:
-        return {k: _from_tree(v) for k, v in x.items()}
+        for k, v in x.items():
+            tv = type(v)
+            if tv is dict or tv is list:
+                x[k] = _from_tree(v)
+        return x
     try:
         decoder = _DECODERS[tag]
     except KeyError:

@@ -46,11 +46,9 @@ class _Row:
 
     def decode(self, stream_id: StreamId | None = None) -> Event:
         return decode_event(
-            event_id=self.event_id,
-            stream_id=stream_id_from_key(self.stream) if stream_id is None else stream_id,
-            event_type=self.event_type, data=self.data, metadata=self.metadata,
-            timestamp=self.timestamp, version=self.version, position=self.position,
-            schema_version=self.schema_version,
+            self.event_id, stream_id_from_key(self.stream) if stream_id is None else stream_id,
+            self.event_type, self.data, self.metadata, self.timestamp, self.version,
+            self.position, self.schema_version,
         )
 
 

@@ -321,9 +321,8 @@ def decode_rows(rows: list[Any], stream_id: StreamId | None = None) -> list[Even
         if at.tzinfo is not UTC:
             at = at.astimezone(UTC)
         events.append(decode_event(
-            event_id=event_id, stream_id=sid, event_type=event_type, data=data, metadata=meta,
-            timestamp=at, version=version, position=pack_position(tx, seq),
-            schema_version=schema_version,
+            event_id, sid, event_type, data, meta, at, version, pack_position(tx, seq),
+            schema_version,
         ))
     return events
 

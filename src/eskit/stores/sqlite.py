@@ -47,6 +47,7 @@ from eskit.stores.base import (
     resolve_conflict,
     stream_id_from_key,
     timestamp_to_micros,
+    uuid_from_bytes,
 )
 
 __all__ = ["SQLiteEventStore"]
@@ -380,9 +381,8 @@ def _decode_rows(rows: list[Any], stream_id: StreamId | None = None) -> list[Eve
             if sid is None:
                 sid = ids[stream] = stream_id_from_key(stream)
         events.append(decode_event(
-            event_id=UUID(bytes=event_id), stream_id=sid, event_type=event_type, data=data,
-            metadata=meta, timestamp=micros_to_timestamp(at), version=version,
-            position=position, schema_version=schema_version,
+            uuid_from_bytes(event_id), sid, event_type, data, meta, micros_to_timestamp(at),
+            version, position, schema_version,
         ))
     return events
 
