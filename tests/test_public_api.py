@@ -7,13 +7,14 @@ import eskit
 
 PUBLIC_API = [
     "ANY", "NO_STREAM", "STREAM_EXISTS", "Aggregate", "AggregateNotFound", "AppendResult",
-    "ConcurrencyError", "DecodingError", "DuplicateEventError", "EncodingError", "EskitError",
+    "ConcurrencyError", "DecodingError", "DuplicateEventError", "EncodingError",
+    "EskitDeprecationWarning", "EskitError",
     "Event", "EventOrderError", "EventRegistry", "EventStore", "ExpectedVersion",
     "InMemoryEventStore", "InvalidInputError", "NewEvent", "NotAnEskitStoreError",
     "PostgresEventStore", "Repository",
     "SQLiteEventStore", "StoreBusyError", "StoreError", "StreamId", "StreamInfo", "Subscription",
     "UnknownEventTypeError", "__version__", "domain_event", "handles", "register_type",
-    "utc_now",
+    "upcaster", "utc_now",
 ]
 
 
@@ -26,7 +27,7 @@ def test_public_api_is_exactly_the_pinned_list() -> None:
 def test_every_error_is_an_eskit_error() -> None:
     for name in eskit.__all__:
         obj = getattr(eskit, name)
-        if isinstance(obj, type) and issubclass(obj, Exception):
+        if isinstance(obj, type) and issubclass(obj, Exception) and not issubclass(obj, Warning):
             assert issubclass(obj, eskit.EskitError), name
 
 

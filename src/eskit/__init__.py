@@ -23,7 +23,15 @@ from eskit.errors import (
     StoreError,
     UnknownEventTypeError,
 )
-from eskit.events import Event, EventRegistry, NewEvent, StreamId, domain_event, utc_now
+from eskit.events import (
+    Event,
+    EventRegistry,
+    NewEvent,
+    StreamId,
+    domain_event,
+    upcaster,
+    utc_now,
+)
 from eskit.repository import Repository
 from eskit.stores.base import (
     ANY,
@@ -37,6 +45,7 @@ from eskit.stores.base import (
 from eskit.stores.memory import InMemoryEventStore
 from eskit.stores.sqlite import SQLiteEventStore
 from eskit.subscription import Subscription
+from eskit.upcasting import EskitDeprecationWarning
 
 if TYPE_CHECKING:
     from eskit.stores.postgres import PostgresEventStore
@@ -54,6 +63,7 @@ __all__ = [
     "DecodingError",
     "DuplicateEventError",
     "EncodingError",
+    "EskitDeprecationWarning",
     "EskitError",
     "Event",
     "EventOrderError",
@@ -77,6 +87,7 @@ __all__ = [
     "domain_event",
     "handles",
     "register_type",
+    "upcaster",
     "utc_now",
 ]
 

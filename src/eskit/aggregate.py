@@ -140,7 +140,12 @@ class Aggregate:
                 f"{type(self).__name__} {str(self.aggregate_id)!r} is at version {self.version} "
                 f"and cannot apply event {event.event_type!r} of version {event.version}"
             )
-        self._dispatch(event, domain)
+        if domain is None and self.registry.rules.splits:
+            # A stored event that was later split in two applies as both, at one version.
+            for part in self.registry.expand(event):
+                self._dispatch(part, None)
+        else:
+            self._dispatch(event, domain)
         self.version = event.version
 
     def _dispatch(self, event: Event, domain: object | None) -> None:

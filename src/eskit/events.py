@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -27,6 +27,7 @@ from uuid import UUID, uuid4
 
 from eskit import codec
 from eskit.errors import DecodingError, InvalidInputError, UnknownEventTypeError
+from eskit.upcasting import UpcastRules
 
 __all__ = [
     "Event",
@@ -35,6 +36,7 @@ __all__ = [
     "StreamId",
     "default_registry",
     "domain_event",
+    "upcaster",
     "utc_now",
 ]
 
@@ -42,6 +44,8 @@ StreamId = UUID | str
 """A stream (aggregate) id: a ``UUID`` or a non-empty string."""
 
 T = TypeVar("T", bound=type)
+U = TypeVar("U", bound=Callable[[dict[str, Any]], dict[str, Any]])
+S = TypeVar("S", bound=Callable[[dict[str, Any]], list[tuple[str, dict[str, Any]]]])
 
 
 def utc_now() -> datetime:
@@ -131,12 +135,66 @@ class _EventClassInfo:
 
 
 class EventRegistry:
-    """Maps stored event type names to domain event classes and back."""
+    """Maps stored event type names to domain event classes and back.
+
+    It also holds the schema-evolution rules (aliases, upcasters, splits,
+    deprecations; see :mod:`eskit.upcasting`) that every read applies.
+    """
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._by_name: dict[str, _EventClassInfo] = {}
         self._by_class: dict[type, _EventClassInfo] = {}
+        self.rules = UpcastRules()
+
+    # -- schema evolution ---------------------------------------------------------------
+
+    def alias(self, old_name: str, new_name: str) -> None:
+        """Read events stored as ``old_name`` as ``new_name`` (a renamed event type)."""
+        self.rules.add_alias(old_name, new_name)
+
+    def upcaster(self, event_type: str, *, from_version: int) -> Callable[[U], U]:
+        """Decorator: the function turns ``event_type`` data from ``from_version`` to the next."""
+
+        def register(function: U) -> U:
+            self.rules.add_upcaster(event_type, from_version, function)
+            return function
+
+        return register
+
+    def split(self, event_type: str) -> Callable[[S], S]:
+        """Decorator: the function turns one stored event's data into several events.
+
+        It returns a list of ``(event_type, data)`` pairs, in today's shape.
+        """
+
+        def register(function: S) -> S:
+            self.rules.add_split(event_type, function)
+            return function
+
+        return register
+
+    def deprecate(self, event_type: str, reason: str = "") -> None:
+        """Warn (once per process) whenever events of this type are read."""
+        self.rules.deprecate(event_type, reason)
+
+    def upcast(self, events: list[Event]) -> list[Event]:
+        """Stored events in today's shape (the same list when there are no rules)."""
+        return self.rules.upcast_all(events)
+
+    def expand(self, event: Event) -> list[Event]:
+        """The events one stored event stands for once splits are applied."""
+        if not self.rules.splits:
+            return [event]
+        return self.rules.expand(event, self.current_version)
+
+    def current_version(self, event_type: str) -> int:
+        """The schema version today's code writes for ``event_type``."""
+        info = self._by_name.get(event_type)
+        version = info.schema_version if info else 1
+        while (event_type, version) in self.rules.upcasters:
+            version += 1
+        return version
 
     def register(self, cls: T, name: str, *, version: int = 1) -> T:
         """Register ``cls`` (a frozen dataclass) under the stored type ``name``."""
@@ -214,14 +272,44 @@ default_registry = EventRegistry()
 
 
 def domain_event(
-    name: str, *, version: int = 1, registry: EventRegistry | None = None
+    name: str,
+    *,
+    version: int = 1,
+    aliases: Iterable[str] = (),
+    deprecated: str | None = None,
+    registry: EventRegistry | None = None,
 ) -> Callable[[T], T]:
-    """Class decorator declaring a frozen dataclass as a domain event named ``name``."""
+    """Class decorator declaring a frozen dataclass as a domain event named ``name``.
+
+    ``version`` is the schema version of the class's fields; ``aliases`` are
+    former names of the type, read as ``name``; ``deprecated`` (a reason) makes
+    reading such events warn once.
+    """
+    target = registry or default_registry
 
     def decorate(cls: T) -> T:
-        return (registry or default_registry).register(cls, name, version=version)
+        target.register(cls, name, version=version)
+        for old_name in aliases:
+            target.alias(old_name, name)
+        if deprecated is not None:
+            target.deprecate(name, deprecated)
+        return cls
 
     return decorate
+
+
+def upcaster(
+    event_type: str, *, from_version: int, registry: EventRegistry | None = None
+) -> Callable[[U], U]:
+    """Decorator registering an upcaster of ``event_type`` data from ``from_version``.
+
+    ::
+
+        @upcaster("UserRegistered", from_version=1)
+        def add_phone(data):
+            return {**data, "phone": ""}
+    """
+    return (registry or default_registry).upcaster(event_type, from_version=from_version)
 
 
 MAX_NAME_LENGTH = 65_536

@@ -106,8 +106,10 @@ class AsyncEventStore(ABC):
         stream = stream_key(stream_id)
         if not check_read_stream_args(from_version, to_version, backwards, limit):
             return []
-        return await self._read_stream(stream_id, stream, from_version, to_version, backwards,
-                                       limit)
+        events = await self._read_stream(
+            stream_id, stream, from_version, to_version, backwards, limit
+        )
+        return self.registry.upcast(events)
 
     def read_all(self, from_position: int = 0, limit: int | None = None) -> AsyncIterator[Event]:
         """Every event with ``position > from_position``, in global order (``async for``).
@@ -129,7 +131,7 @@ class AsyncEventStore(ABC):
         while remaining is None or remaining > 0:
             size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
             page = await self._read_all_page(after, size)
-            for event in page:
+            for event in self.registry.upcast(page):
                 yield event
             if len(page) < size:
                 return

@@ -531,7 +531,8 @@ class EventStore(ABC):  # noqa: B024
             if backwards:
                 events.reverse()
             return events if limit is None else events[:limit]
-        return self._read_stream(stream_id, stream, from_version, to_version, backwards, limit)
+        events = self._read_stream(stream_id, stream, from_version, to_version, backwards, limit)
+        return self.registry.upcast(events)
 
     def read_all(self, from_position: int = 0, limit: int | None = None) -> Iterator[Event]:
         """Every event with ``position > from_position``, in global order.
@@ -555,7 +556,7 @@ class EventStore(ABC):  # noqa: B024
         while remaining is None or remaining > 0:
             size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
             page = self._read_all_page(after, size)
-            yield from page
+            yield from self.registry.upcast(page)
             if len(page) < size:
                 return
             after = page[-1].position or after
