@@ -6,6 +6,7 @@
     eskit streams DB                        the streams of a store
     eskit events DB STREAM [--from-version N] [--limit N] [--backwards]
     eskit migrate DSN [--schema NAME]       create or upgrade eskit's PostgreSQL tables
+    eskit upcast-check DB [--module M ...]  read every event through today's code
 
 ``DB`` is a SQLite file or a PostgreSQL DSN (``postgresql://...``, with
 ``--schema`` when it is not ``eskit``).
@@ -16,8 +17,9 @@ create a file, and only read.
 
 Exit codes: ``0`` success; ``1`` the CLI cannot run here (the extra is missing,
 or ``eskit demo`` outside a source checkout); ``2`` bad input (a missing file,
-a file that is not an eskit store, an unknown stream, a bad option). Errors are
-one red line on stderr, never a traceback.
+a file that is not an eskit store, an unknown stream, a bad option); ``3``
+``eskit upcast-check`` found events today's code cannot read. Errors are one red
+line on stderr, never a traceback.
 """
 
 # No ``from __future__ import annotations`` here: typer reads the annotations of
@@ -29,6 +31,7 @@ import importlib
 import json
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
@@ -50,6 +53,7 @@ __all__ = ["main", "make_app"]
 MISSING_EXTRA = "the eskit CLI needs the cli extra: pip install 'eskit[cli]'"
 EXIT_UNAVAILABLE = 1
 EXIT_BAD_INPUT = 2
+EXIT_CHECK_FAILED = 3
 DEFAULT_DEMO_DB = Path("eskit-demo.db")
 _DEMO_MODULE = "examples.bank.demo"
 
@@ -212,7 +216,155 @@ def make_app() -> "typer.Typer":
             )
         _console().print(table)
 
+    @app.command("upcast-check")
+    def upcast_check(
+        db: Annotated[
+            str, typer.Argument(help="An eskit SQLite file or a PostgreSQL DSN.")
+        ],
+        modules: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--module", "-m", metavar="MODULE",
+                help="Import this module first: it declares today's event classes and "
+                "upcasters. Repeatable.",
+            ),
+        ] = None,
+        registry: Annotated[
+            str | None,
+            typer.Option(
+                "--registry", metavar="MODULE:NAME",
+                help="Use this EventRegistry instead of the default one.",
+            ),
+        ] = None,
+        schema: Annotated[str, schema_option] = "eskit",
+    ) -> None:
+        """Read every stored event through today's code; report what fails. Changes nothing."""
+        with _reported_errors():
+            for name in modules or []:
+                _import(name)
+            chosen = _registry(registry) if registry else eskit.events.default_registry
+            with _open_store(db, schema) as store:
+                store.registry = chosen
+                report = _check_upcasting(store)
+        _print_upcast_report(report, db)
+        if report.failures:
+            raise typer.Exit(EXIT_CHECK_FAILED)
+
     return app
+
+
+def _import(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except Exception as exc:
+        raise _BadInput(f"cannot import {name!r}: {type(exc).__name__}: {exc}") from exc
+
+
+def _registry(spec: str) -> eskit.EventRegistry:
+    module_name, _, attribute = spec.partition(":")
+    found = getattr(_import(module_name), attribute, None) if attribute else None
+    if not isinstance(found, eskit.EventRegistry):
+        raise _BadInput(f"{spec!r} does not name an EventRegistry (use MODULE:NAME)")
+    return found
+
+
+@dataclasses.dataclass
+class _UpcastReport:
+    read: int = 0
+    upcast: int = 0
+    typed: int = 0
+    untyped: dict[str, int] = dataclasses.field(default_factory=dict)
+    deprecated: dict[str, int] = dataclasses.field(default_factory=dict)
+    failures: list[tuple[str, str, str, str]] = dataclasses.field(default_factory=list)
+
+
+def _check_upcasting(store: eskit.EventStore) -> _UpcastReport:
+    """Decode, upcast and build every event, one at a time, collecting failures."""
+    from rich.progress import Progress
+
+    registry = store.registry
+    report = _UpcastReport()
+    total = sum(info.version for info in store.list_streams())
+    after = 0
+    page_size = 500
+    bad_position: int | None = None
+    with Progress(console=_console(stderr=True), transient=True) as progress:
+        task = progress.add_task("reading events", total=total)
+        while True:
+            # After a page fails to decode, go one event at a time up to the bad one,
+            # so the good events before it are still checked, then page again.
+            size = 1 if bad_position is not None and after < bad_position else page_size
+            try:
+                page = store._read_all_page(after, size)
+            except eskit.DecodingError as exc:
+                if exc.position is None:
+                    raise
+                if size > 1:
+                    bad_position = exc.position
+                    continue
+                report.read += 1
+                report.failures.append((str(exc.position), "?", "?", str(exc)))
+                progress.advance(task)
+                after = exc.position  # carry on after the event that cannot be decoded
+                continue
+            for stored in page:
+                report.read += 1
+                _check_event(registry, stored, report)
+            progress.advance(task, len(page))
+            if len(page) < size:
+                return report
+            after = page[-1].position or after
+
+
+def _check_event(registry: eskit.EventRegistry, stored: eskit.Event, report: _UpcastReport) -> None:
+    if stored.event_type in registry.rules.deprecated:
+        report.deprecated[stored.event_type] = report.deprecated.get(stored.event_type, 0) + 1
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", eskit.EskitDeprecationWarning)  # counted instead
+            event = registry.rules.upcast(stored) if registry.rules.active else stored
+        if event is not stored:
+            report.upcast += 1
+        for part in registry.expand(event):
+            if registry.class_for(part.event_type) is None:
+                report.untyped[part.event_type] = report.untyped.get(part.event_type, 0) + 1
+            else:
+                registry.to_domain(part)
+                report.typed += 1
+    except eskit.EskitError as exc:
+        report.failures.append((
+            str(stored.position), str(stored.aggregate_id), str(stored.version), str(exc),
+        ))
+
+
+def _print_upcast_report(report: _UpcastReport, db: str) -> None:
+    from rich.table import Table
+
+    console = _console()
+    console.print(_plain(
+        f"{report.read} event{'s' * (report.read != 1)} read from {db}: {report.upcast} upcast, "
+        f"{report.typed} built as domain events, {len(report.failures)} failed"
+    ))
+    if report.untyped:
+        table = Table(title="types with no registered class (read as plain data)")
+        table.add_column("event type", overflow="fold")
+        table.add_column("events", justify="right")
+        for event_type, count in sorted(report.untyped.items()):
+            table.add_row(_plain(event_type), str(count))
+        console.print(table)
+    for event_type, count in sorted(report.deprecated.items()):
+        console.print(_plain(
+            f"deprecated type {event_type!r}: {count} event(s)"
+        ))
+    if report.failures:
+        table = Table(title=f"{len(report.failures)} event(s) today's code cannot read")
+        for column in ("position", "stream", "version", "error"):
+            table.add_column(column, overflow="fold")
+        for row in report.failures[:200]:
+            table.add_row(*(_plain(cell) for cell in row))
+        console.print(table)
+        if len(report.failures) > 200:
+            console.print(f"... and {len(report.failures) - 200} more", markup=False)
 
 
 # --------------------------------------------------------------------------- errors
@@ -304,8 +456,8 @@ def _find_stream(store: eskit.EventStore, text: str) -> eskit.StreamId | None:
 # --------------------------------------------------------------------------- display
 
 
-def _console() -> "Console":
-    """The console for normal output.
+def _console(*, stderr: bool = False) -> "Console":
+    """The console for normal output (or for progress, on stderr).
 
     On a terminal rich uses its width. Piped into a file or another program,
     rich would assume 80 columns, too narrow for an event table: use 120 then,
@@ -313,9 +465,9 @@ def _console() -> "Console":
     """
     from rich.console import Console
 
-    console = Console()
+    console = Console(stderr=stderr)
     if not console.is_terminal and "COLUMNS" not in os.environ:
-        console = Console(width=120)
+        console = Console(width=120, stderr=stderr)
     return console
 
 

@@ -120,7 +120,15 @@ class UnknownEventTypeError(EskitError):
 
 
 class DecodingError(EskitError):
-    """A stored event could not be decoded into Python values."""
+    """A stored event could not be decoded into Python values.
+
+    ``position`` is the stored event's global position when it is known, so a
+    reader can report the event and carry on after it.
+    """
+
+    def __init__(self, message: str, *, position: int | None = None) -> None:
+        self.position = position
+        super().__init__(message)
 
 
 class EventOrderError(EskitError):

@@ -426,12 +426,14 @@ def decode_event(
     except DecodingError as exc:
         raise DecodingError(
             f"cannot decode event {event_type!r} at version {version} of stream "
-            f"{str(stream_id)!r} (position {position}): {exc}"
+            f"{str(stream_id)!r} (position {position}): {exc}",
+            position=position,
         ) from exc
     if not isinstance(event_data, dict) or not isinstance(meta, dict):
         raise DecodingError(
             f"event {event_type!r} at version {version} of stream {str(stream_id)!r} "
-            "does not hold a JSON object"
+            "does not hold a JSON object",
+            position=position,
         )
     return recorded_event(
         event_id, stream_id, event_type, event_data, timestamp, version, position, meta,

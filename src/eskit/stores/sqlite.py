@@ -196,11 +196,17 @@ class SQLiteEventStore(EventStore):
                 row[0]
                 for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
             }
-            ready = "eskit_meta" in tables and self._schema_version(conn) >= SCHEMA_VERSION
-            if not ready and not self._create:
-                raise NotAnEskitStoreError(
-                    f"{self.path!r} is a SQLite database, not an eskit store"
-                )
+            found = self._schema_version(conn) if "eskit_meta" in tables else 0
+            ready = found >= SCHEMA_VERSION
+            if not self._create:
+                # Opened for inspection: any eskit store will do (reading events needs
+                # nothing newer than the first schema) and nothing is changed, not even
+                # the journal mode.
+                if found == 0:
+                    raise NotAnEskitStoreError(
+                        f"{self.path!r} is a SQLite database, not an eskit store"
+                    )
+                return
             if "eskit_events" in tables and "eskit_meta" not in tables:
                 raise NotAnEskitStoreError(
                     f"{self.path!r} has a table eskit_events that eskit did not create"
