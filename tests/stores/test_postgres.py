@@ -251,13 +251,34 @@ def test_processes_racing_on_one_stream_get_exactly_one_winner_per_version(
 
 
 @pytest.mark.slow
-def test_processes_on_different_streams_lose_nothing(postgres_dsn: str) -> None:
+def test_processes_on_different_streams_lose_nothing_while_a_live_reader_follows(
+    postgres_dsn: str,
+) -> None:
     schema = new_schema_name()
     PostgresEventStore(postgres_dsn, schema=schema).close()
+    reader_store = PostgresEventStore(postgres_dsn, schema=schema)
+    subscription = reader_store.subscribe(poll_interval=0.2)
+    delivered: list[tuple[int, uuid.UUID]] = []
+
+    def follow() -> None:
+        for event in subscription:
+            delivered.append((event.position or 0, event.event_id))
+            if len(delivered) == 600:
+                subscription.stop()
+
+    follower = threading.Thread(target=follow)
+    follower.start()
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         counts = pool.starmap(_append_own_streams, [(postgres_dsn, schema, w) for w in range(3)])
+    follower.join(timeout=30)
+    subscription.stop()
+    reader_store.close()
+    assert not follower.is_alive()
     with PostgresEventStore(postgres_dsn, schema=schema) as store:
         everything = list(store.read_all())
+        assert delivered == [(e.position, e.event_id) for e in everything], (
+            "the live reader saw every event exactly once, in the final order"
+        )
         assert len(everything) == sum(counts) == 600
         for w in range(3):
             assert [e.version for e in store.read_stream(f"p{w}")] == list(range(1, 201))
