@@ -448,3 +448,28 @@ def test_positions_are_one_value_users_pass_back_unchanged(store: PostgresEventS
     assert isinstance(first.position, int)
     assert [e.aggregate_id for e in store.read_all(first.position)] == ["b"]
     assert uuid.UUID(int=0) != first.event_id
+
+
+def test_order_follows_transaction_ids_numerically_when_they_gain_a_digit(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    # As text, "10" sorts before "9": a query that ordered by a text cast of the
+    # transaction id read the later transaction first and skipped the earlier one.
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        for tx, stream in (("9", "earlier"), ("10", "later")):
+            for version in (1, 2):
+                conn.execute(
+                    f'INSERT INTO "{store.schema}".eskit_events (tx_id, event_id, stream_id,'
+                    " version, event_type, schema_version, recorded_at, data, metadata)"
+                    " VALUES (%s::xid8, %s, %s, %s, 'E', 1, now(), '{}', '{}')",
+                    (tx, uuid.uuid4(), stream, version),
+                )
+    everything = list(store.read_all())
+    assert [(e.aggregate_id, e.version) for e in everything] == [
+        ("earlier", 1), ("earlier", 2), ("later", 1), ("later", 2),
+    ]
+    assert store.head_position() == everything[-1].position
+    assert [e.aggregate_id for e in store.read_all(everything[1].position or 0)] == [
+        "later", "later",
+    ]
+    assert [s.stream_id for s in store.list_streams()] == ["earlier", "later"]

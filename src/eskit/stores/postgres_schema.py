@@ -100,8 +100,12 @@ class Statements:
         events = sql.SQL("{}.eskit_events").format(s)
         meta = sql.SQL("{}.eskit_meta").format(s)
         cols = sql.SQL(
-            "tx_id::text, seq, event_id, stream_id, version, event_type, schema_version, "
-            "recorded_at, data::text, metadata::text"
+            # Every cast column gets an alias of its own: an unaliased "tx_id::text" would
+            # be named tx_id, and ORDER BY tx_id would then sort the *text* (so "100000"
+            # before "99999"), skipping events once transaction ids gain a digit.
+            "tx_id::text AS tx_text, seq, event_id, stream_id, version, event_type, "
+            "schema_version, "
+            "recorded_at, data::text AS data_text, metadata::text AS metadata_text"
         )
         # A channel name is an identifier (63 bytes at most); schemas sharing a long
         # prefix then share a channel, which only costs a spurious wake-up.
@@ -204,12 +208,13 @@ class Statements:
                LIMIT %s"""
         ).format(cols=cols, events=events)
         self.head_position = sql.SQL(
-            """SELECT tx_id::text, seq FROM {events}
+            """SELECT tx_id::text AS tx_text, seq FROM {events}
                WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
                ORDER BY tx_id DESC, seq DESC LIMIT 1"""
         ).format(events=events)
         self.list_streams = sql.SQL(
-            """SELECT last.stream_id, last.version, last.tx_id::text, last.seq, last.recorded_at
+            """SELECT last.stream_id, last.version, last.tx_id::text AS tx_text, last.seq,
+                      last.recorded_at
                FROM (SELECT DISTINCT ON (stream_id) stream_id, version, tx_id, seq, recorded_at
                      FROM {events} ORDER BY stream_id, version DESC) AS last
                JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
