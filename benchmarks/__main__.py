@@ -1,5 +1,12 @@
 """``python -m benchmarks``: run the benchmark harness."""
 
+import sys
+
 from benchmarks.runner import main
 
-raise SystemExit(main())
+if __name__ == "__main__":  # not when a spawned worker process imports this module
+    if sys.argv[1:2] == ["snapshots"]:  # python -m benchmarks snapshots [options]
+        from benchmarks.snapshots import main as snapshots_main
+
+        raise SystemExit(snapshots_main(sys.argv[2:]))
+    raise SystemExit(main())

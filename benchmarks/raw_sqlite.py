@@ -1,4 +1,4 @@
-"""The baseline: the same work done by hand with the standard ``sqlite3`` driver.
+"""The SQLite baseline: the same work done by hand with the standard ``sqlite3`` driver.
 
 Same table shape as eskit's (one row per event, a global integer position, a
 unique event id, ``UNIQUE(stream_id, version)``, JSON text payloads encoded
@@ -18,9 +18,9 @@ from uuid import uuid4
 
 import orjson
 
-from benchmarks.model import EVENT_TYPE
+from benchmarks.model import EVENT_TYPE, fold_rows
 
-__all__ = ["RawStore"]
+__all__ = ["RawSQLite"]
 
 SCHEMA = """CREATE TABLE IF NOT EXISTS events (
     position    INTEGER PRIMARY KEY,
@@ -45,7 +45,7 @@ READ_ALL = f"SELECT {COLUMNS} FROM events ORDER BY position"
 Row = tuple[int, bytes, str, int, str, int, dict[str, Any], dict[str, Any]]
 
 
-class RawStore:
+class RawSQLite:
     """One connection to a file (WAL) or ``":memory:"`` database."""
 
     def __init__(self, path: str, synchronous: str | None) -> None:
@@ -56,7 +56,7 @@ class RawStore:
             self.conn.execute(f"PRAGMA synchronous={synchronous}")
         self.conn.execute(SCHEMA)
 
-    def append(self, stream: str, expected: int, amounts: Sequence[Decimal]) -> int:
+    def append(self, stream: str, expected: int, amounts: Sequence[Decimal]) -> None:
         """Append one deposit per amount if the stream is at ``expected``."""
         conn = self.conn
         conn.execute("BEGIN IMMEDIATE")
@@ -76,33 +76,43 @@ class RawStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        return head + len(amounts)
 
-    def read_stream(self, stream: str) -> list[Row]:
+    def command(self, stream: str, amount: Decimal) -> None:
+        """Read the stream's head, then append one deposit expecting that head."""
+        head = self.conn.execute(HEAD, (stream,)).fetchone()[0] or 0
+        self.append(stream, head, [amount])
+
+    def _read_stream(self, stream: str) -> list[Row]:
         rows = self.conn.execute(READ_STREAM, (stream, 0)).fetchall()
         loads = orjson.loads
         return [(p, e, s, v, t, at, loads(d), loads(m)) for p, e, s, v, t, at, d, m in rows]
 
+    def read_stream(self, stream: str) -> tuple[int, int]:
+        rows = self._read_stream(stream)
+        return len(rows), rows[-1][3]
+
     def load_balance(self, stream: str) -> tuple[int, Decimal]:
         """The raw equivalent of ``Repository.get``: read, decode, fold the state."""
-        version, balance = 0, Decimal(0)
-        for row in self.read_stream(stream):
-            balance += Decimal(row[6]["amount"])
-            version = row[3]
-        return version, balance
+        return fold_rows(self._read_stream(stream), version=3, data=6)
 
-    def read_all(self) -> tuple[int, int]:
-        """Read every event in position order; return (count, last position)."""
+    def read_all(self) -> tuple[int, str, int]:
+        """Read every event in position order; return (count, last stream, last version)."""
         loads = orjson.loads
-        count = last = 0
+        count = 0
+        row: Row | None = None
         for p, e, s, v, t, at, d, m in self.conn.execute(READ_ALL):
-            row: Row = (p, e, s, v, t, at, loads(d), loads(m))
+            row = (p, e, s, v, t, at, loads(d), loads(m))
             count += 1
-            last = row[0]
-        return count, last
+        assert row is not None
+        return count, row[2], row[3]
 
-    def stored(self) -> int:
-        return int(self.conn.execute("SELECT COUNT(*) FROM events").fetchone()[0])
+    def stored(self, streams: Sequence[str]) -> int:
+        marks = ", ".join("?" * len(streams))
+        query = f"SELECT COUNT(*) FROM events WHERE stream_id IN ({marks})"
+        return int(self.conn.execute(query, list(streams)).fetchone()[0])
+
+    def wait_readable(self) -> None:
+        pass  # a committed SQLite transaction is visible at once
 
     def close(self) -> None:
         self.conn.close()
