@@ -20,12 +20,15 @@ from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Self, TypeVar
 from uuid import uuid4
 
-from eskit.errors import EventOrderError, InvalidInputError, UnknownEventTypeError
+from eskit.errors import DecodingError, EventOrderError, InvalidInputError, UnknownEventTypeError
 from eskit.events import Event, EventRegistry, StreamId, default_registry, utc_now
 
 __all__ = ["Aggregate", "handles"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+# Attributes the repository manages itself; a snapshot records them apart from the state.
+_MANAGED_ATTRIBUTES = frozenset({"aggregate_id", "version"})
 
 
 def handles(*event_classes: type) -> Callable[[F], F]:
@@ -52,6 +55,24 @@ class Aggregate:
 
     registry: ClassVar[EventRegistry] = default_registry
     _event_handlers: ClassVar[dict[type, str]] = {}
+
+    state_version: ClassVar[int] = 1
+    """The version of this class's snapshot state (see :mod:`eskit.snapshots`).
+
+    Raise it whenever the state a snapshot holds changes meaning: a new or
+    renamed attribute, a handler that now computes something else. Older
+    snapshots are then upcast by a registered
+    :func:`~eskit.snapshots.snapshot_upcaster` or ignored (the aggregate is
+    rebuilt from its events), never restored as they are.
+    """
+
+    snapshot_name: ClassVar[str | None] = None
+    """The stable name this class's snapshots are stored under.
+
+    ``None`` (the default) means ``"module:QualName"``. Set it in the class body
+    so that moving or renaming the class keeps its snapshots; it names only the
+    class that sets it (a subclass has its own state, so its own name).
+    """
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -131,6 +152,47 @@ class Aggregate:
     def mark_events_as_committed(self) -> None:
         """Forget the uncommitted events once they are stored."""
         self._uncommitted_events = []
+
+    # -- snapshots --------------------------------------------------------------------
+
+    def snapshot_state(self) -> dict[str, Any]:
+        """The state a snapshot keeps: by default every public instance attribute.
+
+        "Public" means not starting with ``_``; ``aggregate_id`` and ``version``
+        are kept by the snapshot itself. Values are stored with eskit's codec, so
+        ``Decimal``, ``datetime``, sets, enums and dataclasses come back exactly;
+        anything the codec cannot store makes the snapshot fail (logged, never
+        raised into a command). Override it together with :meth:`restore_snapshot`
+        to keep something else.
+        """
+        return {
+            name: value for name, value in vars(self).items()
+            if not name.startswith("_") and name not in _MANAGED_ATTRIBUTES
+        }
+
+    def restore_snapshot(self, state: Mapping[str, Any]) -> None:
+        """Set the state :meth:`snapshot_state` returned, on a blank instance.
+
+        The default sets each stored attribute. It refuses a snapshot that lacks
+        a public attribute the blank instance has: the class gained state since
+        the snapshot was taken without raising :attr:`state_version`, and
+        restoring would leave that attribute at its initial value. The
+        repository then rebuilds the aggregate from its events instead.
+        """
+        missing = sorted(
+            name for name in vars(self)
+            if not name.startswith("_") and name not in _MANAGED_ATTRIBUTES
+            and name not in state
+        )
+        if missing:
+            raise DecodingError(
+                f"the snapshot has no value for {', '.join(missing)}: "
+                f"{type(self).__name__} changed without a new state_version"
+            )
+        for name, value in state.items():
+            if name.startswith("_") or name in _MANAGED_ATTRIBUTES:
+                raise DecodingError(f"a snapshot cannot set the attribute {name!r}")
+            setattr(self, name, value)
 
     # -- dispatch ---------------------------------------------------------------------
 

@@ -6,7 +6,8 @@ never reach the caller untranslated::
 
     EskitError
     ├── InvalidInputError (ValueError)      bad argument or event; nothing was written
-    │   └── EncodingError                   a payload value the codec cannot store
+    │   ├── EncodingError                   a payload value the codec cannot store
+    │   └── VersionNotFound                 a version beyond the stream's head was asked for
     ├── ConcurrencyError (ValueError)       expected version did not match the stream
     ├── DuplicateEventError                 an event id is already stored elsewhere
     ├── AggregateNotFound (LookupError)     no events for the requested aggregate
@@ -38,6 +39,7 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "UnknownEventTypeError",
+    "VersionNotFound",
 ]
 
 
@@ -59,6 +61,22 @@ class EncodingError(InvalidInputError):
         self.path = path
         self.bare_message = message
         super().__init__(f"{message} (at {path})" if path else message)
+
+
+class VersionNotFound(InvalidInputError):
+    """A version beyond the head of the stream was asked for (time travel).
+
+    ``version`` is what was asked for, ``head`` the stream's version at the time.
+    """
+
+    def __init__(self, stream_id: Any, version: int, head: int) -> None:
+        self.stream_id = stream_id
+        self.version = version
+        self.head = head
+        events = f"{head} event{'s' * (head != 1)}"
+        super().__init__(
+            f"stream {str(stream_id)!r} has {events}: version {version} does not exist"
+        )
 
 
 class ConcurrencyError(EskitError, ValueError):
@@ -91,11 +109,14 @@ class DuplicateEventError(EskitError):
 class AggregateNotFound(EskitError, LookupError):
     """The repository found no events for the requested aggregate id."""
 
-    def __init__(self, aggregate_id: Any, aggregate_class: type | None = None) -> None:
+    def __init__(
+        self, aggregate_id: Any, aggregate_class: type | None = None, *,
+        reason: str = "the stream has no events",
+    ) -> None:
         self.aggregate_id = aggregate_id
         self.aggregate_class = aggregate_class
         kind = aggregate_class.__name__ if aggregate_class else "aggregate"
-        super().__init__(f"{kind} {str(aggregate_id)!r} not found: the stream has no events")
+        super().__init__(f"{kind} {str(aggregate_id)!r} not found: {reason}")
 
     def __str__(self) -> str:  # LookupError would otherwise repr() the message
         return str(self.args[0])

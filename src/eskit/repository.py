@@ -4,6 +4,12 @@ Unlike the seed tutorial's repository, this one never hands out stale state:
 its optional cache keeps a private copy of each aggregate and, on every
 ``get``, reads the events stored after the cached version before returning a
 fresh copy. Two repositories (or two processes) can therefore share a store.
+
+With a snapshot store (:mod:`eskit.snapshots`) it loads from the newest usable
+snapshot and replays only the events after it, and takes snapshots as its
+policy says. It also travels in time: ``get(..., version=N)`` and
+``get(..., as_of=moment)`` give past states, ``history`` the state after each
+event. How it decides is :mod:`eskit.loading`, shared with the async repository.
 """
 
 from __future__ import annotations
@@ -11,13 +17,33 @@ from __future__ import annotations
 import copy
 import threading
 from collections import OrderedDict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
+from eskit import loading
 from eskit.aggregate import Aggregate
-from eskit.errors import AggregateNotFound, InvalidInputError
+from eskit.errors import InvalidInputError, StoreError
 from eskit.events import Event, StreamId
+from eskit.loading import (
+    FindVersion,
+    HeadVersion,
+    ReadSnapshot,
+    ReadStream,
+    Request,
+    WriteSnapshot,
+    check_history_args,
+    check_target,
+)
+from eskit.snapshots import (
+    DEFAULT_POLICY,
+    Policies,
+    PolicyChoice,
+    Snapshot,
+    SnapshotPolicy,
+    SnapshotStore,
+)
 from eskit.stores.base import AppendResult, EventStore, stream_key
 
 __all__ = ["Repository"]
@@ -26,7 +52,8 @@ A = TypeVar("A", bound=Aggregate)
 
 
 # The pure parts of a repository, shared by the sync and async front ends: what to
-# append at which expected version, how to replay, and a cache that hands out copies.
+# append at which expected version, and a cache that hands out copies (how to load is
+# eskit.loading).
 
 
 def pending_events(
@@ -40,12 +67,6 @@ def pending_events(
     if metadata:
         events = [replace(e, metadata={**metadata, **e.metadata}) for e in events]
     return events, aggregate.version - len(events)
-
-
-def replay(aggregate: A, events: Iterable[Event]) -> A:
-    for event in events:
-        aggregate.apply_event(event)
-    return aggregate
 
 
 class AggregateCache:
@@ -91,11 +112,31 @@ class Repository:
     ``cache_size`` > 0 keeps that many recently used aggregates in memory; a
     cached aggregate is always brought up to date with the store before it is
     returned, so the cache saves replay time but never returns old state.
+
+    ``snapshots`` is an optional :class:`~eskit.SnapshotStore` beside the event
+    store; ``snapshot_policy`` says when snapshots are taken: one
+    :class:`~eskit.SnapshotPolicy` for every class (default
+    ``EveryNEvents(100)``), or a mapping from aggregate classes to policies
+    (searched along each class's MRO, so ``{Aggregate: ...}`` sets a default;
+    classes it does not cover get ``OnDemand()``).
     """
 
-    def __init__(self, event_store: EventStore, *, cache_size: int = 0) -> None:
+    def __init__(
+        self,
+        event_store: EventStore,
+        *,
+        cache_size: int = 0,
+        snapshots: SnapshotStore | None = None,
+        snapshot_policy: PolicyChoice = DEFAULT_POLICY,
+    ) -> None:
         self._cache = AggregateCache(cache_size)
         self.event_store = event_store
+        if snapshots is not None and not isinstance(snapshots, SnapshotStore):
+            raise InvalidInputError(
+                f"snapshots must be a SnapshotStore, got {type(snapshots).__name__}"
+            )
+        self.snapshots = snapshots
+        self._policies = Policies(snapshot_policy)
 
     def save(
         self, aggregate: Aggregate, *, metadata: Mapping[str, Any] | None = None
@@ -107,6 +148,11 @@ class Repository:
         save. Raises :class:`~eskit.ConcurrencyError` if another writer saved
         the aggregate first; the events then stay uncommitted so the caller can
         reload and retry the command.
+
+        With a snapshot store, a snapshot is taken afterwards if the policy says
+        one is due. The events are committed by then; taking the snapshot never
+        raises (a failure is logged on ``eskit.snapshots`` and retried by the
+        next save or load).
         """
         events, expected = pending_events(aggregate, metadata)
         if not events:
@@ -114,21 +160,113 @@ class Repository:
         result = self.event_store.append(aggregate.aggregate_id, events, expected)
         aggregate.mark_events_as_committed()
         self._cache.remember(aggregate)
+        if self.snapshots is not None:
+            policy = self._policies.for_class(type(aggregate))
+            self._run(loading.after_save(aggregate, result, expected, policy))
         return result
 
-    def get(self, aggregate_id: StreamId, aggregate_class: type[A]) -> A:
-        """Load an aggregate by replaying its events.
+    def get(
+        self,
+        aggregate_id: StreamId,
+        aggregate_class: type[A],
+        *,
+        version: int | None = None,
+        as_of: datetime | None = None,
+    ) -> A:
+        """Load an aggregate: its current state, or its state in the past.
 
-        Raises :class:`~eskit.AggregateNotFound` if its stream has no events.
+        ``version=N`` gives the state after the event at version N (a version
+        beyond the stream's head raises :class:`~eskit.VersionNotFound`);
+        ``as_of`` (a timezone-aware ``datetime``) the state after the last event
+        *recorded* at or before that moment, events still applied in version
+        order (see :meth:`~eskit.EventStore.version_at`). A past state is for
+        reading: saving new events on it raises :class:`~eskit.ConcurrencyError`.
+
+        Raises :class:`~eskit.AggregateNotFound` if the stream has no events
+        (at ``as_of``: none recorded by then).
         """
-        aggregate = self._cache.get(aggregate_class, aggregate_id)
-        if aggregate is None:
-            events = self.event_store.read_stream(aggregate_id)
-            if not events:
-                raise AggregateNotFound(aggregate_id, aggregate_class)
-            aggregate = aggregate_class.create_blank(aggregate_id)
-        else:
-            events = self.event_store.read_stream(aggregate_id, aggregate.version)
-        replay(aggregate, events)
-        self._cache.remember(aggregate)
+        target, moment = check_target(version, as_of)
+        current = target is None and moment is None
+        cached = self._cache.get(aggregate_class, aggregate_id) if current else None
+        aggregate = self._run(loading.get(
+            aggregate_id, aggregate_class, version=target, as_of=moment, cached=cached,
+            policy=self._policy(aggregate_class),
+        ))
+        if current:
+            self._cache.remember(aggregate)
         return aggregate
+
+    def history(
+        self,
+        aggregate_id: StreamId,
+        aggregate_class: type[A],
+        *,
+        from_version: int = 0,
+        to_version: int | None = None,
+    ) -> Iterator[tuple[Event, A]]:
+        """The aggregate's story: each event with a copy of the state right after it.
+
+        Yields ``(event, state)`` for the events with ``from_version < version
+        <= to_version`` (``None``: to the head), oldest first; each state is a
+        copy of its own, for debugging and audit. The state at
+        ``from_version`` is loaded from a snapshot where one helps, and events
+        are read in pages. Bounds beyond the head raise
+        :class:`~eskit.VersionNotFound` here, at the call.
+        """
+        check_history_args(from_version, to_version)
+        aggregate, events = self._run(loading.history_start(
+            aggregate_id, aggregate_class, from_version, to_version,
+            self._policy(aggregate_class),
+        ))
+        return self._history(aggregate, events, to_version)
+
+    def _history(self, aggregate: A, events: list[Event], to_version: int | None) -> Iterator[
+        tuple[Event, A]
+    ]:
+        while events:
+            yield from loading.history_steps(aggregate, events)
+            request = loading.next_page(aggregate.aggregate_id, events[-1].version, to_version)
+            if request is None:
+                return
+            events = self._perform(request)
+
+    def take_snapshot(self, aggregate: Aggregate) -> Snapshot:
+        """Snapshot ``aggregate`` now, at its version, and return the snapshot.
+
+        For the ``OnDemand`` policy, or any other. The aggregate must have no
+        unsaved events. Unlike the snapshots a policy takes, this raises when it
+        fails: :class:`~eskit.StoreError` without a snapshot store,
+        :class:`~eskit.InvalidInputError` for ``NoSnapshots`` or unsaved events,
+        :class:`~eskit.EncodingError` for state the codec cannot store.
+        """
+        if self.snapshots is None:
+            raise StoreError("this repository has no snapshot store")
+        policy = self._policies.for_class(type(aggregate))
+        return self._run(loading.take_snapshot(aggregate, policy))
+
+    # -- carrying out the plans of eskit.loading ----------------------------------------
+
+    def _policy(self, aggregate_class: type) -> SnapshotPolicy | None:
+        return None if self.snapshots is None else self._policies.for_class(aggregate_class)
+
+    def _run(self, plan: loading.Plan[loading.T]) -> loading.T:
+        return loading.run(plan, self._perform)
+
+    def _perform(self, request: Request) -> Any:
+        store = self.event_store
+        if isinstance(request, ReadStream):
+            return store.read_stream(
+                request.stream_id, request.from_version, to_version=request.to_version
+            )
+        if isinstance(request, FindVersion):
+            return store.version_at(request.stream_id, request.as_of)
+        if isinstance(request, HeadVersion):
+            return store.head_version(request.stream_id)
+        snapshots = self.snapshots
+        assert snapshots is not None, "plans ask for snapshots only when there is a store"
+        if isinstance(request, ReadSnapshot):
+            return snapshots.latest_with_tail(
+                request.stream_id, request.aggregate_type, request.max_version, events=store
+            )
+        assert isinstance(request, WriteSnapshot)
+        return snapshots.save(request.snapshot)

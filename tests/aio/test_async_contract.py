@@ -106,6 +106,9 @@ class SyncFacade(EventStore):
     def head_position(self) -> int:
         return self._loop.run(self.inner.head_position())
 
+    def version_at(self, stream_id: StreamId, as_of: Any) -> int:
+        return self._loop.run(self.inner.version_at(stream_id, as_of))
+
     def list_streams(self) -> list[StreamInfo]:
         return self._loop.run(self.inner.list_streams())
 

@@ -34,8 +34,9 @@ def _new(**data: Any) -> NewEvent:
 
 def test_public_async_api_is_exactly_the_pinned_list() -> None:
     assert eskit.aio.__all__ == [
-        "AsyncEventStore", "AsyncInMemoryEventStore", "AsyncPostgresEventStore",
-        "AsyncRepository", "AsyncSQLiteEventStore",
+        "AsyncEventStore", "AsyncInMemoryEventStore", "AsyncInMemorySnapshotStore",
+        "AsyncPostgresEventStore", "AsyncPostgresSnapshotStore", "AsyncRepository",
+        "AsyncSQLiteEventStore", "AsyncSQLiteSnapshotStore", "AsyncSnapshotStore",
     ]
     for name in eskit.aio.__all__:
         assert getattr(eskit.aio, name).__name__ == name

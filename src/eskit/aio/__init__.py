@@ -19,18 +19,28 @@ from typing import TYPE_CHECKING, Any
 
 from eskit.aio.memory import AsyncInMemoryEventStore
 from eskit.aio.repository import AsyncRepository
+from eskit.aio.snapshots import (
+    AsyncInMemorySnapshotStore,
+    AsyncSnapshotStore,
+    AsyncSQLiteSnapshotStore,
+)
 from eskit.aio.sqlite import AsyncSQLiteEventStore
 from eskit.aio.store import AsyncEventStore
 
 if TYPE_CHECKING:
     from eskit.aio.postgres import AsyncPostgresEventStore
+    from eskit.aio.postgres_snapshots import AsyncPostgresSnapshotStore
 
 __all__ = [
     "AsyncEventStore",
     "AsyncInMemoryEventStore",
+    "AsyncInMemorySnapshotStore",
     "AsyncPostgresEventStore",
+    "AsyncPostgresSnapshotStore",
     "AsyncRepository",
     "AsyncSQLiteEventStore",
+    "AsyncSQLiteSnapshotStore",
+    "AsyncSnapshotStore",
 ]
 
 
@@ -40,6 +50,10 @@ def __getattr__(name: str) -> Any:
         from eskit.aio.postgres import AsyncPostgresEventStore
 
         return AsyncPostgresEventStore
+    if name == "AsyncPostgresSnapshotStore":
+        from eskit.aio.postgres_snapshots import AsyncPostgresSnapshotStore
+
+        return AsyncPostgresSnapshotStore
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

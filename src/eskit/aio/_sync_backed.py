@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Generic, Self, TypeVar
 
 from eskit.aio.store import AsyncEventStore
@@ -81,6 +82,9 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
     async def head_version(self, stream_id: StreamId) -> int:
         return await self._call(self.sync_store.head_version, stream_id)
 
+    async def version_at(self, stream_id: StreamId, as_of: datetime) -> int:
+        return await self._call(self.sync_store.version_at, stream_id, as_of)
+
     async def head_position(self) -> int:
         return await self._call(self.sync_store.head_position)
 
@@ -111,6 +115,9 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
 
     async def _head_version(self, stream: str) -> int:
         return await self._call(self.sync_store._head_version, stream)
+
+    async def _version_at(self, stream: str, as_of: datetime) -> int:
+        return await self._call(self.sync_store.version_at, stream, as_of)
 
     async def _head_position(self) -> int:
         return await self._call(self.sync_store._head_position)

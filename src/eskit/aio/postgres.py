@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime
 from typing import Any, Self
 from uuid import UUID
 
@@ -265,6 +266,11 @@ class AsyncPostgresEventStore(AsyncEventStore):
 
     async def _head_version(self, stream: str) -> int:
         return await self._head(stream)
+
+    async def _version_at(self, stream: str, as_of: datetime) -> int:
+        async with self._connection() as conn:
+            row = await (await conn.execute(self.sql.version_at, (stream, as_of))).fetchone()
+        return int(row[0]) if row else 0
 
     async def _head_position(self) -> int:
         async with self._connection() as conn:

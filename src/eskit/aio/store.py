@@ -31,6 +31,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Sequence
+from datetime import datetime
 from types import TracebackType
 from typing import Self
 
@@ -39,11 +40,13 @@ from eskit.stores.base import (
     ANY,
     DEFAULT_MAX_EVENT_BYTES,
     READ_ALL_PAGE_SIZE,
+    VERSION_AT_PAGE,
     AppendInput,
     AppendResult,
     Expected,
     PendingEvent,
     StreamInfo,
+    check_as_of,
     check_expected,
     check_limit,
     check_position,
@@ -143,6 +146,16 @@ class AsyncEventStore(ABC):
         """The version of the stream's last event; ``0`` if the stream has none."""
         return await self._head_version(stream_key(stream_id))
 
+    async def version_at(self, stream_id: StreamId, as_of: datetime) -> int:
+        """The version of the stream's last event recorded at or before ``as_of``; ``0`` if none.
+
+        Same contract as :meth:`eskit.EventStore.version_at`: the highest
+        version whose timestamp is at or before ``as_of`` (timezone-aware).
+        """
+        stream = stream_key(stream_id)
+        moment = check_as_of(as_of)
+        return await self._version_at(stream, moment)
+
     async def head_position(self) -> int:
         """The position of the newest visible event in the store; ``0`` if empty."""
         return await self._head_position()
@@ -197,6 +210,20 @@ class AsyncEventStore(ABC):
 
     @abstractmethod
     async def _head_version(self, stream: str) -> int: ...
+
+    async def _version_at(self, stream: str, as_of: datetime) -> int:
+        # Stores without a query of their own page back from the head, like the sync base.
+        to_version: int | None = None
+        while True:
+            page = await self.read_stream(
+                stream, 0, to_version, backwards=True, limit=VERSION_AT_PAGE
+            )
+            for event in page:
+                if event.timestamp <= as_of:
+                    return event.version
+            if len(page) < VERSION_AT_PAGE:
+                return 0
+            to_version = page[-1].version - 1
 
     @abstractmethod
     async def _head_position(self) -> int: ...

@@ -119,6 +119,14 @@ class InMemoryEventStore(EventStore):
         with self._lock:
             return len(self._streams.get(stream, ()))
 
+    def _version_at(self, stream: str, as_of: datetime) -> int:
+        with self._lock:
+            rows = self._streams.get(stream, [])
+            for row in reversed(rows):
+                if row.timestamp <= as_of:
+                    return row.version
+        return 0
+
     def _head_position(self) -> int:
         with self._lock:
             return len(self._log)

@@ -55,7 +55,7 @@ from eskit.stores.base import (
 
 __all__: list[str] = []
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -161,6 +161,23 @@ class Statements:
                     "INSERT INTO {} (key, value) VALUES ('format', 'eskit-event-store')"
                 ).format(meta),
             ],
+            # 1 -> 2: snapshots (eskit.stores.postgres_snapshots). A cache beside the
+            # events, so not append-only: a snapshot may be replaced, deleting is safe.
+            [
+                sql.SQL(
+                    """CREATE TABLE {snapshots} (
+                        stream_id      text        NOT NULL,
+                        aggregate_type text        NOT NULL,
+                        version        bigint      NOT NULL,
+                        event_id       uuid        NOT NULL,
+                        state_version  integer     NOT NULL,
+                        taken_at       timestamptz NOT NULL,
+                        state          json        NOT NULL,
+                        CONSTRAINT eskit_snapshots_key
+                            PRIMARY KEY (stream_id, aggregate_type, version)
+                    )"""
+                ).format(snapshots=sql.SQL("{}.eskit_snapshots").format(s)),
+            ],
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -191,6 +208,9 @@ class Statements:
         self.listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
         self.head_version = sql.SQL(
             "SELECT coalesce(max(version), 0) FROM {} WHERE stream_id = %s"
+        ).format(events)
+        self.version_at = sql.SQL(
+            "SELECT coalesce(max(version), 0) FROM {} WHERE stream_id = %s AND recorded_at <= %s"
         ).format(events)
         self.find_events = sql.SQL(
             "SELECT {cols} FROM {events} WHERE event_id = ANY(%s::uuid[])"

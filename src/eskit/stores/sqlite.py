@@ -28,6 +28,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -52,7 +53,7 @@ from eskit.stores.base import (
 
 __all__ = ["SQLiteEventStore"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 STORE_FORMAT = "eskit-event-store"
 
 # Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
@@ -79,6 +80,20 @@ MIGRATIONS: list[list[str]] = [
         """CREATE TRIGGER eskit_events_no_delete BEFORE DELETE ON eskit_events
            BEGIN SELECT RAISE(ABORT, 'eskit events are append-only'); END""",
         f"INSERT INTO eskit_meta (key, value) VALUES ('format', '{STORE_FORMAT}')",
+    ],
+    # 1 -> 2: snapshots (eskit.stores.sqlite_snapshots). A cache beside the events, so
+    # not append-only: a snapshot may be replaced, and deleting them all is safe.
+    [
+        """CREATE TABLE eskit_snapshots (
+               stream_id      TEXT    NOT NULL,
+               aggregate_type TEXT    NOT NULL,
+               version        INTEGER NOT NULL,
+               event_id       BLOB    NOT NULL,  -- the event at that version
+               state_version  INTEGER NOT NULL,
+               taken_at       INTEGER NOT NULL,  -- microseconds since 1970-01-01 UTC
+               state          TEXT    NOT NULL,  -- JSON, see eskit.codec
+               PRIMARY KEY (stream_id, aggregate_type, version)
+           ) WITHOUT ROWID""",
     ],
 ]
 
@@ -358,6 +373,14 @@ class SQLiteEventStore(EventStore):
         with self._reading() as conn:
             row = conn.execute(
                 "SELECT MAX(version) FROM eskit_events WHERE stream_id = ?", (stream,)
+            ).fetchone()
+        return int(row[0] or 0)
+
+    def _version_at(self, stream: str, as_of: datetime) -> int:
+        with self._reading() as conn:
+            row = conn.execute(
+                "SELECT MAX(version) FROM eskit_events WHERE stream_id = ? AND recorded_at <= ?",
+                (stream, timestamp_to_micros(as_of)),
             ).fetchone()
         return int(row[0] or 0)
 

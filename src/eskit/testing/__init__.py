@@ -1,9 +1,11 @@
 """Test support for eskit users and backend authors (needs pytest).
 
 :class:`EventStoreContract` is the shared contract suite every event store
-passes; subclass it to run it against your own backend.
+passes, :class:`SnapshotStoreContract` the one every snapshot store passes;
+subclass them to run them against your own backend.
 """
 
 from eskit.testing.contract import EventStoreContract
+from eskit.testing.snapshot_contract import SnapshotStoreContract
 
-__all__ = ["EventStoreContract"]
+__all__ = ["EventStoreContract", "SnapshotStoreContract"]

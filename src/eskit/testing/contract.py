@@ -660,3 +660,37 @@ class EventStoreContract:
         positions = [e.position or 0 for e in everything]
         assert positions == sorted(positions)
 
+    # -- time travel: version_at ---------------------------------------------------------
+
+    def test_version_at_is_the_last_version_recorded_at_or_before_the_moment(
+        self, store: EventStore
+    ) -> None:
+        t0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+        store.append("tt", [
+            NewEvent("E", {"i": i}, timestamp=t0 + timedelta(minutes=i)) for i in range(5)
+        ], 0)
+        assert store.version_at("tt", t0 - timedelta(microseconds=1)) == 0
+        assert store.version_at("tt", t0) == 1
+        assert store.version_at("tt", t0 + timedelta(minutes=2, seconds=30)) == 3
+        assert store.version_at("tt", t0 + timedelta(minutes=4)) == 5
+        assert store.version_at("tt", t0 + timedelta(days=1)) == 5
+        later_zone = timezone(timedelta(hours=2))
+        assert store.version_at("tt", (t0 + timedelta(minutes=1)).astimezone(later_zone)) == 2
+        assert store.version_at("no-such-stream", t0) == 0
+
+    def test_version_at_goes_by_version_when_timestamps_go_backwards(
+        self, store: EventStore
+    ) -> None:
+        t0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+        skewed = [t0, t0 + timedelta(minutes=10), t0 + timedelta(minutes=5)]
+        store.append("skew", [NewEvent("E", timestamp=ts) for ts in skewed], 0)
+        # Version 3 was recorded (by its clock) at minute 5: the state at minute 6
+        # is the state after version 3, which includes version 2.
+        assert store.version_at("skew", t0 + timedelta(minutes=6)) == 3
+        assert store.version_at("skew", t0 + timedelta(minutes=4)) == 1
+
+    @pytest.mark.parametrize("as_of", [datetime(2025, 1, 1), "2025-01-01", None])
+    def test_version_at_needs_an_aware_datetime(self, store: EventStore, as_of: Any) -> None:
+        with pytest.raises(InvalidInputError):
+            store.version_at("s", as_of)
+

@@ -1,0 +1,88 @@
+"""Snapshots in the schema of an :class:`~eskit.aio.AsyncPostgresEventStore`.
+
+The async twin of :class:`eskit.stores.postgres_snapshots.PostgresSnapshotStore`:
+the same statements (:class:`~eskit.stores.postgres_snapshots.SnapshotStatements`,
+whose insert checks the event it follows is stored, in the same statement), on
+the async store's pool. psycopg errors become :class:`~eskit.StoreError`.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from eskit.aio.postgres import AsyncPostgresEventStore
+from eskit.aio.snapshots import AsyncSnapshotStore
+from eskit.errors import StoreError
+from eskit.events import Event, StreamId
+from eskit.snapshots import Snapshot, no_event_there
+from eskit.stores.postgres_snapshots import (
+    SnapshotStatements,
+    latest_params,
+    latest_with_tail_params,
+    missing_table,
+    save_params,
+    snapshot_from,
+    split_rows,
+)
+
+__all__ = ["AsyncPostgresSnapshotStore"]
+
+
+class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
+    """Snapshots in the same PostgreSQL schema as ``event_store``'s events, for asyncio.
+
+    ``__init__`` does no I/O; ``await AsyncPostgresSnapshotStore.open(event_store)``
+    also checks that the schema has the snapshot table (a schema created by an
+    older eskit needs ``setup()`` or ``eskit migrate`` first).
+    """
+
+    event_store: AsyncPostgresEventStore
+
+    def __init__(self, event_store: AsyncPostgresEventStore) -> None:
+        if not isinstance(event_store, AsyncPostgresEventStore):
+            raise StoreError(
+                "AsyncPostgresSnapshotStore needs an AsyncPostgresEventStore, "
+                f"got {type(event_store).__name__}"
+            )
+        self.event_store = event_store
+        self.sql = SnapshotStatements(event_store.schema)
+
+    @classmethod
+    async def open(cls, event_store: AsyncPostgresEventStore) -> Self:
+        """The snapshot store, after checking the schema has its table."""
+        store = cls(event_store)
+        async with event_store._connection() as conn:
+            row = await (await conn.execute(store.sql.table_exists)).fetchone()
+        if not row or row[0] is None:
+            raise missing_table(event_store.schema)
+        return store
+
+    async def _save(self, stream: str, snapshot: Snapshot) -> None:
+        async with self.event_store._connection() as conn:
+            cursor = await conn.execute(self.sql.save, save_params(stream, snapshot))
+            stored = cursor.rowcount == 1
+        if not stored:
+            raise no_event_there(snapshot)
+
+    async def _latest_with_tail(
+        self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
+    ) -> tuple[Snapshot | None, list[Event]]:
+        async with self.event_store._connection() as conn:
+            cursor = await conn.execute(
+                self.sql.latest_with_tail,
+                latest_with_tail_params(stream, aggregate_type, max_version),
+            )
+            rows = await cursor.fetchall()
+        snapshot, events = split_rows(aggregate_id, aggregate_type, rows)
+        # Exactly what read_stream returns: stored events pass the registry's rules.
+        return snapshot, self.event_store.registry.upcast(events)
+
+    async def _latest(
+        self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
+    ) -> Snapshot | None:
+        async with self.event_store._connection() as conn:
+            cursor = await conn.execute(
+                self.sql.latest, latest_params(stream, aggregate_type, max_version)
+            )
+            row = await cursor.fetchone()
+        return snapshot_from(aggregate_id, aggregate_type, row)

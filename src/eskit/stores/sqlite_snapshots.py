@@ -1,0 +1,144 @@
+"""Snapshots in the SQLite file of a :class:`~eskit.SQLiteEventStore`, table ``eskit_snapshots``.
+
+The table is created by the store's second migration, so a store opened with
+``create=True`` (the default) has it; a store written by an older eskit gains
+it when first opened that way.
+
+Design notes:
+
+* **Same file, same connections.** The snapshot store borrows the event store's
+  connections: its writes go through the one writer connection under the
+  store's write lock, each in its own ``BEGIN IMMEDIATE`` transaction after the
+  events it follows have committed (see :mod:`eskit.stores.sqlite` for why
+  appends never use deferred transactions).
+* **Never above the head.** The insert carries its own check: it stores the
+  snapshot only if ``eskit_events`` holds the snapshot's event id at its
+  version, in the same statement, so a snapshot can never describe an event
+  that is not stored.
+* **Two statements, not one.** Loading asks for the newest snapshot and the
+  events after it. PostgreSQL answers both in one statement to save a round
+  trip; in-process SQLite runs the two simple statements faster than one
+  compound statement (about 21 against 32 microseconds), so it keeps them apart.
+* **Never blocks for long.** A snapshot is an optimisation: rather than wait
+  the store's busy timeout (30 s by default) behind other writers, a save gives
+  up after ``lock_timeout`` seconds with :class:`~eskit.StoreBusyError`, which
+  the repository logs; the next save or load tries again.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from typing import Any
+
+from eskit.errors import DecodingError, StoreBusyError, StoreError
+from eskit.events import StreamId
+from eskit.snapshots import Snapshot, SnapshotStore, no_event_there, snapshot_from_row
+from eskit.stores.base import MAX_VERSION, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.sqlite import SQLiteEventStore, _translated
+
+__all__ = ["SQLiteSnapshotStore"]
+
+# INSERT ... SELECT ... WHERE EXISTS: the head check and the write are one statement.
+_SAVE = """
+INSERT OR REPLACE INTO eskit_snapshots
+    (stream_id, aggregate_type, version, event_id, state_version, taken_at, state)
+SELECT ?, ?, ?, ?, ?, ?, ?
+WHERE EXISTS (
+    SELECT 1 FROM eskit_events WHERE stream_id = ? AND version = ? AND event_id = ?
+)
+"""
+
+_LATEST = """
+SELECT version, event_id, state_version, taken_at, state FROM eskit_snapshots
+WHERE stream_id = ? AND aggregate_type = ? AND version <= ?
+ORDER BY version DESC LIMIT 1
+"""
+
+
+class SQLiteSnapshotStore(SnapshotStore):
+    """Snapshots kept in the same SQLite file as ``event_store``'s events.
+
+    Raises :class:`~eskit.StoreError` if the file has no snapshot table (an
+    older store opened with ``create=False``: open it once with
+    ``create=True`` to upgrade it). Closing the event store closes this too.
+    """
+
+    event_store: SQLiteEventStore
+
+    def __init__(self, event_store: SQLiteEventStore, *, lock_timeout: float = 1.0) -> None:
+        if not isinstance(event_store, SQLiteEventStore):
+            raise StoreError(
+                f"SQLiteSnapshotStore needs a SQLiteEventStore, got {type(event_store).__name__}"
+            )
+        self.event_store = event_store
+        self.lock_timeout = float(lock_timeout)
+        with event_store._reading() as conn:
+            found = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'eskit_snapshots'"
+            ).fetchone()
+        if found is None:
+            raise StoreError(
+                f"{event_store.path!r} has no snapshot table: it was written by an older "
+                "eskit and opened with create=False; open it once with create=True to upgrade"
+            )
+
+    def _save(self, stream: str, snapshot: Snapshot) -> None:
+        store = self.event_store
+        if store._closed:
+            raise StoreError("the store is closed")
+        if not store._write_lock.acquire(timeout=self.lock_timeout):
+            raise StoreBusyError(
+                f"{store.path!r}: other writers held the store for {self.lock_timeout} s; "
+                "the snapshot was not written"
+            )
+        try:
+            with _translated(store.path):
+                self._write(store._writer, stream, snapshot, store._busy_timeout)
+        finally:
+            store._write_lock.release()
+
+    def _write(
+        self, conn: sqlite3.Connection, stream: str, snapshot: Snapshot, busy_timeout: float
+    ) -> None:
+        conn.execute(f"PRAGMA busy_timeout = {int(self.lock_timeout * 1000)}")
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                event_id = snapshot.event_id.bytes
+                cursor = conn.execute(_SAVE, (
+                    stream, snapshot.aggregate_type, snapshot.version, event_id,
+                    snapshot.state_version, timestamp_to_micros(snapshot.taken_at),
+                    snapshot.state.decode(), stream, snapshot.version, event_id,
+                ))
+                stored = cursor.rowcount == 1
+                conn.execute("COMMIT")
+            finally:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+        if not stored:
+            raise no_event_there(snapshot)
+
+    def _latest(
+        self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
+    ) -> Snapshot | None:
+        limit = MAX_VERSION if max_version is None else max_version
+        with self.event_store._reading() as conn:
+            row = conn.execute(_LATEST, (stream, aggregate_type, limit)).fetchone()
+        if row is None:
+            return None
+        version, event_id, state_version, taken_at, state = row
+        return snapshot_from_row(
+            aggregate_id, aggregate_type, version, event_id, state_version, state,
+            _timestamp(taken_at),
+        )
+
+
+def _timestamp(value: Any) -> Any:
+    if type(value) is not int:
+        return value  # snapshot_from_row reports it
+    try:
+        return micros_to_timestamp(value)
+    except (OverflowError, ValueError) as exc:
+        raise DecodingError(f"stored snapshot has a bad time {value!r}") from exc
