@@ -9,6 +9,8 @@ rebuilt from the stored events, by account number.
 from __future__ import annotations
 
 import os
+import sqlite3
+from contextlib import closing
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -21,6 +23,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 import eskit
+from eskit.projections import ProjectionRunner, SQLiteTarget
 from examples.bank.domain import BankAccount, BankAccountError, transfer
 
 __all__ = ["ACCOUNTS", "DEMO_APP", "account_id", "run"]
@@ -76,6 +79,7 @@ def run(db_path: str | os.PathLike[str], console: Console) -> dict[str, Decimal]
     with eskit.SQLiteEventStore(path, create=False) as store:
         _step(console, 8, "The event history")
         console.print(_history(store))
+    _read_models(path, console)
 
     console.print(
         "\nThe file stays for you to explore:\n"
@@ -199,6 +203,32 @@ def _rebuild(path: Path, console: Console) -> dict[str, Decimal]:
     table.add_row("total", "", "", "", _money(sum((a.balance for a in accounts), Decimal(0))))
     console.print(table)
     return {a.account_number: a.balance for a in accounts}
+
+
+def _read_models(path: Path, console: Console) -> None:
+    from examples.bank.read_models import AccountBalances, DailySummary, balances, daily_summary
+
+    _step(console, 9, "Read models: queries that never touch the event store")
+    console.print("  Two projections turn the events into SQL tables in the same file; each "
+                  "batch of\n  read-model writes commits together with the projection's "
+                  "checkpoint.")
+    with eskit.SQLiteEventStore(path) as store, SQLiteTarget(path) as target:
+        for projection in (AccountBalances(), DailySummary()):
+            handled = ProjectionRunner(store, projection, target).run_until_caught_up()
+            console.print(f"  [cyan]{projection.name}[/]: {handled} events handled")
+    with closing(sqlite3.connect(path)) as conn:  # plain SQL from here on
+        table = Table(title="SELECT ... FROM bank_account_balances")
+        for column in ("owner", "account", "status", "balance"):
+            table.add_column(column, justify="right" if column == "balance" else "left")
+        for row in balances(conn):
+            table.add_row(row.owner, row.account_number, row.status, _money(row.balance))
+        console.print(table)
+        table = Table(title="SELECT ... FROM bank_daily_summary")
+        for column in ("day (UTC)", "kind", "count", "total"):
+            table.add_column(column, justify="right" if column in ("count", "total") else "left")
+        for summary in daily_summary(conn):
+            table.add_row(summary.day, summary.kind, str(summary.count), _money(summary.total))
+        console.print(table)
 
 
 def _remove_previous_demo(path: Path) -> None:

@@ -43,6 +43,7 @@ __all__ = [
     "BankAccountError",
     "InsufficientFundsError",
     "MoneyDeposited",
+    "MoneyRefunded",
     "MoneyTransferredIn",
     "MoneyTransferredOut",
     "MoneyWithdrawn",
@@ -124,6 +125,16 @@ class MoneyTransferredIn:
     amount: Decimal
 
 
+@eskit.domain_event("MoneyRefunded")
+@dataclass(frozen=True)
+class MoneyRefunded:
+    """Money that left in a transfer comes back: the credit side failed (a compensation)."""
+
+    transfer_id: UUID
+    amount: Decimal
+    reason: str
+
+
 @eskit.domain_event("AccountClosed")
 @dataclass(frozen=True)
 class AccountClosed:
@@ -192,6 +203,7 @@ class BankAccount(eskit.Aggregate):
         self.is_closed = False
         # Transfers recorded on this account, by id: makes retrying a transfer safe.
         self.transfers: dict[UUID, MoneyTransferredOut | MoneyTransferredIn] = {}
+        self.refunded: set[UUID] = set()
 
     @property
     def status(self) -> str:
@@ -276,6 +288,23 @@ class BankAccount(eskit.Aggregate):
         self.raise_event(event)
         return True
 
+    def refund(self, transfer_id: UUID, reason: str) -> bool:
+        """Give back the money of an outgoing transfer whose credit failed (compensation).
+
+        Allowed on a closed account too: the money must come back somewhere. Returns
+        ``False``, recording nothing, if this transfer was refunded already.
+        """
+        if transfer_id in self.refunded:
+            return False
+        sent = self.transfers.get(transfer_id)
+        if not isinstance(sent, MoneyTransferredOut):
+            raise BankAccountError(
+                f"account {self.account_number} sent no transfer {transfer_id} to refund"
+            )
+        self.raise_event(MoneyRefunded(transfer_id=transfer_id, amount=sent.amount,
+                                       reason=_text(reason, "reason")))
+        return True
+
     def _require_open(self, action: str) -> None:
         if not self.is_open and not self.is_closed:
             raise BankAccountError(
@@ -328,6 +357,11 @@ class BankAccount(eskit.Aggregate):
     def _on_transferred_in(self, event: MoneyTransferredIn) -> None:
         self.balance += event.amount
         self.transfers[event.transfer_id] = event
+
+    @eskit.handles(MoneyRefunded)
+    def _on_refunded(self, event: MoneyRefunded) -> None:
+        self.balance += event.amount
+        self.refunded.add(event.transfer_id)
 
     @eskit.handles(AccountClosed)
     def _on_closed(self, event: AccountClosed) -> None:

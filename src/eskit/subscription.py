@@ -10,12 +10,16 @@ Between reads it waits for a wake-up from the store: LISTEN/NOTIFY on
 PostgreSQL, a condition variable in memory, a short poll elsewhere. Every wait
 also times out after ``poll_interval`` seconds, so a lost notification only
 delays delivery, never loses an event.
+
+Filters (``event_types``, ``stream_prefixes``) are applied to what is read, after
+the read: filtered-out events are not yielded, but the checkpoint still moves past
+them, so a filtered subscription resumes exactly where it stopped too.
 """
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
 from eskit.errors import InvalidInputError
@@ -24,7 +28,56 @@ from eskit.events import Event
 if TYPE_CHECKING:
     from eskit.stores.base import EventStore
 
-__all__ = ["Subscription", "Waiter"]
+__all__ = ["EventFilter", "Subscription", "Waiter"]
+
+
+class EventFilter:
+    """Which events a reader wants: by event type and by stream id prefix (category).
+
+    ``None`` for either means "no restriction". A stream belongs to a category by a
+    plain prefix test on its id as text (``"account-"`` matches ``"account-42"``;
+    a UUID stream matches a prefix of its canonical text). An empty list matches nothing.
+    The decision is a pure function of the event, shared by every front end.
+    """
+
+    __slots__ = ("event_types", "stream_prefixes")
+
+    def __init__(
+        self,
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
+    ) -> None:
+        self.event_types = _names("event_types", event_types)
+        self.stream_prefixes = _names("stream_prefixes", stream_prefixes)
+
+    @property
+    def is_everything(self) -> bool:
+        return self.event_types is None and self.stream_prefixes is None
+
+    def matches(self, event: Event) -> bool:
+        if self.event_types is not None and event.event_type not in self.event_types:
+            return False
+        if self.stream_prefixes is not None:
+            stream = str(event.aggregate_id)
+            return any(stream.startswith(prefix) for prefix in self.stream_prefixes)
+        return True
+
+    def __repr__(self) -> str:
+        return (
+            f"EventFilter(event_types={self.event_types!r}, "
+            f"stream_prefixes={self.stream_prefixes!r})"
+        )
+
+
+def _names(what: str, values: Iterable[str] | None) -> frozenset[str] | None:
+    if values is None:
+        return None
+    if isinstance(values, str):
+        raise InvalidInputError(f"{what} must be a list of strings, not one string")
+    names = frozenset(values)
+    if not all(type(v) is str for v in names):
+        raise InvalidInputError(f"{what} must contain only strings")
+    return names
 
 
 class Waiter(Protocol):
@@ -57,9 +110,14 @@ class PollingWaiter:
 class Subscription:
     """Catch-up then live iteration over a store's global order.
 
-    ``position`` is the checkpoint: the position of the last event yielded
-    (``from_position`` until then). Pass it back unchanged to resume later.
+    ``position`` is the checkpoint: the position of the last event read
+    (``from_position`` until then); with filters it may be past the last event
+    yielded, never before it. Pass it back unchanged to resume later.
     Call :meth:`stop` (from any thread) to end the iteration.
+
+    ``event_types`` and ``stream_prefixes`` restrict what is yielded (see
+    :class:`EventFilter`); the store still reads every event, so a filter saves
+    the consumer's work, not the store's.
     """
 
     def __init__(
@@ -69,6 +127,8 @@ class Subscription:
         *,
         page_size: int = 500,
         poll_interval: float = 1.0,
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> None:
         if type(page_size) is not int or page_size < 1:
             raise InvalidInputError("page_size must be an int >= 1")
@@ -78,6 +138,7 @@ class Subscription:
         self.position = from_position
         self.page_size = page_size
         self.poll_interval = float(poll_interval)
+        self.filter = EventFilter(event_types, stream_prefixes)
         self._stopped = threading.Event()
         self._waiter: Waiter | None = None
         list(store.read_all(from_position, limit=0))  # validates from_position now
@@ -85,12 +146,15 @@ class Subscription:
     def __iter__(self) -> Iterator[Event]:
         # Start listening before the first read so nothing committed in between is missed.
         self._waiter = self.store._new_waiter()
+        wanted = self.filter
         try:
             while not self._stopped.is_set():
                 got = 0
                 for event in self.store.read_all(self.position, limit=self.page_size):
                     self.position = event.position or self.position
                     got += 1
+                    if not wanted.matches(event):
+                        continue
                     yield event
                     if self._stopped.is_set():
                         return

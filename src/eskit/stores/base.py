@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 import threading
 from abc import ABC
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
@@ -229,6 +229,38 @@ def expected_matches(expected: Expected, head: int) -> bool:
 def check_limit(limit: object) -> None:
     if limit is not None and (type(limit) is not int or limit < 0):
         raise InvalidInputError(f"limit must be None or an int >= 0, got {limit!r}")
+
+
+def check_as_of(as_of: object) -> datetime:
+    """A time-travel moment: an aware ``datetime``, returned in UTC."""
+    if not isinstance(as_of, datetime):
+        raise InvalidInputError(f"as_of must be a datetime, got {type(as_of).__name__}")
+    if as_of.tzinfo is None or as_of.utcoffset() is None:
+        raise InvalidInputError(
+            "as_of must be timezone-aware (e.g. datetime(2025, 1, 31, tzinfo=UTC)): "
+            "a naive time names no moment"
+        )
+    return as_of.astimezone(UTC)
+
+
+VERSION_AT_PAGE = 500
+
+
+def version_at_by_paging(
+    read_stream: Callable[..., list[Event]], stream_id: StreamId, as_of: datetime
+) -> int:
+    """``version_at`` for stores without a query of their own: pages back from the head."""
+    to_version: int | None = None
+    while True:
+        page = read_stream(
+            stream_id, 0, to_version, backwards=True, limit=VERSION_AT_PAGE
+        )
+        for event in page:
+            if event.timestamp <= as_of:
+                return event.version
+        if len(page) < VERSION_AT_PAGE:
+            return 0
+        to_version = page[-1].version - 1
 
 
 def _to_utc(ts: object) -> datetime:
@@ -566,15 +598,26 @@ class EventStore(ABC):  # noqa: B024
                 remaining -= len(page)
 
     def subscribe(
-        self, from_position: int = 0, *, page_size: int = 500, poll_interval: float = 1.0
+        self,
+        from_position: int = 0,
+        *,
+        page_size: int = 500,
+        poll_interval: float = 1.0,
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> Subscription:
         """Every event after ``from_position``: history first, then live, until stopped.
 
         See :class:`~eskit.Subscription`. New events wake the subscription at once
         when the store can signal them (PostgreSQL LISTEN/NOTIFY, appends through
         this store object); otherwise it polls every ``poll_interval`` seconds.
+        ``event_types`` and ``stream_prefixes`` keep only matching events; the
+        checkpoint still moves past the others.
         """
-        return Subscription(self, from_position, page_size=page_size, poll_interval=poll_interval)
+        return Subscription(
+            self, from_position, page_size=page_size, poll_interval=poll_interval,
+            event_types=event_types, stream_prefixes=stream_prefixes,
+        )
 
     def _new_waiter(self) -> Waiter:
         """A waiter woken by appends through this object, polling otherwise."""
@@ -598,6 +641,21 @@ class EventStore(ABC):  # noqa: B024
             events = self.get_events(stream_id)
             return events[-1].version if events else 0
         return self._head_version(stream)
+
+    def version_at(self, stream_id: StreamId, as_of: datetime) -> int:
+        """The version of the stream's last event recorded at or before ``as_of``; ``0`` if none.
+
+        "Last" goes by version: this is the highest version whose timestamp is
+        at or before ``as_of`` (timezone-aware, else
+        :class:`~eskit.InvalidInputError`). Timestamps are informative and may
+        go backwards along a stream when clocks move, so an earlier version may
+        carry a later timestamp; it is still part of the state at this version.
+        """
+        stream = stream_key(stream_id)
+        moment = check_as_of(as_of)
+        if not self._implements("_version_at"):
+            return version_at_by_paging(self.read_stream, stream_id, moment)
+        return self._version_at(stream, moment)
 
     def head_position(self) -> int:
         """The position of the newest visible event in the store; ``0`` if empty."""
@@ -656,6 +714,9 @@ class EventStore(ABC):  # noqa: B024
         raise NotImplementedError
 
     def _head_version(self, stream: str) -> int:
+        raise NotImplementedError
+
+    def _version_at(self, stream: str, as_of: datetime) -> int:
         raise NotImplementedError
 
     def _head_position(self) -> int:

@@ -1,0 +1,51 @@
+"""CQRS read side: projections into read models, with checkpoints stored atomically.
+
+See ``docs/projections.md``. The pieces:
+
+* :class:`Projection` — a class with a ``name`` and one handler per event type;
+* targets (:class:`SQLiteTarget`, :class:`PostgresTarget`, :class:`InMemoryTarget`) —
+  the database holding the read model, the checkpoint and the parked events;
+* :class:`ProjectionRunner` — reads events after the checkpoint and commits the
+  handlers' writes and the new checkpoint in one transaction.
+"""
+
+from eskit.projections.checkpoints import (
+    DeadLetter,
+    InMemoryTarget,
+    PostgresTarget,
+    ProjectionState,
+    ProjectionTarget,
+    SQLiteTarget,
+    target_for,
+)
+from eskit.projections.projection import Projection, idempotency_key
+from eskit.projections.runner import (
+    BatchResult,
+    ProjectionFailed,
+    ProjectionRunner,
+    RetryPolicy,
+    partition_of,
+    retry_parked,
+    skip_parked,
+)
+from eskit.projections.sql import Tx
+
+__all__ = [
+    "BatchResult",
+    "DeadLetter",
+    "InMemoryTarget",
+    "PostgresTarget",
+    "Projection",
+    "ProjectionFailed",
+    "ProjectionRunner",
+    "ProjectionState",
+    "ProjectionTarget",
+    "RetryPolicy",
+    "SQLiteTarget",
+    "Tx",
+    "idempotency_key",
+    "partition_of",
+    "retry_parked",
+    "skip_parked",
+    "target_for",
+]

@@ -1,0 +1,452 @@
+"""The projection runner: read events after the checkpoint, handle them, commit both.
+
+Each batch is one transaction on the target:
+
+1. lock and read the checkpoint (a second runner of the same projection waits);
+2. read up to ``batch_size`` events after it from the event store;
+3. hand the wanted ones to the projection's handlers, through the same transaction;
+4. move the checkpoint to the last event *read* (wanted or not) and commit.
+
+A crash anywhere before the commit loses the whole batch, handler writes and
+checkpoint together; the next run reads the same events again. So on SQLite and
+PostgreSQL targets each event takes effect **exactly once** in the read model.
+Effects outside the target's database are **at least once**: use
+:func:`~eskit.projections.idempotency_key`.
+
+**Failures.** When a handler raises, the batch is rolled back and the runner goes
+on one event at a time until past the failing event, so only that event is retried:
+``retry.max_attempts`` attempts with exponential backoff. Then ``on_failure``
+decides: ``"stop"`` (the default) records the error and raises
+:class:`ProjectionFailed`; ``"park"`` records the event in ``eskit_dead_letters``
+and moves on, in the same transaction as the checkpoint. With
+``parked_streams="continue"`` (the default) later events of the parked event's
+stream are handled as usual — the read model for that stream may be missing one
+event until the parked one is retried; with ``"wait"`` they are parked too (status
+"waiting behind an earlier parked event") so that a stream's events are never
+applied out of order. Retrying parked events (:func:`retry_parked`) replays them
+in position order.
+
+The decisions (which events a partition takes, the backoff, what to do after a
+failure) are pure functions, so an asyncio runner can share them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from eskit.errors import EskitError, InvalidInputError
+from eskit.events import Event
+from eskit.projections.checkpoints import ProjectionTarget
+from eskit.projections.projection import Projection
+from eskit.projections.sql import Tx, generation_table
+from eskit.stores.base import EventStore, stream_key
+from eskit.subscription import EventFilter
+
+__all__ = [
+    "ProjectionFailed",
+    "ProjectionRunner",
+    "RetryPolicy",
+    "partition_of",
+    "retry_parked",
+    "skip_parked",
+]
+
+OnFailure = Literal["stop", "park"]
+ParkedStreams = Literal["continue", "wait"]
+WAITING = "waiting behind an earlier parked event of this stream"
+
+
+class ProjectionFailed(EskitError):
+    """A projection handler kept failing and the projection stopped (``on_failure="stop"``)."""
+
+    def __init__(self, message: str, *, projection: str, event: Event) -> None:
+        super().__init__(message)
+        self.projection = projection
+        self.event = event
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """How often a failing event is tried, and how long to wait between tries."""
+
+    max_attempts: int = 3
+    backoff: float = 0.1
+    """Seconds before the second attempt; doubled before each further one."""
+    max_backoff: float = 5.0
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        return float(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
+
+
+def partition_of(stream_id: object, partitions: int) -> int:
+    """The partition (``0 .. partitions-1``) a stream's events go to; stable across runs.
+
+    A hash of the stream id as stored, so all of a stream's events go to one
+    partition and stay in order there.
+    """
+    if partitions == 1:
+        return 0
+    digest = hashlib.blake2b(stream_key(stream_id).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") % partitions
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch did."""
+
+    read: int
+    handled: int
+    position: int
+    parked: int = 0
+
+
+@dataclass(slots=True)
+class _Failure:
+    event: Event
+    error: BaseException
+
+
+class _HandlerError(Exception):
+    def __init__(self, event: Event, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.event = event
+        self.error = error
+
+
+@dataclass(slots=True)
+class _Progress:
+    attempts: dict[object, int] = field(default_factory=dict)
+    isolate_until: int | None = None
+    to_park: dict[object, tuple[str, int]] = field(default_factory=dict)
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {error}"
+
+
+class ProjectionRunner:
+    """Runs one projection (one partition of it) against one store and one target.
+
+    ``name`` defaults to the projection's name; the checkpoint row is
+    ``(name, partition)``. With ``partitions=N`` the runner handles only streams
+    for which :func:`partition_of` gives ``partition``; run N runners (in N
+    processes) for ``partition = 0 .. N-1``.
+    """
+
+    def __init__(
+        self,
+        store: EventStore,
+        projection: Projection,
+        target: ProjectionTarget,
+        *,
+        batch_size: int = 500,
+        poll_interval: float = 1.0,
+        partition: int = 0,
+        partitions: int = 1,
+        retry: RetryPolicy | None = None,
+        on_failure: OnFailure = "stop",
+        parked_streams: ParkedStreams = "continue",
+        name: str | None = None,
+    ) -> None:
+        if type(batch_size) is not int or batch_size < 1:
+            raise InvalidInputError("batch_size must be an int >= 1")
+        if type(partitions) is not int or partitions < 1 or not 0 <= partition < partitions:
+            raise InvalidInputError("need 0 <= partition < partitions")
+        if on_failure not in ("stop", "park"):
+            raise InvalidInputError("on_failure must be 'stop' or 'park'")
+        if parked_streams not in ("continue", "wait"):
+            raise InvalidInputError("parked_streams must be 'continue' or 'wait'")
+        self.store = store
+        self.projection = projection
+        self.target = target
+        self.name = name or projection.name
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.partition = partition
+        self.partitions = partitions
+        self.retry = retry or RetryPolicy()
+        self.on_failure: OnFailure = on_failure
+        self.parked_streams: ParkedStreams = parked_streams
+        self.filter: EventFilter = projection.event_filter()
+        self._stopped = threading.Event()
+        self._progress = _Progress()
+        self._ready = False
+        self._rate: float | None = None
+
+    # -- setup --------------------------------------------------------------------------
+
+    def setup(self) -> None:
+        """Create the checkpoint tables and the read model (idempotent)."""
+        self.target.setup()
+        with self.target.transaction() as conn:
+            self.target.lock_setup(conn, self.projection.name)
+            state = self.target.load_state(conn, self.name, self.partition)
+            tx = self._tx(conn, state.generation)
+            self.projection.setup(tx)
+            create_views(tx, self.projection, state.generation)
+        self._ready = True
+
+    def _tx(self, conn: object, generation: int) -> Tx:
+        return Tx(self.target.dialect, conn, generation=generation,
+                  tables=self.projection.tables)
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def wants(self, event: Event) -> bool:
+        """Whether this runner dispatches ``event`` (its filter and its partition)."""
+        return self.filter.matches(event) and (
+            self.partitions == 1
+            or partition_of(event.aggregate_id, self.partitions) == self.partition
+        )
+
+    def run_batch(self) -> BatchResult:
+        """Handle one batch in one transaction; ``read == 0`` means caught up."""
+        if not self._ready:
+            self.setup()
+        progress = self._progress
+        limit = 1 if progress.isolate_until is not None else self.batch_size
+        try:
+            result = self._batch(limit)
+        except _HandlerError as failed:
+            self._after_failure(failed.event, failed.error, limit)
+            return BatchResult(read=0, handled=0, position=failed.event.position or 0)
+        if progress.isolate_until is not None and result.position >= progress.isolate_until:
+            progress.isolate_until = None
+        return result
+
+    def _batch(self, limit: int) -> BatchResult:
+        if not getattr(self.projection, "transactional", True):
+            return self._batch_outside(limit)
+        progress = self._progress
+        started = time.perf_counter()
+        with self.target.transaction() as conn:
+            state = self.target.load_state(conn, self.name, self.partition)
+            events = list(self.store.read_all(state.position, limit=limit))
+            if not events:
+                return BatchResult(0, 0, state.position)
+            tx = self._tx(conn, state.generation)
+            blocked = (
+                self.target.parked_streams(conn, self.name, self.partition)
+                if self.parked_streams == "wait" else set()
+            )
+            handled = parked = 0
+            for index, event in enumerate(events):
+                if not self.wants(event):
+                    continue
+                stream = stream_key(event.aggregate_id)
+                park = progress.to_park.pop(event.event_id, None)
+                if park is None and stream in blocked:
+                    park = (WAITING, 0)
+                if park is not None:
+                    self.target.park(conn, self.name, self.partition, event, *park)
+                    if self.parked_streams == "wait":
+                        blocked.add(stream)
+                    parked += 1
+                    continue
+                try:
+                    self.projection.handle(event, tx)
+                except Exception as exc:
+                    if self.target.dialect == "memory" and index:
+                        # Nothing rolls back in memory: keep what the earlier events of
+                        # the batch did, and checkpoint them, so they are not applied twice.
+                        done = events[index - 1]
+                        self.target.save_position(
+                            conn, self.name, self.partition, done.position or 0, handled,
+                            done, self._rate,
+                        )
+                    raise _HandlerError(event, exc) from exc
+                handled += 1
+            if handled:
+                rate = handled / max(time.perf_counter() - started, 1e-6)
+                self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
+            self.target.save_position(
+                conn, self.name, self.partition, events[-1].position or 0, handled,
+                events[-1], self._rate,
+            )
+            if progress.attempts:
+                # The event that failed before has now gone through.
+                progress.attempts.clear()
+                self.target.clear_error(conn, self.name, self.partition)
+        return BatchResult(len(events), handled, events[-1].position or 0, parked)
+
+    def _batch_outside(self, limit: int) -> BatchResult:
+        """A batch for idempotent handlers (process managers): no transaction around them.
+
+        The handlers run with ``tx=None``; the checkpoint then moves with a
+        compare-and-set. After a crash, or when another runner moved the checkpoint
+        first, events are handled again, which idempotent handlers absorb.
+        """
+        progress = self._progress
+        with self.target.transaction() as conn:
+            state = self.target.load_state(conn, self.name, self.partition)
+        events = list(self.store.read_all(state.position, limit=limit))
+        if not events:
+            return BatchResult(0, 0, state.position)
+        handled = 0
+        to_park: list[tuple[Event, tuple[str, int]]] = []
+        for index, event in enumerate(events):
+            if not self.wants(event):
+                continue
+            park = progress.to_park.pop(event.event_id, None)
+            if park is not None:
+                to_park.append((event, park))
+                continue
+            try:
+                self.projection.handle(event, None)  # type: ignore[arg-type]
+            except Exception as exc:
+                if index:
+                    self._move_if_unchanged(state.position, events[index - 1], handled, [])
+                raise _HandlerError(event, exc) from exc
+            handled += 1
+        if not self._move_if_unchanged(state.position, events[-1], handled, to_park):
+            return BatchResult(len(events), 0, state.position)
+        if progress.attempts:
+            progress.attempts.clear()
+            with self.target.transaction() as conn:
+                self.target.clear_error(conn, self.name, self.partition)
+        return BatchResult(len(events), handled, events[-1].position or 0, len(to_park))
+
+    def _move_if_unchanged(
+        self, expected: int, last: Event, handled: int,
+        to_park: list[tuple[Event, tuple[str, int]]],
+    ) -> bool:
+        with self.target.transaction() as conn:
+            state = self.target.load_state(conn, self.name, self.partition)
+            if state.position != expected:
+                return False  # another runner got there first; our effects were idempotent
+            for event, (error, attempts) in to_park:
+                self.target.park(conn, self.name, self.partition, event, error, attempts)
+            self.target.save_position(
+                conn, self.name, self.partition, last.position or 0, handled, last, self._rate,
+            )
+        return True
+
+    def _after_failure(self, event: Event, error: BaseException, limit: int) -> None:
+        progress = self._progress
+        progress.isolate_until = event.position or 0
+        if limit > 1:
+            # Go one event at a time up to the failing one first: the batch's other
+            # events were not at fault, and the failure counts from the lone attempt.
+            return
+        attempt = progress.attempts.get(event.event_id, 0) + 1
+        progress.attempts[event.event_id] = attempt
+        message = (
+            f"projection {self.name!r} failed on event {event.event_type!r} at version "
+            f"{event.version} of stream {str(event.aggregate_id)!r} (position "
+            f"{event.position}), attempt {attempt} of {self.retry.max_attempts}: "
+            f"{describe(error)}"
+        )
+        self.target.record_error(self.name, self.partition, message)
+        if attempt < self.retry.max_attempts:
+            self._stopped.wait(self.retry.delay(attempt))
+            return
+        del progress.attempts[event.event_id]
+        if self.on_failure == "stop":
+            progress.isolate_until = None
+            raise ProjectionFailed(message, projection=self.name, event=event) from error
+        progress.to_park[event.event_id] = (describe(error), attempt)
+
+    def run_until_caught_up(
+        self, progress: Callable[[BatchResult], None] | None = None
+    ) -> int:
+        """Handle every event now visible; return the number handled.
+
+        ``progress(batch_result)`` is called after each batch that read events
+        (for a progress bar: ``result.read`` events more are done).
+        """
+        if not self._ready:
+            self.setup()
+        total = 0
+        while not self._stopped.is_set():
+            result = self.run_batch()
+            total += result.handled
+            if progress is not None and result.read:
+                progress(result)
+            if result.read == 0 and self._progress.isolate_until is None:
+                return total
+        return total
+
+    def run(self) -> None:
+        """Catch up, then follow new events live until :meth:`stop` is called."""
+        if not self._ready:
+            self.setup()
+        # Listen before the first read, so nothing committed in between is missed.
+        waiter = self.store._new_waiter()
+        try:
+            while not self._stopped.is_set():
+                result = self.run_batch()
+                if result.read == 0 and self._progress.isolate_until is None:
+                    waiter.wait(self.poll_interval)
+        finally:
+            waiter.close()
+
+    def stop(self) -> None:
+        """Make :meth:`run` return after the current batch; safe from any thread."""
+        self._stopped.set()
+        # Waking the store's waiters is cheap; a lost wake-up costs one poll_interval.
+        self.store._wake_waiters()
+
+
+# --------------------------------------------------------------------------- read-model views
+
+
+def create_views(tx: Tx, projection: Projection, generation: int) -> None:
+    """Point each of ``projection.tables``'s views at the given generation's tables."""
+    if tx.dialect == "memory":
+        return
+    for table in projection.tables:
+        physical = generation_table(table, generation)
+        tx.execute(f'DROP VIEW IF EXISTS "{table}"')
+        tx.execute(f'CREATE VIEW "{table}" AS SELECT * FROM "{physical}"')
+
+
+# --------------------------------------------------------------------------- dead letters
+
+
+def retry_parked(
+    store: EventStore,
+    projection: Projection,
+    target: ProjectionTarget,
+    event_id: str | None = None,
+) -> list[str]:
+    """Handle parked events of ``projection`` again (one, or all), oldest first.
+
+    Each event is handled in a transaction of its own; on success its dead-letter
+    row is removed. Returns the ids of the events that went through; the first
+    failure raises (its event stays parked, as do the later events of its stream
+    when they were parked waiting for it).
+    """
+    done: list[str] = []
+    for letter in target.dead_letters(projection.name):
+        if event_id is not None and letter.event_id != event_id:
+            continue
+        event = _find_event(store, letter.position, letter.event_id)
+        with target.transaction() as conn:
+            state = target.load_state(conn, projection.name, letter.partition)
+            tx = Tx(target.dialect, conn, generation=state.generation, tables=projection.tables)
+            projection.handle(event, tx)
+            target.remove_dead_letter(conn, projection.name, letter.event_id)
+        done.append(letter.event_id)
+    return done
+
+
+def skip_parked(target: ProjectionTarget, projection_name: str, event_id: str) -> None:
+    """Give up on a parked event for good: it stays listed with status ``"skipped"``."""
+    if not any(d.event_id == event_id for d in target.dead_letters(projection_name)):
+        raise InvalidInputError(f"no parked event {event_id} for projection {projection_name!r}")
+    with target.transaction() as conn:
+        target.set_dead_letter_status(conn, projection_name, event_id, "skipped")
+
+
+def _find_event(store: EventStore, position: int, event_id: str) -> Event:
+    # Positions may have gaps (and are huge on PostgreSQL): scan from just before.
+    for event in store.read_all(max(position - 1, 0), limit=1000):
+        if str(event.event_id) == event_id:
+            return event
+    raise InvalidInputError(f"parked event {event_id} is no longer at position {position}")
