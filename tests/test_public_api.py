@@ -15,6 +15,13 @@ PUBLIC_API = [
     "SQLiteEventStore", "StoreBusyError", "StoreError", "StreamId", "StreamInfo", "Subscription",
     "UnknownEventTypeError", "__version__", "domain_event", "handles", "register_type",
     "upcaster", "utc_now",
+    # snapshots and time travel
+    "EveryNEvents", "InMemorySnapshotStore", "NoSnapshots", "OnDemand", "PostgresSnapshotStore",
+    "SQLiteSnapshotStore", "Snapshot", "SnapshotPolicy", "SnapshotStore", "VersionNotFound",
+    "snapshot_upcaster",
+    # the read side (eskit.projections)
+    "EventFilter", "InMemoryTarget", "PostgresTarget", "Projection", "ProjectionFailed",
+    "ProjectionRunner", "RetryPolicy", "SQLiteTarget",
 ]
 
 

@@ -22,6 +22,7 @@ from eskit.errors import (
     StoreBusyError,
     StoreError,
     UnknownEventTypeError,
+    VersionNotFound,
 )
 from eskit.events import (
     Event,
@@ -32,7 +33,25 @@ from eskit.events import (
     upcaster,
     utc_now,
 )
+from eskit.projections import (
+    InMemoryTarget,
+    PostgresTarget,
+    Projection,
+    ProjectionFailed,
+    ProjectionRunner,
+    RetryPolicy,
+    SQLiteTarget,
+)
 from eskit.repository import Repository
+from eskit.snapshots import (
+    EveryNEvents,
+    NoSnapshots,
+    OnDemand,
+    Snapshot,
+    SnapshotPolicy,
+    SnapshotStore,
+    snapshot_upcaster,
+)
 from eskit.stores.base import (
     ANY,
     NO_STREAM,
@@ -43,12 +62,15 @@ from eskit.stores.base import (
     StreamInfo,
 )
 from eskit.stores.memory import InMemoryEventStore
+from eskit.stores.memory_snapshots import InMemorySnapshotStore
 from eskit.stores.sqlite import SQLiteEventStore
-from eskit.subscription import Subscription
+from eskit.stores.sqlite_snapshots import SQLiteSnapshotStore
+from eskit.subscription import EventFilter, Subscription
 from eskit.upcasting import EskitDeprecationWarning
 
 if TYPE_CHECKING:
     from eskit.stores.postgres import PostgresEventStore
+    from eskit.stores.postgres_snapshots import PostgresSnapshotStore
 
 __version__ = "0.1.0"
 
@@ -66,27 +88,46 @@ __all__ = [
     "EskitDeprecationWarning",
     "EskitError",
     "Event",
+    "EventFilter",
     "EventOrderError",
     "EventRegistry",
     "EventStore",
+    "EveryNEvents",
     "ExpectedVersion",
     "InMemoryEventStore",
+    "InMemoryTarget",
+    "InMemorySnapshotStore",
     "InvalidInputError",
     "NewEvent",
+    "NoSnapshots",
     "NotAnEskitStoreError",
+    "OnDemand",
     "PostgresEventStore",
+    "PostgresTarget",
+    "Projection",
+    "ProjectionFailed",
+    "ProjectionRunner",
+    "PostgresSnapshotStore",
     "Repository",
+    "RetryPolicy",
     "SQLiteEventStore",
+    "SQLiteTarget",
+    "SQLiteSnapshotStore",
+    "Snapshot",
+    "SnapshotPolicy",
+    "SnapshotStore",
     "StoreBusyError",
     "StoreError",
     "StreamId",
     "StreamInfo",
     "Subscription",
     "UnknownEventTypeError",
+    "VersionNotFound",
     "__version__",
     "domain_event",
     "handles",
     "register_type",
+    "snapshot_upcaster",
     "upcaster",
     "utc_now",
 ]
@@ -98,4 +139,8 @@ def __getattr__(name: str) -> object:
         from eskit.stores.postgres import PostgresEventStore
 
         return PostgresEventStore
+    if name == "PostgresSnapshotStore":
+        from eskit.stores.postgres_snapshots import PostgresSnapshotStore
+
+        return PostgresSnapshotStore
     raise AttributeError(f"module 'eskit' has no attribute {name!r}")

@@ -7,13 +7,18 @@
     eskit events DB STREAM [--from-version N] [--limit N] [--backwards]
     eskit migrate DSN [--schema NAME]       create or upgrade eskit's PostgreSQL tables
     eskit upcast-check DB [--module M ...]  read every event through today's code
+    eskit projections status|run|rebuild|parked|retry|skip DB ...   read models
+    eskit state DB STREAM [--version N | --as-of TIME]   a stream's state then
+    eskit diff DB STREAM V1 V2              which fields changed between two versions
 
 ``DB`` is a SQLite file or a PostgreSQL DSN (``postgresql://...``, with
 ``--schema`` when it is not ``eskit``).
 
 It needs the ``cli`` extra (typer and rich): ``pip install 'eskit[cli]'``.
-``streams`` and ``events`` open the store with ``create=False``, so they never
-create a file, and only read.
+``streams``, ``events``, ``state`` and ``diff`` open the store with
+``create=False``, so they never create a file, and only read. ``state`` and
+``diff`` show a generic state, with no aggregate class: each top-level field of
+the events' data with the last value an event gave it, in version order.
 
 Exit codes: ``0`` success; ``1`` the CLI cannot run here (the extra is missing,
 or ``eskit demo`` outside a source checkout); ``2`` bad input (a missing file,
@@ -32,7 +37,7 @@ import json
 import os
 import sys
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
@@ -250,6 +255,121 @@ def make_app() -> "typer.Typer":
         if report.failures:
             raise typer.Exit(EXIT_CHECK_FAILED)
 
+    @app.command()
+    def state(
+        db: Annotated[
+            str, typer.Argument(help="An eskit SQLite file or a PostgreSQL DSN.")
+        ],
+        stream: Annotated[
+            str,
+            typer.Argument(help="The stream id: a UUID (any spelling) or any other text."),
+        ],
+        version: Annotated[
+            int | None,
+            typer.Option(
+                "--version", min=1, metavar="N",
+                help="The state after the event at version N (default: the head).",
+            ),
+        ] = None,
+        as_of: Annotated[
+            str | None,
+            typer.Option(
+                "--as-of", metavar="TIME",
+                help="The state after the last event recorded at or before TIME, an ISO "
+                "8601 time (2025-01-31T12:00:00Z; no offset means UTC).",
+            ),
+        ] = None,
+        schema: Annotated[str, schema_option] = "eskit",
+    ) -> None:
+        """Show a stream's state at a version or time: each data field's last value."""
+        if version is not None and as_of is not None:
+            _fail("pass --version or --as-of, not both")
+        moment = _parse_time(as_of) if as_of is not None else None
+        with _reported_errors(), _open_store(db, schema) as store:
+            stream_id = _existing_stream(store, stream, db)
+            head = store.head_version(stream_id)
+            if moment is not None:
+                version = store.version_at(stream_id, moment)
+                if version == 0:
+                    raise _BadInput(
+                        f"stream {stream_id} has no events recorded at or before "
+                        f"{_timestamp(moment)} UTC"
+                    )
+            target = head if version is None else _check_version(stream_id, version, head)
+            folded = _fold(store.read_stream(stream_id, 0, target))
+        where = f" as of {_timestamp(moment)} UTC" if moment is not None else ""
+        table = Table(
+            title=_plain(f"stream {stream_id} in {db}: state at version {target} of {head}"
+                         + where),
+            caption="each field's last value in event data, in version order",
+        )
+        table.add_column("field", overflow="fold")
+        table.add_column("value", overflow="fold")
+        table.add_column("set at version", justify="right", no_wrap=True)
+        table.add_column("by event", overflow="fold")
+        for name, (value, at, event_type) in folded.items():
+            table.add_row(_plain(name), _plain(_value(value), lines=True), str(at),
+                          _plain(event_type))
+        _console().print(table)
+
+    @app.command()
+    def diff(
+        db: Annotated[
+            str, typer.Argument(help="An eskit SQLite file or a PostgreSQL DSN.")
+        ],
+        stream: Annotated[
+            str,
+            typer.Argument(help="The stream id: a UUID (any spelling) or any other text."),
+        ],
+        v1: Annotated[
+            int, typer.Argument(min=0, metavar="V1", help="The version to compare from.")
+        ],
+        v2: Annotated[
+            int, typer.Argument(min=0, metavar="V2", help="The version to compare to.")
+        ],
+        schema: Annotated[str, schema_option] = "eskit",
+    ) -> None:
+        """Show which fields of a stream's state changed between versions V1 and V2."""
+        with _reported_errors(), _open_store(db, schema) as store:
+            stream_id = _existing_stream(store, stream, db)
+            head = store.head_version(stream_id)
+            for v in (v1, v2):
+                _check_version(stream_id, v, head)
+            events = store.read_stream(stream_id, 0, max(v1, v2))
+        before = _fold(e for e in events if e.version <= v1)
+        after = _fold(e for e in events if e.version <= v2)
+        between = abs(v2 - v1)
+        span = f"{between} event{'s' * (between != 1)} apart"
+        changes = _changes(before, after)
+        console = _console()
+        if not changes:
+            console.print(_plain(
+                f"stream {stream_id} in {db}: no field changed between version {v1} and "
+                f"version {v2} ({span})"
+            ))
+            return
+        table = Table(
+            title=_plain(f"stream {stream_id} in {db}: version {v1} → {v2} ({span})"),
+            caption="fields of the state (each field's last value in event data)",
+        )
+        table.add_column("field", overflow="fold")
+        table.add_column("change", no_wrap=True)
+        table.add_column(f"at {v1}", overflow="fold")
+        table.add_column(f"at {v2}", overflow="fold")
+        table.add_column("set at version", justify="right", no_wrap=True)
+        for name, change in changes.items():
+            old, new = before.get(name), after.get(name)
+            table.add_row(
+                _plain(name), change,
+                _plain(_value(old[0]), lines=True) if old else "",
+                _plain(_value(new[0]), lines=True) if new else "",
+                str((new or old or (None, 0))[1]),
+            )
+        console.print(table)
+
+    from eskit.projections.cli import register as register_projections
+
+    register_projections(app)
     return app
 
 
@@ -451,6 +571,64 @@ def _find_stream(store: eskit.EventStore, text: str) -> eskit.StreamId | None:
         if store.head_version(candidate) > 0:
             return candidate
     return None
+
+
+# --------------------------------------------------------------------------- state and diff
+
+# The CLI has no aggregate classes, so "state" here is generic: the fold of the events'
+# data in version order, each top-level field taking the value the latest event that
+# names it gave it. It shows what the events say, not what an aggregate computes from
+# them (a balance is not summed; `amount` is the last amount).
+Folded = dict[str, tuple[Any, int, str]]
+
+
+def _fold(events: Iterable[eskit.Event]) -> Folded:
+    """Each event-data field's last value, with the version and type of the event that set it."""
+    state: Folded = {}
+    for event in events:
+        for name, value in event.event_data.items():
+            state[name] = (value, event.version, event.event_type)
+    return state
+
+
+def _changes(before: Folded, after: Folded) -> dict[str, str]:
+    """The fields whose value differs, in the order they appear, as "added"/"removed"/"changed"."""
+    from eskit import codec
+
+    changes: dict[str, str] = {}
+    for name in {**before, **after}:
+        if name not in before:
+            changes[name] = "added"
+        elif name not in after:
+            changes[name] = "removed"
+        elif codec.encode(before[name][0]) != codec.encode(after[name][0]):
+            # Compared as canonical encodings: Decimal('NaN') is not equal to itself.
+            changes[name] = "changed"
+    return changes
+
+
+def _existing_stream(store: eskit.EventStore, text: str, db: str) -> eskit.StreamId:
+    stream_id = _find_stream(store, text)
+    if stream_id is None:
+        raise _BadInput(f"no stream {text!r} in {_quoted(db)}; `eskit streams {db}` lists them")
+    return stream_id
+
+
+def _check_version(stream_id: eskit.StreamId, version: int, head: int) -> int:
+    if version > head:
+        raise eskit.VersionNotFound(stream_id, version, head)
+    return version
+
+
+def _parse_time(text: str) -> datetime:
+    """An ISO 8601 time; without an offset it is UTC (the CLI shows every time in UTC)."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        _fail(f"--as-of {text!r} is not an ISO 8601 time such as 2025-01-31T12:00:00Z")
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment
 
 
 # --------------------------------------------------------------------------- display
