@@ -6,6 +6,7 @@ Every test compares against a full replay (a repository without snapshots), so
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import threading
@@ -709,8 +710,6 @@ SQLITE_ONLY = {
 def test_a_corrupt_snapshot_row_is_skipped_with_a_warning_in_favour_of_replay(
     database: Backend, corruption: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    if database.kind == "postgres" and corruption in SQLITE_ONLY:
-        pytest.skip("PostgreSQL's column types refuse this damage")
     repo = database.repository()
     ledger = make_ledger(uuid.uuid4(), 20)
     repo.save(ledger)
@@ -722,6 +721,16 @@ def test_a_corrupt_snapshot_row_is_skipped_with_a_warning_in_favour_of_replay(
         value = uuid.uuid4().bytes if database.kind == "sqlite" else str(uuid.uuid4())
     if database.kind == "postgres" and assignment == "state = ?":
         assignment = "state = ?::json"
+    if database.kind == "postgres" and corruption in SQLITE_ONLY:
+        # PostgreSQL's column types refuse this damage or turn it into a valid value
+        # ("yesterday" is a timestamp there); either way the load must equal a replay.
+        import psycopg
+
+        with contextlib.suppress(psycopg.errors.DataError, psycopg.errors.DatatypeMismatch):
+            database.update_snapshots(assignment, value)
+        loaded = repo.get(ledger.aggregate_id, Ledger)
+        assert state_of(loaded) == state_of(database.replay().get(ledger.aggregate_id, Ledger))
+        return
     database.update_snapshots(assignment, *([] if value is None else [value]))
     with caplog.at_level(logging.WARNING, logger="eskit.snapshots"):
         loaded = repo.get(ledger.aggregate_id, Ledger)
