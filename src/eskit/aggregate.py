@@ -15,6 +15,7 @@ uncommitted, so an exception in it leaves the aggregate unchanged in its events.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Self, TypeVar
@@ -41,6 +42,21 @@ def handles(*event_classes: type) -> Callable[[F], F]:
         return method
 
     return mark
+
+
+@functools.cache
+def _blank_arguments(init: Callable[..., Any]) -> tuple[int, tuple[str, ...]]:
+    # How many extra positional Nones and which keyword Nones create_blank passes.
+    # Cached per __init__: inspecting a signature costs more than a short replay.
+    positional, keywords = 0, []
+    for p in list(inspect.signature(init).parameters.values())[2:]:
+        if p.default is not inspect.Parameter.empty:
+            continue
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            positional += 1
+        elif p.kind is p.KEYWORD_ONLY:
+            keywords.append(p.name)
+    return positional, tuple(keywords)
 
 
 class Aggregate:
@@ -98,17 +114,8 @@ class Aggregate:
         creation event's handler sets the real values. Override it when
         ``None`` is not acceptable.
         """
-        args: list[Any] = [aggregate_id]
-        kwargs: dict[str, Any] = {}
-        params = list(inspect.signature(cls.__init__).parameters.values())[2:]
-        for p in params:
-            if p.default is not inspect.Parameter.empty:
-                continue
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
-                args.append(None)
-            elif p.kind is p.KEYWORD_ONLY:
-                kwargs[p.name] = None
-        return cls(*args, **kwargs)
+        extra_positional, keywords = _blank_arguments(cls.__init__)
+        return cls(aggregate_id, *([None] * extra_positional), **dict.fromkeys(keywords))
 
     # -- the seed tutorial's API ------------------------------------------------------
 
