@@ -9,4 +9,8 @@ if __name__ == "__main__":  # not when a spawned worker process imports this mod
         from benchmarks.snapshots import main as snapshots_main
 
         raise SystemExit(snapshots_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["compare"]:  # python -m benchmarks compare [options]
+        from benchmarks.compare import main as compare_main
+
+        raise SystemExit(compare_main(sys.argv[2:]))
     raise SystemExit(main())
