@@ -121,6 +121,8 @@ def _type_by_name(name: str) -> type:
 
 def encode(value: Any) -> bytes:
     """Encode a payload (usually a dict) to JSON bytes, exactly and reversibly."""
+    if type(value) is dict and not value:  # the usual metadata
+        return b"{}"
     try:
         return orjson.dumps(_to_tree(value))
     except orjson.JSONEncodeError as exc:  # pragma: no cover - _to_tree leaves nothing unencodable
