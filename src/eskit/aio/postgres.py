@@ -25,6 +25,7 @@ the same event ids to find out, the retry returns ``duplicate=True``.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import datetime
@@ -49,6 +50,7 @@ from eskit.stores.base import (
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_UNCONDITIONAL_RETRIES,
+    NOTIFY_INTERVAL,
     SCHEMA_VERSION,
     Statements,
     append_params,
@@ -63,6 +65,8 @@ from eskit.stores.postgres_schema import (
 )
 
 __all__ = ["AsyncPostgresEventStore"]
+
+_log = logging.getLogger("eskit.postgres")
 
 # --------------------------------------------------------------------------- the store
 
@@ -105,6 +109,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
         self.sql = Statements(schema)
         self.schema = schema
         self._notify = notify
+        self._notify_pending = False
+        self._notify_task: asyncio.Task[None] | None = None
         self._owns_pool = pool is None
         if pool is None:
             assert dsn is not None
@@ -161,6 +167,9 @@ class AsyncPostgresEventStore(AsyncEventStore):
 
     async def close(self) -> None:
         """Close the pool if eskit opened it (a pool passed in stays open)."""
+        task = self._notify_task
+        if task is not None and not task.done():
+            await task  # send the last NOTIFY before the pool goes
         self._connected = False
         if self._owns_pool:
             await self.pool.close()
@@ -197,21 +206,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
         for _ in range(MAX_UNCONDITIONAL_RETRIES):
             async with self._connection() as conn:
                 try:
-                    if self._notify:
-                        # Pipelined, as in the sync store: the NOTIFY goes out with the
-                        # append, one round trip, and runs after the append's own
-                        # transaction (a failed append costs listeners a spurious
-                        # wake-up). Never prepared: after an error the server skips the
-                        # rest of the pipeline, Parse included, and psycopg would then
-                        # believe in a prepared statement the server never had.
-                        async with conn.pipeline():
-                            cursor = await conn.execute(self.sql.append, params)
-                            await conn.execute(
-                                self.sql.notify, (self.sql.channel,), prepare=False
-                            )
-                        rows = await cursor.fetchall()
-                    else:
-                        rows = await (await conn.execute(self.sql.append, params)).fetchall()
+                    rows = await (await conn.execute(self.sql.append, params)).fetchall()
                 except pg_errors.UniqueViolation as exc:
                     # Caught inside the block: the connection goes back to the pool
                     # clean (autocommit, the failed statement rolled back on its own).
@@ -221,6 +216,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
             if clash is None:
                 result = inserted_result(stream_id, batch, rows)
                 if result is not None:
+                    self._signal_listeners()
                     return result
                 # The expectation did not hold: nothing was inserted.
                 return resolve_conflict(
@@ -233,6 +229,29 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 return resolve_conflict(stream_id, stream, expected, head, batch, found)
             await asyncio.sleep(0)
         raise ConcurrencyError(stream_id, expected, await self._head(stream))
+
+    def _signal_listeners(self) -> None:
+        """Have the NOTIFY for this append sent soon, off the append's path.
+
+        As in the sync store: one task sends one NOTIFY for everything appended in
+        the last few milliseconds, in a transaction of its own that writes nothing,
+        so appends pay no round trip for waking subscribers.
+        """
+        if not self._notify:
+            return
+        self._notify_pending = True
+        if self._notify_task is None or self._notify_task.done():
+            self._notify_task = asyncio.get_running_loop().create_task(self._send_notifies())
+
+    async def _send_notifies(self) -> None:
+        while self._notify_pending:
+            self._notify_pending = False
+            try:
+                async with self._connection() as conn:
+                    await conn.execute(self.sql.notify, (self.sql.channel,))
+            except StoreError as exc:
+                _log.warning("eskit: NOTIFY failed, subscribers will poll: %s", exc)
+            await asyncio.sleep(NOTIFY_INTERVAL)
 
     async def _find(self, batch: list[PendingEvent]) -> dict[UUID, Event]:
         async with self._connection() as conn:

@@ -35,6 +35,7 @@ from eskit.stores.base import (
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_UNCONDITIONAL_RETRIES,
+    NOTIFY_INTERVAL,
     SCHEMA_VERSION,
     Statements,
     append_params,
@@ -332,7 +333,7 @@ class _Notifier:
             # At most one NOTIFY per interval: under a steady stream of appends this
             # turns one round trip per append into a few hundred per second, and
             # delays a subscriber's wake-up by at most the interval.
-            time.sleep(_NOTIFY_INTERVAL)
+            time.sleep(NOTIFY_INTERVAL)
 
     def close(self) -> None:
         """Send a last NOTIFY for anything pending, then stop the thread."""
@@ -342,4 +343,3 @@ class _Notifier:
 
 
 _log = logging.getLogger("eskit.postgres")
-_NOTIFY_INTERVAL = 0.005  # seconds

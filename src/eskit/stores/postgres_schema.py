@@ -268,6 +268,9 @@ class Statements:
 # tries again at the new head; this bounds how often under extreme contention.
 MAX_UNCONDITIONAL_RETRIES = 50
 
+NOTIFY_INTERVAL = 0.005
+"""Seconds between two NOTIFYs: appends in between share one wake-up."""
+
 EVENT_ID_CONSTRAINT = "eskit_events_event_id"
 """The unique constraint on event ids (see the first migration in ``Statements``)."""
 
