@@ -19,10 +19,17 @@ import functools
 import inspect
 from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Self, TypeVar
-from uuid import uuid4
 
 from eskit.errors import DecodingError, EventOrderError, InvalidInputError, UnknownEventTypeError
-from eskit.events import Event, EventRegistry, StreamId, default_registry, utc_now
+from eskit.events import (
+    Event,
+    EventRegistry,
+    StreamId,
+    default_registry,
+    new_event_id,
+    recorded_event,
+    utc_now,
+)
 
 __all__ = ["Aggregate", "handles"]
 
@@ -143,10 +150,9 @@ class Aggregate:
                 raise InvalidInputError("pass either a domain event or a type and data, not both")
             domain = event_type
             name, data, schema_version = self.registry.from_domain(domain)
-        event = Event(
-            event_id=uuid4(), aggregate_id=self.aggregate_id, event_type=name,
-            event_data=data, timestamp=utc_now(), version=self.version + 1,
-            metadata=dict(metadata or {}), schema_version=schema_version,
+        event = recorded_event(
+            new_event_id(), self.aggregate_id, name, data, utc_now(), self.version + 1, None,
+            dict(metadata) if metadata else {}, schema_version,
         )
         self._apply(event, domain)
         self._uncommitted_events.append(event)

@@ -161,10 +161,19 @@ def _to_tree(v: Any) -> Any:
                 raise EncodingError(
                     f"dict keys must be strings, got {type(k).__name__} {k!r}", path="[key]"
                 )
-            try:
-                out[k] = _to_tree(x)
-            except EncodingError as exc:
-                raise _nested(exc, f".{k}") from None
+            # Payloads are mostly flat: the usual values are handled here without a call.
+            tx = type(x)
+            if tx is str or tx is bool or x is None:
+                out[k] = x
+            elif tx is Decimal:
+                out[k] = {TAG: "decimal", "v": str(x)}
+            elif tx is int and _INT64_MIN <= x <= _INT64_MAX:
+                out[k] = x
+            else:
+                try:
+                    out[k] = _to_tree(x)
+                except EncodingError as exc:
+                    raise _nested(exc, f".{k}") from None
         return {TAG: "dict", "v": out} if TAG in out else out
     if t is list or t is tuple:
         items = []
@@ -253,7 +262,17 @@ def _from_tree(x: Any) -> Any:
     if tag is None:
         for k, v in x.items():
             tv = type(v)
-            if tv is dict or tv is list:
+            if tv is dict:
+                # The commonest tag, a decimal, is decoded here without a call; anything
+                # unusual about it falls through to the decoder, which reports it.
+                if v.get(TAG) == "decimal" and type(text := v.get("v")) is str and len(v) == 2:
+                    try:
+                        x[k] = Decimal(text)
+                        continue
+                    except ArithmeticError:
+                        pass
+                x[k] = _from_tree(v)
+            elif tv is list:
                 x[k] = _from_tree(v)
         return x
     try:

@@ -45,6 +45,7 @@ from eskit.stores.base import (
     Expected,
     PendingEvent,
     StreamInfo,
+    decode_rows,
     resolve_conflict,
 )
 from eskit.stores.postgres_schema import (
@@ -55,7 +56,6 @@ from eskit.stores.postgres_schema import (
     Statements,
     append_params,
     check_server_version,
-    decode_rows,
     inserted_result,
     pack_position,
     pending_migrations,

@@ -41,7 +41,10 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum
 from types import TracebackType
 from typing import Any, Self
-from uuid import UUID, SafeUUID, uuid4
+from uuid import UUID, SafeUUID
+
+import orjson
+from orjson import JSONDecodeError
 
 from eskit import codec
 from eskit.errors import (
@@ -57,8 +60,10 @@ from eskit.events import (
     EventRegistry,
     NewEvent,
     StreamId,
+    _UnfrozenEvent,
     as_metadata,
     default_registry,
+    new_event_id,
     recorded_event,
     utc_now,
     validate_event_type,
@@ -126,24 +131,48 @@ class StreamInfo:
     last_timestamp: datetime
 
 
-@dataclass(frozen=True, slots=True)
 class PendingEvent:
-    """A validated, encoded event on its way into a store (internal)."""
+    """A validated, encoded event on its way into a store (internal).
 
-    event_id: UUID
-    event_type: str
-    data: bytes
-    metadata: bytes
-    timestamp: datetime
-    schema_version: int
-    event_data: dict[str, Any]
-    metadata_dict: dict[str, Any]
+    A plain slotted class rather than a frozen dataclass: one is built per
+    appended event, and the frozen ``__init__`` cost a microsecond each.
+    """
+
+    __slots__ = (
+        "data",
+        "event_data",
+        "event_id",
+        "event_type",
+        "metadata",
+        "metadata_dict",
+        "schema_version",
+        "timestamp",
+    )
+
+    def __init__(
+        self,
+        event_id: UUID,
+        event_type: str,
+        data: bytes,
+        metadata: bytes,
+        timestamp: datetime,
+        schema_version: int,
+        event_data: dict[str, Any],
+        metadata_dict: dict[str, Any],
+    ) -> None:
+        self.event_id = event_id
+        self.event_type = event_type
+        self.data = data
+        self.metadata = metadata
+        self.timestamp = timestamp
+        self.schema_version = schema_version
+        self.event_data = event_data
+        self.metadata_dict = metadata_dict
 
     def recorded(self, stream_id: StreamId, version: int, position: int | None) -> Event:
-        return Event(
-            event_id=self.event_id, aggregate_id=stream_id, event_type=self.event_type,
-            event_data=self.event_data, timestamp=self.timestamp, version=version,
-            position=position, metadata=self.metadata_dict, schema_version=self.schema_version,
+        return recorded_event(
+            self.event_id, stream_id, self.event_type, self.event_data, self.timestamp, version,
+            position, self.metadata_dict, self.schema_version,
         )
 
 
@@ -288,7 +317,7 @@ def prepare_batch(
     if not events:
         raise InvalidInputError("cannot append an empty batch of events")
     pending: list[PendingEvent] = []
-    seen: set[UUID] = set()
+    seen: set[int] = set()  # ids as ints: hashing a UUID runs Python code, an int's does not
     now = utc_now()
     verified_owner: object = None
     for index, item in enumerate(events):
@@ -315,9 +344,10 @@ def prepare_batch(
                 f"event {index} of the batch ({p.event_type!r}) encodes to "
                 f"{len(p.data) + len(p.metadata)} bytes, over the limit of {max_event_bytes}"
             )
-        if p.event_id in seen:
+        key = p.event_id.int
+        if key in seen:
             raise InvalidInputError(f"event id {p.event_id} appears twice in one batch")
-        seen.add(p.event_id)
+        seen.add(key)
         pending.append(p)
     return pending
 
@@ -332,30 +362,26 @@ def _prepare_one(stream: str, item: object, registry: EventRegistry, now: dateti
         metadata, timestamp, schema_version = item.metadata, item.timestamp, item.schema_version
     elif registry.is_domain_event(item):
         event_type, data, schema_version = registry.from_domain(item)
-        event_id, metadata, timestamp = uuid4(), {}, None
+        event_id, metadata, timestamp = new_event_id(), {}, None
     else:
         raise InvalidInputError(
             f"cannot append a {type(item).__name__}: pass eskit.Event, eskit.NewEvent "
             "or an instance of a registered @domain_event class"
         )
-    if not isinstance(event_id, UUID):
+    # The ``type(...) is`` tests short-cut the common case; the isinstance checks
+    # behind them (an ABC check costs a few hundred ns) still admit subclasses.
+    if type(event_id) is not UUID and not isinstance(event_id, UUID):
         raise InvalidInputError(f"event_id must be a UUID, got {type(event_id).__name__}")
     validate_event_type(event_type)
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise InvalidInputError(f"event_data must be a dict, got {type(data).__name__}")
     if type(schema_version) is not int or not 1 <= schema_version <= 2**31 - 1:
         raise InvalidInputError(f"schema_version must be an int >= 1, got {schema_version!r}")
     data = dict(data)
-    metadata = as_metadata(metadata)
+    metadata = {} if type(metadata) is dict and not metadata else as_metadata(metadata)
     return PendingEvent(
-        event_id=event_id,
-        event_type=event_type,
-        data=codec.encode(data),
-        metadata=codec.encode(metadata),
-        timestamp=now if timestamp is None else _to_utc(timestamp),
-        schema_version=schema_version,
-        event_data=data,
-        metadata_dict=metadata,
+        event_id, event_type, codec.encode(data), codec.encode(metadata),
+        now if timestamp is None else _to_utc(timestamp), schema_version, data, metadata,
     )
 
 
@@ -437,50 +463,113 @@ def micros_to_timestamp(micros: int) -> datetime:
 
 
 _fromtimestamp = datetime.fromtimestamp
-_new_uuid = UUID.__new__
-_set_attribute = object.__setattr__
-_UNKNOWN_SAFETY = SafeUUID.unknown
-
-
-def uuid_from_bytes(raw: bytes) -> UUID:
-    """``UUID(bytes=raw)`` at half the cost (UUID.__init__ parses every spelling)."""
-    value = _new_uuid(UUID)
-    _set_attribute(value, "int", int.from_bytes(raw, "big"))
-    _set_attribute(value, "is_safe", _UNKNOWN_SAFETY)
-    return value
 
 
 def decode_event(
     event_id: UUID,
     stream_id: StreamId,
     event_type: str,
-    data: bytes,
-    metadata: bytes,
+    data: str | bytes,
+    metadata: str | bytes,
     timestamp: datetime,
     version: int,
     position: int,
     schema_version: int,
 ) -> Event:
     """Build an :class:`Event` from stored columns, naming the event on failure."""
+    # The hot path of every read: calls are inlined where it matters (see recorded_event).
     try:
-        event_data = codec.decode(data)
-        meta = codec.decode(metadata)
+        event_data = _decode(data)
+        meta = {} if metadata == "{}" or metadata == b"{}" else _decode(metadata)
     except DecodingError as exc:
         raise DecodingError(
             f"cannot decode event {event_type!r} at version {version} of stream "
             f"{str(stream_id)!r} (position {position}): {exc}",
             position=position,
         ) from exc
-    if not isinstance(event_data, dict) or not isinstance(meta, dict):
+    if type(event_data) is not dict or type(meta) is not dict:
         raise DecodingError(
             f"event {event_type!r} at version {version} of stream {str(stream_id)!r} "
             "does not hold a JSON object",
             position=position,
         )
-    return recorded_event(
+    event: Any = _UnfrozenEvent(
         event_id, stream_id, event_type, event_data, timestamp, version, position, meta,
         schema_version,
     )
+    event.__class__ = Event
+    return event  # type: ignore[no-any-return]
+
+
+_decode = codec.decode
+_loads = orjson.loads
+_from_tree = codec._from_tree
+_TAG_TEXT = codec.TAG
+_new_uuid = UUID.__new__
+_set_uuid_int = UUID.__dict__["int"].__set__
+_set_uuid_safety = UUID.__dict__["is_safe"].__set__
+_UNKNOWN_SAFETY = SafeUUID.unknown
+
+StoredRow = tuple[int, int, "bytes | UUID", str, int, str, int, "int | datetime", "str | bytes",
+                  "str | bytes"]
+"""A stored event as the stores select it: ``(tx, seq, event id, stream key, version,
+event type, schema version, recorded at, data, metadata)``. The position is
+``tx << 64 | seq`` (SQLite and memory: tx 0, seq the position); the event id
+is 16 bytes or a ``UUID``; recorded at is microseconds since the epoch (UTC) or
+an aware ``datetime``; data and metadata are the codec's JSON."""
+
+
+def decode_rows(rows: Iterable[Any], stream_id: StreamId | None = None) -> list[Event]:
+    """Events from stored rows (see :data:`StoredRow`): the read path of every store.
+
+    One loop with the per-event work inlined, because at a few microseconds per
+    event every call shows (``benchmarks/README.md``). Events of one batch share
+    their timestamp, so the ``datetime`` is built once per run of equal values.
+    A row that fails to decode is decoded again by :func:`decode_event`, whose
+    error names the event.
+    """
+    ids: dict[str, StreamId] = {}
+    events: list[Event] = []
+    append = events.append
+    last_at: object = None
+    timestamp: Any = None
+    sid: Any = stream_id
+    for tx, seq, event_id, stream, version, event_type, schema_version, at, data, meta in rows:
+        if stream_id is None:
+            sid = ids.get(stream)
+            if sid is None:
+                sid = ids[stream] = stream_id_from_key(stream)
+        if type(event_id) is bytes:
+            raw = event_id
+            event_id = _new_uuid(UUID)
+            _set_uuid_int(event_id, int.from_bytes(raw, "big"))
+            _set_uuid_safety(event_id, _UNKNOWN_SAFETY)
+        if at != last_at:
+            last_at = at
+            timestamp = micros_to_timestamp(at) if type(at) is int else at
+        try:
+            # codec.decode, inlined: parse, then walk only a payload that holds a tag.
+            event_data = _loads(data)
+            if _TAG_TEXT in data:
+                event_data = _from_tree(event_data)
+            metadata = {} if meta == "{}" else _decode(meta)
+        except (DecodingError, JSONDecodeError, TypeError):
+            event_data = metadata = None
+        if type(event_data) is not dict or type(metadata) is not dict:
+            # The slow path: raises an error that names the event (or decodes a payload
+            # the fast path does not take, such as bytes).
+            append(decode_event(
+                event_id, sid, event_type, data, meta, timestamp, version,
+                tx << 64 | seq, schema_version,
+            ))
+            continue
+        event: Any = _UnfrozenEvent(
+            event_id, sid, event_type, event_data, timestamp, version, tx << 64 | seq, metadata,
+            schema_version,
+        )
+        event.__class__ = Event
+        append(event)
+    return events
 
 
 # --------------------------------------------------------------------------- wake-ups

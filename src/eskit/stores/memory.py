@@ -10,8 +10,8 @@ between threads. Its contents live only as long as the object.
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
 from datetime import datetime
+from typing import NamedTuple
 from uuid import UUID
 
 from eskit.errors import InvalidInputError
@@ -23,7 +23,7 @@ from eskit.stores.base import (
     Expected,
     PendingEvent,
     StreamInfo,
-    decode_event,
+    decode_rows,
     expected_matches,
     resolve_conflict,
     stream_id_from_key,
@@ -32,24 +32,19 @@ from eskit.stores.base import (
 __all__ = ["InMemoryEventStore"]
 
 
-@dataclass(frozen=True, slots=True)
-class _Row:
+class _Row(NamedTuple):
+    """One stored event, in the shape every store hands to ``decode_rows``."""
+
+    tx: int  # always 0 here: the position is ``seq``
+    position: int
     event_id: UUID
     stream: str
     version: int
-    position: int
     event_type: str
-    data: bytes
-    metadata: bytes
-    timestamp: datetime
     schema_version: int
-
-    def decode(self, stream_id: StreamId | None = None) -> Event:
-        return decode_event(
-            self.event_id, stream_id_from_key(self.stream) if stream_id is None else stream_id,
-            self.event_type, self.data, self.metadata, self.timestamp, self.version,
-            self.position, self.schema_version,
-        )
+    timestamp: datetime
+    data: str
+    metadata: str
 
 
 class InMemoryEventStore(EventStore):
@@ -67,7 +62,7 @@ class InMemoryEventStore(EventStore):
         self._lock = threading.Lock()
         self._log: list[_Row] = []
         self._streams: dict[str, list[_Row]] = {}
-        self._by_id: dict[UUID, _Row] = {}
+        self._by_id: dict[int, _Row] = {}  # by UUID.int: an int hashes in C, a UUID in Python
 
     def _append(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
@@ -76,21 +71,21 @@ class InMemoryEventStore(EventStore):
             rows = self._streams.get(stream, [])
             head = len(rows)
             by_id = self._by_id
-            found = {p.event_id: by_id[p.event_id] for p in batch if p.event_id in by_id}
+            found = [by_id[key] for p in batch if (key := p.event_id.int) in by_id]
             if found or not expected_matches(expected, head):
                 return resolve_conflict(
                     stream_id, stream, expected, head, batch,
-                    {eid: row.decode() for eid, row in found.items()},
+                    {e.event_id: e for e in decode_rows(found)},
                 )
             start = len(self._log)
             new_rows = [
-                _Row(p.event_id, stream, head + i + 1, start + i + 1, p.event_type, p.data,
-                     p.metadata, p.timestamp, p.schema_version)
+                _Row(0, start + i + 1, p.event_id, stream, head + i + 1, p.event_type,
+                     p.schema_version, p.timestamp, p.data.decode(), p.metadata.decode())
                 for i, p in enumerate(batch)
             ]
             self._log.extend(new_rows)
             self._streams.setdefault(stream, rows).extend(new_rows)
-            self._by_id.update((r.event_id, r) for r in new_rows)
+            by_id.update((r.event_id.int, r) for r in new_rows)
         events = tuple(
             p.recorded(stream_id, r.version, r.position)
             for p, r in zip(batch, new_rows, strict=True)
@@ -107,13 +102,13 @@ class InMemoryEventStore(EventStore):
             rows = rows[::-1]
         if limit is not None:
             rows = rows[:limit]
-        return [r.decode(stream_id) for r in rows]
+        return decode_rows(rows, stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         # Positions are list indexes + 1 and never have gaps in this store.
         with self._lock:
             rows = self._log[after : after + limit]
-        return [r.decode() for r in rows]
+        return decode_rows(rows)
 
     def _head_version(self, stream: str) -> int:
         with self._lock:

@@ -26,9 +26,9 @@ from psycopg import sql
 from eskit.errors import StoreError
 from eskit.events import Event, StreamId
 from eskit.snapshots import Snapshot, SnapshotStore, no_event_there, snapshot_from_row
-from eskit.stores.base import MAX_VERSION
+from eskit.stores.base import MAX_VERSION, decode_rows
 from eskit.stores.postgres import PostgresEventStore
-from eskit.stores.postgres_schema import check_schema_name, decode_rows
+from eskit.stores.postgres_schema import EVENT_COLUMNS, check_schema_name
 
 __all__ = ["PostgresSnapshotStore"]
 
@@ -69,9 +69,7 @@ class SnapshotStatements:
                      AND version <= %(max)s
                    ORDER BY version DESC LIMIT 1
                ), e AS (
-                   SELECT tx_id::text AS tx, seq, event_id, stream_id, version, event_type,
-                          schema_version, recorded_at, data::text AS data,
-                          metadata::text AS metadata
+                   SELECT {columns}
                    FROM {events}
                    WHERE stream_id = %(stream)s
                      AND version >= coalesce((SELECT version FROM s), 1)
@@ -83,7 +81,7 @@ class SnapshotStatements:
                SELECT 1, NULL, NULL, NULL, NULL, NULL, e.* FROM e
                WHERE e.version > coalesce((SELECT version FROM s), 0)
                ORDER BY 1, 11"""
-        ).format(snapshots=snapshots, events=events)
+        ).format(snapshots=snapshots, events=events, columns=sql.SQL(EVENT_COLUMNS))
         self.latest = sql.SQL(
             """SELECT version, event_id, state_version, taken_at, state::text FROM {}
                WHERE stream_id = %s AND aggregate_type = %s AND version <= %s

@@ -42,13 +42,12 @@ from eskit.stores.base import (
     Expected,
     PendingEvent,
     StreamInfo,
-    decode_event,
+    decode_rows,
     expected_matches,
     micros_to_timestamp,
     resolve_conflict,
     stream_id_from_key,
     timestamp_to_micros,
-    uuid_from_bytes,
 )
 
 __all__ = ["SQLiteEventStore"]
@@ -102,6 +101,8 @@ _COLUMNS = (
     "data, metadata"
 )
 _INSERT = f"INSERT INTO eskit_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# What decode_rows reads (eskit.stores.base.StoredRow): tx 0, so the position is seq.
+_SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
 
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
@@ -336,9 +337,9 @@ class SQLiteEventStore(EventStore):
             chunk = ids[i : i + 500]
             marks = ", ".join("?" * len(chunk))
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM eskit_events WHERE event_id IN ({marks})", chunk
+                f"{_SELECT} WHERE event_id IN ({marks})", chunk
             ).fetchall()
-            for event in _decode_rows(rows):
+            for event in decode_rows(rows):
                 found[event.event_id] = event
         return found
 
@@ -348,7 +349,7 @@ class SQLiteEventStore(EventStore):
         self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
         backwards: bool, limit: int | None,
     ) -> list[Event]:
-        sql = f"SELECT {_COLUMNS} FROM eskit_events WHERE stream_id = ? AND version > ?"
+        sql = f"{_SELECT} WHERE stream_id = ? AND version > ?"
         params: list[Any] = [stream, from_version]
         if to_version is not None:
             sql += " AND version <= ?"
@@ -359,15 +360,15 @@ class SQLiteEventStore(EventStore):
             params.append(limit)
         with self._reading() as conn:
             rows = conn.execute(sql, params).fetchall()
-        return _decode_rows(rows, stream_id)
+        return decode_rows(rows, stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         with self._reading() as conn:
             rows = conn.execute(
-                f"SELECT {_COLUMNS} FROM eskit_events WHERE position > ? ORDER BY position LIMIT ?",
+                f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?",
                 (after, limit),
             ).fetchall()
-        return _decode_rows(rows)
+        return decode_rows(rows)
 
     def _head_version(self, stream: str) -> int:
         with self._reading() as conn:
@@ -398,22 +399,6 @@ class SQLiteEventStore(EventStore):
         return [
             StreamInfo(stream_id_from_key(s), v, p, micros_to_timestamp(t)) for s, v, p, t in rows
         ]
-
-
-def _decode_rows(rows: list[Any], stream_id: StreamId | None = None) -> list[Event]:
-    ids: dict[str, StreamId] = {}
-    events = []
-    for position, event_id, stream, version, event_type, schema_version, at, data, meta in rows:
-        sid = stream_id
-        if sid is None:
-            sid = ids.get(stream)
-            if sid is None:
-                sid = ids[stream] = stream_id_from_key(stream)
-        events.append(decode_event(
-            uuid_from_bytes(event_id), sid, event_type, data, meta, micros_to_timestamp(at),
-            version, position, schema_version,
-        ))
-    return events
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
