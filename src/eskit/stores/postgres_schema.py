@@ -190,6 +190,8 @@ class Statements:
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
         # on the primary key (stream_id, version); the loser gets a unique violation.
+        # The arrays go in binary (%b): psycopg escapes every element of a text-format
+        # array with a regular expression, which took half the client's time on JSON.
         self.append = sql.SQL(
             """WITH head AS (
                    SELECT coalesce(max(version), 0) AS v FROM {events} WHERE stream_id = %(stream)s
@@ -199,8 +201,8 @@ class Statements:
                    SELECT u.event_id, %(stream)s, head.v + u.ord, u.event_type,
                           u.schema_version, u.recorded_at, u.data::json, u.metadata::json
                    FROM head,
-                        unnest(%(ids)s::uuid[], %(types)s::text[], %(schema_versions)s::int[],
-                               %(recorded)s::timestamptz[], %(data)s::text[], %(meta)s::text[])
+                        unnest(%(ids)b::uuid[], %(types)b::text[], %(schema_versions)b::int[],
+                               %(recorded)b::timestamptz[], %(data)b::text[], %(meta)b::text[])
                         WITH ORDINALITY AS u(event_id, event_type, schema_version,
                                              recorded_at, data, metadata, ord)
                    WHERE head.v BETWEEN %(lo)s AND %(hi)s
@@ -221,7 +223,7 @@ class Statements:
             "SELECT coalesce(max(version), 0) FROM {} WHERE stream_id = %s AND recorded_at <= %s"
         ).format(events)
         self.find_events = sql.SQL(
-            "SELECT {cols} FROM {events} WHERE event_id = ANY(%s::uuid[])"
+            "SELECT {cols} FROM {events} WHERE event_id = ANY(%b::uuid[])"
         ).format(cols=cols, events=events)
         self._read_stream = sql.SQL(
             "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s"
