@@ -71,8 +71,10 @@ READ_STREAM = (
     f"SELECT {COLUMNS} FROM {{table}} WHERE stream_id = %s AND version > %s ORDER BY version"
 )
 READ_ALL_PAGE = (
-    f"SELECT {COLUMNS} FROM {{table}} WHERE (tx_id, seq) > (%s::text::xid8, %s) "
-    "AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, seq LIMIT %s"
+    # eskit's page query: the first rows after the position, cut at the snapshot's xmin.
+    f"SELECT {COLUMNS} FROM (SELECT * FROM {{table}} WHERE (tx_id, seq) > (%s::text::xid8, %s) "
+    "ORDER BY tx_id, seq LIMIT %s) AS page "
+    "WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot()) ORDER BY tx_id, seq"
 )
 UNREADABLE = (
     "SELECT count(*) FROM {table} WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())"

@@ -473,3 +473,49 @@ def test_order_follows_transaction_ids_numerically_when_they_gain_a_digit(
         "later", "later",
     ]
     assert [s.stream_id for s in store.list_streams()] == ["earlier", "later"]
+
+
+def _max_rows_of_any_plan_node(plan: dict[str, Any]) -> int:
+    rows = int(plan.get("Actual Rows", 0))
+    return max([rows, *(_max_rows_of_any_plan_node(p) for p in plan.get("Plans", []))])
+
+
+def test_a_read_all_page_touches_only_a_page_of_rows_even_without_statistics(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    # With the position and the xmin cut in one WHERE, a table that had not been
+    # analyzed yet was read by a bitmap scan plus a sort of every row after the
+    # position, for every page: reading a log grew with the square of its length.
+    for n in range(6):
+        store.append(f"s-{n}", [NewEvent("E") for _ in range(500)], 0)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        analyzed = conn.execute(
+            "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables"
+            " WHERE schemaname = %s AND relname = 'eskit_events'", (store.schema,),
+        ).fetchone()
+        assert analyzed == (None, None), "the test needs a table without statistics"
+        explain = psycopg.sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + store.sql.read_all_page
+        ((plan,),) = conn.execute(explain, ("0", 0, 100)).fetchall()
+    assert _max_rows_of_any_plan_node(plan[0]["Plan"]) <= 100
+    assert len(store._read_all_page(0, 100)) == 100
+
+
+def test_read_all_reading_ahead_gives_the_same_pages_and_stops_cleanly(
+    store: PostgresEventStore,
+) -> None:
+    from eskit.stores.base import READ_ALL_PAGE_SIZE
+
+    total = 2 * READ_ALL_PAGE_SIZE + 7
+    store.append("long", [NewEvent("E", {"n": n}) for n in range(total)], 0)
+    everything = list(store.read_all())
+    assert [e.event_data["n"] for e in everything] == list(range(total))
+    for limit in (READ_ALL_PAGE_SIZE - 1, READ_ALL_PAGE_SIZE, READ_ALL_PAGE_SIZE + 1, total + 5):
+        assert list(store.read_all(limit=limit)) == everything[:limit]
+    middle = everything[READ_ALL_PAGE_SIZE - 3].position or 0
+    assert list(store.read_all(middle)) == everything[READ_ALL_PAGE_SIZE - 2 :]
+    # Abandoning the iteration after the first event waits for the page read ahead
+    # and leaves no helper thread behind.
+    reader = store.read_all()
+    next(reader)
+    reader.close()
+    assert not [t for t in threading.enumerate() if t.name.startswith("eskit-read-ahead")]

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -25,6 +26,7 @@ from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,
+    READ_ALL_PAGE_SIZE,
     AppendResult,
     EventStore,
     Expected,
@@ -202,10 +204,38 @@ class PostgresEventStore(EventStore):
         return decode_rows(rows, stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
+        return decode_rows(self._read_all_rows(after, limit))
+
+    def _read_all_rows(self, after: int, limit: int) -> list[Any]:
         tx, seq = unpack_position(after)
         with self._connection() as conn:
-            rows = conn.execute(self.sql.read_all_page, (tx, seq, limit)).fetchall()
-        return decode_rows(rows)
+            return conn.execute(self.sql.read_all_page, (tx, seq, limit)).fetchall()
+
+    def _iter_all(self, after: int, limit: int | None) -> Iterator[Event]:
+        # The base class's paging with read-ahead: as soon as a full page has arrived,
+        # a helper thread asks for the next one while this thread decodes, so the
+        # server's work and the client's overlap (psycopg waits on the socket without
+        # the GIL). The queries, their order and their visibility rule are the base
+        # class's; only the moment the next query is sent changes. At most two pages
+        # are held, so memory stays flat.
+        remaining = limit
+        size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+        rows = self._read_all_rows(after, size)
+        with ThreadPoolExecutor(1, thread_name_prefix="eskit-read-ahead") as read_ahead:
+            while True:
+                if remaining is not None:
+                    remaining -= len(rows)
+                ahead = None
+                if len(rows) == size and (remaining is None or remaining > 0):
+                    after = pack_position(rows[-1][0], rows[-1][1])
+                    size = READ_ALL_PAGE_SIZE if remaining is None else min(
+                        remaining, READ_ALL_PAGE_SIZE
+                    )
+                    ahead = read_ahead.submit(self._read_all_rows, after, size)
+                yield from self.registry.upcast(decode_rows(rows))
+                if ahead is None:
+                    return
+                rows = ahead.result()
 
     def _head_version(self, stream: str) -> int:
         return self._head(stream)

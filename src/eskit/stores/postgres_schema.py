@@ -86,7 +86,7 @@ EVENT_COLUMNS = (
 )
 
 
-def pack_position(tx_id: str, seq: int) -> int:
+def pack_position(tx_id: str | int, seq: int) -> int:
     return (int(tx_id) << _SEQ_BITS) | seq
 
 
@@ -229,13 +229,21 @@ class Statements:
             "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s"
         ).format(cols=cols, events=events)
         # The xmin is computed in the same statement as the read: separate statements
-        # would see separate snapshots.
+        # would see separate snapshots. The page is the first LIMIT rows in order,
+        # then cut at the xmin. That is the same set as filtering first (rows below
+        # the xmin come first in (tx_id, seq) order), but it always walks the index:
+        # with both conditions in one WHERE, a table without fresh statistics got a
+        # bitmap scan and a sort of *every* row after the position, for each page, so
+        # reading a log from the start grew with the square of its length.
         self.read_all_page = sql.SQL(
-            """SELECT {cols} FROM {events}
-               WHERE (tx_id, seq) > (%s::text::xid8, %s)
-                 AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-               ORDER BY tx_id, seq
-               LIMIT %s"""
+            """SELECT {cols} FROM (
+                   SELECT * FROM {events}
+                   WHERE (tx_id, seq) > (%s::text::xid8, %s)
+                   ORDER BY tx_id, seq
+                   LIMIT %s
+               ) AS page
+               WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
+               ORDER BY tx_id, seq"""
         ).format(cols=cols, events=events)
         self.head_position = sql.SQL(
             """SELECT tx_id::text AS tx_text, seq FROM {events}
