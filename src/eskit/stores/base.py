@@ -563,13 +563,23 @@ def decode_rows(rows: Iterable[Any], stream_id: StreamId | None = None) -> list[
                 tx << 64 | seq, schema_version,
             ))
             continue
-        event: Any = _UnfrozenEvent(
-            event_id, sid, event_type, event_data, timestamp, version, tx << 64 | seq, metadata,
-            schema_version,
-        )
+        # recorded_event, inlined: fill the twin's slots, then make it an Event.
+        event: Any = _new_object(_UnfrozenEvent)
+        event.event_id = event_id
+        event.aggregate_id = sid
+        event.event_type = event_type
+        event.event_data = event_data
+        event.timestamp = timestamp
+        event.version = version
+        event.position = tx << 64 | seq
+        event.metadata = metadata
+        event.schema_version = schema_version
         event.__class__ = Event
         append(event)
     return events
+
+
+_new_object = object.__new__
 
 
 # --------------------------------------------------------------------------- wake-ups
