@@ -245,6 +245,18 @@ def check_read_stream_args(
     return not (limit == 0 or (to_version is not None and to_version <= from_version))  # type: ignore[operator]
 
 
+def expected_range(expected: Expected) -> tuple[int, int]:
+    """The head versions an expectation accepts, as an inclusive range."""
+    if expected is ANY:
+        return 0, MAX_VERSION
+    if expected is NO_STREAM:
+        return 0, 0
+    if expected is STREAM_EXISTS:
+        return 1, MAX_VERSION
+    assert isinstance(expected, int)
+    return expected, expected
+
+
 def expected_matches(expected: Expected, head: int) -> bool:
     if expected is ANY:
         return True

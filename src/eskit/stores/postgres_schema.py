@@ -42,13 +42,12 @@ from eskit.errors import InvalidInputError, StoreError
 from eskit.events import Event, StreamId
 from eskit.stores.base import (
     ANY,
-    MAX_VERSION,
-    NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
     Expected,
     PendingEvent,
     StreamInfo,
+    expected_range,
     stream_id_from_key,
 )
 
@@ -92,18 +91,6 @@ def pack_position(tx_id: str | int, seq: int) -> int:
 
 def unpack_position(position: int) -> tuple[str, int]:
     return str(position >> _SEQ_BITS), position & _SEQ_MASK
-
-
-def expected_range(expected: Expected) -> tuple[int, int]:
-    """The head versions an expectation accepts, as an inclusive range."""
-    if expected is ANY:
-        return 0, MAX_VERSION
-    if expected is NO_STREAM:
-        return 0, 0
-    if expected is STREAM_EXISTS:
-        return 1, MAX_VERSION
-    assert isinstance(expected, int)
-    return expected, expected
 
 
 class Statements:

@@ -43,7 +43,7 @@ from eskit.stores.base import (
     PendingEvent,
     StreamInfo,
     decode_rows,
-    expected_matches,
+    expected_range,
     micros_to_timestamp,
     resolve_conflict,
     stream_id_from_key,
@@ -101,6 +101,19 @@ _COLUMNS = (
     "data, metadata"
 )
 _INSERT = f"INSERT INTO eskit_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+# The first event of a batch, inserted only if the stream's head is in [lo, hi] (the
+# expected version), at the next version and the next AUTOINCREMENT position, which it
+# reports; no row back means the expectation failed and nothing was written. The
+# rest of the batch follows it one by one (the write lock is held). A one-event
+# append, the commonest, so costs one statement inside its transaction.
+_INSERT_FIRST = (
+    "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
+    "recorded_at, data, metadata) "
+    "SELECT ?1, ?7, head.v + 1, ?2, ?3, ?4, ?5, ?6 "
+    "FROM (SELECT coalesce(MAX(version), 0) AS v FROM eskit_events WHERE stream_id = ?7) "
+    "AS head WHERE head.v BETWEEN ?8 AND ?9 "
+    "RETURNING position, version"
+)
 # What decode_rows reads (eskit.stores.base.StoredRow): tx 0, so the position is seq.
 _SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
 
@@ -293,32 +306,38 @@ class SQLiteEventStore(EventStore):
             self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
             committed = False
             try:
-                row = conn.execute(
-                    "SELECT MAX(version) FROM eskit_events WHERE stream_id = ?", (stream,)
-                ).fetchone()
-                head = row[0] or 0
-                if not expected_matches(expected, head):
-                    return resolve_conflict(
-                        stream_id, stream, expected, head, batch, self._find(conn, batch)
-                    )
-                row = conn.execute(
-                    "SELECT seq FROM sqlite_sequence WHERE name = 'eskit_events'"
-                ).fetchone()
-                start = row[0] if row else 0
+                lo, hi = expected_range(expected)
+                first = batch[0]
+                micros = timestamp_to_micros(first.timestamp)
                 try:
-                    conn.executemany(_INSERT, [
-                        (start + i + 1, p.event_id.bytes, stream, head + i + 1, p.event_type,
-                         p.schema_version, timestamp_to_micros(p.timestamp), p.data.decode(),
-                         p.metadata.decode())
-                        for i, p in enumerate(batch)
-                    ])
+                    row = conn.execute(_INSERT_FIRST, (
+                        first.event_id.bytes, first.event_type, first.schema_version, micros,
+                        first.data.decode(), first.metadata.decode(), stream, lo, hi,
+                    )).fetchone()
+                    if row is None:  # the stream is not where the caller expects it
+                        return resolve_conflict(
+                            stream_id, stream, expected, self._head_in(conn, stream), batch,
+                            self._find(conn, batch),
+                        )
+                    position, version = row
+                    head, start = version - 1, position - 1
+                    if len(batch) > 1:
+                        conn.executemany(_INSERT, [
+                            (start + i + 1, p.event_id.bytes, stream, head + i + 1,
+                             p.event_type, p.schema_version,
+                             micros if p.timestamp is first.timestamp
+                             else timestamp_to_micros(p.timestamp),
+                             p.data.decode(), p.metadata.decode())
+                            for i, p in enumerate(batch) if i
+                        ])
                 except sqlite3.IntegrityError:
                     # An event id is stored already: a retried batch, or a reused id.
                     # Roll back first: rows of this batch inserted before the clash
                     # must not be mistaken for a stored copy of it.
                     conn.execute("ROLLBACK")
                     return resolve_conflict(
-                        stream_id, stream, expected, head, batch, self._find(conn, batch)
+                        stream_id, stream, expected, self._head_in(conn, stream), batch,
+                        self._find(conn, batch),
                     )
                 conn.execute("COMMIT")
                 committed = True
@@ -329,6 +348,13 @@ class SQLiteEventStore(EventStore):
             p.recorded(stream_id, head + i + 1, start + i + 1) for i, p in enumerate(batch)
         )
         return AppendResult(stream_id, head + len(batch), start + len(batch), events)
+
+    @staticmethod
+    def _head_in(conn: sqlite3.Connection, stream: str) -> int:
+        row = conn.execute(
+            "SELECT MAX(version) FROM eskit_events WHERE stream_id = ?", (stream,)
+        ).fetchone()
+        return int(row[0] or 0)
 
     def _find(self, conn: sqlite3.Connection, batch: Sequence[PendingEvent]) -> dict[UUID, Event]:
         found: dict[UUID, Event] = {}
