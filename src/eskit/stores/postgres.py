@@ -232,6 +232,11 @@ class PostgresEventStore(EventStore):
                         remaining, READ_ALL_PAGE_SIZE
                     )
                     ahead = read_ahead.submit(self._read_all_rows, after, size)
+                    # Hand the GIL over so the helper sends its query now: otherwise it
+                    # waits for the GIL until this thread has decoded the whole page
+                    # (decoding takes less than the 5 ms switch interval), and nothing
+                    # overlaps. Measured: 8.4 -> 4.3-5.7 us per event (/tmp harness).
+                    time.sleep(0)
                 yield from self.registry.upcast(decode_rows(rows))
                 if ahead is None:
                     return
