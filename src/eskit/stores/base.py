@@ -489,7 +489,8 @@ def decode_event(
     schema_version: int,
 ) -> Event:
     """Build an :class:`Event` from stored columns, naming the event on failure."""
-    # The hot path of every read: calls are inlined where it matters (see recorded_event).
+    # The careful path: decode_rows handles every row in bulk and comes here only for
+    # a row it cannot take, so that the error names the event.
     try:
         event_data = _decode(data)
         meta = {} if metadata == "{}" or metadata == b"{}" else _decode(metadata)
