@@ -287,6 +287,11 @@ def _from_tree(x: Any) -> Any:
         raise DecodingError(f"cannot decode stored {tag} value: {exc}") from exc
 
 
+# For the stores' bulk read loop (internal to eskit), which parses the JSON itself and
+# walks only payloads that hold a tag, as decode() does.
+decode_tree = _from_tree
+
+
 def _decode_datetime(x: dict[str, Any]) -> datetime:
     value = datetime.fromisoformat(x["v"])
     if "tz" in x:

@@ -86,7 +86,7 @@ def uuid_from_bytes(raw: bytes) -> UUID:
 
 # ``init=False``: the generated ``__init__`` of a frozen dataclass sets each field
 # through ``object.__setattr__``, which made building an event cost 1.4 µs; the one
-# below sets the slots directly (see ``_EVENT_SLOT_SETTERS``) at a third of that.
+# below sets the slots directly (the ``_set_*`` slot setters after the class).
 @dataclass(frozen=True, slots=True, init=False)
 class Event:
     """An event as recorded in a stream.
@@ -147,8 +147,8 @@ _new_object = object.__new__
 ) = (getattr(Event, f.name).__set__ for f in dataclasses.fields(Event))
 
 
-class _UnfrozenEvent:
-    """:class:`Event`'s exact slot layout without the frozen guard (internal).
+class UnfrozenEvent:
+    """:class:`Event`'s exact slot layout without the frozen guard (internal to eskit).
 
     :func:`recorded_event` fills one with plain attribute stores, the cheapest
     way CPython has to set slots, then turns it into an ``Event`` by assigning
@@ -182,9 +182,9 @@ def recorded_event(
 
     A frozen dataclass's ``__init__`` sets each field through
     ``object.__setattr__``; this costs about a third of that (see
-    :class:`_UnfrozenEvent`). The arguments are trusted: callers have checked them.
+    :class:`UnfrozenEvent`). The arguments are trusted: callers have checked them.
     """
-    event: Any = _UnfrozenEvent(
+    event: Any = UnfrozenEvent(
         event_id, aggregate_id, event_type, event_data, timestamp, version, position, metadata,
         schema_version,
     )

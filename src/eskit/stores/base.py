@@ -60,7 +60,7 @@ from eskit.events import (
     EventRegistry,
     NewEvent,
     StreamId,
-    _UnfrozenEvent,
+    UnfrozenEvent,
     as_metadata,
     default_registry,
     new_event_id,
@@ -506,17 +506,15 @@ def decode_event(
             "does not hold a JSON object",
             position=position,
         )
-    event: Any = _UnfrozenEvent(
+    return recorded_event(
         event_id, stream_id, event_type, event_data, timestamp, version, position, meta,
         schema_version,
     )
-    event.__class__ = Event
-    return event  # type: ignore[no-any-return]
 
 
 _decode = codec.decode
 _loads = orjson.loads
-_from_tree = codec._from_tree
+_decode_tree = codec.decode_tree
 _TAG_TEXT = codec.TAG
 _new_uuid = UUID.__new__
 _set_uuid_int = UUID.__dict__["int"].__set__
@@ -564,7 +562,7 @@ def decode_rows(rows: Iterable[Any], stream_id: StreamId | None = None) -> list[
             # codec.decode, inlined: parse, then walk only a payload that holds a tag.
             event_data = _loads(data)
             if _TAG_TEXT in data:
-                event_data = _from_tree(event_data)
+                event_data = _decode_tree(event_data)
             metadata = {} if meta == "{}" else _decode(meta)
         except (DecodingError, JSONDecodeError, TypeError):
             event_data = metadata = None
@@ -577,7 +575,7 @@ def decode_rows(rows: Iterable[Any], stream_id: StreamId | None = None) -> list[
             ))
             continue
         # recorded_event, inlined: fill the twin's slots, then make it an Event.
-        event: Any = _new_object(_UnfrozenEvent)
+        event: Any = _new_object(UnfrozenEvent)
         event.event_id = event_id
         event.aggregate_id = sid
         event.event_type = event_type
