@@ -11,12 +11,12 @@ string), no event objects, no NOTIFY.
   own implicit transaction (the primary key refuses a lost race);
 * batch: ``BEGIN``, read and check the head, one ``INSERT ... SELECT FROM
   unnest(...)`` of the whole batch (measured faster than ``executemany``),
-  ``COMMIT``;
+  its arrays sent in binary as eskit sends them (psycopg escapes each element
+  of a text-format array with a regular expression), ``COMMIT``;
 * reads: the same columns as eskit selects, JSON decoded with ``orjson``;
   ``read_all`` pages of 1,000 by (tx_id, seq) with the same visibility rule as
-  eskit (only transactions below the snapshot's xmin). Unlike eskit's query,
-  its ``ORDER BY tx_id`` means the ``xid8`` column, so each page is an index
-  range scan (see the README).
+  eskit (only transactions below the snapshot's xmin), with eskit's page query
+  (see the README), one page after another.
 """
 
 from __future__ import annotations
@@ -65,7 +65,7 @@ INSERT_BATCH = (
     "INSERT INTO {table} (event_id, stream_id, version, event_type, schema_version, "
     "recorded_at, data, metadata) "
     "SELECT u.event_id, %s, u.version, %s, 1, %s, u.data::json, %s::json "
-    "FROM unnest(%s::uuid[], %s::bigint[], %s::text[]) AS u(event_id, version, data)"
+    "FROM unnest(%b::uuid[], %b::bigint[], %b::text[]) AS u(event_id, version, data)"
 )
 READ_STREAM = (
     f"SELECT {COLUMNS} FROM {{table}} WHERE stream_id = %s AND version > %s ORDER BY version"
