@@ -27,7 +27,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -199,13 +199,15 @@ class SQLiteEventStore(EventStore):
         return conn
 
     @contextmanager
-    def _reading(self) -> Iterator[sqlite3.Connection]:
+    def _reading_memory(self) -> Iterator[sqlite3.Connection]:
+        with self._write_lock, _translated(self.path):
+            yield self._reader()
+
+    def _reading(self) -> AbstractContextManager[sqlite3.Connection]:
+        """The reader connection, with errors translated (and, in memory, the lock held)."""
         if self._memory:
-            with self._write_lock, _translated(self.path):
-                yield self._reader()
-        else:
-            with _translated(self.path):
-                yield self._reader()
+            return self._reading_memory()
+        return _Reading(self)
 
     def close(self) -> None:
         self._closed = True
@@ -432,16 +434,47 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
-@contextmanager
-def _translated(path: str) -> Iterator[None]:
-    """Turn sqlite3 errors into eskit errors at the edge of the store."""
-    try:
-        yield
-    except sqlite3.OperationalError as exc:
-        if _is_busy(exc):
-            raise StoreBusyError(f"{path!r} stayed locked by other writers: {exc}") from exc
-        raise StoreError(f"SQLite error on {path!r}: {exc}") from exc
-    except sqlite3.DatabaseError as exc:
+class _translated:  # lower case: it reads like the function it replaced, _translated(path)
+    """Turn sqlite3 errors into eskit errors at the edge of the store.
+
+    A class rather than a ``@contextmanager`` generator: it wraps every read and
+    append, and a generator-based context manager cost a few microseconds each.
+    """
+
+    __slots__ = ("path",)
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: object) -> None:
+        if exc is None or not isinstance(exc, sqlite3.DatabaseError):
+            return
+        path = self.path
+        if isinstance(exc, sqlite3.OperationalError):
+            if _is_busy(exc):
+                raise StoreBusyError(f"{path!r} stayed locked by other writers: {exc}") from exc
+            raise StoreError(f"SQLite error on {path!r}: {exc}") from exc
         if "not a database" in str(exc) or "malformed" in str(exc):
             raise NotAnEskitStoreError(f"{path!r} is not an eskit store: {exc}") from exc
         raise StoreError(f"SQLite error on {path!r}: {exc}") from exc
+
+
+class _Reading(_translated):
+    """``_reading()`` for a file: the thread's reader connection, errors translated."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: SQLiteEventStore) -> None:
+        super().__init__(store.path)
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:  # type: ignore[override]
+        try:
+            return self.store._reader()
+        except sqlite3.DatabaseError as exc:  # opening the connection can fail too
+            self.__exit__(type(exc), exc, None)
+            raise
