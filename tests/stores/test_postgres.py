@@ -519,3 +519,23 @@ def test_read_all_reading_ahead_gives_the_same_pages_and_stops_cleanly(
     next(reader)
     reader.close()
     assert not [t for t in threading.enumerate() if t.name.startswith("eskit-read-ahead")]
+
+
+def test_read_all_reads_page_by_page_when_no_thread_can_be_started(
+    store: PostgresEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Once the interpreter begins to shut down, executors refuse new work; a
+    # non-daemon thread still reading must get every event all the same.
+    from concurrent.futures import ThreadPoolExecutor
+
+    from eskit.stores.base import READ_ALL_PAGE_SIZE
+
+    total = 2 * READ_ALL_PAGE_SIZE + 3
+    store.append("long", [NewEvent("E", {"n": n}) for n in range(total)], 0)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise RuntimeError("cannot schedule new futures after interpreter shutdown")
+
+    monkeypatch.setattr(ThreadPoolExecutor, "submit", refuse)
+    assert [e.event_data["n"] for e in store.read_all()] == list(range(total))
+    assert len(list(store.read_all(limit=READ_ALL_PAGE_SIZE + 1))) == READ_ALL_PAGE_SIZE + 1

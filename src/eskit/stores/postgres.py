@@ -13,7 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
@@ -225,22 +225,29 @@ class PostgresEventStore(EventStore):
             while True:
                 if remaining is not None:
                     remaining -= len(rows)
-                ahead = None
-                if len(rows) == size and (remaining is None or remaining > 0):
+                ahead: Future[list[Any]] | None = None
+                more = len(rows) == size and (remaining is None or remaining > 0)
+                if more:
                     after = pack_position(rows[-1][0], rows[-1][1])
                     size = READ_ALL_PAGE_SIZE if remaining is None else min(
                         remaining, READ_ALL_PAGE_SIZE
                     )
-                    ahead = read_ahead.submit(self._read_all_rows, after, size)
-                    # Hand the GIL over so the helper sends its query now: otherwise it
-                    # waits for the GIL until this thread has decoded the whole page
-                    # (decoding takes less than the 5 ms switch interval), and nothing
-                    # overlaps. Measured: 8.4 -> 4.3-5.7 us per event (/tmp harness).
-                    time.sleep(0)
+                    try:
+                        ahead = read_ahead.submit(self._read_all_rows, after, size)
+                    except RuntimeError:
+                        # No new threads once the interpreter has begun to shut down
+                        # (a non-daemon thread still reading): read the next page in turn.
+                        pass
+                    else:
+                        # Hand the GIL over so the helper sends its query now: otherwise
+                        # it waits for the GIL until this thread has decoded the whole
+                        # page (shorter than the 5 ms switch interval), and nothing
+                        # overlaps. Measured: 8.4 -> 4.3-5.7 us per event (/tmp harness).
+                        time.sleep(0)
                 yield from self.registry.upcast(decode_rows(rows))
-                if ahead is None:
+                if not more:
                     return
-                rows = ahead.result()
+                rows = ahead.result() if ahead is not None else self._read_all_rows(after, size)
 
     def _head_version(self, stream: str) -> int:
         return self._head(stream)
