@@ -245,6 +245,73 @@ def check_read_stream_args(
     return not (limit == 0 or (to_version is not None and to_version <= from_version))  # type: ignore[operator]
 
 
+READ_STREAM_PAGE_SIZE = 1000
+
+
+class StreamPages:
+    """How ``read_stream`` and ``iter_stream`` page through one stream (sync and async).
+
+    The decision only, no I/O: :meth:`next` gives the arguments of the next
+    ``_read_stream`` call (``None`` when done), :meth:`advance` takes the page it
+    returned. Pages are version ranges walked in the requested direction, so
+    memory holds one page of stored rows at a time. Versions of a stream are
+    consecutive and never change, so pages read at different moments join into
+    one run of the stream; events appended meanwhile may be included at the end.
+    """
+
+    __slots__ = (
+        "backwards", "done", "first", "from_version", "remaining", "size", "to_version",
+    )
+
+    def __init__(
+        self, from_version: int, to_version: int | None, backwards: bool, limit: int | None
+    ) -> None:
+        self.from_version = from_version
+        self.to_version = to_version
+        self.backwards = backwards
+        self.remaining = limit  # any int: a limit beyond every count only ends no page
+        self.size = 0
+        self.done = False
+        self.first = True
+
+    def next(self) -> tuple[int, int | None, bool, int] | None:
+        """``(from_version, to_version, backwards, limit)`` of the next page, or ``None``."""
+        if self.done or self.remaining == 0:
+            return None
+        remaining = self.remaining
+        size = self.size = READ_STREAM_PAGE_SIZE if remaining is None else min(
+            remaining, READ_STREAM_PAGE_SIZE
+        )
+        # Each page also names its range of versions, not only a LIMIT: without fresh
+        # statistics PostgreSQL scanned and sorted every version after the start for
+        # each page (6.6 s instead of 0.8 s for 100,000 events). A full page of a
+        # range is exactly ``size`` events, since a stream's versions are consecutive
+        # from 1: forwards from any version, backwards once a full page proved that
+        # every version below its last exists.
+        lo, hi = self.from_version, self.to_version
+        if not self.backwards:
+            end = min(lo + size, MAX_VERSION)
+            return lo, end if hi is None else min(hi, end), False, size
+        if self.first:  # to_version may lie beyond the head: no range before one page
+            return lo, hi, True, size
+        assert hi is not None, "a full page backwards ends at a known version"
+        return max(lo, hi - size), hi, True, size
+
+    def advance(self, page: Sequence[Event]) -> None:
+        self.first = False
+        if len(page) < self.size:
+            self.done = True
+            return
+        if self.remaining is not None:
+            self.remaining -= len(page)
+        if self.backwards:
+            self.to_version = page[-1].version - 1
+            self.done = self.to_version <= self.from_version
+        else:
+            self.from_version = page[-1].version
+            self.done = self.to_version is not None and self.from_version >= self.to_version
+
+
 def expected_range(expected: Expected) -> tuple[int, int]:
     """The head versions an expectation accepts, as an inclusive range."""
     if expected is ANY:
@@ -685,8 +752,45 @@ class EventStore(ABC):  # noqa: B024
             if backwards:
                 events.reverse()
             return events if limit is None else events[:limit]
-        events = self._read_stream(stream_id, stream, from_version, to_version, backwards, limit)
-        return self.registry.upcast(events)
+        return list(
+            self._iter_stream(stream_id, stream, from_version, to_version, backwards, limit)
+        )
+
+    def iter_stream(
+        self,
+        stream_id: StreamId,
+        from_version: int = 0,
+        to_version: int | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> Iterator[Event]:
+        """The events :meth:`read_stream` returns, fetched lazily in pages.
+
+        Memory holds one page (1,000 events), however long the stream: use this
+        to fold a long stream (repositories load aggregates page by page too).
+        Bad arguments raise here, at the call. The pages are separate reads:
+        events appended while iterating may be included at the end (never in
+        the middle, never twice), like a later :meth:`read_stream`.
+        """
+        stream = stream_key(stream_id)
+        if not check_read_stream_args(from_version, to_version, backwards, limit):
+            return iter(())
+        if not self._implements("_read_stream"):
+            return iter(self.read_stream(
+                stream_id, from_version, to_version, backwards=backwards, limit=limit
+            ))
+        return self._iter_stream(stream_id, stream, from_version, to_version, backwards, limit)
+
+    def _iter_stream(
+        self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
+        backwards: bool, limit: int | None,
+    ) -> Iterator[Event]:
+        pages = StreamPages(from_version, to_version, backwards, limit)
+        while (args := pages.next()) is not None:
+            page = self._read_stream(stream_id, stream, *args)
+            pages.advance(page)
+            yield from self.registry.upcast(page)
 
     def read_all(self, from_position: int = 0, limit: int | None = None) -> Iterator[Event]:
         """Every event with ``position > from_position``, in global order.

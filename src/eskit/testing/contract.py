@@ -302,6 +302,45 @@ class EventStoreContract:
         assert [e.version for e in store.read_stream("s-1", 2, limit=2)] == [3, 4]
         assert store.read_stream("s-1", limit=0) == []
 
+    def test_read_stream_pages_through_a_long_stream_in_every_direction_and_limit(
+        self, store: EventStore
+    ) -> None:
+        # 2,500 events: more than two pages, ending inside the third.
+        for start in range(0, 2500, 500):
+            store.append("long", [_new(n=n) for n in range(start + 1, start + 501)], start)
+        every = list(range(1, 2501))
+        cases: list[tuple[dict[str, Any], list[int]]] = [
+            ({}, every),
+            ({"backwards": True}, every[::-1]),
+            ({"from_version": 999}, every[999:]),
+            ({"from_version": 1000, "to_version": 2000}, every[1000:2000]),
+            ({"to_version": 2001, "backwards": True}, every[:2001][::-1]),
+            ({"to_version": 9999, "backwards": True}, every[::-1]),
+            ({"to_version": 2600, "backwards": True, "limit": 1}, [2500]),
+            ({"from_version": 2400, "to_version": 2600, "backwards": True}, every[2400:][::-1]),
+            ({"from_version": 10, "backwards": True, "limit": 1500}, every[10:][::-1][:1500]),
+            ({"limit": 1000}, every[:1000]),
+            ({"limit": 1001}, every[:1001]),
+            ({"from_version": 500, "limit": 2000}, every[500:2500]),
+        ]
+        for kwargs, versions in cases:
+            assert [e.version for e in store.read_stream("long", **kwargs)] == versions, kwargs
+            assert [e.version for e in store.iter_stream("long", **kwargs)] == versions, kwargs
+
+    def test_iter_stream_is_lazy_and_checks_its_arguments_at_the_call(
+        self, store: EventStore
+    ) -> None:
+        self._five(store)
+        iterator = store.iter_stream("s-1", 1)
+        assert next(iterator).version == 2
+        assert [e.version for e in iterator] == [3, 4, 5]
+        assert list(store.iter_stream("nope")) == []
+        assert list(store.iter_stream("s-1", limit=0)) == []
+        with pytest.raises(InvalidInputError):
+            store.iter_stream("s-1", -1)
+        with pytest.raises(InvalidInputError):
+            store.iter_stream("")
+
     def test_reading_an_unknown_stream_gives_no_events(self, store: EventStore) -> None:
         assert store.read_stream("nope") == []
         assert store.get_events("nope") == []
