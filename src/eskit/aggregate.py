@@ -140,11 +140,16 @@ class Aggregate:
         """Record a new event: apply it, then keep it until the repository saves it.
 
         Pass either a type name and a data dict (seed style) or a registered
-        domain event instance (typed style).
+        domain event instance (typed style). A dict is stamped with the schema
+        version today's code writes for the type
+        (:meth:`~eskit.EventRegistry.write_version`), and must fit the type's
+        class if one is registered (else :class:`~eskit.InvalidInputError`).
         """
         domain: object | None = None
         if isinstance(event_type, str):
-            name, data, schema_version = event_type, dict(event_data or {}), 1
+            name, data = event_type, dict(event_data or {})
+            # Today's version, not 1: a dict built by today's code has today's shape.
+            schema_version = self.registry.write_version(name, data)
         else:
             if event_data is not None:
                 raise InvalidInputError("pass either a domain event or a type and data, not both")

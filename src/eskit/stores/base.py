@@ -12,8 +12,9 @@ Guarantees every store gives (checked by :mod:`eskit.testing.contract`):
 * **Atomic batches.** The events of one append are stored all together, at
   consecutive versions, or not at all.
 * **Idempotent retries.** Appending the same events (same event ids, types and
-  data) again at the same place succeeds without storing them twice; the result
-  says ``duplicate=True``. As in KurrentDB, "the same place" means every event
+  data; data compared with the keys of its objects sorted, see
+  :func:`same_payload`) again at the same place succeeds without storing them
+  twice; the result says ``duplicate=True``. As in KurrentDB, "the same place" means every event
   of the batch is already stored, consecutively, where this append would have put
   it, so retrying a consecutive part of an earlier batch is also accepted. A batch
   that mixes stored and new events, an id reused elsewhere, or an id reused for a
@@ -28,6 +29,11 @@ Guarantees every store gives (checked by :mod:`eskit.testing.contract`):
 What is *not* guaranteed: timestamps are informative and may go backwards along
 positions (clocks move); positions are not dense (a failed append may use up
 numbers); positions are comparable only within one store.
+
+Every store accepts the same input, checked here before any I/O: names (stream
+ids, event types, metadata keys) of valid Unicode up to
+:data:`~eskit.events.MAX_NAME_BYTES` bytes of UTF-8; versions from 0 to
+``2**63 - 1``; positions from 0 to ``2**128 - 1``; any limit >= 0.
 """
 
 from __future__ import annotations
@@ -55,13 +61,14 @@ from eskit.errors import (
     InvalidInputError,
 )
 from eskit.events import (
-    MAX_NAME_LENGTH,
     Event,
     EventRegistry,
     NewEvent,
     StreamId,
     UnfrozenEvent,
     as_metadata,
+    check_name,
+    check_text,
     default_registry,
     new_event_id,
     recorded_event,
@@ -182,20 +189,20 @@ _UUID_TEXT = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-
 
 
 def stream_key(stream_id: object) -> str:
-    """The text under which a stream is stored. UUIDs use their canonical form."""
+    """The text under which a stream is stored. UUIDs use their canonical form.
+
+    A str id must be non-empty, without NUL, valid UTF-8 (no lone surrogates) and
+    at most :data:`~eskit.events.MAX_NAME_BYTES` bytes long in UTF-8.
+    """
     if isinstance(stream_id, UUID):
         return str(stream_id)
     if type(stream_id) is not str:
         raise InvalidInputError(
             f"stream id must be a UUID or a str, got {type(stream_id).__name__}"
         )
-    if not stream_id:
-        raise InvalidInputError("stream id must not be empty")
-    if len(stream_id) > MAX_NAME_LENGTH:
-        raise InvalidInputError(f"stream id is longer than {MAX_NAME_LENGTH} characters")
-    if "\x00" in stream_id:
-        raise InvalidInputError("stream id must not contain NUL characters")
-    return stream_id
+    # The same rules as event types (eskit.events.check_name): refused here, before
+    # any I/O, so that every store refuses the same ids with the same error.
+    return check_name("stream id", stream_id)
 
 
 def stream_id_from_key(key: str) -> StreamId:
@@ -432,6 +439,7 @@ def prepare_batch(
 
 
 def _prepare_one(stream: str, item: object, registry: EventRegistry, now: datetime) -> PendingEvent:
+    schema_version: int | None
     if isinstance(item, Event):
         event_id, event_type, data = item.event_id, item.event_type, item.event_data
         metadata, schema_version = item.metadata, item.schema_version
@@ -454,13 +462,41 @@ def _prepare_one(stream: str, item: object, registry: EventRegistry, now: dateti
     validate_event_type(event_type)
     if type(data) is not dict and not isinstance(data, Mapping):
         raise InvalidInputError(f"event_data must be a dict, got {type(data).__name__}")
+    if schema_version is None:  # a NewEvent that leaves it to the registry
+        schema_version = registry.write_version(event_type, data)
     if type(schema_version) is not int or not 1 <= schema_version <= 2**31 - 1:
         raise InvalidInputError(f"schema_version must be an int >= 1, got {schema_version!r}")
     data = dict(data)
-    metadata = {} if type(metadata) is dict and not metadata else as_metadata(metadata)
+    if type(metadata) is dict and not metadata:
+        metadata = {}
+    else:
+        metadata = as_metadata(metadata)
+        for key in metadata:
+            # Metadata keys follow the rules of names (no lone surrogate, at most
+            # MAX_NAME_BYTES); a key that is not a str is the codec's to refuse.
+            if type(key) is str:
+                check_text("metadata key", key)
     return PendingEvent(
         event_id, event_type, codec.encode(data), codec.encode(metadata),
         now if timestamp is None else _to_utc(timestamp), schema_version, data, metadata,
+    )
+
+
+def same_payload(stored: bytes, retried: bytes) -> bool:
+    """Whether two encoded payloads hold the same data, whatever the order of their keys.
+
+    The canonical form is the codec's JSON with the keys of every object sorted
+    (sets are already encoded in a canonical order). Values are not compared as
+    Python values: ``Decimal('NaN')`` is not equal to itself, and ``1 == 1.0 ==
+    True`` or ``Decimal('1.0') == Decimal('1.00')`` would call different stored
+    data the same. Only the order of keys, which a dict built another way
+    changes, is ignored.
+    """
+    if stored == retried:
+        return True
+    return bool(
+        _dumps(_loads(stored), option=orjson.OPT_SORT_KEYS)
+        == _dumps(_loads(retried), option=orjson.OPT_SORT_KEYS)
     )
 
 
@@ -486,13 +522,13 @@ def resolve_conflict(
     first = stored[0]
     # A retry repeats the same events: same ids, same place, same type and data
     # (timestamps and metadata may differ between attempts). Data is compared as
-    # canonical encodings, not as values: Decimal('NaN') is not equal to itself.
+    # canonical encodings (see same_payload), not as values.
     complete = first is not None and all(
         e is not None
         and stream_key(e.aggregate_id) == stream
         and e.version == first.version + i
         and e.event_type == p.event_type
-        and codec.encode(e.event_data) == p.data
+        and same_payload(codec.encode(e.event_data), p.data)
         for i, (e, p) in enumerate(zip(stored, batch, strict=True))
     )
     if complete and first is not None:
@@ -581,6 +617,7 @@ def decode_event(
 
 _decode = codec.decode
 _loads = orjson.loads
+_dumps = orjson.dumps
 _decode_tree = codec.decode_tree
 _TAG_TEXT = codec.TAG
 _new_uuid = UUID.__new__
@@ -738,8 +775,12 @@ class EventStore(ABC):  # noqa: B024
         reads from the first event, and passing the version you already have
         reads only what came after it. ``to_version=None`` reads to the head.
         ``backwards=True`` returns the same range newest first; ``limit`` keeps
-        that many events from the start of the returned order. An unknown
-        stream reads as empty.
+        that many events from the start of the returned order (any int >= 0; a
+        limit beyond the stream's length reads it all). An unknown stream reads
+        as empty.
+
+        The stream is read in pages of 1,000 events, so only the returned list
+        grows with the stream; :meth:`iter_stream` does not hold it either.
         """
         stream = stream_key(stream_id)
         if not check_read_stream_args(from_version, to_version, backwards, limit):
