@@ -140,15 +140,15 @@ class Aggregate:
         """Record a new event: apply it, then keep it until the repository saves it.
 
         Pass either a type name and a data dict (seed style) or a registered
-        domain event instance (typed style). A dict is stamped with the schema
-        version today's code writes for the type
-        (:meth:`~eskit.EventRegistry.write_version`), and must fit the type's
-        class if one is registered (else :class:`~eskit.InvalidInputError`).
+        domain event instance (typed style). A dict gets the schema version
+        :meth:`~eskit.EventRegistry.write_version` gives: today's version of the
+        type's registered class, which it must then fit (else
+        :class:`~eskit.InvalidInputError`), or 1 for a type without a class.
         """
         domain: object | None = None
         if isinstance(event_type, str):
             name, data = event_type, dict(event_data or {})
-            # Today's version, not 1: a dict built by today's code has today's shape.
+            # Not always 1: a dict built today for a registered class has today's shape.
             schema_version = self.registry.write_version(name, data)
         else:
             if event_data is not None:
