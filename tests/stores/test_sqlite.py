@@ -326,3 +326,27 @@ def test_killing_writers_mid_batch_never_leaves_a_partial_batch(tmp_path: Path) 
             assert versions == list(range(1, info.version + 1))
         positions = [e.position or 0 for e in everything]
         assert positions == sorted(positions)
+
+
+def test_the_async_store_refuses_and_adopts_another_apps_database_the_same_way(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from eskit.aio import AsyncSQLiteEventStore
+
+    path = tmp_path / "app.db"
+    _another_apps_database(path)
+    before = _files_of(path)
+
+    async def main() -> None:
+        with pytest.raises(NotAnEskitStoreError, match="adopt=True"):
+            await AsyncSQLiteEventStore.open(path)
+        assert _files_of(path) == before
+        store = await AsyncSQLiteEventStore.open(path, adopt=True)
+        await store.append("s", [NewEvent("Happened")], 0)
+        await store.close()
+
+    asyncio.run(main())
+    with SQLiteEventStore(path, create=False) as store:
+        assert store.head_position() == 1

@@ -61,6 +61,7 @@ from eskit.stores.base import (
 __all__ = ["SQLiteEventStore"]
 
 _log = logging.getLogger("eskit.stores.sqlite")
+_getpid = os.getpid  # on every call: a fork is detected by the process id changing
 
 # Reader connections kept open, per store, between reads; more may be open while
 # more threads read at once. Each holds two file descriptors (database and -wal).
@@ -181,7 +182,8 @@ class SQLiteEventStore(EventStore):
         self._adopt = adopt
         self._write_lock = threading.Lock()
         self._writer: sqlite3.Connection | None = None
-        self._pool_lock = threading.Condition(threading.Lock())
+        self._pool_lock = threading.Lock()  # a plain lock: `with` on it costs least
+        self._pool_changed = threading.Condition(self._pool_lock)  # for close() and fork()
         self._readers: set[sqlite3.Connection] = set()  # open reader connections
         self._idle: list[sqlite3.Connection] = []  # of those, the ones not in use
         self._busy = 0  # readers checked out (or being opened)
@@ -238,7 +240,7 @@ class SQLiteEventStore(EventStore):
         """Raise StoreError if this store must not be used (closed, or inherited)."""
         if self._closed:
             raise StoreError("the store is closed")
-        if self._pid != os.getpid():
+        if self._pid != _getpid():
             self._forked_without_hooks()
         if self._unusable:
             raise StoreError(self._unusable)
@@ -264,11 +266,13 @@ class SQLiteEventStore(EventStore):
 
     def _checkout(self) -> sqlite3.Connection:
         """A reader connection of the pool (a new one if none is idle); see _checkin."""
-        self._usable()
+        if self._pid != _getpid() or self._closed or self._unusable:
+            self._usable()
         with self._pool_lock:
             while self._forking:
-                self._pool_lock.wait()
-            self._usable()
+                self._pool_changed.wait()
+            if self._closed or self._unusable:
+                self._usable()
             self._busy += 1
             if self._idle:
                 return self._idle.pop()
@@ -294,7 +298,7 @@ class SQLiteEventStore(EventStore):
                 else:
                     self._idle.append(conn)
             if not self._busy and (self._closed or self._forking):
-                self._pool_lock.notify_all()
+                self._pool_changed.notify_all()
 
     @contextmanager
     def _reading_memory(self) -> Iterator[sqlite3.Connection]:
@@ -328,7 +332,7 @@ class SQLiteEventStore(EventStore):
                 self._readers.discard(conn)
                 conn.close()
             # The readers still in use are closed by their own _checkin.
-            self._pool_lock.wait_for(lambda: not self._busy, timeout=self._busy_timeout)
+            self._pool_changed.wait_for(lambda: not self._busy, timeout=self._busy_timeout)
         if self._write_lock.acquire(timeout=self._busy_timeout):
             try:
                 if self._writer is not None:
@@ -355,7 +359,7 @@ class SQLiteEventStore(EventStore):
         self._fork_write_locked = self._write_lock.acquire(timeout=self._busy_timeout)
         with self._pool_lock:
             self._forking = True
-            idle = self._pool_lock.wait_for(lambda: not self._busy, timeout=self._busy_timeout)
+            idle = self._pool_changed.wait_for(lambda: not self._busy, timeout=self._busy_timeout)
             if not (self._fork_write_locked and idle):
                 _log.warning("%r is still in use by another thread at fork(): the child "
                              "process will refuse to use it", self.path)
@@ -375,7 +379,7 @@ class SQLiteEventStore(EventStore):
             return
         with self._pool_lock:
             self._forking = False
-            self._pool_lock.notify_all()
+            self._pool_changed.notify_all()
         if self._fork_write_locked:
             self._write_lock.release()
         self._after_fork = True
@@ -396,7 +400,8 @@ class SQLiteEventStore(EventStore):
         self._idle = []
         self._busy = 0
         self._forking = False
-        self._pool_lock = threading.Condition(threading.Lock())
+        self._pool_lock = threading.Lock()
+        self._pool_changed = threading.Condition(self._pool_lock)
         self._write_lock = threading.Lock()
         self._pid = os.getpid()
         self._after_fork = True
@@ -719,7 +724,7 @@ class _Reading(_translated):
     __slots__ = ("conn", "store")
 
     def __init__(self, store: SQLiteEventStore) -> None:
-        super().__init__(store.path)
+        self.path = store.path
         self.store = store
 
     def __enter__(self) -> sqlite3.Connection:  # type: ignore[override]
@@ -734,6 +739,8 @@ class _Reading(_translated):
                  traceback: object) -> None:
         store = self.store
         store._checkin(self.conn)
+        if exc is None:
+            return
         if store._closed and isinstance(exc, sqlite3.Error):  # interrupted by close()
             raise StoreError(f"{self.path!r}: the store was closed during the read") from exc
         super().__exit__(kind, exc, traceback)
