@@ -18,6 +18,13 @@ Design notes (why it is safe):
   the process) crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
 * **Append only.** Triggers make the events table reject ``UPDATE`` and
   ``DELETE``, so not even a stray SQL statement can rewrite history.
+* **Connections.** One writer connection and a small pool of readers shared by
+  all threads; a connection is closed only while no thread uses it, and all of
+  them are closed just before ``os.fork()`` (see ``_before_fork`` for why a
+  child must inherit none). Reads never yield to the caller while they hold a
+  pooled connection, so a pool slot is never held across user code.
+* **Hands off other databases.** A non-empty SQLite file that eskit did not
+  create is refused before any write (``adopt=True`` to use it anyway).
 """
 
 from __future__ import annotations
