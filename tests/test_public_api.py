@@ -7,7 +7,8 @@ import eskit
 
 PUBLIC_API = [
     "ANY", "NO_STREAM", "STREAM_EXISTS", "Aggregate", "AggregateNotFound", "AppendResult",
-    "ConcurrencyError", "DecodingError", "DuplicateEventError", "EncodingError",
+    "ConcurrencyError", "DamagedStoreError", "DecodingError", "DuplicateEventError",
+    "EncodingError",
     "EskitDeprecationWarning", "EskitError",
     "Event", "EventOrderError", "EventRegistry", "EventStore", "ExpectedVersion",
     "InMemoryEventStore", "InvalidInputError", "NewEvent", "NotAnEskitStoreError",

@@ -12,6 +12,7 @@ from eskit.codec import register_type
 from eskit.errors import (
     AggregateNotFound,
     ConcurrencyError,
+    DamagedStoreError,
     DecodingError,
     DuplicateEventError,
     EncodingError,
@@ -82,6 +83,7 @@ __all__ = [
     "AggregateNotFound",
     "AppendResult",
     "ConcurrencyError",
+    "DamagedStoreError",
     "DecodingError",
     "DuplicateEventError",
     "EncodingError",

@@ -16,6 +16,7 @@ never reach the caller untranslated::
     ├── EventOrderError                     an event applied out of version order
     └── StoreError                          the storage itself failed
         ├── NotAnEskitStoreError            the file or database is not an eskit store
+        ├── DamagedStoreError               the store's file is corrupt
         └── StoreBusyError                  the store stayed locked past the timeout
 
 ``ConcurrencyError`` subclasses ``ValueError`` so that code written for the
@@ -29,6 +30,7 @@ from typing import Any
 __all__ = [
     "AggregateNotFound",
     "ConcurrencyError",
+    "DamagedStoreError",
     "DecodingError",
     "DuplicateEventError",
     "EncodingError",
@@ -162,6 +164,15 @@ class StoreError(EskitError):
 
 class NotAnEskitStoreError(StoreError):
     """The given file or database is not an eskit event store."""
+
+
+class DamagedStoreError(StoreError):
+    """The store's file is corrupt (SQLite reports a malformed database).
+
+    Not the same as :class:`NotAnEskitStoreError`: the file was a SQLite
+    database, and is now damaged (truncated, or overwritten in places). The
+    message names the file and quotes SQLite's own report.
+    """
 
 
 class StoreBusyError(StoreError):
