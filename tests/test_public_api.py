@@ -50,3 +50,22 @@ def test_importing_eskit_needs_no_optional_dependency() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_eskit_logger_has_a_null_handler_so_an_unconfigured_app_prints_nothing() -> None:
+    import logging
+
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("eskit").handlers)
+    code = "import logging, eskit; logging.getLogger('eskit.snapshots').warning('snapshot failed')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stderr == ""  # no last-resort handler output
+
+
+def test_eskit_log_records_still_reach_the_applications_handlers() -> None:
+    code = (
+        "import logging, eskit; logging.basicConfig(format='%(name)s %(message)s'); "
+        "logging.getLogger('eskit.snapshots').warning('snapshot failed')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stderr.strip() == "eskit.snapshots snapshot failed"

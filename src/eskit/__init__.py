@@ -5,6 +5,7 @@ locking; aggregates are rebuilt by replaying them. This module is the public
 API: everything importable from here is supported, everything else is private.
 """
 
+import logging
 from typing import TYPE_CHECKING
 
 from eskit.aggregate import Aggregate, handles
@@ -74,6 +75,11 @@ if TYPE_CHECKING:
     from eskit.stores.postgres_snapshots import PostgresSnapshotStore
 
 __version__ = "0.1.0"
+
+# A library never configures logging: without this handler, Python's last-resort
+# handler would print eskit's warnings on stderr of every application that did not
+# configure logging itself. The application's own handlers still see every record.
+logging.getLogger("eskit").addHandler(logging.NullHandler())
 
 __all__ = [
     "ANY",
