@@ -23,6 +23,10 @@ PUBLIC_API = [
     # the read side (eskit.projections)
     "EventFilter", "InMemoryTarget", "PostgresTarget", "Projection", "ProjectionFailed",
     "ProjectionRunner", "RetryPolicy", "SQLiteTarget",
+    # optional extras
+    "MissingExtraError",
+    # time travel across versions (eskit.timetravel)
+    "FieldChange", "StateDiff", "state_diff",
 ]
 
 
