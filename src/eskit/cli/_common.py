@@ -212,15 +212,16 @@ class StoreCommand(TyperCommand):
         return super().parse_args(ctx, args)
 
     def _store_left_out(self, ctx: Any, args: Sequence[str]) -> bool:
+        # A dry run of the parser (no conversion, no callbacks): it fills the arguments
+        # left to right, so a left-out DB shows as the last required argument missing.
         parser = self.make_parser(ctx)
         try:
-            _, positional, _ = parser.parse_args(args=list(args))
+            values, _, _ = parser.parse_args(args=list(args))
         except Exception:  # a usage error: let the real parse report it
             return False
-        required = sum(
-            1 for p in self.params if p.param_type_name == "argument" and p.required
-        )
-        return len(positional) == required - 1
+        required = [p.name for p in self.params if p.param_type_name == "argument" and p.required]
+        given = [name for name in required if values.get(name) is not None]
+        return len(given) == len(required) - 1
 
 
 # --------------------------------------------------------------------------- stores
