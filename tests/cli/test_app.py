@@ -28,3 +28,14 @@ def test_the_eskit_script_is_installed_next_to_python():
     result = subprocess.run([script, "--help"], capture_output=True, text=True, check=False)
     assert result.returncode == 0
     assert "streams" in result.stdout
+
+
+def test_version_prints_the_installed_distributions_version():
+    from importlib.metadata import version
+
+    import eskit
+
+    result = eskit_cli("--version")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"eskit {version('eskit')}"
+    assert eskit.__version__ == version("eskit")

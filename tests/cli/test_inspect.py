@@ -209,3 +209,68 @@ def test_migrate_on_an_unreachable_server_exits_2_with_one_clear_line():
     assert result.returncode == 2
     assert "cannot connect to PostgreSQL" in result.stderr
     assert_no_traceback(result)
+
+
+# --------------------------------------------------------------------------- paging, JSON
+
+
+@pytest.fixture
+def five_streams(tmp_path):
+    path = tmp_path / "shop.db"
+    with eskit.SQLiteEventStore(path) as store:
+        for i in range(1, 6):
+            store.append(f"order-{i}", [eskit.NewEvent("OrderPlaced", {"n": i})] * 1)
+    return path
+
+
+def test_streams_pages_with_limit_and_after_in_first_event_order(five_streams):
+    first = eskit_cli("streams", five_streams, "--limit", "2")
+    assert first.returncode == 0, first.stderr
+    assert [r[0] for r in rows(first.stdout)] == ["order-1", "order-2"]
+    assert "2 of 5 streams" in first.stdout
+    assert "more: --after order-2" in first.stdout
+    rest = eskit_cli("streams", five_streams, "--after", "order-2", "--limit", "10")
+    assert [r[0] for r in rows(rest.stdout)] == ["order-3", "order-4", "order-5"]
+    assert "more:" not in rest.stdout
+
+
+def test_streams_after_an_unknown_stream_exits_2(five_streams):
+    result = eskit_cli("streams", five_streams, "--after", "order-9")
+    assert result.returncode == 2
+    assert "--after 'order-9'" in result.stderr
+    assert_no_traceback(result)
+
+
+def test_streams_json_is_a_list_of_streams_scripts_can_page_through(five_streams):
+    import json
+
+    result = eskit_cli("streams", five_streams, "--json", "--after", "order-3")
+    assert result.returncode == 0, result.stderr
+    listed = json.loads(result.stdout)
+    assert [s["stream_id"] for s in listed] == ["order-4", "order-5"]
+    assert {s["version"] for s in listed} == {1}
+    assert set(listed[0]) == {"stream_id", "version", "last_position", "last_timestamp"}
+
+
+def test_events_json_keeps_exact_values_and_the_schema_version(tmp_path):
+    import json
+    from decimal import Decimal
+    from uuid import UUID
+
+    path = tmp_path / "shop.db"
+    ids = UUID(int=7)
+    with eskit.SQLiteEventStore(path) as store:
+        store.append("order-1", [
+            eskit.NewEvent("OrderPlaced", {"total": Decimal("0.10"), "ref": ids, "lines": [1]},
+                           metadata={"by": "zoë"}, schema_version=3),
+        ])
+    result = eskit_cli("events", path, "order-1", "--json")
+    assert result.returncode == 0, result.stderr
+    (event,) = json.loads(result.stdout)
+    assert event["schema_version"] == 3
+    assert event["data"] == {"total": "0.10", "ref": str(ids), "lines": [1]}
+    assert event["metadata"] == {"by": "zoë"}
+    assert (event["stream_id"], event["version"], event["event_type"]) == (
+        "order-1", 1, "OrderPlaced")
+    shown = eskit_cli("events", path, "order-1")
+    assert [r[3] for r in rows(shown.stdout) if r[0].isdigit()] == ["3"]  # the schema column
