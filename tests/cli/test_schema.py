@@ -68,3 +68,20 @@ def test_upcast_check_with_a_module_that_cannot_be_imported_exits_2(v1_copy):
     assert result.returncode == 2
     assert "cannot import 'no.such.module'" in result.stderr
     assert_no_traceback(result)
+
+
+def test_upcast_check_without_event_classes_does_not_claim_0_failed_and_exits_4(v1_copy):
+    result = eskit_cli("upcast-check", v1_copy)
+    assert result.returncode == 4, result.stdout + result.stderr
+    summary = " ".join(result.stdout.split())
+    assert "0 failed" not in summary
+    assert "5 of 5 not checked against today's code" in summary
+    assert "--module" in summary
+    assert "--registry" in summary
+    assert_no_traceback(result)
+
+
+def test_upcast_check_with_the_registry_named_checks_everything_and_exits_0(v1_copy):
+    result = eskit_cli("upcast-check", v1_copy, "--registry", "tests.test_upcasting:V3")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 failed" in result.stdout

@@ -169,7 +169,10 @@ def _print_report(report: UpcastReport, db: str, told: bool) -> None:
         # them against: "0 failed" would be a claim the command cannot make.
         untyped = sum(report.untyped.values())
         out.print(c.plain(
-            f"{events}: {len(report.failures)} failed to decode; {untyped} of "
+            f"{events}: "
+            + (f"{len(report.failures)} failed to decode" if report.failures
+               else "every one decoded")
+            + f"; {untyped} of "
             f"{report.read} not checked against today's code: no event classes or "
             "upcasters were named. Pass --module (the modules that declare them) or "
             "--registry MODULE:NAME."
