@@ -162,3 +162,43 @@ def test_state_and_diff_read_a_postgres_store(postgres_dsn):
     diff = eskit_cli("diff", postgres_dsn, "acc-1", "1", "2", "--schema", schema)
     assert diff.returncode == 0, diff.stderr
     assert [r[:4] for r in rows(diff.stdout) if r[0] == "limit"] == [["limit", "changed", "5", "9"]]
+
+
+# --------------------------------------------------------------------------- --app: the real state
+
+
+def test_state_with_app_shows_the_aggregates_own_state_not_the_last_values(timeline_db):
+    result = eskit_cli("state", timeline_db, "order-7", "--app", "tests.cli.apps:Order")
+    assert result.returncode == 0, result.stderr
+    assert {r[0]: r[1] for r in rows(result.stdout) if r[0] not in ("field", "")} == {
+        "customer": '"zoë"', "lines": '["pen", "ink"]', "status": '"paid"', "total": "15.00",
+    }
+    assert "the state of Order" in result.stdout
+    at_2 = eskit_cli("state", timeline_db, "order-7", "--app", "tests.cli.apps:Order",
+                     "--as-of", "2025-03-01T09:01:30Z")
+    assert "state at version 2 of 4" in " ".join(at_2.stdout.split())
+    assert {r[0]: r[1] for r in rows(at_2.stdout)}["lines"] == '["pen"]'
+
+
+def test_diff_with_app_compares_the_aggregates_states(timeline_db):
+    result = eskit_cli("diff", timeline_db, "order-7", "0", "2", "--app", "tests.cli.apps:Order")
+    assert result.returncode == 0, result.stderr
+    assert {r[0]: r[1:] for r in rows(result.stdout) if r[0] not in ("field", "")} == {
+        "customer": ["changed", "None", '"zoë"'],
+        "lines": ["changed", "[]", '["pen"]'],
+        "status": ["changed", "None", '"new"'],
+        "total": ["changed", "0", "12.50"],
+    }
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [("tests.cli.apps:NotAnAggregate", "does not name an Aggregate class"),
+     ("tests.cli.apps", "does not name an Aggregate class"),
+     ("no.such.module:Order", "cannot import 'no.such.module'")],
+)
+def test_state_with_an_app_that_is_not_an_aggregate_class_exits_2(timeline_db, spec, message):
+    result = eskit_cli("state", timeline_db, "order-7", "--app", spec)
+    assert result.returncode == 2
+    assert message in result.stderr
+    assert_no_traceback(result)
