@@ -150,3 +150,12 @@ def test_projection_commands_take_the_store_from_eskit_dsn(tmp_path, command):
                      env={"ESKIT_DSN": str(db)}).returncode == 0
     result = eskit_cli("projections", command, env={"ESKIT_DSN": str(db)})
     assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize("command", [["parked"], ["skip", "counter", "some-id"], ["status"]])
+def test_projection_commands_on_a_missing_file_exit_2_and_create_nothing(tmp_path, command):
+    missing = tmp_path / "missing.db"
+    result = eskit_cli("projections", command[0], missing, *command[1:], cwd=tmp_path)
+    assert result.returncode == 2
+    assert "does not exist" in result.stderr
+    assert list(tmp_path.iterdir()) == []

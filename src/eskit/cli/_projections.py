@@ -189,7 +189,8 @@ def parked(
 ) -> None:
     """Events parked by failing projections (or, with --skipped, given up on)."""
     kind = "skipped" if skipped else "parked"
-    with c.reported_errors(), c.open_target(db, schema) as target:
+    # The store first: it refuses a missing file or schema, where a target would create it.
+    with c.reported_errors(), c.open_store(db, schema), c.open_target(db, schema) as target:
         letters = target.dead_letters(name, status=kind)
     out = c.console()
     if not letters:
@@ -238,6 +239,6 @@ def skip(
     """Give up on a parked event: it stays listed, by `parked --skipped`."""
     from eskit.projections.runner import skip_parked
 
-    with c.reported_errors(), c.open_target(db, schema) as target:
+    with c.reported_errors(), c.open_store(db, schema), c.open_target(db, schema) as target:
         skip_parked(target, name, event_id)
         c.console().print(c.plain(f"skipped {event_id}"))
