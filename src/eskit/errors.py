@@ -1,7 +1,7 @@
 """The one exception hierarchy of eskit.
 
 Every error eskit raises on purpose is an :class:`EskitError`. Driver errors
-(``sqlite3``, later ``psycopg``) are translated at the edge of each store and
+(``sqlite3``, ``psycopg``) are translated at the edge of each store and
 never reach the caller untranslated::
 
     EskitError
