@@ -73,3 +73,15 @@ def test_eskit_log_records_still_reach_the_applications_handlers() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.stderr.strip() == "eskit.snapshots snapshot failed"
+
+
+def test_the_version_is_written_in_one_place_and_the_package_metadata_reads_it() -> None:
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["hatch"]["version"]["path"] == "src/eskit/__init__.py"
+    assert version("eskit") == eskit.__version__

@@ -77,7 +77,7 @@ if TYPE_CHECKING:
     from eskit.stores.postgres import PostgresEventStore
     from eskit.stores.postgres_snapshots import PostgresSnapshotStore
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it from here (hatch)
 
 # A library never configures logging: without this handler, Python's last-resort
 # handler would print eskit's warnings on stderr of every application that did not
