@@ -49,14 +49,13 @@ __all__ = [
     "open_target",
     "parse_time",
     "plain",
-    "postgres_module",
+    "open_postgres",
     "print_json",
     "printable",
     "quoted",
     "redact",
     "reported_errors",
     "schema_option",
-    "shown",
     "timestamp",
     "value",
 ]
@@ -165,11 +164,6 @@ def redact(db: str) -> str:
     return make_conninfo("", **params)
 
 
-def shown(db: str) -> str:
-    """The store as titles and messages show it (see :func:`redact`)."""
-    return redact(db)
-
-
 def _remember_secrets(db: str) -> None:
     found: set[str] = set()
     for pattern in _SECRET_PATTERNS:
@@ -227,8 +221,14 @@ class StoreCommand(TyperCommand):
 # --------------------------------------------------------------------------- stores
 
 
-def postgres_module() -> Any:
-    return importlib.import_module("eskit.stores.postgres")
+def open_postgres(dsn: str, schema: str) -> Any:
+    """A PostgreSQL store on ``dsn`` that creates nothing (``setup=False``).
+
+    Its password is noted first, so that no error message about it can show it.
+    """
+    _remember_secrets(dsn)
+    postgres = importlib.import_module("eskit.stores.postgres")
+    return postgres.PostgresEventStore(dsn, schema=schema, setup=False)
 
 
 @contextmanager
@@ -238,8 +238,7 @@ def open_store(db: str, schema: str = "eskit") -> Iterator[eskit.EventStore]:
     # check that eskit's tables are there) for a database.
     store: eskit.EventStore
     if is_dsn(db):
-        _remember_secrets(db)
-        pg_store = postgres_module().PostgresEventStore(db, schema=schema, setup=False)
+        pg_store = open_postgres(db, schema)
         if pg_store.schema_version() == 0:
             pg_store.close()
             raise eskit.NotAnEskitStoreError(
@@ -291,7 +290,7 @@ def existing_stream(store: eskit.EventStore, text: str, db: str) -> eskit.Stream
     stream_id = find_stream(store, text)
     if stream_id is None:
         raise BadInput(
-            f"no stream {text!r} in {quoted(shown(db))}; `eskit streams {shown(db)}` lists them"
+            f"no stream {text!r} in {quoted(redact(db))}; `eskit streams {redact(db)}` lists them"
         )
     return stream_id
 

@@ -47,7 +47,7 @@ def streams(
         if after is not None:
             keys = [str(info.stream_id) for info in infos]
             if after not in keys:
-                raise c.BadInput(f"--after {after!r}: no such stream in {c.quoted(c.shown(db))}")
+                raise c.BadInput(f"--after {after!r}: no such stream in {c.quoted(c.redact(db))}")
             infos = infos[keys.index(after) + 1:]
         more = limit is not None and len(infos) > limit
         page = infos[:limit] if limit is not None else infos
@@ -56,10 +56,10 @@ def streams(
         return
     out = c.console()
     if not total:
-        out.print(f"no streams in {c.quoted(c.shown(db))}: the store is empty", markup=False)
+        out.print(f"no streams in {c.quoted(c.redact(db))}: the store is empty", markup=False)
         return
-    shown = f"{len(page)} of {total}" if len(page) != total else str(total)
-    table = Table(title=c.plain(f"{shown} stream{'s' * (total != 1)} in {c.shown(db)}"))
+    counted = f"{len(page)} of {total}" if len(page) != total else str(total)
+    table = Table(title=c.plain(f"{counted} stream{'s' * (total != 1)} in {c.redact(db)}"))
     table.add_column("stream id", no_wrap=True)
     table.add_column("version", justify="right", no_wrap=True)
     table.add_column("last position", justify="right")
@@ -112,7 +112,7 @@ def events(
         c.print_json([_event_json(event) for event in found])
         return
     table = Table(title=c.plain(
-        f"stream {stream_id} in {c.shown(db)}: {len(found)} of {head} event{'s' * (head != 1)}"
+        f"stream {stream_id} in {c.redact(db)}: {len(found)} of {head} event{'s' * (head != 1)}"
         + (", newest first" if backwards else "")
     ))
     table.add_column("version", justify="right", no_wrap=True)

@@ -81,7 +81,7 @@ def status(
     if not statuses:
         out.print("no projections have run against this store")
         return
-    table = Table(title=c.plain(f"projections of {c.shown(db)}"))
+    table = Table(title=c.plain(f"projections of {c.redact(db)}"))
     for column in ("projection", "part", "handled", "lag (events)", "lag (s)",
                    "events/s", "parked", "last error"):
         table.add_column(column, overflow="fold")

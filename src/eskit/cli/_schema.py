@@ -39,8 +39,7 @@ def migrate(
             raise c.BadInput(
                 f"{c.quoted(dsn)} is not a PostgreSQL DSN; SQLite files need no migration"
             )
-        c.redact(dsn)  # learn its password, so no error message can show it
-        store = c.postgres_module().PostgresEventStore(dsn, schema=schema, setup=False)
+        store = c.open_postgres(dsn, schema)
         try:
             before = store.schema_version()
             store.setup()
@@ -163,7 +162,7 @@ def _check_event(registry: eskit.EventRegistry, stored: eskit.Event, report: Upc
 
 def _print_report(report: UpcastReport, db: str, told: bool) -> None:
     out = c.console()
-    events = f"{report.read} event{'s' * (report.read != 1)} read from {c.shown(db)}"
+    events = f"{report.read} event{'s' * (report.read != 1)} read from {c.redact(db)}"
     if report.untyped and not told:
         # Without the application's classes and upcasters there is nothing to check
         # them against: "0 failed" would be a claim the command cannot make.

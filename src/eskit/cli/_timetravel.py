@@ -87,7 +87,7 @@ def state(
             else:
                 folded = fold(store.read_stream(stream_id, 0, target))
     where = f" as of {c.timestamp(moment)} UTC" if moment is not None else ""
-    title = c.plain(f"stream {stream_id} in {c.shown(db)}: state at version {target} of {head}"
+    title = c.plain(f"stream {stream_id} in {c.redact(db)}: state at version {target} of {head}"
                     + where)
     if cls is not None:
         table = Table(title=title, caption=f"the state of {cls.__qualname__}")
@@ -141,12 +141,12 @@ def diff(
     out = c.console()
     if not changes:
         out.print(c.plain(
-            f"stream {stream_id} in {c.shown(db)}: no field changed between version {v1} and "
+            f"stream {stream_id} in {c.redact(db)}: no field changed between version {v1} and "
             f"version {v2} ({span})"
         ))
         return
     table = Table(
-        title=c.plain(f"stream {stream_id} in {c.shown(db)}: version {v1} → {v2} ({span})"),
+        title=c.plain(f"stream {stream_id} in {c.redact(db)}: version {v1} → {v2} ({span})"),
         caption=f"fields of the state of {cls.__qualname__}" if cls is not None
         else "fields of the state (each field's last value in event data)",
     )
