@@ -1,7 +1,7 @@
 """The one exception hierarchy of eskit.
 
 Every error eskit raises on purpose is an :class:`EskitError`. Driver errors
-(``sqlite3``, later ``psycopg``) are translated at the edge of each store and
+(``sqlite3``, ``psycopg``) are translated at the edge of each store and
 never reach the caller untranslated::
 
     EskitError
@@ -14,6 +14,7 @@ never reach the caller untranslated::
     ├── UnknownEventTypeError               no class or handler knows this event type
     ├── DecodingError                       a stored event cannot be decoded
     ├── EventOrderError                     an event applied out of version order
+    ├── MissingExtraError (ImportError)     an optional extra is not installed
     └── StoreError                          the storage itself failed
         ├── NotAnEskitStoreError            the file or database is not an eskit store
         ├── DamagedStoreError               the store's file is corrupt
@@ -37,6 +38,7 @@ __all__ = [
     "EskitError",
     "EventOrderError",
     "InvalidInputError",
+    "MissingExtraError",
     "NotAnEskitStoreError",
     "StoreBusyError",
     "StoreError",
@@ -177,3 +179,20 @@ class DamagedStoreError(StoreError):
 
 class StoreBusyError(StoreError):
     """The store stayed locked by other writers for longer than the timeout."""
+
+
+class MissingExtraError(EskitError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install.
+
+    ``extra`` is the extra's name (``postgres``, ``cli``, ``metrics``, ``web``) and
+    ``name``, as on any :class:`ImportError`, the module that could not be imported.
+    Being an ``ImportError``, it is caught by code that guards an optional import.
+    """
+
+    def __init__(self, extra: str, feature: str, *, name: str | None = None) -> None:
+        self.extra = extra
+        missing = f" (no module named {name!r})" if name else ""
+        super().__init__(
+            f"{feature} needs the {extra} extra: pip install 'eskit[{extra}]'{missing}",
+            name=name,
+        )
