@@ -21,6 +21,7 @@ from eskit.projections.checkpoints import (
 from eskit.projections.projection import Projection, idempotency_key
 from eskit.projections.runner import (
     BatchResult,
+    ParkedEventBlocked,
     ProjectionFailed,
     ProjectionRunner,
     RetryPolicy,
@@ -34,6 +35,7 @@ __all__ = [
     "BatchResult",
     "DeadLetter",
     "InMemoryTarget",
+    "ParkedEventBlocked",
     "PostgresTarget",
     "Projection",
     "ProjectionFailed",

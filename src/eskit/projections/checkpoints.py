@@ -94,7 +94,8 @@ class DeadLetter:
     attempts: int
     parked_at: datetime
     status: str
-    """``"parked"``, or ``"skipped"`` once an operator decided to drop it."""
+    """``"parked"``; ``"skipped"`` once an operator gave up on it; ``"retried"`` once a
+    retry handled it (kept for the record and the retried count)."""
 
 
 def _ts(micros: int | None) -> datetime | None:
@@ -289,6 +290,37 @@ class ProjectionTarget(ABC):
             rows = self._run(conn, query, tuple(params))
         return sorted((_dead(r) for r in rows), key=lambda d: (d.projection, d.position))
 
+    def claim_dead_letter(self, conn: Any, name: str, event_id: str) -> DeadLetter | None:
+        """The letter of ``event_id`` if it is still parked, locked until the transaction ends.
+
+        ``None`` when it is gone, skipped or already retried: a concurrent retry got
+        there first. On PostgreSQL the row lock makes a second claimant wait for the
+        first to commit and then re-check the row (READ COMMITTED re-evaluates a locked
+        row), so two retries of one letter handle it once. SQLite has one writer at a
+        time and the in-memory target holds its lock for the whole transaction.
+        """
+        rows = self._run(
+            conn,
+            f"SELECT {_DEAD_COLUMNS} FROM eskit_dead_letters "
+            "WHERE projection = ? AND event_id = ? AND status = 'parked'" + self._lock_suffix(),
+            (name, event_id),
+        )
+        return _dead(rows[0]) if rows else None
+
+    def parked_before(self, conn: Any, letter: DeadLetter) -> list[DeadLetter]:
+        """Letters of ``letter``'s stream still parked at earlier positions, oldest first."""
+        rows = self._run(
+            conn,
+            f"SELECT {_DEAD_COLUMNS} FROM eskit_dead_letters "
+            "WHERE projection = ? AND stream_id = ? AND status = 'parked'",
+            (letter.projection, letter.stream_id),
+        )
+        # Positions are stored as text (they exceed 64 bits): compare them as ints here.
+        return sorted(
+            (d for d in map(_dead, rows) if d.position < letter.position),
+            key=lambda d: d.position,
+        )
+
     def parked_streams(self, conn: Any, name: str, partition: int) -> set[str]:
         rows = self._run(
             conn,
@@ -445,6 +477,18 @@ class InMemoryTarget(ProjectionTarget):
                  if name in (None, d.projection) and status in (None, d.status)),
                 key=lambda d: (d.projection, d.position),
             )
+
+    def claim_dead_letter(self, conn: Any, name: str, event_id: str) -> DeadLetter | None:
+        letter = self._dead.get((name, event_id))
+        return letter if letter is not None and letter.status == "parked" else None
+
+    def parked_before(self, conn: Any, letter: DeadLetter) -> list[DeadLetter]:
+        return sorted(
+            (d for d in self._dead.values()
+             if d.projection == letter.projection and d.stream_id == letter.stream_id
+             and d.status == "parked" and d.position < letter.position),
+            key=lambda d: d.position,
+        )
 
     def parked_streams(self, conn: Any, name: str, partition: int) -> set[str]:
         return {
