@@ -43,7 +43,7 @@ from typing import TYPE_CHECKING, Any
 from eskit.errors import StoreError
 from eskit.events import Event
 from eskit.projections.sql import Dialect, Tx, to_pyformat
-from eskit.stores.base import micros_to_timestamp, timestamp_to_micros
+from eskit.stores.base import UndecodableEvent, micros_to_timestamp, timestamp_to_micros
 from eskit.stores.sqlite import keep_inherited, watch_forks
 
 if TYPE_CHECKING:
@@ -185,7 +185,7 @@ class ProjectionTarget(ABC):
 
     def save_position(
         self, conn: Any, name: str, partition: int, position: int, handled: int,
-        last_event: Event | None, rate: float | None,
+        last_event: Event | UndecodableEvent | None, rate: float | None,
     ) -> None:
         """Move the checkpoint (inside the batch's transaction)."""
         self._run(
@@ -208,16 +208,22 @@ class ProjectionTarget(ABC):
             (generation, name, partition),
         )
 
-    def reset(self, conn: Any, name: str, partition: int | None = None) -> None:
-        """Forget a projection's checkpoint (and its parked events): replay from the start."""
+    def reset(
+        self, conn: Any, name: str, partition: int | None = None, *, keep_skipped: bool = False
+    ) -> None:
+        """Forget a projection's checkpoint (and its parked events): replay from the start.
+
+        ``keep_skipped=True`` keeps the letters of skipped events (a rebuild that
+        honours skips: see :func:`~eskit.projections.rebuild.rebuild`).
+        """
         where, params = ("name = ?", (name,)) if partition is None else (
             "name = ? AND partition_no = ?", (name, partition)
         )
         self._run(conn, f"DELETE FROM eskit_projections WHERE {where}", params)
-        self._run(
-            conn, f"DELETE FROM eskit_dead_letters WHERE {where.replace('name', 'projection')}",
-            params,
-        )
+        letters = where.replace("name", "projection")
+        if keep_skipped:
+            letters += " AND status <> 'skipped'"
+        self._run(conn, f"DELETE FROM eskit_dead_letters WHERE {letters}", params)
 
     def record_error(self, name: str, partition: int, message: str) -> None:
         """Remember a failure (in a transaction of its own: the batch was rolled back)."""
@@ -253,7 +259,8 @@ class ProjectionTarget(ABC):
     # -- dead letters -------------------------------------------------------------------
 
     def park(
-        self, conn: Any, name: str, partition: int, event: Event, error: str, attempts: int
+        self, conn: Any, name: str, partition: int, event: Event | UndecodableEvent, error: str,
+        attempts: int,
     ) -> None:
         """Record ``event`` as parked for the projection (inside the batch's transaction)."""
         self._run(
@@ -416,7 +423,7 @@ class InMemoryTarget(ProjectionTarget):
 
     def save_position(
         self, conn: Any, name: str, partition: int, position: int, handled: int,
-        last_event: Event | None, rate: float | None,
+        last_event: Event | UndecodableEvent | None, rate: float | None,
     ) -> None:
         row = self._row(name, partition)
         row["position"] = position
@@ -430,7 +437,9 @@ class InMemoryTarget(ProjectionTarget):
     def set_generation(self, conn: Any, name: str, partition: int, generation: int) -> None:
         self._row(name, partition)["generation"] = generation
 
-    def reset(self, conn: Any, name: str, partition: int | None = None) -> None:
+    def reset(
+        self, conn: Any, name: str, partition: int | None = None, *, keep_skipped: bool = False
+    ) -> None:
         with self._lock:
             for state_key in [
                 k for k in self._states if k[0] == name and partition in (None, k[1])
@@ -439,6 +448,7 @@ class InMemoryTarget(ProjectionTarget):
             for dead_key in [
                 k for k, d in self._dead.items()
                 if k[0] == name and partition in (None, d.partition)
+                and not (keep_skipped and d.status == "skipped")
             ]:
                 del self._dead[dead_key]
 
@@ -461,7 +471,8 @@ class InMemoryTarget(ProjectionTarget):
             ]
 
     def park(
-        self, conn: Any, name: str, partition: int, event: Event, error: str, attempts: int
+        self, conn: Any, name: str, partition: int, event: Event | UndecodableEvent, error: str,
+        attempts: int,
     ) -> None:
         self._dead[(name, str(event.event_id))] = DeadLetter(
             name, partition, event.position or 0, str(event.event_id), str(event.aggregate_id),

@@ -45,7 +45,7 @@ from eskit.events import Event
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
-from eskit.stores.base import EventStore, stream_key
+from eskit.stores.base import EventStore, UndecodableEvent, stream_key
 from eskit.subscription import EventFilter
 
 __all__ = [
@@ -60,6 +60,9 @@ __all__ = [
 
 _log = logging.getLogger("eskit.projections.runner")
 
+Read = Event | UndecodableEvent
+"""What the runner reads: events, and placeholders for events it cannot decode."""
+
 OnFailure = Literal["stop", "park"]
 ParkedStreams = Literal["continue", "wait"]
 WAITING = "waiting behind an earlier parked event of this stream"
@@ -68,10 +71,14 @@ WAITING = "waiting behind an earlier parked event of this stream"
 class ProjectionFailed(EskitError):
     """A projection handler kept failing and the projection stopped (``on_failure="stop"``)."""
 
-    def __init__(self, message: str, *, projection: str, event: Event) -> None:
+    def __init__(
+        self, message: str, *, projection: str, event: Event | UndecodableEvent
+    ) -> None:
         super().__init__(message)
         self.projection = projection
         self.event = event
+        """The failing event; an :class:`~eskit.stores.base.UndecodableEvent` when it
+        could not be decoded (the cause is then its :class:`~eskit.errors.DecodingError`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,14 +117,8 @@ class BatchResult:
     parked: int = 0
 
 
-@dataclass(slots=True)
-class _Failure:
-    event: Event
-    error: BaseException
-
-
 class _HandlerError(Exception):
-    def __init__(self, event: Event, error: BaseException) -> None:
+    def __init__(self, event: Read, error: BaseException) -> None:
         super().__init__(str(error))
         self.event = event
         self.error = error
@@ -182,6 +183,8 @@ class ProjectionRunner:
         self._progress = _Progress()
         self._ready = False
         self._rate: float | None = None
+        self._skip: frozenset[str] = frozenset()
+        """Ids of events to pass over unhandled: a rebuild's skipped events."""
 
     # -- setup --------------------------------------------------------------------------
 
@@ -202,12 +205,12 @@ class ProjectionRunner:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def wants(self, event: Event) -> bool:
+    def wants(self, event: Read) -> bool:
         """Whether this runner dispatches ``event`` (its filter and its partition)."""
         return self.filter.matches(event) and (
             self.partitions == 1
             or partition_of(event.aggregate_id, self.partitions) == self.partition
-        )
+        ) and (not self._skip or str(event.event_id) not in self._skip)
 
     def run_batch(self) -> BatchResult:
         """Handle one batch in one transaction; ``read == 0`` means caught up."""
@@ -231,7 +234,7 @@ class ProjectionRunner:
         started = time.perf_counter()
         with self.target.transaction() as conn:
             state = self.target.load_state(conn, self.name, self.partition)
-            events = list(self.store.read_all(state.position, limit=limit))
+            events = self._read(state.position, limit)
             if not events:
                 return BatchResult(0, 0, state.position)
             tx = self._tx(conn, state.generation)
@@ -254,7 +257,7 @@ class ProjectionRunner:
                     parked += 1
                     continue
                 try:
-                    self.projection.handle(event, tx)
+                    self._apply(event, tx)
                 except Exception as exc:
                     if self.target.dialect == "memory" and index:
                         # Nothing rolls back in memory: keep what the earlier events of
@@ -273,11 +276,36 @@ class ProjectionRunner:
                 conn, self.name, self.partition, events[-1].position or 0, handled,
                 events[-1], self._rate,
             )
-            if progress.attempts:
-                # The event that failed before has now gone through.
-                progress.attempts.clear()
+            if self._recovered(state.last_error, events[-1]):
                 self.target.clear_error(conn, self.name, self.partition)
+        if parked:
+            _log.warning("projection %r parked %d event%s (see eskit_dead_letters)",
+                         self.name, parked, "s" * (parked != 1))
         return BatchResult(len(events), handled, events[-1].position or 0, parked)
+
+    def _read(self, after: int, limit: int) -> list[Read]:
+        # Undecodable events come as placeholders, in order, so that the failure
+        # policy applies to them like to a handler error (and the runner keeps its place).
+        return list(self.store.read_all(after, limit=limit, on_undecodable="yield"))
+
+    def _apply(self, event: Read, tx: Tx | None) -> None:
+        if isinstance(event, UndecodableEvent):
+            raise event.error
+        self.projection.handle(event, tx)  # type: ignore[arg-type]
+
+    def _recovered(self, last_error: str | None, last: Read) -> bool:
+        """Whether a batch that got to ``last`` ends the failure ``last_error`` recorded.
+
+        Yes once the checkpoint is past the event that failed (handled or parked), or
+        at once in a runner that did not see the failure (a new process, after a fix):
+        the stored error is then history. Not while the runner is still going one event
+        at a time towards the failing event.
+        """
+        progress = self._progress
+        if progress.isolate_until is not None and (last.position or 0) < progress.isolate_until:
+            return False
+        progress.attempts.clear()
+        return last_error is not None
 
     def _batch_outside(self, limit: int) -> BatchResult:
         """A batch for idempotent handlers (process managers): no transaction around them.
@@ -289,11 +317,11 @@ class ProjectionRunner:
         progress = self._progress
         with self.target.transaction() as conn:
             state = self.target.load_state(conn, self.name, self.partition)
-        events = list(self.store.read_all(state.position, limit=limit))
+        events = self._read(state.position, limit)
         if not events:
             return BatchResult(0, 0, state.position)
         handled = 0
-        to_park: list[tuple[Event, tuple[str, int]]] = []
+        to_park: list[tuple[Read, tuple[str, int]]] = []
         for index, event in enumerate(events):
             if not self.wants(event):
                 continue
@@ -302,7 +330,7 @@ class ProjectionRunner:
                 to_park.append((event, park))
                 continue
             try:
-                self.projection.handle(event, None)  # type: ignore[arg-type]
+                self._apply(event, None)
             except Exception as exc:
                 if index:
                     self._move_if_unchanged(state.position, events[index - 1], handled, [])
@@ -310,15 +338,17 @@ class ProjectionRunner:
             handled += 1
         if not self._move_if_unchanged(state.position, events[-1], handled, to_park):
             return BatchResult(len(events), 0, state.position)
-        if progress.attempts:
-            progress.attempts.clear()
+        if self._recovered(state.last_error, events[-1]):
             with self.target.transaction() as conn:
                 self.target.clear_error(conn, self.name, self.partition)
+        if to_park:
+            _log.warning("projection %r parked %d event%s (see eskit_dead_letters)",
+                         self.name, len(to_park), "s" * (len(to_park) != 1))
         return BatchResult(len(events), handled, events[-1].position or 0, len(to_park))
 
     def _move_if_unchanged(
-        self, expected: int, last: Event, handled: int,
-        to_park: list[tuple[Event, tuple[str, int]]],
+        self, expected: int, last: Read, handled: int,
+        to_park: list[tuple[Read, tuple[str, int]]],
     ) -> bool:
         with self.target.transaction() as conn:
             state = self.target.load_state(conn, self.name, self.partition)
@@ -331,7 +361,7 @@ class ProjectionRunner:
             )
         return True
 
-    def _after_failure(self, event: Event, error: BaseException, limit: int) -> None:
+    def _after_failure(self, event: Read, error: BaseException, limit: int) -> None:
         progress = self._progress
         progress.isolate_until = event.position or 0
         if limit > 1:
@@ -348,12 +378,15 @@ class ProjectionRunner:
         )
         self.target.record_error(self.name, self.partition, message)
         if attempt < self.retry.max_attempts:
+            _log.warning("%s; retrying in %.3gs", message, self.retry.delay(attempt))
             self._stopped.wait(self.retry.delay(attempt))
             return
         del progress.attempts[event.event_id]
         if self.on_failure == "stop":
             progress.isolate_until = None
+            _log.error("%s; the projection stops", message)
             raise ProjectionFailed(message, projection=self.name, event=event) from error
+        _log.warning("%s; parking the event", message)
         progress.to_park[event.event_id] = (describe(error), attempt)
 
     def run_until_caught_up(
