@@ -9,7 +9,7 @@ from eskit import NewEvent
 from eskit.projections import ProjectionFailed, ProjectionRunner, RetryPolicy, retry_parked
 from eskit.projections.metrics import ProjectionCollector
 from eskit.projections.monitoring import projection_status
-from tests.projections.helpers import Counter, added
+from tests.projections.helpers import Counter, added, append_visible
 from tests.projections.test_failures import Cured
 
 
@@ -38,7 +38,7 @@ def _metrics(backend) -> str:
 
 
 def test_prometheus_metrics_show_lag_parked_events_and_failing_state(backend) -> None:
-    backend.store.append("a", [NewEvent("Poison"), added(1)])
+    append_visible(backend.store, "a", [NewEvent("Poison"), added(1)])
     ProjectionRunner(backend.store, Counter(), backend.target, on_failure="park",
                      retry=RetryPolicy(max_attempts=1)).run_until_caught_up()
     text = _metrics(backend)
@@ -57,7 +57,7 @@ def test_prometheus_metrics_show_lag_parked_events_and_failing_state(backend) ->
 
 
 def test_metrics_export_counts_and_lag_never_positions(backend) -> None:
-    backend.store.append("a", [added(1) for _ in range(3)])
+    append_visible(backend.store, "a", [added(1) for _ in range(3)])
     ProjectionRunner(backend.store, Counter(), backend.target, batch_size=2).run_batch()
     text = _metrics(backend)
     assert "position" not in text
@@ -69,7 +69,7 @@ def test_metrics_export_counts_and_lag_never_positions(backend) -> None:
 
 
 def test_last_error_and_the_failing_gauge_clear_when_a_new_process_recovers(backend) -> None:
-    backend.store.append("a", [added(1), NewEvent("Poison", {"amount": 5}), added(2)])
+    append_visible(backend.store, "a", [added(1), NewEvent("Poison", {"amount": 5}), added(2)])
     with pytest.raises(ProjectionFailed):
         ProjectionRunner(backend.store, Counter(), backend.target,
                          retry=RetryPolicy(max_attempts=2, backoff=0.001)).run_until_caught_up()
@@ -89,7 +89,7 @@ def test_last_error_and_the_failing_gauge_clear_when_a_new_process_recovers(back
 
 
 def test_last_error_stays_while_the_runner_works_towards_the_failing_event(backend) -> None:
-    backend.store.append("a", [added(1), added(1), NewEvent("Poison")])
+    append_visible(backend.store, "a", [added(1), added(1), NewEvent("Poison")])
     fast = RetryPolicy(max_attempts=1, backoff=0.001)
     with pytest.raises(ProjectionFailed):
         ProjectionRunner(backend.store, Counter(), backend.target,

@@ -17,7 +17,7 @@ from eskit.projections import (
     retry_parked,
     skip_parked,
 )
-from tests.projections.helpers import Counter, added
+from tests.projections.helpers import Counter, added, append_visible, wait_visible
 from tests.projections.workers import SlowCured, open_backend, retry_all
 
 FAST = RetryPolicy(max_attempts=1, backoff=0.001)
@@ -28,6 +28,7 @@ def _park_poison(store, target, streams: int = 4) -> None:
     """PARKED poison events on ``streams`` streams, each followed by one Added."""
     for i in range(PARKED):
         store.append(f"s{i % streams}", [NewEvent("Poison", {"amount": 100}), added(1)])
+    wait_visible(store, 2 * PARKED)
     ProjectionRunner(store, Counter(), target, retry=FAST, on_failure="park",
                      parked_streams="continue").run_until_caught_up()
     assert len(target.dead_letters("counter")) == PARKED
@@ -127,7 +128,7 @@ def test_threads_retrying_on_an_in_memory_target_apply_each_parked_event_exactly
 
 
 def test_retrying_an_event_waiting_behind_an_earlier_parked_one_is_refused(backend) -> None:
-    backend.store.append("a", [added(1), NewEvent("Poison", {"amount": 7}), added(2)])
+    append_visible(backend.store, "a", [added(1), NewEvent("Poison", {"amount": 7}), added(2)])
     ProjectionRunner(backend.store, Counter(), backend.target, retry=FAST, on_failure="park",
                      parked_streams="wait").run_until_caught_up()
     poison, waiting = backend.target.dead_letters("counter")
@@ -146,7 +147,7 @@ def test_retrying_an_event_waiting_behind_an_earlier_parked_one_is_refused(backe
 
 
 def test_an_event_behind_a_skipped_one_can_be_retried(backend) -> None:
-    backend.store.append("a", [NewEvent("Poison"), added(2)])
+    append_visible(backend.store, "a", [NewEvent("Poison"), added(2)])
     ProjectionRunner(backend.store, Counter(), backend.target, retry=FAST, on_failure="park",
                      parked_streams="wait").run_until_caught_up()
     poison, waiting = backend.target.dead_letters("counter")
@@ -156,7 +157,7 @@ def test_an_event_behind_a_skipped_one_can_be_retried(backend) -> None:
 
 
 def test_a_retried_or_unknown_event_cannot_be_skipped_or_retried_again(backend) -> None:
-    backend.store.append("a", [NewEvent("Poison")])
+    append_visible(backend.store, "a", [NewEvent("Poison")])
     ProjectionRunner(backend.store, Counter(), backend.target, retry=FAST,
                      on_failure="park").run_until_caught_up()
     (letter,) = backend.target.dead_letters("counter")
