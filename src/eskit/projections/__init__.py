@@ -18,7 +18,7 @@ from eskit.projections.checkpoints import (
     SQLiteTarget,
     target_for,
 )
-from eskit.projections.projection import Projection, idempotency_key
+from eskit.projections.projection import Projection, UnknownHandlerWarning, idempotency_key
 from eskit.projections.runner import (
     BatchResult,
     ParkedEventBlocked,
@@ -45,6 +45,7 @@ __all__ = [
     "RetryPolicy",
     "SQLiteTarget",
     "Tx",
+    "UnknownHandlerWarning",
     "idempotency_key",
     "partition_of",
     "retry_parked",
