@@ -28,6 +28,7 @@ from eskit.projections.runner import (
     partition_of,
     retry_parked,
     skip_parked,
+    wait_for_projection,
 )
 from eskit.projections.sql import Tx
 
@@ -51,4 +52,5 @@ __all__ = [
     "retry_parked",
     "skip_parked",
     "target_for",
+    "wait_for_projection",
 ]

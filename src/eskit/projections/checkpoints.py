@@ -256,6 +256,20 @@ class ProjectionTarget(ABC):
                 )
         return sorted((_state(r) for r in rows), key=lambda s: (s.name, s.partition))
 
+    def caught_up(self, name: str, position: int, *, partitions: int | None = None) -> bool:
+        """Whether projection ``name`` has read every event up to ``position``.
+
+        True when each of its stored partitions has its checkpoint at or past
+        ``position`` (each partition reads the whole log, so the one that owns the
+        event has handled it, or parked it). With ``partitions=N``, partitions with
+        no stored checkpoint yet count as behind; without it only the stored ones
+        are known. A projection with no stored checkpoint is not caught up.
+        """
+        states = self.states(name)
+        if partitions is not None and len(states) < partitions:
+            return False
+        return bool(states) and all(s.position >= position for s in states)
+
     # -- dead letters -------------------------------------------------------------------
 
     def park(

@@ -56,6 +56,7 @@ __all__ = [
     "partition_of",
     "retry_parked",
     "skip_parked",
+    "wait_for_projection",
 ]
 
 _log = logging.getLogger("eskit.projections.runner")
@@ -423,11 +424,57 @@ class ProjectionRunner:
         finally:
             waiter.close()
 
+    def wait_for(self, position: int, timeout: float = 5.0) -> bool:
+        """Wait until this projection has read every event up to ``position``.
+
+        For read-your-writes: after ``result = store.append(...)``,
+        ``runner.wait_for(result.position)`` returns ``True`` once the read model
+        reflects the append, ``False`` if ``timeout`` seconds pass first. It only
+        watches the checkpoint (every partition of the projection); some runner,
+        here or in another process, must be running. See :func:`wait_for_projection`.
+        """
+        return wait_for_projection(
+            self.target, self.name, position, timeout, partitions=self.partitions
+        )
+
     def stop(self) -> None:
         """Make :meth:`run` return after the current batch; safe from any thread."""
         self._stopped.set()
         # Waking the store's waiters is cheap; a lost wake-up costs one poll_interval.
         self.store._wake_waiters()
+
+
+def wait_for_projection(
+    target: ProjectionTarget,
+    name: str,
+    position: int,
+    timeout: float = 5.0,
+    *,
+    partitions: int | None = None,
+) -> bool:
+    """Wait until projection ``name`` in ``target`` has read every event up to ``position``.
+
+    Polls :meth:`~eskit.projections.ProjectionTarget.caught_up` (from 5 ms, doubling
+    up to 100 ms) until it holds, and returns ``True``; returns ``False`` once
+    ``timeout`` seconds have passed. "Read" includes parked events: a parked event's
+    position is passed but the read model lacks it. Not guaranteed: that the
+    projection is running at all (a stopped one simply times out). On PostgreSQL
+    the checkpoint passes an event only once it is visible to readers, which can
+    lag behind the append's commit while older transactions are open.
+    """
+    if type(position) is not int or position < 0:
+        raise InvalidInputError(f"position must be an int >= 0, not {position!r}")
+    if not timeout >= 0:
+        raise InvalidInputError(f"timeout must be >= 0 seconds, not {timeout!r}")
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while not target.caught_up(name, position, partitions=partitions):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.1)
+    return True
 
 
 # --------------------------------------------------------------------------- read-model views
