@@ -72,7 +72,8 @@ def test_a_projection_added_to_an_old_store_catches_up_over_all_history(backend)
     assert backend.read_counts() == {f"s{i}": (10, 20) for i in range(3)}
 
 
-def test_a_rebuild_honours_an_operators_skip_and_keeps_it_listed(backend) -> None:
+def test_a_rebuild_honours_an_operators_skip_and_keeps_it_listed(backend, caplog) -> None:
+    caplog.set_level("INFO", logger="eskit.projections.rebuild")
     append_visible(backend.store, "a", [added(1), NewEvent("Poison", {"amount": 50}), added(2)])
     ProjectionRunner(backend.store, Counter(), backend.target, on_failure="park",
                      retry=RetryPolicy(max_attempts=1)).run_until_caught_up()
@@ -80,6 +81,8 @@ def test_a_rebuild_honours_an_operators_skip_and_keeps_it_listed(backend) -> Non
     skip_parked(backend.target, "counter", letter.event_id)
     # The handler is fixed now, yet the operator's decision stands in the rebuild.
     assert rebuild(backend.store, Cured(), backend.target) == 2
+    assert "1 skipped events passed over" in caplog.text
+    assert "rebuilt 'counter': generation 2 is live, 2 events handled" in caplog.text
     assert backend.read_counts() == {"a": (2, 3)}
     (kept,) = backend.target.dead_letters("counter", status="skipped")
     assert kept.event_id == letter.event_id
