@@ -589,7 +589,7 @@ def skip_parked(target: ProjectionTarget, projection_name: str, event_id: str) -
 
 def _find_event(store: EventStore, position: int, event_id: str) -> Event:
     # Positions are unique: the first event after position - 1 is the parked one, if
-    # it is still there (an undecodable one is yielded as a placeholder: raise its error).
+    # it is still there. One that still cannot be decoded raises its DecodingError.
     for event in store.read_all(max(position - 1, 0), limit=1):
         if str(event.event_id) == event_id:
             return event
