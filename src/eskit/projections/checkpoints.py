@@ -42,7 +42,7 @@ from typing import TYPE_CHECKING, Any
 
 from eskit.errors import StoreError
 from eskit.events import Event
-from eskit.projections.sql import Dialect, Tx, to_pyformat
+from eskit.projections.sql import Dialect, Tx
 from eskit.stores.base import micros_to_timestamp, timestamp_to_micros
 
 if TYPE_CHECKING:
@@ -157,7 +157,15 @@ class ProjectionTarget(ABC):
     # -- statements, written once in "?" style ----------------------------------------
 
     def _run(self, conn: Any, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        return Tx(self.dialect, conn).execute(query, params)
+        return Tx(self.dialect, conn).execute(self._own_sql(query), params)
+
+    def _own_sql(self, query: str) -> str:
+        """One of eskit's own checkpoint statements in the driver's placeholder style.
+
+        Only for the constant statements of this module, whose every ``?`` is a
+        placeholder and which hold no ``%``; handlers' SQL is never rewritten.
+        """
+        return query
 
     def _lock_suffix(self) -> str:
         return ""
@@ -574,6 +582,9 @@ class PostgresTarget(ProjectionTarget):
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         self.setup()
 
+    def _own_sql(self, query: str) -> str:
+        return query.replace("?", "%s")
+
     def _lock_suffix(self) -> str:
         # Why: two runners of one projection partition must not both handle a batch.
         # The row lock makes the second wait for the first's commit; it then reads
@@ -584,7 +595,7 @@ class PostgresTarget(ProjectionTarget):
         # Concurrent CREATE TABLE IF NOT EXISTS can collide in the catalog
         # (unique violation on pg_type): runners starting together take turns.
         conn.execute(
-            to_pyformat("SELECT pg_advisory_xact_lock(hashtext(?))"),
+            "SELECT pg_advisory_xact_lock(hashtext(%s))",
             (f"eskit-projection-setup:{self.schema}:{key}",),
         )
 
@@ -592,7 +603,7 @@ class PostgresTarget(ProjectionTarget):
         with self.transaction() as conn:
             # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog.
             conn.execute(
-                to_pyformat("SELECT pg_advisory_xact_lock(hashtext(?))"),
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
                 (f"eskit-projections-setup:{self.schema}",),
             )
             for statement in self._tables_sql("DOUBLE PRECISION"):
