@@ -21,6 +21,7 @@ from eskit.errors import (
     NotAnEskitStoreError,
     StoreBusyError,
     StoreError,
+    StoreUnavailableError,
     UnknownEventTypeError,
     VersionNotFound,
 )
@@ -118,6 +119,7 @@ __all__ = [
     "SnapshotStore",
     "StoreBusyError",
     "StoreError",
+    "StoreUnavailableError",
     "StreamId",
     "StreamInfo",
     "Subscription",

@@ -14,21 +14,40 @@ delays delivery, never loses an event.
 Filters (``event_types``, ``stream_prefixes``) are applied to what is read, after
 the read: filtered-out events are not yielded, but the checkpoint still moves past
 them, so a filtered subscription resumes exactly where it stopped too.
+
+When the store becomes unreachable (:class:`~eskit.StoreUnavailableError`: the
+connection dropped, the server restarted), the iteration does not end: it waits,
+with a growing delay up to :data:`MAX_RETRY_DELAY`, and resumes after its
+checkpoint, so nothing is skipped and nothing is yielded twice. It logs on
+``logging.getLogger("eskit.subscription")``: one WARNING when an outage begins,
+one INFO when reading works again; nothing is logged per event. Any other error
+(a decoding failure, a missing schema) still ends the iteration.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
-from eskit.errors import InvalidInputError
+from eskit.errors import InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 
 if TYPE_CHECKING:
     from eskit.stores.base import EventStore
 
-__all__ = ["EventFilter", "Subscription", "Waiter"]
+__all__ = ["MAX_RETRY_DELAY", "EventFilter", "Subscription", "Waiter"]
+
+_log = logging.getLogger("eskit.subscription")
+
+MAX_RETRY_DELAY = 5.0
+"""Longest wait, in seconds, between two tries to reach an unavailable store."""
+
+
+def _retry_delay(failures: int) -> float:
+    """Seconds to wait after the ``failures``-th consecutive failed read (0.1, 0.2, ... 5)."""
+    return float(min(MAX_RETRY_DELAY, 0.1 * 2 ** min(failures - 1, 16)))
 
 
 class EventFilter:
@@ -147,22 +166,47 @@ class Subscription:
         # Start listening before the first read so nothing committed in between is missed.
         self._waiter = self.store._new_waiter()
         wanted = self.filter
+        failures = 0
         try:
             while not self._stopped.is_set():
                 got = 0
-                for event in self.store.read_all(self.position, limit=self.page_size):
-                    self.position = event.position or self.position
-                    got += 1
-                    if not wanted.matches(event):
-                        continue
-                    yield event
-                    if self._stopped.is_set():
-                        return
+                try:
+                    for event in self.store.read_all(self.position, limit=self.page_size):
+                        if failures:
+                            failures = self._recovered(failures)
+                        self.position = event.position or self.position
+                        got += 1
+                        if not wanted.matches(event):
+                            continue
+                        yield event
+                        if self._stopped.is_set():
+                            return
+                except StoreUnavailableError as exc:
+                    # Why resume rather than raise: the checkpoint is exact (it moves
+                    # per event read), so reading again after it repeats and skips
+                    # nothing, however much of a page arrived before the drop.
+                    failures += 1
+                    if failures == 1:
+                        _log.warning(
+                            "eskit: subscription lost the store after position %s, "
+                            "retrying: %s", self.position, exc,
+                        )
+                    self._stopped.wait(_retry_delay(failures))
+                    continue
+                if failures:
+                    failures = self._recovered(failures)
                 if got < self.page_size:
                     self._waiter.wait(self.poll_interval)
         finally:
             self._waiter.close()
             self._waiter = None
+
+    def _recovered(self, failures: int) -> int:
+        _log.info(
+            "eskit: subscription reconnected after %d failed reads, resuming after "
+            "position %s", failures, self.position,
+        )
+        return 0
 
     def caught_up(self) -> bool:
         """Whether no visible event lies beyond the checkpoint."""
