@@ -82,6 +82,21 @@ def test_the_first_calls_after_the_server_terminates_pooled_connections_succeed(
         store.close()
 
 
+def test_a_snapshot_store_read_after_terminated_connections_succeeds(
+    postgres_dsn: str, named: tuple[str, str]
+) -> None:
+    from eskit import PostgresSnapshotStore
+
+    dsn, app = named
+    store = PostgresEventStore(dsn, schema=new_schema_name())
+    try:
+        store.append("s", [NewEvent("E")], 0)
+        assert _terminate(postgres_dsn, app) >= 1
+        PostgresSnapshotStore(store)  # its first query runs on the dead connection
+    finally:
+        store.close()
+
+
 def test_an_append_killed_while_it_waits_is_retried_and_stored_exactly_once(
     postgres_dsn: str, named: tuple[str, str]
 ) -> None:
