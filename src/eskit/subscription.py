@@ -166,47 +166,49 @@ class Subscription:
         # Start listening before the first read so nothing committed in between is missed.
         self._waiter = self.store._new_waiter()
         wanted = self.filter
-        failures = 0
         try:
             while not self._stopped.is_set():
                 got = 0
-                try:
-                    for event in self.store.read_all(self.position, limit=self.page_size):
-                        if failures:
-                            failures = self._recovered(failures)
-                        self.position = event.position or self.position
-                        got += 1
-                        if not wanted.matches(event):
-                            continue
-                        yield event
-                        if self._stopped.is_set():
-                            return
-                except StoreUnavailableError as exc:
-                    # Why resume rather than raise: the checkpoint is exact (it moves
-                    # per event read), so reading again after it repeats and skips
-                    # nothing, however much of a page arrived before the drop.
-                    failures += 1
-                    if failures == 1:
-                        _log.warning(
-                            "eskit: subscription lost the store after position %s, "
-                            "retrying: %s", self.position, exc,
-                        )
-                    self._stopped.wait(_retry_delay(failures))
-                    continue
-                if failures:
-                    failures = self._recovered(failures)
-                if got < self.page_size:
+                for event in self._next_page():
+                    self.position = event.position or self.position
+                    got += 1
+                    if not wanted.matches(event):
+                        continue
+                    yield event
+                    if self._stopped.is_set():
+                        return
+                if got < self.page_size and not self._stopped.is_set():
                     self._waiter.wait(self.poll_interval)
         finally:
             self._waiter.close()
             self._waiter = None
 
-    def _recovered(self, failures: int) -> int:
-        _log.info(
-            "eskit: subscription reconnected after %d failed reads, resuming after "
-            "position %s", failures, self.position,
-        )
-        return 0
+    def _next_page(self) -> list[Event]:
+        """The events after the checkpoint, one page; waits out an unavailable store.
+
+        Why resume rather than raise: the checkpoint is exact, so reading again after
+        it repeats and skips nothing. Empty if :meth:`stop` is called meanwhile.
+        """
+        failures = 0
+        while True:
+            try:
+                page = list(self.store.read_all(self.position, limit=self.page_size))
+            except StoreUnavailableError as exc:
+                failures += 1
+                if failures == 1:
+                    _log.warning(
+                        "eskit: subscription lost the store after position %s, retrying: %s",
+                        self.position, exc,
+                    )
+                if self._stopped.wait(_retry_delay(failures)):
+                    return []
+                continue
+            if failures:
+                _log.info(
+                    "eskit: subscription reconnected after %d failed reads, resuming after "
+                    "position %s", failures, self.position,
+                )
+            return page
 
     def caught_up(self) -> bool:
         """Whether no visible event lies beyond the checkpoint."""
