@@ -37,7 +37,7 @@ from eskit.events import Event
 if TYPE_CHECKING:
     from eskit.stores.base import EventStore
 
-__all__ = ["MAX_RETRY_DELAY", "EventFilter", "Subscription", "Waiter"]
+__all__ = ["MAX_RETRY_DELAY", "EventFilter", "Subscription", "Waiter", "reconnect_delay"]
 
 _log = logging.getLogger("eskit.subscription")
 
@@ -45,8 +45,12 @@ MAX_RETRY_DELAY = 5.0
 """Longest wait, in seconds, between two tries to reach an unavailable store."""
 
 
-def _retry_delay(failures: int) -> float:
-    """Seconds to wait after the ``failures``-th consecutive failed read (0.1, 0.2, ... 5)."""
+def reconnect_delay(failures: int) -> float:
+    """Seconds a long-running reader waits after its ``failures``-th failed try in a row.
+
+    0.1, 0.2, 0.4, ... up to :data:`MAX_RETRY_DELAY`; shared by subscriptions and
+    projection runners.
+    """
     return float(min(MAX_RETRY_DELAY, 0.1 * 2 ** min(failures - 1, 16)))
 
 
@@ -200,7 +204,7 @@ class Subscription:
                         "eskit: subscription lost the store after position %s, retrying: %s",
                         self.position, exc,
                     )
-                if self._stopped.wait(_retry_delay(failures)):
+                if self._stopped.wait(reconnect_delay(failures)):
                     return []
                 continue
             if failures:

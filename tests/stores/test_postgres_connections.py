@@ -24,7 +24,7 @@ from psycopg.conninfo import make_conninfo
 
 from eskit import NewEvent, StoreError, StoreUnavailableError
 from eskit.aio.postgres import AsyncPostgresEventStore
-from eskit.projections import PostgresTarget, Projection, ProjectionRunner, Tx
+from eskit.projections import PostgresTarget, Projection, ProjectionRunner, RetryPolicy, Tx
 from eskit.stores.postgres import PostgresEventStore
 from eskit.stores.postgres_connection import connection_lost
 from tests.conftest import new_schema_name
@@ -337,6 +337,61 @@ def test_a_postgres_target_reconnects_after_its_connection_is_terminated(
         assert _count(target) == 3  # every event exactly once
         assert target.states("conn_count")[0].events_handled == 3
     finally:
+        target.close()
+        store.close()
+
+
+class _DropsOnce(_Count):
+    """Its handler loses the target's connection at the second event, twice.
+
+    Twice: the runner first retries a failing batch event by event, and only a
+    failure of the lone event counts as an attempt.
+    """
+
+    name = "conn_drops_once"
+
+    def __init__(self, admin_dsn: str) -> None:
+        super().__init__()
+        self.admin_dsn = admin_dsn
+        self.dropped = 0
+
+    def handle_E(self, event: Any, tx: Tx) -> None:
+        if event.version == 2 and self.dropped < 2:
+            self.dropped += 1
+            with psycopg.connect(self.admin_dsn, autocommit=True) as admin:
+                admin.execute(
+                    "SELECT pg_terminate_backend(%s, 5000)", (tx.connection.info.backend_pid,)
+                )
+        super().handle_E(event, tx)
+
+
+def test_a_dropped_target_connection_is_not_blamed_on_the_event_and_a_live_runner_resumes(
+    postgres_dsn: str,
+) -> None:
+    schema = new_schema_name()
+    store = PostgresEventStore(postgres_dsn, schema=schema)
+    target = PostgresTarget(postgres_dsn, schema=schema)
+    projection = _DropsOnce(postgres_dsn)
+    # One attempt, then park: were the drop taken for the handler's failure, the
+    # innocent event would be parked at once.
+    runner = ProjectionRunner(store, projection, target, on_failure="park",
+                              retry=RetryPolicy(max_attempts=1), poll_interval=0.05)
+    try:
+        store.append("s", [NewEvent("E") for _ in range(3)], 0)
+        runner.setup()
+        worker = threading.Thread(target=runner.run)
+        worker.start()
+        _eventually(lambda: _count(target) == 3)
+        runner.stop()
+        worker.join(timeout=10)
+        assert not worker.is_alive()
+        assert projection.dropped == 2
+        assert target.dead_letters() == []
+        (state,) = target.states("conn_drops_once")
+        assert state.events_handled == 3
+        assert state.last_error is None
+    finally:
+        runner.stop()
         target.close()
         store.close()
 

@@ -41,7 +41,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from eskit.errors import StoreError
+from eskit.errors import StoreError, StoreUnavailableError
 from eskit.events import Event
 from eskit.projections.sql import Dialect, Tx
 from eskit.stores.base import micros_to_timestamp, timestamp_to_micros
@@ -145,6 +145,14 @@ class ProjectionTarget(ABC):
 
     def close(self) -> None:  # noqa: B027 - targets without connections need not override
         """Release the connection."""
+
+    def lost_connection(self, error: BaseException) -> bool:
+        """Whether ``error``, raised inside a transaction, means the database went away.
+
+        The runner then retries the batch instead of blaming the event it was
+        handling (no attempt counted, nothing parked).
+        """
+        return isinstance(error, StoreUnavailableError)
 
     def __enter__(self) -> ProjectionTarget:
         return self
@@ -612,6 +620,14 @@ class PostgresTarget(ProjectionTarget):
 
     def _own_sql(self, query: str) -> str:
         return query.replace("?", "%s")
+
+    def lost_connection(self, error: BaseException) -> bool:
+        from eskit.stores.postgres_connection import connection_lost
+
+        # A handler may wrap the driver's error in its own: the connection tells.
+        return (
+            super().lost_connection(error) or connection_lost(error) or self.connection.broken
+        )
 
     def _lock_suffix(self) -> str:
         # Why: two runners of one projection partition must not both handle a batch.

@@ -33,19 +33,20 @@ failure) are pure functions, so an asyncio runner can share them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from eskit.errors import EskitError, InvalidInputError
+from eskit.errors import EskitError, InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
 from eskit.stores.base import EventStore, stream_key
-from eskit.subscription import EventFilter
+from eskit.subscription import EventFilter, reconnect_delay
 
 __all__ = [
     "ProjectionFailed",
@@ -55,6 +56,8 @@ __all__ = [
     "retry_parked",
     "skip_parked",
 ]
+
+_log = logging.getLogger("eskit.projections.runner")
 
 OnFailure = Literal["stop", "park"]
 ParkedStreams = Literal["continue", "wait"]
@@ -252,6 +255,11 @@ class ProjectionRunner:
                 try:
                     self.projection.handle(event, tx)
                 except Exception as exc:
+                    if self.target.lost_connection(exc):
+                        # Not the event's fault: the batch rolled back; retry it whole.
+                        raise StoreUnavailableError(
+                            f"projection {self.name!r} lost its target's connection: {exc}"
+                        ) from exc
                     if self.target.dialect == "memory" and index:
                         # Nothing rolls back in memory: keep what the earlier events of
                         # the batch did, and checkpoint them, so they are not applied twice.
@@ -300,6 +308,8 @@ class ProjectionRunner:
             try:
                 self.projection.handle(event, None)  # type: ignore[arg-type]
             except Exception as exc:
+                if self.target.lost_connection(exc):
+                    raise  # the store or target is away: not the event's fault
                 if index:
                     self._move_if_unchanged(state.position, events[index - 1], handled, [])
                 raise _HandlerError(event, exc) from exc
@@ -378,9 +388,24 @@ class ProjectionRunner:
             self.setup()
         # Listen before the first read, so nothing committed in between is missed.
         waiter = self.store._new_waiter()
+        failures = 0
         try:
             while not self._stopped.is_set():
-                result = self.run_batch()
+                try:
+                    result = self.run_batch()
+                except StoreUnavailableError as exc:
+                    # The batch committed whole or not at all, with its checkpoint:
+                    # the next one starts from the stored checkpoint, exactly.
+                    failures += 1
+                    if failures == 1:
+                        _log.warning("eskit: projection %r lost its store or target, "
+                                     "retrying: %s", self.name, exc)
+                    self._stopped.wait(reconnect_delay(failures))
+                    continue
+                if failures:
+                    _log.info("eskit: projection %r reconnected after %d failed batches",
+                              self.name, failures)
+                    failures = 0
                 if result.read == 0 and self._progress.isolate_until is None:
                     waiter.wait(self.poll_interval)
         finally:
