@@ -179,6 +179,11 @@ def test_an_append_whose_acknowledgement_was_lost_is_not_stored_twice(
         store.close()
 
 
+def test_an_unreachable_server_is_a_store_unavailable_error() -> None:
+    with pytest.raises(StoreUnavailableError, match="cannot connect"):
+        PostgresEventStore("postgresql://postgres@127.0.0.1:1/test", connect_timeout=1)
+
+
 def test_a_server_error_that_is_not_a_lost_connection_is_not_retried() -> None:
     assert connection_lost(psycopg.OperationalError("server closed the connection unexpectedly"))
     assert connection_lost(psycopg.errors.AdminShutdown("terminating connection"))
@@ -478,6 +483,34 @@ def test_forked_children_and_the_parent_append_through_one_store_and_lose_nothin
             if child.is_alive():
                 child.kill()
         store.close()
+
+
+def _child_uses_target(target: PostgresTarget, done: Any) -> None:
+    with target.transaction() as conn:
+        pid = conn.info.backend_pid
+        conn.execute("INSERT INTO forked VALUES (%s)", (os.getpid(),))
+    target.close()
+    done.put(pid)
+
+
+def test_a_postgres_target_used_in_a_forked_child_connects_afresh(postgres_dsn: str) -> None:
+    target = PostgresTarget(postgres_dsn, schema=new_schema_name())
+    with target.transaction() as conn:
+        conn.execute("CREATE TABLE forked (pid INT)")
+        parent_backend = conn.info.backend_pid
+    ctx = multiprocessing.get_context("fork")
+    done = ctx.Queue()
+    child = ctx.Process(target=_child_uses_target, args=(target, done))
+    try:
+        child.start()
+        assert done.get(timeout=30) != parent_backend
+        child.join(timeout=10)
+        assert child.exitcode == 0
+        with target.transaction() as conn:  # the parent's session survived the child's close()
+            assert conn.info.backend_pid == parent_backend
+            assert conn.execute("SELECT count(*) FROM forked").fetchone() == (1,)
+    finally:
+        target.close()
 
 
 def _backend_pids(dsn: str, app: str) -> list[int]:

@@ -171,7 +171,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 await self.pool.open(wait=True, timeout=10)
             except Exception as exc:
                 await self.pool.close()
-                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+                # The pool gives up with a PoolTimeout: the server is not reachable.
+                raise StoreUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
         self._connected = True
         if setup:
             try:
