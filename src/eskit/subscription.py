@@ -35,7 +35,7 @@ from eskit.errors import InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 
 if TYPE_CHECKING:
-    from eskit.stores.base import EventStore
+    from eskit.stores.base import EventStore, OnUndecodable, UndecodableEvent
 
 __all__ = ["MAX_RETRY_DELAY", "EventFilter", "Subscription", "Waiter", "reconnect_delay"]
 
@@ -77,7 +77,7 @@ class EventFilter:
     def is_everything(self) -> bool:
         return self.event_types is None and self.stream_prefixes is None
 
-    def matches(self, event: Event) -> bool:
+    def matches(self, event: Event | UndecodableEvent) -> bool:
         if self.event_types is not None and event.event_type not in self.event_types:
             return False
         if self.stream_prefixes is not None:
@@ -141,6 +141,12 @@ class Subscription:
     ``event_types`` and ``stream_prefixes`` restrict what is yielded (see
     :class:`EventFilter`); the store still reads every event, so a filter saves
     the consumer's work, not the store's.
+
+    ``on_undecodable`` is as for :meth:`eskit.EventStore.read_all`: by default an
+    event that cannot be decoded raises :class:`~eskit.errors.DecodingError` and
+    ``position`` stays before it; ``"yield"`` yields an
+    :class:`~eskit.stores.base.UndecodableEvent` in its place, a function is called
+    with it; both move the checkpoint past it.
     """
 
     def __init__(
@@ -152,7 +158,11 @@ class Subscription:
         poll_interval: float = 1.0,
         event_types: Iterable[str] | None = None,
         stream_prefixes: Iterable[str] | None = None,
+        on_undecodable: OnUndecodable = "raise",
     ) -> None:
+        from eskit.stores.base import check_on_undecodable
+
+        check_on_undecodable(on_undecodable)
         if type(page_size) is not int or page_size < 1:
             raise InvalidInputError("page_size must be an int >= 1")
         if not poll_interval > 0:
@@ -162,6 +172,7 @@ class Subscription:
         self.page_size = page_size
         self.poll_interval = float(poll_interval)
         self.filter = EventFilter(event_types, stream_prefixes)
+        self.on_undecodable = on_undecodable
         self._stopped = threading.Event()
         self._waiter: Waiter | None = None
         list(store.read_all(from_position, limit=0))  # validates from_position now
@@ -170,15 +181,22 @@ class Subscription:
         # Start listening before the first read so nothing committed in between is missed.
         self._waiter = self.store._new_waiter()
         wanted = self.filter
+        report = self.on_undecodable
+        # A placeholder for an undecodable event passes the filter like any event, so a
+        # subscriber is told only of events it would have been given.
+        mode: OnUndecodable = "raise" if report == "raise" else "yield"
         try:
             while not self._stopped.is_set():
                 got = 0
-                for event in self._next_page():
+                for event in self._next_page(mode):
                     self.position = event.position or self.position
                     got += 1
                     if not wanted.matches(event):
                         continue
-                    yield event
+                    if callable(report) and not isinstance(event, Event):
+                        report(event)
+                        continue
+                    yield event  # type: ignore[misc]
                     if self._stopped.is_set():
                         return
                 if got < self.page_size and not self._stopped.is_set():
@@ -187,7 +205,7 @@ class Subscription:
             self._waiter.close()
             self._waiter = None
 
-    def _next_page(self) -> list[Event]:
+    def _next_page(self, mode: OnUndecodable) -> list[Event | UndecodableEvent]:
         """The events after the checkpoint, one page; waits out an unavailable store.
 
         Why resume rather than raise: the checkpoint is exact, so reading again after
@@ -196,7 +214,9 @@ class Subscription:
         failures = 0
         while True:
             try:
-                page = list(self.store.read_all(self.position, limit=self.page_size))
+                page = list(self.store.read_all(
+                    self.position, limit=self.page_size, on_undecodable=mode
+                ))
             except StoreUnavailableError as exc:
                 failures += 1
                 if failures == 1:

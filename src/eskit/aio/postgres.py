@@ -39,12 +39,22 @@ from datetime import datetime
 from typing import Any, Self, TypeVar
 from uuid import UUID
 
-import psycopg
-from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool
+from eskit.errors import (
+    ConcurrencyError,
+    InvalidInputError,
+    MissingExtraError,
+    StoreError,
+    StoreUnavailableError,
+)
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.aio.store import AsyncEventStore
-from eskit.errors import ConcurrencyError, InvalidInputError, StoreError, StoreUnavailableError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,

@@ -19,11 +19,21 @@ from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, TypeVar
 
-import psycopg
-from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
+from eskit.errors import (
+    ConcurrencyError,
+    InvalidInputError,
+    MissingExtraError,
+    StoreError,
+    StoreUnavailableError,
+)
 
-from eskit.errors import ConcurrencyError, InvalidInputError, StoreError, StoreUnavailableError
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
+
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,
