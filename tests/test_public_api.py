@@ -13,7 +13,8 @@ PUBLIC_API = [
     "Event", "EventOrderError", "EventRegistry", "EventStore", "ExpectedVersion",
     "InMemoryEventStore", "InvalidInputError", "NewEvent", "NotAnEskitStoreError",
     "PostgresEventStore", "Repository",
-    "SQLiteEventStore", "StoreBusyError", "StoreError", "StreamId", "StreamInfo", "Subscription",
+    "SQLiteEventStore", "StoreBusyError", "StoreError", "StoreUnavailableError", "StreamId",
+    "StreamInfo", "Subscription",
     "UnknownEventTypeError", "__version__", "domain_event", "handles", "register_type",
     "upcaster", "utc_now",
     # snapshots and time travel

@@ -25,6 +25,7 @@ from eskit.errors import (
     NotAnEskitStoreError,
     StoreBusyError,
     StoreError,
+    StoreUnavailableError,
     UnknownEventTypeError,
     VersionNotFound,
 )
@@ -132,6 +133,7 @@ __all__ = [
     "StateDiff",
     "StoreBusyError",
     "StoreError",
+    "StoreUnavailableError",
     "StreamId",
     "StreamInfo",
     "Subscription",

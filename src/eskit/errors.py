@@ -18,7 +18,8 @@ never reach the caller untranslated::
     └── StoreError                          the storage itself failed
         ├── NotAnEskitStoreError            the file or database is not an eskit store
         ├── DamagedStoreError               the store's file is corrupt
-        └── StoreBusyError                  the store stayed locked past the timeout
+        ├── StoreBusyError                  the store stayed locked past the timeout
+        └── StoreUnavailableError           the server is unreachable or the connection broke
 
 ``ConcurrencyError`` subclasses ``ValueError`` so that code written for the
 seed tutorial, which catches ``ValueError``, keeps working.
@@ -42,6 +43,7 @@ __all__ = [
     "NotAnEskitStoreError",
     "StoreBusyError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownEventTypeError",
     "VersionNotFound",
 ]
@@ -179,6 +181,16 @@ class DamagedStoreError(StoreError):
 
 class StoreBusyError(StoreError):
     """The store stayed locked by other writers for longer than the timeout."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database server could not be reached, or the connection broke mid-operation.
+
+    eskit has already retried on fresh connections where that is safe (reads, and
+    appends, which are idempotent on event ids). Retrying later is safe for the
+    same reasons: repeat an append with the same event ids and a stored batch is
+    recognised (``duplicate=True``), never stored twice.
+    """
 
 
 class MissingExtraError(EskitError, ImportError):

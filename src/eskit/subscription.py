@@ -14,21 +14,44 @@ delays delivery, never loses an event.
 Filters (``event_types``, ``stream_prefixes``) are applied to what is read, after
 the read: filtered-out events are not yielded, but the checkpoint still moves past
 them, so a filtered subscription resumes exactly where it stopped too.
+
+When the store becomes unreachable (:class:`~eskit.StoreUnavailableError`: the
+connection dropped, the server restarted), the iteration does not end: it waits,
+with a growing delay up to :data:`MAX_RETRY_DELAY`, and resumes after its
+checkpoint, so nothing is skipped and nothing is yielded twice. It logs on
+``logging.getLogger("eskit.subscription")``: one WARNING when an outage begins,
+one INFO when reading works again; nothing is logged per event. Any other error
+(a decoding failure, a missing schema) still ends the iteration.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
-from eskit.errors import InvalidInputError
+from eskit.errors import InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 
 if TYPE_CHECKING:
     from eskit.stores.base import EventStore, OnUndecodable, UndecodableEvent
 
-__all__ = ["EventFilter", "Subscription", "Waiter"]
+__all__ = ["MAX_RETRY_DELAY", "EventFilter", "Subscription", "Waiter", "reconnect_delay"]
+
+_log = logging.getLogger("eskit.subscription")
+
+MAX_RETRY_DELAY = 5.0
+"""Longest wait, in seconds, between two tries to reach an unavailable store."""
+
+
+def reconnect_delay(failures: int) -> float:
+    """Seconds a long-running reader waits after its ``failures``-th failed try in a row.
+
+    0.1, 0.2, 0.4, ... up to :data:`MAX_RETRY_DELAY`; shared by subscriptions and
+    projection runners.
+    """
+    return float(min(MAX_RETRY_DELAY, 0.1 * 2 ** min(failures - 1, 16)))
 
 
 class EventFilter:
@@ -165,9 +188,7 @@ class Subscription:
         try:
             while not self._stopped.is_set():
                 got = 0
-                for event in self.store.read_all(
-                    self.position, limit=self.page_size, on_undecodable=mode
-                ):
+                for event in self._next_page(mode):
                     self.position = event.position or self.position
                     got += 1
                     if not wanted.matches(event):
@@ -178,11 +199,40 @@ class Subscription:
                     yield event  # type: ignore[misc]
                     if self._stopped.is_set():
                         return
-                if got < self.page_size:
+                if got < self.page_size and not self._stopped.is_set():
                     self._waiter.wait(self.poll_interval)
         finally:
             self._waiter.close()
             self._waiter = None
+
+    def _next_page(self, mode: OnUndecodable) -> list[Event | UndecodableEvent]:
+        """The events after the checkpoint, one page; waits out an unavailable store.
+
+        Why resume rather than raise: the checkpoint is exact, so reading again after
+        it repeats and skips nothing. Empty if :meth:`stop` is called meanwhile.
+        """
+        failures = 0
+        while True:
+            try:
+                page = list(self.store.read_all(
+                    self.position, limit=self.page_size, on_undecodable=mode
+                ))
+            except StoreUnavailableError as exc:
+                failures += 1
+                if failures == 1:
+                    _log.warning(
+                        "eskit: subscription lost the store after position %s, retrying: %s",
+                        self.position, exc,
+                    )
+                if self._stopped.wait(reconnect_delay(failures)):
+                    return []
+                continue
+            if failures:
+                _log.info(
+                    "eskit: subscription reconnected after %d failed reads, resuming after "
+                    "position %s", failures, self.position,
+                )
+            return page
 
     def caught_up(self) -> bool:
         """Whether no visible event lies beyond the checkpoint."""

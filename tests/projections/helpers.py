@@ -24,8 +24,9 @@ class Counter(Projection):
         )
 
     def _count(self, event, tx: Tx) -> None:
+        p = tx.placeholder  # runs on SQLite and PostgreSQL targets
         tx.execute(
-            f"INSERT INTO {tx.table('counts')} AS c (stream, n, total) VALUES (?, 1, ?) "
+            f"INSERT INTO {tx.table('counts')} AS c (stream, n, total) VALUES ({p}, 1, {p}) "
             "ON CONFLICT (stream) DO UPDATE SET n = c.n + 1, total = c.total + excluded.total",
             (str(event.aggregate_id), event.event_data.get("amount", 0)),
         )

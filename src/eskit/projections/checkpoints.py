@@ -29,25 +29,23 @@ as integer microseconds since 1970-01-01 UTC.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from eskit.errors import StoreError
+from eskit.errors import StoreError, StoreUnavailableError
 from eskit.events import Event
-from eskit.projections.sql import Dialect, Tx, to_pyformat
+from eskit.projections.sql import Dialect, Tx
 from eskit.stores.base import UndecodableEvent, micros_to_timestamp, timestamp_to_micros
 from eskit.stores.sqlite import keep_inherited, watch_forks
-
-if TYPE_CHECKING:
-    import os
 
 __all__ = [
     "DeadLetter",
@@ -150,6 +148,14 @@ class ProjectionTarget(ABC):
     def close(self) -> None:  # noqa: B027 - targets without connections need not override
         """Release the connection."""
 
+    def lost_connection(self, error: BaseException) -> bool:
+        """Whether ``error``, raised inside a transaction, means the database went away.
+
+        The runner then retries the batch instead of blaming the event it was
+        handling (no attempt counted, nothing parked).
+        """
+        return isinstance(error, StoreUnavailableError)
+
     def __enter__(self) -> ProjectionTarget:
         return self
 
@@ -159,7 +165,15 @@ class ProjectionTarget(ABC):
     # -- statements, written once in "?" style ----------------------------------------
 
     def _run(self, conn: Any, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        return Tx(self.dialect, conn).execute(query, params)
+        return Tx(self.dialect, conn).execute(self._own_sql(query), params)
+
+    def _own_sql(self, query: str) -> str:
+        """One of eskit's own checkpoint statements in the driver's placeholder style.
+
+        Only for the constant statements of this module, whose every ``?`` is a
+        placeholder and which hold no ``%``; handlers' SQL is never rewritten.
+        """
+        return query
 
     def _lock_suffix(self) -> str:
         return ""
@@ -669,30 +683,71 @@ class PostgresTarget(ProjectionTarget):
 
     The target's connection uses ``search_path = schema, public``, so handlers'
     unqualified table names land in ``schema`` (eskit's default ``"eskit"``, where
-    the events are). Needs the ``postgres`` extra.
+    the events are). Needs the ``postgres`` extra. Handlers' ``tx.execute`` takes
+    psycopg's placeholders (``%s``, ``%(name)s``).
+
+    Reconnects: when its connection has dropped (the server terminated it or
+    restarted), the next :meth:`transaction` opens a new one before it begins.
+    A transaction whose connection drops while it runs, or at its ``COMMIT``, is
+    never replayed (it may have committed): it raises
+    :class:`~eskit.StoreUnavailableError` and the caller's next transaction
+    starts afresh. For a projection that is exact: the batch and its checkpoint
+    committed together or not at all, and the next batch starts from the stored
+    checkpoint. In a child process after ``fork()`` the target connects afresh
+    and leaves the parent's connection alone.
     """
 
     dialect: Dialect = "postgres"
 
     def __init__(self, dsn: str, *, schema: str = "eskit") -> None:
-        import psycopg
-        from psycopg import sql
-
         from eskit.stores.postgres_schema import check_schema_name
 
         self.schema = check_schema_name(schema)
+        self._dsn = dsn
         self._lock = threading.RLock()
-        try:
-            self.connection = psycopg.connect(dsn, autocommit=True)
-            self.connection.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-            )
-            self.connection.execute(
-                sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema))
-            )
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        self._pid = os.getpid()
+        self.connection = self._connect()
         self.setup()
+
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg import sql
+
+        from eskit.stores.postgres_connection import translate
+
+        try:
+            conn = psycopg.connect(self._dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise translate(exc, "cannot connect to PostgreSQL") from exc
+        try:
+            schema = sql.Identifier(self.schema)
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            conn.execute(sql.SQL("SET search_path TO {}, public").format(schema))
+        except psycopg.Error as exc:
+            conn.close()
+            raise translate(exc, "cannot connect to PostgreSQL") from exc
+        return conn
+
+    def _usable_connection(self) -> Any:
+        """The connection, replaced first if it is closed, broken or the parent's."""
+        if self._pid != os.getpid():
+            # A forked child: never send on (or close) the parent's socket.
+            self._pid = os.getpid()
+            self.connection = self._connect()
+        elif self.connection.closed or self.connection.broken:
+            self.connection = self._connect()
+        return self.connection
+
+    def _own_sql(self, query: str) -> str:
+        return query.replace("?", "%s")
+
+    def lost_connection(self, error: BaseException) -> bool:
+        from eskit.stores.postgres_connection import connection_lost
+
+        # A handler may wrap the driver's error in its own: the connection tells.
+        return (
+            super().lost_connection(error) or connection_lost(error) or self.connection.broken
+        )
 
     def _lock_suffix(self) -> str:
         # Why: two runners of one projection partition must not both handle a batch.
@@ -704,7 +759,7 @@ class PostgresTarget(ProjectionTarget):
         # Concurrent CREATE TABLE IF NOT EXISTS can collide in the catalog
         # (unique violation on pg_type): runners starting together take turns.
         conn.execute(
-            to_pyformat("SELECT pg_advisory_xact_lock(hashtext(?))"),
+            "SELECT pg_advisory_xact_lock(hashtext(%s))",
             (f"eskit-projection-setup:{self.schema}:{key}",),
         )
 
@@ -712,7 +767,7 @@ class PostgresTarget(ProjectionTarget):
         with self.transaction() as conn:
             # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog.
             conn.execute(
-                to_pyformat("SELECT pg_advisory_xact_lock(hashtext(?))"),
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
                 (f"eskit-projections-setup:{self.schema}",),
             )
             for statement in self._tables_sql("DOUBLE PRECISION"):
@@ -722,15 +777,29 @@ class PostgresTarget(ProjectionTarget):
     def transaction(self) -> Iterator[Any]:
         import psycopg
 
-        with self._lock:
+        from eskit.stores.postgres_connection import connection_lost, translate
+
+        with self._lock, ExitStack() as stack:
+            for attempt in (1, 2):
+                conn = self._usable_connection()
+                try:
+                    # BEGIN is sent here: a connection found dead now has run nothing
+                    # of this transaction, so one retry on a new connection is safe.
+                    stack.enter_context(conn.transaction())
+                    break
+                except psycopg.Error as exc:
+                    if attempt == 2 or not connection_lost(exc):
+                        raise translate(exc) from exc
             try:
-                with self.connection.transaction():
-                    yield self.connection
+                with stack:
+                    yield conn
             except psycopg.OperationalError as exc:
-                raise StoreError(f"PostgreSQL error: {exc}") from exc
+                # Not retried: the transaction may have committed before the drop.
+                raise translate(exc) from exc
 
     def close(self) -> None:
-        self.connection.close()
+        if self._pid == os.getpid():  # a forked child leaves the parent's connection alone
+            self.connection.close()
 
 
 def target_for(db: str | Path, *, schema: str = "eskit") -> ProjectionTarget:

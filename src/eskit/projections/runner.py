@@ -40,13 +40,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from eskit.errors import EskitError, InvalidInputError
+from eskit.errors import EskitError, InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
 from eskit.stores.base import EventStore, UndecodableEvent, stream_key
-from eskit.subscription import EventFilter
+from eskit.subscription import EventFilter, reconnect_delay
 
 __all__ = [
     "ParkedEventBlocked",
@@ -260,6 +260,11 @@ class ProjectionRunner:
                 try:
                     self._apply(event, tx)
                 except Exception as exc:
+                    if self.target.lost_connection(exc):
+                        # Not the event's fault: the batch rolled back; retry it whole.
+                        raise StoreUnavailableError(
+                            f"projection {self.name!r} lost its target's connection: {exc}"
+                        ) from exc
                     if self.target.dialect == "memory" and index:
                         # Nothing rolls back in memory: keep what the earlier events of
                         # the batch did, and checkpoint them, so they are not applied twice.
@@ -333,6 +338,8 @@ class ProjectionRunner:
             try:
                 self._apply(event, None)
             except Exception as exc:
+                if self.target.lost_connection(exc):
+                    raise  # the store or target is away: not the event's fault
                 if index:
                     self._move_if_unchanged(state.position, events[index - 1], handled, [])
                 raise _HandlerError(event, exc) from exc
@@ -416,9 +423,24 @@ class ProjectionRunner:
             self.setup()
         # Listen before the first read, so nothing committed in between is missed.
         waiter = self.store._new_waiter()
+        failures = 0
         try:
             while not self._stopped.is_set():
-                result = self.run_batch()
+                try:
+                    result = self.run_batch()
+                except StoreUnavailableError as exc:
+                    # The batch committed whole or not at all, with its checkpoint:
+                    # the next one starts from the stored checkpoint, exactly.
+                    failures += 1
+                    if failures == 1:
+                        _log.warning("projection %r lost its store or target, "
+                                     "retrying: %s", self.name, exc)
+                    self._stopped.wait(reconnect_delay(failures))
+                    continue
+                if failures:
+                    _log.info("projection %r reconnected after %d failed batches",
+                              self.name, failures)
+                    failures = 0
                 if result.read == 0 and self._progress.isolate_until is None:
                     waiter.wait(self.poll_interval)
         finally:
