@@ -40,8 +40,9 @@ class Balances(Projection):
                    "(account TEXT PRIMARY KEY, deposits INTEGER NOT NULL, cents BIGINT NOT NULL)")
 
     def handle_BenchDeposited(self, event: Any, tx: Tx) -> None:
+        p = tx.placeholder  # the same projection runs on SQLite and PostgreSQL
         tx.execute(
-            f"INSERT INTO {self.table} AS b VALUES (?, 1, ?) ON CONFLICT (account) DO UPDATE "
+            f"INSERT INTO {self.table} AS b VALUES ({p}, 1, {p}) ON CONFLICT (account) DO UPDATE "
             "SET deposits = b.deposits + 1, cents = b.cents + excluded.cents",
             (str(event.aggregate_id), event.event_data["cents"]),
         )

@@ -7,12 +7,14 @@ import eskit
 
 PUBLIC_API = [
     "ANY", "NO_STREAM", "STREAM_EXISTS", "Aggregate", "AggregateNotFound", "AppendResult",
-    "ConcurrencyError", "DecodingError", "DuplicateEventError", "EncodingError",
+    "ConcurrencyError", "DamagedStoreError", "DecodingError", "DuplicateEventError",
+    "EncodingError",
     "EskitDeprecationWarning", "EskitError",
     "Event", "EventOrderError", "EventRegistry", "EventStore", "ExpectedVersion",
     "InMemoryEventStore", "InvalidInputError", "NewEvent", "NotAnEskitStoreError",
     "PostgresEventStore", "Repository",
-    "SQLiteEventStore", "StoreBusyError", "StoreError", "StreamId", "StreamInfo", "Subscription",
+    "SQLiteEventStore", "StoreBusyError", "StoreError", "StoreUnavailableError", "StreamId",
+    "StreamInfo", "Subscription",
     "UnknownEventTypeError", "__version__", "domain_event", "handles", "register_type",
     "upcaster", "utc_now",
     # snapshots and time travel
@@ -22,6 +24,10 @@ PUBLIC_API = [
     # the read side (eskit.projections)
     "EventFilter", "InMemoryTarget", "PostgresTarget", "Projection", "ProjectionFailed",
     "ProjectionRunner", "RetryPolicy", "SQLiteTarget",
+    # optional extras
+    "MissingExtraError",
+    # time travel across versions (eskit.timetravel)
+    "FieldChange", "StateDiff", "state_diff",
 ]
 
 
@@ -49,3 +55,34 @@ def test_importing_eskit_needs_no_optional_dependency() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_eskit_logger_has_a_null_handler_so_an_unconfigured_app_prints_nothing() -> None:
+    import logging
+
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("eskit").handlers)
+    code = "import logging, eskit; logging.getLogger('eskit.snapshots').warning('snapshot failed')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stderr == ""  # no last-resort handler output
+
+
+def test_eskit_log_records_still_reach_the_applications_handlers() -> None:
+    code = (
+        "import logging, eskit; logging.basicConfig(format='%(name)s %(message)s'); "
+        "logging.getLogger('eskit.snapshots').warning('snapshot failed')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stderr.strip() == "eskit.snapshots snapshot failed"
+
+
+def test_the_version_is_written_in_one_place_and_the_package_metadata_reads_it() -> None:
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["hatch"]["version"]["path"] == "src/eskit/__init__.py"
+    assert version("eskit") == eskit.__version__

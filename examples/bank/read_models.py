@@ -59,18 +59,20 @@ class AccountBalances(Projection):
         )
 
     def _change(self, event: eskit.Event, tx: Tx, delta: int, status: str | None = None) -> None:
+        p = tx.placeholder  # "?" on SQLite, "%s" on PostgreSQL: this model runs on both
         tx.execute(
-            f"UPDATE {tx.table('bank_account_balances')} SET balance_cents = balance_cents + ?,"
-            " status = COALESCE(?, status), version = ? WHERE account_id = ?",
+            f"UPDATE {tx.table('bank_account_balances')} SET balance_cents = balance_cents + {p},"
+            f" status = COALESCE({p}, status), version = {p} WHERE account_id = {p}",
             (delta, status, event.version, str(event.aggregate_id)),
         )
 
     @eskit.handles(AccountOpened)
     def _opened(self, event: eskit.Event, tx: Tx) -> None:
         opened: AccountOpened = event.to_domain()
+        p = tx.placeholder
         tx.execute(
             f"INSERT INTO {tx.table('bank_account_balances')} (account_id, account_number,"
-            " owner, status, balance_cents, version) VALUES (?, ?, ?, 'open', ?, ?)",
+            f" owner, status, balance_cents, version) VALUES ({p}, {p}, {p}, 'open', {p}, {p})",
             (str(event.aggregate_id), opened.account_number, opened.owner,
              cents(opened.initial_deposit), event.version),
         )
@@ -116,9 +118,10 @@ class DailySummary(Projection):
     def _transaction(self, event: eskit.Event, tx: Tx) -> None:
         data = event.to_domain()
         amount = data.initial_deposit if isinstance(data, AccountOpened) else data.amount
+        p = tx.placeholder
         tx.execute(
             f"INSERT INTO {tx.table('bank_daily_summary')} AS s (day, kind, count, total_cents)"
-            " VALUES (?, ?, 1, ?) ON CONFLICT (day, kind) DO UPDATE"
+            f" VALUES ({p}, {p}, 1, {p}) ON CONFLICT (day, kind) DO UPDATE"
             " SET count = s.count + 1, total_cents = s.total_cents + excluded.total_cents",
             (event.timestamp.date().isoformat(), _KINDS[event.event_type], cents(amount)),
         )

@@ -1,7 +1,7 @@
 """The one exception hierarchy of eskit.
 
 Every error eskit raises on purpose is an :class:`EskitError`. Driver errors
-(``sqlite3``, later ``psycopg``) are translated at the edge of each store and
+(``sqlite3``, ``psycopg``) are translated at the edge of each store and
 never reach the caller untranslated::
 
     EskitError
@@ -14,9 +14,12 @@ never reach the caller untranslated::
     ├── UnknownEventTypeError               no class or handler knows this event type
     ├── DecodingError                       a stored event cannot be decoded
     ├── EventOrderError                     an event applied out of version order
+    ├── MissingExtraError (ImportError)     an optional extra is not installed
     └── StoreError                          the storage itself failed
         ├── NotAnEskitStoreError            the file or database is not an eskit store
-        └── StoreBusyError                  the store stayed locked past the timeout
+        ├── DamagedStoreError               the store's file is corrupt
+        ├── StoreBusyError                  the store stayed locked past the timeout
+        └── StoreUnavailableError           the server is unreachable or the connection broke
 
 ``ConcurrencyError`` subclasses ``ValueError`` so that code written for the
 seed tutorial, which catches ``ValueError``, keeps working.
@@ -29,15 +32,18 @@ from typing import Any
 __all__ = [
     "AggregateNotFound",
     "ConcurrencyError",
+    "DamagedStoreError",
     "DecodingError",
     "DuplicateEventError",
     "EncodingError",
     "EskitError",
     "EventOrderError",
     "InvalidInputError",
+    "MissingExtraError",
     "NotAnEskitStoreError",
     "StoreBusyError",
     "StoreError",
+    "StoreUnavailableError",
     "UnknownEventTypeError",
     "VersionNotFound",
 ]
@@ -164,5 +170,41 @@ class NotAnEskitStoreError(StoreError):
     """The given file or database is not an eskit event store."""
 
 
+class DamagedStoreError(StoreError):
+    """The store's file is corrupt (SQLite reports a malformed database).
+
+    Not the same as :class:`NotAnEskitStoreError`: the file was a SQLite
+    database, and is now damaged (truncated, or overwritten in places). The
+    message names the file and quotes SQLite's own report.
+    """
+
+
 class StoreBusyError(StoreError):
     """The store stayed locked by other writers for longer than the timeout."""
+
+
+class StoreUnavailableError(StoreError):
+    """The database server could not be reached, or the connection broke mid-operation.
+
+    eskit has already retried on fresh connections where that is safe (reads, and
+    appends, which are idempotent on event ids). Retrying later is safe for the
+    same reasons: repeat an append with the same event ids and a stored batch is
+    recognised (``duplicate=True``), never stored twice.
+    """
+
+
+class MissingExtraError(EskitError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install.
+
+    ``extra`` is the extra's name (``postgres``, ``cli``, ``metrics``, ``web``) and
+    ``name``, as on any :class:`ImportError`, the module that could not be imported.
+    Being an ``ImportError``, it is caught by code that guards an optional import.
+    """
+
+    def __init__(self, extra: str, feature: str, *, name: str | None = None) -> None:
+        self.extra = extra
+        missing = f" (no module named {name!r})" if name else ""
+        super().__init__(
+            f"{feature} needs the {extra} extra: pip install 'eskit[{extra}]'{missing}",
+            name=name,
+        )

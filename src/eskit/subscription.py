@@ -14,21 +14,44 @@ delays delivery, never loses an event.
 Filters (``event_types``, ``stream_prefixes``) are applied to what is read, after
 the read: filtered-out events are not yielded, but the checkpoint still moves past
 them, so a filtered subscription resumes exactly where it stopped too.
+
+When the store becomes unreachable (:class:`~eskit.StoreUnavailableError`: the
+connection dropped, the server restarted), the iteration does not end: it waits,
+with a growing delay up to :data:`MAX_RETRY_DELAY`, and resumes after its
+checkpoint, so nothing is skipped and nothing is yielded twice. It logs on
+``logging.getLogger("eskit.subscription")``: one WARNING when an outage begins,
+one INFO when reading works again; nothing is logged per event. Any other error
+(a decoding failure, a missing schema) still ends the iteration.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Protocol
 
-from eskit.errors import InvalidInputError
+from eskit.errors import InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 
 if TYPE_CHECKING:
-    from eskit.stores.base import EventStore
+    from eskit.stores.base import EventStore, OnUndecodable, UndecodableEvent
 
-__all__ = ["EventFilter", "Subscription", "Waiter"]
+__all__ = ["MAX_RETRY_DELAY", "EventFilter", "Subscription", "Waiter", "reconnect_delay"]
+
+_log = logging.getLogger("eskit.subscription")
+
+MAX_RETRY_DELAY = 5.0
+"""Longest wait, in seconds, between two tries to reach an unavailable store."""
+
+
+def reconnect_delay(failures: int) -> float:
+    """Seconds a long-running reader waits after its ``failures``-th failed try in a row.
+
+    0.1, 0.2, 0.4, ... up to :data:`MAX_RETRY_DELAY`; shared by subscriptions and
+    projection runners.
+    """
+    return float(min(MAX_RETRY_DELAY, 0.1 * 2 ** min(failures - 1, 16)))
 
 
 class EventFilter:
@@ -54,7 +77,7 @@ class EventFilter:
     def is_everything(self) -> bool:
         return self.event_types is None and self.stream_prefixes is None
 
-    def matches(self, event: Event) -> bool:
+    def matches(self, event: Event | UndecodableEvent) -> bool:
         if self.event_types is not None and event.event_type not in self.event_types:
             return False
         if self.stream_prefixes is not None:
@@ -118,6 +141,12 @@ class Subscription:
     ``event_types`` and ``stream_prefixes`` restrict what is yielded (see
     :class:`EventFilter`); the store still reads every event, so a filter saves
     the consumer's work, not the store's.
+
+    ``on_undecodable`` is as for :meth:`eskit.EventStore.read_all`: by default an
+    event that cannot be decoded raises :class:`~eskit.errors.DecodingError` and
+    ``position`` stays before it; ``"yield"`` yields an
+    :class:`~eskit.stores.base.UndecodableEvent` in its place, a function is called
+    with it; both move the checkpoint past it.
     """
 
     def __init__(
@@ -129,7 +158,11 @@ class Subscription:
         poll_interval: float = 1.0,
         event_types: Iterable[str] | None = None,
         stream_prefixes: Iterable[str] | None = None,
+        on_undecodable: OnUndecodable = "raise",
     ) -> None:
+        from eskit.stores.base import check_on_undecodable
+
+        check_on_undecodable(on_undecodable)
         if type(page_size) is not int or page_size < 1:
             raise InvalidInputError("page_size must be an int >= 1")
         if not poll_interval > 0:
@@ -139,6 +172,7 @@ class Subscription:
         self.page_size = page_size
         self.poll_interval = float(poll_interval)
         self.filter = EventFilter(event_types, stream_prefixes)
+        self.on_undecodable = on_undecodable
         self._stopped = threading.Event()
         self._waiter: Waiter | None = None
         list(store.read_all(from_position, limit=0))  # validates from_position now
@@ -147,22 +181,58 @@ class Subscription:
         # Start listening before the first read so nothing committed in between is missed.
         self._waiter = self.store._new_waiter()
         wanted = self.filter
+        report = self.on_undecodable
+        # A placeholder for an undecodable event passes the filter like any event, so a
+        # subscriber is told only of events it would have been given.
+        mode: OnUndecodable = "raise" if report == "raise" else "yield"
         try:
             while not self._stopped.is_set():
                 got = 0
-                for event in self.store.read_all(self.position, limit=self.page_size):
+                for event in self._next_page(mode):
                     self.position = event.position or self.position
                     got += 1
                     if not wanted.matches(event):
                         continue
-                    yield event
+                    if callable(report) and not isinstance(event, Event):
+                        report(event)
+                        continue
+                    yield event  # type: ignore[misc]
                     if self._stopped.is_set():
                         return
-                if got < self.page_size:
+                if got < self.page_size and not self._stopped.is_set():
                     self._waiter.wait(self.poll_interval)
         finally:
             self._waiter.close()
             self._waiter = None
+
+    def _next_page(self, mode: OnUndecodable) -> list[Event | UndecodableEvent]:
+        """The events after the checkpoint, one page; waits out an unavailable store.
+
+        Why resume rather than raise: the checkpoint is exact, so reading again after
+        it repeats and skips nothing. Empty if :meth:`stop` is called meanwhile.
+        """
+        failures = 0
+        while True:
+            try:
+                page = list(self.store.read_all(
+                    self.position, limit=self.page_size, on_undecodable=mode
+                ))
+            except StoreUnavailableError as exc:
+                failures += 1
+                if failures == 1:
+                    _log.warning(
+                        "eskit: subscription lost the store after position %s, retrying: %s",
+                        self.position, exc,
+                    )
+                if self._stopped.wait(reconnect_delay(failures)):
+                    return []
+                continue
+            if failures:
+                _log.info(
+                    "eskit: subscription reconnected after %d failed reads, resuming after "
+                    "position %s", failures, self.position,
+                )
+            return page
 
     def caught_up(self) -> bool:
         """Whether no visible event lies beyond the checkpoint."""

@@ -24,8 +24,9 @@ class Counter(Projection):
         )
 
     def _count(self, event, tx: Tx) -> None:
+        p = tx.placeholder  # runs on SQLite and PostgreSQL targets
         tx.execute(
-            f"INSERT INTO {tx.table('counts')} AS c (stream, n, total) VALUES (?, 1, ?) "
+            f"INSERT INTO {tx.table('counts')} AS c (stream, n, total) VALUES ({p}, 1, {p}) "
             "ON CONFLICT (stream) DO UPDATE SET n = c.n + 1, total = c.total + excluded.total",
             (str(event.aggregate_id), event.event_data.get("amount", 0)),
         )
@@ -96,3 +97,30 @@ def postgres_backend(dsn: str, schema: str) -> Iterator[Backend]:
             yield Backend("postgres", store, target, dsn=dsn, schema=schema)
         finally:
             target.close()
+
+
+def wait_visible(store, count: int, timeout: float = 20.0) -> None:
+    """Wait until read_all shows ``count`` events.
+
+    PostgreSQL readers see an event only once every older transaction on the
+    cluster has ended (the visibility horizon), and other test sessions share the
+    server: right after an append, read_all may not show it yet.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout
+    while sum(1 for _ in store.read_all(on_undecodable="yield")) < count:
+        assert time.monotonic() < deadline, f"fewer than {count} events visible after {timeout}s"
+        time.sleep(0.01)
+
+
+def append_visible(store, stream: str, events: list, timeout: float = 20.0):
+    """``store.append``, then wait until read_all shows the batch (see wait_visible)."""
+    import time
+
+    result = store.append(stream, events)
+    deadline = time.monotonic() + timeout
+    while not list(store.read_all(result.position - 1, limit=1, on_undecodable="yield")):
+        assert time.monotonic() < deadline, f"append not visible after {timeout}s"
+        time.sleep(0.01)
+    return result

@@ -95,3 +95,38 @@ def test_a_skipped_parked_event_stays_listed_as_skipped(backend) -> None:
     assert backend.target.dead_letters("counter") == []
     (skipped,) = backend.target.dead_letters("counter", status="skipped")
     assert skipped.event_id == letter.event_id
+
+
+def test_retries_parking_and_stops_are_logged_and_handled_events_are_not(caplog) -> None:
+    import logging
+
+    from eskit import InMemoryEventStore
+    from eskit.projections import InMemoryTarget, Projection
+
+    class Noop(Projection):
+        name = "noop"
+
+        def handle_Added(self, event, tx) -> None: ...
+
+        def handle_Poison(self, event, tx) -> None:
+            raise RuntimeError("poison")
+
+    store = InMemoryEventStore()
+    store.append("a", [added(1) for _ in range(50)])
+    caplog.set_level(logging.DEBUG, logger="eskit.projections")
+    target = InMemoryTarget()
+    ProjectionRunner(store, Noop(), target).run_until_caught_up()
+    assert [r for r in caplog.records if r.levelno >= logging.INFO] == []
+
+    store.append("a", [NewEvent("Poison")])
+    ProjectionRunner(store, Noop(), target, retry=FAST, on_failure="park",
+                     name="parking").run_until_caught_up()
+    retries = [r for r in caplog.records if "retrying in" in r.getMessage()]
+    assert [r.levelno for r in retries] == [logging.WARNING] * 2
+    assert any("parking the event" in r.getMessage() for r in caplog.records)
+    assert {r.name for r in caplog.records} == {"eskit.projections.runner"}
+    caplog.clear()
+    with pytest.raises(ProjectionFailed):
+        ProjectionRunner(store, Noop(), target, retry=FAST,
+                         name="stopping").run_until_caught_up()
+    assert [r.levelname for r in caplog.records if "stops" in r.getMessage()] == ["ERROR"]

@@ -39,15 +39,25 @@ def _kill_rounds(kind: str, where: str, schema: str | None, store, target) -> li
     progress = []
     for _ in range(ROUNDS):
         _fill(store)
+        before = _handled(target)
         child = context.Process(target=project_forever, args=(kind, where, schema, 40))
         child.start()
-        time.sleep(random.uniform(0.3, 0.9))
+        # Kill at a random moment once the child is working: a fixed sleep lands
+        # before a spawned child has even started on a loaded machine.
+        deadline = time.monotonic() + 60
+        while _handled(target) == before and child.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(random.uniform(0.0, 0.25))
         os.kill(child.pid, signal.SIGKILL)
         child.join()
-        states = target.states("counter")
-        progress.append(states[0].events_handled if states else 0)
+        progress.append(_handled(target))
     print(f"{kind}: events handled after each SIGKILL: {progress}")
     return progress
+
+
+def _handled(target) -> int:
+    states = target.states("counter")
+    return states[0].events_handled if states else 0
 
 
 def _read(target) -> dict:

@@ -21,13 +21,14 @@ class InOrder(Projection):
                    "version INTEGER NOT NULL, handled INTEGER NOT NULL)")
 
     def handle_Added(self, event, tx: Tx) -> None:
-        rows = tx.execute("SELECT version FROM in_order WHERE stream = ?",
+        p = tx.placeholder  # runs on SQLite and PostgreSQL targets
+        rows = tx.execute(f"SELECT version FROM in_order WHERE stream = {p}",
                           (str(event.aggregate_id),))
         last = rows[0][0] if rows else 0
         if last != event.version - 1:
             raise AssertionError(f"{event.aggregate_id}: {event.version} after {last}")
         tx.execute(
-            "INSERT INTO in_order AS o VALUES (?, ?, 1) ON CONFLICT (stream) "
+            f"INSERT INTO in_order AS o VALUES ({p}, {p}, 1) ON CONFLICT (stream) "
             "DO UPDATE SET version = excluded.version, handled = o.handled + 1",
             (str(event.aggregate_id), event.version),
         )

@@ -6,9 +6,11 @@ import time
 
 import psycopg
 
-from eskit.projections import ProjectionRunner, Tx
+from eskit import NewEvent
+from eskit.projections import ProjectionRunner, RetryPolicy, Tx, skip_parked
 from eskit.projections.rebuild import rebuild
-from tests.projections.helpers import Counter, added, counts
+from tests.projections.helpers import Counter, added, append_visible, counts
+from tests.projections.test_failures import Cured
 
 
 def _total(backend) -> int:
@@ -68,3 +70,23 @@ def test_a_projection_added_to_an_old_store_catches_up_over_all_history(backend)
     runner = ProjectionRunner(backend.store, Counter(), backend.target)
     assert runner.run_until_caught_up() == 30
     assert backend.read_counts() == {f"s{i}": (10, 20) for i in range(3)}
+
+
+def test_a_rebuild_honours_an_operators_skip_and_keeps_it_listed(backend, caplog) -> None:
+    caplog.set_level("INFO", logger="eskit.projections.rebuild")
+    append_visible(backend.store, "a", [added(1), NewEvent("Poison", {"amount": 50}), added(2)])
+    ProjectionRunner(backend.store, Counter(), backend.target, on_failure="park",
+                     retry=RetryPolicy(max_attempts=1)).run_until_caught_up()
+    (letter,) = backend.target.dead_letters("counter")
+    skip_parked(backend.target, "counter", letter.event_id)
+    # The handler is fixed now, yet the operator's decision stands in the rebuild.
+    assert rebuild(backend.store, Cured(), backend.target) == 2
+    assert "1 skipped events passed over" in caplog.text
+    assert "rebuilt 'counter': generation 2 is live, 2 events handled" in caplog.text
+    assert backend.read_counts() == {"a": (2, 3)}
+    (kept,) = backend.target.dead_letters("counter", status="skipped")
+    assert kept.event_id == letter.event_id
+    # Asked to, a rebuild replays the skipped event and forgets the skip.
+    assert rebuild(backend.store, Cured(), backend.target, replay_skipped=True) == 3
+    assert backend.read_counts() == {"a": (3, 53)}
+    assert backend.target.dead_letters("counter", status=None) == []

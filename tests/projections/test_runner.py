@@ -6,11 +6,13 @@ import time
 import pytest
 
 from eskit import InMemoryEventStore, NewEvent
+from eskit.errors import InvalidInputError
 from eskit.projections import (
     InMemoryTarget,
     Projection,
     ProjectionRunner,
     idempotency_key,
+    wait_for_projection,
 )
 from tests.projections.helpers import Counter, added
 
@@ -150,3 +152,35 @@ def test_handlers_can_be_declared_with_handles_and_a_type_name() -> None:
     assert projection.event_types == {"shop.Item-Added"}
     ProjectionRunner(store, projection, InMemoryTarget()).run_until_caught_up()
     assert seen == [1]
+
+
+def test_wait_for_returns_once_the_read_model_reflects_an_append(backend) -> None:
+    runner = ProjectionRunner(backend.store, Counter(), backend.target, poll_interval=0.02)
+    runner.setup()
+    worker = threading.Thread(target=runner.run)
+    worker.start()
+    try:
+        result = backend.store.append("w", [added(4), added(5)])
+        assert runner.wait_for(result.position, timeout=20)
+        assert backend.read_counts()["w"] == (2, 9)
+        # The same question from anywhere that can open the target.
+        target = backend.new_target()
+        try:
+            assert wait_for_projection(target, "counter", result.position, 1)
+        finally:
+            target.close()
+    finally:
+        runner.stop()
+        worker.join(10)
+
+
+def test_wait_for_times_out_when_no_runner_moves_the_checkpoint(backend) -> None:
+    runner = ProjectionRunner(backend.store, Counter(), backend.target)
+    result = backend.store.append("w", [added(1)])
+    started = time.monotonic()
+    assert runner.wait_for(result.position, timeout=0.2) is False
+    assert 0.2 <= time.monotonic() - started < 2
+    with pytest.raises(InvalidInputError):
+        runner.wait_for(-1)
+    with pytest.raises(InvalidInputError):
+        runner.wait_for(result.position, timeout=float("nan"))

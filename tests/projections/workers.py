@@ -44,3 +44,22 @@ def project_partition(kind: str, where: str, schema: str | None, partition: int,
     store.close()
     target.close()
     return handled
+
+
+class SlowCured(Counter):
+    """The counter after the poison bug is fixed, slowed so that two retries overlap."""
+
+    def handle_Poison(self, event, tx) -> None:
+        time.sleep(0.01)
+        self._count(event, tx)
+
+
+def retry_all(kind: str, where: str, schema: str | None, start, results) -> None:
+    """Wait for ``start``, retry every parked event of the counter, report the ids."""
+    from eskit.projections import retry_parked
+
+    store, target = open_backend(kind, where, schema)
+    start.wait(30)
+    results.put(retry_parked(store, SlowCured(), target))
+    store.close()
+    target.close()

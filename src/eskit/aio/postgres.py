@@ -20,24 +20,41 @@ module untranslated: they become :class:`~eskit.StoreError`.
 Not guaranteed: an ``append`` cancelled while its statement runs may still
 commit (PostgreSQL finishes or aborts the statement on its own); retry it with
 the same event ids to find out, the retry returns ``duplicate=True``.
+
+Dropped connections and ``fork()`` are handled as in the sync store, with the same
+decisions (:mod:`eskit.stores.postgres_connection`): reads and appends are retried
+on a fresh connection after the pool has been checked; a child process opens a
+fresh pool of its own at first use (in the event loop it runs), or raises
+:class:`~eskit.StoreError` if the pool was passed in.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+import os
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager, suppress
 from datetime import datetime
-from typing import Any, Self
+from typing import Any, Self, TypeVar
 from uuid import UUID
 
-import psycopg
-from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool
+from eskit.errors import (
+    ConcurrencyError,
+    InvalidInputError,
+    MissingExtraError,
+    StoreError,
+    StoreUnavailableError,
+)
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.aio.store import AsyncEventStore
-from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -48,6 +65,7 @@ from eskit.stores.base import (
     decode_rows,
     resolve_conflict,
 )
+from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_UNCONDITIONAL_RETRIES,
@@ -61,12 +79,15 @@ from eskit.stores.postgres_schema import (
     pending_migrations,
     retry_after_lost_race,
     stream_infos,
+    transaction_age,
     unpack_position,
 )
 
 __all__ = ["AsyncPostgresEventStore"]
 
 _log = logging.getLogger("eskit.postgres")
+
+T = TypeVar("T")
 
 # --------------------------------------------------------------------------- the store
 
@@ -112,15 +133,23 @@ class AsyncPostgresEventStore(AsyncEventStore):
         self._notify_pending = False
         self._notify_task: asyncio.Task[None] | None = None
         self._owns_pool = pool is None
+        self._pool_size = pool_size
+        self._pid = os.getpid()
+        self._reopening: asyncio.Task[None] | None = None
+        self._dsn = dsn
         if pool is None:
             assert dsn is not None
-            # open=False: an async pool must be opened with await, in the loop it serves.
-            pool = AsyncConnectionPool(
-                dsn, min_size=1, max_size=pool_size, open=False,
-                kwargs={"autocommit": True}, name=f"eskit-{schema}",
-            )
+            pool = self._new_pool(dsn)
         self.pool: AsyncConnectionPool[Any] = pool
         self._connected = False
+
+    def _new_pool(self, dsn: str) -> AsyncConnectionPool[Any]:
+        # open=False: an async pool must be opened with await, in the loop it serves.
+        # No per-checkout ``check`` (a round trip per operation): see _run().
+        return AsyncConnectionPool(
+            dsn, min_size=1, max_size=self._pool_size, open=False,
+            kwargs={"autocommit": True}, name=f"eskit-{self.schema}",
+        )
 
     @classmethod
     async def open(
@@ -152,7 +181,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 await self.pool.open(wait=True, timeout=10)
             except Exception as exc:
                 await self.pool.close()
-                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+                # The pool gives up with a PoolTimeout: the server is not reachable.
+                raise StoreUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
         self._connected = True
         if setup:
             try:
@@ -167,6 +197,11 @@ class AsyncPostgresEventStore(AsyncEventStore):
 
     async def close(self) -> None:
         """Close the pool if eskit opened it (a pool passed in stays open)."""
+        if self._pid != os.getpid():
+            # A child closing a store it inherited: the pool and the task are the
+            # parent's (closing the pool would end the parent's sessions).
+            self._connected = False
+            return
         task = self._notify_task
         if task is not None and not task.done():
             await task  # send the last NOTIFY before the pool goes
@@ -174,13 +209,68 @@ class AsyncPostgresEventStore(AsyncEventStore):
         if self._owns_pool:
             await self.pool.close()
 
+    async def _current_pool(self) -> AsyncConnectionPool[Any]:
+        if self._pid != os.getpid():
+            self._after_fork()
+        if self._reopening is not None:
+            await asyncio.shield(self._reopening)
+        return self.pool
+
+    def _after_fork(self) -> None:
+        # Why: as in the sync store, a child never sends on (or closes) the sockets
+        # it inherited; it abandons the parent's pool (psycopg leaves connections
+        # opened by another process alone when they are garbage-collected) and
+        # opens its own in the child's running loop. No await before the swap:
+        # other tasks then wait for the same opening.
+        if not self._owns_pool:
+            raise StoreError(
+                f"this AsyncPostgresEventStore was given a pool in process {self._pid} and "
+                f"is used after fork() in process {os.getpid()}: a pool's connections "
+                "cannot be shared with a child; create the pool (and the store) in the child"
+            )
+        assert self._dsn is not None  # an owned pool was made from the dsn
+        self._pid = os.getpid()
+        self._notify_task = None  # it belonged to the parent's loop
+        self._notify_pending = False
+        self.pool = self._new_pool(self._dsn)
+        self._reopening = asyncio.get_running_loop().create_task(self._reopen())
+
+    async def _reopen(self) -> None:
+        try:
+            await self.pool.open(wait=True, timeout=10)
+        except Exception as exc:
+            raise StoreUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
+        finally:
+            self._reopening = None
+
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
+        pool = await self._current_pool()
         try:
-            async with self.pool.connection() as conn:
+            async with pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            raise translate(exc) from exc
+
+    async def _run(self, action: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """``action`` on a pooled connection, retried on a fresh one if the connection breaks.
+
+        Only for actions that are safe to repeat: reads, and the single-statement
+        append (idempotent on event ids; see eskit.stores.postgres_connection).
+        """
+        for attempt in range(1, RECONNECT_ATTEMPTS + 1):
+            try:
+                async with self._connection() as conn:
+                    return await action(conn)
+            except StoreUnavailableError as exc:
+                if attempt == RECONNECT_ATTEMPTS or not connection_lost(exc.__cause__):
+                    raise
+                _log.warning("eskit: PostgreSQL connection lost, retrying (%d): %s",
+                             attempt, exc)
+                with suppress(Exception):
+                    # Test every idle connection and replace the broken ones.
+                    await (await self._current_pool()).check()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     async def setup(self) -> None:
         """Create or upgrade eskit's tables in the schema. Idempotent."""
@@ -203,16 +293,19 @@ class AsyncPostgresEventStore(AsyncEventStore):
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
         params = append_params(stream, expected, batch)
+
+        async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], str | None]:
+            try:
+                return await (await conn.execute(self.sql.append, params)).fetchall(), None
+            except pg_errors.UniqueViolation as exc:
+                # Caught inside the block: the connection goes back to the pool
+                # clean (autocommit, the failed statement rolled back on its own).
+                return [], exc.diag.constraint_name
+
         for _ in range(MAX_UNCONDITIONAL_RETRIES):
-            async with self._connection() as conn:
-                try:
-                    rows = await (await conn.execute(self.sql.append, params)).fetchall()
-                except pg_errors.UniqueViolation as exc:
-                    # Caught inside the block: the connection goes back to the pool
-                    # clean (autocommit, the failed statement rolled back on its own).
-                    clash = exc.diag.constraint_name
-                else:
-                    clash = None
+            # Safe to retry on a dropped connection: same event ids, so an attempt
+            # that committed before the drop is found by resolve_conflict below.
+            rows, clash = await self._run(insert)
             if clash is None:
                 result = inserted_result(stream_id, batch, rows)
                 if result is not None:
@@ -253,15 +346,24 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 _log.warning("eskit: NOTIFY failed, subscribers will poll: %s", exc)
             await asyncio.sleep(NOTIFY_INTERVAL)
 
+    async def _fetchall(self, query: Any, params: Any = None) -> list[Any]:
+        async def fetch(conn: psycopg.AsyncConnection[Any]) -> list[Any]:
+            return await (await conn.execute(query, params)).fetchall()
+
+        return await self._run(fetch)
+
+    async def _fetchone(self, query: Any, params: Any = None) -> Any:
+        async def fetch(conn: psycopg.AsyncConnection[Any]) -> Any:
+            return await (await conn.execute(query, params)).fetchone()
+
+        return await self._run(fetch)
+
     async def _find(self, batch: list[PendingEvent]) -> dict[UUID, Event]:
-        async with self._connection() as conn:
-            cursor = await conn.execute(self.sql.find_events, ([p.event_id for p in batch],))
-            rows = await cursor.fetchall()
+        rows = await self._fetchall(self.sql.find_events, ([p.event_id for p in batch],))
         return {e.event_id: e for e in decode_rows(rows)}
 
     async def _head(self, stream: str) -> int:
-        async with self._connection() as conn:
-            row = await (await conn.execute(self.sql.head_version, (stream,))).fetchone()
+        row = await self._fetchone(self.sql.head_version, (stream,))
         return int(row[0]) if row else 0
 
     # -- reading ------------------------------------------------------------------------
@@ -271,35 +373,27 @@ class AsyncPostgresEventStore(AsyncEventStore):
         backwards: bool, limit: int | None,
     ) -> list[Event]:
         query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
-        async with self._connection() as conn:
-            rows = await (await conn.execute(query, params)).fetchall()
-        return decode_rows(rows, stream_id)
+        return decode_rows(await self._fetchall(query, params), stream_id)
 
     async def _read_all_page(self, after: int, limit: int) -> list[Event]:
         # Only rows of transactions below the snapshot xmin, computed in the same
         # statement: see "The global order" in eskit.stores.postgres_schema.
         tx, seq = unpack_position(after)
-        async with self._connection() as conn:
-            rows = await (await conn.execute(self.sql.read_all_page, (tx, seq, limit))).fetchall()
-        return decode_rows(rows)
+        return decode_rows(await self._fetchall(self.sql.read_all_page, (tx, seq, limit)))
 
     async def _head_version(self, stream: str) -> int:
         return await self._head(stream)
 
     async def _version_at(self, stream: str, as_of: datetime) -> int:
-        async with self._connection() as conn:
-            row = await (await conn.execute(self.sql.version_at, (stream, as_of))).fetchone()
+        row = await self._fetchone(self.sql.version_at, (stream, as_of))
         return int(row[0]) if row else 0
 
     async def _head_position(self) -> int:
-        async with self._connection() as conn:
-            row = await (await conn.execute(self.sql.head_position)).fetchone()
+        row = await self._fetchone(self.sql.head_position)
         return pack_position(row[0], row[1]) if row else 0
 
     async def _list_streams(self) -> list[StreamInfo]:
-        async with self._connection() as conn:
-            rows = await (await conn.execute(self.sql.list_streams)).fetchall()
-        return stream_infos(rows)
+        return stream_infos(await self._fetchall(self.sql.list_streams))
 
     # -- monitoring ---------------------------------------------------------------------
 
@@ -309,7 +403,9 @@ class AsyncPostgresEventStore(AsyncEventStore):
         While such a transaction is open, :meth:`read_all` does not return events
         committed after it began (it never skips them; they arrive once it ends).
         A large value here explains reader lag.
+
+        The role needs ``pg_read_all_stats`` (or ``pg_monitor``) to time other
+        roles' transactions; without it this raises :class:`~eskit.StoreError`
+        whenever such a transaction is open, rather than report 0.
         """
-        async with self._connection() as conn:
-            row = await (await conn.execute(self.sql.oldest_transaction_age)).fetchone()
-        return float(row[0]) if row else 0.0
+        return transaction_age(await self._fetchone(self.sql.oldest_transaction_age))

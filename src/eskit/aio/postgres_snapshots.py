@@ -51,8 +51,7 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
     async def open(cls, event_store: AsyncPostgresEventStore) -> Self:
         """The snapshot store, after checking the schema has its table."""
         store = cls(event_store)
-        async with event_store._connection() as conn:
-            row = await (await conn.execute(store.sql.table_exists)).fetchone()
+        row = await event_store._fetchone(store.sql.table_exists)
         if not row or row[0] is None:
             raise missing_table(event_store.schema)
         return store
@@ -67,12 +66,10 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
     async def _latest_with_tail(
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
     ) -> tuple[Snapshot | None, list[Event]]:
-        async with self.event_store._connection() as conn:
-            cursor = await conn.execute(
-                self.sql.latest_with_tail,
-                latest_with_tail_params(stream, aggregate_type, max_version),
-            )
-            rows = await cursor.fetchall()
+        # A read: retried on a fresh connection if this one dropped.
+        rows = await self.event_store._fetchall(
+            self.sql.latest_with_tail, latest_with_tail_params(stream, aggregate_type, max_version)
+        )
         snapshot, events = split_rows(aggregate_id, aggregate_type, rows)
         # Exactly what read_stream returns: stored events pass the registry's rules.
         return snapshot, self.event_store.registry.upcast(events)
@@ -80,9 +77,7 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
     async def _latest(
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
     ) -> Snapshot | None:
-        async with self.event_store._connection() as conn:
-            cursor = await conn.execute(
-                self.sql.latest, latest_params(stream, aggregate_type, max_version)
-            )
-            row = await cursor.fetchone()
+        row = await self.event_store._fetchone(
+            self.sql.latest, latest_params(stream, aggregate_type, max_version)
+        )
         return snapshot_from(aggregate_id, aggregate_type, row)

@@ -30,11 +30,12 @@ event ids) to find out which, the retry is recognised and returns
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
 from types import TracebackType
-from typing import Self
+from typing import Any, Literal, Self, overload
 
+from eskit.errors import DecodingError
 from eskit.events import Event, EventRegistry, StreamId, default_registry
 from eskit.stores.base import (
     ANY,
@@ -44,16 +45,21 @@ from eskit.stores.base import (
     AppendInput,
     AppendResult,
     Expected,
+    OnUndecodable,
     PendingEvent,
     StreamInfo,
     StreamPages,
+    UndecodableEvent,
     check_as_of,
     check_expected,
     check_limit,
+    check_on_undecodable,
     check_position,
     check_read_stream_args,
     prepare_batch,
     stream_key,
+    tolerant_items,
+    undecodable_page,
 )
 
 __all__ = ["AsyncEventStore"]
@@ -148,18 +154,62 @@ class AsyncEventStore(ABC):
             for event in self.registry.upcast(page):
                 yield event
 
-    def read_all(self, from_position: int = 0, limit: int | None = None) -> AsyncIterator[Event]:
+    @overload
+    def read_all(
+        self, from_position: int = 0, limit: int | None = None, *,
+        on_undecodable: Literal["raise"] | Callable[[UndecodableEvent], object] = "raise",
+    ) -> AsyncIterator[Event]: ...
+
+    @overload
+    def read_all(
+        self, from_position: int = 0, limit: int | None = None, *,
+        on_undecodable: Literal["yield"],
+    ) -> AsyncIterator[Event | UndecodableEvent]: ...
+
+    def read_all(
+        self, from_position: int = 0, limit: int | None = None, *,
+        on_undecodable: OnUndecodable = "raise",
+    ) -> AsyncIterator[Any]:
         """Every event with ``position > from_position``, in global order (``async for``).
 
         Same contract as :meth:`eskit.EventStore.read_all`: ``from_position`` is
         exclusive (pass a checkpoint back unchanged), pages are fetched lazily
         as the loop advances, and the order is stable, so a reader continuing
         from its checkpoint never skips an event. Bad arguments raise here, at
-        the call, not at the first iteration.
+        the call, not at the first iteration. ``on_undecodable`` is the same too
+        (a callback is a plain function, called without awaiting).
         """
         check_position(from_position)
         check_limit(limit)
-        return self._iter_all(from_position, limit)
+        check_on_undecodable(on_undecodable)
+        if on_undecodable == "raise":
+            return self._iter_all(from_position, limit)
+        return self._iter_tolerant(from_position, limit, on_undecodable)
+
+    async def _iter_tolerant(
+        self, after: int, limit: int | None, on_undecodable: OnUndecodable
+    ) -> AsyncIterator[Any]:
+        # eskit.stores.base.iter_tolerant with an awaited page read: the same decisions.
+        remaining = limit
+        while remaining is None or remaining > 0:
+            size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+            try:
+                page: list[Event | UndecodableEvent] = list(
+                    await self._read_all_page(after, size)
+                )
+                more = len(page) == size
+            except DecodingError as exc:
+                cut = undecodable_page(exc)
+                if cut is None:
+                    raise
+                page, more = cut, True
+            for item in tolerant_items(self.registry, page, on_undecodable):
+                yield item
+            if not more:
+                return
+            after = page[-1].position or after
+            if remaining is not None:
+                remaining -= len(page)
 
     async def _iter_all(self, after: int, limit: int | None) -> AsyncIterator[Event]:
         # Same paging as EventStore._iter_all: continue after the last position seen,

@@ -18,15 +18,17 @@ from eskit.projections.checkpoints import (
     SQLiteTarget,
     target_for,
 )
-from eskit.projections.projection import Projection, idempotency_key
+from eskit.projections.projection import Projection, UnknownHandlerWarning, idempotency_key
 from eskit.projections.runner import (
     BatchResult,
+    ParkedEventBlocked,
     ProjectionFailed,
     ProjectionRunner,
     RetryPolicy,
     partition_of,
     retry_parked,
     skip_parked,
+    wait_for_projection,
 )
 from eskit.projections.sql import Tx
 
@@ -34,6 +36,7 @@ __all__ = [
     "BatchResult",
     "DeadLetter",
     "InMemoryTarget",
+    "ParkedEventBlocked",
     "PostgresTarget",
     "Projection",
     "ProjectionFailed",
@@ -43,9 +46,11 @@ __all__ = [
     "RetryPolicy",
     "SQLiteTarget",
     "Tx",
+    "UnknownHandlerWarning",
     "idempotency_key",
     "partition_of",
     "retry_parked",
     "skip_parked",
     "target_for",
+    "wait_for_projection",
 ]

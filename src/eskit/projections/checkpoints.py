@@ -29,24 +29,23 @@ as integer microseconds since 1970-01-01 UTC.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from eskit.errors import StoreError
+from eskit.errors import StoreError, StoreUnavailableError
 from eskit.events import Event
-from eskit.projections.sql import Dialect, Tx, to_pyformat
-from eskit.stores.base import micros_to_timestamp, timestamp_to_micros
-
-if TYPE_CHECKING:
-    import os
+from eskit.projections.sql import Dialect, Tx
+from eskit.stores.base import UndecodableEvent, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.sqlite import keep_inherited, watch_forks
 
 __all__ = [
     "DeadLetter",
@@ -93,7 +92,8 @@ class DeadLetter:
     attempts: int
     parked_at: datetime
     status: str
-    """``"parked"``, or ``"skipped"`` once an operator decided to drop it."""
+    """``"parked"``; ``"skipped"`` once an operator gave up on it; ``"retried"`` once a
+    retry handled it (kept for the record and the retried count)."""
 
 
 def _ts(micros: int | None) -> datetime | None:
@@ -148,6 +148,14 @@ class ProjectionTarget(ABC):
     def close(self) -> None:  # noqa: B027 - targets without connections need not override
         """Release the connection."""
 
+    def lost_connection(self, error: BaseException) -> bool:
+        """Whether ``error``, raised inside a transaction, means the database went away.
+
+        The runner then retries the batch instead of blaming the event it was
+        handling (no attempt counted, nothing parked).
+        """
+        return isinstance(error, StoreUnavailableError)
+
     def __enter__(self) -> ProjectionTarget:
         return self
 
@@ -157,7 +165,15 @@ class ProjectionTarget(ABC):
     # -- statements, written once in "?" style ----------------------------------------
 
     def _run(self, conn: Any, query: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        return Tx(self.dialect, conn).execute(query, params)
+        return Tx(self.dialect, conn).execute(self._own_sql(query), params)
+
+    def _own_sql(self, query: str) -> str:
+        """One of eskit's own checkpoint statements in the driver's placeholder style.
+
+        Only for the constant statements of this module, whose every ``?`` is a
+        placeholder and which hold no ``%``; handlers' SQL is never rewritten.
+        """
+        return query
 
     def _lock_suffix(self) -> str:
         return ""
@@ -183,7 +199,7 @@ class ProjectionTarget(ABC):
 
     def save_position(
         self, conn: Any, name: str, partition: int, position: int, handled: int,
-        last_event: Event | None, rate: float | None,
+        last_event: Event | UndecodableEvent | None, rate: float | None,
     ) -> None:
         """Move the checkpoint (inside the batch's transaction)."""
         self._run(
@@ -206,16 +222,22 @@ class ProjectionTarget(ABC):
             (generation, name, partition),
         )
 
-    def reset(self, conn: Any, name: str, partition: int | None = None) -> None:
-        """Forget a projection's checkpoint (and its parked events): replay from the start."""
+    def reset(
+        self, conn: Any, name: str, partition: int | None = None, *, keep_skipped: bool = False
+    ) -> None:
+        """Forget a projection's checkpoint (and its parked events): replay from the start.
+
+        ``keep_skipped=True`` keeps the letters of skipped events (a rebuild that
+        honours skips: see :func:`~eskit.projections.rebuild.rebuild`).
+        """
         where, params = ("name = ?", (name,)) if partition is None else (
             "name = ? AND partition_no = ?", (name, partition)
         )
         self._run(conn, f"DELETE FROM eskit_projections WHERE {where}", params)
-        self._run(
-            conn, f"DELETE FROM eskit_dead_letters WHERE {where.replace('name', 'projection')}",
-            params,
-        )
+        letters = where.replace("name", "projection")
+        if keep_skipped:
+            letters += " AND status <> 'skipped'"
+        self._run(conn, f"DELETE FROM eskit_dead_letters WHERE {letters}", params)
 
     def record_error(self, name: str, partition: int, message: str) -> None:
         """Remember a failure (in a transaction of its own: the batch was rolled back)."""
@@ -248,10 +270,25 @@ class ProjectionTarget(ABC):
                 )
         return sorted((_state(r) for r in rows), key=lambda s: (s.name, s.partition))
 
+    def caught_up(self, name: str, position: int, *, partitions: int | None = None) -> bool:
+        """Whether projection ``name`` has read every event up to ``position``.
+
+        True when each of its stored partitions has its checkpoint at or past
+        ``position`` (each partition reads the whole log, so the one that owns the
+        event has handled it, or parked it). With ``partitions=N``, partitions with
+        no stored checkpoint yet count as behind; without it only the stored ones
+        are known. A projection with no stored checkpoint is not caught up.
+        """
+        states = self.states(name)
+        if partitions is not None and len(states) < partitions:
+            return False
+        return bool(states) and all(s.position >= position for s in states)
+
     # -- dead letters -------------------------------------------------------------------
 
     def park(
-        self, conn: Any, name: str, partition: int, event: Event, error: str, attempts: int
+        self, conn: Any, name: str, partition: int, event: Event | UndecodableEvent, error: str,
+        attempts: int,
     ) -> None:
         """Record ``event`` as parked for the projection (inside the batch's transaction)."""
         self._run(
@@ -287,6 +324,37 @@ class ProjectionTarget(ABC):
         else:
             rows = self._run(conn, query, tuple(params))
         return sorted((_dead(r) for r in rows), key=lambda d: (d.projection, d.position))
+
+    def claim_dead_letter(self, conn: Any, name: str, event_id: str) -> DeadLetter | None:
+        """The letter of ``event_id`` if it is still parked, locked until the transaction ends.
+
+        ``None`` when it is gone, skipped or already retried: a concurrent retry got
+        there first. On PostgreSQL the row lock makes a second claimant wait for the
+        first to commit and then re-check the row (READ COMMITTED re-evaluates a locked
+        row), so two retries of one letter handle it once. SQLite has one writer at a
+        time and the in-memory target holds its lock for the whole transaction.
+        """
+        rows = self._run(
+            conn,
+            f"SELECT {_DEAD_COLUMNS} FROM eskit_dead_letters "
+            "WHERE projection = ? AND event_id = ? AND status = 'parked'" + self._lock_suffix(),
+            (name, event_id),
+        )
+        return _dead(rows[0]) if rows else None
+
+    def parked_before(self, conn: Any, letter: DeadLetter) -> list[DeadLetter]:
+        """Letters of ``letter``'s stream still parked at earlier positions, oldest first."""
+        rows = self._run(
+            conn,
+            f"SELECT {_DEAD_COLUMNS} FROM eskit_dead_letters "
+            "WHERE projection = ? AND stream_id = ? AND status = 'parked'",
+            (letter.projection, letter.stream_id),
+        )
+        # Positions are stored as text (they exceed 64 bits): compare them as ints here.
+        return sorted(
+            (d for d in map(_dead, rows) if d.position < letter.position),
+            key=lambda d: d.position,
+        )
 
     def parked_streams(self, conn: Any, name: str, partition: int) -> set[str]:
         rows = self._run(
@@ -383,7 +451,7 @@ class InMemoryTarget(ProjectionTarget):
 
     def save_position(
         self, conn: Any, name: str, partition: int, position: int, handled: int,
-        last_event: Event | None, rate: float | None,
+        last_event: Event | UndecodableEvent | None, rate: float | None,
     ) -> None:
         row = self._row(name, partition)
         row["position"] = position
@@ -397,7 +465,9 @@ class InMemoryTarget(ProjectionTarget):
     def set_generation(self, conn: Any, name: str, partition: int, generation: int) -> None:
         self._row(name, partition)["generation"] = generation
 
-    def reset(self, conn: Any, name: str, partition: int | None = None) -> None:
+    def reset(
+        self, conn: Any, name: str, partition: int | None = None, *, keep_skipped: bool = False
+    ) -> None:
         with self._lock:
             for state_key in [
                 k for k in self._states if k[0] == name and partition in (None, k[1])
@@ -406,6 +476,7 @@ class InMemoryTarget(ProjectionTarget):
             for dead_key in [
                 k for k, d in self._dead.items()
                 if k[0] == name and partition in (None, d.partition)
+                and not (keep_skipped and d.status == "skipped")
             ]:
                 del self._dead[dead_key]
 
@@ -428,7 +499,8 @@ class InMemoryTarget(ProjectionTarget):
             ]
 
     def park(
-        self, conn: Any, name: str, partition: int, event: Event, error: str, attempts: int
+        self, conn: Any, name: str, partition: int, event: Event | UndecodableEvent, error: str,
+        attempts: int,
     ) -> None:
         self._dead[(name, str(event.event_id))] = DeadLetter(
             name, partition, event.position or 0, str(event.event_id), str(event.aggregate_id),
@@ -444,6 +516,18 @@ class InMemoryTarget(ProjectionTarget):
                  if name in (None, d.projection) and status in (None, d.status)),
                 key=lambda d: (d.projection, d.position),
             )
+
+    def claim_dead_letter(self, conn: Any, name: str, event_id: str) -> DeadLetter | None:
+        letter = self._dead.get((name, event_id))
+        return letter if letter is not None and letter.status == "parked" else None
+
+    def parked_before(self, conn: Any, letter: DeadLetter) -> list[DeadLetter]:
+        return sorted(
+            (d for d in self._dead.values()
+             if d.projection == letter.projection and d.stream_id == letter.stream_id
+             and d.status == "parked" and d.position < letter.position),
+            key=lambda d: d.position,
+        )
 
     def parked_streams(self, conn: Any, name: str, partition: int) -> set[str]:
         return {
@@ -487,19 +571,40 @@ class SQLiteTarget(ProjectionTarget):
         if self.path == ":memory:" or self.path.startswith("file::memory:"):
             raise StoreError("SQLiteTarget needs a file: an in-memory database is private "
                              "to one connection")
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise StoreError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous}")
         self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
         self._lock = threading.RLock()
-        try:
-            self.connection = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._retry_busy(lambda: self.connection.execute("PRAGMA journal_mode=WAL"))
-            if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-                raise StoreError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous}")
-            self.connection.execute(f"PRAGMA synchronous={synchronous}")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path!r}: {exc}") from exc
+        self._connection: sqlite3.Connection | None = None
+        self._closed = False
+        self._unusable = ""
+        self._fork_quiet = self._fork_locked = False
         self.setup()
+        watch_forks(self)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The target's connection, opened when first needed (and again after a fork)."""
+        with self._lock:
+            if self._unusable:
+                raise StoreError(self._unusable)
+            if self._closed:
+                raise StoreError(f"the target {self.path!r} is closed")
+            if self._connection is None:
+                try:
+                    conn = sqlite3.connect(self.path, timeout=self._busy_timeout,
+                                           isolation_level=None, check_same_thread=False)
+                    try:
+                        self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+                        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                    except BaseException:
+                        conn.close()
+                        raise
+                except sqlite3.Error as exc:
+                    raise StoreError(f"cannot open {self.path!r}: {exc}") from exc
+                self._connection = conn
+            return self._connection
 
     def _retry_busy(self, action: Any) -> Any:
         # BEGIN IMMEDIATE and journal-mode changes can report SQLITE_BUSY without
@@ -521,8 +626,8 @@ class SQLiteTarget(ProjectionTarget):
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.connection
         with self._lock:
+            conn = self.connection
             try:
                 self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
             except sqlite3.Error as exc:
@@ -541,7 +646,36 @@ class SQLiteTarget(ProjectionTarget):
                 raise StoreError(f"commit failed on {self.path!r}: {exc}") from exc
 
     def close(self) -> None:
-        self.connection.close()
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    # fork(): like the event store (see eskit.stores.sqlite), the target closes its
+    # connection before a fork, so that no process inherits it; an inherited
+    # connection to the file makes even the child's own connections lose appends.
+    def _before_fork(self) -> None:
+        self._fork_locked = self._lock.acquire(timeout=self._busy_timeout)
+        conn = self._connection
+        # Not quiet: another thread kept the lock, or this very thread forks inside
+        # a transaction (the lock is reentrant).
+        self._fork_quiet = self._fork_locked and not (conn is not None and conn.in_transaction)
+        if self._fork_quiet and conn is not None:
+            conn.close()
+            self._connection = None
+
+    def _after_fork_in_parent(self) -> None:
+        if self._fork_locked:
+            self._lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        if not self._fork_quiet and self._connection is not None:
+            keep_inherited(self._connection)  # in use at fork(): never touch it
+            self._connection = None
+            self._unusable = (f"the target {self.path!r} was in use when this process was "
+                              "forked; open a new target in the child")
+        self._lock = threading.RLock()
 
 
 class PostgresTarget(ProjectionTarget):
@@ -549,30 +683,71 @@ class PostgresTarget(ProjectionTarget):
 
     The target's connection uses ``search_path = schema, public``, so handlers'
     unqualified table names land in ``schema`` (eskit's default ``"eskit"``, where
-    the events are). Needs the ``postgres`` extra.
+    the events are). Needs the ``postgres`` extra. Handlers' ``tx.execute`` takes
+    psycopg's placeholders (``%s``, ``%(name)s``).
+
+    Reconnects: when its connection has dropped (the server terminated it or
+    restarted), the next :meth:`transaction` opens a new one before it begins.
+    A transaction whose connection drops while it runs, or at its ``COMMIT``, is
+    never replayed (it may have committed): it raises
+    :class:`~eskit.StoreUnavailableError` and the caller's next transaction
+    starts afresh. For a projection that is exact: the batch and its checkpoint
+    committed together or not at all, and the next batch starts from the stored
+    checkpoint. In a child process after ``fork()`` the target connects afresh
+    and leaves the parent's connection alone.
     """
 
     dialect: Dialect = "postgres"
 
     def __init__(self, dsn: str, *, schema: str = "eskit") -> None:
-        import psycopg
-        from psycopg import sql
-
         from eskit.stores.postgres_schema import check_schema_name
 
         self.schema = check_schema_name(schema)
+        self._dsn = dsn
         self._lock = threading.RLock()
-        try:
-            self.connection = psycopg.connect(dsn, autocommit=True)
-            self.connection.execute(
-                sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema))
-            )
-            self.connection.execute(
-                sql.SQL("SET search_path TO {}, public").format(sql.Identifier(schema))
-            )
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        self._pid = os.getpid()
+        self.connection = self._connect()
         self.setup()
+
+    def _connect(self) -> Any:
+        import psycopg
+        from psycopg import sql
+
+        from eskit.stores.postgres_connection import translate
+
+        try:
+            conn = psycopg.connect(self._dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise translate(exc, "cannot connect to PostgreSQL") from exc
+        try:
+            schema = sql.Identifier(self.schema)
+            conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(schema))
+            conn.execute(sql.SQL("SET search_path TO {}, public").format(schema))
+        except psycopg.Error as exc:
+            conn.close()
+            raise translate(exc, "cannot connect to PostgreSQL") from exc
+        return conn
+
+    def _usable_connection(self) -> Any:
+        """The connection, replaced first if it is closed, broken or the parent's."""
+        if self._pid != os.getpid():
+            # A forked child: never send on (or close) the parent's socket.
+            self._pid = os.getpid()
+            self.connection = self._connect()
+        elif self.connection.closed or self.connection.broken:
+            self.connection = self._connect()
+        return self.connection
+
+    def _own_sql(self, query: str) -> str:
+        return query.replace("?", "%s")
+
+    def lost_connection(self, error: BaseException) -> bool:
+        from eskit.stores.postgres_connection import connection_lost
+
+        # A handler may wrap the driver's error in its own: the connection tells.
+        return (
+            super().lost_connection(error) or connection_lost(error) or self.connection.broken
+        )
 
     def _lock_suffix(self) -> str:
         # Why: two runners of one projection partition must not both handle a batch.
@@ -584,7 +759,7 @@ class PostgresTarget(ProjectionTarget):
         # Concurrent CREATE TABLE IF NOT EXISTS can collide in the catalog
         # (unique violation on pg_type): runners starting together take turns.
         conn.execute(
-            to_pyformat("SELECT pg_advisory_xact_lock(hashtext(?))"),
+            "SELECT pg_advisory_xact_lock(hashtext(%s))",
             (f"eskit-projection-setup:{self.schema}:{key}",),
         )
 
@@ -592,7 +767,7 @@ class PostgresTarget(ProjectionTarget):
         with self.transaction() as conn:
             # Concurrent CREATE TABLE IF NOT EXISTS can still collide in the catalog.
             conn.execute(
-                to_pyformat("SELECT pg_advisory_xact_lock(hashtext(?))"),
+                "SELECT pg_advisory_xact_lock(hashtext(%s))",
                 (f"eskit-projections-setup:{self.schema}",),
             )
             for statement in self._tables_sql("DOUBLE PRECISION"):
@@ -602,15 +777,29 @@ class PostgresTarget(ProjectionTarget):
     def transaction(self) -> Iterator[Any]:
         import psycopg
 
-        with self._lock:
+        from eskit.stores.postgres_connection import connection_lost, translate
+
+        with self._lock, ExitStack() as stack:
+            for attempt in (1, 2):
+                conn = self._usable_connection()
+                try:
+                    # BEGIN is sent here: a connection found dead now has run nothing
+                    # of this transaction, so one retry on a new connection is safe.
+                    stack.enter_context(conn.transaction())
+                    break
+                except psycopg.Error as exc:
+                    if attempt == 2 or not connection_lost(exc):
+                        raise translate(exc) from exc
             try:
-                with self.connection.transaction():
-                    yield self.connection
+                with stack:
+                    yield conn
             except psycopg.OperationalError as exc:
-                raise StoreError(f"PostgreSQL error: {exc}") from exc
+                # Not retried: the transaction may have committed before the drop.
+                raise translate(exc) from exc
 
     def close(self) -> None:
-        self.connection.close()
+        if self._pid == os.getpid():  # a forked child leaves the parent's connection alone
+            self.connection.close()
 
 
 def target_for(db: str | Path, *, schema: str = "eskit") -> ProjectionTarget:

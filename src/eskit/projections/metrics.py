@@ -1,40 +1,59 @@
 """Projection status as Prometheus metrics (``pip install 'eskit[metrics]'``).
 
 :class:`ProjectionCollector` computes :func:`~eskit.projections.monitoring.projection_status`
-on every scrape and exposes it as gauges labelled by projection and partition::
+on every scrape and exposes it labelled by projection and partition:
 
-    eskit_projection_checkpoint_position, eskit_projection_head_position,
-    eskit_projection_lag_events, eskit_projection_lag_seconds,
-    eskit_projection_events_per_second, eskit_projection_events_handled,
-    eskit_projection_parked_events, eskit_projection_failing (1 while last_error is set)
+* gauges: ``eskit_projection_lag_events`` (events after the checkpoint),
+  ``..._lag_seconds``, ``..._events_per_second``, ``..._parked_events`` (parked now),
+  ``..._skipped_events``, ``..._failing`` (1 while ``last_error`` is set);
+* counters: ``eskit_projection_events_handled_total``,
+  ``..._events_parked_total`` (ever parked: parked, skipped or retried since),
+  ``..._events_retried_total``. A reset or a rebuild starts them over, which
+  Prometheus's ``rate()`` treats as a counter reset.
 
-Register it with a registry and serve it however you serve metrics, e.g.
-``prometheus_client.start_http_server(9100, registry=registry)``.
+Positions are not exported: on PostgreSQL they are 128-bit (transaction id,
+sequence) pairs, which a float sample cannot hold; ``lag_events`` says how far
+behind a projection is. Register the collector with a registry and serve it however
+you serve metrics, e.g. ``prometheus_client.start_http_server(9100, registry=registry)``.
 A scrape reads the target and the store: keep scrape intervals in seconds, not
 milliseconds, on large stores (lag counting reads up to ``count_limit`` events).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from eskit.errors import MissingExtraError
+
+try:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("metrics", "eskit's Prometheus metrics", name=exc.name) from exc
 
 from eskit.projections.checkpoints import ProjectionTarget
-from eskit.projections.monitoring import projection_status
+from eskit.projections.monitoring import ProjectionStatus, projection_status
 from eskit.stores.base import EventStore
 
 __all__ = ["ProjectionCollector"]
 
-_GAUGES = (
-    ("checkpoint_position", "Position of the last event the projection read", "checkpoint"),
-    ("head_position", "Position of the newest event in the store", "head"),
-    ("lag_events", "Events after the checkpoint", "lag_events"),
-    ("lag_seconds", "Seconds the oldest unprocessed event has waited", "lag_seconds"),
-    ("events_per_second", "Recent handling rate", "events_per_second"),
-    ("events_handled", "Events handled since the projection started", "events_handled"),
-    ("parked_events", "Events parked in the dead-letter table", "parked"),
+_Value = Callable[[ProjectionStatus], float]
+
+_GAUGES: tuple[tuple[str, str, _Value], ...] = (
+    ("lag_events", "Events after the checkpoint (counted up to count_limit)",
+     lambda s: s.lag_events),
+    ("lag_seconds", "Seconds the oldest unprocessed event has waited", lambda s: s.lag_seconds),
+    ("events_per_second", "Recent handling rate", lambda s: s.events_per_second),
+    ("parked_events", "Events parked in the dead-letter table now", lambda s: s.parked),
+    ("skipped_events", "Parked events an operator skipped", lambda s: s.skipped),
+    ("failing", "1 while the projection's last error is set",
+     lambda s: 1.0 if s.last_error else 0.0),
+)
+_COUNTERS: tuple[tuple[str, str, _Value], ...] = (
+    ("events_handled", "Events handled", lambda s: s.events_handled),
+    ("events_parked", "Events ever parked (parked, skipped or retried since)",
+     lambda s: s.parked + s.skipped + s.retried),
+    ("events_retried", "Parked events handled by a retry", lambda s: s.retried),
 )
 
 
@@ -48,18 +67,18 @@ class ProjectionCollector(Collector):
         self.target = target
         self.count_limit = count_limit
 
-    def collect(self) -> Iterator[GaugeMetricFamily]:
+    def collect(self) -> Iterator[Metric]:
         statuses = projection_status(self.store, self.target, count_limit=self.count_limit)
         labels = ["projection", "partition"]
-        for metric, help_text, attribute in _GAUGES:
-            family = GaugeMetricFamily(f"eskit_projection_{metric}", help_text, labels=labels)
+        for metric, help_text, value in _GAUGES:
+            gauge = GaugeMetricFamily(f"eskit_projection_{metric}", help_text, labels=labels)
             for s in statuses:
-                family.add_metric([s.name, str(s.partition)], float(getattr(s, attribute)))
-            yield family
-        failing = GaugeMetricFamily(
-            "eskit_projection_failing", "1 while the projection's last error is set",
-            labels=labels,
-        )
-        for s in statuses:
-            failing.add_metric([s.name, str(s.partition)], 1.0 if s.last_error else 0.0)
-        yield failing
+                gauge.add_metric([s.name, str(s.partition)], float(value(s)))
+            yield gauge
+        for metric, help_text, value in _COUNTERS:
+            counter = CounterMetricFamily(
+                f"eskit_projection_{metric}", help_text, labels=labels
+            )
+            for s in statuses:
+                counter.add_metric([s.name, str(s.partition)], float(value(s)))
+            yield counter

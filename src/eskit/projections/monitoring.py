@@ -15,6 +15,12 @@ What the numbers mean (and do not):
   from the writers' clocks, so treat sub-second values as noise.
 * ``events_per_second`` is the handling rate of the most recent batches, as the
   runner stored it; it does not decay while a runner is stopped.
+* ``parked``, ``skipped`` and ``retried`` count the dead-letter rows by status:
+  parked now, given up on by an operator, handled by a retry. A reset or a rebuild
+  starts them over, like ``events_handled``.
+* ``last_error`` is set while the projection is failing: from a failed attempt until
+  the checkpoint is past that event (handled or parked), or until a runner that did
+  not see the failure (a new process) commits a batch.
 """
 
 from __future__ import annotations
@@ -42,6 +48,8 @@ class ProjectionStatus:
     events_per_second: float
     events_handled: int
     parked: int
+    skipped: int
+    retried: int
     updated_at: datetime | None
     last_error: str | None
     last_error_at: datetime | None
@@ -62,15 +70,17 @@ def projection_status(
     """The status of every projection partition stored in ``target`` (or of ``name``)."""
     head = store.head_position()
     now = now or datetime.now(UTC)
-    parked: dict[tuple[str, int], int] = {}
-    for letter in target.dead_letters(name):
-        key = (letter.projection, letter.partition)
-        parked[key] = parked.get(key, 0) + 1
+    letters: dict[tuple[str, int, str], int] = {}
+    for letter in target.dead_letters(name, status=None):
+        key = (letter.projection, letter.partition, letter.status)
+        letters[key] = letters.get(key, 0) + 1
     result = []
     for state in target.states(name):
         lag = 0
         oldest = None
-        for event in store.read_all(state.position, limit=count_limit):
+        for event in store.read_all(
+            state.position, limit=count_limit, on_undecodable="yield"
+        ):
             if oldest is None:
                 oldest = event.timestamp
             lag += 1
@@ -79,7 +89,10 @@ def projection_status(
             name=state.name, partition=state.partition, checkpoint=state.position, head=head,
             lag_events=lag, lag_events_capped=lag >= count_limit, lag_seconds=lag_seconds,
             events_per_second=state.events_per_second, events_handled=state.events_handled,
-            parked=parked.get((state.name, state.partition), 0), updated_at=state.updated_at,
+            parked=letters.get((state.name, state.partition, "parked"), 0),
+            skipped=letters.get((state.name, state.partition, "skipped"), 0),
+            retried=letters.get((state.name, state.partition, "retried"), 0),
+            updated_at=state.updated_at,
             last_error=state.last_error, last_error_at=state.last_error_at,
         ))
     return result

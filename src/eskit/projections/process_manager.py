@@ -22,6 +22,10 @@ any target transaction (``transactional = False``) and moves the checkpoint
 afterwards with a compare-and-set, so the checkpoint may live in a SQLite file
 that the same process also appends events to.
 
+Failures of a step are the runner's: retried, then parked or stopping, and logged
+by ``eskit.projections.runner``; lost concurrency races are logged here (DEBUG per
+rerun, WARNING when a step gives up).
+
 Not guaranteed: effects outside the event store (use
 :func:`~eskit.projections.idempotency_key`); and a step's events are only as
 atomic as one append — one command, one aggregate, one stream.
@@ -30,6 +34,7 @@ atomic as one append — one command, one aggregate, one stream.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable
 from typing import Any, ClassVar, TypeVar
 from uuid import UUID, uuid5
@@ -44,6 +49,8 @@ from eskit.stores.base import EventStore
 __all__ = ["ProcessManager", "command_event_id"]
 
 A = TypeVar("A", bound=Aggregate)
+
+_log = logging.getLogger("eskit.projections.process_manager")
 
 _NAMESPACE = UUID("0b7f5a52-3c4e-4f7e-8d8e-6c1b9f4e2a10")
 
@@ -118,7 +125,11 @@ class ProcessManager(Projection):
                 if new:
                     return False  # created already (by an earlier run of this step)
                 lost = exc
+                _log.debug("process %r step %r on %r lost a race, rerunning: %s",
+                           self.name, step, str(aggregate_id), exc)
                 continue  # another writer moved the stream: reload and run again
             return not result.duplicate
         assert lost is not None
+        _log.warning("process %r step %r on %r lost %d races in a row, giving up: %s",
+                     self.name, step, str(aggregate_id), self.max_attempts, lost)
         raise lost

@@ -18,10 +18,21 @@ Events without a handler are skipped (and never even dispatched: the runner
 filters by the handled types). A handler must be deterministic given the event
 and the read model: it may run again after a crash, in a transaction whose
 earlier attempt was rolled back.
+
+**Typos are reported when the projection is created** (that is, before a runner
+starts): a handler for a type the projection's registry does not know but that is
+a near miss of a registered one (``handle_OrderPlace`` beside ``OrderPlaced``)
+emits an :class:`UnknownHandlerWarning` naming the handler and the nearest
+registered types; so does a handler for an old name that an alias renames on read
+(it would never run). Other unregistered names are taken for plain event types
+(the classic tutorial's ``NewEvent("OrderPlaced", {...})``), which are allowed and
+cannot be checked.
 """
 
 from __future__ import annotations
 
+import difflib
+import warnings
 from collections.abc import Callable
 from typing import Any, ClassVar
 from uuid import UUID, uuid5
@@ -31,7 +42,15 @@ from eskit.events import Event, EventRegistry, default_registry
 from eskit.projections.sql import Tx, quote_identifier
 from eskit.subscription import EventFilter
 
-__all__ = ["Projection", "idempotency_key"]
+__all__ = ["Projection", "UnknownHandlerWarning", "idempotency_key"]
+
+
+class UnknownHandlerWarning(UserWarning):
+    """A projection's handler names an event type the registry does not know.
+
+    Usually a typo (``handle_OrderPlace`` for ``OrderPlaced``): such a handler is
+    never called. See :mod:`eskit.projections.projection`.
+    """
 
 _KEY_NAMESPACE = UUID("6f1c2a4e-5d0b-4c53-9a55-2d1b8c0e7f31")
 
@@ -89,6 +108,7 @@ class Projection:
         for table in self.tables:
             quote_identifier(table)
         handlers: dict[str, Callable[[Event, Tx], None]] = {}
+        names: dict[str, str] = {}
         for key, attr_name in self._handler_names.items():
             event_type = key if isinstance(key, str) else self.registry.name_for(key)
             if event_type is None:
@@ -97,7 +117,35 @@ class Projection:
                     "registered @domain_event class"
                 )
             handlers[event_type] = getattr(self, attr_name)
+            names[event_type] = attr_name
         self._handlers = handlers
+        for event_type in sorted(handlers):
+            problem = self._unknown(event_type)
+            if problem:
+                warnings.warn(
+                    f"{type(self).__name__}.{names[event_type]} handles "
+                    f"{event_type!r}, {problem}",
+                    UnknownHandlerWarning, stacklevel=2,
+                )
+
+    def _unknown(self, event_type: str) -> str | None:
+        """Why a handler for ``event_type`` looks like a mistake, or ``None``."""
+        registry = self.registry
+        aliases = registry.rules.aliases
+        if event_type in aliases:
+            return (f"but events stored as {event_type!r} are read as "
+                    f"{registry.rules.current_name(event_type)!r}: the handler never runs")
+        # The registry has no public list of its names; the projection only reads it.
+        known = [*registry._by_name, *aliases.values()]
+        if not known or registry.class_for(event_type) is not None or event_type in known:
+            return None
+        # Only a near miss is reported: an unregistered name far from every registered
+        # one is taken for a plain event type, which is allowed.
+        near = difflib.get_close_matches(event_type, sorted(set(known)), n=3, cutoff=0.8)
+        if not near:
+            return None
+        return (f"which is not a registered event type; did you mean "
+                f"{' or '.join(map(repr, near))}?")
 
     @property
     def event_types(self) -> frozenset[str]:

@@ -12,10 +12,19 @@ from the swapped-in checkpoint into the new tables.
 Only projections that declare ``tables`` can be rebuilt this way, and only
 unpartitioned ones. A rebuild that is interrupted leaves the live read model
 untouched; running it again starts the new generation over.
+
+**Skipped events stay skipped.** An event an operator skipped
+(:func:`~eskit.projections.skip_parked`) is not applied by the rebuild either, and
+stays listed as skipped: a rebuild reproduces the read model the operators
+decided on. Events parked and not skipped are replayed (and parked again if they
+still fail). ``replay_skipped=True`` replays skipped events too and forgets that
+they were skipped.
 """
 
 from __future__ import annotations
 
+import logging
+import time
 from collections.abc import Callable
 
 from eskit.errors import InvalidInputError
@@ -32,6 +41,10 @@ from eskit.projections.sql import Tx, generation_table
 from eskit.stores.base import EventStore
 
 __all__ = ["rebuild", "shadow_name"]
+
+_log = logging.getLogger("eskit.projections.rebuild")
+LOG_EVERY = 10.0
+"""Seconds between INFO lines about a running rebuild's progress."""
 
 
 def shadow_name(name: str) -> str:
@@ -53,8 +66,12 @@ def rebuild(
     progress: Callable[[BatchResult], None] | None = None,
     retry: RetryPolicy | None = None,
     on_failure: OnFailure = "stop",
+    replay_skipped: bool = False,
 ) -> int:
-    """Replay all history into a new generation and swap it in; return events handled."""
+    """Replay all history into a new generation and swap it in; return events handled.
+
+    Skipped events are passed over unless ``replay_skipped`` (see the module docs).
+    """
     if not projection.tables or target.dialect == "memory":
         raise InvalidInputError(
             f"projection {projection.name!r} declares no tables: a blue/green rebuild needs "
@@ -78,7 +95,13 @@ def rebuild(
         on_failure=on_failure,
     )
     runner._ready = True  # set up above, in the new generation (no views for the shadow)
-    handled = runner.run_until_caught_up(progress)
+    if not replay_skipped:
+        runner._skip = frozenset(
+            d.event_id for d in target.dead_letters(name, status="skipped")
+        )
+    _log.info("rebuilding %r into generation %d (%d skipped events passed over)",
+              name, new_generation, len(runner._skip))
+    handled = runner.run_until_caught_up(_logged(name, progress))
 
     with target.transaction() as conn:
         live = target.load_state(conn, name, 0)  # live runners wait from here to commit
@@ -90,7 +113,7 @@ def rebuild(
                 projection.handle(event, tx)
                 tail += 1
             position, last = event.position or position, event
-        target.reset(conn, name, 0)
+        target.reset(conn, name, 0, keep_skipped=not replay_skipped)
         target.load_state(conn, name, 0)
         target.set_generation(conn, name, 0, new_generation)
         target.save_position(
@@ -100,4 +123,26 @@ def rebuild(
         target.reset(conn, shadow)
         create_views(tx, projection, new_generation)
         _drop_tables(tx, projection, live.generation)
+    _log.info("rebuilt %r: generation %d is live, %d events handled",
+              name, new_generation, handled + tail)
     return handled + tail
+
+
+def _logged(
+    name: str, progress: Callable[[BatchResult], None] | None
+) -> Callable[[BatchResult], None]:
+    """``progress``, plus an INFO line at most every LOG_EVERY seconds."""
+    read = 0
+    last = time.monotonic()
+
+    def report(result: BatchResult) -> None:
+        nonlocal read, last
+        read += result.read
+        now = time.monotonic()
+        if now - last >= LOG_EVERY:
+            last = now
+            _log.info("rebuilding %r: %d events read", name, read)
+        if progress is not None:
+            progress(result)
+
+    return report

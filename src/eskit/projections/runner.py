@@ -33,28 +33,36 @@ failure) are pure functions, so an asyncio runner can share them.
 from __future__ import annotations
 
 import hashlib
+import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from eskit.errors import EskitError, InvalidInputError
+from eskit.errors import EskitError, InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
-from eskit.stores.base import EventStore, stream_key
-from eskit.subscription import EventFilter
+from eskit.stores.base import EventStore, UndecodableEvent, stream_key
+from eskit.subscription import EventFilter, reconnect_delay
 
 __all__ = [
+    "ParkedEventBlocked",
     "ProjectionFailed",
     "ProjectionRunner",
     "RetryPolicy",
     "partition_of",
     "retry_parked",
     "skip_parked",
+    "wait_for_projection",
 ]
+
+_log = logging.getLogger("eskit.projections.runner")
+
+Read = Event | UndecodableEvent
+"""What the runner reads: events, and placeholders for events it cannot decode."""
 
 OnFailure = Literal["stop", "park"]
 ParkedStreams = Literal["continue", "wait"]
@@ -64,10 +72,14 @@ WAITING = "waiting behind an earlier parked event of this stream"
 class ProjectionFailed(EskitError):
     """A projection handler kept failing and the projection stopped (``on_failure="stop"``)."""
 
-    def __init__(self, message: str, *, projection: str, event: Event) -> None:
+    def __init__(
+        self, message: str, *, projection: str, event: Event | UndecodableEvent
+    ) -> None:
         super().__init__(message)
         self.projection = projection
         self.event = event
+        """The failing event; an :class:`~eskit.stores.base.UndecodableEvent` when it
+        could not be decoded (the cause is then its :class:`~eskit.errors.DecodingError`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,14 +118,8 @@ class BatchResult:
     parked: int = 0
 
 
-@dataclass(slots=True)
-class _Failure:
-    event: Event
-    error: BaseException
-
-
 class _HandlerError(Exception):
-    def __init__(self, event: Event, error: BaseException) -> None:
+    def __init__(self, event: Read, error: BaseException) -> None:
         super().__init__(str(error))
         self.event = event
         self.error = error
@@ -178,6 +184,8 @@ class ProjectionRunner:
         self._progress = _Progress()
         self._ready = False
         self._rate: float | None = None
+        self._skip: frozenset[str] = frozenset()
+        """Ids of events to pass over unhandled: a rebuild's skipped events."""
 
     # -- setup --------------------------------------------------------------------------
 
@@ -198,12 +206,12 @@ class ProjectionRunner:
 
     # -- the loop -----------------------------------------------------------------------
 
-    def wants(self, event: Event) -> bool:
+    def wants(self, event: Read) -> bool:
         """Whether this runner dispatches ``event`` (its filter and its partition)."""
         return self.filter.matches(event) and (
             self.partitions == 1
             or partition_of(event.aggregate_id, self.partitions) == self.partition
-        )
+        ) and (not self._skip or str(event.event_id) not in self._skip)
 
     def run_batch(self) -> BatchResult:
         """Handle one batch in one transaction; ``read == 0`` means caught up."""
@@ -227,7 +235,7 @@ class ProjectionRunner:
         started = time.perf_counter()
         with self.target.transaction() as conn:
             state = self.target.load_state(conn, self.name, self.partition)
-            events = list(self.store.read_all(state.position, limit=limit))
+            events = self._read(state.position, limit)
             if not events:
                 return BatchResult(0, 0, state.position)
             tx = self._tx(conn, state.generation)
@@ -250,8 +258,13 @@ class ProjectionRunner:
                     parked += 1
                     continue
                 try:
-                    self.projection.handle(event, tx)
+                    self._apply(event, tx)
                 except Exception as exc:
+                    if self.target.lost_connection(exc):
+                        # Not the event's fault: the batch rolled back; retry it whole.
+                        raise StoreUnavailableError(
+                            f"projection {self.name!r} lost its target's connection: {exc}"
+                        ) from exc
                     if self.target.dialect == "memory" and index:
                         # Nothing rolls back in memory: keep what the earlier events of
                         # the batch did, and checkpoint them, so they are not applied twice.
@@ -269,11 +282,36 @@ class ProjectionRunner:
                 conn, self.name, self.partition, events[-1].position or 0, handled,
                 events[-1], self._rate,
             )
-            if progress.attempts:
-                # The event that failed before has now gone through.
-                progress.attempts.clear()
+            if self._recovered(state.last_error, events[-1]):
                 self.target.clear_error(conn, self.name, self.partition)
+        if parked:
+            _log.warning("projection %r parked %d event%s (see eskit_dead_letters)",
+                         self.name, parked, "s" * (parked != 1))
         return BatchResult(len(events), handled, events[-1].position or 0, parked)
+
+    def _read(self, after: int, limit: int) -> list[Read]:
+        # Undecodable events come as placeholders, in order, so that the failure
+        # policy applies to them like to a handler error (and the runner keeps its place).
+        return list(self.store.read_all(after, limit=limit, on_undecodable="yield"))
+
+    def _apply(self, event: Read, tx: Tx | None) -> None:
+        if isinstance(event, UndecodableEvent):
+            raise event.error
+        self.projection.handle(event, tx)  # type: ignore[arg-type]
+
+    def _recovered(self, last_error: str | None, last: Read) -> bool:
+        """Whether a batch that got to ``last`` ends the failure ``last_error`` recorded.
+
+        Yes once the checkpoint is past the event that failed (handled or parked), or
+        at once in a runner that did not see the failure (a new process, after a fix):
+        the stored error is then history. Not while the runner is still going one event
+        at a time towards the failing event.
+        """
+        progress = self._progress
+        if progress.isolate_until is not None and (last.position or 0) < progress.isolate_until:
+            return False
+        progress.attempts.clear()
+        return last_error is not None
 
     def _batch_outside(self, limit: int) -> BatchResult:
         """A batch for idempotent handlers (process managers): no transaction around them.
@@ -285,11 +323,11 @@ class ProjectionRunner:
         progress = self._progress
         with self.target.transaction() as conn:
             state = self.target.load_state(conn, self.name, self.partition)
-        events = list(self.store.read_all(state.position, limit=limit))
+        events = self._read(state.position, limit)
         if not events:
             return BatchResult(0, 0, state.position)
         handled = 0
-        to_park: list[tuple[Event, tuple[str, int]]] = []
+        to_park: list[tuple[Read, tuple[str, int]]] = []
         for index, event in enumerate(events):
             if not self.wants(event):
                 continue
@@ -298,23 +336,27 @@ class ProjectionRunner:
                 to_park.append((event, park))
                 continue
             try:
-                self.projection.handle(event, None)  # type: ignore[arg-type]
+                self._apply(event, None)
             except Exception as exc:
+                if self.target.lost_connection(exc):
+                    raise  # the store or target is away: not the event's fault
                 if index:
                     self._move_if_unchanged(state.position, events[index - 1], handled, [])
                 raise _HandlerError(event, exc) from exc
             handled += 1
         if not self._move_if_unchanged(state.position, events[-1], handled, to_park):
             return BatchResult(len(events), 0, state.position)
-        if progress.attempts:
-            progress.attempts.clear()
+        if self._recovered(state.last_error, events[-1]):
             with self.target.transaction() as conn:
                 self.target.clear_error(conn, self.name, self.partition)
+        if to_park:
+            _log.warning("projection %r parked %d event%s (see eskit_dead_letters)",
+                         self.name, len(to_park), "s" * (len(to_park) != 1))
         return BatchResult(len(events), handled, events[-1].position or 0, len(to_park))
 
     def _move_if_unchanged(
-        self, expected: int, last: Event, handled: int,
-        to_park: list[tuple[Event, tuple[str, int]]],
+        self, expected: int, last: Read, handled: int,
+        to_park: list[tuple[Read, tuple[str, int]]],
     ) -> bool:
         with self.target.transaction() as conn:
             state = self.target.load_state(conn, self.name, self.partition)
@@ -327,7 +369,7 @@ class ProjectionRunner:
             )
         return True
 
-    def _after_failure(self, event: Event, error: BaseException, limit: int) -> None:
+    def _after_failure(self, event: Read, error: BaseException, limit: int) -> None:
         progress = self._progress
         progress.isolate_until = event.position or 0
         if limit > 1:
@@ -344,12 +386,15 @@ class ProjectionRunner:
         )
         self.target.record_error(self.name, self.partition, message)
         if attempt < self.retry.max_attempts:
+            _log.warning("%s; retrying in %.3gs", message, self.retry.delay(attempt))
             self._stopped.wait(self.retry.delay(attempt))
             return
         del progress.attempts[event.event_id]
         if self.on_failure == "stop":
             progress.isolate_until = None
+            _log.error("%s; the projection stops", message)
             raise ProjectionFailed(message, projection=self.name, event=event) from error
+        _log.warning("%s; parking the event", message)
         progress.to_park[event.event_id] = (describe(error), attempt)
 
     def run_until_caught_up(
@@ -378,19 +423,80 @@ class ProjectionRunner:
             self.setup()
         # Listen before the first read, so nothing committed in between is missed.
         waiter = self.store._new_waiter()
+        failures = 0
         try:
             while not self._stopped.is_set():
-                result = self.run_batch()
+                try:
+                    result = self.run_batch()
+                except StoreUnavailableError as exc:
+                    # The batch committed whole or not at all, with its checkpoint:
+                    # the next one starts from the stored checkpoint, exactly.
+                    failures += 1
+                    if failures == 1:
+                        _log.warning("projection %r lost its store or target, "
+                                     "retrying: %s", self.name, exc)
+                    self._stopped.wait(reconnect_delay(failures))
+                    continue
+                if failures:
+                    _log.info("projection %r reconnected after %d failed batches",
+                              self.name, failures)
+                    failures = 0
                 if result.read == 0 and self._progress.isolate_until is None:
                     waiter.wait(self.poll_interval)
         finally:
             waiter.close()
+
+    def wait_for(self, position: int, timeout: float = 5.0) -> bool:
+        """Wait until this projection has read every event up to ``position``.
+
+        For read-your-writes: after ``result = store.append(...)``,
+        ``runner.wait_for(result.position)`` returns ``True`` once the read model
+        reflects the append, ``False`` if ``timeout`` seconds pass first. It only
+        watches the checkpoint (every partition of the projection); some runner,
+        here or in another process, must be running. See :func:`wait_for_projection`.
+        """
+        return wait_for_projection(
+            self.target, self.name, position, timeout, partitions=self.partitions
+        )
 
     def stop(self) -> None:
         """Make :meth:`run` return after the current batch; safe from any thread."""
         self._stopped.set()
         # Waking the store's waiters is cheap; a lost wake-up costs one poll_interval.
         self.store._wake_waiters()
+
+
+def wait_for_projection(
+    target: ProjectionTarget,
+    name: str,
+    position: int,
+    timeout: float = 5.0,
+    *,
+    partitions: int | None = None,
+) -> bool:
+    """Wait until projection ``name`` in ``target`` has read every event up to ``position``.
+
+    Polls :meth:`~eskit.projections.ProjectionTarget.caught_up` (from 5 ms, doubling
+    up to 100 ms) until it holds, and returns ``True``; returns ``False`` once
+    ``timeout`` seconds have passed. "Read" includes parked events: a parked event's
+    position is passed but the read model lacks it. Not guaranteed: that the
+    projection is running at all (a stopped one simply times out). On PostgreSQL
+    the checkpoint passes an event only once it is visible to readers, which can
+    lag behind the append's commit while older transactions are open.
+    """
+    if type(position) is not int or position < 0:
+        raise InvalidInputError(f"position must be an int >= 0, not {position!r}")
+    if not timeout >= 0:
+        raise InvalidInputError(f"timeout must be >= 0 seconds, not {timeout!r}")
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while not target.caught_up(name, position, partitions=partitions):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.1)
+    return True
 
 
 # --------------------------------------------------------------------------- read-model views
@@ -409,6 +515,20 @@ def create_views(tx: Tx, projection: Projection, generation: int) -> None:
 # --------------------------------------------------------------------------- dead letters
 
 
+class ParkedEventBlocked(InvalidInputError):
+    """A parked event cannot be retried yet: earlier events of its stream are still parked.
+
+    Retrying it first would apply a stream's events out of order. Retry the earlier
+    ones first (``blocked_by``, oldest first), or retry all parked events, which goes
+    in position order. Nothing was handled.
+    """
+
+    def __init__(self, message: str, *, event_id: str, blocked_by: list[str]) -> None:
+        super().__init__(message)
+        self.event_id = event_id
+        self.blocked_by = blocked_by
+
+
 def retry_parked(
     store: EventStore,
     projection: Projection,
@@ -417,36 +537,82 @@ def retry_parked(
 ) -> list[str]:
     """Handle parked events of ``projection`` again (one, or all), oldest first.
 
-    Each event is handled in a transaction of its own; on success its dead-letter
-    row is removed. Returns the ids of the events that went through; the first
-    failure raises (its event stays parked, as do the later events of its stream
-    when they were parked waiting for it).
+    Each event is handled in a transaction of its own, which first claims its
+    dead-letter row (locked, and re-read: see
+    :meth:`~eskit.projections.ProjectionTarget.claim_dead_letter`) and marks it
+    ``"retried"`` on success. So two retries running at once — two shells, two
+    processes — handle each parked event **exactly once** on SQLite and PostgreSQL
+    targets, and on an in-memory one shared by threads; a letter the other retry
+    took is passed over. Returns the ids of the events this call handled.
+
+    **Order.** An event is handled only when no earlier event of its stream is still
+    parked: ``event_id`` naming an event parked behind an earlier one (status
+    "waiting") raises :class:`ParkedEventBlocked` and handles nothing. The first
+    handler failure raises; its event stays parked, and so do later events of its
+    stream that wait behind it (the retry goes on with no other event either).
+
+    Not guaranteed: effects outside the target's database, as for any handler.
     """
+    name = projection.name
+    letters = target.dead_letters(name)
+    if event_id is not None:
+        letters = [d for d in letters if d.event_id == event_id]
+        if not letters:
+            raise InvalidInputError(f"no parked event {event_id} for projection {name!r}")
     done: list[str] = []
-    for letter in target.dead_letters(projection.name):
-        if event_id is not None and letter.event_id != event_id:
-            continue
-        event = _find_event(store, letter.position, letter.event_id)
+    for listed in letters:
         with target.transaction() as conn:
-            state = target.load_state(conn, projection.name, letter.partition)
+            # Lock order: the partition's checkpoint row, then the letter, as the runner
+            # does, so a retry and a runner never deadlock.
+            state = target.load_state(conn, name, listed.partition)
+            letter = target.claim_dead_letter(conn, name, listed.event_id)
+            if letter is None:
+                _log.info("parked event %s of %r was retried or skipped by someone else",
+                          listed.event_id, name)
+                continue
+            earlier = target.parked_before(conn, letter)
+            if earlier:
+                raise ParkedEventBlocked(
+                    f"parked event {letter.event_id} ({letter.event_type!r} of stream "
+                    f"{letter.stream_id!r}, position {letter.position}) waits behind "
+                    f"{len(earlier)} earlier parked event{'s' * (len(earlier) != 1)} of its "
+                    f"stream, first {earlier[0].event_id}: retry those first, or retry all",
+                    event_id=letter.event_id, blocked_by=[d.event_id for d in earlier],
+                )
+            event = _find_event(store, letter.position, letter.event_id)
             tx = Tx(target.dialect, conn, generation=state.generation, tables=projection.tables)
-            projection.handle(event, tx)
-            target.remove_dead_letter(conn, projection.name, letter.event_id)
+            try:
+                projection.handle(event, tx)
+            except Exception as exc:
+                _log.warning("retry of parked event %s of %r failed, it stays parked: %s",
+                             letter.event_id, name, describe(exc))
+                raise
+            target.set_dead_letter_status(conn, name, letter.event_id, "retried")
+        _log.info("retried parked event %s (%s) of %r", letter.event_id, letter.event_type, name)
         done.append(letter.event_id)
     return done
 
 
 def skip_parked(target: ProjectionTarget, projection_name: str, event_id: str) -> None:
-    """Give up on a parked event for good: it stays listed with status ``"skipped"``."""
-    if not any(d.event_id == event_id for d in target.dead_letters(projection_name)):
-        raise InvalidInputError(f"no parked event {event_id} for projection {projection_name!r}")
+    """Give up on a parked event for good: it stays listed with status ``"skipped"``.
+
+    Raises :class:`~eskit.errors.InvalidInputError` if the event is not parked (never
+    was, or was retried or skipped meanwhile). A rebuild does not apply a skipped
+    event either (see :func:`~eskit.projections.rebuild.rebuild`).
+    """
     with target.transaction() as conn:
+        if target.claim_dead_letter(conn, projection_name, event_id) is None:
+            raise InvalidInputError(
+                f"no parked event {event_id} for projection {projection_name!r}"
+            )
         target.set_dead_letter_status(conn, projection_name, event_id, "skipped")
+    _log.info("skipped parked event %s of %r", event_id, projection_name)
 
 
 def _find_event(store: EventStore, position: int, event_id: str) -> Event:
-    # Positions may have gaps (and are huge on PostgreSQL): scan from just before.
-    for event in store.read_all(max(position - 1, 0), limit=1000):
+    # Positions are unique: the first event after position - 1 is the parked one, if
+    # it is still there. One that still cannot be decoded raises its DecodingError.
+    for event in store.read_all(max(position - 1, 0), limit=1):
         if str(event.event_id) == event_id:
             return event
     raise InvalidInputError(f"parked event {event_id} is no longer at position {position}")

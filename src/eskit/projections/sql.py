@@ -6,9 +6,15 @@ The runner stores the projection's checkpoint through the same handle, in the
 same transaction, so a read-model write and the checkpoint commit together or
 not at all.
 
-Handlers write SQL with ``?`` placeholders on both backends; the handle turns
-them into psycopg's ``%s`` (and doubles a literal ``%``). Pass every value as a
-parameter: a ``?`` inside a quoted SQL literal would be taken for a placeholder.
+SQL goes to the driver unchanged, so each target takes its driver's own
+placeholders (DB-API ``paramstyle``):
+
+* SQLite (``sqlite3``): ``?`` positional, ``:name`` with a mapping.
+* PostgreSQL (psycopg): ``%s`` positional, ``%(name)s`` with a mapping; when
+  parameters are passed, a literal ``%`` is written ``%%``. A ``?`` is plain text,
+  so ``'why?'`` literals and jsonb's ``?``, ``?|`` and ``?&`` operators work.
+
+SQL meant for both targets builds its markers from :attr:`Tx.placeholder`.
 ``tx.table("balances")`` is the physical name of a read-model table in the
 generation being written (see blue/green rebuilds in ``docs/projections.md``).
 """
@@ -16,7 +22,7 @@ generation being written (see blue/green rebuilds in ``docs/projections.md``).
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, Literal
 
 from eskit.errors import InvalidInputError
@@ -43,9 +49,20 @@ def generation_table(name: str, generation: int) -> str:
     return f"{name}_g{generation}"
 
 
-def to_pyformat(query: str) -> str:
-    """``?`` placeholders as psycopg's ``%s``; a literal ``%`` doubled."""
-    return query.replace("%", "%%").replace("?", "%s")
+Params = Sequence[Any] | Mapping[str, Any]
+
+# The positional marker each driver defines (sqlite3 "qmark", psycopg "format").
+_PLACEHOLDERS: dict[Dialect, str] = {"sqlite": "?", "postgres": "%s", "memory": "?"}
+
+
+def _driver_params(params: Params | None) -> Any:
+    if params is None:
+        return None
+    if isinstance(params, Mapping):
+        return params
+    if isinstance(params, (str, bytes)):
+        raise InvalidInputError("params must be a sequence or a mapping, not a string")
+    return tuple(params)
 
 
 class Tx:
@@ -69,25 +86,36 @@ class Tx:
         self.generation = generation
         self._tables = frozenset(tables)
 
-    def execute(self, query: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Run one statement; return its rows (empty for statements without rows)."""
+    @property
+    def placeholder(self) -> str:
+        """The driver's positional marker: ``"?"`` on SQLite, ``"%s"`` on PostgreSQL."""
+        return _PLACEHOLDERS[self.dialect]
+
+    def execute(self, query: str, params: Params | None = None) -> list[tuple[Any, ...]]:
+        """Run one statement; return its rows (empty for statements without rows).
+
+        ``query`` and ``params`` reach the driver unchanged: use the target's own
+        placeholders (see the module docstring). With ``params=None`` psycopg sends
+        the text as it is, so a ``%`` needs no doubling.
+        """
         if self.connection is None:
             raise InvalidInputError("the in-memory projection target has no SQL connection")
-        if self.dialect == "postgres":
-            cursor = self.connection.execute(to_pyformat(query), tuple(params))
-            return list(cursor.fetchall()) if cursor.description else []
-        cursor = self.connection.execute(query, tuple(params))
+        values = _driver_params(params)
+        if values is None and self.dialect != "postgres":
+            values = ()  # sqlite3 takes no None
+        cursor = self.connection.execute(query, values)
         return list(cursor.fetchall()) if cursor.description else []
 
-    def executemany(self, query: str, rows: Iterable[Sequence[Any]]) -> None:
-        """Run one statement once per row of parameters."""
+    def executemany(self, query: str, rows: Iterable[Params]) -> None:
+        """Run one statement once per row of parameters (same placeholders as :meth:`execute`)."""
         if self.connection is None:
             raise InvalidInputError("the in-memory projection target has no SQL connection")
+        values = [_driver_params(r) for r in rows]
         if self.dialect == "postgres":
             with self.connection.cursor() as cursor:
-                cursor.executemany(to_pyformat(query), [tuple(r) for r in rows])
+                cursor.executemany(query, values)
         else:
-            self.connection.executemany(query, [tuple(r) for r in rows])
+            self.connection.executemany(query, values)
 
     def table(self, name: str) -> str:
         """The quoted physical name of read-model table ``name`` for this generation.

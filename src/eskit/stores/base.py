@@ -46,7 +46,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from enum import Enum
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, Literal, Self, overload
 from uuid import UUID, SafeUUID
 
 import orjson
@@ -85,6 +85,7 @@ __all__ = [
     "EventStore",
     "ExpectedVersion",
     "StreamInfo",
+    "UndecodableEvent",
 ]
 
 MAX_VERSION = 2**63 - 1
@@ -634,6 +635,138 @@ is 16 bytes or a ``UUID``; recorded at is microseconds since the epoch (UTC) or
 an aware ``datetime``; data and metadata are the codec's JSON."""
 
 
+@dataclass(frozen=True, slots=True)
+class UndecodableEvent:
+    """A stored event that cannot be decoded or upcast, in its place in the global order.
+
+    Readers see these only when they ask for them
+    (``read_all(..., on_undecodable="yield")`` or a callback); by default reading
+    such an event raises its :class:`~eskit.errors.DecodingError`. It carries what
+    is known without decoding the payload: where the event is and what type it has.
+    It is not an :class:`~eskit.Event` and has no data: nothing can be applied from it.
+    """
+
+    event_id: UUID
+    aggregate_id: StreamId
+    event_type: str
+    version: int
+    position: int
+    schema_version: int
+    timestamp: datetime
+    error: DecodingError
+    """Why it cannot be read, naming stream, version, type and position."""
+
+    @property
+    def stream_id(self) -> StreamId:
+        return self.aggregate_id
+
+
+class _UndecodableRow(DecodingError):
+    """What :func:`decode_rows` raises: also the events decoded before the bad row.
+
+    A :class:`~eskit.errors.DecodingError` like any other for callers; readers that
+    asked to pass undecodable events (:func:`iter_tolerant`) use the prefix and the
+    placeholder to deliver the page in order and go on after the bad row.
+    """
+
+    def __init__(
+        self, error: DecodingError, decoded: list[Event], placeholder: UndecodableEvent
+    ) -> None:
+        super().__init__(str(error), position=placeholder.position)
+        self.decoded = decoded
+        self.placeholder = placeholder
+
+
+OnUndecodable = Literal["raise", "yield"] | Callable[[UndecodableEvent], object]
+"""What a reader does at an event it cannot decode: raise its
+:class:`~eskit.errors.DecodingError` (the default), yield an :class:`UndecodableEvent`
+in its place, or call the function with it and go on."""
+
+
+def check_on_undecodable(value: object) -> None:
+    if value not in ("raise", "yield") and not callable(value):
+        raise InvalidInputError(
+            f"on_undecodable must be 'raise', 'yield' or a callable, not {value!r}"
+        )
+
+
+def upcast_tolerant(
+    registry: EventRegistry, page: list[Event | UndecodableEvent]
+) -> list[Event | UndecodableEvent]:
+    """``registry.upcast`` per event, an upcast failure becoming a placeholder."""
+    out: list[Event | UndecodableEvent] = []
+    for item in page:
+        if isinstance(item, UndecodableEvent):
+            out.append(item)
+            continue
+        try:
+            out.extend(registry.upcast([item]))
+        except DecodingError as exc:
+            out.append(UndecodableEvent(
+                item.event_id, item.aggregate_id, item.event_type, item.version,
+                item.position or 0, item.schema_version, item.timestamp, exc,
+            ))
+    return out
+
+
+def undecodable_page(error: DecodingError) -> list[Event | UndecodableEvent] | None:
+    """The page a failed read stands for: the events decoded before the bad row, then
+    its placeholder (``None`` if ``error`` did not come from :func:`decode_rows`).
+
+    The rest of the page was not decoded: the reader goes on after the placeholder.
+    """
+    if isinstance(error, _UndecodableRow):
+        return [*error.decoded, error.placeholder]
+    return None
+
+
+def tolerant_items(
+    registry: EventRegistry, page: list[Event | UndecodableEvent], on_undecodable: OnUndecodable
+) -> list[Any]:
+    """What a reader that passes undecodable events gets from one page, in order:
+    upcast events, and placeholders (yielded, or handed to the callback and dropped)."""
+    items = upcast_tolerant(registry, page)
+    if on_undecodable == "yield":
+        return items
+    out = []
+    for item in items:
+        if isinstance(item, UndecodableEvent):
+            on_undecodable(item)  # type: ignore[operator]
+        else:
+            out.append(item)
+    return out
+
+
+def iter_tolerant(
+    read_page: Callable[[int, int], list[Event]],
+    registry: EventRegistry,
+    after: int,
+    limit: int | None,
+    on_undecodable: OnUndecodable,
+) -> Iterator[Any]:
+    """``read_all``'s paging for a reader that passes undecodable events.
+
+    ``limit`` counts undecodable events too: they take a position like any event.
+    """
+    remaining = limit
+    while remaining is None or remaining > 0:
+        size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+        try:
+            page: list[Event | UndecodableEvent] = list(read_page(after, size))
+            more = len(page) == size
+        except DecodingError as exc:
+            cut = undecodable_page(exc)
+            if cut is None:
+                raise
+            page, more = cut, True
+        yield from tolerant_items(registry, page, on_undecodable)
+        if not more:
+            return
+        after = page[-1].position or after
+        if remaining is not None:
+            remaining -= len(page)
+
+
 def decode_rows(rows: Iterable[Any], stream_id: StreamId | None = None) -> list[Event]:
     """Events from stored rows (see :data:`StoredRow`): the read path of every store.
 
@@ -641,7 +774,9 @@ def decode_rows(rows: Iterable[Any], stream_id: StreamId | None = None) -> list[
     event every call shows (``benchmarks/README.md``). Events of one batch share
     their timestamp, so the ``datetime`` is built once per run of equal values.
     A row that fails to decode is decoded again by :func:`decode_event`, whose
-    error names the event.
+    error names the event; the error raised also carries the events decoded before
+    it and an :class:`UndecodableEvent` for it, so that a reader that passes
+    undecodable events loses neither.
     """
     ids: dict[str, StreamId] = {}
     events: list[Event] = []
@@ -673,10 +808,16 @@ def decode_rows(rows: Iterable[Any], stream_id: StreamId | None = None) -> list[
         if type(event_data) is not dict or type(metadata) is not dict:
             # The slow path: raises an error that names the event (or decodes a payload
             # the fast path does not take, such as bytes).
-            append(decode_event(
-                event_id, sid, event_type, data, meta, timestamp, version,
-                tx << 64 | seq, schema_version,
-            ))
+            try:
+                append(decode_event(
+                    event_id, sid, event_type, data, meta, timestamp, version,
+                    tx << 64 | seq, schema_version,
+                ))
+            except DecodingError as exc:
+                raise _UndecodableRow(exc, events, UndecodableEvent(
+                    event_id, sid, event_type, version, tx << 64 | seq, schema_version,
+                    timestamp, exc,
+                )) from exc
             continue
         # recorded_event, inlined: fill the twin's slots, then make it an Event.
         event: Any = _new_object(UnfrozenEvent)
@@ -833,7 +974,22 @@ class EventStore(ABC):  # noqa: B024
             pages.advance(page)
             yield from self.registry.upcast(page)
 
-    def read_all(self, from_position: int = 0, limit: int | None = None) -> Iterator[Event]:
+    @overload
+    def read_all(
+        self, from_position: int = 0, limit: int | None = None, *,
+        on_undecodable: Literal["raise"] | Callable[[UndecodableEvent], object] = "raise",
+    ) -> Iterator[Event]: ...
+
+    @overload
+    def read_all(
+        self, from_position: int = 0, limit: int | None = None, *,
+        on_undecodable: Literal["yield"],
+    ) -> Iterator[Event | UndecodableEvent]: ...
+
+    def read_all(
+        self, from_position: int = 0, limit: int | None = None, *,
+        on_undecodable: OnUndecodable = "raise",
+    ) -> Iterator[Any]:
         """Every event with ``position > from_position``, in global order.
 
         ``from_position`` is exclusive: pass the position of the last event you
@@ -841,14 +997,28 @@ class EventStore(ABC):  # noqa: B024
         fetched lazily in pages, so reading a large store keeps memory flat.
         The order is stable: events become visible only in increasing position
         order, so a reader that continues from its checkpoint never skips one.
+
+        A stored event that cannot be decoded or upcast raises
+        :class:`~eskit.errors.DecodingError` (naming its stream, version, type and
+        position; ``error.position`` is where to resume to pass it). With
+        ``on_undecodable="yield"`` it is yielded instead, in its place, as an
+        :class:`UndecodableEvent`; with a function, that function is called with the
+        placeholder and reading goes on. Either way the reader keeps its place.
         """
         check_position(from_position)
         check_limit(limit)
+        check_on_undecodable(on_undecodable)
         if not self._implements("_read_all_page"):
             raise NotImplementedError(
                 f"{type(self).__name__} implements only the seed API and has no global order"
             )
-        return self._iter_all(from_position, limit)
+        if on_undecodable == "raise":
+            return self._iter_all(from_position, limit)
+        # Page by page without any store's read-ahead: readers that pass undecodable
+        # events (runners, subscriptions) read at most one page per call anyway.
+        return iter_tolerant(
+            self._read_all_page, self.registry, from_position, limit, on_undecodable
+        )
 
     def _iter_all(self, after: int, limit: int | None) -> Iterator[Event]:
         remaining = limit
@@ -870,6 +1040,7 @@ class EventStore(ABC):  # noqa: B024
         poll_interval: float = 1.0,
         event_types: Iterable[str] | None = None,
         stream_prefixes: Iterable[str] | None = None,
+        on_undecodable: OnUndecodable = "raise",
     ) -> Subscription:
         """Every event after ``from_position``: history first, then live, until stopped.
 
@@ -877,11 +1048,13 @@ class EventStore(ABC):  # noqa: B024
         when the store can signal them (PostgreSQL LISTEN/NOTIFY, appends through
         this store object); otherwise it polls every ``poll_interval`` seconds.
         ``event_types`` and ``stream_prefixes`` keep only matching events; the
-        checkpoint still moves past the others.
+        checkpoint still moves past the others. ``on_undecodable`` is as for
+        :meth:`read_all`.
         """
         return Subscription(
             self, from_position, page_size=page_size, poll_interval=poll_interval,
             event_types=event_types, stream_prefixes=stream_prefixes,
+            on_undecodable=on_undecodable,
         )
 
     def _new_waiter(self) -> Waiter:

@@ -10,19 +10,30 @@ parallel and no table lock is ever taken.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
-import psycopg
-from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
+from eskit.errors import (
+    ConcurrencyError,
+    InvalidInputError,
+    MissingExtraError,
+    StoreError,
+    StoreUnavailableError,
+)
 
-from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
+
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -35,6 +46,7 @@ from eskit.stores.base import (
     decode_rows,
     resolve_conflict,
 )
+from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_UNCONDITIONAL_RETRIES,
@@ -48,10 +60,13 @@ from eskit.stores.postgres_schema import (
     pending_migrations,
     retry_after_lost_race,
     stream_infos,
+    transaction_age,
     unpack_position,
 )
 
 __all__ = ["PostgresEventStore"]
+
+T = TypeVar("T")
 
 
 class PostgresEventStore(EventStore):
@@ -64,6 +79,17 @@ class PostgresEventStore(EventStore):
     created and migrated by :meth:`setup`, which is idempotent and safe to run
     from several processes at once; ``setup=True`` (the default) runs it on
     construction.
+
+    Dropped connections (the server terminated a backend or restarted): reads and
+    appends are retried on fresh connections, after the pool has been checked
+    (``ConnectionPool.check()``), up to three tries; appends are safe to retry
+    because they are idempotent on event ids. A connection that cannot be
+    replaced ends in :class:`~eskit.StoreUnavailableError`.
+
+    ``fork()``: a child process never touches the parent's sockets. A store that
+    owns its pool opens a fresh pool in the child at its first use; a store given
+    a ``pool`` raises :class:`~eskit.StoreError` in the child (create the pool
+    after the fork).
     """
 
     def __init__(
@@ -92,18 +118,13 @@ class PostgresEventStore(EventStore):
         self._notifier: _Notifier | None = None
         self._notifier_lock = threading.Lock()
         self._owns_pool = pool is None
+        self._pool_size = pool_size
+        self._connect_timeout = connect_timeout
+        self._pid = os.getpid()
+        self._pool_lock = threading.Lock()
         if pool is None:
             assert dsn is not None
-            try:
-                # Probe once: a clear error now beats a pool retrying in the background.
-                psycopg.connect(dsn, connect_timeout=max(1, round(connect_timeout))).close()
-                pool = ConnectionPool(
-                    dsn, min_size=1, max_size=pool_size, open=True,
-                    kwargs={"autocommit": True}, name=f"eskit-{schema}",
-                )
-                pool.wait(timeout=connect_timeout)
-            except (psycopg.Error, Exception) as exc:
-                raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+            pool = self._new_pool(dsn)
         self.pool = pool
         if setup:
             try:
@@ -114,13 +135,80 @@ class PostgresEventStore(EventStore):
 
     # -- connections and schema ---------------------------------------------------------
 
+    def _new_pool(self, dsn: str) -> ConnectionPool[Any]:
+        try:
+            # Probe once: a clear error now beats a pool retrying in the background.
+            psycopg.connect(dsn, connect_timeout=max(1, round(self._connect_timeout))).close()
+            # No per-checkout ``check``: it would cost every operation a round trip.
+            # A broken connection is found on use instead, and _run() then checks
+            # the whole pool and retries.
+            pool: ConnectionPool[Any] = ConnectionPool(
+                dsn, min_size=1, max_size=self._pool_size, open=True,
+                kwargs={"autocommit": True}, name=f"eskit-{self.schema}",
+            )
+            pool.wait(timeout=self._connect_timeout)
+        except psycopg.Error as exc:
+            raise translate(exc, "cannot connect to PostgreSQL") from exc
+        except Exception as exc:
+            raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
+        return pool
+
+    def _current_pool(self) -> ConnectionPool[Any]:
+        if self._pid != os.getpid():
+            self._after_fork()
+        return self.pool
+
+    def _after_fork(self) -> None:
+        # Why: after fork() the child holds copies of the parent's sockets; one
+        # statement sent on them interleaves with the parent's on the same server
+        # session, and closing them ends the parent's sessions. The child leaves
+        # them alone (psycopg does not close a connection in a process that did not
+        # open it when it is garbage-collected) and connects afresh. The pool's
+        # worker threads do not survive a fork either.
+        with self._pool_lock:
+            if self._pid == os.getpid():
+                return
+            if not self._owns_pool:
+                raise StoreError(
+                    f"this PostgresEventStore was given a pool in process {self._pid} and "
+                    f"is used after fork() in process {os.getpid()}: a pool's connections "
+                    "cannot be shared with a child; create the pool (and the store) in the "
+                    "child, or pass a dsn so that eskit opens a fresh pool there"
+                )
+            conninfo = self.pool.conninfo
+            self._notifier = None  # its thread stayed in the parent
+            self._notifier_lock = threading.Lock()
+            self.pool = self._new_pool(conninfo() if callable(conninfo) else conninfo)
+            self._pid = os.getpid()
+
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         try:
-            with self.pool.connection() as conn:
+            with self._current_pool().connection() as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            raise translate(exc) from exc
+
+    def _run(self, action: Callable[[psycopg.Connection[Any]], T]) -> T:
+        """``action`` on a pooled connection, retried on a fresh one if the connection breaks.
+
+        Only for actions that are safe to repeat: reads, and the single-statement
+        append (idempotent on event ids; see eskit.stores.postgres_connection).
+        """
+        for attempt in range(1, RECONNECT_ATTEMPTS + 1):
+            try:
+                with self._connection() as conn:
+                    return action(conn)
+            except StoreUnavailableError as exc:
+                if attempt == RECONNECT_ATTEMPTS or not connection_lost(exc.__cause__):
+                    raise
+                _log.warning("eskit: PostgreSQL connection lost, retrying (%d): %s",
+                             attempt, exc)
+                with suppress(Exception):
+                    # Test every idle connection and replace the broken ones, so that
+                    # after a restart the retry does not meet the next dead one.
+                    self._current_pool().check()
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def setup(self) -> None:
         """Create or upgrade eskit's tables in the schema. Idempotent."""
@@ -139,14 +227,21 @@ class PostgresEventStore(EventStore):
 
     def schema_version(self) -> int:
         """The eskit schema version in the database; ``0`` if eskit's tables are absent."""
-        with self._connection() as conn:
+
+        def read(conn: psycopg.Connection[Any]) -> int:
             row = conn.execute(self.sql.meta_exists).fetchone()
             if not row or row[0] is None:
                 return 0
             row = conn.execute(self.sql.read_schema_version).fetchone()
-        return int(row[0]) if row else 0
+            return int(row[0]) if row else 0
+
+        return self._run(read)
 
     def close(self) -> None:
+        if self._pid != os.getpid():
+            # A child closing a store it inherited: the pool and the notifier are the
+            # parent's (closing the pool would end the parent's sessions).
+            return
         if self._notifier is not None:
             self._notifier.close()
         if self._owns_pool:
@@ -160,8 +255,9 @@ class PostgresEventStore(EventStore):
         params = append_params(stream, expected, batch)
         for _ in range(MAX_UNCONDITIONAL_RETRIES):
             try:
-                with self._connection() as conn:
-                    rows = conn.execute(self.sql.append, params).fetchall()
+                # Safe to retry on a dropped connection: same event ids, so an attempt
+                # that committed before the drop is found by resolve_conflict below.
+                rows = self._run(lambda conn: conn.execute(self.sql.append, params).fetchall())
             except StoreError as exc:
                 cause = exc.__cause__
                 if not isinstance(cause, pg_errors.UniqueViolation):
@@ -183,13 +279,12 @@ class PostgresEventStore(EventStore):
         raise ConcurrencyError(stream_id, expected, self._head(stream))
 
     def _find(self, batch: list[PendingEvent]) -> dict[Any, Event]:
-        with self._connection() as conn:
-            rows = conn.execute(self.sql.find_events, ([p.event_id for p in batch],)).fetchall()
+        ids = [p.event_id for p in batch]
+        rows = self._run(lambda conn: conn.execute(self.sql.find_events, (ids,)).fetchall())
         return {e.event_id: e for e in decode_rows(rows)}
 
     def _head(self, stream: str) -> int:
-        with self._connection() as conn:
-            row = conn.execute(self.sql.head_version, (stream,)).fetchone()
+        row = self._run(lambda conn: conn.execute(self.sql.head_version, (stream,)).fetchone())
         return int(row[0]) if row else 0
 
     # -- reading ------------------------------------------------------------------------
@@ -199,8 +294,7 @@ class PostgresEventStore(EventStore):
         backwards: bool, limit: int | None,
     ) -> list[Event]:
         query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
-        with self._connection() as conn:
-            rows = conn.execute(query, params).fetchall()
+        rows = self._run(lambda conn: conn.execute(query, params).fetchall())
         return decode_rows(rows, stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
@@ -208,8 +302,9 @@ class PostgresEventStore(EventStore):
 
     def _read_all_rows(self, after: int, limit: int) -> list[Any]:
         tx, seq = unpack_position(after)
-        with self._connection() as conn:
-            return conn.execute(self.sql.read_all_page, (tx, seq, limit)).fetchall()
+        return self._run(
+            lambda conn: conn.execute(self.sql.read_all_page, (tx, seq, limit)).fetchall()
+        )
 
     def _iter_all(self, after: int, limit: int | None) -> Iterator[Event]:
         # The base class's paging with read-ahead: as soon as a full page has arrived,
@@ -253,18 +348,15 @@ class PostgresEventStore(EventStore):
         return self._head(stream)
 
     def _version_at(self, stream: str, as_of: datetime) -> int:
-        with self._connection() as conn:
-            row = conn.execute(self.sql.version_at, (stream, as_of)).fetchone()
+        row = self._run(lambda conn: conn.execute(self.sql.version_at, (stream, as_of)).fetchone())
         return int(row[0]) if row else 0
 
     def _head_position(self) -> int:
-        with self._connection() as conn:
-            row = conn.execute(self.sql.head_position).fetchone()
+        row = self._run(lambda conn: conn.execute(self.sql.head_position).fetchone())
         return pack_position(row[0], row[1]) if row else 0
 
     def _list_streams(self) -> list[StreamInfo]:
-        with self._connection() as conn:
-            rows = conn.execute(self.sql.list_streams).fetchall()
+        rows = self._run(lambda conn: conn.execute(self.sql.list_streams).fetchall())
         return stream_infos(rows)
 
     # -- live wake-ups ------------------------------------------------------------------
@@ -292,10 +384,14 @@ class PostgresEventStore(EventStore):
         While such a transaction is open, :meth:`read_all` does not return events
         committed after it began (it never skips them; they arrive once it ends).
         A large value here explains reader lag.
+
+        The role needs ``pg_read_all_stats`` (or ``pg_monitor``) to time other
+        roles' transactions; without it this raises :class:`~eskit.StoreError`
+        whenever such a transaction is open, rather than report 0.
         """
-        with self._connection() as conn:
-            row = conn.execute(self.sql.oldest_transaction_age).fetchone()
-        return float(row[0]) if row else 0.0
+        return transaction_age(
+            self._run(lambda conn: conn.execute(self.sql.oldest_transaction_age).fetchone())
+        )
 
 
 
@@ -305,34 +401,81 @@ class _ListenWaiter:
     Appends send ``NOTIFY`` after they commit. A notification can be lost (the
     listening connection dropped, say); every wait therefore also ends after its
     timeout, so a lost notification only delays a subscriber, never loses events.
+
+    When the listening connection drops, the wait returns at once (notifications
+    sent meanwhile are lost, so the subscriber should read now) and the next wait
+    connects again and re-LISTENs; until that succeeds, waits fall back to sleeping
+    for their timeout. Logged on ``eskit.subscription``: WARNING on the drop, INFO
+    once listening again.
     """
 
     def __init__(self, store: PostgresEventStore) -> None:
         self._store = store
         self._token = f"wake-{id(self)}"
+        self._woken = threading.Event()
+        self._pid = os.getpid()
+        self._conn: psycopg.Connection[Any] | None = None
+        self._lost = False
         try:
-            conninfo = store.pool.conninfo
-            if callable(conninfo):
-                conninfo = conninfo()
-            self._conn = psycopg.connect(conninfo, autocommit=True)
-            self._conn.execute(store.sql.listen)
+            self._conn = self._listen()
+        except StoreUnavailableError as exc:
+            # The server is away: start without LISTEN, the first wait retries.
+            _sub_log.warning("eskit: cannot LISTEN yet, will retry: %s", exc)
+            self._lost = True
+
+    def _listen(self) -> psycopg.Connection[Any]:
+        conninfo = self._store._current_pool().conninfo
+        if callable(conninfo):
+            conninfo = conninfo()
+        try:
+            conn = psycopg.connect(conninfo, autocommit=True)
         except psycopg.Error as exc:
-            raise StoreError(f"cannot LISTEN on PostgreSQL: {exc}") from exc
+            raise translate(exc, "cannot LISTEN on PostgreSQL") from exc
+        try:
+            conn.execute(self._store.sql.listen)
+        except psycopg.Error as exc:
+            conn.close()
+            raise translate(exc, "cannot LISTEN on PostgreSQL") from exc
+        return conn
 
     def wait(self, timeout: float) -> None:
+        if self._conn is None:
+            try:
+                self._conn = self._listen()
+            except StoreUnavailableError:
+                self._woken.wait(timeout)  # poll until the server is back
+                self._woken.clear()
+                return
+            if self._lost:
+                _sub_log.info("eskit: LISTEN connection restored")
+                self._lost = False
+            return  # notifications sent while not listening are lost: read now
         try:
             for _ in self._conn.notifies(timeout=timeout, stop_after=1):
                 pass
-        except psycopg.Error:
-            # The listening connection broke: fall back to polling until closed.
-            time.sleep(timeout)
+        except psycopg.Error as exc:
+            _sub_log.warning("eskit: LISTEN connection lost, reconnecting: %s", exc)
+            self._lost = True
+            with suppress(psycopg.Error):
+                self._conn.close()
+            self._conn = None
+        self._woken.clear()
 
     def wake(self) -> None:
-        with self._store._connection() as conn:
-            conn.execute(self._store.sql.notify_payload, (self._store.sql.channel, self._token))
+        self._woken.set()
+        try:
+            with self._store._connection() as conn:
+                conn.execute(
+                    self._store.sql.notify_payload, (self._store.sql.channel, self._token)
+                )
+        except StoreError as exc:
+            # The waiter polls while LISTEN is down; _woken ends that sleep.
+            _sub_log.debug("eskit: wake-up NOTIFY failed: %s", exc)
 
     def close(self) -> None:
-        self._conn.close()
+        self._woken.set()
+        if self._conn is not None and self._pid == os.getpid():
+            self._conn.close()
 
 
 class _Notifier:
@@ -385,3 +528,4 @@ class _Notifier:
 
 
 _log = logging.getLogger("eskit.postgres")
+_sub_log = logging.getLogger("eskit.subscription")

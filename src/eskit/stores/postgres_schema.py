@@ -36,9 +36,13 @@ from datetime import UTC
 from typing import Any
 from uuid import UUID
 
-from psycopg import sql
+from eskit.errors import InvalidInputError, MissingExtraError, StoreError
 
-from eskit.errors import InvalidInputError, StoreError
+try:
+    from psycopg import sql
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
+
 from eskit.events import Event, StreamId
 from eskit.stores.base import (
     ANY,
@@ -250,8 +254,11 @@ class Statements:
                JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
                ORDER BY first.tx_id, first.seq"""
         ).format(events=events)
+        # Without pg_read_all_stats a role sees other roles' backend_xid but not
+        # their xact_start (verified on PostgreSQL 15): count those it cannot time.
         self.oldest_transaction_age = sql.SQL(
-            """SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0)
+            """SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0),
+                      count(*) FILTER (WHERE xact_start IS NULL)
                FROM pg_stat_activity
                WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"""
         )
@@ -352,3 +359,22 @@ def stream_infos(rows: list[Any]) -> list[StreamInfo]:
         StreamInfo(stream_id_from_key(s), v, pack_position(tx, seq), at.astimezone(UTC))
         for s, v, tx, seq, at in rows
     ]
+
+
+def transaction_age(row: Any) -> float:
+    """The result of ``oldest_transaction_age``; refuses to report a blocker it cannot time.
+
+    Raises :class:`~eskit.StoreError` when a transaction holds readers back but the
+    role may not see when it began: without ``pg_read_all_stats`` (or ``pg_monitor``,
+    which includes it) PostgreSQL hides other roles' ``xact_start``, and a 0 would
+    claim that nothing blocks readers.
+    """
+    if row is None:
+        return 0.0
+    if row[1]:
+        raise StoreError(
+            f"{row[1]} open transaction(s) of other roles hold readers back, but this role "
+            "cannot see when they began: GRANT pg_read_all_stats (or pg_monitor) TO it "
+            "to use oldest_transaction_age()"
+        )
+    return float(row[0])

@@ -21,9 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import sql
+from eskit.errors import MissingExtraError, StoreError
 
-from eskit.errors import StoreError
+try:
+    from psycopg import sql
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
+
 from eskit.events import Event, StreamId
 from eskit.snapshots import Snapshot, SnapshotStore, no_event_there, snapshot_from_row
 from eskit.stores.base import MAX_VERSION, decode_rows
@@ -161,8 +165,7 @@ class PostgresSnapshotStore(SnapshotStore):
             )
         self.event_store = event_store
         self.sql = SnapshotStatements(event_store.schema)
-        with event_store._connection() as conn:
-            row = conn.execute(self.sql.table_exists).fetchone()
+        row = event_store._run(lambda conn: conn.execute(self.sql.table_exists).fetchone())
         if not row or row[0] is None:
             raise missing_table(event_store.schema)
 
@@ -176,11 +179,11 @@ class PostgresSnapshotStore(SnapshotStore):
     def _latest_with_tail(
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
     ) -> tuple[Snapshot | None, list[Event]]:
-        with self.event_store._connection() as conn:
-            rows = conn.execute(
-                self.sql.latest_with_tail,
-                latest_with_tail_params(stream, aggregate_type, max_version),
-            ).fetchall()
+        params = latest_with_tail_params(stream, aggregate_type, max_version)
+        # A read: retried on a fresh connection if this one dropped.
+        rows = self.event_store._run(
+            lambda conn: conn.execute(self.sql.latest_with_tail, params).fetchall()
+        )
         snapshot, events = split_rows(aggregate_id, aggregate_type, rows)
         # Exactly what read_stream returns: stored events pass the registry's rules.
         return snapshot, self.event_store.registry.upcast(events)
@@ -188,8 +191,6 @@ class PostgresSnapshotStore(SnapshotStore):
     def _latest(
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
     ) -> Snapshot | None:
-        with self.event_store._connection() as conn:
-            row = conn.execute(
-                self.sql.latest, latest_params(stream, aggregate_type, max_version)
-            ).fetchone()
+        params = latest_params(stream, aggregate_type, max_version)
+        row = self.event_store._run(lambda conn: conn.execute(self.sql.latest, params).fetchone())
         return snapshot_from(aggregate_id, aggregate_type, row)
