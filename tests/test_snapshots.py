@@ -40,6 +40,7 @@ from eskit import (
     StoreError,
     snapshot_upcaster,
 )
+from eskit.loading import HISTORY_PAGE
 from eskit.snapshots import aggregate_type_name
 from tests.conftest import new_schema_name
 from tests.snapshot_model import (
@@ -272,7 +273,7 @@ def test_no_snapshots_neither_takes_nor_reads_them(
     reads = _spy_reads(monkeypatch, backend.events)
     applied = _spy_applied(monkeypatch)
     repo.get(ledger.aggregate_id, Ledger)
-    assert reads == [(0, None)]
+    assert reads == [(0, HISTORY_PAGE)], "every event, from the first, in one page"
     assert applied == list(range(1, ledger.version + 1))
     with pytest.raises(InvalidInputError, match="switched off"):
         repo.take_snapshot(ledger)

@@ -140,11 +140,16 @@ class Aggregate:
         """Record a new event: apply it, then keep it until the repository saves it.
 
         Pass either a type name and a data dict (seed style) or a registered
-        domain event instance (typed style).
+        domain event instance (typed style). A dict gets the schema version
+        :meth:`~eskit.EventRegistry.write_version` gives: today's version of the
+        type's registered class, which it must then fit (else
+        :class:`~eskit.InvalidInputError`), or 1 for a type without a class.
         """
         domain: object | None = None
         if isinstance(event_type, str):
-            name, data, schema_version = event_type, dict(event_data or {}), 1
+            name, data = event_type, dict(event_data or {})
+            # Not always 1: a dict built today for a registered class has today's shape.
+            schema_version = self.registry.write_version(name, data)
         else:
             if event_data is not None:
                 raise InvalidInputError("pass either a domain event or a type and data, not both")

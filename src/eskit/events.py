@@ -194,14 +194,21 @@ def recorded_event(
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event to append through the modern API, before the store records it."""
+    """An event to append through the modern API, before the store records it.
+
+    ``schema_version=None`` (the default) stores the event at the version
+    :meth:`EventRegistry.write_version` gives: today's version of the type's
+    registered class (after checking that the data fits it), or 1 for a type
+    without a class. Give an int to say which shape the data has; older shapes
+    are upcast when read.
+    """
 
     event_type: str
     event_data: dict[str, Any] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
     event_id: UUID = field(default_factory=new_event_id)
     timestamp: datetime | None = None
-    schema_version: int = 1
+    schema_version: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,6 +279,43 @@ class EventRegistry:
         version = info.schema_version if info else 1
         while (event_type, version) in self.rules.upcasters:
             version += 1
+        return version
+
+    def write_version(self, event_type: str, data: Mapping[str, Any]) -> int:
+        """The schema version a plain-dict payload of ``event_type`` is written at.
+
+        For a type with a registered class, today's version
+        (:meth:`current_version`): the class says what today's shape is, and
+        stamping such a dict 1 had every later read upcast it from a version it
+        never had, failing forever. When that version is 2 or more, the dict must
+        fit the class's fields (no unknown key, every field without a default
+        present), else :class:`InvalidInputError`, so that no event is stored
+        under a version it does not have. A type without a class is written at
+        version 1, as always: nothing says which shape the dict has. Pass an
+        explicit ``schema_version`` to :class:`NewEvent` to say it.
+        """
+        info = self._by_name.get(event_type)
+        if info is None:
+            return 1
+        version = self.current_version(event_type)
+        if version > 1:
+            fields = [f for f in dataclasses.fields(info.cls) if f.init]
+            unknown = sorted(str(k) for k in data if k not in info.field_names)
+            missing = [
+                f.name for f in fields
+                if f.name not in data
+                and f.default is dataclasses.MISSING
+                and f.default_factory is dataclasses.MISSING
+            ]
+            if unknown or missing:
+                problems = [f"unknown field(s) {', '.join(unknown)}"] if unknown else []
+                problems += [f"missing field(s) {', '.join(missing)}"] if missing else []
+                raise InvalidInputError(
+                    f"event_data of {event_type!r} does not fit {info.cls.__qualname__}, "
+                    f"schema version {version}: {'; '.join(problems)}. Pass the event "
+                    "as an instance of the class, or say which schema version the data "
+                    "has (NewEvent(..., schema_version=n))"
+                )
         return version
 
     def register(self, cls: T, name: str, *, version: int = 1) -> T:
@@ -391,19 +435,55 @@ def upcaster(
 
 
 MAX_NAME_LENGTH = 65_536
+"""The longest aggregate type name of a snapshot, in characters."""
+
+MAX_NAME_BYTES = 2048
+"""The longest stream id, event type or metadata key, in bytes of UTF-8.
+
+PostgreSQL's btree index refuses an entry over 2,704 bytes (a third of a page),
+and the stream id is indexed with the version (and, for snapshots, with the
+aggregate type): random ids over 2,684 bytes failed there (measured, PostgreSQL
+15) while the memory and SQLite stores took them. 2,048 bytes leave room for the
+rest of the key; every store enforces the same limit, so the stores agree on
+what they accept.
+"""
+
+
+def check_text(kind: str, value: str) -> str:
+    """Refuse text no store can keep: lone surrogates (not UTF-8) or over MAX_NAME_BYTES."""
+    if value.isascii():  # the common case, decided without encoding
+        size = len(value)
+    else:
+        try:
+            size = len(value.encode())
+        except UnicodeEncodeError as exc:
+            raise InvalidInputError(
+                f"{kind} is not valid Unicode text: it holds a lone surrogate "
+                f"{value[exc.start]!r} at index {exc.start}, which has no UTF-8 form"
+            ) from None
+    if size > MAX_NAME_BYTES:
+        raise InvalidInputError(
+            f"{kind} is {size} bytes long in UTF-8, over the limit of {MAX_NAME_BYTES}"
+        )
+    return value
+
+
+def check_name(kind: str, value: object) -> str:
+    """Check a stream id or event type: a non-empty str, no NUL, UTF-8, at most MAX_NAME_BYTES."""
+    if type(value) is not str:
+        raise InvalidInputError(f"{kind} must be a str, got {type(value).__name__}")
+    if not value:
+        raise InvalidInputError(f"{kind} must not be empty")
+    if "\x00" in value:
+        raise InvalidInputError(f"{kind} must not contain NUL characters")
+    if value.isascii() and len(value) <= MAX_NAME_BYTES:  # the common case, one call less
+        return value
+    return check_text(kind, value)
 
 
 def validate_event_type(event_type: object) -> str:
     """Check an event type name; return it or raise :class:`InvalidInputError`."""
-    if type(event_type) is not str:
-        raise InvalidInputError(f"event type must be a str, got {type(event_type).__name__}")
-    if not event_type:
-        raise InvalidInputError("event type must not be empty")
-    if len(event_type) > MAX_NAME_LENGTH:
-        raise InvalidInputError(f"event type is longer than {MAX_NAME_LENGTH} characters")
-    if "\x00" in event_type:
-        raise InvalidInputError("event type must not contain NUL characters")
-    return event_type
+    return check_name("event type", event_type)
 
 
 def as_metadata(value: Mapping[str, Any] | None) -> dict[str, Any]:

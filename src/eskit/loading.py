@@ -19,6 +19,9 @@ The rules, in one place:
   trip, on PostgreSQL), starting at the snapshot's own event so that checking it
   costs one extra row, not one extra query; without a snapshot that same
   request returns the whole stream.
+* Without a snapshot store, events are read and applied a page
+  (:data:`HISTORY_PAGE` versions) at a time, so loading a long stream holds one
+  page, not the stream. (The snapshot request above still returns its tail whole.)
 * Time travel to ``version=N`` reads events only up to N, from the newest usable
   snapshot at or below N; fewer than N events is :class:`~eskit.VersionNotFound`.
   ``as_of`` first finds the version of the last event recorded at or before it.
@@ -68,7 +71,10 @@ _MARK = "_eskit_snapshot_at"
 
 @dataclass(frozen=True, slots=True)
 class ReadStream:
-    """``event_store.read_stream(stream_id, from_version, to_version)`` -> list of events."""
+    """``event_store.read_stream(stream_id, from_version, to_version)`` -> list of events.
+
+    Loading asks for pages (:data:`HISTORY_PAGE` versions each), never a whole stream.
+    """
 
     stream_id: StreamId
     from_version: int
@@ -230,28 +236,50 @@ def load(
     snapshots: bool,
 ) -> Plan[Loaded]:
     if cached is not None and to_version is None:
-        events: list[Event] = yield ReadStream(aggregate_id, cached.version, None)
-        _replay(cached, events)
-        return Loaded(cached, events[-1].event_id if events else None)
+        last = yield from _replay_pages(cached, aggregate_id, cached.version, None)
+        return Loaded(cached, last.event_id if last is not None else None)
     if snapshots:
         loaded = yield from _load_via_snapshot(aggregate_id, aggregate_class, to_version)
         if loaded is not None:
             return loaded
-    events = yield ReadStream(aggregate_id, 0, to_version)
-    return _from_first_event(aggregate_id, aggregate_class, events, to_version, snapshots)
+    aggregate = aggregate_class.create_blank(aggregate_id)
+    last = yield from _replay_pages(aggregate, aggregate_id, 0, to_version)
+    return _from_first_event(aggregate, last, to_version, snapshots)
+
+
+def _replay_pages(
+    aggregate: A, aggregate_id: StreamId, after: int, to_version: int | None
+) -> Plan[Event | None]:
+    """Apply the events after version ``after`` (up to ``to_version``) a page at a time.
+
+    Returns the last event applied, ``None`` if there was none. One page of
+    events is held at a time, so loading a long stream keeps memory flat; a
+    stream shorter than a page still costs one read.
+    """
+    last: Event | None = None
+    request = next_page(aggregate_id, after, to_version)
+    while request is not None:
+        page: list[Event] = yield request
+        _replay(aggregate, page)
+        if not page:
+            return last
+        last = page[-1]
+        assert request.to_version is not None, "pages always end at a version"
+        if len(page) < request.to_version - request.from_version:
+            return last  # a short page: the stream ends here
+        request = next_page(aggregate_id, last.version, to_version)
+    return last
 
 
 def _from_first_event(
-    aggregate_id: StreamId, aggregate_class: type[A], events: list[Event],
-    to_version: int | None, snapshots: bool,
+    aggregate: A, last: Event | None, to_version: int | None, snapshots: bool
 ) -> Loaded:
-    if not events:
-        raise AggregateNotFound(aggregate_id, aggregate_class)
-    aggregate = _replay(aggregate_class.create_blank(aggregate_id), events)
+    if last is None:
+        raise AggregateNotFound(aggregate.aggregate_id, type(aggregate))
     if snapshots:
         setattr(aggregate, _MARK, 0)
     _check_reached(aggregate, to_version)
-    return Loaded(aggregate, events[-1].event_id)
+    return Loaded(aggregate, last.event_id)
 
 
 def _load_via_snapshot(
@@ -278,7 +306,8 @@ def _load_via_snapshot(
         distrust(None, f"it could not be read with its events ({exc})")
         return None
     if snapshot is None:
-        return _from_first_event(aggregate_id, aggregate_class, events, to_version, True)
+        aggregate = _replay(aggregate_class.create_blank(aggregate_id), events)
+        return _from_first_event(aggregate, events[-1] if events else None, to_version, True)
     try:
         state = decode_state(aggregate_class, snapshot, to_version)
     except EskitError as exc:

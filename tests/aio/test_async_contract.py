@@ -80,6 +80,14 @@ class SyncFacade(EventStore):
         # Called here, not in the generator: bad arguments must raise at the call.
         return self._iterate(self.inner.read_all(from_position, limit))
 
+    def iter_stream(
+        self, stream_id: StreamId, from_version: int = 0, to_version: int | None = None, *,
+        backwards: bool = False, limit: int | None = None,
+    ) -> Iterator[Event]:
+        return self._iterate(self.inner.iter_stream(
+            stream_id, from_version, to_version, backwards=backwards, limit=limit
+        ))
+
     def _iterate(self, events: AsyncIterator[Event]) -> Iterator[Event]:
         async def step() -> tuple[bool, Event | None]:
             try:

@@ -24,6 +24,7 @@ from eskit import (
     NewEvent,
     StoreError,
 )
+from eskit.events import MAX_NAME_BYTES
 from eskit.stores.base import prepare_batch
 from eskit.stores.postgres import PostgresEventStore
 from eskit.stores.postgres_schema import append_params
@@ -406,15 +407,20 @@ def test_hostile_names_do_not_change_the_table_list(
     store: PostgresEventStore, postgres_dsn: str
 ) -> None:
     def tables() -> set[str]:
+        # This store's schema and public only: other test sessions create and drop
+        # schemas of their own on the same server meanwhile.
         with psycopg.connect(postgres_dsn) as conn:
             rows = conn.execute(
-                "SELECT schemaname || '.' || tablename FROM pg_tables"
+                "SELECT schemaname || '.' || tablename FROM pg_tables "
+                "WHERE schemaname IN (%s, 'public')", (store.schema,),
             ).fetchall()
         return {r[0] for r in rows}
 
     before = tables()
+    assert f"{store.schema}.eskit_events" in before
     hostile = [
-        "x'); DROP TABLE eskit_events; --", "$$; DROP SCHEMA public; $$", "\\'\\\"", "é" * 5000,
+        "x'); DROP TABLE eskit_events; --", "$$; DROP SCHEMA public; $$", "\\'\\\"",
+        "é" * (MAX_NAME_BYTES // 2),  # the longest name, in two-byte characters
     ]
     for name in hostile:
         store.append(name, [NewEvent(name, {name: name}, {name: name})], 0)

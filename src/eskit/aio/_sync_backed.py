@@ -5,9 +5,9 @@ async faces only decide how a call is run from a coroutine: directly when it
 does no I/O (memory), in a worker thread when it blocks (SQLite). Each public
 method calls the sync store's public method, so validation, encoding, conflict
 resolution and whatever else the sync store does on an append (waking its
-subscribers, for instance) is the very same code. Only ``read_all`` pages here,
-through the sync store's ``_read_all_page``, so that each page is one call
-rather than one per event.
+subscribers, for instance) is the very same code. Only ``read_all`` and
+``iter_stream`` page here, through the sync store's ``_read_all_page`` and
+``_read_stream``, so that each page is one call rather than one per event.
 """
 
 from __future__ import annotations

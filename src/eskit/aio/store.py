@@ -48,6 +48,7 @@ from eskit.stores.base import (
     OnUndecodable,
     PendingEvent,
     StreamInfo,
+    StreamPages,
     UndecodableEvent,
     check_as_of,
     check_expected,
@@ -110,15 +111,48 @@ class AsyncEventStore(ABC):
         Same contract as :meth:`eskit.EventStore.read_stream`: ``from_version``
         is exclusive, ``to_version=None`` reads to the head, ``backwards=True``
         returns newest first, ``limit`` keeps that many from the start of the
-        returned order; an unknown stream reads as empty.
+        returned order; an unknown stream reads as empty. Read in pages of
+        1,000 events, like the sync store.
         """
         stream = stream_key(stream_id)
         if not check_read_stream_args(from_version, to_version, backwards, limit):
             return []
-        events = await self._read_stream(
-            stream_id, stream, from_version, to_version, backwards, limit
-        )
-        return self.registry.upcast(events)
+        return [
+            event async for event in self._iter_stream(
+                stream_id, stream, from_version, to_version, backwards, limit
+            )
+        ]
+
+    def iter_stream(
+        self,
+        stream_id: StreamId,
+        from_version: int = 0,
+        to_version: int | None = None,
+        *,
+        backwards: bool = False,
+        limit: int | None = None,
+    ) -> AsyncIterator[Event]:
+        """The events :meth:`read_stream` returns, fetched lazily in pages (``async for``).
+
+        Same contract as :meth:`eskit.EventStore.iter_stream`: one page (1,000
+        events) in memory at a time; bad arguments raise here, at the call.
+        """
+        stream = stream_key(stream_id)
+        if not check_read_stream_args(from_version, to_version, backwards, limit):
+            return _no_events()
+        return self._iter_stream(stream_id, stream, from_version, to_version, backwards, limit)
+
+    async def _iter_stream(
+        self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
+        backwards: bool, limit: int | None,
+    ) -> AsyncIterator[Event]:
+        # The paging decision is the sync store's (StreamPages); only the reads are awaited.
+        pages = StreamPages(from_version, to_version, backwards, limit)
+        while (args := pages.next()) is not None:
+            page = await self._read_stream(stream_id, stream, *args)
+            pages.advance(page)
+            for event in self.registry.upcast(page):
+                yield event
 
     @overload
     def read_all(
@@ -281,3 +315,7 @@ class AsyncEventStore(ABC):
     @abstractmethod
     async def _list_streams(self) -> list[StreamInfo]: ...
 
+
+async def _no_events() -> AsyncIterator[Event]:
+    return
+    yield  # an async generator that yields nothing

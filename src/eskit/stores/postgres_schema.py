@@ -93,8 +93,13 @@ def pack_position(tx_id: str | int, seq: int) -> int:
     return (int(tx_id) << _SEQ_BITS) | seq
 
 
+_MAX_SEQ = 2**63 - 1  # seq is a bigint
+
+
 def unpack_position(position: int) -> tuple[str, int]:
-    return str(position >> _SEQ_BITS), position & _SEQ_MASK
+    # A seq part beyond the bigint range (a position up to 2**128 - 1 is valid input)
+    # is clamped: "(tx, seq) > (t, s)" with s above every seq means "tx > t" either way.
+    return str(position >> _SEQ_BITS), min(position & _SEQ_MASK, _MAX_SEQ)
 
 
 class Statements:

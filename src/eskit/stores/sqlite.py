@@ -141,6 +141,9 @@ _SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
 
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
+_MAX_INTEGER = 2**63 - 1
+"""SQLite's largest integer: the largest position and version it can hold."""
+
 
 class SQLiteEventStore(EventStore):
     """An event store in a SQLite file (or ``":memory:"``).
@@ -634,6 +637,10 @@ class SQLiteEventStore(EventStore):
         return decode_rows(rows, stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
+        # Positions here are SQLite integers (below 2**63); the contract admits any
+        # position up to 2**128 - 1, and nothing lies after one beyond the largest.
+        if after >= _MAX_INTEGER:
+            return []
         with self._reading() as conn:
             rows = conn.execute(
                 f"{_SELECT} WHERE position > ? ORDER BY position LIMIT ?",

@@ -13,7 +13,9 @@ state the guarantee they check.
 
 from __future__ import annotations
 
+import random
 import threading
+import time as time_module
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -42,8 +44,11 @@ from eskit import (
     Repository,
     UnknownEventTypeError,
     domain_event,
+    handles,
     register_type,
+    upcaster,
 )
+from eskit.events import MAX_NAME_BYTES
 
 __all__ = ["EventStoreContract"]
 
@@ -71,6 +76,19 @@ class _ItemAdded:
     tags: tuple[str, ...]
     colour: _Colour
     added_on: date
+
+
+@upcaster("EskitContractNoted", from_version=1)
+def _noted_gets_an_author(data: dict[str, Any]) -> dict[str, Any]:
+    return {**data, "by": "unknown"}
+
+
+def _incompressible(size: int, *, wide: bool = False) -> str:
+    # Random text does not compress, so PostgreSQL's index stores it at full size.
+    rng = random.Random(size)
+    if wide:  # four bytes of UTF-8 per character
+        return "".join(chr(rng.randrange(0x10000, 0x10FFFF)) for _ in range(size // 4))
+    return "".join(chr(rng.randrange(0x21, 0x7F)) for _ in range(size))
 
 
 def _new(event_type: str = "Happened", **data: Any) -> NewEvent:
@@ -302,6 +320,47 @@ class EventStoreContract:
         assert [e.version for e in store.read_stream("s-1", 2, limit=2)] == [3, 4]
         assert store.read_stream("s-1", limit=0) == []
 
+    def test_read_stream_pages_through_a_long_stream_in_every_direction_and_limit(
+        self, store: EventStore
+    ) -> None:
+        # 2,500 events: more than two pages, ending inside the third.
+        for start in range(0, 2500, 500):
+            store.append("long", [_new(n=n) for n in range(start + 1, start + 501)], start)
+        every = list(range(1, 2501))
+        cases: list[tuple[dict[str, Any], list[int]]] = [
+            ({}, every),
+            ({"backwards": True}, every[::-1]),
+            ({"from_version": 999}, every[999:]),
+            ({"from_version": 1000, "to_version": 2000}, every[1000:2000]),
+            ({"to_version": 2001, "backwards": True}, every[:2001][::-1]),
+            ({"to_version": 9999, "backwards": True}, every[::-1]),
+            ({"to_version": 2600, "backwards": True, "limit": 1}, [2500]),
+            ({"from_version": 2400, "to_version": 2600, "backwards": True}, every[2400:][::-1]),
+            ({"from_version": 10, "backwards": True, "limit": 1500}, every[10:][::-1][:1500]),
+            ({"limit": 1000}, every[:1000]),
+            ({"limit": 1001}, every[:1001]),
+            ({"from_version": 500, "limit": 2000}, every[500:2500]),
+        ]
+        for kwargs, versions in cases:
+            assert [e.version for e in store.read_stream("long", **kwargs)] == versions, kwargs
+            assert [e.version for e in store.iter_stream("long", **kwargs)] == versions, kwargs
+
+    def test_iter_stream_is_lazy_and_checks_its_arguments_at_the_call(
+        self, store: EventStore
+    ) -> None:
+        self._five(store)
+        iterator = store.iter_stream("s-1", 1)
+        assert next(iterator).version == 2
+        assert [e.version for e in iterator] == [3, 4, 5]
+        assert list(store.iter_stream("nope")) == []
+        assert list(store.iter_stream("s-1", limit=0)) == []
+        with pytest.raises(InvalidInputError):
+            store.iter_stream("s-1", -1)
+        with pytest.raises(InvalidInputError):
+            store.iter_stream("")
+        with pytest.raises(InvalidInputError):
+            store.iter_stream("a\udc80")
+
     def test_reading_an_unknown_stream_gives_no_events(self, store: EventStore) -> None:
         assert store.read_stream("nope") == []
         assert store.get_events("nope") == []
@@ -472,7 +531,7 @@ class EventStoreContract:
         "name",
         [
             "quote'\"`", "semi;colon -- comment", "$$dollar$$", "back\\slash",
-            "\u202eright-to-left\u200f", "emoji 🎉", "tab\tnew\nline", "x" * 10_000,
+            "\u202eright-to-left\u200f", "emoji 🎉", "tab\tnew\nline", "x" * MAX_NAME_BYTES,
             "Robert'); DROP TABLE eskit_events;--",
         ],
     )
@@ -582,6 +641,205 @@ class EventStoreContract:
 
         with pytest.raises(InvalidInputError):
             read()
+
+    # -- hostile input: every store refuses the same, before any I/O ----------------------
+    # (The store contract's edges: names, ranges of numbers, retries. Codec-level hostile
+    # payloads have a block of their own.)
+
+    @pytest.mark.parametrize(
+        "where", ["stream id", "event type", "metadata key", "paired surrogates"]
+    )
+    def test_a_lone_surrogate_in_a_name_is_refused_with_a_typed_error(
+        self, store: EventStore, where: str
+    ) -> None:
+        store.append("s-1", [_new()], 0)
+        bad = "a\udc80b" if where != "paired surrogates" else "\ud83d\ude00"
+        stream = bad if where in ("stream id", "paired surrogates") else "s-1"
+        event = NewEvent(
+            bad if where == "event type" else "Happened", {},
+            {bad: 1} if where == "metadata key" else {},
+        )
+        with pytest.raises(InvalidInputError, match="surrogate"):
+            store.append(stream, [_new(), event], ANY)
+        self._assert_only_s1_at_version_one(store)
+        if stream != "s-1":
+            with pytest.raises(InvalidInputError, match="surrogate"):
+                store.read_stream(stream)
+            with pytest.raises(InvalidInputError, match="surrogate"):
+                store.head_version(stream)
+
+    @pytest.mark.parametrize("wide", [False, True], ids=["ascii", "four-byte-characters"])
+    def test_an_incompressible_stream_id_at_the_maximum_length_round_trips(
+        self, store: EventStore, wide: bool
+    ) -> None:
+        name = _incompressible(MAX_NAME_BYTES, wide=wide)
+        assert len(name.encode()) == MAX_NAME_BYTES
+        store.append(name, [NewEvent(name, {"n": 1}, {name: name})], 0)
+        store.append(name, [_new(n=2)], 1)
+        first, second = store.read_stream(name)
+        assert (first.aggregate_id, first.event_type, first.metadata) == (name, name, {name: name})
+        assert second.version == 2
+        assert [s.stream_id for s in store.list_streams()] == [name]
+
+    @pytest.mark.parametrize("where", ["stream id", "event type", "metadata key"])
+    @pytest.mark.parametrize("wide", [False, True], ids=["ascii", "four-byte-characters"])
+    def test_a_name_one_byte_over_the_maximum_is_refused_with_a_typed_error(
+        self, store: EventStore, where: str, wide: bool
+    ) -> None:
+        # The limit counts bytes of UTF-8, not characters: 513 wide characters are over.
+        name = _incompressible(MAX_NAME_BYTES, wide=wide) + "x"
+        store.append("s-1", [_new()], 0)
+        event = NewEvent(
+            name if where == "event type" else "Happened", {},
+            {name: 1} if where == "metadata key" else {},
+        )
+        with pytest.raises(InvalidInputError, match=f"limit of {MAX_NAME_BYTES}"):
+            store.append(name if where == "stream id" else "s-1", [_new(), event], ANY)
+        self._assert_only_s1_at_version_one(store)
+
+    def _all_visible(self, store: EventStore, count: int, timeout: float = 30.0) -> list[Event]:
+        # A store may show a commit in its global order a little late (PostgreSQL, while
+        # another transaction on the cluster is open); wait for it, bounded.
+        deadline = time_module.monotonic() + timeout
+        while len(events := list(store.read_all())) < count:
+            assert time_module.monotonic() < deadline, f"only {len(events)} of {count} visible"
+            time_module.sleep(0.05)
+        return events
+
+    def _assert_only_s1_at_version_one(self, store: EventStore) -> None:
+        # By stream, not by position: a store's global order may show a commit late
+        # (PostgreSQL's visibility horizon), its streams never do.
+        assert [(s.stream_id, s.version) for s in store.list_streams()] == [("s-1", 1)]
+        assert len(store.read_stream("s-1")) == 1
+
+    def test_positions_versions_and_limits_at_the_edges_of_their_range_are_answered(
+        self, store: EventStore
+    ) -> None:
+        self._five(store)
+        max_version = 2**63 - 1
+        everything = self._all_visible(store, 5)
+        # Positions are opaque (PostgreSQL's exceed 64 bits): whatever the store, a
+        # checkpoint anywhere in the documented range reads what lies after it.
+        for position in (2**63 - 1, 2**63, 2**64 - 1, 2**64, 2**127, 2**128 - 1):
+            after = [e for e in everything if (e.position or 0) > position]
+            assert _ids(store.read_all(position)) == _ids(after), position
+        assert list(store.read_all(2**128 - 1)) == []
+        assert len(list(store.read_all(0, limit=2**63))) == 5
+        assert len(list(store.read_all(0, limit=2**128))) == 5
+        for limit in (2**63 - 1, 2**63, 2**200):
+            assert [e.version for e in store.read_stream("s-1", limit=limit)] == [1, 2, 3, 4, 5]
+            assert len(store.read_stream("s-1", backwards=True, limit=limit)) == 5
+        assert len(store.read_stream("s-1", 0, max_version)) == 5
+        assert store.read_stream("s-1", max_version) == []
+        assert store.read_stream("s-1", max_version - 1, max_version, backwards=True) == []
+        with pytest.raises(ConcurrencyError):
+            store.append("s-1", [_new()], max_version)
+
+    @pytest.mark.parametrize(
+        ("kwargs", "call"),
+        [
+            ({"from_version": 2**63}, "stream"), ({"to_version": 2**63}, "stream"),
+            ({"from_position": 2**128}, "all"), ({"from_position": 2**200}, "all"),
+        ],
+    )
+    def test_numbers_beyond_the_documented_ranges_are_refused_with_a_typed_error(
+        self, store: EventStore, kwargs: dict[str, Any], call: str
+    ) -> None:
+        def read() -> object:
+            if call == "stream":
+                return store.read_stream("s-1", **kwargs)
+            return store.read_all(**kwargs)
+
+        with pytest.raises(InvalidInputError):
+            read()
+
+    def test_a_retry_whose_payload_has_its_keys_in_another_order_is_a_retry(
+        self, store: EventStore
+    ) -> None:
+        first = NewEvent("Paid", {"amount": Decimal("10.00"), "to": {"iban": "X", "bic": "Y"}})
+        store.append("acc", [first], 0)
+        again = NewEvent(
+            "Paid", {"to": {"bic": "Y", "iban": "X"}, "amount": Decimal("10.00")},
+            event_id=first.event_id,
+        )
+        result = store.append("acc", [again], 0)
+        assert result.duplicate is True
+        assert len(store.read_stream("acc")) == 1
+        # Only the order of keys is ignored: equal-comparing values of another type or
+        # precision are different data.
+        for data in ({"amount": Decimal("10.0"), "to": {"iban": "X", "bic": "Y"}},
+                     {"amount": Decimal("10.00"), "to": {"iban": "X", "bic": "Y", "x": 1}}):
+            with pytest.raises(DuplicateEventError):
+                store.append("acc", [NewEvent("Paid", data, event_id=first.event_id)], 0)
+
+    # -- the schema version a plain dict is written at -------------------------------------
+
+    def test_a_dict_event_of_a_registered_type_is_stored_at_its_registered_version(
+        self, store: EventStore
+    ) -> None:
+        data: dict[str, Any] = {
+            "sku": "sku-1", "price": _Money(Decimal("1.50"), "EUR"), "tags": ("a",),
+            "colour": _Colour.RED, "added_on": date(2026, 1, 2),
+        }
+        store.append("cart", [NewEvent("eskit.testing.ItemAdded", data)], 0)
+        (event,) = store.read_stream("cart")
+        assert event.schema_version == 2
+        assert event.to_domain() == _ItemAdded(**data)
+
+    @pytest.mark.parametrize("change", ["unknown-field", "missing-field"])
+    def test_a_dict_event_that_does_not_fit_its_registered_class_is_refused(
+        self, store: EventStore, change: str
+    ) -> None:
+        data: dict[str, Any] = {
+            "sku": "sku-1", "price": _Money(Decimal("1.50"), "EUR"), "tags": ("a",),
+            "colour": _Colour.RED, "added_on": date(2026, 1, 2),
+        }
+        if change == "unknown-field":
+            data["legacy_price"] = "1.50"
+        else:
+            del data["colour"]
+        with pytest.raises(InvalidInputError, match="does not fit"):
+            store.append("cart", [_new(), NewEvent("eskit.testing.ItemAdded", data)], 0)
+        assert store.list_streams() == []
+
+    def test_a_dict_event_of_a_type_without_a_class_is_stored_at_version_one_unless_told(
+        self, store: EventStore
+    ) -> None:
+        store.append("n", [
+            NewEvent("EskitContractNoted", {"text": "older shape"}),
+            NewEvent("EskitContractNoted", {"text": "today's shape", "by": "me"}, schema_version=2),
+        ], 0)
+        older, today = store.read_stream("n")
+        assert (older.schema_version, older.event_data["by"]) == (2, "unknown")
+        assert (today.schema_version, today.event_data["by"]) == (2, "me")
+
+    def test_a_dict_raised_by_an_aggregate_is_stored_at_its_registered_version(
+        self, store: EventStore
+    ) -> None:
+        class Cart(Aggregate):
+            def __init__(self, cart_id: Any) -> None:
+                super().__init__(cart_id)
+                self.skus: list[str] = []
+
+            @handles(_ItemAdded)
+            def _added(self, event: _ItemAdded) -> None:
+                self.skus.append(event.sku)
+
+        data: dict[str, Any] = {
+            "sku": "sku-1", "price": _Money(Decimal("1.50"), "EUR"), "tags": (),
+            "colour": _Colour.GREEN, "added_on": date(2026, 1, 2),
+        }
+        cart = Cart("cart-9")
+        assert cart.raise_event("eskit.testing.ItemAdded", data).schema_version == 2
+        assert cart.skus == ["sku-1"]
+        store.append("cart-9", cart.get_uncommitted_events(), 0)
+        (stored,) = store.read_stream("cart-9")
+        assert stored.schema_version == 2
+        assert stored.to_domain() == _ItemAdded(**data)
+        with pytest.raises(InvalidInputError, match="does not fit"):
+            cart.raise_event("eskit.testing.ItemAdded", {"sku": "sku-2"})
+        assert cart.version == 1
+        assert cart.skus == ["sku-1"]
 
     # -- unknown event types on read ----------------------------------------------------
 
