@@ -11,6 +11,7 @@ from eskit.aggregate import Aggregate, handles
 from eskit.codec import register_type
 from eskit.errors import (
     AggregateNotFound,
+    AppendNotFirstWriteError,
     ConcurrencyError,
     DecodingError,
     DuplicateEventError,
@@ -80,6 +81,7 @@ __all__ = [
     "STREAM_EXISTS",
     "Aggregate",
     "AggregateNotFound",
+    "AppendNotFirstWriteError",
     "AppendResult",
     "ConcurrencyError",
     "DecodingError",

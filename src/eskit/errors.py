@@ -16,7 +16,8 @@ never reach the caller untranslated::
     ├── EventOrderError                     an event applied out of version order
     └── StoreError                          the storage itself failed
         ├── NotAnEskitStoreError            the file or database is not an eskit store
-        └── StoreBusyError                  the store stayed locked past the timeout
+        ├── StoreBusyError                  the store stayed locked past the timeout
+        └── AppendNotFirstWriteError        an append came after other writes in its transaction
 
 ``ConcurrencyError`` subclasses ``ValueError`` so that code written for the
 seed tutorial, which catches ``ValueError``, keeps working.
@@ -28,6 +29,7 @@ from typing import Any
 
 __all__ = [
     "AggregateNotFound",
+    "AppendNotFirstWriteError",
     "ConcurrencyError",
     "DecodingError",
     "DuplicateEventError",
@@ -166,3 +168,13 @@ class NotAnEskitStoreError(StoreError):
 
 class StoreBusyError(StoreError):
     """The store stayed locked by other writers for longer than the timeout."""
+
+
+class AppendNotFirstWriteError(StoreError):
+    """PostgreSQL refused an append inside a transaction that had written before.
+
+    eskit's readers rely on every appending transaction taking its transaction id
+    at its first insert into the events table (see docs/postgres.md); an insert
+    by a transaction that already holds an id is refused, and nothing is written.
+    eskit's own appends always run in a transaction of their own.
+    """

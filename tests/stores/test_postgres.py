@@ -19,6 +19,7 @@ import psycopg
 import pytest
 
 from eskit import (
+    AppendNotFirstWriteError,
     ConcurrencyError,
     InvalidInputError,
     NewEvent,
@@ -26,7 +27,7 @@ from eskit import (
 )
 from eskit.stores.base import prepare_batch
 from eskit.stores.postgres import PostgresEventStore
-from eskit.stores.postgres_schema import append_params
+from eskit.stores.postgres_schema import APPEND_NOT_FIRST_WRITE, append_params
 from tests.conftest import new_schema_name
 
 
@@ -89,17 +90,171 @@ def test_a_rolled_back_append_leaves_a_hole_the_reader_does_not_wait_for(
     assert [e.aggregate_id for e in store.read_all()] == ["kept"]
 
 
-def test_a_long_open_transaction_delays_readers_and_is_reported(
+def test_an_open_append_delays_readers_and_is_reported(
     store: PostgresEventStore, postgres_dsn: str
 ) -> None:
-    with psycopg.connect(postgres_dsn) as long_running:
-        long_running.execute("SELECT pg_current_xact_id()")  # holds a transaction id
+    with psycopg.connect(postgres_dsn) as appending:
+        _open_append(store, appending, "slow")
         time.sleep(0.05)
-        store.append("s", [NewEvent("During")], 0)
-        assert list(store.read_all()) == [], "events after an open transaction wait for it"
+        late = store.append("s", [NewEvent("During")], 0)
+        assert list(store.read_all()) == [], "events after an open append wait for it"
+        assert store.wait_for(late.position, timeout=0.05) is False
         assert store.oldest_transaction_age() >= 0.05
-        long_running.commit()
-    assert [e.event_type for e in store.read_all()] == ["During"]
+        appending.commit()
+    assert [e.event_type for e in store.read_all()] == ["Slow", "During"]
+    assert store.wait_for(late.position, timeout=0) is True
+    assert store.oldest_transaction_age() == 0
+
+
+def _snapshot_xip(conn: psycopg.Connection[Any]) -> set[int]:
+    rows = conn.execute("SELECT pg_snapshot_xip(pg_current_snapshot())::text").fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def _xid(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _assert_visible_at_once_despite(
+    store: PostgresEventStore, postgres_dsn: str, holder: psycopg.Connection[Any]
+) -> None:
+    """``holder`` has an id and is idle: an append after it is visible at once."""
+    held = _xid(holder)
+    result = store.append("after", [NewEvent("After")], 0)
+    with psycopg.connect(postgres_dsn, autocommit=True) as probe:
+        # The proof that the test exercises the case: the idle transaction is in
+        # progress in the reader's snapshot, so the old horizon (the xmin) was below it.
+        assert held in _snapshot_xip(probe)
+    assert [e.aggregate_id for e in store.read_all()] == ["after"]
+    assert store.head_position() == result.position
+    assert store.wait_for(result.position, timeout=0) is True
+    assert store.oldest_transaction_age() == 0
+
+
+def test_a_transaction_writing_another_table_first_does_not_delay_readers(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    with psycopg.connect(postgres_dsn) as other:
+        other.execute(f'CREATE TABLE "{store.schema}".side (n int)')
+        other.commit()
+        other.execute(f'INSERT INTO "{store.schema}".side VALUES (1)')  # takes an id
+        _assert_visible_at_once_despite(store, postgres_dsn, other)
+        # It even reads the events table: a reader, not an appender.
+        other.execute(f'SELECT count(*) FROM "{store.schema}".eskit_events')
+        second = store.append("after", [NewEvent("After")], 1)
+        assert store.head_position() == second.position
+        other.commit()
+
+
+def test_an_idle_transaction_in_another_database_does_not_delay_readers(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    elsewhere = psycopg.conninfo.make_conninfo(postgres_dsn, dbname="postgres")
+    with psycopg.connect(elsewhere) as other:
+        _assert_visible_at_once_despite(store, postgres_dsn, other)
+        other.rollback()
+
+
+def test_a_projection_batch_into_a_postgres_target_does_not_delay_readers(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    from eskit import PostgresTarget
+
+    target = PostgresTarget(postgres_dsn, schema=store.schema)
+    try:
+        with target.transaction() as conn:
+            conn.execute("CREATE TABLE read_model (n int)")
+            conn.execute("INSERT INTO read_model VALUES (1)")
+            _assert_visible_at_once_despite(store, postgres_dsn, conn)
+    finally:
+        target.close()
+
+
+def test_an_append_after_other_writes_in_its_transaction_is_refused(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    batch = prepare_batch(
+        "late", [NewEvent("Late")], registry=store.registry, max_event_bytes=store.max_event_bytes
+    )
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("SELECT pg_current_xact_id()")  # any write, or an explicit id
+        with pytest.raises(psycopg.Error, match="must be the first write") as raised:
+            conn.execute(store.sql.append, append_params("late", 0, batch))
+        assert raised.value.sqlstate == APPEND_NOT_FIRST_WRITE
+    # Through the store's connections the refusal is a typed eskit error.
+    def write_then_append() -> None:
+        with store._connection() as conn, conn.transaction():
+            conn.execute(f'CREATE TABLE "{store.schema}".side (n int)')
+            conn.execute(store.sql.append, append_params("late", 0, batch))
+
+    with pytest.raises(AppendNotFirstWriteError, match="first write of its transaction"):
+        write_then_append()
+    assert store.read_stream("late") == []
+    assert list(store.read_all()) == []
+
+
+def test_an_append_may_write_more_after_its_first_insert(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    # Events first, then anything else, then more events: the transaction took the
+    # table's lock before its id, so readers wait for it, and nothing is skipped.
+    with psycopg.connect(postgres_dsn) as conn:
+        _open_append(store, conn, "first")
+        conn.execute(f'CREATE TABLE "{store.schema}".side (n int)')
+        _open_append(store, conn, "second")
+        later = store.append("later", [NewEvent("Later")], 0)
+        assert list(store.read_all()) == []
+        assert store.wait_for(later.position, timeout=0.02) is False
+        conn.commit()
+    assert [e.aggregate_id for e in store.read_all()] == ["first", "second", "later"]
+
+
+def test_an_append_rolled_back_to_a_savepoint_releases_readers_and_cannot_append_again(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("SAVEPOINT s")
+        _open_append(store, conn, "undone")  # the top-level id is taken here
+        conn.execute("ROLLBACK TO SAVEPOINT s")  # ... and outlives the savepoint
+        held = _xid(conn)
+        # The rollback released the table lock: this transaction holds nobody back.
+        _assert_visible_at_once_despite(store, postgres_dsn, conn)
+        # It cannot append any more: it has an id and no longer holds the lock.
+        with pytest.raises(psycopg.Error, match="must be the first write"):
+            _open_append(store, conn, "again")
+        conn.rollback()
+    assert held > 0
+    assert [e.aggregate_id for e in store.read_all()] == ["after"]
+
+
+def test_the_horizon_stops_at_an_append_that_committed_after_the_snapshot(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    # The window between a reader's snapshot and its lock lookup: an appender that
+    # held the lock at the snapshot and committed before the lookup is no longer
+    # in pg_locks; the status check (run after the lookup) must still stop there.
+    with psycopg.connect(postgres_dsn) as slow, psycopg.connect(
+        postgres_dsn, autocommit=True
+    ) as reader:
+        _open_append(store, slow, "slow")
+        slow_xid = _xid(slow)
+        fast = store.append("fast", [NewEvent("Fast")], 0)
+        row = reader.execute("SELECT pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        snapshot = row[0]
+        slow.commit()
+        horizon = reader.execute(
+            psycopg.sql.SQL("SELECT {}.eskit_read_horizon(%s::pg_snapshot)::text").format(
+                psycopg.sql.Identifier(store.schema)
+            ),
+            (snapshot,),
+        ).fetchone()
+    assert horizon is not None
+    assert int(horizon[0]) == slow_xid
+    assert (fast.position or 0) >> 64 > slow_xid
+    assert [e.aggregate_id for e in store.read_all()] == ["slow", "fast"]
 
 
 def test_live_reader_sees_every_committed_event_exactly_once_with_slow_writers(

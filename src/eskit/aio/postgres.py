@@ -37,7 +37,7 @@ from psycopg import errors as pg_errors
 from psycopg_pool import AsyncConnectionPool
 
 from eskit.aio.store import AsyncEventStore
-from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
+from eskit.errors import InvalidInputError, StoreError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -50,7 +50,7 @@ from eskit.stores.base import (
 )
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
-    MAX_UNCONDITIONAL_RETRIES,
+    MAX_APPEND_ATTEMPTS,
     NOTIFY_INTERVAL,
     SCHEMA_VERSION,
     Statements,
@@ -60,7 +60,9 @@ from eskit.stores.postgres_schema import (
     pack_position,
     pending_migrations,
     retry_after_lost_race,
+    store_error,
     stream_infos,
+    too_busy,
     unpack_position,
 )
 
@@ -180,7 +182,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
             async with self.pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            raise store_error(exc) from exc
 
     async def setup(self) -> None:
         """Create or upgrade eskit's tables in the schema. Idempotent."""
@@ -203,10 +205,18 @@ class AsyncPostgresEventStore(AsyncEventStore):
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
         params = append_params(stream, expected, batch)
-        for _ in range(MAX_UNCONDITIONAL_RETRIES):
+        for attempt in range(MAX_APPEND_ATTEMPTS):
             async with self._connection() as conn:
                 try:
-                    rows = await (await conn.execute(self.sql.append, params)).fetchall()
+                    if attempt == 0:
+                        rows = await (await conn.execute(self.sql.append, params)).fetchall()
+                    else:
+                        # Lost a race for the next version: go again holding the
+                        # stream's lock, as the sync store does.
+                        async with conn.transaction():
+                            await conn.execute(self.sql.lock_stream, {"stream": stream})
+                            cursor = await conn.execute(self.sql.append, params)
+                            rows = await cursor.fetchall()
                 except pg_errors.UniqueViolation as exc:
                     # Caught inside the block: the connection goes back to the pool
                     # clean (autocommit, the failed statement rolled back on its own).
@@ -228,7 +238,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
             if clash == EVENT_ID_CONSTRAINT or not retry_after_lost_race(expected, found):
                 return resolve_conflict(stream_id, stream, expected, head, batch, found)
             await asyncio.sleep(0)
-        raise ConcurrencyError(stream_id, expected, await self._head(stream))
+        raise too_busy(stream)
 
     def _signal_listeners(self) -> None:
         """Have the NOTIFY for this append sent soon, off the append's path.

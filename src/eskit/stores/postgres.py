@@ -22,7 +22,7 @@ import psycopg
 from psycopg import errors as pg_errors
 from psycopg_pool import ConnectionPool
 
-from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
+from eskit.errors import InvalidInputError, StoreError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -37,7 +37,7 @@ from eskit.stores.base import (
 )
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
-    MAX_UNCONDITIONAL_RETRIES,
+    MAX_APPEND_ATTEMPTS,
     NOTIFY_INTERVAL,
     SCHEMA_VERSION,
     Statements,
@@ -47,7 +47,9 @@ from eskit.stores.postgres_schema import (
     pack_position,
     pending_migrations,
     retry_after_lost_race,
+    store_error,
     stream_infos,
+    too_busy,
     unpack_position,
 )
 
@@ -120,7 +122,7 @@ class PostgresEventStore(EventStore):
             with self.pool.connection() as conn:
                 yield conn
         except psycopg.Error as exc:
-            raise StoreError(f"PostgreSQL error: {exc}") from exc
+            raise store_error(exc) from exc
 
     def setup(self) -> None:
         """Create or upgrade eskit's tables in the schema. Idempotent."""
@@ -158,10 +160,19 @@ class PostgresEventStore(EventStore):
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
         params = append_params(stream, expected, batch)
-        for _ in range(MAX_UNCONDITIONAL_RETRIES):
+        for attempt in range(MAX_APPEND_ATTEMPTS):
             try:
                 with self._connection() as conn:
-                    rows = conn.execute(self.sql.append, params).fetchall()
+                    if attempt == 0:
+                        rows = conn.execute(self.sql.append, params).fetchall()
+                    else:
+                        # Lost a race for the next version (ANY or STREAM_EXISTS): go
+                        # again holding the stream's lock, taken in a statement of its
+                        # own so that the append's snapshot sees every append that was
+                        # in flight (see Statements.lock_stream).
+                        with conn.transaction():
+                            conn.execute(self.sql.lock_stream, {"stream": stream})
+                            rows = conn.execute(self.sql.append, params).fetchall()
             except StoreError as exc:
                 cause = exc.__cause__
                 if not isinstance(cause, pg_errors.UniqueViolation):
@@ -180,7 +191,7 @@ class PostgresEventStore(EventStore):
                     stream_id, stream, expected, rows[0][0], batch, self._find(batch)
                 )
             return result
-        raise ConcurrencyError(stream_id, expected, self._head(stream))
+        raise too_busy(stream)
 
     def _find(self, batch: list[PendingEvent]) -> dict[Any, Event]:
         with self._connection() as conn:
