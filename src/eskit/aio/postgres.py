@@ -156,12 +156,14 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 await self.pool.close()
                 raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         self._connected = True
-        if setup:
-            try:
+        try:
+            if setup:
                 await self.setup()
-            except BaseException:
-                await self.close()
-                raise
+            else:  # read with the horizon the schema as it is supports
+                self.sql.use_schema_version(await self.schema_version())
+        except BaseException:
+            await self.close()
+            raise
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -198,6 +200,16 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 await conn.execute(statement)
             if current != SCHEMA_VERSION:
                 await conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
+        self.sql.use_schema_version(SCHEMA_VERSION)
+
+    async def schema_version(self) -> int:
+        """The eskit schema version in the database; ``0`` if eskit's tables are absent."""
+        async with self._connection() as conn:
+            row = await (await conn.execute(self.sql.meta_exists)).fetchone()
+            if not row or row[0] is None:
+                return 0
+            row = await (await conn.execute(self.sql.read_schema_version)).fetchone()
+        return int(row[0]) if row else 0
 
     # -- writing ------------------------------------------------------------------------
 

@@ -107,12 +107,14 @@ class PostgresEventStore(EventStore):
             except (psycopg.Error, Exception) as exc:
                 raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         self.pool = pool
-        if setup:
-            try:
+        try:
+            if setup:
                 self.setup()
-            except BaseException:
-                self.close()
-                raise
+            else:  # read with the horizon the schema as it is supports
+                self.sql.use_schema_version(self.schema_version())
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections and schema ---------------------------------------------------------
 
@@ -138,6 +140,7 @@ class PostgresEventStore(EventStore):
                 conn.execute(statement)
             if migrations:
                 conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
+        self.sql.use_schema_version(SCHEMA_VERSION)
 
     def schema_version(self) -> int:
         """The eskit schema version in the database; ``0`` if eskit's tables are absent."""

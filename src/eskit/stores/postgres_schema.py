@@ -322,37 +322,7 @@ class Statements:
         self._read_stream = sql.SQL(
             "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s"
         ).format(cols=cols, events=events)
-        # The horizon is computed in the same statement as the read: separate
-        # statements would see separate snapshots (pg_current_snapshot() is the
-        # statement's own). Below the snapshot xmin every transaction has ended, so
-        # that test comes first and the horizon function (an InitPlan, run at most
-        # once, and only when a row is at or above the xmin) is skipped when a page
-        # lies wholly below it. Both bounds are safe; the order only saves work.
-        visible = sql.SQL(
-            "(tx_id < pg_snapshot_xmin(pg_current_snapshot())"
-            " OR tx_id < (SELECT {}.eskit_read_horizon(pg_current_snapshot())))"
-        ).format(s)
-        # The page is the first LIMIT rows in order, then cut at the horizon. That is
-        # the same set as filtering first (rows below the horizon come first in
-        # (tx_id, seq) order), but it always walks the index: with both conditions in
-        # one WHERE, a table without fresh statistics got a bitmap scan and a sort of
-        # *every* row after the position, for each page, so reading a log from the
-        # start grew with the square of its length.
-        self.read_all_page = sql.SQL(
-            """SELECT {cols} FROM (
-                   SELECT * FROM {events}
-                   WHERE (tx_id, seq) > (%s::text::xid8, %s)
-                   ORDER BY tx_id, seq
-                   LIMIT %s
-               ) AS page
-               WHERE {visible}
-               ORDER BY tx_id, seq"""
-        ).format(cols=cols, events=events, visible=visible)
-        self.head_position = sql.SQL(
-            """SELECT tx_id::text AS tx_text, seq FROM {events}
-               WHERE {visible}
-               ORDER BY tx_id DESC, seq DESC LIMIT 1"""
-        ).format(events=events, visible=visible)
+        self.use_schema_version(SCHEMA_VERSION)
         self.list_streams = sql.SQL(
             """SELECT last.stream_id, last.version, last.tx_id::text AS tx_text, last.seq,
                       last.recorded_at
@@ -377,6 +347,50 @@ class Statements:
                  AND r.pid IS DISTINCT FROM pg_backend_pid()"""
         ).format(events_name=sql.Literal(f'"{schema}".eskit_events'))
 
+
+
+    def use_schema_version(self, version: int) -> None:
+        """Read with the horizon the schema at ``version`` supports.
+
+        A store opened with ``setup=False`` on a schema not yet migrated to version
+        3 reads below the snapshot xmin (sound, but held back by every transaction
+        holding an id), until :meth:`~eskit.PostgresEventStore.setup` migrates it.
+        """
+        events = sql.SQL("{}.eskit_events").format(sql.Identifier(self.schema))
+        cols = sql.SQL(EVENT_COLUMNS)
+        # The horizon is computed in the same statement as the read: separate
+        # statements would see separate snapshots (pg_current_snapshot() is the
+        # statement's own). Below the snapshot xmin every transaction has ended, so
+        # that test comes first and the horizon function (an InitPlan, run at most
+        # once, and only when a row is at or above the xmin) is skipped when a page
+        # lies wholly below it. Both bounds are safe; the order only saves work.
+        visible: sql.Composable = sql.SQL("tx_id < pg_snapshot_xmin(pg_current_snapshot())")
+        if version >= 3:
+            visible = sql.SQL(
+                "(tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+                " OR tx_id < (SELECT {}.eskit_read_horizon(pg_current_snapshot())))"
+            ).format(sql.Identifier(self.schema))
+        # The page is the first LIMIT rows in order, then cut at the horizon. That is
+        # the same set as filtering first (rows below the horizon come first in
+        # (tx_id, seq) order), but it always walks the index: with both conditions in
+        # one WHERE, a table without fresh statistics got a bitmap scan and a sort of
+        # *every* row after the position, for each page, so reading a log from the
+        # start grew with the square of its length.
+        self.read_all_page = sql.SQL(
+            """SELECT {cols} FROM (
+                   SELECT * FROM {events}
+                   WHERE (tx_id, seq) > (%s::text::xid8, %s)
+                   ORDER BY tx_id, seq
+                   LIMIT %s
+               ) AS page
+               WHERE {visible}
+               ORDER BY tx_id, seq"""
+        ).format(cols=cols, events=events, visible=visible)
+        self.head_position = sql.SQL(
+            """SELECT tx_id::text AS tx_text, seq FROM {events}
+               WHERE {visible}
+               ORDER BY tx_id DESC, seq DESC LIMIT 1"""
+        ).format(events=events, visible=visible)
 
     def read_stream(
         self, stream: str, from_version: int, to_version: int | None, backwards: bool,
