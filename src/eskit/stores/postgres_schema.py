@@ -203,28 +203,32 @@ class Statements:
                     """CREATE FUNCTION {schema}.eskit_check_append() RETURNS trigger
                        LANGUAGE plpgsql AS $$
                        BEGIN
-                           -- The marker says: this (sub)transaction took the table's
-                           -- ROW EXCLUSIVE lock before it had a transaction id. It is
-                           -- transaction-local, and a rolled-back savepoint reverts it
-                           -- just as it releases the lock taken inside it.
-                           IF current_setting('eskit.appending_' || TG_RELID, true)
-                                  IS DISTINCT FROM 'on' THEN
-                               IF pg_current_xact_id_if_assigned() IS NOT NULL THEN
-                                   RAISE EXCEPTION USING
-                                       ERRCODE = {sqlstate},
-                                       MESSAGE = 'eskit: an append must be the first write'
-                                           || ' of its transaction',
-                                       DETAIL = 'This transaction already holds transaction id '
-                                           || pg_current_xact_id_if_assigned()
-                                           || '; readers could skip events it appends.',
-                                       HINT = 'Append in a transaction of its own, or insert'
-                                           || ' the events before writing anything else.';
-                               END IF;
-                               PERFORM set_config('eskit.appending_' || TG_RELID, 'on', true);
+                           -- Allowed: a transaction without an id yet (it takes one
+                           -- after this statement has locked the table), or one whose
+                           -- own events are already here (an earlier insert that was
+                           -- allowed; its lock is still held). Rows of a rolled-back
+                           -- savepoint are gone, as is the lock it took.
+                           -- Never pg_current_xact_id() here: it would assign the id.
+                           -- The first test is a simple expression, which plpgsql runs
+                           -- without the executor: eskit's own appends stop there.
+                           IF pg_current_xact_id_if_assigned() IS NULL THEN
+                               RETURN NULL;
                            END IF;
-                           RETURN NULL;
+                           IF EXISTS (SELECT FROM {events}
+                                      WHERE tx_id = pg_current_xact_id_if_assigned()) THEN
+                               RETURN NULL;
+                           END IF;
+                           RAISE EXCEPTION USING
+                               ERRCODE = {sqlstate},
+                               MESSAGE = 'eskit: an append must be the first write'
+                                   || ' of its transaction',
+                               DETAIL = 'This transaction already holds transaction id '
+                                   || pg_current_xact_id_if_assigned()
+                                   || '; readers could skip events it appends.',
+                               HINT = 'Append in a transaction of its own, or insert'
+                                   || ' the events before writing anything else.';
                        END $$"""
-                ).format(schema=s, sqlstate=sql.Literal(APPEND_NOT_FIRST_WRITE)),
+                ).format(schema=s, events=events, sqlstate=sql.Literal(APPEND_NOT_FIRST_WRITE)),
                 sql.SQL(
                     """CREATE TRIGGER eskit_events_append_first
                        BEFORE INSERT ON {events}
