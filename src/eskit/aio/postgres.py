@@ -4,11 +4,12 @@ The async twin of :class:`eskit.stores.postgres.PostgresEventStore`, on
 psycopg's ``AsyncConnection`` and ``psycopg_pool.AsyncConnectionPool``. It runs
 the very same statements (:class:`~eskit.stores.postgres_schema.Statements`:
 the same migrations, the same single-statement append, the same read of
-``read_all`` below the snapshot xmin) and decodes rows with the same functions,
+``read_all`` below the read horizon) and decodes rows with the same functions,
 so the two front ends store and return identical events and can share one
 database and schema. See :mod:`eskit.stores.postgres_schema` for the ordering
-technique and its caveats (an open transaction anywhere in the cluster holds
-readers back; PostgreSQL 13+; appends go to the primary).
+technique and its caveats (an open append to the store holds readers back; an
+append must be its transaction's first write; PostgreSQL 13+; appends go to the
+primary).
 
 Concurrency control rests on the unique key (stream_id, version): two writers
 of one stream collide there and the loser gets a unique violation, which is
@@ -298,8 +299,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
         return decode_rows(rows, stream_id)
 
     async def _read_all_page(self, after: int, limit: int) -> list[Event]:
-        # Only rows of transactions below the snapshot xmin, computed in the same
-        # statement: see "The global order" in eskit.stores.postgres_schema.
+        # Only rows below the read horizon, computed in the same statement: see
+        # "The global order" in eskit.stores.postgres_schema.
         tx, seq = unpack_position(after)
         async with self._connection() as conn:
             rows = await (await conn.execute(self.sql.read_all_page, (tx, seq, limit))).fetchall()
@@ -326,11 +327,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
     # -- monitoring ---------------------------------------------------------------------
 
     async def oldest_transaction_age(self) -> float:
-        """Seconds the oldest open transaction that holds a transaction id has run.
+        """Seconds the oldest open transaction that appends to this store has run.
 
-        While such a transaction is open, :meth:`read_all` does not return events
-        committed after it began (it never skips them; they arrive once it ends).
-        A large value here explains reader lag.
+        Same as :meth:`eskit.PostgresEventStore.oldest_transaction_age`: only such
+        a transaction holds readers back; ``0`` when there is none.
         """
         async with self._connection() as conn:
             row = await (await conn.execute(self.sql.oldest_transaction_age)).fetchone()

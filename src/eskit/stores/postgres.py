@@ -1,10 +1,10 @@
 """The production event store, on PostgreSQL with psycopg 3 (``pip install 'eskit[postgres]'``).
 
 See :mod:`eskit.stores.postgres_schema` for the ordering technique (transaction
-ids below the snapshot xmin) and its caveats. Concurrency control rests on the
-unique key (stream_id, version), not on SERIALIZABLE isolation; every append is
-one statement in one short transaction, so appends to different streams run in
-parallel and no table lock is ever taken.
+ids below a horizon that only appending transactions hold back) and its caveats.
+Concurrency control rests on the unique key (stream_id, version), not on
+SERIALIZABLE isolation; every append is one statement in one short transaction,
+so appends to different streams run in parallel and no table lock is ever taken.
 """
 
 from __future__ import annotations
@@ -301,11 +301,13 @@ class PostgresEventStore(EventStore):
     # -- monitoring ---------------------------------------------------------------------
 
     def oldest_transaction_age(self) -> float:
-        """Seconds the oldest open transaction that holds a transaction id has run.
+        """Seconds the oldest open transaction that appends to this store has run.
 
-        While such a transaction is open, :meth:`read_all` does not return events
-        committed after it began (it never skips them; they arrive once it ends).
-        A large value here explains reader lag.
+        Only such a transaction (one holding an id and the events table's lock,
+        prepared ones included) holds readers back: while it is open,
+        :meth:`read_all` does not return events committed after it took its id (it
+        never skips them; they arrive once it ends). ``0`` when there is none. A
+        large value here explains reader lag.
         """
         with self._connection() as conn:
             row = conn.execute(self.sql.oldest_transaction_age).fetchone()
