@@ -365,6 +365,36 @@ def test_subscription_stop_ends_a_waiting_iteration_promptly(
     assert time.monotonic() - started < 5
 
 
+def test_the_horizon_passes_an_unrelated_transaction_that_ended_after_the_snapshot(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    # A transaction of another database (or table) in the snapshot that ends before
+    # the lookup stored no events here: it must not hold the reader back either.
+    elsewhere = psycopg.conninfo.make_conninfo(postgres_dsn, dbname="postgres")
+    with psycopg.connect(elsewhere) as other, psycopg.connect(
+        postgres_dsn, autocommit=True
+    ) as reader:
+        other_xid = _xid(other)
+        store.append("fast", [NewEvent("Fast")], 0)
+        row = reader.execute("SELECT pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        snapshot = row[0]
+        assert other_xid in _snapshot_xip(reader)
+        other.commit()
+        query = psycopg.sql.SQL("SELECT {}.eskit_read_horizon(%s::pg_snapshot)::text").format(
+            psycopg.sql.Identifier(store.schema)
+        )
+        horizon = reader.execute(query, (snapshot,)).fetchone()
+        # Under REPEATABLE READ the function cannot look with a newer snapshot, so
+        # it stays conservative: an ended transaction counts.
+        with reader.transaction():
+            reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conservative = reader.execute(query, (snapshot,)).fetchone()
+    assert horizon is not None
+    assert int(horizon[0]) == int(snapshot.split(":")[1]), "the horizon is the snapshot xmax"
+    assert conservative == (str(other_xid),)
+
+
 # -- ANY and STREAM_EXISTS under contention --------------------------------------------
 
 

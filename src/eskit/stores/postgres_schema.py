@@ -18,7 +18,8 @@ that is not visible to S yet but may become visible later with a transaction id
 below xmax can only come from a transaction in xip (every later transaction gets
 an id >= xmax). Of those, only transactions that *may still append* hold readers
 back: those holding (or awaiting) the ``ROW EXCLUSIVE`` lock on this events table,
-checked first, and those that have ended since S, checked second. That is sound
+checked first, and those that have ended since S and stored events here, checked
+second (with a newer snapshot, which sees their events). That is sound
 because a trigger refuses an insert into the events table by a transaction that
 already has a transaction id without having inserted there before: every
 appending transaction takes the table lock before its id exists, so a reader
@@ -40,7 +41,9 @@ Caveats, stated plainly:
   :class:`~eskit.errors.AppendNotFirstWriteError`.
 * Transaction ids belong to one cluster: restoring a dump into another cluster
   needs the events re-stamped (a migration eskit will provide when needed).
-* Appends must go to the primary; PostgreSQL 13 or newer is required.
+* Appends must go to the primary; PostgreSQL 13 or newer is required. On a hot
+  standby the horizon is the snapshot xmin (the primary's locks are not visible
+  there).
 """
 
 from __future__ import annotations
@@ -240,9 +243,17 @@ class Statements:
                        DECLARE
                            appending text[];
                            x xid8;
+                           fresh boolean := current_setting('transaction_isolation')
+                                            = 'read committed';
                        BEGIN
                            IF pg_snapshot_xmin(snap) = pg_snapshot_xmax(snap) THEN
                                RETURN pg_snapshot_xmax(snap);  -- nothing was in progress
+                           END IF;
+                           IF pg_is_in_recovery() THEN
+                               -- A standby's pg_locks does not show the primary's
+                               -- appenders (and its snapshots may list them apart
+                               -- from xip): keep the plain xmin there.
+                               RETURN pg_snapshot_xmin(snap);
                            END IF;
                            -- First: the transactions holding or awaiting the lock every
                            -- append takes before its transaction id exists (a prepared
@@ -256,18 +267,29 @@ class Statements:
                                                WHERE datname = current_database())
                              AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock'
                              AND t.granted;
-                           -- Then, in a later statement: whether each id of the snapshot
-                           -- is still in progress. One that held the lock at the snapshot
-                           -- and ended before the lookup above is caught here.
+                           -- Then, later: whether each other id of the snapshot has
+                           -- ended since. One that held the lock at the snapshot and
+                           -- ended before the lookup above is caught here if it stored
+                           -- events: a query with a new snapshot (READ COMMITTED gives
+                           -- each statement one), taken after it ended, sees them.
                            FOR x IN SELECT * FROM pg_snapshot_xip(snap) ORDER BY 1 LOOP
-                               IF (x::text::bigint % 4294967296)::text = ANY(appending)
-                                  OR pg_xact_status(x) IS DISTINCT FROM 'in progress' THEN
+                               IF (x::text::bigint % 4294967296)::text = ANY(appending) THEN
                                    RETURN x;
+                               END IF;
+                               IF pg_xact_status(x) IS DISTINCT FROM 'in progress' THEN
+                                   IF NOT fresh THEN
+                                       RETURN x;  -- this transaction's snapshot is S itself
+                                   END IF;
+                                   IF EXISTS (SELECT FROM {events} WHERE tx_id = x) THEN
+                                       RETURN x;
+                                   END IF;
                                END IF;
                            END LOOP;
                            RETURN pg_snapshot_xmax(snap);
                        END $$"""
-                ).format(schema=s, events_name=sql.Literal(f'"{schema}".eskit_events')),
+                ).format(
+                    schema=s, events=events, events_name=sql.Literal(f'"{schema}".eskit_events')
+                ),
             ],
         ]
         # One statement, one round trip, one short transaction: read the head, check
