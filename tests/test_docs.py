@@ -1,4 +1,4 @@
-"""Every ```python block in README.md and docs/*.md runs, so the docs cannot rot."""
+"""Every ```python block in README.md and docs/*.md runs, twice, so the docs cannot rot."""
 
 import os
 import re
@@ -37,9 +37,13 @@ def test_docs_example_runs(
     if _needs_postgres(name):
         dsn = request.getfixturevalue("postgres_dsn")  # skips, or fails in CI, if down
         os.environ.setdefault("ESKIT_TEST_POSTGRES_DSN", dsn)
+    # Run in a temporary directory, twice, as a reader pasting it again would: an example
+    # must not depend on a fresh directory, a fresh schema or a fresh type registry.
     cwd = os.getcwd()
     os.chdir(tmp_path)
     try:
-        exec(compile(code, name, "exec"), {"__name__": f"docs_example_{abs(hash(name))}"})
+        for _ in range(2):
+            exec(compile(code, name, "exec"), {"__name__": f"docs_example_{abs(hash(name))}"})
     finally:
         os.chdir(cwd)
+    assert list(tmp_path.iterdir()) == [], "an example left files behind: use a temporary directory"

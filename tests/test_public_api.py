@@ -8,7 +8,8 @@ import eskit
 PUBLIC_API = [
     "ANY", "NO_STREAM", "STREAM_EXISTS", "Aggregate", "AggregateNotFound",
     "AppendNotFirstWriteError", "AppendResult",
-    "ConcurrencyError", "DecodingError", "DuplicateEventError", "EncodingError",
+    "ConcurrencyError", "DamagedStoreError", "DecodingError", "DuplicateEventError",
+    "EncodingError",
     "EskitDeprecationWarning", "EskitError",
     "Event", "EventOrderError", "EventRegistry", "EventStore", "ExpectedVersion",
     "InMemoryEventStore", "InvalidInputError", "NewEvent", "NotAnEskitStoreError",
@@ -23,6 +24,10 @@ PUBLIC_API = [
     # the read side (eskit.projections)
     "EventFilter", "InMemoryTarget", "PostgresTarget", "Projection", "ProjectionFailed",
     "ProjectionRunner", "RetryPolicy", "SQLiteTarget",
+    # optional extras
+    "MissingExtraError",
+    # time travel across versions (eskit.timetravel)
+    "FieldChange", "StateDiff", "state_diff",
 ]
 
 
@@ -50,3 +55,34 @@ def test_importing_eskit_needs_no_optional_dependency() -> None:
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_eskit_logger_has_a_null_handler_so_an_unconfigured_app_prints_nothing() -> None:
+    import logging
+
+    assert any(isinstance(h, logging.NullHandler) for h in logging.getLogger("eskit").handlers)
+    code = "import logging, eskit; logging.getLogger('eskit.snapshots').warning('snapshot failed')"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0
+    assert result.stderr == ""  # no last-resort handler output
+
+
+def test_eskit_log_records_still_reach_the_applications_handlers() -> None:
+    code = (
+        "import logging, eskit; logging.basicConfig(format='%(name)s %(message)s'); "
+        "logging.getLogger('eskit.snapshots').warning('snapshot failed')"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.stderr.strip() == "eskit.snapshots snapshot failed"
+
+
+def test_the_version_is_written_in_one_place_and_the_package_metadata_reads_it() -> None:
+    import tomllib
+    from importlib.metadata import version
+    from pathlib import Path
+
+    pyproject = tomllib.loads((Path(__file__).parent.parent / "pyproject.toml").read_text())
+    assert "version" not in pyproject["project"]
+    assert "version" in pyproject["project"]["dynamic"]
+    assert pyproject["tool"]["hatch"]["version"]["path"] == "src/eskit/__init__.py"
+    assert version("eskit") == eskit.__version__

@@ -5,20 +5,24 @@ locking; aggregates are rebuilt by replaying them. This module is the public
 API: everything importable from here is supported, everything else is private.
 """
 
+import logging
 from typing import TYPE_CHECKING
 
+from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
 from eskit.codec import register_type
 from eskit.errors import (
     AggregateNotFound,
     AppendNotFirstWriteError,
     ConcurrencyError,
+    DamagedStoreError,
     DecodingError,
     DuplicateEventError,
     EncodingError,
     EskitError,
     EventOrderError,
     InvalidInputError,
+    MissingExtraError,
     NotAnEskitStoreError,
     StoreBusyError,
     StoreError,
@@ -67,13 +71,19 @@ from eskit.stores.memory_snapshots import InMemorySnapshotStore
 from eskit.stores.sqlite import SQLiteEventStore
 from eskit.stores.sqlite_snapshots import SQLiteSnapshotStore
 from eskit.subscription import EventFilter, Subscription
+from eskit.timetravel import FieldChange, StateDiff, state_diff
 from eskit.upcasting import EskitDeprecationWarning
 
 if TYPE_CHECKING:
     from eskit.stores.postgres import PostgresEventStore
     from eskit.stores.postgres_snapshots import PostgresSnapshotStore
 
-__version__ = "0.1.0"
+__version__ = "0.1.0"  # the one place: pyproject.toml reads it from here (hatch)
+
+# A library never configures logging: without this handler, Python's last-resort
+# handler would print eskit's warnings on stderr of every application that did not
+# configure logging itself. The application's own handlers still see every record.
+logging.getLogger("eskit").addHandler(logging.NullHandler())
 
 __all__ = [
     "ANY",
@@ -84,6 +94,7 @@ __all__ = [
     "AppendNotFirstWriteError",
     "AppendResult",
     "ConcurrencyError",
+    "DamagedStoreError",
     "DecodingError",
     "DuplicateEventError",
     "EncodingError",
@@ -96,10 +107,12 @@ __all__ = [
     "EventStore",
     "EveryNEvents",
     "ExpectedVersion",
+    "FieldChange",
     "InMemoryEventStore",
     "InMemoryTarget",
     "InMemorySnapshotStore",
     "InvalidInputError",
+    "MissingExtraError",
     "NewEvent",
     "NoSnapshots",
     "NotAnEskitStoreError",
@@ -118,6 +131,7 @@ __all__ = [
     "Snapshot",
     "SnapshotPolicy",
     "SnapshotStore",
+    "StateDiff",
     "StoreBusyError",
     "StoreError",
     "StreamId",
@@ -130,9 +144,18 @@ __all__ = [
     "handles",
     "register_type",
     "snapshot_upcaster",
+    "state_diff",
     "upcaster",
     "utc_now",
 ]
+
+_NEED_POSTGRES = ("PostgresEventStore", "PostgresSnapshotStore")
+
+if not installed(*POSTGRES_MODULES):
+    # `from eskit import *` asks for every name in __all__, and asking for these imports
+    # psycopg: without the postgres extra, the star import leaves them out rather than
+    # fail. Asking for one by name still raises MissingExtraError, saying what to install.
+    __all__ = [name for name in __all__ if name not in _NEED_POSTGRES]
 
 
 def __getattr__(name: str) -> object:

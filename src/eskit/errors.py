@@ -1,7 +1,7 @@
 """The one exception hierarchy of eskit.
 
 Every error eskit raises on purpose is an :class:`EskitError`. Driver errors
-(``sqlite3``, later ``psycopg``) are translated at the edge of each store and
+(``sqlite3``, ``psycopg``) are translated at the edge of each store and
 never reach the caller untranslated::
 
     EskitError
@@ -14,8 +14,10 @@ never reach the caller untranslated::
     ├── UnknownEventTypeError               no class or handler knows this event type
     ├── DecodingError                       a stored event cannot be decoded
     ├── EventOrderError                     an event applied out of version order
+    ├── MissingExtraError (ImportError)     an optional extra is not installed
     └── StoreError                          the storage itself failed
         ├── NotAnEskitStoreError            the file or database is not an eskit store
+        ├── DamagedStoreError               the store's file is corrupt
         ├── StoreBusyError                  the store stayed locked past the timeout
         └── AppendNotFirstWriteError        an append came after other writes in its transaction
 
@@ -31,12 +33,14 @@ __all__ = [
     "AggregateNotFound",
     "AppendNotFirstWriteError",
     "ConcurrencyError",
+    "DamagedStoreError",
     "DecodingError",
     "DuplicateEventError",
     "EncodingError",
     "EskitError",
     "EventOrderError",
     "InvalidInputError",
+    "MissingExtraError",
     "NotAnEskitStoreError",
     "StoreBusyError",
     "StoreError",
@@ -166,6 +170,15 @@ class NotAnEskitStoreError(StoreError):
     """The given file or database is not an eskit event store."""
 
 
+class DamagedStoreError(StoreError):
+    """The store's file is corrupt (SQLite reports a malformed database).
+
+    Not the same as :class:`NotAnEskitStoreError`: the file was a SQLite
+    database, and is now damaged (truncated, or overwritten in places). The
+    message names the file and quotes SQLite's own report.
+    """
+
+
 class StoreBusyError(StoreError):
     """The store stayed locked by other writers for longer than the timeout."""
 
@@ -178,3 +191,20 @@ class AppendNotFirstWriteError(StoreError):
     by a transaction that already holds an id is refused, and nothing is written.
     eskit's own appends always run in a transaction of their own.
     """
+
+
+class MissingExtraError(EskitError, ImportError):
+    """An optional dependency is not installed; the message says which extra to install.
+
+    ``extra`` is the extra's name (``postgres``, ``cli``, ``metrics``, ``web``) and
+    ``name``, as on any :class:`ImportError`, the module that could not be imported.
+    Being an ``ImportError``, it is caught by code that guards an optional import.
+    """
+
+    def __init__(self, extra: str, feature: str, *, name: str | None = None) -> None:
+        self.extra = extra
+        missing = f" (no module named {name!r})" if name else ""
+        super().__init__(
+            f"{feature} needs the {extra} extra: pip install 'eskit[{extra}]'{missing}",
+            name=name,
+        )

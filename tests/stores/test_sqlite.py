@@ -1,12 +1,14 @@
 """What only the SQLite store promises: files, durability settings, schema, raw-SQL safety."""
 
 import multiprocessing
+import random
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from eskit import (
+    DamagedStoreError,
     DecodingError,
     NewEvent,
     NotAnEskitStoreError,
@@ -33,21 +35,75 @@ def test_opening_a_missing_file_for_inspection_creates_nothing(tmp_path: Path) -
     assert not path.exists()
 
 
-def test_another_apps_sqlite_database_is_not_an_eskit_store_for_inspection(
+def _files_of(path: Path) -> dict[str, bytes]:
+    """Every file of the database: the file itself and any -wal, -shm or -journal."""
+    return {p.name: p.read_bytes() for p in path.parent.glob(path.name + "*")}
+
+
+def _another_apps_database(path: Path) -> None:
+    with sqlite3.connect(path) as conn:
+        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
+        conn.execute("INSERT INTO users (name) VALUES ('ann')")
+    conn.close()
+
+
+def test_another_apps_sqlite_database_is_refused_and_left_byte_identical(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "app.db"
+    _another_apps_database(path)
+    before = _files_of(path)
+    assert list(before) == ["app.db"]
+    for create in (True, False):
+        with pytest.raises(NotAnEskitStoreError, match="adopt=True" if create else "not an"):
+            SQLiteEventStore(path, create=create)
+        # Not even the journal mode changed: no -wal or -shm file appeared.
+        assert _files_of(path) == before
     with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE users (id INTEGER PRIMARY KEY, name TEXT)")
-    with pytest.raises(NotAnEskitStoreError):
-        SQLiteEventStore(path, create=False)
-    # Opened for writing, eskit adds its tables beside the app's own (read models
-    # may live in the same file), and leaves the app's tables alone.
-    with SQLiteEventStore(path) as store:
+        assert conn.execute("PRAGMA journal_mode").fetchone() == ("delete",)
+    conn.close()
+
+
+def test_a_database_marked_by_another_app_is_refused_even_without_tables(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "marked.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 7")
+    conn.close()
+    before = _files_of(path)
+    with pytest.raises(NotAnEskitStoreError, match="user_version 7"):
+        SQLiteEventStore(path)
+    assert _files_of(path) == before
+
+
+def test_adopt_adds_the_store_beside_another_apps_tables(tmp_path: Path) -> None:
+    path = tmp_path / "app.db"
+    _another_apps_database(path)
+    with SQLiteEventStore(path, adopt=True) as store:
         store.append("s", [NewEvent("Happened")], 0)
+    # Adopted once, it is an eskit store: no need to say adopt=True again.
+    with SQLiteEventStore(path) as store:
+        assert store.head_position() == 1
     with sqlite3.connect(path) as conn:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        assert conn.execute("SELECT name FROM users").fetchall() == [("ann",)]
+    conn.close()
     assert {"users", "eskit_events", "eskit_meta"} <= tables
+
+
+def test_an_empty_file_and_a_projection_file_become_stores(tmp_path: Path) -> None:
+    from eskit import SQLiteTarget
+
+    empty = tmp_path / "empty.db"
+    empty.touch()
+    with SQLiteEventStore(empty) as store:
+        store.append("s", [NewEvent("Happened")], 0)
+    # eskit's own projection tables (a target opened first) are not foreign.
+    first = tmp_path / "target-first.db"
+    SQLiteTarget(first).close()
+    with SQLiteEventStore(first) as store:
+        store.append("s", [NewEvent("Happened")], 0)
 
 
 def test_a_foreign_table_named_like_ours_is_refused(tmp_path: Path) -> None:
@@ -79,13 +135,15 @@ def test_events_survive_closing_and_reopening_the_file(tmp_path: Path) -> None:
 def test_wal_and_full_synchronous_are_the_defaults(tmp_path: Path) -> None:
     store = SQLiteEventStore(tmp_path / "events.db")
     try:
-        assert store._writer.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert store._writer.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+        with store._reading() as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
     finally:
         store.close()
     normal = SQLiteEventStore(tmp_path / "fast.db", synchronous="NORMAL")
     try:
-        assert normal._writer.execute("PRAGMA synchronous").fetchone()[0] == 1
+        with normal._reading() as conn:
+            assert conn.execute("PRAGMA synchronous").fetchone()[0] == 1
     finally:
         normal.close()
 
@@ -140,6 +198,51 @@ def test_a_corrupt_stored_event_is_a_decoding_error_naming_it(tmp_path: Path, da
             list(store.read_all())
 
 
+def _damaged_copy(tmp_path: Path, name: str) -> tuple[Path, int]:
+    """An eskit store of a few hundred pages, for damaging; and its size."""
+    path = tmp_path / name
+    with SQLiteEventStore(path) as store:
+        for n in range(40):
+            store.append(f"s-{n}", [NewEvent("Filled", {"pad": "x" * 500}) for _ in range(20)])
+    return path, path.stat().st_size
+
+
+def _open_and_read_everything(path: Path) -> None:
+    with SQLiteEventStore(path) as store:
+        list(store.read_all())
+        for info in store.list_streams():
+            store.read_stream(info.stream_id)
+
+
+@pytest.mark.parametrize("keep", [0.5, 0.05, 0.001], ids=["half", "5-percent", "header-only"])
+def test_a_truncated_store_is_reported_damaged_not_foreign(tmp_path: Path, keep: float) -> None:
+    path, size = _damaged_copy(tmp_path, "truncated.db")
+    with open(path, "r+b") as file:
+        file.truncate(max(int(size * keep), 100))
+    with pytest.raises(DamagedStoreError, match=r"truncated\.db' is damaged: SQLite reports "
+                       r"database disk image is malformed") as caught:
+        _open_and_read_everything(path)
+    assert not isinstance(caught.value, NotAnEskitStoreError)
+
+
+def test_garbage_in_the_middle_pages_is_reported_damaged(tmp_path: Path) -> None:
+    path, size = _damaged_copy(tmp_path, "garbled.db")
+    with open(path, "r+b") as file:
+        file.seek(size // 2 // 4096 * 4096)
+        file.write(random.Random(1).randbytes(8 * 4096))
+    with pytest.raises(DamagedStoreError, match=r"garbled\.db' is damaged.*malformed"):
+        _open_and_read_everything(path)
+
+
+def test_a_damaged_header_is_still_damage_not_another_format(tmp_path: Path) -> None:
+    path, _ = _damaged_copy(tmp_path, "header.db")
+    with open(path, "r+b") as file:
+        file.seek(16)  # keep the "SQLite format 3" magic, garble the rest of page 1
+        file.write(b"\xff" * 84)
+    with pytest.raises(DamagedStoreError):
+        _open_and_read_everything(path)
+
+
 def _open_and_append(path: str, n: int) -> int:
     with SQLiteEventStore(path) as store:
         return store.append(f"setup-{n}", [NewEvent("Opened")], 0).version
@@ -178,7 +281,6 @@ def _append_batches_forever(path: str, writer: int) -> None:
 @pytest.mark.slow
 def test_killing_writers_mid_batch_never_leaves_a_partial_batch(tmp_path: Path) -> None:
     import os
-    import random
     import signal
     import time
 
@@ -192,7 +294,13 @@ def test_killing_writers_mid_batch_never_leaves_a_partial_batch(tmp_path: Path) 
         ]
         for p in writers:
             p.start()
-        time.sleep(0.8 + random.random() / 2)  # spawn start-up, then some appends
+        # Wait for the writers to be appending (spawn start-up takes seconds on a busy
+        # machine), then kill them at a random moment.
+        with SQLiteEventStore(path, create=False) as watcher:
+            start, deadline = watcher.head_position(), time.monotonic() + 60
+            while watcher.head_position() < start + 1000 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        time.sleep(random.random() / 2)
         for p in writers:
             assert p.pid is not None
             os.kill(p.pid, signal.SIGKILL)
@@ -218,3 +326,27 @@ def test_killing_writers_mid_batch_never_leaves_a_partial_batch(tmp_path: Path) 
             assert versions == list(range(1, info.version + 1))
         positions = [e.position or 0 for e in everything]
         assert positions == sorted(positions)
+
+
+def test_the_async_store_refuses_and_adopts_another_apps_database_the_same_way(
+    tmp_path: Path,
+) -> None:
+    import asyncio
+
+    from eskit.aio import AsyncSQLiteEventStore
+
+    path = tmp_path / "app.db"
+    _another_apps_database(path)
+    before = _files_of(path)
+
+    async def main() -> None:
+        with pytest.raises(NotAnEskitStoreError, match="adopt=True"):
+            await AsyncSQLiteEventStore.open(path)
+        assert _files_of(path) == before
+        store = await AsyncSQLiteEventStore.open(path, adopt=True)
+        await store.append("s", [NewEvent("Happened")], 0)
+        await store.close()
+
+    asyncio.run(main())
+    with SQLiteEventStore(path, create=False) as store:
+        assert store.head_position() == 1

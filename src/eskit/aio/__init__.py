@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aio.memory import AsyncInMemoryEventStore
 from eskit.aio.repository import AsyncRepository
 from eskit.aio.snapshots import (
@@ -42,6 +43,10 @@ __all__ = [
     "AsyncSQLiteSnapshotStore",
     "AsyncSnapshotStore",
 ]
+
+if not installed(*POSTGRES_MODULES):
+    # `from eskit.aio import *` must work without the postgres extra (see eskit/__init__).
+    __all__ = [name for name in __all__ if not name.startswith("AsyncPostgres")]
 
 
 def __getattr__(name: str) -> Any:

@@ -33,12 +33,16 @@ from datetime import datetime
 from typing import Any, Self
 from uuid import UUID
 
-import psycopg
-from psycopg import errors as pg_errors
-from psycopg_pool import AsyncConnectionPool
+from eskit.errors import InvalidInputError, MissingExtraError, StoreError
+
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.aio.store import AsyncEventStore
-from eskit.errors import InvalidInputError, StoreError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,

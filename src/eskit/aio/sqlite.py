@@ -45,12 +45,13 @@ class AsyncSQLiteEventStore(SyncBackedStore[SQLiteEventStore]):
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 30.0,
         create: bool = True,
+        adopt: bool = False,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
         super().__init__(SQLiteEventStore(
             path, synchronous=synchronous, busy_timeout=busy_timeout, create=create,
-            registry=registry, max_event_bytes=max_event_bytes,
+            adopt=adopt, registry=registry, max_event_bytes=max_event_bytes,
         ))
 
     @classmethod
@@ -61,13 +62,14 @@ class AsyncSQLiteEventStore(SyncBackedStore[SQLiteEventStore]):
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 30.0,
         create: bool = True,
+        adopt: bool = False,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> Self:
         """Open (and if need be create) the store without blocking the event loop."""
         store = await asyncio.to_thread(
             SQLiteEventStore, path, synchronous=synchronous, busy_timeout=busy_timeout,
-            create=create, registry=registry, max_event_bytes=max_event_bytes,
+            create=create, adopt=adopt, registry=registry, max_event_bytes=max_event_bytes,
         )
         return cls.from_sync(store)
 

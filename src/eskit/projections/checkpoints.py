@@ -44,6 +44,7 @@ from eskit.errors import StoreError
 from eskit.events import Event
 from eskit.projections.sql import Dialect, Tx, to_pyformat
 from eskit.stores.base import micros_to_timestamp, timestamp_to_micros
+from eskit.stores.sqlite import keep_inherited, watch_forks
 
 if TYPE_CHECKING:
     import os
@@ -487,19 +488,40 @@ class SQLiteTarget(ProjectionTarget):
         if self.path == ":memory:" or self.path.startswith("file::memory:"):
             raise StoreError("SQLiteTarget needs a file: an in-memory database is private "
                              "to one connection")
+        if synchronous not in ("FULL", "NORMAL", "EXTRA"):
+            raise StoreError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous}")
         self._busy_timeout = busy_timeout
+        self._synchronous = synchronous
         self._lock = threading.RLock()
-        try:
-            self.connection = sqlite3.connect(
-                self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
-            )
-            self._retry_busy(lambda: self.connection.execute("PRAGMA journal_mode=WAL"))
-            if synchronous not in ("FULL", "NORMAL", "EXTRA"):
-                raise StoreError(f"synchronous must be FULL, NORMAL or EXTRA, not {synchronous}")
-            self.connection.execute(f"PRAGMA synchronous={synchronous}")
-        except sqlite3.Error as exc:
-            raise StoreError(f"cannot open {self.path!r}: {exc}") from exc
+        self._connection: sqlite3.Connection | None = None
+        self._closed = False
+        self._unusable = ""
+        self._fork_quiet = self._fork_locked = False
         self.setup()
+        watch_forks(self)
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        """The target's connection, opened when first needed (and again after a fork)."""
+        with self._lock:
+            if self._unusable:
+                raise StoreError(self._unusable)
+            if self._closed:
+                raise StoreError(f"the target {self.path!r} is closed")
+            if self._connection is None:
+                try:
+                    conn = sqlite3.connect(self.path, timeout=self._busy_timeout,
+                                           isolation_level=None, check_same_thread=False)
+                    try:
+                        self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL"))
+                        conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                    except BaseException:
+                        conn.close()
+                        raise
+                except sqlite3.Error as exc:
+                    raise StoreError(f"cannot open {self.path!r}: {exc}") from exc
+                self._connection = conn
+            return self._connection
 
     def _retry_busy(self, action: Any) -> Any:
         # BEGIN IMMEDIATE and journal-mode changes can report SQLITE_BUSY without
@@ -521,8 +543,8 @@ class SQLiteTarget(ProjectionTarget):
 
     @contextmanager
     def transaction(self) -> Iterator[sqlite3.Connection]:
-        conn = self.connection
         with self._lock:
+            conn = self.connection
             try:
                 self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
             except sqlite3.Error as exc:
@@ -541,7 +563,36 @@ class SQLiteTarget(ProjectionTarget):
                 raise StoreError(f"commit failed on {self.path!r}: {exc}") from exc
 
     def close(self) -> None:
-        self.connection.close()
+        with self._lock:
+            self._closed = True
+            if self._connection is not None:
+                self._connection.close()
+                self._connection = None
+
+    # fork(): like the event store (see eskit.stores.sqlite), the target closes its
+    # connection before a fork, so that no process inherits it; an inherited
+    # connection to the file makes even the child's own connections lose appends.
+    def _before_fork(self) -> None:
+        self._fork_locked = self._lock.acquire(timeout=self._busy_timeout)
+        conn = self._connection
+        # Not quiet: another thread kept the lock, or this very thread forks inside
+        # a transaction (the lock is reentrant).
+        self._fork_quiet = self._fork_locked and not (conn is not None and conn.in_transaction)
+        if self._fork_quiet and conn is not None:
+            conn.close()
+            self._connection = None
+
+    def _after_fork_in_parent(self) -> None:
+        if self._fork_locked:
+            self._lock.release()
+
+    def _after_fork_in_child(self) -> None:
+        if not self._fork_quiet and self._connection is not None:
+            keep_inherited(self._connection)  # in use at fork(): never touch it
+            self._connection = None
+            self._unusable = (f"the target {self.path!r} was in use when this process was "
+                              "forked; open a new target in the child")
+        self._lock = threading.RLock()
 
 
 class PostgresTarget(ProjectionTarget):

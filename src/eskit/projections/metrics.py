@@ -18,8 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 
-from prometheus_client.core import GaugeMetricFamily
-from prometheus_client.registry import Collector
+from eskit.errors import MissingExtraError
+
+try:
+    from prometheus_client.core import GaugeMetricFamily
+    from prometheus_client.registry import Collector
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("metrics", "eskit's Prometheus metrics", name=exc.name) from exc
 
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.monitoring import projection_status

@@ -18,11 +18,15 @@ from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-import psycopg
-from psycopg import errors as pg_errors
-from psycopg_pool import ConnectionPool
+from eskit.errors import InvalidInputError, MissingExtraError, StoreError
 
-from eskit.errors import InvalidInputError, StoreError
+try:
+    import psycopg
+    from psycopg import errors as pg_errors
+    from psycopg_pool import ConnectionPool
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
+
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,

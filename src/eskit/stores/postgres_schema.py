@@ -54,15 +54,20 @@ from datetime import UTC
 from typing import Any
 from uuid import UUID
 
-from psycopg import Error as PsycopgError
-from psycopg import sql
-
 from eskit.errors import (
     AppendNotFirstWriteError,
     InvalidInputError,
+    MissingExtraError,
     StoreBusyError,
     StoreError,
 )
+
+try:
+    from psycopg import Error as PsycopgError
+    from psycopg import sql
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
+
 from eskit.events import Event, StreamId
 from eskit.stores.base import (
     ANY,

@@ -21,9 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from psycopg import sql
+from eskit.errors import MissingExtraError, StoreError
 
-from eskit.errors import StoreError
+try:
+    from psycopg import sql
+except ImportError as exc:  # an optional extra: say which one, not just "no module"
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
+
 from eskit.events import Event, StreamId
 from eskit.snapshots import Snapshot, SnapshotStore, no_event_there, snapshot_from_row
 from eskit.stores.base import MAX_VERSION, decode_rows

@@ -18,14 +18,23 @@ Design notes (why it is safe):
   the process) crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
 * **Append only.** Triggers make the events table reject ``UPDATE`` and
   ``DELETE``, so not even a stray SQL statement can rewrite history.
+* **Connections.** One writer connection and a small pool of readers shared by
+  all threads; a connection is closed only while no thread uses it, and all of
+  them are closed just before ``os.fork()`` (see ``_before_fork`` for why a
+  child must inherit none). Reads never yield to the caller while they hold a
+  pooled connection, so a pool slot is never held across user code.
+* **Hands off other databases.** A non-empty SQLite file that eskit did not
+  create is refused before any write (``adopt=True`` to use it anyway).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sqlite3
 import threading
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
@@ -33,7 +42,13 @@ from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
-from eskit.errors import InvalidInputError, NotAnEskitStoreError, StoreBusyError, StoreError
+from eskit.errors import (
+    DamagedStoreError,
+    InvalidInputError,
+    NotAnEskitStoreError,
+    StoreBusyError,
+    StoreError,
+)
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,
@@ -51,6 +66,13 @@ from eskit.stores.base import (
 )
 
 __all__ = ["SQLiteEventStore"]
+
+_log = logging.getLogger("eskit.stores.sqlite")
+_getpid = os.getpid  # on every call: a fork is detected by the process id changing
+
+# Reader connections kept open, per store, between reads; more may be open while
+# more threads read at once. Each holds two file descriptors (database and -wal).
+MAX_IDLE_READERS = 8
 
 SCHEMA_VERSION = 2
 STORE_FORMAT = "eskit-event-store"
@@ -123,10 +145,20 @@ Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 class SQLiteEventStore(EventStore):
     """An event store in a SQLite file (or ``":memory:"``).
 
-    The schema is created on first use. ``create=False`` opens an existing
-    store only (for inspection) and raises
-    :class:`~eskit.errors.NotAnEskitStoreError` for anything else.
-    Safe to share between threads, and between processes on one host.
+    The schema is created on first use, in a new or empty file. A SQLite
+    database that eskit did not create (other tables in it) is refused with
+    :class:`~eskit.errors.NotAnEskitStoreError` and left byte for byte as it
+    was, unless ``adopt=True``: then eskit adds its tables beside the others
+    and switches the file to WAL. ``create=False`` opens an existing store only
+    (for inspection) and refuses anything else. A corrupt file raises
+    :class:`~eskit.errors.DamagedStoreError`.
+
+    Safe to share between threads, and between processes on one host. Also
+    across ``os.fork()``: the store closes its connections just before a fork
+    and each process opens new ones when it next needs them. Not guaranteed:
+    other connections to the same file that eskit does not own (your own
+    ``sqlite3.connect``) must be closed before forking, or the child's appends
+    can be lost when the parent closes them.
     """
 
     def __init__(
@@ -136,6 +168,7 @@ class SQLiteEventStore(EventStore):
         synchronous: Synchronous = "FULL",
         busy_timeout: float = 30.0,
         create: bool = True,
+        adopt: bool = False,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
     ) -> None:
@@ -153,11 +186,19 @@ class SQLiteEventStore(EventStore):
         self._synchronous = synchronous
         self._busy_timeout = float(busy_timeout)
         self._create = create
+        self._adopt = adopt
         self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._connections: list[sqlite3.Connection] = []
-        self._connections_lock = threading.Lock()
+        self._writer: sqlite3.Connection | None = None
+        self._pool_lock = threading.Lock()  # a plain lock: `with` on it costs least
+        self._pool_changed = threading.Condition(self._pool_lock)  # for close() and fork()
+        self._readers: set[sqlite3.Connection] = set()  # open reader connections
+        self._idle: list[sqlite3.Connection] = []  # of those, the ones not in use
+        self._busy = 0  # readers checked out (or being opened)
         self._closed = False
+        self._pid = os.getpid()
+        self._unusable = ""  # why this store refuses every call, if it does
+        self._forking = False
+        self._fork_quiet = self._fork_write_locked = self._after_fork = False
         if not create and not self._memory and not Path(self.path).is_file():
             reason = "it is not a file" if Path(self.path).exists() else "the file does not exist"
             raise NotAnEskitStoreError(f"no eskit store at {self.path!r}: {reason}")
@@ -167,10 +208,23 @@ class SQLiteEventStore(EventStore):
         except BaseException:
             self.close()
             raise
+        watch_forks(self)
 
     # -- connections --------------------------------------------------------------------
+    #
+    # One writer connection, used under ``_write_lock``, and a small pool of reader
+    # connections shared by every thread. Why a pool and not one connection per
+    # thread: a thread-per-request server starts thousands of short-lived threads,
+    # and per-thread connections outlived their threads (two file descriptors
+    # each) until the process ran out of them. Why connections are closed only
+    # while nobody uses them: closing one while another thread's statement runs on
+    # it frees memory under that statement (the process died with SIGSEGV).
 
     def _connect(self) -> sqlite3.Connection:
+        if self._after_fork:
+            self._after_fork = False
+            _log.debug("%r: opening new connections in process %d after a fork",
+                       self.path, os.getpid())
         with _translated(self.path):
             if self._create or self._memory:
                 conn = sqlite3.connect(
@@ -182,51 +236,210 @@ class SQLiteEventStore(EventStore):
                     Path(self.path).absolute().as_uri() + "?mode=rw", uri=True,
                     timeout=self._busy_timeout, isolation_level=None, check_same_thread=False,
                 )
-            conn.execute(f"PRAGMA synchronous={self._synchronous}")
-        with self._connections_lock:
-            self._connections.append(conn)
+            try:
+                conn.execute(f"PRAGMA synchronous={self._synchronous}")
+            except BaseException:
+                conn.close()
+                raise
         return conn
 
-    def _reader(self) -> sqlite3.Connection:
+    def _usable(self) -> None:
+        """Raise StoreError if this store must not be used (closed, or inherited)."""
         if self._closed:
             raise StoreError("the store is closed")
-        if self._memory:  # one in-memory database means one connection
-            return self._writer
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
+        if self._pid != _getpid():
+            self._forked_without_hooks()
+        if self._unusable:
+            raise StoreError(self._unusable)
+
+    def _lock_writer(self, timeout: float = -1) -> sqlite3.Connection | None:
+        """Take the write lock and return the writer connection (None on timeout).
+
+        The caller releases ``_write_lock``.
+        """
+        self._usable()
+        lock = self._write_lock
+        if not lock.acquire(timeout=timeout):
+            return None
+        try:
+            self._usable()
+            conn = self._writer
+            if conn is None:
+                conn = self._writer = self._connect()
+            return conn
+        except BaseException:
+            lock.release()
+            raise
+
+    def _checkout(self) -> sqlite3.Connection:
+        """A reader connection of the pool (a new one if none is idle); see _checkin."""
+        if self._pid != _getpid() or self._closed or self._unusable:
+            self._usable()
+        with self._pool_lock:
+            while self._forking:
+                self._pool_changed.wait()
+            if self._closed or self._unusable:
+                self._usable()
+            self._busy += 1
+            if self._idle:
+                return self._idle.pop()
+        try:
             conn = self._connect()
-            self._local.conn = conn
-        return conn
+        except BaseException:
+            self._checkin(None)
+            raise
+        with self._pool_lock:
+            if not self._closed:
+                self._readers.add(conn)
+                return conn
+        self._checkin(conn)
+        raise StoreError("the store is closed")
+
+    def _checkin(self, conn: sqlite3.Connection | None) -> None:
+        with self._pool_lock:
+            self._busy -= 1
+            if conn is not None:
+                if self._closed or len(self._idle) >= MAX_IDLE_READERS:
+                    self._readers.discard(conn)
+                    conn.close()
+                else:
+                    self._idle.append(conn)
+            if not self._busy and (self._closed or self._forking):
+                self._pool_changed.notify_all()
 
     @contextmanager
     def _reading_memory(self) -> Iterator[sqlite3.Connection]:
-        with self._write_lock, _translated(self.path):
-            yield self._reader()
+        conn = self._lock_writer()
+        assert conn is not None
+        try:
+            with _translated(self.path):
+                yield conn
+        finally:
+            self._write_lock.release()
 
     def _reading(self) -> AbstractContextManager[sqlite3.Connection]:
-        """The reader connection, with errors translated (and, in memory, the lock held)."""
-        if self._memory:
+        """A reader connection, with errors translated (in memory: the writer, locked)."""
+        if self._memory:  # one in-memory database means one connection
             return self._reading_memory()
         return _Reading(self)
 
     def close(self) -> None:
-        self._closed = True
-        with self._connections_lock:
-            for conn in self._connections:
+        """Close the store's connections; later calls raise :class:`~eskit.StoreError`.
+
+        Reads running in other threads are interrupted and raise ``StoreError``;
+        an append under way finishes first (it is never cut off halfway). Safe to
+        call more than once and from any thread.
+        """
+        with self._pool_lock:
+            self._closed = True
+            for conn in self._readers.difference(self._idle):
+                conn.interrupt()  # safe: a reader is closed only under this lock
+            idle, self._idle = self._idle, []
+            for conn in idle:
+                self._readers.discard(conn)
                 conn.close()
-            self._connections.clear()
+            # The readers still in use are closed by their own _checkin.
+            self._pool_changed.wait_for(lambda: not self._busy, timeout=self._busy_timeout)
+        if self._write_lock.acquire(timeout=self._busy_timeout):
+            try:
+                if self._writer is not None:
+                    self._writer.close()
+                    self._writer = None
+            finally:
+                self._write_lock.release()
+
+    # -- fork() -------------------------------------------------------------------------
+    #
+    # Why: SQLite connections must not cross fork() (https://www.sqlite.org/howtocorrupt.html,
+    # 2.6). Worse, as long as the child holds *any* inherited connection to the file,
+    # even the connections it opens itself share the parent's lock bookkeeping (one
+    # per file and process in SQLite's unix VFS) and take no locks of their own: the
+    # parent's last close then checkpoints and deletes the -wal file the child is
+    # still appending to, and acknowledged events vanish. So the parent closes the
+    # store's connections just before fork() (waiting for reads and appends under
+    # way) and both processes open new ones when next needed.
+
+    def _before_fork(self) -> None:
+        self._fork_quiet = False
+        if self._closed:
+            return
+        self._fork_write_locked = self._write_lock.acquire(timeout=self._busy_timeout)
+        with self._pool_lock:
+            self._forking = True
+            idle = self._pool_changed.wait_for(lambda: not self._busy, timeout=self._busy_timeout)
+            if not (self._fork_write_locked and idle):
+                _log.warning("%r is still in use by another thread at fork(): the child "
+                             "process will refuse to use it", self.path)
+                return
+            self._fork_quiet = True
+            if not self._memory:  # an in-memory database is the child's own copy: keep it
+                for conn in self._idle:
+                    conn.close()
+                self._idle.clear()
+                self._readers.clear()
+                if self._writer is not None:
+                    self._writer.close()
+                    self._writer = None
+
+    def _after_fork_in_parent(self) -> None:
+        if self._closed:
+            return
+        with self._pool_lock:
+            self._forking = False
+            self._pool_changed.notify_all()
+        if self._fork_write_locked:
+            self._write_lock.release()
+        self._after_fork = True
+
+    def _after_fork_in_child(self) -> None:
+        if self._closed:
+            return
+        if not self._fork_quiet:
+            # Connections in use at fork(): never use, close or even free them here
+            # (freeing one closes it, which can delete the parent's -wal file).
+            _INHERITED.extend(self._open_connections())
+            self._writer = None
+            self._unusable = (
+                f"{self.path!r} was in use by another thread when this process was "
+                "forked; open a new store in the child process"
+            )
+        self._readers = set()
+        self._idle = []
+        self._busy = 0
+        self._forking = False
+        self._pool_lock = threading.Lock()
+        self._pool_changed = threading.Condition(self._pool_lock)
+        self._write_lock = threading.Lock()
+        self._pid = os.getpid()
+        self._after_fork = True
+
+    def _open_connections(self) -> list[sqlite3.Connection]:
+        return [*self._readers, *([self._writer] if self._writer is not None else [])]
+
+    def _forked_without_hooks(self) -> None:
+        # A fork that bypassed os.fork() (and so the hooks above): the inherited
+        # connections are live and must stay untouched.
+        with _FORK_LOCK:
+            if self._pid != os.getpid():
+                _INHERITED.extend(self._open_connections())
+                self._readers, self._idle, self._writer = set(), [], None
+                self._unusable = (
+                    f"{self.path!r} was opened in process {self._pid}, which forked without "
+                    "os.fork(); open a new store in this process"
+                )
+                self._pid = os.getpid()
+        raise StoreError(self._unusable)
 
     # -- schema -------------------------------------------------------------------------
 
     def _setup(self) -> None:
         conn = self._writer
+        assert conn is not None
         with _translated(self.path):
             # Look before changing anything: a file that is not an eskit store must be
-            # left exactly as it was (no WAL switch, no -wal/-shm files) when inspecting.
-            tables = {
-                row[0]
-                for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
-            }
+            # left exactly as it was (no WAL switch, no -wal/-shm files).
+            objects = conn.execute("SELECT type, name FROM sqlite_master").fetchall()
+            tables = {name for kind, name in objects if kind == "table"}
             found = self._schema_version(conn) if "eskit_meta" in tables else 0
             ready = found >= SCHEMA_VERSION
             if not self._create:
@@ -242,6 +455,8 @@ class SQLiteEventStore(EventStore):
                 raise NotAnEskitStoreError(
                     f"{self.path!r} has a table eskit_events that eskit did not create"
                 )
+            if "eskit_meta" not in tables and not self._adopt:
+                self._refuse_foreign(conn, objects)
             if not self._memory:
                 self._retry_busy(lambda: conn.execute("PRAGMA journal_mode=WAL").fetchone())
             if ready:
@@ -262,6 +477,25 @@ class SQLiteEventStore(EventStore):
                 except BaseException:
                     conn.execute("ROLLBACK")
                     raise
+
+    def _refuse_foreign(self, conn: sqlite3.Connection, objects: list[Any]) -> None:
+        """Raise NotAnEskitStoreError if the database holds anything eskit did not make."""
+        # eskit's projection tables (SQLiteTarget) may come first; SQLite's own
+        # objects (sqlite_sequence, automatic indexes) come with them.
+        foreign = sorted(
+            name for _, name in objects if not name.startswith(("eskit_", "sqlite_"))
+        )
+        marks = [
+            f"{pragma} {value}" for pragma in ("application_id", "user_version")
+            if (value := conn.execute(f"PRAGMA {pragma}").fetchone()[0])
+        ]
+        if foreign or marks:
+            shown = ", ".join(foreign[:5]) + (", ..." if len(foreign) > 5 else "")
+            raise NotAnEskitStoreError(
+                f"{self.path!r} is a SQLite database that eskit did not create "
+                f"({'tables ' + shown if foreign else ', '.join(marks)}); it was left "
+                "unchanged. Pass adopt=True to add an event store to it"
+            )
 
     def _schema_version(self, conn: sqlite3.Connection) -> int:
         try:
@@ -301,10 +535,19 @@ class SQLiteEventStore(EventStore):
     def _append(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
-        if self._closed:
-            raise StoreError("the store is closed")
-        conn = self._writer
-        with self._write_lock, _translated(self.path):
+        writer = self._lock_writer()
+        assert writer is not None  # no timeout
+        conn = writer
+        try:
+            return self._append_locked(conn, stream_id, stream, expected, batch)
+        finally:
+            self._write_lock.release()
+
+    def _append_locked(
+        self, conn: sqlite3.Connection, stream_id: StreamId, stream: str, expected: Expected,
+        batch: list[PendingEvent],
+    ) -> AppendResult:
+        with _translated(self.path):
             self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
             committed = False
             try:
@@ -434,6 +677,17 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in text or "busy" in text
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def _looks_like_sqlite(path: str) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+    except OSError:
+        return False
+
+
 class _translated:  # lower case: it reads like the function it replaced, _translated(path)
     """Turn sqlite3 errors into eskit errors at the edge of the store.
 
@@ -454,27 +708,88 @@ class _translated:  # lower case: it reads like the function it replaced, _trans
         if exc is None or not isinstance(exc, sqlite3.DatabaseError):
             return
         path = self.path
-        if isinstance(exc, sqlite3.OperationalError):
-            if _is_busy(exc):
-                raise StoreBusyError(f"{path!r} stayed locked by other writers: {exc}") from exc
-            raise StoreError(f"SQLite error on {path!r}: {exc}") from exc
-        if "not a database" in str(exc) or "malformed" in str(exc):
+        if isinstance(exc, sqlite3.OperationalError) and _is_busy(exc):
+            raise StoreBusyError(f"{path!r} stayed locked by other writers: {exc}") from exc
+        code = getattr(exc, "sqlite_errorcode", 0) & 0xFF  # the primary result code
+        # SQLITE_NOTADB: no SQLite header, so not ours; unless the header is there and
+        # the rest is not, which is damage too.
+        if code == sqlite3.SQLITE_CORRUPT or (
+            code == sqlite3.SQLITE_NOTADB and _looks_like_sqlite(path)
+        ):
+            raise DamagedStoreError(
+                f"{path!r} is damaged: SQLite reports {exc!s}; restore it from a backup "
+                "(sqlite3's .recover command may save part of it)"
+            ) from exc
+        if code == sqlite3.SQLITE_NOTADB:
             raise NotAnEskitStoreError(f"{path!r} is not an eskit store: {exc}") from exc
         raise StoreError(f"SQLite error on {path!r}: {exc}") from exc
 
 
 class _Reading(_translated):
-    """``_reading()`` for a file: the thread's reader connection, errors translated."""
+    """``_reading()`` for a file: a reader connection of the pool, errors translated."""
 
-    __slots__ = ("store",)
+    __slots__ = ("conn", "store")
 
     def __init__(self, store: SQLiteEventStore) -> None:
-        super().__init__(store.path)
+        self.path = store.path
         self.store = store
 
     def __enter__(self) -> sqlite3.Connection:  # type: ignore[override]
         try:
-            return self.store._reader()
+            self.conn = self.store._checkout()
         except sqlite3.DatabaseError as exc:  # opening the connection can fail too
-            self.__exit__(type(exc), exc, None)
+            super().__exit__(type(exc), exc, None)
             raise
+        return self.conn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None,
+                 traceback: object) -> None:
+        store = self.store
+        store._checkin(self.conn)
+        if exc is None:
+            return
+        if store._closed and isinstance(exc, sqlite3.Error):  # interrupted by close()
+            raise StoreError(f"{self.path!r}: the store was closed during the read") from exc
+        super().__exit__(kind, exc, traceback)
+
+
+# -- fork() ------------------------------------------------------------------------------
+# The stores and targets that close their connections around fork() (see
+# SQLiteEventStore._before_fork): any object with _before_fork, _after_fork_in_parent
+# and _after_fork_in_child methods.
+_FORK_AWARE: weakref.WeakSet[Any] = weakref.WeakSet()
+# Connections a child process inherited in use: kept referenced for good, since
+# freeing one closes it, and closing it in the child can delete the parent's -wal.
+_INHERITED: list[sqlite3.Connection] = []
+_FORK_LOCK = threading.Lock()
+
+
+def watch_forks(obj: Any) -> None:
+    """Have ``obj``'s fork methods called around every ``os.fork()`` (internal)."""
+    _FORK_AWARE.add(obj)
+
+
+def keep_inherited(conn: sqlite3.Connection) -> None:
+    """Keep a connection a child inherited in use alive, untouched, for good (internal)."""
+    _INHERITED.append(conn)
+
+
+def _each(method: str) -> None:
+    for obj in list(_FORK_AWARE):
+        try:
+            getattr(obj, method)()
+        except Exception:  # a hook must not break fork() for everybody else
+            _log.exception("%s failed on %r", method, obj)
+
+
+def _after_fork_in_child() -> None:
+    global _FORK_LOCK
+    _FORK_LOCK = threading.Lock()
+    _each("_after_fork_in_child")
+
+
+os.register_at_fork(
+    before=lambda: _each("_before_fork"),
+    after_in_parent=lambda: _each("_after_fork_in_parent"),
+    after_in_child=_after_fork_in_child,
+)

@@ -10,7 +10,9 @@ Design notes:
   connections: its writes go through the one writer connection under the
   store's write lock, each in its own ``BEGIN IMMEDIATE`` transaction after the
   events it follows have committed (see :mod:`eskit.stores.sqlite` for why
-  appends never use deferred transactions).
+  appends never use deferred transactions), and its reads through the store's
+  reader pool. So it holds no connection of its own: closing the event store,
+  a thread ending or a ``fork()`` are handled once, by the event store.
 * **Never above the head.** The insert carries its own check: it stores the
   snapshot only if ``eskit_events`` holds the snapshot's event id at its
   version, in the same statement, so a snapshot can never describe an event
@@ -84,16 +86,16 @@ class SQLiteSnapshotStore(SnapshotStore):
 
     def _save(self, stream: str, snapshot: Snapshot) -> None:
         store = self.event_store
-        if store._closed:
-            raise StoreError("the store is closed")
-        if not store._write_lock.acquire(timeout=self.lock_timeout):
+        with _translated(store.path):
+            conn = store._lock_writer(timeout=self.lock_timeout)
+        if conn is None:
             raise StoreBusyError(
                 f"{store.path!r}: other writers held the store for {self.lock_timeout} s; "
                 "the snapshot was not written"
             )
         try:
             with _translated(store.path):
-                self._write(store._writer, stream, snapshot, store._busy_timeout)
+                self._write(conn, stream, snapshot, store._busy_timeout)
         finally:
             store._write_lock.release()
 

@@ -1,0 +1,5 @@
+"""``python -m eskit.cli``: the same as the ``eskit`` command."""
+
+from eskit.cli import main
+
+main()
