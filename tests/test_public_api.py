@@ -6,7 +6,8 @@ import sys
 import eskit
 
 PUBLIC_API = [
-    "ANY", "NO_STREAM", "STREAM_EXISTS", "Aggregate", "AggregateNotFound", "AppendResult",
+    "ANY", "NO_STREAM", "STREAM_EXISTS", "Aggregate", "AggregateNotFound",
+    "AppendNotFirstWriteError", "AppendResult",
     "ConcurrencyError", "DamagedStoreError", "DecodingError", "DuplicateEventError",
     "EncodingError",
     "EskitDeprecationWarning", "EskitError",

@@ -798,6 +798,7 @@ def test_a_postgres_schema_of_version_1_is_upgraded_by_setup(postgres_dsn: str) 
     import psycopg
 
     from eskit import PostgresEventStore, PostgresSnapshotStore
+    from eskit.stores.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
     from eskit.stores.postgres_schema import Statements
 
     schema = new_schema_name()
@@ -814,7 +815,7 @@ def test_a_postgres_schema_of_version_1_is_upgraded_by_setup(postgres_dsn: str) 
         with pytest.raises(StoreError, match="eskit migrate"):
             PostgresSnapshotStore(old)
     with PostgresEventStore(postgres_dsn, schema=schema) as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == POSTGRES_SCHEMA_VERSION
         repo = Repository(store, snapshots=PostgresSnapshotStore(store))
         ledger = repo.get("acc", Ledger)
         assert repo.take_snapshot(ledger).version == 1

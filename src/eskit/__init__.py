@@ -13,6 +13,7 @@ from eskit.aggregate import Aggregate, handles
 from eskit.codec import register_type
 from eskit.errors import (
     AggregateNotFound,
+    AppendNotFirstWriteError,
     ConcurrencyError,
     DamagedStoreError,
     DecodingError,
@@ -91,6 +92,7 @@ __all__ = [
     "STREAM_EXISTS",
     "Aggregate",
     "AggregateNotFound",
+    "AppendNotFirstWriteError",
     "AppendResult",
     "ConcurrencyError",
     "DamagedStoreError",

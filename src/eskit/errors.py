@@ -19,7 +19,8 @@ never reach the caller untranslated::
         ├── NotAnEskitStoreError            the file or database is not an eskit store
         ├── DamagedStoreError               the store's file is corrupt
         ├── StoreBusyError                  the store stayed locked past the timeout
-        └── StoreUnavailableError           the server is unreachable or the connection broke
+        ├── StoreUnavailableError           the server is unreachable or the connection broke
+        └── AppendNotFirstWriteError        an append came after other writes in its transaction
 
 ``ConcurrencyError`` subclasses ``ValueError`` so that code written for the
 seed tutorial, which catches ``ValueError``, keeps working.
@@ -31,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "AggregateNotFound",
+    "AppendNotFirstWriteError",
     "ConcurrencyError",
     "DamagedStoreError",
     "DecodingError",
@@ -190,6 +192,16 @@ class StoreUnavailableError(StoreError):
     appends, which are idempotent on event ids). Retrying later is safe for the
     same reasons: repeat an append with the same event ids and a stored batch is
     recognised (``duplicate=True``), never stored twice.
+    """
+
+
+class AppendNotFirstWriteError(StoreError):
+    """PostgreSQL refused an append inside a transaction that had written before.
+
+    eskit's readers rely on every appending transaction taking its transaction id
+    at its first insert into the events table (see docs/postgres.md); an insert
+    by a transaction that already holds an id is refused, and nothing is written.
+    eskit's own appends always run in a transaction of their own.
     """
 
 

@@ -114,6 +114,9 @@ class SyncFacade(EventStore):
     def head_position(self) -> int:
         return self._loop.run(self.inner.head_position())
 
+    def wait_for(self, position: int, timeout: float = 10.0) -> bool:
+        return self._loop.run(self.inner.wait_for(position, timeout))
+
     def version_at(self, stream_id: StreamId, as_of: Any) -> int:
         return self._loop.run(self.inner.version_at(stream_id, as_of))
 

@@ -343,15 +343,99 @@ def test_read_all_does_not_skip_an_event_committed_late(postgres_dsn: str) -> No
             batch = prepare_batch("slow", [_new(who="slow")], registry=store.registry,
                                   max_event_bytes=store.max_event_bytes)
             await slow.execute(store.sql.append, append_params("slow", 0, batch))
-            await store.append("fast", [_new(who="fast")], 0)
+            fast = await store.append("fast", [_new(who="fast")], 0)
             assert await store.oldest_transaction_age() >= 0
             assert [e async for e in store.read_all()] == [], "fast waits behind slow"
             assert await store.head_position() == 0
+            assert await store.wait_for(fast.position, timeout=0.02) is False
             await slow.commit()
+            assert await store.wait_for(fast.position, timeout=5) is True
             read = [e.event_data["who"] async for e in store.read_all()]
             assert read == ["slow", "fast"]
         finally:
             await slow.close()
+            await store.close()
+
+    asyncio.run(main())
+
+
+@pytest.mark.parametrize("expected", ["ANY", "STREAM_EXISTS"])
+def test_unconditional_appends_never_conflict_with_24_tasks_on_one_stream(
+    postgres_dsn: str, expected: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """As in the sync store: a retry holds the stream's lock, so one retry is enough."""
+    import eskit
+    import eskit.aio.postgres as module
+    from eskit.aio import AsyncPostgresEventStore
+
+    monkeypatch.setattr(module, "MAX_APPEND_ATTEMPTS", 2)
+    expectation = getattr(eskit, expected)
+
+    async def main() -> None:
+        store = await AsyncPostgresEventStore.open(
+            postgres_dsn, schema=new_schema_name(), pool_size=24
+        )
+        try:
+            await store.append("race", [_new()], 0)
+            wrong: list[ConcurrencyError] = []
+
+            async def unconditional() -> None:
+                for _ in range(25):
+                    await store.append("race", [_new(), _new()], expectation)
+
+            async def exact_version() -> int:
+                won = 0
+                for _ in range(25):
+                    head = await store.head_version("race")
+                    try:
+                        await store.append("race", [_new()], head)
+                        won += 1
+                    except ConcurrencyError as exc:
+                        wrong.extend([exc] if exc.expected_version != head else [])
+                return won
+
+            results = await asyncio.wait_for(
+                asyncio.gather(
+                    *(unconditional() for _ in range(20)), *(exact_version() for _ in range(4))
+                ),
+                timeout=120,
+            )
+            won = sum(r for r in results if r is not None)
+            assert wrong == []
+            versions = [e.version for e in await store.read_stream("race")]
+            assert versions == list(range(1, 2 + 20 * 25 * 2 + won))
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+
+
+def test_an_idle_transaction_holding_an_id_does_not_delay_async_readers(
+    postgres_dsn: str,
+) -> None:
+    """Only transactions that append hold the horizon back (schema version 3)."""
+    import psycopg
+
+    from eskit.aio import AsyncPostgresEventStore
+
+    async def main() -> None:
+        store = await AsyncPostgresEventStore.open(postgres_dsn, schema=new_schema_name())
+        elsewhere = psycopg.conninfo.make_conninfo(postgres_dsn, dbname="postgres")
+        idle = [
+            await psycopg.AsyncConnection.connect(postgres_dsn),
+            await psycopg.AsyncConnection.connect(elsewhere),
+        ]
+        try:
+            for conn in idle:
+                await conn.execute("SELECT pg_current_xact_id()")  # held, idle
+            result = await store.append("after", [_new()], 0)
+            assert await store.head_position() == result.position
+            assert [e.aggregate_id async for e in store.read_all()] == ["after"]
+            assert await store.wait_for(result.position, timeout=0) is True
+            assert await store.oldest_transaction_age() == 0
+        finally:
+            for conn in idle:
+                await conn.close()
             await store.close()
 
     asyncio.run(main())

@@ -172,7 +172,9 @@ def test_migrate_creates_the_schema_once_and_is_idempotent(postgres_dsn):
     schema = new_schema_name()
     first = eskit_cli("migrate", postgres_dsn, "--schema", schema)
     assert first.returncode == 0, first.stderr
-    assert "version 2 (migrated from 0)" in first.stdout
+    from eskit.stores.postgres_schema import SCHEMA_VERSION
+
+    assert f"version {SCHEMA_VERSION} (migrated from 0)" in first.stdout
     again = eskit_cli("migrate", postgres_dsn, "--schema", schema)
     assert again.returncode == 0, again.stderr
     assert "already up to date" in again.stdout

@@ -19,6 +19,9 @@ import psycopg
 import pytest
 
 from eskit import (
+    ANY,
+    STREAM_EXISTS,
+    AppendNotFirstWriteError,
     ConcurrencyError,
     InvalidInputError,
     NewEvent,
@@ -27,7 +30,7 @@ from eskit import (
 from eskit.events import MAX_NAME_BYTES
 from eskit.stores.base import prepare_batch
 from eskit.stores.postgres import PostgresEventStore
-from eskit.stores.postgres_schema import append_params
+from eskit.stores.postgres_schema import APPEND_NOT_FIRST_WRITE, Statements, append_params
 from tests.conftest import new_schema_name
 
 
@@ -90,17 +93,171 @@ def test_a_rolled_back_append_leaves_a_hole_the_reader_does_not_wait_for(
     assert [e.aggregate_id for e in store.read_all()] == ["kept"]
 
 
-def test_a_long_open_transaction_delays_readers_and_is_reported(
+def test_an_open_append_delays_readers_and_is_reported(
     store: PostgresEventStore, postgres_dsn: str
 ) -> None:
-    with psycopg.connect(postgres_dsn) as long_running:
-        long_running.execute("SELECT pg_current_xact_id()")  # holds a transaction id
+    with psycopg.connect(postgres_dsn) as appending:
+        _open_append(store, appending, "slow")
         time.sleep(0.05)
-        store.append("s", [NewEvent("During")], 0)
-        assert list(store.read_all()) == [], "events after an open transaction wait for it"
+        late = store.append("s", [NewEvent("During")], 0)
+        assert list(store.read_all()) == [], "events after an open append wait for it"
+        assert store.wait_for(late.position, timeout=0.05) is False
         assert store.oldest_transaction_age() >= 0.05
-        long_running.commit()
-    assert [e.event_type for e in store.read_all()] == ["During"]
+        appending.commit()
+    assert [e.event_type for e in store.read_all()] == ["Slow", "During"]
+    assert store.wait_for(late.position, timeout=0) is True
+    assert store.oldest_transaction_age() == 0
+
+
+def _snapshot_xip(conn: psycopg.Connection[Any]) -> set[int]:
+    rows = conn.execute("SELECT pg_snapshot_xip(pg_current_snapshot())::text").fetchall()
+    return {int(r[0]) for r in rows}
+
+
+def _xid(conn: psycopg.Connection[Any]) -> int:
+    row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _assert_visible_at_once_despite(
+    store: PostgresEventStore, postgres_dsn: str, holder: psycopg.Connection[Any]
+) -> None:
+    """``holder`` has an id and is idle: an append after it is visible at once."""
+    held = _xid(holder)
+    result = store.append("after", [NewEvent("After")], 0)
+    with psycopg.connect(postgres_dsn, autocommit=True) as probe:
+        # The proof that the test exercises the case: the idle transaction is in
+        # progress in the reader's snapshot, so the old horizon (the xmin) was below it.
+        assert held in _snapshot_xip(probe)
+    assert [e.aggregate_id for e in store.read_all()] == ["after"]
+    assert store.head_position() == result.position
+    assert store.wait_for(result.position, timeout=0) is True
+    assert store.oldest_transaction_age() == 0
+
+
+def test_a_transaction_writing_another_table_first_does_not_delay_readers(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    with psycopg.connect(postgres_dsn) as other:
+        other.execute(f'CREATE TABLE "{store.schema}".side (n int)')
+        other.commit()
+        other.execute(f'INSERT INTO "{store.schema}".side VALUES (1)')  # takes an id
+        _assert_visible_at_once_despite(store, postgres_dsn, other)
+        # It even reads the events table: a reader, not an appender.
+        other.execute(f'SELECT count(*) FROM "{store.schema}".eskit_events')
+        second = store.append("after", [NewEvent("After")], 1)
+        assert store.head_position() == second.position
+        other.commit()
+
+
+def test_an_idle_transaction_in_another_database_does_not_delay_readers(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    elsewhere = psycopg.conninfo.make_conninfo(postgres_dsn, dbname="postgres")
+    with psycopg.connect(elsewhere) as other:
+        _assert_visible_at_once_despite(store, postgres_dsn, other)
+        other.rollback()
+
+
+def test_a_projection_batch_into_a_postgres_target_does_not_delay_readers(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    from eskit import PostgresTarget
+
+    target = PostgresTarget(postgres_dsn, schema=store.schema)
+    try:
+        with target.transaction() as conn:
+            conn.execute("CREATE TABLE read_model (n int)")
+            conn.execute("INSERT INTO read_model VALUES (1)")
+            _assert_visible_at_once_despite(store, postgres_dsn, conn)
+    finally:
+        target.close()
+
+
+def test_an_append_after_other_writes_in_its_transaction_is_refused(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    batch = prepare_batch(
+        "late", [NewEvent("Late")], registry=store.registry, max_event_bytes=store.max_event_bytes
+    )
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("SELECT pg_current_xact_id()")  # any write, or an explicit id
+        with pytest.raises(psycopg.Error, match="must be the first write") as raised:
+            conn.execute(store.sql.append, append_params("late", 0, batch))
+        assert raised.value.sqlstate == APPEND_NOT_FIRST_WRITE
+    # Through the store's connections the refusal is a typed eskit error.
+    def write_then_append() -> None:
+        with store._connection() as conn, conn.transaction():
+            conn.execute(f'CREATE TABLE "{store.schema}".side (n int)')
+            conn.execute(store.sql.append, append_params("late", 0, batch))
+
+    with pytest.raises(AppendNotFirstWriteError, match="first write of its transaction"):
+        write_then_append()
+    assert store.read_stream("late") == []
+    assert list(store.read_all()) == []
+
+
+def test_an_append_may_write_more_after_its_first_insert(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    # Events first, then anything else, then more events: the transaction took the
+    # table's lock before its id, so readers wait for it, and nothing is skipped.
+    with psycopg.connect(postgres_dsn) as conn:
+        _open_append(store, conn, "first")
+        conn.execute(f'CREATE TABLE "{store.schema}".side (n int)')
+        _open_append(store, conn, "second")
+        later = store.append("later", [NewEvent("Later")], 0)
+        assert list(store.read_all()) == []
+        assert store.wait_for(later.position, timeout=0.02) is False
+        conn.commit()
+    assert [e.aggregate_id for e in store.read_all()] == ["first", "second", "later"]
+
+
+def test_an_append_rolled_back_to_a_savepoint_releases_readers_and_cannot_append_again(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("SAVEPOINT s")
+        _open_append(store, conn, "undone")  # the top-level id is taken here
+        conn.execute("ROLLBACK TO SAVEPOINT s")  # ... and outlives the savepoint
+        held = _xid(conn)
+        # The rollback released the table lock: this transaction holds nobody back.
+        _assert_visible_at_once_despite(store, postgres_dsn, conn)
+        # It cannot append any more: it has an id and no longer holds the lock.
+        with pytest.raises(psycopg.Error, match="must be the first write"):
+            _open_append(store, conn, "again")
+        conn.rollback()
+    assert held > 0
+    assert [e.aggregate_id for e in store.read_all()] == ["after"]
+
+
+def test_the_horizon_stops_at_an_append_that_committed_after_the_snapshot(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    # The window between a reader's snapshot and its lock lookup: an appender that
+    # held the lock at the snapshot and committed before the lookup is no longer
+    # in pg_locks; the status check (run after the lookup) must still stop there.
+    with psycopg.connect(postgres_dsn) as slow, psycopg.connect(
+        postgres_dsn, autocommit=True
+    ) as reader:
+        _open_append(store, slow, "slow")
+        slow_xid = _xid(slow)
+        fast = store.append("fast", [NewEvent("Fast")], 0)
+        row = reader.execute("SELECT pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        snapshot = row[0]
+        slow.commit()
+        horizon = reader.execute(
+            psycopg.sql.SQL("SELECT {}.eskit_read_horizon(%s::pg_snapshot)::text").format(
+                psycopg.sql.Identifier(store.schema)
+            ),
+            (snapshot,),
+        ).fetchone()
+    assert horizon is not None
+    assert int(horizon[0]) == slow_xid
+    assert (fast.position or 0) >> 64 > slow_xid
+    assert [e.aggregate_id for e in store.read_all()] == ["slow", "fast"]
 
 
 def test_live_reader_sees_every_committed_event_exactly_once_with_slow_writers(
@@ -207,6 +364,97 @@ def test_subscription_stop_ends_a_waiting_iteration_promptly(
     follower.join(timeout=10)
     assert not follower.is_alive()
     assert time.monotonic() - started < 5
+
+
+def test_the_horizon_passes_an_unrelated_transaction_that_ended_after_the_snapshot(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    # A transaction of another database (or table) in the snapshot that ends before
+    # the lookup stored no events here: it must not hold the reader back either.
+    elsewhere = psycopg.conninfo.make_conninfo(postgres_dsn, dbname="postgres")
+    with psycopg.connect(elsewhere) as other, psycopg.connect(
+        postgres_dsn, autocommit=True
+    ) as reader:
+        other_xid = _xid(other)
+        store.append("fast", [NewEvent("Fast")], 0)
+        row = reader.execute("SELECT pg_current_snapshot()::text").fetchone()
+        assert row is not None
+        snapshot = row[0]
+        assert other_xid in _snapshot_xip(reader)
+        other.commit()
+        query = psycopg.sql.SQL("SELECT {}.eskit_read_horizon(%s::pg_snapshot)::text").format(
+            psycopg.sql.Identifier(store.schema)
+        )
+        horizon = reader.execute(query, (snapshot,)).fetchone()
+        # Under REPEATABLE READ the function cannot look with a newer snapshot, so
+        # it stays conservative: an ended transaction counts.
+        with reader.transaction():
+            reader.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            conservative = reader.execute(query, (snapshot,)).fetchone()
+    assert horizon is not None
+    assert int(horizon[0]) == int(snapshot.split(":")[1]), "the horizon is the snapshot xmax"
+    assert conservative == (str(other_xid),)
+
+
+# -- ANY and STREAM_EXISTS under contention --------------------------------------------
+
+
+@pytest.mark.parametrize("expected", [ANY, STREAM_EXISTS], ids=["ANY", "STREAM_EXISTS"])
+def test_unconditional_appends_never_conflict_with_24_threads_on_one_stream(
+    postgres_dsn: str, expected: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A retry after a lost race holds the stream's lock, so no other eskit append
+    # can beat it: one retry is always enough. With the bound cut to two attempts,
+    # a second loss would surface as StoreBusyError (the old unlocked retries lost
+    # again and again: about 70% of appends failed with two attempts).
+    import eskit.stores.postgres as module
+
+    monkeypatch.setattr(module, "MAX_APPEND_ATTEMPTS", 2)
+    store = PostgresEventStore(postgres_dsn, schema=new_schema_name(), pool_size=24)
+    store.append("race", [NewEvent("First")], 0)
+    errors: list[BaseException] = []
+    exact = {"won": 0, "conflict": 0}
+    lock = threading.Lock()
+
+    def unconditional() -> None:
+        for _ in range(25):
+            try:
+                store.append("race", [NewEvent("Any"), NewEvent("Any")], expected)
+            except BaseException as exc:
+                with lock:
+                    errors.append(exc)
+
+    def exact_version() -> None:
+        for _ in range(25):
+            head = store.head_version("race")
+            try:
+                store.append("race", [NewEvent("Exact")], head)
+            except ConcurrencyError as exc:
+                outcome = "conflict" if exc.expected_version == head else "wrong error"
+            except BaseException as exc:
+                with lock:
+                    errors.append(exc)
+                continue
+            else:
+                outcome = "won"
+            with lock:
+                exact[outcome] = exact.get(outcome, 0) + 1
+
+    threads = [threading.Thread(target=unconditional) for _ in range(20)]
+    threads += [threading.Thread(target=exact_version) for _ in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert not any(t.is_alive() for t in threads), "the writers did not finish in time"
+        assert errors == []
+        assert set(exact) <= {"won", "conflict"}, exact
+        assert exact["won"] + exact["conflict"] == 100
+        versions = [e.version for e in store.read_stream("race")]
+        assert versions == list(range(1, 2 + 20 * 25 * 2 + exact["won"]))
+    finally:
+        store.close()
 
 
 # -- processes -------------------------------------------------------------------------
@@ -545,3 +793,45 @@ def test_read_all_reads_page_by_page_when_no_thread_can_be_started(
     monkeypatch.setattr(ThreadPoolExecutor, "submit", refuse)
     assert [e.event_data["n"] for e in store.read_all()] == list(range(total))
     assert len(list(store.read_all(limit=READ_ALL_PAGE_SIZE + 1))) == READ_ALL_PAGE_SIZE + 1
+
+
+# -- schema version 3: the read horizon ------------------------------------------------
+
+
+def test_a_version_2_store_gets_the_new_horizon_when_opened(postgres_dsn: str) -> None:
+    schema = new_schema_name()
+    statements = Statements(schema)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute(statements.create_schema)
+        conn.execute(statements.create_meta)
+        for statement in statements.migrations[0] + statements.migrations[1]:
+            conn.execute(statement)
+        conn.execute(statements.write_schema_version, ("2",))
+    with PostgresEventStore(postgres_dsn, schema=schema, setup=False) as old, psycopg.connect(
+        postgres_dsn
+    ) as other:
+        assert old.schema_version() == 2
+        old.append("before", [NewEvent("Before")], 0)
+        # Not migrated yet: reads keep the version 2 horizon (the xmin), which is
+        # sound but held back by any transaction with an id.
+        other.execute("SELECT pg_current_xact_id()")
+        held_back = old.append("held", [NewEvent("Held")], 0)
+        assert old.head_position() < (held_back.position or 0)
+        other.rollback()
+    with PostgresEventStore(postgres_dsn, schema=schema) as store, psycopg.connect(
+        postgres_dsn
+    ) as other:
+        assert store.schema_version() == 3
+        assert [e.aggregate_id for e in store.read_all()] == ["before", "held"]
+        other.execute("SELECT pg_current_xact_id()")
+        after = store.append("after", [NewEvent("After")], 0)
+        assert store.head_position() == after.position
+        with pytest.raises(psycopg.Error, match="must be the first write"):
+            _open_append(store, other, "late")
+        other.rollback()
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        trigger = conn.execute(
+            "SELECT tgname FROM pg_trigger WHERE tgrelid = %s::regclass AND tgname = %s",
+            (f'"{schema}".eskit_events', "eskit_events_append_first"),
+        ).fetchone()
+    assert trigger is not None

@@ -4,11 +4,12 @@ The async twin of :class:`eskit.stores.postgres.PostgresEventStore`, on
 psycopg's ``AsyncConnection`` and ``psycopg_pool.AsyncConnectionPool``. It runs
 the very same statements (:class:`~eskit.stores.postgres_schema.Statements`:
 the same migrations, the same single-statement append, the same read of
-``read_all`` below the snapshot xmin) and decodes rows with the same functions,
+``read_all`` below the read horizon) and decodes rows with the same functions,
 so the two front ends store and return identical events and can share one
 database and schema. See :mod:`eskit.stores.postgres_schema` for the ordering
-technique and its caveats (an open transaction anywhere in the cluster holds
-readers back; PostgreSQL 13+; appends go to the primary).
+technique and its caveats (an open append to the store holds readers back; an
+append must be its transaction's first write; PostgreSQL 13+; appends go to the
+primary).
 
 Concurrency control rests on the unique key (stream_id, version): two writers
 of one stream collide there and the loser gets a unique violation, which is
@@ -36,11 +37,11 @@ import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
+from functools import partial
 from typing import Any, Self, TypeVar
 from uuid import UUID
 
 from eskit.errors import (
-    ConcurrencyError,
     InvalidInputError,
     MissingExtraError,
     StoreError,
@@ -68,7 +69,7 @@ from eskit.stores.base import (
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
-    MAX_UNCONDITIONAL_RETRIES,
+    MAX_APPEND_ATTEMPTS,
     NOTIFY_INTERVAL,
     SCHEMA_VERSION,
     Statements,
@@ -79,6 +80,7 @@ from eskit.stores.postgres_schema import (
     pending_migrations,
     retry_after_lost_race,
     stream_infos,
+    too_busy,
     transaction_age,
     unpack_position,
 )
@@ -184,12 +186,14 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 # The pool gives up with a PoolTimeout: the server is not reachable.
                 raise StoreUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
         self._connected = True
-        if setup:
-            try:
+        try:
+            if setup:
                 await self.setup()
-            except BaseException:
-                await self.close()
-                raise
+            else:  # read with the horizon the schema as it is supports
+                self.sql.use_schema_version(await self.schema_version())
+        except BaseException:
+            await self.close()
+            raise
 
     async def __aenter__(self) -> Self:
         await self.connect()
@@ -286,6 +290,16 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 await conn.execute(statement)
             if current != SCHEMA_VERSION:
                 await conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
+        self.sql.use_schema_version(SCHEMA_VERSION)
+
+    async def schema_version(self) -> int:
+        """The eskit schema version in the database; ``0`` if eskit's tables are absent."""
+        async with self._connection() as conn:
+            row = await (await conn.execute(self.sql.meta_exists)).fetchone()
+            if not row or row[0] is None:
+                return 0
+            row = await (await conn.execute(self.sql.read_schema_version)).fetchone()
+        return int(row[0]) if row else 0
 
     # -- writing ------------------------------------------------------------------------
 
@@ -294,18 +308,26 @@ class AsyncPostgresEventStore(AsyncEventStore):
     ) -> AppendResult:
         params = append_params(stream, expected, batch)
 
-        async def insert(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], str | None]:
+        async def insert(
+            conn: psycopg.AsyncConnection[Any], locked: bool
+        ) -> tuple[list[Any], str | None]:
             try:
-                return await (await conn.execute(self.sql.append, params)).fetchall(), None
+                if not locked:
+                    return await (await conn.execute(self.sql.append, params)).fetchall(), None
+                # Lost a race for the next version: go again holding the stream's
+                # lock, as the sync store does.
+                async with conn.transaction():
+                    await conn.execute(self.sql.lock_stream, {"stream": stream})
+                    return await (await conn.execute(self.sql.append, params)).fetchall(), None
             except pg_errors.UniqueViolation as exc:
                 # Caught inside the block: the connection goes back to the pool
                 # clean (autocommit, the failed statement rolled back on its own).
                 return [], exc.diag.constraint_name
 
-        for _ in range(MAX_UNCONDITIONAL_RETRIES):
+        for attempt in range(MAX_APPEND_ATTEMPTS):
             # Safe to retry on a dropped connection: same event ids, so an attempt
             # that committed before the drop is found by resolve_conflict below.
-            rows, clash = await self._run(insert)
+            rows, clash = await self._run(partial(insert, locked=attempt > 0))
             if clash is None:
                 result = inserted_result(stream_id, batch, rows)
                 if result is not None:
@@ -321,7 +343,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
             if clash == EVENT_ID_CONSTRAINT or not retry_after_lost_race(expected, found):
                 return resolve_conflict(stream_id, stream, expected, head, batch, found)
             await asyncio.sleep(0)
-        raise ConcurrencyError(stream_id, expected, await self._head(stream))
+        raise too_busy(stream)
 
     def _signal_listeners(self) -> None:
         """Have the NOTIFY for this append sent soon, off the append's path.
@@ -376,8 +398,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
         return decode_rows(await self._fetchall(query, params), stream_id)
 
     async def _read_all_page(self, after: int, limit: int) -> list[Event]:
-        # Only rows of transactions below the snapshot xmin, computed in the same
-        # statement: see "The global order" in eskit.stores.postgres_schema.
+        # Only rows below the read horizon, computed in the same statement: see
+        # "The global order" in eskit.stores.postgres_schema.
         tx, seq = unpack_position(after)
         return decode_rows(await self._fetchall(self.sql.read_all_page, (tx, seq, limit)))
 
@@ -398,11 +420,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
     # -- monitoring ---------------------------------------------------------------------
 
     async def oldest_transaction_age(self) -> float:
-        """Seconds the oldest open transaction that holds a transaction id has run.
+        """Seconds the oldest open transaction that appends to this store has run.
 
-        While such a transaction is open, :meth:`read_all` does not return events
-        committed after it began (it never skips them; they arrive once it ends).
-        A large value here explains reader lag.
+        Same as :meth:`eskit.PostgresEventStore.oldest_transaction_age`: only such
+        a transaction holds readers back; ``0`` when there is none.
 
         The role needs ``pg_read_all_stats`` (or ``pg_monitor``) to time other
         roles' transactions; without it this raises :class:`~eskit.StoreError`

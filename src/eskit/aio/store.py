@@ -29,6 +29,7 @@ event ids) to find out which, the retry is recognised and returns
 
 from __future__ import annotations
 
+import asyncio
 from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime
@@ -42,6 +43,8 @@ from eskit.stores.base import (
     DEFAULT_MAX_EVENT_BYTES,
     READ_ALL_PAGE_SIZE,
     VERSION_AT_PAGE,
+    WAIT_FOR_FIRST_DELAY,
+    WAIT_FOR_MAX_DELAY,
     AppendInput,
     AppendResult,
     Expected,
@@ -56,6 +59,7 @@ from eskit.stores.base import (
     check_on_undecodable,
     check_position,
     check_read_stream_args,
+    check_wait_for_args,
     prepare_batch,
     stream_key,
     tolerant_items,
@@ -243,6 +247,25 @@ class AsyncEventStore(ABC):
     async def head_position(self) -> int:
         """The position of the newest visible event in the store; ``0`` if empty."""
         return await self._head_position()
+
+    async def wait_for(self, position: int, timeout: float = 10.0) -> bool:
+        """Wait until :meth:`read_all` returns the event at ``position``: read your writes.
+
+        Same contract as :meth:`eskit.EventStore.wait_for`: ``True`` as soon as
+        :meth:`head_position` has reached ``position``, ``False`` after
+        ``timeout`` seconds; polls without blocking the loop.
+        """
+        limit = check_wait_for_args(position, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + limit
+        delay = WAIT_FOR_FIRST_DELAY
+        while await self.head_position() < position:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                return False
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(2 * delay, WAIT_FOR_MAX_DELAY)
+        return True
 
     async def list_streams(self) -> list[StreamInfo]:
         """Every stream in the store, in order of its first event."""

@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import re
 import threading
+import time
 from abc import ABC
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -232,6 +233,26 @@ def check_position(value: object) -> None:
         raise InvalidInputError(f"from_position must be an int, got {type(value).__name__}")
     if not 0 <= value <= MAX_POSITION:
         raise InvalidInputError(f"from_position must be between 0 and 2**128 - 1, got {value}")
+
+
+WAIT_FOR_FIRST_DELAY = 0.001
+WAIT_FOR_MAX_DELAY = 0.05
+"""``wait_for`` polls ``head_position``, doubling its pause from the first to the max."""
+
+
+def check_wait_for_args(position: object, timeout: object) -> float:
+    """The checked arguments of ``wait_for``: the timeout in seconds."""
+    if type(position) is not int:
+        raise InvalidInputError(f"position must be an int, got {type(position).__name__}")
+    if not 0 <= position <= MAX_POSITION:
+        raise InvalidInputError(f"position must be between 0 and 2**128 - 1, got {position}")
+    if (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, int | float)
+        or not 0 <= timeout < float("inf")  # NaN fails too
+    ):
+        raise InvalidInputError(f"timeout must be a finite number >= 0, got {timeout!r}")
+    return float(timeout)
 
 
 def check_expected(expected: object) -> Expected:
@@ -1098,6 +1119,28 @@ class EventStore(ABC):  # noqa: B024
     def head_position(self) -> int:
         """The position of the newest visible event in the store; ``0`` if empty."""
         return self._head_position()
+
+    def wait_for(self, position: int, timeout: float = 10.0) -> bool:
+        """Wait until :meth:`read_all` returns the event at ``position``: read your writes.
+
+        Pass the ``position`` of an :meth:`append` result (or of an event). Returns
+        ``True`` as soon as :meth:`head_position` has reached it, so every reader
+        of this store that starts now gets the event (a PostgreSQL reader can lag
+        behind a commit while an older append is still open; see
+        docs/postgres.md), and ``False`` if ``timeout`` seconds pass first. It
+        polls, with pauses growing from 1 ms to 50 ms; it does not say whether
+        an event exists at ``position``.
+        """
+        limit = check_wait_for_args(position, timeout)
+        deadline = time.monotonic() + limit
+        delay = WAIT_FOR_FIRST_DELAY
+        while self.head_position() < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            time.sleep(min(delay, remaining))
+            delay = min(2 * delay, WAIT_FOR_MAX_DELAY)
+        return True
 
     def list_streams(self) -> list[StreamInfo]:
         """Every stream in the store, in order of its first event."""

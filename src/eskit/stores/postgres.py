@@ -1,10 +1,10 @@
 """The production event store, on PostgreSQL with psycopg 3 (``pip install 'eskit[postgres]'``).
 
 See :mod:`eskit.stores.postgres_schema` for the ordering technique (transaction
-ids below the snapshot xmin) and its caveats. Concurrency control rests on the
-unique key (stream_id, version), not on SERIALIZABLE isolation; every append is
-one statement in one short transaction, so appends to different streams run in
-parallel and no table lock is ever taken.
+ids below a horizon that only appending transactions hold back) and its caveats.
+Concurrency control rests on the unique key (stream_id, version), not on
+SERIALIZABLE isolation; every append is one statement in one short transaction,
+so appends to different streams run in parallel and no table lock is ever taken.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from eskit.errors import (
-    ConcurrencyError,
     InvalidInputError,
     MissingExtraError,
     StoreError,
@@ -49,7 +48,7 @@ from eskit.stores.base import (
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
-    MAX_UNCONDITIONAL_RETRIES,
+    MAX_APPEND_ATTEMPTS,
     NOTIFY_INTERVAL,
     SCHEMA_VERSION,
     Statements,
@@ -60,6 +59,7 @@ from eskit.stores.postgres_schema import (
     pending_migrations,
     retry_after_lost_race,
     stream_infos,
+    too_busy,
     transaction_age,
     unpack_position,
 )
@@ -126,12 +126,14 @@ class PostgresEventStore(EventStore):
             assert dsn is not None
             pool = self._new_pool(dsn)
         self.pool = pool
-        if setup:
-            try:
+        try:
+            if setup:
                 self.setup()
-            except BaseException:
-                self.close()
-                raise
+            else:  # read with the horizon the schema as it is supports
+                self.sql.use_schema_version(self.schema_version())
+        except BaseException:
+            self.close()
+            raise
 
     # -- connections and schema ---------------------------------------------------------
 
@@ -224,6 +226,7 @@ class PostgresEventStore(EventStore):
                 conn.execute(statement)
             if migrations:
                 conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
+        self.sql.use_schema_version(SCHEMA_VERSION)
 
     def schema_version(self) -> int:
         """The eskit schema version in the database; ``0`` if eskit's tables are absent."""
@@ -253,11 +256,15 @@ class PostgresEventStore(EventStore):
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
         params = append_params(stream, expected, batch)
-        for _ in range(MAX_UNCONDITIONAL_RETRIES):
+        for attempt in range(MAX_APPEND_ATTEMPTS):
             try:
-                # Safe to retry on a dropped connection: same event ids, so an attempt
-                # that committed before the drop is found by resolve_conflict below.
-                rows = self._run(lambda conn: conn.execute(self.sql.append, params).fetchall())
+                if attempt == 0:
+                    # Safe to retry on a dropped connection: same event ids, so an
+                    # attempt that committed before the drop is found by
+                    # resolve_conflict below.
+                    rows = self._run(lambda conn: conn.execute(self.sql.append, params).fetchall())
+                else:
+                    rows = self._run(lambda conn: self._append_holding_stream_lock(conn, params))
             except StoreError as exc:
                 cause = exc.__cause__
                 if not isinstance(cause, pg_errors.UniqueViolation):
@@ -276,7 +283,17 @@ class PostgresEventStore(EventStore):
                     stream_id, stream, expected, rows[0][0], batch, self._find(batch)
                 )
             return result
-        raise ConcurrencyError(stream_id, expected, self._head(stream))
+        raise too_busy(stream)
+
+    def _append_holding_stream_lock(
+        self, conn: psycopg.Connection[Any], params: dict[str, Any]
+    ) -> list[Any]:
+        # Lost a race for the next version (ANY or STREAM_EXISTS): go again holding
+        # the stream's lock, taken in a statement of its own so that the append's
+        # snapshot sees every append that was in flight (see Statements.lock_stream).
+        with conn.transaction():
+            conn.execute(self.sql.lock_stream, {"stream": params["stream"]})
+            return conn.execute(self.sql.append, params).fetchall()
 
     def _find(self, batch: list[PendingEvent]) -> dict[Any, Event]:
         ids = [p.event_id for p in batch]
@@ -379,11 +396,13 @@ class PostgresEventStore(EventStore):
     # -- monitoring ---------------------------------------------------------------------
 
     def oldest_transaction_age(self) -> float:
-        """Seconds the oldest open transaction that holds a transaction id has run.
+        """Seconds the oldest open transaction that appends to this store has run.
 
-        While such a transaction is open, :meth:`read_all` does not return events
-        committed after it began (it never skips them; they arrive once it ends).
-        A large value here explains reader lag.
+        Only such a transaction (one holding an id and the events table's lock,
+        prepared ones included) holds readers back: while it is open,
+        :meth:`read_all` does not return events committed after it took its id (it
+        never skips them; they arrive once it ends). ``0`` when there is none. A
+        large value here explains reader lag.
 
         The role needs ``pg_read_all_stats`` (or ``pg_monitor``) to time other
         roles' transactions; without it this raises :class:`~eskit.StoreError`

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import psycopg
 
-from eskit.errors import StoreError, StoreUnavailableError
+from eskit.errors import AppendNotFirstWriteError, StoreError, StoreUnavailableError
+from eskit.stores.postgres_schema import APPEND_NOT_FIRST_WRITE
 
 __all__ = ["RECONNECT_ATTEMPTS", "connection_lost", "translate"]
 
@@ -69,4 +70,9 @@ def translate(exc: psycopg.Error, doing: str = "PostgreSQL error") -> StoreError
 
     if connection_lost(exc) or isinstance(exc, PoolTimeout):
         return StoreUnavailableError(f"{doing}: {exc}")
+    if exc.sqlstate == APPEND_NOT_FIRST_WRITE:
+        diag = exc.diag
+        return AppendNotFirstWriteError(
+            f"{diag.message_primary}: {diag.message_detail} {diag.message_hint}"
+        )
     return StoreError(f"{doing}: {exc}")

@@ -8,24 +8,42 @@ inserted, not when its transaction commits, so a reader polling "position > last
 seen" can skip an event whose transaction commits after a later one. eskit stamps
 each event with its writing transaction's id (``pg_current_xact_id()``, type
 ``xid8``) and orders by (transaction id, sequence). A reader only takes rows whose
-transaction id is below ``pg_snapshot_xmin(pg_current_snapshot())``, computed in
-the same statement: every transaction below that xmin has ended, so no event can
-appear later behind a reader's checkpoint, and writers never lock each other out.
-(This is the technique Emmett uses; see https://event-driven.io/en/ordering_in_postgres_outbox/.)
+transaction id is below a *horizon* computed in the same statement, below which
+no row can ever appear later; writers never lock each other out. (The stamping is
+the technique Emmett uses; see https://event-driven.io/en/ordering_in_postgres_outbox/.)
+
+**The horizon** (schema version 3; ``eskit_read_horizon`` below, the proof is in
+docs/postgres.md). The reader's statement snapshot S = (xmin, xmax, xip). A row
+that is not visible to S yet but may become visible later with a transaction id
+below xmax can only come from a transaction in xip (every later transaction gets
+an id >= xmax). Of those, only transactions that *may still append* hold readers
+back: those holding (or awaiting) the ``ROW EXCLUSIVE`` lock on this events table,
+checked first, and those that have ended since S and stored events here, checked
+second (with a newer snapshot, which sees their events). That is sound
+because a trigger refuses an insert into the events table by a transaction that
+already has a transaction id without having inserted there before: every
+appending transaction takes the table lock before its id exists, so a reader
+whose snapshot lists the id also finds the lock (or finds the transaction over).
+Version 2 used the snapshot xmin, so any transaction in the cluster holding an id
+(another database, another table, a projection batch) held every reader back.
 
 The position users see packs the pair into one int, ``tx_id << 64 | seq``: it
 orders exactly like the pair and is passed back unchanged as a checkpoint.
 
 Caveats, stated plainly:
 
-* An open transaction anywhere in the cluster (any database) that has written
-  something holds readers back until it ends: events committed after it started
-  are not returned yet. Nothing is skipped, but readers lag.
+* A transaction that appends holds readers back until it ends: events committed
+  after it took its id are not returned yet. Nothing is skipped, but readers lag.
   :meth:`PostgresEventStore.oldest_transaction_age` reports the age of the
   oldest such transaction; set ``idle_in_transaction_session_timeout``.
+* An append must be the first write of its transaction (eskit's own appends are
+  transactions of their own); otherwise the insert is refused with
+  :class:`~eskit.errors.AppendNotFirstWriteError`.
 * Transaction ids belong to one cluster: restoring a dump into another cluster
   needs the events re-stamped (a migration eskit will provide when needed).
-* Appends must go to the primary; PostgreSQL 13 or newer is required.
+* Appends must go to the primary; PostgreSQL 13 or newer is required. On a hot
+  standby the horizon is the snapshot xmin (the primary's locks are not visible
+  there).
 """
 
 from __future__ import annotations
@@ -36,7 +54,12 @@ from datetime import UTC
 from typing import Any
 from uuid import UUID
 
-from eskit.errors import InvalidInputError, MissingExtraError, StoreError
+from eskit.errors import (
+    InvalidInputError,
+    MissingExtraError,
+    StoreBusyError,
+    StoreError,
+)
 
 try:
     from psycopg import sql
@@ -57,7 +80,9 @@ from eskit.stores.base import (
 
 __all__: list[str] = []
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+APPEND_NOT_FIRST_WRITE = "ESK01"
+"""The SQLSTATE of the trigger's refusal of an append that is not its transaction's first write."""
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -182,15 +207,122 @@ class Statements:
                     )"""
                 ).format(snapshots=sql.SQL("{}.eskit_snapshots").format(s)),
             ],
+            # 2 -> 3: the read horizon that only appending transactions hold back, and
+            # the trigger that makes it sound (see the module docstring).
+            [
+                sql.SQL(
+                    """CREATE FUNCTION {schema}.eskit_check_append() RETURNS trigger
+                       LANGUAGE plpgsql AS $$
+                       BEGIN
+                           -- Allowed: a transaction without an id yet (it takes one
+                           -- after this statement has locked the table), or one whose
+                           -- own events are already here (an earlier insert that was
+                           -- allowed; its lock is still held). Rows of a rolled-back
+                           -- savepoint are gone, as is the lock it took.
+                           -- Never pg_current_xact_id() here: it would assign the id.
+                           -- The first test is a simple expression, which plpgsql runs
+                           -- without the executor: eskit's own appends stop there.
+                           IF pg_current_xact_id_if_assigned() IS NULL THEN
+                               RETURN NULL;
+                           END IF;
+                           IF EXISTS (SELECT FROM {events}
+                                      WHERE tx_id = pg_current_xact_id_if_assigned()) THEN
+                               RETURN NULL;
+                           END IF;
+                           RAISE EXCEPTION USING
+                               ERRCODE = {sqlstate},
+                               MESSAGE = 'eskit: an append must be the first write'
+                                   || ' of its transaction',
+                               DETAIL = 'This transaction already holds transaction id '
+                                   || pg_current_xact_id_if_assigned()
+                                   || '; readers could skip events it appends.',
+                               HINT = 'Append in a transaction of its own, or insert'
+                                   || ' the events before writing anything else.';
+                       END $$"""
+                ).format(schema=s, events=events, sqlstate=sql.Literal(APPEND_NOT_FIRST_WRITE)),
+                sql.SQL(
+                    """CREATE TRIGGER eskit_events_append_first
+                       BEFORE INSERT ON {events}
+                       FOR EACH STATEMENT EXECUTE FUNCTION {schema}.eskit_check_append()"""
+                ).format(events=events, schema=s),
+                sql.SQL(
+                    """CREATE FUNCTION {schema}.eskit_read_horizon(snap pg_snapshot)
+                       RETURNS xid8 LANGUAGE plpgsql AS $$
+                       DECLARE
+                           appending text[];
+                           x xid8;
+                           fresh boolean := current_setting('transaction_isolation')
+                                            = 'read committed';
+                       BEGIN
+                           IF pg_snapshot_xmin(snap) = pg_snapshot_xmax(snap) THEN
+                               RETURN pg_snapshot_xmax(snap);  -- nothing was in progress
+                           END IF;
+                           IF pg_is_in_recovery() THEN
+                               -- A standby's pg_locks does not show the primary's
+                               -- appenders (and its snapshots may list them apart
+                               -- from xip): keep the plain xmin there.
+                               RETURN pg_snapshot_xmin(snap);
+                           END IF;
+                           -- First: the transactions holding or awaiting the lock every
+                           -- append takes before its transaction id exists (a prepared
+                           -- transaction's rows have no pid but a virtualtransaction).
+                           SELECT array_agg(t.transactionid::text) INTO appending
+                           FROM pg_locks AS r
+                           JOIN pg_locks AS t ON t.virtualtransaction = r.virtualtransaction
+                           WHERE r.locktype = 'relation' AND r.mode = 'RowExclusiveLock'
+                             AND r.relation = {events_name}::regclass
+                             AND r.database = (SELECT oid FROM pg_database
+                                               WHERE datname = current_database())
+                             AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock'
+                             AND t.granted;
+                           -- Then, later: whether each other id of the snapshot has
+                           -- ended since. One that held the lock at the snapshot and
+                           -- ended before the lookup above is caught here if it stored
+                           -- events: a query with a new snapshot (READ COMMITTED gives
+                           -- each statement one), taken after it ended, sees them.
+                           FOR x IN SELECT * FROM pg_snapshot_xip(snap) ORDER BY 1 LOOP
+                               IF (x::text::bigint % 4294967296)::text = ANY(appending) THEN
+                                   RETURN x;
+                               END IF;
+                               IF pg_xact_status(x) IS DISTINCT FROM 'in progress' THEN
+                                   IF NOT fresh THEN
+                                       RETURN x;  -- this transaction's snapshot is S itself
+                                   END IF;
+                                   IF EXISTS (SELECT FROM {events} WHERE tx_id = x) THEN
+                                       RETURN x;
+                                   END IF;
+                               END IF;
+                           END LOOP;
+                           RETURN pg_snapshot_xmax(snap);
+                       END $$"""
+                ).format(
+                    schema=s, events=events, events_name=sql.Literal(f'"{schema}".eskit_events')
+                ),
+            ],
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
         # on the primary key (stream_id, version); the loser gets a unique violation.
         # The arrays go in binary (%b): psycopg escapes every element of a text-format
         # array with a regular expression, which took half the client's time on JSON.
+        #
+        # The stream's advisory lock: every append takes it shared, before it inserts
+        # (``turn`` feeds ``head``, which feeds the insert). An append that lost a race
+        # retries in a transaction that first takes it exclusive, in a statement of its
+        # own: that waits for the appends in flight and holds new ones back (queued
+        # behind it), and its append's snapshot, taken after, sees every one of them.
+        # So a retry cannot lose again to another eskit append.
+        stream_lock = sql.SQL("hashtextextended({} || %(stream)s, 0)").format(
+            sql.Literal(f"eskit-append:{schema}:")
+        )
+        self.lock_stream = sql.SQL("SELECT pg_advisory_xact_lock({})").format(stream_lock)
         self.append = sql.SQL(
-            """WITH head AS (
-                   SELECT coalesce(max(version), 0) AS v FROM {events} WHERE stream_id = %(stream)s
+            """WITH turn AS (
+                   SELECT pg_advisory_xact_lock_shared({stream_lock})
+               ), head AS (
+                   SELECT (SELECT coalesce(max(version), 0) FROM {events}
+                           WHERE stream_id = %(stream)s) AS v
+                   FROM turn
                ), ins AS (
                    INSERT INTO {events} (event_id, stream_id, version, event_type,
                                          schema_version, recorded_at, data, metadata)
@@ -208,7 +340,7 @@ class Statements:
                SELECT head.v, ins.version, ins.tx, ins.seq
                FROM head LEFT JOIN ins ON true
                ORDER BY ins.version"""
-        ).format(events=events)
+        ).format(events=events, stream_lock=stream_lock)
         self.notify = sql.SQL("SELECT pg_notify(%s, '')")
         self.notify_payload = sql.SQL("SELECT pg_notify(%s, %s)")
         self.listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
@@ -224,28 +356,7 @@ class Statements:
         self._read_stream = sql.SQL(
             "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s"
         ).format(cols=cols, events=events)
-        # The xmin is computed in the same statement as the read: separate statements
-        # would see separate snapshots. The page is the first LIMIT rows in order,
-        # then cut at the xmin. That is the same set as filtering first (rows below
-        # the xmin come first in (tx_id, seq) order), but it always walks the index:
-        # with both conditions in one WHERE, a table without fresh statistics got a
-        # bitmap scan and a sort of *every* row after the position, for each page, so
-        # reading a log from the start grew with the square of its length.
-        self.read_all_page = sql.SQL(
-            """SELECT {cols} FROM (
-                   SELECT * FROM {events}
-                   WHERE (tx_id, seq) > (%s::text::xid8, %s)
-                   ORDER BY tx_id, seq
-                   LIMIT %s
-               ) AS page
-               WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
-               ORDER BY tx_id, seq"""
-        ).format(cols=cols, events=events)
-        self.head_position = sql.SQL(
-            """SELECT tx_id::text AS tx_text, seq FROM {events}
-               WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())
-               ORDER BY tx_id DESC, seq DESC LIMIT 1"""
-        ).format(events=events)
+        self.use_schema_version(SCHEMA_VERSION)
         self.list_streams = sql.SQL(
             """SELECT last.stream_id, last.version, last.tx_id::text AS tx_text, last.seq,
                       last.recorded_at
@@ -254,14 +365,67 @@ class Statements:
                JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
                ORDER BY first.tx_id, first.seq"""
         ).format(events=events)
-        # Without pg_read_all_stats a role sees other roles' backend_xid but not
-        # their xact_start (verified on PostgreSQL 15): count those it cannot time.
+        # The transactions the horizon waits for: an id, and the events table's
+        # ROW EXCLUSIVE lock (a prepared transaction's start is its prepare time).
+        # Without pg_read_all_stats a role does not see other roles' xact_start
+        # (verified on PostgreSQL 15): the second column counts those it cannot time.
         self.oldest_transaction_age = sql.SQL(
-            """SELECT coalesce(extract(epoch FROM now() - min(xact_start)), 0),
-                      count(*) FILTER (WHERE xact_start IS NULL)
-               FROM pg_stat_activity
-               WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()"""
-        )
+            """SELECT coalesce(extract(epoch FROM now() - min(coalesce(a.xact_start,
+                                                                     p.prepared))), 0),
+                      count(*) FILTER (WHERE a.xact_start IS NULL AND p.prepared IS NULL)
+               FROM pg_locks AS r
+               JOIN pg_locks AS t ON t.virtualtransaction = r.virtualtransaction
+               LEFT JOIN pg_stat_activity AS a ON a.pid = r.pid
+               LEFT JOIN pg_prepared_xacts AS p ON p.transaction = t.transactionid
+               WHERE r.locktype = 'relation' AND r.mode = 'RowExclusiveLock'
+                 AND r.relation = {events_name}::regclass
+                 AND r.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+                 AND t.locktype = 'transactionid' AND t.mode = 'ExclusiveLock' AND t.granted
+                 AND r.pid IS DISTINCT FROM pg_backend_pid()"""
+        ).format(events_name=sql.Literal(f'"{schema}".eskit_events'))
+
+    def use_schema_version(self, version: int) -> None:
+        """Read with the horizon the schema at ``version`` supports.
+
+        A store opened with ``setup=False`` on a schema not yet migrated to version
+        3 reads below the snapshot xmin (sound, but held back by every transaction
+        holding an id), until :meth:`~eskit.PostgresEventStore.setup` migrates it.
+        """
+        events = sql.SQL("{}.eskit_events").format(sql.Identifier(self.schema))
+        cols = sql.SQL(EVENT_COLUMNS)
+        # The horizon is computed in the same statement as the read: separate
+        # statements would see separate snapshots (pg_current_snapshot() is the
+        # statement's own). Below the snapshot xmin every transaction has ended, so
+        # that test comes first and the horizon function (an InitPlan, run at most
+        # once, and only when a row is at or above the xmin) is skipped when a page
+        # lies wholly below it. Both bounds are safe; the order only saves work.
+        visible: sql.Composable = sql.SQL("tx_id < pg_snapshot_xmin(pg_current_snapshot())")
+        if version >= 3:
+            visible = sql.SQL(
+                "(tx_id < pg_snapshot_xmin(pg_current_snapshot())"
+                " OR tx_id < (SELECT {}.eskit_read_horizon(pg_current_snapshot())))"
+            ).format(sql.Identifier(self.schema))
+        # The page is the first LIMIT rows in order, then cut at the horizon. That is
+        # the same set as filtering first (rows below the horizon come first in
+        # (tx_id, seq) order), but it always walks the index: with both conditions in
+        # one WHERE, a table without fresh statistics got a bitmap scan and a sort of
+        # *every* row after the position, for each page, so reading a log from the
+        # start grew with the square of its length.
+        self.read_all_page = sql.SQL(
+            """SELECT {cols} FROM (
+                   SELECT * FROM {events}
+                   WHERE (tx_id, seq) > (%s::text::xid8, %s)
+                   ORDER BY tx_id, seq
+                   LIMIT %s
+               ) AS page
+               WHERE {visible}
+               ORDER BY tx_id, seq"""
+        ).format(cols=cols, events=events, visible=visible)
+        self.head_position = sql.SQL(
+            """SELECT tx_id::text AS tx_text, seq FROM {events}
+               WHERE {visible}
+               ORDER BY tx_id DESC, seq DESC LIMIT 1"""
+        ).format(events=events, visible=visible)
 
     def read_stream(
         self, stream: str, from_version: int, to_version: int | None, backwards: bool,
@@ -281,9 +445,11 @@ class Statements:
         return query, params
 
 
-# An append with ANY or STREAM_EXISTS that loses a race for the next version simply
-# tries again at the new head; this bounds how often under extreme contention.
-MAX_UNCONDITIONAL_RETRIES = 50
+# An append with ANY or STREAM_EXISTS that loses a race for the next version tries
+# again at the new head, holding the stream's advisory lock (Statements.lock_stream):
+# it can then lose only to a writer that bypasses eskit (raw SQL). Reaching this
+# bound is a StoreBusyError, never a ConcurrencyError.
+MAX_APPEND_ATTEMPTS = 1000
 
 NOTIFY_INTERVAL = 0.005
 """Seconds between two NOTIFYs: appends in between share one wake-up."""
@@ -308,6 +474,13 @@ def pending_migrations(statements: Statements, current: int) -> list[sql.Compose
             f"knows only up to {SCHEMA_VERSION}: upgrade eskit"
         )
     return [s for target in range(current, SCHEMA_VERSION) for s in statements.migrations[target]]
+
+
+def too_busy(stream: str) -> StoreBusyError:
+    return StoreBusyError(
+        f"append to stream {stream!r} lost the race for the next version "
+        f"{MAX_APPEND_ATTEMPTS} times in a row; nothing was written"
+    )
 
 
 def inserted_result(

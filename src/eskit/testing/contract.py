@@ -952,3 +952,32 @@ class EventStoreContract:
         with pytest.raises(InvalidInputError):
             store.version_at("s", as_of)
 
+
+    # -- read your writes: wait_for ------------------------------------------------------
+
+    def test_wait_for_returns_true_once_an_appended_position_is_visible(
+        self, store: EventStore
+    ) -> None:
+        result = store.append("w", [_new(), _new()], 0)
+        assert store.wait_for(result.position, timeout=5) is True
+        assert [e.event_id for e in store.read_all()] == [e.event_id for e in result.events]
+        assert store.wait_for(0, timeout=0) is True
+
+    def test_wait_for_returns_false_after_the_timeout_for_a_position_not_reached(
+        self, store: EventStore
+    ) -> None:
+        store.append("w", [_new()], 0)
+        started = time_module.monotonic()
+        assert store.wait_for(2**128 - 1, timeout=0.05) is False
+        assert time_module.monotonic() - started >= 0.05
+
+    @pytest.mark.parametrize(
+        ("position", "timeout"),
+        [(-1, 1.0), (2**128, 1.0), (1.5, 1.0), ("1", 1.0), (True, 1.0), (None, 1.0),
+         (1, -0.1), (1, float("nan")), (1, float("inf")), (1, "1"), (1, True), (1, None)],
+    )
+    def test_wait_for_rejects_bad_arguments(
+        self, store: EventStore, position: Any, timeout: Any
+    ) -> None:
+        with pytest.raises(InvalidInputError):
+            store.wait_for(position, timeout)
