@@ -592,23 +592,34 @@ def test_a_forked_child_of_an_async_store_gets_its_own_connections(
 
 def test_oldest_transaction_age_needs_pg_read_all_stats_and_says_so(postgres_dsn: str) -> None:
     role = f"eskit_test_role_{uuid.uuid4().hex[:8]}"
+    schema = new_schema_name()
+    PostgresEventStore(postgres_dsn, schema=schema).close()  # created by the owner
     with psycopg.connect(postgres_dsn, autocommit=True) as admin:
         admin.execute(f'CREATE ROLE "{role}" LOGIN')
+        admin.execute(f'GRANT USAGE ON SCHEMA "{schema}" TO "{role}"')
+        admin.execute(f'GRANT SELECT ON ALL TABLES IN SCHEMA "{schema}" TO "{role}"')
         try:
             role_dsn = make_conninfo(postgres_dsn, user=role)
-            store = PostgresEventStore(role_dsn, schema=new_schema_name(), setup=False)
+            store = PostgresEventStore(role_dsn, schema=schema, setup=False)
             try:
                 with psycopg.connect(postgres_dsn) as holder:
-                    holder.execute("SELECT pg_current_xact_id()")  # holds an xid, as postgres
+                    # An append of another role's, left open: it holds readers back.
+                    holder.execute(
+                        f'INSERT INTO "{schema}".eskit_events (event_id, stream_id, version,'
+                        " event_type, schema_version, recorded_at, data, metadata)"
+                        " VALUES (gen_random_uuid(), 's', 1, 'E', 1, now(), '{}', '{}')"
+                    )
                     time.sleep(0.1)
                     with pytest.raises(StoreError, match="pg_read_all_stats"):
                         store.oldest_transaction_age()
                     admin.execute(f'GRANT pg_read_all_stats TO "{role}"')
                     assert store.oldest_transaction_age() >= 0.1
                     holder.rollback()
+                assert store.oldest_transaction_age() == 0
             finally:
                 store.close()
         finally:
+            admin.execute(f'DROP OWNED BY "{role}"')
             admin.execute(f'DROP ROLE "{role}"')
 
 
