@@ -24,7 +24,7 @@ def test_recorded_events_are_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.version = 2  # type: ignore[misc]
     assert event.stream_id == "s"
-    assert event.position is None
+    assert event.position == 0, "0 until a store records it"
     assert event.metadata == {}
     assert event.schema_version == 1
 
