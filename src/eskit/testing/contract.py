@@ -44,6 +44,7 @@ from eskit import (
     domain_event,
     register_type,
 )
+from eskit.testing.codec_contract import CodecContract
 
 __all__ = ["EventStoreContract"]
 
@@ -81,8 +82,11 @@ def _ids(events: Any) -> list[uuid.UUID]:
     return [e.event_id for e in events]
 
 
-class EventStoreContract:
-    """The guarantees of :class:`eskit.EventStore`. Subclass and implement ``create_store``."""
+class EventStoreContract(CodecContract):
+    """The guarantees of :class:`eskit.EventStore`. Subclass and implement ``create_store``.
+
+    Payload and upcasting cases live in :class:`~eskit.testing.codec_contract.CodecContract`.
+    """
 
     def create_store(self, tmp_path: Path) -> EventStore:
         raise NotImplementedError("a contract test class must implement create_store")
