@@ -103,7 +103,7 @@ class CodecContract:
     # -- non-string keys (issue 12) -------------------------------------------------------
 
     def test_dicts_with_non_string_keys_round_trip_exactly(self, store: EventStore) -> None:
-        data = {
+        data: dict[str, dict[Any, Any]] = {
             "by_id": {uuid.UUID(int=3): 1, uuid.UUID(int=1): 2},
             "cells": {(0, 1): Decimal("1.50"), (1, 0): None},
             "rounds": {1: "a", -2: "b"},
