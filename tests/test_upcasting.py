@@ -338,3 +338,67 @@ def test_a_subscription_checkpoint_never_falls_inside_a_split() -> None:
     assert again == ["OrderPlaced", "OrderPaid", "After"]
     # Resuming from the checkpoint taken after the last part goes on after the split.
     assert [e.event_type for e in store.read_all(paid[1])] == ["After"]
+
+
+def test_a_projection_written_for_the_new_types_sees_every_split_part() -> None:
+    from eskit.projections import InMemoryTarget, Projection, ProjectionRunner
+
+    registry = _order_registry()
+
+    class Orders(Projection):
+        name = "split-orders"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, int]] = []
+
+        @handles("OrderPlaced")
+        def _placed(self, event: Any, tx: Any) -> None:
+            self.seen.append(("placed", event.event_data["id"]))
+
+        @handles("OrderPaid")
+        def _paid(self, event: Any, tx: Any) -> None:
+            self.seen.append(("paid", event.event_data["id"]))
+
+    store = InMemoryEventStore(registry=registry)
+    for i in range(5):
+        store.append(f"o-{i}", [NewEvent("OrderPlacedAndPaid", {"id": i})])
+    projection = Orders()
+    target = InMemoryTarget()
+    # Batches of two stored events: every batch boundary falls between splits.
+    assert ProjectionRunner(store, projection, target, batch_size=2).run_until_caught_up() == 10
+    assert projection.seen == [(kind, i) for i in range(5) for kind in ("placed", "paid")]
+    (state,) = target.states("split-orders")
+    assert state.position == store.head_position()
+    store.append("o-5", [NewEvent("OrderPlacedAndPaid", {"id": 5})])
+    again = ProjectionRunner(store, projection, target, batch_size=2)
+    assert again.run_until_caught_up() == 2, "resumed after the checkpoint: no part twice"
+    assert projection.seen[-2:] == [("placed", 5), ("paid", 5)]
+
+
+def test_an_aggregate_handler_marked_with_a_type_name_gets_the_domain_event() -> None:
+    registry = EventRegistry()
+
+    @domain_event("named.Renamed", registry=registry)
+    @dataclass(frozen=True)
+    class Renamed:
+        name: str
+
+    class Thing(Aggregate):
+        def __init__(self, thing_id: Any) -> None:
+            super().__init__(thing_id)
+            self.name = ""
+
+        @handles("named.Renamed")
+        def _renamed(self, event: Renamed) -> None:
+            self.name = event.name
+
+    Thing.registry = registry
+    store = InMemoryEventStore(registry=registry)
+    thing = Thing("t-1")
+    thing.raise_event(Renamed("a"))
+    assert thing.name == "a"
+    Repository(store).save(thing)
+    assert Repository(store).get("t-1", Thing).name == "a"
+    with pytest.raises(InvalidInputError, match="event classes or non-empty type names"):
+        handles("")
