@@ -109,7 +109,7 @@ def test_to_domain_with_expect_checks_the_class() -> None:
 
     event = Event(uuid.uuid4(), "s", "Expected", {"n": 1}, utc_now(), 1)
     assert event.to_domain(registry, expect=Expected) == Expected(1)
-    with pytest.raises(DecodingError, match="is a .*Expected, not a .*Other"):
+    with pytest.raises(DecodingError, match=r"is a .*Expected, not a .*Other"):
         event.to_domain(registry, expect=Other)
 
 
