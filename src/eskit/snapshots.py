@@ -491,7 +491,12 @@ def check_snapshot(snapshot: object) -> tuple[str, Snapshot]:
     if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
         raise InvalidInputError("a snapshot's taken_at must be a timezone-aware datetime")
     if ts.tzinfo is not UTC:
-        snapshot = replace(snapshot, taken_at=ts.astimezone(UTC))
+        try:
+            snapshot = replace(snapshot, taken_at=ts.astimezone(UTC))
+        except OverflowError:  # an aware time near year 1 or 9999 with no UTC equivalent
+            raise InvalidInputError(
+                f"a snapshot's taken_at {ts.isoformat()} is out of range once converted to UTC"
+            ) from None
     return stream, snapshot
 
 
