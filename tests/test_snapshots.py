@@ -1036,3 +1036,37 @@ def test_after_a_snapshot_succeeds_a_new_failure_warns_again(
             repo.save(ledger)
     assert [r.getMessage().count("database is down") for r in caplog.records] == [1, 1]
     assert snapshot_failures.count(Ledger) == 2
+
+
+def test_a_snapshot_taken_at_a_split_event_is_not_followed_by_its_parts_again() -> None:
+    from eskit import EventRegistry
+
+    registry = EventRegistry()
+
+    @registry.split("tests.snap.TwoDeposits")
+    def _split(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        return [("Credited", {"n": data["a"]}), ("Credited", {"n": data["b"]})]
+
+    class Till(Aggregate):
+        def __init__(self, till_id: Any) -> None:
+            super().__init__(till_id)
+            self.total = 0
+
+        def handle_Credited(self, data: dict[str, Any]) -> None:
+            self.total += data["n"]
+
+    Till.registry = registry
+    store = InMemoryEventStore(registry=registry)
+    from eskit import NewEvent
+
+    store.append("till-1", [NewEvent("Credited", {"n": 1}),
+                            NewEvent("tests.snap.TwoDeposits", {"a": 10, "b": 100})])
+    repo = Repository(store, snapshots=InMemorySnapshotStore(store), snapshot_policy=OnDemand())
+    snapshot = repo.take_snapshot(repo.get("till-1", Till))
+    assert snapshot.version == 2
+    store.append("till-1", [NewEvent("Credited", {"n": 1000})])
+    via_snapshot = repo.get("till-1", Till)
+    replayed = Repository(store).get("till-1", Till)
+    assert via_snapshot.total == replayed.total == 1111
+    assert via_snapshot.version == replayed.version == 3
+    assert repo.get("till-1", Till, version=2).total == 111

@@ -299,7 +299,12 @@ def _load_via_snapshot(
     except Exception as exc:  # a user hook: any failure means "do not trust it"
         distrust(snapshot, f"restoring it failed ({exc!r})")
         return None
-    _replay(aggregate, events[1:])
+    # The state holds every event up to the snapshot's version, all parts of a split
+    # stored event included (they share its version): replay only what follows.
+    tail = 1
+    while tail < len(events) and events[tail].version == snapshot.version:
+        tail += 1
+    _replay(aggregate, events[tail:])
     setattr(aggregate, _MARK, snapshot.version)
     _check_reached(aggregate, to_version)
     return Loaded(aggregate, events[-1].event_id)
