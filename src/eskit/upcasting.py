@@ -227,8 +227,8 @@ class UpcastRules:
             raise DecodingError(f"{where}: the splitter must return a non-empty list of parts")
         expanded = []
         for i, part in enumerate(parts):
-            if not (isinstance(part, tuple) and len(part) == 2 and type(part[0]) is str
-                    and isinstance(part[1], dict)):
+            if not (isinstance(part, tuple | list) and len(part) == 2
+                    and type(part[0]) is str and isinstance(part[1], dict)):
                 raise DecodingError(
                     f"{where}: part {i} is not an (event type, data dict) pair: {part!r}"
                 )
