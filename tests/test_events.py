@@ -24,7 +24,7 @@ def test_recorded_events_are_immutable() -> None:
     with pytest.raises(dataclasses.FrozenInstanceError):
         event.version = 2  # type: ignore[misc]
     assert event.stream_id == "s"
-    assert event.position is None
+    assert event.position == 0, "0 until a store records it"
     assert event.metadata == {}
     assert event.schema_version == 1
 
@@ -92,3 +92,37 @@ def test_stored_data_that_no_longer_fits_the_class_is_a_decoding_error() -> None
     old = Event(uuid.uuid4(), "s", "Renamed", {"old_field": 1}, utc_now(), 4)
     with pytest.raises(DecodingError, match="version 4"):
         registry.to_domain(old)
+
+
+def test_to_domain_with_expect_checks_the_class() -> None:
+    registry = EventRegistry()
+
+    @domain_event("Expected", registry=registry)
+    @dataclass(frozen=True)
+    class Expected:
+        n: int
+
+    @domain_event("Other", registry=registry)
+    @dataclass(frozen=True)
+    class Other:
+        n: int
+
+    event = Event(uuid.uuid4(), "s", "Expected", {"n": 1}, utc_now(), 1)
+    assert event.to_domain(registry, expect=Expected) == Expected(1)
+    with pytest.raises(DecodingError, match=r"is a .*Expected, not a .*Other"):
+        event.to_domain(registry, expect=Other)
+
+
+def test_raised_events_have_position_zero_and_stored_ones_a_positive_position() -> None:
+    from eskit import Aggregate, InMemoryEventStore, Repository
+
+    class Thing(Aggregate):
+        def handle_Made(self, data: dict[str, object]) -> None:
+            pass
+
+    thing = Thing("t")
+    raised = thing.raise_event("Made", {})
+    assert raised.position == 0
+    result = Repository(InMemoryEventStore()).save(thing)
+    assert result is not None
+    assert result.events[0].position > 0

@@ -104,6 +104,24 @@ def test_concurrent_saves_of_one_aggregate_let_only_the_first_win(store: EventSt
     assert repo.get(wallet.aggregate_id, Wallet).balance == Decimal(1)
 
 
+def test_creating_an_aggregate_under_a_taken_id_says_the_stream_already_exists(
+    store: EventStore,
+) -> None:
+    repo = Repository(store)
+    wallet = Wallet.open("ann")
+    for amount in ("1", "2", "3"):
+        wallet.deposit(Decimal(amount))
+    repo.save(wallet)
+    twin = Wallet(wallet.aggregate_id, "bob")
+    twin.raise_event(Opened("bob"))
+    with pytest.raises(ConcurrencyError) as caught:
+        repo.save(twin)
+    message = str(caught.value)
+    assert f"stream '{wallet.aggregate_id}' already exists (at version 4)" in message
+    assert "expected version 0" not in message
+    assert (caught.value.expected_version, caught.value.actual_version) == (0, 4)
+
+
 def test_metadata_given_to_save_lands_on_every_event(store: EventStore) -> None:
     repo = Repository(store)
     wallet = Wallet.open("ann")

@@ -41,7 +41,7 @@ from eskit import (
     snapshot_upcaster,
 )
 from eskit.loading import HISTORY_PAGE
-from eskit.snapshots import aggregate_type_name
+from eskit.snapshots import aggregate_type_name, snapshot_failures
 from tests.conftest import new_schema_name
 from tests.snapshot_model import (
     Deposited,
@@ -55,6 +55,14 @@ from tests.snapshot_model import (
 )
 
 FIXTURE_V1 = Path(__file__).parent / "fixtures" / "v1_customers.db"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_failure_counters() -> Iterator[None]:
+    # The counters are per process; each test starts from none.
+    snapshot_failures.reset()
+    yield
+    snapshot_failures.reset()
 
 
 class Backend:
@@ -951,3 +959,116 @@ class _Records(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self.records.append(record)
+
+
+class Scores(Aggregate):
+    """State keyed by what is natural, not by strings: it used to never be snapshotted."""
+
+    def __init__(self, aggregate_id: Any) -> None:
+        super().__init__(aggregate_id)
+        self.by_player: dict[uuid.UUID, int] = {}
+        self.by_cell: dict[tuple[int, int], Decimal] = {}
+        self.by_round: dict[int, str] = {}
+
+    def handle_Scored(self, data: dict[str, Any]) -> None:
+        player = uuid.UUID(data["player"])
+        self.by_player[player] = self.by_player.get(player, 0) + data["points"]
+        self.by_cell[(data["x"], data["y"])] = Decimal(data["points"])
+        self.by_round[len(self.by_round) + 1] = data["player"]
+
+
+def test_state_with_non_string_dict_keys_is_snapshotted_and_restored_exactly(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = InMemoryEventStore()
+    snapshots = InMemorySnapshotStore(store)
+    repo = Repository(store, snapshots=snapshots, snapshot_policy=EveryNEvents(2))
+    scores = Scores("game-1")
+    players = [uuid.UUID(int=i) for i in (1, 2)]
+    with caplog.at_level(logging.WARNING, logger="eskit.snapshots"):
+        for i in range(4):
+            scores.raise_event("Scored", {"player": str(players[i % 2]), "points": i,
+                                          "x": i, "y": -i})
+            repo.save(scores)
+    assert caplog.text == ""
+    assert snapshot_failures.total == 0
+    assert snapshots.latest("game-1", aggregate_type_name(Scores)) is not None
+    loaded = repo.get("game-1", Scores)
+    replayed = Repository(store).get("game-1", Scores)
+    assert loaded.by_player == replayed.by_player == {players[0]: 2, players[1]: 4}
+    assert [type(k) for k in loaded.by_player] == [uuid.UUID, uuid.UUID]
+    assert loaded.by_cell == replayed.by_cell
+    assert list(loaded.by_round) == [1, 2, 3, 4]
+
+
+def test_a_snapshot_that_keeps_failing_warns_once_and_counts_every_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = InMemoryEventStore()
+    repo = Repository(store, snapshots=InMemorySnapshotStore(store),
+                      snapshot_policy=EveryNEvents(1))
+    aggregate = Unstorable("u-1")
+    with caplog.at_level(logging.DEBUG, logger="eskit.snapshots"):
+        for _ in range(5):
+            aggregate.raise_event("Touched", {})
+            assert repo.save(aggregate) is not None
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1, "visible once, not on every save"
+    assert "cannot encode a value of type _thread.lock" in warnings[0].getMessage()
+    assert len([r for r in caplog.records if r.levelno == logging.DEBUG]) == 4
+    assert snapshot_failures.count(Unstorable) == 5
+    assert snapshot_failures.as_dict() == {aggregate_type_name(Unstorable): 5}
+    assert "cannot encode a value of type _thread.lock" in (
+        snapshot_failures.last_error(Unstorable) or ""
+    )
+
+
+def test_after_a_snapshot_succeeds_a_new_failure_warns_again(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    store = InMemoryEventStore()
+    flaky = FlakySnapshots(InMemorySnapshotStore(store), failures=1)
+    repo = Repository(store, snapshots=flaky, snapshot_policy=EveryNEvents(1))
+    ledger = Ledger("again")
+    with caplog.at_level(logging.WARNING, logger="eskit.snapshots"):
+        for round_ in range(3):
+            if round_ == 2:
+                flaky.failures = 1
+            ledger.raise_event(Tagged(str(round_)))
+            repo.save(ledger)
+    assert [r.getMessage().count("database is down") for r in caplog.records] == [1, 1]
+    assert snapshot_failures.count(Ledger) == 2
+
+
+def test_a_snapshot_taken_at_a_split_event_is_not_followed_by_its_parts_again() -> None:
+    from eskit import EventRegistry
+
+    registry = EventRegistry()
+
+    @registry.split("tests.snap.TwoDeposits")
+    def _split(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        return [("Credited", {"n": data["a"]}), ("Credited", {"n": data["b"]})]
+
+    class Till(Aggregate):
+        def __init__(self, till_id: Any) -> None:
+            super().__init__(till_id)
+            self.total = 0
+
+        def handle_Credited(self, data: dict[str, Any]) -> None:
+            self.total += data["n"]
+
+    Till.registry = registry
+    store = InMemoryEventStore(registry=registry)
+    from eskit import NewEvent
+
+    store.append("till-1", [NewEvent("Credited", {"n": 1}),
+                            NewEvent("tests.snap.TwoDeposits", {"a": 10, "b": 100})])
+    repo = Repository(store, snapshots=InMemorySnapshotStore(store), snapshot_policy=OnDemand())
+    snapshot = repo.take_snapshot(repo.get("till-1", Till))
+    assert snapshot.version == 2
+    store.append("till-1", [NewEvent("Credited", {"n": 1000})])
+    via_snapshot = repo.get("till-1", Till)
+    replayed = Repository(store).get("till-1", Till)
+    assert via_snapshot.total == replayed.total == 1111
+    assert via_snapshot.version == replayed.version == 3
+    assert repo.get("till-1", Till, version=2).total == 111

@@ -24,6 +24,7 @@ from eskit import (
     domain_event,
     handles,
 )
+from eskit.upcasting import SPLIT_KEY
 from tests.fixtures.make_v1_store import CUSTOMER
 
 FIXTURE = Path(__file__).parent / "fixtures" / "v1_customers.db"
@@ -166,15 +167,19 @@ def test_reads_return_events_in_todays_shape(v1_store: Any) -> None:
         ("legacy.CustomerRegistered", 3),
         ("legacy.AddressChanged", 1),
         ("legacy.PointsAwarded", 2),
-        ("legacy.OrderPlacedAndPaid", 1),  # splits apply to domain events, not the raw log
+        ("legacy.OrderPlaced", 1),  # the split: every reader sees its parts
+        ("legacy.OrderPaid", 1),
         ("legacy.NewsletterSubscribed", 1),
     ]
     assert events[0].event_data == {
         "email": "ada@example.org", "first_name": "Ada", "last_name": "Lovelace", "phone": "",
     }
     assert events[0].to_domain(V3) == CustomerRegistered("Ada", "Lovelace", "ada@example.org", "")
-    assert [e.metadata for e in events] == [{"written_by": "v1"}] * 5
-    assert [e.event_id for e in events] == [uuid.UUID(int=i) for i in range(1, 6)]
+    assert [e.metadata.get("written_by") for e in events] == ["v1"] * 6
+    assert [e.event_id for e in events if SPLIT_KEY not in e.metadata] == [
+        uuid.UUID(int=i) for i in (1, 2, 3, 5)
+    ]
+    assert [e.version for e in events] == [1, 2, 3, 4, 4, 5]
 
 
 def test_reading_never_rewrites_stored_data(v1_store: Any) -> None:
@@ -194,16 +199,23 @@ def test_reading_never_rewrites_stored_data(v1_store: Any) -> None:
     )
 
 
-def test_split_events_get_stable_derived_ids(v1_store: Any) -> None:
-    (stored,) = [e for e in v1_store.read_stream(CUSTOMER, 3, 4)]
-    first = V3.expand(stored)
-    again = V3.expand(stored)
+def test_split_parts_carry_the_stored_version_position_and_stable_derived_ids(
+    v1_store: Any,
+) -> None:
+    stored_id = uuid.UUID(int=4)
+    first = v1_store.read_stream(CUSTOMER, 3, 4)
+    again = list(v1_store.read_all())[3:5]
     assert [e.event_type for e in first] == ["legacy.OrderPlaced", "legacy.OrderPaid"]
-    assert first[0].event_id == stored.event_id
-    assert first[1].event_id != stored.event_id
+    assert first[0].event_id == stored_id
+    assert first[1].event_id != stored_id
     assert [e.event_id for e in first] == [e.event_id for e in again]
-    assert {e.version for e in first} == {stored.version}
-    assert {e.position for e in first} == {stored.position}
+    assert {e.version for e in first} == {4}
+    assert len({e.position for e in first}) == 1
+    assert [e.metadata[SPLIT_KEY] for e in first] == [
+        {"of": str(stored_id), "part": 0, "parts": 2},
+        {"of": str(stored_id), "part": 1, "parts": 2},
+    ]
+    assert V3.expand(first[1]) == [first[1]], "expanding a part again changes nothing"
 
 
 def test_a_deprecated_type_warns_once_per_process() -> None:
@@ -286,3 +298,107 @@ def test_without_rules_reads_return_the_stored_objects_untouched() -> None:
     registry = EventRegistry()
     events = [NewEvent("X")]
     assert registry.upcast(events) is events  # type: ignore[arg-type]
+
+
+def _order_registry() -> EventRegistry:
+    registry = EventRegistry()
+
+    @registry.split("OrderPlacedAndPaid")
+    def split(data: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+        return [("OrderPlaced", {"id": data["id"]}), ("OrderPaid", {"id": data["id"]})]
+
+    return registry
+
+
+def test_a_split_that_returns_no_parts_is_a_decoding_error() -> None:
+    registry = EventRegistry()
+    registry.split("Gone")(lambda data: [])
+    store = InMemoryEventStore(registry=registry)
+    store.append("s", [NewEvent("Gone")])
+    with pytest.raises(DecodingError, match="non-empty list"):
+        store.read_stream("s")
+
+
+def test_a_subscription_checkpoint_never_falls_inside_a_split() -> None:
+    store = InMemoryEventStore(registry=_order_registry())
+    store.append("o-1", [NewEvent("Before"), NewEvent("OrderPlacedAndPaid", {"id": 1})])
+    store.append("o-2", [NewEvent("After")])
+    subscription = store.subscribe()
+    seen = []
+    for event in subscription:
+        seen.append((event.event_type, subscription.position))
+        if event.event_type == "After":
+            subscription.stop()
+    before, placed, paid, _after = seen
+    assert (placed[0], paid[0]) == ("OrderPlaced", "OrderPaid")
+    assert placed[1] == before[1], "after the first part the checkpoint stays before the split"
+    assert paid[1] > before[1], "after the last part it moves past the whole split"
+    # Resuming from the checkpoint taken after the first part repeats it, loses nothing.
+    again = [e.event_type for e in store.read_all(placed[1])]
+    assert again == ["OrderPlaced", "OrderPaid", "After"]
+    # Resuming from the checkpoint taken after the last part goes on after the split.
+    assert [e.event_type for e in store.read_all(paid[1])] == ["After"]
+
+
+def test_a_projection_written_for_the_new_types_sees_every_split_part() -> None:
+    from eskit.projections import InMemoryTarget, Projection, ProjectionRunner
+
+    registry = _order_registry()
+
+    class Orders(Projection):
+        name = "split-orders"
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.seen: list[tuple[str, int]] = []
+
+        @handles("OrderPlaced")
+        def _placed(self, event: Any, tx: Any) -> None:
+            self.seen.append(("placed", event.event_data["id"]))
+
+        @handles("OrderPaid")
+        def _paid(self, event: Any, tx: Any) -> None:
+            self.seen.append(("paid", event.event_data["id"]))
+
+    store = InMemoryEventStore(registry=registry)
+    for i in range(5):
+        store.append(f"o-{i}", [NewEvent("OrderPlacedAndPaid", {"id": i})])
+    projection = Orders()
+    target = InMemoryTarget()
+    # Batches of two stored events: every batch boundary falls between splits.
+    assert ProjectionRunner(store, projection, target, batch_size=2).run_until_caught_up() == 10
+    assert projection.seen == [(kind, i) for i in range(5) for kind in ("placed", "paid")]
+    (state,) = target.states("split-orders")
+    assert state.position == store.head_position()
+    store.append("o-5", [NewEvent("OrderPlacedAndPaid", {"id": 5})])
+    again = ProjectionRunner(store, projection, target, batch_size=2)
+    assert again.run_until_caught_up() == 2, "resumed after the checkpoint: no part twice"
+    assert projection.seen[-2:] == [("placed", 5), ("paid", 5)]
+
+
+def test_an_aggregate_handler_marked_with_a_type_name_gets_the_domain_event() -> None:
+    registry = EventRegistry()
+
+    @domain_event("named.Renamed", registry=registry)
+    @dataclass(frozen=True)
+    class Renamed:
+        name: str
+
+    class Thing(Aggregate):
+        def __init__(self, thing_id: Any) -> None:
+            super().__init__(thing_id)
+            self.name = ""
+
+        @handles("named.Renamed")
+        def _renamed(self, event: Renamed) -> None:
+            self.name = event.name
+
+    Thing.registry = registry
+    store = InMemoryEventStore(registry=registry)
+    thing = Thing("t-1")
+    thing.raise_event(Renamed("a"))
+    assert thing.name == "a"
+    Repository(store).save(thing)
+    assert Repository(store).get("t-1", Thing).name == "a"
+    with pytest.raises(InvalidInputError, match="event classes or non-empty type names"):
+        handles("")

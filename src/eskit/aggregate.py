@@ -30,6 +30,7 @@ from eskit.events import (
     recorded_event,
     utc_now,
 )
+from eskit.upcasting import is_later_split_part
 
 __all__ = ["Aggregate", "handles"]
 
@@ -39,10 +40,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 _MANAGED_ATTRIBUTES = frozenset({"aggregate_id", "version"})
 
 
-def handles(*event_classes: type) -> Callable[[F], F]:
-    """Mark an aggregate method as the handler for these domain event classes."""
+def handles(*event_classes: type | str) -> Callable[[F], F]:
+    """Mark a method as the handler of these domain event classes or stored type names.
+
+    The one marker for aggregates, projections and process managers. A type
+    name (``@handles("bank.Deposited")``) names the stored event type; in an
+    aggregate the method then receives the domain event of the class
+    registered under that name, as it does for a class.
+    """
     if not event_classes:
         raise InvalidInputError("@handles needs at least one event class")
+    for key in event_classes:
+        if not (isinstance(key, type) or (type(key) is str and key)):
+            raise InvalidInputError(
+                f"@handles takes event classes or non-empty type names, not {key!r}"
+            )
 
     def mark(method: F) -> F:
         method.__eskit_handles__ = event_classes  # type: ignore[attr-defined]
@@ -77,7 +89,7 @@ class Aggregate:
     """If false (the default), replaying an event with no handler is an error."""
 
     registry: ClassVar[EventRegistry] = default_registry
-    _event_handlers: ClassVar[dict[type, str]] = {}
+    _event_handlers: ClassVar[dict[type | str, str]] = {}
 
     state_version: ClassVar[int] = 1
     """The version of this class's snapshot state (see :mod:`eskit.snapshots`).
@@ -99,7 +111,7 @@ class Aggregate:
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
-        handlers: dict[type, str] = {}
+        handlers: dict[type | str, str] = {}
         for klass in reversed(cls.__mro__):
             for name, attr in vars(klass).items():
                 for event_class in getattr(attr, "__eskit_handles__", ()):
@@ -156,7 +168,7 @@ class Aggregate:
             domain = event_type
             name, data, schema_version = self.registry.from_domain(domain)
         event = recorded_event(
-            new_event_id(), self.aggregate_id, name, data, utc_now(), self.version + 1, None,
+            new_event_id(), self.aggregate_id, name, data, utc_now(), self.version + 1, 0,
             dict(metadata) if metadata else {}, schema_version,
         )
         self._apply(event, domain)
@@ -215,13 +227,18 @@ class Aggregate:
     # -- dispatch ---------------------------------------------------------------------
 
     def _apply(self, event: Event, domain: object | None) -> None:
-        if event.version != self.version + 1:
+        if event.version != self.version + 1 and not (
+            # The parts of a split stored event share its version (the store expands
+            # them on read): the later parts apply at the version the first reached.
+            event.version == self.version and is_later_split_part(event)
+        ):
             raise EventOrderError(
                 f"{type(self).__name__} {str(self.aggregate_id)!r} is at version {self.version} "
                 f"and cannot apply event {event.event_type!r} of version {event.version}"
             )
         if domain is None and self.registry.rules.splits:
-            # A stored event that was later split in two applies as both, at one version.
+            # Stores expand splits on read (and expanding a part again changes nothing);
+            # a stored event handed in some other way is expanded here.
             for part in self.registry.expand(event):
                 self._dispatch(part, None)
         else:
@@ -235,6 +252,8 @@ class Aggregate:
                 event.event_type
             )
             method = handlers.get(event_class) if event_class is not None else None
+            if method is None:
+                method = handlers.get(event.event_type)  # marked with a type name
             if method is not None:
                 if domain is None:
                     domain = self.registry.to_domain(event)

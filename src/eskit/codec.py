@@ -9,12 +9,21 @@ every value JSON cannot represent exactly::
 
 Tagged values round-trip exactly: ``Decimal``, ``datetime`` (aware or naive;
 a ``ZoneInfo`` zone is kept by name), ``date``, ``time``, ``timedelta``,
-``UUID``, ``Enum`` members, dataclass instances (nested to any depth), tuples,
-sets, frozensets, ``bytes``, integers beyond 64 bits and non-finite floats.
-A dict that itself uses the key ``__eskit__`` is wrapped, so user data can never
-be mistaken for a tag. Anything else (an arbitrary object, a dict with
-non-string keys) raises :class:`~eskit.errors.EncodingError` before anything is
-written.
+``UUID``, ``Enum`` members, dataclass instances, tuples, sets, frozensets,
+``bytes``, integers beyond 64 bits, non-finite floats, and dicts whose keys are
+not all strings (``dict[UUID, int]``, ``dict[tuple[int, int], str]``: any key the
+codec can encode and that decodes to a hashable value, stored as a list of
+pairs in the dict's order). A dict that itself uses the key ``__eskit__`` is
+wrapped, so user data can never be mistaken for a tag.
+
+Limits, each an :class:`~eskit.errors.EncodingError` raised before anything is
+written: values nested more than :data:`MAX_DEPTH` (64) containers deep, which
+includes any container that contains itself; integers of more than
+:data:`MAX_INT_DIGITS` (4,300) decimal digits, Python's own default limit for
+converting an int to text; strings (values or keys) holding a lone surrogate,
+which is not valid UTF-8; any other object. With ``naive_datetimes=False``
+(how the stores encode events unless their registry allows naive datetimes) a
+``datetime`` without a time zone is refused as well.
 
 Enum and dataclass values are stored under a *type name*. By default it is
 ``"module:QualName"``; :func:`register_type` gives a class a stable name so
@@ -27,9 +36,10 @@ import base64
 import dataclasses
 import importlib
 import math
+import re
 import threading
 from collections.abc import Callable
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
 from typing import Any, TypeVar
@@ -40,11 +50,20 @@ import orjson
 
 from eskit.errors import DecodingError, EncodingError, InvalidInputError
 
-__all__ = ["decode", "encode", "register_type", "type_name_of"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "decode", "encode", "register_type", "type_name_of"]
 
 TAG = "__eskit__"
 _TAG_BYTES = b'"__eskit__"'
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
+
+MAX_DEPTH = 64
+"""How many containers deep a value may nest. Each level becomes at most three
+levels of JSON, which keeps every payload under the JSON library's own limit
+(254 levels) and far from Python's recursion limit."""
+
+MAX_INT_DIGITS = 4300
+"""The most decimal digits an encoded int may have: Python's default
+``sys.get_int_max_str_digits()``, so that every reader can convert it back."""
 
 T = TypeVar("T", bound=type)
 
@@ -119,14 +138,56 @@ def _type_by_name(name: str) -> type:
     raise DecodingError(f"stored value names unknown type {name!r}; register it with register_type")
 
 
-def encode(value: Any) -> bytes:
-    """Encode a payload (usually a dict) to JSON bytes, exactly and reversibly."""
+_options = threading.local()  # refuse_naive: set by encode(naive_datetimes=False)
+
+
+def encode(value: Any, *, naive_datetimes: bool = True) -> bytes:
+    """Encode a payload (usually a dict) to JSON bytes, exactly and reversibly.
+
+    ``naive_datetimes=False`` refuses a ``datetime`` without a time zone
+    anywhere in the value. Raises :class:`~eskit.errors.EncodingError` (see the
+    limits in the module docstring).
+    """
     if type(value) is dict and not value:  # the usual metadata
         return b"{}"
+    tree = _to_tree(value, 0)
     try:
-        return orjson.dumps(_to_tree(value))
-    except orjson.JSONEncodeError as exc:  # pragma: no cover - _to_tree leaves nothing unencodable
-        raise EncodingError(str(exc)) from exc
+        out = orjson.dumps(tree)
+    except orjson.JSONEncodeError as exc:
+        if "surrogates" in str(exc):
+            raise EncodingError(
+                "a string holds a lone surrogate (such as '\\ud800'), which is not valid "
+                "UTF-8 and cannot be stored"
+            ) from None
+        raise EncodingError(str(exc)) from None
+    # The naive check looks at the output, so a payload without datetimes (most)
+    # pays one substring test; one that seems to hold a naive datetime is walked
+    # again with the check on, which raises with the path (or finds a look-alike).
+    if not naive_datetimes and _DATETIME_TAG in out and _looks_naive(out):
+        _options.refuse_naive = True
+        try:
+            _to_tree(value, 0)
+        finally:
+            _options.refuse_naive = False
+    return out
+
+
+_DATETIME_TAG = b'"__eskit__":"datetime","v":"'
+_DATETIME_TEXT = re.compile(rb'"__eskit__":"datetime","v":"([^"]*)"')
+_OFFSET = re.compile(rb"[+-]\d\d:\d\d(?::\d\d(?:\.\d{6})?)?\Z")
+
+
+def _looks_naive(out: bytes) -> bool:
+    return any(_OFFSET.search(text) is None for text in _DATETIME_TEXT.findall(out))
+
+
+def has_lone_surrogate(text: str) -> bool:
+    """Whether ``text`` holds a code point that UTF-8 cannot encode (U+D800..U+DFFF)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 _TAG_TEXT = _TAG_BYTES.decode()
@@ -142,25 +203,32 @@ def decode(data: bytes | str) -> Any:
         raise DecodingError(f"stored payload is not valid JSON: {exc}") from exc
     # Only payloads that hold a tag need walking; most hold none.
     if (_TAG_TEXT if type(data) is str else _TAG_BYTES) in data:  # type: ignore[operator]
-        return _from_tree(tree)
+        return decode_tree(tree)
     return tree
 
 
-def _to_tree(v: Any) -> Any:
+def _too_deep() -> EncodingError:
+    return EncodingError(
+        f"the value is nested more than {MAX_DEPTH} containers deep, or contains itself"
+    )
+
+
+def _to_tree(v: Any, depth: int) -> Any:
+    # ``depth`` counts the containers around ``v``; only containers check it.
     t = type(v)
     if t is str or t is bool or v is None:
         return v
     if t is int:
-        return v if _INT64_MIN <= v <= _INT64_MAX else {TAG: "int", "v": str(v)}
+        return v if _INT64_MIN <= v <= _INT64_MAX else _encode_big_int(v)
     if t is float:
         return v if math.isfinite(v) else {TAG: "float", "v": repr(v)}
     if t is dict:
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
         out = {}
         for k, x in v.items():
             if type(k) is not str:
-                raise EncodingError(
-                    f"dict keys must be strings, got {type(k).__name__} {k!r}", path="[key]"
-                )
+                return _encode_map(v, depth)
             # Payloads are mostly flat: the usual values are handled here without a call.
             tx = type(x)
             if tx is str or tx is bool or x is None:
@@ -171,33 +239,44 @@ def _to_tree(v: Any) -> Any:
                 out[k] = x
             else:
                 try:
-                    out[k] = _to_tree(x)
+                    out[k] = _to_tree(x, depth + 1)
                 except EncodingError as exc:
                     raise _nested(exc, f".{k}") from None
         return {TAG: "dict", "v": out} if TAG in out else out
     if t is list or t is tuple:
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
         items = []
         for i, x in enumerate(v):
             try:
-                items.append(_to_tree(x))
+                items.append(_to_tree(x, depth + 1))
             except EncodingError as exc:
                 raise _nested(exc, f"[{i}]") from None
         return items if t is list else {TAG: "tuple", "v": items}
     encoder = _ENCODERS.get(t)
     if encoder is not None:
         return encoder(v)
+    container = _CONTAINER_ENCODERS.get(t)
+    if container is not None:
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
+        return container(v, depth + 1)
     if isinstance(v, Enum):
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
         try:
-            inner = _to_tree(v.value)
+            inner = _to_tree(v.value, depth + 1)
         except EncodingError as exc:
             raise _nested(exc, ".value") from None
         return {TAG: "enum", "t": type_name_of(t), "v": inner}
     if dataclasses.is_dataclass(v) and not isinstance(v, type):
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
         fields = {}
         for f in dataclasses.fields(v):
             if f.init:
                 try:
-                    fields[f.name] = _to_tree(getattr(v, f.name))
+                    fields[f.name] = _to_tree(getattr(v, f.name), depth + 1)
                 except EncodingError as exc:
                     raise _nested(exc, f".{f.name}") from None
         return {TAG: "dataclass", "t": type_name_of(t), "v": fields}
@@ -205,17 +284,46 @@ def _to_tree(v: Any) -> Any:
     if isinstance(v, str):
         return str(v)
     if isinstance(v, int) and not isinstance(v, bool):
-        return _to_tree(int(v))
+        return _to_tree(int(v), depth)
     if isinstance(v, datetime):
         return _encode_datetime(v)
     raise EncodingError(f"cannot encode a value of type {t.__module__}.{t.__qualname__}")
 
 
-def _canonical_items(items: set[Any] | frozenset[Any]) -> list[Any]:
+def _encode_big_int(v: int) -> dict[str, Any]:
+    try:
+        text = str(v)
+    except ValueError:  # over the interpreter's int-to-text limit
+        text = ""
+    if not text or len(text) - (v < 0) > MAX_INT_DIGITS:
+        raise EncodingError(
+            f"an int of {v.bit_length()} bits has more than {MAX_INT_DIGITS} decimal digits, "
+            "more than every Python can read back; store it as text or split it"
+        )
+    return {TAG: "int", "v": text}
+
+
+def _encode_map(v: dict[Any, Any], depth: int) -> dict[str, Any]:
+    # A dict with a non-string key: a list of [key, value] pairs, in the dict's order,
+    # so that the keys keep their type (UUID, int, tuple, Enum, ...).
+    pairs = []
+    for k, x in v.items():
+        try:
+            key = _to_tree(k, depth + 1)
+        except EncodingError as exc:
+            raise _nested(exc, f"[key {k!r}]") from None
+        try:
+            pairs.append([key, _to_tree(x, depth + 1)])
+        except EncodingError as exc:
+            raise _nested(exc, f"[{k!r}]") from None
+    return {TAG: "map", "v": pairs}
+
+
+def _canonical_items(items: set[Any] | frozenset[Any], depth: int) -> list[Any]:
     # A set's iteration order depends on hashing, which differs between processes
     # for strings. Sorting makes the encoding canonical: the same value always
     # encodes to the same bytes, which is how a retried event is recognised.
-    trees = [_to_tree(x) for x in items]
+    trees = [_to_tree(x, depth) for x in items]
     trees.sort(key=lambda t: orjson.dumps(t, option=orjson.OPT_SORT_KEYS))
     return trees
 
@@ -225,6 +333,14 @@ def _nested(exc: EncodingError, step: str) -> EncodingError:
 
 
 def _encode_datetime(v: datetime) -> dict[str, Any]:
+    tz = v.tzinfo
+    if (tz is None or (tz is not UTC and v.utcoffset() is None)) and getattr(
+        _options, "refuse_naive", False
+    ):
+        raise EncodingError(
+            f"the datetime {v.isoformat()} has no time zone: a naive time names no moment "
+            "(add tzinfo=UTC, or allow naive datetimes on the registry)"
+        )
     out: dict[str, Any] = {TAG: "datetime", "v": v.isoformat()}
     if isinstance(v.tzinfo, ZoneInfo):
         out["tz"] = v.tzinfo.key
@@ -241,8 +357,11 @@ _ENCODERS: dict[type, Callable[[Any], Any]] = {
     timedelta: lambda v: {TAG: "timedelta", "v": [v.days, v.seconds, v.microseconds]},
     UUID: lambda v: {TAG: "uuid", "v": str(v)},
     bytes: lambda v: {TAG: "bytes", "v": base64.b64encode(v).decode("ascii")},
-    set: lambda v: {TAG: "set", "v": _canonical_items(v)},
-    frozenset: lambda v: {TAG: "frozenset", "v": _canonical_items(v)},
+}
+
+_CONTAINER_ENCODERS: dict[type, Callable[[Any, int], Any]] = {
+    set: lambda v, depth: {TAG: "set", "v": _canonical_items(v, depth)},
+    frozenset: lambda v, depth: {TAG: "frozenset", "v": _canonical_items(v, depth)},
 }
 
 
@@ -287,9 +406,16 @@ def _from_tree(x: Any) -> Any:
         raise DecodingError(f"cannot decode stored {tag} value: {exc}") from exc
 
 
-# For the stores' bulk read loop (internal to eskit), which parses the JSON itself and
-# walks only payloads that hold a tag, as decode() does.
-decode_tree = _from_tree
+def decode_tree(tree: Any) -> Any:
+    """Python values from a parsed payload that holds tags (internal to eskit).
+
+    For the stores' bulk read loop, which parses the JSON itself and walks only
+    payloads that hold a tag, as :func:`decode` does.
+    """
+    try:
+        return _from_tree(tree)
+    except RecursionError:  # only rows written around the codec nest this deep
+        raise DecodingError("stored payload is nested too deeply to decode") from None
 
 
 def _decode_datetime(x: dict[str, Any]) -> datetime:
@@ -308,6 +434,14 @@ def _decode_enum(x: dict[str, Any]) -> Enum:
     return cls(_from_tree(x["v"]))
 
 
+def _decode_map(x: dict[str, Any]) -> dict[Any, Any]:
+    out = {}
+    for k, v in x["v"]:
+        key = _from_tree(k) if type(k) is dict else k
+        out[key] = _from_tree(v)
+    return out
+
+
 def _decode_dataclass(x: dict[str, Any]) -> Any:
     cls = _type_by_name(x["t"])
     if not dataclasses.is_dataclass(cls):
@@ -317,6 +451,7 @@ def _decode_dataclass(x: dict[str, Any]) -> Any:
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
     "dict": lambda x: {k: _from_tree(v) for k, v in x["v"].items()},
+    "map": _decode_map,
     "tuple": lambda x: tuple(_from_tree(i) for i in x["v"]),
     "int": lambda x: int(x["v"]),
     "float": lambda x: float(x["v"]),

@@ -94,10 +94,22 @@ class ConcurrencyError(EskitError, ValueError):
         self.stream_id = stream_id
         self.expected_version = expected
         self.actual_version = actual
-        super().__init__(
-            f"concurrent modification of stream {str(stream_id)!r}: "
-            f"expected version {expected}, actual version {actual}"
-        )
+        stream = str(stream_id)
+        expected_name = getattr(expected, "name", None)
+        if (expected == 0 or expected_name == "NO_STREAM") and actual > 0:
+            # The usual cause: creating an aggregate under an id that is taken.
+            message = (
+                f"stream {stream!r} already exists (at version {actual}) but was expected to "
+                "be new: its id is taken, or a concurrent writer created it first"
+            )
+        elif expected_name == "STREAM_EXISTS" and actual == 0:
+            message = f"stream {stream!r} does not exist; it was expected to have events"
+        else:
+            message = (
+                f"concurrent modification of stream {stream!r}: "
+                f"expected version {expected}, actual version {actual}"
+            )
+        super().__init__(message)
 
 
 class DuplicateEventError(EskitError):

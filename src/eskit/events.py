@@ -23,12 +23,13 @@ import threading
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 from uuid import UUID, SafeUUID
 
 from eskit import codec
 from eskit.errors import DecodingError, InvalidInputError, UnknownEventTypeError
 from eskit.upcasting import UpcastRules
+from eskit.validation import Plan, check_fields, plan_for
 
 __all__ = [
     "Event",
@@ -45,6 +46,7 @@ StreamId = UUID | str
 """A stream (aggregate) id: a ``UUID`` or a non-empty string."""
 
 T = TypeVar("T", bound=type)
+D = TypeVar("D")
 U = TypeVar("U", bound=Callable[[dict[str, Any]], dict[str, Any]])
 S = TypeVar("S", bound=Callable[[dict[str, Any]], list[tuple[str, dict[str, Any]]]])
 
@@ -93,9 +95,11 @@ class Event:
 
     The first six fields are the seed tutorial's ``Event``; the store fills in
     the rest. ``version`` is the 1-based place of the event in its stream,
-    ``position`` its place in the store's global order (``None`` until stored).
-    ``timestamp`` is always timezone-aware UTC. Timestamps are informative only:
-    ordering and concurrency checks never use them.
+    ``position`` its place in the store's global order: an ``int > 0`` on every
+    event a store returns, ``0`` on an event no store has recorded yet (one an
+    aggregate raised and the repository has not saved). ``timestamp`` is always
+    timezone-aware UTC. Timestamps are informative only: ordering and
+    concurrency checks never use them.
     """
 
     event_id: UUID
@@ -104,7 +108,7 @@ class Event:
     event_data: dict[str, Any]
     timestamp: datetime
     version: int
-    position: int | None = None
+    position: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     schema_version: int = 1
 
@@ -116,7 +120,7 @@ class Event:
         event_data: dict[str, Any],
         timestamp: datetime,
         version: int,
-        position: int | None = None,
+        position: int = 0,
         metadata: dict[str, Any] | None = None,
         schema_version: int = 1,
     ) -> None:
@@ -135,9 +139,37 @@ class Event:
         """The stream the event belongs to (the seed calls it ``aggregate_id``)."""
         return self.aggregate_id
 
-    def to_domain(self, registry: EventRegistry | None = None) -> Any:
-        """This event as an instance of its registered domain event class."""
-        return (registry or default_registry).to_domain(self)
+    @overload
+    def to_domain(self, registry: EventRegistry | None = None, *, expect: None = None) -> Any: ...
+
+    @overload
+    def to_domain(self, registry: EventRegistry | None = None, *, expect: type[D]) -> D: ...
+
+    def to_domain(
+        self, registry: EventRegistry | None = None, *, expect: type[Any] | None = None
+    ) -> Any:
+        """This event as an instance of its registered domain event class.
+
+        The class depends on the stored type, so the result is typed ``Any``;
+        pass ``expect=TheClass`` to have it checked (a
+        :class:`~eskit.DecodingError` if the event is of another class) and
+        typed as ``TheClass``.
+        """
+        return (registry or default_registry).to_domain(self, expect=expect)
+
+    def reshaped(
+        self, event_type: str, event_data: dict[str, Any], schema_version: int, *,
+        event_id: UUID | None = None, metadata: dict[str, Any] | None = None,
+    ) -> Event:
+        """This event with another type, data and schema version (what upcasting returns).
+
+        Stream, version, position and timestamp stay; id and metadata too unless given.
+        """
+        return recorded_event(
+            self.event_id if event_id is None else event_id, self.aggregate_id, event_type,
+            event_data, self.timestamp, self.version, self.position,
+            self.metadata if metadata is None else metadata, schema_version,
+        )
 
 
 _new_object = object.__new__
@@ -159,7 +191,7 @@ class UnfrozenEvent:
 
     def __init__(
         self, event_id: UUID, aggregate_id: StreamId, event_type: str,
-        event_data: dict[str, Any], timestamp: datetime, version: int, position: int | None,
+        event_data: dict[str, Any], timestamp: datetime, version: int, position: int,
         metadata: dict[str, Any], schema_version: int,
     ) -> None:
         self.event_id = event_id
@@ -175,7 +207,7 @@ class UnfrozenEvent:
 
 def recorded_event(
     event_id: UUID, aggregate_id: StreamId, event_type: str, event_data: dict[str, Any],
-    timestamp: datetime, version: int, position: int | None, metadata: dict[str, Any],
+    timestamp: datetime, version: int, position: int, metadata: dict[str, Any],
     schema_version: int,
 ) -> Event:
     """Build an :class:`Event` read from a store or raised by an aggregate (internal, hot path).
@@ -211,12 +243,20 @@ class NewEvent:
     schema_version: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
 class _EventClassInfo:
-    cls: type
-    name: str
-    schema_version: int
-    field_names: tuple[str, ...]
+    __slots__ = ("check_types", "cls", "field_names", "name", "plan", "schema_version")
+
+    def __init__(
+        self, cls: type, name: str, schema_version: int, field_names: tuple[str, ...],
+        check_types: bool,
+    ) -> None:
+        self.cls = cls
+        self.name = name
+        self.schema_version = schema_version
+        self.field_names = field_names
+        self.check_types = check_types
+        self.plan: Plan | None = None
+        """The field checks, built on first use (annotations may name later classes)."""
 
 
 class EventRegistry:
@@ -224,22 +264,33 @@ class EventRegistry:
 
     It also holds the schema-evolution rules (aliases, upcasters, splits,
     deprecations; see :mod:`eskit.upcasting`) that every read applies.
+
+    ``naive_datetimes`` (default ``False``) decides whether a domain event field
+    or an appended payload may hold a ``datetime`` without a time zone: a naive
+    time names no moment, so by default it is an
+    :class:`~eskit.InvalidInputError` before anything is written. Set it to
+    ``True`` (``EventRegistry(naive_datetimes=True)``, or
+    ``default_registry.naive_datetimes = True``) to store naive datetimes as
+    they are; they then round-trip as naive.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, *, naive_datetimes: bool = False) -> None:
         self._lock = threading.Lock()
         self._by_name: dict[str, _EventClassInfo] = {}
         self._by_class: dict[type, _EventClassInfo] = {}
         self.rules = UpcastRules()
+        self.naive_datetimes = naive_datetimes
 
     # -- schema evolution ---------------------------------------------------------------
 
     def alias(self, old_name: str, new_name: str) -> None:
         """Read events stored as ``old_name`` as ``new_name`` (a renamed event type)."""
-        self.rules.add_alias(old_name, new_name)
+        self.rules.add_alias(validate_event_type(old_name), validate_event_type(new_name))
 
     def upcaster(self, event_type: str, *, from_version: int) -> Callable[[U], U]:
         """Decorator: the function turns ``event_type`` data from ``from_version`` to the next."""
+
+        validate_event_type(event_type)
 
         def register(function: U) -> U:
             self.rules.add_upcaster(event_type, from_version, function)
@@ -250,8 +301,11 @@ class EventRegistry:
     def split(self, event_type: str) -> Callable[[S], S]:
         """Decorator: the function turns one stored event's data into several events.
 
-        It returns a list of ``(event_type, data)`` pairs, in today's shape.
+        It returns a non-empty list of ``(event_type, data)`` pairs, in today's
+        shape. Every reader sees the parts instead of the stored event (see
+        :mod:`eskit.upcasting` for their versions, positions and ids).
         """
+        validate_event_type(event_type)
 
         def register(function: S) -> S:
             self.rules.add_split(event_type, function)
@@ -261,14 +315,22 @@ class EventRegistry:
 
     def deprecate(self, event_type: str, reason: str = "") -> None:
         """Warn (once per process) whenever events of this type are read."""
-        self.rules.deprecate(event_type, reason)
+        self.rules.deprecate(validate_event_type(event_type), reason)
 
     def upcast(self, events: list[Event]) -> list[Event]:
-        """Stored events in today's shape (the same list when there are no rules)."""
-        return self.rules.upcast_all(events)
+        """Stored events in today's shape, splits expanded (the same list when there are no rules).
+
+        Every store read goes through here: ``read_stream``, ``read_all`` and so
+        subscriptions, projections and aggregates see the same events.
+        """
+        return self.rules.upcast_all(events, self.current_version)
 
     def expand(self, event: Event) -> list[Event]:
-        """The events one stored event stands for once splits are applied."""
+        """The events one stored event stands for once splits are applied.
+
+        Events read from a store are expanded already; expanding one again
+        returns it unchanged.
+        """
         if not self.rules.splits:
             return [event]
         return self.rules.expand(event, self.current_version)
@@ -318,8 +380,13 @@ class EventRegistry:
                 )
         return version
 
-    def register(self, cls: T, name: str, *, version: int = 1) -> T:
-        """Register ``cls`` (a frozen dataclass) under the stored type ``name``."""
+    def register(self, cls: T, name: str, *, version: int = 1, check_types: bool = True) -> T:
+        """Register ``cls`` (a frozen dataclass) under the stored type ``name``.
+
+        With ``check_types`` (the default) every instance raised or appended has
+        its field values checked against their annotations (see
+        :mod:`eskit.validation` for what is and is not checked).
+        """
         if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
             raise InvalidInputError(f"{cls!r} must be a dataclass to be a domain event")
         if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
@@ -329,8 +396,11 @@ class EventRegistry:
         validate_event_type(name)
         if type(version) is not int or version < 1:
             raise InvalidInputError(f"schema version must be an int >= 1, got {version!r}")
+        if type(check_types) is not bool:
+            raise InvalidInputError(f"check_types must be a bool, got {check_types!r}")
         info = _EventClassInfo(
-            cls, name, version, tuple(f.name for f in dataclasses.fields(cls) if f.init)
+            cls, name, version, tuple(f.name for f in dataclasses.fields(cls) if f.init),
+            check_types,
         )
         with self._lock:
             other = self._by_name.get(name)
@@ -362,7 +432,12 @@ class EventRegistry:
         return type(obj) in self._by_class
 
     def from_domain(self, obj: object) -> tuple[str, dict[str, Any], int]:
-        """Split a domain event into (event type, event data, schema version)."""
+        """Split a domain event into (event type, event data, schema version).
+
+        Checks the field values against their annotations first (unless the class
+        was registered with ``check_types=False``): an
+        :class:`~eskit.InvalidInputError` names the event type and the field.
+        """
         info = self._by_class.get(type(obj))
         if info is None:
             raise InvalidInputError(
@@ -370,15 +445,47 @@ class EventRegistry:
                 "decorate it with @domain_event(\"TypeName\")"
             )
         data = {name: getattr(obj, name) for name in info.field_names}
+        if info.check_types:
+            plan = info.plan
+            if plan is None:
+                plan = info.plan = plan_for(info.cls, self)
+            # The fast path (an identity test per flat field) proves most events good;
+            # anything it cannot prove gets the full check, which raises or accepts.
+            for name, exact in plan.exact:
+                if type(data[name]) is not exact:
+                    break
+            else:
+                for name, check in plan.others:
+                    if check(data[name]) is not None:
+                        break
+                else:
+                    return info.name, data, info.schema_version
+            check_fields(info.name, obj, plan)
         return info.name, data, info.schema_version
 
-    def to_domain(self, event: Event) -> Any:
-        """Build the domain event instance for a recorded event."""
+    @overload
+    def to_domain(self, event: Event, *, expect: None = None) -> Any: ...
+
+    @overload
+    def to_domain(self, event: Event, *, expect: type[D]) -> D: ...
+
+    def to_domain(self, event: Event, *, expect: type[Any] | None = None) -> Any:
+        """Build the domain event instance for a recorded event.
+
+        Stored values are not type-checked on the way back (old events stay
+        readable). With ``expect``, the instance must be of that class.
+        """
         info = self._by_name.get(event.event_type)
         if info is None:
             raise UnknownEventTypeError(
                 event.event_type, stream_id=event.aggregate_id, version=event.version,
                 detail="; register its class with @domain_event",
+            )
+        if expect is not None and not issubclass(info.cls, expect):
+            raise DecodingError(
+                f"event {event.event_type!r} at version {event.version} of stream "
+                f"{str(event.aggregate_id)!r} is a {info.cls.__qualname__}, "
+                f"not a {expect.__qualname__}"
             )
         try:
             return info.cls(**event.event_data)
@@ -400,17 +507,19 @@ def domain_event(
     aliases: Iterable[str] = (),
     deprecated: str | None = None,
     registry: EventRegistry | None = None,
+    check_types: bool = True,
 ) -> Callable[[T], T]:
     """Class decorator declaring a frozen dataclass as a domain event named ``name``.
 
     ``version`` is the schema version of the class's fields; ``aliases`` are
     former names of the type, read as ``name``; ``deprecated`` (a reason) makes
-    reading such events warn once.
+    reading such events warn once. ``check_types=False`` turns off the check of
+    field values against their annotations (see :meth:`EventRegistry.register`).
     """
     target = registry or default_registry
 
     def decorate(cls: T) -> T:
-        target.register(cls, name, version=version)
+        target.register(cls, name, version=version, check_types=check_types)
         for old_name in aliases:
             target.alias(old_name, name)
         if deprecated is not None:

@@ -26,8 +26,9 @@ The rules, in one place:
   snapshot at or below N; fewer than N events is :class:`~eskit.VersionNotFound`.
   ``as_of`` first finds the version of the last event recorded at or before it.
 * After a save, and after loading the current state, the class's policy is asked
-  whether a snapshot is due; taking it is best effort: any failure is logged on
-  ``eskit.snapshots`` and the next save or load asks again.
+  whether a snapshot is due; taking it is best effort: a failure is counted in
+  :data:`eskit.snapshots.snapshot_failures`, logged once on ``eskit.snapshots``,
+  and the next save or load asks again.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from eskit.snapshots import (
     decode_state,
     logger,
     restore,
+    snapshot_failures,
 )
 from eskit.stores.base import AppendResult, check_as_of, check_version_arg
 
@@ -326,7 +328,12 @@ def _load_via_snapshot(
     except Exception as exc:  # a user hook: any failure means "do not trust it"
         distrust(snapshot, f"restoring it failed ({exc!r})")
         return None
-    _replay(aggregate, events[1:])
+    # The state holds every event up to the snapshot's version, all parts of a split
+    # stored event included (they share its version): replay only what follows.
+    tail = 1
+    while tail < len(events) and events[tail].version == snapshot.version:
+        tail += 1
+    _replay(aggregate, events[tail:])
     setattr(aggregate, _MARK, snapshot.version)
     _check_reached(aggregate, to_version)
     return Loaded(aggregate, events[-1].event_id)
@@ -369,17 +376,12 @@ def write_snapshot(aggregate: Aggregate, event_id: UUID) -> Plan[None]:
         snapshot = capture(aggregate, event_id)
         yield WriteSnapshot(snapshot)
     except EskitError as exc:
-        logger.warning(
-            "could not snapshot %s %r at version %d: %s; the next save or load tries again",
-            cls.__name__, str(aggregate.aggregate_id), aggregate.version, exc,
-        )
+        snapshot_failures.record(aggregate, exc, traceback=False)
         return
-    except Exception:  # a user hook failed: keep the traceback for its author
-        logger.warning(
-            "could not snapshot %s %r at version %d; the next save or load tries again",
-            cls.__name__, str(aggregate.aggregate_id), aggregate.version, exc_info=True,
-        )
+    except Exception as exc:  # a user hook failed: keep the traceback for its author
+        snapshot_failures.record(aggregate, exc, traceback=True)
         return
+    snapshot_failures.succeeded(cls)
     setattr(aggregate, _MARK, aggregate.version)
 
 

@@ -19,8 +19,10 @@ aggregate is rebuilt from its events; the next snapshot replaces the bad one.
 
 Snapshots are taken after the events they follow are committed, by the
 repository, according to a :class:`SnapshotPolicy`; taking one never raises
-into the command that triggered it (a failure is logged, and the next save or
-load tries again). What is *not* guaranteed: that a snapshot exists for any
+into the command that triggered it, and the next save or load tries again. A
+failure shows in :data:`snapshot_failures` (counters per aggregate type, and
+the last cause) and is logged once as a warning, not on every save: see
+:class:`SnapshotFailures`. What is *not* guaranteed: that a snapshot exists for any
 given version, or that one is taken at exactly every N-th version (concurrent
 writers, failures and retries move the points); a snapshot store is not a
 backup, and deleting every snapshot is always safe.
@@ -54,9 +56,11 @@ __all__ = [
     "NoSnapshots",
     "OnDemand",
     "Snapshot",
+    "SnapshotFailures",
     "SnapshotPolicy",
     "SnapshotStore",
     "aggregate_type_name",
+    "snapshot_failures",
     "snapshot_upcaster",
 ]
 
@@ -284,6 +288,90 @@ def _upcaster_for(cls: type, from_version: int) -> Upcaster | None:
     return None
 
 
+# --------------------------------------------------------------------------- failures
+
+
+class SnapshotFailures:
+    """The snapshots the repositories of this process could not take, per aggregate type.
+
+    A snapshot that fails never fails the save that asked for it, so this is
+    where the failure shows. The first failure of an aggregate class with a
+    given cause (the exception's type) is logged as a WARNING on
+    ``eskit.snapshots``, with the cause (and the traceback when a user hook
+    raised); repeats are logged at DEBUG, until a snapshot of that class is
+    taken again, after which a new failure warns again. The counters only grow
+    (:meth:`reset` clears them, for tests). Thread-safe; one instance,
+    :data:`snapshot_failures`, serves every sync and async repository.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, int] = {}
+        self._last: dict[str, str] = {}
+        self._warned: set[tuple[str, str]] = set()
+
+    @property
+    def total(self) -> int:
+        """Failed snapshots since the process started (or the last :meth:`reset`)."""
+        return sum(self._counts.values())
+
+    def count(self, aggregate_class: type | str) -> int:
+        """Failed snapshots of one aggregate class (or its :func:`aggregate_type_name`)."""
+        return self._counts.get(_type_key(aggregate_class), 0)
+
+    def last_error(self, aggregate_class: type | str) -> str | None:
+        """The cause of the class's latest failure, as text; ``None`` if it never failed."""
+        return self._last.get(_type_key(aggregate_class))
+
+    def as_dict(self) -> dict[str, int]:
+        """Failure counts by aggregate type name (a copy), e.g. to export as a metric."""
+        return dict(self._counts)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._counts.clear()
+            self._last.clear()
+            self._warned.clear()
+
+    def record(self, aggregate: Aggregate, exc: BaseException, *, traceback: bool) -> None:
+        """Count a failure of taking ``aggregate``'s snapshot and log it if it is new."""
+        cls = type(aggregate)
+        key = _type_key(cls)
+        cause = f"{type(exc).__name__}: {exc}"
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            self._last[key] = cause
+            kind = (key, type(exc).__qualname__)
+            first = kind not in self._warned
+            self._warned.add(kind)
+        logger.log(
+            logging.WARNING if first else logging.DEBUG,
+            "could not snapshot %s %r at version %d: %s; the next save or load tries again"
+            "%s",
+            cls.__name__, str(aggregate.aggregate_id), aggregate.version, exc,
+            " (repeats of this failure are logged at DEBUG until a snapshot of this class "
+            "succeeds; counts in eskit.snapshots.snapshot_failures)" if first else "",
+            exc_info=exc if traceback else None,
+        )
+
+    def succeeded(self, aggregate_class: type) -> None:
+        """A snapshot of the class was taken: its next failure warns again."""
+        if self._warned:
+            key = _type_key(aggregate_class)
+            with self._lock:
+                self._warned = {kind for kind in self._warned if kind[0] != key}
+
+
+def _type_key(aggregate_class: type | str) -> str:
+    return aggregate_class if isinstance(aggregate_class, str) else aggregate_type_name(
+        aggregate_class
+    )
+
+
+snapshot_failures = SnapshotFailures()
+"""The process's :class:`SnapshotFailures`."""
+
+
 # --------------------------------------------------------------------------- taking and restoring
 
 
@@ -305,7 +393,9 @@ def capture(aggregate: Aggregate, event_id: UUID) -> Snapshot:
         version=aggregate.version,
         event_id=event_id,
         state_version=state_version_of(cls),
-        state=codec.encode(dict(state)),
+        # Naive datetimes are the aggregate's own business here: the state is a cache
+        # of what replaying gives, and round-trips them as they are.
+        state=codec.encode(dict(state), naive_datetimes=True),
         taken_at=utc_now(),
     )
 
@@ -401,7 +491,12 @@ def check_snapshot(snapshot: object) -> tuple[str, Snapshot]:
     if not isinstance(ts, datetime) or ts.tzinfo is None or ts.utcoffset() is None:
         raise InvalidInputError("a snapshot's taken_at must be a timezone-aware datetime")
     if ts.tzinfo is not UTC:
-        snapshot = replace(snapshot, taken_at=ts.astimezone(UTC))
+        try:
+            snapshot = replace(snapshot, taken_at=ts.astimezone(UTC))
+        except OverflowError:  # an aware time near year 1 or 9999 with no UTC equivalent
+            raise InvalidInputError(
+                f"a snapshot's taken_at {ts.isoformat()} is out of range once converted to UTC"
+            ) from None
     return stream, snapshot
 
 

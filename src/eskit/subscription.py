@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Protocol
 
 from eskit.errors import InvalidInputError, StoreUnavailableError
 from eskit.events import Event
+from eskit.upcasting import ends_stored_event
 
 if TYPE_CHECKING:
     from eskit.stores.base import EventStore, OnUndecodable, UndecodableEvent
@@ -135,7 +136,10 @@ class Subscription:
 
     ``position`` is the checkpoint: the position of the last event read
     (``from_position`` until then); with filters it may be past the last event
-    yielded, never before it. Pass it back unchanged to resume later.
+    yielded, never before it. Pass it back unchanged to resume later. While
+    the parts of a split event are yielded it stays before the split, and moves
+    past it with the last part: a checkpoint saved mid-split repeats the earlier
+    parts (same event ids) and never skips the later ones.
     Call :meth:`stop` (from any thread) to end the iteration.
 
     ``event_types`` and ``stream_prefixes`` restrict what is yielded (see
@@ -189,7 +193,9 @@ class Subscription:
             while not self._stopped.is_set():
                 got = 0
                 for event in self._next_page(mode):
-                    self.position = event.position or self.position
+                    # The parts of a split share its position: move past it at the last.
+                    if ends_stored_event(event):
+                        self.position = event.position or self.position
                     got += 1
                     if not wanted.matches(event):
                         continue

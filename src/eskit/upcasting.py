@@ -7,17 +7,25 @@ registry's rules, lazily, so they arrive in today's shape:
 * **Upcasters** turn the data of schema version *n* of a type into version
   *n + 1*; chains (v1 -> v2 -> v3) apply in order until no upcaster is left.
   They receive the event data as a plain dict and return the new dict.
-* **Splits** turn one stored event into several domain events (an event that
-  did two things, later modelled as two). A split keeps the stored event's
-  version and position; it is applied where events become domain objects
-  (aggregates, :meth:`EventRegistry.expand`), never to the raw global order, so
-  checkpoints stay one per stored event.
+* **Splits** turn one stored event into several events (an event that did two
+  things, later modelled as two). Every reader sees the parts: ``read_stream``,
+  ``read_all``, subscriptions, projections and aggregates all go through
+  :meth:`UpcastRules.upcast_all`. The parts keep the stored event's version,
+  position, timestamp and metadata, and each carries the key
+  :data:`SPLIT_KEY` in its metadata (``{"of": stored id, "part": i, "parts": n}``).
+  A position still names one stored event, all its parts included: a page of
+  stored events is expanded whole, so a batch never ends inside a split, and
+  a checkpoint taken after the last part resumes after the whole split.
 * **Deprecations** warn, once per type and process, when a deprecated type is read.
 
 Renames resolve first, then upcasters registered under the *new* name run from
-the stored schema version. The upcast event carries the new type, data and
-schema version; its id, stream, version, position, timestamp and metadata are
-the stored ones.
+the stored schema version, then a split of the resulting type. The upcast event
+carries the new type, data and schema version; its id, stream, version,
+position, timestamp and metadata are the stored ones.
+
+This module knows events only by their attributes and their
+``reshaped`` method (:meth:`eskit.Event.reshaped`): it sits below
+:mod:`eskit.events`, whose registry holds the rules, and imports nothing of it.
 """
 
 from __future__ import annotations
@@ -28,10 +36,9 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-import eskit.events as events_module  # circular on purpose: used only at call time
 from eskit.errors import DecodingError, InvalidInputError
 
-__all__ = ["EskitDeprecationWarning", "Upcaster", "UpcastRules"]
+__all__ = ["SPLIT_KEY", "EskitDeprecationWarning", "Upcaster", "UpcastRules", "ends_stored_event"]
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 """Turns the event data of one schema version into the next version's."""
@@ -42,6 +49,30 @@ Splitter = Callable[[dict[str, Any]], list[tuple[str, dict[str, Any]]]]
 F = TypeVar("F", bound=Callable[..., Any])
 
 _SPLIT_NAMESPACE = uuid.UUID("6f1d3a52-2d0e-4b8e-9a57-7c3f5d1e0b21")
+
+SPLIT_KEY = "eskit.split"
+"""The metadata key each part of a split event carries: ``{"of", "part", "parts"}``."""
+
+
+def ends_stored_event(event: Any) -> bool:
+    """Whether a checkpoint may be taken after ``event``: it is not an early split part.
+
+    Every part of a split shares the stored event's position, so a checkpoint at
+    that position after an early part would skip the parts after it.
+    """
+    # An UndecodableEvent has no metadata: it is never a split part.
+    metadata = getattr(event, "metadata", None)
+    if not metadata:  # the usual case, decided without a lookup
+        return True
+    split = metadata.get(SPLIT_KEY)
+    return type(split) is not dict or split.get("part") == split.get("parts", 1) - 1
+
+
+def is_later_split_part(event: Any) -> bool:
+    """Whether ``event`` is a split part after the first (it repeats the version)."""
+    metadata = event.metadata
+    split = metadata.get(SPLIT_KEY) if metadata else None
+    return type(split) is dict and type(split.get("part")) is int and split["part"] > 0
 
 
 class EskitDeprecationWarning(UserWarning):
@@ -63,9 +94,9 @@ class UpcastRules:
 
     # -- declaring rules -------------------------------------------------------------
 
+    # The registry checks the names before it calls these.
+
     def add_alias(self, old_name: str, new_name: str) -> None:
-        events_module.validate_event_type(old_name)
-        events_module.validate_event_type(new_name)
         if old_name == new_name:
             raise InvalidInputError(f"an event type cannot alias itself: {old_name!r}")
         with self._lock:
@@ -87,7 +118,6 @@ class UpcastRules:
             self.active = True
 
     def add_upcaster(self, event_type: str, from_version: int, upcaster: Upcaster) -> None:
-        events_module.validate_event_type(event_type)
         if type(from_version) is not int or from_version < 1:
             raise InvalidInputError(f"from_version must be an int >= 1, got {from_version!r}")
         if not callable(upcaster):
@@ -107,6 +137,12 @@ class UpcastRules:
         with self._lock:
             self.splits[event_type] = splitter
             self.active = True
+
+    def remove_split(self, event_type: str) -> None:
+        """Forget the split of ``event_type`` (for tests that add one for a while)."""
+        with self._lock:
+            self.splits.pop(event_type, None)
+            self.active = bool(self.aliases or self.upcasters or self.splits or self.deprecated)
 
     def deprecate(self, event_type: str, reason: str = "") -> None:
         with self._lock:
@@ -149,20 +185,31 @@ class UpcastRules:
                 )
             version += 1
             upcaster = self.upcasters.get((name, version))
-        return events_module.recorded_event(
-            event.event_id, event.aggregate_id, name, data, event.timestamp, event.version,
-            event.position, event.metadata, version,
-        )
+        return event.reshaped(name, data, version)
 
-    def upcast_all(self, events: list[Any]) -> list[Any]:
+    def upcast_all(self, events: list[Any], current_version: Callable[[str], int]) -> list[Any]:
+        """Stored events in today's shape, splits expanded in place (the one read path).
+
+        The same list when there are no rules. ``current_version`` gives the
+        schema version of each split part's type.
+        """
         if not self.active:
             return events
-        return [self.upcast(e) for e in events]
+        if not self.splits:
+            return [self.upcast(e) for e in events]
+        out: list[Any] = []
+        for stored in events:
+            out.extend(self.expand(self.upcast(stored), current_version))
+        return out
 
     def expand(self, event: Any, current_version: Callable[[str], int]) -> list[Any]:
-        """The domain events one (upcast) stored event stands for: itself, or its split."""
+        """The events one (upcast) stored event stands for: itself, or its split.
+
+        An event that already is a split part is returned as it is, so expanding
+        twice changes nothing.
+        """
         splitter = self.splits.get(event.event_type)
-        if splitter is None:
+        if splitter is None or (event.metadata and SPLIT_KEY in event.metadata):
             return [event]
         try:
             parts = splitter(dict(event.event_data))
@@ -171,16 +218,34 @@ class UpcastRules:
                 f"splitting event {event.event_type!r} at version {event.version} of stream "
                 f"{str(event.aggregate_id)!r} failed: {type(exc).__name__}: {exc}"
             ) from exc
+        where = (
+            f"splitting event {event.event_type!r} at version {event.version} of stream "
+            f"{str(event.aggregate_id)!r}"
+        )
+        if not isinstance(parts, list) or not parts:
+            # An empty split would leave a hole in the stream's versions: an aggregate
+            # could no longer count its events, nor a reader name where it stopped.
+            raise DecodingError(f"{where}: the splitter must return a non-empty list of parts")
         expanded = []
-        for i, (event_type, data) in enumerate(parts):
+        for i, part in enumerate(parts):
+            if not (isinstance(part, tuple | list) and len(part) == 2
+                    and type(part[0]) is str and isinstance(part[1], dict)):
+                raise DecodingError(
+                    f"{where}: part {i} is not an (event type, data dict) pair: {part!r}"
+                )
+            event_type, data = part
             # The first part keeps the stored id; the others get ids derived from it, the
             # same on every read, so handlers can still use them as idempotency keys.
             event_id = event.event_id if i == 0 else uuid.uuid5(
                 _SPLIT_NAMESPACE, f"{event.event_id}/{i}"
             )
-            expanded.append(events_module.recorded_event(
-                event_id, event.aggregate_id, event_type, data, event.timestamp, event.version,
-                event.position, event.metadata, current_version(event_type),
+            metadata = {
+                **event.metadata,
+                SPLIT_KEY: {"of": str(event.event_id), "part": i, "parts": len(parts)},
+            }
+            expanded.append(event.reshaped(
+                event_type, data, current_version(event_type), event_id=event_id,
+                metadata=metadata,
             ))
         return expanded
 

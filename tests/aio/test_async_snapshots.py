@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -37,11 +37,19 @@ from eskit.aio import (
     AsyncSQLiteEventStore,
     AsyncSQLiteSnapshotStore,
 )
-from eskit.snapshots import aggregate_type_name
+from eskit.snapshots import aggregate_type_name, snapshot_failures
 from tests.conftest import new_schema_name
 from tests.snapshot_model import Deposited, Ledger, Opened, state_of
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_failure_counters() -> Iterator[None]:
+    # The counters are per process; each test starts from none.
+    snapshot_failures.reset()
+    yield
+    snapshot_failures.reset()
 Both = tuple[AsyncEventStore, AsyncSnapshotStore]
 OpenBoth = Callable[[], Awaitable[Both]]
 
@@ -186,6 +194,26 @@ def test_a_broken_snapshot_store_never_fails_a_save_or_a_load(
         asyncio.run(main())
     assert "could not snapshot Ledger 'b' at version 1" in caplog.text
     assert "could not be read with its events (snapshot table is gone)" in caplog.text
+
+
+def test_an_async_repository_counts_a_failing_snapshot_and_warns_once(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    async def main() -> None:
+        events = AsyncInMemoryEventStore()
+        repo = AsyncRepository(events, snapshots=_Broken(), snapshot_policy=EveryNEvents(1))
+        ledger = Ledger("c")
+        ledger.raise_event(Opened("ann"))
+        await repo.save(ledger)
+        for i in range(3):
+            ledger.raise_event(Deposited(Decimal(i)))
+            await repo.save(ledger)
+
+    with caplog.at_level(logging.WARNING, logger="eskit.snapshots"):
+        asyncio.run(main())
+    assert caplog.text.count("could not snapshot Ledger 'c'") == 1
+    assert snapshot_failures.count(Ledger) == 4
+    assert "snapshot table is gone" in (snapshot_failures.last_error(Ledger) or "")
 
 
 def test_an_async_repository_refuses_a_sync_snapshot_store() -> None:

@@ -178,7 +178,7 @@ class PendingEvent:
         self.event_data = event_data
         self.metadata_dict = metadata_dict
 
-    def recorded(self, stream_id: StreamId, version: int, position: int | None) -> Event:
+    def recorded(self, stream_id: StreamId, version: int, position: int) -> Event:
         return recorded_event(
             self.event_id, stream_id, self.event_type, self.event_data, self.timestamp, version,
             position, self.metadata_dict, self.schema_version,
@@ -377,7 +377,17 @@ def check_as_of(as_of: object) -> datetime:
             "as_of must be timezone-aware (e.g. datetime(2025, 1, 31, tzinfo=UTC)): "
             "a naive time names no moment"
         )
-    return as_of.astimezone(UTC)
+    return _in_utc("as_of", as_of)
+
+
+def _in_utc(what: str, moment: datetime) -> datetime:
+    # An aware time near year 1 or 9999 may have no UTC equivalent in range.
+    try:
+        return moment.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInputError(
+            f"{what} {moment.isoformat()} is out of range once converted to UTC"
+        ) from None
 
 
 VERSION_AT_PAGE = 500
@@ -407,7 +417,7 @@ def _to_utc(ts: object) -> datetime:
         raise InvalidInputError(f"timestamp must be a datetime, got {type(ts).__name__}")
     if ts.tzinfo is None or ts.utcoffset() is None:
         raise InvalidInputError("timestamp must be timezone-aware (eskit stores UTC)")
-    return ts.astimezone(UTC)
+    return _in_utc("timestamp", ts)
 
 
 def prepare_batch(
@@ -498,8 +508,10 @@ def _prepare_one(stream: str, item: object, registry: EventRegistry, now: dateti
             # MAX_NAME_BYTES); a key that is not a str is the codec's to refuse.
             if type(key) is str:
                 check_text("metadata key", key)
+    naive = registry.naive_datetimes
     return PendingEvent(
-        event_id, event_type, codec.encode(data), codec.encode(metadata),
+        event_id, event_type, codec.encode(data, naive_datetimes=naive),
+        codec.encode(metadata, naive_datetimes=naive),
         now if timestamp is None else _to_utc(timestamp), schema_version, data, metadata,
     )
 
@@ -954,7 +966,7 @@ class EventStore(ABC):  # noqa: B024
             ]
             if backwards:
                 events.reverse()
-            return events if limit is None else events[:limit]
+            return self.registry.upcast(events if limit is None else events[:limit])
         return list(
             self._iter_stream(stream_id, stream, from_version, to_version, backwards, limit)
         )
@@ -1224,6 +1236,6 @@ class EventStore(ABC):  # noqa: B024
         found = {e.event_id: e for e in stored if e.event_id in ids}
         if found or not expected_matches(expected, head):
             return resolve_conflict(stream_id, stream_key(stream_id), expected, head, batch, found)
-        events = [p.recorded(stream_id, head + i + 1, None) for i, p in enumerate(batch)]
+        events = [p.recorded(stream_id, head + i + 1, 0) for i, p in enumerate(batch)]
         self.save_events(stream_id, events, head)
         return AppendResult(stream_id, head + len(events), 0, tuple(events))

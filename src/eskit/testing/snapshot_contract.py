@@ -239,6 +239,7 @@ class SnapshotStoreContract:
             {"state_version": True},
             {"state": "text, not bytes"},
             {"taken_at": datetime(2025, 1, 1)},
+            {"taken_at": datetime(1, 1, 1, tzinfo=timezone(timedelta(hours=5)))},
         ],
         ids=lambda change: "-".join(f"{k}={v!r}" for k, v in change.items()),
     )

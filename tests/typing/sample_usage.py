@@ -1,0 +1,63 @@
+"""Code written the way the docs write it; mypy --strict must accept it (see test_typing.py)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any, assert_type
+
+from eskit import (
+    Aggregate,
+    Event,
+    InMemoryEventStore,
+    NewEvent,
+    Projection,
+    domain_event,
+    handles,
+)
+from eskit.projections import Tx
+
+
+@domain_event("typing.Deposited")
+@dataclass(frozen=True)
+class Deposited:
+    amount: Decimal
+
+
+class Account(Aggregate):
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.balance = Decimal(0)
+
+    @handles(Deposited)
+    def _deposited(self, event: Deposited) -> None:
+        self.balance += event.amount
+
+    @handles("typing.Withdrawn")
+    def _withdrawn(self, event: Any) -> None:
+        self.balance -= event.amount
+
+
+class Balances(Projection):
+    name = "typing-balances"
+
+    @handles(Deposited)
+    def _deposited(self, event: Event, tx: Tx) -> None:
+        deposited = event.to_domain(expect=Deposited)
+        assert_type(deposited, Deposited)
+        assert_type(deposited.amount, Decimal)
+
+    @handles("typing.Opened")
+    def _opened(self, event: Event, tx: Tx) -> None:
+        assert_type(event.to_domain(), Any)
+
+
+def positions() -> int:
+    store = InMemoryEventStore()
+    result = store.append("a-1", [NewEvent("typing.Opened"), Deposited(Decimal(1))])
+    stored = result.events[-1]
+    assert_type(stored.position, int)
+    after: int = stored.position + 1  # no Optional to narrow first
+    for event in store.read_all(stored.position):
+        after = max(after, event.position)
+    return after
