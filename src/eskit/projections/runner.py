@@ -47,6 +47,7 @@ from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
 from eskit.stores.base import EventStore, UndecodableEvent, stream_key
 from eskit.subscription import EventFilter, reconnect_delay
+from eskit.upcasting import ends_stored_event
 
 __all__ = [
     "ParkedEventBlocked",
@@ -265,10 +266,13 @@ class ProjectionRunner:
                         raise StoreUnavailableError(
                             f"projection {self.name!r} lost its target's connection: {exc}"
                         ) from exc
-                    if self.target.dialect == "memory" and index:
+                    done = _last_whole(events, index)
+                    if self.target.dialect == "memory" and done is not None:
                         # Nothing rolls back in memory: keep what the earlier events of
                         # the batch did, and checkpoint them, so they are not applied twice.
-                        done = events[index - 1]
+                        # (Earlier parts of the failing event's own split are applied
+                        # again on retry: a checkpoint at their shared position would
+                        # skip the failing part.)
                         self.target.save_position(
                             conn, self.name, self.partition, done.position or 0, handled,
                             done, self._rate,
@@ -340,8 +344,9 @@ class ProjectionRunner:
             except Exception as exc:
                 if self.target.lost_connection(exc):
                     raise  # the store or target is away: not the event's fault
-                if index:
-                    self._move_if_unchanged(state.position, events[index - 1], handled, [])
+                done = _last_whole(events, index)
+                if done is not None:
+                    self._move_if_unchanged(state.position, done, handled, [])
                 raise _HandlerError(event, exc) from exc
             handled += 1
         if not self._move_if_unchanged(state.position, events[-1], handled, to_park):
@@ -616,3 +621,16 @@ def _find_event(store: EventStore, position: int, event_id: str) -> Event:
         if str(event.event_id) == event_id:
             return event
     raise InvalidInputError(f"parked event {event_id} is no longer at position {position}")
+
+
+def _last_whole(events: list[Read], index: int) -> Read | None:
+    """The last event before ``events[index]`` that a checkpoint may be taken after.
+
+    The parts of an upcaster split share their stored event's position: a checkpoint
+    after an early part would skip the later ones, so it steps back to the end of the
+    last whole stored event (``None`` if there is none before ``index``).
+    """
+    for done in reversed(events[:index]):
+        if ends_stored_event(done):
+            return done
+    return None
