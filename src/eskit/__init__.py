@@ -58,17 +58,17 @@ from eskit.snapshots import (
     SnapshotStore,
     snapshot_upcaster,
 )
-from eskit.stores.base import (
+from eskit.stores.base import EventStore
+from eskit.stores.memory import InMemoryEventStore
+from eskit.stores.memory_snapshots import InMemorySnapshotStore
+from eskit.stores.model import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
-    EventStore,
     ExpectedVersion,
     StreamInfo,
 )
-from eskit.stores.memory import InMemoryEventStore
-from eskit.stores.memory_snapshots import InMemorySnapshotStore
 from eskit.stores.sqlite import SQLiteEventStore
 from eskit.stores.sqlite_snapshots import SQLiteSnapshotStore
 from eskit.subscription import EventFilter, Subscription

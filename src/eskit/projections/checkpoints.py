@@ -44,7 +44,7 @@ from typing import Any
 from eskit.errors import StoreError, StoreUnavailableError
 from eskit.events import Event
 from eskit.projections.sql import Dialect, Tx
-from eskit.stores.base import UndecodableEvent, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.rows import UndecodableEvent, micros_to_timestamp, timestamp_to_micros
 from eskit.stores.sqlite import keep_inherited, watch_forks
 
 __all__ = [
