@@ -41,12 +41,15 @@ from eskit.events import (
 )
 from eskit.projections import (
     InMemoryTarget,
+    ParkedEventBlocked,
     PostgresTarget,
     Projection,
     ProjectionFailed,
     ProjectionRunner,
     RetryPolicy,
     SQLiteTarget,
+    UnknownHandlerWarning,
+    wait_for_projection,
 )
 from eskit.repository import Repository
 from eskit.snapshots import (
@@ -69,6 +72,7 @@ from eskit.stores.model import (
     ExpectedVersion,
     StreamInfo,
 )
+from eskit.stores.rows import UndecodableEvent
 from eskit.stores.sqlite import SQLiteEventStore
 from eskit.stores.sqlite_snapshots import SQLiteSnapshotStore
 from eskit.subscription import EventFilter, Subscription
@@ -118,6 +122,7 @@ __all__ = [
     "NoSnapshots",
     "NotAnEskitStoreError",
     "OnDemand",
+    "ParkedEventBlocked",
     "PostgresEventStore",
     "PostgresTarget",
     "Projection",
@@ -139,7 +144,9 @@ __all__ = [
     "StreamId",
     "StreamInfo",
     "Subscription",
+    "UndecodableEvent",
     "UnknownEventTypeError",
+    "UnknownHandlerWarning",
     "VersionNotFound",
     "__version__",
     "domain_event",
@@ -149,6 +156,7 @@ __all__ = [
     "state_diff",
     "upcaster",
     "utc_now",
+    "wait_for_projection",
 ]
 
 _NEED_POSTGRES = ("PostgresEventStore", "PostgresSnapshotStore")
