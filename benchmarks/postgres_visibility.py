@@ -29,7 +29,7 @@ import psycopg
 from psycopg import sql
 
 from eskit import NewEvent, PostgresEventStore, PostgresTarget
-from eskit.stores.base import prepare_batch
+from eskit.stores.arguments import prepare_batch
 from eskit.stores.postgres_schema import Statements, append_params, unpack_position
 
 DSN = "postgresql://postgres@127.0.0.1:5432/test"

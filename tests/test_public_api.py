@@ -24,7 +24,10 @@ PUBLIC_API = [
     "snapshot_upcaster",
     # the read side (eskit.projections)
     "EventFilter", "InMemoryTarget", "PostgresTarget", "Projection", "ProjectionFailed",
-    "ProjectionRunner", "RetryPolicy", "SQLiteTarget",
+    "ProjectionRunner", "RetryPolicy", "SQLiteTarget", "ParkedEventBlocked",
+    "UnknownHandlerWarning", "wait_for_projection",
+    # reading past an event that cannot be decoded
+    "UndecodableEvent",
     # optional extras
     "MissingExtraError",
     # time travel across versions (eskit.timetravel)

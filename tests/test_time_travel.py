@@ -33,7 +33,7 @@ from eskit import (
     VersionNotFound,
     handles,
 )
-from eskit.stores.base import VERSION_AT_PAGE
+from eskit.stores.arguments import VERSION_AT_PAGE
 from tests.conftest import new_schema_name
 from tests.snapshot_model import Deposited, Ledger, state_of
 

@@ -41,12 +41,15 @@ from eskit.events import (
 )
 from eskit.projections import (
     InMemoryTarget,
+    ParkedEventBlocked,
     PostgresTarget,
     Projection,
     ProjectionFailed,
     ProjectionRunner,
     RetryPolicy,
     SQLiteTarget,
+    UnknownHandlerWarning,
+    wait_for_projection,
 )
 from eskit.repository import Repository
 from eskit.snapshots import (
@@ -58,17 +61,18 @@ from eskit.snapshots import (
     SnapshotStore,
     snapshot_upcaster,
 )
-from eskit.stores.base import (
+from eskit.stores.base import EventStore
+from eskit.stores.memory import InMemoryEventStore
+from eskit.stores.memory_snapshots import InMemorySnapshotStore
+from eskit.stores.model import (
     ANY,
     NO_STREAM,
     STREAM_EXISTS,
     AppendResult,
-    EventStore,
     ExpectedVersion,
     StreamInfo,
 )
-from eskit.stores.memory import InMemoryEventStore
-from eskit.stores.memory_snapshots import InMemorySnapshotStore
+from eskit.stores.rows import UndecodableEvent
 from eskit.stores.sqlite import SQLiteEventStore
 from eskit.stores.sqlite_snapshots import SQLiteSnapshotStore
 from eskit.subscription import EventFilter, Subscription
@@ -118,6 +122,7 @@ __all__ = [
     "NoSnapshots",
     "NotAnEskitStoreError",
     "OnDemand",
+    "ParkedEventBlocked",
     "PostgresEventStore",
     "PostgresTarget",
     "Projection",
@@ -139,7 +144,9 @@ __all__ = [
     "StreamId",
     "StreamInfo",
     "Subscription",
+    "UndecodableEvent",
     "UnknownEventTypeError",
+    "UnknownHandlerWarning",
     "VersionNotFound",
     "__version__",
     "domain_event",
@@ -149,6 +156,7 @@ __all__ = [
     "state_diff",
     "upcaster",
     "utc_now",
+    "wait_for_projection",
 ]
 
 _NEED_POSTGRES = ("PostgresEventStore", "PostgresSnapshotStore")

@@ -54,7 +54,8 @@ from eskit.snapshots import (
     restore,
     snapshot_failures,
 )
-from eskit.stores.base import AppendResult, check_as_of, check_version_arg
+from eskit.stores.arguments import check_as_of, check_version_arg
+from eskit.stores.model import AppendResult
 
 __all__: list[str] = []
 

@@ -44,7 +44,9 @@ from eskit.snapshots import (
     SnapshotPolicy,
     SnapshotStore,
 )
-from eskit.stores.base import AppendResult, EventStore, stream_key
+from eskit.stores.arguments import stream_key
+from eskit.stores.base import EventStore
+from eskit.stores.model import AppendResult
 
 __all__ = ["Repository"]
 

@@ -49,7 +49,9 @@ from eskit import codec
 from eskit.aggregate import Aggregate
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import MAX_NAME_LENGTH, Event, StreamId, utc_now
-from eskit.stores.base import MAX_VERSION, EventStore, check_version_arg, stream_key
+from eskit.stores.arguments import check_version_arg, stream_key
+from eskit.stores.base import EventStore
+from eskit.stores.model import MAX_VERSION
 
 __all__ = [
     "EveryNEvents",

@@ -28,17 +28,17 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Iterator
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Callable, Iterable, Iterator
+from typing import Literal, Protocol, overload
 
 from eskit.errors import InvalidInputError, StoreUnavailableError
 from eskit.events import Event
+from eskit.stores.rows import OnUndecodable, UndecodableEvent, check_on_undecodable
 from eskit.upcasting import ends_stored_event
 
-if TYPE_CHECKING:
-    from eskit.stores.base import EventStore, OnUndecodable, UndecodableEvent
-
-__all__ = ["MAX_RETRY_DELAY", "EventFilter", "Subscription", "Waiter", "reconnect_delay"]
+__all__ = [
+    "MAX_RETRY_DELAY", "EventFilter", "GlobalLog", "Subscription", "Waiter", "reconnect_delay",
+]
 
 _log = logging.getLogger("eskit.subscription")
 
@@ -104,6 +104,30 @@ def _names(what: str, values: Iterable[str] | None) -> frozenset[str] | None:
     return names
 
 
+class GlobalLog(Protocol):
+    """What a subscription reads: a store's global order and its wake-ups.
+
+    :class:`~eskit.EventStore` is one; the protocol keeps this module below the
+    stores, which build subscriptions, rather than importing them back.
+    """
+
+    @overload
+    def read_all(
+        self, from_position: int = ..., limit: int | None = ..., *,
+        on_undecodable: Literal["raise"] | Callable[[UndecodableEvent], object] = ...,
+    ) -> Iterator[Event]: ...
+
+    @overload
+    def read_all(
+        self, from_position: int = ..., limit: int | None = ..., *,
+        on_undecodable: Literal["yield"],
+    ) -> Iterator[Event | UndecodableEvent]: ...
+
+    def head_position(self) -> int: ...
+
+    def _new_waiter(self) -> Waiter: ...
+
+
 class Waiter(Protocol):
     """Blocks until the store may have new events, or the timeout passes."""
 
@@ -149,13 +173,13 @@ class Subscription:
     ``on_undecodable`` is as for :meth:`eskit.EventStore.read_all`: by default an
     event that cannot be decoded raises :class:`~eskit.errors.DecodingError` and
     ``position`` stays before it; ``"yield"`` yields an
-    :class:`~eskit.stores.base.UndecodableEvent` in its place, a function is called
+    :class:`~eskit.stores.rows.UndecodableEvent` in its place, a function is called
     with it; both move the checkpoint past it.
     """
 
     def __init__(
         self,
-        store: EventStore,
+        store: GlobalLog,
         from_position: int = 0,
         *,
         page_size: int = 500,
@@ -164,8 +188,6 @@ class Subscription:
         stream_prefixes: Iterable[str] | None = None,
         on_undecodable: OnUndecodable = "raise",
     ) -> None:
-        from eskit.stores.base import check_on_undecodable
-
         check_on_undecodable(on_undecodable)
         if type(page_size) is not int or page_size < 1:
             raise InvalidInputError("page_size must be an int >= 1")

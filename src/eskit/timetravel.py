@@ -30,7 +30,7 @@ from eskit import codec, loading
 from eskit.aggregate import Aggregate
 from eskit.errors import AggregateNotFound, EncodingError, InvalidInputError, VersionNotFound
 from eskit.events import StreamId
-from eskit.stores.base import check_as_of, check_version_arg
+from eskit.stores.arguments import check_as_of, check_version_arg
 
 if TYPE_CHECKING:
     from eskit.aio.repository import AsyncRepository

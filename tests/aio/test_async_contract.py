@@ -76,9 +76,13 @@ class SyncFacade(EventStore):
             stream_id, from_version, to_version, backwards=backwards, limit=limit
         ))
 
-    def read_all(self, from_position: int = 0, limit: int | None = None) -> Iterator[Event]:
+    def read_all(
+        self, from_position: int = 0, limit: int | None = None, *, on_undecodable="raise"
+    ) -> Iterator[Event]:
         # Called here, not in the generator: bad arguments must raise at the call.
-        return self._iterate(self.inner.read_all(from_position, limit))
+        return self._iterate(
+            self.inner.read_all(from_position, limit, on_undecodable=on_undecodable)
+        )
 
     def iter_stream(
         self, stream_id: StreamId, from_version: int = 0, to_version: int | None = None, *,

@@ -330,7 +330,7 @@ def test_read_all_does_not_skip_an_event_committed_late(postgres_dsn: str) -> No
     import psycopg
 
     from eskit.aio import AsyncPostgresEventStore
-    from eskit.stores.base import prepare_batch
+    from eskit.stores.arguments import prepare_batch
     from eskit.stores.postgres_schema import append_params
 
     schema = new_schema_name()

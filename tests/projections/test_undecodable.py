@@ -23,7 +23,7 @@ from eskit.projections import (
     SQLiteTarget,
     retry_parked,
 )
-from eskit.stores.base import UndecodableEvent
+from eskit.stores.rows import UndecodableEvent
 from tests.conftest import new_schema_name
 from tests.projections.helpers import Counter, added, counts, wait_visible
 

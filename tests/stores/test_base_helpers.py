@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eskit.events import Event, new_event_id, recorded_event, uuid_from_bytes
-from eskit.stores.base import decode_event, decode_rows, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.rows import decode_event, decode_rows, micros_to_timestamp, timestamp_to_micros
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 

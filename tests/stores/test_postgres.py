@@ -28,7 +28,7 @@ from eskit import (
     StoreError,
 )
 from eskit.events import MAX_NAME_BYTES
-from eskit.stores.base import prepare_batch
+from eskit.stores.arguments import prepare_batch
 from eskit.stores.postgres import PostgresEventStore
 from eskit.stores.postgres_schema import APPEND_NOT_FIRST_WRITE, Statements, append_params
 from tests.conftest import new_schema_name
@@ -757,7 +757,7 @@ def test_a_read_all_page_touches_only_a_page_of_rows_even_without_statistics(
 def test_read_all_reading_ahead_gives_the_same_pages_and_stops_cleanly(
     store: PostgresEventStore,
 ) -> None:
-    from eskit.stores.base import READ_ALL_PAGE_SIZE
+    from eskit.stores.model import READ_ALL_PAGE_SIZE
 
     total = 2 * READ_ALL_PAGE_SIZE + 7
     store.append("long", [NewEvent("E", {"n": n}) for n in range(total)], 0)
@@ -782,7 +782,7 @@ def test_read_all_reads_page_by_page_when_no_thread_can_be_started(
     # non-daemon thread still reading must get every event all the same.
     from concurrent.futures import ThreadPoolExecutor
 
-    from eskit.stores.base import READ_ALL_PAGE_SIZE
+    from eskit.stores.model import READ_ALL_PAGE_SIZE
 
     total = 2 * READ_ALL_PAGE_SIZE + 3
     store.append("long", [NewEvent("E", {"n": n}) for n in range(total)], 0)

@@ -9,7 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from eskit.codec import encode
-from eskit.stores.base import MAX_VERSION, READ_STREAM_PAGE_SIZE, StreamPages, same_payload
+from eskit.stores.arguments import READ_STREAM_PAGE_SIZE, StreamPages, same_payload
+from eskit.stores.model import MAX_VERSION
 
 
 class _E:

@@ -19,15 +19,8 @@ from typing import Generic, Self, TypeVar
 
 from eskit.aio.store import AsyncEventStore
 from eskit.events import Event, StreamId
-from eskit.stores.base import (
-    ANY,
-    AppendInput,
-    AppendResult,
-    EventStore,
-    Expected,
-    PendingEvent,
-    StreamInfo,
-)
+from eskit.stores.base import EventStore
+from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent, StreamInfo
 
 __all__: list[str] = []
 

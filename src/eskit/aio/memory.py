@@ -13,8 +13,8 @@ from typing import TypeVar
 
 from eskit.aio._sync_backed import SyncBackedStore
 from eskit.events import EventRegistry
-from eskit.stores.base import DEFAULT_MAX_EVENT_BYTES
 from eskit.stores.memory import InMemoryEventStore
+from eskit.stores.model import DEFAULT_MAX_EVENT_BYTES
 
 __all__ = ["AsyncInMemoryEventStore"]
 

@@ -15,7 +15,7 @@ Concurrency control rests on the unique key (stream_id, version): two writers
 of one stream collide there and the loser gets a unique violation, which is
 turned into a :class:`~eskit.ConcurrencyError`, a retry result or a
 :class:`~eskit.DuplicateEventError` by the shared
-:func:`~eskit.stores.base.resolve_conflict`. psycopg errors never leave this
+:func:`~eskit.stores.arguments.resolve_conflict`. psycopg errors never leave this
 module untranslated: they become :class:`~eskit.StoreError`.
 
 Not guaranteed: an ``append`` cancelled while its statement runs may still
@@ -57,14 +57,13 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
 
 from eskit.aio.store import AsyncEventStore
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.base import (
+from eskit.stores.arguments import resolve_conflict
+from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
     Expected,
     PendingEvent,
     StreamInfo,
-    decode_rows,
-    resolve_conflict,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_schema import (
@@ -84,6 +83,7 @@ from eskit.stores.postgres_schema import (
     transaction_age,
     unpack_position,
 )
+from eskit.stores.rows import decode_rows
 
 __all__ = ["AsyncPostgresEventStore"]
 

@@ -40,7 +40,7 @@ from eskit.loading import (
 )
 from eskit.repository import AggregateCache, pending_events
 from eskit.snapshots import DEFAULT_POLICY, Policies, PolicyChoice, Snapshot, SnapshotPolicy
-from eskit.stores.base import AppendResult
+from eskit.stores.model import AppendResult
 
 __all__ = ["AsyncRepository"]
 

@@ -21,7 +21,7 @@ from typing import Self, TypeVar
 
 from eskit.aio._sync_backed import SyncBackedStore
 from eskit.events import EventRegistry
-from eskit.stores.base import DEFAULT_MAX_EVENT_BYTES
+from eskit.stores.model import DEFAULT_MAX_EVENT_BYTES
 from eskit.stores.sqlite import SQLiteEventStore, Synchronous
 
 __all__ = ["AsyncSQLiteEventStore"]

@@ -38,30 +38,34 @@ from typing import Any, Literal, Self, overload
 
 from eskit.errors import DecodingError
 from eskit.events import Event, EventRegistry, StreamId, default_registry
-from eskit.stores.base import (
-    ANY,
-    DEFAULT_MAX_EVENT_BYTES,
-    READ_ALL_PAGE_SIZE,
+from eskit.stores.arguments import (
     VERSION_AT_PAGE,
     WAIT_FOR_FIRST_DELAY,
     WAIT_FOR_MAX_DELAY,
-    AppendInput,
-    AppendResult,
-    Expected,
-    OnUndecodable,
-    PendingEvent,
-    StreamInfo,
     StreamPages,
-    UndecodableEvent,
     check_as_of,
     check_expected,
     check_limit,
-    check_on_undecodable,
     check_position,
     check_read_stream_args,
     check_wait_for_args,
     prepare_batch,
     stream_key,
+)
+from eskit.stores.model import (
+    ANY,
+    DEFAULT_MAX_EVENT_BYTES,
+    READ_ALL_PAGE_SIZE,
+    AppendInput,
+    AppendResult,
+    Expected,
+    PendingEvent,
+    StreamInfo,
+)
+from eskit.stores.rows import (
+    OnUndecodable,
+    UndecodableEvent,
+    check_on_undecodable,
     tolerant_items,
     undecodable_page,
 )
@@ -193,7 +197,7 @@ class AsyncEventStore(ABC):
     async def _iter_tolerant(
         self, after: int, limit: int | None, on_undecodable: OnUndecodable
     ) -> AsyncIterator[Any]:
-        # eskit.stores.base.iter_tolerant with an awaited page read: the same decisions.
+        # eskit.stores.rows.iter_tolerant with an awaited page read: the same decisions.
         remaining = limit
         while remaining is None or remaining > 0:
             size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)

@@ -255,7 +255,8 @@ def open_store(db: str, schema: str = "eskit") -> Iterator[eskit.EventStore]:
 
 def open_target(db: str, schema: str = "eskit") -> Any:
     """The projection target (checkpoints, read models, dead letters) in ``db``."""
-    from eskit.projections.checkpoints import PostgresTarget, SQLiteTarget
+    from eskit.projections.targets.postgres import PostgresTarget
+    from eskit.projections.targets.sqlite import SQLiteTarget
 
     if is_dsn(db):
         _remember_secrets(db)

@@ -9,15 +9,7 @@ See ``docs/projections.md``. The pieces:
   handlers' writes and the new checkpoint in one transaction.
 """
 
-from eskit.projections.checkpoints import (
-    DeadLetter,
-    InMemoryTarget,
-    PostgresTarget,
-    ProjectionState,
-    ProjectionTarget,
-    SQLiteTarget,
-    target_for,
-)
+from eskit.projections.checkpoints import DeadLetter, ProjectionState, ProjectionTarget
 from eskit.projections.projection import Projection, UnknownHandlerWarning, idempotency_key
 from eskit.projections.runner import (
     BatchResult,
@@ -31,6 +23,10 @@ from eskit.projections.runner import (
     wait_for_projection,
 )
 from eskit.projections.sql import Tx
+from eskit.projections.targets import target_for
+from eskit.projections.targets.memory import InMemoryTarget
+from eskit.projections.targets.postgres import PostgresTarget
+from eskit.projections.targets.sqlite import SQLiteTarget
 
 __all__ = [
     "BatchResult",

@@ -45,7 +45,9 @@ from eskit.events import Event
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
-from eskit.stores.base import EventStore, UndecodableEvent, stream_key
+from eskit.stores.arguments import stream_key
+from eskit.stores.base import EventStore
+from eskit.stores.rows import UndecodableEvent
 from eskit.subscription import EventFilter, reconnect_delay
 from eskit.upcasting import ends_stored_event
 
@@ -79,7 +81,7 @@ class ProjectionFailed(EskitError):
         super().__init__(message)
         self.projection = projection
         self.event = event
-        """The failing event; an :class:`~eskit.stores.base.UndecodableEvent` when it
+        """The failing event; an :class:`~eskit.stores.rows.UndecodableEvent` when it
         could not be decoded (the cause is then its :class:`~eskit.errors.DecodingError`)."""
 
 

@@ -1,7 +1,8 @@
 """Event store backends. Each is a plug-in behind :class:`eskit.EventStore`."""
 
-from eskit.stores.base import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, EventStore
+from eskit.stores.base import EventStore
 from eskit.stores.memory import InMemoryEventStore
+from eskit.stores.model import ANY, NO_STREAM, STREAM_EXISTS, AppendResult
 from eskit.stores.sqlite import SQLiteEventStore
 
 __all__ = [

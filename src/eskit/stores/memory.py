@@ -16,18 +16,16 @@ from uuid import UUID
 
 from eskit.errors import InvalidInputError
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.base import (
+from eskit.stores.arguments import expected_matches, resolve_conflict, stream_id_from_key
+from eskit.stores.base import EventStore
+from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
-    EventStore,
     Expected,
     PendingEvent,
     StreamInfo,
-    decode_rows,
-    expected_matches,
-    resolve_conflict,
-    stream_id_from_key,
 )
+from eskit.stores.rows import decode_rows
 
 __all__ = ["InMemoryEventStore"]
 

@@ -34,16 +34,15 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.base import (
+from eskit.stores.arguments import resolve_conflict
+from eskit.stores.base import EventStore
+from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     READ_ALL_PAGE_SIZE,
     AppendResult,
-    EventStore,
     Expected,
     PendingEvent,
     StreamInfo,
-    decode_rows,
-    resolve_conflict,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_schema import (
@@ -63,6 +62,7 @@ from eskit.stores.postgres_schema import (
     transaction_age,
     unpack_position,
 )
+from eskit.stores.rows import decode_rows
 
 __all__ = ["PostgresEventStore"]
 

@@ -14,7 +14,7 @@ psycopg error, answered here without I/O:
 What is safe to retry (see ``docs/postgres.md``, "Dropped connections"): every
 read, and an append, because appends are idempotent on event ids — if the lost
 attempt committed, the retry meets its own event ids and
-:func:`~eskit.stores.base.resolve_conflict` returns the stored result with
+:func:`~eskit.stores.arguments.resolve_conflict` returns the stored result with
 ``duplicate=True``; if it did not, the retry stores the batch. A multi-statement
 transaction whose connection broke at or after ``COMMIT`` is never replayed by
 eskit: its outcome is unknown, so the error goes to the caller.

@@ -67,16 +67,8 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.events import Event, StreamId
-from eskit.stores.base import (
-    ANY,
-    STREAM_EXISTS,
-    AppendResult,
-    Expected,
-    PendingEvent,
-    StreamInfo,
-    expected_range,
-    stream_id_from_key,
-)
+from eskit.stores.arguments import expected_range, stream_id_from_key
+from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
 
 __all__: list[str] = []
 
@@ -99,7 +91,7 @@ def check_schema_name(name: object) -> str:
 
 
 EVENT_COLUMNS = (
-    # The row shape eskit.stores.base.decode_rows reads (StoredRow). Every cast column
+    # The row shape eskit.stores.rows.decode_rows reads (StoredRow). Every cast column
     # gets an alias of its own: an unaliased "tx_id::text" would be named tx_id, and
     # ORDER BY tx_id would then sort the *text* (so "100000" before "99999"), skipping
     # events once transaction ids gain a digit. An xid8 is an epoch (32 bits, far
@@ -505,7 +497,7 @@ def retry_after_lost_race(expected: Expected, found: dict[UUID, Event]) -> bool:
 
     Only appends that do not name a version (``ANY``, ``STREAM_EXISTS``) and
     whose events are not stored yet simply go again at the new head; anything
-    else is decided by :func:`~eskit.stores.base.resolve_conflict`.
+    else is decided by :func:`~eskit.stores.arguments.resolve_conflict`.
     """
     return not found and (expected is ANY or expected is STREAM_EXISTS)
 

@@ -30,9 +30,10 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
 
 from eskit.events import Event, StreamId
 from eskit.snapshots import Snapshot, SnapshotStore, no_event_there, snapshot_from_row
-from eskit.stores.base import MAX_VERSION, decode_rows
+from eskit.stores.model import MAX_VERSION
 from eskit.stores.postgres import PostgresEventStore
 from eskit.stores.postgres_schema import EVENT_COLUMNS, check_schema_name
+from eskit.stores.rows import decode_rows
 
 __all__ = ["PostgresSnapshotStore"]
 

@@ -50,20 +50,16 @@ from eskit.errors import (
     StoreError,
 )
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.base import (
+from eskit.stores.arguments import expected_range, resolve_conflict, stream_id_from_key
+from eskit.stores.base import EventStore
+from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
-    EventStore,
     Expected,
     PendingEvent,
     StreamInfo,
-    decode_rows,
-    expected_range,
-    micros_to_timestamp,
-    resolve_conflict,
-    stream_id_from_key,
-    timestamp_to_micros,
 )
+from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_micros
 
 __all__ = ["SQLiteEventStore"]
 
@@ -136,7 +132,7 @@ _INSERT_FIRST = (
     "AS head WHERE head.v BETWEEN ?8 AND ?9 "
     "RETURNING position, version"
 )
-# What decode_rows reads (eskit.stores.base.StoredRow): tx 0, so the position is seq.
+# What decode_rows reads (eskit.stores.rows.StoredRow): tx 0, so the position is seq.
 _SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
 
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]

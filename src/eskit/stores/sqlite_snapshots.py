@@ -35,7 +35,8 @@ from typing import Any
 from eskit.errors import DecodingError, StoreBusyError, StoreError
 from eskit.events import StreamId
 from eskit.snapshots import Snapshot, SnapshotStore, no_event_there, snapshot_from_row
-from eskit.stores.base import MAX_VERSION, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.model import MAX_VERSION
+from eskit.stores.rows import micros_to_timestamp, timestamp_to_micros
 from eskit.stores.sqlite import SQLiteEventStore, _translated
 
 __all__ = ["SQLiteSnapshotStore"]
