@@ -72,6 +72,17 @@ def test_health_of_an_unreachable_server_is_failing_without_showing_the_password
         assert "cannot connect to PostgreSQL" in " ".join(result.stdout.split())
 
 
+def test_health_creates_no_projection_tables_where_no_projection_ran(tmp_path):
+    path = tmp_path / "plain.db"
+    with SQLiteEventStore(path) as store:
+        store.append("a", [added(1)])
+    before = path.read_bytes()
+    result = eskit_cli("health", path, "--json")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert [c["name"] for c in json.loads(result.stdout)["checks"]] == ["store", "schema"]
+    assert path.read_bytes() == before, "a health check must not change the store"
+
+
 def test_a_bad_threshold_is_a_usage_error_exit_2(lagging):
     result = eskit_cli("health", lagging, "--max-lag", "-1")
     assert result.returncode == 2
@@ -89,7 +100,10 @@ def test_health_on_postgres_from_eskit_dsn_is_degraded_by_an_open_append(postgre
         ready = eskit_cli("health", "--schema", schema, "--json", env=env)
         assert ready.returncode == 0, ready.stdout + ready.stderr
         names = [c["name"] for c in json.loads(ready.stdout)["checks"]]
-        assert names == ["store", "schema", "transactions"]
+        assert names == ["store", "schema", "transactions"]  # no projection ever ran
+        with psycopg.connect(postgres_dsn) as conn:  # and none was created by the check
+            assert conn.execute("SELECT to_regclass(%s)",
+                                (f'"{schema}".eskit_projections',)).fetchone() == (None,)
         with psycopg.connect(postgres_dsn) as appending:
             appending.execute(
                 f'INSERT INTO "{schema}".eskit_events (event_id, stream_id, version,'
