@@ -99,6 +99,16 @@ def test_an_unreadable_store_is_failing_and_nothing_else_is_checked(tmp_path) ->
     assert "closed" in report.checks[0].message
 
 
+def test_an_unreadable_async_store_is_failing_too(tmp_path) -> None:
+    async def run() -> HealthReport:
+        store = await AsyncSQLiteEventStore.open(tmp_path / "events.db")
+        await store.close()
+        return await check_health_async(store)
+
+    report = asyncio.run(run())
+    assert [(c.name, c.status) for c in report.checks] == [("store", "failing")]
+
+
 def test_an_in_memory_store_has_no_schema_to_check() -> None:
     report = check_health(InMemoryEventStore())
     assert [c.name for c in report.checks] == ["store"]
