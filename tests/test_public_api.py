@@ -32,6 +32,8 @@ PUBLIC_API = [
     "MissingExtraError",
     # time travel across versions (eskit.timetravel)
     "FieldChange", "StateDiff", "state_diff",
+    # readiness probes (eskit.health)
+    "HealthReport", "check_health",
 ]
 
 

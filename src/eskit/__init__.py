@@ -39,6 +39,7 @@ from eskit.events import (
     upcaster,
     utc_now,
 )
+from eskit.health import HealthReport, check_health
 from eskit.projections import (
     InMemoryTarget,
     ParkedEventBlocked,
@@ -113,6 +114,7 @@ __all__ = [
     "EveryNEvents",
     "ExpectedVersion",
     "FieldChange",
+    "HealthReport",
     "InMemoryEventStore",
     "InMemoryTarget",
     "InMemorySnapshotStore",
@@ -149,6 +151,7 @@ __all__ = [
     "UnknownHandlerWarning",
     "VersionNotFound",
     "__version__",
+    "check_health",
     "domain_event",
     "handles",
     "register_type",

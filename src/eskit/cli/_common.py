@@ -56,6 +56,7 @@ __all__ = [
     "redact",
     "reported_errors",
     "schema_option",
+    "scrub",
     "timestamp",
     "value",
 ]
@@ -178,6 +179,11 @@ def _remember_secrets(db: str) -> None:
         found.add(str(password))
     # A one- or two-letter "password" would blank out ordinary words in a message.
     _secrets.update(s for s in found if len(s) >= 3 and s != "***")
+
+
+def scrub(text: str) -> str:
+    """``text`` fit to print: every password a DSN on this command line held, ``***``."""
+    return _scrub(text)
 
 
 def _scrub(text: str) -> str:
