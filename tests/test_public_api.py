@@ -32,6 +32,8 @@ PUBLIC_API = [
     "MissingExtraError",
     # time travel across versions (eskit.timetravel)
     "FieldChange", "StateDiff", "state_diff",
+    # opening the store a URL or $ESKIT_DSN names (eskit.config)
+    "open_store",
 ]
 
 
