@@ -230,7 +230,11 @@ def type_name_of(cls: type) -> str:
         name = f"{cls.__module__}:{cls.__qualname__}"
         with _lock:
             _names_by_type.setdefault(cls, name)
-            _types_by_name.setdefault(name, cls)
+            other = _types_by_name.get(name)
+            # A module defined again (reloaded, a script run twice) decodes into its
+            # newest classes: a pydantic model refuses a nested value of the old one.
+            if other is None or same_definition(other, cls):
+                _types_by_name[name] = cls
     return name
 
 

@@ -175,3 +175,27 @@ print("ok")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             timeout=60, check=False)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_a_model_defined_again_decodes_into_its_newest_class() -> None:
+    # A module reloaded (or a script run twice) defines its classes again: the events of
+    # the new definition hold nested values of the new classes, which pydantic requires.
+    def define() -> tuple[type, type]:
+        class Part(BaseModel):
+            n: int
+
+        @domain_event("pydantic_test.Assembled")
+        class Assembled(BaseModel):
+            model_config = ConfigDict(frozen=True)
+            parts: tuple[Part, ...]
+
+        return Part, Assembled
+
+    store = eskit.open_store("memory://")
+    for _ in range(2):
+        part, assembled = define()
+        event = assembled(parts=(part(n=1),))
+        kind, data, _ = eskit.events.default_registry.from_domain(event)
+        stream = str(uuid4())
+        store.append(stream, [NewEvent(kind, data)])
+        assert store.read_stream(stream)[0].to_domain() == event
