@@ -325,3 +325,13 @@ def test_a_handler_without_the_lifespan_gets_a_clear_error() -> None:
 
     with pytest.raises(RuntimeError, match="eskit_lifespan"):
         TestClient(app).get("/x")
+
+
+def test_a_startup_failure_is_the_error_raised_even_if_cleaning_up_fails_too() -> None:
+    log: list[str] = []
+    app = FastAPI(lifespan=eskit_lifespan(store=ClosingStore(log), background=[
+        Recorder("a", log, fail_stop=True), Recorder("b", log, fail_start=True),
+    ]))
+    with pytest.raises(RuntimeError, match="b cannot start"), TestClient(app):
+        pass
+    assert log == ["start a", "stop a"]

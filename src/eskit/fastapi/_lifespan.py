@@ -218,7 +218,10 @@ def eskit_lifespan(
                 started.append(service)
         except BaseException:
             app.state.eskit = None
-            await _shutdown(started, the_store if opened else None)
+            try:
+                await _shutdown(started, the_store if opened else None)
+            except Exception:  # the startup failure is the one to raise
+                _log.exception("cleaning up after a failed startup failed too")
             raise
         try:
             yield
