@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
 from eskit.codec import register_type
+from eskit.config import open_store
 from eskit.errors import (
     AggregateNotFound,
     AppendNotFirstWriteError,
@@ -154,6 +155,7 @@ __all__ = [
     "check_health",
     "domain_event",
     "handles",
+    "open_store",
     "register_type",
     "snapshot_upcaster",
     "state_diff",

@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from eskit._extras import POSTGRES_MODULES, installed
+from eskit.aio.config import open_store
 from eskit.aio.memory import AsyncInMemoryEventStore
 from eskit.aio.repository import AsyncRepository
 from eskit.aio.snapshots import (
@@ -42,6 +43,7 @@ __all__ = [
     "AsyncSQLiteEventStore",
     "AsyncSQLiteSnapshotStore",
     "AsyncSnapshotStore",
+    "open_store",
 ]
 
 if not installed(*POSTGRES_MODULES):
