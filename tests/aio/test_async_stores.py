@@ -37,6 +37,7 @@ def test_public_async_api_is_exactly_the_pinned_list() -> None:
         "AsyncEventStore", "AsyncInMemoryEventStore", "AsyncInMemorySnapshotStore",
         "AsyncPostgresEventStore", "AsyncPostgresSnapshotStore", "AsyncRepository",
         "AsyncSQLiteEventStore", "AsyncSQLiteSnapshotStore", "AsyncSnapshotStore",
+        "AsyncSubscription",
     ]
     for name in eskit.aio.__all__:
         assert getattr(eskit.aio, name).__name__ == name

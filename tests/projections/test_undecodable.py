@@ -324,3 +324,27 @@ def test_sql_projection_on_sqlite_parks_an_undecodable_event_in_its_batch(tmp_pa
     finally:
         target.close()
         store.close()
+
+
+def test_an_async_subscription_reports_an_undecodable_event_and_keeps_its_place(world) -> None:
+    world.corrupt()
+    reported: list = []
+
+    async def follow() -> tuple[list, int]:
+        store = await world.async_store()
+        try:
+            subscription = store.subscribe(on_undecodable=reported.append, poll_interval=0.01)
+            got = []
+            async for event in subscription:
+                got.append(event.version)
+                if len(got) == 2:
+                    subscription.stop()
+            return got, subscription.position
+        finally:
+            if world.kind != "memory":
+                await store.close()
+
+    got, position = asyncio.run(follow())
+    assert got == [1, 3]
+    _check_placeholder(world, reported[0])
+    assert position == world.events[2].position

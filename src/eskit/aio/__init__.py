@@ -27,6 +27,7 @@ from eskit.aio.snapshots import (
 )
 from eskit.aio.sqlite import AsyncSQLiteEventStore
 from eskit.aio.store import AsyncEventStore
+from eskit.aio.subscription import AsyncSubscription
 
 if TYPE_CHECKING:
     from eskit.aio.postgres import AsyncPostgresEventStore
@@ -42,6 +43,7 @@ __all__ = [
     "AsyncSQLiteEventStore",
     "AsyncSQLiteSnapshotStore",
     "AsyncSnapshotStore",
+    "AsyncSubscription",
 ]
 
 if not installed(*POSTGRES_MODULES):
