@@ -35,7 +35,8 @@ def _new(**data: Any) -> NewEvent:
 def test_public_async_api_is_exactly_the_pinned_list() -> None:
     assert eskit.aio.__all__ == [
         "AsyncEventStore", "AsyncInMemoryEventStore", "AsyncInMemorySnapshotStore",
-        "AsyncPostgresEventStore", "AsyncPostgresSnapshotStore", "AsyncProjectionRunner",
+        "AsyncPostgresEventStore", "AsyncPostgresSnapshotStore", "AsyncProcessManager",
+        "AsyncProjectionRunner",
         "AsyncRepository",
         "AsyncSQLiteEventStore", "AsyncSQLiteSnapshotStore", "AsyncSnapshotStore",
         "AsyncSubscription",

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aio.memory import AsyncInMemoryEventStore
+from eskit.aio.process_manager import AsyncProcessManager
 from eskit.aio.projections import AsyncProjectionRunner
 from eskit.aio.repository import AsyncRepository
 from eskit.aio.snapshots import (
@@ -40,6 +41,7 @@ __all__ = [
     "AsyncInMemorySnapshotStore",
     "AsyncPostgresEventStore",
     "AsyncPostgresSnapshotStore",
+    "AsyncProcessManager",
     "AsyncProjectionRunner",
     "AsyncRepository",
     "AsyncSQLiteEventStore",

@@ -32,9 +32,11 @@ import logging
 from collections.abc import Callable
 from typing import cast
 
+from eskit.aio.process_manager import AsyncProcessManager
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
 from eskit.errors import StoreUnavailableError
+from eskit.events import Event
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
 from eskit.projections.runner import (
@@ -46,6 +48,7 @@ from eskit.projections.runner import (
     RetryPolicy,
     wait_for_projection,
 )
+from eskit.projections.sql import Tx
 from eskit.stores.base import EventStore
 from eskit.subscription import reconnect_delay
 
@@ -62,11 +65,22 @@ class _Core(ProjectionRunner):
     """The sync runner's batch, fed with events the async runner has read."""
 
     prefetched: tuple[int, list[Read]] | None = None
+    loop: asyncio.AbstractEventLoop | None = None
 
     def _read(self, after: int, limit: int) -> list[Read]:
         if self.prefetched is None or self.prefetched[0] != after:
             raise _Stale
         return self.prefetched[1][:limit]
+
+    def _apply(self, event: Read, tx: Tx | None) -> None:
+        projection = self.projection
+        if isinstance(projection, AsyncProcessManager) and isinstance(event, Event):
+            # Called in the batch's worker thread: the async handler runs on the
+            # runner's loop (which is free: it awaits this thread) and we wait for it.
+            assert self.loop is not None
+            asyncio.run_coroutine_threadsafe(projection.handle_async(event), self.loop).result()
+            return
+        super()._apply(event, tx)
 
 
 class AsyncProjectionRunner:
@@ -146,6 +160,7 @@ class AsyncProjectionRunner:
                 )
             ]
             core.prefetched = (after, events)
+            core.loop = asyncio.get_running_loop()
             try:
                 result = await asyncio.to_thread(core.run_batch)
             except _Stale:
