@@ -215,3 +215,40 @@ def test_async_runner_rejects_bad_arguments_before_any_io() -> None:
         with pytest.raises(InvalidInputError):
             AsyncProjectionRunner(store, Counter(), target, **bad)
     assert target.states() == []
+
+
+def test_async_rebuild_swaps_in_a_complete_read_model_and_live_runners_continue(
+    backend,
+) -> None:
+    from eskit.aio import rebuild
+    from eskit.projections import Tx, skip_parked
+    from tests.projections.helpers import counts
+
+    for i in range(20):
+        backend.store.append(f"s{i % 4}", [added(1) for _ in range(5)])
+    backend.store.append("bad", [NewEvent("Poison")])
+
+    async def body(store: AsyncEventStore) -> tuple[int, list[int]]:
+        live = AsyncProjectionRunner(store, Counter(), backend.target, retry=FAST,
+                                     on_failure="park")
+        await live.run_until_caught_up()
+        (letter,) = backend.target.dead_letters("counter")
+        skip_parked(backend.target, "counter", letter.event_id)
+        progress: list[int] = []
+        handled = await rebuild(store, Counter(), backend.target, batch_size=15,
+                                progress=lambda r: progress.append(r.read))
+        await store.append("late", [added(1)])
+        await live.run_until_caught_up()  # continues from the swapped-in checkpoint
+        return handled, progress
+
+    handled, progress = _run(backend, body)
+    assert handled == 100  # the skipped poison event stays skipped
+    assert sum(progress) >= 100
+    assert sum(n for n, _ in backend.read_counts().values()) == 101
+    (state,) = backend.target.states("counter")
+    assert state.generation == 2
+    assert [d.status for d in backend.target.dead_letters("counter", status="skipped")] == [
+        "skipped"]
+    with backend.target.transaction() as conn:
+        tx = Tx(backend.target.dialect, conn)
+        assert counts(tx, "counts_g2") == counts(tx, "counts")

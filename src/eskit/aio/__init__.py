@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aio.memory import AsyncInMemoryEventStore
 from eskit.aio.process_manager import AsyncProcessManager
-from eskit.aio.projections import AsyncProjectionRunner
+from eskit.aio.projections import AsyncProjectionRunner, rebuild
 from eskit.aio.repository import AsyncRepository
 from eskit.aio.snapshots import (
     AsyncInMemorySnapshotStore,
@@ -48,6 +48,7 @@ __all__ = [
     "AsyncSQLiteSnapshotStore",
     "AsyncSnapshotStore",
     "AsyncSubscription",
+    "rebuild",
 ]
 
 if not installed(*POSTGRES_MODULES):

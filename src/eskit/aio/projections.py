@@ -39,6 +39,7 @@ from eskit.errors import StoreUnavailableError
 from eskit.events import Event
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
+from eskit.projections.rebuild import rebuild as sync_rebuild
 from eskit.projections.runner import (
     BatchResult,
     OnFailure,
@@ -50,9 +51,10 @@ from eskit.projections.runner import (
 )
 from eskit.projections.sql import Tx
 from eskit.stores.base import EventStore
+from eskit.stores.rows import OnUndecodable
 from eskit.subscription import reconnect_delay
 
-__all__ = ["AsyncProjectionRunner"]
+__all__ = ["AsyncProjectionRunner", "rebuild"]
 
 _log = logging.getLogger("eskit.projections.runner")
 
@@ -260,3 +262,52 @@ class AsyncProjectionRunner:
         waiter = self._waiter
         if waiter is not None:
             waiter.wake()
+
+
+async def rebuild(
+    store: AsyncEventStore,
+    projection: Projection,
+    target: ProjectionTarget,
+    *,
+    batch_size: int = 500,
+    progress: Callable[[BatchResult], None] | None = None,
+    retry: RetryPolicy | None = None,
+    on_failure: OnFailure = "stop",
+    replay_skipped: bool = False,
+) -> int:
+    """:func:`eskit.projections.rebuild` from an async store: blue/green, then swap.
+
+    The very same rebuild (same arguments, same guarantees: queries never see a
+    half-built read model, skipped events stay skipped, live runners continue
+    from the swapped-in checkpoint), run in a worker thread; its reads of the
+    store are awaited on this loop. ``progress`` is called from that thread.
+    """
+    blocking = _BlockingReads(store, asyncio.get_running_loop())
+    return await asyncio.to_thread(
+        sync_rebuild, cast(EventStore, blocking), projection, target,
+        batch_size=batch_size, progress=progress, retry=retry, on_failure=on_failure,
+        replay_skipped=replay_skipped,
+    )
+
+
+class _BlockingReads:
+    """``read_all`` of an async store, for sync code in a worker thread (internal).
+
+    Each call runs the async read on the store's loop, which is free because the
+    coroutine that started the thread awaits it, and returns the events as a list.
+    """
+
+    def __init__(self, store: AsyncEventStore, loop: asyncio.AbstractEventLoop) -> None:
+        self._store = store
+        self._loop = loop
+
+    def read_all(
+        self, from_position: int = 0, limit: int | None = None, *,
+        on_undecodable: OnUndecodable = "raise",
+    ) -> list[Read]:
+        async def collect() -> list[Read]:
+            return [event async for event in self._store.read_all(
+                from_position, limit, on_undecodable=on_undecodable,
+            )]
+
+        return asyncio.run_coroutine_threadsafe(collect(), self._loop).result()
