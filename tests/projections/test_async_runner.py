@@ -252,3 +252,56 @@ def test_async_rebuild_swaps_in_a_complete_read_model_and_live_runners_continue(
     with backend.target.transaction() as conn:
         tx = Tx(backend.target.dialect, conn)
         assert counts(tx, "counts_g2") == counts(tx, "counts")
+
+
+def test_a_live_async_runner_resumes_exactly_after_its_postgres_connections_are_killed(
+    postgres_dsn: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    import logging
+
+    from eskit.aio import AsyncPostgresEventStore
+    from eskit.projections import PostgresTarget
+    from tests.conftest import new_schema_name
+    from tests.projections.helpers import postgres_backend
+    from tests.stores.test_postgres_connections import _named, _terminate
+
+    dsn, app = _named(postgres_dsn)
+    schema = new_schema_name()
+    caplog.set_level(logging.INFO)
+
+    async def eventually(check: Callable[[], bool]) -> None:
+        deadline = asyncio.get_running_loop().time() + 20
+        while not check():
+            assert asyncio.get_running_loop().time() < deadline, "not reached in time"
+            await asyncio.sleep(0.05)
+
+    with postgres_backend(postgres_dsn, schema) as backend:
+        target = PostgresTarget(dsn, schema=schema)  # named: its connection gets killed
+
+        def total() -> int:
+            return sum(n for n, _ in backend.read_counts().values())
+
+        async def run() -> None:
+            async with await AsyncPostgresEventStore.open(dsn, schema=schema) as store, \
+                    await AsyncPostgresEventStore.open(postgres_dsn, schema=schema) as writer:
+                runner = AsyncProjectionRunner(store, Counter(), target, poll_interval=30)
+                await runner.setup()
+                live = asyncio.create_task(runner.run())
+                for i in range(3):
+                    await writer.append("s", [added(i)])
+                await eventually(lambda: total() == 3)
+                killed = await asyncio.to_thread(_terminate, postgres_dsn, app)
+                assert killed >= 3  # the store's pool, its LISTEN and the target's
+                for i in range(3, 6):
+                    await writer.append("s", [added(i)])
+                await eventually(lambda: total() == 6)
+                runner.stop()
+                await asyncio.wait_for(live, 10)
+
+        try:
+            asyncio.run(run())
+        finally:
+            target.close()
+        assert backend.read_counts() == {"s": (6, 15)}  # nothing lost, nothing twice
+        (state,) = backend.target.states("counter")
+        assert state.events_handled == 6
