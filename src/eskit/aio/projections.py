@@ -91,7 +91,10 @@ class AsyncProjectionRunner:
     Takes the arguments of :class:`eskit.projections.ProjectionRunner` (same
     meaning, same checks, raised here before any I/O), with an
     :class:`~eskit.aio.AsyncEventStore`. The projection's handlers are the same
-    synchronous functions, called with the same ``tx``.
+    synchronous functions, called with the same ``tx`` (an
+    :class:`~eskit.aio.AsyncProcessManager`'s are awaited). One task at a time
+    drives a runner; for parallel work start several runners (partitions), which
+    is safe: their batches take turns on the checkpoint.
     """
 
     def __init__(
