@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.eskit-installed
 
-.PHONY: demo test lint bench clean
+.PHONY: demo serve-example test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,11 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	$(BIN)/eskit demo
+
+# The bank as an HTTP API (examples/bank_api) on http://127.0.0.1:8000, /docs for
+# its OpenAPI page; the store is $$ESKIT_DSN, else the SQLite file bank-api.db.
+serve-example: $(STAMP)
+	$(BIN)/python -m uvicorn examples.bank_api.app:app --host 127.0.0.1 --port 8000
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

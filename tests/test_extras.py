@@ -122,3 +122,16 @@ def test_the_cli_on_a_dsn_without_the_postgres_extra_exits_1_with_the_hint():
     assert "pip install 'eskit[postgres]'" in result.stderr
     assert "secret-pw" not in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_fastapi_support_without_its_extra_names_the_fastapi_extra():
+    result = run_without(("fastapi",), """
+        import eskit
+        eskit.open_store("memory://")  # the rest of eskit works without it
+        try:
+            import eskit.fastapi
+        except eskit.MissingExtraError as exc:
+            print(exc)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'eskit[fastapi]'" in result.stdout

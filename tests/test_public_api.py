@@ -32,6 +32,10 @@ PUBLIC_API = [
     "MissingExtraError",
     # time travel across versions (eskit.timetravel)
     "FieldChange", "StateDiff", "state_diff",
+    # readiness probes (eskit.health)
+    "HealthReport", "check_health",
+    # opening the store a URL or $ESKIT_DSN names (eskit.config)
+    "open_store",
 ]
 
 
@@ -54,7 +58,8 @@ def test_concurrency_error_is_a_value_error_for_seed_code() -> None:
 
 def test_importing_eskit_needs_no_optional_dependency() -> None:
     code = (
-        "import sys, eskit; bad = [m for m in ('typer', 'rich', 'psycopg', 'pytest') "
+        "import sys, eskit, eskit.aio; bad = [m for m in ('typer', 'rich', 'psycopg', 'pytest', "
+        "'fastapi', 'pydantic', 'starlette') "
         "if m in sys.modules]; print(bad); sys.exit(1 if bad else 0)"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
 from eskit.codec import register_type
+from eskit.config import open_store
 from eskit.errors import (
     AggregateNotFound,
     AppendNotFirstWriteError,
@@ -39,6 +40,7 @@ from eskit.events import (
     upcaster,
     utc_now,
 )
+from eskit.health import HealthReport, check_health
 from eskit.projections import (
     InMemoryTarget,
     ParkedEventBlocked,
@@ -113,6 +115,7 @@ __all__ = [
     "EveryNEvents",
     "ExpectedVersion",
     "FieldChange",
+    "HealthReport",
     "InMemoryEventStore",
     "InMemoryTarget",
     "InMemorySnapshotStore",
@@ -149,8 +152,10 @@ __all__ = [
     "UnknownHandlerWarning",
     "VersionNotFound",
     "__version__",
+    "check_health",
     "domain_event",
     "handles",
+    "open_store",
     "register_type",
     "snapshot_upcaster",
     "state_diff",

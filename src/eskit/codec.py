@@ -25,7 +25,12 @@ which is not valid UTF-8; any other object. With ``naive_datetimes=False``
 (how the stores encode events unless their registry allows naive datetimes) a
 ``datetime`` without a time zone is refused as well.
 
-Enum and dataclass values are stored under a *type name*. By default it is
+A pydantic ``BaseModel`` is stored like a dataclass, field by field (see
+:mod:`eskit.pydantic`): any class whose fields the codec can list and pass back
+is a *record*, and other libraries can be plugged in the same way
+(:func:`register_record_kind`).
+
+Enum and record values are stored under a *type name*. By default it is
 ``"module:QualName"``; :func:`register_type` gives a class a stable name so
 that renaming or moving the class does not orphan stored data.
 """
@@ -37,12 +42,13 @@ import dataclasses
 import importlib
 import math
 import re
+import sys
 import threading
 from collections.abc import Callable
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import Enum
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 from zoneinfo import ZoneInfo
 
@@ -50,7 +56,17 @@ import orjson
 
 from eskit.errors import DecodingError, EncodingError, InvalidInputError
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "decode", "encode", "register_type", "type_name_of"]
+__all__ = [
+    "MAX_DEPTH",
+    "MAX_INT_DIGITS",
+    "RecordKind",
+    "decode",
+    "encode",
+    "record_kind",
+    "register_record_kind",
+    "register_type",
+    "type_name_of",
+]
 
 TAG = "__eskit__"
 _TAG_BYTES = b'"__eskit__"'
@@ -72,15 +88,115 @@ _types_by_name: dict[str, type] = {}
 _names_by_type: dict[type, str] = {}
 
 
+class RecordKind(Protocol):
+    """How the codec and the event registry handle one kind of record class.
+
+    Dataclasses are built in; :mod:`eskit.pydantic` adds pydantic models. A kind
+    must round-trip exactly: ``build(cls, values(obj))`` equals ``obj``.
+    """
+
+    def owns(self, cls: type) -> bool:
+        """Whether ``cls`` is a record of this kind."""
+
+    def is_frozen(self, cls: type) -> bool:
+        """Whether instances are immutable (a domain event must be)."""
+
+    def field_names(self, cls: type) -> tuple[str, ...]:
+        """The fields that are stored, and that ``build`` takes."""
+
+    def required_names(self, cls: type) -> tuple[str, ...]:
+        """The fields without a default."""
+
+    def hints(self, cls: type) -> dict[str, Any] | None:
+        """Resolved field annotations, or ``None`` to read them with ``get_type_hints``."""
+
+    def values(self, obj: Any) -> dict[str, Any]:
+        """The stored values of ``obj``, by field name."""
+
+    def build(self, cls: type, values: dict[str, Any]) -> Any:
+        """An instance from stored values; ``TypeError`` when they do not fit."""
+
+
+class _Dataclasses:
+    def owns(self, cls: type) -> bool:
+        return dataclasses.is_dataclass(cls)
+
+    def is_frozen(self, cls: type) -> bool:
+        return bool(cls.__dataclass_params__.frozen)  # type: ignore[attr-defined]
+
+    def field_names(self, cls: type) -> tuple[str, ...]:
+        return tuple(f.name for f in dataclasses.fields(cls) if f.init)
+
+    def required_names(self, cls: type) -> tuple[str, ...]:
+        return tuple(
+            f.name for f in dataclasses.fields(cls)
+            if f.init and f.default is dataclasses.MISSING
+            and f.default_factory is dataclasses.MISSING
+        )
+
+    def hints(self, cls: type) -> dict[str, Any] | None:
+        return None
+
+    def values(self, obj: Any) -> dict[str, Any]:
+        return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj) if f.init}
+
+    def build(self, cls: type, values: dict[str, Any]) -> Any:
+        return cls(**values)
+
+
+DATACLASSES: RecordKind = _Dataclasses()
+"""The built-in record kind."""
+
+_kinds: list[RecordKind] = []
+# Plug-ins loaded on first need, once their library has been imported by the
+# application: the core never imports pydantic itself.
+_PLUGINS = {"pydantic": "eskit.pydantic"}
+_loaded_plugins: set[str] = set()
+
+
+def register_record_kind(kind: RecordKind) -> None:
+    """Teach the codec and the registry another kind of record class (idempotent)."""
+    with _lock:
+        if kind not in _kinds:
+            _kinds.append(kind)
+
+
+def record_kind(cls: object) -> RecordKind | None:
+    """The kind of record ``cls`` is (dataclass, pydantic model, ...), or ``None``."""
+    if not isinstance(cls, type):
+        return None
+    if dataclasses.is_dataclass(cls):
+        return DATACLASSES
+    for kind in _kinds:
+        if kind.owns(cls):
+            return kind
+    if _load_plugins():
+        return record_kind(cls)
+    return None
+
+
+def _load_plugins() -> bool:
+    loaded = False
+    for library, plugin in _PLUGINS.items():
+        if plugin not in _loaded_plugins and library in sys.modules:
+            _loaded_plugins.add(plugin)
+            importlib.import_module(plugin)
+            loaded = True
+    return loaded
+
+
 def register_type(cls: T, name: str | None = None) -> T:
-    """Give an ``Enum`` or dataclass a stable name in stored payloads.
+    """Give an ``Enum`` or record (a dataclass, a pydantic model) a stable name in payloads.
 
     Usable as ``register_type(Currency, "Currency")`` or as a decorator
     ``@register_type``. Registering the same class twice under one name is
     harmless; two different classes under one name is an error.
     """
-    if not (isinstance(cls, type) and (issubclass(cls, Enum) or dataclasses.is_dataclass(cls))):
-        raise InvalidInputError(f"only Enum and dataclass types can be registered, not {cls!r}")
+    if not (isinstance(cls, type) and (issubclass(cls, Enum) or record_kind(cls) is not None)):
+        raise InvalidInputError(
+            f"only Enum and record (dataclass, pydantic model) types can be registered, "
+            f"not {cls!r}"
+        )
     name = name or f"{cls.__module__}:{cls.__qualname__}"
     if not name or not isinstance(name, str):
         raise InvalidInputError("a type name must be a non-empty string")
@@ -114,7 +230,11 @@ def type_name_of(cls: type) -> str:
         name = f"{cls.__module__}:{cls.__qualname__}"
         with _lock:
             _names_by_type.setdefault(cls, name)
-            _types_by_name.setdefault(name, cls)
+            other = _types_by_name.get(name)
+            # A module defined again (reloaded, a script run twice) decodes into its
+            # newest classes: a pydantic model refuses a nested value of the old one.
+            if other is None or same_definition(other, cls):
+                _types_by_name[name] = cls
     return name
 
 
@@ -123,7 +243,7 @@ def _type_by_name(name: str) -> type:
     if cls is not None:
         return cls
     # Fall back to the default "module:QualName" form, but only ever hand back
-    # an Enum or a dataclass: stored data must not be able to name other callables.
+    # an Enum or a record: stored data must not be able to name other callables.
     module_name, sep, qualname = name.partition(":")
     if sep:
         try:
@@ -132,7 +252,7 @@ def _type_by_name(name: str) -> type:
                 obj = getattr(obj, part)
         except (ImportError, AttributeError):
             obj = None
-        if isinstance(obj, type) and (issubclass(obj, Enum) or dataclasses.is_dataclass(obj)):
+        if isinstance(obj, type) and (issubclass(obj, Enum) or record_kind(obj) is not None):
             type_name_of(obj)
             return obj
     raise DecodingError(f"stored value names unknown type {name!r}; register it with register_type")
@@ -279,6 +399,17 @@ def _to_tree(v: Any, depth: int) -> Any:
                     fields[f.name] = _to_tree(getattr(v, f.name), depth + 1)
                 except EncodingError as exc:
                     raise _nested(exc, f".{f.name}") from None
+        return {TAG: "dataclass", "t": type_name_of(t), "v": fields}
+    kind = record_kind(t)
+    if kind is not None:  # a record of a plugged-in kind: stored as a dataclass is
+        if depth >= MAX_DEPTH:
+            raise _too_deep()
+        fields = {}
+        for name, x in kind.values(v).items():
+            try:
+                fields[name] = _to_tree(x, depth + 1)
+            except EncodingError as exc:
+                raise _nested(exc, f".{name}") from None
         return {TAG: "dataclass", "t": type_name_of(t), "v": fields}
     # Subclasses of the JSON types (a ``str`` NewType-like subclass, say) keep their value.
     if isinstance(v, str):
@@ -444,9 +575,13 @@ def _decode_map(x: dict[str, Any]) -> dict[Any, Any]:
 
 def _decode_dataclass(x: dict[str, Any]) -> Any:
     cls = _type_by_name(x["t"])
-    if not dataclasses.is_dataclass(cls):
-        raise DecodingError(f"stored dataclass names {x['t']!r}, which is not a dataclass")
-    return cls(**{k: _from_tree(v) for k, v in x["v"].items()})
+    values = {k: _from_tree(v) for k, v in x["v"].items()}
+    if dataclasses.is_dataclass(cls):
+        return cls(**values)
+    kind = record_kind(cls)
+    if kind is None:
+        raise DecodingError(f"stored dataclass names {x['t']!r}, which is not a record type")
+    return kind.build(cls, values)
 
 
 _DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {

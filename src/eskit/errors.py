@@ -220,7 +220,7 @@ class AppendNotFirstWriteError(StoreError):
 class MissingExtraError(EskitError, ImportError):
     """An optional dependency is not installed; the message says which extra to install.
 
-    ``extra`` is the extra's name (``postgres``, ``cli``, ``metrics``, ``web``) and
+    ``extra`` is the extra's name (``postgres``, ``cli``, ``metrics``, ``web``, ``fastapi``) and
     ``name``, as on any :class:`ImportError`, the module that could not be imported.
     Being an ``ImportError``, it is caught by code that guards an optional import.
     """

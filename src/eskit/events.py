@@ -244,13 +244,14 @@ class NewEvent:
 
 
 class _EventClassInfo:
-    __slots__ = ("check_types", "cls", "field_names", "name", "plan", "schema_version")
+    __slots__ = ("check_types", "cls", "field_names", "kind", "name", "plan", "schema_version")
 
     def __init__(
         self, cls: type, name: str, schema_version: int, field_names: tuple[str, ...],
-        check_types: bool,
+        check_types: bool, kind: codec.RecordKind,
     ) -> None:
         self.cls = cls
+        self.kind = kind
         self.name = name
         self.schema_version = schema_version
         self.field_names = field_names
@@ -361,14 +362,8 @@ class EventRegistry:
             return 1
         version = self.current_version(event_type)
         if version > 1:
-            fields = [f for f in dataclasses.fields(info.cls) if f.init]
             unknown = sorted(str(k) for k in data if k not in info.field_names)
-            missing = [
-                f.name for f in fields
-                if f.name not in data
-                and f.default is dataclasses.MISSING
-                and f.default_factory is dataclasses.MISSING
-            ]
+            missing = [name for name in info.kind.required_names(info.cls) if name not in data]
             if unknown or missing:
                 problems = [f"unknown field(s) {', '.join(unknown)}"] if unknown else []
                 problems += [f"missing field(s) {', '.join(missing)}"] if missing else []
@@ -381,17 +376,22 @@ class EventRegistry:
         return version
 
     def register(self, cls: T, name: str, *, version: int = 1, check_types: bool = True) -> T:
-        """Register ``cls`` (a frozen dataclass) under the stored type ``name``.
+        """Register ``cls`` (a frozen dataclass or pydantic model) under the stored type ``name``.
 
-        With ``check_types`` (the default) every instance raised or appended has
-        its field values checked against their annotations (see
-        :mod:`eskit.validation` for what is and is not checked).
+        A pydantic ``BaseModel`` needs ``model_config = ConfigDict(frozen=True)``
+        (see :mod:`eskit.pydantic`). With ``check_types`` (the default) every
+        instance raised or appended has its field values checked against their
+        annotations (see :mod:`eskit.validation` for what is and is not checked).
         """
-        if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
-            raise InvalidInputError(f"{cls!r} must be a dataclass to be a domain event")
-        if not cls.__dataclass_params__.frozen:  # type: ignore[attr-defined]
+        kind = codec.record_kind(cls)
+        if kind is None:
             raise InvalidInputError(
-                f"{cls.__qualname__} must be a frozen dataclass: events are immutable facts"
+                f"{cls!r} must be a dataclass or a pydantic model to be a domain event"
+            )
+        if not kind.is_frozen(cls):
+            raise InvalidInputError(
+                f"{cls.__qualname__} must be frozen (a frozen dataclass, or a pydantic model "
+                "with frozen=True): events are immutable facts"
             )
         validate_event_type(name)
         if type(version) is not int or version < 1:
@@ -399,8 +399,7 @@ class EventRegistry:
         if type(check_types) is not bool:
             raise InvalidInputError(f"check_types must be a bool, got {check_types!r}")
         info = _EventClassInfo(
-            cls, name, version, tuple(f.name for f in dataclasses.fields(cls) if f.init),
-            check_types,
+            cls, name, version, kind.field_names(cls), check_types, kind,
         )
         with self._lock:
             other = self._by_name.get(name)
@@ -444,7 +443,10 @@ class EventRegistry:
                 f"{type(obj).__qualname__} is not a registered domain event; "
                 "decorate it with @domain_event(\"TypeName\")"
             )
-        data = {name: getattr(obj, name) for name in info.field_names}
+        if info.kind is codec.DATACLASSES:
+            data = {name: getattr(obj, name) for name in info.field_names}
+        else:
+            data = info.kind.values(obj)
         if info.check_types:
             plan = info.plan
             if plan is None:
@@ -488,7 +490,9 @@ class EventRegistry:
                 f"not a {expect.__qualname__}"
             )
         try:
-            return info.cls(**event.event_data)
+            if info.kind is codec.DATACLASSES:
+                return info.cls(**event.event_data)
+            return info.kind.build(info.cls, event.event_data)
         except TypeError as exc:
             raise DecodingError(
                 f"cannot build {info.cls.__qualname__} from event {event.event_type!r} "
@@ -509,7 +513,7 @@ def domain_event(
     registry: EventRegistry | None = None,
     check_types: bool = True,
 ) -> Callable[[T], T]:
-    """Class decorator declaring a frozen dataclass as a domain event named ``name``.
+    """Class decorator declaring a frozen dataclass (or pydantic model) a domain event ``name``.
 
     ``version`` is the schema version of the class's fields; ``aliases`` are
     former names of the type, read as ``name``; ``deprecated`` (a reason) makes

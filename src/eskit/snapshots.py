@@ -48,7 +48,7 @@ from uuid import UUID
 from eskit import codec
 from eskit.aggregate import Aggregate
 from eskit.errors import DecodingError, InvalidInputError
-from eskit.events import MAX_NAME_LENGTH, Event, StreamId, utc_now
+from eskit.events import Event, StreamId, check_name, utc_now
 from eskit.stores.arguments import check_version_arg, stream_key
 from eskit.stores.base import EventStore
 from eskit.stores.model import MAX_VERSION
@@ -216,12 +216,20 @@ def aggregate_type_name(cls: type) -> str:
     return check_type_name(name)
 
 
+MAX_TYPE_NAME_BYTES = 512
+"""The longest aggregate type name, in bytes of UTF-8.
+
+A snapshot's key is (stream id, type name, version): with a stream id at its
+maximum (:data:`~eskit.events.MAX_NAME_BYTES`, 2,048 bytes), 512 more bytes of
+incompressible text still fit PostgreSQL's btree row limit (about 2,700 bytes)."""
+
+
 def check_type_name(name: object) -> str:
-    if type(name) is not str or not name:
-        raise InvalidInputError(f"an aggregate type name must be a non-empty str, got {name!r}")
-    if len(name) > MAX_NAME_LENGTH or "\x00" in name:
+    """An aggregate type name: the rules of names, at most :data:`MAX_TYPE_NAME_BYTES`."""
+    name = check_name("an aggregate type name", name)
+    if len(name) > MAX_TYPE_NAME_BYTES and len(name.encode()) > MAX_TYPE_NAME_BYTES:
         raise InvalidInputError(
-            f"an aggregate type name must be at most {MAX_NAME_LENGTH} characters, without NUL"
+            f"an aggregate type name must be at most {MAX_TYPE_NAME_BYTES} bytes of UTF-8"
         )
     return name
 

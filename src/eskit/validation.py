@@ -48,6 +48,7 @@ from decimal import Decimal
 from enum import Enum
 from typing import Any, Literal, Protocol, Union
 
+from eskit.codec import record_kind
 from eskit.errors import InvalidInputError
 
 __all__ = ["FieldCheck", "NaivePolicy", "Plan", "check_fields", "plan_for"]
@@ -305,7 +306,7 @@ def _check_for(t: Any, policy: NaivePolicy) -> FieldCheck | None:
     if isinstance(t, type):
         if getattr(t, "_is_protocol", False):
             return None
-        if dataclasses.is_dataclass(t):
+        if record_kind(t) is not None:  # a dataclass, a pydantic model
             return _dataclass(t, policy)
         if issubclass(t, Enum):
             return _instance(t)
@@ -345,22 +346,27 @@ _plans_lock = threading.Lock()
 
 
 def plan_for(cls: type, policy: NaivePolicy) -> Plan:
-    """The checking plan of dataclass ``cls``, cached."""
+    """The checking plan of record ``cls`` (a dataclass, a pydantic model), cached."""
     key = (cls, id(policy))
     plan = _plans.get(key)
     if plan is not None:
         return plan
-    try:
-        hints: dict[str, Any] = typing.get_type_hints(cls, include_extras=True)
-    except Exception:  # an unresolvable forward reference: resolve field by field
-        hints = _hints_one_by_one(cls)
+    kind = record_kind(cls)
+    if kind is None:
+        raise InvalidInputError(f"{cls!r} is not a record type (a dataclass, a pydantic model)")
+    hints: dict[str, Any] | None = kind.hints(cls)
+    if hints is None:
+        try:
+            hints = typing.get_type_hints(cls, include_extras=True)
+        except Exception:  # an unresolvable forward reference: resolve field by field
+            hints = _hints_one_by_one(cls)
     built = []
-    for f in dataclasses.fields(cls):
-        if not f.init or f.name not in hints:
+    for name in kind.field_names(cls):
+        if name not in hints:
             continue
-        check = _check_for(hints[f.name], policy)
+        check = _check_for(hints[name], policy)
         if check is not None:
-            built.append((f.name, check))
+            built.append((name, check))
     plan = Plan(tuple(built), hints)
     with _plans_lock:
         _plans[key] = plan

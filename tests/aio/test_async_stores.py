@@ -39,7 +39,7 @@ def test_public_async_api_is_exactly_the_pinned_list() -> None:
         "AsyncProjectionRunner",
         "AsyncRepository",
         "AsyncSQLiteEventStore", "AsyncSQLiteSnapshotStore", "AsyncSnapshotStore",
-        "AsyncSubscription", "rebuild",
+        "AsyncSubscription", "open_store", "rebuild",
     ]
     for name in eskit.aio.__all__:
         assert getattr(eskit.aio, name).__name__ == name

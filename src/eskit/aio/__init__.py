@@ -18,6 +18,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from eskit._extras import POSTGRES_MODULES, installed
+from eskit.aio.config import open_store
 from eskit.aio.memory import AsyncInMemoryEventStore
 from eskit.aio.process_manager import AsyncProcessManager
 from eskit.aio.projections import AsyncProjectionRunner, rebuild
@@ -48,6 +49,7 @@ __all__ = [
     "AsyncSQLiteSnapshotStore",
     "AsyncSnapshotStore",
     "AsyncSubscription",
+    "open_store",
     "rebuild",
 ]
 

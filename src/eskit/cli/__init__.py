@@ -12,6 +12,8 @@
     eskit state DB STREAM [--version N | --as-of TIME] [--app M:CLASS]   a stream's state then
     eskit diff DB STREAM V1 V2 [--app M:CLASS]   which fields changed between two versions
     eskit projections status|run|rebuild|parked|retry|skip DB ...   read models
+    eskit health DB [--max-lag N] [--max-transaction-age S] [--json]   readiness:
+                                            exits 0 ok, 1 degraded, 2 failing
 
 ``DB`` is a SQLite file or a PostgreSQL DSN (``postgresql://...`` or libpq keywords
 ``host=... dbname=...``, with ``--schema`` when it is not ``eskit``). Leave it out
@@ -26,11 +28,13 @@ Exit codes: ``0`` success; ``1`` the CLI cannot run here (an extra is missing, o
 ``eskit demo`` outside a source checkout); ``2`` bad input (a missing file, a file
 that is not an eskit store, an unknown stream, a bad option); ``3`` ``eskit
 upcast-check`` found events today's code cannot read; ``4`` ``eskit upcast-check``
-was given no event classes, so it could check decoding only. Errors are one red
-line on stderr, never a traceback.
+was given no event classes, so it could check decoding only. ``eskit health``
+exits ``0`` ok, ``1`` degraded, ``2`` failing: the same numbers read "not ready"
+for a probe (a missing extra is 1, a store that cannot be opened is 2, as
+elsewhere). Errors are one red line on stderr, never a traceback.
 
 The package has one module per command group (``_inspect``, ``_timetravel``,
-``_schema``, ``_projections``, ``_demo``) and ``_common`` for what they share;
+``_schema``, ``_projections``, ``_demo``, ``_health``) and ``_common`` for what they share;
 only this module is imported without typer and rich installed.
 """
 
@@ -42,6 +46,8 @@ from eskit.cli._exits import (
     EXIT_BAD_INPUT,
     EXIT_CHECK_FAILED,
     EXIT_CHECK_INCOMPLETE,
+    EXIT_DEGRADED,
+    EXIT_FAILING,
     EXIT_OK,
     EXIT_UNAVAILABLE,
 )
@@ -55,6 +61,8 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_CHECK_FAILED",
     "EXIT_CHECK_INCOMPLETE",
+    "EXIT_DEGRADED",
+    "EXIT_FAILING",
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
     "MISSING_EXTRA",

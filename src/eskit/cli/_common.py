@@ -30,6 +30,7 @@ from typer.core import TyperCommand
 
 import eskit
 from eskit.cli._exits import ENV_DSN, EXIT_BAD_INPUT, EXIT_UNAVAILABLE
+from eskit.config import is_dsn, parse_store_url
 from eskit.errors import MissingExtraError
 
 __all__ = [
@@ -56,6 +57,7 @@ __all__ = [
     "redact",
     "reported_errors",
     "schema_option",
+    "scrub",
     "timestamp",
     "value",
 ]
@@ -117,25 +119,11 @@ def import_module(name: str) -> Any:
 
 # --------------------------------------------------------------------------- DSNs
 
-_URL_PREFIXES = ("postgresql://", "postgres://")
-# The libpq keywords a keyword DSN is likely to start with; anything else that merely
-# contains "=" is taken for a file name.
-_KEYWORD_DSN = re.compile(
-    r"^\s*(host|hostaddr|port|dbname|user|password|passfile|service|sslmode|"
-    r"connect_timeout|application_name|options|target_session_attrs)\s*=",
-)
 _SECRET_PATTERNS = (
     re.compile(r"password\s*=\s*('(?:[^'\\]|\\.)*'|[^\s&]+)"),  # keyword form, URL query
     re.compile(r"://[^:/@\s]*:([^@\s]*)@"),  # URL userinfo
 )
 _secrets: set[str] = set()
-
-
-def is_dsn(db: str) -> bool:
-    """Whether ``db`` is a PostgreSQL DSN (URL or libpq keywords) rather than a file."""
-    if db.startswith(_URL_PREFIXES):
-        return True
-    return bool(_KEYWORD_DSN.match(db)) and not Path(db).exists()
 
 
 def redact(db: str) -> str:
@@ -178,6 +166,11 @@ def _remember_secrets(db: str) -> None:
         found.add(str(password))
     # A one- or two-letter "password" would blank out ordinary words in a message.
     _secrets.update(s for s in found if len(s) >= 3 and s != "***")
+
+
+def scrub(text: str) -> str:
+    """``text`` fit to print: every password a DSN on this command line held, ``***``."""
+    return _scrub(text)
 
 
 def _scrub(text: str) -> str:
@@ -234,19 +227,11 @@ def open_postgres(dsn: str, schema: str) -> Any:
 @contextmanager
 def open_store(db: str, schema: str = "eskit") -> Iterator[eskit.EventStore]:
     """The store ``db`` names, opened to read: it never creates a file or a table."""
-    # Inspecting never creates anything: create=False for a file, setup=False (and a
-    # check that eskit's tables are there) for a database.
-    store: eskit.EventStore
+    # eskit.open_store reads the name (path, sqlite:/// or postgresql:// URL, DSN);
+    # create=False: inspecting never creates a file, a schema or a table.
     if is_dsn(db):
-        pg_store = open_postgres(db, schema)
-        if pg_store.schema_version() == 0:
-            pg_store.close()
-            raise eskit.NotAnEskitStoreError(
-                f"schema {schema!r} holds no eskit store; `eskit migrate DSN` creates one"
-            )
-        store = pg_store
-    else:
-        store = eskit.SQLiteEventStore(db, create=False)
+        _remember_secrets(db)  # before any error message can show the password
+    store = eskit.open_store(db, schema=schema, create=False)
     try:
         yield store
     finally:
@@ -258,10 +243,13 @@ def open_target(db: str, schema: str = "eskit") -> Any:
     from eskit.projections.targets.postgres import PostgresTarget
     from eskit.projections.targets.sqlite import SQLiteTarget
 
-    if is_dsn(db):
+    spec = parse_store_url(db, schema=schema)
+    if spec.kind == "postgres":
         _remember_secrets(db)
-        return PostgresTarget(db, schema=schema)
-    return SQLiteTarget(db)
+        return PostgresTarget(spec.target, schema=schema)
+    if spec.kind == "memory":
+        raise BadInput("memory:// holds no projection state to inspect")
+    return SQLiteTarget(spec.target)
 
 
 def find_stream(store: eskit.EventStore, text: str) -> eskit.StreamId | None:

@@ -9,6 +9,8 @@ __all__ = [
     "EXIT_BAD_INPUT",
     "EXIT_CHECK_FAILED",
     "EXIT_CHECK_INCOMPLETE",
+    "EXIT_DEGRADED",
+    "EXIT_FAILING",
     "EXIT_OK",
     "EXIT_UNAVAILABLE",
 ]
@@ -22,6 +24,13 @@ EXIT_CHECK_FAILED = 3
 """``eskit upcast-check`` found events today's code cannot read."""
 EXIT_CHECK_INCOMPLETE = 4
 """``eskit upcast-check`` could not check everything: no event classes were named."""
+
+EXIT_DEGRADED = 1
+"""``eskit health``: the store serves, but a check is degraded (lag, a pending migration,
+an old transaction). The same number as ``EXIT_UNAVAILABLE``: both mean "not ready"."""
+EXIT_FAILING = 2
+"""``eskit health``: the store cannot be opened or read. The same number as
+``EXIT_BAD_INPUT``, which a missing file or an unreachable server exits with elsewhere."""
 
 ENV_DSN = "ESKIT_DSN"
 """The store to use when a command's ``DB`` argument is left out (keeps passwords off

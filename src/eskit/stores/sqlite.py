@@ -477,6 +477,16 @@ class SQLiteEventStore(EventStore):
                     conn.execute("ROLLBACK")
                     raise
 
+    def schema_version(self) -> int:
+        """The eskit schema version of the file; ``0`` if eskit's tables are absent.
+
+        Lower than the newest only for a store opened with ``create=False``: any
+        other open migrates the file first.
+        """
+        self._usable()
+        with self._reading() as conn:
+            return self._schema_version(conn)
+
     def _refuse_foreign(self, conn: sqlite3.Connection, objects: list[Any]) -> None:
         """Raise NotAnEskitStoreError if the database holds anything eskit did not make."""
         # eskit's projection tables (SQLiteTarget) may come first; SQLite's own

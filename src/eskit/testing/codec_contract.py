@@ -134,6 +134,35 @@ class CodecContract:
                     (type(k), k) for k in mapping
                 ]
 
+    # -- pydantic models (issue 11): the same exact round trip as a dataclass -------------
+
+    def test_a_frozen_pydantic_event_round_trips_exactly(self, store: EventStore) -> None:
+        pydantic = pytest.importorskip("pydantic")  # eskit[fastapi]; the dev extra has it
+        from eskit.events import domain_event
+
+        class Line(pydantic.BaseModel):  # type: ignore[misc, name-defined]
+            sku: str
+            price: Decimal
+
+        @domain_event("eskit.testing.PydanticPlaced", registry=store.registry)
+        class Placed(pydantic.BaseModel):  # type: ignore[misc, name-defined]
+            model_config = pydantic.ConfigDict(frozen=True)
+            order_id: uuid.UUID
+            total: Decimal
+            at: datetime
+            lines: tuple[Line, ...]
+
+        placed = Placed(order_id=uuid.uuid4(), total=Decimal("10.50"),
+                        at=datetime(2026, 1, 2, 3, 4, 5, 6, tzinfo=_EAST),
+                        lines=(Line(sku="pen", price=Decimal("0.10")),))
+        store.append("pydantic", [placed], 0)
+        for event in (store.read_stream("pydantic")[0], _read_all(store, 0, 1)[0]):
+            back = event.to_domain(store.registry, expect=Placed)
+            assert back == placed
+            assert str(back.total) == "10.50"
+            assert back.at.utcoffset() == timedelta(hours=14)
+            assert type(back.lines[0]) is Line
+
     # -- splits (issue 14): one upcasting path for every reader ---------------------------
 
     @pytest.fixture

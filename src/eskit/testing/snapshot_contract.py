@@ -13,6 +13,7 @@ Test names state the guarantee they check (see :class:`eskit.SnapshotStore`).
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from collections.abc import Iterator
@@ -24,6 +25,8 @@ from typing import Any
 import pytest
 
 from eskit import EventStore, InvalidInputError, NewEvent, Snapshot, SnapshotStore, codec
+from eskit.events import MAX_NAME_BYTES
+from eskit.snapshots import MAX_TYPE_NAME_BYTES
 
 __all__ = ["SnapshotStoreContract"]
 
@@ -151,12 +154,29 @@ class SnapshotStoreContract:
     def test_hostile_names_round_trip_exactly(self, stores: Stores) -> None:
         events, snapshots = stores
         stream = "evil'); DROP TABLE eskit_snapshots; --\u202e$$ zoë"
-        kind = "x\"y'z;--$$ \u05d0 " + "k" * 5_000
+        kind = "x\"y'z;--$$ \u05d0 " + "k" * 400
         ids = _fill(events, stream, 1)
         snapshots.save(_snapshot(stream, 1, ids[0], aggregate_type=kind))
         found = snapshots.latest(stream, kind)
         assert found is not None
         assert (found.aggregate_id, found.aggregate_type) == (stream, kind)
+
+    def test_names_at_their_maximum_lengths_round_trip_and_one_byte_more_is_refused(
+        self, stores: Stores
+    ) -> None:
+        events, snapshots = stores
+        rng = random.Random(7)  # random text does not compress: full size in any index
+        stream = "".join(chr(rng.randrange(0x21, 0x7F)) for _ in range(MAX_NAME_BYTES))
+        kind = "".join(chr(rng.randrange(0x21, 0x7F)) for _ in range(MAX_TYPE_NAME_BYTES))
+        ids = _fill(events, stream, 1)
+        snapshots.save(_snapshot(stream, 1, ids[0], aggregate_type=kind))
+        found = snapshots.latest(stream, kind)
+        assert found is not None
+        assert (found.aggregate_id, found.aggregate_type) == (stream, kind)
+        with pytest.raises(InvalidInputError, match="512 bytes"):
+            snapshots.save(_snapshot(stream, 1, ids[0], aggregate_type=kind + "x"))
+        with pytest.raises(InvalidInputError, match="512 bytes"):
+            snapshots.latest(stream, kind + "x")
 
     def test_a_large_state_round_trips(self, stores: Stores) -> None:
         events, snapshots = stores
