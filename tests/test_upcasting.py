@@ -340,6 +340,29 @@ def test_a_subscription_checkpoint_never_falls_inside_a_split() -> None:
     assert [e.event_type for e in store.read_all(paid[1])] == ["After"]
 
 
+def test_an_async_subscription_checkpoint_never_lands_inside_a_split() -> None:
+    import asyncio
+
+    from eskit.aio import AsyncInMemoryEventStore
+
+    async def follow() -> list[tuple[str, int]]:
+        store = AsyncInMemoryEventStore(registry=_order_registry())
+        await store.append("o-1", [NewEvent("Before"), NewEvent("OrderPlacedAndPaid", {"id": 1})])
+        await store.append("o-2", [NewEvent("After")])
+        subscription = store.subscribe()
+        seen = []
+        async for event in subscription:
+            seen.append((event.event_type, subscription.position))
+            if event.event_type == "After":
+                subscription.stop()
+        return seen
+
+    before, placed, paid, _after = asyncio.run(follow())
+    assert (placed[0], paid[0]) == ("OrderPlaced", "OrderPaid")
+    assert placed[1] == before[1], "after the first part the checkpoint stays before the split"
+    assert paid[1] > before[1], "after the last part it moves past the whole split"
+
+
 def test_a_projection_written_for_the_new_types_sees_every_split_part() -> None:
     from eskit.projections import InMemoryTarget, Projection, ProjectionRunner
 

@@ -37,7 +37,8 @@ from eskit.stores.rows import OnUndecodable, UndecodableEvent, check_on_undecoda
 from eskit.upcasting import ends_stored_event
 
 __all__ = [
-    "MAX_RETRY_DELAY", "EventFilter", "GlobalLog", "Subscription", "Waiter", "reconnect_delay",
+    "MAX_RETRY_DELAY", "EventFilter", "GlobalLog", "Subscription", "SubscriptionSteps", "Waiter",
+    "reconnect_delay",
 ]
 
 _log = logging.getLogger("eskit.subscription")
@@ -102,6 +103,39 @@ def _names(what: str, values: Iterable[str] | None) -> frozenset[str] | None:
     if not all(type(v) is str for v in names):
         raise InvalidInputError(f"{what} must contain only strings")
     return names
+
+
+class SubscriptionSteps:
+    """What a subscription does with each event it reads; no I/O (internal).
+
+    Shared by :class:`Subscription` and :class:`eskit.aio.AsyncSubscription`, so
+    the two cannot drift: how the checkpoint moves (past a split only at its last
+    part, past filtered-out and reported events too), which events are given to
+    the subscriber, and how the store is asked to read (``mode``).
+    """
+
+    __slots__ = ("filter", "mode", "report")
+
+    def __init__(self, wanted: EventFilter, on_undecodable: OnUndecodable) -> None:
+        self.filter = wanted
+        self.report = on_undecodable
+        # A placeholder for an undecodable event passes the filter like any event, so a
+        # subscriber is told only of events it would have been given.
+        self.mode: OnUndecodable = "raise" if on_undecodable == "raise" else "yield"
+
+    def take(
+        self, event: Event | UndecodableEvent, position: int
+    ) -> tuple[int, Event | UndecodableEvent | None]:
+        """The checkpoint after ``event``, and the event to yield (``None``: skip it)."""
+        # The parts of a split share its position: move past it at the last.
+        if ends_stored_event(event):
+            position = event.position or position
+        if not self.filter.matches(event):
+            return position, None
+        if callable(self.report) and not isinstance(event, Event):
+            self.report(event)
+            return position, None
+        return position, event
 
 
 class GlobalLog(Protocol):
@@ -206,28 +240,18 @@ class Subscription:
     def __iter__(self) -> Iterator[Event]:
         # Start listening before the first read so nothing committed in between is missed.
         self._waiter = self.store._new_waiter()
-        wanted = self.filter
-        report = self.on_undecodable
-        # A placeholder for an undecodable event passes the filter like any event, so a
-        # subscriber is told only of events it would have been given.
-        mode: OnUndecodable = "raise" if report == "raise" else "yield"
+        steps = SubscriptionSteps(self.filter, self.on_undecodable)
         try:
             while not self._stopped.is_set():
-                got = 0
-                for event in self._next_page(mode):
-                    # The parts of a split share its position: move past it at the last.
-                    if ends_stored_event(event):
-                        self.position = event.position or self.position
-                    got += 1
-                    if not wanted.matches(event):
+                page = self._next_page(steps.mode)
+                for event in page:
+                    self.position, wanted = steps.take(event, self.position)
+                    if wanted is None:
                         continue
-                    if callable(report) and not isinstance(event, Event):
-                        report(event)
-                        continue
-                    yield event  # type: ignore[misc]
+                    yield wanted  # type: ignore[misc]  # an UndecodableEvent in "yield" mode
                     if self._stopped.is_set():
                         return
-                if got < self.page_size and not self._stopped.is_set():
+                if len(page) < self.page_size and not self._stopped.is_set():
                     self._waiter.wait(self.poll_interval)
         finally:
             self._waiter.close()

@@ -35,9 +35,11 @@ def _new(**data: Any) -> NewEvent:
 def test_public_async_api_is_exactly_the_pinned_list() -> None:
     assert eskit.aio.__all__ == [
         "AsyncEventStore", "AsyncInMemoryEventStore", "AsyncInMemorySnapshotStore",
-        "AsyncPostgresEventStore", "AsyncPostgresSnapshotStore", "AsyncRepository",
+        "AsyncPostgresEventStore", "AsyncPostgresSnapshotStore", "AsyncProcessManager",
+        "AsyncProjectionRunner",
+        "AsyncRepository",
         "AsyncSQLiteEventStore", "AsyncSQLiteSnapshotStore", "AsyncSnapshotStore",
-        "open_store",
+        "AsyncSubscription", "open_store", "rebuild",
     ]
     for name in eskit.aio.__all__:
         assert getattr(eskit.aio, name).__name__ == name

@@ -17,7 +17,7 @@ import pytest
 from eskit.projections import PostgresTarget, ProjectionRunner, SQLiteTarget, Tx
 from tests.conftest import new_schema_name
 from tests.projections.helpers import Counter, added, counts
-from tests.projections.workers import open_backend, project_forever
+from tests.projections.workers import async_project_forever, open_backend, project_forever
 
 EVENTS = 3200  # 400 per round
 ROUNDS = 8
@@ -30,8 +30,10 @@ def _fill(store) -> None:
         store.append(f"s{i % 23}", [added(rng.randint(1, 9)) for _ in range(10)])
 
 
-def _kill_rounds(kind: str, where: str, schema: str | None, store, target) -> list[int]:
-    """Append, start a projecting child, SIGKILL it; ROUNDS times.
+def _kill_rounds(
+    kind: str, where: str, schema: str | None, store, target, worker=project_forever
+) -> list[int]:
+    """Append, start a projecting child (running ``worker``), SIGKILL it; ROUNDS times.
 
     Returns events_handled as seen after each kill.
     """
@@ -40,7 +42,7 @@ def _kill_rounds(kind: str, where: str, schema: str | None, store, target) -> li
     for _ in range(ROUNDS):
         _fill(store)
         before = _handled(target)
-        child = context.Process(target=project_forever, args=(kind, where, schema, 40))
+        child = context.Process(target=worker, args=(kind, where, schema, 40))
         child.start()
         # Kill at a random moment once the child is working: a fixed sleep lands
         # before a spawned child has even started on a loaded machine.
@@ -76,11 +78,17 @@ def _check(store, target, clean_target) -> None:
     assert state.events_handled == EVENTS
 
 
+RUNNERS = pytest.mark.parametrize(
+    "worker", [project_forever, async_project_forever], ids=["sync", "async"]
+)
+
+
 @pytest.mark.slow
-def test_sqlite_read_model_is_exact_after_random_sigkills_of_the_runner(tmp_path) -> None:
+@RUNNERS
+def test_sqlite_read_model_is_exact_after_random_sigkills_of_the_runner(tmp_path, worker) -> None:
     path = str(tmp_path / "events.db")
     store, target = open_backend("sqlite", path, None)
-    progress = _kill_rounds("sqlite", path, None, store, target)
+    progress = _kill_rounds("sqlite", path, None, store, target, worker)
     # The kills landed while work remained: several rounds each committed some batches.
     assert progress[-1] > progress[0] > 0, progress
     with SQLiteTarget(tmp_path / "clean.db") as clean:
@@ -90,10 +98,13 @@ def test_sqlite_read_model_is_exact_after_random_sigkills_of_the_runner(tmp_path
 
 
 @pytest.mark.slow
-def test_postgres_read_model_is_exact_after_random_sigkills_of_the_runner(postgres_dsn) -> None:
+@RUNNERS
+def test_postgres_read_model_is_exact_after_random_sigkills_of_the_runner(
+    postgres_dsn, worker
+) -> None:
     schema = new_schema_name()
     store, target = open_backend("postgres", postgres_dsn, schema)
-    progress = _kill_rounds("postgres", postgres_dsn, schema, store, target)
+    progress = _kill_rounds("postgres", postgres_dsn, schema, store, target, worker)
     time.sleep(0.2)  # let the server roll back the killed connections' transactions
     assert progress[-1] > progress[0] > 0, progress
     with PostgresTarget(postgres_dsn, schema=new_schema_name()) as clean:

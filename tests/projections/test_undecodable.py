@@ -324,3 +324,57 @@ def test_sql_projection_on_sqlite_parks_an_undecodable_event_in_its_batch(tmp_pa
     finally:
         target.close()
         store.close()
+
+
+def test_an_async_subscription_reports_an_undecodable_event_and_keeps_its_place(world) -> None:
+    world.corrupt()
+    reported: list = []
+
+    async def follow() -> tuple[list, int]:
+        store = await world.async_store()
+        try:
+            subscription = store.subscribe(on_undecodable=reported.append, poll_interval=0.01)
+            got = []
+            async for event in subscription:
+                got.append(event.version)
+                if len(got) == 2:
+                    subscription.stop()
+            return got, subscription.position
+        finally:
+            if world.kind != "memory":
+                await store.close()
+
+    got, position = asyncio.run(follow())
+    assert got == [1, 3]
+    _check_placeholder(world, reported[0])
+    assert position == world.events[2].position
+
+
+def test_an_async_parking_projection_parks_an_undecodable_event_and_goes_on(world) -> None:
+    from eskit.aio import AsyncProjectionRunner
+
+    world.corrupt()
+    world.store.append("t", [added(5)])
+    wait_visible(world.store, 4)
+    target = world.target()
+
+    async def run() -> list:
+        store = await world.async_store()
+        try:
+            runner = AsyncProjectionRunner(store, Tally(), target, retry=FAST,
+                                           on_failure="park")
+            await runner.run_until_caught_up()
+            return runner.projection.seen
+        finally:
+            if world.kind != "memory":
+                await store.close()
+
+    try:
+        assert asyncio.run(run()) == [("s", 1), ("s", 3), ("t", 1)]
+        (letter,) = target.dead_letters(Tally.name)
+        assert (letter.stream_id, letter.event_type, letter.attempts) == ("s", "Poison", 2)
+        assert letter.error.startswith("DecodingError: ")
+        (state,) = target.states(Tally.name)
+        assert state.position == world.store.head_position()
+    finally:
+        target.close()

@@ -33,6 +33,26 @@ def project_forever(kind: str, where: str, schema: str | None, batch_size: int) 
                      poll_interval=0.05).run()
 
 
+def async_project_forever(kind: str, where: str, schema: str | None, batch_size: int) -> None:
+    """project_forever with the asyncio runner, reading from an async store."""
+    import asyncio
+
+    from eskit.aio import AsyncProjectionRunner, AsyncSQLiteEventStore
+
+    async def run() -> None:
+        _, target = open_backend(kind, where, schema)
+        if kind == "sqlite":
+            store = await AsyncSQLiteEventStore.open(where)
+        else:
+            from eskit.aio import AsyncPostgresEventStore
+
+            store = await AsyncPostgresEventStore.open(where, schema=schema)
+        await AsyncProjectionRunner(store, JitteryCounter(), target, batch_size=batch_size,
+                                    poll_interval=0.05).run()
+
+    asyncio.run(run())
+
+
 def project_partition(kind: str, where: str, schema: str | None, partition: int,
                       partitions: int) -> int:
     from tests.projections.test_partitions import InOrder

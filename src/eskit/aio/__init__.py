@@ -20,6 +20,8 @@ from typing import TYPE_CHECKING, Any
 from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aio.config import open_store
 from eskit.aio.memory import AsyncInMemoryEventStore
+from eskit.aio.process_manager import AsyncProcessManager
+from eskit.aio.projections import AsyncProjectionRunner, rebuild
 from eskit.aio.repository import AsyncRepository
 from eskit.aio.snapshots import (
     AsyncInMemorySnapshotStore,
@@ -28,6 +30,7 @@ from eskit.aio.snapshots import (
 )
 from eskit.aio.sqlite import AsyncSQLiteEventStore
 from eskit.aio.store import AsyncEventStore
+from eskit.aio.subscription import AsyncSubscription
 
 if TYPE_CHECKING:
     from eskit.aio.postgres import AsyncPostgresEventStore
@@ -39,11 +42,15 @@ __all__ = [
     "AsyncInMemorySnapshotStore",
     "AsyncPostgresEventStore",
     "AsyncPostgresSnapshotStore",
+    "AsyncProcessManager",
+    "AsyncProjectionRunner",
     "AsyncRepository",
     "AsyncSQLiteEventStore",
     "AsyncSQLiteSnapshotStore",
     "AsyncSnapshotStore",
+    "AsyncSubscription",
     "open_store",
+    "rebuild",
 ]
 
 if not installed(*POSTGRES_MODULES):

@@ -18,6 +18,7 @@ from datetime import datetime
 from typing import Generic, Self, TypeVar
 
 from eskit.aio.store import AsyncEventStore
+from eskit.aio.subscription import AsyncWaiter, LocalAsyncWaiter
 from eskit.events import Event, StreamId
 from eskit.stores.base import EventStore
 from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent, StreamInfo
@@ -86,6 +87,10 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
 
     async def close(self) -> None:
         await self._call(self.sync_store.close)
+
+    async def _new_waiter(self) -> AsyncWaiter:
+        # Appends through the sync store (this store's own, or sync code's) wake it.
+        return LocalAsyncWaiter(self.sync_store)
 
     # -- the primitives (read_all pages through _read_all_page) -------------------------
 

@@ -55,7 +55,9 @@ try:
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
+from eskit.aio.postgres_listen import AsyncListenWaiter
 from eskit.aio.store import AsyncEventStore
+from eskit.aio.subscription import AsyncWaiter
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import resolve_conflict
 from eskit.stores.model import (
@@ -344,6 +346,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 return resolve_conflict(stream_id, stream, expected, head, batch, found)
             await asyncio.sleep(0)
         raise too_busy(stream)
+
+    async def _new_waiter(self) -> AsyncWaiter:
+        # Subscriptions LISTEN on a connection of their own (eskit.aio.postgres_listen).
+        return await AsyncListenWaiter.open(self)
 
     def _signal_listeners(self) -> None:
         """Have the NOTIFY for this append sent soon, off the append's path.

@@ -7,6 +7,10 @@ SQLite's write lock. Everything the sync store guarantees still holds (see
 :mod:`eskit.stores.sqlite`): one writer at a time in commit order, WAL for
 readers beside it, several processes on one host, durable commits.
 
+A subscription (``store.subscribe()``) is also woken by commits of other
+processes, within about :data:`~eskit.aio.subscription.SQLITE_CHECK_INTERVAL`
+seconds, by watching ``PRAGMA data_version`` on a connection of its own.
+
 Not guaranteed: cancelling a task does not stop the thread it started. A
 cancelled ``append`` may still commit; retry it with the same event ids and the
 store tells you (``duplicate=True``).
@@ -15,11 +19,15 @@ store tells you (``duplicate=True``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
+import sqlite3
 from collections.abc import Callable
+from contextlib import suppress
 from typing import Self, TypeVar
 
 from eskit.aio._sync_backed import SyncBackedStore
+from eskit.aio.subscription import SQLITE_CHECK_INTERVAL, AsyncWaiter, LocalAsyncWaiter
 from eskit.events import EventRegistry
 from eskit.stores.model import DEFAULT_MAX_EVENT_BYTES
 from eskit.stores.sqlite import SQLiteEventStore, Synchronous
@@ -27,6 +35,8 @@ from eskit.stores.sqlite import SQLiteEventStore, Synchronous
 __all__ = ["AsyncSQLiteEventStore"]
 
 T = TypeVar("T")
+
+_log = logging.getLogger("eskit.subscription")
 
 
 class AsyncSQLiteEventStore(SyncBackedStore[SQLiteEventStore]):
@@ -79,3 +89,70 @@ class AsyncSQLiteEventStore(SyncBackedStore[SQLiteEventStore]):
 
     async def _call(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
         return await asyncio.to_thread(function, *args, **kwargs)
+
+    async def _new_waiter(self) -> AsyncWaiter:
+        if self.sync_store._memory:  # no other connection can write to it
+            return LocalAsyncWaiter(self.sync_store)
+        return await _DataVersionWaiter.open(self.sync_store)
+
+
+def _data_version(conn: sqlite3.Connection) -> int:
+    row = conn.execute("PRAGMA data_version").fetchone()
+    return int(row[0])
+
+
+class _DataVersionWaiter(LocalAsyncWaiter):
+    """Also woken by commits of other connections and processes to the file.
+
+    Why ``PRAGMA data_version``: SQLite changes it on a connection whenever another
+    connection has committed to the database since the last look, and reading it
+    costs no disk I/O in WAL mode (it comes from the shared-memory index), so
+    looking every :data:`SQLITE_CHECK_INTERVAL` seconds on a connection of the
+    waiter's own is cheap. https://www.sqlite.org/pragma.html#pragma_data_version
+    """
+
+    def __init__(self, sync_store: SQLiteEventStore, conn: sqlite3.Connection, version: int):
+        super().__init__(sync_store)
+        self._conn = conn
+        self._version = version
+        self._check: asyncio.Future[int] | None = None
+
+    @classmethod
+    async def open(cls, sync_store: SQLiteEventStore) -> _DataVersionWaiter:
+        conn = await asyncio.to_thread(sync_store._connect)
+        try:
+            version = await asyncio.to_thread(_data_version, conn)
+        except BaseException:
+            conn.close()
+            raise
+        return cls(sync_store, conn, version)
+
+    async def wait(self, timeout: float) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not self._woken.is_set():
+            # Shielded: a cancelled wait must not leave the thread using a connection
+            # that close() is about to free; close() awaits this check first.
+            self._check = asyncio.ensure_future(asyncio.to_thread(_data_version, self._conn))
+            try:
+                version = await asyncio.shield(self._check)
+            except sqlite3.Error as exc:  # the file is away: poll for the timeout
+                _log.debug("eskit: PRAGMA data_version failed: %s", exc)
+                await super().wait(max(0.0, deadline - loop.time()))
+                return
+            if version != self._version:
+                self._version = version
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            with suppress(TimeoutError):
+                await asyncio.wait_for(self._woken.wait(), min(SQLITE_CHECK_INTERVAL, remaining))
+        self._woken.clear()
+
+    async def close(self) -> None:
+        await super().close()
+        if self._check is not None and not self._check.done():
+            with suppress(Exception):
+                await self._check
+        await asyncio.to_thread(self._conn.close)

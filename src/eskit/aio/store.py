@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import asyncio
 from abc import ABC, abstractmethod
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
 
+from eskit.aio.subscription import AsyncPollingWaiter, AsyncSubscription, AsyncWaiter
 from eskit.errors import DecodingError
 from eskit.events import Event, EventRegistry, StreamId, default_registry
 from eskit.stores.arguments import (
@@ -233,6 +234,35 @@ class AsyncEventStore(ABC):
             after = page[-1].position or after
             if remaining is not None:
                 remaining -= len(page)
+
+    def subscribe(
+        self,
+        from_position: int = 0,
+        *,
+        page_size: int = 500,
+        poll_interval: float = 1.0,
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
+        on_undecodable: OnUndecodable = "raise",
+    ) -> AsyncSubscription:
+        """Every event after ``from_position``: history first, then live, until stopped.
+
+        Same contract as :meth:`eskit.EventStore.subscribe`; see
+        :class:`~eskit.aio.AsyncSubscription` (``async for event in
+        store.subscribe(): ...``). New events wake it at once when the store can
+        signal them (PostgreSQL LISTEN/NOTIFY; appends through this store object;
+        SQLite commits by other processes within about 50 ms); otherwise it polls
+        every ``poll_interval`` seconds. Bad arguments raise here, before any I/O.
+        """
+        return AsyncSubscription(
+            self, from_position, page_size=page_size, poll_interval=poll_interval,
+            event_types=event_types, stream_prefixes=stream_prefixes,
+            on_undecodable=on_undecodable,
+        )
+
+    async def _new_waiter(self) -> AsyncWaiter:
+        """What a subscription waits on between reads; a store that can signal overrides it."""
+        return AsyncPollingWaiter()
 
     async def head_version(self, stream_id: StreamId) -> int:
         """The version of the stream's last event; ``0`` if the stream has none."""

@@ -36,7 +36,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, TypeVar, cast
 from uuid import UUID, uuid5
 
 from eskit.aggregate import Aggregate
@@ -105,31 +105,60 @@ class ProcessManager(Projection):
             events = aggregate.get_uncommitted_events()
             if not events:
                 return False
-            stamped = [
-                dataclasses.replace(
-                    event,
-                    event_id=command_event_id(self.name, trigger, step, i),
-                    metadata={
-                        **event.metadata, "process": self.name,
-                        "causation_id": str(trigger.event_id),
-                    },
-                )
-                for i, event in enumerate(events)
-            ]
+            stamped = stamp_command_events(self.name, trigger, step, events)
             expected = aggregate.version - len(events)
             try:
                 result = self.store.append(aggregate_id, stamped, expected)
-            except DuplicateEventError:
-                return False  # stored by an earlier run, and the stream has moved since
-            except ConcurrencyError as exc:
-                if new:
-                    return False  # created already (by an earlier run of this step)
-                lost = exc
-                _log.debug("process %r step %r on %r lost a race, rerunning: %s",
-                           self.name, step, str(aggregate_id), exc)
+            except (DuplicateEventError, ConcurrencyError) as exc:
+                if stored_already(exc, new):
+                    return False
+                lost = cast(ConcurrencyError, exc)  # every DuplicateEventError is stored
+                log_lost_race(self.name, step, aggregate_id, lost)
                 continue  # another writer moved the stream: reload and run again
             return not result.duplicate
-        assert lost is not None
-        _log.warning("process %r step %r on %r lost %d races in a row, giving up: %s",
-                     self.name, step, str(aggregate_id), self.max_attempts, lost)
-        raise lost
+        raise give_up(self.name, step, aggregate_id, self.max_attempts, lost)
+
+
+# The decisions of ``execute``, shared with eskit.aio.AsyncProcessManager.
+
+
+def stamp_command_events(
+    process: str, trigger: Event, step: str, events: list[Event]
+) -> list[Event]:
+    """A step's events with ids derived from the trigger and the step, and causation metadata."""
+    return [
+        dataclasses.replace(
+            event,
+            event_id=command_event_id(process, trigger, step, i),
+            metadata={
+                **event.metadata, "process": process, "causation_id": str(trigger.event_id),
+            },
+        )
+        for i, event in enumerate(events)
+    ]
+
+
+def stored_already(error: DuplicateEventError | ConcurrencyError, new: bool) -> bool:
+    """Whether a failed append of a step's events means an earlier run stored them.
+
+    A duplicate id: stored, and the stream has moved since. A conflict on a step
+    that creates its aggregate: created already, by an earlier run of this step.
+    Any other conflict is a lost race: reload and run the command again.
+    """
+    return isinstance(error, DuplicateEventError) or new
+
+
+def log_lost_race(process: str, step: str, aggregate_id: StreamId, error: Exception) -> None:
+    _log.debug("process %r step %r on %r lost a race, rerunning: %s",
+               process, step, str(aggregate_id), error)
+
+
+def give_up(
+    process: str, step: str, aggregate_id: StreamId, attempts: int,
+    lost: ConcurrencyError | None,
+) -> ConcurrencyError:
+    """The error a step raises after losing ``attempts`` races in a row (logged)."""
+    assert lost is not None
+    _log.warning("process %r step %r on %r lost %d races in a row, giving up: %s",
+                 process, step, str(aggregate_id), attempts, lost)
+    return lost

@@ -105,8 +105,7 @@ class _LocalWaiter(PollingWaiter):
 
     def close(self) -> None:
         super().close()
-        with _WAITERS_LOCK:
-            self._store.__dict__.get("_waiters", set()).discard(self)
+        self._store._forget_waiter(self)
 
 
 # --------------------------------------------------------------------------- the contract
@@ -313,9 +312,18 @@ class EventStore(ABC):  # noqa: B024
     def _new_waiter(self) -> Waiter:
         """A waiter woken by appends through this object, polling otherwise."""
         waiter = _LocalWaiter(self)
+        self._add_waiter(waiter)
+        return waiter
+
+    def _add_waiter(self, waiter: Waiter) -> None:
+        """Have appends through this object call ``waiter.wake()`` (from the appending
+        thread) until :meth:`_forget_waiter`; the async stores register theirs here."""
         with _WAITERS_LOCK:
             self.__dict__.setdefault("_waiters", set()).add(waiter)
-        return waiter
+
+    def _forget_waiter(self, waiter: Waiter) -> None:
+        with _WAITERS_LOCK:
+            self.__dict__.get("_waiters", set()).discard(waiter)
 
     def _wake_waiters(self) -> None:
         waiters = self.__dict__.get("_waiters")
