@@ -1,0 +1,222 @@
+"""What the stores, repositories and runners call when observability is on (internal).
+
+This module imports nothing optional: the hot paths read :data:`active` once per
+call, and while it is ``None`` (the default: :func:`eskit.observability.instrument`
+was never called) they do nothing else. An :class:`Observer` holds the tracing
+half (:mod:`eskit.observability.otel`, OpenTelemetry's API) and any number of
+metric recorders (OpenTelemetry or Prometheus), so one hook feeds them all.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
+from typing import TYPE_CHECKING, Any, Protocol
+
+from eskit.errors import ConcurrencyError
+
+if TYPE_CHECKING:
+    from eskit.stores.model import PendingEvent
+
+__all__: list[str] = []
+
+
+class Recorder(Protocol):
+    """A sink for store metrics; ``system`` is the ``db.system.name`` of the store."""
+
+    def appended(self, system: str, events: int, seconds: float) -> None: ...
+    def conflicted(self, system: str, seconds: float) -> None: ...
+    def failed(self, system: str, operation: str, error: str, seconds: float) -> None: ...
+    def loaded(self, system: str, events: int, seconds: float) -> None: ...
+    def read_page(self, system: str, events: int, seconds: float) -> None: ...
+
+
+class Tracing(Protocol):
+    """The tracing half of an observer (see :mod:`eskit.observability.otel`)."""
+
+    def append(
+        self, store: Any, system: str, stream: str, batch: Sequence[PendingEvent]
+    ) -> Any: ...
+    def read_page(self, system: str, after: int, limit: int) -> Any: ...
+    def load(self, system: str, stream: str, aggregate_type: str) -> Any: ...
+    def batch(self, projection: str, partition: int) -> Any: ...
+    def link_events(self, events: Sequence[Any]) -> None: ...
+    def step(self, process: str, step: str, trigger: Any) -> Any: ...
+    def publish(self, destination: str, event: Any) -> Any: ...
+
+
+def db_system(store: object) -> str:
+    """The OpenTelemetry ``db.system.name`` of a store: ``sqlite``, ``postgresql`` or ``memory``."""
+    return getattr(store, "db_system", "other_sql")
+
+
+class Load:
+    """What a load observed; the repository fills it in (events replayed, snapshot used)."""
+
+    __slots__ = ("events", "snapshot_version", "span")
+
+    def __init__(self, span: Any) -> None:
+        self.span = span
+        self.events = 0
+        self.snapshot_version: int | None = None
+
+    def saw(self, request: object, result: Any) -> None:
+        """Count what one request of an :mod:`eskit.loading` plan returned."""
+        from eskit.loading import ReadSnapshot, ReadStream
+
+        if isinstance(request, ReadSnapshot):
+            snapshot, events = result
+            if snapshot is None:
+                self.events += len(events)
+            else:  # the tail starts at the snapshot's own event, which is not replayed
+                self.snapshot_version = snapshot.version
+                self.events += sum(1 for e in events if e.version > snapshot.version)
+        elif isinstance(request, ReadStream):
+            if request.from_version == 0 and self.snapshot_version is not None:
+                self.snapshot_version, self.events = None, 0  # distrusted: replayed from 0
+            self.events += len(result)
+
+    def counting(self, perform: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        """``perform`` (a repository's), counting what it returns."""
+        def counted(request: Any) -> Any:
+            result = perform(request)
+            self.saw(request, result)
+            return result
+        return counted
+
+    def counting_async(
+        self, perform: Callable[[Any], Awaitable[Any]]
+    ) -> Callable[[Any], Awaitable[Any]]:
+        """:meth:`counting` for an async repository's ``perform``."""
+        async def counted(request: Any) -> Any:
+            result = await perform(request)
+            self.saw(request, result)
+            return result
+        return counted
+
+
+class Observer:
+    """Tracing and metric recorders behind one set of hooks."""
+
+    def __init__(self, tracing: Tracing | None, recorders: Sequence[Recorder]) -> None:
+        self.tracing = tracing
+        self.recorders = tuple(recorders)
+
+    def _failed(self, system: str, operation: str, exc: BaseException, seconds: float) -> None:
+        for r in self.recorders:
+            if isinstance(exc, ConcurrencyError) and operation == "append":
+                r.conflicted(system, seconds)
+            else:
+                r.failed(system, operation, type(exc).__qualname__, seconds)
+
+    @contextmanager
+    def append(self, store: object, stream: str, batch: Sequence[PendingEvent]) -> Iterator[None]:
+        """Around one append: a span (whose context goes into the events' metadata) and metrics."""
+        system = db_system(store)
+        started = time.perf_counter()
+        tracing = self.tracing
+        try:
+            with tracing.append(store, system, stream, batch) if tracing else nullcontext():
+                yield
+        except BaseException as exc:
+            self._failed(system, "append", exc, time.perf_counter() - started)
+            raise
+        seconds = time.perf_counter() - started
+        for r in self.recorders:
+            r.appended(system, len(batch), seconds)
+
+    @contextmanager
+    def read_page(self, store: object, after: int, limit: int) -> Iterator[list[Any]]:
+        """Around one page of ``read_all``: the caller puts the page into the yielded list."""
+        system = db_system(store)
+        started = time.perf_counter()
+        tracing = self.tracing
+        page: list[Any] = []
+        try:
+            with tracing.read_page(system, after, limit) if tracing else nullcontext() as span:
+                yield page
+                if span is not None and span.is_recording():
+                    span.set_attribute("db.response.returned_rows", len(page))
+        except BaseException as exc:
+            self._failed(system, "read_all", exc, time.perf_counter() - started)
+            raise
+        seconds = time.perf_counter() - started
+        for r in self.recorders:
+            r.read_page(system, len(page), seconds)
+
+    @contextmanager
+    def load(self, store: object, stream_id: object, aggregate_class: type) -> Iterator[Load]:
+        """Around one repository load; the repository counts through :meth:`Load.counting`."""
+        system = db_system(store)
+        stream, aggregate_type = str(stream_id), aggregate_class.__name__
+        started = time.perf_counter()
+        tracing = self.tracing
+        try:
+            with tracing.load(system, stream, aggregate_type) if tracing else nullcontext() as span:
+                load = Load(span)
+                yield load
+                if span is not None and span.is_recording():
+                    span.set_attribute("eskit.events_replayed", load.events)
+                    span.set_attribute("eskit.snapshot_used", load.snapshot_version is not None)
+                    if load.snapshot_version is not None:
+                        span.set_attribute("eskit.snapshot_version", load.snapshot_version)
+        except BaseException as exc:
+            self._failed(system, "load", exc, time.perf_counter() - started)
+            raise
+        seconds = time.perf_counter() - started
+        for r in self.recorders:
+            r.loaded(system, load.events, seconds)
+
+    def batch(self, projection: str, partition: int) -> Any:
+        """A span around one projection batch (links to the appends of its events)."""
+        return self.tracing.batch(projection, partition) if self.tracing else nullcontext()
+
+    def link_events(self, events: Sequence[Any]) -> None:
+        """Link the current span to the spans that appended ``events``."""
+        if self.tracing:
+            self.tracing.link_events(events)
+
+    def step(self, process: str, step: str, trigger: Any) -> Any:
+        """A span around one process-manager step (links to the trigger's append)."""
+        return self.tracing.step(process, step, trigger) if self.tracing else nullcontext()
+
+    def publish(self, destination: str, event: Any) -> Any:
+        """A span around one relay publish: the hook point for the outbox relay."""
+        return self.tracing.publish(destination, event) if self.tracing else nullcontext()
+
+
+active: Observer | None = None
+"""The observer the hooks call, or ``None``: set by :func:`eskit.observability.instrument`."""
+
+
+PageReader = Callable[[int, int], list[Any]]
+AsyncPageReader = Callable[[int, int], Awaitable[list[Any]]]
+
+
+def page_reader(store: object, read: PageReader) -> PageReader:
+    """``read`` (a store's ``_read_all_page``), observed page by page when observing."""
+    observer = active
+    if observer is None:
+        return read
+
+    def observed(after: int, limit: int) -> list[Any]:
+        with observer.read_page(store, after, limit) as page:
+            page.extend(result := read(after, limit))
+        return result
+
+    return observed
+
+
+def async_page_reader(store: object, read: AsyncPageReader) -> AsyncPageReader:
+    """:func:`page_reader` for an async store's ``_read_all_page``."""
+    observer = active
+    if observer is None:
+        return read
+
+    async def observed(after: int, limit: int) -> list[Any]:
+        with observer.read_page(store, after, limit) as page:
+            page.extend(result := await read(after, limit))
+        return result
+
+    return observed
