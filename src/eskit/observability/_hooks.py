@@ -35,9 +35,10 @@ class Recorder(Protocol):
 class Tracing(Protocol):
     """The tracing half of an observer (see :mod:`eskit.observability.otel`)."""
 
-    def append(
+    def start_append(
         self, store: Any, system: str, stream: str, batch: Sequence[PendingEvent]
     ) -> Any: ...
+    def end(self, scope: Any, error: BaseException | None) -> None: ...
     def read_page(self, system: str, after: int, limit: int) -> Any: ...
     def load(self, system: str, stream: str, aggregate_type: str) -> Any: ...
     def batch(self, projection: str, partition: int) -> Any: ...
@@ -96,6 +97,37 @@ class Load:
         return counted
 
 
+class _Append:
+    """The scope of one observed append: a plain class, it is on the hot path."""
+
+    __slots__ = ("batch", "observer", "scope", "started", "store", "stream", "system")
+
+    def __init__(
+        self, observer: Observer, store: object, stream: str, batch: Sequence[PendingEvent]
+    ) -> None:
+        self.observer, self.store, self.stream, self.batch = observer, store, stream, batch
+
+    def __enter__(self) -> None:
+        self.system = db_system(self.store)
+        tracing = self.observer.tracing
+        self.scope = (
+            None if tracing is None
+            else tracing.start_append(self.store, self.system, self.stream, self.batch)
+        )
+        self.started = time.perf_counter()
+
+    def __exit__(self, kind: object, exc: BaseException | None, tb: object) -> None:
+        seconds = time.perf_counter() - self.started
+        observer = self.observer
+        if self.scope is not None:
+            observer.tracing.end(self.scope, exc)  # type: ignore[union-attr]
+        if exc is not None:
+            observer._failed(self.system, "append", exc, seconds)
+            return
+        for r in observer.recorders:
+            r.appended(self.system, len(self.batch), seconds)
+
+
 class Observer:
     """Tracing and metric recorders behind one set of hooks."""
 
@@ -110,21 +142,9 @@ class Observer:
             else:
                 r.failed(system, operation, type(exc).__qualname__, seconds)
 
-    @contextmanager
-    def append(self, store: object, stream: str, batch: Sequence[PendingEvent]) -> Iterator[None]:
+    def append(self, store: object, stream: str, batch: Sequence[PendingEvent]) -> _Append:
         """Around one append: a span (whose context goes into the events' metadata) and metrics."""
-        system = db_system(store)
-        started = time.perf_counter()
-        tracing = self.tracing
-        try:
-            with tracing.append(store, system, stream, batch) if tracing else nullcontext():
-                yield
-        except BaseException as exc:
-            self._failed(system, "append", exc, time.perf_counter() - started)
-            raise
-        seconds = time.perf_counter() - started
-        for r in self.recorders:
-            r.appended(system, len(batch), seconds)
+        return _Append(self, store, stream, batch)
 
     @contextmanager
     def read_page(self, store: object, after: int, limit: int) -> Iterator[list[Any]]:

@@ -25,8 +25,8 @@ from eskit import codec
 from eskit.errors import MissingExtraError
 
 try:
-    from opentelemetry import metrics, trace
-    from opentelemetry.trace import Link, SpanKind
+    from opentelemetry import context, metrics, trace
+    from opentelemetry.trace import Link, SpanKind, Status, StatusCode
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
     raise MissingExtraError("otel", "eskit's OpenTelemetry support", name=exc.name) from exc
@@ -78,11 +78,13 @@ def event_links(events: Sequence[Any], limit: int = MAX_LINKS) -> list[Link]:
     return links
 
 
-def _inject(store: Any, batch: Sequence[PendingEvent]) -> None:
-    carrier: dict[str, str] = {}
-    _PROPAGATOR.inject(carrier)
-    if TRACEPARENT_KEY not in carrier:
-        return  # no valid span context: nothing to carry
+def _inject(store: Any, batch: Sequence[PendingEvent], span: trace.Span) -> None:
+    # The W3C header formatted here, as TraceContextTextMapPropagator.inject does, without
+    # its context lookups: this runs on every traced append.
+    sc = span.get_span_context()
+    carrier = {TRACEPARENT_KEY: f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"}
+    if sc.trace_state:
+        carrier[TRACESTATE_KEY] = sc.trace_state.to_header()
     naive = store.registry.naive_datetimes
     limit = store.max_event_bytes
     for p in batch:
@@ -113,17 +115,39 @@ class OtelTracing:
                 })
             yield span
 
-    @contextmanager
-    def append(
+    def start_append(
         self, store: Any, system: str, stream: str, batch: Sequence[PendingEvent]
-    ) -> Iterator[trace.Span]:
-        with self._db_span("append", system) as span:
-            if span.is_recording():
-                span.set_attribute("eskit.stream_id", stream)
-                if len(batch) > 1:  # the conventions: a batch of one is not a batch
-                    span.set_attribute("db.operation.batch.size", len(batch))
-            _inject(store, batch)
-            yield span
+    ) -> tuple[trace.Span, object] | None:
+        """Start an append's span, make it current and write its context into ``batch``.
+
+        ``None`` when there is nothing to record or carry (the API's no-op, no parent).
+        """
+        # start_span and a context token rather than nested context managers: this is
+        # the hot path, and with the no-op provider it must cost next to nothing.
+        span = self.tracer.start_span("append events", kind=SpanKind.CLIENT)
+        if span.is_recording():  # no attribute dict unless someone records it
+            span.set_attributes({
+                "db.system.name": system, "db.operation.name": "append",
+                "db.collection.name": _COLLECTION, "eskit.stream_id": stream,
+            })
+            if len(batch) > 1:  # the conventions: a batch of one is not a batch
+                span.set_attribute("db.operation.batch.size", len(batch))
+        elif not span.get_span_context().is_valid:
+            return None
+        token = context.attach(trace.set_span_in_context(span))
+        _inject(store, batch, span)
+        return span, token
+
+    def end(self, scope: tuple[trace.Span, object], error: BaseException | None) -> None:
+        """End a span :meth:`start_append` started, recording ``error`` if there is one."""
+        span, token = scope
+        try:
+            if error is not None and span.is_recording():
+                span.record_exception(error)
+                span.set_status(Status(StatusCode.ERROR, type(error).__qualname__))
+        finally:
+            context.detach(token)  # type: ignore[arg-type]
+            span.end()
 
     def read_page(self, system: str, after: int, limit: int) -> Any:
         return self._read(system, after, limit)
