@@ -295,3 +295,30 @@ def test_importing_eskit_imports_no_opentelemetry():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_async_repository_load_span_says_how_many_events_were_replayed(otel: Otel):
+    from eskit.aio import AsyncInMemoryEventStore, AsyncRepository
+
+    async def main():
+        store = AsyncInMemoryEventStore()
+        account_id = open_account(Repository(store.sync_store), deposits=2)
+        loaded = await AsyncRepository(store).get(account_id, Account)
+        assert loaded.balance == 2
+        (load,) = otel.spans("load Account")
+        assert load.attributes["eskit.events_replayed"] == 3
+        assert load.attributes["eskit.snapshot_used"] is False
+        assert load.attributes["db.system.name"] == "memory"
+
+    asyncio.run(main())
+
+
+def test_failed_load_is_recorded_on_its_span(otel: Otel, store):
+    from uuid import uuid4
+
+    from eskit import AggregateNotFound
+
+    with pytest.raises(AggregateNotFound):
+        Repository(store).get(uuid4(), Account)
+    (load,) = otel.spans("load Account")
+    assert not load.status.is_ok
