@@ -199,7 +199,7 @@ class Repository:
             aggregate = self._run(plan)
         else:  # a span and metrics, with the events replayed and the snapshot used
             with observer.load(self.event_store, aggregate_id, aggregate_class) as seen:
-                aggregate = loading.run(plan, seen.counting(self._perform))
+                aggregate = loading.run(plan, loading.counting(self._perform, seen))
         if current:
             self._cache.remember(aggregate)
         return aggregate

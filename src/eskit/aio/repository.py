@@ -123,7 +123,9 @@ class AsyncRepository:
             aggregate = await self._run(plan)
         else:  # a span and metrics, with the events replayed and the snapshot used
             with observer.load(self.event_store, aggregate_id, aggregate_class) as seen:
-                aggregate = await loading.run_async(plan, seen.counting_async(self._perform))
+                aggregate = await loading.run_async(
+                    plan, loading.counting_async(self._perform, seen)
+                )
         if current:
             self._cache.remember(aggregate)
         return aggregate

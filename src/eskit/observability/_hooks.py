@@ -53,7 +53,7 @@ def db_system(store: object) -> str:
 
 
 class Load:
-    """What a load observed; the repository fills it in (events replayed, snapshot used)."""
+    """What a load observed: the repository counts into it with :func:`eskit.loading.counting`."""
 
     __slots__ = ("events", "snapshot_version", "span")
 
@@ -61,40 +61,6 @@ class Load:
         self.span = span
         self.events = 0
         self.snapshot_version: int | None = None
-
-    def saw(self, request: object, result: Any) -> None:
-        """Count what one request of an :mod:`eskit.loading` plan returned."""
-        from eskit.loading import ReadSnapshot, ReadStream
-
-        if isinstance(request, ReadSnapshot):
-            snapshot, events = result
-            if snapshot is None:
-                self.events += len(events)
-            else:  # the tail starts at the snapshot's own event, which is not replayed
-                self.snapshot_version = snapshot.version
-                self.events += sum(1 for e in events if e.version > snapshot.version)
-        elif isinstance(request, ReadStream):
-            if request.from_version == 0 and self.snapshot_version is not None:
-                self.snapshot_version, self.events = None, 0  # distrusted: replayed from 0
-            self.events += len(result)
-
-    def counting(self, perform: Callable[[Any], Any]) -> Callable[[Any], Any]:
-        """``perform`` (a repository's), counting what it returns."""
-        def counted(request: Any) -> Any:
-            result = perform(request)
-            self.saw(request, result)
-            return result
-        return counted
-
-    def counting_async(
-        self, perform: Callable[[Any], Awaitable[Any]]
-    ) -> Callable[[Any], Awaitable[Any]]:
-        """:meth:`counting` for an async repository's ``perform``."""
-        async def counted(request: Any) -> Any:
-            result = await perform(request)
-            self.saw(request, result)
-            return result
-        return counted
 
 
 class _Append:
