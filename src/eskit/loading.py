@@ -37,7 +37,7 @@ import copy
 from collections.abc import Awaitable, Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eskit.aggregate import Aggregate
@@ -462,3 +462,48 @@ def next_page(aggregate_id: StreamId, last: int, to_version: int | None) -> Read
 def _page_end(after: int, to_version: int | None) -> int:
     end = after + HISTORY_PAGE
     return end if to_version is None else min(end, to_version)
+
+
+# --------------------------------------------------------------------------- observing a load
+
+
+class ReplayStats(Protocol):
+    """Where :func:`counting` adds up what a load replayed (eskit.observability's Load)."""
+
+    events: int
+    snapshot_version: int | None
+
+
+def count(stats: ReplayStats, request: Request, result: Any) -> None:
+    """Add what one request of a load's plan returned to ``stats``."""
+    if isinstance(request, ReadSnapshot):
+        snapshot, events = result
+        if snapshot is None:
+            stats.events += len(events)
+        else:  # the tail starts at the snapshot's own event, which is not replayed
+            stats.snapshot_version = snapshot.version
+            stats.events += sum(1 for e in events if e.version > snapshot.version)
+    elif isinstance(request, ReadStream):
+        if request.from_version == 0 and stats.snapshot_version is not None:
+            stats.snapshot_version, stats.events = None, 0  # distrusted: replayed from 0
+        stats.events += len(result)
+
+
+def counting(perform: Callable[[Request], Any], stats: ReplayStats) -> Callable[[Request], Any]:
+    """``perform`` (a repository's), counting into ``stats`` what the load replays."""
+    def counted(request: Request) -> Any:
+        result = perform(request)
+        count(stats, request, result)
+        return result
+    return counted
+
+
+def counting_async(
+    perform: Callable[[Request], Awaitable[Any]], stats: ReplayStats
+) -> Callable[[Request], Awaitable[Any]]:
+    """:func:`counting` for an async repository's ``perform``."""
+    async def counted(request: Request) -> Any:
+        result = await perform(request)
+        count(stats, request, result)
+        return result
+    return counted

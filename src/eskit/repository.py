@@ -36,6 +36,7 @@ from eskit.loading import (
     check_history_args,
     check_target,
 )
+from eskit.observability import _hooks
 from eskit.snapshots import (
     DEFAULT_POLICY,
     Policies,
@@ -190,10 +191,15 @@ class Repository:
         target, moment = check_target(version, as_of)
         current = target is None and moment is None
         cached = self._cache.get(aggregate_class, aggregate_id) if current else None
-        aggregate = self._run(loading.get(
+        plan = loading.get(
             aggregate_id, aggregate_class, version=target, as_of=moment, cached=cached,
             policy=self._policy(aggregate_class),
-        ))
+        )
+        if (observer := _hooks.active) is None:
+            aggregate = self._run(plan)
+        else:  # a span and metrics, with the events replayed and the snapshot used
+            with observer.load(self.event_store, aggregate_id, aggregate_class) as seen:
+                aggregate = loading.run(plan, loading.counting(self._perform, seen))
         if current:
             self._cache.remember(aggregate)
         return aggregate

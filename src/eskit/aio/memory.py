@@ -28,6 +28,8 @@ class AsyncInMemoryEventStore(SyncBackedStore[InMemoryEventStore]):
     sync and async code can share one store (in tests, for instance).
     """
 
+    db_system = "memory"  # OpenTelemetry's db.system.name
+
     def __init__(
         self, *, registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,

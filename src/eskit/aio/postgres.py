@@ -109,6 +109,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
     sync store's, idempotently, and safely from several processes at once.
     """
 
+    db_system = "postgresql"  # OpenTelemetry's db.system.name
+
     def __init__(
         self,
         dsn: str | None = None,

@@ -48,6 +48,8 @@ class AsyncSQLiteEventStore(SyncBackedStore[SQLiteEventStore]):
     worker thread. :meth:`from_sync` wraps an already open store.
     """
 
+    db_system = "sqlite"  # OpenTelemetry's db.system.name
+
     def __init__(
         self,
         path: str | os.PathLike[str] = ":memory:",

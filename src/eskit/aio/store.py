@@ -39,6 +39,7 @@ from typing import Any, Literal, Self, overload
 from eskit.aio.subscription import AsyncPollingWaiter, AsyncSubscription, AsyncWaiter
 from eskit.errors import DecodingError
 from eskit.events import Event, EventRegistry, StreamId, default_registry
+from eskit.observability import _hooks
 from eskit.stores.arguments import (
     VERSION_AT_PAGE,
     WAIT_FOR_FIRST_DELAY,
@@ -84,6 +85,8 @@ class AsyncEventStore(ABC):
 
     registry: EventRegistry = default_registry
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    db_system: str = "other_sql"
+    """OpenTelemetry's ``db.system.name`` for this store's spans and metrics."""
 
     # -- the modern API ---------------------------------------------------------------
 
@@ -104,7 +107,10 @@ class AsyncEventStore(ABC):
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        return await self._append(stream_id, stream, expected, batch)
+        if (observer := _hooks.active) is None:
+            return await self._append(stream_id, stream, expected, batch)
+        with observer.append(self, stream, batch):  # a span; its context into metadata
+            return await self._append(stream_id, stream, expected, batch)
 
     async def read_stream(
         self,
@@ -200,12 +206,11 @@ class AsyncEventStore(ABC):
     ) -> AsyncIterator[Any]:
         # eskit.stores.rows.iter_tolerant with an awaited page read: the same decisions.
         remaining = limit
+        read_page = _hooks.async_page_reader(self, self._read_all_page)
         while remaining is None or remaining > 0:
             size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
             try:
-                page: list[Event | UndecodableEvent] = list(
-                    await self._read_all_page(after, size)
-                )
+                page: list[Event | UndecodableEvent] = list(await read_page(after, size))
                 more = len(page) == size
             except DecodingError as exc:
                 cut = undecodable_page(exc)
@@ -224,9 +229,10 @@ class AsyncEventStore(ABC):
         # Same paging as EventStore._iter_all: continue after the last position seen,
         # stop at the first short page.
         remaining = limit
+        read_page = _hooks.async_page_reader(self, self._read_all_page)
         while remaining is None or remaining > 0:
             size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
-            page = await self._read_all_page(after, size)
+            page = await read_page(after, size)
             for event in self.registry.upcast(page):
                 yield event
             if len(page) < size:

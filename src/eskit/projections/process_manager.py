@@ -42,6 +42,7 @@ from uuid import UUID, uuid5
 from eskit.aggregate import Aggregate
 from eskit.errors import ConcurrencyError, DuplicateEventError
 from eskit.events import Event, StreamId
+from eskit.observability import _hooks
 from eskit.projections.projection import Projection
 from eskit.repository import Repository
 from eskit.stores.base import EventStore
@@ -95,6 +96,15 @@ class ProcessManager(Projection):
         stored. Exceptions from the command (domain rule violations) propagate:
         the handler decides what to do, for instance compensate.
         """
+        if (observer := _hooks.active) is None:
+            return self._execute(trigger, step, aggregate_class, aggregate_id, command, new)
+        with observer.step(self.name, step, trigger):  # linked to the trigger's append
+            return self._execute(trigger, step, aggregate_class, aggregate_id, command, new)
+
+    def _execute(
+        self, trigger: Event, step: str, aggregate_class: type[A], aggregate_id: StreamId,
+        command: Callable[[A], Any], new: bool,
+    ) -> bool:
         lost: ConcurrencyError | None = None
         for _ in range(self.max_attempts):
             if new:

@@ -42,6 +42,7 @@ from typing import Literal
 
 from eskit.errors import EskitError, InvalidInputError, StoreUnavailableError
 from eskit.events import Event
+from eskit.observability import _hooks
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
@@ -223,7 +224,11 @@ class ProjectionRunner:
         progress = self._progress
         limit = 1 if progress.isolate_until is not None else self.batch_size
         try:
-            result = self._batch(limit)
+            if (observer := _hooks.active) is None:
+                result = self._batch(limit)
+            else:  # a span linked to the appends of the batch's events (see _read)
+                with observer.batch(self.name, self.partition):
+                    result = self._batch(limit)
         except _HandlerError as failed:
             self._after_failure(failed.event, failed.error, limit)
             return BatchResult(read=0, handled=0, position=failed.event.position or 0)
@@ -298,7 +303,10 @@ class ProjectionRunner:
     def _read(self, after: int, limit: int) -> list[Read]:
         # Undecodable events come as placeholders, in order, so that the failure
         # policy applies to them like to a handler error (and the runner keeps its place).
-        return list(self.store.read_all(after, limit=limit, on_undecodable="yield"))
+        events = list(self.store.read_all(after, limit=limit, on_undecodable="yield"))
+        if (observer := _hooks.active) is not None:
+            observer.link_events(events)
+        return events
 
     def _apply(self, event: Read, tx: Tx | None) -> None:
         if isinstance(event, UndecodableEvent):

@@ -54,6 +54,7 @@ from eskit.events import (
     StreamId,
     default_registry,
 )
+from eskit.observability import _hooks
 from eskit.stores.arguments import (
     WAIT_FOR_FIRST_DELAY,
     WAIT_FOR_MAX_DELAY,
@@ -125,6 +126,8 @@ class EventStore(ABC):  # noqa: B024
 
     registry: EventRegistry = default_registry
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
+    db_system: str = "other_sql"
+    """OpenTelemetry's ``db.system.name`` for this store's spans and metrics."""
 
     # -- the modern API ---------------------------------------------------------------
 
@@ -148,7 +151,11 @@ class EventStore(ABC):  # noqa: B024
         )
         if not self._implements("_append"):
             return self._append_via_seed_api(stream_id, batch, expected)
-        result = self._append(stream_id, stream, expected, batch)
+        if (observer := _hooks.active) is None:
+            result = self._append(stream_id, stream, expected, batch)
+        else:
+            with observer.append(self, stream, batch):  # a span; its context into metadata
+                result = self._append(stream_id, stream, expected, batch)
         if not result.duplicate:
             self._wake_waiters()
         return result
@@ -269,14 +276,16 @@ class EventStore(ABC):  # noqa: B024
         # Page by page without any store's read-ahead: readers that pass undecodable
         # events (runners, subscriptions) read at most one page per call anyway.
         return iter_tolerant(
-            self._read_all_page, self.registry, from_position, limit, on_undecodable
+            _hooks.page_reader(self, self._read_all_page), self.registry, from_position, limit,
+            on_undecodable,
         )
 
     def _iter_all(self, after: int, limit: int | None) -> Iterator[Event]:
         remaining = limit
+        read_page = _hooks.page_reader(self, self._read_all_page)
         while remaining is None or remaining > 0:
             size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
-            page = self._read_all_page(after, size)
+            page = read_page(after, size)
             yield from self.registry.upcast(page)
             if len(page) < size:
                 return

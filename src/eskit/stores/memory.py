@@ -48,6 +48,8 @@ class _Row(NamedTuple):
 class InMemoryEventStore(EventStore):
     """An event store in process memory, safe for threads."""
 
+    db_system = "memory"  # OpenTelemetry's db.system.name
+
     def __init__(
         self, *, registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,

@@ -92,6 +92,8 @@ class PostgresEventStore(EventStore):
     after the fork).
     """
 
+    db_system = "postgresql"  # OpenTelemetry's db.system.name
+
     def __init__(
         self,
         dsn: str | None = None,

@@ -160,6 +160,8 @@ class SQLiteEventStore(EventStore):
     can be lost when the parent closes them.
     """
 
+    db_system = "sqlite"  # OpenTelemetry's db.system.name
+
     def __init__(
         self,
         path: str | os.PathLike[str] = ":memory:",
