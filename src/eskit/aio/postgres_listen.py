@@ -17,25 +17,37 @@ import inspect
 import logging
 import os
 from contextlib import suppress
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import psycopg
 
 from eskit.errors import StoreUnavailableError
 from eskit.stores.postgres_connection import translate
+from eskit.stores.postgres_schema import Statements
 
 if TYPE_CHECKING:
-    from eskit.aio.postgres import AsyncPostgresEventStore
+    from psycopg_pool import AsyncConnectionPool
 
 __all__: list[str] = []
 
 _log = logging.getLogger("eskit.subscription")
 
 
+class ListenSource(Protocol):
+    """What the waiter needs of its store (an :class:`~eskit.aio.AsyncPostgresEventStore`).
+
+    A protocol, so that the store imports this module and not the other way round.
+    """
+
+    sql: Statements
+
+    async def _current_pool(self) -> AsyncConnectionPool[Any]: ...
+
+
 class AsyncListenWaiter:
     """Waits on LISTEN for the store's channel, on a connection of its own."""
 
-    def __init__(self, store: AsyncPostgresEventStore) -> None:
+    def __init__(self, store: ListenSource) -> None:
         self._store = store
         self._woken = asyncio.Event()
         self._pid = os.getpid()
@@ -43,7 +55,7 @@ class AsyncListenWaiter:
         self._lost = False
 
     @classmethod
-    async def open(cls, store: AsyncPostgresEventStore) -> AsyncListenWaiter:
+    async def open(cls, store: ListenSource) -> AsyncListenWaiter:
         waiter = cls(store)
         try:
             waiter._conn = await waiter._listen()

@@ -32,9 +32,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import suppress
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol, overload
 
 from eskit.errors import InvalidInputError, StoreUnavailableError
 from eskit.events import Event
@@ -43,7 +43,6 @@ from eskit.stores.rows import OnUndecodable, UndecodableEvent, check_on_undecoda
 from eskit.subscription import EventFilter, SubscriptionSteps, reconnect_delay
 
 if TYPE_CHECKING:
-    from eskit.aio.store import AsyncEventStore
     from eskit.stores.base import EventStore
 
 __all__ = ["SQLITE_CHECK_INTERVAL", "AsyncSubscription", "AsyncWaiter"]
@@ -64,6 +63,30 @@ class AsyncWaiter(Protocol):
         """End the current (or next) wait early; called on the waiter's loop."""
 
     async def close(self) -> None: ...
+
+
+class AsyncGlobalLog(Protocol):
+    """What an async subscription reads: a store's global order and its wake-ups.
+
+    :class:`~eskit.aio.AsyncEventStore` is one; the protocol keeps this module below
+    the stores, which build subscriptions, rather than importing them back.
+    """
+
+    @overload
+    def read_all(
+        self, from_position: int = ..., limit: int | None = ..., *,
+        on_undecodable: Literal["raise"] | Callable[[UndecodableEvent], object] = ...,
+    ) -> AsyncIterator[Event]: ...
+
+    @overload
+    def read_all(
+        self, from_position: int = ..., limit: int | None = ..., *,
+        on_undecodable: Literal["yield"],
+    ) -> AsyncIterator[Event | UndecodableEvent]: ...
+
+    async def head_position(self) -> int: ...
+
+    async def _new_waiter(self) -> AsyncWaiter: ...
 
 
 class AsyncPollingWaiter:
@@ -131,7 +154,7 @@ class AsyncSubscription:
 
     def __init__(
         self,
-        store: AsyncEventStore,
+        store: AsyncGlobalLog,
         from_position: int = 0,
         *,
         page_size: int = 500,
