@@ -33,6 +33,7 @@ from typing import Literal, Protocol, overload
 
 from eskit.errors import InvalidInputError, StoreUnavailableError
 from eskit.events import Event
+from eskit.stores.arguments import check_position
 from eskit.stores.rows import OnUndecodable, UndecodableEvent, check_on_undecodable
 from eskit.upcasting import ends_stored_event
 
@@ -54,6 +55,22 @@ def reconnect_delay(failures: int) -> float:
     projection runners.
     """
     return float(min(MAX_RETRY_DELAY, 0.1 * 2 ** min(failures - 1, 16)))
+
+
+def check_subscription_args(
+    from_position: object, page_size: object, poll_interval: object, on_undecodable: object
+) -> float:
+    """Check a subscription's arguments before any I/O (sync and async alike).
+
+    Returns ``poll_interval`` as a float; raises :class:`~eskit.InvalidInputError`.
+    """
+    check_position(from_position)
+    check_on_undecodable(on_undecodable)
+    if type(page_size) is not int or page_size < 1:
+        raise InvalidInputError("page_size must be an int >= 1")
+    if type(poll_interval) not in (int, float) or not poll_interval > 0:  # type: ignore[operator]
+        raise InvalidInputError("poll_interval must be > 0 seconds")
+    return float(poll_interval)  # type: ignore[arg-type]
 
 
 class EventFilter:
@@ -222,20 +239,16 @@ class Subscription:
         stream_prefixes: Iterable[str] | None = None,
         on_undecodable: OnUndecodable = "raise",
     ) -> None:
-        check_on_undecodable(on_undecodable)
-        if type(page_size) is not int or page_size < 1:
-            raise InvalidInputError("page_size must be an int >= 1")
-        if not poll_interval > 0:
-            raise InvalidInputError("poll_interval must be > 0 seconds")
+        self.poll_interval = check_subscription_args(
+            from_position, page_size, poll_interval, on_undecodable
+        )
         self.store = store
         self.position = from_position
         self.page_size = page_size
-        self.poll_interval = float(poll_interval)
         self.filter = EventFilter(event_types, stream_prefixes)
         self.on_undecodable = on_undecodable
         self._stopped = threading.Event()
         self._waiter: Waiter | None = None
-        list(store.read_all(from_position, limit=0))  # validates from_position now
 
     def __iter__(self) -> Iterator[Event]:
         # Start listening before the first read so nothing committed in between is missed.

@@ -36,11 +36,15 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Literal, Protocol, overload
 
-from eskit.errors import InvalidInputError, StoreUnavailableError
+from eskit.errors import StoreUnavailableError
 from eskit.events import Event
-from eskit.stores.arguments import check_position
-from eskit.stores.rows import OnUndecodable, UndecodableEvent, check_on_undecodable
-from eskit.subscription import EventFilter, SubscriptionSteps, reconnect_delay
+from eskit.stores.rows import OnUndecodable, UndecodableEvent
+from eskit.subscription import (
+    EventFilter,
+    SubscriptionSteps,
+    check_subscription_args,
+    reconnect_delay,
+)
 
 if TYPE_CHECKING:
     from eskit.stores.base import EventStore
@@ -163,16 +167,12 @@ class AsyncSubscription:
         stream_prefixes: Iterable[str] | None = None,
         on_undecodable: OnUndecodable = "raise",
     ) -> None:
-        check_on_undecodable(on_undecodable)
-        check_position(from_position)
-        if type(page_size) is not int or page_size < 1:
-            raise InvalidInputError("page_size must be an int >= 1")
-        if not poll_interval > 0:
-            raise InvalidInputError("poll_interval must be > 0 seconds")
+        self.poll_interval = check_subscription_args(
+            from_position, page_size, poll_interval, on_undecodable
+        )
         self.store = store
         self.position = from_position
         self.page_size = page_size
-        self.poll_interval = float(poll_interval)
         self.filter = EventFilter(event_types, stream_prefixes)
         self.on_undecodable = on_undecodable
         self._stopped = False
