@@ -159,3 +159,37 @@ def test_projection_commands_on_a_missing_file_exit_2_and_create_nothing(tmp_pat
     assert result.returncode == 2
     assert "does not exist" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    ("command", "expected"),
+    [(["status"], "no projections have run"), (["parked"], "no parked events"),
+     (["parked", "--skipped"], "no skipped events")],
+)
+def test_reports_on_a_store_where_no_projection_ran_create_no_tables(
+    tmp_path, command, expected
+):
+    path = tmp_path / "plain.db"
+    with SQLiteEventStore(path) as store:
+        store.append("a", [added(1)])
+    before = path.read_bytes()
+    result = eskit_cli("projections", *command, path)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert expected in result.stdout
+    assert path.read_bytes() == before, "a report must not change the store"
+
+
+def test_reports_on_a_postgres_schema_where_no_projection_ran_create_no_tables(postgres_dsn):
+    import psycopg
+
+    from eskit.stores.postgres import PostgresEventStore
+    from tests.conftest import new_schema_name
+
+    schema = new_schema_name()
+    PostgresEventStore(postgres_dsn, schema=schema).close()
+    for command in (["status", "--json"], ["parked"]):
+        result = eskit_cli("projections", *command, postgres_dsn, "--schema", schema)
+        assert result.returncode == 0, result.stdout + result.stderr
+    with psycopg.connect(postgres_dsn) as conn:
+        found = conn.execute("SELECT to_regclass(%s)", (f'"{schema}".eskit_projections',))
+        assert found.fetchone() == (None,)

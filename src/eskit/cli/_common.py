@@ -11,9 +11,10 @@ import importlib
 import json
 import os
 import re
+import sqlite3
 import sys
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from enum import Enum
@@ -250,6 +251,37 @@ def open_target(db: str, schema: str = "eskit") -> Any:
     if spec.kind == "memory":
         raise BadInput("memory:// holds no projection state to inspect")
     return SQLiteTarget(spec.target)
+
+
+def checkpoints_exist(db: str, schema: str = "eskit") -> bool:
+    """Whether any projection ever ran against ``db`` (read only: creates nothing).
+
+    Opening a target creates its tables; commands that only report (``status``,
+    ``parked``, ``health``) ask this first and open no target where none ran.
+    """
+    spec = parse_store_url(db, schema=schema)
+    if spec.kind == "postgres":
+        import psycopg
+
+        _remember_secrets(db)
+        try:
+            with psycopg.connect(spec.target, connect_timeout=10, autocommit=True) as conn:
+                # A parameter, not SQL: the schema name was validated by the store.
+                row = conn.execute("SELECT to_regclass(%s)",
+                                   (f'"{schema}".eskit_projections',)).fetchone()
+        except psycopg.Error as exc:
+            raise eskit.StoreError(f"cannot read the checkpoints: {exc}") from exc
+        return row is not None and row[0] is not None
+    if spec.kind == "memory":
+        return False
+    uri = Path(spec.target).absolute().as_uri() + "?mode=ro"
+    try:
+        with closing(sqlite3.connect(uri, uri=True)) as conn:
+            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                                 "AND name = 'eskit_projections'").fetchone()
+    except sqlite3.Error as exc:
+        raise eskit.StoreError(f"cannot read the checkpoints: {exc}") from exc
+    return found is not None
 
 
 def find_stream(store: eskit.EventStore, text: str) -> eskit.StreamId | None:

@@ -9,9 +9,6 @@ every case right.
 
 # No ``from __future__ import annotations``: typer reads the annotations at run time.
 
-import sqlite3
-from contextlib import closing
-from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -19,7 +16,7 @@ from rich.table import Table
 
 from eskit.cli import _common as c
 from eskit.cli._exits import EXIT_DEGRADED, EXIT_FAILING, EXIT_OK
-from eskit.errors import EskitError, StoreError
+from eskit.errors import EskitError
 from eskit.health import (
     DEFAULT_MAX_LAG,
     DEFAULT_MAX_TRANSACTION_AGE,
@@ -79,7 +76,7 @@ def _check(db: str, schema: str, max_lag: int, max_age: float, projections: bool
             try:
                 # Opening a target creates its tables: a probe must not, so a store
                 # where no projection ever ran has no projection checks.
-                if not _checkpoints_exist(db, schema):
+                if not c.checkpoints_exist(db, schema):
                     return check_health(store, max_lag=max_lag, max_transaction_age=max_age)
                 target = c.open_target(db, schema)
             except (EskitError, OSError) as exc:
@@ -94,28 +91,6 @@ def _check(db: str, schema: str, max_lag: int, max_age: float, projections: bool
         return HealthReport((
             HealthCheck("store", "failing", f"cannot open the store: {_one_line(exc)}"),
         ))
-
-
-def _checkpoints_exist(db: str, schema: str) -> bool:
-    """Whether the projections' checkpoint table is there (read only; creates nothing)."""
-    if c.is_dsn(db):
-        import psycopg
-
-        try:
-            with psycopg.connect(db, connect_timeout=10, autocommit=True) as conn:
-                # A parameter, not SQL: the schema name was validated by the store.
-                row = conn.execute("SELECT to_regclass(%s)",
-                                   (f'"{schema}".eskit_projections',)).fetchone()
-        except psycopg.Error as exc:
-            raise StoreError(f"cannot read the checkpoints: {exc}") from exc
-        return row is not None and row[0] is not None
-    try:
-        with closing(sqlite3.connect(Path(db).absolute().as_uri() + "?mode=ro", uri=True)) as conn:
-            found = conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' "
-                                 "AND name = 'eskit_projections'").fetchone()
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot read the checkpoints: {exc}") from exc
-    return found is not None
 
 
 def _one_line(exc: BaseException) -> str:

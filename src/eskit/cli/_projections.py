@@ -69,9 +69,11 @@ def status(
     """Checkpoint, head, lag (events and seconds), rate and last error per projection."""
     from eskit.projections.monitoring import projection_status
 
-    with c.reported_errors(), c.open_store(db, schema) as store, \
-            c.open_target(db, schema) as target:
-        statuses = projection_status(store, target, name)
+    with c.reported_errors(), c.open_store(db, schema) as store:
+        statuses = []
+        if c.checkpoints_exist(db, schema):  # a report creates no tables
+            with c.open_target(db, schema) as target:
+                statuses = projection_status(store, target, name)
     if as_json:
         c.print_json([
             {**dataclasses.asdict(s), "caught_up": s.caught_up} for s in statuses
@@ -190,8 +192,11 @@ def parked(
     """Events parked by failing projections (or, with --skipped, given up on)."""
     kind = "skipped" if skipped else "parked"
     # The store first: it refuses a missing file or schema, where a target would create it.
-    with c.reported_errors(), c.open_store(db, schema), c.open_target(db, schema) as target:
-        letters = target.dead_letters(name, status=kind)
+    with c.reported_errors(), c.open_store(db, schema):
+        letters = []
+        if c.checkpoints_exist(db, schema):  # a report creates no tables
+            with c.open_target(db, schema) as target:
+                letters = target.dead_letters(name, status=kind)
     out = c.console()
     if not letters:
         out.print(f"no {kind} events")
