@@ -18,6 +18,8 @@ PUBLIC_API = [
     "StreamInfo", "Subscription",
     "UnknownEventTypeError", "__version__", "domain_event", "handles", "register_type",
     "upcaster", "utc_now",
+    # the event bus (eskit.bus)
+    "BrokerUnavailableError", "BusError", "PublishRejectedError",
     # snapshots and time travel
     "EveryNEvents", "InMemorySnapshotStore", "NoSnapshots", "OnDemand", "PostgresSnapshotStore",
     "SQLiteSnapshotStore", "Snapshot", "SnapshotPolicy", "SnapshotStore", "VersionNotFound",

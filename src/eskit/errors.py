@@ -217,6 +217,26 @@ class AppendNotFirstWriteError(StoreError):
     """
 
 
+class BusError(EskitError):
+    """Publishing to, or consuming from, a message broker failed (see :mod:`eskit.bus`)."""
+
+
+class BrokerUnavailableError(BusError):
+    """The broker could not be reached, the connection broke, or it did not confirm in time.
+
+    A relay that gets this has not moved its checkpoint past any unconfirmed
+    message: it reconnects and publishes them again (at least once on the wire).
+    """
+
+
+class PublishRejectedError(BusError):
+    """The broker refused a message (a negative confirm, an unroutable message).
+
+    Unlike :class:`BrokerUnavailableError` this is not retried by reconnecting: the
+    relay stops and reports it, so nothing is silently dropped.
+    """
+
+
 class MissingExtraError(EskitError, ImportError):
     """An optional dependency is not installed; the message says which extra to install.
 
