@@ -7,7 +7,9 @@ for events after the last position it yielded, and stores make events visible in
 position order only (see :meth:`eskit.EventStore.read_all`).
 
 Between reads it waits for a wake-up from the store: LISTEN/NOTIFY on
-PostgreSQL, a condition variable in memory, a short poll elsewhere. Every wait
+PostgreSQL, an append through the same store object in memory, and on a SQLite
+file also a commit by any other connection or process (seen within about
+:data:`SQLITE_CHECK_INTERVAL` seconds by watching ``PRAGMA data_version``). Every wait
 also times out after ``poll_interval`` seconds, so a lost notification only
 delays delivery, never loses an event.
 
@@ -38,14 +40,18 @@ from eskit.stores.rows import OnUndecodable, UndecodableEvent, check_on_undecoda
 from eskit.upcasting import ends_stored_event
 
 __all__ = [
-    "MAX_RETRY_DELAY", "EventFilter", "GlobalLog", "Subscription", "SubscriptionSteps", "Waiter",
-    "reconnect_delay",
+    "MAX_RETRY_DELAY", "SQLITE_CHECK_INTERVAL", "EventFilter", "GlobalLog", "Subscription",
+    "SubscriptionSteps", "Waiter", "reconnect_delay",
 ]
 
 _log = logging.getLogger("eskit.subscription")
 
 MAX_RETRY_DELAY = 5.0
 """Longest wait, in seconds, between two tries to reach an unavailable store."""
+
+SQLITE_CHECK_INTERVAL = 0.05
+"""Seconds between two looks at a SQLite file's ``PRAGMA data_version`` while a
+subscription (sync or async) waits: how late it may see another process's commit."""
 
 
 def reconnect_delay(failures: int) -> float:

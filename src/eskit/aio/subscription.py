@@ -40,6 +40,7 @@ from eskit.errors import DecodingError, StoreUnavailableError
 from eskit.events import Event
 from eskit.stores.rows import OnUndecodable, UndecodableEvent
 from eskit.subscription import (
+    SQLITE_CHECK_INTERVAL,
     EventFilter,
     SubscriptionSteps,
     check_subscription_args,
@@ -53,8 +54,8 @@ __all__ = ["SQLITE_CHECK_INTERVAL", "AsyncSubscription", "AsyncWaiter"]
 
 _log = logging.getLogger("eskit.subscription")
 
-SQLITE_CHECK_INTERVAL = 0.05
-"""Seconds between two looks at a SQLite file's ``PRAGMA data_version`` while waiting."""
+# SQLITE_CHECK_INTERVAL (from eskit.subscription): seconds between two looks at a
+# SQLite file's PRAGMA data_version while waiting, the same for sync and async.
 
 
 class AsyncWaiter(Protocol):

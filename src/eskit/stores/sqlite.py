@@ -60,6 +60,8 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.sqlite_wakeups import DataVersionWaiter, DataVersionWatch
+from eskit.subscription import Waiter
 
 __all__ = ["SQLiteEventStore"]
 
@@ -244,6 +246,25 @@ class SQLiteEventStore(EventStore):
                 raise
         return conn
 
+    # -- wake-ups ---------------------------------------------------------------------
+
+    def _new_waiter(self) -> Waiter:
+        """A subscription's waiter: woken by appends through this object and, on a
+        file, by any other connection's or process's commit (``PRAGMA data_version``)."""
+        if self._memory:  # no other connection can write to it
+            return super()._new_waiter()
+        self._usable()
+        waiter = DataVersionWaiter(self._watch_file(), self._forget_waiter)
+        self._add_waiter(waiter)
+        return waiter
+
+    def _watch_file(self) -> DataVersionWatch:
+        """A new watch on the file's commits, on a connection of its own (internal;
+        the async store's waiter uses one too), closed around ``os.fork()``."""
+        watch = DataVersionWatch(self._connect)
+        watch_forks(watch)
+        return watch
+
     def _usable(self) -> None:
         """Raise StoreError if this store must not be used (closed, or inherited)."""
         if self._closed:
@@ -328,8 +349,9 @@ class SQLiteEventStore(EventStore):
         """Close the store's connections; later calls raise :class:`~eskit.StoreError`.
 
         Reads running in other threads are interrupted and raise ``StoreError``;
-        an append under way finishes first (it is never cut off halfway). Safe to
-        call more than once and from any thread.
+        an append under way finishes first (it is never cut off halfway); waiting
+        subscriptions end at once with ``StoreError``. Safe to call more than once
+        and from any thread.
         """
         with self._pool_lock:
             self._closed = True
@@ -348,6 +370,9 @@ class SQLiteEventStore(EventStore):
                     self._writer = None
             finally:
                 self._write_lock.release()
+        # Subscriptions waiting on this store read now, fail with StoreError and close
+        # their own connections, rather than at the end of their poll interval.
+        self._wake_waiters()
 
     # -- fork() -------------------------------------------------------------------------
     #
