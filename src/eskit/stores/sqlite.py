@@ -35,9 +35,10 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
+from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -160,6 +161,19 @@ class SQLiteEventStore(EventStore):
     other connections to the same file that eskit does not own (your own
     ``sqlite3.connect``) must be closed before forking, or the child's appends
     can be lost when the parent closes them.
+
+    ``append(..., connection=conn)`` appends inside the transaction open on the
+    caller's ``sqlite3.Connection`` to this file (its main database), in a
+    savepoint: the caller's rows and the events commit or roll back together,
+    eskit never commits ``conn``, and a failed append undoes only itself. Nothing
+    is visible to other readers before the caller commits; SQLite's single writer
+    keeps positions in commit order. A connection to another file, a closed one,
+    or one with no open transaction is refused with
+    :class:`~eskit.InvalidInputError`, as is any connection for ``":memory:"``.
+
+    Subscriptions on a file are woken by every commit to it, from any connection
+    or process, within about :data:`~eskit.subscription.SQLITE_CHECK_INTERVAL`
+    seconds (``PRAGMA data_version``; see :mod:`eskit.stores.sqlite_wakeups`).
     """
 
     db_system = "sqlite"  # OpenTelemetry's db.system.name
@@ -587,35 +601,15 @@ class SQLiteEventStore(EventStore):
             self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
             committed = False
             try:
-                lo, hi = expected_range(expected)
-                first = batch[0]
-                micros = timestamp_to_micros(first.timestamp)
                 try:
-                    row = conn.execute(_INSERT_FIRST, (
-                        first.event_id.bytes, first.event_type, first.schema_version, micros,
-                        first.data.decode(), first.metadata.decode(), stream, lo, hi,
-                    )).fetchone()
-                    if row is None:  # the stream is not where the caller expects it
-                        return resolve_conflict(
-                            stream_id, stream, expected, self._head_in(conn, stream), batch,
-                            self._find(conn, batch),
-                        )
-                    position, version = row
-                    head, start = version - 1, position - 1
-                    if len(batch) > 1:
-                        conn.executemany(_INSERT, [
-                            (start + i + 1, p.event_id.bytes, stream, head + i + 1,
-                             p.event_type, p.schema_version,
-                             micros if p.timestamp is first.timestamp
-                             else timestamp_to_micros(p.timestamp),
-                             p.data.decode(), p.metadata.decode())
-                            for i, p in enumerate(batch) if i
-                        ])
+                    placed = self._insert(conn, stream, expected, batch)
                 except sqlite3.IntegrityError:
                     # An event id is stored already: a retried batch, or a reused id.
                     # Roll back first: rows of this batch inserted before the clash
                     # must not be mistaken for a stored copy of it.
                     conn.execute("ROLLBACK")
+                    placed = None
+                if placed is None:  # the stream is not where the caller expects it
                     return resolve_conflict(
                         stream_id, stream, expected, self._head_in(conn, stream), batch,
                         self._find(conn, batch),
@@ -625,10 +619,109 @@ class SQLiteEventStore(EventStore):
             finally:
                 if not committed and conn.in_transaction:
                     conn.execute("ROLLBACK")
-        events = tuple(
-            p.recorded(stream_id, head + i + 1, start + i + 1) for i, p in enumerate(batch)
-        )
-        return AppendResult(stream_id, head + len(batch), start + len(batch), events)
+        return _recorded(stream_id, batch, *placed)
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection, stream: str, expected: Expected, batch: list[PendingEvent]
+    ) -> tuple[int, int] | None:
+        """Insert the batch in the open transaction: ``(head, start)``, the stream's
+        version and the position before it; ``None`` (nothing written) if the stream
+        is not at ``expected``. ``sqlite3.IntegrityError`` for an event id stored
+        already, after some rows of the batch may be in: roll back then."""
+        lo, hi = expected_range(expected)
+        first = batch[0]
+        micros = timestamp_to_micros(first.timestamp)
+        row = conn.execute(_INSERT_FIRST, (
+            first.event_id.bytes, first.event_type, first.schema_version, micros,
+            first.data.decode(), first.metadata.decode(), stream, lo, hi,
+        )).fetchone()
+        if row is None:
+            return None
+        position, version = row
+        head, start = version - 1, position - 1
+        if len(batch) > 1:
+            conn.executemany(_INSERT, [
+                (start + i + 1, p.event_id.bytes, stream, head + i + 1,
+                 p.event_type, p.schema_version,
+                 micros if p.timestamp is first.timestamp
+                 else timestamp_to_micros(p.timestamp),
+                 p.data.decode(), p.metadata.decode())
+                for i, p in enumerate(batch) if i
+            ])
+        return head, start
+
+    # -- appending in the caller's transaction (see docs/sqlite.md) ----------------------
+
+    def _appender_on(
+        self, connection: Any
+    ) -> Callable[[StreamId, str, Expected, list[PendingEvent]], AppendResult]:
+        """Check the caller's connection: a ``sqlite3.Connection`` to this store's file,
+        as its main database, with a transaction open; else InvalidInputError."""
+        if not isinstance(connection, sqlite3.Connection):
+            raise InvalidInputError(
+                f"connection must be a sqlite3.Connection, not {type(connection).__name__}"
+            )
+        if self._memory:
+            raise InvalidInputError(
+                "an in-memory store shares its database with no other connection: "
+                "append on a caller's connection needs a store in a file"
+            )
+        self._usable()
+        try:
+            in_transaction = connection.in_transaction
+            files = connection.execute("PRAGMA database_list").fetchall()
+        except sqlite3.ProgrammingError as exc:  # closed, or owned by another thread
+            raise InvalidInputError(f"the connection cannot be used: {exc}") from exc
+        except sqlite3.Error as exc:
+            raise StoreError(f"SQLite error on the caller's connection: {exc}") from exc
+        # Only the main database: in WAL mode a transaction across ATTACHed files is
+        # atomic per file, not as a whole (https://www.sqlite.org/lang_attach.html).
+        main = next((file for _, name, file in files if name == "main"), "")
+        if not main or not _same_file(main, self.path):
+            raise InvalidInputError(
+                f"the connection's main database is {main or 'in memory'!r}, not this "
+                f"store's file {self.path!r}"
+            )
+        if not in_transaction:
+            raise InvalidInputError(
+                "the connection has no open transaction; begin one first (BEGIN IMMEDIATE, "
+                "or write your own rows first): eskit never commits a caller's connection"
+            )
+        return partial(self._append_on_caller, connection)
+
+    def _append_on_caller(
+        self, conn: sqlite3.Connection, stream_id: StreamId, stream: str, expected: Expected,
+        batch: list[PendingEvent],
+    ) -> AppendResult:
+        # A savepoint, so that a failed append undoes only itself and the caller's
+        # transaction goes on; RELEASE inside a transaction commits nothing.
+        with _translated(self.path):
+            conn.execute("SAVEPOINT eskit_append")
+            try:
+                placed = self._insert(conn, stream, expected, batch)
+            except sqlite3.IntegrityError:
+                _undo_savepoint(conn)
+                placed = None
+            except BaseException as exc:
+                _undo_savepoint(conn)
+                if not conn.in_transaction:  # SQLite rolled back the caller's work too
+                    raise StoreError(
+                        f"SQLite rolled back the whole transaction on the caller's "
+                        f"connection, the application's own writes too: {exc}"
+                    ) from exc
+                raise
+            else:
+                if placed is None:
+                    _undo_savepoint(conn)
+                else:
+                    conn.execute("RELEASE eskit_append")
+            if placed is None:
+                return resolve_conflict(
+                    stream_id, stream, expected, self._head_in(conn, stream), batch,
+                    self._find(conn, batch),
+                )
+        return _recorded(stream_id, batch, *placed)
 
     @staticmethod
     def _head_in(conn: sqlite3.Connection, stream: str) -> int:
@@ -710,6 +803,29 @@ class SQLiteEventStore(EventStore):
         return [
             StreamInfo(stream_id_from_key(s), v, p, micros_to_timestamp(t)) for s, v, p, t in rows
         ]
+
+
+def _recorded(
+    stream_id: StreamId, batch: list[PendingEvent], head: int, start: int
+) -> AppendResult:
+    events = tuple(
+        p.recorded(stream_id, head + i + 1, start + i + 1) for i, p in enumerate(batch)
+    )
+    return AppendResult(stream_id, head + len(batch), start + len(batch), events)
+
+
+def _undo_savepoint(conn: sqlite3.Connection) -> None:
+    """Roll back to, and drop, the append's savepoint (if SQLite kept the transaction)."""
+    if conn.in_transaction:
+        conn.execute("ROLLBACK TO eskit_append")
+        conn.execute("RELEASE eskit_append")
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
 
 
 def _is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -1,0 +1,291 @@
+"""SQLiteEventStore.append(..., connection=conn): events in the caller's own transaction.
+
+The application's rows and its events commit or roll back together; eskit never
+commits the caller's connection; a failed append undoes only itself (a savepoint);
+nothing is visible to other readers before the caller commits, and positions stay
+in commit order because SQLite lets one writer in at a time.
+"""
+
+from __future__ import annotations
+
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eskit import (
+    NO_STREAM,
+    ConcurrencyError,
+    DuplicateEventError,
+    InMemoryEventStore,
+    InvalidInputError,
+    NewEvent,
+    SQLiteEventStore,
+    StoreError,
+)
+
+LIVE = 30.0
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "app.db"
+
+
+@pytest.fixture
+def store(path: Path) -> Iterator[SQLiteEventStore]:
+    store = SQLiteEventStore(path, adopt=True)
+    yield store
+    store.close()
+
+
+@pytest.fixture
+def conn(path: Path, store: SQLiteEventStore) -> Iterator[sqlite3.Connection]:
+    """The application's own connection to the store's file, with its own table."""
+    conn = sqlite3.connect(path, timeout=30)
+    conn.execute("CREATE TABLE IF NOT EXISTS orders (id TEXT PRIMARY KEY, total INTEGER)")
+    conn.commit()
+    yield conn
+    conn.close()
+
+
+def _e(n: int, event_type: str = "E", event_id: uuid.UUID | None = None) -> NewEvent:
+    if event_id is None:
+        return NewEvent(event_type, {"n": n})
+    return NewEvent(event_type, {"n": n}, event_id=event_id)
+
+
+def _orders(path: Path) -> list[tuple[Any, ...]]:
+    with sqlite3.connect(path) as other:
+        return other.execute("SELECT id, total FROM orders ORDER BY id").fetchall()
+
+
+def test_the_applications_rows_and_its_events_commit_together(
+    store: SQLiteEventStore, conn: sqlite3.Connection, path: Path
+) -> None:
+    conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
+    result = store.append("order-o-1", [_e(1, "OrderPlaced")], NO_STREAM, connection=conn)
+    assert conn.in_transaction, "eskit must not commit the caller's connection"
+    assert result.version == 1
+    assert result.position > 0
+    conn.commit()
+    assert _orders(path) == [("o-1", 10)]
+    (event,) = store.read_all()
+    assert (event.event_id, event.position) == (result.events[0].event_id, result.position)
+    assert store.head_position() == result.position
+
+
+def test_a_rollback_drops_the_applications_rows_and_its_events_together(
+    store: SQLiteEventStore, conn: sqlite3.Connection, path: Path
+) -> None:
+    conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
+    store.append("order-o-1", [_e(1), _e(2)], NO_STREAM, connection=conn)
+    conn.rollback()
+    assert _orders(path) == []
+    assert list(store.read_all()) == []
+    assert store.head_version("order-o-1") == 0
+    # The stream is free again: nothing of the rolled-back append remains.
+    assert store.append("order-o-1", [_e(3)], NO_STREAM).version == 1
+
+
+def test_events_of_an_open_transaction_are_invisible_to_readers_and_subscriptions(
+    store: SQLiteEventStore, conn: sqlite3.Connection,
+) -> None:
+    subscription = store.subscribe(poll_interval=LIVE)
+    received: list[Any] = []
+    thread = threading.Thread(target=lambda: received.extend(_first(subscription)), daemon=True)
+    thread.start()
+    conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
+    result = store.append("order-o-1", [_e(1)], NO_STREAM, connection=conn)
+    time.sleep(0.3)  # the subscription has looked (every 50 ms) and must see nothing
+    assert received == []
+    assert list(store.read_all()) == []
+    assert store.head_position() == 0
+    assert store.read_stream("order-o-1") == []
+    assert not store.wait_for(result.position, timeout=0.1)
+    conn.commit()
+    thread.join(5)  # woken by the commit (PRAGMA data_version), not the 30 s poll
+    assert not thread.is_alive()
+    assert [e.event_id for e in received] == [result.events[0].event_id]
+
+
+def _first(subscription: Any) -> list[Any]:
+    for event in subscription:
+        subscription.stop()
+        return [event]
+    return []
+
+
+def test_a_conflict_rolls_back_only_the_append_and_the_transaction_goes_on(
+    store: SQLiteEventStore, conn: sqlite3.Connection, path: Path
+) -> None:
+    store.append("order-o-1", [_e(0)], NO_STREAM)
+    conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
+    with pytest.raises(ConcurrencyError):
+        store.append("order-o-1", [_e(1)], NO_STREAM, connection=conn)
+    assert conn.in_transaction
+    kept = store.append("order-o-1", [_e(2)], 1, connection=conn)
+    conn.commit()
+    assert _orders(path) == [("o-1", 10)]
+    assert [e.event_data["n"] for e in store.read_stream("order-o-1")] == [0, 2]
+    assert kept.version == 2
+
+
+def test_a_batch_failing_halfway_leaves_no_row_and_earlier_appends_in_the_transaction(
+    store: SQLiteEventStore, conn: sqlite3.Connection,
+) -> None:
+    taken = store.append("other", [_e(0)]).events[0].event_id
+    conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
+    first = store.append("a", [_e(1)], NO_STREAM, connection=conn)
+    with pytest.raises(DuplicateEventError):  # its third event's id is stored already
+        store.append("b", [_e(2), _e(3), _e(4, event_id=taken)], NO_STREAM, connection=conn)
+    assert conn.in_transaction
+    conn.commit()
+    assert [e.event_id for e in store.read_all()] == [taken, first.events[0].event_id]
+    assert store.head_version("b") == 0
+
+
+def test_retrying_an_append_in_the_same_transaction_is_recognised_as_a_retry(
+    store: SQLiteEventStore, conn: sqlite3.Connection,
+) -> None:
+    events = [_e(1), _e(2)]
+    conn.execute("BEGIN IMMEDIATE")
+    first = store.append("s", events, NO_STREAM, connection=conn)
+    again = store.append("s", events, NO_STREAM, connection=conn)
+    assert again.duplicate
+    assert again.position == first.position
+    conn.commit()
+    assert [e.event_id for e in store.read_all()] == [e.event_id for e in first.events]
+
+
+def test_an_append_through_the_store_waits_for_the_open_transaction_and_comes_after_it(
+    store: SQLiteEventStore, conn: sqlite3.Connection,
+) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    inside = store.append("inside", [_e(1)], connection=conn)
+    outside: list[Any] = []
+    writer = threading.Thread(target=lambda: outside.append(store.append("outside", [_e(2)])))
+    writer.start()
+    time.sleep(0.3)
+    assert outside == [], "SQLite lets one writer in at a time"
+    conn.commit()
+    writer.join(10)
+    assert outside[0].position > inside.position
+    assert [e.aggregate_id for e in store.read_all()] == ["inside", "outside"]
+
+
+_KILLED_CHILD = """
+import sqlite3, sys, time
+from eskit import NewEvent, SQLiteEventStore
+store = SQLiteEventStore(sys.argv[1])
+conn = sqlite3.connect(sys.argv[1])
+conn.execute("INSERT INTO orders VALUES ('o-9', 90)")
+store.append("order-o-9", [NewEvent("OrderPlaced", {"n": 9})], connection=conn)
+print("appended", flush=True)
+time.sleep(60)
+"""
+
+
+def test_a_process_killed_before_it_commits_leaves_neither_rows_nor_events(
+    store: SQLiteEventStore, conn: sqlite3.Connection, path: Path
+) -> None:
+    child = subprocess.Popen(
+        [sys.executable, "-c", _KILLED_CHILD, str(path)], stdout=subprocess.PIPE, text=True
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline().strip() == "appended"
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    assert _orders(path) == []
+    assert list(store.read_all()) == []
+    result = store.append("order-o-9", [_e(1)], NO_STREAM)
+    assert result.version == 1
+
+
+@pytest.mark.parametrize("bad", ["a string", 42, object()], ids=repr)
+def test_a_connection_that_is_not_a_sqlite3_connection_is_refused(
+    store: SQLiteEventStore, bad: object
+) -> None:
+    with pytest.raises(InvalidInputError, match=r"sqlite3\.Connection"):
+        store.append("s", [_e(1)], connection=bad)
+    assert store.head_position() == 0
+
+
+def test_a_connection_to_another_database_is_refused_before_writing(
+    store: SQLiteEventStore, tmp_path: Path
+) -> None:
+    for other in (sqlite3.connect(tmp_path / "other.db"), sqlite3.connect(":memory:")):
+        other.execute("CREATE TABLE t (x)")
+        other.execute("INSERT INTO t VALUES (1)")
+        assert other.in_transaction
+        with pytest.raises(InvalidInputError, match="not this store's file"):
+            store.append("s", [_e(1)], connection=other)
+        assert other.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'eskit%'")\
+            .fetchone() == (0,)
+        other.close()
+    assert store.head_position() == 0
+
+
+def test_a_connection_with_the_store_only_attached_is_refused(
+    store: SQLiteEventStore, path: Path, tmp_path: Path
+) -> None:
+    other = sqlite3.connect(tmp_path / "main.db")
+    other.execute("ATTACH DATABASE ? AS events", (str(path),))
+    other.execute("BEGIN IMMEDIATE")
+    with pytest.raises(InvalidInputError):
+        store.append("s", [_e(1)], connection=other)
+    other.close()
+
+
+def test_a_connection_without_an_open_transaction_is_refused(
+    store: SQLiteEventStore, conn: sqlite3.Connection
+) -> None:
+    assert not conn.in_transaction
+    with pytest.raises(InvalidInputError, match="no open transaction"):
+        store.append("s", [_e(1)], connection=conn)
+    assert not conn.in_transaction
+    assert store.head_position() == 0
+
+
+def test_a_closed_connection_is_refused(store: SQLiteEventStore, path: Path) -> None:
+    closed = sqlite3.connect(path)
+    closed.close()
+    with pytest.raises(InvalidInputError, match="cannot be used"):
+        store.append("s", [_e(1)], connection=closed)
+
+
+def test_stores_that_cannot_share_a_connection_refuse_one(tmp_path: Path) -> None:
+    conn = sqlite3.connect(":memory:")
+    with SQLiteEventStore(":memory:") as memory, pytest.raises(InvalidInputError):
+        memory.append("s", [_e(1)], connection=conn)
+    with pytest.raises(InvalidInputError, match="cannot append on a caller's connection"):
+        InMemoryEventStore().append("s", [_e(1)], connection=conn)
+    conn.close()
+
+
+def test_bad_events_are_refused_before_the_connection_is_touched(
+    store: SQLiteEventStore, conn: sqlite3.Connection
+) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(InvalidInputError):
+        store.append("s", [], connection=conn)
+    with pytest.raises(InvalidInputError):
+        store.append("s" * 5000, [_e(1)], connection=conn)
+    assert conn.in_transaction
+    conn.rollback()
+
+
+def test_a_closed_store_refuses_a_connection(store: SQLiteEventStore, conn: Any) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    store.close()
+    with pytest.raises(StoreError):
+        store.append("s", [_e(1)], connection=conn)
+    conn.rollback()
