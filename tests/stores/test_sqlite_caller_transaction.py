@@ -289,3 +289,46 @@ def test_a_closed_store_refuses_a_connection(store: SQLiteEventStore, conn: Any)
     with pytest.raises(StoreError):
         store.append("s", [_e(1)], connection=conn)
     conn.rollback()
+
+
+def test_a_temp_table_that_would_hide_the_events_table_is_refused(
+    store: SQLiteEventStore, conn: sqlite3.Connection, path: Path
+) -> None:
+    conn.execute("CREATE TEMP TABLE eskit_events (x)")
+    conn.execute("BEGIN IMMEDIATE")
+    with pytest.raises(InvalidInputError, match="TEMP"):
+        store.append("s", [_e(1)], connection=conn)
+    conn.rollback()
+    assert store.head_position() == 0
+
+
+def test_the_callers_row_and_text_factories_change_nothing_and_are_restored(
+    store: SQLiteEventStore, conn: sqlite3.Connection,
+) -> None:
+    def as_dict(cursor: sqlite3.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+        return {d[0]: v for d, v in zip(cursor.description, row, strict=True)}
+
+    store.append("s", [_e(0)])
+    conn.row_factory = as_dict
+    conn.text_factory = bytes
+    conn.execute("BEGIN IMMEDIATE")
+    result = store.append("s", [_e(1), _e(2)], 1, connection=conn)
+    with pytest.raises(ConcurrencyError) as conflict:  # its reads go through the factories too
+        store.append("s", [_e(3)], 1, connection=conn)
+    assert conflict.value.actual_version == 3
+    assert conn.row_factory is as_dict
+    assert conn.text_factory is bytes
+    conn.commit()
+    assert (result.version, result.position) == (3, 3)
+    assert [e.version for e in store.read_stream("s")] == [1, 2, 3]
+
+
+def test_what_an_open_transaction_appended_is_not_listed_either(
+    store: SQLiteEventStore, conn: sqlite3.Connection,
+) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    store.append("hidden", [_e(1)], connection=conn)
+    assert store.list_streams() == []
+    assert store.head_version("hidden") == 0
+    conn.commit()
+    assert [s.stream_id for s in store.list_streams()] == ["hidden"]

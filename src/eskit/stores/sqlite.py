@@ -670,11 +670,22 @@ class SQLiteEventStore(EventStore):
         self._usable()
         try:
             in_transaction = connection.in_transaction
-            files = connection.execute("PRAGMA database_list").fetchall()
+            with _plain(connection):
+                files = connection.execute("PRAGMA database_list").fetchall()
+                # A TEMP table of that name would take the events instead of the file.
+                shadowed = connection.execute(
+                    "SELECT count(*) FROM temp.sqlite_master WHERE name LIKE 'eskit\\_%' "
+                    "ESCAPE '\\'"
+                ).fetchone()[0]
         except sqlite3.ProgrammingError as exc:  # closed, or owned by another thread
             raise InvalidInputError(f"the connection cannot be used: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite error on the caller's connection: {exc}") from exc
+        if shadowed:
+            raise InvalidInputError(
+                "the connection has TEMP objects named eskit_*, which would hide the "
+                "store's own tables"
+            )
         # Only the main database: in WAL mode a transaction across ATTACHed files is
         # atomic per file, not as a whole (https://www.sqlite.org/lang_attach.html).
         main = next((file for _, name, file in files if name == "main"), "")
@@ -696,7 +707,7 @@ class SQLiteEventStore(EventStore):
     ) -> AppendResult:
         # A savepoint, so that a failed append undoes only itself and the caller's
         # transaction goes on; RELEASE inside a transaction commits nothing.
-        with _translated(self.path):
+        with _translated(self.path), _plain(conn):
             conn.execute("SAVEPOINT eskit_append")
             try:
                 placed = self._insert(conn, stream, expected, batch)
@@ -819,6 +830,28 @@ def _undo_savepoint(conn: sqlite3.Connection) -> None:
     if conn.in_transaction:
         conn.execute("ROLLBACK TO eskit_append")
         conn.execute("RELEASE eskit_append")
+
+
+class _plain:  # lower case: it reads like a function
+    """Plain tuples and str from the caller's connection while eskit uses it.
+
+    Why: a connection's ``row_factory`` (dicts unpack as their keys) and
+    ``text_factory`` (bytes) would change what eskit's statements return; the
+    caller's settings come back afterwards. The caller's thread is inside our call.
+    """
+
+    __slots__ = ("conn", "row_factory", "text_factory")
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def __enter__(self) -> None:
+        conn = self.conn
+        self.row_factory, self.text_factory = conn.row_factory, conn.text_factory
+        conn.row_factory, conn.text_factory = None, str
+
+    def __exit__(self, *exc: object) -> None:
+        self.conn.row_factory, self.conn.text_factory = self.row_factory, self.text_factory
 
 
 def _same_file(a: str, b: str) -> bool:
