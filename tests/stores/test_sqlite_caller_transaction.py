@@ -1,4 +1,4 @@
-"""SQLiteEventStore.append(..., connection=conn): events in the caller's own transaction.
+"""store.in_transaction(conn).append(...) on SQLite: events in the caller's own transaction.
 
 The application's rows and its events commit or roll back together; eskit never
 commits the caller's connection; a failed append undoes only itself (a savepoint);
@@ -25,7 +25,6 @@ from eskit import (
     NO_STREAM,
     ConcurrencyError,
     DuplicateEventError,
-    InMemoryEventStore,
     InvalidInputError,
     NewEvent,
     SQLiteEventStore,
@@ -72,7 +71,7 @@ def test_the_applications_rows_and_its_events_commit_together(
     store: SQLiteEventStore, conn: sqlite3.Connection, path: Path
 ) -> None:
     conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
-    result = store.append("order-o-1", [_e(1, "OrderPlaced")], NO_STREAM, connection=conn)
+    result = store.in_transaction(conn).append("order-o-1", [_e(1, "OrderPlaced")], NO_STREAM)
     assert conn.in_transaction, "eskit must not commit the caller's connection"
     assert result.version == 1
     assert result.position > 0
@@ -87,7 +86,7 @@ def test_a_rollback_drops_the_applications_rows_and_its_events_together(
     store: SQLiteEventStore, conn: sqlite3.Connection, path: Path
 ) -> None:
     conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
-    store.append("order-o-1", [_e(1), _e(2)], NO_STREAM, connection=conn)
+    store.in_transaction(conn).append("order-o-1", [_e(1), _e(2)], NO_STREAM)
     conn.rollback()
     assert _orders(path) == []
     assert list(store.read_all()) == []
@@ -104,7 +103,7 @@ def test_events_of_an_open_transaction_are_invisible_to_readers_and_subscription
     thread = threading.Thread(target=lambda: received.extend(_first(subscription)), daemon=True)
     thread.start()
     conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
-    result = store.append("order-o-1", [_e(1)], NO_STREAM, connection=conn)
+    result = store.in_transaction(conn).append("order-o-1", [_e(1)], NO_STREAM)
     time.sleep(0.3)  # the subscription has looked (every 50 ms) and must see nothing
     assert received == []
     assert list(store.read_all()) == []
@@ -130,9 +129,9 @@ def test_a_conflict_rolls_back_only_the_append_and_the_transaction_goes_on(
     store.append("order-o-1", [_e(0)], NO_STREAM)
     conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
     with pytest.raises(ConcurrencyError):
-        store.append("order-o-1", [_e(1)], NO_STREAM, connection=conn)
+        store.in_transaction(conn).append("order-o-1", [_e(1)], NO_STREAM)
     assert conn.in_transaction
-    kept = store.append("order-o-1", [_e(2)], 1, connection=conn)
+    kept = store.in_transaction(conn).append("order-o-1", [_e(2)], 1)
     conn.commit()
     assert _orders(path) == [("o-1", 10)]
     assert [e.event_data["n"] for e in store.read_stream("order-o-1")] == [0, 2]
@@ -144,9 +143,9 @@ def test_a_batch_failing_halfway_leaves_no_row_and_earlier_appends_in_the_transa
 ) -> None:
     taken = store.append("other", [_e(0)]).events[0].event_id
     conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
-    first = store.append("a", [_e(1)], NO_STREAM, connection=conn)
+    first = store.in_transaction(conn).append("a", [_e(1)], NO_STREAM)
     with pytest.raises(DuplicateEventError):  # its third event's id is stored already
-        store.append("b", [_e(2), _e(3), _e(4, event_id=taken)], NO_STREAM, connection=conn)
+        store.in_transaction(conn).append("b", [_e(2), _e(3), _e(4, event_id=taken)], NO_STREAM)
     assert conn.in_transaction
     conn.commit()
     assert [e.event_id for e in store.read_all()] == [taken, first.events[0].event_id]
@@ -158,8 +157,8 @@ def test_retrying_an_append_in_the_same_transaction_is_recognised_as_a_retry(
 ) -> None:
     events = [_e(1), _e(2)]
     conn.execute("BEGIN IMMEDIATE")
-    first = store.append("s", events, NO_STREAM, connection=conn)
-    again = store.append("s", events, NO_STREAM, connection=conn)
+    first = store.in_transaction(conn).append("s", events, NO_STREAM)
+    again = store.in_transaction(conn).append("s", events, NO_STREAM)
     assert again.duplicate
     assert again.position == first.position
     conn.commit()
@@ -170,7 +169,7 @@ def test_an_append_through_the_store_waits_for_the_open_transaction_and_comes_af
     store: SQLiteEventStore, conn: sqlite3.Connection,
 ) -> None:
     conn.execute("BEGIN IMMEDIATE")
-    inside = store.append("inside", [_e(1)], connection=conn)
+    inside = store.in_transaction(conn).append("inside", [_e(1)])
     outside: list[Any] = []
     writer = threading.Thread(target=lambda: outside.append(store.append("outside", [_e(2)])))
     writer.start()
@@ -188,7 +187,7 @@ from eskit import NewEvent, SQLiteEventStore
 store = SQLiteEventStore(sys.argv[1])
 conn = sqlite3.connect(sys.argv[1])
 conn.execute("INSERT INTO orders VALUES ('o-9', 90)")
-store.append("order-o-9", [NewEvent("OrderPlaced", {"n": 9})], connection=conn)
+store.in_transaction(conn).append("order-o-9", [NewEvent("OrderPlaced", {"n": 9})])
 print("appended", flush=True)
 time.sleep(60)
 """
@@ -215,7 +214,7 @@ def test_a_connection_that_is_not_a_sqlite3_connection_is_refused(
     store: SQLiteEventStore, bad: object
 ) -> None:
     with pytest.raises(InvalidInputError, match=r"sqlite3\.Connection"):
-        store.append("s", [_e(1)], connection=bad)
+        store.in_transaction(bad).append("s", [_e(1)])
     assert store.head_position() == 0
 
 
@@ -227,7 +226,7 @@ def test_a_connection_to_another_database_is_refused_before_writing(
         other.execute("INSERT INTO t VALUES (1)")
         assert other.in_transaction
         with pytest.raises(InvalidInputError, match="not this store's file"):
-            store.append("s", [_e(1)], connection=other)
+            store.in_transaction(other).append("s", [_e(1)])
         assert other.execute("SELECT count(*) FROM sqlite_master WHERE name LIKE 'eskit%'")\
             .fetchone() == (0,)
         other.close()
@@ -241,7 +240,7 @@ def test_a_connection_with_the_store_only_attached_is_refused(
     other.execute("ATTACH DATABASE ? AS events", (str(path),))
     other.execute("BEGIN IMMEDIATE")
     with pytest.raises(InvalidInputError):
-        store.append("s", [_e(1)], connection=other)
+        store.in_transaction(other).append("s", [_e(1)])
     other.close()
 
 
@@ -250,7 +249,7 @@ def test_a_connection_without_an_open_transaction_is_refused(
 ) -> None:
     assert not conn.in_transaction
     with pytest.raises(InvalidInputError, match="no open transaction"):
-        store.append("s", [_e(1)], connection=conn)
+        store.in_transaction(conn).append("s", [_e(1)])
     assert not conn.in_transaction
     assert store.head_position() == 0
 
@@ -259,16 +258,26 @@ def test_a_closed_connection_is_refused(store: SQLiteEventStore, path: Path) -> 
     closed = sqlite3.connect(path)
     closed.close()
     with pytest.raises(InvalidInputError, match="cannot be used"):
-        store.append("s", [_e(1)], connection=closed)
+        store.in_transaction(closed).append("s", [_e(1)])
 
 
-def test_stores_that_cannot_share_a_connection_refuse_one(tmp_path: Path) -> None:
+def test_an_in_memory_store_refuses_a_connection(tmp_path: Path) -> None:
     conn = sqlite3.connect(":memory:")
     with SQLiteEventStore(":memory:") as memory, pytest.raises(InvalidInputError):
-        memory.append("s", [_e(1)], connection=conn)
-    with pytest.raises(InvalidInputError, match="cannot append on a caller's connection"):
-        InMemoryEventStore().append("s", [_e(1)], connection=conn)
+        memory.in_transaction(conn)
     conn.close()
+
+
+def test_the_transaction_is_a_context_manager_that_commits_nothing(
+    store: SQLiteEventStore, conn: sqlite3.Connection, path: Path
+) -> None:
+    conn.execute("INSERT INTO orders VALUES ('o-1', 10)")
+    with store.in_transaction(conn) as tx:
+        tx.append("order-o-1", [_e(1)], NO_STREAM)
+    assert conn.in_transaction
+    assert store.head_position() == 0
+    conn.commit()
+    assert store.head_version("order-o-1") == 1
 
 
 def test_bad_events_are_refused_before_the_connection_is_touched(
@@ -276,9 +285,9 @@ def test_bad_events_are_refused_before_the_connection_is_touched(
 ) -> None:
     conn.execute("BEGIN IMMEDIATE")
     with pytest.raises(InvalidInputError):
-        store.append("s", [], connection=conn)
+        store.in_transaction(conn).append("s", [])
     with pytest.raises(InvalidInputError):
-        store.append("s" * 5000, [_e(1)], connection=conn)
+        store.in_transaction(conn).append("s" * 5000, [_e(1)])
     assert conn.in_transaction
     conn.rollback()
 
@@ -287,7 +296,7 @@ def test_a_closed_store_refuses_a_connection(store: SQLiteEventStore, conn: Any)
     conn.execute("BEGIN IMMEDIATE")
     store.close()
     with pytest.raises(StoreError):
-        store.append("s", [_e(1)], connection=conn)
+        store.in_transaction(conn).append("s", [_e(1)])
     conn.rollback()
 
 
@@ -297,7 +306,7 @@ def test_a_temp_table_that_would_hide_the_events_table_is_refused(
     conn.execute("CREATE TEMP TABLE eskit_events (x)")
     conn.execute("BEGIN IMMEDIATE")
     with pytest.raises(InvalidInputError, match="TEMP"):
-        store.append("s", [_e(1)], connection=conn)
+        store.in_transaction(conn).append("s", [_e(1)])
     conn.rollback()
     assert store.head_position() == 0
 
@@ -312,9 +321,9 @@ def test_the_callers_row_and_text_factories_change_nothing_and_are_restored(
     conn.row_factory = as_dict
     conn.text_factory = bytes
     conn.execute("BEGIN IMMEDIATE")
-    result = store.append("s", [_e(1), _e(2)], 1, connection=conn)
+    result = store.in_transaction(conn).append("s", [_e(1), _e(2)], 1)
     with pytest.raises(ConcurrencyError) as conflict:  # its reads go through the factories too
-        store.append("s", [_e(3)], 1, connection=conn)
+        store.in_transaction(conn).append("s", [_e(3)], 1)
     assert conflict.value.actual_version == 3
     assert conn.row_factory is as_dict
     assert conn.text_factory is bytes
@@ -327,7 +336,7 @@ def test_what_an_open_transaction_appended_is_not_listed_either(
     store: SQLiteEventStore, conn: sqlite3.Connection,
 ) -> None:
     conn.execute("BEGIN IMMEDIATE")
-    store.append("hidden", [_e(1)], connection=conn)
+    store.in_transaction(conn).append("hidden", [_e(1)])
     assert store.list_streams() == []
     assert store.head_version("hidden") == 0
     conn.commit()

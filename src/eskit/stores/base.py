@@ -48,7 +48,6 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
 
-from eskit.errors import InvalidInputError
 from eskit.events import (
     Event,
     EventRegistry,
@@ -133,8 +132,7 @@ class EventStore(ABC):  # noqa: B024
     # -- the modern API ---------------------------------------------------------------
 
     def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY,
-        *, connection: Any = None,
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
     ) -> AppendResult:
         """Append ``events`` to ``stream_id`` if the stream is at ``expected_version``.
 
@@ -145,41 +143,22 @@ class EventStore(ABC):  # noqa: B024
         :class:`~eskit.errors.DuplicateEventError` if an event id is stored
         elsewhere, :class:`~eskit.errors.InvalidInputError` for bad input; in
         each case nothing is written.
-
-        ``connection``: append inside the caller's open transaction on that
-        connection, so the application's own writes and these events commit or
-        roll back together; eskit never commits it, and a failed append rolls
-        back only itself. Only stores that say so accept one (see
-        :class:`eskit.SQLiteEventStore`); others raise
-        :class:`~eskit.InvalidInputError`.
         """
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        append = self._append if connection is None else self._appender_on(connection)
         if not self._implements("_append"):
             return self._append_via_seed_api(stream_id, batch, expected)
         if (observer := _hooks.active) is None:
-            result = append(stream_id, stream, expected, batch)
+            result = self._append(stream_id, stream, expected, batch)
         else:
             with observer.append(self, stream, batch):  # a span; its context into metadata
-                result = append(stream_id, stream, expected, batch)
-        # On the caller's connection nothing is visible before the caller commits: the
-        # store's own wake-ups (PRAGMA data_version on SQLite) see that commit.
-        if not result.duplicate and connection is None:
+                result = self._append(stream_id, stream, expected, batch)
+        if not result.duplicate:
             self._wake_waiters()
         return result
-
-    def _appender_on(
-        self, connection: Any
-    ) -> Callable[[StreamId, str, Expected, list[PendingEvent]], AppendResult]:
-        """``_append`` on the caller's ``connection``, in its transaction; checks the
-        connection first (raising :class:`~eskit.InvalidInputError`). None by default."""
-        raise InvalidInputError(
-            f"{type(self).__name__} cannot append on a caller's connection"
-        )
 
     def read_stream(
         self,
@@ -328,7 +307,9 @@ class EventStore(ABC):  # noqa: B024
 
         See :class:`~eskit.Subscription`. New events wake the subscription at once
         when the store can signal them (PostgreSQL LISTEN/NOTIFY, appends through
-        this store object); otherwise it polls every ``poll_interval`` seconds.
+        this store object, and on a SQLite file any commit to it within about
+        :data:`~eskit.subscription.SQLITE_CHECK_INTERVAL` seconds); otherwise it
+        polls every ``poll_interval`` seconds.
         ``event_types`` and ``stream_prefixes`` keep only matching events; the
         checkpoint still moves past the others. ``on_undecodable`` is as for
         :meth:`read_all`.

@@ -35,10 +35,9 @@ import sqlite3
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from functools import partial
 from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
@@ -51,10 +50,20 @@ from eskit.errors import (
     StoreError,
 )
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.arguments import expected_range, resolve_conflict, stream_id_from_key
+from eskit.observability import _hooks
+from eskit.stores.arguments import (
+    check_expected,
+    expected_range,
+    prepare_batch,
+    resolve_conflict,
+    stream_id_from_key,
+    stream_key,
+)
 from eskit.stores.base import EventStore
 from eskit.stores.model import (
+    ANY,
     DEFAULT_MAX_EVENT_BYTES,
+    AppendInput,
     AppendResult,
     Expected,
     PendingEvent,
@@ -64,7 +73,7 @@ from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_mic
 from eskit.stores.sqlite_wakeups import DataVersionWaiter, DataVersionWatch
 from eskit.subscription import Waiter
 
-__all__ = ["SQLiteEventStore"]
+__all__ = ["SQLiteEventStore", "SQLiteTransaction"]
 
 _log = logging.getLogger("eskit.stores.sqlite")
 _getpid = os.getpid  # on every call: a fork is detected by the process id changing
@@ -162,14 +171,12 @@ class SQLiteEventStore(EventStore):
     ``sqlite3.connect``) must be closed before forking, or the child's appends
     can be lost when the parent closes them.
 
-    ``append(..., connection=conn)`` appends inside the transaction open on the
-    caller's ``sqlite3.Connection`` to this file (its main database), in a
+    ``store.in_transaction(conn).append(...)`` appends inside the transaction open
+    on the caller's ``sqlite3.Connection`` to this file (its main database), in a
     savepoint: the caller's rows and the events commit or roll back together,
     eskit never commits ``conn``, and a failed append undoes only itself. Nothing
     is visible to other readers before the caller commits; SQLite's single writer
-    keeps positions in commit order. A connection to another file, a closed one,
-    or one with no open transaction is refused with
-    :class:`~eskit.InvalidInputError`, as is any connection for ``":memory:"``.
+    keeps positions in commit order (see :class:`SQLiteTransaction`).
 
     Subscriptions on a file are woken by every commit to it, from any connection
     or process, within about :data:`~eskit.subscription.SQLITE_CHECK_INTERVAL`
@@ -651,13 +658,24 @@ class SQLiteEventStore(EventStore):
             ])
         return head, start
 
-    # -- appending in the caller's transaction (see docs/sqlite.md) ----------------------
+    # -- appending in the caller's transaction (SQLiteTransaction, docs/sqlite.md) -------
 
-    def _appender_on(
-        self, connection: Any
-    ) -> Callable[[StreamId, str, Expected, list[PendingEvent]], AppendResult]:
-        """Check the caller's connection: a ``sqlite3.Connection`` to this store's file,
-        as its main database, with a transaction open; else InvalidInputError."""
+    def in_transaction(self, connection: sqlite3.Connection) -> SQLiteTransaction:
+        """Append inside the caller's open transaction on ``connection``.
+
+        ``connection`` is the application's own ``sqlite3.Connection`` whose main
+        database is this store's file. Use as ``with store.in_transaction(conn) as
+        tx: tx.append(...)``; eskit never commits: the events commit or roll back
+        with the caller's other writes. See :class:`SQLiteTransaction`. Raises
+        :class:`~eskit.InvalidInputError` for any other connection, and for a store
+        in ``":memory:"``, which shares its database with no other connection.
+        """
+        self._check_caller(connection, need_transaction=False)
+        return SQLiteTransaction(self, connection)
+
+    def _check_caller(self, connection: object, *, need_transaction: bool) -> None:
+        """Refuse, before writing, a connection eskit cannot append on without
+        committing or without missing the file: InvalidInputError."""
         if not isinstance(connection, sqlite3.Connection):
             raise InvalidInputError(
                 f"connection must be a sqlite3.Connection, not {type(connection).__name__}"
@@ -665,7 +683,7 @@ class SQLiteEventStore(EventStore):
         if self._memory:
             raise InvalidInputError(
                 "an in-memory store shares its database with no other connection: "
-                "append on a caller's connection needs a store in a file"
+                "appending in a caller's transaction needs a store in a file"
             )
         self._usable()
         try:
@@ -681,11 +699,6 @@ class SQLiteEventStore(EventStore):
             raise InvalidInputError(f"the connection cannot be used: {exc}") from exc
         except sqlite3.Error as exc:
             raise StoreError(f"SQLite error on the caller's connection: {exc}") from exc
-        if shadowed:
-            raise InvalidInputError(
-                "the connection has TEMP objects named eskit_*, which would hide the "
-                "store's own tables"
-            )
         # Only the main database: in WAL mode a transaction across ATTACHed files is
         # atomic per file, not as a whole (https://www.sqlite.org/lang_attach.html).
         main = next((file for _, name, file in files if name == "main"), "")
@@ -694,12 +707,16 @@ class SQLiteEventStore(EventStore):
                 f"the connection's main database is {main or 'in memory'!r}, not this "
                 f"store's file {self.path!r}"
             )
-        if not in_transaction:
+        if shadowed:
+            raise InvalidInputError(
+                "the connection has TEMP objects named eskit_*, which would hide the "
+                "store's own tables"
+            )
+        if need_transaction and not in_transaction:
             raise InvalidInputError(
                 "the connection has no open transaction; begin one first (BEGIN IMMEDIATE, "
                 "or write your own rows first): eskit never commits a caller's connection"
             )
-        return partial(self._append_on_caller, connection)
 
     def _append_on_caller(
         self, conn: sqlite3.Connection, stream_id: StreamId, stream: str, expected: Expected,
@@ -940,6 +957,56 @@ class _Reading(_translated):
         if store._closed and isinstance(exc, sqlite3.Error):  # interrupted by close()
             raise StoreError(f"{self.path!r}: the store was closed during the read") from exc
         super().__exit__(kind, exc, traceback)
+
+
+class SQLiteTransaction:
+    """Appends to a :class:`SQLiteEventStore` inside the caller's transaction.
+
+    Made by :meth:`SQLiteEventStore.in_transaction`. Guaranteed: the events
+    become visible exactly when the caller commits its transaction, together with
+    its other writes, and vanish if it rolls back; eskit never commits the
+    connection. Each append runs in a ``SAVEPOINT``: a failed one
+    (:class:`~eskit.ConcurrencyError`, :class:`~eskit.DuplicateEventError`, a
+    SQLite error) rolls back to it alone and the transaction stays usable; if
+    SQLite rolled back the whole transaction itself, the append raises
+    :class:`~eskit.StoreError` saying so. Global order holds: SQLite lets one
+    writer in at a time and positions are handed out at insert, so every other
+    writer of the file waits until the caller commits or rolls back: keep the
+    transaction short. Not guaranteed: a deferred transaction that has only read
+    may fail to start writing (:class:`~eskit.StoreBusyError`); begin with
+    ``BEGIN IMMEDIATE``.
+    """
+
+    def __init__(self, store: SQLiteEventStore, connection: sqlite3.Connection) -> None:
+        self.store = store
+        self.connection = connection
+
+    def append(
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+    ) -> AppendResult:
+        """Append ``events`` in the caller's transaction; as :meth:`EventStore.append` otherwise.
+
+        The result's positions are the events' positions once the transaction
+        commits; after a rollback those numbers go to later events.
+        """
+        store = self.store
+        stream = stream_key(stream_id)
+        expected = check_expected(expected_version)
+        batch = prepare_batch(
+            stream, events, registry=store.registry, max_event_bytes=store.max_event_bytes
+        )
+        store._check_caller(self.connection, need_transaction=True)
+        if (observer := _hooks.active) is None:
+            return store._append_on_caller(self.connection, stream_id, stream, expected, batch)
+        with observer.append(store, stream, batch):  # a span; its context into metadata
+            return store._append_on_caller(self.connection, stream_id, stream, expected, batch)
+
+    def __enter__(self) -> SQLiteTransaction:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        # Nothing to do: the caller commits or rolls back its own transaction.
+        return None
 
 
 # -- fork() ------------------------------------------------------------------------------
