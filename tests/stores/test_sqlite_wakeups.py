@@ -175,3 +175,23 @@ def test_the_watch_hands_no_connection_to_a_forked_child_and_reports_a_change_af
         watch.close()
     finally:
         store.close()
+
+
+def test_a_watch_that_reconnects_never_creates_a_file_where_the_store_was_deleted(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "events.db"
+    store = SQLiteEventStore(path)
+    try:
+        watch = store._watch_file()
+        watch.close()
+        fresh = store._watch_file()
+        store.close()
+        for suffix in ("", "-wal", "-shm"):
+            Path(f"{path}{suffix}").unlink(missing_ok=True)
+        with pytest.raises(StoreError):
+            fresh.changed()
+        assert not path.exists()
+        fresh.close()
+    finally:
+        store.close()

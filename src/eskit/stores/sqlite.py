@@ -244,13 +244,14 @@ class SQLiteEventStore(EventStore):
     # while nobody uses them: closing one while another thread's statement runs on
     # it frees memory under that statement (the process died with SIGSEGV).
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, existing: bool = False) -> sqlite3.Connection:
+        """A new connection to the store's database; ``existing``: never create the file."""
         if self._after_fork:
             self._after_fork = False
             _log.debug("%r: opening new connections in process %d after a fork",
                        self.path, os.getpid())
         with _translated(self.path):
-            if self._create or self._memory:
+            if (self._create and not existing) or self._memory:
                 conn = sqlite3.connect(
                     self.path, timeout=self._busy_timeout, isolation_level=None,
                     check_same_thread=False,
@@ -282,7 +283,9 @@ class SQLiteEventStore(EventStore):
     def _watch_file(self) -> DataVersionWatch:
         """A new watch on the file's commits, on a connection of its own (internal;
         the async store's waiter uses one too), closed around ``os.fork()``."""
-        watch = DataVersionWatch(self._connect)
+        # existing=True: a watch that reconnects (after a fork or an error) must not
+        # create an empty file where the store's was deleted.
+        watch = DataVersionWatch(lambda: self._connect(existing=True))
         watch_forks(watch)
         return watch
 
