@@ -341,3 +341,60 @@ def test_what_an_open_transaction_appended_is_not_listed_either(
     assert store.head_version("hidden") == 0
     conn.commit()
     assert [s.stream_id for s in store.list_streams()] == ["hidden"]
+
+
+def test_a_subscription_sees_every_committed_event_once_in_order_amid_caller_transactions(
+    store: SQLiteEventStore, conn: sqlite3.Connection, path: Path
+) -> None:
+    """Plain appends and caller transactions (a third of them rolled back) race; a live
+    subscription must end up with exactly the committed events, in position order."""
+    subscription = store.subscribe(page_size=50, poll_interval=LIVE)
+    seen: list[Any] = []
+    follower = threading.Thread(target=lambda: seen.extend(subscription), daemon=True)
+    follower.start()
+    rolled_back: set[uuid.UUID] = set()
+    failures: list[BaseException] = []
+    lock = threading.Lock()
+
+    def plain(t: int) -> None:
+        try:
+            for n in range(150):
+                store.append(f"plain-{t}", [_e(n)])
+        except BaseException as exc:
+            failures.append(exc)
+
+    def in_transaction(t: int) -> None:
+        own = sqlite3.connect(path, timeout=30)
+        try:
+            for n in range(100):
+                own.execute("BEGIN IMMEDIATE")
+                own.execute("INSERT INTO orders VALUES (?, ?)", (f"{t}-{n}", n))
+                result = store.in_transaction(own).append(f"tx-{t}", [_e(n), _e(n)])
+                if n % 3 == 0:
+                    own.rollback()
+                    with lock:
+                        rolled_back.update(e.event_id for e in result.events)
+                else:
+                    own.commit()
+        except BaseException as exc:
+            failures.append(exc)
+        finally:
+            own.close()
+
+    workers = [threading.Thread(target=plain, args=(t,)) for t in range(3)]
+    workers += [threading.Thread(target=in_transaction, args=(t,)) for t in range(2)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(60)
+    assert not failures, failures[:3]
+    stored = list(store.read_all())
+    assert len(stored) == 3 * 150 + 2 * 2 * (100 - 34)
+    deadline = time.monotonic() + 10
+    while len(seen) < len(stored) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    subscription.stop()
+    follower.join(5)
+    assert [e.event_id for e in seen] == [e.event_id for e in stored]
+    assert not rolled_back & {e.event_id for e in seen}
+    assert len(_orders(path)) == 2 * (100 - 34)

@@ -177,15 +177,18 @@ class SubscriptionContract:
     def test_concurrent_appenders_in_several_threads_are_seen_once_each_in_order(
         self, store: EventStore
     ) -> None:
-        threads, streams_per_thread, appends = 4, 3, 500  # 2,000 events on 12 streams
+        # 4 threads x 500 appends of 1 to 3 events: 4,000 events on 12 streams.
+        threads, streams_per_thread, appends = 4, 3, 500
+        total = threads * sum(n % 3 + 1 for n in range(appends))
         subscription = store.subscribe(page_size=97, poll_interval=LIVE)
-        follower = _Follower(subscription, threads * appends)
+        follower = _Follower(subscription, total)
         failures: list[BaseException] = []
 
         def appender(t: int) -> None:
             try:
                 for n in range(appends):
-                    store.append(f"race-{t}-{n % streams_per_thread}", [_e(n)])
+                    batch = [_e(n) for _ in range(n % 3 + 1)]
+                    store.append(f"race-{t}-{n % streams_per_thread}", batch)
             except BaseException as exc:  # fails the test below
                 failures.append(exc)
 
@@ -197,7 +200,7 @@ class SubscriptionContract:
         assert not failures, failures[:3]
         seen = follower.result(timeout=120)
         stored = list(store.read_all())
-        assert len(stored) == threads * appends
+        assert len(stored) == total
         assert [e.event_id for e in seen] == [e.event_id for e in stored]
         positions = [e.position or 0 for e in seen]
         assert all(a < b for a, b in itertools.pairwise(positions))
@@ -415,7 +418,7 @@ class AsyncSubscriptionContract:
     def test_concurrent_appenders_in_several_tasks_are_seen_once_each_in_order(
         self, run: Any
     ) -> None:
-        tasks, streams_per_task, batches = 4, 3, 125  # 500 appends, 1,000 events, 12 streams
+        tasks, streams_per_task, batches = 4, 3, 250  # 1,000 appends, 2,000 events, 12 streams
 
         async def test(store: AsyncEventStore) -> None:
             subscription = store.subscribe(page_size=97, poll_interval=LIVE)
