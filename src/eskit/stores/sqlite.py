@@ -50,26 +50,17 @@ from eskit.errors import (
     StoreError,
 )
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.observability import _hooks
-from eskit.stores.arguments import (
-    check_expected,
-    expected_range,
-    prepare_batch,
-    resolve_conflict,
-    stream_id_from_key,
-    stream_key,
-)
+from eskit.stores.arguments import expected_range, resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.model import (
-    ANY,
     DEFAULT_MAX_EVENT_BYTES,
-    AppendInput,
     AppendResult,
     Expected,
     PendingEvent,
     StreamInfo,
 )
 from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.sqlite_transaction import SQLiteTransaction
 from eskit.stores.sqlite_wakeups import DataVersionWaiter, DataVersionWatch
 from eskit.subscription import Waiter
 
@@ -176,7 +167,8 @@ class SQLiteEventStore(EventStore):
     savepoint: the caller's rows and the events commit or roll back together,
     eskit never commits ``conn``, and a failed append undoes only itself. Nothing
     is visible to other readers before the caller commits; SQLite's single writer
-    keeps positions in commit order (see :class:`SQLiteTransaction`).
+    keeps positions in commit order (see
+    :class:`~eskit.stores.sqlite_transaction.SQLiteTransaction`).
 
     Subscriptions on a file are woken by every commit to it, from any connection
     or process, within about :data:`~eskit.subscription.SQLITE_CHECK_INTERVAL`
@@ -629,7 +621,7 @@ class SQLiteEventStore(EventStore):
             finally:
                 if not committed and conn.in_transaction:
                     conn.execute("ROLLBACK")
-        return _recorded(stream_id, batch, *placed)
+        return self._recorded(stream_id, batch, *placed)
 
     @staticmethod
     def _insert(
@@ -661,7 +653,7 @@ class SQLiteEventStore(EventStore):
             ])
         return head, start
 
-    # -- appending in the caller's transaction (SQLiteTransaction, docs/sqlite.md) -------
+    # -- appending in the caller's transaction (eskit.stores.sqlite_transaction) --------
 
     def in_transaction(self, connection: sqlite3.Connection) -> SQLiteTransaction:
         """Append inside the caller's open transaction on ``connection``.
@@ -673,86 +665,19 @@ class SQLiteEventStore(EventStore):
         :class:`~eskit.InvalidInputError` for any other connection, and for a store
         in ``":memory:"``, which shares its database with no other connection.
         """
-        self._check_caller(connection, need_transaction=False)
         return SQLiteTransaction(self, connection)
 
-    def _check_caller(self, connection: object, *, need_transaction: bool) -> None:
-        """Refuse, before writing, a connection eskit cannot append on without
-        committing or without missing the file: InvalidInputError."""
-        if not isinstance(connection, sqlite3.Connection):
-            raise InvalidInputError(
-                f"connection must be a sqlite3.Connection, not {type(connection).__name__}"
-            )
-        if self._memory:
-            raise InvalidInputError(
-                "an in-memory store shares its database with no other connection: "
-                "appending in a caller's transaction needs a store in a file"
-            )
-        self._usable()
-        try:
-            in_transaction = connection.in_transaction
-            with _plain(connection):
-                files = connection.execute("PRAGMA database_list").fetchall()
-                # A TEMP table of that name would take the events instead of the file.
-                shadowed = connection.execute(
-                    "SELECT count(*) FROM temp.sqlite_master WHERE name LIKE 'eskit\\_%' "
-                    "ESCAPE '\\'"
-                ).fetchone()[0]
-        except sqlite3.ProgrammingError as exc:  # closed, or owned by another thread
-            raise InvalidInputError(f"the connection cannot be used: {exc}") from exc
-        except sqlite3.Error as exc:
-            raise StoreError(f"SQLite error on the caller's connection: {exc}") from exc
-        # Only the main database: in WAL mode a transaction across ATTACHed files is
-        # atomic per file, not as a whole (https://www.sqlite.org/lang_attach.html).
-        main = next((file for _, name, file in files if name == "main"), "")
-        if not main or not _same_file(main, self.path):
-            raise InvalidInputError(
-                f"the connection's main database is {main or 'in memory'!r}, not this "
-                f"store's file {self.path!r}"
-            )
-        if shadowed:
-            raise InvalidInputError(
-                "the connection has TEMP objects named eskit_*, which would hide the "
-                "store's own tables"
-            )
-        if need_transaction and not in_transaction:
-            raise InvalidInputError(
-                "the connection has no open transaction; begin one first (BEGIN IMMEDIATE, "
-                "or write your own rows first): eskit never commits a caller's connection"
-            )
+    def _translating(self) -> _translated:
+        return _translated(self.path)
 
-    def _append_on_caller(
-        self, conn: sqlite3.Connection, stream_id: StreamId, stream: str, expected: Expected,
-        batch: list[PendingEvent],
+    @staticmethod
+    def _recorded(
+        stream_id: StreamId, batch: list[PendingEvent], head: int, start: int
     ) -> AppendResult:
-        # A savepoint, so that a failed append undoes only itself and the caller's
-        # transaction goes on; RELEASE inside a transaction commits nothing.
-        with _translated(self.path), _plain(conn):
-            conn.execute("SAVEPOINT eskit_append")
-            try:
-                placed = self._insert(conn, stream, expected, batch)
-            except sqlite3.IntegrityError:
-                _undo_savepoint(conn)
-                placed = None
-            except BaseException as exc:
-                _undo_savepoint(conn)
-                if not conn.in_transaction:  # SQLite rolled back the caller's work too
-                    raise StoreError(
-                        f"SQLite rolled back the whole transaction on the caller's "
-                        f"connection, the application's own writes too: {exc}"
-                    ) from exc
-                raise
-            else:
-                if placed is None:
-                    _undo_savepoint(conn)
-                else:
-                    conn.execute("RELEASE eskit_append")
-            if placed is None:
-                return resolve_conflict(
-                    stream_id, stream, expected, self._head_in(conn, stream), batch,
-                    self._find(conn, batch),
-                )
-        return _recorded(stream_id, batch, *placed)
+        events = tuple(
+            p.recorded(stream_id, head + i + 1, start + i + 1) for i, p in enumerate(batch)
+        )
+        return AppendResult(stream_id, head + len(batch), start + len(batch), events)
 
     @staticmethod
     def _head_in(conn: sqlite3.Connection, stream: str) -> int:
@@ -836,51 +761,6 @@ class SQLiteEventStore(EventStore):
         ]
 
 
-def _recorded(
-    stream_id: StreamId, batch: list[PendingEvent], head: int, start: int
-) -> AppendResult:
-    events = tuple(
-        p.recorded(stream_id, head + i + 1, start + i + 1) for i, p in enumerate(batch)
-    )
-    return AppendResult(stream_id, head + len(batch), start + len(batch), events)
-
-
-def _undo_savepoint(conn: sqlite3.Connection) -> None:
-    """Roll back to, and drop, the append's savepoint (if SQLite kept the transaction)."""
-    if conn.in_transaction:
-        conn.execute("ROLLBACK TO eskit_append")
-        conn.execute("RELEASE eskit_append")
-
-
-class _plain:  # lower case: it reads like a function
-    """Plain tuples and str from the caller's connection while eskit uses it.
-
-    Why: a connection's ``row_factory`` (dicts unpack as their keys) and
-    ``text_factory`` (bytes) would change what eskit's statements return; the
-    caller's settings come back afterwards. The caller's thread is inside our call.
-    """
-
-    __slots__ = ("conn", "row_factory", "text_factory")
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
-
-    def __enter__(self) -> None:
-        conn = self.conn
-        self.row_factory, self.text_factory = conn.row_factory, conn.text_factory
-        conn.row_factory, conn.text_factory = None, str
-
-    def __exit__(self, *exc: object) -> None:
-        self.conn.row_factory, self.conn.text_factory = self.row_factory, self.text_factory
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def _is_busy(exc: sqlite3.OperationalError) -> bool:
     text = str(exc).lower()
     return "locked" in text or "busy" in text
@@ -960,56 +840,6 @@ class _Reading(_translated):
         if store._closed and isinstance(exc, sqlite3.Error):  # interrupted by close()
             raise StoreError(f"{self.path!r}: the store was closed during the read") from exc
         super().__exit__(kind, exc, traceback)
-
-
-class SQLiteTransaction:
-    """Appends to a :class:`SQLiteEventStore` inside the caller's transaction.
-
-    Made by :meth:`SQLiteEventStore.in_transaction`. Guaranteed: the events
-    become visible exactly when the caller commits its transaction, together with
-    its other writes, and vanish if it rolls back; eskit never commits the
-    connection. Each append runs in a ``SAVEPOINT``: a failed one
-    (:class:`~eskit.ConcurrencyError`, :class:`~eskit.DuplicateEventError`, a
-    SQLite error) rolls back to it alone and the transaction stays usable; if
-    SQLite rolled back the whole transaction itself, the append raises
-    :class:`~eskit.StoreError` saying so. Global order holds: SQLite lets one
-    writer in at a time and positions are handed out at insert, so every other
-    writer of the file waits until the caller commits or rolls back: keep the
-    transaction short. Not guaranteed: a deferred transaction that has only read
-    may fail to start writing (:class:`~eskit.StoreBusyError`); begin with
-    ``BEGIN IMMEDIATE``.
-    """
-
-    def __init__(self, store: SQLiteEventStore, connection: sqlite3.Connection) -> None:
-        self.store = store
-        self.connection = connection
-
-    def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
-    ) -> AppendResult:
-        """Append ``events`` in the caller's transaction; as :meth:`EventStore.append` otherwise.
-
-        The result's positions are the events' positions once the transaction
-        commits; after a rollback those numbers go to later events.
-        """
-        store = self.store
-        stream = stream_key(stream_id)
-        expected = check_expected(expected_version)
-        batch = prepare_batch(
-            stream, events, registry=store.registry, max_event_bytes=store.max_event_bytes
-        )
-        store._check_caller(self.connection, need_transaction=True)
-        if (observer := _hooks.active) is None:
-            return store._append_on_caller(self.connection, stream_id, stream, expected, batch)
-        with observer.append(store, stream, batch):  # a span; its context into metadata
-            return store._append_on_caller(self.connection, stream_id, stream, expected, batch)
-
-    def __enter__(self) -> SQLiteTransaction:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        # Nothing to do: the caller commits or rolls back its own transaction.
-        return None
 
 
 # -- fork() ------------------------------------------------------------------------------
