@@ -7,7 +7,9 @@ for events after the last position it yielded, and stores make events visible in
 position order only (see :meth:`eskit.EventStore.read_all`).
 
 Between reads it waits for a wake-up from the store: LISTEN/NOTIFY on
-PostgreSQL, a condition variable in memory, a short poll elsewhere. Every wait
+PostgreSQL, an append through the same store object in memory, and on a SQLite
+file also a commit by any other connection or process (seen within about
+:data:`SQLITE_CHECK_INTERVAL` seconds by watching ``PRAGMA data_version``). Every wait
 also times out after ``poll_interval`` seconds, so a lost notification only
 delays delivery, never loses an event.
 
@@ -31,21 +33,25 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Literal, Protocol, overload
 
-from eskit.errors import InvalidInputError, StoreUnavailableError
+from eskit.errors import DecodingError, InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 from eskit.stores.arguments import check_position
 from eskit.stores.rows import OnUndecodable, UndecodableEvent, check_on_undecodable
 from eskit.upcasting import ends_stored_event
 
 __all__ = [
-    "MAX_RETRY_DELAY", "EventFilter", "GlobalLog", "Subscription", "SubscriptionSteps", "Waiter",
-    "reconnect_delay",
+    "MAX_RETRY_DELAY", "SQLITE_CHECK_INTERVAL", "EventFilter", "GlobalLog", "Subscription",
+    "SubscriptionSteps", "Waiter", "reconnect_delay",
 ]
 
 _log = logging.getLogger("eskit.subscription")
 
 MAX_RETRY_DELAY = 5.0
 """Longest wait, in seconds, between two tries to reach an unavailable store."""
+
+SQLITE_CHECK_INTERVAL = 0.05
+"""Seconds between two looks at a SQLite file's ``PRAGMA data_version`` while a
+subscription (sync or async) waits: how late it may see another process's commit."""
 
 
 def reconnect_delay(failures: int) -> float:
@@ -154,6 +160,26 @@ class SubscriptionSteps:
             return position, None
         return position, event
 
+    @staticmethod
+    def decodable_prefix(
+        page: list[Event | UndecodableEvent], error: DecodingError
+    ) -> list[Event | UndecodableEvent]:
+        """The events of ``page`` (read again with placeholders) before the first
+        undecodable one; raises ``error`` if there are none.
+
+        Why: in ``"raise"`` mode a page with an undecodable event fails as a whole,
+        and the events before it would be withheld until it is fixed; they are
+        delivered first, and the next read raises at the undecodable event itself.
+        """
+        prefix: list[Event | UndecodableEvent] = []
+        for event in page:
+            if not isinstance(event, Event):
+                break
+            prefix.append(event)
+        if not prefix:
+            raise error
+        return prefix
+
 
 class GlobalLog(Protocol):
     """What a subscription reads: a store's global order and its wake-ups.
@@ -256,7 +282,7 @@ class Subscription:
         steps = SubscriptionSteps(self.filter, self.on_undecodable)
         try:
             while not self._stopped.is_set():
-                page = self._next_page(steps.mode)
+                page, whole = self._next_page(steps.mode)
                 for event in page:
                     self.position, wanted = steps.take(event, self.position)
                     if wanted is None:
@@ -264,14 +290,15 @@ class Subscription:
                     yield wanted  # type: ignore[misc]  # an UndecodableEvent in "yield" mode
                     if self._stopped.is_set():
                         return
-                if len(page) < self.page_size and not self._stopped.is_set():
+                if whole and len(page) < self.page_size and not self._stopped.is_set():
                     self._waiter.wait(self.poll_interval)
         finally:
             self._waiter.close()
             self._waiter = None
 
-    def _next_page(self, mode: OnUndecodable) -> list[Event | UndecodableEvent]:
-        """The events after the checkpoint, one page; waits out an unavailable store.
+    def _next_page(self, mode: OnUndecodable) -> tuple[list[Event | UndecodableEvent], bool]:
+        """The events after the checkpoint, one page, and whether it is the whole page
+        (not cut short before an undecodable event); waits out an unavailable store.
 
         Why resume rather than raise: the checkpoint is exact, so reading again after
         it repeats and skips nothing. Empty if :meth:`stop` is called meanwhile.
@@ -279,9 +306,16 @@ class Subscription:
         failures = 0
         while True:
             try:
-                page = list(self.store.read_all(
-                    self.position, limit=self.page_size, on_undecodable=mode
-                ))
+                try:
+                    page = list(self.store.read_all(
+                        self.position, limit=self.page_size, on_undecodable=mode
+                    ))
+                except DecodingError as error:
+                    if mode != "raise":
+                        raise
+                    return SubscriptionSteps.decodable_prefix(list(self.store.read_all(
+                        self.position, limit=self.page_size, on_undecodable="yield"
+                    )), error), False
             except StoreUnavailableError as exc:
                 failures += 1
                 if failures == 1:
@@ -290,14 +324,14 @@ class Subscription:
                         self.position, exc,
                     )
                 if self._stopped.wait(reconnect_delay(failures)):
-                    return []
+                    return [], True
                 continue
             if failures:
                 _log.info(
                     "eskit: subscription reconnected after %d failed reads, resuming after "
                     "position %s", failures, self.position,
                 )
-            return page
+            return page, True
 
     def caught_up(self) -> bool:
         """Whether no visible event lies beyond the checkpoint."""

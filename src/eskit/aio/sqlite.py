@@ -8,7 +8,7 @@ SQLite's write lock. Everything the sync store guarantees still holds (see
 readers beside it, several processes on one host, durable commits.
 
 A subscription (``store.subscribe()``) is also woken by commits of other
-processes, within about :data:`~eskit.aio.subscription.SQLITE_CHECK_INTERVAL`
+processes, within about :data:`~eskit.subscription.SQLITE_CHECK_INTERVAL`
 seconds, by watching ``PRAGMA data_version`` on a connection of its own.
 
 Not guaranteed: cancelling a task does not stop the thread it started. A
@@ -27,10 +27,13 @@ from contextlib import suppress
 from typing import Self, TypeVar
 
 from eskit.aio._sync_backed import SyncBackedStore
-from eskit.aio.subscription import SQLITE_CHECK_INTERVAL, AsyncWaiter, LocalAsyncWaiter
+from eskit.aio.subscription import AsyncWaiter, LocalAsyncWaiter
+from eskit.errors import StoreError
 from eskit.events import EventRegistry
 from eskit.stores.model import DEFAULT_MAX_EVENT_BYTES
 from eskit.stores.sqlite import SQLiteEventStore, Synchronous
+from eskit.stores.sqlite_wakeups import DataVersionWatch
+from eskit.subscription import SQLITE_CHECK_INTERVAL
 
 __all__ = ["AsyncSQLiteEventStore"]
 
@@ -98,36 +101,28 @@ class AsyncSQLiteEventStore(SyncBackedStore[SQLiteEventStore]):
         return await _DataVersionWaiter.open(self.sync_store)
 
 
-def _data_version(conn: sqlite3.Connection) -> int:
-    row = conn.execute("PRAGMA data_version").fetchone()
-    return int(row[0])
-
-
 class _DataVersionWaiter(LocalAsyncWaiter):
     """Also woken by commits of other connections and processes to the file.
 
-    Why ``PRAGMA data_version``: SQLite changes it on a connection whenever another
-    connection has committed to the database since the last look, and reading it
-    costs no disk I/O in WAL mode (it comes from the shared-memory index), so
-    looking every :data:`SQLITE_CHECK_INTERVAL` seconds on a connection of the
-    waiter's own is cheap. https://www.sqlite.org/pragma.html#pragma_data_version
+    The check is :class:`eskit.stores.sqlite_wakeups.DataVersionWatch`, the sync
+    subscription's own, run in a worker thread every :data:`SQLITE_CHECK_INTERVAL`
+    seconds while waiting, so the loop never blocks on it.
     """
 
-    def __init__(self, sync_store: SQLiteEventStore, conn: sqlite3.Connection, version: int):
+    def __init__(self, sync_store: SQLiteEventStore, watch: DataVersionWatch):
         super().__init__(sync_store)
-        self._conn = conn
-        self._version = version
-        self._check: asyncio.Future[int] | None = None
+        self._watch = watch
+        self._check: asyncio.Future[bool] | None = None
 
     @classmethod
     async def open(cls, sync_store: SQLiteEventStore) -> _DataVersionWaiter:
-        conn = await asyncio.to_thread(sync_store._connect)
+        watch = sync_store._watch_file()
         try:
-            version = await asyncio.to_thread(_data_version, conn)
+            await asyncio.to_thread(watch.changed)  # the baseline, before the first read
         except BaseException:
-            conn.close()
+            await asyncio.to_thread(watch.close)
             raise
-        return cls(sync_store, conn, version)
+        return cls(sync_store, watch)
 
     async def wait(self, timeout: float) -> None:
         loop = asyncio.get_running_loop()
@@ -135,15 +130,14 @@ class _DataVersionWaiter(LocalAsyncWaiter):
         while not self._woken.is_set():
             # Shielded: a cancelled wait must not leave the thread using a connection
             # that close() is about to free; close() awaits this check first.
-            self._check = asyncio.ensure_future(asyncio.to_thread(_data_version, self._conn))
+            self._check = asyncio.ensure_future(asyncio.to_thread(self._watch.changed))
             try:
-                version = await asyncio.shield(self._check)
-            except sqlite3.Error as exc:  # the file is away: poll for the timeout
+                changed = await asyncio.shield(self._check)
+            except (sqlite3.Error, StoreError) as exc:  # the file is away: poll
                 _log.debug("eskit: PRAGMA data_version failed: %s", exc)
                 await super().wait(max(0.0, deadline - loop.time()))
                 return
-            if version != self._version:
-                self._version = version
+            if changed:
                 break
             remaining = deadline - loop.time()
             if remaining <= 0:
@@ -157,4 +151,4 @@ class _DataVersionWaiter(LocalAsyncWaiter):
         if self._check is not None and not self._check.done():
             with suppress(Exception):
                 await self._check
-        await asyncio.to_thread(self._conn.close)
+        await asyncio.to_thread(self._watch.close)

@@ -36,10 +36,11 @@ from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Literal, Protocol, overload
 
-from eskit.errors import StoreUnavailableError
+from eskit.errors import DecodingError, StoreUnavailableError
 from eskit.events import Event
 from eskit.stores.rows import OnUndecodable, UndecodableEvent
 from eskit.subscription import (
+    SQLITE_CHECK_INTERVAL,
     EventFilter,
     SubscriptionSteps,
     check_subscription_args,
@@ -53,8 +54,8 @@ __all__ = ["SQLITE_CHECK_INTERVAL", "AsyncSubscription", "AsyncWaiter"]
 
 _log = logging.getLogger("eskit.subscription")
 
-SQLITE_CHECK_INTERVAL = 0.05
-"""Seconds between two looks at a SQLite file's ``PRAGMA data_version`` while waiting."""
+# SQLITE_CHECK_INTERVAL (from eskit.subscription): seconds between two looks at a
+# SQLite file's PRAGMA data_version while waiting, the same for sync and async.
 
 
 class AsyncWaiter(Protocol):
@@ -187,7 +188,7 @@ class AsyncSubscription:
         steps = SubscriptionSteps(self.filter, self.on_undecodable)
         try:
             while not self._stopped:
-                page = await self._next_page(steps.mode)
+                page, whole = await self._next_page(steps.mode)
                 for event in page:
                     self.position, wanted = steps.take(event, self.position)
                     if wanted is None:
@@ -195,14 +196,17 @@ class AsyncSubscription:
                     yield wanted  # type: ignore[misc]  # an UndecodableEvent in "yield" mode
                     if self._stopped:
                         return
-                if len(page) < self.page_size and not self._stopped:
+                if whole and len(page) < self.page_size and not self._stopped:
                     await waiter.wait(self.poll_interval)
         finally:
             self._waiter = None
             await waiter.close()
 
-    async def _next_page(self, mode: OnUndecodable) -> list[Event | UndecodableEvent]:
-        """The events after the checkpoint, one page; waits out an unavailable store.
+    async def _next_page(
+        self, mode: OnUndecodable
+    ) -> tuple[list[Event | UndecodableEvent], bool]:
+        """The events after the checkpoint, one page, and whether it is the whole page
+        (not cut short before an undecodable event); waits out an unavailable store.
 
         As in the sync subscription: the checkpoint is exact, so reading again after
         it repeats and skips nothing. Empty if :meth:`stop` is called meanwhile.
@@ -210,11 +214,20 @@ class AsyncSubscription:
         failures = 0
         while True:
             try:
-                page: list[Event | UndecodableEvent] = [
-                    event async for event in self.store.read_all(
-                        self.position, limit=self.page_size, on_undecodable=mode
-                    )
-                ]
+                try:
+                    page: list[Event | UndecodableEvent] = [
+                        event async for event in self.store.read_all(
+                            self.position, limit=self.page_size, on_undecodable=mode
+                        )
+                    ]
+                except DecodingError as error:
+                    if mode != "raise":
+                        raise
+                    return SubscriptionSteps.decodable_prefix([
+                        event async for event in self.store.read_all(
+                            self.position, limit=self.page_size, on_undecodable="yield"
+                        )
+                    ], error), False
             except StoreUnavailableError as exc:
                 failures += 1
                 if failures == 1:
@@ -224,14 +237,14 @@ class AsyncSubscription:
                     )
                 await self._sleep(reconnect_delay(failures))
                 if self._stopped:
-                    return []
+                    return [], True
                 continue
             if failures:
                 _log.info(
                     "eskit: subscription reconnected after %d failed reads, resuming after "
                     "position %s", failures, self.position,
                 )
-            return page
+            return page, True
 
     async def _sleep(self, seconds: float) -> None:
         waiter = self._waiter

@@ -307,7 +307,9 @@ class EventStore(ABC):  # noqa: B024
 
         See :class:`~eskit.Subscription`. New events wake the subscription at once
         when the store can signal them (PostgreSQL LISTEN/NOTIFY, appends through
-        this store object); otherwise it polls every ``poll_interval`` seconds.
+        this store object, and on a SQLite file any commit to it within about
+        :data:`~eskit.subscription.SQLITE_CHECK_INTERVAL` seconds); otherwise it
+        polls every ``poll_interval`` seconds.
         ``event_types`` and ``stream_prefixes`` keep only matching events; the
         checkpoint still moves past the others. ``on_undecodable`` is as for
         :meth:`read_all`.

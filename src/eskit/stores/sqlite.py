@@ -60,8 +60,11 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.sqlite_transaction import SQLiteTransaction
+from eskit.stores.sqlite_wakeups import DataVersionWaiter, DataVersionWatch
+from eskit.subscription import Waiter
 
-__all__ = ["SQLiteEventStore"]
+__all__ = ["SQLiteEventStore", "SQLiteTransaction"]
 
 _log = logging.getLogger("eskit.stores.sqlite")
 _getpid = os.getpid  # on every call: a fork is detected by the process id changing
@@ -158,6 +161,18 @@ class SQLiteEventStore(EventStore):
     other connections to the same file that eskit does not own (your own
     ``sqlite3.connect``) must be closed before forking, or the child's appends
     can be lost when the parent closes them.
+
+    ``store.in_transaction(conn).append(...)`` appends inside the transaction open
+    on the caller's ``sqlite3.Connection`` to this file (its main database), in a
+    savepoint: the caller's rows and the events commit or roll back together,
+    eskit never commits ``conn``, and a failed append undoes only itself. Nothing
+    is visible to other readers before the caller commits; SQLite's single writer
+    keeps positions in commit order (see
+    :class:`~eskit.stores.sqlite_transaction.SQLiteTransaction`).
+
+    Subscriptions on a file are woken by every commit to it, from any connection
+    or process, within about :data:`~eskit.subscription.SQLITE_CHECK_INTERVAL`
+    seconds (``PRAGMA data_version``; see :mod:`eskit.stores.sqlite_wakeups`).
     """
 
     db_system = "sqlite"  # OpenTelemetry's db.system.name
@@ -221,13 +236,14 @@ class SQLiteEventStore(EventStore):
     # while nobody uses them: closing one while another thread's statement runs on
     # it frees memory under that statement (the process died with SIGSEGV).
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self, *, existing: bool = False) -> sqlite3.Connection:
+        """A new connection to the store's database; ``existing``: never create the file."""
         if self._after_fork:
             self._after_fork = False
             _log.debug("%r: opening new connections in process %d after a fork",
                        self.path, os.getpid())
         with _translated(self.path):
-            if self._create or self._memory:
+            if (self._create and not existing) or self._memory:
                 conn = sqlite3.connect(
                     self.path, timeout=self._busy_timeout, isolation_level=None,
                     check_same_thread=False,
@@ -243,6 +259,27 @@ class SQLiteEventStore(EventStore):
                 conn.close()
                 raise
         return conn
+
+    # -- wake-ups ---------------------------------------------------------------------
+
+    def _new_waiter(self) -> Waiter:
+        """A subscription's waiter: woken by appends through this object and, on a
+        file, by any other connection's or process's commit (``PRAGMA data_version``)."""
+        if self._memory:  # no other connection can write to it
+            return super()._new_waiter()
+        self._usable()
+        waiter = DataVersionWaiter(self._watch_file(), self._forget_waiter)
+        self._add_waiter(waiter)
+        return waiter
+
+    def _watch_file(self) -> DataVersionWatch:
+        """A new watch on the file's commits, on a connection of its own (internal;
+        the async store's waiter uses one too), closed around ``os.fork()``."""
+        # existing=True: a watch that reconnects (after a fork or an error) must not
+        # create an empty file where the store's was deleted.
+        watch = DataVersionWatch(lambda: self._connect(existing=True))
+        watch_forks(watch)
+        return watch
 
     def _usable(self) -> None:
         """Raise StoreError if this store must not be used (closed, or inherited)."""
@@ -328,8 +365,9 @@ class SQLiteEventStore(EventStore):
         """Close the store's connections; later calls raise :class:`~eskit.StoreError`.
 
         Reads running in other threads are interrupted and raise ``StoreError``;
-        an append under way finishes first (it is never cut off halfway). Safe to
-        call more than once and from any thread.
+        an append under way finishes first (it is never cut off halfway); waiting
+        subscriptions end at once with ``StoreError``. Safe to call more than once
+        and from any thread.
         """
         with self._pool_lock:
             self._closed = True
@@ -348,6 +386,9 @@ class SQLiteEventStore(EventStore):
                     self._writer = None
             finally:
                 self._write_lock.release()
+        # Subscriptions waiting on this store read now, fail with StoreError and close
+        # their own connections, rather than at the end of their poll interval.
+        self._wake_waiters()
 
     # -- fork() -------------------------------------------------------------------------
     #
@@ -562,35 +603,15 @@ class SQLiteEventStore(EventStore):
             self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
             committed = False
             try:
-                lo, hi = expected_range(expected)
-                first = batch[0]
-                micros = timestamp_to_micros(first.timestamp)
                 try:
-                    row = conn.execute(_INSERT_FIRST, (
-                        first.event_id.bytes, first.event_type, first.schema_version, micros,
-                        first.data.decode(), first.metadata.decode(), stream, lo, hi,
-                    )).fetchone()
-                    if row is None:  # the stream is not where the caller expects it
-                        return resolve_conflict(
-                            stream_id, stream, expected, self._head_in(conn, stream), batch,
-                            self._find(conn, batch),
-                        )
-                    position, version = row
-                    head, start = version - 1, position - 1
-                    if len(batch) > 1:
-                        conn.executemany(_INSERT, [
-                            (start + i + 1, p.event_id.bytes, stream, head + i + 1,
-                             p.event_type, p.schema_version,
-                             micros if p.timestamp is first.timestamp
-                             else timestamp_to_micros(p.timestamp),
-                             p.data.decode(), p.metadata.decode())
-                            for i, p in enumerate(batch) if i
-                        ])
+                    placed = self._insert(conn, stream, expected, batch)
                 except sqlite3.IntegrityError:
                     # An event id is stored already: a retried batch, or a reused id.
                     # Roll back first: rows of this batch inserted before the clash
                     # must not be mistaken for a stored copy of it.
                     conn.execute("ROLLBACK")
+                    placed = None
+                if placed is None:  # the stream is not where the caller expects it
                     return resolve_conflict(
                         stream_id, stream, expected, self._head_in(conn, stream), batch,
                         self._find(conn, batch),
@@ -600,6 +621,59 @@ class SQLiteEventStore(EventStore):
             finally:
                 if not committed and conn.in_transaction:
                     conn.execute("ROLLBACK")
+        return self._recorded(stream_id, batch, *placed)
+
+    @staticmethod
+    def _insert(
+        conn: sqlite3.Connection, stream: str, expected: Expected, batch: list[PendingEvent]
+    ) -> tuple[int, int] | None:
+        """Insert the batch in the open transaction: ``(head, start)``, the stream's
+        version and the position before it; ``None`` (nothing written) if the stream
+        is not at ``expected``. ``sqlite3.IntegrityError`` for an event id stored
+        already, after some rows of the batch may be in: roll back then."""
+        lo, hi = expected_range(expected)
+        first = batch[0]
+        micros = timestamp_to_micros(first.timestamp)
+        row = conn.execute(_INSERT_FIRST, (
+            first.event_id.bytes, first.event_type, first.schema_version, micros,
+            first.data.decode(), first.metadata.decode(), stream, lo, hi,
+        )).fetchone()
+        if row is None:
+            return None
+        position, version = row
+        head, start = version - 1, position - 1
+        if len(batch) > 1:
+            conn.executemany(_INSERT, [
+                (start + i + 1, p.event_id.bytes, stream, head + i + 1,
+                 p.event_type, p.schema_version,
+                 micros if p.timestamp is first.timestamp
+                 else timestamp_to_micros(p.timestamp),
+                 p.data.decode(), p.metadata.decode())
+                for i, p in enumerate(batch) if i
+            ])
+        return head, start
+
+    # -- appending in the caller's transaction (eskit.stores.sqlite_transaction) --------
+
+    def in_transaction(self, connection: sqlite3.Connection) -> SQLiteTransaction:
+        """Append inside the caller's open transaction on ``connection``.
+
+        ``connection`` is the application's own ``sqlite3.Connection`` whose main
+        database is this store's file. Use as ``with store.in_transaction(conn) as
+        tx: tx.append(...)``; eskit never commits: the events commit or roll back
+        with the caller's other writes. See :class:`SQLiteTransaction`. Raises
+        :class:`~eskit.InvalidInputError` for any other connection, and for a store
+        in ``":memory:"``, which shares its database with no other connection.
+        """
+        return SQLiteTransaction(self, connection)
+
+    def _translating(self) -> _translated:
+        return _translated(self.path)
+
+    @staticmethod
+    def _recorded(
+        stream_id: StreamId, batch: list[PendingEvent], head: int, start: int
+    ) -> AppendResult:
         events = tuple(
             p.recorded(stream_id, head + i + 1, start + i + 1) for i, p in enumerate(batch)
         )
