@@ -17,7 +17,7 @@ import redis
 from eskit import InMemoryEventStore, NewEvent
 from eskit.bus import CLOUDEVENTS_CONTENT_TYPE, Delivery, OutgoingMessage
 from eskit.bus.redis_streams import RedisStreamsSink, RedisStreamsSource
-from eskit.errors import BrokerUnavailableError, BusError, InvalidInputError
+from eskit.errors import BrokerUnavailableError, BusError, InvalidInputError, PublishRejectedError
 from eskit.events import Event
 from tests.bus.conftest import unique_name
 
@@ -562,5 +562,59 @@ def test_connection_killed_while_consuming_then_every_unacked_message_is_redeliv
         assert kills >= 2
         assert lost_acks >= 1
         assert acked == {str(e.event_id) for e in events}
+
+    run(main)
+
+
+def test_a_refused_xadd_is_publish_rejected(redis_url: str, key: str) -> None:
+    async def main() -> None:
+        raw = redis.asyncio.Redis.from_url(redis_url)
+        await raw.set(key, "not a stream")
+        async with RedisStreamsSink.from_url(sink_url(redis_url, key)) as sink:
+            with pytest.raises(PublishRejectedError, match="WRONGTYPE"):
+                await sink.publish(outgoing(recorded(2)))
+        assert await raw.get(key) == b"not a stream"
+        await raw.aclose()
+
+    run(main)
+
+
+def test_maxlen_trims_each_key_to_about_that_many_entries(redis_url: str, key: str) -> None:
+    async def main() -> None:
+        async with RedisStreamsSink.from_url(sink_url(redis_url, key, "&maxlen=10")) as sink:
+            for _ in range(5):
+                await sink.publish(outgoing(recorded(200)))
+        raw = redis.asyncio.Redis.from_url(redis_url)
+        length = await raw.xlen(key)
+        await raw.aclose()
+        assert 10 <= length < 1000  # "~": Redis trims whole macro nodes, never below 10
+
+    run(main)
+
+
+def test_a_source_reopens_and_declares_its_group_again_when_the_key_was_deleted(
+    redis_url: str, key: str
+) -> None:
+    url = sink_url(redis_url, key, "&block=0.1")
+
+    async def main() -> None:
+        source = RedisStreamsSource.from_url(url, group="g")
+        with pytest.raises(BusError):
+            await anext(aiter(source.deliveries()))  # not open
+        async with RedisStreamsSink.from_url(url) as sink:
+            await sink.publish(outgoing(recorded(1)))
+            await source.open()
+            await take(source, 1)
+            await source.close()
+            await source.close()
+            await source.open()  # reconnect by opening again
+            raw = redis.asyncio.Redis.from_url(redis_url)
+            await raw.delete(key)  # group and all: the source declares them again
+            await raw.aclose()
+            reading = asyncio.create_task(take(source, 1))
+            await asyncio.sleep(0.3)
+            await sink.publish(outgoing(recorded(1)))
+            assert len(await reading) == 1
+        await source.close()
 
     run(main)

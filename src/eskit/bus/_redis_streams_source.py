@@ -242,7 +242,8 @@ class RedisStreamsSource(Source):
             )
             self._cursors[key] = reply[0]
             for entry_id, fields in reply[1]:
-                if entry_id is not None and fields:
+                # One this member still holds (its refresh came late) is not handed out twice.
+                if entry_id is not None and fields and (key, entry_id) not in self._held:
                     claimed.append((key, entry_id, fields))
             if len(reply) > 2 and reply[2]:
                 log.error("Redis source %s: entries %s of %s were trimmed or deleted before "
