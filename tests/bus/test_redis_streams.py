@@ -146,6 +146,7 @@ def test_bad_sink_urls_are_refused_before_any_io(url: str) -> None:
     ("redis://127.0.0.1/0?start=1", "g"),
     ("redis://127.0.0.1/0?claim_idle=-1", "g"),
     ("redis://127.0.0.1/0?block=0", "g"),
+    ("redis://127.0.0.1/0?claim_idle=1e300", "g"),  # would overflow Redis's milliseconds
     ("redis://127.0.0.1/0?count=0", "g"),
     ("redis://127.0.0.1/0?timeout=inf", "g"),
     ("redis://127.0.0.1/0?consumer=", "g"),
@@ -167,6 +168,9 @@ def test_destination_never_shows_the_password_and_one_url_serves_both_sides() ->
     assert source.options.claim_idle_ms == 5000
     assert source.options.keys == ("bank:events:account", "bank:events:customer")
     assert source.dead_key == "bank:events:dead:notifications"
+    assert source.destination == ("rediss://app@cache.example:6380/2?key=bank:events"
+                                  "&key_per_category=1&categories=account,customer "
+                                  "group=notifications")
     assert sink.key_for("account-42") == "bank:events:account"
     # A category is percent-encoded: it can never hold the ":" that separates key parts.
     assert sink.key_for("a:dead:g-1") == "bank:events:a%3Adead%3Ag"
@@ -322,7 +326,7 @@ def test_unacked_messages_of_a_closed_member_are_claimed_by_another_with_a_highe
 
 
 def test_a_slow_handler_keeps_its_message_past_claim_idle(redis_url: str, key: str) -> None:
-    url = sink_url(redis_url, key, "&claim_idle=0.3&block=0.1")
+    url = sink_url(redis_url, key, "&claim_idle=0.6&block=0.1")
 
     async def main() -> None:
         async with RedisStreamsSink.from_url(url) as sink:
@@ -330,8 +334,9 @@ def test_a_slow_handler_keeps_its_message_past_claim_idle(redis_url: str, key: s
         async with (RedisStreamsSource.from_url(url + "&consumer=slow", group="g") as slow,
                     RedisStreamsSource.from_url(url + "&consumer=other", group="g") as other):
             [held] = await take(slow, 1, settle="none")
-            # Three times claim_idle: the member's refresh keeps "other" from claiming it.
-            assert await nothing_within(other, 1.0)
+            # Two and a half times claim_idle: the member's refresh (every claim_idle/3)
+            # keeps "other" from claiming it.
+            assert await nothing_within(other, 1.5)
             await held.ack()
 
     run(main)

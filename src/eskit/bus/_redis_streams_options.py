@@ -162,7 +162,9 @@ def _flag(options: dict[str, str], name: str) -> bool:
     raise InvalidInputError(f"Redis URL option {name} is 0 or 1, not {value!r}")
 
 
-def _number(options: dict[str, str], name: str, default: float, *, least: float) -> float:
+def _number(
+    options: dict[str, str], name: str, default: float, *, least: float, most: float = 86_400.0
+) -> float:
     raw = options.get(name)
     if raw is None:
         return default
@@ -170,8 +172,10 @@ def _number(options: dict[str, str], name: str, default: float, *, least: float)
         value = float(raw)
     except ValueError:
         raise InvalidInputError(f"Redis URL option {name} is a number, not {raw!r}") from None
-    if not math.isfinite(value) or value < least:
-        raise InvalidInputError(f"Redis URL option {name} must be at least {least}, not {raw!r}")
+    if not math.isfinite(value) or not least <= value <= most:
+        raise InvalidInputError(
+            f"Redis URL option {name} must be from {least} to {most} seconds, not {raw!r}"
+        )
     return value
 
 
@@ -234,10 +238,11 @@ def parse_source_url(url: object, group: object) -> SourceOptions:
         for category in categories:
             check_text(category, "a category", max_bytes=1 << 16)
         keys = tuple(dict.fromkeys(category_key(key, c) for c in categories))
+        reads = f"&key_per_category=1&categories={','.join(categories)}"
     else:
         if "categories" in options:
             raise InvalidInputError("Redis URL option categories needs key_per_category=1")
-        keys = (key,)
+        keys, reads = (key,), ""
     default_consumer = f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     consumer = check_text(options.get("consumer", default_consumer), "Redis URL option consumer")
     start = options.get("start", "0")
@@ -248,6 +253,6 @@ def parse_source_url(url: object, group: object) -> SourceOptions:
     timeout = _number(options, "timeout", 10.0, least=0.001)
     count = _integer(options, "count", 100, least=1)
     return SourceOptions(
-        client_url, f"{where}?key={key} group={group}", key, keys, group, consumer,
+        client_url, f"{where}?key={key}{reads} group={group}", key, keys, group, consumer,
         _client_name(options, "eskit-source"), block_ms, count, claim_idle_ms, timeout, start,
     )
