@@ -623,3 +623,74 @@ def test_a_source_reopens_and_declares_its_group_again_when_the_key_was_deleted(
         await source.close()
 
     run(main)
+
+
+def test_a_members_refresh_never_takes_back_a_message_another_member_claimed(
+    redis_url: str, key: str
+) -> None:
+    url = sink_url(redis_url, key, "&claim_idle=0.3&block=0.1&consumer=a")
+
+    async def main() -> None:
+        async with RedisStreamsSink.from_url(url) as sink:
+            await sink.publish(outgoing(recorded(1)))
+        raw = redis.asyncio.Redis.from_url(redis_url)
+        async with RedisStreamsSource.from_url(url, group="g") as source:
+            [held] = await take(source, 1, settle="none")
+            entry_id = held.message.broker_id.split(" ")[1]
+            await raw.xclaim(key, "g", "b", 0, [entry_id], justid=True)  # "a" was cut off
+            await asyncio.sleep(0.5)  # several of "a"'s refreshes
+            [row] = await raw.xpending_range(key, "g", "-", "+", 10)
+            assert row["consumer"] == b"b"
+        await raw.aclose()
+
+    run(main)
+
+
+def test_a_retry_longer_than_claim_idle_comes_back_after_claim_idle(
+    redis_url: str, key: str
+) -> None:
+    url = sink_url(redis_url, key, "&claim_idle=0.4&block=0.1")
+
+    async def main() -> None:
+        async with RedisStreamsSink.from_url(url) as sink:
+            await sink.publish(outgoing(recorded(1)))
+        async with RedisStreamsSource.from_url(url, group="g") as source:
+            [first] = await take(source, 1, settle="none")
+            await first.retry(3600)  # cut to claim_idle: documented
+            [again] = await take(source, 1)
+            assert again.message.delivery_count == 2
+
+    run(main)
+
+
+def test_racing_replays_move_each_dead_letter_once(redis_url: str, key: str) -> None:
+    url = sink_url(redis_url, key, "&block=0.1")
+
+    async def main() -> None:
+        async with RedisStreamsSink.from_url(url) as sink:
+            await sink.publish(outgoing(recorded(150)))
+        async with (RedisStreamsSource.from_url(url, group="g") as one,
+                    RedisStreamsSource.from_url(url, group="g") as two):
+            for delivery in await take(one, 150, settle="none"):
+                await delivery.dead_letter("no")
+            assert len(await one.dead_letters(limit=1000)) == 150
+            moved = await asyncio.gather(one.replay_dead_letters(), two.replay_dead_letters())
+            assert sum(moved) == 150
+            assert len(await take(one, 150)) == 150
+            assert await nothing_within(one, 0.3)
+
+    run(main)
+
+
+def test_close_ends_a_waiting_iteration(redis_url: str, key: str) -> None:
+    url = sink_url(redis_url, key, "&block=5")
+
+    async def main() -> None:
+        source = RedisStreamsSource.from_url(url, group="g")
+        await source.open()
+        reading = asyncio.create_task(take(source, 1))
+        await asyncio.sleep(0.2)  # blocked in XREADGROUP
+        await source.close()
+        assert await reading == []  # ended without a delivery, long before block's 5 s
+
+    run(main, limit=4)
