@@ -148,6 +148,7 @@ def test_bad_sink_urls_are_refused_before_any_io(url: str) -> None:
     ("redis://127.0.0.1/0?block=0", "g"),
     ("redis://127.0.0.1/0?claim_idle=1e300", "g"),  # would overflow Redis's milliseconds
     ("redis://127.0.0.1/0?count=0", "g"),
+    ("redis://127.0.0.1/0?count=10001", "g"),
     ("redis://127.0.0.1/0?timeout=inf", "g"),
     ("redis://127.0.0.1/0?consumer=", "g"),
 ])
@@ -477,6 +478,23 @@ def test_an_unreachable_redis_is_broker_unavailable_and_close_is_safe_after_it()
         await source.close()
         with pytest.raises(BusError):
             await source.dead_letters()
+
+    run(main)
+
+
+@pytest.mark.parametrize("where", ["nouser:wrong@127.0.0.1:6379/0", "127.0.0.1:6379/99"])
+def test_a_refusing_redis_is_a_bus_error_not_a_reason_to_reconnect(
+    redis_url: str, where: str
+) -> None:
+    assert redis_url  # the server is up: it is the URL that is wrong
+    url = f"redis://{where}?key=never-created"
+
+    async def main() -> None:
+        for side in (RedisStreamsSink.from_url(url), RedisStreamsSource.from_url(url, group="g")):
+            with pytest.raises(BusError) as caught:
+                await side.open()
+            assert not isinstance(caught.value, BrokerUnavailableError)
+            await side.close()
 
     run(main)
 

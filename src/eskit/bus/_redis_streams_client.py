@@ -13,8 +13,8 @@ try:
     import redis.asyncio as aioredis
     from redis.asyncio.retry import Retry
     from redis.backoff import NoBackoff
+    from redis.exceptions import AuthenticationError, RedisError, ResponseError
     from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import RedisError, ResponseError
     from redis.exceptions import TimeoutError as RedisTimeoutError
 except ImportError as exc:  # pragma: no cover - the redis extra is part of dev
     raise MissingExtraError("redis", "eskit's Redis Streams bus", name=exc.name) from exc
@@ -46,6 +46,8 @@ async def bounded(call: Awaitable[T], timeout: float, what: str) -> T:
         # cancellation when the call completes at the same moment.
         async with asyncio.timeout(timeout):
             return await call
+    except AuthenticationError as exc:  # a ConnectionError to redis-py, but reconnecting won't help
+        raise BusError(f"Redis {what} failed: {exc}") from exc
     except _LOST as exc:
         problem = f"no reply within {timeout} s" if isinstance(exc, asyncio.TimeoutError) else exc
         raise BrokerUnavailableError(f"Redis {what} failed: {problem}") from exc

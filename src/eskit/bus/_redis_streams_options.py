@@ -179,14 +179,16 @@ def _number(
     return value
 
 
-def _integer(options: dict[str, str], name: str, default: int, *, least: int) -> int:
+def _integer(
+    options: dict[str, str], name: str, default: int, *, least: int, most: int = 1 << 62
+) -> int:
     raw = options.get(name)
     if raw is None:
         return default
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise InvalidInputError(f"Redis URL option {name} is a whole number, not {raw!r}")
-    if int(raw) < least:
-        raise InvalidInputError(f"Redis URL option {name} must be at least {least}, not {raw}")
+    if not least <= int(raw) <= most:
+        raise InvalidInputError(f"Redis URL option {name} is from {least} to {most}, not {raw}")
     return int(raw)
 
 
@@ -213,7 +215,7 @@ def parse_sink_url(url: object) -> SinkOptions:
     per_category = _flag(options, "key_per_category")
     maxlen = _integer(options, "maxlen", 0, least=1) if "maxlen" in options else None
     timeout = _number(options, "confirm_timeout", 10.0, least=0.001)
-    batch_bytes = _integer(options, "batch_bytes", 8 << 20, least=1)
+    batch_bytes = _integer(options, "batch_bytes", 8 << 20, least=1, most=256 << 20)
     destination = f"{where}?key={key}" + ("&key_per_category=1" if per_category else "")
     return SinkOptions(
         client_url, destination, key, per_category, maxlen, timeout,
@@ -251,7 +253,7 @@ def parse_source_url(url: object, group: object) -> SourceOptions:
     block_ms = round(_number(options, "block", 1.0, least=0.001) * 1000)
     claim_idle_ms = round(_number(options, "claim_idle", 30.0, least=0.01) * 1000)
     timeout = _number(options, "timeout", 10.0, least=0.001)
-    count = _integer(options, "count", 100, least=1)
+    count = _integer(options, "count", 100, least=1, most=10_000)  # a read is held in memory
     return SourceOptions(
         client_url, f"{where}?key={key}{reads} group={group}", key, keys, group, consumer,
         _client_name(options, "eskit-source"), block_ms, count, claim_idle_ms, timeout, start,

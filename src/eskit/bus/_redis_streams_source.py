@@ -158,7 +158,8 @@ class RedisStreamsSource(Source):
             await self._declare(client)
         except RedisError as exc:
             await quietly_close(client)
-            raise BrokerUnavailableError(f"Redis refused the group: {exc}") from exc
+            # WRONGTYPE, an ACL refusal...: reconnecting would not help.
+            raise BusError(f"Redis refused the group: {exc}") from exc
         except BaseException:
             await quietly_close(client)
             raise
@@ -281,12 +282,16 @@ class RedisStreamsSource(Source):
             by_key: dict[str, list[bytes]] = {}
             for key, entry_id in list(self._held):
                 by_key.setdefault(key, []).append(entry_id)
-            for key, ids in by_key.items():
-                for start in range(0, len(ids), 500):
-                    args: list[Any] = [self.options.group, self.options.consumer]
-                    args += ids[start:start + 500]
-                    await ignore_lost(bounded(keep(keys=[key], args=args),
-                                              self.options.timeout, "XCLAIM"))
+            try:
+                for key, ids in by_key.items():
+                    for start in range(0, len(ids), 500):
+                        args: list[Any] = [self.options.group, self.options.consumer]
+                        args += ids[start:start + 500]
+                        await ignore_lost(bounded(keep(keys=[key], args=args),
+                                                  self.options.timeout, "XCLAIM"))
+            except Exception:  # never let the refresh die: its messages would be claimed
+                log.exception("Redis source %s: refreshing held messages failed",
+                              self.destination)
 
     async def _settle(self, delivery: _RedisDelivery, action: str, arg: Any) -> None:
         self._held.pop((delivery.key, delivery.entry_id), None)  # settled or not, let it go

@@ -23,7 +23,12 @@ from eskit.bus._redis_streams_client import (
 from eskit.bus._redis_streams_options import SinkOptions, category_key, check_text, parse_sink_url
 from eskit.bus._redis_streams_source import RedisStreamsSource
 from eskit.bus.sink import CLOUDEVENTS_CONTENT_TYPE, OutgoingMessage, Sink, stream_category
-from eskit.errors import BrokerUnavailableError, InvalidInputError, PublishRejectedError
+from eskit.errors import (
+    BrokerUnavailableError,
+    BusError,
+    InvalidInputError,
+    PublishRejectedError,
+)
 
 __all__ = ["RedisStreamsSink", "RedisStreamsSource"]
 
@@ -53,7 +58,9 @@ class RedisStreamsSink(Sink):
     ``body`` (the CloudEvent). A transaction is all or nothing when Redis refuses at
     queueing time (out of memory, a read-only replica): a refused message is never
     followed by a later message of its stream. ``publish`` returns once Redis has
-    replied to every ``XADD``; no dedupe (see the module docstring).
+    replied to every ``XADD``; no dedupe (see the module docstring). ``open`` raises
+    :class:`~eskit.BrokerUnavailableError` if Redis cannot be reached and
+    :class:`~eskit.BusError` if it refuses (password, ACL, database number).
     """
 
     scheme: ClassVar[str] = "redis"
@@ -85,7 +92,8 @@ class RedisStreamsSink(Sink):
             await bounded(client.ping(), self.options.confirm_timeout, "connect")
         except RedisError as exc:  # e.g. a wrong password or database number
             await quietly_close(client)
-            raise BrokerUnavailableError(f"Redis refused the connection: {exc}") from exc
+            # A configuration error (database number, ACL): reconnecting would not help.
+            raise BusError(f"Redis refused the connection: {exc}") from exc
         except BaseException:
             await quietly_close(client)
             raise
