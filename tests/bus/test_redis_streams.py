@@ -219,12 +219,16 @@ def test_per_stream_order_holds_for_1200_interleaved_messages_in_small_transacti
         async with RedisStreamsSink.from_url(url) as sink:
             for start in range(0, len(events), 250):
                 await sink.publish(outgoing(events[start:start + 250]))
-        async with RedisStreamsSource.from_url(url + "&count=64", group="g") as source:
-            got = [decoded(d.message.body) for d in await take(source, 1200)]
-        assert len({m["id"] for m in got}) == 1200
-        for stream in {m["stream"] for m in got}:
-            versions = [m["version"] for m in got if m["stream"] == stream]
-            assert versions == list(range(1, len(versions) + 1)), stream
+        # And once more in one publish, split by count (1,000 a transaction), not by bytes.
+        async with RedisStreamsSink.from_url(sink_url(redis_url, key + ":whole")) as sink:
+            await sink.publish(outgoing(events))
+        for read_url in (url, sink_url(redis_url, key + ":whole")):
+            async with RedisStreamsSource.from_url(read_url + "&count=64", group="g") as source:
+                got = [decoded(d.message.body) for d in await take(source, 1200)]
+            assert len({m["id"] for m in got}) == 1200
+            for stream in {m["stream"] for m in got}:
+                versions = [m["version"] for m in got if m["stream"] == stream]
+                assert versions == list(range(1, len(versions) + 1)), stream
 
     run(main)
 
@@ -712,3 +716,24 @@ def test_close_ends_a_waiting_iteration(redis_url: str, key: str) -> None:
         assert await reading == []  # ended without a delivery, long before block's 5 s
 
     run(main, limit=4)
+
+
+def test_a_huge_dead_letter_reason_is_kept_truncated_and_says_so(
+    redis_url: str, key: str
+) -> None:
+    url = sink_url(redis_url, key, "&block=0.1")
+
+    async def main() -> None:
+        async with RedisStreamsSink.from_url(url) as sink:
+            await sink.publish(outgoing(recorded(1)))
+        async with RedisStreamsSource.from_url(url, group="g") as source:
+            [delivery] = await take(source, 1, settle="none")
+            with pytest.raises(InvalidInputError):
+                await delivery.dead_letter(b"bytes")  # type: ignore[arg-type]
+            await delivery.dead_letter("Traceback " + "x" * 1_000_000)
+            [dead] = await source.dead_letters()
+        assert dead.reason.startswith("Traceback xxx")
+        assert dead.reason.endswith("(reason truncated)")
+        assert len(dead.reason) < 20_000
+
+    run(main)

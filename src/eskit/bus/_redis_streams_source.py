@@ -33,6 +33,7 @@ from eskit.errors import BrokerUnavailableError, BusError, InvalidInputError
 __all__ = ["RedisStreamsSource"]
 
 _BOOKKEEPING = (b"reason", b"dead_at", b"dead_from")
+MAX_REASON_CHARS = 16_384
 
 # Moves dead letters to the replay stream, one by one, atomically: a dead letter
 # replayed twice at once is moved once (the second finds it gone).
@@ -234,13 +235,13 @@ class RedisStreamsSource(Source):
 
     async def _claim(self, client: aioredis.Redis) -> list[_RedisDelivery]:
         claimed: list[tuple[str, bytes, dict[bytes, bytes]]] = []
+        scan = client.pipeline(transaction=False)  # one round trip for every key
         for key in self._keys:
-            cursor = self._cursors.get(key, b"0-0")
-            reply = await self._command(
-                client.xautoclaim(key, self.options.group, self.options.consumer,
-                                  self.options.claim_idle_ms, cursor, count=self.options.count),
-                "XAUTOCLAIM",
-            )
+            scan.xautoclaim(key, self.options.group, self.options.consumer,
+                            self.options.claim_idle_ms, self._cursors.get(key, b"0-0"),
+                            count=self.options.count)
+        replies = await self._command(scan.execute(), "XAUTOCLAIM")
+        for key, reply in zip(self._keys, replies, strict=True):
             self._cursors[key] = reply[0]
             for entry_id, fields in reply[1]:
                 # One this member still holds (its refresh came late) is not handed out twice.
@@ -395,6 +396,8 @@ class _RedisDelivery(Delivery):
         if not isinstance(reason, str):
             raise InvalidInputError(f"a dead-letter reason is a str, not {type(reason).__name__}")
         self._once()
+        if len(reason) > MAX_REASON_CHARS:  # a whole traceback, say: keep its head, say so
+            reason = reason[:MAX_REASON_CHARS] + " ... (reason truncated)"
         # A reason quoting odd input may hold lone surrogates: keep them visible, escaped.
         await self.source._settle(self, "dead", reason.encode("utf-8", "backslashreplace"))
 
