@@ -151,6 +151,7 @@ def test_bad_sink_urls_are_refused_before_any_io(url: str) -> None:
     ("redis://127.0.0.1/0?count=10001", "g"),
     ("redis://127.0.0.1/0?timeout=inf", "g"),
     ("redis://127.0.0.1/0?consumer=", "g"),
+    ("redis://127.0.0.1/0?max_deliveries=-1", "g"),
 ])
 def test_bad_source_urls_and_groups_are_refused_before_any_io(url: str, group: Any) -> None:
     with pytest.raises(InvalidInputError):
@@ -735,5 +736,28 @@ def test_a_huge_dead_letter_reason_is_kept_truncated_and_says_so(
         assert dead.reason.startswith("Traceback xxx")
         assert dead.reason.endswith("(reason truncated)")
         assert len(dead.reason) < 20_000
+
+    run(main)
+
+
+def test_max_deliveries_dead_letters_a_message_no_member_ever_settles(
+    redis_url: str, key: str
+) -> None:
+    url = sink_url(redis_url, key, "&claim_idle=0.1&block=0.05&max_deliveries=3")
+
+    async def main() -> None:
+        async with RedisStreamsSink.from_url(url) as sink:
+            await sink.publish(outgoing(recorded(1)))
+        counts = []
+        for member in ("a", "b", "c", "d"):  # each "crashes": closes without settling
+            async with RedisStreamsSource.from_url(f"{url}&consumer={member}", group="g") as src:
+                if member == "d":
+                    assert await nothing_within(src, 0.6)
+                    [dead] = await src.dead_letters()
+                else:
+                    [delivery] = await take(src, 1, settle="none")
+                    counts.append(delivery.message.delivery_count)
+        assert counts == [1, 2, 3]
+        assert dead.reason == "delivered 3 times and never settled (max_deliveries=3)"
 
     run(main)

@@ -102,13 +102,15 @@ class SourceOptions:
     claim_idle_ms: int
     timeout: float
     start: str
+    max_deliveries: int  # 0: off
 
 
 _SINK_OPTIONS = {"key", "key_per_category", "maxlen", "confirm_timeout", "client_name",
                  "batch_bytes"}
 # One URL serves both sides ("a source reads what a sink with the same URL publishes"):
 # each accepts the other's options, and ignores them.
-_SOURCE_OPTIONS = {"categories", "consumer", "block", "count", "claim_idle", "timeout", "start"}
+_SOURCE_OPTIONS = {"categories", "consumer", "block", "count", "claim_idle", "timeout", "start",
+                   "max_deliveries"}
 _ALL_OPTIONS = _SINK_OPTIONS | _SOURCE_OPTIONS
 
 
@@ -254,7 +256,9 @@ def parse_source_url(url: object, group: object) -> SourceOptions:
     claim_idle_ms = round(_number(options, "claim_idle", 30.0, least=0.01) * 1000)
     timeout = _number(options, "timeout", 10.0, least=0.001)
     count = _integer(options, "count", 100, least=1, most=10_000)  # a read is held in memory
+    max_deliveries = _integer(options, "max_deliveries", 0, least=0, most=1 << 31)
     return SourceOptions(
         client_url, f"{where}?key={key}{reads} group={group}", key, keys, group, consumer,
         _client_name(options, "eskit-source"), block_ms, count, claim_idle_ms, timeout, start,
+        max_deliveries,
     )

@@ -100,6 +100,10 @@ class RedisStreamsSource(Source):
       late a retried message comes back.
     - ``count`` (default 100): entries read or claimed per call.
     - ``start`` (``0`` default, or ``$``): where a new group starts on a key.
+    - ``max_deliveries`` (default ``0``, off): a message claimed after this many
+      deliveries goes to the dead-letter stream instead of being delivered again, so a
+      message that crashes every member that takes it cannot circulate forever. It
+      counts every delivery, retried ones too: set it above the consumer's attempts.
     - ``timeout`` (seconds, default 10): longest wait for a reply.
     - ``client_name`` (default ``eskit-source``): the connections' ``CLIENT SETNAME``.
 
@@ -258,9 +262,18 @@ class RedisStreamsSource(Source):
             pipe.xpending_range(key, self.options.group, entry_id, entry_id, 1)
         pending = await self._command(pipe.execute(), "XPENDING")
         batch = []
+        most = self.options.max_deliveries
         for (key, entry_id, fields), rows in zip(claimed, pending, strict=True):
-            if rows and rows[0]["consumer"].decode() == self.options.consumer:
-                batch.append(self._delivery(key, entry_id, fields, rows[0]["times_delivered"]))
+            if not rows or rows[0]["consumer"].decode() != self.options.consumer:
+                continue  # another member claimed it in between
+            count = int(rows[0]["times_delivered"])
+            delivery = self._delivery(key, entry_id, fields, count)
+            if most and count > most:  # a poison message that kills its consumers, say
+                await delivery.dead_letter(
+                    f"delivered {count - 1} times and never settled (max_deliveries={most})"
+                )
+                continue
+            batch.append(delivery)
         return batch
 
     def _delivery(
