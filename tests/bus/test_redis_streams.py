@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import subprocess
+import sys
 from collections.abc import Awaitable, Callable, Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -761,3 +763,17 @@ def test_max_deliveries_dead_letters_a_message_no_member_ever_settles(
         assert dead.reason == "delivered 3 times and never settled (max_deliveries=3)"
 
     run(main)
+
+
+def test_without_redis_py_the_module_names_the_extra_to_install() -> None:
+    code = (
+        "import sys; sys.modules['redis'] = None\n"
+        "from eskit.errors import MissingExtraError\n"
+        "try:\n"
+        "    import eskit.bus.redis_streams\n"
+        "except MissingExtraError as exc:\n"
+        "    assert exc.extra == 'redis' and \"eskit[redis]\" in str(exc), exc\n"
+        "else:\n"
+        "    raise SystemExit('imported without redis')\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
