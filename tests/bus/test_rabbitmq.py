@@ -357,3 +357,19 @@ def test_publish_before_open_and_bad_messages_fail_typed_without_io() -> None:
         await sink.close()
 
     run(scenario())
+
+
+@pytest.mark.parametrize("module", ["eskit.bus.rabbitmq", "eskit.bus._rabbitmq_source"])
+def test_without_aio_pika_the_import_names_the_rabbitmq_extra(module: str) -> None:
+    from tests.test_extras import run_without
+
+    result = run_without(("aio_pika", "aiormq"), f"""
+        import eskit
+        try:
+            import {module}
+        except eskit.MissingExtraError as exc:
+            assert exc.extra == "rabbitmq", exc.extra
+            print(exc)
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'eskit[rabbitmq]'" in result.stdout

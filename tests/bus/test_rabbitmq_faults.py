@@ -1,0 +1,120 @@
+"""RabbitMQ fault tests: this test's own connection is closed from the server side.
+
+Only the connection named by the test is closed (``rabbitmqctl close_connection``
+on its pid, found by its ``connection_name``), never anyone else's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+from eskit import BrokerUnavailableError
+from eskit.bus.rabbitmq import RabbitMQSink, RabbitMQSource
+from tests.bus.conftest import unique_name
+from tests.bus.test_rabbitmq_helpers import drop_connection, key, messages, run, topology
+
+
+def _first_delivery_order_holds(bodies: list[bytes], per_stream: int) -> None:
+    firsts: dict[str, list[int]] = defaultdict(list)
+    seen: set[bytes] = set()
+    for body in bodies:
+        if body not in seen:
+            seen.add(body)
+            stream, version = key(body)
+            firsts[stream].append(version)
+    assert all(v == list(range(1, per_stream + 1)) for v in firsts.values()), "order broken"
+
+
+def test_connection_dropped_while_publishing_loses_and_reorders_nothing(rabbitmq_url: str) -> None:
+    exchange, group, name = unique_name("ex"), unique_name("g"), unique_name("eskit-fault-pub-")
+    url = f"{rabbitmq_url}?exchange={exchange}"
+    per_stream = 800
+    batch = messages([f"acct-{i}" for i in range(5)], per_stream)  # 4,000 messages
+
+    async def scenario() -> None:
+        failures = 0
+        first_batch_done = asyncio.Event()
+
+        async def publisher() -> None:
+            nonlocal failures
+            sink = RabbitMQSink.from_url(f"{url}&name={name}")
+            await sink.open()
+            for start in range(0, len(batch), 100):
+                chunk = batch[start:start + 100]
+                while True:  # what a relay does: reopen, publish the whole batch again
+                    try:
+                        await sink.publish(chunk)
+                        break
+                    except BrokerUnavailableError:
+                        failures += 1
+                        await asyncio.sleep(0.05)
+                        try:
+                            await sink.open()
+                        except BrokerUnavailableError:
+                            continue
+                first_batch_done.set()
+                await asyncio.sleep(0.05)  # spread publishing over a few seconds
+            await sink.close()
+
+        async with topology(rabbitmq_url, exchange, [group]), \
+                RabbitMQSource.from_url(url, group=group) as source:
+            task = asyncio.create_task(publisher())
+            await first_batch_done.wait()
+            assert await drop_connection(name) == 1
+            await task
+            assert failures >= 1  # the drop hit the publisher, which recovered
+            wanted = {m.body for m in batch}
+            bodies: list[bytes] = []
+            async for delivery in source.deliveries():
+                bodies.append(delivery.message.body)
+                await delivery.ack()
+                wanted.discard(delivery.message.body)
+                if not wanted:
+                    break
+            assert not wanted  # every message at least once
+            _first_delivery_order_holds(bodies, per_stream)
+
+    run(scenario(), timeout=120)
+
+
+def test_connection_dropped_while_consuming_reconnects_and_redelivers(rabbitmq_url: str) -> None:
+    exchange, group, name = unique_name("ex"), unique_name("g"), unique_name("eskit-fault-sub-")
+    url = f"{rabbitmq_url}?exchange={exchange}"
+    per_stream = 400
+    batch = messages([f"card-{i}" for i in range(5)], per_stream)  # 2,000 messages
+
+    async def scenario() -> None:
+        async with topology(rabbitmq_url, exchange, [group]):
+            source = RabbitMQSource.from_url(f"{url}&name={name}&prefetch=50", group=group)
+            await source.open()
+            async with RabbitMQSink.from_url(url) as sink:
+                await sink.publish(batch)
+            wanted = {m.body for m in batch}
+            bodies: list[bytes] = []
+            counts: list[int] = []
+            lost_acks = 0
+            killer: asyncio.Task[int] | None = None
+            async for delivery in source.deliveries():
+                bodies.append(delivery.message.body)
+                counts.append(delivery.message.delivery_count)
+                if len(bodies) == 300:
+                    killer = asyncio.create_task(drop_connection(name))
+                if killer is not None and not killer.done():
+                    await asyncio.sleep(0.005)  # go slowly until the drop lands
+                try:
+                    await delivery.ack()
+                except BrokerUnavailableError:
+                    lost_acks += 1  # its connection is gone: the broker redelivers it
+                    continue
+                wanted.discard(delivery.message.body)
+                if not wanted:
+                    break
+            assert killer is not None
+            assert await killer == 1
+            assert not wanted  # everything, acked, after the reconnect
+            assert max(counts) >= 2  # the unacked ones came back, counted as redeliveries
+            _first_delivery_order_holds(bodies, per_stream)
+            await source.close()
+
+    run(scenario(), timeout=120)
