@@ -8,7 +8,13 @@ from urllib.parse import quote
 
 import pytest
 
-from eskit import BrokerUnavailableError, InMemoryEventStore, InvalidInputError, NewEvent
+from eskit import (
+    BrokerUnavailableError,
+    InMemoryEventStore,
+    InvalidInputError,
+    NewEvent,
+    PublishRejectedError,
+)
 from eskit.bus import OutgoingMessage
 from eskit.bus._rabbitmq_options import delay_bucket_ms, parse_url, routing_key, routing_word
 from eskit.bus.rabbitmq import RabbitMQSink, RabbitMQSource
@@ -314,10 +320,10 @@ def test_bad_urls_are_refused_before_any_io(url: str) -> None:
         RabbitMQSource.from_url(url, group="g")
 
 
-@pytest.mark.parametrize("group", ["", "a b", "amq.x", "g" * 250, "ü"])
+@pytest.mark.parametrize("group", ["", "a b", "amq.x", "g" * 250, "ü", "a.dead", 7])
 def test_bad_group_names_are_refused(group: str) -> None:
     with pytest.raises(InvalidInputError):
-        RabbitMQSource.from_url("amqp://h/", group=group)
+        RabbitMQSource.from_url("amqp://h/", group=group)  # type: ignore[arg-type]
 
 
 def test_destination_never_shows_the_password_and_options_parse() -> None:
@@ -373,3 +379,51 @@ def test_without_aio_pika_the_import_names_the_rabbitmq_extra(module: str) -> No
     """)
     assert result.returncode == 0, result.stderr
     assert "pip install 'eskit[rabbitmq]'" in result.stdout
+
+
+def test_unroutable_message_with_mandatory_is_rejected_not_dropped(rabbitmq_url: str) -> None:
+    exchange = unique_name("ex")
+    batch = messages(["nobody-1"], 3)
+
+    async def scenario() -> None:
+        async with topology(rabbitmq_url, exchange, []):
+            async with RabbitMQSink.from_url(_url(rabbitmq_url, exchange)) as lenient:
+                await lenient.publish(batch)  # no queue bound: RabbitMQ drops it, confirmed
+            strict = RabbitMQSink.from_url(_url(rabbitmq_url, exchange, mandatory="true"))
+            async with strict:
+                with pytest.raises(PublishRejectedError, match="unroutable"):
+                    await strict.publish(batch)
+
+    run(scenario())
+
+
+def test_close_ends_deliveries_and_open_again_reconnects(rabbitmq_url: str) -> None:
+    exchange, group = unique_name("ex"), unique_name("g")
+    url = _url(rabbitmq_url, exchange)
+    batch = messages(["again-1"], 2)
+
+    async def scenario() -> None:
+        async with topology(rabbitmq_url, exchange, [group]):
+            source = RabbitMQSource.from_url(url, group=group)
+            await source.open()
+            await source.open()  # idempotent
+            waiting = asyncio.create_task(take(source, 1))
+            await asyncio.sleep(0.3)
+            await source.close()
+            assert await asyncio.wait_for(waiting, 5) == []  # the iterator ended, nothing lost
+            await source.close()
+            sink = RabbitMQSink.from_url(url)
+            await sink.open()
+            await sink.open()
+            await sink.publish(batch[:1])
+            await sink.close()
+            await sink.open()  # reconnect by calling open again
+            await sink.publish(batch[1:])
+            await sink.close()
+            await sink.close()
+            await source.open()
+            got = await take(source, 2)
+            assert [d.message.body for d in got] == [m.body for m in batch]
+            await source.close()
+
+    run(scenario())

@@ -29,10 +29,11 @@ __all__ = [
 _NAME = re.compile(r"[A-Za-z0-9_.:\-]+")
 _MAX_NAME = 255  # an AMQP shortstr
 _QUEUE_SUFFIX_ROOM = 32  # ".retry.4294967295" and ".dead" fit in it
+_EXPIRY_MARGIN_MS = 600_000  # a retry queue outlives its last message by 10 minutes
 _WORD_LIMIT = 117  # two words and a dot stay under 255 bytes (235)
 _WORD_KEEP = 100
-MAX_DELAY = (2**32 - 1) / 1000
-"""The longest retry delay, in seconds: RabbitMQ's message TTL is a 32-bit count of ms."""
+MAX_DELAY = (2**32 - 1 - 600_000) / 1000
+"""The longest retry delay, in seconds (~49 days): RabbitMQ's TTLs are 32-bit counts of ms."""
 
 # Options aiormq reads from the URL itself: handed on untouched.
 _CONNECTION_OPTIONS = frozenset(
@@ -180,6 +181,10 @@ def parse_url(url: str) -> RabbitOptions:
 def check_group(exchange: str, group: str) -> str:
     """``group`` as a consumer group name whose queues' names fit in 255 bytes."""
     check_name("group", group)
+    if "." in group:
+        # Queue names are "<exchange>.<group>[.dead|.retry.<ms>]": a dot in the
+        # group would let two (exchange, group) pairs share a queue.
+        raise InvalidInputError(f"RabbitMQ group {group!r} must not contain '.'")
     if len(exchange) + 1 + len(group) + _QUEUE_SUFFIX_ROOM > _MAX_NAME:
         raise InvalidInputError(
             f"RabbitMQ group {group!r}: exchange and group together must stay under "
@@ -229,4 +234,9 @@ def delay_bucket_ms(delay: float) -> int:
     if ms < 100:
         return ms
     digits = len(str(ms)) - 2
-    return min(round(ms, -digits), 2**32 - 1)
+    return min(round(ms, -digits), 2**32 - 1 - _EXPIRY_MARGIN_MS)
+
+
+def retry_queue_expiry_ms(ms: int) -> int:
+    """``x-expires`` of the retry queue for delay ``ms``: its last message expires well before."""
+    return ms + _EXPIRY_MARGIN_MS

@@ -22,7 +22,13 @@ from eskit.bus._rabbitmq_client import (
     text,
     unavailable,
 )
-from eskit.bus._rabbitmq_options import RabbitOptions, check_group, delay_bucket_ms, parse_url
+from eskit.bus._rabbitmq_options import (
+    RabbitOptions,
+    check_group,
+    delay_bucket_ms,
+    parse_url,
+    retry_queue_expiry_ms,
+)
 from eskit.bus.source import DeadMessage, Delivery, IncomingMessage, Source
 from eskit.errors import BrokerUnavailableError, BusError, InvalidInputError
 
@@ -160,6 +166,9 @@ class RabbitMQSource(Source):
 
     async def open(self) -> None:
         self._closed = False
+        await self._open()
+
+    async def _open(self) -> None:
         if self._channel is not None and not self._channel.is_closed:
             return
         await self._disconnect()
@@ -236,7 +245,10 @@ class RabbitMQSource(Source):
         pause = 0.1
         while True:
             try:
-                await self.open()
+                await self._open()
+                if self._closed:  # close() was called while we reconnected
+                    await self._disconnect()
+                    raise BrokerUnavailableError(f"RabbitMQ source {self.queue} was closed")
                 return await self._consume()
             except BrokerUnavailableError:
                 if self._closed or loop.time() + pause > deadline:
@@ -264,7 +276,7 @@ class RabbitMQSource(Source):
                 # Redeclared on every retry: that renews its x-expires lease.
                 arguments = self._queue_arguments(self.queue)
                 arguments["x-message-ttl"] = declare_ms
-                arguments["x-expires"] = 2 * declare_ms + 60_000
+                arguments["x-expires"] = retry_queue_expiry_ms(declare_ms)
                 await channel.declare_queue(queue, durable=True, arguments=arguments)
             await channel.default_exchange.publish(_copy(raw, extra), routing_key=queue)
             await raw.ack()
