@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 from collections import defaultdict
 
+import pytest
+
 from eskit import BrokerUnavailableError
 from eskit.bus.rabbitmq import RabbitMQSink, RabbitMQSource
 from tests.bus.conftest import unique_name
@@ -118,3 +120,68 @@ def test_connection_dropped_while_consuming_reconnects_and_redelivers(rabbitmq_u
             await source.close()
 
     run(scenario(), timeout=120)
+
+
+class _FreezingProxy:
+    """A TCP proxy to RabbitMQ that can stop passing the broker's replies (a hung broker)."""
+
+    def __init__(self) -> None:
+        self.frozen = asyncio.Event()
+        self.server: asyncio.Server | None = None
+        self.tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
+
+        async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool) -> None:
+            while data := await src.read(65536):
+                if down and self.frozen.is_set():
+                    continue  # swallowed: the client never hears back
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        self.tasks += [asyncio.create_task(pipe(reader, up_writer, False)),
+                       asyncio.create_task(pipe(up_reader, writer, True))]
+
+    async def stop(self) -> None:
+        for task in self.tasks:
+            task.cancel()
+        await asyncio.gather(*self.tasks, return_exceptions=True)
+        if self.server is not None:
+            self.server.close()
+
+
+def test_a_broker_that_stops_confirming_raises_within_the_confirm_timeout(
+    rabbitmq_url: str,
+) -> None:
+    exchange = unique_name("ex")
+    batch = messages(["slow-1"], 50)
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        proxy = _FreezingProxy()
+        port = await proxy.start()
+        url = f"amqp://guest:guest@127.0.0.1:{port}/?exchange={exchange}&confirm_timeout=0.5"
+        async with topology(rabbitmq_url, exchange, []):
+            sink = RabbitMQSink.from_url(url)
+            try:
+                await sink.open()
+                await sink.publish(batch[:10])  # confirmed while the proxy passes replies
+                proxy.frozen.set()
+                started = loop.time()
+                with pytest.raises(BrokerUnavailableError, match="confirm"):
+                    await sink.publish(batch[10:])
+                assert loop.time() - started < 5
+                with pytest.raises(BrokerUnavailableError):
+                    await sink.publish(batch[10:])  # the broken connection was dropped
+            finally:
+                proxy.frozen.clear()
+                await sink.close()
+                await proxy.stop()
+
+    run(scenario(), timeout=60)
