@@ -14,7 +14,15 @@ import pytest
 from eskit import BrokerUnavailableError
 from eskit.bus.rabbitmq import RabbitMQSink, RabbitMQSource
 from tests.bus.conftest import unique_name
-from tests.bus.test_rabbitmq_helpers import drop_connection, key, messages, run, topology
+from tests.bus.test_rabbitmq_helpers import (
+    drop_connection,
+    key,
+    messages,
+    nothing_within,
+    run,
+    take,
+    topology,
+)
 
 
 def _first_delivery_order_holds(bodies: list[bytes], per_stream: int) -> None:
@@ -129,6 +137,7 @@ class _FreezingProxy:
         self.frozen = asyncio.Event()
         self.server: asyncio.Server | None = None
         self.tasks: list[asyncio.Task[None]] = []
+        self.writers: list[asyncio.StreamWriter] = []
 
     async def start(self) -> int:
         self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
@@ -136,6 +145,7 @@ class _FreezingProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         up_reader, up_writer = await asyncio.open_connection("127.0.0.1", 5672)
+        self.writers += [writer, up_writer]
 
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter, down: bool) -> None:
             while data := await src.read(65536):
@@ -149,11 +159,14 @@ class _FreezingProxy:
                        asyncio.create_task(pipe(up_reader, writer, True))]
 
     async def stop(self) -> None:
+        """Sever every connection and stop listening (the broker is gone, for the client)."""
+        if self.server is not None:
+            self.server.close()
         for task in self.tasks:
             task.cancel()
         await asyncio.gather(*self.tasks, return_exceptions=True)
-        if self.server is not None:
-            self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
 
 
 def test_a_broker_that_stops_confirming_raises_within_the_confirm_timeout(
@@ -183,5 +196,52 @@ def test_a_broker_that_stops_confirming_raises_within_the_confirm_timeout(
                 proxy.frozen.clear()
                 await sink.close()
                 await proxy.stop()
+
+    run(scenario(), timeout=60)
+
+
+def test_deliveries_give_up_after_the_reconnect_timeout(rabbitmq_url: str) -> None:
+    exchange, group = unique_name("ex"), unique_name("g")
+
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        proxy = _FreezingProxy()
+        port = await proxy.start()
+        url = f"amqp://guest:guest@127.0.0.1:{port}/?exchange={exchange}&reconnect_timeout=1"
+        async with topology(rabbitmq_url, exchange, [group]):
+            source = RabbitMQSource.from_url(url, group=group)
+            await source.open()
+            listening = asyncio.create_task(take(source, 1))
+            await asyncio.sleep(0.3)
+            await proxy.stop()  # the broker vanishes and stays away
+            started = loop.time()
+            with pytest.raises(BrokerUnavailableError):
+                await asyncio.wait_for(listening, 10)
+            assert 0.5 < loop.time() - started < 5
+            await source.close()
+
+    run(scenario(), timeout=60)
+
+
+def test_settling_a_delivery_of_a_lost_connection_makes_no_copy(rabbitmq_url: str) -> None:
+    exchange, group, name = unique_name("ex"), unique_name("g"), unique_name("eskit-fault-settle-")
+    url = f"{rabbitmq_url}?exchange={exchange}"
+    batch = messages(["gone-1"], 1)
+
+    async def scenario() -> None:
+        async with topology(rabbitmq_url, exchange, [group], retry_ms=[100]):
+            source = RabbitMQSource.from_url(f"{url}&name={name}", group=group)
+            await source.open()
+            async with RabbitMQSink.from_url(url) as sink:
+                await sink.publish(batch)
+            (held,) = await take(source, 1, ack=False)
+            assert await drop_connection(name) == 1
+            await asyncio.sleep(0.2)
+            with pytest.raises(BrokerUnavailableError):
+                await held.retry(0.1)
+            (again,) = await take(source, 1)  # the source reconnected; the broker redelivered
+            assert again.message.delivery_count == 2
+            assert await nothing_within(source, 0.8)  # and no retry copy came after it
+            await source.close()
 
     run(scenario(), timeout=60)
