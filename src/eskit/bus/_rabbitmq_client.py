@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 
 from eskit.bus._rabbitmq_options import RabbitOptions
 from eskit.errors import BrokerUnavailableError, BusError, MissingExtraError
@@ -17,6 +18,8 @@ except ImportError as exc:  # pragma: no cover - only without the extra
 
 # The third-party names are handed on from here, so that every RabbitMQ module
 # imports them through the one guard that explains a missing extra.
+log = logging.getLogger(__name__)
+
 __all__ = [
     "CONNECTION_ERRORS",
     "AbstractChannel",
@@ -25,6 +28,7 @@ __all__ = [
     "Basic",
     "aio_pika",
     "aiormq",
+    "close_quietly",
     "connect",
     "declare_exchange",
     "text",
@@ -62,3 +66,13 @@ async def declare_exchange(channel: AbstractChannel, name: str) -> None:
 
 def text(value: object) -> str:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+async def close_quietly(connection: AbstractConnection) -> None:
+    """Close ``connection``, which may already be broken, without masking the error at hand."""
+    if connection.is_closed:
+        return
+    try:
+        await connection.close()
+    except CONNECTION_ERRORS:
+        log.debug("closing a RabbitMQ connection failed", exc_info=True)

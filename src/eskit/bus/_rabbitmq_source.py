@@ -17,6 +17,7 @@ from eskit.bus._rabbitmq_client import (
     AbstractIncomingMessage,
     aio_pika,
     aiormq,
+    close_quietly,
     connect,
     declare_exchange,
     text,
@@ -186,7 +187,7 @@ class RabbitMQSource(Source):
             for key in self._options.bindings:
                 await queue.bind(self._options.exchange, routing_key=key)
         except BaseException as exc:
-            await connection.close()
+            await close_quietly(connection)
             if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
                 raise BusError(f"RabbitMQ queue {self.queue!r} exists with other settings "
                                f"(delivery_limit?): {exc}") from exc
@@ -358,11 +359,8 @@ class RabbitMQSource(Source):
         if self._inbox is not None:
             self._inbox.put_nowait(_LOST)
             self._inbox = None
-        if connection is not None and not connection.is_closed:
-            try:
-                await connection.close()
-            except CONNECTION_ERRORS:
-                log.debug("RabbitMQ source close failed", exc_info=True)
+        if connection is not None:
+            await close_quietly(connection)
 
     async def close(self) -> None:
         self._closed = True

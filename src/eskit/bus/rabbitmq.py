@@ -31,6 +31,7 @@ from eskit.bus._rabbitmq_client import (
     AbstractConnection,
     Basic,
     aiormq,
+    close_quietly,
     connect,
     declare_exchange,
     unavailable,
@@ -107,7 +108,7 @@ class RabbitMQSink(Sink):
             assert isinstance(underlay, aiormq.Channel)  # basic_publish(wait=False) is on it
             self._channel = underlay
         except BaseException as exc:
-            await connection.close()
+            await close_quietly(connection)
             if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, BusError):
                 raise unavailable("declaring the exchange failed", exc) from exc
             raise
@@ -215,8 +216,5 @@ class RabbitMQSink(Sink):
 
     async def close(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
-        if connection is not None and not connection.is_closed:
-            try:
-                await connection.close()
-            except CONNECTION_ERRORS:
-                log.debug("RabbitMQ sink close failed", exc_info=True)
+        if connection is not None:
+            await close_quietly(connection)
