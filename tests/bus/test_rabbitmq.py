@@ -311,6 +311,9 @@ def test_routing_words_escape_separators_and_wildcards_and_stay_short() -> None:
         "amqp://h/?name=",
         "amqp://h:99999/",
         "amqp://h/#frag",
+        "amqp://h/?groups=a.b",
+        "amqp://h/?groups=",
+        "amqp://h/?groups=a,,b",
     ],
 )
 def test_bad_urls_are_refused_before_any_io(url: str) -> None:
@@ -425,5 +428,24 @@ def test_close_ends_deliveries_and_open_again_reconnects(rabbitmq_url: str) -> N
             got = await take(source, 2)
             assert [d.message.body for d in got] == [m.body for m in batch]
             await source.close()
+
+    run(scenario())
+
+
+def test_a_sink_declaring_its_groups_keeps_messages_for_consumers_not_yet_started(
+    rabbitmq_url: str,
+) -> None:
+    exchange, early, late = unique_name("ex"), unique_name("g"), unique_name("g")
+    url = _url(rabbitmq_url, exchange, groups=f"{early},{late}", bindings="order.*")
+    batch = messages(["order-1", "order-2"], 5)
+
+    async def scenario() -> None:
+        async with topology(rabbitmq_url, exchange, [early, late]):
+            async with RabbitMQSink.from_url(url) as sink:
+                await sink.publish(batch)  # no consumer has ever run
+            for group in (early, late):
+                async with RabbitMQSource.from_url(url, group=group) as source:
+                    got = await take(source, len(batch))
+                    assert [d.message.body for d in got] == [m.body for m in batch]
 
     run(scenario())

@@ -42,7 +42,7 @@ _CONNECTION_OPTIONS = frozenset(
 _OPTIONS = frozenset(
     {
         "exchange", "name", "connect_timeout", "confirm_timeout", "in_flight", "mandatory",
-        "bindings", "prefetch", "delivery_limit", "reconnect_timeout",
+        "bindings", "prefetch", "delivery_limit", "reconnect_timeout", "groups",
     }
 ) | _CONNECTION_OPTIONS
 
@@ -65,6 +65,7 @@ class RabbitOptions:
     prefetch: int
     delivery_limit: int
     reconnect_timeout: float
+    groups: tuple[str, ...]
 
 
 def _bad(message: str) -> InvalidInputError:
@@ -162,10 +163,14 @@ def parse_url(url: str) -> RabbitOptions:
     name = options.get("name")
     if name is not None and not name:
         raise _bad("name= must not be empty")
+    exchange = check_name("exchange", options.get("exchange", "eskit"))
+    groups_raw = options.get("groups")
+    groups = () if groups_raw is None else tuple(
+        check_group(exchange, g) for g in groups_raw.split(","))
     return RabbitOptions(
         connect_url=connect_url,
         safe_url=safe_url,
-        exchange=check_name("exchange", options.get("exchange", "eskit")),
+        exchange=exchange,
         name=name,
         connect_timeout=_number(options, "connect_timeout", 10.0, low=0.001),
         confirm_timeout=_number(options, "confirm_timeout", 10.0, low=0.001),
@@ -175,6 +180,7 @@ def parse_url(url: str) -> RabbitOptions:
         prefetch=_integer(options, "prefetch", 100, low=1, high=65535),
         delivery_limit=_integer(options, "delivery_limit", 20, low=0, high=2**31 - 1),
         reconnect_timeout=_number(options, "reconnect_timeout", 60.0, low=0.0),
+        groups=groups,
     )
 
 

@@ -33,7 +33,7 @@ from eskit.bus._rabbitmq_options import (
 from eskit.bus.source import DeadMessage, Delivery, IncomingMessage, Source
 from eskit.errors import BrokerUnavailableError, BusError, InvalidInputError
 
-__all__ = ["RabbitMQSource"]
+__all__ = ["RabbitMQSource", "declare_group"]
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,36 @@ _BROKER_HEADERS = frozenset(
 
 _LOST = object()
 _CLOSED = object()
+
+
+def _queue_arguments(target: str) -> dict[str, Any]:
+    return {
+        "x-queue-type": "quorum",
+        "x-dead-letter-exchange": "",
+        "x-dead-letter-routing-key": target,
+        "x-dead-letter-strategy": "at-least-once",
+        "x-overflow": "reject-publish",  # at-least-once dead-lettering requires it
+    }
+
+
+async def declare_group(channel: AbstractChannel, options: RabbitOptions, group: str) -> None:
+    """Declare ``group``'s dead-letter queue and queue, and bind it (idempotent).
+
+    Raises :class:`~eskit.BusError` if the queue exists with other arguments.
+    """
+    queue_name = f"{options.exchange}.{group}"
+    dead = f"{queue_name}.dead"
+    arguments = _queue_arguments(dead)
+    if options.delivery_limit:
+        arguments["x-delivery-limit"] = options.delivery_limit
+    try:
+        await channel.declare_queue(dead, durable=True, arguments={"x-queue-type": "quorum"})
+        queue = await channel.declare_queue(queue_name, durable=True, arguments=arguments)
+    except aiormq.exceptions.ChannelPreconditionFailed as exc:
+        raise BusError(f"RabbitMQ queue {queue_name!r} exists with other settings "
+                       f"(delivery_limit?): {exc}") from exc
+    for key in options.bindings:
+        await queue.bind(options.exchange, routing_key=key)
 
 
 class _RabbitDelivery(Delivery):
@@ -156,15 +186,6 @@ class RabbitMQSource(Source):
     def _retry_queue(self, ms: int) -> str:
         return f"{self.queue}.retry.{ms}"
 
-    def _queue_arguments(self, target: str) -> dict[str, Any]:
-        return {
-            "x-queue-type": "quorum",
-            "x-dead-letter-exchange": "",
-            "x-dead-letter-routing-key": target,
-            "x-dead-letter-strategy": "at-least-once",
-            "x-overflow": "reject-publish",  # at-least-once dead-lettering requires it
-        }
-
     async def open(self) -> None:
         self._closed = False
         await self._open()
@@ -178,20 +199,10 @@ class RabbitMQSource(Source):
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await channel.set_qos(prefetch_count=self._options.prefetch)
             await declare_exchange(channel, self._options.exchange)
-            await channel.declare_queue(
-                self.dead_letter_queue, durable=True, arguments={"x-queue-type": "quorum"})
-            arguments = self._queue_arguments(self.dead_letter_queue)
-            if self._options.delivery_limit:
-                arguments["x-delivery-limit"] = self._options.delivery_limit
-            queue = await channel.declare_queue(self.queue, durable=True, arguments=arguments)
-            for key in self._options.bindings:
-                await queue.bind(self._options.exchange, routing_key=key)
+            await declare_group(channel, self._options, self._group)
         except BaseException as exc:
             await close_quietly(connection)
-            if isinstance(exc, aiormq.exceptions.ChannelPreconditionFailed):
-                raise BusError(f"RabbitMQ queue {self.queue!r} exists with other settings "
-                               f"(delivery_limit?): {exc}") from exc
-            if isinstance(exc, CONNECTION_ERRORS):
+            if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, BusError):
                 raise unavailable("declaring the group's queues failed", exc) from exc
             raise
         self._connection, self._channel = connection, channel
@@ -275,7 +286,7 @@ class RabbitMQSource(Source):
         try:
             if declare_ms is not None:
                 # Redeclared on every retry: that renews its x-expires lease.
-                arguments = self._queue_arguments(self.queue)
+                arguments = _queue_arguments(self.queue)
                 arguments["x-message-ttl"] = declare_ms
                 arguments["x-expires"] = retry_queue_expiry_ms(declare_ms)
                 await channel.declare_queue(queue, durable=True, arguments=arguments)

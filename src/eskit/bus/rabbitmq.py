@@ -37,7 +37,7 @@ from eskit.bus._rabbitmq_client import (
     unavailable,
 )
 from eskit.bus._rabbitmq_options import RabbitOptions, parse_url, routing_key, routing_word
-from eskit.bus._rabbitmq_source import RabbitMQSource
+from eskit.bus._rabbitmq_source import RabbitMQSource, declare_group
 from eskit.bus.sink import CLOUDEVENTS_CONTENT_TYPE, OutgoingMessage, Sink, stream_category
 from eskit.errors import BrokerUnavailableError, BusError, InvalidInputError, PublishRejectedError
 
@@ -60,7 +60,10 @@ class RabbitMQSink(Sink):
     - ``mandatory`` (default false): if true, a message no queue is bound to
       is returned by the broker and raises :class:`~eskit.PublishRejectedError`;
       if false such a message is dropped by the broker (RabbitMQ's default):
-      declare the groups (open their sources once) before publishing.
+      declare the groups first (``groups``, or open their sources once).
+    - ``groups``: comma-separated consumer groups whose queues :meth:`open`
+      declares (with the source options of this URL), so that no message
+      published before a group's first consumer started is dropped.
     - ``name``: the connection name shown by ``rabbitmqctl list_connections``
       (default ``eskit-sink``); ``connect_timeout`` (seconds, default 10);
       ``heartbeat``, ``cafile``, ``capath``, ``cadata``, ``keyfile``,
@@ -104,13 +107,15 @@ class RabbitMQSink(Sink):
         try:
             channel = await connection.channel(publisher_confirms=True, on_return_raises=True)
             await declare_exchange(channel, self._options.exchange)
+            for group in self._options.groups:
+                await declare_group(channel, self._options, group)
             underlay = await channel.get_underlay_channel()
             assert isinstance(underlay, aiormq.Channel)  # basic_publish(wait=False) is on it
             self._channel = underlay
         except BaseException as exc:
             await close_quietly(connection)
             if isinstance(exc, CONNECTION_ERRORS) and not isinstance(exc, BusError):
-                raise unavailable("declaring the exchange failed", exc) from exc
+                raise unavailable("declaring the exchange or groups failed", exc) from exc
             raise
         self._connection = connection
 
