@@ -6,6 +6,7 @@ import asyncio
 from collections import defaultdict
 from urllib.parse import quote
 
+import aio_pika
 import pytest
 
 from eskit import (
@@ -447,5 +448,32 @@ def test_a_sink_declaring_its_groups_keeps_messages_for_consumers_not_yet_starte
                 async with RabbitMQSource.from_url(url, group=group) as source:
                     got = await take(source, len(batch))
                     assert [d.message.body for d in got] == [m.body for m in batch]
+
+    run(scenario())
+
+
+def test_a_full_queue_that_refuses_messages_is_a_publish_rejected_error(rabbitmq_url: str) -> None:
+    exchange, group = unique_name("ex"), unique_name("g")
+    url = _url(rabbitmq_url, exchange)
+    batch = messages(["full-1"], 10)
+    capped = {"x-queue-type": "quorum", "x-max-length": 1, "x-overflow": "reject-publish"}
+
+    async def scenario() -> None:
+        async with topology(rabbitmq_url, exchange, [group]), \
+                RabbitMQSink.from_url(url) as sink:
+            connection = await aio_pika.connect(rabbitmq_url)
+            async with connection:  # a queue an operator capped at one message
+                channel = await connection.channel()
+                queue = await channel.declare_queue(
+                    f"{exchange}.{group}", durable=True, arguments=capped)
+                await queue.bind(exchange, routing_key="#")
+            # A quorum queue's limit is checked as messages are applied, so
+            # one or two past it may still be accepted; then it nacks.
+            async def one_by_one() -> None:
+                for message in batch:
+                    await sink.publish([message])
+
+            with pytest.raises(PublishRejectedError, match="nack"):
+                await one_by_one()
 
     run(scenario())
