@@ -11,6 +11,7 @@ import pytest
 
 from eskit import (
     BrokerUnavailableError,
+    BusError,
     InMemoryEventStore,
     InvalidInputError,
     NewEvent,
@@ -475,5 +476,28 @@ def test_a_full_queue_that_refuses_messages_is_a_publish_rejected_error(rabbitmq
 
             with pytest.raises(PublishRejectedError, match="nack"):
                 await one_by_one()
+
+    run(scenario())
+
+
+def test_a_dead_letter_that_cannot_be_moved_is_handed_back_not_held(rabbitmq_url: str) -> None:
+    exchange, group = unique_name("ex"), unique_name("g")
+    url = _url(rabbitmq_url, exchange)
+    batch = messages(["lost-1"], 1)
+
+    async def scenario() -> None:
+        async with topology(rabbitmq_url, exchange, [group]), \
+                RabbitMQSource.from_url(url, group=group) as source:
+            async with RabbitMQSink.from_url(url) as sink:
+                await sink.publish(batch)
+            (first,) = await take(source, 1, ack=False)
+            connection = await aio_pika.connect(rabbitmq_url)
+            async with connection:  # an operator deleted the dead-letter queue
+                channel = await connection.channel()
+                await channel.queue_delete(source.dead_letter_queue)
+            with pytest.raises(BusError):
+                await first.dead_letter("nowhere to go")
+            (again,) = await take(source, 1)  # returned at once, not at the next reconnect
+            assert again.message.delivery_count == 2
 
     run(scenario())

@@ -293,6 +293,13 @@ class RabbitMQSource(Source):
             await channel.default_exchange.publish(_copy(raw, extra), routing_key=queue)
             await raw.ack()
         except CONNECTION_ERRORS as exc:
+            if not channel.is_closed:
+                # Not moved, and its channel lives on: hand it back now, or it
+                # would sit unacknowledged until the connection drops.
+                try:
+                    await raw.nack(requeue=True)
+                except CONNECTION_ERRORS:
+                    log.debug("returning a message failed", exc_info=True)
             raise unavailable(f"moving a message to {queue} failed", exc) from exc
 
     async def dead_letters(self, limit: int = 100) -> list[DeadMessage]:
