@@ -501,3 +501,14 @@ def test_a_dead_letter_that_cannot_be_moved_is_handed_back_not_held(rabbitmq_url
             assert again.message.delivery_count == 2
 
     run(scenario())
+
+
+def test_delivery_count_reads_both_rabbitmq_counting_rules() -> None:
+    from eskit.bus._rabbitmq_source import _count
+
+    assert _count({}) == 1
+    assert _count({"x-delivery-count": 0}) == 1  # 3.x, first delivery
+    assert _count({"x-delivery-count": 2}) == 3  # 3.x: returns counted here
+    assert _count({"x-delivery-count": 0, "x-acquired-count": 2}) == 3  # 4.3: here
+    assert _count({"x-eskit-attempts": 4, "x-delivery-count": 1}) == 6  # after a retry
+    assert _count({"x-eskit-attempts": "junk", "x-delivery-count": True}) == 1

@@ -46,7 +46,8 @@ _REPLAY = "x-eskit-replay"
 # again (retry, dead letter, replay) starts without them.
 _BROKER_HEADERS = frozenset(
     {
-        "x-death", "x-delivery-count", "x-first-death-exchange", "x-first-death-queue",
+        "x-death", "x-delivery-count", "x-acquired-count", "x-first-death-exchange",
+        "x-first-death-queue",
         "x-first-death-reason", "x-last-death-exchange", "x-last-death-queue",
         "x-last-death-reason", _REASON, _DEAD_AT,
     }
@@ -126,11 +127,18 @@ class _RabbitDelivery(Delivery):
 
 
 def _count(headers: Mapping[str, Any]) -> int:
-    """Deliveries so far: earlier copies' attempts + this copy's returns + this one."""
-    previous = headers.get(_ATTEMPTS, 0)
-    returned = headers.get("x-delivery-count", 0)
-    return (previous if isinstance(previous, int) else 0) + (
-        returned if isinstance(returned, int) else 0) + 1
+    """Deliveries so far: earlier copies' attempts + this copy's earlier deliveries + this one.
+
+    RabbitMQ up to 4.2 counts every return (a consumer that died included) in
+    ``x-delivery-count``; 4.3 counts only failed ones there and every earlier
+    delivery in ``x-acquired-count``: the larger of the two is the count here.
+    """
+
+    def number(name: str) -> int:
+        value = headers.get(name, 0)
+        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+    return number(_ATTEMPTS) + max(number("x-delivery-count"), number("x-acquired-count")) + 1
 
 
 class RabbitMQSource(Source):
