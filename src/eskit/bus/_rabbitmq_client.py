@@ -40,10 +40,12 @@ CONNECTION_ERRORS = (aiormq.exceptions.AMQPError, aiormq.exceptions.ChannelInval
 
 
 def unavailable(what: str, exc: BaseException) -> BrokerUnavailableError:
+    """The typed error for a client-library failure, naming what was being done."""
     return BrokerUnavailableError(f"RabbitMQ {what}: {type(exc).__name__}: {exc}")
 
 
 async def connect(options: RabbitOptions, default_name: str) -> AbstractConnection:
+    """A new connection, named for ``rabbitmqctl list_connections``, or BrokerUnavailableError."""
     name = options.name or default_name
     try:
         async with asyncio.timeout(options.connect_timeout):
@@ -58,6 +60,7 @@ async def connect(options: RabbitOptions, default_name: str) -> AbstractConnecti
 
 
 async def declare_exchange(channel: AbstractChannel, name: str) -> None:
+    """Declare the durable topic exchange (idempotent); BusError if it exists otherwise."""
     try:
         await channel.declare_exchange(name, aio_pika.ExchangeType.TOPIC, durable=True)
     except aiormq.exceptions.ChannelPreconditionFailed as exc:
@@ -65,6 +68,7 @@ async def declare_exchange(channel: AbstractChannel, name: str) -> None:
 
 
 def text(value: object) -> str:
+    """A header value as text (AMQP hands some strings over as bytes)."""
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 

@@ -15,8 +15,8 @@ Topology, for exchange ``X`` and consumer group ``G``:
 - ``X.G.dead``: the group's dead-letter queue (quorum).
 - ``X.G.retry.<ms>``: one quorum queue per retry delay (rounded to two
   significant digits), no consumers, message TTL ``<ms>``, dead-lettering back
-  into ``X.G`` when a message expires. It deletes itself when unused for a
-  minute longer than its TTL.
+  into ``X.G`` when a message expires. It deletes itself when unused for
+  10 minutes longer than its TTL.
 """
 
 from __future__ import annotations
