@@ -7,6 +7,7 @@ on its pid, found by its ``connection_name``), never anyone else's.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections import defaultdict
 
 import pytest
@@ -243,5 +244,47 @@ def test_settling_a_delivery_of_a_lost_connection_makes_no_copy(rabbitmq_url: st
             assert again.message.delivery_count == 2
             assert await nothing_within(source, 0.8)  # and no retry copy came after it
             await source.close()
+
+    run(scenario(), timeout=60)
+
+
+_HOLDER = """
+import asyncio, sys
+from eskit.bus.rabbitmq import RabbitMQSource
+
+async def main():
+    source = RabbitMQSource.from_url(sys.argv[1], group=sys.argv[2])
+    async for delivery in source.deliveries():
+        print("holding", delivery.message.broker_id, flush=True)
+        await asyncio.sleep(3600)  # mid-handler, forever: SIGKILLed here
+
+asyncio.run(main())
+"""
+
+
+def test_a_member_sigkilled_mid_handler_has_its_message_redelivered(rabbitmq_url: str) -> None:
+    exchange, group = unique_name("ex"), unique_name("g")
+    url = f"{rabbitmq_url}?exchange={exchange}&prefetch=1"
+    batch = messages(["kill-1"], 1)
+
+    async def scenario() -> None:
+        async with topology(rabbitmq_url, exchange, [group]):
+            async with RabbitMQSource.from_url(url, group=group):
+                pass  # declares the group
+            async with RabbitMQSink.from_url(url) as sink:
+                await sink.publish(batch)
+            holder = await asyncio.create_subprocess_exec(
+                sys.executable, "-c", _HOLDER, url, group, stdout=asyncio.subprocess.PIPE)
+            try:
+                assert holder.stdout is not None
+                line = await asyncio.wait_for(holder.stdout.readline(), 30)
+                assert line.decode().split() == ["holding", batch[0].message_id]
+            finally:
+                holder.kill()  # SIGKILL: no close, no goodbye to the broker
+                await holder.wait()
+            async with RabbitMQSource.from_url(url, group=group) as survivor:
+                (again,) = await take(survivor, 1)
+                assert again.message.broker_id == batch[0].message_id
+                assert again.message.delivery_count == 2
 
     run(scenario(), timeout=60)
