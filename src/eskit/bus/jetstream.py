@@ -1,0 +1,535 @@
+"""NATS JetStream: a :class:`JetStreamSink` that publishes with acks, a :class:`JetStreamSource`.
+
+Layout on the server, for ``nats://host:4222/?stream=ESKIT&prefix=eskit``:
+
+- the stream ``ESKIT`` captures ``eskit.>``; each event is published on
+  ``eskit.<category>.<stream id>`` (tokens escaped by
+  :func:`~eskit.bus._jetstream_config.subject_token`) with ``Nats-Msg-Id`` = the
+  event id, so JetStream drops a repeat within the duplicate window;
+- a consumer group is a durable pull consumer of that name on ``ESKIT``;
+- dead letters go to the stream ``ESKIT_DLQ`` (subjects ``eskit_dlq.>``), on
+  ``eskit_dlq.<group>.dead``; a replay moves them to ``eskit_dlq.<group>.replay``,
+  which only that group's second durable consumer (same name, on ``ESKIT_DLQ``)
+  reads, so a replay reaches that group and no other.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Sequence
+from typing import Any, ClassVar, Self
+from urllib.parse import quote, unquote
+
+from eskit.bus._jetstream_config import (
+    JetStreamOptions,
+    check_group,
+    dead_subject,
+    parse_url,
+    replay_subject,
+    subject_for,
+)
+from eskit.bus.sink import CLOUDEVENTS_CONTENT_TYPE, OutgoingMessage, Sink, stream_category
+from eskit.bus.source import DeadMessage, Delivery, IncomingMessage, Source
+from eskit.errors import (
+    BrokerUnavailableError,
+    BusError,
+    InvalidInputError,
+    MissingExtraError,
+    PublishRejectedError,
+)
+
+try:
+    import nats
+    import nats.errors
+    import nats.js.errors
+    from nats.aio.client import Client
+    from nats.aio.msg import Msg
+    from nats.js import JetStreamContext, api
+except ImportError as exc:  # pragma: no cover - the nats extra installs it
+    raise MissingExtraError("nats", "the NATS JetStream sink and source", name=exc.name) from exc
+
+__all__ = ["JetStreamSink", "JetStreamSource"]
+
+log = logging.getLogger(__name__)
+
+REASON_HEADER = "Eskit-Dead-Letter-Reason"
+MAX_REASON_CHARS = 1000
+_REPLAY_FROM = "Eskit-Replayed-From"
+_FETCH_WAIT = 1.0  # seconds a pull request waits on the server; bounds close()
+
+
+async def _connect(opts: JetStreamOptions, name: str, *, reconnect: bool, **cbs: Any) -> Client:
+    async def on_error(exc: Exception) -> None:
+        log.debug("NATS %s: %s", opts.display, exc)
+
+    nc = Client()
+    try:
+        # nats-py retries a first connect forever when reconnecting is on: bound it here.
+        await asyncio.wait_for(nc.connect(
+            servers=[opts.server], name=opts.name or name, connect_timeout=opts.connect_timeout,
+            allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 0,
+            reconnect_time_wait=0.5, error_cb=on_error, **cbs,
+        ), timeout=opts.connect_timeout + 1)
+    except (OSError, TimeoutError, nats.errors.Error) as exc:
+        with contextlib.suppress(Exception):
+            await nc.close()
+        raise BrokerUnavailableError(f"NATS at {opts.display} is unreachable: {exc!r}") from exc
+    return nc
+
+
+async def _ensure_stream(js: JetStreamContext, opts: JetStreamOptions, name: str,
+                         subjects: list[str]) -> None:
+    """Create the stream if it is missing; refuse one that does not capture ``subjects``."""
+    try:
+        info = await js.stream_info(name)
+    except nats.js.errors.NotFoundError:
+        config = api.StreamConfig(
+            name=name, subjects=subjects, duplicate_window=opts.dupe_window,
+            storage=api.StorageType(opts.storage), num_replicas=opts.replicas,
+            max_age=opts.max_age or None, retention=api.RetentionPolicy.LIMITS,
+        )
+        try:
+            await js.add_stream(config)
+        except nats.js.errors.APIError as exc:
+            raise BusError(f"cannot create JetStream stream {name} for {subjects}: {exc}") from exc
+        return
+    have = info.config.subjects or []
+    if not set(subjects) <= set(have):
+        raise BusError(
+            f"JetStream stream {name} exists with subjects {have}, not {subjects}: "
+            "choose another stream or prefix"
+        )
+
+
+class JetStreamSink(Sink):
+    """Publishes to a JetStream stream and returns once JetStream acked every message.
+
+    URL: ``nats://[user:password@]host[:port]/?option=value&...`` (``tls://`` for TLS,
+    as nats-py does it). Options:
+
+    - ``stream`` (``ESKIT``): the JetStream stream; created if missing, capturing
+      ``<prefix>.>``. An existing stream must capture that, or ``open`` raises BusError.
+    - ``prefix`` (``eskit``): subjects are ``<prefix>.<category>.<stream id>``.
+    - ``timeout`` (10 s): how long to wait for an ack (and for room in the window);
+      past it, :class:`~eskit.BrokerUnavailableError`.
+    - ``in_flight`` (1000): messages sent ahead of their acks.
+    - ``dupe_window`` (120 s), ``storage`` (``file``|``memory``), ``replicas`` (1),
+      ``max_age`` (0 = keep forever): the stream's settings when this creates it.
+    - ``name``: the NATS connection name (default ``eskit-sink``); ``connect_timeout`` (5 s).
+
+    Guaranteed: messages go out in the given order on one connection and JetStream
+    stores them in that order; a repeat of a message id within ``dupe_window`` is
+    acked as a duplicate, not stored. nats-py's automatic reconnect is off here: a
+    reconnect could send messages queued after ones lost with the old socket, so a
+    lost connection fails the batch and the caller reopens and republishes it.
+    Not guaranteed: a republish after ``dupe_window`` stores a second copy.
+    """
+
+    scheme: ClassVar[str] = "nats"
+
+    def __init__(self, options: JetStreamOptions) -> None:
+        self._opts = options
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._lost: asyncio.Event | None = None
+
+    @classmethod
+    def from_url(cls, url: str) -> Self:
+        return cls(parse_url(url))
+
+    @property
+    def destination(self) -> str:
+        o = self._opts
+        return f"{o.display} stream {o.stream} ({o.prefix}.>)"
+
+    def subject(self, message: OutgoingMessage) -> str:
+        """The subject ``message`` is published on."""
+        stream_id = str(message.event.stream_id)
+        return subject_for(self._opts.prefix, stream_category(stream_id), stream_id)
+
+    async def open(self) -> None:
+        if self._nc is not None and self._nc.is_connected:
+            return
+        await self.close()
+        lost = asyncio.Event()
+
+        async def on_lost() -> None:
+            lost.set()
+
+        nc = await _connect(self._opts, "eskit-sink", reconnect=False,
+                            disconnected_cb=on_lost, closed_cb=on_lost)
+        js = nc.jetstream(timeout=self._opts.timeout,
+                          publish_async_max_pending=self._opts.in_flight)
+        try:
+            await _ensure_stream(js, self._opts, self._opts.stream, [f"{self._opts.prefix}.>"])
+        except (nats.errors.Error, OSError, TimeoutError) as exc:
+            await nc.close()
+            raise BrokerUnavailableError(f"JetStream at {self._opts.display}: {exc!r}") from exc
+        except BaseException:
+            await nc.close()
+            raise
+        self._nc, self._js, self._lost = nc, js, lost
+
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        prepared = [self._prepare(m) for m in messages]  # typed errors before any I/O
+        if not prepared:
+            return
+        if self._js is None or self._nc is None or self._lost is None or self._lost.is_set():
+            raise BrokerUnavailableError(f"the sink for {self.destination} is not open")
+        js, lost, timeout = self._js, self._lost, self._opts.timeout
+        futures: list[asyncio.Future[api.PubAck]] = []
+        lost_wait = asyncio.ensure_future(lost.wait())
+        try:
+            try:
+                for subject, body, headers in prepared:
+                    futures.append(await js.publish_async(
+                        subject, body, wait_stall=timeout, headers=headers,
+                    ))
+            except nats.js.errors.TooManyStalledMsgsError:
+                raise BrokerUnavailableError(
+                    f"no JetStream ack within {timeout} s from {self.destination}"
+                ) from None
+            except (nats.errors.Error, OSError) as exc:
+                raise BrokerUnavailableError(
+                    f"lost the connection to {self.destination}: {exc!r}"
+                ) from exc
+            pending: set[asyncio.Future[Any]] = {*futures, lost_wait}
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            while len(pending) > 1:
+                done, pending = await asyncio.wait(
+                    pending, timeout=max(0.0, deadline - loop.time()),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                if not done:
+                    raise BrokerUnavailableError(
+                        f"no JetStream ack within {timeout} s from {self.destination}"
+                    )
+                if lost_wait in done:
+                    raise BrokerUnavailableError(f"lost the connection to {self.destination}")
+                for fut in done:
+                    self._check_ack(fut)
+        finally:
+            lost_wait.cancel()
+            for fut in futures:
+                fut.cancel()  # no-op for acked ones; frees nats-py's window for the rest
+
+    def _prepare(self, message: OutgoingMessage) -> tuple[str, bytes, dict[str, str]]:
+        if not isinstance(message, OutgoingMessage):
+            raise InvalidInputError(f"publish takes OutgoingMessage, got {type(message).__name__}")
+        if not isinstance(message.body, bytes):
+            raise InvalidInputError("an OutgoingMessage body must be bytes")
+        headers = {"Nats-Msg-Id": message.message_id, "Content-Type": CLOUDEVENTS_CONTENT_TYPE,
+                   "Nats-Expected-Stream": self._opts.stream}
+        limit = self._nc.max_payload if self._nc is not None else 0
+        if limit and len(message.body) + 256 > limit:
+            raise PublishRejectedError(
+                f"event {message.message_id}: {len(message.body)} bytes is over the server's "
+                f"max_payload of {limit} bytes (with headers)"
+            )
+        return self.subject(message), message.body, headers
+
+    def _check_ack(self, fut: asyncio.Future[Any]) -> None:
+        try:
+            ack = fut.result()
+        except nats.js.errors.NoStreamResponseError:
+            # No stream captures the subject right now (deleted, or a leader election):
+            # reopening declares it again, so it is worth a retry.
+            raise BrokerUnavailableError(
+                f"no JetStream stream answered on {self.destination}"
+            ) from None
+        except nats.js.errors.APIError as exc:
+            raise PublishRejectedError(f"JetStream refused a message: {exc}") from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailableError(f"publish to {self.destination} failed: {exc!r}") from exc
+        if ack.stream != self._opts.stream:
+            raise PublishRejectedError(f"stored in stream {ack.stream}, not {self._opts.stream}")
+
+    async def close(self) -> None:
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is not None and not nc.is_closed:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), timeout=self._opts.timeout)
+
+
+class JetStreamSource(Source):
+    """A consumer group on a JetStream stream: a durable pull consumer named ``group``.
+
+    Takes the same URL as :class:`JetStreamSink` (and its options, for creating
+    the stream if no sink did yet), plus:
+
+    - ``ack_wait`` (30 s): an unsettled delivery is redelivered after this long.
+    - ``max_deliver`` (unlimited): JetStream stops delivering a message after this
+      many deliveries *without* dead-lettering it; leave it unset and let the
+      consumer's retry policy call :meth:`Delivery.dead_letter` instead.
+    - ``batch`` (16): messages fetched per pull request.
+    - ``filter`` (``>``): the consumer's subject filter below the prefix, e.g.
+      ``account.>``; fixed when the group is first created.
+
+    ``group`` is 1-100 of ``A-Z a-z 0-9 _ -``. Guaranteed: each message goes to
+    one member at a time; an unsettled one is redelivered after ``ack_wait``, at
+    once when its member closes; ``delivery_count`` is JetStream's
+    ``num_delivered``. The connection reconnects by itself (nats-py), and an ack
+    made while it is down is sent when it is back or lost (the message comes again).
+    """
+
+    scheme: ClassVar[str] = "nats"
+
+    def __init__(self, options: JetStreamOptions, group: str) -> None:
+        self._opts = options
+        self.group = group
+        self._nc: Client | None = None
+        self._js: JetStreamContext | None = None
+        self._queue: asyncio.Queue[tuple[Msg, float] | None] = asyncio.Queue()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._subs: list[JetStreamContext.PullSubscription] = []
+        self._unsettled: dict[str, Msg] = {}
+        self._closed = True
+
+    @classmethod
+    def from_url(cls, url: str, *, group: str) -> Self:
+        return cls(parse_url(url), check_group(group))
+
+    @property
+    def destination(self) -> str:
+        o = self._opts
+        return f"{o.display} stream {o.stream} ({o.filter_subject}) group {self.group}"
+
+    async def open(self) -> None:
+        if not self._closed:
+            return
+        opts = self._opts
+        nc = await _connect(opts, f"eskit-source-{self.group}", reconnect=True)
+        js = nc.jetstream(timeout=opts.timeout)
+        try:
+            await _ensure_stream(js, opts, opts.stream, [f"{opts.prefix}.>"])
+            await _ensure_stream(js, opts, opts.dlq_stream, [f"{opts.prefix}_dlq.>"])
+            subs = [
+                await self._consumer(js, opts.stream, opts.filter_subject),
+                await self._consumer(js, opts.dlq_stream, replay_subject(opts.prefix, self.group)),
+            ]
+        except BaseException as exc:
+            await nc.close()
+            if isinstance(exc, nats.errors.Error | OSError | TimeoutError):
+                raise BrokerUnavailableError(f"JetStream at {opts.display}: {exc!r}") from exc
+            raise
+        self._nc, self._js, self._closed = nc, js, False
+        self._queue = asyncio.Queue(maxsize=opts.batch)
+        self._subs = subs
+        self._tasks = [asyncio.create_task(self._fetch(sub)) for sub in subs]
+
+    async def _consumer(
+        self, js: JetStreamContext, stream: str, filter_subject: str
+    ) -> JetStreamContext.PullSubscription:
+        config = api.ConsumerConfig(
+            durable_name=self.group, ack_policy=api.AckPolicy.EXPLICIT,
+            deliver_policy=api.DeliverPolicy.ALL, ack_wait=self._opts.ack_wait,
+            max_deliver=self._opts.max_deliver, filter_subject=filter_subject,
+            max_ack_pending=max(1000, 4 * self._opts.batch),
+        )
+        try:
+            await js.add_consumer(stream, config)
+        except nats.js.errors.APIError as exc:
+            if isinstance(exc, nats.js.errors.ServiceUnavailableError):
+                raise
+            raise BusError(
+                f"cannot create consumer {self.group} on {stream} ({filter_subject}): {exc}; "
+                "a group keeps the filter it was created with"
+            ) from exc
+        return await js.pull_subscribe_bind(durable=self.group, stream=stream)
+
+    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> None:
+        """Pull batches into the shared queue until closed (one task per consumer)."""
+        loop = asyncio.get_running_loop()
+        while not self._closed:
+            try:
+                msgs = await sub.fetch(self._opts.batch, timeout=_FETCH_WAIT)
+            except nats.errors.TimeoutError:
+                continue
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # reconnecting, a consumer being recreated, ...
+                log.warning("fetch from %s failed (%r); trying again", self.destination, exc)
+                await asyncio.sleep(0.5)
+                continue
+            for msg in msgs:
+                await self._queue.put((msg, loop.time()))
+
+    async def deliveries(self) -> AsyncIterator[Delivery]:
+        if self._closed:
+            raise BusError(f"open the source for {self.destination} first")
+        loop = asyncio.get_running_loop()
+        queue = self._queue
+        while not self._closed:
+            item = await queue.get()
+            if item is None:
+                return
+            msg, fetched_at = item
+            if loop.time() - fetched_at > self._opts.ack_wait / 3:
+                # It waited here: reset its ack timer so it is not redelivered meanwhile.
+                with contextlib.suppress(Exception):
+                    await msg.in_progress()
+            self._unsettled[msg.reply] = msg
+            yield _JetStreamDelivery(self, msg)
+
+    async def dead_letters(self, limit: int = 100) -> list[DeadMessage]:
+        if type(limit) is not int or limit < 1:
+            raise InvalidInputError(f"limit must be a positive int, got {limit!r}")
+        js = self._require()
+        found: list[DeadMessage] = []
+        async for raw in self._dead(js):
+            headers = raw.headers or {}
+            found.append(DeadMessage(
+                dead_letter_id=str(raw.seq), body=raw.data or b"",
+                reason=unquote(headers.get(REASON_HEADER, "")), dead_at=raw.time,
+            ))
+            if len(found) >= limit:
+                break
+        return found
+
+    async def _dead(self, js: JetStreamContext) -> AsyncIterator[api.RawStreamMsg]:
+        subject, seq = dead_subject(self._opts.prefix, self.group), 1
+        while True:
+            try:
+                raw = await js.get_msg(self._opts.dlq_stream, seq, subject=subject, next=True)
+            except nats.js.errors.NotFoundError:
+                return
+            except (nats.errors.Error, OSError) as exc:
+                raise BrokerUnavailableError(f"reading dead letters: {exc!r}") from exc
+            yield raw
+            seq = (raw.seq or seq) + 1
+
+    async def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
+        if ids is not None and (
+            isinstance(ids, str) or not all(isinstance(i, str) and i.isdigit() for i in ids)
+        ):
+            raise InvalidInputError("dead-letter ids are the str ids dead_letters() lists")
+        js = self._require()
+        opts, subject = self._opts, dead_subject(self._opts.prefix, self.group)
+        if ids is None:
+            seqs = [raw.seq for raw in [r async for r in self._dead(js)] if raw.seq]
+        else:
+            seqs = [int(i) for i in dict.fromkeys(ids)]
+        moved = 0
+        try:
+            for seq in seqs:
+                try:
+                    raw = await js.get_msg(opts.dlq_stream, seq)
+                except nats.js.errors.NotFoundError:
+                    continue
+                if raw.subject != subject:
+                    continue  # another group's dead letter, or one of its replays
+                headers = {**(raw.headers or {}), _REPLAY_FROM: str(seq),
+                           "Nats-Msg-Id": f"replay:{self.group}:{seq}"}
+                await js.publish(replay_subject(opts.prefix, self.group), raw.data or b"",
+                                 headers=headers)
+                # Published first, deleted second: a crash in between replays it twice
+                # (the Nats-Msg-Id dedupes that within the window), never zero times.
+                await js.delete_msg(opts.dlq_stream, seq)
+                moved += 1
+        except (nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailableError(f"replaying dead letters: {exc!r}") from exc
+        return moved
+
+    async def _dead_letter(self, msg: Msg, reason: str) -> None:
+        js = self._require()
+        meta = msg.metadata
+        headers = {
+            REASON_HEADER: quote(reason[:MAX_REASON_CHARS], safe=" "),
+            "Content-Type": (msg.headers or {}).get("Content-Type", CLOUDEVENTS_CONTENT_TYPE),
+            "Eskit-Original-Subject": msg.subject,
+            "Eskit-Delivery-Count": str(meta.num_delivered),
+            # One dead letter per delivered message even if term() is lost and it comes again.
+            "Nats-Msg-Id": f"dead:{self.group}:{meta.stream}:{meta.sequence.stream}",
+        }
+        try:
+            await js.publish(dead_subject(self._opts.prefix, self.group), msg.data,
+                             headers=headers, timeout=self._opts.timeout)
+            await msg.term()
+        except nats.js.errors.APIError as exc:
+            raise PublishRejectedError(f"JetStream refused the dead letter: {exc}") from exc
+        except (nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailableError(f"dead-lettering: {exc!r}") from exc
+
+    def _require(self) -> JetStreamContext:
+        if self._closed or self._js is None:
+            raise BusError(f"the source for {self.destination} is not open")
+        return self._js
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        # Let the pull requests under way finish (at most _FETCH_WAIT) rather than cancel
+        # them: one left waiting on the server would swallow the redeliveries below.
+        held = list(self._unsettled.values())
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + _FETCH_WAIT + 2
+        tasks = set(self._tasks)
+        while True:
+            while not self._queue.empty():
+                item = self._queue.get_nowait()
+                if item is not None:
+                    held.append(item[0])
+            if not tasks or loop.time() > deadline:
+                break
+            _, tasks = await asyncio.wait(tasks, timeout=0.05)
+        for task in tasks:
+            task.cancel()
+        self._tasks = []
+        self._unsettled.clear()
+        self._queue.put_nowait(None)  # wakes a deliveries() waiting on the queue
+        nc, self._nc, self._js = self._nc, None, None
+        if nc is None:
+            return
+        self._subs = []
+        with contextlib.suppress(Exception):
+            for msg in held:
+                await msg.nak()
+            await asyncio.wait_for(nc.flush(), timeout=2)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), timeout=self._opts.timeout)
+
+
+class _JetStreamDelivery(Delivery):
+    def __init__(self, source: JetStreamSource, msg: Msg) -> None:
+        meta = msg.metadata
+        self.message = IncomingMessage(
+            body=msg.data, delivery_count=meta.num_delivered,
+            broker_id=f"{meta.stream}:{meta.sequence.stream}",
+        )
+        self._source = source
+        self._msg = msg
+
+    def _settle(self) -> Msg:
+        if self._source._unsettled.pop(self._msg.reply, None) is None:
+            raise InvalidInputError(
+                f"delivery {self.message.broker_id} was settled already (or its source closed)"
+            )
+        return self._msg
+
+    async def ack(self) -> None:
+        msg = self._settle()
+        try:
+            await msg.ack()
+        except (nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailableError(f"ack failed: {exc!r}") from exc
+
+    async def retry(self, delay: float) -> None:
+        if not isinstance(delay, int | float) or not math.isfinite(delay) or delay < 0:
+            raise InvalidInputError(f"retry delay must be a finite number >= 0, got {delay!r}")
+        msg = self._settle()
+        try:
+            await msg.nak(delay=delay)
+        except (nats.errors.Error, OSError) as exc:
+            raise BrokerUnavailableError(f"nak failed: {exc!r}") from exc
+
+    async def dead_letter(self, reason: str) -> None:
+        if not isinstance(reason, str):
+            raise InvalidInputError(f"a dead-letter reason must be a str, got {reason!r}")
+        reason = reason.encode("utf-8", "backslashreplace").decode()  # lone surrogates
+        msg = self._settle()
+        await self._source._dead_letter(msg, reason)
