@@ -16,7 +16,7 @@ import nats
 import pytest
 
 from eskit import InMemoryEventStore, NewEvent
-from eskit.bus import Delivery, OutgoingMessage
+from eskit.bus import DeadMessage, Delivery, OutgoingMessage
 from eskit.bus.jetstream import JetStreamSink, JetStreamSource
 from eskit.errors import BrokerUnavailableError, BusError, InvalidInputError, PublishRejectedError
 from tests.bus.conftest import unique_name
@@ -381,5 +381,30 @@ def test_an_existing_stream_on_other_subjects_is_refused(nats_url: str) -> None:
         finally:
             await nc.close()
             await cleanup_streams(nats_url, stream)
+
+    asyncio.run(run())
+
+
+def test_max_deliver_moves_a_message_to_the_dead_letters(js_url: str) -> None:
+    batch = messages(["m-1"])
+
+    async def run() -> None:
+        async with JetStreamSink.from_url(js_url) as sink:
+            await sink.publish(batch)
+        url = js_url.replace("ack_wait=2", "ack_wait=1") + "&max_deliver=2"
+        async with JetStreamSource.from_url(url, group="g") as source:
+            # A member that dies in its handler each time never settles the message.
+            counts = [d.message.delivery_count for d in await take(source, 2, ack=False)]
+            assert counts == [1, 2]
+
+            async def dead() -> list[DeadMessage]:
+                while not (found := await source.dead_letters()):
+                    await asyncio.sleep(0.2)
+                return found
+
+            (letter,) = await asyncio.wait_for(dead(), 20)
+            assert letter.body == batch[0].body
+            assert "max_deliver" in letter.reason
+            assert await nothing_within(source, 1.5)
 
     asyncio.run(run())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import math
 from collections.abc import AsyncIterator, Sequence
@@ -69,9 +70,10 @@ async def _connect(opts: JetStreamOptions, name: str, *, reconnect: bool, **cbs:
     try:
         # nats-py retries a first connect forever when reconnecting is on: bound it here.
         await asyncio.wait_for(nc.connect(
-            servers=[opts.server], name=opts.name or name, connect_timeout=opts.connect_timeout,
+            servers=[opts.server], name=opts.name or name,
+            connect_timeout=math.ceil(opts.connect_timeout),
             allow_reconnect=reconnect, max_reconnect_attempts=-1 if reconnect else 0,
-            reconnect_time_wait=0.5, error_cb=on_error, **cbs,
+            reconnect_time_wait=1, error_cb=on_error, **cbs,
         ), timeout=opts.connect_timeout + 1)
     except (OSError, TimeoutError, nats.errors.Error) as exc:
         with contextlib.suppress(Exception):
@@ -262,9 +264,11 @@ class JetStreamSource(Source):
     the stream if no sink did yet), plus:
 
     - ``ack_wait`` (30 s): an unsettled delivery is redelivered after this long.
-    - ``max_deliver`` (unlimited): JetStream stops delivering a message after this
-      many deliveries *without* dead-lettering it; leave it unset and let the
-      consumer's retry policy call :meth:`Delivery.dead_letter` instead.
+    - ``max_deliver`` (unlimited): after this many deliveries JetStream stops
+      delivering a message and sends an advisory; the open members move the
+      message to the dead-letter path then (a member crashing on it each time
+      never gets to call :meth:`Delivery.dead_letter`). Set it above the
+      consumer's retry limit.
     - ``batch`` (16): messages fetched per pull request.
     - ``filter`` (``>``): the consumer's subject filter below the prefix, e.g.
       ``account.>``; fixed when the group is first created.
@@ -316,6 +320,12 @@ class JetStreamSource(Source):
             if isinstance(exc, nats.errors.Error | OSError | TimeoutError):
                 raise BrokerUnavailableError(f"JetStream at {opts.display}: {exc!r}") from exc
             raise
+        if opts.max_deliver > 0:
+            for stream in (opts.stream, opts.dlq_stream):
+                await nc.subscribe(
+                    f"$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{self.group}",
+                    cb=self._on_max_deliveries,
+                )
         self._nc, self._js, self._closed = nc, js, False
         self._queue = asyncio.Queue(maxsize=opts.batch)
         self._subs = subs
@@ -433,6 +443,32 @@ class JetStreamSource(Source):
         except (nats.errors.Error, OSError) as exc:
             raise BrokerUnavailableError(f"replaying dead letters: {exc!r}") from exc
         return moved
+
+    async def _on_max_deliveries(self, advisory: Msg) -> None:
+        """JetStream gave up on a message (``max_deliver``): put it on the dead-letter path.
+
+        Every member gets the advisory; the ``Nats-Msg-Id`` keeps one copy. An advisory
+        is not stored: one sent while no member is connected is missed, and that
+        message stays in the stream, undelivered to this group (see the docs).
+        """
+        try:
+            info = json.loads(advisory.data)
+            stream, seq = str(info["stream"]), int(info["stream_seq"])
+            js = self._require()
+            raw = await js.get_msg(stream, seq)
+            headers = {
+                REASON_HEADER: quote(
+                    f"JetStream max_deliver reached: {info.get('deliveries')} deliveries", safe=" "
+                ),
+                "Content-Type": (raw.headers or {}).get("Content-Type", CLOUDEVENTS_CONTENT_TYPE),
+                "Eskit-Original-Subject": raw.subject or "",
+                "Eskit-Delivery-Count": str(info.get("deliveries", "")),
+                "Nats-Msg-Id": f"dead:{self.group}:{stream}:{seq}",
+            }
+            await js.publish(dead_subject(self._opts.prefix, self.group), raw.data or b"",
+                             headers=headers, timeout=self._opts.timeout)
+        except Exception as exc:  # a callback must not raise into nats-py
+            log.error("could not dead-letter after max_deliver on %s: %r", self.destination, exc)
 
     async def _dead_letter(self, msg: Msg, reason: str) -> None:
         js = self._require()
