@@ -314,7 +314,9 @@ def test_a_group_filter_selects_subjects(js_url: str) -> None:
         async with JetStreamSource.from_url(js_url + "&filter=order.>", group="o") as s:
             got = await take(s, 4)
             assert await nothing_within(s, 1)
-            return got
+        with pytest.raises(BusError, match="keeps the filter"):
+            await JetStreamSource.from_url(js_url + "&filter=acct.>", group="o").open()
+        return got
 
     assert {body(d)["s"] for d in asyncio.run(run())} == {"order-1", "order-2"}
 

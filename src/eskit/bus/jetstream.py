@@ -341,6 +341,16 @@ class JetStreamSource(Source):
             max_ack_pending=max(1000, 4 * self._opts.batch),
         )
         try:
+            existing = await js.consumer_info(stream, self.group)
+        except nats.js.errors.NotFoundError:
+            existing = None
+        if existing is not None and existing.config.filter_subject != filter_subject:
+            # The server would re-target the whole group; one member's URL must not.
+            raise BusError(
+                f"group {self.group} on {stream} filters {existing.config.filter_subject!r}, "
+                f"not {filter_subject!r}: a group keeps the filter it was created with"
+            )
+        try:
             await js.add_consumer(stream, config)
         except nats.js.errors.APIError as exc:
             if isinstance(exc, nats.js.errors.ServiceUnavailableError):
