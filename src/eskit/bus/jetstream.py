@@ -185,12 +185,15 @@ class JetStreamSink(Sink):
         futures: list[asyncio.Future[api.PubAck]] = []
         lost_wait = asyncio.ensure_future(lost.wait())
         try:
+            loop = asyncio.get_running_loop()
             try:
-                for subject, body, headers in prepared:
-                    futures.append(await js.publish_async(
-                        subject, body, wait_stall=timeout, headers=headers,
-                    ))
-            except nats.js.errors.TooManyStalledMsgsError:
+                # One deadline, pushed on at each send, bounds a stall on a full window;
+                # nats-py's own wait_stall would start a task per message.
+                async with asyncio.timeout(timeout) as deadline:
+                    for subject, body, headers in prepared:
+                        futures.append(await js.publish_async(subject, body, headers=headers))
+                        deadline.reschedule(loop.time() + timeout)
+            except TimeoutError:
                 raise BrokerUnavailableError(
                     f"no JetStream ack within {timeout} s from {self.destination}"
                 ) from None
@@ -198,21 +201,25 @@ class JetStreamSink(Sink):
                 raise BrokerUnavailableError(
                     f"lost the connection to {self.destination}: {exc!r}"
                 ) from exc
-            pending: set[asyncio.Future[Any]] = {*futures, lost_wait}
-            loop = asyncio.get_running_loop()
-            deadline = loop.time() + timeout
-            while len(pending) > 1:
-                done, pending = await asyncio.wait(
-                    pending, timeout=max(0.0, deadline - loop.time()),
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                if not done:
-                    raise BrokerUnavailableError(
-                        f"no JetStream ack within {timeout} s from {self.destination}"
-                    )
+            # One waiter for all acks (gather fails at the first error), raced against the
+            # connection: waiting on each future apart would cost O(n^2) callbacks.
+            acks = asyncio.gather(*futures)
+            waiters: set[asyncio.Future[Any]] = {acks, lost_wait}
+            done, _ = await asyncio.wait(waiters, timeout=timeout,
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if acks not in done:
+                acks.cancel()
+                with contextlib.suppress(BaseException):
+                    await acks
                 if lost_wait in done:
                     raise BrokerUnavailableError(f"lost the connection to {self.destination}")
-                for fut in done:
+                raise BrokerUnavailableError(
+                    f"no JetStream ack within {timeout} s from {self.destination}"
+                )
+            if not acks.cancelled():
+                acks.exception()  # retrieved here; the failing future is reported below
+            for fut in futures:  # in order: the first failure of the batch is raised
+                if fut.done():
                     self._check_ack(fut)
         finally:
             lost_wait.cancel()
