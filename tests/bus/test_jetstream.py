@@ -269,9 +269,15 @@ def test_replay_all_dead_letters_and_dead_lettering_a_replayed_one(js_url: str) 
             replayed = await take(source, 3, ack=False)
             assert sorted(body(d)["v"] for d in replayed) == [1, 2, 3]
             await replayed[0].dead_letter("still broken")
-            for d in replayed[1:]:
-                await d.ack()
-            assert [x.reason for x in await source.dead_letters()] == ["still broken"]
+            await replayed[1].dead_letter("odd \udc80 " + "€" * 5000)  # lone surrogate, long
+            await replayed[2].ack()
+            reasons = [x.reason for x in await source.dead_letters()]
+            assert reasons[0] == "still broken"
+            assert reasons[1].startswith("odd \\udc80 €€€")
+            assert 100 < len(reasons[1]) <= 1000
+            for bad in (["1.5"], ["²"], "12", [7], ["9" * 30]):
+                with pytest.raises(InvalidInputError):
+                    await source.replay_dead_letters(bad)  # type: ignore[arg-type]
 
     asyncio.run(run())
 

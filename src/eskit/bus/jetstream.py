@@ -58,6 +58,7 @@ log = logging.getLogger(__name__)
 
 REASON_HEADER = "Eskit-Dead-Letter-Reason"
 MAX_REASON_CHARS = 1000
+_MAX_REASON_HEADER = 3000  # bytes: a dead letter is its body plus headers, under max_payload
 _REPLAY_FROM = "Eskit-Replayed-From"
 _FETCH_WAIT = 1.0  # seconds a pull request waits on the server; bounds close()
 
@@ -431,35 +432,39 @@ class JetStreamSource(Source):
 
     async def replay_dead_letters(self, ids: Sequence[str] | None = None) -> int:
         if ids is not None and (
-            isinstance(ids, str) or not all(isinstance(i, str) and i.isdigit() for i in ids)
+            isinstance(ids, str)
+            or not all(isinstance(i, str) and i.isascii() and i.isdigit() and len(i) < 20
+                       for i in ids)
         ):
             raise InvalidInputError("dead-letter ids are the str ids dead_letters() lists")
         js = self._require()
-        opts, subject = self._opts, dead_subject(self._opts.prefix, self.group)
-        if ids is None:
-            seqs = [raw.seq for raw in [r async for r in self._dead(js)] if raw.seq]
-        else:
-            seqs = [int(i) for i in dict.fromkeys(ids)]
         moved = 0
         try:
-            for seq in seqs:
+            if ids is None:
+                async for raw in self._dead(js):  # deleting behind the cursor is safe
+                    moved += await self._replay(js, raw)
+            for seq in dict.fromkeys(int(i) for i in ids or ()):
                 try:
-                    raw = await js.get_msg(opts.dlq_stream, seq)
+                    raw = await js.get_msg(self._opts.dlq_stream, seq)
                 except nats.js.errors.NotFoundError:
                     continue
-                if raw.subject != subject:
-                    continue  # another group's dead letter, or one of its replays
-                headers = {**(raw.headers or {}), _REPLAY_FROM: str(seq),
-                           "Nats-Msg-Id": f"replay:{self.group}:{seq}"}
-                await js.publish(replay_subject(opts.prefix, self.group), raw.data or b"",
-                                 headers=headers)
-                # Published first, deleted second: a crash in between replays it twice
-                # (the Nats-Msg-Id dedupes that within the window), never zero times.
-                await js.delete_msg(opts.dlq_stream, seq)
-                moved += 1
+                moved += await self._replay(js, raw)
         except (nats.errors.Error, OSError) as exc:
             raise BrokerUnavailableError(f"replaying dead letters: {exc!r}") from exc
         return moved
+
+    async def _replay(self, js: JetStreamContext, raw: api.RawStreamMsg) -> int:
+        opts = self._opts
+        if raw.subject != dead_subject(opts.prefix, self.group) or raw.seq is None:
+            return 0  # another group's dead letter, or one of its replays
+        headers = {**(raw.headers or {}), _REPLAY_FROM: str(raw.seq),
+                   "Nats-Msg-Id": f"replay:{self.group}:{raw.seq}"}
+        await js.publish(replay_subject(opts.prefix, self.group), raw.data or b"",
+                         headers=headers)
+        # Published first, deleted second: a crash in between replays it twice (the
+        # Nats-Msg-Id dedupes that within the window), never zero times.
+        await js.delete_msg(opts.dlq_stream, raw.seq)
+        return 1
 
     async def _on_max_deliveries(self, advisory: Msg) -> None:
         """JetStream gave up on a message (``max_deliver``): put it on the dead-letter path.
@@ -474,8 +479,8 @@ class JetStreamSource(Source):
             js = self._require()
             raw = await js.get_msg(stream, seq)
             headers = {
-                REASON_HEADER: quote(
-                    f"JetStream max_deliver reached: {info.get('deliveries')} deliveries", safe=" "
+                REASON_HEADER: _reason_header(
+                    f"JetStream max_deliver reached: {info.get('deliveries')} deliveries"
                 ),
                 "Content-Type": (raw.headers or {}).get("Content-Type", CLOUDEVENTS_CONTENT_TYPE),
                 "Eskit-Original-Subject": raw.subject or "",
@@ -491,7 +496,7 @@ class JetStreamSource(Source):
         js = self._require()
         meta = msg.metadata
         headers = {
-            REASON_HEADER: quote(reason[:MAX_REASON_CHARS], safe=" "),
+            REASON_HEADER: _reason_header(reason),
             "Content-Type": (msg.headers or {}).get("Content-Type", CLOUDEVENTS_CONTENT_TYPE),
             "Eskit-Original-Subject": msg.subject,
             "Eskit-Delivery-Count": str(meta.num_delivered),
@@ -502,8 +507,8 @@ class JetStreamSource(Source):
             await js.publish(dead_subject(self._opts.prefix, self.group), msg.data,
                              headers=headers, timeout=self._opts.timeout)
             await msg.term()
-        except nats.js.errors.APIError as exc:
-            raise PublishRejectedError(f"JetStream refused the dead letter: {exc}") from exc
+        except (nats.js.errors.APIError, nats.errors.MaxPayloadError) as exc:
+            raise PublishRejectedError(f"JetStream refused the dead letter: {exc!r}") from exc
         except (nats.errors.Error, OSError) as exc:
             raise BrokerUnavailableError(f"dead-lettering: {exc!r}") from exc
 
@@ -586,3 +591,12 @@ class _JetStreamDelivery(Delivery):
         reason = reason.encode("utf-8", "backslashreplace").decode()  # lone surrogates
         msg = self._settle()
         await self._source._dead_letter(msg, reason)
+
+
+def _reason_header(reason: str) -> str:
+    """``reason`` as a header value: percent-encoded (no CR/LF), cut to fit the bounds."""
+    value = quote(reason[:MAX_REASON_CHARS], safe=" ")
+    while len(value) > _MAX_REASON_HEADER:  # many multi-byte characters
+        reason = reason[: len(reason) // 2]
+        value = quote(reason, safe=" ")
+    return value
