@@ -416,3 +416,41 @@ def test_max_deliver_moves_a_message_to_the_dead_letters(js_url: str) -> None:
             assert await nothing_within(source, 1.5)
 
     asyncio.run(run())
+
+
+def test_a_stream_deleted_under_the_sink_is_declared_again_on_reopen(
+    js_url: str, nats_url: str
+) -> None:
+    stream = js_url.split("stream=")[1].split("&")[0]
+
+    async def run() -> list[Delivery]:
+        sink = JetStreamSink.from_url(js_url)
+        await sink.open()
+        await sink.publish(messages(["k-1"]))
+        await cleanup_streams(nats_url, stream)  # an operator's mistake, say
+        with pytest.raises(BrokerUnavailableError):
+            await sink.publish(messages(["k-2"]))
+        await sink.open()  # what the relay does after BrokerUnavailableError
+        await sink.publish(messages(["k-3"]))
+        await sink.close()
+        async with JetStreamSource.from_url(js_url, group="g") as source:
+            return await take(source, 1)
+
+    (got,) = asyncio.run(run())
+    assert body(got)["s"] == "k-3"
+
+
+def test_a_source_whose_streams_vanish_declares_them_again(js_url: str, nats_url: str) -> None:
+    stream = js_url.split("stream=")[1].split("&")[0]
+
+    async def run() -> list[Delivery]:
+        async with JetStreamSource.from_url(js_url, group="g") as source:
+            # As after a restart of a server that kept them in memory only.
+            await cleanup_streams(nats_url, stream, f"{stream}_DLQ")
+            await asyncio.sleep(1.5)  # its pulls fail meanwhile
+            async with JetStreamSink.from_url(js_url) as sink:
+                await sink.publish(messages(["v-1"]))
+            return await take(source, 1, timeout=20)
+
+    (got,) = asyncio.run(run())
+    assert body(got)["s"] == "v-1"

@@ -92,3 +92,17 @@ def test_a_bad_url_is_an_invalid_input_error(url: object) -> None:
 def test_a_bad_group_is_an_invalid_input_error(group: object) -> None:
     with pytest.raises(InvalidInputError):
         JetStreamSource.from_url("nats://127.0.0.1/", group=group)  # type: ignore[arg-type]
+
+
+def test_without_nats_py_the_module_says_which_extra_to_install() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; sys.modules['nats'] = None\n"
+        "from eskit.errors import MissingExtraError\n"
+        "try:\n    import eskit.bus.jetstream\nexcept MissingExtraError as e:\n"
+        "    print('extra', e.extra)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "extra nats"

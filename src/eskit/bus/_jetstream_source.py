@@ -40,6 +40,7 @@ MAX_REASON_CHARS = 1000
 _MAX_REASON_HEADER = 3000  # bytes: a dead letter is its body plus headers, under max_payload
 _REPLAY_FROM = "Eskit-Replayed-From"
 _FETCH_WAIT = 1.0  # seconds a pull request waits on the server; bounds close()
+_CHECK_IDLE = 5.0  # seconds without messages before checking that the consumer still exists
 
 
 class JetStreamSource(Source):
@@ -94,12 +95,9 @@ class JetStreamSource(Source):
         nc = await connect(opts, f"eskit-source-{self.group}", reconnect=True)
         js = nc.jetstream(timeout=opts.timeout)
         try:
-            await ensure_stream(js, opts, opts.stream, [f"{opts.prefix}.>"])
-            await ensure_stream(js, opts, opts.dlq_stream, [f"{opts.prefix}_dlq.>"])
-            subs = [
-                await self._consumer(js, opts.stream, opts.filter_subject),
-                await self._consumer(js, opts.dlq_stream, replay_subject(opts.prefix, self.group)),
-            ]
+            await self._declare(js)
+            subs = [await js.pull_subscribe_bind(durable=self.group, stream=stream)
+                    for stream in (opts.stream, opts.dlq_stream)]
         except BaseException as exc:
             await nc.close()
             if isinstance(exc, nats.errors.Error | OSError | TimeoutError):
@@ -114,11 +112,18 @@ class JetStreamSource(Source):
         self._nc, self._js, self._closed = nc, js, False
         self._queue = asyncio.Queue(maxsize=opts.batch)
         self._subs = subs
-        self._tasks = [asyncio.create_task(self._fetch(sub)) for sub in subs]
+        self._tasks = [asyncio.create_task(self._fetch(sub, stream))
+                       for sub, stream in zip(subs, (opts.stream, opts.dlq_stream), strict=True)]
 
-    async def _consumer(
-        self, js: JetStreamContext, stream: str, filter_subject: str
-    ) -> JetStreamContext.PullSubscription:
+    async def _declare(self, js: JetStreamContext) -> None:
+        """The two streams and the group's two durable consumers (idempotent)."""
+        opts = self._opts
+        await ensure_stream(js, opts, opts.stream, [f"{opts.prefix}.>"])
+        await ensure_stream(js, opts, opts.dlq_stream, [f"{opts.prefix}_dlq.>"])
+        await self._consumer(js, opts.stream, opts.filter_subject)
+        await self._consumer(js, opts.dlq_stream, replay_subject(opts.prefix, self.group))
+
+    async def _consumer(self, js: JetStreamContext, stream: str, filter_subject: str) -> None:
         config = api.ConsumerConfig(
             durable_name=self.group, ack_policy=api.AckPolicy.EXPLICIT,
             deliver_policy=api.DeliverPolicy.ALL, ack_wait=self._opts.ack_wait,
@@ -144,21 +149,38 @@ class JetStreamSource(Source):
                 f"cannot create consumer {self.group} on {stream} ({filter_subject}): {exc}; "
                 "a group keeps the filter it was created with"
             ) from exc
-        return await js.pull_subscribe_bind(durable=self.group, stream=stream)
 
-    async def _fetch(self, sub: JetStreamContext.PullSubscription) -> None:
+    async def _fetch(self, sub: JetStreamContext.PullSubscription, stream: str) -> None:
         """Pull batches into the shared queue until closed (one task per consumer)."""
         loop = asyncio.get_running_loop()
+        checked = loop.time()
         while not self._closed:
             try:
                 msgs = await sub.fetch(self._opts.batch, timeout=_FETCH_WAIT)
             except nats.errors.TimeoutError:
+                # A pull on a deleted consumer just times out: look now and then.
+                if loop.time() - checked > _CHECK_IDLE and self._js is not None:
+                    checked = loop.time()
+                    try:
+                        await self._js.consumer_info(stream, self.group)
+                    except nats.js.errors.NotFoundError:
+                        log.warning("%s: consumer %s on %s is gone; declaring it again",
+                                    self.destination, self.group, stream)
+                        with contextlib.suppress(Exception):
+                            await self._declare(self._js)
+                    except Exception as exc:
+                        log.debug("checking consumer %s on %s: %r", self.group, stream, exc)
                 continue
             except asyncio.CancelledError:
                 raise
-            except Exception as exc:  # reconnecting, a consumer being recreated, ...
+            except Exception as exc:  # reconnecting, a stream or consumer deleted, ...
                 log.warning("fetch from %s failed (%r); trying again", self.destination, exc)
                 await asyncio.sleep(0.5)
+                if self._js is not None and not self._closed:
+                    try:  # the same durable name: this subscription's pulls reach it again
+                        await self._declare(self._js)
+                    except Exception as again:
+                        log.warning("declaring %s failed: %r", self.destination, again)
                 continue
             for msg in msgs:
                 await self._queue.put((msg, loop.time()))

@@ -83,8 +83,15 @@ class JetStreamSink(Sink):
         return subject_for(self._opts.prefix, stream_category(stream_id), stream_id)
 
     async def open(self) -> None:
-        if self._nc is not None and self._nc.is_connected:
-            return
+        if self._nc is not None and self._js is not None and self._nc.is_connected:
+            # Still connected (a reopen after a missing stream or a timeout): declare
+            # the stream again, which also checks that JetStream answers.
+            try:
+                await ensure_stream(self._js, self._opts, self._opts.stream,
+                                    [f"{self._opts.prefix}.>"])
+                return
+            except (nats.errors.Error, OSError, TimeoutError):
+                pass  # reconnect below
         await self.close()
         lost = asyncio.Event()
 
