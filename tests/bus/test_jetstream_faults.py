@@ -167,3 +167,27 @@ def test_a_connection_dropped_while_consuming_reconnects_and_redelivers(js_url: 
     again = [d for d in rest if d.message.body in {h.message.body for h in held}]
     assert {d.message.body for d in again} == {h.message.body for h in held}
     assert all(d.message.delivery_count >= 2 for d in again)
+
+
+def test_a_member_cut_off_for_good_has_its_unacked_messages_go_to_another(js_url: str) -> None:
+    batch = messages(["k-1", "k-2"], per_stream=10)
+
+    async def run() -> tuple[list[Delivery], list[Delivery]]:
+        async with JetStreamSink.from_url(js_url) as sink:
+            await sink.publish(batch)
+        proxy = Proxy(js_url)
+        await proxy.start()
+        doomed = JetStreamSource.from_url(proxy.url(js_url) + "&batch=5", group="g")
+        await doomed.open()
+        try:
+            held = await take(doomed, 5, ack=False)  # then it dies: no close, no nak
+            await proxy.stop()  # its link is cut and nothing listens there any more
+            async with JetStreamSource.from_url(js_url, group="g") as survivor:
+                return held, await take(survivor, len(batch))
+        finally:
+            await asyncio.wait_for(doomed.close(), BOUND)
+
+    held, got = asyncio.run(run())
+    assert {d.message.body for d in got} == {m.body for m in batch}
+    again = {d.message.body: d.message.delivery_count for d in got}
+    assert all(again[h.message.body] >= 2 for h in held)
