@@ -454,3 +454,23 @@ def test_a_source_whose_streams_vanish_declares_them_again(js_url: str, nats_url
 
     (got,) = asyncio.run(run())
     assert body(got)["s"] == "v-1"
+
+
+def test_a_negative_ack_is_a_publish_rejected_error(nats_url: str) -> None:
+    stream, prefix = unique_name("S"), unique_name("p")
+
+    async def run() -> None:
+        nc = await nats.connect(nats_url)
+        try:  # a stream that refuses a second message (max_msgs=1, discard new)
+            await nc.jetstream().add_stream(
+                name=stream, subjects=[f"{prefix}.>"], max_msgs=1, discard="new"
+            )
+            async with JetStreamSink.from_url(f"{nats_url}/?stream={stream}&prefix={prefix}") as s:
+                await s.publish(messages(["n-1"]))
+                with pytest.raises(PublishRejectedError, match="maximum messages"):
+                    await s.publish(messages(["n-2"]))
+        finally:
+            await nc.close()
+            await cleanup_streams(nats_url, stream)
+
+    asyncio.run(run())

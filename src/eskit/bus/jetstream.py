@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
 
 from eskit.bus._jetstream_client import (  # nats-py, or MissingExtraError
     Client,
     JetStreamContext,
-    api,
+    Msg,
     connect,
     ensure_stream,
     nats,
@@ -34,6 +35,9 @@ from eskit.bus.sink import CLOUDEVENTS_CONTENT_TYPE, OutgoingMessage, Sink, stre
 from eskit.errors import BrokerUnavailableError, InvalidInputError, PublishRejectedError
 
 __all__ = ["JetStreamSink", "JetStreamSource"]
+
+# JetStream error codes that mean "not now" rather than "no": the cluster is unavailable.
+_UNAVAILABLE_CODES = frozenset({10008})
 
 
 class JetStreamSink(Sink):
@@ -67,6 +71,10 @@ class JetStreamSink(Sink):
         self._nc: Client | None = None
         self._js: JetStreamContext | None = None
         self._lost: asyncio.Event | None = None
+        self._window: asyncio.Semaphore | None = None
+        self._inbox = ""
+        self._acks: dict[str, asyncio.Future[bytes]] = {}
+        self._sent = 0
 
     @classmethod
     def from_url(cls, url: str) -> Self:
@@ -100,8 +108,7 @@ class JetStreamSink(Sink):
 
         nc = await connect(self._opts, "eskit-sink", reconnect=False,
                             disconnected_cb=on_lost, closed_cb=on_lost)
-        js = nc.jetstream(timeout=self._opts.timeout,
-                          publish_async_max_pending=self._opts.in_flight)
+        js = nc.jetstream(timeout=self._opts.timeout)
         try:
             await ensure_stream(js, self._opts, self._opts.stream, [f"{self._opts.prefix}.>"])
         except (nats.errors.Error, OSError, TimeoutError) as exc:
@@ -110,36 +117,53 @@ class JetStreamSink(Sink):
         except BaseException:
             await nc.close()
             raise
+        inbox = nc.new_inbox()
+        try:
+            await nc.subscribe(f"{inbox}.*", cb=self._on_reply_async)
+        except (nats.errors.Error, OSError) as exc:
+            await nc.close()
+            raise BrokerUnavailableError(f"JetStream at {self._opts.display}: {exc!r}") from exc
+        self._inbox, self._acks, self._sent = inbox, {}, 0
+        self._window = asyncio.Semaphore(self._opts.in_flight)
         self._nc, self._js, self._lost = nc, js, lost
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
         prepared = [self._prepare(m) for m in messages]  # typed errors before any I/O
         if not prepared:
             return
-        if self._js is None or self._nc is None or self._lost is None or self._lost.is_set():
+        nc, lost, window = self._nc, self._lost, self._window
+        if nc is None or lost is None or window is None or lost.is_set():
             raise BrokerUnavailableError(f"the sink for {self.destination} is not open")
-        js, lost, timeout = self._js, self._lost, self._opts.timeout
-        futures: list[asyncio.Future[api.PubAck]] = []
+        timeout, loop = self._opts.timeout, asyncio.get_running_loop()
+        futures: list[asyncio.Future[bytes]] = []
         lost_wait = asyncio.ensure_future(lost.wait())
         try:
-            loop = asyncio.get_running_loop()
             try:
-                # One deadline, pushed on at each send, bounds a stall on a full window;
-                # nats-py's own wait_stall would start a task per message.
+                # One deadline, pushed on at each send, bounds a stall on a full window.
                 async with asyncio.timeout(timeout) as deadline:
                     for subject, body, headers in prepared:
-                        futures.append(await js.publish_async(subject, body, headers=headers))
+                        await window.acquire()
+                        self._sent += 1
+                        token = str(self._sent)
+                        fut: asyncio.Future[bytes] = loop.create_future()
+                        fut.add_done_callback(lambda _: window.release())
+                        self._acks[token] = fut
+                        futures.append(fut)
+                        await nc.publish(subject, body, reply=f"{self._inbox}.{token}",
+                                         headers=headers)
                         deadline.reschedule(loop.time() + timeout)
             except TimeoutError:
                 raise BrokerUnavailableError(
                     f"no JetStream ack within {timeout} s from {self.destination}"
                 ) from None
+            except nats.errors.MaxPayloadError as exc:
+                raise PublishRejectedError(f"a message is over max_payload: {exc!r}") from exc
             except (nats.errors.Error, OSError) as exc:
                 raise BrokerUnavailableError(
                     f"lost the connection to {self.destination}: {exc!r}"
                 ) from exc
-            # One waiter for all acks (gather fails at the first error), raced against the
-            # connection: waiting on each future apart would cost O(n^2) callbacks.
+            # One waiter for all acks, raced against the connection: waiting on each
+            # future apart would cost O(n^2) callbacks.
             acks = asyncio.gather(*futures)
             waiters: set[asyncio.Future[Any]] = {acks, lost_wait}
             done, _ = await asyncio.wait(waiters, timeout=timeout,
@@ -153,15 +177,32 @@ class JetStreamSink(Sink):
                 raise BrokerUnavailableError(
                     f"no JetStream ack within {timeout} s from {self.destination}"
                 )
-            if not acks.cancelled():
-                acks.exception()  # retrieved here; the failing future is reported below
-            for fut in futures:  # in order: the first failure of the batch is raised
-                if fut.done():
-                    self._check_ack(fut)
+            for fut in futures:  # in order: the first refusal of the batch is raised
+                self._check_ack(fut.result())
         finally:
             lost_wait.cancel()
             for fut in futures:
-                fut.cancel()  # no-op for acked ones; frees nats-py's window for the rest
+                fut.cancel()  # no-op for acked ones; frees the window for the rest
+            for number in range(self._sent - len(futures) + 1, self._sent + 1):
+                self._acks.pop(str(number), None)
+
+    async def _on_reply_async(self, msg: Msg) -> None:
+        self._on_reply(msg)
+
+    def _on_reply(self, msg: Msg) -> None:
+        """A JetStream publish ack (or error, or no-responders status) for one message.
+
+        Hand-written on purpose: nats-py's ``publish_async`` (2.16) raises inside its
+        reply callback on a JetStream error reply and never completes that future, so
+        a refusal would look like a timeout, and the relay would retry it forever.
+        """
+        fut = self._acks.pop(msg.subject.rpartition(".")[2], None)
+        if fut is None or fut.done():
+            return
+        if msg.headers and msg.headers.get("Status") == "503" and not msg.data:
+            fut.set_result(b"")  # no responders: no stream captures the subject
+        else:
+            fut.set_result(msg.data)
 
     def _prepare(self, message: OutgoingMessage) -> tuple[str, bytes, dict[str, str]]:
         if not isinstance(message, OutgoingMessage):
@@ -178,21 +219,26 @@ class JetStreamSink(Sink):
             )
         return self.subject(message), message.body, headers
 
-    def _check_ack(self, fut: asyncio.Future[Any]) -> None:
+    def _check_ack(self, reply: bytes) -> None:
+        if not reply:
+            # No stream captures the subject right now (deleted, say): reopening
+            # declares it again, so this is worth a retry.
+            raise BrokerUnavailableError(f"no JetStream stream answered on {self.destination}")
         try:
-            ack = fut.result()
-        except nats.js.errors.NoStreamResponseError:
-            # No stream captures the subject right now (deleted, or a leader election):
-            # reopening declares it again, so it is worth a retry.
-            raise BrokerUnavailableError(
-                f"no JetStream stream answered on {self.destination}"
+            ack = json.loads(reply)
+        except ValueError:
+            raise PublishRejectedError(
+                f"JetStream sent an unreadable ack: {reply[:200]!r}"
             ) from None
-        except nats.js.errors.APIError as exc:
-            raise PublishRejectedError(f"JetStream refused a message: {exc}") from exc
-        except (nats.errors.Error, OSError) as exc:
-            raise BrokerUnavailableError(f"publish to {self.destination} failed: {exc!r}") from exc
-        if ack.stream != self._opts.stream:
-            raise PublishRejectedError(f"stored in stream {ack.stream}, not {self._opts.stream}")
+        if "error" in ack:
+            error = ack["error"]
+            if error.get("err_code") in _UNAVAILABLE_CODES:
+                raise BrokerUnavailableError(f"JetStream is unavailable: {error}")
+            raise PublishRejectedError(f"JetStream refused a message: {error}")
+        if ack.get("stream") != self._opts.stream:
+            raise PublishRejectedError(
+                f"stored in stream {ack.get('stream')}, not {self._opts.stream}"
+            )
 
     async def close(self) -> None:
         nc, self._nc, self._js = self._nc, None, None
