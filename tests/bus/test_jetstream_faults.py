@@ -13,6 +13,8 @@ import contextlib
 import json
 from urllib.parse import urlsplit
 
+import pytest
+
 from eskit.bus import Delivery
 from eskit.bus.jetstream import JetStreamSink, JetStreamSource
 from eskit.errors import BrokerUnavailableError
@@ -30,6 +32,8 @@ class Proxy:
         self.links: list[asyncio.StreamWriter] = []
         self.server: asyncio.Server | None = None
         self.port = 0
+        self.flowing = asyncio.Event()  # cleared: bytes are held, the link stays up
+        self.flowing.set()
 
     async def start(self) -> None:
         self.server = await asyncio.start_server(self._link, "127.0.0.1", 0)
@@ -46,6 +50,7 @@ class Proxy:
         async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
             try:
                 while data := await src.read(65536):
+                    await self.flowing.wait()
                     dst.write(data)
                     await dst.drain()
             except (ConnectionError, OSError):
@@ -191,3 +196,31 @@ def test_a_member_cut_off_for_good_has_its_unacked_messages_go_to_another(js_url
     assert {d.message.body for d in got} == {m.body for m in batch}
     again = {d.message.body: d.message.delivery_count for d in got}
     assert all(again[h.message.body] >= 2 for h in held)
+
+
+def test_acks_that_never_come_are_a_broker_unavailable_error_after_the_timeout(
+    js_url: str,
+) -> None:
+    batch = messages(["t-1", "t-2"], per_stream=50)
+
+    async def run() -> None:
+        proxy = Proxy(js_url)
+        await proxy.start()
+        sink = JetStreamSink.from_url(proxy.url(js_url) + "&timeout=1&in_flight=10")
+        try:
+            await sink.open()
+            proxy.flowing.clear()  # a link that hangs: nothing arrives, nothing fails
+            with pytest.raises(BrokerUnavailableError, match="no JetStream ack"):
+                await asyncio.wait_for(sink.publish(batch), BOUND)
+            proxy.flowing.set()
+            await sink.close()
+            await sink.open()  # and the relay goes on after reopening
+            await sink.publish(batch)
+        finally:
+            await sink.close()
+            await proxy.stop()
+        async with JetStreamSource.from_url(js_url, group="g") as source:
+            got = await take(source, len(batch))
+        assert sorted(d.message.body for d in got) == sorted(m.body for m in batch)
+
+    asyncio.run(run())
