@@ -124,7 +124,7 @@ def from_cloudevent(body: bytes) -> Event:
     if not isinstance(body, (bytes, bytearray, memoryview)):
         raise InvalidMessageError(f"a message body is bytes, got {type(body).__name__}")
     try:
-        parsed = _FORMAT.read(CloudEvent, bytes(body))
+        parsed = _FORMAT.read(_strict_event, bytes(body))
     except InvalidMessageError:
         raise
     except (BaseCloudEventException, ValueError, TypeError, AttributeError,
@@ -137,6 +137,17 @@ def from_cloudevent(body: bytes) -> Event:
         raise
     except (EskitError, ValueError, TypeError, KeyError, OverflowError, RecursionError) as exc:
         raise InvalidMessageError(f"the message is not an eskit event: {exc}") from None
+
+
+def _strict_event(attributes: dict[str, Any], data: Any) -> CloudEvent:
+    # The SDK's CloudEvent fills in a missing id and time (a fresh UUID, now): on
+    # the reading side that would invent facts, so both must be in the body.
+    if type(attributes) is not dict:
+        raise InvalidMessageError("a CloudEvent in structured JSON is a JSON object")
+    for name in ("specversion", "id", "time"):
+        if name not in attributes:
+            raise InvalidMessageError(f"the CloudEvent has no {name!r} attribute")
+    return CloudEvent(attributes, data)
 
 
 def _to_event(parsed: BaseCloudEvent) -> Event:
