@@ -74,7 +74,7 @@ def sink_for_url(url: str) -> Sink:
 
 
 def source_for_url(url: str, *, group: str) -> Source:
-    """The source of consumer group ``group`` for ``url`` (no I/O). Errors as :func:`sink_for_url`."""
+    """The source of consumer group ``group`` for ``url`` (no I/O); errors as for a sink."""
     source = _class(url, 1).from_url(url, group=group)
     assert isinstance(source, Source)
     return source
