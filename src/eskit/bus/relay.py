@@ -59,6 +59,10 @@ T = TypeVar("T")
 _NAME_MAX = 200
 
 
+class _Stopped(Exception):
+    """stop() was called while the relay waited for the broker."""
+
+
 def _check_name(name: object) -> str:
     if type(name) is not str or not name or len(name) > _NAME_MAX or not name.isprintable():
         raise InvalidInputError(
@@ -157,8 +161,11 @@ class Relay:
             while not self._stopped:
                 if not await self._acquire():
                     return
-                if await self._publish_until_lost(until_caught_up):
-                    return
+                try:
+                    if await self._publish_until_lost(until_caught_up):
+                        return
+                except _Stopped:
+                    return  # stopped while the broker was unreachable: nothing was lost
                 await self.sink.close()  # lost the lease: reconnect once it is ours again
         finally:
             self._wake = None
@@ -266,8 +273,10 @@ class Relay:
             await self._retrying_store(
                 self.checkpoints.record_error, self.name, self.owner, str(exc))
         if self._stopped:
-            raise exc
+            raise _Stopped from exc
         await self._sleep(reconnect_delay(failures))
+        if self._stopped:
+            raise _Stopped from exc
         if failures % 5 == 0:  # keep the lease while the broker is down
             await self._retrying_store(
                 self.checkpoints.renew, self.name, self.owner, self.lease_seconds)
