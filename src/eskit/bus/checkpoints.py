@@ -196,7 +196,7 @@ class SQLCheckpoints(RelayCheckpoints):
         query = query.replace("eskit_relays", self._table)
         return query.replace("?", "%s") if self._dialect == "postgres" else query
 
-    def _tx(self, work: Callable[[Callable[..., Any]], T]) -> T:
+    def _tx(self, work: Callable[[Callable[..., Any]], T], create: bool = True) -> T:
         with self._lock:
             for attempt in (1, 2):
                 if self._conn is None:
@@ -207,12 +207,12 @@ class SQLCheckpoints(RelayCheckpoints):
                         conn.execute("BEGIN IMMEDIATE")
                     else:
                         conn.execute("BEGIN")
-                    if not self._ready:
+                    if create and not self._ready:
                         conn.execute(self._sql(_TABLE.format(
                             float="REAL" if self._dialect == "sqlite" else "DOUBLE PRECISION")))
                     result = work(functools.partial(self._execute, conn))
                     conn.execute("COMMIT")
-                    self._ready = True
+                    self._ready = self._ready or create
                     return result
                 except BaseException as exc:
                     self._discard(conn)
@@ -251,8 +251,8 @@ class SQLCheckpoints(RelayCheckpoints):
             return StoreUnavailableError(f"relay checkpoints: {exc}")
         return StoreError(f"relay checkpoints: {exc}")
 
-    async def _run(self, work: Callable[[Callable[..., Any]], T]) -> T:
-        return await asyncio.to_thread(self._tx, work)
+    async def _run(self, work: Callable[[Callable[..., Any]], T], create: bool = True) -> T:
+        return await asyncio.to_thread(self._tx, work, create)
 
     async def acquire(self, name: str, owner: str, lease: float, destination: str) -> int | None:
         def work(run: Callable[..., Any]) -> int | None:
@@ -313,10 +313,17 @@ class SQLCheckpoints(RelayCheckpoints):
 
     async def rows(self) -> list[RelayRow]:
         def work(run: Callable[..., Any]) -> list[RelayRow]:
+            if self._dialect == "sqlite":
+                found = run("SELECT 1 FROM sqlite_master WHERE type = 'table' "
+                            "AND name = 'eskit_relays'").fetchall()
+            else:
+                found = run("SELECT to_regclass(?)", (self._table,)).fetchall()[0][0]
+            if not found:
+                return []  # no relay ever ran: a report creates no table
             return [_row(r) for r in run(
                 f"SELECT {_COLUMNS} FROM eskit_relays ORDER BY name").fetchall()]
 
-        return await self._run(work)
+        return await self._run(work, create=False)
 
     async def set_position(self, name: str, position: int) -> None:
         _check_position(position)

@@ -29,6 +29,7 @@ from typing import Any
 
 from eskit.bus.cloudevents import from_cloudevent
 from eskit.bus.inbox import Inbox
+from eskit.bus.relay import wake_soon
 from eskit.bus.source import Delivery, Source
 from eskit.errors import BusError, InvalidInputError, InvalidMessageError
 from eskit.events import Event
@@ -96,6 +97,7 @@ class Consumer:
         self.retried = 0
         self.dead_lettered = 0
         self._stop: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopped = False
 
     def retry_delay(self, delivery_count: int) -> float:
@@ -104,10 +106,9 @@ class Consumer:
         return float(min(longest, first * 2 ** min(max(delivery_count, 1) - 1, 30)))
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return after the message in hand (from the consumer's loop)."""
+        """Ask :meth:`run` to return after the message in hand; callable from any thread."""
         self._stopped = True
-        if self._stop is not None:
-            self._stop.set()
+        wake_soon(self._loop, self._stop)
 
     def run_sync(self, *, idle_timeout: float | None = None) -> None:
         """:meth:`run` on a new event loop, for sync code."""
@@ -123,6 +124,7 @@ class Consumer:
         if idle_timeout is not None:
             idle_timeout = _number("idle_timeout", idle_timeout)
         self._stop = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         if self._stopped:
             self._stop.set()
         await asyncio.to_thread(self.inbox.setup)
@@ -148,7 +150,8 @@ class Consumer:
                 await self._handle(delivery)
         finally:
             stop_wait.cancel()
-            self._stop = None
+            self._stop = self._loop = None
+            self._stopped = False  # the consumer may run again
             await self.source.close()
 
     async def _handle(self, delivery: Delivery) -> None:

@@ -59,6 +59,21 @@ T = TypeVar("T")
 _NAME_MAX = 200
 
 
+def wake_soon(loop: asyncio.AbstractEventLoop | None, event: asyncio.Event | None) -> None:
+    """Set ``event`` of ``loop`` from its own thread or any other (a signal handler's)."""
+    if loop is None or event is None:
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        event.set()
+    else:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to wake
+            loop.call_soon_threadsafe(event.set)
+
+
 class _Stopped(Exception):
     """stop() was called while the relay waited for the broker."""
 
@@ -135,12 +150,12 @@ class Relay:
         """Messages this run published and saw confirmed (repeats after a reconnect count)."""
         self._stopped = False
         self._wake: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     def stop(self) -> None:
-        """Ask :meth:`run` to return after the batch in flight (from the relay's loop)."""
+        """Ask :meth:`run` to return after the batch in flight; callable from any thread."""
         self._stopped = True
-        if self._wake is not None:
-            self._wake.set()
+        wake_soon(self._loop, self._wake)
 
     def run_sync(self, *, until_caught_up: bool = False) -> None:
         """:meth:`run` on a new event loop, for sync code (blocks until it returns)."""
@@ -155,8 +170,8 @@ class Relay:
         :class:`~eskit.PublishRejectedError` is recorded as the relay's last error,
         and raised. The sink is closed and the lease released on return.
         """
-        self._stopped = False
         self._wake = asyncio.Event()
+        self._loop = asyncio.get_running_loop()
         try:
             while not self._stopped:
                 if not await self._acquire():
@@ -168,7 +183,8 @@ class Relay:
                     return  # stopped while the broker was unreachable: nothing was lost
                 await self.sink.close()  # lost the lease: reconnect once it is ours again
         finally:
-            self._wake = None
+            self._wake = self._loop = None
+            self._stopped = False  # the relay may run again
             await self.sink.close()
             try:
                 await self.checkpoints.release(self.name, self.owner)
