@@ -40,13 +40,21 @@ from typing import Any
 from uuid import UUID
 
 import orjson
-from cloudevents.core.base import BaseCloudEvent
-from cloudevents.core.exceptions import BaseCloudEventException
-from cloudevents.core.formats.json import JSONFormat
-from cloudevents.core.v1.event import CloudEvent
+
+from eskit.errors import EskitError, InvalidInputError, InvalidMessageError, MissingExtraError
+
+try:
+    from cloudevents.core.base import BaseCloudEvent
+    from cloudevents.core.exceptions import BaseCloudEventException
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+except ImportError as exc:  # every broker extra (rabbitmq, nats, redis) installs it
+    raise MissingExtraError(
+        "rabbitmq", "the event bus (any of the rabbitmq, nats or redis extras)",
+        name=exc.name or "cloudevents",
+    ) from exc
 
 from eskit import codec
-from eskit.errors import EskitError, InvalidInputError, InvalidMessageError
 from eskit.events import Event, recorded_event
 from eskit.stores.arguments import stream_id_from_key
 
