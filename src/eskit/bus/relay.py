@@ -78,6 +78,10 @@ class _Stopped(Exception):
     """stop() was called while the relay waited for the broker."""
 
 
+class _LeaseLost(Exception):
+    """Another relay took the lease while this one waited for the broker."""
+
+
 def _check_name(name: object) -> str:
     if type(name) is not str or not name or len(name) > _NAME_MAX or not name.isprintable():
         raise InvalidInputError(
@@ -181,6 +185,9 @@ class Relay:
                         return
                 except _Stopped:
                     return  # stopped while the broker was unreachable: nothing was lost
+                except _LeaseLost:
+                    _log.warning("eskit: relay %r lost its lease while the broker was down",
+                                 self.name)
                 await self.sink.close()  # lost the lease: reconnect once it is ours again
         finally:
             self._wake = self._loop = None
@@ -293,9 +300,11 @@ class Relay:
         await self._sleep(reconnect_delay(failures))
         if self._stopped:
             raise _Stopped from exc
-        if failures % 5 == 0:  # keep the lease while the broker is down
-            await self._retrying_store(
-                self.checkpoints.renew, self.name, self.owner, self.lease_seconds)
+        # Keep the lease while the broker is down (a backoff is shorter than a lease);
+        # if another relay has taken it meanwhile, this batch is no longer ours.
+        if not await self._retrying_store(
+                self.checkpoints.renew, self.name, self.owner, self.lease_seconds):
+            raise _LeaseLost from exc
 
     async def _publish(self, messages: list[OutgoingMessage]) -> None:
         """Publish the batch until confirmed, reconnecting as often as it takes."""
