@@ -310,3 +310,27 @@ def test_not_a_store_or_not_a_sink_is_invalid_input(sink: MemorySink) -> None:
         Relay(SQLiteEventStore(":memory:"), sink, name="r")
 
 
+
+
+def test_an_undecodable_event_stops_the_relay_before_it_and_is_reported(
+    tmp_path: Path, sink: MemorySink
+) -> None:
+    import sqlite3
+
+    from eskit import DecodingError
+
+    store = SQLiteEventStore(tmp_path / "events.db")
+    _fill(store, streams=1, per_stream=3)
+    first = next(iter(store.read_all()))
+    with sqlite3.connect(tmp_path / "events.db") as conn:  # our own file: lift append-only
+        conn.execute("DROP TRIGGER eskit_events_no_update")
+        conn.execute("UPDATE eskit_events SET data = '{\"__eskit__\": \"nope\"}' "
+                     "WHERE version = 2")
+    with pytest.raises(DecodingError):
+        Relay(store, sink, name="r", batch_size=1).run_sync(until_caught_up=True)
+    [status] = relay_status(store)
+    assert status.position == first.position
+    assert status.lag_events == 2  # the undecodable event counts
+    assert status.last_error is not None
+    assert "cannot decode event 'Deposited' at version 2" in status.last_error
+    assert len(sink.broker.published) == 1

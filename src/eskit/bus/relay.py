@@ -43,6 +43,7 @@ from eskit.bus.cloudevents import _check_source, to_cloudevent
 from eskit.bus.sink import OutgoingMessage, Sink
 from eskit.errors import (
     BrokerUnavailableError,
+    EskitError,
     InvalidInputError,
     PublishRejectedError,
     StoreUnavailableError,
@@ -95,10 +96,12 @@ def _is_async(store: object) -> bool:
     return isinstance(store, AsyncEventStore)
 
 
-async def _read_page(store: Any, after: int, limit: int) -> list[Event]:
+async def _read_page(store: Any, after: int, limit: int, mode: str = "raise") -> list[Any]:
     if _is_async(store):
-        return [event async for event in store.read_all(after, limit=limit)]
-    return await asyncio.to_thread(lambda: list(store.read_all(after, limit=limit)))
+        return [event async for event in store.read_all(after, limit=limit,
+                                                        on_undecodable=mode)]
+    return await asyncio.to_thread(
+        lambda: list(store.read_all(after, limit=limit, on_undecodable=mode)))
 
 
 async def _head(store: Any) -> int:
@@ -172,7 +175,9 @@ class Relay:
         :class:`~eskit.BrokerUnavailableError` and retries reads on
         :class:`~eskit.StoreUnavailableError`, backing off; a
         :class:`~eskit.PublishRejectedError` is recorded as the relay's last error,
-        and raised. The sink is closed and the lease released on return.
+        and raised, as is an event it cannot read (a :class:`~eskit.DecodingError`,
+        say): the checkpoint stays before it. The sink is closed and the lease
+        released on return.
         """
         self._wake = asyncio.Event()
         self._loop = asyncio.get_running_loop()
@@ -189,6 +194,16 @@ class Relay:
                     _log.warning("eskit: relay %r lost its lease while the broker was down",
                                  self.name)
                 await self.sink.close()  # lost the lease: reconnect once it is ours again
+        except (PublishRejectedError, StoreUnavailableError):
+            raise  # recorded where it happened, or the store is gone
+        except EskitError as exc:
+            # An event the relay cannot read or encode: stop where it is, and say why
+            # in the status (the checkpoint stays before the event).
+            _log.error("eskit: relay %r stopped after position %s: %s",
+                       self.name, self.position, exc)
+            with contextlib.suppress(EskitError):
+                await self.checkpoints.record_error(self.name, self.owner, str(exc))
+            raise
         finally:
             self._wake = self._loop = None
             self._stopped = False  # the relay may run again
@@ -370,7 +385,7 @@ async def relay_status_async(store: Any, *, lag_limit: int = 1_000_000) -> list[
         oldest: datetime | None = None
         after = row.position
         while lag < lag_limit:
-            page = await _read_page(store, after, 1000)
+            page = await _read_page(store, after, 1000, "yield")  # count what cannot be read
             if not page:
                 break
             if oldest is None:
