@@ -188,3 +188,39 @@ def test_bad_arguments_are_invalid_input(bad: dict[str, Any], broker_name: str) 
     source, target, handler = kwargs.pop("source"), kwargs.pop("target"), kwargs.pop("handler")
     with pytest.raises(InvalidInputError):
         Consumer(source, target, handler, **kwargs)
+
+
+def test_a_consumer_killed_mid_handler_leaves_no_double_effect(
+    tmp_path: Path, broker_name: str
+) -> None:
+    import threading
+
+    target = SQLiteTarget(tmp_path / "rm.db")
+    model = _Recorder(target)
+    events = [_event(n) for n in range(1, 6)]
+    _publish(broker_name, [to_cloudevent(e) for e in events], events)
+    inside, release = threading.Event(), threading.Event()
+
+    def slow_on_three(event: Event, conn: Any) -> None:
+        model.apply(event, conn)
+        if event.event_data["n"] == 3 and not release.is_set():
+            inside.set()
+            release.wait(30)  # the process "dies" here: the task is cancelled
+
+    async def scenario() -> None:
+        consumer = Consumer(MemorySource(broker_name, group="g"), target, slow_on_three,
+                            name="m")
+        task = asyncio.create_task(consumer.run())
+        while not inside.is_set():
+            await asyncio.sleep(0.01)
+        task.cancel()  # no ack for event 3: the broker redelivers it
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        release.set()  # the handler's transaction now commits, with its inbox row
+        again = Consumer(MemorySource(broker_name, group="g"), target, slow_on_three,
+                         name="m")
+        await again.run(idle_timeout=0.3)
+        assert again.duplicates == 1  # event 3, redelivered, found in the inbox
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert model.rows() == [1, 2, 3, 4, 5]
