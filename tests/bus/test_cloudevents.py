@@ -134,3 +134,18 @@ def test_malformed_bodies_are_invalid_messages(change: dict[str, object]) -> Non
 def test_garbage_is_an_invalid_message(body: object) -> None:
     with pytest.raises(InvalidMessageError):
         from_cloudevent(body)  # type: ignore[arg-type]
+
+
+@settings(max_examples=100, deadline=None)
+@given(events())
+def test_the_bytes_are_the_document_the_sdk_writes(event: Event) -> None:
+    from cloudevents.core.formats.json import JSONFormat
+    from cloudevents.core.v1.event import CloudEvent
+
+    from eskit import codec
+    from eskit.bus.cloudevents import cloudevent_attributes
+
+    attributes = cloudevent_attributes(event, source="svc")
+    attributes["time"] = event.timestamp
+    sdk = JSONFormat().write(CloudEvent(attributes, json.loads(codec.encode(event.event_data))))
+    assert json.loads(to_cloudevent(event, source="svc")) == json.loads(sdk)

