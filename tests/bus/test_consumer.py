@@ -224,3 +224,25 @@ def test_a_consumer_killed_mid_handler_leaves_no_double_effect(
 
     asyncio.run(asyncio.wait_for(scenario(), 60))
     assert model.rows() == [1, 2, 3, 4, 5]
+
+
+def test_a_consumer_waits_for_an_unreachable_broker(broker_name: str) -> None:
+    from eskit import BrokerUnavailableError
+
+    class Flaky(MemorySource):
+        tries = 0
+
+        async def open(self) -> None:
+            Flaky.tries += 1
+            if Flaky.tries < 3:
+                raise BrokerUnavailableError("not yet (test)")
+            await super().open()
+
+    events = [_event(1)]
+    _publish(broker_name, [to_cloudevent(events[0])], events)
+    seen: list[Event] = []
+    consumer = Consumer(Flaky(broker_name, group="g"), InMemoryTarget(),
+                        lambda e, c: seen.append(e), name="m")
+    consumer.run_sync(idle_timeout=0.3)
+    assert Flaky.tries == 3
+    assert seen == events

@@ -31,9 +31,10 @@ from eskit.bus.cloudevents import from_cloudevent
 from eskit.bus.inbox import Inbox
 from eskit.bus.relay import wake_soon
 from eskit.bus.source import Delivery, Source
-from eskit.errors import BusError, InvalidInputError, InvalidMessageError
+from eskit.errors import BrokerUnavailableError, BusError, InvalidInputError, InvalidMessageError
 from eskit.events import Event
 from eskit.projections.checkpoints import ProjectionTarget
+from eskit.subscription import reconnect_delay
 
 __all__ = ["Consumer", "Handler"]
 
@@ -117,9 +118,9 @@ class Consumer:
     async def run(self, *, idle_timeout: float | None = None) -> None:
         """Consume until :meth:`stop`, or until ``idle_timeout`` s pass without a message.
 
-        Opens the source and closes it on return (unsettled messages go back to the
-        broker). A handler's exception never ends the run: it is retried or
-        dead-lettered.
+        Opens the source (waiting, with backoff, while the broker is unreachable) and
+        closes it on return (unsettled messages go back to the broker). A handler's
+        exception never ends the run: it is retried or dead-lettered.
         """
         if idle_timeout is not None:
             idle_timeout = _number("idle_timeout", idle_timeout)
@@ -128,7 +129,10 @@ class Consumer:
         if self._stopped:
             self._stop.set()
         await asyncio.to_thread(self.inbox.setup)
-        await self.source.open()
+        if not await self._open_source():
+            self._stop = self._loop = None
+            self._stopped = False
+            return
         deliveries: AsyncIterator[Delivery] = aiter(self.source.deliveries())
         stop_wait = asyncio.ensure_future(self._stop.wait())
         try:
@@ -153,6 +157,24 @@ class Consumer:
             self._stop = self._loop = None
             self._stopped = False  # the consumer may run again
             await self.source.close()
+
+    async def _open_source(self) -> bool:
+        """Open the source, waiting out an unreachable broker; ``False`` if stopped first."""
+        assert self._stop is not None
+        failures = 0
+        while not self._stop.is_set():
+            try:
+                await self.source.open()
+                return True
+            except BrokerUnavailableError as exc:
+                failures += 1
+                if failures == 1:
+                    _log.warning("eskit: consumer %r cannot reach %s, retrying: %s",
+                                 self.name, self.source.destination, exc)
+                await self.source.close()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stop.wait(), reconnect_delay(failures))
+        return False
 
     async def _handle(self, delivery: Delivery) -> None:
         message = delivery.message
