@@ -293,7 +293,7 @@ def test_an_unreachable_broker_is_recorded_and_the_relay_keeps_trying(
 @pytest.mark.parametrize("bad", [
     {"name": ""}, {"name": "a\nb"}, {"name": "x" * 201}, {"batch_size": 0},
     {"batch_size": True}, {"lease_seconds": 0}, {"poll_interval": -1}, {"source": ""},
-    {"event_types": "Deposited"},
+    {"event_types": "Deposited"}, {"max_batch_bytes": 0},
 ])
 def test_bad_arguments_are_invalid_input(bad: dict[str, Any], sink: MemorySink) -> None:
     kwargs: dict[str, Any] = {"name": "r", **bad}
@@ -334,3 +334,27 @@ def test_an_undecodable_event_stops_the_relay_before_it_and_is_reported(
     assert status.last_error is not None
     assert "cannot decode event 'Deposited' at version 2" in status.last_error
     assert len(sink.broker.published) == 1
+
+
+class _CountingSink(MemorySink):
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.batches: list[int] = []
+
+    async def publish(self, messages: Any) -> None:
+        self.batches.append(sum(len(m.body) for m in messages))
+        await super().publish(messages)
+
+
+def test_a_page_is_cut_into_batches_of_at_most_max_batch_bytes(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    store.append("account-1", [NewEvent("Deposited", {"blob": "x" * 1000}) for _ in range(20)])
+    store.append("account-2", [NewEvent("Deposited", {"blob": "y" * 50_000})])  # over the cap
+    sink = _CountingSink(unique_name("cut"))
+    Relay(store, sink, name="r", max_batch_bytes=5_000).run_sync(until_caught_up=True)
+    assert _published(sink) == list(store.read_all())
+    assert len(sink.batches) > 4
+    assert all(size <= 5_000 for size in sink.batches[:-1])
+    assert sink.batches[-1] > 50_000  # an event larger than the cap goes alone
+    [status] = relay_status(store)
+    assert status.position == store.head_position()

@@ -117,8 +117,11 @@ class Relay:
     :class:`~eskit.aio.AsyncEventStore`: memory, SQLite or PostgreSQL; the
     checkpoint lives in the same database (see :mod:`eskit.bus.checkpoints`).
     ``event_types`` and ``stream_prefixes`` filter what is published; events
-    filtered out still move the checkpoint. Each destination needs its own name.
-    Bad arguments raise :class:`~eskit.InvalidInputError` here, before any I/O.
+    filtered out still move the checkpoint. A page of ``batch_size`` events is
+    published in batches of at most ``max_batch_bytes`` of bodies (one event
+    larger than that goes alone), each confirmed and checkpointed in turn. Each
+    destination needs its own name. Bad arguments raise
+    :class:`~eskit.InvalidInputError` here, before any I/O.
     """
 
     def __init__(
@@ -133,6 +136,7 @@ class Relay:
         source: str = "eskit",
         lease_seconds: float = 15.0,
         poll_interval: float = 0.2,
+        max_batch_bytes: int = 8 * 1024 * 1024,
     ) -> None:
         if not isinstance(sink, Sink):
             raise InvalidInputError(f"sink must be an eskit.bus.Sink, got {type(sink).__name__}")
@@ -141,6 +145,10 @@ class Relay:
         for label, value in (("lease_seconds", lease_seconds), ("poll_interval", poll_interval)):
             if not isinstance(value, int | float) or isinstance(value, bool) or not value > 0:
                 raise InvalidInputError(f"{label} must be a number of seconds > 0, got {value!r}")
+        if type(max_batch_bytes) is not int or max_batch_bytes < 1:
+            raise InvalidInputError(
+                f"max_batch_bytes must be an int >= 1, got {max_batch_bytes!r}")
+        self.max_batch_bytes = max_batch_bytes
         self.name = _check_name(name)
         self.filter = EventFilter(event_types, stream_prefixes)
         self.source = _check_source(source)
@@ -270,30 +278,48 @@ class Relay:
                     renewed = time.monotonic()
                 await self._sleep(self.poll_interval)
                 continue
-            position = self.position
-            messages: list[OutgoingMessage] = []
-            for event in page:
-                position, wanted = steps.take(event, position)
-                if wanted is not None:
-                    assert isinstance(wanted, Event)
-                    body = to_cloudevent(wanted, source=self.source)
-                    messages.append(OutgoingMessage(wanted, body))
-            if messages:
-                await self._publish(messages)
-            elapsed = time.monotonic() - started
-            self.published += len(messages)
-            rate = self.published / elapsed if elapsed > 0 else None
-            moved = await self._retrying_store(
-                self.checkpoints.advance, self.name, self.owner, position, len(messages), rate,
-                self.lease_seconds)
-            if not moved:
-                _log.warning("eskit: relay %r lost its lease while publishing; the batch up to "
-                             "position %s may be published again by the new owner",
-                             self.name, position)
-                return False
+            for position, messages in self._batches(page, steps):
+                if messages:
+                    await self._publish(messages)
+                elapsed = time.monotonic() - started
+                self.published += len(messages)
+                rate = self.published / elapsed if elapsed > 0 else None
+                moved = await self._retrying_store(
+                    self.checkpoints.advance, self.name, self.owner, position, len(messages),
+                    rate, self.lease_seconds)
+                if not moved:
+                    _log.warning("eskit: relay %r lost its lease while publishing; the batch "
+                                 "up to position %s may be published again by the new owner",
+                                 self.name, position)
+                    return False
+                self.position = position
             renewed = time.monotonic()
-            self.position = position
         return True
+
+    def _batches(
+        self, page: list[Any], steps: SubscriptionSteps
+    ) -> list[tuple[int, list[OutgoingMessage]]]:
+        """The page as batches of at most ``max_batch_bytes``, each with its checkpoint."""
+        batches: list[tuple[int, list[OutgoingMessage]]] = []
+        position = self.position
+        messages: list[OutgoingMessage] = []
+        size = 0
+        for event in page:
+            # The checkpoint before this event (SubscriptionSteps moves it past a split
+            # only at its last part, so a cut inside a split repeats parts, never skips).
+            before = position
+            position, wanted = steps.take(event, position)
+            if wanted is None:
+                continue
+            assert isinstance(wanted, Event)
+            body = to_cloudevent(wanted, source=self.source)
+            if messages and size + len(body) > self.max_batch_bytes:
+                batches.append((before, messages))
+                messages, size = [], 0
+            messages.append(OutgoingMessage(wanted, body))
+            size += len(body)
+        batches.append((position, messages))
+        return batches
 
     async def _open_sink(self) -> None:
         failures = 0
