@@ -148,4 +148,9 @@ def test_the_bytes_are_the_document_the_sdk_writes(event: Event) -> None:
     attributes = cloudevent_attributes(event, source="svc")
     attributes["time"] = event.timestamp
     sdk = JSONFormat().write(CloudEvent(attributes, json.loads(codec.encode(event.event_data))))
-    assert json.loads(to_cloudevent(event, source="svc")) == json.loads(sdk)
+    ours = to_cloudevent(event, source="svc")
+    assert json.loads(ours) == json.loads(sdk)
+    read = JSONFormat().read(None, ours)  # what any SDK consumer does with our bytes
+    assert read.get_id() == str(event.event_id)
+    assert read.get_time() == event.timestamp
+    assert read.get_extension("eskitposition") == str(event.position)
