@@ -88,23 +88,43 @@ def cloudevent_attributes(event: Event, *, source: str = "eskit") -> dict[str, A
 
     ``time`` is RFC 3339 text in UTC (``...Z``), as the SDK writes it.
     """
-    _check_source(source)
-    if not isinstance(event, Event):
-        raise InvalidInputError(f"to_cloudevent takes an Event, got {type(event).__name__}")
-    stamp = event.timestamp
+    return _attributes(event, _check_source(source))
+
+
+_time_cache: tuple[datetime | None, str] = (None, "")
+
+
+def _time_text(stamp: Any) -> str:
+    # The events of one append share one datetime object (the stores build it once
+    # per run of equal values), so the last one's text is usually the answer.
+    global _time_cache
+    cached = _time_cache
+    if cached[0] is stamp:
+        return cached[1]
     if not isinstance(stamp, datetime) or stamp.utcoffset() is None:
         raise InvalidInputError("a CloudEvent's time must be timezone-aware")
-    subject = str(event.stream_id)
-    if type(event.event_type) is not str or not event.event_type or not subject:
-        raise InvalidInputError("a CloudEvent needs a non-empty event type and stream id")
     text = stamp.astimezone(UTC).isoformat()
+    text = text[:-6] + "Z" if text.endswith("+00:00") else text
+    _time_cache = (stamp, text)
+    return text
+
+
+def _attributes(event: Event, source: str) -> dict[str, Any]:
+    if not isinstance(event, Event):
+        raise InvalidInputError(f"to_cloudevent takes an Event, got {type(event).__name__}")
+    event_type = event.event_type
+    subject = event.aggregate_id
+    if type(subject) is not str:
+        subject = str(subject)
+    if type(event_type) is not str or not event_type or not subject:
+        raise InvalidInputError("a CloudEvent needs a non-empty event type and stream id")
     attributes: dict[str, Any] = {
         "specversion": "1.0",
         "id": str(event.event_id),
         "source": source,
-        "type": event.event_type,
+        "type": event_type,
         "subject": subject,
-        "time": text[:-6] + "Z" if text.endswith("+00:00") else text,
+        "time": _time_text(event.timestamp),
         "datacontenttype": DATA_CONTENT_TYPE,
         VERSION: str(event.version),
         POSITION: str(event.position),
@@ -127,16 +147,19 @@ def to_cloudevent(event: Event, *, source: str = "eskit") -> bytes:
     store could have recorded (an :class:`~eskit.EncodingError` for a payload the
     codec refuses).
     """
-    attributes = cloudevent_attributes(event, source=source)
+    return cloudevent_body(event, _check_source(source))
+
+
+def cloudevent_body(event: Event, source: str) -> bytes:
+    """:func:`to_cloudevent` for a ``source`` checked before (the relay's hot path)."""
     try:
-        head = orjson.dumps(attributes)
+        head = orjson.dumps(_attributes(event, source))
     except orjson.JSONEncodeError as exc:  # a lone surrogate: no store records one
         raise InvalidInputError(f"the event cannot be a CloudEvent: {exc}") from None
-    # The relay's hot path: the envelope is written here with orjson, and the codec's
-    # own JSON is spliced in as ``data`` (it is one JSON object). Through the SDK
-    # (CloudEvent + JSONFormat, stdlib json) this took ~100 us an event, 10x more;
-    # tests/bus/test_cloudevents.py checks that the SDK reads these bytes back and
-    # writes the same document. Reading (untrusted input) goes through the SDK.
+    # The envelope is written with orjson and the codec's own JSON spliced in as
+    # ``data`` (it is one JSON object). Through the SDK (CloudEvent + JSONFormat,
+    # stdlib json) this took ~10x longer; tests/bus/test_cloudevents.py checks that
+    # the SDK writes the same document and reads these bytes back.
     return b"".join((head[:-1], b',"data":', codec.encode(event.event_data), b"}"))
 
 

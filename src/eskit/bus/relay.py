@@ -39,7 +39,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from eskit.bus.checkpoints import RelayCheckpoints, checkpoints_for
-from eskit.bus.cloudevents import _check_source, to_cloudevent
+from eskit.bus.cloudevents import _check_source, cloudevent_body
 from eskit.bus.sink import OutgoingMessage, Sink
 from eskit.errors import (
     BrokerUnavailableError,
@@ -312,7 +312,7 @@ class Relay:
             if wanted is None:
                 continue
             assert isinstance(wanted, Event)
-            body = to_cloudevent(wanted, source=self.source)
+            body = cloudevent_body(wanted, self.source)
             if messages and size + len(body) > self.max_batch_bytes:
                 batches.append((before, messages))
                 messages, size = [], 0
