@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
-from eskit.errors import InvalidInputError, StoreError, StoreUnavailableError
+from eskit.errors import InvalidInputError, StoreBusyError, StoreError, StoreUnavailableError
 from eskit.stores.rows import micros_to_timestamp
 
 __all__ = ["RelayCheckpoints", "RelayRow", "checkpoints_for"]
@@ -246,6 +246,9 @@ class SQLCheckpoints(RelayCheckpoints):
         if isinstance(exc, StoreError | InvalidInputError) or not isinstance(exc, Exception):
             return exc
         if isinstance(exc, sqlite3.Error):
+            text = str(exc).lower()
+            if "locked" in text or "busy" in text:
+                return StoreBusyError(f"relay checkpoints: {exc}")
             return StoreError(f"relay checkpoints: {exc}")
         if self._lost(exc):
             return StoreUnavailableError(f"relay checkpoints: {exc}")

@@ -46,6 +46,7 @@ from eskit.errors import (
     EskitError,
     InvalidInputError,
     PublishRejectedError,
+    StoreBusyError,
     StoreUnavailableError,
 )
 from eskit.events import Event
@@ -202,7 +203,7 @@ class Relay:
                     _log.warning("eskit: relay %r lost its lease while the broker was down",
                                  self.name)
                 await self.sink.close()  # lost the lease: reconnect once it is ours again
-        except (PublishRejectedError, StoreUnavailableError):
+        except (PublishRejectedError, StoreUnavailableError, StoreBusyError):
             raise  # recorded where it happened, or the store is gone
         except EskitError as exc:
             # An event the relay cannot read or encode: stop where it is, and say why
@@ -250,7 +251,7 @@ class Relay:
         while True:
             try:
                 return await call(*args)
-            except StoreUnavailableError as exc:
+            except (StoreUnavailableError, StoreBusyError) as exc:
                 failures += 1
                 if failures == 1:
                     _log.warning("eskit: relay %r lost the store, retrying: %s", self.name, exc)
