@@ -265,10 +265,12 @@ class Relay:
         steps = SubscriptionSteps(self.filter, "raise")
         renewed = time.monotonic()
         started = time.monotonic()
+        page: list[Any] | None = None
         while not self._stopped:
-            page = await self._retrying_store(
-                _read_page, self.store, self.position, self.batch_size)
+            if page is None:
+                page = await self._read(self.position)
             if not page:
+                page = None
                 if until_caught_up:
                     return True
                 if time.monotonic() - renewed > self.lease_seconds / 3:
@@ -279,23 +281,40 @@ class Relay:
                     renewed = time.monotonic()
                 await self._sleep(self.poll_interval)
                 continue
-            for position, messages in self._batches(page, steps):
-                if messages:
-                    await self._publish(messages)
-                elapsed = time.monotonic() - started
-                self.published += len(messages)
-                rate = self.published / elapsed if elapsed > 0 else None
-                moved = await self._retrying_store(
-                    self.checkpoints.advance, self.name, self.owner, position, len(messages),
-                    rate, self.lease_seconds)
-                if not moved:
-                    _log.warning("eskit: relay %r lost its lease while publishing; the batch "
-                                 "up to position %s may be published again by the new owner",
-                                 self.name, position)
-                    return False
-                self.position = position
+            batches = self._batches(page, steps)
+            # Read the next page while this one is published: the read never waits on
+            # the broker, and nothing of it is published before this page is confirmed.
+            ahead = asyncio.ensure_future(self._read(batches[-1][0]))
+            # Retrieved even when dropped, so that a failed read-ahead is not logged.
+            ahead.add_done_callback(lambda task: task.cancelled() or task.exception())
+            try:
+                for position, messages in batches:
+                    if messages:
+                        await self._publish(messages)
+                    elapsed = time.monotonic() - started
+                    self.published += len(messages)
+                    rate = self.published / elapsed if elapsed > 0 else None
+                    moved = await self._retrying_store(
+                        self.checkpoints.advance, self.name, self.owner, position,
+                        len(messages), rate, self.lease_seconds)
+                    if not moved:
+                        _log.warning("eskit: relay %r lost its lease while publishing; the "
+                                     "batch up to position %s may be published again by the "
+                                     "new owner", self.name, position)
+                        ahead.cancel()
+                        return False
+                    self.position = position
+            except BaseException:
+                ahead.cancel()
+                raise
+            page = await ahead
             renewed = time.monotonic()
         return True
+
+    async def _read(self, after: int) -> list[Any]:
+        page: list[Any] = await self._retrying_store(
+            _read_page, self.store, after, self.batch_size)
+        return page
 
     def _batches(
         self, page: list[Any], steps: SubscriptionSteps
