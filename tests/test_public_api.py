@@ -19,7 +19,7 @@ PUBLIC_API = [
     "UnknownEventTypeError", "__version__", "domain_event", "handles", "register_type",
     "upcaster", "utc_now",
     # the event bus (eskit.bus)
-    "BrokerUnavailableError", "BusError", "PublishRejectedError",
+    "BrokerUnavailableError", "BusError", "InvalidMessageError", "PublishRejectedError",
     # snapshots and time travel
     "EveryNEvents", "InMemorySnapshotStore", "NoSnapshots", "OnDemand", "PostgresSnapshotStore",
     "SQLiteSnapshotStore", "Snapshot", "SnapshotPolicy", "SnapshotStore", "VersionNotFound",

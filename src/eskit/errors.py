@@ -15,6 +15,10 @@ never reach the caller untranslated::
     ├── DecodingError                       a stored event cannot be decoded
     ├── EventOrderError                     an event applied out of version order
     ├── MissingExtraError (ImportError)     an optional extra is not installed
+    ├── BusError                            publishing to / consuming from a broker failed
+    │   ├── BrokerUnavailableError          unreachable, connection lost, no confirm in time
+    │   ├── PublishRejectedError            the broker refused a message
+    │   └── InvalidMessageError             a message body is not an eskit CloudEvent
     └── StoreError                          the storage itself failed
         ├── NotAnEskitStoreError            the file or database is not an eskit store
         ├── DamagedStoreError               the store's file is corrupt
@@ -41,6 +45,7 @@ __all__ = [
     "EskitError",
     "EventOrderError",
     "InvalidInputError",
+    "InvalidMessageError",
     "MissingExtraError",
     "NotAnEskitStoreError",
     "StoreBusyError",
@@ -234,6 +239,13 @@ class PublishRejectedError(BusError):
 
     Unlike :class:`BrokerUnavailableError` this is not retried by reconnecting: the
     relay stops and reports it, so nothing is silently dropped.
+    """
+
+
+class InvalidMessageError(BusError):
+    """A message body is not an eskit CloudEvent (bad JSON, attributes, or payload).
+
+    A consumer dead-letters such a message at once: redelivering it cannot help.
     """
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
 
 import pytest
 
@@ -17,7 +16,9 @@ RABBITMQ_URL = os.environ.get("ESKIT_TEST_RABBITMQ_URL", "amqp://guest:guest@127
 NATS_URL = os.environ.get("ESKIT_TEST_NATS_URL", "nats://127.0.0.1:4222")
 REDIS_URL = os.environ.get("ESKIT_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
-_PORTS = {"RabbitMQ": ("127.0.0.1", 5672), "NATS": ("127.0.0.1", 4222), "Redis": ("127.0.0.1", 6379)}
+_PORTS = {
+    "RabbitMQ": ("127.0.0.1", 5672), "NATS": ("127.0.0.1", 4222), "Redis": ("127.0.0.1", 6379),
+}
 
 
 def _require(name: str) -> None:
@@ -32,24 +33,24 @@ def _require(name: str) -> None:
 
 
 @pytest.fixture(scope="session")
-def rabbitmq_url() -> Iterator[str]:
+def rabbitmq_url() -> str:
     """A reachable RabbitMQ (guest/guest)."""
     _require("RabbitMQ")
-    yield RABBITMQ_URL
+    return RABBITMQ_URL
 
 
 @pytest.fixture(scope="session")
-def nats_url() -> Iterator[str]:
+def nats_url() -> str:
     """A reachable NATS server with JetStream."""
     _require("NATS")
-    yield NATS_URL
+    return NATS_URL
 
 
 @pytest.fixture(scope="session")
-def redis_url() -> Iterator[str]:
+def redis_url() -> str:
     """A reachable Redis."""
     _require("Redis")
-    yield REDIS_URL
+    return REDIS_URL
 
 
 def unique_name(prefix: str = "t") -> str:

@@ -7,7 +7,7 @@ from typing import Annotated
 import typer
 
 import eskit
-from eskit.cli import _demo, _health, _inspect, _projections, _schema, _timetravel
+from eskit.cli import _demo, _health, _inspect, _projections, _relay, _schema, _timetravel
 
 __all__ = ["make_app"]
 
@@ -41,6 +41,6 @@ def make_app() -> typer.Typer:
         pretty_exceptions_show_locals=False,
     )
     app.callback()(_root)
-    for group in (_demo, _inspect, _schema, _timetravel, _projections, _health):
+    for group in (_demo, _inspect, _schema, _timetravel, _projections, _health, _relay):
         group.register(app)
     return app

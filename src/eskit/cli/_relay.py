@@ -1,0 +1,216 @@
+"""``eskit relay`` and ``eskit bus``: run the outbox relay, see its lag, handle dead letters.
+
+::
+
+    eskit relay run DB --sink URL [--name NAME] [--types T ...] [--prefix P ...]
+                                  [--until-caught-up]
+    eskit relay status DB [--json]               checkpoint, lag, rate, last error, lease
+    eskit bus dead-letters URL --group G [--limit N] [--json]
+    eskit bus replay URL --group G [--id ID ...]
+
+``DB`` is a SQLite file or a PostgreSQL DSN (or ``$ESKIT_DSN``); the relay's
+checkpoint lives in the same database. ``URL``'s scheme picks the broker
+(``amqp://``, ``nats://``, ``redis://``; see :mod:`eskit.bus.urls`).
+"""
+
+# No ``from __future__ import annotations``: typer reads the annotations at run time.
+
+import asyncio
+import dataclasses
+import signal
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from eskit.cli import _common as c
+
+__all__ = ["register"]
+
+relay_group = typer.Typer(
+    help="The outbox relay: publish the store's events to a message broker.",
+    no_args_is_help=True,
+)
+bus_group = typer.Typer(
+    help="A broker's consumer groups: list and replay dead letters.",
+    no_args_is_help=True,
+)
+db_argument = typer.Argument(help=c.DB_HELP, show_default=False)
+url_argument = typer.Argument(
+    help="The broker URL: amqp://, nats://, redis:// (its scheme picks the broker).",
+    show_default=False,
+)
+group_option = typer.Option("--group", metavar="GROUP", help="The consumer group.")
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``relay`` and ``bus`` command groups to the eskit CLI."""
+    app.add_typer(relay_group, name="relay")
+    app.add_typer(bus_group, name="bus")
+
+
+async def _run_relay(relay: Any, until_caught_up: bool) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, relay.stop)
+    try:
+        await relay.run(until_caught_up=until_caught_up)
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+
+
+@relay_group.command(cls=c.StoreCommand)
+def run(
+    db: Annotated[str, db_argument],
+    sink: Annotated[str, typer.Option("--sink", metavar="URL", help="Where to publish.")],
+    schema: Annotated[str, c.schema_option] = "eskit",
+    name: Annotated[str | None, typer.Option(
+        "--name", metavar="NAME",
+        help="The relay's checkpoint name (default: the destination). One per destination.",
+    )] = None,
+    types: Annotated[list[str] | None, typer.Option(
+        "--types", metavar="TYPE", help="Publish only these event types (repeatable).",
+    )] = None,
+    prefixes: Annotated[list[str] | None, typer.Option(
+        "--prefix", metavar="PREFIX", help="Publish only streams with this prefix (repeatable).",
+    )] = None,
+    until_caught_up: Annotated[bool, typer.Option(
+        "--until-caught-up", help="Exit once every event is published and confirmed.",
+    )] = False,
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=100_000)] = 500,
+) -> None:
+    """Publish every event after the relay's checkpoint, then keep following.
+
+    The checkpoint moves only after the broker confirmed a batch: a crash repeats
+    at most that batch (at least once). SIGTERM or Ctrl-C stops after the batch in
+    hand, with exit status 0.
+    """
+    from eskit.bus.relay import Relay
+    from eskit.bus.urls import sink_for_url
+
+    with c.reported_errors(), c.open_store(db, schema) as store:
+        target = sink_for_url(sink)
+        relay = Relay(store, target, name=name or target.destination[:200],
+                      event_types=types, stream_prefixes=prefixes, batch_size=batch_size)
+        asyncio.run(_run_relay(relay, until_caught_up))
+    c.console(stderr=True).print(
+        f"relay {c.escape(relay.name)!s}: {relay.published} published, "
+        f"checkpoint at position {relay.position}", highlight=False,
+    )
+
+
+@relay_group.command(cls=c.StoreCommand)
+def status(
+    db: Annotated[str, db_argument],
+    schema: Annotated[str, c.schema_option] = "eskit",
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+    = False,
+) -> None:
+    """Checkpoint, lag (events and seconds), rate, last error and lease of every relay."""
+    from eskit.bus.relay import relay_status
+
+    with c.reported_errors(), c.open_store(db, schema) as store:
+        statuses = relay_status(store)
+    if as_json:
+        c.print_json([dataclasses.asdict(s) for s in statuses])
+        return
+    out = c.console()
+    if not statuses:
+        out.print("no relay has run against this store")
+        return
+    table = Table(title=c.plain(f"relays of {c.redact(db)}"))
+    for column in ("relay", "destination", "position", "lag (events)", "lag (s)",
+                   "events/s", "published", "lease", "last error"):
+        table.add_column(column, overflow="fold")
+    for s in statuses:
+        lease = "-" if s.lease_owner is None or s.lease_until is None else (
+            f"{s.lease_owner[:8]} until {c.timestamp(s.lease_until)}")
+        table.add_row(
+            c.plain(s.name), c.plain(s.destination), str(s.position), str(s.lag_events),
+            f"{s.lag_seconds:.1f}", f"{s.rate:,.0f}", str(s.published), lease,
+            c.plain(s.last_error or "-"),
+        )
+    out.print(table)
+
+
+async def _dead_letters(url: str, group: str, limit: int) -> list[Any]:
+    from eskit.bus.urls import source_for_url
+
+    source = source_for_url(url, group=group)
+    await source.open()
+    try:
+        return await source.dead_letters(limit)
+    finally:
+        await source.close()
+
+
+async def _replay(url: str, group: str, ids: list[str] | None) -> int:
+    from eskit.bus.urls import source_for_url
+
+    source = source_for_url(url, group=group)
+    await source.open()
+    try:
+        count: int = await source.replay_dead_letters(ids)
+        return count
+    finally:
+        await source.close()
+
+
+def _summary(body: bytes) -> tuple[str, str, str]:
+    """Event id, type and stream of a dead letter's body, or what is wrong with it."""
+    from eskit.bus.cloudevents import from_cloudevent
+    from eskit.errors import InvalidMessageError
+
+    try:
+        event = from_cloudevent(body)
+    except InvalidMessageError:
+        return "-", "(not an eskit CloudEvent)", "-"
+    return str(event.event_id), event.event_type, str(event.stream_id)
+
+
+@bus_group.command(name="dead-letters")
+def dead_letters(
+    url: Annotated[str, url_argument],
+    group: Annotated[str, group_option],
+    limit: Annotated[int, typer.Option("--limit", min=1, max=100_000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
+    = False,
+) -> None:
+    """The oldest dead letters of a consumer group, without removing them."""
+    with c.reported_errors():
+        letters = asyncio.run(_dead_letters(url, group, limit))
+    rows = [(d, *_summary(d.body)) for d in letters]
+    if as_json:
+        c.print_json([{
+            "dead_letter_id": d.dead_letter_id, "reason": d.reason, "dead_at": d.dead_at,
+            "event_id": event_id, "event_type": event_type, "stream_id": stream,
+        } for d, event_id, event_type, stream in rows])
+        return
+    out = c.console()
+    if not rows:
+        out.print(f"no dead letters in group {c.escape(group)}", highlight=False)
+        return
+    table = Table(title=c.plain(f"dead letters of {group}"))
+    for column in ("id", "dead at", "event", "type", "stream", "reason"):
+        table.add_column(column, overflow="fold")
+    for d, event_id, event_type, stream in rows:
+        table.add_row(
+            c.plain(d.dead_letter_id), c.timestamp(d.dead_at) if d.dead_at else "-",
+            event_id, c.plain(event_type), c.plain(stream), c.plain(d.reason),
+        )
+    out.print(table)
+
+
+@bus_group.command()
+def replay(
+    url: Annotated[str, url_argument],
+    group: Annotated[str, group_option],
+    ids: Annotated[list[str] | None, typer.Option(
+        "--id", metavar="ID", help="Replay only this dead letter (repeatable; default: all).",
+    )] = None,
+) -> None:
+    """Send dead letters back to the group, to be delivered again."""
+    with c.reported_errors():
+        count = asyncio.run(_replay(url, group, ids or None))
+    c.console().print(f"{count} dead letter{'s' * (count != 1)} replayed", highlight=False)
