@@ -299,8 +299,8 @@ class Statements:
             ],
             # 3 -> 4: late appends (docs/postgres.md, "Appending in your transaction").
             # A transaction that already has an id when it first inserts here gets a
-            # stamp no reader can have passed: max(its id, the xmax of a snapshot
-            # taken once it holds the table lock). The trigger computes it and hands
+            # stamp no reader can have passed: max(its id, the latest id that has
+            # ended once it holds the table lock). The trigger computes it and hands
             # it to the column defaults (evaluated after BEFORE STATEMENT triggers)
             # through a transaction-local setting; writer_xid records the real writer
             # (NULL when it equals tx_id) so the horizon finds the rows once it ended.
@@ -372,8 +372,15 @@ class Statements:
                                            || ' events before writing anything else.';
                                END IF;
                                -- A new snapshot (READ COMMITTED), taken now that this
-                               -- statement holds the table lock.
-                               v := greatest(x, pg_snapshot_xmax(pg_current_snapshot()));
+                               -- statement holds the table lock: its xmax - 1 is the
+                               -- latest id that has ended. Every earlier snapshot's xmax
+                               -- is at most one above it; rows of that id (or stamped
+                               -- with it) that a reader can have returned were inserted
+                               -- before now, so their seq is below this insert's. Not
+                               -- xmax itself: no reader could pass it until some newer
+                               -- id ends, which on an idle server may be never.
+                               v := greatest(x, (pg_snapshot_xmax(pg_current_snapshot())
+                                                 ::text::bigint - 1)::text::xid8);
                            END IF;
                            PERFORM set_config({stamp}, CASE WHEN v = x THEN ''
                                                             ELSE v::text END, true);
