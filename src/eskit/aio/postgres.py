@@ -56,6 +56,7 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.aio.postgres_listen import AsyncListenWaiter
+from eskit.aio.postgres_transaction import AsyncPostgresTransaction
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
 from eskit.events import Event, EventRegistry, StreamId
@@ -348,6 +349,17 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 return resolve_conflict(stream_id, stream, expected, head, batch, found)
             await asyncio.sleep(0)
         raise too_busy(stream)
+
+    def in_transaction(self, connection: Any) -> AsyncPostgresTransaction:
+        """Append inside the caller's open transaction on ``connection``.
+
+        ``connection`` is a psycopg ``AsyncConnection`` or a SQLAlchemy
+        ``AsyncConnection`` (``await session.connection()``). Use as
+        ``async with store.in_transaction(conn) as tx: await tx.append(...)``;
+        eskit never commits: the events commit or roll back with the caller's
+        other writes. See :class:`~eskit.aio.postgres_transaction.AsyncPostgresTransaction`.
+        """
+        return AsyncPostgresTransaction(self, connection)
 
     async def _new_waiter(self) -> AsyncWaiter:
         # Subscriptions LISTEN on a connection of their own (eskit.aio.postgres_listen).
