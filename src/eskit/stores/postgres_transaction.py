@@ -23,7 +23,7 @@ transaction is gone with it, and its outcome is the caller's to decide.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from eskit.errors import InvalidInputError, StoreUnavailableError
 
@@ -36,13 +36,14 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
-from eskit.events import Event, StreamId
+from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
 from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent
 from eskit.stores.postgres_connection import translate
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
+    Statements,
     append_params,
     inserted_result,
     retry_after_lost_race,
@@ -50,8 +51,14 @@ from eskit.stores.postgres_schema import (
 )
 from eskit.stores.rows import decode_rows
 
-if TYPE_CHECKING:
-    from eskit.stores.postgres import PostgresEventStore
+
+class _Store(Protocol):
+    """What an append needs of the store (a protocol: the store module imports this one)."""
+
+    sql: Statements
+    registry: EventRegistry
+    max_event_bytes: int
+    _notify: bool
 
 __all__ = ["PostgresTransaction", "check_caller_connection"]
 
@@ -114,7 +121,7 @@ def _in_savepoint(conn: psycopg.Connection[Any], statements: Sequence[Any],
 
 
 def append_on(
-    store: PostgresEventStore, conn: psycopg.Connection[Any], stream_id: StreamId,
+    store: _Store, conn: psycopg.Connection[Any], stream_id: StreamId,
     stream: str, expected: Expected, batch: list[PendingEvent],
 ) -> AppendResult:
     """eskit's append, on ``conn`` in its current transaction, in a savepoint."""
@@ -153,13 +160,13 @@ def append_on(
     raise too_busy(stream)
 
 
-def _find(store: PostgresEventStore, conn: psycopg.Connection[Any],
+def _find(store: _Store, conn: psycopg.Connection[Any],
           batch: list[PendingEvent]) -> dict[Any, Event]:
     rows = conn.execute(store.sql.find_events, ([p.event_id for p in batch],)).fetchall()
     return {e.event_id: e for e in decode_rows(rows)}
 
 
-def _head(store: PostgresEventStore, conn: psycopg.Connection[Any], stream: str) -> int:
+def _head(store: _Store, conn: psycopg.Connection[Any], stream: str) -> int:
     row = conn.execute(store.sql.head_version, (stream,)).fetchone()
     return int(row[0]) if row else 0
 
@@ -179,7 +186,7 @@ class PostgresTransaction:
     for this transaction: keep it short.
     """
 
-    def __init__(self, store: PostgresEventStore, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, store: _Store, conn: psycopg.Connection[Any]) -> None:
         check_caller_connection(conn, psycopg.Connection, need_transaction=False)
         self.store = store
         self.connection = conn
