@@ -415,3 +415,41 @@ def test_head_position_may_step_back_while_a_late_append_is_open_and_nothing_is_
         late.commit()
     assert [e.aggregate_id for e in store.read_all(checkpoint)] == ["late"]
     assert [e.aggregate_id for e in store.read_all()] == ["before", "late"]
+
+
+def test_a_stamp_set_by_hand_never_applies(store: PostgresEventStore, postgres_dsn: str) -> None:
+    # The defaults read eskit.late_stamp; the trigger sets it on every insert, so a
+    # value planted in the session (to stamp events below readers) is overwritten.
+    with psycopg.connect(postgres_dsn) as conn:
+        conn.execute("SET eskit.late_stamp = '3'")  # session-wide
+        conn.commit()
+        early = store.in_transaction(conn).append("early", [NewEvent("E")], 0)  # first write
+        conn.commit()
+        conn.execute(f'INSERT INTO "{store.schema}".orders VALUES (%s, 1)', ("o",))
+        conn.execute("SET LOCAL eskit.late_stamp = '3'")
+        late = store.in_transaction(conn).append("late", [NewEvent("L")], 0)
+        conn.commit()
+    assert (early.position or 0) >> 64 > 3
+    assert (late.position or 0) > (early.position or 0)
+    assert [e.aggregate_id for e in store.read_all()] == ["early", "late"]
+
+
+def test_a_dropped_connection_in_the_callers_transaction_is_not_retried(
+    store: PostgresEventStore, postgres_dsn: str
+) -> None:
+    from eskit import StoreUnavailableError
+
+    with psycopg.connect(postgres_dsn) as conn, psycopg.connect(
+        postgres_dsn, autocommit=True
+    ) as admin:
+        conn.execute(f'INSERT INTO "{store.schema}".orders VALUES (%s, 1)', ("o",))
+        tx = store.in_transaction(conn)
+        tx.append("lost", [NewEvent("Lost")], 0)
+        # Only this test's own connection is terminated, by its backend pid.
+        admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        with pytest.raises(StoreUnavailableError):
+            tx.append("lost", [NewEvent("More")], 1)
+    assert store.read_stream("lost") == []
+    assert _orders(postgres_dsn, store.schema) == []
+    after = store.append("after", [NewEvent("After")], 0)
+    assert store.head_position() == after.position, "the dead transaction holds nobody back"
