@@ -163,3 +163,58 @@ def test_a_sqlalchemy_async_session_and_an_append_commit_together(postgres_dsn: 
             await store.close()
 
     asyncio.run(run())
+
+
+def test_an_async_store_on_the_callers_connection_joins_its_transaction(
+    postgres_dsn: str,
+) -> None:
+    async def run() -> None:
+        schema = new_schema_name()
+        async with await psycopg.AsyncConnection.connect(postgres_dsn) as conn:
+            store = await AsyncPostgresEventStore.open(connection=conn, schema=schema)
+            await conn.commit()  # setup joined the transaction
+            await conn.execute(f'CREATE TABLE "{schema}".orders (id text)')
+            await store.append("order-1", [NewEvent("OrderPlaced")], 0)
+            async with AsyncPostgresEventStore(postgres_dsn, schema=schema) as outside:
+                assert await outside.read_stream("order-1") == []
+                await conn.commit()
+                assert len(await outside.read_stream("order-1")) == 1
+            await store.append("order-2", [NewEvent("OrderPlaced")], 0)
+            await conn.rollback()
+            assert [e.aggregate_id async for e in store.read_all()] == ["order-1"]
+            await store.close()
+            assert not conn.closed, "eskit never closes the caller's connection"
+
+    asyncio.run(run())
+
+
+def test_an_async_store_on_a_sqlalchemy_engine_or_connection(postgres_dsn: str) -> None:
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    async def run() -> None:
+        schema = new_schema_name()
+        engine = create_async_engine(
+            postgres_dsn.replace("postgresql://", "postgresql+psycopg://", 1), pool_size=2
+        )
+        try:
+            store = await AsyncPostgresEventStore.from_sqlalchemy(engine, schema=schema)
+            for n in range(3):
+                await store.append(f"s-{n}", [NewEvent("E")], 0)  # each its own transaction
+            assert len([e async for e in store.read_all()]) == 3
+            async with engine.connect() as conn:
+                raw = await conn.get_raw_connection()
+                assert raw.driver_connection.autocommit is False, "handed back as it was"
+            async with engine.connect() as conn:
+                on_conn = await AsyncPostgresEventStore.from_sqlalchemy(conn, schema=schema)
+                await conn.execute(text(f'CREATE TABLE "{schema}".orders (id text)'))
+                await on_conn.append("joined", [NewEvent("E")], 0)
+                assert await store.read_stream("joined") == []
+                await conn.commit()
+                await on_conn.close()
+            assert len(await store.read_stream("joined")) == 1
+            await store.close()
+        finally:
+            await engine.dispose()
+
+    asyncio.run(run())

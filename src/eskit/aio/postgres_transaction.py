@@ -119,42 +119,50 @@ class AsyncPostgresTransaction:
         )
         conn = await self._driver()
         check_caller_connection(conn, psycopg.AsyncConnection, need_transaction=True)
-        params = append_params(stream, expected, batch)
-        sql = store.sql
-        try:
-            for attempt in range(MAX_APPEND_ATTEMPTS):
-                statements = [sql.append] if attempt == 0 else [sql.lock_stream, sql.append]
-                try:
-                    rows = await _in_savepoint(conn, statements, params)
-                except pg_errors.UniqueViolation as exc:
-                    found = await _find(store, conn, batch)
-                    if exc.diag.constraint_name != EVENT_ID_CONSTRAINT and (
-                        retry_after_lost_race(expected, found)
-                    ):
-                        continue
-                    return resolve_conflict(
-                        stream_id, stream, expected, await _head(store, conn, stream), batch,
-                        found,
-                    )
-                if rows is None:
-                    return resolve_conflict(
-                        stream_id, stream, expected, await _head(store, conn, stream), batch,
-                        await _find(store, conn, batch),
-                    )
-                result = inserted_result(stream_id, batch, rows)
-                assert result is not None
-                if store._notify:
-                    await conn.execute(sql.notify, (sql.channel,))  # delivered at commit
-                return result
-        except psycopg.Error as exc:
-            raise translate(exc) from exc
-        raise too_busy(stream)
+        return await append_on(store, conn, stream_id, stream, expected, batch)
 
     async def __aenter__(self) -> AsyncPostgresTransaction:
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
         return None  # the caller commits or rolls back its own transaction
+
+
+async def append_on(
+    store: _Store, conn: psycopg.AsyncConnection[Any], stream_id: StreamId, stream: str,
+    expected: Expected, batch: list[PendingEvent],
+) -> AppendResult:
+    """eskit's append, on ``conn`` in its current transaction, in a savepoint."""
+    params = append_params(stream, expected, batch)
+    sql = store.sql
+    try:
+        for attempt in range(MAX_APPEND_ATTEMPTS):
+            statements = [sql.append] if attempt == 0 else [sql.lock_stream, sql.append]
+            try:
+                rows = await _in_savepoint(conn, statements, params)
+            except pg_errors.UniqueViolation as exc:
+                found = await _find(store, conn, batch)
+                if exc.diag.constraint_name != EVENT_ID_CONSTRAINT and (
+                    retry_after_lost_race(expected, found)
+                ):
+                    continue
+                return resolve_conflict(
+                    stream_id, stream, expected, await _head(store, conn, stream), batch,
+                    found,
+                )
+            if rows is None:
+                return resolve_conflict(
+                    stream_id, stream, expected, await _head(store, conn, stream), batch,
+                    await _find(store, conn, batch),
+                )
+            result = inserted_result(stream_id, batch, rows)
+            assert result is not None
+            if store._notify:
+                await conn.execute(sql.notify, (sql.channel,))  # delivered at commit
+            return result
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    raise too_busy(stream)
 
 
 async def _find(store: _Store, conn: psycopg.AsyncConnection[Any],

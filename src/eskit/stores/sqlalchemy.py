@@ -16,13 +16,20 @@ first, exactly as SQLAlchemy's own autobegin would for any statement.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 from eskit.errors import InvalidInputError, MissingExtraError
 
-__all__ = ["begin_if_idle", "driver_connection", "engine_connection", "is_sqlalchemy"]
+__all__ = [
+    "async_driver_connection",
+    "async_engine_connection",
+    "begin_if_idle",
+    "driver_connection",
+    "engine_connection",
+    "is_sqlalchemy",
+]
 
 
 def _sqlalchemy() -> Any:
@@ -102,3 +109,50 @@ def engine_connection(engine: Any) -> Iterator[Any]:
         raise
     finally:
         proxied.close()
+
+
+# -- asyncio: AsyncEngine and AsyncConnection (sqlalchemy.ext.asyncio) -----------------
+
+
+def is_async_engine(bind: object) -> bool:
+    if not is_sqlalchemy(bind):
+        return False
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    return isinstance(bind, AsyncEngine)
+
+
+async def async_driver_connection(bind: Any) -> Any:
+    """The psycopg ``AsyncConnection`` under a SQLAlchemy ``AsyncConnection``, begun."""
+    _sqlalchemy()
+    from sqlalchemy.ext.asyncio import AsyncConnection
+
+    if not isinstance(bind, AsyncConnection):
+        raise InvalidInputError(
+            f"expected a SQLAlchemy AsyncEngine or AsyncConnection (await "
+            f"session.connection() for an AsyncSession), got {type(bind).__name__}"
+        )
+    _check_psycopg(bind.dialect)
+    if not bind.in_transaction():
+        await bind.begin()  # see the module docstring
+    raw = await bind.get_raw_connection()
+    return raw.driver_connection
+
+
+@asynccontextmanager
+async def async_engine_connection(engine: Any) -> AsyncIterator[Any]:
+    """As :func:`engine_connection`, for an ``AsyncEngine``."""
+    from psycopg.pq import TransactionStatus
+
+    async with engine.connect() as bind:
+        raw = await bind.get_raw_connection()
+        conn = raw.driver_connection
+        was = conn.autocommit
+        await conn.set_autocommit(True)
+        try:
+            yield conn
+        finally:
+            if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+                await conn.set_autocommit(was)
+            else:
+                await bind.invalidate()
