@@ -23,6 +23,7 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.events import Event, EventRegistry, StreamId
+from eskit.observability import _hooks
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
 from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent
 from eskit.stores.postgres_connection import translate
@@ -119,7 +120,10 @@ class AsyncPostgresTransaction:
         )
         conn = await self._driver()
         check_caller_connection(conn, psycopg.AsyncConnection, need_transaction=True)
-        return await append_on(store, conn, stream_id, stream, expected, batch)
+        if (observer := _hooks.active) is None:
+            return await append_on(store, conn, stream_id, stream, expected, batch)
+        with observer.append(store, stream, batch):  # a span; its context into metadata
+            return await append_on(store, conn, stream_id, stream, expected, batch)
 
     async def __aenter__(self) -> AsyncPostgresTransaction:
         return self

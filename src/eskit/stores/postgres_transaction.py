@@ -37,6 +37,7 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.events import Event, EventRegistry, StreamId
+from eskit.observability import _hooks
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
 from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent
 from eskit.stores.postgres_connection import translate
@@ -107,8 +108,8 @@ def _in_savepoint(conn: psycopg.Connection[Any], statements: Sequence[Any],
         rows: list[Any] = []
         for statement in statements:
             rows = conn.execute(statement, params).fetchall()
-    except psycopg.Error:
-        if conn.info.transaction_status == TransactionStatus.INERROR:
+    except BaseException:  # an error, or an interrupt that cancelled the statement
+        if not conn.closed and conn.info.transaction_status == TransactionStatus.INERROR:
             conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
             conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
         raise
@@ -206,7 +207,10 @@ class PostgresTransaction:
             max_event_bytes=self.store.max_event_bytes,
         )
         check_caller_connection(self.connection, psycopg.Connection, need_transaction=True)
-        return append_on(self.store, self.connection, stream_id, stream, expected, batch)
+        if (observer := _hooks.active) is None:
+            return append_on(self.store, self.connection, stream_id, stream, expected, batch)
+        with observer.append(self.store, stream, batch):  # a span; its context into metadata
+            return append_on(self.store, self.connection, stream_id, stream, expected, batch)
 
     def __enter__(self) -> PostgresTransaction:
         return self
