@@ -453,3 +453,21 @@ def test_a_dropped_connection_in_the_callers_transaction_is_not_retried(
     assert _orders(postgres_dsn, store.schema) == []
     after = store.append("after", [NewEvent("After")], 0)
     assert store.head_position() == after.position, "the dead transaction holds nobody back"
+
+
+def test_eskit_migrate_takes_a_schema_3_store_to_4(postgres_dsn: str) -> None:
+    from tests.cli.helpers import eskit_cli
+
+    schema = new_schema_name()
+    statements = Statements(schema)
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn, conn.transaction():
+        conn.execute(statements.create_schema)
+        conn.execute(statements.create_meta)
+        for statement in [s for m in statements.migrations[:3] for s in m]:
+            conn.execute(statement)
+        conn.execute(statements.write_schema_version, ("3",))
+    done = eskit_cli("migrate", postgres_dsn, "--schema", schema)
+    assert done.returncode == 0, done.stderr
+    assert "version 4 (migrated from 3)" in done.stdout
+    with PostgresEventStore(postgres_dsn, schema=schema, setup=False) as store:
+        assert store.schema_version() == 4
