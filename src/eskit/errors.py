@@ -219,6 +219,13 @@ class AppendNotFirstWriteError(StoreError):
     at its first insert into the events table (see docs/postgres.md); an insert
     by a transaction that already holds an id is refused, and nothing is written.
     eskit's own appends always run in a transaction of their own.
+
+    Since schema version 4 such a *late* append is allowed under READ COMMITTED
+    (its events get an order key no reader can have passed; see
+    docs/transactions.md); this error is then raised only under REPEATABLE READ
+    or SERIALIZABLE, or on a store not yet migrated to schema 4. Through
+    ``store.in_transaction(conn)`` the refused append is rolled back to its
+    savepoint: the caller's transaction stays usable.
     """
 
 

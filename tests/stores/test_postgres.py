@@ -175,27 +175,45 @@ def test_a_projection_batch_into_a_postgres_target_does_not_delay_readers(
         target.close()
 
 
-def test_an_append_after_other_writes_in_its_transaction_is_refused(
+def test_a_late_append_is_stamped_above_its_id_and_refused_under_repeatable_read(
     store: PostgresEventStore, postgres_dsn: str
 ) -> None:
     batch = prepare_batch(
         "late", [NewEvent("Late")], registry=store.registry, max_event_bytes=store.max_event_bytes
     )
+    with psycopg.connect(postgres_dsn) as conn, psycopg.connect(
+        postgres_dsn, autocommit=True
+    ) as other:
+        x = _xid(conn)  # any write, or an explicit id: the append comes late
+        for _ in range(3):
+            other.execute("SELECT pg_current_xact_id()")  # later ids end first
+        rows = conn.execute(store.sql.append, append_params("late", 0, batch)).fetchall()
+        stamp = int(rows[0][2])
+        assert stamp > x, "stamped above every id that ended before its lock"
+        row = conn.execute(
+            f'SELECT tx_id::text, writer_xid::text FROM "{store.schema}".eskit_events'
+        ).fetchone()
+        assert row == (str(stamp), str(x))
+        conn.commit()
+    assert [e.position >> 64 for e in store.read_all() if e.position] == [stamp]
+    # Under REPEATABLE READ the trigger has no fresh snapshot to stamp with: refused.
     with psycopg.connect(postgres_dsn) as conn:
-        conn.execute("SELECT pg_current_xact_id()")  # any write, or an explicit id
-        with pytest.raises(psycopg.Error, match="must be the first write") as raised:
-            conn.execute(store.sql.append, append_params("late", 0, batch))
+        conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+        conn.execute("SELECT pg_current_xact_id()")
+        with pytest.raises(psycopg.Error, match="under repeatable read an append") as raised:
+            conn.execute(store.sql.append, append_params("rr", 0, batch))
         assert raised.value.sqlstate == APPEND_NOT_FIRST_WRITE
     # Through the store's connections the refusal is a typed eskit error.
     def write_then_append() -> None:
         with store._connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
             conn.execute(f'CREATE TABLE "{store.schema}".side (n int)')
-            conn.execute(store.sql.append, append_params("late", 0, batch))
+            conn.execute(store.sql.append, append_params("rr", 0, batch))
 
     with pytest.raises(AppendNotFirstWriteError, match="first write of its transaction"):
         write_then_append()
-    assert store.read_stream("late") == []
-    assert list(store.read_all()) == []
+    assert store.read_stream("rr") == []
+    assert [e.aggregate_id for e in store.read_all()] == ["late"]
 
 
 def test_an_append_may_write_more_after_its_first_insert(
@@ -214,7 +232,7 @@ def test_an_append_may_write_more_after_its_first_insert(
     assert [e.aggregate_id for e in store.read_all()] == ["first", "second", "later"]
 
 
-def test_an_append_rolled_back_to_a_savepoint_releases_readers_and_cannot_append_again(
+def test_an_append_rolled_back_to_a_savepoint_releases_readers_and_may_append_again(
     store: PostgresEventStore, postgres_dsn: str
 ) -> None:
     with psycopg.connect(postgres_dsn) as conn:
@@ -224,12 +242,13 @@ def test_an_append_rolled_back_to_a_savepoint_releases_readers_and_cannot_append
         held = _xid(conn)
         # The rollback released the table lock: this transaction holds nobody back.
         _assert_visible_at_once_despite(store, postgres_dsn, conn)
-        # It cannot append any more: it has an id and no longer holds the lock.
-        with pytest.raises(psycopg.Error, match="must be the first write"):
-            _open_append(store, conn, "again")
-        conn.rollback()
+        # It may append again, late: stamped above "after", which readers returned.
+        _open_append(store, conn, "again")
+        later = store.append("later", [NewEvent("Later")], 0)
+        assert store.wait_for(later.position or 0, timeout=0.02) is False, "it holds readers"
+        conn.commit()
     assert held > 0
-    assert [e.aggregate_id for e in store.read_all()] == ["after"]
+    assert [e.aggregate_id for e in store.read_all()] == ["after", "again", "later"]
 
 
 def test_the_horizon_stops_at_an_append_that_committed_after_the_snapshot(
@@ -821,13 +840,12 @@ def test_a_version_2_store_gets_the_new_horizon_when_opened(postgres_dsn: str) -
     with PostgresEventStore(postgres_dsn, schema=schema) as store, psycopg.connect(
         postgres_dsn
     ) as other:
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
         assert [e.aggregate_id for e in store.read_all()] == ["before", "held"]
         other.execute("SELECT pg_current_xact_id()")
         after = store.append("after", [NewEvent("After")], 0)
         assert store.head_position() == after.position
-        with pytest.raises(psycopg.Error, match="must be the first write"):
-            _open_append(store, other, "late")
+        _open_append(store, other, "late")  # schema 4: a late append is stamped
         other.rollback()
     with psycopg.connect(postgres_dsn, autocommit=True) as conn:
         trigger = conn.execute(

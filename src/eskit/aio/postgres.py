@@ -51,11 +51,13 @@ from eskit.errors import (
 try:
     import psycopg
     from psycopg import errors as pg_errors
+    from psycopg.pq import TransactionStatus
     from psycopg_pool import AsyncConnectionPool
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.aio.postgres_listen import AsyncListenWaiter
+from eskit.aio.postgres_transaction import AsyncPostgresTransaction, append_on
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
 from eskit.events import Event, EventRegistry, StreamId
@@ -85,6 +87,7 @@ from eskit.stores.postgres_schema import (
     transaction_age,
     unpack_position,
 )
+from eskit.stores.postgres_transaction import check_caller_connection
 from eskit.stores.rows import decode_rows
 
 __all__ = ["AsyncPostgresEventStore"]
@@ -116,14 +119,19 @@ class AsyncPostgresEventStore(AsyncEventStore):
         dsn: str | None = None,
         *,
         pool: AsyncConnectionPool[Any] | None = None,
+        connection: psycopg.AsyncConnection[Any] | None = None,
         schema: str = "eskit",
         pool_size: int = 10,
         notify: bool = True,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        _engine: Any = None,
+        _sa_connection: Any = None,
     ) -> None:
-        if (dsn is None) == (pool is None):
-            raise InvalidInputError("pass exactly one of dsn and pool")
+        if sum(x is not None for x in (dsn, pool, connection, _engine, _sa_connection)) != 1:
+            raise InvalidInputError("pass exactly one of dsn, pool and connection")
+        if connection is not None:
+            check_caller_connection(connection, psycopg.AsyncConnection, need_transaction=False)
         if pool is not None and not isinstance(pool, AsyncConnectionPool):
             raise InvalidInputError(
                 f"pool must be a psycopg_pool.AsyncConnectionPool, got {type(pool).__name__}"
@@ -138,15 +146,21 @@ class AsyncPostgresEventStore(AsyncEventStore):
         self._notify = notify
         self._notify_pending = False
         self._notify_task: asyncio.Task[None] | None = None
-        self._owns_pool = pool is None
+        self._owns_pool = dsn is not None
         self._pool_size = pool_size
         self._pid = os.getpid()
         self._reopening: asyncio.Task[None] | None = None
         self._dsn = dsn
-        if pool is None:
-            assert dsn is not None
+        # Besides a pool: the caller's connection (psycopg, or under a SQLAlchemy
+        # AsyncConnection), used under a lock, never retried, committed or closed by
+        # eskit; or a SQLAlchemy AsyncEngine's pool (see from_sqlalchemy).
+        self._conn = connection
+        self._sa_connection = _sa_connection
+        self._conn_lock = asyncio.Lock()
+        self._engine = _engine
+        if dsn is not None:
             pool = self._new_pool(dsn)
-        self.pool: AsyncConnectionPool[Any] = pool
+        self.pool: AsyncConnectionPool[Any] | None = pool
         self._connected = False
 
     def _new_pool(self, dsn: str) -> AsyncConnectionPool[Any]:
@@ -163,6 +177,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
         dsn: str | None = None,
         *,
         pool: AsyncConnectionPool[Any] | None = None,
+        connection: psycopg.AsyncConnection[Any] | None = None,
         schema: str = "eskit",
         setup: bool = True,
         pool_size: int = 10,
@@ -172,8 +187,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
     ) -> Self:
         """Create the store, connect and (with ``setup=True``) create or upgrade its schema."""
         store = cls(
-            dsn, pool=pool, schema=schema, pool_size=pool_size, notify=notify,
-            registry=registry, max_event_bytes=max_event_bytes,
+            dsn, pool=pool, connection=connection, schema=schema, pool_size=pool_size,
+            notify=notify, registry=registry, max_event_bytes=max_event_bytes,
         )
         await store.connect(setup=setup)
         return store
@@ -182,7 +197,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
         """Open the pool eskit owns and run :meth:`setup`. Does nothing the second time."""
         if self._connected:
             return
-        if self._owns_pool:
+        if self._owns_pool and self.pool is not None:
             try:
                 await self.pool.open(wait=True, timeout=10)
             except Exception as exc:
@@ -214,14 +229,38 @@ class AsyncPostgresEventStore(AsyncEventStore):
         if task is not None and not task.done():
             await task  # send the last NOTIFY before the pool goes
         self._connected = False
-        if self._owns_pool:
+        if self._owns_pool and self.pool is not None:
             await self.pool.close()
+
+    @classmethod
+    async def from_sqlalchemy(cls, bind: Any, **kwargs: Any) -> Self:
+        """An open store on a SQLAlchemy ``AsyncEngine`` or ``AsyncConnection`` (psycopg).
+
+        As the sync :meth:`PostgresEventStore.from_sqlalchemy`: with an engine, a
+        connection is borrowed from its pool for each operation; with a connection
+        (``await session.connection()``), every operation joins its transaction,
+        which eskit never commits. ``setup`` and the constructor's other keyword
+        arguments are accepted.
+        """
+        from eskit.stores import sqlalchemy as glue
+
+        setup = kwargs.pop("setup", True)
+        if glue.is_async_engine(bind):
+            glue.check_engine(bind)
+            store = cls(_engine=bind, **kwargs)
+        else:
+            await glue.async_driver_connection(bind)  # checks it, begins its transaction
+            store = cls(_sa_connection=bind, **kwargs)
+        await store.connect(setup=setup)
+        return store
 
     async def _current_pool(self) -> AsyncConnectionPool[Any]:
         if self._pid != os.getpid():
             self._after_fork()
         if self._reopening is not None:
             await asyncio.shield(self._reopening)
+        if self.pool is None:
+            raise StoreError("this store has no connection pool (it was given a connection)")
         return self.pool
 
     def _after_fork(self) -> None:
@@ -232,7 +271,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
         # other tasks then wait for the same opening.
         if not self._owns_pool:
             raise StoreError(
-                f"this AsyncPostgresEventStore was given a pool in process {self._pid} and "
+                f"this AsyncPostgresEventStore was given a pool or connection in process "
+                f"{self._pid} and "
                 f"is used after fork() in process {os.getpid()}: a pool's connections "
                 "cannot be shared with a child; create the pool (and the store) in the child"
             )
@@ -245,6 +285,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
 
     async def _reopen(self) -> None:
         try:
+            assert self.pool is not None  # just made by _after_fork
             await self.pool.open(wait=True, timeout=10)
         except Exception as exc:
             raise StoreUnavailableError(f"cannot connect to PostgreSQL: {exc}") from exc
@@ -253,12 +294,38 @@ class AsyncPostgresEventStore(AsyncEventStore):
 
     @asynccontextmanager
     async def _connection(self) -> AsyncIterator[psycopg.AsyncConnection[Any]]:
-        pool = await self._current_pool()
+        from eskit.stores import sqlalchemy as glue
+
+        if self._pid != os.getpid() and not self._owns_pool:
+            self._after_fork()  # raises: the connection or pool is the parent's
         try:
-            async with pool.connection() as conn:
-                yield conn
+            if self._conn is not None or self._sa_connection is not None:
+                async with self._conn_lock:
+                    conn = self._conn
+                    if self._sa_connection is not None:
+                        conn = await glue.async_driver_connection(self._sa_connection)
+                    check_caller_connection(
+                        conn, psycopg.AsyncConnection, need_transaction=False
+                    )
+                    assert conn is not None
+                    yield conn
+            elif self._engine is not None:
+                async with glue.async_engine_connection(self._engine) as conn:
+                    yield conn
+            else:
+                pool = await self._current_pool()
+                async with pool.connection() as conn:
+                    yield conn
         except psycopg.Error as exc:
             raise translate(exc) from exc
+
+    def _given_connection(self) -> bool:
+        return self._conn is not None or self._sa_connection is not None
+
+    @staticmethod
+    def _joins_transaction(conn: psycopg.AsyncConnection[Any]) -> bool:
+        """Whether operations on the caller's ``conn`` join its (open or implicit) transaction."""
+        return not (conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE)
 
     async def _run(self, action: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         """``action`` on a pooled connection, retried on a fresh one if the connection breaks.
@@ -271,30 +338,39 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 async with self._connection() as conn:
                     return await action(conn)
             except StoreUnavailableError as exc:
-                if attempt == RECONNECT_ATTEMPTS or not connection_lost(exc.__cause__):
+                if (attempt == RECONNECT_ATTEMPTS or not connection_lost(exc.__cause__)
+                        or self._given_connection()):  # the caller's: not ours to replace
                     raise
                 _log.warning("eskit: PostgreSQL connection lost, retrying (%d): %s",
                              attempt, exc)
-                with suppress(Exception):
-                    # Test every idle connection and replace the broken ones.
-                    await (await self._current_pool()).check()
+                if self.pool is not None:
+                    with suppress(Exception):
+                        # Test every idle connection and replace the broken ones.
+                        await self.pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
     async def setup(self) -> None:
         """Create or upgrade eskit's tables in the schema. Idempotent."""
-        async with self._connection() as conn, conn.transaction():
-            check_server_version(conn.info.server_version)
-            # Serialise concurrent setups of the same schema (several processes starting).
-            await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.sql.lock_key,))
-            await conn.execute(self.sql.create_schema)
-            await conn.execute(self.sql.create_meta)
-            row = await (await conn.execute(self.sql.read_schema_version)).fetchone()
-            current = int(row[0]) if row else 0
-            for statement in pending_migrations(self.sql, current):
-                await conn.execute(statement)
-            if current != SCHEMA_VERSION:
-                await conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
+        async with self._connection() as conn:
+            if self._given_connection() and self._joins_transaction(conn):
+                await self._setup_on(conn)  # in the caller's transaction, committed by it
+            else:
+                async with conn.transaction():
+                    await self._setup_on(conn)
         self.sql.use_schema_version(SCHEMA_VERSION)
+
+    async def _setup_on(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        check_server_version(conn.info.server_version)
+        # Serialise concurrent setups of the same schema (several processes starting).
+        await conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.sql.lock_key,))
+        await conn.execute(self.sql.create_schema)
+        await conn.execute(self.sql.create_meta)
+        row = await (await conn.execute(self.sql.read_schema_version)).fetchone()
+        current = int(row[0]) if row else 0
+        for statement in pending_migrations(self.sql, current):
+            await conn.execute(statement)
+        if current != SCHEMA_VERSION:
+            await conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
 
     async def schema_version(self) -> int:
         """The eskit schema version in the database; ``0`` if eskit's tables are absent."""
@@ -310,6 +386,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
     async def _append(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
+        if self._given_connection():
+            async with self._connection() as conn:
+                if self._joins_transaction(conn):
+                    return await append_on(self, conn, stream_id, stream, expected, batch)
         params = append_params(stream, expected, batch)
 
         async def insert(
@@ -349,7 +429,21 @@ class AsyncPostgresEventStore(AsyncEventStore):
             await asyncio.sleep(0)
         raise too_busy(stream)
 
+    def in_transaction(self, connection: Any) -> AsyncPostgresTransaction:
+        """Append inside the caller's open transaction on ``connection``.
+
+        ``connection`` is a psycopg ``AsyncConnection`` or a SQLAlchemy
+        ``AsyncConnection`` (``await session.connection()``). Use as
+        ``async with store.in_transaction(conn) as tx: await tx.append(...)``;
+        eskit never commits: the events commit or roll back with the caller's
+        other writes. See :class:`~eskit.aio.postgres_transaction.AsyncPostgresTransaction`.
+        """
+        return AsyncPostgresTransaction(self, connection)
+
     async def _new_waiter(self) -> AsyncWaiter:
+        if self.pool is None:
+            # No conninfo to LISTEN with (a connection or an engine was given): poll.
+            return await super()._new_waiter()
         # Subscriptions LISTEN on a connection of their own (eskit.aio.postgres_listen).
         return await AsyncListenWaiter.open(self)
 
@@ -362,6 +456,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
         """
         if not self._notify:
             return
+        if self._given_connection() and self._conn is not None and self._joins_transaction(
+            self._conn
+        ):
+            return  # the append sent its NOTIFY inside the caller's transaction
         self._notify_pending = True
         if self._notify_task is None or self._notify_task.done():
             self._notify_task = asyncio.get_running_loop().create_task(self._send_notifies())

@@ -29,6 +29,7 @@ from eskit.errors import (
 try:
     import psycopg
     from psycopg import errors as pg_errors
+    from psycopg.pq import TransactionStatus
     from psycopg_pool import ConnectionPool
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
@@ -45,10 +46,10 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
+from eskit.stores.postgres_listen import ListenWaiter, Notifier
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
-    NOTIFY_INTERVAL,
     SCHEMA_VERSION,
     Statements,
     append_params,
@@ -62,9 +63,15 @@ from eskit.stores.postgres_schema import (
     transaction_age,
     unpack_position,
 )
+from eskit.stores.postgres_transaction import (
+    PostgresTransaction,
+    append_on,
+    check_caller_connection,
+)
 from eskit.stores.rows import decode_rows
+from eskit.subscription import Waiter
 
-__all__ = ["PostgresEventStore"]
+__all__ = ["PostgresEventStore", "PostgresTransaction"]
 
 T = TypeVar("T")
 
@@ -99,6 +106,7 @@ class PostgresEventStore(EventStore):
         dsn: str | None = None,
         *,
         pool: ConnectionPool[Any] | None = None,
+        connection: psycopg.Connection[Any] | None = None,
         schema: str = "eskit",
         setup: bool = True,
         pool_size: int = 10,
@@ -106,9 +114,12 @@ class PostgresEventStore(EventStore):
         notify: bool = True,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        _engine: Any = None,
     ) -> None:
-        if (dsn is None) == (pool is None):
-            raise InvalidInputError("pass exactly one of dsn and pool")
+        if sum(x is not None for x in (dsn, pool, connection, _engine)) != 1:
+            raise InvalidInputError("pass exactly one of dsn, pool and connection")
+        if connection is not None:
+            check_caller_connection(connection, psycopg.Connection, need_transaction=False)
         if type(max_event_bytes) is not int or max_event_bytes < 1:
             raise InvalidInputError("max_event_bytes must be a positive int")
         if registry is not None:
@@ -117,17 +128,23 @@ class PostgresEventStore(EventStore):
         self.sql = Statements(schema)
         self.schema = schema
         self._notify = notify
-        self._notifier: _Notifier | None = None
+        self._notifier: Notifier | None = None
         self._notifier_lock = threading.Lock()
-        self._owns_pool = pool is None
+        self._owns_pool = dsn is not None
         self._pool_size = pool_size
         self._connect_timeout = connect_timeout
         self._pid = os.getpid()
         self._pool_lock = threading.Lock()
-        if pool is None:
-            assert dsn is not None
-            pool = self._new_pool(dsn)
-        self.pool = pool
+        # Where connections come from, besides a pool: the caller's one connection
+        # (used under a lock, never retried, committed or closed by eskit), or a
+        # SQLAlchemy engine's pool (see from_sqlalchemy).
+        self._conn = connection
+        self._conn_lock = threading.RLock()
+        self._engine: Any = _engine  # from_sqlalchemy(engine)
+        self._sa_connection: Any = None
+        self.pool: ConnectionPool[Any] | None = pool
+        if dsn is not None:
+            self.pool = self._new_pool(dsn)
         try:
             if setup:
                 self.setup()
@@ -157,9 +174,46 @@ class PostgresEventStore(EventStore):
             raise StoreError(f"cannot connect to PostgreSQL: {exc}") from exc
         return pool
 
+    @classmethod
+    def from_sqlalchemy(cls, bind: Any, **kwargs: Any) -> PostgresEventStore:
+        """A store on a SQLAlchemy 2 ``Engine`` or ``Connection`` (``postgresql+psycopg://``).
+
+        With an ``Engine`` the store borrows a connection from the engine's pool for
+        each operation, like its own pool (appends are their own transactions). With
+        a ``Connection`` (``session.connection()`` for an ORM ``Session``) every
+        operation runs on it, inside its transaction: appends commit or roll back
+        with the caller's (``conn.commit()``, ``session.commit()``); eskit never
+        commits or closes it. Other keyword arguments as for the constructor.
+        """
+        from eskit.stores import sqlalchemy as glue
+
+        if glue.is_engine(bind):
+            glue.check_engine(bind)
+            return cls(_engine=bind, **kwargs)
+        store = cls(connection=glue.driver_connection(bind), **kwargs)
+        store._sa_connection = bind
+        return store
+
+    def in_transaction(self, connection: Any) -> PostgresTransaction:
+        """Append inside the caller's open transaction on ``connection``.
+
+        ``connection`` is a psycopg ``Connection`` (or a SQLAlchemy ``Connection``;
+        ``session.connection()`` for a ``Session``). Use as
+        ``with store.in_transaction(conn) as tx: tx.append(...)``; eskit never
+        commits: the events commit or roll back with the caller's other writes.
+        See :class:`~eskit.stores.postgres_transaction.PostgresTransaction`.
+        """
+        from eskit.stores import sqlalchemy as glue
+
+        if glue.is_sqlalchemy(connection):
+            connection = glue.driver_connection(connection)
+        return PostgresTransaction(self, connection)
+
     def _current_pool(self) -> ConnectionPool[Any]:
         if self._pid != os.getpid():
             self._after_fork()
+        if self.pool is None:
+            raise StoreError("this store has no connection pool (it was given a connection)")
         return self.pool
 
     def _after_fork(self) -> None:
@@ -172,12 +226,12 @@ class PostgresEventStore(EventStore):
         with self._pool_lock:
             if self._pid == os.getpid():
                 return
-            if not self._owns_pool:
+            if not self._owns_pool or self.pool is None:
                 raise StoreError(
-                    f"this PostgresEventStore was given a pool in process {self._pid} and "
-                    f"is used after fork() in process {os.getpid()}: a pool's connections "
-                    "cannot be shared with a child; create the pool (and the store) in the "
-                    "child, or pass a dsn so that eskit opens a fresh pool there"
+                    f"this PostgresEventStore was given a pool or connection in process "
+                    f"{self._pid} and is used after fork() in process {os.getpid()}: its "
+                    "connections cannot be shared with a child; create the pool (and the "
+                    "store) in the child, or pass a dsn so that eskit opens a fresh pool there"
                 )
             conninfo = self.pool.conninfo
             self._notifier = None  # its thread stayed in the parent
@@ -188,10 +242,35 @@ class PostgresEventStore(EventStore):
     @contextmanager
     def _connection(self) -> Iterator[psycopg.Connection[Any]]:
         try:
-            with self._current_pool().connection() as conn:
-                yield conn
+            if self._conn is not None:
+                if self._pid != os.getpid():
+                    self._after_fork()  # raises: the connection is the parent's
+                check_caller_connection(self._conn, psycopg.Connection, need_transaction=False)
+                if self._sa_connection is not None:
+                    from eskit.stores.sqlalchemy import begin_if_idle
+
+                    begin_if_idle(self._sa_connection)
+                with self._conn_lock:
+                    yield self._conn
+            elif self._engine is not None:
+                if self._pid != os.getpid():
+                    self._after_fork()
+                from eskit.stores.sqlalchemy import engine_connection
+
+                with engine_connection(self._engine) as conn:
+                    yield conn
+            else:
+                with self._current_pool().connection() as conn:
+                    yield conn
         except psycopg.Error as exc:
             raise translate(exc) from exc
+
+    def _in_caller_transaction(self) -> bool:
+        """Whether operations join the transaction of the connection given to the store."""
+        conn = self._conn
+        return conn is not None and not (
+            conn.autocommit and conn.info.transaction_status == TransactionStatus.IDLE
+        )
 
     def _run(self, action: Callable[[psycopg.Connection[Any]], T]) -> T:
         """``action`` on a pooled connection, retried on a fresh one if the connection breaks.
@@ -204,31 +283,42 @@ class PostgresEventStore(EventStore):
                 with self._connection() as conn:
                     return action(conn)
             except StoreUnavailableError as exc:
-                if attempt == RECONNECT_ATTEMPTS or not connection_lost(exc.__cause__):
+                if (attempt == RECONNECT_ATTEMPTS or not connection_lost(exc.__cause__)
+                        or self._conn is not None):  # the caller's connection: not ours to replace
                     raise
                 _log.warning("eskit: PostgreSQL connection lost, retrying (%d): %s",
                              attempt, exc)
-                with suppress(Exception):
-                    # Test every idle connection and replace the broken ones, so that
-                    # after a restart the retry does not meet the next dead one.
-                    self._current_pool().check()
+                if self.pool is not None:
+                    with suppress(Exception):
+                        # Test every idle connection and replace the broken ones, so that
+                        # after a restart the retry does not meet the next dead one.
+                        self.pool.check()
         raise AssertionError("unreachable")  # pragma: no cover
 
     def setup(self) -> None:
         """Create or upgrade eskit's tables in the schema. Idempotent."""
-        with self._connection() as conn, conn.transaction():
-            check_server_version(conn.info.server_version)
-            # Serialise concurrent setups of the same schema (several processes starting).
-            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.sql.lock_key,))
-            conn.execute(self.sql.create_schema)
-            conn.execute(self.sql.create_meta)
-            row = conn.execute(self.sql.read_schema_version).fetchone()
-            migrations = pending_migrations(self.sql, int(row[0]) if row else 0)
-            for statement in migrations:
-                conn.execute(statement)
-            if migrations:
-                conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
+        with self._connection() as conn:
+            if self._in_caller_transaction():
+                # The caller's connection has a transaction (or will open one): the
+                # schema is created in it and commits with it, never by eskit.
+                self._setup_on(conn)
+            else:
+                with conn.transaction():
+                    self._setup_on(conn)
         self.sql.use_schema_version(SCHEMA_VERSION)
+
+    def _setup_on(self, conn: psycopg.Connection[Any]) -> None:
+        check_server_version(conn.info.server_version)
+        # Serialise concurrent setups of the same schema (several processes starting).
+        conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))", (self.sql.lock_key,))
+        conn.execute(self.sql.create_schema)
+        conn.execute(self.sql.create_meta)
+        row = conn.execute(self.sql.read_schema_version).fetchone()
+        migrations = pending_migrations(self.sql, int(row[0]) if row else 0)
+        for statement in migrations:
+            conn.execute(statement)
+        if migrations:
+            conn.execute(self.sql.write_schema_version, (str(SCHEMA_VERSION),))
 
     def schema_version(self) -> int:
         """The eskit schema version in the database; ``0`` if eskit's tables are absent."""
@@ -249,7 +339,7 @@ class PostgresEventStore(EventStore):
             return
         if self._notifier is not None:
             self._notifier.close()
-        if self._owns_pool:
+        if self._owns_pool and self.pool is not None:
             self.pool.close()
 
     # -- writing ------------------------------------------------------------------------
@@ -257,6 +347,10 @@ class PostgresEventStore(EventStore):
     def _append(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
+        if self._conn is not None:
+            with self._connection() as conn:
+                if self._in_caller_transaction():
+                    return append_on(self, conn, stream_id, stream, expected, batch)
         params = append_params(stream, expected, batch)
         for attempt in range(MAX_APPEND_ATTEMPTS):
             try:
@@ -380,18 +474,29 @@ class PostgresEventStore(EventStore):
 
     # -- live wake-ups ------------------------------------------------------------------
 
-    def _new_waiter(self) -> _ListenWaiter:
-        return _ListenWaiter(self)
+    def _new_waiter(self) -> Waiter:
+        if self.pool is None:
+            # No conninfo to LISTEN with (a connection or an engine was given):
+            # poll, and wake at appends through this object.
+            return super()._new_waiter()
+        return ListenWaiter(self)
 
     def _wake_waiters(self) -> None:
         # Called after every append that stored events: NOTIFY every listener, in this
         # process and all others, from the notifier thread (off the append's path).
+        if self.pool is None:
+            super()._wake_waiters()
+            # A caller's transaction already sent its NOTIFY (delivered at commit).
+            if self._notify and not self._in_caller_transaction():
+                with suppress(StoreError), self._connection() as conn:
+                    conn.execute(self.sql.notify, (self.sql.channel,))
+            return
         if self._notify:
             notifier = self._notifier
             if notifier is None:
                 with self._notifier_lock:
                     if self._notifier is None:
-                        self._notifier = _Notifier(self)
+                        self._notifier = Notifier(self)
                     notifier = self._notifier
             notifier.signal()
 
@@ -416,137 +521,4 @@ class PostgresEventStore(EventStore):
 
 
 
-class _ListenWaiter:
-    """Waits on LISTEN for the store's channel, on a connection of its own.
-
-    Appends send ``NOTIFY`` after they commit. A notification can be lost (the
-    listening connection dropped, say); every wait therefore also ends after its
-    timeout, so a lost notification only delays a subscriber, never loses events.
-
-    When the listening connection drops, the wait returns at once (notifications
-    sent meanwhile are lost, so the subscriber should read now) and the next wait
-    connects again and re-LISTENs; until that succeeds, waits fall back to sleeping
-    for their timeout. Logged on ``eskit.subscription``: WARNING on the drop, INFO
-    once listening again.
-    """
-
-    def __init__(self, store: PostgresEventStore) -> None:
-        self._store = store
-        self._token = f"wake-{id(self)}"
-        self._woken = threading.Event()
-        self._pid = os.getpid()
-        self._conn: psycopg.Connection[Any] | None = None
-        self._lost = False
-        try:
-            self._conn = self._listen()
-        except StoreUnavailableError as exc:
-            # The server is away: start without LISTEN, the first wait retries.
-            _sub_log.warning("eskit: cannot LISTEN yet, will retry: %s", exc)
-            self._lost = True
-
-    def _listen(self) -> psycopg.Connection[Any]:
-        conninfo = self._store._current_pool().conninfo
-        if callable(conninfo):
-            conninfo = conninfo()
-        try:
-            conn = psycopg.connect(conninfo, autocommit=True)
-        except psycopg.Error as exc:
-            raise translate(exc, "cannot LISTEN on PostgreSQL") from exc
-        try:
-            conn.execute(self._store.sql.listen)
-        except psycopg.Error as exc:
-            conn.close()
-            raise translate(exc, "cannot LISTEN on PostgreSQL") from exc
-        return conn
-
-    def wait(self, timeout: float) -> None:
-        if self._conn is None:
-            try:
-                self._conn = self._listen()
-            except StoreUnavailableError:
-                self._woken.wait(timeout)  # poll until the server is back
-                self._woken.clear()
-                return
-            if self._lost:
-                _sub_log.info("eskit: LISTEN connection restored")
-                self._lost = False
-            return  # notifications sent while not listening are lost: read now
-        try:
-            for _ in self._conn.notifies(timeout=timeout, stop_after=1):
-                pass
-        except psycopg.Error as exc:
-            _sub_log.warning("eskit: LISTEN connection lost, reconnecting: %s", exc)
-            self._lost = True
-            with suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
-        self._woken.clear()
-
-    def wake(self) -> None:
-        self._woken.set()
-        try:
-            with self._store._connection() as conn:
-                conn.execute(
-                    self._store.sql.notify_payload, (self._store.sql.channel, self._token)
-                )
-        except StoreError as exc:
-            # The waiter polls while LISTEN is down; _woken ends that sleep.
-            _sub_log.debug("eskit: wake-up NOTIFY failed: %s", exc)
-
-    def close(self) -> None:
-        self._woken.set()
-        if self._conn is not None and self._pid == os.getpid():
-            self._conn.close()
-
-
-class _Notifier:
-    """Sends the NOTIFY that wakes subscribers, from a thread of its own.
-
-    An append only sets a flag, so the wake-up costs the append no round trip (a
-    NOTIFY sent with every append cost about a fifth of a command's time). The
-    thread then sends one NOTIFY for everything appended since its last one:
-    appends within a few milliseconds coalesce. It runs after the appends committed, and in a
-    transaction of its own, which writes nothing (no commit record to flush, and
-    the notify queue's commit-time lock is held only by this tiny transaction, not
-    by the appends). A NOTIFY that fails is logged; subscribers then find the
-    events at their next poll.
-    """
-
-    def __init__(self, store: PostgresEventStore) -> None:
-        self._store = store
-        self._pending = threading.Event()
-        self._closing = False
-        self._thread = threading.Thread(
-            target=self._run, name=f"eskit-notify-{store.schema}", daemon=True
-        )
-        self._thread.start()
-
-    def signal(self) -> None:
-        self._pending.set()
-
-    def _run(self) -> None:
-        store = self._store
-        while True:
-            self._pending.wait()
-            self._pending.clear()
-            try:
-                with store._connection() as conn:
-                    conn.execute(store.sql.notify, (store.sql.channel,))
-            except StoreError as exc:
-                _log.warning("eskit: NOTIFY failed, subscribers will poll: %s", exc)
-            if self._closing:
-                return
-            # At most one NOTIFY per interval: under a steady stream of appends this
-            # turns one round trip per append into a few hundred per second, and
-            # delays a subscriber's wake-up by at most the interval.
-            time.sleep(NOTIFY_INTERVAL)
-
-    def close(self) -> None:
-        """Send a last NOTIFY for anything pending, then stop the thread."""
-        self._closing = True
-        self._pending.set()
-        self._thread.join(timeout=5)
-
-
 _log = logging.getLogger("eskit.postgres")
-_sub_log = logging.getLogger("eskit.subscription")

@@ -19,11 +19,10 @@ below xmax can only come from a transaction in xip (every later transaction gets
 an id >= xmax). Of those, only transactions that *may still append* hold readers
 back: those holding (or awaiting) the ``ROW EXCLUSIVE`` lock on this events table,
 checked first, and those that have ended since S and stored events here, checked
-second (with a newer snapshot, which sees their events). That is sound
-because a trigger refuses an insert into the events table by a transaction that
-already has a transaction id without having inserted there before: every
-appending transaction takes the table lock before its id exists, so a reader
-whose snapshot lists the id also finds the lock (or finds the transaction over).
+second (with a newer snapshot, which sees their events). That is sound for a
+transaction that takes the table lock before its id exists (a reader whose
+snapshot lists the id also finds the lock, or finds the transaction over); one
+that already had an id (a late appender) gets a later stamp (schema 4, below).
 Version 2 used the snapshot xmin, so any transaction in the cluster holding an id
 (another database, another table, a projection batch) held every reader back.
 
@@ -36,9 +35,14 @@ Caveats, stated plainly:
   after it took its id are not returned yet. Nothing is skipped, but readers lag.
   :meth:`PostgresEventStore.oldest_transaction_age` reports the age of the
   oldest such transaction; set ``idle_in_transaction_session_timeout``.
-* An append must be the first write of its transaction (eskit's own appends are
-  transactions of their own); otherwise the insert is refused with
-  :class:`~eskit.errors.AppendNotFirstWriteError`.
+* A transaction that wrote elsewhere before its first append (schema 4, a
+  *late* appender: ``store.in_transaction(conn)``) already holds an id when it
+  takes the table lock; its rows are stamped with ``max(its id, the latest id
+  that has ended)`` taken in the trigger once the lock is held, and
+  ``writer_xid`` records the real writer for the horizon's third lookup (proof in
+  docs/postgres.md, "Appending in your transaction"). Under REPEATABLE READ or
+  SERIALIZABLE it is refused with :class:`~eskit.errors.AppendNotFirstWriteError`
+  (the trigger has no fresh snapshot there).
 * Transaction ids belong to one cluster: restoring a dump into another cluster
   needs the events re-stamped (a migration eskit will provide when needed).
 * Appends must go to the primary; PostgreSQL 13 or newer is required. On a hot
@@ -69,12 +73,11 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
 from eskit.events import Event, StreamId
 from eskit.stores.arguments import expected_range, stream_id_from_key
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
+from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_append_migration
 
-__all__: list[str] = []
+__all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 3
-APPEND_NOT_FIRST_WRITE = "ESK01"
-"""The SQLSTATE of the trigger's refusal of an append that is not its transaction's first write."""
+SCHEMA_VERSION = 4
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -291,6 +294,8 @@ class Statements:
                     schema=s, events=events, events_name=sql.Literal(f'"{schema}".eskit_events')
                 ),
             ],
+            # 3 -> 4: late appends (eskit.stores.postgres_late).
+            late_append_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
