@@ -246,3 +246,23 @@ def test_a_consumer_waits_for_an_unreachable_broker(broker_name: str) -> None:
     consumer.run_sync(idle_timeout=0.3)
     assert Flaky.tries == 3
     assert seen == events
+
+
+def test_competing_consumers_on_one_target_apply_each_event_once(
+    target: ProjectionTarget, broker_name: str
+) -> None:
+    events = [_event(n, stream=f"account-{n % 3}") for n in range(1, 61)]
+    bodies = [to_cloudevent(e) for e in events]
+    _publish(broker_name, bodies + bodies, events + events)  # every message twice
+    model = _Recorder(target)
+
+    async def scenario() -> list[Consumer]:
+        members = [Consumer(MemorySource(broker_name, group="g"), target, model.apply,
+                            name="m") for _ in range(2)]
+        await asyncio.gather(*(m.run(idle_timeout=0.5) for m in members))
+        return members
+
+    members = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert model.rows() == list(range(1, 61))
+    assert sum(m.applied for m in members) == 60
+    assert sum(m.duplicates for m in members) == 60

@@ -358,3 +358,26 @@ def test_a_page_is_cut_into_batches_of_at_most_max_batch_bytes(tmp_path: Path) -
     assert sink.batches[-1] > 50_000  # an event larger than the cap goes alone
     [status] = relay_status(store)
     assert status.position == store.head_position()
+
+
+def test_relays_starting_together_on_a_new_postgres_schema_all_get_their_table(
+    postgres_dsn: str,
+) -> None:
+    from eskit.stores.postgres import PostgresEventStore
+
+    store = PostgresEventStore(postgres_dsn, schema=new_schema_name(), pool_size=2)
+    _fill(store, streams=1, per_stream=3)
+
+    async def scenario() -> None:
+        sinks = [MemorySink(unique_name("pg")) for _ in range(4)]
+        await asyncio.gather(*(
+            Relay(store, sink, name=f"r{n}").run(until_caught_up=True)
+            for n, sink in enumerate(sinks)
+        ))
+        assert [len(s.broker.published) for s in sinks] == [3, 3, 3, 3]
+
+    try:
+        asyncio.run(scenario())
+        assert sorted(s.name for s in relay_status(store)) == ["r0", "r1", "r2", "r3"]
+    finally:
+        store.close()

@@ -59,26 +59,32 @@ def _fill(db: Path, events: int, streams: int = 9) -> SQLiteEventStore:
 def test_sigkill_at_random_moments_loses_nothing_and_keeps_stream_order(tmp_path: Path) -> None:
     store = _fill(tmp_path / "events.db", 1200)
     out = tmp_path / "published.jsonl"
-    url = f"file://{out}?delay=0.005"
+    url = f"file://{out}?delay=0.02"
     rng = random.Random(12)
+
+    def lines() -> int:
+        return len(FileSink.read(str(out))) if out.exists() else 0
+
     kills = 0
-    deadline = time.monotonic() + 240
-    while True:
-        proc = _relay(tmp_path / "events.db", url)
-        # Kill it after a random moment, unless it finishes first.
-        try:
-            proc.wait(timeout=rng.uniform(0.3, 1.2))
-        except subprocess.TimeoutExpired:
-            proc.send_signal(signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            assert time.monotonic() < deadline
-            continue
-        assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
-        break
+    for _ in range(4):  # kill each run at a random moment after it has published something
+        seen = lines()
+        # A killed relay keeps its lease until it expires: the next run waits that long.
+        proc = _relay(tmp_path / "events.db", url, lease=1.5)
+        deadline = time.monotonic() + 60
+        while lines() == seen and proc.poll() is None:
+            assert time.monotonic() < deadline, "the relay published nothing"
+            time.sleep(0.005)
+        if proc.poll() is not None:
+            break
+        time.sleep(rng.uniform(0, 0.06))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        kills += 1
+    final = _relay(tmp_path / "events.db", url, lease=1.5)
+    assert final.wait(timeout=120) == 0, final.stderr.read() if final.stderr else ""
     events = list(store.read_all())
     published = [from_cloudevent(body) for body in FileSink.read(str(out))]
-    assert kills >= 1, "the relay finished before any kill: slow the sink down"
+    assert kills >= 3, "the relay finished before the kills: slow the sink down"
     assert {e.event_id for e in published} == {e.event_id for e in events}
     # Drop repeats (as the consumer's inbox does): exactly the store's order, so per
     # stream too; every repeat is a re-sent tail, never an event from the future.

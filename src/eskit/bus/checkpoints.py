@@ -208,6 +208,11 @@ class SQLCheckpoints(RelayCheckpoints):
                     else:
                         conn.execute("BEGIN")
                     if create and not self._ready:
+                        if self._dialect == "postgres":
+                            # Concurrent CREATE TABLE IF NOT EXISTS can collide in the
+                            # catalog: relays starting together take turns.
+                            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                                         (f"eskit-relays-setup:{self._table}",))
                         conn.execute(self._sql(_TABLE.format(
                             float="REAL" if self._dialect == "sqlite" else "DOUBLE PRECISION")))
                     result = work(functools.partial(self._execute, conn))
