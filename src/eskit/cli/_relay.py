@@ -16,8 +16,12 @@ checkpoint lives in the same database. ``URL``'s scheme picks the broker
 # No ``from __future__ import annotations``: typer reads the annotations at run time.
 
 import asyncio
+import contextlib
 import dataclasses
+import logging
 import signal
+import sys
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -47,6 +51,38 @@ def register(app: typer.Typer) -> None:
     """Add the ``relay`` and ``bus`` command groups to the eskit CLI."""
     app.add_typer(relay_group, name="relay")
     app.add_typer(bus_group, name="bus")
+
+
+class _StderrLines(logging.Handler):
+    """Log records as plain lines on stderr, passwords scrubbed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = c.scrub(" ".join(record.getMessage().split()))
+            sys.stderr.write(f"{text}\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _bus_log_on_stderr() -> Iterator[None]:
+    """Show what the relay and its sink log (INFO and up) while ``relay run`` runs.
+
+    The library only adds a NullHandler, so without this a relay waiting for a broker
+    that is down, or for another relay's lease, would wait in silence.
+    """
+    logger = logging.getLogger("eskit.bus")
+    handler = _StderrLines(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    if level == logging.NOTSET or level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 async def _run_relay(relay: Any, until_caught_up: bool) -> None:
@@ -93,10 +129,12 @@ def run(
         target = sink_for_url(sink)
         relay = Relay(store, target, name=name or target.destination[:200],
                       event_types=types, stream_prefixes=prefixes, batch_size=batch_size)
-        asyncio.run(_run_relay(relay, until_caught_up))
+        with _bus_log_on_stderr():
+            asyncio.run(_run_relay(relay, until_caught_up))
+    # One line however narrow the terminal, so that scripts can read it.
     c.console(stderr=True).print(
         f"relay {c.escape(relay.name)!s}: {relay.published} published, "
-        f"checkpoint at position {relay.position}", highlight=False,
+        f"checkpoint at position {relay.position}", highlight=False, soft_wrap=True,
     )
 
 

@@ -1,0 +1,187 @@
+"""``eskit relay run/status`` as a user runs them: subprocesses, a demo store, real brokers.
+
+Each test publishes under its own Redis key / exchange / JetStream stream and
+deletes it afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import aio_pika
+import nats
+import pytest
+import redis
+
+from eskit import SQLiteEventStore
+from eskit.bus.cloudevents import from_cloudevent
+from tests.bus.conftest import nats_url, rabbitmq_url, redis_url, unique_name  # noqa: F401
+from tests.cli.helpers import ROOT, assert_no_traceback, eskit_cli, rows
+
+
+@pytest.fixture
+def bank(tmp_path: Path) -> Path:
+    """The store ``eskit demo`` writes: the bank example's events on a SQLite file."""
+    path = tmp_path / "bank.db"
+    result = eskit_cli("demo", "--db", path, cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    return path
+
+
+def _status(db: Path) -> dict[str, dict]:
+    result = eskit_cli("relay", "status", db, "--json")
+    assert result.returncode == 0, result.stderr
+    return {s["name"]: s for s in json.loads(result.stdout)}
+
+
+def test_relay_run_to_redis_publishes_every_event_in_order_then_lag_is_0(
+    bank: Path, redis_url: str  # noqa: F811
+) -> None:
+    key = f"eskit-test:{unique_name('cli')}"
+    client = redis.Redis.from_url(redis_url)
+    try:
+        result = eskit_cli("relay", "run", bank, "--sink", f"{redis_url}?key={key}",
+                           "--name", "to-redis", "--until-caught-up")
+        assert result.returncode == 0, result.stderr
+        assert_no_traceback(result)
+        with SQLiteEventStore(bank, create=False) as store:
+            events = list(store.read_all())
+            head = store.head_position()
+        assert f"relay to-redis: {len(events)} published, checkpoint at position {head}" \
+            in result.stderr
+        entries = client.xrange(key)
+        assert [from_cloudevent(fields[b"body"]) for _, fields in entries] == events
+
+        # The status, as JSON and as the table, says it is caught up.
+        status = _status(bank)["to-redis"]
+        assert (status["position"], status["head_position"]) == (head, head)
+        assert (status["lag_events"], status["lag_seconds"], status["published"]) == (
+            0, 0.0, len(events))
+        assert status["last_error"] is None
+        assert status["lease_owner"] is None
+        table = eskit_cli("relay", "status", bank)
+        [row] = rows(table.stdout)  # one relay
+        assert row[:5] == ["to-redis", row[1], str(head), "0", "0.0"]
+
+        # Run again: nothing after the checkpoint, nothing published twice.
+        again = eskit_cli("relay", "run", bank, "--sink", f"{redis_url}?key={key}",
+                          "--name", "to-redis", "--until-caught-up")
+        assert again.returncode == 0, again.stderr
+        assert "relay to-redis: 0 published" in again.stderr
+        assert client.xlen(key) == len(events)
+    finally:
+        client.delete(key)
+        client.close()
+
+
+async def _rabbitmq_queue_depth(url: str, queue: str) -> int:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        declared = await channel.declare_queue(queue, passive=True)
+        depth = declared.declaration_result.message_count
+        assert depth is not None
+        return depth
+
+
+async def _rabbitmq_delete(url: str, exchange: str, group: str) -> None:
+    connection = await aio_pika.connect(url)
+    async with connection:
+        channel = await connection.channel()
+        for queue in (f"{exchange}.{group}", f"{exchange}.{group}.dead"):
+            await channel.queue_delete(queue)
+        await channel.exchange_delete(exchange)
+
+
+def test_relay_run_to_rabbitmq_with_a_declared_group(
+    bank: Path, rabbitmq_url: str  # noqa: F811
+) -> None:
+    exchange = unique_name("cli-")
+    url = f"{rabbitmq_url}?exchange={exchange}&groups=mail"
+    try:
+        result = eskit_cli("relay", "run", bank, "--sink", url, "--types", "MoneyDeposited",
+                           "--until-caught-up")
+        assert result.returncode == 0, result.stderr
+        with SQLiteEventStore(bank, create=False) as store:
+            deposits = sum(e.event_type == "MoneyDeposited" for e in store.read_all())
+            head = store.head_position()
+        assert deposits > 0
+        assert asyncio.run(_rabbitmq_queue_depth(rabbitmq_url, f"{exchange}.mail")) == deposits
+        [status] = _status(bank).values()
+        assert "guest:" not in status["name"]  # the default name, the password left out
+        assert (status["position"], status["lag_events"], status["published"]) == (
+            head, 0, deposits)
+    finally:
+        asyncio.run(_rabbitmq_delete(rabbitmq_url, exchange, "mail"))
+
+
+async def _jetstream_count_and_delete(server: str, stream: str) -> int:
+    client = await nats.connect(server)
+    try:
+        info = await client.jetstream().stream_info(stream)
+        return int(info.state.messages)
+    finally:
+        await client.jetstream().delete_stream(stream)
+        await client.close()
+
+
+def test_relay_run_to_nats_jetstream(bank: Path, nats_url: str) -> None:  # noqa: F811
+    stream = unique_name("CLI")
+    url = f"{nats_url}/?stream={stream}&prefix={stream.lower()}"
+    result = eskit_cli("relay", "run", bank, "--sink", url, "--name", "to-nats",
+                       "--until-caught-up")
+    try:
+        assert result.returncode == 0, result.stderr
+    finally:
+        stored = asyncio.run(_jetstream_count_and_delete(nats_url, stream))
+    with SQLiteEventStore(bank, create=False) as store:
+        count, head = len(list(store.read_all())), store.head_position()
+    assert stored == count
+    status = _status(bank)["to-nats"]
+    assert (status["position"], status["lag_events"], status["published"]) == (head, 0, count)
+
+
+def test_a_relay_waiting_for_a_broker_that_is_down_says_so_and_stops_on_sigterm(
+    bank: Path,
+) -> None:
+    # Nothing listens on port 1: the relay retries with backoff and must not be silent.
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "NO_COLOR": "1"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "eskit.cli", "relay", "run", str(bank), "--sink",
+         "redis://:hunter2@127.0.0.1:1/0", "--name", "down", "--until-caught-up"],
+        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    seen: list[str] = []
+    # A thread reads stderr, so that a silent relay fails the test instead of hanging it.
+    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stderr.readline, "")),
+                              daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any("broker unavailable" in line for line in list(seen)):
+            assert time.monotonic() < deadline, f"nothing said on stderr: {seen}"
+            assert proc.poll() is None, f"the relay exited: {seen}"
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+        reader.join(timeout=10)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    output = "".join(seen)
+    assert "eskit: relay 'down': broker unavailable, reconnecting:" in output
+    assert "hunter2" not in output
+    assert "relay down: 0 published, checkpoint at position 0" in output
+    status = _status(bank)["down"]
+    assert status["last_error"]
+    assert "hunter2" not in status["last_error"]
+    assert status["lag_events"] == status["head_position"] > 0
+    assert status["lease_owner"] is None  # released on a clean stop
