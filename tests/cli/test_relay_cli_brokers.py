@@ -185,3 +185,36 @@ def test_a_relay_waiting_for_a_broker_that_is_down_says_so_and_stops_on_sigterm(
     assert "hunter2" not in status["last_error"]
     assert status["lag_events"] == status["head_position"] > 0
     assert status["lease_owner"] is None  # released on a clean stop
+
+
+def test_two_long_destinations_alike_in_200_characters_keep_two_checkpoints(
+    bank: Path, redis_url: str  # noqa: F811
+) -> None:
+    # Without --name the relay is named after its destination; a name holds 200
+    # characters, and one shared checkpoint would make the second relay skip everything.
+    stem = f"eskit-test:{unique_name('long')}:" + "k" * 220
+    keys = [f"{stem}:a", f"{stem}:b"]
+    client = redis.Redis.from_url(redis_url)
+    try:
+        for key in keys:
+            result = eskit_cli("relay", "run", bank, "--sink", f"{redis_url}?key={key}",
+                               "--until-caught-up")
+            assert result.returncode == 0, result.stderr
+        with SQLiteEventStore(bank, create=False) as store:
+            count = len(list(store.read_all()))
+        assert [client.xlen(key) for key in keys] == [count, count]
+        statuses = list(_status(bank).values())
+        assert len(statuses) == 2
+        assert all(len(s["name"]) == 200 for s in statuses)
+        assert [s["published"] for s in statuses] == [count, count]
+    finally:
+        client.delete(*keys)
+        client.close()
+
+
+def test_a_memory_sink_is_refused_by_the_command_line(bank: Path) -> None:
+    result = eskit_cli("relay", "run", bank, "--sink", "memory://bank", "--until-caught-up")
+    assert result.returncode == 2
+    assert "error: memory:// is a broker inside one process" in result.stderr
+    assert_no_traceback(result)
+    assert _status(bank) == {}  # no checkpoint moved, none created

@@ -18,6 +18,7 @@ checkpoint lives in the same database. ``URL``'s scheme picks the broker
 import asyncio
 import contextlib
 import dataclasses
+import hashlib
 import logging
 import signal
 import sys
@@ -51,6 +52,20 @@ def register(app: typer.Typer) -> None:
     """Add the ``relay`` and ``bus`` command groups to the eskit CLI."""
     app.add_typer(relay_group, name="relay")
     app.add_typer(bus_group, name="bus")
+
+
+def default_name(destination: str) -> str:
+    """The relay name ``relay run`` uses without ``--name``: the sink's destination.
+
+    A relay name holds at most 200 characters. A longer destination keeps its first
+    183 and ends in ``~`` and 16 hex digits of its SHA-256, so that two destinations
+    alike in their first 200 characters never share (and skip past each other's
+    events with) one checkpoint.
+    """
+    if len(destination) <= 200:
+        return destination
+    digest = hashlib.sha256(destination.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{destination[:183]}~{digest}"
 
 
 class _StderrLines(logging.Handler):
@@ -126,8 +141,13 @@ def run(
     from eskit.bus.urls import sink_for_url
 
     with c.reported_errors(), c.open_store(db, schema) as store:
+        if sink.partition("://")[0].lower() == "memory":
+            raise c.BadInput(
+                "memory:// is a broker inside one process: nothing outside this command "
+                "could read what it publishes, yet the checkpoint would move. "
+                "Use amqp://, nats:// or redis://")
         target = sink_for_url(sink)
-        relay = Relay(store, target, name=name or target.destination[:200],
+        relay = Relay(store, target, name=name or default_name(target.destination),
                       event_types=types, stream_prefixes=prefixes, batch_size=batch_size)
         with _bus_log_on_stderr():
             asyncio.run(_run_relay(relay, until_caught_up))
