@@ -21,10 +21,11 @@ import nats
 import pytest
 import redis
 
-from eskit import SQLiteEventStore
+from eskit import NewEvent, PostgresEventStore, SQLiteEventStore
 from eskit.bus.cloudevents import from_cloudevent
 from tests.bus.conftest import nats_url, rabbitmq_url, redis_url, unique_name  # noqa: F401
 from tests.cli.helpers import ROOT, assert_no_traceback, eskit_cli, rows
+from tests.conftest import new_schema_name
 
 
 @pytest.fixture
@@ -218,3 +219,33 @@ def test_a_memory_sink_is_refused_by_the_command_line(bank: Path) -> None:
     assert "error: memory:// is a broker inside one process" in result.stderr
     assert_no_traceback(result)
     assert _status(bank) == {}  # no checkpoint moved, none created
+
+
+def test_relay_run_and_status_on_a_postgres_store(
+    postgres_dsn: str, redis_url: str  # noqa: F811 (redis_url)
+) -> None:
+    schema = new_schema_name()
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        store.append("account-1", [NewEvent("Opened", {"n": 1}), NewEvent("Deposited", {"n": 2})])
+        events = list(store.read_all())
+        head = store.head_position()
+    assert head >= 2**53  # PostgreSQL positions: the JSON below must not round them
+    key = f"eskit-test:{unique_name('pg')}"
+    client = redis.Redis.from_url(redis_url)
+    env = {"ESKIT_DSN": postgres_dsn}  # the DSN stays off the command line
+    try:
+        result = eskit_cli("relay", "run", "--schema", schema, "--sink", f"{redis_url}?key={key}",
+                           "--name", "pg", "--until-caught-up", env=env)
+        assert result.returncode == 0, result.stderr
+        assert [from_cloudevent(f[b"body"]) for _, f in client.xrange(key)] == events
+        status = eskit_cli("relay", "status", "--schema", schema, "--json", env=env)
+        assert status.returncode == 0, status.stderr
+        [document] = json.loads(status.stdout)
+        assert (document["position"], document["head_position"]) == (str(head), str(head))
+        assert (document["lag_events"], document["published"]) == (0, 2)
+        table = eskit_cli("relay", "status", "--schema", schema, env=env)
+        assert table.returncode == 0, table.stderr
+        assert rows(table.stdout)[0][:4] == ["pg", rows(table.stdout)[0][1], str(head), "0"]
+    finally:
+        client.delete(key)
+        client.close()

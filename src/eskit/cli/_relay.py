@@ -158,6 +158,21 @@ def run(
     )
 
 
+_JSON_SAFE = 2**53
+"""Integers JSON readers keep exactly (jq and JavaScript read numbers as doubles)."""
+
+
+def _json_status(status: Any) -> dict[str, Any]:
+    """A relay's status for ``--json``. PostgreSQL positions (about 2**82) do not fit
+    a JSON reader's number, nor orjson's 64 bits: they are written as strings, the
+    way the CloudEvents ``eskitposition`` carries them."""
+    document: dict[str, Any] = dataclasses.asdict(status)
+    for key in ("position", "head_position"):
+        if abs(document[key]) >= _JSON_SAFE:
+            document[key] = str(document[key])
+    return document
+
+
 @relay_group.command(cls=c.StoreCommand)
 def status(
     db: Annotated[str, db_argument],
@@ -171,7 +186,7 @@ def status(
     with c.reported_errors(), c.open_store(db, schema) as store:
         statuses = relay_status(store)
     if as_json:
-        c.print_json([dataclasses.asdict(s) for s in statuses])
+        c.print_json([_json_status(s) for s in statuses])
         return
     out = c.console()
     if not statuses:
