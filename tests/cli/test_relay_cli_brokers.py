@@ -150,34 +150,54 @@ def test_relay_run_to_nats_jetstream(bank: Path, nats_url: str) -> None:  # noqa
     assert (status["position"], status["lag_events"], status["published"]) == (head, 0, count)
 
 
+class _Relay:
+    """``eskit relay run`` in the background, its stderr read line by line by a thread."""
+
+    def __init__(self, *args: str) -> None:
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "NO_COLOR": "1"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "eskit.cli", "relay", "run", *args], env=env,
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.lines: list[str] = []
+        stderr = self.proc.stderr
+        assert stderr is not None
+        # A thread reads stderr, so that a silent relay fails a test instead of hanging it.
+        self._reader = threading.Thread(
+            target=lambda: self.lines.extend(iter(stderr.readline, "")), daemon=True)
+        self._reader.start()
+
+    def wait_for(self, text: str, timeout: float = 30) -> None:
+        deadline = time.monotonic() + timeout
+        while not any(text in line for line in list(self.lines)):
+            assert time.monotonic() < deadline, f"no {text!r} in {self.lines}"
+            assert self.proc.poll() is None, f"exited {self.proc.returncode}: {self.lines}"
+            time.sleep(0.05)
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit status once stderr is read to its end."""
+        self.proc.send_signal(signal.SIGTERM)
+        status = self.proc.wait(timeout=60)
+        self._reader.join(timeout=10)
+        return status
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
 def test_a_relay_waiting_for_a_broker_that_is_down_says_so_and_stops_on_sigterm(
     bank: Path,
 ) -> None:
     # Nothing listens on port 1: the relay retries with backoff and must not be silent.
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "NO_COLOR": "1"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "eskit.cli", "relay", "run", str(bank), "--sink",
-         "redis://:hunter2@127.0.0.1:1/0", "--name", "down", "--until-caught-up"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    seen: list[str] = []
-    # A thread reads stderr, so that a silent relay fails the test instead of hanging it.
-    reader = threading.Thread(target=lambda: seen.extend(iter(proc.stderr.readline, "")),
-                              daemon=True)
-    reader.start()
+    relay = _Relay(str(bank), "--sink", "redis://:hunter2@127.0.0.1:1/0", "--name", "down",
+                   "--until-caught-up")
     try:
-        deadline = time.monotonic() + 30
-        while not any("broker unavailable" in line for line in list(seen)):
-            assert time.monotonic() < deadline, f"nothing said on stderr: {seen}"
-            assert proc.poll() is None, f"the relay exited: {seen}"
-            time.sleep(0.05)
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(timeout=60) == 0
-        reader.join(timeout=10)
+        relay.wait_for("broker unavailable")
+        assert relay.stop() == 0
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    output = "".join(seen)
+        relay.kill()
+    output = "".join(relay.lines)
     assert "eskit: relay 'down': broker unavailable, reconnecting:" in output
     assert "hunter2" not in output
     assert "relay down: 0 published, checkpoint at position 0" in output
@@ -247,5 +267,36 @@ def test_relay_run_and_status_on_a_postgres_store(
         assert table.returncode == 0, table.stderr
         assert rows(table.stdout)[0][:4] == ["pg", rows(table.stdout)[0][1], str(head), "0"]
     finally:
+        client.delete(key)
+        client.close()
+
+
+def test_a_second_relay_with_the_same_name_waits_for_the_lease(
+    bank: Path, redis_url: str  # noqa: F811
+) -> None:
+    key = f"eskit-test:{unique_name('lease')}"
+    args = (str(bank), "--sink", f"{redis_url}?key={key}", "--name", "bank")
+    client = redis.Redis.from_url(redis_url)
+    first = second = None
+    try:
+        first = _Relay(*args)
+        first.wait_for("publishes to")
+        second = _Relay(*args)
+        second.wait_for("is leased by another relay; waiting for the lease")
+        with SQLiteEventStore(bank, create=False) as store:
+            count, head = len(list(store.read_all())), store.head_position()
+        deadline = time.monotonic() + 30
+        while client.xlen(key) < count:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert first.stop() == 0  # a clean stop releases the lease at once
+        second.wait_for(f"from position {head}")  # ...and the second goes on from there
+        assert second.stop() == 0
+        assert client.xlen(key) == count  # nothing published twice
+        assert any("relay bank: 0 published" in line for line in second.lines)
+    finally:
+        for relay in (first, second):
+            if relay is not None:
+                relay.kill()
         client.delete(key)
         client.close()
