@@ -16,8 +16,13 @@ checkpoint lives in the same database. ``URL``'s scheme picks the broker
 # No ``from __future__ import annotations``: typer reads the annotations at run time.
 
 import asyncio
+import contextlib
 import dataclasses
+import hashlib
+import logging
 import signal
+import sys
+from collections.abc import Iterator
 from typing import Annotated, Any
 
 import typer
@@ -47,6 +52,52 @@ def register(app: typer.Typer) -> None:
     """Add the ``relay`` and ``bus`` command groups to the eskit CLI."""
     app.add_typer(relay_group, name="relay")
     app.add_typer(bus_group, name="bus")
+
+
+def default_name(destination: str) -> str:
+    """The relay name ``relay run`` uses without ``--name``: the sink's destination.
+
+    A relay name holds at most 200 characters. A longer destination keeps its first
+    183 and ends in ``~`` and 16 hex digits of its SHA-256, so that two destinations
+    alike in their first 200 characters never share (and skip past each other's
+    events with) one checkpoint.
+    """
+    if len(destination) <= 200:
+        return destination
+    digest = hashlib.sha256(destination.encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    return f"{destination[:183]}~{digest}"
+
+
+class _StderrLines(logging.Handler):
+    """Log records as plain lines on stderr, passwords scrubbed."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            text = c.scrub(" ".join(record.getMessage().split()))
+            sys.stderr.write(f"{text}\n")
+            sys.stderr.flush()
+        except Exception:
+            self.handleError(record)
+
+
+@contextlib.contextmanager
+def _bus_log_on_stderr() -> Iterator[None]:
+    """Show what the relay and its sink log (INFO and up) while ``relay run`` runs.
+
+    The library only adds a NullHandler, so without this a relay waiting for a broker
+    that is down, or for another relay's lease, would wait in silence.
+    """
+    logger = logging.getLogger("eskit.bus")
+    handler = _StderrLines(logging.INFO)
+    level = logger.level
+    logger.addHandler(handler)
+    if level == logging.NOTSET or level > logging.INFO:
+        logger.setLevel(logging.INFO)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
 
 
 async def _run_relay(relay: Any, until_caught_up: bool) -> None:
@@ -90,14 +141,36 @@ def run(
     from eskit.bus.urls import sink_for_url
 
     with c.reported_errors(), c.open_store(db, schema) as store:
+        if sink.partition("://")[0].lower() == "memory":
+            raise c.BadInput(
+                "memory:// is a broker inside one process: nothing outside this command "
+                "could read what it publishes, yet the checkpoint would move. "
+                "Use amqp://, nats:// or redis://")
         target = sink_for_url(sink)
-        relay = Relay(store, target, name=name or target.destination[:200],
+        relay = Relay(store, target, name=name or default_name(target.destination),
                       event_types=types, stream_prefixes=prefixes, batch_size=batch_size)
-        asyncio.run(_run_relay(relay, until_caught_up))
+        with _bus_log_on_stderr():
+            asyncio.run(_run_relay(relay, until_caught_up))
+    # One line however narrow the terminal, so that scripts can read it.
     c.console(stderr=True).print(
         f"relay {c.escape(relay.name)!s}: {relay.published} published, "
-        f"checkpoint at position {relay.position}", highlight=False,
+        f"checkpoint at position {relay.position}", highlight=False, soft_wrap=True,
     )
+
+
+_JSON_SAFE = 2**53
+"""Integers JSON readers keep exactly (jq and JavaScript read numbers as doubles)."""
+
+
+def _json_status(status: Any) -> dict[str, Any]:
+    """A relay's status for ``--json``. PostgreSQL positions (about 2**82) do not fit
+    a JSON reader's number, nor orjson's 64 bits: they are written as strings, the
+    way the CloudEvents ``eskitposition`` carries them."""
+    document: dict[str, Any] = dataclasses.asdict(status)
+    for key in ("position", "head_position"):
+        if abs(document[key]) >= _JSON_SAFE:
+            document[key] = str(document[key])
+    return document
 
 
 @relay_group.command(cls=c.StoreCommand)
@@ -113,7 +186,7 @@ def status(
     with c.reported_errors(), c.open_store(db, schema) as store:
         statuses = relay_status(store)
     if as_json:
-        c.print_json([dataclasses.asdict(s) for s in statuses])
+        c.print_json([_json_status(s) for s in statuses])
         return
     out = c.console()
     if not statuses:
