@@ -276,3 +276,25 @@ def test_events_json_keeps_exact_values_and_the_schema_version(tmp_path):
         "order-1", 1, "OrderPlaced")
     shown = eskit_cli("events", path, "order-1")
     assert [r[3] for r in rows(shown.stdout) if r[0].isdigit()] == ["3"]  # the schema column
+
+
+def test_json_of_a_postgres_store_writes_positions_as_exact_strings(postgres_dsn):
+    import json
+
+    from eskit.stores.postgres import PostgresEventStore
+    from tests.conftest import new_schema_name
+
+    schema = new_schema_name()
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        result = store.append("acc-1", [eskit.NewEvent("Opened", {"n": 2**70})], 0)
+    assert result.position > 2**64  # (tx_id << 64) | seq: orjson alone refuses it
+    for command in (["events", postgres_dsn, "acc-1"], ["streams", postgres_dsn]):
+        shown = eskit_cli(*command, "--schema", schema, "--json")
+        assert shown.returncode == 0, shown.stderr
+        (row,) = json.loads(shown.stdout)
+        position = row.get("position", row.get("last_position"))
+        assert position == str(result.position)
+    (event,) = json.loads(eskit_cli("events", postgres_dsn, "acc-1", "--schema", schema,
+                                    "--json").stdout)
+    assert event["version"] == 1  # small integers stay numbers
+    assert event["data"] == {"n": str(2**70)}

@@ -420,10 +420,37 @@ def _json_default(item: Any) -> Any:
     return str(item)
 
 
+_JSON_OPTIONS = orjson.OPT_NON_STR_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE
+_JSON_MAX_INT = 2**53
+"""Integers beyond ±2**53 are written as strings: JSON readers (jq, JavaScript) read
+numbers as doubles and would round them; PostgreSQL positions are about 2**90."""
+
+
+def _json_safe(value: Any) -> Any:
+    # Only reached when orjson refused an integer wider than 64 bits: rebuild the
+    # document with every integer a double cannot hold as its digits.
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int):
+        return str(value) if not -_JSON_MAX_INT < value < _JSON_MAX_INT else value
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _json_safe(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    return value
+
+
 def print_json(document: Any) -> None:
-    """Write ``document`` to stdout as one JSON document (for scripts and ``jq``)."""
-    sys.stdout.buffer.write(orjson.dumps(
-        document, default=_json_default,
-        option=orjson.OPT_NON_STR_KEYS | orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE,
-    ))
+    """Write ``document`` to stdout as one JSON document (for scripts and ``jq``).
+
+    A document holding an integer wider than 64 bits (a PostgreSQL position) is
+    written with every integer beyond ±2**53 as a string of its digits.
+    """
+    try:
+        out = orjson.dumps(document, default=_json_default, option=_JSON_OPTIONS)
+    except orjson.JSONEncodeError:
+        out = orjson.dumps(_json_safe(document), default=_json_default, option=_JSON_OPTIONS)
+    sys.stdout.buffer.write(out)
     sys.stdout.flush()
