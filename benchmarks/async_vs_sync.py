@@ -46,6 +46,9 @@ from eskit.stores.base import EventStore
 DSN = os.environ.get("ESKIT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
 
+SCENARIOS = ("command", "read_all", "projection")
+
+
 @dataclass(frozen=True)
 class Sizes:
     commands: int = 1_000
@@ -260,18 +263,20 @@ def _check(count: int, expected: int, what: str) -> None:
 
 
 async def run_backend(
-    backend: Backend, sizes: Sizes, repeat: int, progress: Callable[[str], None] = print
+    backend: Backend, sizes: Sizes, repeat: int, progress: Callable[[str], None] = print,
+    only: Sequence[str] = SCENARIOS,
 ) -> list[Result]:
-    """Every scenario on one backend, sync and async alternating; the backend is closed after."""
+    """The scenarios on one backend, sync and async alternating; the backend is closed after."""
     await backend.open()
     try:
-        return await _scenarios(backend, sizes, repeat, progress)
+        return await _scenarios(backend, sizes, repeat, progress, only)
     finally:
         await backend.close()
 
 
 async def _scenarios(
-    backend: Backend, sizes: Sizes, repeat: int, progress: Callable[[str], None]
+    backend: Backend, sizes: Sizes, repeat: int, progress: Callable[[str], None],
+    only: Sequence[str],
 ) -> list[Result]:
     sync, astore = backend.sync, backend.async_
     cmd_sync, cmd_async = backend.cmd_sync, backend.cmd_async
@@ -347,7 +352,7 @@ async def _scenarios(
         progress(f"{backend.name}: repetition {r + 1} of {repeat}")
         order = ("sync", "async") if r % 2 == 0 else ("async", "sync")
         tag = uuid.uuid4().hex[:8]
-        for side in order:
+        for side in order if "command" in only else ():
             for workers, key in ((1, "command x1"), (k, f"command x{k}")):
                 prefix = f"cmd-{side}-{workers}-{tag}"
                 await asyncio.to_thread(_seed, cmd_sync, prefix, sizes)
@@ -361,15 +366,15 @@ async def _scenarios(
                 stored = await asyncio.to_thread(cmd_sync.head_version, f"{prefix}-0")
                 expected = 1 + sum(1 for s, _ in plan if s == f"{prefix}-0")
                 _check(stored, expected, f"{side} command stream")
-        for side in order:
+        for side in order if "read_all" in only else ():
             seconds = await (sync_read() if side == "sync" else async_read())
             getattr(results["read_all"], "sync" if side == "sync" else "async_").append(
                 sizes.events / seconds)
-        for side in order:
+        for side in order if "projection" in only else ():
             seconds = await (sync_project(tag) if side == "sync" else async_project(tag))
             getattr(results["projection"], "sync" if side == "sync" else "async_").append(
                 sizes.events / seconds)
-    return list(results.values())
+    return [r for r in results.values() if r.sync]
 
 
 def table(results: Sequence[Result]) -> str:
@@ -385,7 +390,7 @@ def table(results: Sequence[Result]) -> str:
 
 def run(
     backends: Sequence[str], sizes: Sizes, repeat: int, dsn: str = DSN,
-    progress: Callable[[str], None] = print,
+    progress: Callable[[str], None] = print, only: Sequence[str] = SCENARIOS,
 ) -> list[Result]:
     results: list[Result] = []
     with tempfile.TemporaryDirectory() as folder:
@@ -393,7 +398,7 @@ def run(
             backend: Backend = (
                 SQLiteBackend(Path(folder)) if name == "sqlite" else PostgresBackend(dsn)
             )
-            results += asyncio.run(run_backend(backend, sizes, repeat, progress))
+            results += asyncio.run(run_backend(backend, sizes, repeat, progress, only))
     return results
 
 
@@ -407,6 +412,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--commands", type=int, default=DEFAULT.commands)
     parser.add_argument("--concurrency", type=int, default=DEFAULT.concurrency)
     parser.add_argument("--events", type=int, default=DEFAULT.events)
+    parser.add_argument("--only", action="append", choices=SCENARIOS,
+                        help="run this scenario only (repeatable)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else Sizes(
@@ -414,7 +421,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     repeat = 1 if args.quick else args.repeat
     results = run(args.backend or ["sqlite", "postgres"], sizes, repeat,
-                  dsn=args.postgres or DSN)
+                  dsn=args.postgres or DSN, only=args.only or SCENARIOS)
     print(f"median of {repeat} run(s); command = Repository.get + raise 1 event + save; "
           f"x{sizes.concurrency} = {sizes.concurrency} threads (sync) / tasks (async)")
     print(table(results))
