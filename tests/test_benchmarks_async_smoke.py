@@ -50,3 +50,23 @@ def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> Non
     out = capsys.readouterr().out
     for word in ("async/sync", "command x1", "read_all", "projection"):
         assert word in out
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_the_tracing_benchmark_measures_every_operation_and_leaves_tracing_off(
+    backend: str, request: pytest.FixtureRequest
+) -> None:
+    from benchmarks.observability import MODES, OPERATIONS
+    from benchmarks.observability import run as run_tracing
+    from benchmarks.observability import table as tracing_table
+    from eskit.observability import _hooks
+
+    dsn = request.getfixturevalue("postgres_dsn") if backend == "postgres" else ""
+    figures = run_tracing(3, 600, 1, "NORMAL", backend=backend, loads=3, projected=600,
+                          **({"dsn": dsn} if dsn else {}))
+    assert set(figures) == set(MODES)
+    for ops in figures.values():
+        assert set(ops) == {k for op in OPERATIONS for k in (op, f"{op}_cpu")}
+        assert all(v > 0 for v in ops.values())
+    assert _hooks.active is None
+    assert "projection" in tracing_table(figures)

@@ -29,7 +29,6 @@ class AsyncInMemoryEventStore(SyncBackedStore[InMemoryEventStore]):
     """
 
     db_system = "memory"  # OpenTelemetry's db.system.name
-    _read_ahead = False  # its pages are list slices: nothing to overlap
 
     def __init__(
         self, *, registry: EventRegistry | None = None,

@@ -87,9 +87,6 @@ class AsyncEventStore(ABC):
     max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES
     db_system: str = "other_sql"
     """OpenTelemetry's ``db.system.name`` for this store's spans and metrics."""
-    _read_ahead: bool = True
-    """Whether ``read_all`` asks for the next page while yielding this one (False for a
-    store whose reads cost no I/O, where a task per page would only add work)."""
 
     # -- the modern API ---------------------------------------------------------------
 
@@ -230,49 +227,19 @@ class AsyncEventStore(ABC):
 
     async def _iter_all(self, after: int, limit: int | None) -> AsyncIterator[Event]:
         # Same paging as EventStore._iter_all: continue after the last position seen,
-        # stop at the first short page. With read-ahead (PostgreSQL, SQLite), as soon as
-        # a full page has arrived the next one is asked for in a task while this page's
-        # events are yielded, so the store's work (a query round trip, a worker thread's
-        # read) overlaps the consumer's, as PostgresEventStore._iter_all does with a
-        # helper thread. The queries and their order are the same; only the moment the
-        # next one is sent changes. At most two pages are held.
+        # stop at the first short page.
         remaining = limit
         read_page = _hooks.async_page_reader(self, self._read_all_page)
-        size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
-        if size <= 0:
-            return
-        page = await read_page(after, size)
-        ahead: asyncio.Future[list[Event]] | None = None
-        try:
-            while True:
-                if remaining is not None:
-                    remaining -= len(page)
-                more = len(page) == size and (remaining is None or remaining > 0)
-                if more:
-                    after = page[-1].position or after
-                    size = READ_ALL_PAGE_SIZE if remaining is None else min(
-                        remaining, READ_ALL_PAGE_SIZE
-                    )
-                    if self._read_ahead:
-                        ahead = asyncio.ensure_future(read_page(after, size))
-                        # Let the task send its query (or hand its read to a thread) now:
-                        # a consumer that never awaits would otherwise start it only
-                        # when this page is done, and nothing would overlap.
-                        await asyncio.sleep(0)
-                for event in self.registry.upcast(page):
-                    yield event
-                if not more:
-                    return
-                if ahead is not None:
-                    page, ahead = await ahead, None
-                else:
-                    page = await read_page(after, size)
-        finally:
-            if ahead is not None:
-                # The consumer stopped early (or failed): let the read finish on its own,
-                # not cancelled mid-query (that would cost the pool its connection), and
-                # retrieve its outcome so that nothing is reported as unhandled.
-                ahead.add_done_callback(_discard)
+        while remaining is None or remaining > 0:
+            size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+            page = await read_page(after, size)
+            for event in self.registry.upcast(page):
+                yield event
+            if len(page) < size:
+                return
+            after = page[-1].position or after
+            if remaining is not None:
+                remaining -= len(page)
 
     def subscribe(
         self,
@@ -410,11 +377,6 @@ class AsyncEventStore(ABC):
 
     @abstractmethod
     async def _list_streams(self) -> list[StreamInfo]: ...
-
-
-def _discard(future: asyncio.Future[Any]) -> None:
-    if not future.cancelled():
-        future.exception()
 
 
 async def _no_events() -> AsyncIterator[Event]:
