@@ -12,7 +12,8 @@ best round (on a shared machine noise only ever slows a round down); the overhea
 is relative to ``off``. The appending SQLite stores use the default durability
 (``synchronous=FULL``) unless ``--synchronous NORMAL``.
 
-Operations: ``append`` (one event to a fresh stream, ``--appends`` per round),
+Operations: ``append`` (to a fresh stream, ``--appends`` per round, of
+``--batch`` events, default 1, each with a correlation id in its metadata),
 ``load`` (``Repository.get`` of an account of 20 events, ``--loads`` per round: one
 load span each), ``read_all`` (``--events`` events: one span per page of 1,000) and
 ``projection`` (a fresh ``ProjectionRunner`` catching up on ``--projected`` events into a
@@ -68,9 +69,11 @@ def _timed(fn: Callable[[], object]) -> tuple[float, float]:
     return time.perf_counter() - started, time.thread_time() - cpu
 
 
-def _append_all(store: EventStore, prefix: str, appends: int) -> None:
+def _append_all(store: EventStore, prefix: str, appends: int, batch: int = 1) -> None:
     for i in range(appends):
-        store.append(f"{prefix}-{i}", [NewEvent("E", {"n": i})])
+        store.append(f"{prefix}-{i}", [
+            NewEvent("E", {"n": i}, metadata={"correlation_id": f"c-{i}"}) for _ in range(batch)
+        ])
 
 
 def _load_all(store: EventStore, loads: int) -> None:
@@ -149,6 +152,7 @@ def _fill(store: EventStore, events: int, per_append: int) -> None:
 def run(
     appends: int, events: int, rounds: int, synchronous: str = "FULL", *,
     backend: str = "sqlite", loads: int = 0, projected: int = 0, dsn: str = DSN,
+    batch: int = 1,
 ) -> dict[str, dict[str, float]]:
     """Per mode: operations per second (events per second for read_all and projection),
     of wall and of this thread's CPU time; ``load`` and ``projection`` only when asked for."""
@@ -175,7 +179,7 @@ def run(
                     _set_mode(mode, sdk)
                     store = stores.writers[mode]
                     work: dict[str, tuple[Callable[[], object], int]] = {
-                        "append": (lambda s=store, p=f"r{r}": _append_all(s, p, appends),
+                        "append": (lambda s=store, p=f"r{r}": _append_all(s, p, appends, batch),
                                    appends),
                         "read_all": (lambda: sum(1 for _ in stores.reader.read_all()), events),
                         "load": (lambda: _load_all(stores.reader, loads), loads),
@@ -204,6 +208,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--backend", action="append", choices=("sqlite", "postgres"))
     parser.add_argument("--postgres", metavar="DSN", default=DSN)
     parser.add_argument("--appends", type=int, default=500)
+    parser.add_argument("--batch", type=int, default=1,
+                        help="events per append (each with a correlation id in its metadata)")
     parser.add_argument("--loads", type=int, default=500)
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--projected", type=int, default=5_000)
@@ -217,10 +223,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     for backend in args.backend or ["sqlite"]:
         figures = run(args.appends, args.events, args.rounds, args.synchronous,
                       backend=backend, loads=args.loads, projected=args.projected,
-                      dsn=args.postgres)
+                      dsn=args.postgres, batch=args.batch)
         where = f"SQLite, synchronous={args.synchronous}" if backend == "sqlite" else \
             "PostgreSQL"
-        print(f"{where}: {args.appends} appends of one event, {args.loads} loads, read_all of "
+        print(f"{where}: {args.appends} appends of {args.batch} event(s), {args.loads} loads, "
+              "read_all of "
               f"{args.events:,} events, projection of {args.projected:,} events per round; "
               f"best of {args.rounds} rounds")
         print(table(figures))
