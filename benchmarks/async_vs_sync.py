@@ -14,7 +14,8 @@ the other, repetition by repetition (the side that goes first alternates):
   schema), ``ProjectionRunner`` against ``AsyncProjectionRunner``, batches of 500.
 
 The figure is the median rate of ``--repeat`` runs; async/sync is the ratio of the
-medians (1.00: as fast as sync; the issue's target is 0.80 or better). Wall clock
+medians (1.00: as fast as sync; the issue's target is 0.80 or better), ``best`` the
+ratio of the best runs (on a shared machine noise only ever slows a run down). Wall clock
 around the work only; opening, filling, seeding and ``setup()`` are outside it.
 """
 
@@ -73,6 +74,11 @@ class Result:
     @property
     def ratio(self) -> float:
         return statistics.median(self.async_) / statistics.median(self.sync)
+
+    @property
+    def best_ratio(self) -> float:
+        """Best async run over best sync run: on a shared machine noise only slows a run."""
+        return max(self.async_) / max(self.sync)
 
 
 class Balances(Projection):
@@ -379,11 +385,12 @@ async def _scenarios(
 
 def table(results: Sequence[Result]) -> str:
     lines = [f"{'backend':<9} {'scenario':<22} {'sync':>12} {'async':>12} {'async/sync':>10}"
-             f"  unit"]
+             f" {'best':>5}  unit"]
     for r in results:
         lines.append(
             f"{r.backend:<9} {r.scenario:<22} {statistics.median(r.sync):>12,.0f} "
-            f"{statistics.median(r.async_):>12,.0f} {r.ratio:>10.2f}  {r.unit}"
+            f"{statistics.median(r.async_):>12,.0f} {r.ratio:>10.2f} {r.best_ratio:>5.2f}  "
+            f"{r.unit}"
         )
     return "\n".join(lines)
 
