@@ -89,8 +89,8 @@ def _inject(store: Any, batch: Sequence[PendingEvent], span: trace.Span) -> None
     # The carrier's JSON members, encoded once per append and spliced into each event's
     # already encoded metadata (a JSON object, codec.encode's output): the very bytes
     # codec.encode({**metadata, **carrier}) gives, since an object's members are encoded
-    # in order, without encoding every event's metadata again (measured: 4.8 of the
-    # 4.9 us per event that tracing added to a 100-event append).
+    # in order, without encoding every event's metadata again (measured with timeit on
+    # 100-event batches: 1.3 to 2.2 us per event before, 0.2 after).
     members = codec.encode(carrier)[1:-1]
     limit = store.max_event_bytes
     for p in batch:
