@@ -14,11 +14,12 @@ is relative to ``off``. The appending SQLite stores use the default durability
 
 Operations: ``append`` (to a fresh stream, ``--appends`` per round, of
 ``--batch`` events, default 1, each with a correlation id in its metadata),
-``load`` (``Repository.get`` of an account of 20 events, ``--loads`` per round: one
-load span each), ``read_all`` (``--events`` events: one span per page of 1,000) and
-``projection`` (a fresh ``ProjectionRunner`` catching up on ``--projected`` events into a
-SQLite file / the same PostgreSQL schema, batches of 500: one span per batch, linked
-to the appends of its events).
+``load`` (``Repository.get`` of one of 50 accounts of ``--events`` / 50 events each,
+1,000 with the defaults, ``--loads`` per round: one load span each), ``read_all``
+(``--events`` events: one span per page of 1,000) and ``projection`` (a fresh
+``ProjectionRunner`` catching up on ``--projected`` events into a SQLite file / the
+same PostgreSQL schema, batches of 500: one span per batch, linked to the appends of
+its events).
 """
 
 from __future__ import annotations
@@ -166,7 +167,7 @@ def run(
         stores = _Stores(backend, Path(folder), synchronous, dsn)
         try:
             # read_all reads the whole reader store; loads replay its 50 accounts, each
-            # of events / 50 events (20 with the defaults).
+            # of events / 50 events (1,000 with the defaults).
             _fill(stores.reader, events, max(1, events // 50))
             if projected:
                 _fill(stores.source, projected, 100)
