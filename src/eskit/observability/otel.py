@@ -83,7 +83,8 @@ def _inject(store: Any, batch: Sequence[PendingEvent], span: trace.Span) -> None
     # The W3C header formatted here, as TraceContextTextMapPropagator.inject does, without
     # its context lookups: this runs on every traced append.
     sc = span.get_span_context()
-    carrier = {TRACEPARENT_KEY: f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"}
+    parent = f"00-{sc.trace_id:032x}-{sc.span_id:016x}-{sc.trace_flags:02x}"
+    carrier = {TRACEPARENT_KEY: parent}
     if sc.trace_state:
         carrier[TRACESTATE_KEY] = sc.trace_state.to_header()
     # The carrier's JSON members, encoded once per append and spliced into each event's
@@ -91,7 +92,10 @@ def _inject(store: Any, batch: Sequence[PendingEvent], span: trace.Span) -> None
     # codec.encode({**metadata, **carrier}) gives, since an object's members are encoded
     # in order, without encoding every event's metadata again (measured with timeit on
     # 100-event batches: 1.3 to 2.2 us per event before, 0.2 after).
-    members = codec.encode(carrier)[1:-1]
+    if len(carrier) == 1:  # a key and hex digits: nothing to escape
+        members = f'"{TRACEPARENT_KEY}":"{parent}"'.encode()
+    else:  # a tracestate may hold quotes and backslashes: the codec escapes them
+        members = codec.encode(carrier)[1:-1]
     limit = store.max_event_bytes
     for p in batch:
         known = p.metadata_dict
