@@ -41,7 +41,9 @@ def _span(state: TraceState | None) -> NonRecordingSpan:
     ))
 
 
-@pytest.mark.parametrize("state", [None, TraceState([("vendor", "v1")])])
+@pytest.mark.parametrize(
+    "state", [None, TraceState([("vendor", "v1")]), TraceState([("vendor", 'a"b\\c')])]
+)
 @pytest.mark.parametrize("metadata", METADATA, ids=range(len(METADATA)))
 def test_spliced_metadata_is_the_codecs_encoding_of_the_merged_dict(
     metadata: dict[Any, Any], state: TraceState | None
@@ -52,7 +54,8 @@ def test_spliced_metadata_is_the_codecs_encoding_of_the_merged_dict(
     _inject(store, batch, _span(state))
     carrier = {TRACEPARENT_KEY: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
     if state is not None:
-        carrier[TRACESTATE_KEY] = "vendor=v1"
+        carrier[TRACESTATE_KEY] = state.to_header()
+        assert carrier[TRACESTATE_KEY]  # the state was valid, so it is carried
     merged = {**metadata, **carrier}
     (p,) = batch
     assert p.metadata_dict == merged
