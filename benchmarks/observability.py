@@ -40,8 +40,16 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 from opentelemetry.trace import NoOpTracerProvider
 
 from benchmarks.model import Account, Deposited
-from eskit import NewEvent, Repository, SQLiteEventStore, observability
-from eskit.projections import PostgresTarget, Projection, ProjectionRunner, SQLiteTarget, Tx
+from eskit import InMemoryEventStore, NewEvent, Repository, SQLiteEventStore, observability
+from eskit.projections import (
+    InMemoryTarget,
+    PostgresTarget,
+    Projection,
+    ProjectionRunner,
+    SQLiteTarget,
+    Tx,
+)
+from eskit.projections.checkpoints import ProjectionTarget
 from eskit.stores.base import EventStore
 
 DSN = os.environ.get("ESKIT_TEST_POSTGRES_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -93,10 +101,17 @@ class _Count(Projection):
         self.table = table
 
     def setup(self, tx: Tx) -> None:
+        if tx.dialect == "memory":  # the in-memory target: count in the projection
+            self.counts: dict[str, int] = {}
+            return
         tx.execute(f"CREATE TABLE IF NOT EXISTS {self.table} "
                    "(account TEXT PRIMARY KEY, deposits INTEGER NOT NULL)")
 
     def handle_BenchDeposited(self, event: Any, tx: Tx) -> None:
+        if tx.dialect == "memory":
+            key = str(event.aggregate_id)
+            self.counts[key] = self.counts.get(key, 0) + 1
+            return
         p = tx.placeholder
         tx.execute(f"INSERT INTO {self.table} AS b VALUES ({p}, 1) ON CONFLICT (account) "
                    "DO UPDATE SET deposits = b.deposits + 1", (str(event.aggregate_id),))
@@ -114,12 +129,17 @@ class _Stores:
         self.writers = {m: self._open(f"w_{m}", synchronous) for m in MODES}
         self.reader = self._open("read", "FULL")
         self.source = self._open("source", "FULL")
-        self.target = (
-            SQLiteTarget(folder / "target.db") if backend == "sqlite"
-            else PostgresTarget(dsn, schema=self.schemas[-1])
-        )
+        self.target: ProjectionTarget
+        if backend == "memory":
+            self.target = InMemoryTarget()
+        elif backend == "sqlite":
+            self.target = SQLiteTarget(folder / "target.db")
+        else:
+            self.target = PostgresTarget(dsn, schema=self.schemas[-1])
 
     def _open(self, name: str, synchronous: str) -> EventStore:
+        if self.backend == "memory":
+            return InMemoryEventStore()
         if self.backend == "sqlite":
             return SQLiteEventStore(self.folder / f"{name}.db",
                                     synchronous=synchronous)  # type: ignore[arg-type]
@@ -206,7 +226,10 @@ def run(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.observability")
-    parser.add_argument("--backend", action="append", choices=("sqlite", "postgres"))
+    parser.add_argument(
+        "--backend", action="append", choices=("sqlite", "postgres", "memory"),
+        help="memory: no I/O, so what a span costs shows undiluted (default: sqlite)",
+    )
     parser.add_argument("--postgres", metavar="DSN", default=DSN)
     parser.add_argument("--appends", type=int, default=500)
     parser.add_argument("--batch", type=int, default=1,
@@ -225,8 +248,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         figures = run(args.appends, args.events, args.rounds, args.synchronous,
                       backend=backend, loads=args.loads, projected=args.projected,
                       dsn=args.postgres, batch=args.batch)
-        where = f"SQLite, synchronous={args.synchronous}" if backend == "sqlite" else \
-            "PostgreSQL"
+        where = {"sqlite": f"SQLite, synchronous={args.synchronous}", "postgres": "PostgreSQL",
+                 "memory": "InMemoryEventStore"}[backend]
         print(f"{where}: {args.appends} appends of {args.batch} event(s), {args.loads} loads, "
               "read_all of "
               f"{args.events:,} events, projection of {args.projected:,} events per round; "

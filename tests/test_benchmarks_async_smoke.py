@@ -52,7 +52,7 @@ def test_the_command_prints_the_table(capsys: pytest.CaptureFixture[str]) -> Non
         assert word in out
 
 
-@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+@pytest.mark.parametrize("backend", ["memory", "sqlite", "postgres"])
 def test_the_tracing_benchmark_measures_every_operation_and_leaves_tracing_off(
     backend: str, request: pytest.FixtureRequest
 ) -> None:
