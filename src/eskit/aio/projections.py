@@ -127,8 +127,6 @@ class AsyncProjectionRunner:
         self._waiter: AsyncWaiter | None = None
         self._known: int | None = None
         """The checkpoint as of the last batch, if this runner knows it."""
-        self._ahead: tuple[int, int, asyncio.Future[list[Read]]] | None = None
-        """The read of the events after the running batch: (after, limit, task)."""
 
     @property
     def projection(self) -> Projection:
@@ -165,20 +163,20 @@ class AsyncProjectionRunner:
                 after = await asyncio.to_thread(self._checkpoint)
             # The sync runner's batch size: one event at a time while isolating a failure.
             limit = 1 if core._progress.isolate_until is not None else core.batch_size
-            events = await self._events(after, limit)
+            events: list[Read] = [
+                event async for event in self.store.read_all(
+                    after, limit=limit, on_undecodable="yield"
+                )
+            ]
             core.prefetched = (after, events)
             core.loop = asyncio.get_running_loop()
-            batch = asyncio.ensure_future(asyncio.to_thread(core.run_batch))
-            self._read_ahead(events, limit)
             try:
-                result = await batch
+                result = await asyncio.to_thread(core.run_batch)
             except _Stale:
                 self._known = None  # another runner moved the checkpoint: read again
-                self._drop_ahead()
                 continue
             except BaseException:
                 self._known = None
-                self._drop_ahead()
                 raise
             finally:
                 core.prefetched = None
@@ -189,42 +187,6 @@ class AsyncProjectionRunner:
             transactional = getattr(core.projection, "transactional", True)
             self._known = None if failed or not transactional else result.position
             return result
-
-    async def _read(self, after: int, limit: int) -> list[Read]:
-        return [
-            event async for event in self.store.read_all(
-                after, limit=limit, on_undecodable="yield"
-            )
-        ]
-
-    async def _events(self, after: int, limit: int) -> list[Read]:
-        """The events after ``after``: those read ahead if they were read from there."""
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            position, size, task = ahead
-            if position == after and size == limit:
-                return await task
-            task.add_done_callback(_discard)
-        return await self._read(after, limit)
-
-    def _read_ahead(self, events: list[Read], limit: int) -> None:
-        # While a full batch's transaction runs in its thread, read the events after
-        # it: where its checkpoint lands if it commits (the sync batch checkpoints its
-        # last event). Used only if the next batch starts exactly there; the core checks
-        # the checkpoint again inside its transaction, as for any read. The store shows
-        # events in position order only, so this earlier read is a prefix of a later
-        # one: nothing is skipped, the batch may only be shorter.
-        if len(events) < limit or limit != self._core.batch_size:
-            return
-        if not getattr(self._core.projection, "transactional", True):
-            return  # a process manager's compare-and-set checkpoint: read after it
-        position = events[-1].position or 0
-        self._ahead = (position, limit, asyncio.ensure_future(self._read(position, limit)))
-
-    def _drop_ahead(self) -> None:
-        ahead, self._ahead = self._ahead, None
-        if ahead is not None:
-            ahead[2].add_done_callback(_discard)
 
     def _checkpoint(self) -> int:
         core = self._core
@@ -283,7 +245,6 @@ class AsyncProjectionRunner:
                     await waiter.wait(self._core.poll_interval)
         finally:
             self._waiter = None
-            self._drop_ahead()
             await waiter.close()
 
     async def wait_for(self, position: int, timeout: float = 5.0) -> bool:
@@ -334,12 +295,6 @@ async def rebuild(
         batch_size=batch_size, progress=progress, retry=retry, on_failure=on_failure,
         replay_skipped=replay_skipped,
     )
-
-
-def _discard(future: asyncio.Future[list[Read]]) -> None:
-    # A read ahead that is not used: retrieve its outcome so nothing is reported unhandled.
-    if not future.cancelled():
-        future.exception()
 
 
 class _BlockingReads:

@@ -1,10 +1,8 @@
-"""AsyncProjectionRunner reads the next batch while the current one commits.
+"""AsyncProjectionRunner's reads: each batch read once, from where the last one checkpointed.
 
-What must not change with it: every event handled exactly once, the same reads (each
-batch's events read once, from where the previous batch checkpointed), nothing left
-running after the runner returns, and a read-ahead from a position the checkpoint did
-not reach (another runner moved it) is thrown away, never used. The async batch span
-links to the appends of its events, as the sync one does.
+Every event handled exactly once, nothing left running after the runner returns, and
+events read from a position the checkpoint no longer is at (another runner moved it)
+are read again from the checkpoint, never used.
 """
 
 from __future__ import annotations
@@ -58,17 +56,16 @@ def test_each_batch_is_read_once_from_the_previous_checkpoint_and_handled_once()
         positions = [e.position async for e in store.read_all()]
         calls.pop()  # the read just above
         # 0, then after the 10th, 20th and 30th event, then the empty read that says
-        # caught up (as the sync runner does): each once, the full batches' read ahead.
+        # caught up (as the sync runner does): each once.
         assert calls == [(0, 10), (positions[9], 10), (positions[19], 10),
                          (positions[29], 10), (positions[34], 10)]
-        assert runner._ahead is None  # nothing left running
         more = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
         assert more == []
 
     asyncio.run(main())
 
 
-def test_a_read_ahead_from_where_the_checkpoint_is_not_is_thrown_away() -> None:
+def test_after_another_runner_moved_the_checkpoint_only_what_it_left_is_handled() -> None:
     async def main() -> None:
         store = _store(30)
         target = InMemoryTarget()
@@ -76,7 +73,6 @@ def test_a_read_ahead_from_where_the_checkpoint_is_not_is_thrown_away() -> None:
         runner = AsyncProjectionRunner(store, projection, target, batch_size=10)
         first = await runner.run_batch()
         assert first.read == 10
-        assert runner._ahead is not None  # the events after the first batch, read ahead
         # Another runner of the same projection moves the checkpoint meanwhile.
         other = Seen()
         ProjectionRunner(store.sync_store, other, target, batch_size=15).run_batch()
