@@ -37,6 +37,7 @@ from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
 from eskit.errors import StoreUnavailableError
 from eskit.events import Event
+from eskit.observability import _hooks
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
 from eskit.projections.rebuild import rebuild as sync_rebuild
@@ -72,7 +73,10 @@ class _Core(ProjectionRunner):
     def _read(self, after: int, limit: int) -> list[Read]:
         if self.prefetched is None or self.prefetched[0] != after:
             raise _Stale
-        return self.prefetched[1][:limit]
+        events = self.prefetched[1][:limit]
+        if (observer := _hooks.active) is not None:  # as the sync _read: the batch's links
+            observer.link_events(events)
+        return events
 
     def _apply(self, event: Read, tx: Tx | None) -> None:
         projection = self.projection
