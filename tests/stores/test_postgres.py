@@ -572,7 +572,7 @@ def _append_big_batches_forever(dsn: str, schema: str, writer: int) -> None:
 @pytest.mark.slow
 def test_killing_writers_mid_batch_never_leaves_a_partial_batch(postgres_dsn: str) -> None:
     schema = new_schema_name()
-    PostgresEventStore(postgres_dsn, schema=schema).close()
+    watcher = PostgresEventStore(postgres_dsn, schema=schema)
     context = multiprocessing.get_context("spawn")
     for round_ in range(3):
         writers = [
@@ -580,14 +580,19 @@ def test_killing_writers_mid_batch_never_leaves_a_partial_batch(postgres_dsn: st
                             args=(postgres_dsn, schema, round_ * 10 + w))
             for w in range(2)
         ]
+        before = watcher.head_position()
         for p in writers:
             p.start()
-        time.sleep(1.2 + random.random() / 2)
+        # A spawned writer needs a second or more to start on a loaded machine: kill
+        # at a random moment after this round's first batch committed, not on a clock.
+        assert watcher.wait_for(before + 1, timeout=60), "no writer appended within 60 s"
+        time.sleep(0.2 + random.random() / 2)
         for p in writers:
             assert p.pid is not None
             os.kill(p.pid, signal.SIGKILL)
         for p in writers:
             p.join()
+    watcher.close()
     time.sleep(0.2)  # let the server notice the dead connections and roll them back
     with PostgresEventStore(postgres_dsn, schema=schema) as store:
         everything = list(store.read_all())
