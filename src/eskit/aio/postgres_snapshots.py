@@ -14,12 +14,14 @@ from eskit.aio.postgres import AsyncPostgresEventStore
 from eskit.aio.snapshots import AsyncSnapshotStore
 from eskit.errors import StoreError
 from eskit.events import Event, StreamId
-from eskit.snapshots import Snapshot, no_event_there
+from eskit.snapshots import AggregateKey, Snapshot, check_keep, no_event_there
 from eskit.stores.postgres_snapshots import (
     SnapshotStatements,
+    keys_query,
     latest_params,
     latest_with_tail_params,
     missing_table,
+    prune_statement,
     save_params,
     snapshot_from,
     split_rows,
@@ -33,33 +35,41 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
 
     ``__init__`` does no I/O; ``await AsyncPostgresSnapshotStore.open(event_store)``
     also checks that the schema has the snapshot table (a schema created by an
-    older eskit needs ``setup()`` or ``eskit migrate`` first).
+    older eskit needs ``setup()`` or ``eskit migrate`` first). ``keep=N``: each
+    save also deletes, in its transaction, that aggregate's snapshots below its
+    N newest.
     """
 
     event_store: AsyncPostgresEventStore
 
-    def __init__(self, event_store: AsyncPostgresEventStore) -> None:
+    def __init__(self, event_store: AsyncPostgresEventStore, *, keep: int | None = None
+                 ) -> None:
         if not isinstance(event_store, AsyncPostgresEventStore):
             raise StoreError(
                 "AsyncPostgresSnapshotStore needs an AsyncPostgresEventStore, "
                 f"got {type(event_store).__name__}"
             )
+        self.keep = None if keep is None else check_keep(keep, minimum=1)
         self.event_store = event_store
         self.sql = SnapshotStatements(event_store.schema)
 
     @classmethod
-    async def open(cls, event_store: AsyncPostgresEventStore) -> Self:
+    async def open(cls, event_store: AsyncPostgresEventStore, *, keep: int | None = None
+                   ) -> Self:
         """The snapshot store, after checking the schema has its table."""
-        store = cls(event_store)
+        store = cls(event_store, keep=keep)
         row = await event_store._fetchone(store.sql.table_exists)
         if not row or row[0] is None:
             raise missing_table(event_store.schema)
         return store
 
     async def _save(self, stream: str, snapshot: Snapshot) -> None:
-        async with self.event_store._connection() as conn:
+        async with self.event_store._connection() as conn, conn.transaction():
             cursor = await conn.execute(self.sql.save, save_params(stream, snapshot))
             stored = cursor.rowcount == 1
+            if stored and self.keep is not None:
+                await conn.execute(*prune_statement(
+                    self.sql, (stream, snapshot.aggregate_type), self.keep))
         if not stored:
             raise no_event_there(snapshot)
 
@@ -81,3 +91,20 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
             self.sql.latest, latest_params(stream, aggregate_type, max_version)
         )
         return snapshot_from(aggregate_id, aggregate_type, row)
+
+    async def _aggregates_after(self, after: AggregateKey | None, limit: int
+                                ) -> list[AggregateKey]:
+        rows = await self.event_store._fetchall(*keys_query(self.sql, after, limit))
+        return [(stream, kind) for stream, kind in rows]
+
+    async def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
+        deleted = 0
+        async with self.event_store._connection() as conn, conn.transaction():
+            for key in keys:
+                cursor = await conn.execute(*prune_statement(self.sql, key, keep))
+                deleted += cursor.rowcount
+        return deleted
+
+    async def _count_aggregates(self) -> int:
+        row = await self.event_store._fetchone(self.sql.count_keys)
+        return int(row[0])

@@ -13,8 +13,16 @@ Design notes:
 * **Replace, do not pile up at one version.** Saving again at the same
   (stream, aggregate type, version) overwrites (``ON CONFLICT ... DO UPDATE``),
   so two processes that snapshot the same version race harmlessly.
-* **One short statement** on its own pooled connection, after the events'
-  transaction has committed: a snapshot never holds an append back.
+* **One short transaction** on its own pooled connection, after the events'
+  transaction has committed: a snapshot never holds an append back. With
+  ``keep=N`` the same transaction also deletes the aggregate's snapshots below
+  its N newest (an indexed ``DELETE`` on the primary key); under READ
+  COMMITTED a concurrent save's newer snapshot is invisible to it, so it is
+  never what gets deleted.
+* **Pruning in batches.** :meth:`PostgresSnapshotStore.prune` walks the
+  primary key, ``batch_size`` aggregates per transaction (the same ``DELETE``
+  for each), so no batch scans the table and an interrupted pass keeps what it
+  committed.
 """
 
 from __future__ import annotations
@@ -29,7 +37,14 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.events import Event, StreamId
-from eskit.snapshots import Snapshot, SnapshotStore, no_event_there, snapshot_from_row
+from eskit.snapshots import (
+    AggregateKey,
+    Snapshot,
+    SnapshotStore,
+    check_keep,
+    no_event_there,
+    snapshot_from_row,
+)
 from eskit.stores.model import MAX_VERSION
 from eskit.stores.postgres import PostgresEventStore
 from eskit.stores.postgres_schema import EVENT_COLUMNS, check_schema_name
@@ -87,6 +102,30 @@ class SnapshotStatements:
                WHERE e.version > coalesce((SELECT version FROM s), 0)
                ORDER BY 1, 11"""
         ).format(snapshots=snapshots, events=events, columns=sql.SQL(EVENT_COLUMNS))
+        # Below the keep-th newest; the subquery is NULL (nothing deleted) with fewer.
+        self.prune = sql.SQL(
+            """DELETE FROM {snapshots}
+               WHERE stream_id = %(stream)s AND aggregate_type = %(type)s AND version < (
+                   SELECT version FROM {snapshots}
+                   WHERE stream_id = %(stream)s AND aggregate_type = %(type)s
+                   ORDER BY version DESC LIMIT 1 OFFSET %(offset)s
+               )"""
+        ).format(snapshots=snapshots)
+        self.prune_all = sql.SQL(
+            "DELETE FROM {} WHERE stream_id = %(stream)s AND aggregate_type = %(type)s"
+        ).format(snapshots)
+        self.first_keys = sql.SQL(
+            """SELECT DISTINCT stream_id, aggregate_type FROM {}
+               ORDER BY stream_id, aggregate_type LIMIT %s"""
+        ).format(snapshots)
+        self.keys_after = sql.SQL(
+            """SELECT DISTINCT stream_id, aggregate_type FROM {}
+               WHERE (stream_id, aggregate_type) > (%s, %s)
+               ORDER BY stream_id, aggregate_type LIMIT %s"""
+        ).format(snapshots)
+        self.count_keys = sql.SQL(
+            "SELECT count(*) FROM (SELECT DISTINCT stream_id, aggregate_type FROM {}) AS k"
+        ).format(snapshots)
         self.latest = sql.SQL(
             """SELECT version, event_id, state_version, taken_at, state::text FROM {}
                WHERE stream_id = %s AND aggregate_type = %s AND version <= %s
@@ -111,6 +150,20 @@ def save_params(stream: str, snapshot: Snapshot) -> dict[str, Any]:
         "taken_at": snapshot.taken_at,
         "state": snapshot.state.decode(),
     }
+
+
+def prune_statement(statements: SnapshotStatements, key: AggregateKey, keep: int
+                    ) -> tuple[sql.Composed, dict[str, Any]]:
+    """The statement that prunes one aggregate to its ``keep`` newest snapshots."""
+    params: dict[str, Any] = {"stream": key[0], "type": key[1], "offset": keep - 1}
+    return (statements.prune_all if keep == 0 else statements.prune), params
+
+
+def keys_query(statements: SnapshotStatements, after: AggregateKey | None, limit: int
+               ) -> tuple[sql.Composed, tuple[Any, ...]]:
+    if after is None:
+        return statements.first_keys, (limit,)
+    return statements.keys_after, (*after, limit)
 
 
 def latest_params(stream: str, aggregate_type: str, max_version: int | None) -> tuple[Any, ...]:
@@ -154,16 +207,19 @@ class PostgresSnapshotStore(SnapshotStore):
 
     Uses the event store's connection pool. Raises :class:`~eskit.StoreError`
     if the schema has no snapshot table yet (see :func:`missing_table`).
+    ``keep=N``: each save also deletes, in its transaction, that aggregate's
+    snapshots below its N newest.
     """
 
     event_store: PostgresEventStore
 
-    def __init__(self, event_store: PostgresEventStore) -> None:
+    def __init__(self, event_store: PostgresEventStore, *, keep: int | None = None) -> None:
         if not isinstance(event_store, PostgresEventStore):
             raise StoreError(
                 "PostgresSnapshotStore needs a PostgresEventStore, "
                 f"got {type(event_store).__name__}"
             )
+        self.keep = None if keep is None else check_keep(keep, minimum=1)
         self.event_store = event_store
         self.sql = SnapshotStatements(event_store.schema)
         row = event_store._run(lambda conn: conn.execute(self.sql.table_exists).fetchone())
@@ -171,9 +227,12 @@ class PostgresSnapshotStore(SnapshotStore):
             raise missing_table(event_store.schema)
 
     def _save(self, stream: str, snapshot: Snapshot) -> None:
-        with self.event_store._connection() as conn:
+        with self.event_store._connection() as conn, conn.transaction():
             cursor = conn.execute(self.sql.save, save_params(stream, snapshot))
             stored = cursor.rowcount == 1
+            if stored and self.keep is not None:
+                conn.execute(*prune_statement(
+                    self.sql, (stream, snapshot.aggregate_type), self.keep))
         if not stored:
             raise no_event_there(snapshot)
 
@@ -195,3 +254,19 @@ class PostgresSnapshotStore(SnapshotStore):
         params = latest_params(stream, aggregate_type, max_version)
         row = self.event_store._run(lambda conn: conn.execute(self.sql.latest, params).fetchone())
         return snapshot_from(aggregate_id, aggregate_type, row)
+
+    def _aggregates_after(self, after: AggregateKey | None, limit: int) -> list[AggregateKey]:
+        query, params = keys_query(self.sql, after, limit)
+        rows = self.event_store._run(lambda conn: conn.execute(query, params).fetchall())
+        return [(stream, kind) for stream, kind in rows]
+
+    def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
+        deleted = 0
+        with self.event_store._connection() as conn, conn.transaction():
+            for key in keys:
+                deleted += conn.execute(*prune_statement(self.sql, key, keep)).rowcount
+        return deleted
+
+    def _count_aggregates(self) -> int:
+        row = self.event_store._run(lambda conn: conn.execute(self.sql.count_keys).fetchone())
+        return 0 if row is None else int(row[0])
