@@ -110,6 +110,8 @@ class StoreStats:
     def to_dict(self) -> dict[str, Any]:
         """JSON-serialisable, ``bytes_per_event`` included."""
         document = asdict(self)
+        document["largest_streams"] = list(document["largest_streams"])
+        document["largest_categories"] = list(document["largest_categories"])
         document["bytes_per_event"] = self.bytes_per_event
         return document
 
