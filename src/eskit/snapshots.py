@@ -690,8 +690,10 @@ class SnapshotStore(ABC):
         transaction, so it can run beside live saves and loads and be
         interrupted at any point (what was committed stays pruned; rerun to
         finish). ``keep=0`` deletes every snapshot: loading then replays from
-        the first event. ``progress`` is called after each batch. Bad arguments
-        raise :class:`~eskit.InvalidInputError` before any I/O.
+        the first event. ``progress`` is called after each batch (with it, the
+        aggregates are counted first, for its total: one more read of the
+        snapshot index). Bad arguments raise :class:`~eskit.InvalidInputError`
+        before any I/O.
         """
         keep = check_keep(keep)
         batch_size = check_batch_size(batch_size)

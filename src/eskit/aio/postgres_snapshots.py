@@ -21,6 +21,7 @@ from eskit.stores.postgres_snapshots import (
     latest_params,
     latest_with_tail_params,
     missing_table,
+    prune_batch_statement,
     prune_statement,
     save_params,
     snapshot_from,
@@ -64,12 +65,17 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
         return store
 
     async def _save(self, stream: str, snapshot: Snapshot) -> None:
-        async with self.event_store._connection() as conn, conn.transaction():
-            cursor = await conn.execute(self.sql.save, save_params(stream, snapshot))
-            stored = cursor.rowcount == 1
-            if stored and self.keep is not None:
-                await conn.execute(*prune_statement(
-                    self.sql, (stream, snapshot.aggregate_type), self.keep))
+        async with self.event_store._connection() as conn:
+            if self.keep is None:  # one statement: no transaction's round trips
+                cursor = await conn.execute(self.sql.save, save_params(stream, snapshot))
+                stored = cursor.rowcount == 1
+            else:
+                async with conn.transaction():
+                    cursor = await conn.execute(self.sql.save, save_params(stream, snapshot))
+                    stored = cursor.rowcount == 1
+                    if stored:
+                        await conn.execute(*prune_statement(
+                            self.sql, (stream, snapshot.aggregate_type), self.keep))
         if not stored:
             raise no_event_there(snapshot)
 
@@ -98,12 +104,9 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
         return [(stream, kind) for stream, kind in rows]
 
     async def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
-        deleted = 0
-        async with self.event_store._connection() as conn, conn.transaction():
-            for key in keys:
-                cursor = await conn.execute(*prune_statement(self.sql, key, keep))
-                deleted += cursor.rowcount
-        return deleted
+        async with self.event_store._connection() as conn:
+            cursor = await conn.execute(*prune_batch_statement(self.sql, keys, keep))
+            return cursor.rowcount
 
     async def _count_aggregates(self) -> int:
         row = await self.event_store._fetchone(self.sql.count_keys)

@@ -20,9 +20,9 @@ Design notes:
   COMMITTED a concurrent save's newer snapshot is invisible to it, so it is
   never what gets deleted.
 * **Pruning in batches.** :meth:`PostgresSnapshotStore.prune` walks the
-  primary key, ``batch_size`` aggregates per transaction (the same ``DELETE``
-  for each), so no batch scans the table and an interrupted pass keeps what it
-  committed.
+  primary key, ``batch_size`` aggregates per statement (one ``DELETE`` joined to
+  the batch's keys, one round trip), so no batch scans the table and an
+  interrupted pass keeps what it committed.
 """
 
 from __future__ import annotations
@@ -114,6 +114,16 @@ class SnapshotStatements:
         self.prune_all = sql.SQL(
             "DELETE FROM {} WHERE stream_id = %(stream)s AND aggregate_type = %(type)s"
         ).format(snapshots)
+        # A whole batch of aggregates in one statement (one round trip, not one each).
+        batch = """DELETE FROM {snapshots} AS s
+               USING unnest(%(streams)s::text[], %(types)s::text[]) AS k(stream_id, kind)
+               WHERE s.stream_id = k.stream_id AND s.aggregate_type = k.kind"""
+        self.prune_batch = sql.SQL(batch + """ AND s.version < (
+                   SELECT x.version FROM {snapshots} AS x
+                   WHERE x.stream_id = k.stream_id AND x.aggregate_type = k.kind
+                   ORDER BY x.version DESC LIMIT 1 OFFSET %(offset)s
+               )""").format(snapshots=snapshots)
+        self.prune_batch_all = sql.SQL(batch).format(snapshots=snapshots)
         self.first_keys = sql.SQL(
             """SELECT DISTINCT stream_id, aggregate_type FROM {}
                ORDER BY stream_id, aggregate_type LIMIT %s"""
@@ -157,6 +167,15 @@ def prune_statement(statements: SnapshotStatements, key: AggregateKey, keep: int
     """The statement that prunes one aggregate to its ``keep`` newest snapshots."""
     params: dict[str, Any] = {"stream": key[0], "type": key[1], "offset": keep - 1}
     return (statements.prune_all if keep == 0 else statements.prune), params
+
+
+def prune_batch_statement(statements: SnapshotStatements, keys: list[AggregateKey], keep: int
+                          ) -> tuple[sql.Composed, dict[str, Any]]:
+    """The statement that prunes a batch of aggregates to their ``keep`` newest snapshots."""
+    params: dict[str, Any] = {
+        "streams": [k[0] for k in keys], "types": [k[1] for k in keys], "offset": keep - 1,
+    }
+    return (statements.prune_batch_all if keep == 0 else statements.prune_batch), params
 
 
 def keys_query(statements: SnapshotStatements, after: AggregateKey | None, limit: int
@@ -227,12 +246,16 @@ class PostgresSnapshotStore(SnapshotStore):
             raise missing_table(event_store.schema)
 
     def _save(self, stream: str, snapshot: Snapshot) -> None:
-        with self.event_store._connection() as conn, conn.transaction():
-            cursor = conn.execute(self.sql.save, save_params(stream, snapshot))
-            stored = cursor.rowcount == 1
-            if stored and self.keep is not None:
-                conn.execute(*prune_statement(
-                    self.sql, (stream, snapshot.aggregate_type), self.keep))
+        with self.event_store._connection() as conn:
+            if self.keep is None:  # one statement: no transaction's round trips
+                stored = conn.execute(self.sql.save, save_params(stream, snapshot)).rowcount == 1
+            else:
+                with conn.transaction():
+                    stored = conn.execute(
+                        self.sql.save, save_params(stream, snapshot)).rowcount == 1
+                    if stored:
+                        conn.execute(*prune_statement(
+                            self.sql, (stream, snapshot.aggregate_type), self.keep))
         if not stored:
             raise no_event_there(snapshot)
 
@@ -261,11 +284,8 @@ class PostgresSnapshotStore(SnapshotStore):
         return [(stream, kind) for stream, kind in rows]
 
     def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
-        deleted = 0
-        with self.event_store._connection() as conn, conn.transaction():
-            for key in keys:
-                deleted += conn.execute(*prune_statement(self.sql, key, keep)).rowcount
-        return deleted
+        with self.event_store._connection() as conn:
+            return conn.execute(*prune_batch_statement(self.sql, keys, keep)).rowcount
 
     def _count_aggregates(self) -> int:
         row = self.event_store._run(lambda conn: conn.execute(self.sql.count_keys).fetchone())

@@ -1,0 +1,144 @@
+"""What ``eskit.stats`` and snapshot pruning cost (issue 13, items 6 and 7).
+
+``python -m benchmarks.storage_stats --backend sqlite --events 200000`` builds a
+synthetic store (10 events per stream, three categories, ~150-byte payloads),
+then times:
+
+* ``stats``: :func:`eskit.stats` on the whole store (median of ``--repeat``);
+* ``save``: one snapshot save, without ``keep`` and with ``keep=3`` (the prune in
+  the save's transaction, deleting one row), median of 500 aggregates each;
+* ``prune``: one :meth:`~eskit.SnapshotStore.prune` pass to ``keep=3`` over
+  ``--aggregates`` aggregates with 10 snapshots each.
+
+It prints one JSON document. Timings depend on the machine: compare runs of the
+same machine only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import eskit
+from eskit import NewEvent, Snapshot, codec
+
+CATEGORIES = ("order", "customer", "sensor")
+PER_STREAM = 10
+DSN = "postgresql://postgres@127.0.0.1:5432/test"
+
+
+@contextmanager
+def _store(backend: str, workdir: Path) -> Iterator[tuple[Any, Any, Any]]:
+    """(event store, snapshot store without keep, snapshot store with keep=3)."""
+    if backend == "sqlite":
+        store: Any = eskit.SQLiteEventStore(workdir / "events.db")
+        try:
+            yield (store, eskit.SQLiteSnapshotStore(store),
+                   eskit.SQLiteSnapshotStore(store, keep=3))
+        finally:
+            store.close()
+        return
+    import psycopg
+
+    schema = "bench_stats_" + uuid.uuid4().hex[:10]
+    store = eskit.PostgresEventStore(DSN, schema=schema)
+    try:
+        yield store, eskit.PostgresSnapshotStore(store), eskit.PostgresSnapshotStore(store, keep=3)
+    finally:
+        store.close()
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+
+
+def _fill(store: Any, events: int) -> float:
+    started = time.perf_counter()
+    streams = events // PER_STREAM
+    for n in range(streams):
+        store.append(f"{CATEGORIES[n % 3]}-{n}", [
+            NewEvent("Happened", {"n": i, "sku": f"SKU-{n:08d}", "qty": i + 1,
+                                  "price": "19.99", "note": "lorem ipsum dolor sit amet " * 2},
+                     metadata={"correlation_id": str(uuid.UUID(int=n))})
+            for i in range(PER_STREAM)
+        ])
+    return time.perf_counter() - started
+
+
+def _snapshot(stream: str, version: int, event_id: uuid.UUID) -> Snapshot:
+    return Snapshot(stream, "bench.Agg", version, event_id, 1,
+                    codec.encode({"version": version, "pad": "x" * 200}), datetime.now(UTC))
+
+
+def run(backend: str, events: int, aggregates: int, repeat: int) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory() as tmp, _store(backend, Path(tmp)) as (store, plain, keep3):
+        fill_seconds = _fill(store, events)
+        times = []
+        for _ in range(repeat):
+            started = time.perf_counter()
+            found = eskit.stats(store)
+            times.append(time.perf_counter() - started)
+        assert found.events == events, found
+        # Snapshot saves in the steady state: aggregates holding versions 1..7 (with
+        # keep=3: 5, 6 and 7), then one more save at version 8, timed (with keep=3 it
+        # deletes one row in the same transaction).
+        streams = [f"{CATEGORIES[n % 3]}-{n}" for n in range(aggregates)]
+        heads = {s: [e.event_id for e in store.read_stream(s)] for s in streams}
+        half = min(500, aggregates // 2)
+        save_ms = {}
+        for name, snapshots, chosen in (("without_keep", plain, streams[:half]),
+                                        ("keep_3", keep3, streams[half:2 * half])):
+            for stream in chosen:
+                for version in range(1, 8):
+                    snapshots.save(_snapshot(stream, version, heads[stream][version - 1]))
+            samples = []
+            for stream in chosen:
+                started = time.perf_counter()
+                snapshots.save(_snapshot(stream, 8, heads[stream][7]))
+                samples.append(time.perf_counter() - started)
+            save_ms[name] = round(statistics.median(samples) * 1000, 3)
+        # The maintenance pass: every aggregate with 10 snapshots, pruned to 3.
+        for stream in streams:
+            for version in range(1, PER_STREAM + 1):
+                plain.save(_snapshot(stream, version, heads[stream][version - 1]))
+        started = time.perf_counter()
+        deleted = plain.prune(3)
+        prune_seconds = time.perf_counter() - started
+        assert deleted == aggregates * (PER_STREAM - 3), deleted
+        after = eskit.stats(store, top=3)
+        return {
+            "backend": backend, "events": events, "streams": events // PER_STREAM,
+            "fill_seconds": round(fill_seconds, 2),
+            "stats_seconds_median": round(statistics.median(times), 3),
+            "stats_seconds_all": [round(t, 3) for t in times],
+            "payload_bytes": found.payload_bytes, "storage_bytes": found.storage_bytes,
+            "snapshot_save_ms_median": save_ms,
+            "prune_aggregates": aggregates, "prune_deleted": deleted,
+            "prune_seconds": round(prune_seconds, 3),
+            "snapshots_after_prune": after.snapshots,
+        }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--backend", choices=["sqlite", "postgres"], default="sqlite")
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--aggregates", type=int, default=2_000)
+    parser.add_argument("--repeat", type=int, default=3)
+    args = parser.parse_args(argv)
+    result = run(args.backend, args.events, args.aggregates, args.repeat)
+    json.dump(result, sys.stdout, indent=2)
+    print()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
