@@ -22,7 +22,7 @@ from eskit.stores.postgres_snapshots import (
     latest_with_tail_params,
     missing_table,
     prune_batch_statement,
-    prune_statement,
+    save_keeping_params,
     save_params,
     snapshot_from,
     split_rows,
@@ -66,16 +66,14 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
 
     async def _save(self, stream: str, snapshot: Snapshot) -> None:
         async with self.event_store._connection() as conn:
-            if self.keep is None:  # one statement: no transaction's round trips
+            if self.keep is None:
                 cursor = await conn.execute(self.sql.save, save_params(stream, snapshot))
                 stored = cursor.rowcount == 1
             else:
-                async with conn.transaction():
-                    cursor = await conn.execute(self.sql.save, save_params(stream, snapshot))
-                    stored = cursor.rowcount == 1
-                    if stored:
-                        await conn.execute(*prune_statement(
-                            self.sql, (stream, snapshot.aggregate_type), self.keep))
+                cursor = await conn.execute(
+                    self.sql.save_keeping, save_keeping_params(stream, snapshot, self.keep))
+                row = await cursor.fetchone()
+                stored = bool(row and row[0])
         if not stored:
             raise no_event_there(snapshot)
 

@@ -13,12 +13,12 @@ Design notes:
 * **Replace, do not pile up at one version.** Saving again at the same
   (stream, aggregate type, version) overwrites (``ON CONFLICT ... DO UPDATE``),
   so two processes that snapshot the same version race harmlessly.
-* **One short transaction** on its own pooled connection, after the events'
+* **One short statement** on its own pooled connection, after the events'
   transaction has committed: a snapshot never holds an append back. With
-  ``keep=N`` the same transaction also deletes the aggregate's snapshots below
-  its N newest (an indexed ``DELETE`` on the primary key); under READ
-  COMMITTED a concurrent save's newer snapshot is invisible to it, so it is
-  never what gets deleted.
+  ``keep=N`` the same statement also deletes the aggregate's snapshots below
+  its N newest (data-modifying CTEs on the primary key: still one round trip);
+  a concurrent save's newer snapshot is invisible to it, so it is never what
+  gets deleted.
 * **Pruning in batches.** :meth:`PostgresSnapshotStore.prune` walks the
   primary key, ``batch_size`` aggregates per statement (one ``DELETE`` joined to
   the batch's keys, one round trip), so no batch scans the table and an
@@ -78,6 +78,47 @@ class SnapshotStatements:
                SET event_id = excluded.event_id, state_version = excluded.state_version,
                    taken_at = excluded.taken_at, state = excluded.state"""
         ).format(snapshots=snapshots, events=events)
+        # Save and prune in one statement (one round trip, atomic). Its parts all see
+        # the table as it was before it, so the cut is the keep-th newest of the old
+        # versions and the new one; a new version below the cut is not written (it
+        # would be pruned at once); old rows below it go. Returns whether the event
+        # is there, so that a refused save can be told from one pruned at once.
+        self.save_keeping = sql.SQL(
+            """WITH found AS (
+                   SELECT EXISTS (
+                       SELECT 1 FROM {events}
+                       WHERE stream_id = %(stream)s::text AND version = %(version)s::bigint
+                         AND event_id = %(event_id)s::uuid
+                   ) AS there
+               ), cut AS (
+                   SELECT v FROM (
+                       SELECT version AS v FROM {snapshots}
+                       WHERE stream_id = %(stream)s::text AND aggregate_type = %(type)s::text
+                       UNION SELECT %(version)s::bigint
+                   ) AS versions
+                   ORDER BY v DESC LIMIT 1 OFFSET %(offset)s
+               ), saved AS (
+                   INSERT INTO {snapshots}
+                       (stream_id, aggregate_type, version, event_id, state_version, taken_at,
+                        state)
+                   SELECT %(stream)s::text, %(type)s::text, %(version)s::bigint,
+                          %(event_id)s::uuid, %(state_version)s::integer,
+                          %(taken_at)s::timestamptz, %(state)s::json
+                   WHERE (SELECT there FROM found)
+                     AND %(version)s::bigint >= coalesce((SELECT v FROM cut), 0)
+                   ON CONFLICT (stream_id, aggregate_type, version) DO UPDATE
+                   SET event_id = excluded.event_id, state_version = excluded.state_version,
+                       taken_at = excluded.taken_at, state = excluded.state
+                   RETURNING 1
+               ), pruned AS (
+                   DELETE FROM {snapshots}
+                   WHERE stream_id = %(stream)s::text AND aggregate_type = %(type)s::text
+                     AND (SELECT there FROM found)
+                     AND version < (SELECT v FROM cut)
+                   RETURNING 1
+               )
+               SELECT (SELECT there FROM found), (SELECT count(*) FROM pruned)"""
+        ).format(snapshots=snapshots, events=events)
         # The newest snapshot and the events to replay with it, in one statement (and
         # one round trip): the snapshot joined to its own event (part 0), then the
         # events after it (part 1); without a snapshot, part 1 is the whole stream.
@@ -102,19 +143,8 @@ class SnapshotStatements:
                WHERE e.version > coalesce((SELECT version FROM s), 0)
                ORDER BY 1, 11"""
         ).format(snapshots=snapshots, events=events, columns=sql.SQL(EVENT_COLUMNS))
-        # Below the keep-th newest; the subquery is NULL (nothing deleted) with fewer.
-        self.prune = sql.SQL(
-            """DELETE FROM {snapshots}
-               WHERE stream_id = %(stream)s AND aggregate_type = %(type)s AND version < (
-                   SELECT version FROM {snapshots}
-                   WHERE stream_id = %(stream)s AND aggregate_type = %(type)s
-                   ORDER BY version DESC LIMIT 1 OFFSET %(offset)s
-               )"""
-        ).format(snapshots=snapshots)
-        self.prune_all = sql.SQL(
-            "DELETE FROM {} WHERE stream_id = %(stream)s AND aggregate_type = %(type)s"
-        ).format(snapshots)
-        # A whole batch of aggregates in one statement (one round trip, not one each).
+        # Prune a whole batch of aggregates in one statement (one round trip, not one
+        # each): below the keep-th newest; the subquery is NULL (nothing goes) with fewer.
         batch = """DELETE FROM {snapshots} AS s
                USING unnest(%(streams)s::text[], %(types)s::text[]) AS k(stream_id, kind)
                WHERE s.stream_id = k.stream_id AND s.aggregate_type = k.kind"""
@@ -162,11 +192,8 @@ def save_params(stream: str, snapshot: Snapshot) -> dict[str, Any]:
     }
 
 
-def prune_statement(statements: SnapshotStatements, key: AggregateKey, keep: int
-                    ) -> tuple[sql.Composed, dict[str, Any]]:
-    """The statement that prunes one aggregate to its ``keep`` newest snapshots."""
-    params: dict[str, Any] = {"stream": key[0], "type": key[1], "offset": keep - 1}
-    return (statements.prune_all if keep == 0 else statements.prune), params
+def save_keeping_params(stream: str, snapshot: Snapshot, keep: int) -> dict[str, Any]:
+    return {**save_params(stream, snapshot), "offset": keep - 1}
 
 
 def prune_batch_statement(statements: SnapshotStatements, keys: list[AggregateKey], keep: int
@@ -247,15 +274,12 @@ class PostgresSnapshotStore(SnapshotStore):
 
     def _save(self, stream: str, snapshot: Snapshot) -> None:
         with self.event_store._connection() as conn:
-            if self.keep is None:  # one statement: no transaction's round trips
+            if self.keep is None:
                 stored = conn.execute(self.sql.save, save_params(stream, snapshot)).rowcount == 1
             else:
-                with conn.transaction():
-                    stored = conn.execute(
-                        self.sql.save, save_params(stream, snapshot)).rowcount == 1
-                    if stored:
-                        conn.execute(*prune_statement(
-                            self.sql, (stream, snapshot.aggregate_type), self.keep))
+                row = conn.execute(self.sql.save_keeping,
+                                   save_keeping_params(stream, snapshot, self.keep)).fetchone()
+                stored = bool(row and row[0])
         if not stored:
             raise no_event_there(snapshot)
 
