@@ -11,6 +11,12 @@ then times:
 * ``prune``: one :meth:`~eskit.SnapshotStore.prune` pass to ``keep=3`` over
   ``--aggregates`` aggregates with 10 snapshots each.
 
+``--bulk`` writes the events straight into the event table instead (SQLite:
+``executemany``; PostgreSQL: one ``INSERT ... SELECT generate_series``), with the
+streams interleaved in the global order as a live store's are (event ``i`` in
+stream ``i % streams``), so that a million events take seconds to build. It is for
+sizing only: the rows are what eskit writes, but no append checks run.
+
 It prints one JSON document. Timings depend on the machine: compare runs of the
 same machine only.
 """
@@ -74,14 +80,63 @@ def _fill(store: Any, events: int) -> float:
     return time.perf_counter() - started
 
 
+def _payload(n: int, i: int) -> str:
+    return codec.encode({"n": i, "sku": f"SKU-{n:08d}", "qty": i + 1, "price": "19.99",
+                         "note": "lorem ipsum dolor sit amet " * 2}).decode()
+
+
+def _bulk_fill(store: Any, events: int) -> float:
+    """``events`` rows straight into the table, streams interleaved (see the docstring)."""
+    started = time.perf_counter()
+    streams = events // PER_STREAM
+    if isinstance(store, eskit.SQLiteEventStore):
+        from eskit.stores.rows import timestamp_to_micros
+
+        now = timestamp_to_micros(datetime.now(UTC))
+        rows = (
+            (uuid.uuid4().bytes, f"{CATEGORIES[(i % streams) % 3]}-{i % streams}",
+             i // streams + 1, "Happened", 1, now, _payload(i % streams, i // streams),
+             codec.encode({"correlation_id": str(uuid.UUID(int=i % streams))}).decode())
+            for i in range(events)
+        )
+        conn = store._lock_writer()
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            conn.executemany(
+                "INSERT INTO eskit_events (event_id, stream_id, version, event_type, "
+                "schema_version, recorded_at, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                rows)
+            conn.execute("COMMIT")
+        finally:
+            store._write_lock.release()
+        return time.perf_counter() - started
+    with store._connection() as conn:
+        conn.execute(f"""
+            INSERT INTO "{store.schema}".eskit_events (event_id, stream_id, version,
+                event_type, schema_version, recorded_at, data, metadata)
+            SELECT gen_random_uuid(),
+                   (ARRAY['order', 'customer', 'sensor'])[mod(mod(i, %(s)s), 3) + 1]
+                       || '-' || mod(i, %(s)s),
+                   i / %(s)s + 1, 'Happened', 1, now(),
+                   json_build_object('n', i / %(s)s,
+                                     'sku', 'SKU-' || lpad(mod(i, %(s)s)::text, 8, '0'),
+                                     'qty', i / %(s)s + 1, 'price', '19.99',
+                                     'note', repeat('lorem ipsum dolor sit amet ', 2)),
+                   json_build_object('correlation_id', gen_random_uuid())
+            FROM generate_series(0, %(n)s - 1) AS i""", {"s": streams, "n": events})
+        conn.execute(f'ANALYZE "{store.schema}".eskit_events')
+    return time.perf_counter() - started
+
+
 def _snapshot(stream: str, version: int, event_id: uuid.UUID) -> Snapshot:
     return Snapshot(stream, "bench.Agg", version, event_id, 1,
                     codec.encode({"version": version, "pad": "x" * 200}), datetime.now(UTC))
 
 
-def run(backend: str, events: int, aggregates: int, repeat: int) -> dict[str, Any]:
+def run(backend: str, events: int, aggregates: int, repeat: int, *, bulk: bool = False
+        ) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp, _store(backend, Path(tmp)) as (store, plain, keep3):
-        fill_seconds = _fill(store, events)
+        fill_seconds = _bulk_fill(store, events) if bulk else _fill(store, events)
         times = []
         for _ in range(repeat):
             started = time.perf_counter()
@@ -120,7 +175,7 @@ def run(backend: str, events: int, aggregates: int, repeat: int) -> dict[str, An
         assert deleted == aggregates * (PER_STREAM - 3), deleted
         after = eskit.stats(store, top=3)
         return {
-            "backend": backend, "events": events, "streams": events // PER_STREAM,
+            "backend": backend, "bulk": bulk, "events": events, "streams": events // PER_STREAM,
             "fill_seconds": round(fill_seconds, 2),
             "stats_seconds_median": round(statistics.median(times), 3),
             "stats_seconds_all": [round(t, 3) for t in times],
@@ -138,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--aggregates", type=int, default=2_000)
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--bulk", action="store_true",
+                        help="Write the rows straight into the table, streams interleaved.")
     args = parser.parse_args(argv)
-    result = run(args.backend, args.events, args.aggregates, args.repeat)
+    result = run(args.backend, args.events, args.aggregates, args.repeat, bulk=args.bulk)
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0
