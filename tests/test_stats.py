@@ -320,15 +320,16 @@ def test_bad_collector_options_are_invalid_input(kwargs: dict[str, Any]) -> None
 # --------------------------------------------------------------------------- the benchmark
 
 
+@pytest.mark.parametrize("bulk", [False, True], ids=["appends", "bulk"])
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_the_storage_benchmark_runs_and_checks_its_own_figures(
-    backend: str, request: pytest.FixtureRequest
+    backend: str, bulk: bool, request: pytest.FixtureRequest
 ) -> None:
     from benchmarks.storage_stats import run
 
     if backend == "postgres":
         request.getfixturevalue("postgres_dsn")  # fails in CI when the server is down
-    result = run(backend, events=300, aggregates=20, repeat=1)
+    result = run(backend, events=300, aggregates=20, repeat=1, bulk=bulk)
     assert (result["events"], result["streams"]) == (300, 30)
     assert result["prune_deleted"] == 20 * 7
     assert result["snapshots_after_prune"] == 20 * 3
