@@ -195,3 +195,66 @@ def test_prune_snapshots_async_prunes_an_async_sqlite_store(tmp_path: Path) -> N
         assert len(_snapshot_versions(SQLiteSnapshotStore(events), "ledger-1", head)) == 1
     finally:
         events.close()
+
+
+KILLED_PASS = """
+import sys
+import eskit
+from eskit import SQLiteEventStore, SQLiteSnapshotStore
+
+store = SQLiteEventStore(sys.argv[1])
+def progress(p):
+    print(p.aggregates, flush=True)  # the parent SIGKILLs this process mid-pass
+    sys.stdin.readline()
+SQLiteSnapshotStore(store).prune(3, batch_size=7, progress=progress)
+"""
+
+
+def test_a_pass_killed_mid_way_keeps_what_it_committed_and_a_rerun_finishes(
+    tmp_path: Path,
+) -> None:
+    import signal
+    import sqlite3
+    import subprocess
+    import sys
+    import uuid as uuid_module
+
+    path = tmp_path / "events.db"
+    SQLiteEventStore(path).close()  # the schema; snapshot rows are written directly below
+    aggregates = 300
+    with sqlite3.connect(path) as conn:
+        conn.executemany(
+            "INSERT INTO eskit_snapshots (stream_id, aggregate_type, version, event_id, "
+            "state_version, taken_at, state) VALUES (?, 't.T', ?, ?, 1, 0, '{}')",
+            [(f"agg-{n:04d}", v, uuid_module.uuid4().bytes)
+             for n in range(aggregates) for v in range(1, 6)],
+        )
+    child = subprocess.Popen(
+        [sys.executable, "-c", KILLED_PASS, str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+    )
+    assert child.stdin is not None
+    assert child.stdout is not None
+    for _ in range(5):  # five batches committed and reported, then the sixth is let go
+        assert int(child.stdout.readline()) > 0
+        child.stdin.write("\n")
+        child.stdin.flush()
+    child.send_signal(signal.SIGKILL)
+    child.wait(timeout=30)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone() == ("ok",)
+        per = dict(conn.execute(
+            "SELECT stream_id, group_concat(version) FROM "
+            "(SELECT * FROM eskit_snapshots ORDER BY stream_id, version) GROUP BY stream_id"
+        ).fetchall())
+    assert len(per) == aggregates  # no aggregate lost its snapshots
+    states = set(per.values())
+    assert states <= {"1,2,3,4,5", "3,4,5"}  # each aggregate pruned whole, or not at all
+    pruned = sum(1 for v in per.values() if v == "3,4,5")
+    assert 5 * 7 <= pruned < aggregates
+    events = SQLiteEventStore(path)
+    try:
+        rest = SQLiteSnapshotStore(events).prune(3)
+    finally:
+        events.close()
+    assert rest == (aggregates - pruned) * 2
