@@ -38,6 +38,8 @@ PUBLIC_API = [
     "HealthReport", "check_health",
     # opening the store a URL or $ESKIT_DSN names (eskit.config)
     "open_store",
+    # storage growth: sizes and snapshot pruning (eskit.maintenance)
+    "StoreStats", "prune_snapshots", "stats",
 ]
 
 

@@ -45,6 +45,7 @@ from eskit.events import (
     utc_now,
 )
 from eskit.health import HealthReport, check_health
+from eskit.maintenance import StoreStats, prune_snapshots, stats
 from eskit.projections import (
     InMemoryTarget,
     ParkedEventBlocked,
@@ -151,6 +152,7 @@ __all__ = [
     "StateDiff",
     "StoreBusyError",
     "StoreError",
+    "StoreStats",
     "StoreUnavailableError",
     "StreamId",
     "StreamInfo",
@@ -164,9 +166,11 @@ __all__ = [
     "domain_event",
     "handles",
     "open_store",
+    "prune_snapshots",
     "register_type",
     "snapshot_upcaster",
     "state_diff",
+    "stats",
     "upcaster",
     "utc_now",
     "wait_for_projection",

@@ -47,21 +47,24 @@ from uuid import UUID
 
 from eskit import codec
 from eskit.aggregate import Aggregate
-from eskit.errors import DecodingError, InvalidInputError
+from eskit.errors import DecodingError, InvalidInputError, StoreError
 from eskit.events import Event, StreamId, check_name, utc_now
 from eskit.stores.arguments import check_version_arg, stream_key
 from eskit.stores.base import EventStore
 from eskit.stores.model import MAX_VERSION
 
 __all__ = [
+    "DEFAULT_KEEP",
     "EveryNEvents",
     "NoSnapshots",
     "OnDemand",
+    "PruneProgress",
     "Snapshot",
     "SnapshotFailures",
     "SnapshotPolicy",
     "SnapshotStore",
     "aggregate_type_name",
+    "check_keep",
     "snapshot_failures",
     "snapshot_upcaster",
 ]
@@ -549,6 +552,68 @@ def no_event_there(snapshot: Snapshot) -> InvalidInputError:
     )
 
 
+DEFAULT_KEEP = 3
+"""Snapshots per aggregate (and type) that :meth:`SnapshotStore.prune` keeps by default."""
+
+DEFAULT_PRUNE_BATCH = 500
+"""Aggregates one pruning transaction covers, by default."""
+
+AggregateKey = tuple[str, str]
+"""(stream key, aggregate type): the aggregate whose snapshots pruning counts."""
+
+
+@dataclass(frozen=True, slots=True)
+class PruneProgress:
+    """How far a pruning pass has got: handed to its ``progress`` callback after each batch."""
+
+    aggregates: int
+    """Aggregates (stream and type) looked at so far."""
+    deleted: int
+    """Snapshots deleted so far."""
+    total_aggregates: int | None = None
+    """Aggregates with snapshots when the pass started (``None``: not counted)."""
+
+
+def check_keep(keep: object, *, minimum: int = 0, what: str = "keep") -> int:
+    """A number of snapshots to keep per aggregate: an int >= ``minimum``."""
+    if type(keep) is not int or not minimum <= keep <= MAX_VERSION:
+        raise InvalidInputError(f"{what} must be an int >= {minimum}, got {keep!r}")
+    return keep
+
+
+def check_batch_size(batch_size: object) -> int:
+    if type(batch_size) is not int or not 1 <= batch_size <= 1_000_000:
+        raise InvalidInputError(f"batch_size must be an int in [1, 1000000], got {batch_size!r}")
+    return batch_size
+
+
+def prune_batches(
+    keys_after: Callable[[AggregateKey | None, int], list[AggregateKey]],
+    prune_keys: Callable[[list[AggregateKey], int], int],
+    keep: int, batch_size: int, progress: Callable[[PruneProgress], object] | None,
+    total: int | None,
+) -> int:
+    """The pruning loop every store shares: aggregates in key order, one batch at a time.
+
+    ``keys_after(after, limit)`` lists the next aggregates with snapshots after
+    ``after``; ``prune_keys(keys, keep)`` prunes them in one transaction and
+    returns how many it deleted. A key seen once is never revisited, so the pass
+    ends even while snapshots are being saved; aggregates that get their first
+    snapshot behind the cursor are left for the next pass (or their own save).
+    """
+    after: AggregateKey | None = None
+    seen = deleted = 0
+    while True:
+        keys = keys_after(after, batch_size)
+        if not keys:
+            return deleted
+        deleted += prune_keys(keys, keep)
+        seen += len(keys)
+        after = keys[-1]
+        if progress is not None:
+            progress(PruneProgress(seen, deleted, total))
+
+
 class SnapshotStore(ABC):
     """Where snapshots are kept: beside an event store, in the same database.
 
@@ -565,6 +630,12 @@ class SnapshotStore(ABC):
     * :meth:`latest` returns the snapshot with the highest version at or below
       ``max_version``, byte for byte as saved, or ``None``.
 
+    * With ``keep=N`` given to the store, each :meth:`save` also deletes, in
+      the same transaction, that aggregate's snapshots (of that type) below
+      its N newest; :meth:`prune` does the same for every aggregate. Snapshots
+      of other aggregates and other types are never touched. A snapshot saved
+      below an aggregate's N newest is deleted at once.
+
     Not guaranteed: that a saved snapshot is kept (snapshots are a cache;
     deleting them is always safe) or that the stored state is valid (rows can be
     damaged); the repository checks every snapshot before using it. A malformed
@@ -572,6 +643,8 @@ class SnapshotStore(ABC):
     """
 
     event_store: EventStore | None = None
+    keep: int | None = None
+    """Snapshots per aggregate each save keeps (``None``: saves never prune)."""
 
     def save(self, snapshot: Snapshot) -> None:
         """Store ``snapshot``, replacing one at the same version."""
@@ -607,8 +680,40 @@ class SnapshotStore(ABC):
         start = 0 if snapshot is None else snapshot.version - 1
         return snapshot, events.read_stream(aggregate_id, start, max_version)
 
+    def prune(
+        self, keep: int = DEFAULT_KEEP, *, batch_size: int = DEFAULT_PRUNE_BATCH,
+        progress: Callable[[PruneProgress], object] | None = None,
+    ) -> int:
+        """Delete every aggregate's snapshots below its ``keep`` newest; return how many.
+
+        Per (aggregate, type), in key order, ``batch_size`` aggregates per
+        transaction, so it can run beside live saves and loads and be
+        interrupted at any point (what was committed stays pruned; rerun to
+        finish). ``keep=0`` deletes every snapshot: loading then replays from
+        the first event. ``progress`` is called after each batch (with it, the
+        aggregates are counted first, for its total: one more read of the
+        snapshot index). Bad arguments raise :class:`~eskit.InvalidInputError`
+        before any I/O.
+        """
+        keep = check_keep(keep)
+        batch_size = check_batch_size(batch_size)
+        total = self._count_aggregates() if progress is not None else None
+        return prune_batches(self._aggregates_after, self._prune_aggregates, keep, batch_size,
+                             progress, total)
+
     def close(self) -> None:  # noqa: B027 - most snapshot stores borrow the event store's connections
         """Release what the snapshot store holds (not the event store's connections)."""
+
+    def _aggregates_after(self, after: AggregateKey | None, limit: int) -> list[AggregateKey]:
+        """Up to ``limit`` aggregates with snapshots, in key order, after ``after``."""
+        raise StoreError(f"{type(self).__name__} does not support pruning")
+
+    def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
+        """Prune ``keys`` to their ``keep`` newest snapshots, in one transaction."""
+        raise StoreError(f"{type(self).__name__} does not support pruning")
+
+    def _count_aggregates(self) -> int | None:
+        return None
 
     def _latest_with_tail(
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None

@@ -39,6 +39,9 @@ class SyncSnapshotFacade(SnapshotStore):
     def save(self, snapshot: Snapshot) -> None:
         self._loop.run(self.inner.save(snapshot))
 
+    def prune(self, keep: int = 3, **options: Any) -> int:  # type: ignore[override]
+        return self._loop.run(self.inner.prune(keep, **options))
+
     def latest(
         self, aggregate_id: StreamId, aggregate_type: str, max_version: int | None = None
     ) -> Snapshot | None:
@@ -112,12 +115,13 @@ class AsyncSnapshotContract(SnapshotStoreContract):
     def _loop(self, loop_thread: LoopThread) -> None:
         self.loop = loop_thread
 
-    def open_both(self, tmp_path: Path) -> OpenBoth:
+    def open_both(self, tmp_path: Path, keep: int | None) -> OpenBoth:
         raise NotImplementedError
 
-    def create_stores(self, tmp_path: Path) -> Stores:
+    def create_stores(self, tmp_path: Path, *, keep: int | None = None) -> Stores:
         opened: list[AsyncSnapshotStore] = []
-        open_both = self.open_both(tmp_path)
+        tmp_path.mkdir(parents=True, exist_ok=True)
+        open_both = self.open_both(tmp_path, keep)
 
         async def open_events() -> AsyncEventStore:
             events, snapshots = await open_both()
@@ -129,19 +133,23 @@ class AsyncSnapshotContract(SnapshotStoreContract):
 
 
 class TestAsyncInMemorySnapshotStore(AsyncSnapshotContract):
-    def open_both(self, tmp_path: Path) -> OpenBoth:
+    def open_both(self, tmp_path: Path, keep: int | None) -> OpenBoth:
         async def open_both() -> tuple[AsyncEventStore, AsyncSnapshotStore]:
             events = AsyncInMemoryEventStore()
-            return events, AsyncInMemorySnapshotStore(events)
+            return events, AsyncInMemorySnapshotStore(events, keep=keep)
 
         return open_both
 
 
 class TestAsyncSQLiteSnapshotStore(AsyncSnapshotContract):
-    def open_both(self, tmp_path: Path) -> OpenBoth:
+    def open_both(self, tmp_path: Path, keep: int | None) -> OpenBoth:
         async def open_both() -> tuple[AsyncEventStore, AsyncSnapshotStore]:
             events = await AsyncSQLiteEventStore.open(tmp_path / "events.db")
-            return events, await AsyncSQLiteSnapshotStore.open(events)
+            try:
+                return events, await AsyncSQLiteSnapshotStore.open(events, keep=keep)
+            except BaseException:
+                await events.close()
+                raise
 
         return open_both
 
@@ -151,13 +159,17 @@ class TestAsyncPostgresSnapshotStore(AsyncSnapshotContract):
     def _dsn(self, postgres_dsn: str) -> None:
         self.dsn = postgres_dsn
 
-    def open_both(self, tmp_path: Path) -> OpenBoth:
+    def open_both(self, tmp_path: Path, keep: int | None) -> OpenBoth:
         async def open_both() -> tuple[AsyncEventStore, AsyncSnapshotStore]:
             from eskit.aio import AsyncPostgresEventStore, AsyncPostgresSnapshotStore
 
             events = await AsyncPostgresEventStore.open(
                 self.dsn, schema=new_schema_name(), pool_size=4
             )
-            return events, await AsyncPostgresSnapshotStore.open(events)
+            try:
+                return events, await AsyncPostgresSnapshotStore.open(events, keep=keep)
+            except BaseException:
+                await events.close()
+                raise
 
         return open_both

@@ -14,12 +14,15 @@ from eskit.aio.postgres import AsyncPostgresEventStore
 from eskit.aio.snapshots import AsyncSnapshotStore
 from eskit.errors import StoreError
 from eskit.events import Event, StreamId
-from eskit.snapshots import Snapshot, no_event_there
+from eskit.snapshots import AggregateKey, Snapshot, check_keep, no_event_there
 from eskit.stores.postgres_snapshots import (
     SnapshotStatements,
+    keys_query,
     latest_params,
     latest_with_tail_params,
     missing_table,
+    prune_batch_statement,
+    save_keeping_params,
     save_params,
     snapshot_from,
     split_rows,
@@ -33,24 +36,29 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
 
     ``__init__`` does no I/O; ``await AsyncPostgresSnapshotStore.open(event_store)``
     also checks that the schema has the snapshot table (a schema created by an
-    older eskit needs ``setup()`` or ``eskit migrate`` first).
+    older eskit needs ``setup()`` or ``eskit migrate`` first). ``keep=N``: each
+    save also deletes, in its transaction, that aggregate's snapshots below its
+    N newest.
     """
 
     event_store: AsyncPostgresEventStore
 
-    def __init__(self, event_store: AsyncPostgresEventStore) -> None:
+    def __init__(self, event_store: AsyncPostgresEventStore, *, keep: int | None = None
+                 ) -> None:
         if not isinstance(event_store, AsyncPostgresEventStore):
             raise StoreError(
                 "AsyncPostgresSnapshotStore needs an AsyncPostgresEventStore, "
                 f"got {type(event_store).__name__}"
             )
+        self.keep = None if keep is None else check_keep(keep, minimum=1)
         self.event_store = event_store
         self.sql = SnapshotStatements(event_store.schema)
 
     @classmethod
-    async def open(cls, event_store: AsyncPostgresEventStore) -> Self:
+    async def open(cls, event_store: AsyncPostgresEventStore, *, keep: int | None = None
+                   ) -> Self:
         """The snapshot store, after checking the schema has its table."""
-        store = cls(event_store)
+        store = cls(event_store, keep=keep)
         row = await event_store._fetchone(store.sql.table_exists)
         if not row or row[0] is None:
             raise missing_table(event_store.schema)
@@ -58,8 +66,14 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
 
     async def _save(self, stream: str, snapshot: Snapshot) -> None:
         async with self.event_store._connection() as conn:
-            cursor = await conn.execute(self.sql.save, save_params(stream, snapshot))
-            stored = cursor.rowcount == 1
+            if self.keep is None:
+                cursor = await conn.execute(self.sql.save, save_params(stream, snapshot))
+                stored = cursor.rowcount == 1
+            else:
+                cursor = await conn.execute(
+                    self.sql.save_keeping, save_keeping_params(stream, snapshot, self.keep))
+                row = await cursor.fetchone()
+                stored = bool(row and row[0])
         if not stored:
             raise no_event_there(snapshot)
 
@@ -81,3 +95,17 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
             self.sql.latest, latest_params(stream, aggregate_type, max_version)
         )
         return snapshot_from(aggregate_id, aggregate_type, row)
+
+    async def _aggregates_after(self, after: AggregateKey | None, limit: int
+                                ) -> list[AggregateKey]:
+        rows = await self.event_store._fetchall(*keys_query(self.sql, after, limit))
+        return [(stream, kind) for stream, kind in rows]
+
+    async def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
+        async with self.event_store._connection() as conn:
+            cursor = await conn.execute(*prune_batch_statement(self.sql, keys, keep))
+            return cursor.rowcount
+
+    async def _count_aggregates(self) -> int:
+        row = await self.event_store._fetchone(self.sql.count_keys)
+        return int(row[0])

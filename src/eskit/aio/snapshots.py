@@ -24,7 +24,18 @@ from eskit.aio.sqlite import AsyncSQLiteEventStore
 from eskit.aio.store import AsyncEventStore
 from eskit.errors import StoreError
 from eskit.events import Event, StreamId
-from eskit.snapshots import Snapshot, SnapshotStore, check_latest_args, check_snapshot
+from eskit.snapshots import (
+    DEFAULT_KEEP,
+    DEFAULT_PRUNE_BATCH,
+    AggregateKey,
+    PruneProgress,
+    Snapshot,
+    SnapshotStore,
+    check_batch_size,
+    check_keep,
+    check_latest_args,
+    check_snapshot,
+)
 from eskit.stores.memory_snapshots import InMemorySnapshotStore
 from eskit.stores.sqlite_snapshots import SQLiteSnapshotStore
 
@@ -38,6 +49,8 @@ class AsyncSnapshotStore(ABC):
 
     event_store: AsyncEventStore | None = None
     """The async event store it sits beside."""
+    keep: int | None = None
+    """Snapshots per aggregate each save keeps (``None``: saves never prune)."""
 
     async def save(self, snapshot: Snapshot) -> None:
         """Store ``snapshot``, replacing one at the same version.
@@ -74,8 +87,39 @@ class AsyncSnapshotStore(ABC):
         start = 0 if snapshot is None else snapshot.version - 1
         return snapshot, await events.read_stream(aggregate_id, start, max_version)
 
+    async def prune(
+        self, keep: int = DEFAULT_KEEP, *, batch_size: int = DEFAULT_PRUNE_BATCH,
+        progress: Callable[[PruneProgress], object] | None = None,
+    ) -> int:
+        """Delete every aggregate's snapshots below its ``keep`` newest; return how many.
+
+        Same contract as :meth:`eskit.SnapshotStore.prune`.
+        """
+        keep = check_keep(keep)
+        batch_size = check_batch_size(batch_size)
+        total = await self._count_aggregates() if progress is not None else None
+        after: AggregateKey | None = None
+        seen = deleted = 0
+        while keys := await self._aggregates_after(after, batch_size):
+            deleted += await self._prune_aggregates(keys, keep)
+            seen += len(keys)
+            after = keys[-1]
+            if progress is not None:
+                progress(PruneProgress(seen, deleted, total))
+        return deleted
+
     async def close(self) -> None:  # noqa: B027 - snapshot stores borrow the event store's connections
         """Release what the snapshot store holds (not the event store's connections)."""
+
+    async def _aggregates_after(self, after: AggregateKey | None, limit: int
+                                ) -> list[AggregateKey]:
+        raise StoreError(f"{type(self).__name__} does not support pruning")
+
+    async def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
+        raise StoreError(f"{type(self).__name__} does not support pruning")
+
+    async def _count_aggregates(self) -> int | None:
+        return None
 
     async def _latest_with_tail(
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
@@ -101,6 +145,21 @@ class _SyncBackedSnapshotStore(AsyncSnapshotStore):
 
     async def save(self, snapshot: Snapshot) -> None:
         await self._call(self.sync_snapshots.save, snapshot)
+
+    async def prune(
+        self, keep: int = DEFAULT_KEEP, *, batch_size: int = DEFAULT_PRUNE_BATCH,
+        progress: Callable[[PruneProgress], object] | None = None,
+    ) -> int:
+        """Same contract as :meth:`eskit.SnapshotStore.prune`, run by the sync store.
+
+        For SQLite the pass runs in one worker thread, and so does ``progress``.
+        """
+        keep = check_keep(keep)
+        batch_size = check_batch_size(batch_size)
+        return await self._call(
+            functools.partial(self.sync_snapshots.prune, keep, batch_size=batch_size,
+                              progress=progress)
+        )
 
     async def latest(
         self, aggregate_id: StreamId, aggregate_type: str, max_version: int | None = None
@@ -135,14 +194,16 @@ class AsyncInMemorySnapshotStore(_SyncBackedSnapshotStore):
 
     event_store: AsyncInMemoryEventStore
 
-    def __init__(self, event_store: AsyncInMemoryEventStore) -> None:
+    def __init__(self, event_store: AsyncInMemoryEventStore, *, keep: int | None = None
+                 ) -> None:
         if not isinstance(event_store, AsyncInMemoryEventStore):
             raise StoreError(
                 "AsyncInMemorySnapshotStore needs an AsyncInMemoryEventStore, "
                 f"got {type(event_store).__name__}"
             )
         self.event_store = event_store
-        self.sync_snapshots = InMemorySnapshotStore(event_store.sync_store)
+        self.sync_snapshots = InMemorySnapshotStore(event_store.sync_store, keep=keep)
+        self.keep = self.sync_snapshots.keep
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         return function(*args)
@@ -158,7 +219,10 @@ class AsyncSQLiteSnapshotStore(_SyncBackedSnapshotStore):
 
     event_store: AsyncSQLiteEventStore
 
-    def __init__(self, event_store: AsyncSQLiteEventStore, *, lock_timeout: float = 1.0) -> None:
+    def __init__(
+        self, event_store: AsyncSQLiteEventStore, *, lock_timeout: float = 1.0,
+        keep: int | None = None,
+    ) -> None:
         if not isinstance(event_store, AsyncSQLiteEventStore):
             raise StoreError(
                 "AsyncSQLiteSnapshotStore needs an AsyncSQLiteEventStore, "
@@ -166,15 +230,17 @@ class AsyncSQLiteSnapshotStore(_SyncBackedSnapshotStore):
             )
         self.event_store = event_store
         self.sync_snapshots = SQLiteSnapshotStore(
-            event_store.sync_store, lock_timeout=lock_timeout
+            event_store.sync_store, lock_timeout=lock_timeout, keep=keep
         )
+        self.keep = self.sync_snapshots.keep
 
     @classmethod
     async def open(
-        cls, event_store: AsyncSQLiteEventStore, *, lock_timeout: float = 1.0
+        cls, event_store: AsyncSQLiteEventStore, *, lock_timeout: float = 1.0,
+        keep: int | None = None,
     ) -> Self:
         """The snapshot store, its table checked in a worker thread."""
-        return await asyncio.to_thread(cls, event_store, lock_timeout=lock_timeout)
+        return await asyncio.to_thread(cls, event_store, lock_timeout=lock_timeout, keep=keep)
 
     async def _call(self, function: Callable[..., T], *args: object) -> T:
         return await asyncio.to_thread(function, *args)

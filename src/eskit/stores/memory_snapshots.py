@@ -15,23 +15,27 @@ from dataclasses import replace
 
 from eskit.errors import StoreError
 from eskit.events import StreamId
-from eskit.snapshots import Snapshot, SnapshotStore, no_event_there
+from eskit.snapshots import AggregateKey, Snapshot, SnapshotStore, check_keep, no_event_there
 from eskit.stores.base import EventStore
 
 __all__ = ["InMemorySnapshotStore"]
 
 
 class InMemorySnapshotStore(SnapshotStore):
-    """Snapshots in memory, checked against ``event_store`` before they are kept."""
+    """Snapshots in memory, checked against ``event_store`` before they are kept.
+
+    ``keep=N``: each save also drops that aggregate's snapshots below its N newest.
+    """
 
     event_store: EventStore
 
-    def __init__(self, event_store: EventStore) -> None:
+    def __init__(self, event_store: EventStore, *, keep: int | None = None) -> None:
         if not isinstance(event_store, EventStore):
             raise StoreError(
                 f"InMemorySnapshotStore needs an EventStore, got {type(event_store).__name__}"
             )
         self.event_store = event_store
+        self.keep = None if keep is None else check_keep(keep, minimum=1)
         self._lock = threading.Lock()
         # (stream, aggregate type) -> sorted versions, and the snapshot of each.
         self._versions: dict[tuple[str, str], list[int]] = {}
@@ -50,6 +54,34 @@ class InMemorySnapshotStore(SnapshotStore):
             if (stream, snapshot.aggregate_type, snapshot.version) not in self._snapshots:
                 bisect.insort(versions, snapshot.version)
             self._snapshots[(*key, snapshot.version)] = snapshot
+            if self.keep is not None:
+                self._trim(key, self.keep)
+
+    def _trim(self, key: AggregateKey, keep: int) -> int:
+        # Under the lock. The versions list is sorted: the newest are at its end.
+        versions = self._versions.get(key)
+        if not versions or len(versions) <= keep:
+            return 0
+        cut = len(versions) - keep
+        for version in versions[:cut]:
+            del self._snapshots[(*key, version)]
+        del versions[:cut]
+        if not versions:
+            del self._versions[key]
+        return cut
+
+    def _aggregates_after(self, after: AggregateKey | None, limit: int) -> list[AggregateKey]:
+        with self._lock:
+            keys = sorted(k for k in self._versions if after is None or k > after)
+        return keys[:limit]
+
+    def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
+        with self._lock:
+            return sum(self._trim(key, keep) for key in keys)
+
+    def _count_aggregates(self) -> int:
+        with self._lock:
+            return len(self._versions)
 
     def _latest(
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None

@@ -21,6 +21,13 @@ Design notes:
   events after it. PostgreSQL answers both in one statement to save a round
   trip; in-process SQLite runs the two simple statements faster than one
   compound statement (about 21 against 32 microseconds), so it keeps them apart.
+* **Pruning in the save's transaction.** With ``keep=N`` the save's
+  ``BEGIN IMMEDIATE`` transaction also deletes the aggregate's snapshots below
+  its N newest: one indexed ``DELETE`` on the primary key (stream, type,
+  version), so a save never leaves more than N behind and a crash between the
+  two cannot happen. :meth:`~SQLiteSnapshotStore.prune` runs the same
+  statement for ``batch_size`` aggregates per transaction, walking the primary
+  key, so each batch costs what its own snapshots cost.
 * **Never blocks for long.** A snapshot is an optimisation: rather than wait
   the store's busy timeout (30 s by default) behind other writers, a save gives
   up after ``lock_timeout`` seconds with :class:`~eskit.StoreBusyError`, which
@@ -34,7 +41,14 @@ from typing import Any
 
 from eskit.errors import DecodingError, StoreBusyError, StoreError
 from eskit.events import StreamId
-from eskit.snapshots import Snapshot, SnapshotStore, no_event_there, snapshot_from_row
+from eskit.snapshots import (
+    AggregateKey,
+    Snapshot,
+    SnapshotStore,
+    check_keep,
+    no_event_there,
+    snapshot_from_row,
+)
 from eskit.stores.model import MAX_VERSION
 from eskit.stores.rows import micros_to_timestamp, timestamp_to_micros
 from eskit.stores.sqlite import SQLiteEventStore, _translated
@@ -57,6 +71,36 @@ WHERE stream_id = ? AND aggregate_type = ? AND version <= ?
 ORDER BY version DESC LIMIT 1
 """
 
+# Everything below the keep-th newest; the subquery is NULL (nothing deleted) with fewer.
+_PRUNE = """
+DELETE FROM eskit_snapshots
+WHERE stream_id = ?1 AND aggregate_type = ?2 AND version < (
+    SELECT version FROM eskit_snapshots WHERE stream_id = ?1 AND aggregate_type = ?2
+    ORDER BY version DESC LIMIT 1 OFFSET ?3
+)
+"""
+_PRUNE_ALL = "DELETE FROM eskit_snapshots WHERE stream_id = ? AND aggregate_type = ?"
+
+_FIRST_KEYS = """
+SELECT DISTINCT stream_id, aggregate_type FROM eskit_snapshots
+ORDER BY stream_id, aggregate_type LIMIT ?
+"""
+_KEYS_AFTER = """
+SELECT DISTINCT stream_id, aggregate_type FROM eskit_snapshots
+WHERE (stream_id, aggregate_type) > (?, ?)
+ORDER BY stream_id, aggregate_type LIMIT ?
+"""
+_COUNT_KEYS = (
+    "SELECT count(*) FROM (SELECT DISTINCT stream_id, aggregate_type FROM eskit_snapshots)"
+)
+
+
+def prune_one(conn: sqlite3.Connection, key: AggregateKey, keep: int) -> int:
+    """Prune one aggregate to its ``keep`` newest snapshots, in the caller's transaction."""
+    if keep == 0:
+        return conn.execute(_PRUNE_ALL, key).rowcount
+    return conn.execute(_PRUNE, (*key, keep - 1)).rowcount
+
 
 class SQLiteSnapshotStore(SnapshotStore):
     """Snapshots kept in the same SQLite file as ``event_store``'s events.
@@ -64,17 +108,23 @@ class SQLiteSnapshotStore(SnapshotStore):
     Raises :class:`~eskit.StoreError` if the file has no snapshot table (an
     older store opened with ``create=False``: open it once with
     ``create=True`` to upgrade it). Closing the event store closes this too.
+    ``keep=N``: each save also deletes, in its transaction, that aggregate's
+    snapshots below its N newest.
     """
 
     event_store: SQLiteEventStore
 
-    def __init__(self, event_store: SQLiteEventStore, *, lock_timeout: float = 1.0) -> None:
+    def __init__(
+        self, event_store: SQLiteEventStore, *, lock_timeout: float = 1.0,
+        keep: int | None = None,
+    ) -> None:
         if not isinstance(event_store, SQLiteEventStore):
             raise StoreError(
                 f"SQLiteSnapshotStore needs a SQLiteEventStore, got {type(event_store).__name__}"
             )
         self.event_store = event_store
         self.lock_timeout = float(lock_timeout)
+        self.keep = None if keep is None else check_keep(keep, minimum=1)
         with event_store._reading() as conn:
             found = conn.execute(
                 "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'eskit_snapshots'"
@@ -114,6 +164,8 @@ class SQLiteSnapshotStore(SnapshotStore):
                     snapshot.state.decode(), stream, snapshot.version, event_id,
                 ))
                 stored = cursor.rowcount == 1
+                if stored and self.keep is not None:
+                    prune_one(conn, (stream, snapshot.aggregate_type), self.keep)
                 conn.execute("COMMIT")
             finally:
                 if conn.in_transaction:
@@ -136,6 +188,36 @@ class SQLiteSnapshotStore(SnapshotStore):
             aggregate_id, aggregate_type, version, event_id, state_version, state,
             _timestamp(taken_at),
         )
+
+    def _aggregates_after(self, after: AggregateKey | None, limit: int) -> list[AggregateKey]:
+        with self.event_store._reading() as conn:
+            if after is None:
+                rows = conn.execute(_FIRST_KEYS, (limit,)).fetchall()
+            else:
+                rows = conn.execute(_KEYS_AFTER, (*after, limit)).fetchall()
+        return [(stream, kind) for stream, kind in rows]
+
+    def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
+        store = self.event_store
+        # Maintenance may wait for other writers as long as an append would.
+        with _translated(store.path):
+            conn = store._lock_writer()
+            assert conn is not None  # no timeout: it waits
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    deleted = sum(prune_one(conn, key, keep) for key in keys)
+                    conn.execute("COMMIT")
+                finally:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+            finally:
+                store._write_lock.release()
+        return deleted
+
+    def _count_aggregates(self) -> int:
+        with self.event_store._reading() as conn:
+            return int(conn.execute(_COUNT_KEYS).fetchone()[0])
 
 
 def _timestamp(value: Any) -> Any:

@@ -4,15 +4,19 @@ A backend's test module subclasses :class:`SnapshotStoreContract` and says how t
 make a fresh event store and the snapshot store beside it::
 
     class TestMySnapshots(SnapshotStoreContract):
-        def create_stores(self, tmp_path):
+        def create_stores(self, tmp_path, *, keep=None):
             events = MyEventStore(tmp_path / "events.db")
-            return events, MySnapshotStore(events)
+            return events, MySnapshotStore(events, keep=keep)
+
+``keep`` is the store's automatic pruning option (``None``: saves never prune);
+the pruning cases pass it, the others leave it out.
 
 Test names state the guarantee they check (see :class:`eskit.SnapshotStore`).
 """
 
 from __future__ import annotations
 
+import itertools
 import random
 import threading
 import uuid
@@ -26,7 +30,7 @@ import pytest
 
 from eskit import EventStore, InvalidInputError, NewEvent, Snapshot, SnapshotStore, codec
 from eskit.events import MAX_NAME_BYTES
-from eskit.snapshots import MAX_TYPE_NAME_BYTES
+from eskit.snapshots import MAX_TYPE_NAME_BYTES, PruneProgress
 
 __all__ = ["SnapshotStoreContract"]
 
@@ -70,7 +74,7 @@ class ReadThrough(EventStore):
 class SnapshotStoreContract:
     """The guarantees of :class:`eskit.SnapshotStore`. Subclass and implement ``create_stores``."""
 
-    def create_stores(self, tmp_path: Path) -> Stores:
+    def create_stores(self, tmp_path: Path, *, keep: int | None = None) -> Stores:
         raise NotImplementedError("a contract test class must implement create_stores")
 
     @pytest.fixture
@@ -81,6 +85,22 @@ class SnapshotStoreContract:
         finally:
             snapshots.close()
             events.close()
+
+    @pytest.fixture
+    def keeping(self, tmp_path: Path) -> Iterator[Any]:
+        """A factory of stores whose saves prune to ``keep``; closes what it made."""
+        made: list[Stores] = []
+
+        def make(keep: int) -> Stores:
+            made.append(self.create_stores(tmp_path / f"keep{len(made)}", keep=keep))
+            return made[-1]
+
+        try:
+            yield make
+        finally:
+            for events, snapshots in made:
+                snapshots.close()
+                events.close()
 
     # -- saving and loading ------------------------------------------------------------
 
@@ -317,3 +337,167 @@ class SnapshotStoreContract:
             assert found is not None
             assert found.version == bound
             assert found.event_id == ids[bound - 1]
+
+    # -- pruning ---------------------------------------------------------------------------
+
+    def _versions(self, snapshots: SnapshotStore, stream: Any, head: int,
+                  aggregate_type: str = TYPE) -> list[int]:
+        """The versions stored for an aggregate, found through ``latest`` alone."""
+        found: list[int] = []
+        bound = head
+        while bound >= 1:
+            snapshot = snapshots.latest(stream, aggregate_type, bound)
+            if snapshot is None:
+                break
+            found.append(snapshot.version)
+            bound = snapshot.version - 1
+        return sorted(found)
+
+    def test_a_store_with_keep_keeps_the_newest_n_after_every_save(self, keeping: Any) -> None:
+        events, snapshots = keeping(3)
+        ids = _fill(events, "acc-1", 10)
+        for version in range(1, 11):
+            snapshots.save(_snapshot("acc-1", version, ids[version - 1]))
+            assert self._versions(snapshots, "acc-1", 10) == list(
+                range(max(1, version - 2), version + 1)
+            )
+        found = snapshots.latest("acc-1", TYPE)
+        assert found is not None
+        assert (found.version, found.event_id) == (10, ids[9])
+
+    def test_a_snapshot_saved_below_the_newest_n_is_pruned_at_once(self, keeping: Any) -> None:
+        events, snapshots = keeping(2)
+        ids = _fill(events, "acc-1", 30)
+        for version in (10, 20, 5):
+            snapshots.save(_snapshot("acc-1", version, ids[version - 1]))
+        assert self._versions(snapshots, "acc-1", 30) == [10, 20]
+        snapshots.save(_snapshot("acc-1", 20, ids[19], {"replaced": True}))  # same version
+        assert self._versions(snapshots, "acc-1", 30) == [10, 20]
+
+    def test_saving_with_keep_never_touches_other_aggregates_or_types(
+        self, keeping: Any
+    ) -> None:
+        events, snapshots = keeping(1)
+        streams = ["acc-1", "acc-10", "acc-1-x", "ACC-1"]  # prefixes and case: not the same
+        ids = {s: _fill(events, s, 5) for s in streams}
+        for stream in streams[1:]:
+            snapshots.save(_snapshot(stream, 2, ids[stream][1]))
+        snapshots.save(_snapshot("acc-1", 2, ids["acc-1"][1], aggregate_type="other.Type"))
+        for version in range(1, 6):
+            snapshots.save(_snapshot("acc-1", version, ids["acc-1"][version - 1]))
+        assert self._versions(snapshots, "acc-1", 5) == [5]
+        assert self._versions(snapshots, "acc-1", 5, "other.Type") == [2]
+        for stream in streams[1:]:
+            assert self._versions(snapshots, stream, 5) == [2], stream
+
+    def test_prune_keeps_the_newest_n_of_each_aggregate_and_type(self, stores: Stores) -> None:
+        events, snapshots = stores
+        ids = {s: _fill(events, s, 6) for s in ("acc-1", "acc-2", "acc-10")}
+        for stream, stream_ids in ids.items():
+            for version in range(1, 7):
+                snapshots.save(_snapshot(stream, version, stream_ids[version - 1]))
+        for version in (1, 3):
+            snapshots.save(_snapshot("acc-1", version, ids["acc-1"][version - 1],
+                                     aggregate_type="other.Type"))
+        assert snapshots.prune(keep=2) == 3 * 4
+        for stream in ids:
+            assert self._versions(snapshots, stream, 6) == [5, 6], stream
+        assert self._versions(snapshots, "acc-1", 6, "other.Type") == [1, 3]
+        assert snapshots.prune(keep=2) == 0  # a second pass has nothing left to do
+
+    def test_prune_runs_in_batches_and_reports_progress(self, stores: Stores) -> None:
+        events, snapshots = stores
+        for n in range(7):
+            stream_ids = _fill(events, f"s-{n}", 4)
+            for version in range(1, 5):
+                snapshots.save(_snapshot(f"s-{n}", version, stream_ids[version - 1]))
+        seen: list[PruneProgress] = []
+        assert snapshots.prune(keep=1, batch_size=3, progress=seen.append) == 7 * 3
+        assert [(p.aggregates, p.total_aggregates) for p in seen] == [(3, 7), (6, 7), (7, 7)]
+        assert seen[-1].deleted == 21
+        assert all(a.deleted <= b.deleted for a, b in itertools.pairwise(seen))
+
+    def test_prune_to_zero_deletes_every_snapshot_and_the_events_still_load(
+        self, stores: Stores
+    ) -> None:
+        events, snapshots = stores
+        ids = _fill(events, "acc-1", 12)
+        for version in (4, 8, 12):
+            snapshots.save(_snapshot("acc-1", version, ids[version - 1]))
+        assert snapshots.prune(keep=0) == 3
+        assert snapshots.latest("acc-1", TYPE) is None
+        snapshot, tail = snapshots.latest_with_tail("acc-1", TYPE, events=events)
+        assert snapshot is None
+        assert [e.event_id for e in tail] == ids
+        assert snapshots.prune(keep=0) == 0
+
+    def test_prune_of_a_store_without_snapshots_deletes_nothing(self, stores: Stores) -> None:
+        _, snapshots = stores
+        seen: list[PruneProgress] = []
+        assert snapshots.prune(progress=seen.append) == 0
+        assert seen == []
+
+    @pytest.mark.parametrize(
+        "kwargs", [{"keep": -1}, {"keep": True}, {"keep": "3"}, {"keep": 1.5},
+                   {"batch_size": 0}, {"batch_size": True}, {"batch_size": 10**7}],
+        ids=repr,
+    )
+    def test_bad_prune_arguments_are_invalid_input_and_delete_nothing(
+        self, stores: Stores, kwargs: dict[str, Any]
+    ) -> None:
+        events, snapshots = stores
+        ids = _fill(events, "acc-1", 2)
+        for version in (1, 2):
+            snapshots.save(_snapshot("acc-1", version, ids[version - 1]))
+        with pytest.raises(InvalidInputError):
+            snapshots.prune(**kwargs)
+        assert self._versions(snapshots, "acc-1", 2) == [1, 2]
+
+    @pytest.mark.parametrize("keep", [0, -1, True, "2"], ids=repr)
+    def test_a_bad_keep_option_is_invalid_input(self, tmp_path: Path, keep: Any) -> None:
+        with pytest.raises(InvalidInputError, match="keep"):
+            self.create_stores(tmp_path, keep=keep)
+
+    def test_threads_saving_with_keep_while_another_prunes_keep_the_newest(
+        self, keeping: Any
+    ) -> None:
+        events, snapshots = keeping(3)
+        ids = _fill(events, "busy", 40)
+        other = _fill(events, "calm", 3)
+        for version in (1, 2, 3):  # another aggregate: never below its newest 3
+            snapshots.save(_snapshot("calm", version, other[version - 1]))
+        errors: list[BaseException] = []
+        done = threading.Event()
+
+        def saver(offset: int) -> None:
+            try:
+                for version in range(1 + offset, 41, 4):
+                    snapshots.save(_snapshot("busy", version, ids[version - 1]))
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        def pruner() -> None:
+            try:
+                while not done.is_set():
+                    snapshots.prune(keep=3, batch_size=1)
+            except BaseException as exc:  # pragma: no cover - reported below
+                errors.append(exc)
+
+        savers = [threading.Thread(target=saver, args=(n,)) for n in range(4)]
+        pruning = threading.Thread(target=pruner)
+        pruning.start()
+        for t in savers:
+            t.start()
+        for t in savers:
+            t.join()
+        done.set()
+        pruning.join()
+        assert errors == []
+        # Nothing deletes one of the three highest versions: only rows below three newer go.
+        assert self._versions(snapshots, "busy", 40)[-3:] == [38, 39, 40]
+        snapshots.prune(keep=3)
+        assert self._versions(snapshots, "busy", 40) == [38, 39, 40]
+        assert self._versions(snapshots, "calm", 3) == [1, 2, 3]
+        found = snapshots.latest("busy", TYPE)
+        assert found is not None
+        assert found.event_id == ids[39]
