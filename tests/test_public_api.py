@@ -38,6 +38,8 @@ PUBLIC_API = [
     "HealthReport", "check_health",
     # opening the store a URL or $ESKIT_DSN names (eskit.config)
     "open_store",
+    # payload compression (eskit.stores.compact)
+    "CompactResult", "compact",
 ]
 
 

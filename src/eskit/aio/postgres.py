@@ -395,7 +395,9 @@ class AsyncPostgresEventStore(AsyncEventStore):
             async with self._connection() as conn:
                 if self._joins_transaction(conn):
                     return await append_on(self, conn, stream_id, stream, expected, batch)
-        params = append_params(stream, expected, batch, self.compress_threshold)
+        params = append_params(
+            stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
+        )
 
         async def insert(
             conn: psycopg.AsyncConnection[Any], locked: bool

@@ -7,7 +7,16 @@ from typing import Annotated
 import typer
 
 import eskit
-from eskit.cli import _demo, _health, _inspect, _projections, _relay, _schema, _timetravel
+from eskit.cli import (
+    _compact,
+    _demo,
+    _health,
+    _inspect,
+    _projections,
+    _relay,
+    _schema,
+    _timetravel,
+)
 
 __all__ = ["make_app"]
 
@@ -41,6 +50,8 @@ def make_app() -> typer.Typer:
         pretty_exceptions_show_locals=False,
     )
     app.callback()(_root)
-    for group in (_demo, _inspect, _schema, _timetravel, _projections, _health, _relay):
+    for group in (
+        _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact,
+    ):
         group.register(app)
     return app

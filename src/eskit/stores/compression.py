@@ -95,8 +95,9 @@ def inflate(frame: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
         size = zstandard.frame_content_size(frame)
     except zstandard.ZstdError as exc:
         raise DecodingError(f"corrupt zstd frame header: {exc}") from exc
-    if size in (_CONTENTSIZE_UNKNOWN, _CONTENTSIZE_ERROR):
-        raise DecodingError("zstd frame does not declare its decoded size")
+    if size in (_CONTENTSIZE_UNKNOWN, _CONTENTSIZE_ERROR) or size < 1:
+        # eskit writes no empty payload; and max_output_size=0 would mean "no bound".
+        raise DecodingError("zstd frame does not declare a decoded size")
     if size > limit:
         raise DecodingError(
             f"zstd frame declares {size} decoded bytes, over the limit of {limit}"
@@ -105,7 +106,7 @@ def inflate(frame: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
         # One shot into a buffer of the declared size: zstd stops with an error
         # rather than write past it, and checks the checksum.
         out = _decompressor.decompress(frame, max_output_size=size)
-    except zstandard.ZstdError as exc:
+    except (zstandard.ZstdError, SystemError, ValueError) as exc:
         raise DecodingError(f"corrupt zstd frame: {exc}") from exc
     if len(out) != size:
         raise DecodingError("zstd frame decodes to fewer bytes than it declares")
@@ -134,13 +135,3 @@ def is_compressed(stored: object) -> bool:
         return bytes(stored[:4]) == MAGIC
     return isinstance(stored, str) and stored.startswith(HEX_PREFIX)
 
-
-def sql_inflate(frame: object) -> str | None:
-    """SQLite's ``eskit_inflate(x)``: the text a frame holds, ``NULL`` if ``x`` is not
-    a sound frame of UTF-8 (so that the append-only trigger refuses the rewrite)."""
-    if type(frame) is not bytes:
-        return None
-    try:
-        return inflate(frame).decode()
-    except (DecodingError, UnicodeDecodeError):
-        return None

@@ -354,7 +354,9 @@ class PostgresEventStore(EventStore):
             with self._connection() as conn:
                 if self._in_caller_transaction():
                     return append_on(self, conn, stream_id, stream, expected, batch)
-        params = append_params(stream, expected, batch, self.compress_threshold)
+        params = append_params(
+            stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
+        )
         for attempt in range(MAX_APPEND_ATTEMPTS):
             try:
                 if attempt == 0:

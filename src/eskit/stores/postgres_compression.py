@@ -95,6 +95,10 @@ class CompactStatements:
                  AND recorded_at < %s AND octet_length(data::text) >= %s
                ORDER BY tx_id, seq LIMIT %s FOR UPDATE"""
         ).format(events=events)
+        self.count = sql.SQL(
+            """SELECT count(*) FROM {events}
+               WHERE data IS NOT NULL AND recorded_at < %s AND octet_length(data::text) >= %s"""
+        ).format(events=events)
         self.rewrite = sql.SQL(
             """UPDATE {events} SET data = NULL, data_zstd = %s
                WHERE tx_id = %s::text::xid8 AND seq = %s AND data::text = %s

@@ -322,7 +322,7 @@ class Statements:
             sql.Literal(f"eskit-append:{schema}:")
         )
         self.lock_stream = sql.SQL("SELECT pg_advisory_xact_lock({})").format(stream_lock)
-        self.append = sql.SQL(
+        self._append_5 = sql.SQL(
             """WITH turn AS (
                    SELECT pg_advisory_xact_lock_shared({stream_lock})
                ), head AS (
@@ -342,6 +342,32 @@ class Statements:
                                %(zdata)b::bytea[])
                         WITH ORDINALITY AS u(event_id, event_type, schema_version,
                                              recorded_at, data, metadata, zdata, ord)
+                   WHERE head.v BETWEEN %(lo)s AND %(hi)s
+                   ORDER BY u.ord
+                   RETURNING version, tx_id::text AS tx, seq
+               )
+               SELECT head.v, ins.version, ins.tx, ins.seq
+               FROM head LEFT JOIN ins ON true
+               ORDER BY ins.version"""
+        ).format(events=events, stream_lock=stream_lock)
+        # Before schema 5: no data_zstd column (append_params then compresses nothing).
+        self._append_4 = sql.SQL(
+            """WITH turn AS (
+                   SELECT pg_advisory_xact_lock_shared({stream_lock})
+               ), head AS (
+                   SELECT (SELECT coalesce(max(version), 0) FROM {events}
+                           WHERE stream_id = %(stream)s) AS v
+                   FROM turn
+               ), ins AS (
+                   INSERT INTO {events} (event_id, stream_id, version, event_type,
+                                         schema_version, recorded_at, data, metadata)
+                   SELECT u.event_id, %(stream)s, head.v + u.ord, u.event_type,
+                          u.schema_version, u.recorded_at, u.data::json, u.metadata::json
+                   FROM head,
+                        unnest(%(ids)b::uuid[], %(types)b::text[], %(schema_versions)b::int[],
+                               %(recorded)b::timestamptz[], %(data)b::text[], %(meta)b::text[])
+                        WITH ORDINALITY AS u(event_id, event_type, schema_version,
+                                             recorded_at, data, metadata, ord)
                    WHERE head.v BETWEEN %(lo)s AND %(hi)s
                    ORDER BY u.ord
                    RETURNING version, tx_id::text AS tx, seq
@@ -395,6 +421,8 @@ class Statements:
         holding an id), until :meth:`~eskit.PostgresEventStore.setup` migrates it.
         """
         events = sql.SQL("{}.eskit_events").format(sql.Identifier(self.schema))
+        self.version = version
+        self.append = self._append_5 if version >= 5 else self._append_4
         cols = sql.SQL(EVENT_COLUMNS if version >= 5 else EVENT_COLUMNS_BEFORE_5)
         self.find_events = sql.SQL(
             "SELECT {cols} FROM {events} WHERE event_id = ANY(%b::uuid[])"
@@ -435,6 +463,10 @@ class Statements:
                WHERE {visible}
                ORDER BY tx_id DESC, seq DESC LIMIT 1"""
         ).format(events=events, visible=visible)
+
+    def payload_threshold(self, threshold: int | None) -> int | None:
+        """The store's ``compress_threshold``, or ``None`` on a schema before 5."""
+        return threshold if self.version >= 5 else None
 
     def read_stream(
         self, stream: str, from_version: int, to_version: int | None, backwards: bool,

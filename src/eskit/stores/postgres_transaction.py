@@ -127,7 +127,9 @@ def append_on(
     stream: str, expected: Expected, batch: list[PendingEvent],
 ) -> AppendResult:
     """eskit's append, on ``conn`` in its current transaction, in a savepoint."""
-    params = append_params(stream, expected, batch, store.compress_threshold)
+    params = append_params(
+        stream, expected, batch, store.sql.payload_threshold(store.compress_threshold)
+    )
     sql = store.sql
     try:
         for attempt in range(MAX_APPEND_ATTEMPTS):

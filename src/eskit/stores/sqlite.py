@@ -55,7 +55,6 @@ from eskit.stores.base import EventStore
 from eskit.stores.compression import (
     DEFAULT_COMPRESS_THRESHOLD,
     check_compress_threshold,
-    sql_inflate,
     stored_data,
 )
 from eskit.stores.model import (
@@ -123,11 +122,13 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 2 -> 3: compressed payloads (eskit.stores.compression). A compressed payload is
     # a zstd frame stored as a BLOB in the same data column (TEXT affinity keeps a
-    # BLOB a BLOB), so nothing is added; the append-only trigger now lets through
-    # the one rewrite eskit.compact makes: a TEXT payload replaced by a frame that
-    # inflates (eskit_inflate, registered on eskit's connections) to the same
-    # bytes, every other column unchanged. A connection without eskit_inflate
-    # cannot prepare any UPDATE of the table ("no such function"): still refused.
+    # BLOB a BLOB), so no column is added. The append-only trigger now lets through
+    # the one rewrite eskit.compact makes: a TEXT payload replaced by a BLOB that
+    # starts with the zstd magic, every other column unchanged. That the frame holds
+    # the same bytes is checked by compact before it commits: a check in the trigger
+    # would need a function of eskit's, and a connection without it could then not
+    # even prepare an UPDATE, so raw SQL would meet "no such function" instead of
+    # this refusal.
     [
         "DROP TRIGGER eskit_events_no_update",
         """CREATE TRIGGER eskit_events_no_update BEFORE UPDATE ON eskit_events
@@ -138,7 +139,7 @@ MIGRATIONS: list[list[str]] = [
                      AND NEW.recorded_at IS OLD.recorded_at
                      AND NEW.metadata IS OLD.metadata
                      AND typeof(OLD.data) = 'text' AND typeof(NEW.data) = 'blob'
-                     AND eskit_inflate(NEW.data) IS OLD.data)
+                     AND substr(NEW.data, 1, 4) = X'28B52FFD')
            BEGIN SELECT RAISE(ABORT, 'eskit events are append-only'); END""",
     ],
 ]
@@ -283,7 +284,6 @@ class SQLiteEventStore(EventStore):
                 )
             try:
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
-                conn.create_function("eskit_inflate", 1, sql_inflate, deterministic=True)
             except BaseException:
                 conn.close()
                 raise
