@@ -8,7 +8,7 @@ cases run against any store that compresses (see docs/storage.md).
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -122,7 +122,7 @@ class CompressionContract:
                 subscribed = list(itertools.islice(iter(sub), len(all_events)))
             finally:
                 sub.stop()
-            views: list[list[Event | UndecodableEvent]] = [
+            views: list[Sequence[Event | UndecodableEvent]] = [
                 store.read_stream("order-1"),
                 store.read_stream("order-1", backwards=True),
                 store.read_stream("order-1", 1, 2),
