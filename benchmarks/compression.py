@@ -119,14 +119,12 @@ class Result:
     load_per_s: float
 
 
-def _median_rate(count: int, action: Callable[[], int], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        start = time.perf_counter()
-        seen = action()
-        times.append(time.perf_counter() - start)
-        assert seen == count, (seen, count)
-    return count / statistics.median(times)
+def _rate(count: int, action: Callable[[], int]) -> float:
+    start = time.perf_counter()
+    seen = action()
+    elapsed = time.perf_counter() - start
+    assert seen == count, (seen, count)
+    return count / elapsed
 
 
 def _open(backend: str, workdir: Path, tag: str, threshold: int | None) -> tuple[EventStore, Any]:
@@ -179,27 +177,40 @@ def _loader(store: EventStore, streams: list[str]) -> Callable[[], int]:
 
 def run(backend: str, sizes: Sizes, repeat: int, workdir: Path,
         progress: Callable[[str], object] = lambda _: None) -> list[Result]:
+    """Both modes of each workload side by side; their timed reads alternate (off, on,
+    off, on, ...) so that a machine shared with other work slows both alike."""
     results = []
+    modes = (("off", None), ("on", DEFAULT_COMPRESS_THRESHOLD))
     for name in ("bank", "orders"):
         batches = workload(name, sizes)
         count = sum(len(events) for _, events in batches)
         streams = sorted({stream for stream, _ in batches})
-        for mode, threshold in (("off", None), ("on", DEFAULT_COMPRESS_THRESHOLD)):
-            progress(f"{backend} {name} compression {mode}")
-            store, where = _open(backend, workdir, f"{name}-{mode}", threshold)
-            try:
+        opened = [_open(backend, workdir, f"{name}-{mode}", threshold) for mode, threshold in modes]
+        try:
+            appends, footprint = [], []
+            for (mode, _), (store, where) in zip(modes, opened, strict=True):
+                progress(f"{backend} {name}: appending, compression {mode}")
                 start = time.perf_counter()
                 for stream, events in batches:
                     store.append(stream, events)
-                append_rate = count / (time.perf_counter() - start)
-                per_event, payload = _sizes(backend, where, count)
-                read_all = _median_rate(count, _reader(store), repeat)
-                load = _median_rate(count, _loader(store, streams), repeat)
-            finally:
+                appends.append(count / (time.perf_counter() - start))
+                footprint.append(_sizes(backend, where, count))
+            progress(f"{backend} {name}: reading")
+            reads: list[list[float]] = [[], []]
+            loads: list[list[float]] = [[], []]
+            for _ in range(repeat):
+                for k, (store, _) in enumerate(opened):
+                    reads[k].append(_rate(count, _reader(store)))
+                    loads[k].append(_rate(count, _loader(store, streams)))
+        finally:
+            for store, where in opened:
                 store.close()
                 _drop(backend, where)
-            results.append(Result(backend, name, mode, count, per_event, payload, append_rate,
-                                  read_all, load))
+        for k, (mode, _) in enumerate(modes):
+            results.append(Result(
+                backend, name, mode, count, footprint[k][0], footprint[k][1], appends[k],
+                statistics.median(reads[k]), statistics.median(loads[k]),
+            ))
     return results
 
 
