@@ -45,6 +45,10 @@ def test_compact_compresses_old_events_and_a_rerun_does_nothing(tmp_path: Path) 
     assert "5 of 5 events compressed in 3 batches" in done.stdout
     assert _blobs(path) == 5
     assert _events(path) == before
+    shown = eskit_cli("events", path, "order-3")  # the inspect commands inflate too
+    assert shown.returncode == 0, shown.stderr
+    assert "SKU-00039" in shown.stdout
+    assert "order-3" in shown.stdout
     again = eskit_cli("compact", path, "--older-than", "0s")
     assert "0 of 0 events compressed" in again.stdout
     assert _events(path) == before
