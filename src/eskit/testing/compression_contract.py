@@ -69,6 +69,22 @@ class CompressionContract:
         bypassing eskit."""
         raise NotImplementedError
 
+    def set_threshold(self, store: EventStore, threshold: int | None) -> None:
+        """Change the store's ``compress_threshold`` (for the store under a wrapper)."""
+        store.compress_threshold = threshold  # type: ignore[attr-defined]
+
+    def run_compact(self, store: EventStore, **options: Any) -> Any:
+        """:func:`eskit.compact` on ``store`` (or on a sync store on the same data)."""
+        return compact(store, **options)
+
+    def subscribed(self, store: EventStore, count: int) -> list[Event | UndecodableEvent]:
+        """The first ``count`` events a subscription from the start delivers."""
+        sub = store.subscribe(poll_interval=0.01)
+        try:
+            return list(itertools.islice(iter(sub), count))
+        finally:
+            sub.stop()
+
     @pytest.fixture
     def stores(self, tmp_path: Path) -> Iterator[tuple[EventStore, EventStore]]:
         """The same backend twice: compressing everything it can, and never."""
@@ -117,11 +133,7 @@ class CompressionContract:
         def reads(store: EventStore) -> list[list[tuple[Any, ...]]]:
             all_events = list(store.read_all())
             second = all_events[1].position or 0
-            sub = store.subscribe(poll_interval=0.01)
-            try:
-                subscribed = list(itertools.islice(iter(sub), len(all_events)))
-            finally:
-                sub.stop()
+            subscribed = self.subscribed(store, len(all_events))
             views: list[Sequence[Event | UndecodableEvent]] = [
                 store.read_stream("order-1"),
                 store.read_stream("order-1", backwards=True),
@@ -148,12 +160,12 @@ class CompressionContract:
             batch = [NewEvent("Placed", large_payload(7)), NewEvent("Small", {"n": 1})]
             first = store.append("order-7", batch, 0)
             # The same events again, written the other way: still the same batch.
-            threshold = getattr(store, "compress_threshold", None)
-            store.compress_threshold = None if threshold else 1  # type: ignore[attr-defined]
+            threshold = 1 if store is stores[0] else None
+            self.set_threshold(store, None if threshold else 1)
             try:
                 again = store.append("order-7", batch, 0)
             finally:
-                store.compress_threshold = threshold  # type: ignore[attr-defined]
+                self.set_threshold(store, threshold)
             assert again.duplicate is True
             assert [e.event_id for e in again.events] == [e.event_id for e in first.events]
             assert store.head_version("order-7") == 2
@@ -179,17 +191,17 @@ class CompressionContract:
             placed = store.read_stream("order-1")[0]
             assert not self.is_stored_compressed(store, placed)
             # Nothing is old enough yet.
-            assert compact(store, older_than=timedelta(days=1)).compressed == 0
-            first = compact(store, older_than=timedelta(0), batch_size=2)
+            assert self.run_compact(store, older_than=timedelta(days=1)).compressed == 0
+            first = self.run_compact(store, older_than=timedelta(0), batch_size=2)
             # The two events of at least 1024 bytes (the default threshold).
             assert (first.examined, first.compressed) == (2, 2)
             assert first.bytes_after * 3 < first.bytes_before
             assert self.is_stored_compressed(store, placed)
             assert [_shape(e) for e in store.read_all()] == before
             # A lower threshold takes "Shipped" too; "Small" would not shrink.
-            lower = compact(store, older_than=timedelta(0), threshold=1)
+            lower = self.run_compact(store, older_than=timedelta(0), threshold=1)
             assert (lower.examined, lower.compressed) == (2, 1)
-            second = compact(store, older_than=timedelta(0), threshold=1)
+            second = self.run_compact(store, older_than=timedelta(0), threshold=1)
             assert second.compressed == 0
             assert [_shape(e) for e in store.read_all()] == before
         finally:
@@ -203,7 +215,7 @@ class CompressionContract:
                         {"older_than": timedelta(0), "batch_size": 0},
                         {"older_than": timedelta(0), "threshold": -3}):
                 with pytest.raises(InvalidInputError):
-                    compact(store, **bad)
+                    self.run_compact(store, **bad)
         finally:
             store.close()
 
