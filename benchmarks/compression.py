@@ -214,6 +214,35 @@ def run(backend: str, sizes: Sizes, repeat: int, workdir: Path,
     return results
 
 
+def ratios() -> list[tuple[int, int, int, float, float]]:
+    """For the threshold: orders of 1 to 20 lines, as (lines, JSON bytes, frame bytes,
+    ratio, microseconds to inflate one frame)."""
+    from eskit import codec
+    from eskit.stores.compression import compress, inflate
+
+    out = []
+    rng = random.Random(7)
+    for lines in (1, 2, 3, 5, 10, 20):
+        payload = order_payload(rng, lines)
+        payload["lines"] = payload["lines"][:lines]
+        raw = codec.encode(payload)
+        frame = compress(raw)
+        start = time.perf_counter()
+        for _ in range(1000):
+            inflate(frame)
+        micros = (time.perf_counter() - start) * 1000
+        out.append((lines, len(raw), len(frame), len(raw) / len(frame), micros))
+    return out
+
+
+def _ratio_table() -> str:
+    lines = ["| order lines | JSON bytes | zstd frame bytes | ratio | inflate µs |",
+             "|---|---|---|---|---|"]
+    for n, raw, frame, ratio, micros in ratios():
+        lines.append(f"| {n} | {raw:,} | {frame:,} | {ratio:.2f}x | {micros:.1f} |")
+    return "\n".join(lines)
+
+
 def _table(results: list[Result]) -> str:
     lines = [
         "| backend | workload | compression | bytes/event | payload bytes/event "
@@ -255,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
             results += run(backend, sizes, args.repeat, Path(tmp),
                            progress=lambda step: print(f"... {step}", file=sys.stderr))
     print(_table(results))
+    print()
+    print(_ratio_table())
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(
         {"sizes": asdict(sizes), "repeat": args.repeat, "results": [asdict(r) for r in results]},

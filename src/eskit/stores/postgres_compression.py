@@ -38,6 +38,11 @@ def compression_migration(schema: str) -> list[sql.Composed]:
         sql.SQL(
             "ALTER TABLE {events} ADD COLUMN data_zstd bytea, ALTER COLUMN data DROP NOT NULL"
         ).format(events=events),
+        # A frame does not compress again: TOAST may move a large one out of line but
+        # should not spend pglz on it.
+        sql.SQL("ALTER TABLE {events} ALTER COLUMN data_zstd SET STORAGE EXTERNAL").format(
+            events=events
+        ),
         sql.SQL(
             "ALTER TABLE {events} ADD CONSTRAINT eskit_events_one_payload"
             " CHECK ((data IS NULL) <> (data_zstd IS NULL)) NOT VALID"
