@@ -23,7 +23,8 @@ with a raised ``max_event_bytes``) are stored uncompressed.
 
 from __future__ import annotations
 
-import zstandard
+import threading
+from typing import Any
 
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.stores.model import DEFAULT_MAX_EVENT_BYTES
@@ -49,11 +50,31 @@ stored uncompressed."""
 
 LEVEL = 3  # zstd's default: most of the ratio of higher levels at a fraction of the time
 
-_compressor = zstandard.ZstdCompressor(level=LEVEL, write_checksum=True, write_content_size=True)
-_decompressor = zstandard.ZstdDecompressor()
-_compress = _compressor.compress
-_CONTENTSIZE_UNKNOWN = zstandard.CONTENTSIZE_UNKNOWN
-_CONTENTSIZE_ERROR = zstandard.CONTENTSIZE_ERROR
+class _Zstd(threading.local):
+    """zstandard's contexts, one set per thread (its compressor and decompressor
+    objects must not be used by two threads at once), made on first use: most
+    processes (small events only) never compress or inflate, and the import costs
+    several milliseconds at start-up."""
+
+    def __init__(self) -> None:
+        import zstandard
+
+        self.module: Any = zstandard
+        self.compress = zstandard.ZstdCompressor(
+            level=LEVEL, write_checksum=True, write_content_size=True
+        ).compress
+        self.decompress = zstandard.ZstdDecompressor().decompress
+        self.unknown = (zstandard.CONTENTSIZE_UNKNOWN, zstandard.CONTENTSIZE_ERROR)
+
+
+_zstd: _Zstd | None = None
+
+
+def _lib() -> _Zstd:
+    global _zstd
+    if _zstd is None:
+        _zstd = _Zstd()  # a threading.local: each thread runs __init__ on first access
+    return _zstd
 
 
 def check_compress_threshold(value: object) -> int | None:
@@ -69,7 +90,7 @@ def check_compress_threshold(value: object) -> int | None:
 
 def compress(data: bytes) -> bytes:
     """``data`` as one checksummed zstd frame that declares its decoded size."""
-    return _compress(data)
+    return bytes(_lib().compress(data))
 
 
 def should_compress(data: bytes, threshold: int | None) -> bool:
@@ -80,7 +101,7 @@ def stored_data(data: bytes, threshold: int | None) -> str | bytes:
     """What a store writes for encoded event data: the JSON text, or a frame of it
     when it is at least ``threshold`` bytes and the frame is smaller."""
     if threshold is not None and threshold <= len(data) <= MAX_INFLATED_BYTES:
-        frame = _compress(data)
+        frame = compress(data)
         if len(frame) < len(data):
             return frame
     return data.decode()
@@ -91,11 +112,12 @@ def inflate(frame: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
     sound frame of at most ``limit`` decoded bytes."""
     if frame[:4] != MAGIC:
         raise DecodingError("stored payload is not a zstd frame")
+    lib = _lib()
     try:
-        size = zstandard.frame_content_size(frame)
-    except zstandard.ZstdError as exc:
+        size = lib.module.frame_content_size(frame)
+    except lib.module.ZstdError as exc:
         raise DecodingError(f"corrupt zstd frame header: {exc}") from exc
-    if size in (_CONTENTSIZE_UNKNOWN, _CONTENTSIZE_ERROR) or size < 1:
+    if size in lib.unknown or size < 1:
         # eskit writes no empty payload; and max_output_size=0 would mean "no bound".
         raise DecodingError("zstd frame does not declare a decoded size")
     if size > limit:
@@ -105,8 +127,8 @@ def inflate(frame: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
     try:
         # One shot into a buffer of the declared size: zstd stops with an error
         # rather than write past it, and checks the checksum.
-        out = _decompressor.decompress(frame, max_output_size=size)
-    except (zstandard.ZstdError, SystemError, ValueError) as exc:
+        out: bytes = lib.decompress(frame, max_output_size=size)
+    except (lib.module.ZstdError, SystemError, ValueError) as exc:
         raise DecodingError(f"corrupt zstd frame: {exc}") from exc
     if len(out) != size:
         raise DecodingError("zstd frame decodes to fewer bytes than it declares")
