@@ -226,3 +226,14 @@ def test_the_postgres_triggers_refuse_updates_without_the_flag_or_beyond_the_pay
         with pytest.raises(psycopg.Error, match="append-only"):
             conn.execute(f"DELETE FROM {events}")
     assert _compressed(postgres_dsn, schema) == [False]
+
+
+def test_compact_refuses_a_store_it_cannot_compact_before_any_io(postgres_dsn: str) -> None:
+    from eskit import InMemoryEventStore
+    from eskit.aio import AsyncPostgresEventStore
+
+    with pytest.raises(InvalidInputError, match="InMemoryEventStore"):
+        compact(InMemoryEventStore(), older_than=timedelta(0))
+    unopened = AsyncPostgresEventStore(postgres_dsn, schema=new_schema_name())
+    with pytest.raises(InvalidInputError, match="give it a PostgresEventStore"):
+        compact(unopened, older_than=timedelta(0))

@@ -127,8 +127,12 @@ def _backend(store: Any) -> Any:
                 "compact runs its own transactions: give it a store with a pool or DSN"
             )
         return store
+    hint = (
+        ": compact is sync; give it a PostgresEventStore on the same DSN and schema"
+        if type(store).__name__ == "AsyncPostgresEventStore" else ""
+    )
     raise InvalidInputError(
-        f"compact needs a SQLite or PostgreSQL event store, not {type(store).__name__}"
+        f"compact needs a SQLite or PostgreSQL event store, not {type(store).__name__}{hint}"
     )
 
 
