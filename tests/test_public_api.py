@@ -40,6 +40,8 @@ PUBLIC_API = [
     "open_store",
     # storage growth: sizes and snapshot pruning (eskit.maintenance)
     "StoreStats", "prune_snapshots", "stats",
+    # payload compression (eskit.stores.compact)
+    "CompactResult", "compact",
 ]
 
 

@@ -69,6 +69,7 @@ from eskit.snapshots import (
     snapshot_upcaster,
 )
 from eskit.stores.base import EventStore
+from eskit.stores.compact import CompactResult, compact
 from eskit.stores.memory import InMemoryEventStore
 from eskit.stores.memory_snapshots import InMemorySnapshotStore
 from eskit.stores.model import (
@@ -99,6 +100,7 @@ logging.getLogger("eskit").addHandler(logging.NullHandler())
 
 __all__ = [
     "ANY",
+    "CompactResult",
     "NO_STREAM",
     "STREAM_EXISTS",
     "Aggregate",
@@ -174,6 +176,7 @@ __all__ = [
     "upcaster",
     "utc_now",
     "wait_for_projection",
+    "compact",
 ]
 
 _NEED_POSTGRES = ("PostgresEventStore", "PostgresSnapshotStore")

@@ -62,6 +62,7 @@ from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import resolve_conflict
+from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
@@ -125,6 +126,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
         notify: bool = True,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD,
         _engine: Any = None,
         _sa_connection: Any = None,
     ) -> None:
@@ -141,6 +143,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
         if registry is not None:
             self.registry = registry
         self.max_event_bytes = max_event_bytes
+        self.compress_threshold = check_compress_threshold(compress_threshold)
         self.sql = Statements(schema)
         self.schema = schema
         self._notify = notify
@@ -184,11 +187,13 @@ class AsyncPostgresEventStore(AsyncEventStore):
         notify: bool = True,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD,
     ) -> Self:
         """Create the store, connect and (with ``setup=True``) create or upgrade its schema."""
         store = cls(
             dsn, pool=pool, connection=connection, schema=schema, pool_size=pool_size,
             notify=notify, registry=registry, max_event_bytes=max_event_bytes,
+            compress_threshold=compress_threshold,
         )
         await store.connect(setup=setup)
         return store
@@ -390,7 +395,9 @@ class AsyncPostgresEventStore(AsyncEventStore):
             async with self._connection() as conn:
                 if self._joins_transaction(conn):
                     return await append_on(self, conn, stream_id, stream, expected, batch)
-        params = append_params(stream, expected, batch)
+        params = append_params(
+            stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
+        )
 
         async def insert(
             conn: psycopg.AsyncConnection[Any], locked: bool

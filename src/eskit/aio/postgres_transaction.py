@@ -47,6 +47,7 @@ class _Store(Protocol):
     sql: Statements
     registry: EventRegistry
     max_event_bytes: int
+    compress_threshold: int | None
     _notify: bool
 
 __all__ = ["AsyncPostgresTransaction"]
@@ -137,7 +138,9 @@ async def append_on(
     expected: Expected, batch: list[PendingEvent],
 ) -> AppendResult:
     """eskit's append, on ``conn`` in its current transaction, in a savepoint."""
-    params = append_params(stream, expected, batch)
+    params = append_params(
+        stream, expected, batch, store.sql.payload_threshold(store.compress_threshold)
+    )
     sql = store.sql
     try:
         for attempt in range(MAX_APPEND_ATTEMPTS):

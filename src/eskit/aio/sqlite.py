@@ -30,6 +30,7 @@ from eskit.aio._sync_backed import SyncBackedStore
 from eskit.aio.subscription import AsyncWaiter, LocalAsyncWaiter
 from eskit.errors import StoreError
 from eskit.events import EventRegistry
+from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD
 from eskit.stores.model import DEFAULT_MAX_EVENT_BYTES
 from eskit.stores.sqlite import SQLiteEventStore, Synchronous
 from eskit.stores.sqlite_wakeups import DataVersionWatch
@@ -63,10 +64,12 @@ class AsyncSQLiteEventStore(SyncBackedStore[SQLiteEventStore]):
         adopt: bool = False,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD,
     ) -> None:
         super().__init__(SQLiteEventStore(
             path, synchronous=synchronous, busy_timeout=busy_timeout, create=create,
             adopt=adopt, registry=registry, max_event_bytes=max_event_bytes,
+            compress_threshold=compress_threshold,
         ))
 
     @classmethod
@@ -80,11 +83,13 @@ class AsyncSQLiteEventStore(SyncBackedStore[SQLiteEventStore]):
         adopt: bool = False,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD,
     ) -> Self:
         """Open (and if need be create) the store without blocking the event loop."""
         store = await asyncio.to_thread(
             SQLiteEventStore, path, synchronous=synchronous, busy_timeout=busy_timeout,
             create=create, adopt=adopt, registry=registry, max_event_bytes=max_event_bytes,
+            compress_threshold=compress_threshold,
         )
         return cls.from_sync(store)
 

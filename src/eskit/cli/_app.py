@@ -8,6 +8,7 @@ import typer
 
 import eskit
 from eskit.cli import (
+    _compact,
     _demo,
     _health,
     _inspect,
@@ -51,7 +52,9 @@ def make_app() -> typer.Typer:
         pretty_exceptions_show_locals=False,
     )
     app.callback()(_root)
-    for group in (_demo, _inspect, _schema, _timetravel, _projections, _health, _relay,
-                  _stats, _snapshots):
+    for group in (
+        _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact,
+        _stats, _snapshots,
+    ):
         group.register(app)
     return app

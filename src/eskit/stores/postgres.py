@@ -37,6 +37,7 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import resolve_conflict
 from eskit.stores.base import EventStore
+from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     READ_ALL_PAGE_SIZE,
@@ -114,6 +115,7 @@ class PostgresEventStore(EventStore):
         notify: bool = True,
         registry: EventRegistry | None = None,
         max_event_bytes: int = DEFAULT_MAX_EVENT_BYTES,
+        compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD,
         _engine: Any = None,
     ) -> None:
         if sum(x is not None for x in (dsn, pool, connection, _engine)) != 1:
@@ -125,6 +127,7 @@ class PostgresEventStore(EventStore):
         if registry is not None:
             self.registry = registry
         self.max_event_bytes = max_event_bytes
+        self.compress_threshold = check_compress_threshold(compress_threshold)
         self.sql = Statements(schema)
         self.schema = schema
         self._notify = notify
@@ -351,7 +354,9 @@ class PostgresEventStore(EventStore):
             with self._connection() as conn:
                 if self._in_caller_transaction():
                     return append_on(self, conn, stream_id, stream, expected, batch)
-        params = append_params(stream, expected, batch)
+        params = append_params(
+            stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
+        )
         for attempt in range(MAX_APPEND_ATTEMPTS):
             try:
                 if attempt == 0:

@@ -72,12 +72,14 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
 
 from eskit.events import Event, StreamId
 from eskit.stores.arguments import expected_range, stream_id_from_key
+from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, stored_data
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
+from eskit.stores.postgres_compression import compression_migration
 from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_append_migration
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -105,7 +107,13 @@ EVENT_COLUMNS = (
     "tx_id::text::bigint AS tx_number, seq, uuid_send(event_id) AS event_id_bytes, "
     "stream_id, version, event_type, schema_version, "
     "(extract(epoch FROM recorded_at) * 1000000)::bigint AS recorded_micros, "
-    "data::text AS data_text, metadata::text AS metadata_text"
+    "coalesce(data::text, '\\x' || encode(data_zstd, 'hex')) AS data_text, "
+    "metadata::text AS metadata_text"
+)
+# Before schema 5 (a store opened with setup=False on an older schema) there is no
+# data_zstd column: every payload is json.
+EVENT_COLUMNS_BEFORE_5 = EVENT_COLUMNS.replace(
+    "coalesce(data::text, '\\x' || encode(data_zstd, 'hex'))", "data::text"
 )
 
 
@@ -130,7 +138,6 @@ class Statements:
         s = sql.Identifier(schema)
         events = sql.SQL("{}.eskit_events").format(s)
         meta = sql.SQL("{}.eskit_meta").format(s)
-        cols = sql.SQL(EVENT_COLUMNS)
         # A channel name is an identifier (63 bytes at most); schemas sharing a long
         # prefix then share a channel, which only costs a spurious wake-up.
         self.channel = f"eskit_{schema}"[:63]
@@ -296,6 +303,8 @@ class Statements:
             ],
             # 3 -> 4: late appends (eskit.stores.postgres_late).
             late_append_migration(schema),
+            # 4 -> 5: compressed payloads (eskit.stores.compression).
+            compression_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -313,7 +322,36 @@ class Statements:
             sql.Literal(f"eskit-append:{schema}:")
         )
         self.lock_stream = sql.SQL("SELECT pg_advisory_xact_lock({})").format(stream_lock)
-        self.append = sql.SQL(
+        self._append_5 = sql.SQL(
+            """WITH turn AS (
+                   SELECT pg_advisory_xact_lock_shared({stream_lock})
+               ), head AS (
+                   SELECT (SELECT coalesce(max(version), 0) FROM {events}
+                           WHERE stream_id = %(stream)s) AS v
+                   FROM turn
+               ), ins AS (
+                   INSERT INTO {events} (event_id, stream_id, version, event_type,
+                                         schema_version, recorded_at, data, metadata,
+                                         data_zstd)
+                   SELECT u.event_id, %(stream)s, head.v + u.ord, u.event_type,
+                          u.schema_version, u.recorded_at, u.data::json, u.metadata::json,
+                          u.zdata
+                   FROM head,
+                        unnest(%(ids)b::uuid[], %(types)b::text[], %(schema_versions)b::int[],
+                               %(recorded)b::timestamptz[], %(data)b::text[], %(meta)b::text[],
+                               %(zdata)b::bytea[])
+                        WITH ORDINALITY AS u(event_id, event_type, schema_version,
+                                             recorded_at, data, metadata, zdata, ord)
+                   WHERE head.v BETWEEN %(lo)s AND %(hi)s
+                   ORDER BY u.ord
+                   RETURNING version, tx_id::text AS tx, seq
+               )
+               SELECT head.v, ins.version, ins.tx, ins.seq
+               FROM head LEFT JOIN ins ON true
+               ORDER BY ins.version"""
+        ).format(events=events, stream_lock=stream_lock)
+        # Before schema 5: no data_zstd column (append_params then compresses nothing).
+        self._append_4 = sql.SQL(
             """WITH turn AS (
                    SELECT pg_advisory_xact_lock_shared({stream_lock})
                ), head AS (
@@ -347,12 +385,6 @@ class Statements:
         self.version_at = sql.SQL(
             "SELECT coalesce(max(version), 0) FROM {} WHERE stream_id = %s AND recorded_at <= %s"
         ).format(events)
-        self.find_events = sql.SQL(
-            "SELECT {cols} FROM {events} WHERE event_id = ANY(%b::uuid[])"
-        ).format(cols=cols, events=events)
-        self._read_stream = sql.SQL(
-            "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s"
-        ).format(cols=cols, events=events)
         self.use_schema_version(SCHEMA_VERSION)
         self.list_streams = sql.SQL(
             """SELECT last.stream_id, last.version, last.tx_id::text AS tx_text, last.seq,
@@ -389,7 +421,15 @@ class Statements:
         holding an id), until :meth:`~eskit.PostgresEventStore.setup` migrates it.
         """
         events = sql.SQL("{}.eskit_events").format(sql.Identifier(self.schema))
-        cols = sql.SQL(EVENT_COLUMNS)
+        self.version = version
+        self.append = self._append_5 if version >= 5 else self._append_4
+        cols = sql.SQL(EVENT_COLUMNS if version >= 5 else EVENT_COLUMNS_BEFORE_5)
+        self.find_events = sql.SQL(
+            "SELECT {cols} FROM {events} WHERE event_id = ANY(%b::uuid[])"
+        ).format(cols=cols, events=events)
+        self._read_stream = sql.SQL(
+            "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s"
+        ).format(cols=cols, events=events)
         # The horizon is computed in the same statement as the read: separate
         # statements would see separate snapshots (pg_current_snapshot() is the
         # statement's own). Below the snapshot xmin every transaction has ended, so
@@ -423,6 +463,10 @@ class Statements:
                WHERE {visible}
                ORDER BY tx_id DESC, seq DESC LIMIT 1"""
         ).format(events=events, visible=visible)
+
+    def payload_threshold(self, threshold: int | None) -> int | None:
+        """The store's ``compress_threshold``, or ``None`` on a schema before 5."""
+        return threshold if self.version >= 5 else None
 
     def read_stream(
         self, stream: str, from_version: int, to_version: int | None, backwards: bool,
@@ -508,16 +552,20 @@ def retry_after_lost_race(expected: Expected, found: dict[UUID, Event]) -> bool:
 
 
 def append_params(
-    stream: str, expected: Expected, batch: list[PendingEvent]
+    stream: str, expected: Expected, batch: list[PendingEvent],
+    compress_threshold: int | None = DEFAULT_COMPRESS_THRESHOLD,
 ) -> dict[str, Any]:
     lo, hi = expected_range(expected)
+    stored = [stored_data(p.data, compress_threshold) for p in batch]
     return {
         "stream": stream,
         "ids": [p.event_id for p in batch],
         "types": [p.event_type for p in batch],
         "schema_versions": [p.schema_version for p in batch],
         "recorded": [p.timestamp for p in batch],
-        "data": [p.data.decode() for p in batch],
+        # Each event's payload goes in one of the two columns, the other is NULL.
+        "data": [d if type(d) is str else None for d in stored],
+        "zdata": [d if type(d) is bytes else None for d in stored],
         "meta": [p.metadata.decode() for p in batch],
         "lo": lo,
         "hi": hi,

@@ -59,6 +59,7 @@ class _Store(Protocol):
     sql: Statements
     registry: EventRegistry
     max_event_bytes: int
+    compress_threshold: int | None
     _notify: bool
 
 __all__ = ["PostgresTransaction", "check_caller_connection"]
@@ -126,7 +127,9 @@ def append_on(
     stream: str, expected: Expected, batch: list[PendingEvent],
 ) -> AppendResult:
     """eskit's append, on ``conn`` in its current transaction, in a savepoint."""
-    params = append_params(stream, expected, batch)
+    params = append_params(
+        stream, expected, batch, store.sql.payload_threshold(store.compress_threshold)
+    )
     sql = store.sql
     try:
         for attempt in range(MAX_APPEND_ATTEMPTS):

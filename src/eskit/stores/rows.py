@@ -31,6 +31,7 @@ from eskit.events import (
 from eskit.stores.arguments import (
     stream_id_from_key,
 )
+from eskit.stores.compression import plain as _plain
 from eskit.stores.model import (
     READ_ALL_PAGE_SIZE,
 )
@@ -78,7 +79,8 @@ def decode_event(
     # The careful path: decode_rows handles every row in bulk and comes here only for
     # a row it cannot take, so that the error names the event.
     try:
-        event_data = _decode(data)
+        # A compressed payload fails the fast path's parse and lands here.
+        event_data = _decode(_plain(data))
         meta = {} if metadata == "{}" or metadata == b"{}" else _decode(metadata)
     except DecodingError as exc:
         raise DecodingError(
