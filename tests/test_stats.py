@@ -334,3 +334,23 @@ def test_the_storage_benchmark_runs_and_checks_its_own_figures(
     assert result["prune_deleted"] == 20 * 7
     assert result["snapshots_after_prune"] == 20 * 3
     assert set(result["snapshot_save_ms_median"]) == {"without_keep", "keep_3"}
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_compressed_payloads_count_their_stored_bytes(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    store: EventStore
+    if backend == "sqlite":
+        store = SQLiteEventStore(tmp_path / "events.db")
+    else:
+        dsn = request.getfixturevalue("postgres_dsn")
+        store = eskit.PostgresEventStore(dsn, schema=new_schema_name())
+    with store:
+        lines = [{"sku": f"SKU-{i:04d}", "qty": i, "note": "the same words again " * 4}
+                 for i in range(60)]
+        store.append("order-1", [eskit.NewEvent("OrderPlaced", {"lines": lines})])
+        found = eskit.stats(store)
+    plain = len(eskit.codec.encode({"lines": lines})) + len(b"{}")
+    # Stored compressed (the payload is well over the 1 KiB threshold): counted, and smaller.
+    assert 0 < found.payload_bytes < plain / 2

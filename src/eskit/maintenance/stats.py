@@ -92,9 +92,10 @@ class StoreStats:
     snapshot_bytes: int | None
     """Bytes of the snapshots' stored state; ``None``: no snapshot table."""
     decoded_bytes: int | None = None
-    """Payload bytes once decoded. ``None``: not measured (no compression yet)."""
+    """Payload bytes once decoded. ``None``: not measured (it would mean decompressing every
+    compressed payload; ``payload_bytes`` counts compressed payloads as stored)."""
     compression_ratio: float | None = None
-    """``decoded_bytes / payload_bytes``. ``None``: not measured (no compression yet)."""
+    """``decoded_bytes / payload_bytes``. ``None``: not measured (see ``decoded_bytes``)."""
     archived_events: int | None = None
     """Events moved to an archive. ``None``: not measured (no archiving yet)."""
     deleted_streams: int | None = None
@@ -170,7 +171,8 @@ def _postgres_statements(schema: str) -> tuple[Any, Any, Any]:
     event_stats = sql.SQL(
         """WITH per AS MATERIALIZED (
                SELECT stream_id, count(*) AS n,
-                      sum(octet_length(data::text) + octet_length(metadata::text)) AS b
+                      sum(coalesce(octet_length(data::text), 0) + coalesce(octet_length(data_zstd), 0)
+                          + octet_length(metadata::text)) AS b
                FROM {events} GROUP BY stream_id
            )
            SELECT 0, NULL, count(*), coalesce(sum(n), 0), coalesce(sum(b), 0)
