@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import statistics
 import sys
@@ -113,10 +114,9 @@ async def _drop_nats(dest: Destination) -> int:
         stream = dest.name.upper()
         count = (await js.stream_info(stream)).state.messages
         for name in (stream, f"{stream}_DLQ"):
-            try:
+            # the DLQ stream exists only once a source opened
+            with contextlib.suppress(nats.js.errors.NotFoundError):
                 await js.delete_stream(name)
-            except nats.js.errors.NotFoundError:
-                pass  # the DLQ stream exists only once a source opened
         return count
     finally:
         await nc.close()
