@@ -159,9 +159,8 @@ def raw_messages(store: Any) -> list[RawMessage]:
 # ---------------------------------------------------------------- the three measurements
 
 
-async def relay_run(store: Any, scheme: str, server: str) -> tuple[float, int, int]:
-    """(seconds, events the relay published, messages the destination holds)."""
-    dest = new_destination(scheme, server)
+async def relay_run(store: Any, dest: Destination) -> tuple[float, int, int]:
+    """(seconds, events the relay published, messages ``dest`` held); ``dest`` is dropped."""
     sink = sink_for_url(dest.url)
     try:
         await sink.open()  # connect and declare, untimed; run() keeps the open sink
@@ -192,11 +191,15 @@ def _append_steadily(store: Any, events: int, rate: float, stop: threading.Event
 
 
 async def latency_run(
-    scheme: str, server: str, tmp: Path, events: int, rate: float, poll_interval: float,
+    dest: Destination, tmp: Path, events: int, rate: float, poll_interval: float,
     timeout: float = 120.0,
 ) -> tuple[list[float], int]:
-    """(seconds from append to handler for each event, messages the destination held)."""
-    dest = new_destination(scheme, server)
+    """(seconds from append to handler for each event, messages ``dest`` held; dropped).
+
+    The messages held are those the broker keeps after the consumer acked them:
+    all of them on JetStream (limits retention) and Redis (XACK does not delete),
+    none on RabbitMQ (an ack removes a message from the queue).
+    """
     store = SQLiteEventStore(tmp / f"{dest.name}-store.db")
     target = SQLiteTarget(tmp / f"{dest.name}-inbox.db")
     latencies: list[float] = []
@@ -228,7 +231,7 @@ async def latency_run(
         store.close()
         target.close()
     if consumer.applied != events or len(latencies) != events:
-        raise RuntimeError(f"{scheme}: the consumer applied {consumer.applied} of {events} "
+        raise RuntimeError(f"{dest.scheme}: the consumer applied {consumer.applied} of {events} "
                            f"events within {timeout} s")
     return latencies, held
 
@@ -253,7 +256,7 @@ class BrokerResult:
     p50: list[float] = field(default_factory=list)
     p99: list[float] = field(default_factory=list)
     published: list[int] = field(default_factory=list)
-    """Per relay run and per latency run: how many events reached the destination."""
+    """Per relay run: how many messages the destination held afterwards."""
     consumed: list[int] = field(default_factory=list)
 
     def ratio(self, store: str = "sqlite") -> float:
@@ -301,19 +304,19 @@ async def _run(settings: Settings, tmp: Path, log: Callable[[str], None]) -> lis
                         log(f"round {r + 1} {scheme} raw: {result.raw[-1]:,.0f} events/s")
                         continue
                     for kind, store in stores.items():
-                        seconds, published, held = await relay_run(store, scheme, server)
+                        seconds, published, held = await relay_run(
+                            store, new_destination(scheme, server))
                         result.relay.setdefault(kind, []).append(published / seconds)
                         result.published.append(held)
                         log(f"round {r + 1} {scheme} relay ({kind}): "
                             f"{published / seconds:,.0f} events/s, {held} held")
                 if settings.latency_events:
-                    latencies, held = await latency_run(
-                        scheme, server, tmp, settings.latency_events, settings.rate,
-                        settings.poll_interval)
+                    latencies, _ = await latency_run(
+                        new_destination(scheme, server), tmp, settings.latency_events,
+                        settings.rate, settings.poll_interval)
                     result.p50.append(percentile(latencies, 50) * 1000)
                     result.p99.append(percentile(latencies, 99) * 1000)
                     result.consumed.append(len(latencies))
-                    result.published.append(held)
                     log(f"round {r + 1} {scheme} latency: p50 {result.p50[-1]:.1f} ms, "
                         f"p99 {result.p99[-1]:.1f} ms")
         return list(results.values())
