@@ -159,14 +159,20 @@ def raw_messages(store: Any) -> list[RawMessage]:
 # ---------------------------------------------------------------- the three measurements
 
 
-async def relay_run(store: Any, dest: Destination) -> tuple[float, int, int]:
-    """(seconds, events the relay published, messages ``dest`` held); ``dest`` is dropped."""
+async def relay_run(
+    store: Any, dest: Destination, timeout: float = 600.0
+) -> tuple[float, int, int]:
+    """(seconds, events the relay published, messages ``dest`` held); ``dest`` is dropped.
+
+    Raises TimeoutError if the relay has not caught up within ``timeout`` seconds
+    (a relay retrying a broker error forever logs it, and would hang the run).
+    """
     sink = sink_for_url(dest.url)
     try:
         await sink.open()  # connect and declare, untimed; run() keeps the open sink
         relay = Relay(store, sink, name=f"bench-{dest.name}")
         started = time.perf_counter()
-        await relay.run(until_caught_up=True)
+        await asyncio.wait_for(relay.run(until_caught_up=True), timeout)
         seconds = time.perf_counter() - started
     finally:
         await sink.close()
