@@ -101,16 +101,26 @@ class RedisStreamsSink(Sink):
 
     def _entries(self, messages: Sequence[OutgoingMessage]) -> list[tuple[str, dict[Any, Any]]]:
         entries = []
+        # A batch holds runs of one stream and few types: check and route each once.
+        streams: dict[str, tuple[str, str]] = {}
+        kinds: dict[str, str] = {}
         for message in messages:
             if not isinstance(message, OutgoingMessage) or not isinstance(message.body, bytes):
                 raise InvalidInputError(
                     f"publish takes OutgoingMessage with bytes bodies, not {message!r}"
                 )
             event = message.event
-            stream = check_text(str(event.aggregate_id), "a stream id", max_bytes=1 << 16)
-            kind = check_text(event.event_type, "an event type", max_bytes=1 << 16)
-            entries.append((self.key_for(stream), {
-                "id": message.message_id, "stream": stream, "type": kind,
+            stream_id = str(event.aggregate_id)
+            routed = streams.get(stream_id)
+            if routed is None:
+                stream = check_text(stream_id, "a stream id", max_bytes=1 << 16)
+                routed = streams[stream_id] = (stream, self.key_for(stream))
+            kind = kinds.get(event.event_type)
+            if kind is None:
+                kind = kinds[event.event_type] = check_text(
+                    event.event_type, "an event type", max_bytes=1 << 16)
+            entries.append((routed[1], {
+                "id": message.message_id, "stream": routed[0], "type": kind,
                 "content_type": CLOUDEVENTS_CONTENT_TYPE, "body": message.body,
             }))
         return entries
