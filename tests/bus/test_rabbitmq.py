@@ -279,6 +279,32 @@ def test_a_huge_message_and_an_odd_long_stream_id_route_and_arrive(rabbitmq_url:
     run(scenario())
 
 
+def test_a_position_past_64_bits_rides_as_text(rabbitmq_url: str) -> None:
+    # PostgreSQL positions are transaction << 64 | sequence: an int header refused them.
+    import uuid
+    from datetime import UTC, datetime
+
+    from eskit.events import recorded_event
+
+    exchange, group = unique_name("ex"), unique_name("g")
+    url = _url(rabbitmq_url, exchange)
+    position = (5_600_000 << 64) | 12_345
+    event = recorded_event(uuid.uuid4(), "account-1", "Deposited", {"n": 1},
+                           datetime.now(UTC), 2**63 - 1, position, {}, 1)
+
+    async def scenario() -> None:
+        async with topology(rabbitmq_url, exchange, [group]), \
+                RabbitMQSource.from_url(url, group=group) as source:
+            async with RabbitMQSink.from_url(url) as sink:
+                await asyncio.wait_for(sink.publish([OutgoingMessage(event, b"{}")]), 10)
+            (got,) = await take(source, 1)
+            raw = got._raw  # type: ignore[attr-defined]
+            assert raw.headers["eskit-position"] == str(position)
+            assert raw.headers["eskit-stream-version"] == 2**63 - 1
+
+    run(scenario())
+
+
 def test_routing_words_escape_separators_and_wildcards_and_stay_short() -> None:
     assert routing_key("account", "AccountOpened") == "account.AccountOpened"
     assert routing_word("a.b*c#d e~%") == "a%2Eb%2Ac%23d%20e%7E%25"

@@ -374,6 +374,27 @@ def test_a_refused_xadd_is_publish_rejected(redis_url: str, key: str) -> None:
     run(main)
 
 
+def test_a_refused_xadd_mid_batch_stops_the_batch_there(redis_url: str, key: str) -> None:
+    # account-0, card-0 (its key is not a stream), account-0: the first is written, the
+    # third never is, so account-0's second event cannot land before card-0's is retried.
+    events = recorded(2, prefix="account")
+    card = recorded(1, prefix="card")
+    batch = outgoing([events[0], card[0], events[1]])
+
+    async def main() -> None:
+        raw = redis.asyncio.Redis.from_url(redis_url)
+        await raw.set(f"{key}:card", "not a stream")
+        url = sink_url(redis_url, key, "&key_per_category=1")
+        async with RedisStreamsSink.from_url(url) as sink:
+            with pytest.raises(PublishRejectedError, match="WRONGTYPE"):
+                await sink.publish(batch)
+        written = await raw.xrange(f"{key}:account")
+        assert [fields[b"id"].decode() for _, fields in written] == [str(events[0].event_id)]
+        await raw.aclose()
+
+    run(main)
+
+
 def test_maxlen_trims_each_key_to_about_that_many_entries(redis_url: str, key: str) -> None:
     async def main() -> None:
         async with RedisStreamsSink.from_url(sink_url(redis_url, key, "&maxlen=10")) as sink:

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Sequence
 from typing import Any, ClassVar, Self
+
+import orjson
 
 from eskit.bus._jetstream_client import (  # nats-py, or MissingExtraError
     Client,
@@ -128,7 +129,8 @@ class JetStreamSink(Sink):
         self._nc, self._js, self._lost = nc, js, lost
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        prepared = [self._prepare(m) for m in messages]  # typed errors before any I/O
+        subjects: dict[str, str] = {}  # a batch holds runs of one stream: escape each id once
+        prepared = [self._prepare(m, subjects) for m in messages]  # typed errors before any I/O
         if not prepared:
             return
         nc, lost, window = self._nc, self._lost, self._window
@@ -204,7 +206,9 @@ class JetStreamSink(Sink):
         else:
             fut.set_result(msg.data)
 
-    def _prepare(self, message: OutgoingMessage) -> tuple[str, bytes, dict[str, str]]:
+    def _prepare(
+        self, message: OutgoingMessage, subjects: dict[str, str]
+    ) -> tuple[str, bytes, dict[str, str]]:
         if not isinstance(message, OutgoingMessage):
             raise InvalidInputError(f"publish takes OutgoingMessage, got {type(message).__name__}")
         if not isinstance(message.body, bytes):
@@ -217,7 +221,11 @@ class JetStreamSink(Sink):
                 f"event {message.message_id}: {len(message.body)} bytes is over the server's "
                 f"max_payload of {limit} bytes (with headers)"
             )
-        return self.subject(message), message.body, headers
+        stream_id = str(message.event.stream_id)
+        subject = subjects.get(stream_id)
+        if subject is None:
+            subject = subjects[stream_id] = self.subject(message)
+        return subject, message.body, headers
 
     def _check_ack(self, reply: bytes) -> None:
         if not reply:
@@ -225,7 +233,7 @@ class JetStreamSink(Sink):
             # declares it again, so this is worth a retry.
             raise BrokerUnavailableError(f"no JetStream stream answered on {self.destination}")
         try:
-            ack = json.loads(reply)
+            ack = orjson.loads(reply)
         except ValueError:
             raise PublishRejectedError(
                 f"JetStream sent an unreadable ack: {reply[:200]!r}"

@@ -74,9 +74,10 @@ class RabbitMQSink(Sink):
     Each message: ``message_id`` = the event id, content type
     :data:`~eskit.bus.CLOUDEVENTS_CONTENT_TYPE`, persistent, timestamp, headers
     ``eskit-stream-id``, ``eskit-event-type``, ``eskit-stream-version``,
-    ``eskit-position``, ``eskit-schema-version``. RabbitMQ has no broker-side
-    dedupe: a message republished after a lost confirm arrives twice, with the
-    same ``message_id``, and the consumer's inbox drops the repeat.
+    ``eskit-position`` (decimal text: positions reach 2**128),
+    ``eskit-schema-version``. RabbitMQ has no broker-side dedupe: a message
+    republished after a lost confirm arrives twice, with the same ``message_id``,
+    and the consumer's inbox drops the repeat.
     """
 
     scheme: ClassVar[str] = "amqp"
@@ -128,7 +129,10 @@ class RabbitMQSink(Sink):
             "eskit-stream-id": stream,
             "eskit-event-type": event.event_type,
             "eskit-stream-version": event.version,
-            "eskit-position": event.position,
+            # Text: a PostgreSQL position (transaction << 64 | sequence) is far past
+            # the signed 64-bit integer an AMQP header can hold, and pamqp would
+            # refuse the frame (the relay then retried it forever).
+            "eskit-position": str(event.position),
             "eskit-schema-version": event.schema_version,
         }
         try:
