@@ -171,7 +171,8 @@ def _postgres_statements(schema: str) -> tuple[Any, Any, Any]:
     event_stats = sql.SQL(
         """WITH per AS MATERIALIZED (
                SELECT stream_id, count(*) AS n,
-                      sum(coalesce(octet_length(data::text), 0) + coalesce(octet_length(data_zstd), 0)
+                      sum(coalesce(octet_length(data::text), 0)
+                          + coalesce(octet_length(data_zstd), 0)
                           + octet_length(metadata::text)) AS b
                FROM {events} GROUP BY stream_id
            )
