@@ -48,6 +48,15 @@ log = logging.getLogger(__name__)
 _MAX_HEADERS = 64 * 1024  # a content header must fit in one frame (frame_max 128 KiB)
 
 
+def _header_number(value: int) -> int | str:
+    """``value`` as an AMQP header: an int if it fits a signed 64-bit field, else its digits.
+
+    pamqp refuses a wider int, and that refusal would look like a lost broker to a
+    relay, which would retry the same batch for ever (the body keeps the exact value).
+    """
+    return value if -(2**63) <= value < 2**63 else str(value)
+
+
 class RabbitMQSink(Sink):
     """Publishes events to a durable topic exchange, with publisher confirms.
 
@@ -74,7 +83,8 @@ class RabbitMQSink(Sink):
     Each message: ``message_id`` = the event id, content type
     :data:`~eskit.bus.CLOUDEVENTS_CONTENT_TYPE`, persistent, timestamp, headers
     ``eskit-stream-id``, ``eskit-event-type``, ``eskit-stream-version``,
-    ``eskit-position``, ``eskit-schema-version``. RabbitMQ has no broker-side
+    ``eskit-position``, ``eskit-schema-version`` (a number wider than 64 bits as
+    its decimal text). RabbitMQ has no broker-side
     dedupe: a message republished after a lost confirm arrives twice, with the
     same ``message_id``, and the consumer's inbox drops the repeat.
     """
@@ -127,9 +137,9 @@ class RabbitMQSink(Sink):
         headers: dict[str, Any] = {
             "eskit-stream-id": stream,
             "eskit-event-type": event.event_type,
-            "eskit-stream-version": event.version,
-            "eskit-position": event.position,
-            "eskit-schema-version": event.schema_version,
+            "eskit-stream-version": _header_number(event.version),
+            "eskit-position": _header_number(event.position),
+            "eskit-schema-version": _header_number(event.schema_version),
         }
         try:
             size = len(stream.encode()) + len(event.event_type.encode())

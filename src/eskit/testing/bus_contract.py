@@ -68,11 +68,19 @@ async def _take(source: Source, count: int) -> list[Delivery]:
 
 
 async def _consume(source: Source, count: int) -> list[bytes]:
-    """Ack ``count`` deliveries; their bodies in delivery order."""
-    bodies = []
-    for delivery in await _take(source, count):
+    """Ack ``count`` deliveries, each as it arrives; their bodies in delivery order.
+
+    Acked one by one, as a consumer does: a broker may stop delivering while its
+    prefetch window of unsettled messages is full (RabbitMQ's ``prefetch``).
+    """
+    bodies: list[bytes] = []
+    if count == 0:
+        return bodies
+    async for delivery in source.deliveries():
         bodies.append(delivery.message.body)
         await delivery.ack()
+        if len(bodies) == count:
+            break
     return bodies
 
 

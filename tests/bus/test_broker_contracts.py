@@ -1,0 +1,96 @@
+"""The bus contract suites (:mod:`eskit.testing.bus_contract`) against the three real brokers.
+
+:class:`~eskit.testing.bus_contract.RelayConsumerContract` includes every
+:class:`~eskit.testing.bus_contract.BusContract` test, so one class per broker runs
+both suites. Each test gets a destination of its own (exchange / stream and
+subject prefix / key) with the URL options that make redelivery quick, and
+everything it declared on the shared server is deleted after it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+
+import aio_pika
+import nats
+import pytest
+import redis
+
+from eskit.testing.bus_contract import RelayConsumerContract
+from tests.bus.conftest import unique_name
+from tests.bus.test_rabbitmq_helpers import _ctl
+
+
+async def _delete_rabbitmq(url: str, exchange: str) -> None:
+    """The exchange and every queue named after it (groups, dead-letter and retry queues)."""
+    listing = await _ctl("list_queues", "--no-table-headers", "name")
+    queues = [q for q in listing.split() if q.startswith(f"{exchange}.")]
+    connection = await aio_pika.connect(url)
+    try:
+        channel = await connection.channel()
+        for queue in queues:
+            await channel.queue_delete(queue)
+        await channel.exchange_delete(exchange)
+    finally:
+        await connection.close()
+
+
+async def _delete_jetstream(url: str, *streams: str) -> None:
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        for stream in streams:
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await js.delete_stream(stream)
+    finally:
+        await nc.close()
+
+
+def _delete_redis(url: str, prefix: str) -> None:
+    client = redis.Redis.from_url(url)
+    try:
+        doomed = list(client.scan_iter(match=f"{prefix}*", count=1000))
+        if doomed:
+            client.delete(*doomed)
+    finally:
+        client.close()
+
+
+class TestRabbitMQContract(RelayConsumerContract):
+    @pytest.fixture(autouse=True)
+    def _destination(self, rabbitmq_url: str) -> Iterator[None]:
+        self.base, self.exchange = rabbitmq_url, unique_name("contract")
+        yield
+        asyncio.run(_delete_rabbitmq(rabbitmq_url, self.exchange))
+
+    def make_url(self) -> str:
+        # A quorum queue returns a message to its group at once when its holder closes,
+        # and a retry waits only its own TTL: nothing to shorten.
+        return f"{self.base}?exchange={self.exchange}"
+
+
+class TestJetStreamContract(RelayConsumerContract):
+    @pytest.fixture(autouse=True)
+    def _destination(self, nats_url: str) -> Iterator[None]:
+        self.base, self.stream = nats_url, unique_name("contract")
+        self.prefix = unique_name("p")
+        yield
+        asyncio.run(_delete_jetstream(nats_url, self.stream, f"{self.stream}_DLQ"))
+
+    def make_url(self) -> str:
+        # ack_wait: a message held by a member that went away comes back after 1 s.
+        return f"{self.base}/?stream={self.stream}&prefix={self.prefix}&ack_wait=1"
+
+
+class TestRedisStreamsContract(RelayConsumerContract):
+    @pytest.fixture(autouse=True)
+    def _destination(self, redis_url: str) -> Iterator[None]:
+        self.base, self.key = redis_url, unique_name("eskit-contract:")
+        yield
+        _delete_redis(redis_url, self.key)
+
+    def make_url(self) -> str:
+        # claim_idle: a pending entry of a member that went away is claimed after 0.5 s.
+        return f"{self.base}?key={self.key}&claim_idle=0.5&block=0.1"
