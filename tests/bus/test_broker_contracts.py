@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 from collections.abc import Iterator
 
 import aio_pika
@@ -18,7 +19,9 @@ import nats
 import pytest
 import redis
 
-from eskit.testing.bus_contract import RelayConsumerContract
+from eskit.bus.cloudevents import from_cloudevent, to_cloudevent
+from eskit.bus.sink import OutgoingMessage
+from eskit.testing.bus_contract import RelayConsumerContract, _event, _group
 from tests.bus.conftest import unique_name
 from tests.bus.test_rabbitmq_helpers import _ctl
 
@@ -58,7 +61,40 @@ def _delete_redis(url: str, prefix: str) -> None:
         client.close()
 
 
-class TestRabbitMQContract(RelayConsumerContract):
+class _OddNames(RelayConsumerContract):
+    """Beyond the contract: names a broker must escape or cut, not choke on."""
+
+    def test_long_and_odd_stream_ids_and_types_arrive_intact_and_in_order(self) -> None:
+        long_a = "acct-" + "é" * 1020 + "a"  # 2,048 bytes of UTF-8, differing only at the end
+        long_b = long_a[:-1] + "b"
+        streams = [long_a, long_b, "a.b*c>d #%~", "no-category-\u2028", "-", "x"]
+        events = []
+        for version in (1, 2, 3):
+            for n, stream in enumerate(streams):
+                position = len(events) + 1
+                events.append(dataclasses.replace(
+                    _event(stream, version, position), event_type=f"Money.Moved*#>{n}"))
+
+        async def scenario() -> None:
+            sink, [source] = await self._open(self.make_url(), _group())
+            try:
+                await sink.publish([OutgoingMessage(e, to_cloudevent(e)) for e in events])
+                got = []
+                async for delivery in source.deliveries():
+                    got.append(from_cloudevent(delivery.message.body))
+                    await delivery.ack()
+                    if len(got) == len(events):
+                        break
+                assert sorted(got, key=lambda e: e.position) == events
+                for stream in streams:
+                    assert [e.version for e in got if e.stream_id == stream] == [1, 2, 3]
+            finally:
+                await self._close(sink, [source])
+
+        self.run(scenario())
+
+
+class TestRabbitMQContract(_OddNames):
     @pytest.fixture(autouse=True)
     def _destination(self, rabbitmq_url: str) -> Iterator[None]:
         self.base, self.exchange = rabbitmq_url, unique_name("contract")
@@ -71,7 +107,7 @@ class TestRabbitMQContract(RelayConsumerContract):
         return f"{self.base}?exchange={self.exchange}"
 
 
-class TestJetStreamContract(RelayConsumerContract):
+class TestJetStreamContract(_OddNames):
     @pytest.fixture(autouse=True)
     def _destination(self, nats_url: str) -> Iterator[None]:
         self.base, self.stream = nats_url, unique_name("contract")
@@ -84,7 +120,7 @@ class TestJetStreamContract(RelayConsumerContract):
         return f"{self.base}/?stream={self.stream}&prefix={self.prefix}&ack_wait=1"
 
 
-class TestRedisStreamsContract(RelayConsumerContract):
+class TestRedisStreamsContract(_OddNames):
     @pytest.fixture(autouse=True)
     def _destination(self, redis_url: str) -> Iterator[None]:
         self.base, self.key = redis_url, unique_name("eskit-contract:")

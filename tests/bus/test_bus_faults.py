@@ -194,7 +194,7 @@ def test_a_relay_sigkilled_mid_batch_and_restarted_loses_nothing(
     rng = random.Random()
     kills = 0
     try:
-        while kills < 4:
+        while kills < 3:
             relay = worker("relay", db, broker.url, "r", 1.0, log)
             try:
                 wait_for(lambda: any(w == "start" and p == relay.pid  # noqa: B023
@@ -242,7 +242,7 @@ def test_the_relays_connection_dropped_while_publishing_loses_nothing(
             return await kill_connections(broker.admin, name)
 
         # Paced, so that both drops land while it publishes (rabbitmqctl takes ~3 s a drop).
-        pause = 0.2 if broker.kind == "rabbitmq" else 0.05
+        pause = 0.15 if broker.kind == "rabbitmq" else 0.03
         sink = workers.LoggingSink(sink_for_url(url), str(log), pause=pause)
         relay = Relay(store, sink, name="r", batch_size=50, lease_seconds=5)
         task = asyncio.create_task(relay.run(until_caught_up=True))
@@ -295,12 +295,16 @@ def test_a_consumer_sigkilled_mid_handler_applies_nothing_twice(
     assert_read_model_is_a_clean_runs(broker.url, events, model)
 
 
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
 def test_two_relays_with_one_name_never_publish_at_the_same_time(
     broker: Broker, tmp_path: Path
 ) -> None:
     """What the lease promises (docs/event-bus.md): one holder publishes at a time; a
     successor takes over only once the holder's lease expired; it republishes at most
-    the batch the killed holder had not checkpointed."""
+    the batch the killed holder had not checkpointed.
+
+    One broker only: the lease lives in the store, the broker plays no part in it.
+    """
     db, log = tmp_path / "events.db", tmp_path / "publish.log"
     store = SQLiteEventStore(db)
     declare(broker.url, "wire")
