@@ -343,3 +343,62 @@ def test_two_relays_with_one_name_never_publish_at_the_same_time(
     twice = set.intersection(*by.values())
     assert twice <= set(lines[last_of_killed][2]), "more than the killed batch went out twice"
     assert_on_the_wire_in_order(broker.url, list(store.read_all()))
+
+
+def test_a_consumers_connection_dropped_mid_run_applies_nothing_twice(
+    broker: Broker, tmp_path: Path
+) -> None:
+    db = tmp_path / "events.db"
+    workers.append(str(db), 600, STREAMS)
+    store = SQLiteEventStore(db)
+    events = list(store.read_all())
+    declare(broker.url, "model")
+    run(Relay(store, sink_for_url(broker.url), name="r").run(until_caught_up=True))
+    target = workers.target(tmp_path / "model.db")
+    name = unique_name("eskit-busfault-consumer-")
+    dropped: list[int] = []
+
+    def applied() -> int:
+        return sum(n for _, n in workers.read_model(target).values())
+
+    async def scenario() -> None:
+        proxy = Proxy(broker.admin) if broker.kind == "jetstream" else None
+        url = broker.named(name)
+        if proxy is not None:
+            await proxy.start()
+            url = proxy.url(url)
+        slow = asyncio.Event()  # held, so the drop lands mid-run
+
+        def handler(event: Event, conn: object) -> None:
+            workers.apply(event, conn)
+            if not slow.is_set():
+                time.sleep(0.005)
+
+        consumer = Consumer(source_for_url(url, group="model"), target, handler,
+                            name="balances", backoff=(0.01, 0.1))
+        task = asyncio.create_task(consumer.run())
+        try:
+            while applied() < 100:
+                assert not task.done(), task
+                await asyncio.sleep(0.02)
+            if proxy is not None:
+                dropped.append(proxy.sever())
+            elif broker.kind == "rabbitmq":
+                dropped.append(await drop_connection(name))
+            else:
+                dropped.append(await kill_connections(broker.admin, name))
+            slow.set()
+            while applied() < len(events):
+                if task.done():
+                    task.result()  # the consumer must outlive the drop
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.5)  # a late duplicate would be applied now
+        finally:
+            consumer.stop()
+            await task
+            if proxy is not None:
+                await proxy.stop()
+
+    run(scenario())
+    assert dropped[0] >= 1
+    assert workers.read_model(target) == workers.clean_run(events)
