@@ -31,7 +31,7 @@ import pytest
 from eskit import Event, SQLiteEventStore
 from eskit.bus.cloudevents import from_cloudevent
 from eskit.bus.consumer import Consumer
-from eskit.bus.relay import Relay
+from eskit.bus.relay import Relay, relay_status
 from eskit.bus.urls import sink_for_url, source_for_url
 from tests.bus import bus_fault_workers as workers
 from tests.bus.conftest import unique_name
@@ -402,3 +402,43 @@ def test_a_consumers_connection_dropped_mid_run_applies_nothing_twice(
     run(scenario())
     assert dropped[0] >= 1
     assert workers.read_model(target) == workers.clean_run(events)
+
+
+@pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def test_a_relay_stalled_past_its_lease_does_not_publish_again_after_it_resumes(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The fence (docs/event-bus.md): a holder frozen (SIGSTOP) past its lease may finish
+    the one publish it was in, then finds the lease gone: it moves no checkpoint and
+    publishes nothing more while the new holder holds the lease."""
+    db, log = tmp_path / "events.db", tmp_path / "publish.log"
+    store = SQLiteEventStore(db)
+    declare(broker.url, "wire")
+    appender = worker("append", db, EVENTS, STREAMS)
+    relays = [worker("relay", db, broker.url, "r", 2.0, log) for _ in range(2)]
+    try:
+        wait_for(lambda: sum(w == "end" for w, _, _ in log_lines(log)) >= 5, "publishing")
+        stalled = next(r for r in relays if r.pid == log_lines(log)[-1][1])
+        other = next(r for r in relays if r is not stalled)
+        stalled.send_signal(signal.SIGSTOP)
+        try:
+            wait_for(lambda: sum(w == "end" and p == other.pid
+                                 for w, p, _ in log_lines(log)) >= 3, "the takeover")
+        finally:
+            stalled.send_signal(signal.SIGCONT)
+        resumed_at = len(log_lines(log))
+        assert appender.wait(timeout=BOUND) == 0
+        head = store.head_position()
+        wait_for(lambda: any(w == "end" and head in ps for w, _, ps in log_lines(log)),
+                 "the new holder to catch up")
+        time.sleep(0.5)
+    finally:
+        for proc in [appender, *relays]:
+            with contextlib.suppress(ProcessLookupError):
+                kill(proc)
+    lines = log_lines(log)
+    after = [(w, ps) for w, p, ps in lines[resumed_at:] if p == stalled.pid]
+    assert [w for w, _ in after] in ([], ["end"]), "the stalled relay published again"
+    # The stalled relay's late checkpoint move was refused: the checkpoint is the head.
+    assert [s.position for s in relay_status(store)] == [head]
+    assert_on_the_wire_in_order(broker.url, list(store.read_all()))
