@@ -29,7 +29,7 @@ from pathlib import Path
 import pytest
 
 from eskit import Event, SQLiteEventStore
-from eskit.bus.cloudevents import from_cloudevent
+from eskit.bus.cloudevents import from_cloudevent, to_cloudevent
 from eskit.bus.consumer import Consumer
 from eskit.bus.relay import Relay, relay_status
 from eskit.bus.urls import sink_for_url, source_for_url
@@ -442,3 +442,29 @@ def test_a_relay_stalled_past_its_lease_does_not_publish_again_after_it_resumes(
     # The stalled relay's late checkpoint move was refused: the checkpoint is the head.
     assert [s.position for s in relay_status(store)] == [head]
     assert_on_the_wire_in_order(broker.url, list(store.read_all()))
+
+
+@pytest.mark.parametrize(("broker", "size"), [("rabbitmq", 135_000_000), ("jetstream", 1_100_000)],
+                         indirect=["broker"])
+def test_an_event_over_the_brokers_size_limit_is_rejected_not_retried_for_ever(
+    broker: Broker, size: int
+) -> None:
+    """Over RabbitMQ's max_message_size (128 MiB) or NATS's max_payload (1 MiB), a publish
+    is a PublishRejectedError, which stops a relay with its last error, rather than a
+    BrokerUnavailableError, on which a relay would reconnect and resend it for ever.
+    (Redis's limit, 512 MB, is too large to test here.)"""
+    from eskit import PublishRejectedError
+    from eskit.bus.sink import OutgoingMessage
+    from eskit.testing.bus_contract import _event
+
+    huge = _event("account-1", 1, 1, blob="x" * size)
+    small = _event("account-1", 2, 2)
+
+    async def scenario() -> None:
+        async with sink_for_url(broker.url) as sink:
+            with pytest.raises(PublishRejectedError):
+                await sink.publish([OutgoingMessage(huge, to_cloudevent(huge))])
+            await sink.open()  # the sink goes on once reopened
+            await sink.publish([OutgoingMessage(small, to_cloudevent(small))])
+
+    run(scenario())
