@@ -13,17 +13,25 @@ import asyncio
 import contextlib
 import dataclasses
 from collections.abc import Iterator
+from decimal import Decimal
+from pathlib import Path
 
 import aio_pika
 import nats
 import pytest
 import redis
 
+from eskit import NewEvent, PostgresEventStore
 from eskit.bus.cloudevents import from_cloudevent, to_cloudevent
+from eskit.bus.consumer import Consumer
+from eskit.bus.relay import Relay
 from eskit.bus.sink import OutgoingMessage
+from eskit.bus.urls import sink_for_url, source_for_url
 from eskit.testing.bus_contract import RelayConsumerContract, _event, _group
+from tests.bus import bus_fault_workers as workers
 from tests.bus.conftest import unique_name
 from tests.bus.test_rabbitmq_helpers import _ctl
+from tests.conftest import new_schema_name
 
 
 async def _delete_rabbitmq(url: str, exchange: str) -> None:
@@ -130,3 +138,55 @@ class TestRedisStreamsContract(_OddNames):
     def make_url(self) -> str:
         # claim_idle: a pending entry of a member that went away is claimed after 0.5 s.
         return f"{self.base}?key={self.key}&claim_idle=0.5&block=0.1"
+
+
+@pytest.fixture(params=["rabbitmq", "jetstream", "redis"])
+def any_broker_url(request: pytest.FixtureRequest) -> Iterator[str]:
+    """A fresh destination on each broker (as the contract classes make), deleted after."""
+    if request.param == "rabbitmq":
+        base, exchange = request.getfixturevalue("rabbitmq_url"), unique_name("contract")
+        yield f"{base}?exchange={exchange}"
+        asyncio.run(_delete_rabbitmq(base, exchange))
+    elif request.param == "jetstream":
+        base, stream = request.getfixturevalue("nats_url"), unique_name("contract")
+        yield f"{base}/?stream={stream}&prefix={unique_name('p')}&ack_wait=1"
+        asyncio.run(_delete_jetstream(base, stream, f"{stream}_DLQ"))
+    else:
+        base, key = request.getfixturevalue("redis_url"), unique_name("eskit-contract:")
+        yield f"{base}?key={key}&claim_idle=0.5&block=0.1"
+        _delete_redis(base, key)
+
+
+def test_a_postgres_store_relays_to_every_broker(
+    any_broker_url: str, postgres_dsn: str, tmp_path: Path
+) -> None:
+    """PostgreSQL positions are ``tx_id << 64 | seq``, wider than 64 bits: every one of
+    them must reach the broker and the consumer (RabbitMQ's headers refused them)."""
+    store = PostgresEventStore(postgres_dsn, schema=new_schema_name())
+    try:
+        for n in range(30):
+            store.append(f"account-{n % 3}", [NewEvent("Deposited", {"amount": Decimal(n)})])
+        events = list(store.read_all())
+        assert events[0].position >= 2**64  # the case under test
+        target = workers.target(tmp_path / "model.db")
+
+        async def scenario() -> None:
+            source = source_for_url(any_broker_url, group="model")
+            await source.open()  # the group exists before the relay publishes
+            await source.close()
+            await Relay(store, sink_for_url(any_broker_url), name="r").run(until_caught_up=True)
+            consumer = Consumer(source, target, workers.apply, name="balances")
+            task = asyncio.create_task(consumer.run())
+            try:
+                while sum(n for _, n in workers.read_model(target).values()) < len(events):
+                    if task.done():
+                        task.result()
+                    await asyncio.sleep(0.02)
+            finally:
+                consumer.stop()
+                await task
+
+        asyncio.run(asyncio.wait_for(scenario(), 60))
+        assert workers.read_model(target) == workers.clean_run(events)
+    finally:
+        store.close()
