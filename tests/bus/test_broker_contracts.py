@@ -75,7 +75,8 @@ class _OddNames(RelayConsumerContract):
     def test_long_and_odd_stream_ids_and_types_arrive_intact_and_in_order(self) -> None:
         long_a = "acct-" + "é" * 1020 + "a"  # 2,048 bytes of UTF-8, differing only at the end
         long_b = long_a[:-1] + "b"
-        streams = [long_a, long_b, "a.b*c>d #%~", "no-category-\u2028", "-", "x"]
+        own_category = "ü" * 1024  # 2,048 bytes, no '-': its own (long) category
+        streams = [long_a, long_b, own_category, "a.b*c>d #%~", "no-category-\u2028", "-", "x"]
         events = []
         for version in (1, 2, 3):
             for n, stream in enumerate(streams):
