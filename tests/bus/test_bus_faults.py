@@ -99,11 +99,12 @@ def kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=BOUND)
 
 
-def wait_for(condition: Callable[[], bool], what: str, limit: float = BOUND) -> None:
+def wait_for(condition: Callable[[], bool], what: str, limit: float = BOUND,
+             poll: float = 0.02) -> None:
     deadline = time.monotonic() + limit
     while not condition():
         assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
+        time.sleep(poll)
 
 
 def declare(url: str, *groups: str) -> None:
@@ -196,10 +197,17 @@ def test_a_relay_sigkilled_mid_batch_and_restarted_loses_nothing(
     try:
         while kills < 3:
             relay = worker("relay", db, broker.url, "r", 1.0, log)
+
             try:
                 wait_for(lambda: any(w == "start" and p == relay.pid  # noqa: B023
                                      for w, p, _ in log_lines(log)), "the relay to publish")
                 time.sleep(rng.uniform(0.0, 0.3))
+                # Then right after its next log line (a batch starting, or confirmed and
+                # not yet checkpointed), watched by the log's size: a cheap stat.
+                size = log.stat().st_size
+                with contextlib.suppress(AssertionError):
+                    wait_for(lambda: log.stat().st_size > size,  # noqa: B023
+                             "the next batch", limit=2.0, poll=0.001)
             finally:
                 kill(relay)
             kills += 1
