@@ -28,11 +28,13 @@ from pathlib import Path
 
 import pytest
 
-from eskit import Event, SQLiteEventStore
+from eskit import Event, PublishRejectedError, SQLiteEventStore
 from eskit.bus.cloudevents import from_cloudevent, to_cloudevent
 from eskit.bus.consumer import Consumer
 from eskit.bus.relay import Relay, relay_status
+from eskit.bus.sink import OutgoingMessage
 from eskit.bus.urls import sink_for_url, source_for_url
+from eskit.testing.bus_contract import _event
 from tests.bus import bus_fault_workers as workers
 from tests.bus.conftest import unique_name
 from tests.bus.test_broker_contracts import _delete_jetstream, _delete_rabbitmq, _delete_redis
@@ -461,10 +463,6 @@ def test_an_event_over_the_brokers_size_limit_is_rejected_not_retried_for_ever(
     is a PublishRejectedError, which stops a relay with its last error, rather than a
     BrokerUnavailableError, on which a relay would reconnect and resend it for ever.
     (Redis's limit, 512 MB, is too large to test here.)"""
-    from eskit import PublishRejectedError
-    from eskit.bus.sink import OutgoingMessage
-    from eskit.testing.bus_contract import _event
-
     huge = _event("account-1", 1, 1, blob="x" * size)
     small = _event("account-1", 2, 2)
 
