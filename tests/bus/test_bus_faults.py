@@ -198,7 +198,7 @@ def test_a_relay_sigkilled_mid_batch_and_restarted_loses_nothing(
     kills = 0
     try:
         while kills < 3:
-            relay = worker("relay", db, broker.url, "r", 1.0, log)
+            relay = worker("relay", db, broker.url, "r", 0.5, log)
 
             try:
                 wait_for(lambda: any(w == "start" and p == relay.pid  # noqa: B023
@@ -214,7 +214,7 @@ def test_a_relay_sigkilled_mid_batch_and_restarted_loses_nothing(
                 kill(relay)
             kills += 1
         assert appender.wait(timeout=BOUND) == 0
-        final = worker("relay", db, broker.url, "r", 1.0, log, "--until-caught-up")
+        final = worker("relay", db, broker.url, "r", 0.5, log, "--until-caught-up")
         assert final.wait(timeout=BOUND) == 0, final.stderr.read() if final.stderr else b""
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -292,7 +292,7 @@ def test_a_consumer_sigkilled_mid_handler_applies_nothing_twice(
     declare(broker.url, "wire", "model")
     run(Relay(store, sink_for_url(broker.url), name="r").run(until_caught_up=True))
     model = tmp_path / "model.db"
-    for n, block_at in enumerate((20, 90, 170)):
+    for n, block_at in enumerate((20, 120)):
         flag = tmp_path / f"blocked-{n}"
         consumer = worker("consume", broker.url, "model", model, block_at, flag)
         try:
