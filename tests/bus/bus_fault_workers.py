@@ -68,7 +68,7 @@ def read_model(t: SQLiteTarget) -> Model:
     return {r[0]: (Decimal(r[1]), r[2]) for r in rows}
 
 
-def append(db: str, count: int, streams: int) -> None:
+def append(db: str, count: int, streams: int, prefix: str = "account") -> None:
     # NORMAL: no fsync per append; what is under test is the relay, not the store's durability.
     store = SQLiteEventStore(db, synchronous="NORMAL")
     versions = [0] * streams
@@ -76,7 +76,7 @@ def append(db: str, count: int, streams: int) -> None:
     while n < count:
         s = n % streams
         size = min(1 + n % 3, count - n)
-        store.append(f"account-{s}", [
+        store.append(f"{prefix}-{s}", [
             NewEvent("Deposited", {"amount": Decimal(f"{n + i}.{(n + i) % 100:02d}")})
             for i in range(size)
         ], expected_version=versions[s])
