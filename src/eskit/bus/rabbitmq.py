@@ -208,6 +208,14 @@ class RabbitMQSink(Sink):
                 f"to exchange {self._options.exchange!r}"
             )
         first = next(e for e in errors if not isinstance(e, aiormq.exceptions.DeliveryError))
+        refused = next((e for e in errors
+                        if isinstance(e, aiormq.exceptions.ChannelPreconditionFailed)), None)
+        if refused is not None:
+            # The broker closed the channel over the message itself (larger than its
+            # max_message_size, say): sending it again fails again, so it is not a
+            # lost broker for the relay to wait out.
+            await self._break()
+            raise PublishRejectedError(f"RabbitMQ refused a message: {refused}") from refused
         # Confirm state is unknown after a timeout or a lost connection: drop
         # the connection, so the caller's open() starts clean.
         await self._break()

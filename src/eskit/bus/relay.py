@@ -20,7 +20,9 @@ message of the batch. What that gives, and what it does not:
   broker that takes longer than the lease to confirm) can still finish that one
   publish after another relay took over: that batch's events are then published
   twice. The stalled relay then finds its lease gone, does not move the checkpoint
-  and goes back to waiting for the lease.
+  and goes back to waiting for the lease. A relay that was stalled anywhere else
+  (between batches, idle) publishes nothing more: half a lease after it last
+  extended it, it checks the lease is still its own before the next batch.
 
 Not promised: exactly once on the wire, order across streams once a consumer
 retries or competes, and lag bounds.
@@ -261,9 +263,9 @@ class Relay:
 
     async def _publish_until_lost(self, until_caught_up: bool) -> bool:
         """Publish batches: ``True`` when stopped or caught up, ``False`` if the lease went."""
+        renewed = time.monotonic()  # before the sink opens: the lease was taken before it
         await self._open_sink()
         steps = SubscriptionSteps(self.filter, "raise")
-        renewed = time.monotonic()
         started = time.monotonic()
         page: list[Any] | None = None
         while not self._stopped:
@@ -289,11 +291,24 @@ class Relay:
             ahead.add_done_callback(lambda task: task.cancelled() or task.exception())
             try:
                 for position, messages in batches:
+                    if messages and time.monotonic() - renewed > self.lease_seconds / 2:
+                        # Half a lease since it was last extended (this process was frozen,
+                        # or a batch was slow): another relay may hold it by now, so make
+                        # sure it is still ours before publishing anything more.
+                        checked = time.monotonic()
+                        if not await self._retrying_store(
+                                self.checkpoints.renew, self.name, self.owner,
+                                self.lease_seconds):
+                            _log.warning("eskit: relay %r lost its lease", self.name)
+                            ahead.cancel()
+                            return False
+                        renewed = checked
                     if messages:
                         await self._publish(messages)
                     elapsed = time.monotonic() - started
                     self.published += len(messages)
                     rate = self.published / elapsed if elapsed > 0 else None
+                    checked = time.monotonic()
                     moved = await self._retrying_store(
                         self.checkpoints.advance, self.name, self.owner, position,
                         len(messages), rate, self.lease_seconds)
@@ -304,11 +319,11 @@ class Relay:
                         ahead.cancel()
                         return False
                     self.position = position
+                    renewed = checked  # the advance extended the lease
             except BaseException:
                 ahead.cancel()
                 raise
-            page = await ahead
-            renewed = time.monotonic()
+            page = await ahead  # the lease was last extended by the page's last advance
         return True
 
     async def _read(self, after: int) -> list[Any]:
