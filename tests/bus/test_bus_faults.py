@@ -19,6 +19,7 @@ import itertools
 import os
 import random
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -415,6 +416,28 @@ def test_a_consumers_connection_dropped_mid_run_applies_nothing_twice(
 
 
 @pytest.mark.parametrize("broker", ["redis"], indirect=True)
+def _freeze_outside_a_write(proc: subprocess.Popen[bytes], db: Path) -> None:
+    """SIGSTOP ``proc`` at a moment it holds no SQLite write lock.
+
+    A relay renews its lease in short write transactions; frozen inside one it would
+    hold the file's write lock (as any frozen SQLite writer does) and every appender
+    would time out, which is SQLite's nature, not what this test is about.
+    """
+    for _ in range(50):
+        proc.send_signal(signal.SIGSTOP)
+        probe = sqlite3.connect(db, timeout=0.05, isolation_level=None)
+        try:
+            probe.execute("BEGIN IMMEDIATE")
+            probe.execute("ROLLBACK")
+            return
+        except sqlite3.OperationalError:  # frozen mid-transaction: let it finish
+            proc.send_signal(signal.SIGCONT)
+            time.sleep(0.02)
+        finally:
+            probe.close()
+    raise AssertionError("the relay always held the write lock")
+
+
 def test_a_relay_stalled_past_its_lease_does_not_publish_again_after_it_resumes(
     broker: Broker, tmp_path: Path
 ) -> None:
@@ -436,7 +459,7 @@ def test_a_relay_stalled_past_its_lease_does_not_publish_again_after_it_resumes(
         wait_for(lambda: head in published(), "the holder to catch up")
         stalled = next(r for r in relays if r.pid == log_lines(log)[-1][1])
         other = next(r for r in relays if r is not stalled)
-        stalled.send_signal(signal.SIGSTOP)  # idle, polling the store
+        _freeze_outside_a_write(stalled, db)  # idle, polling the store
         try:
             workers.append(str(db), 300, STREAMS, "card")  # for the new holder, once its turn
             head = store.head_position()
