@@ -179,8 +179,7 @@ def test_a_stale_qualified_reference_is_caught() -> None:
 
 
 def test_package_page_links_every_public_name(site: Path) -> None:
-    # docs_hooks/public_api.py: one row per name in eskit.__all__, each a resolved link
-    # (an unresolved one would have failed the strict build).
+    # docs_hooks/public_api.py: one row per name in eskit.__all__, each a resolved link.
     page = (site / "reference/eskit/index.html").read_text()
     table = page[page.index("<table>") : page.index("</table>")]
     linked = set(re.findall(r'autorefs-internal"[^>]*><code>([^<]+)</code></a></td>', table))
