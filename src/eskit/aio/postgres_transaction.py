@@ -75,7 +75,7 @@ async def _in_savepoint(conn: psycopg.AsyncConnection[Any], statements: Sequence
 
 
 class AsyncPostgresTransaction:
-    """Appends to an :class:`~eskit.AsyncPostgresEventStore` inside the caller's transaction.
+    """Appends to an :class:`~eskit.aio.AsyncPostgresEventStore` inside the caller's transaction.
 
     Made by :meth:`AsyncPostgresEventStore.in_transaction` from a psycopg
     ``AsyncConnection`` or a SQLAlchemy ``AsyncConnection``
