@@ -193,7 +193,7 @@ def test_a_schema_4_store_appends_uncompressed_then_migrates_and_compacts(
         with pytest.raises(StoreError, match="eskit migrate"):
             compact(old, older_than=timedelta(0))
     with PostgresEventStore(postgres_dsn, schema=schema) as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert _compressed(postgres_dsn, schema) == [False]
         assert compact(store, older_than=timedelta(0)).compressed == 1
         assert _compressed(postgres_dsn, schema) == [True]

@@ -119,3 +119,14 @@ class TestSQLiteFileDeletion(DeletionContract):
 class TestSQLiteMemoryDeletion(DeletionContract):
     def create_store(self, tmp_path: Path) -> EventStore:
         return SQLiteEventStore(":memory:")
+
+
+class TestPostgresDeletion(DeletionContract):
+    @pytest.fixture(autouse=True)
+    def _dsn(self, postgres_dsn: str) -> None:
+        self.dsn = postgres_dsn
+
+    def create_store(self, tmp_path: Path) -> EventStore:
+        from eskit.stores.postgres import PostgresEventStore
+
+        return PostgresEventStore(self.dsn, schema=new_schema_name())

@@ -12,6 +12,7 @@ from eskit import ANY, Event, EventStore, StreamId
 from eskit.aio import AsyncInMemoryEventStore, AsyncSQLiteEventStore
 from eskit.testing.deletion_contract import DeletionContract, Taker
 from tests.aio.test_async_contract import LoopThread, SyncFacade
+from tests.conftest import new_schema_name
 
 
 @pytest.fixture(scope="module")
@@ -19,6 +20,23 @@ def loop_thread() -> Iterator[LoopThread]:
     loop = LoopThread()
     yield loop
     loop.stop()
+
+
+@pytest.fixture(scope="module")
+def shared_pool(loop_thread: LoopThread, postgres_dsn: str) -> Iterator[Any]:
+    """An autocommit pool that every test's store borrows (each in its own new schema)."""
+    from psycopg_pool import AsyncConnectionPool
+
+    async def open_pool() -> AsyncConnectionPool[Any]:
+        pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+            postgres_dsn, min_size=1, max_size=4, open=False, kwargs={"autocommit": True}
+        )
+        await pool.open(wait=True, timeout=10)
+        return pool
+
+    pool = loop_thread.run(open_pool())
+    yield pool
+    loop_thread.run(pool.close())
 
 
 class _DeletingFacade(SyncFacade):
@@ -72,4 +90,18 @@ class TestAsyncSQLiteDeletion(_AsyncHooks):
     def create_store(self, tmp_path: Path) -> EventStore:
         return _DeletingFacade(
             self.loop, lambda: AsyncSQLiteEventStore.open(tmp_path / "events.db")
+        )
+
+
+class TestAsyncPostgresDeletion(_AsyncHooks):
+    @pytest.fixture(autouse=True)
+    def _pool(self, shared_pool: Any) -> None:
+        self.pool = shared_pool
+
+    def create_store(self, tmp_path: Path) -> EventStore:
+        from eskit.aio import AsyncPostgresEventStore
+
+        return _DeletingFacade(
+            self.loop,
+            lambda: AsyncPostgresEventStore.open(pool=self.pool, schema=new_schema_name()),
         )
