@@ -64,6 +64,7 @@ class InMemoryEventStore(EventStore):
         self._lock = threading.Lock()
         self._log: list[_Row | None] = []  # None: a hole left by a hard delete
         self._deleted: dict[str, bool] = {}  # deleted streams: True if hard (a tombstone)
+        self._removed_events = 0  # by hard deletes (for eskit.maintenance.stats)
         self._streams: dict[str, list[_Row]] = {}
         self._by_id: dict[int, _Row] = {}  # by UUID.int: an int hashes in C, a UUID in Python
 
@@ -167,6 +168,7 @@ class InMemoryEventStore(EventStore):
                     self._log[row.position - 1] = None
                     del self._by_id[row.event_id.int]
                 self._streams.pop(stream, None)
+                self._removed_events += len(rows)
         return head
 
     def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
