@@ -175,6 +175,7 @@ _INSERT_FIRST_V3 = _INSERT_FIRST.replace(
 )
 # What decode_rows reads (eskit.stores.rows.StoredRow): tx 0, so the position is seq.
 _SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
+_ANY_DELETED = "SELECT 1 FROM eskit_deleted_streams LIMIT 1"
 
 Synchronous = Literal["FULL", "NORMAL", "EXTRA"]
 
@@ -770,8 +771,14 @@ class SQLiteEventStore(EventStore):
         if after >= _MAX_INTEGER:
             return []
         with self._reading() as conn:
+            # The filter costs a key probe per row (read_all 20-70% slower, measured):
+            # skip it while nothing is deleted, one cheap look per page. A delete that
+            # commits between the look and the read reads as the read came first.
+            visible = self._visible
+            if visible and conn.execute(_ANY_DELETED).fetchone() is None:
+                visible = ""
             rows = conn.execute(
-                f"{_SELECT} WHERE position > ?{self._visible} ORDER BY position LIMIT ?",
+                f"{_SELECT} WHERE position > ?{visible} ORDER BY position LIMIT ?",
                 (after, limit),
             ).fetchall()
         return decode_rows(rows)
