@@ -72,6 +72,7 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
+from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
@@ -419,7 +420,12 @@ class AsyncPostgresEventStore(AsyncEventStore):
         for attempt in range(MAX_APPEND_ATTEMPTS):
             # Safe to retry on a dropped connection: same event ids, so an attempt
             # that committed before the drop is found by resolve_conflict below.
-            rows, clash = await self._run(partial(insert, locked=attempt > 0))
+            try:
+                rows, clash = await self._run(partial(insert, locked=attempt > 0))
+            except StoreError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) == STREAM_DELETED:  # the trigger
+                    await self._refuse_if_deleted(stream_id, stream)
+                raise
             if clash is None:
                 result = inserted_result(stream_id, batch, rows)
                 if result is not None:

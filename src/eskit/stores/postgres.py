@@ -48,6 +48,7 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
+from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_listen import ListenWaiter, Notifier
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
@@ -369,6 +370,8 @@ class PostgresEventStore(EventStore):
                     rows = self._run(lambda conn: self._append_holding_stream_lock(conn, params))
             except StoreError as exc:
                 cause = exc.__cause__
+                if getattr(cause, "sqlstate", None) == STREAM_DELETED:  # the trigger
+                    self._refuse_if_deleted(stream_id, stream)
                 if not isinstance(cause, pg_errors.UniqueViolation):
                     raise
                 found = self._find(batch)

@@ -22,11 +22,15 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 from eskit.stores.postgres_compression import COMPACTING
 
 __all__ = [
-    "DELETING", "DeletionStatements", "deletion_migration", "visible_row", "visible_stream",
+    "DELETING", "STREAM_DELETED", "DeletionStatements", "deletion_migration", "visible_row",
+    "visible_stream",
 ]
 
 DELETING = "eskit.deleting"
 """The transaction-local setting under which the triggers admit a hard delete."""
+
+STREAM_DELETED = "ESK02"
+"""The SQLSTATE of an insert into a deleted stream, refused by the trigger."""
 
 
 def deletion_migration(schema: str) -> list[sql.Composed]:
@@ -74,6 +78,29 @@ def deletion_migration(schema: str) -> list[sql.Composed]:
         sql.SQL(
             """CREATE TRIGGER eskit_events_delete_tombstoned BEFORE DELETE ON {events}
                FOR EACH ROW EXECUTE FUNCTION {schema}.eskit_check_delete()"""
+        ).format(events=events, schema=s),
+        # The append statement checks for a tombstone too, but with the snapshot it
+        # took before waiting for the stream's lock, which a delete holds: an append
+        # queued behind a hard delete would then store its event after it (a race test
+        # caught one). This trigger runs after the insert, and its query takes a fresh
+        # snapshot (READ COMMITTED), so it sees a delete that committed meanwhile.
+        # Once per statement, over the inserted rows only.
+        sql.SQL(
+            """CREATE FUNCTION {schema}.eskit_refuse_deleted() RETURNS trigger
+               LANGUAGE plpgsql AS $$
+               BEGIN
+                   IF EXISTS (SELECT FROM eskit_new_rows n JOIN {deleted} d
+                              ON d.stream_id = n.stream_id) THEN
+                       RAISE EXCEPTION USING ERRCODE = {sqlstate},
+                           MESSAGE = 'eskit: the stream is deleted';
+                   END IF;
+                   RETURN NULL;
+               END $$"""
+        ).format(schema=s, deleted=deleted, sqlstate=sql.Literal(STREAM_DELETED)),
+        sql.SQL(
+            """CREATE TRIGGER eskit_events_not_deleted AFTER INSERT ON {events}
+               REFERENCING NEW TABLE AS eskit_new_rows
+               FOR EACH STATEMENT EXECUTE FUNCTION {schema}.eskit_refuse_deleted()"""
         ).format(events=events, schema=s),
         sql.SQL(
             """CREATE FUNCTION {schema}.eskit_keep_tombstone() RETURNS trigger
