@@ -45,7 +45,7 @@ def test_a_healthy_store_is_ok_and_the_report_is_json(sqlite) -> None:
     assert report.ok
     checks = _by_name(report)
     assert 0 <= checks["store"].figure < 5  # seconds to read the head
-    assert (checks["schema"].figure, checks["schema"].threshold) == (3, 3)
+    assert (checks["schema"].figure, checks["schema"].threshold) == (4, 4)
     assert (checks["projection counter"].status, checks["projection counter"].figure) == ("ok", 0)
     assert "transactions" not in checks  # SQLite has no long appending transactions
     document = json.loads(json.dumps(report.to_dict()))
@@ -86,8 +86,8 @@ def test_a_store_with_migrations_pending_is_degraded(tmp_path) -> None:
         raw.execute("UPDATE eskit_meta SET value = '1' WHERE key = 'schema_version'")
     with SQLiteEventStore(path, create=False) as store:
         check = _by_name(check_health(store))["schema"]
-    assert (check.status, check.figure, check.threshold) == ("degraded", 1, 3)
-    assert "2 migrations pending" in check.message
+    assert (check.status, check.figure, check.threshold) == ("degraded", 1, 4)
+    assert "3 migrations pending" in check.message
 
 
 def test_an_unreadable_store_is_failing_and_nothing_else_is_checked(tmp_path) -> None:
@@ -178,7 +178,7 @@ def test_postgres_lagging_projection_and_open_append_are_degraded(
     append_visible(store, "a", [added(1), added(1)])
     report = check_health(store, projections=target, max_lag=1)
     checks = _by_name(report)
-    assert (checks["schema"].status, checks["schema"].figure) == ("ok", 5)  # schema 5: compression
+    assert (checks["schema"].status, checks["schema"].figure) == ("ok", 6)  # schema 6: deletion
     assert checks["projection counter"].status == "degraded"
     assert checks["transactions"].status == "ok"
     # JSON numbers: no figure is a position (about 2**64 times a transaction id here).

@@ -38,6 +38,8 @@ PUBLIC_API = [
     "HealthReport", "check_health",
     # opening the store a URL or $ESKIT_DSN names (eskit.config)
     "open_store",
+    # stream deletion (EventStore.delete_stream)
+    "StreamDeletedError",
     # storage growth: sizes and snapshot pruning (eskit.maintenance)
     "StoreStats", "prune_snapshots", "stats",
     # payload compression (eskit.stores.compact)

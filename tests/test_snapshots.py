@@ -796,7 +796,7 @@ def test_a_sqlite_store_of_schema_version_1_is_upgraded_on_open(tmp_path: Path) 
     with sqlite3.connect(path) as conn:
         assert conn.execute(
             "SELECT value FROM eskit_meta WHERE key = 'schema_version'"
-        ).fetchone() == ("3",)  # 1 -> 2 -> 3 (compression)
+        ).fetchone() == ("4",)  # 1 -> 2 -> 3 (compression) -> 4 (deletion)
         count = conn.execute("SELECT COUNT(*) FROM eskit_events").fetchone()[0]
         assert count == before + 1 + ledger.version
     conn.close()

@@ -116,8 +116,8 @@ def test_stats_count_events_streams_and_their_stored_bytes(store: EventStore) ->
     assert found.decoded_bytes is None
     assert found.compression_ratio is None
     assert found.archived_events is None
-    assert found.deleted_streams is None
-    assert found.deleted_events is None
+    assert found.deleted_streams == 0  # nothing deleted (was None before stream deletion)
+    assert found.deleted_events == 0
 
 
 def test_top_bounds_the_lists_and_zero_lists_nothing(store: EventStore) -> None:

@@ -32,6 +32,7 @@ from eskit.errors import (
     StoreBusyError,
     StoreError,
     StoreUnavailableError,
+    StreamDeletedError,
     UnknownEventTypeError,
     VersionNotFound,
 )
@@ -116,6 +117,7 @@ __all__ = [
     "EncodingError",
     "EskitDeprecationWarning",
     "EskitError",
+    "StreamDeletedError",
     "Event",
     "EventFilter",
     "EventOrderError",

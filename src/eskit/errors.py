@@ -51,6 +51,7 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "StoreUnavailableError",
+    "StreamDeletedError",
     "UnknownEventTypeError",
     "VersionNotFound",
 ]
@@ -128,6 +129,17 @@ class DuplicateEventError(EskitError):
 
     def __init__(self, message: str, *, event_id: Any = None) -> None:
         self.event_id = event_id
+        super().__init__(message)
+
+
+class StreamDeletedError(EskitError):
+    """The stream was deleted: hard (a tombstone; its id can never be used again)
+    or soft (hidden until :meth:`~eskit.EventStore.restore_stream`). Nothing was
+    written. ``hard`` says which."""
+
+    def __init__(self, message: str, *, stream_id: Any = None, hard: bool = True) -> None:
+        self.stream_id = stream_id
+        self.hard = hard
         super().__init__(message)
 
 

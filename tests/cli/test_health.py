@@ -35,7 +35,7 @@ def test_health_of_a_ready_store_prints_a_table_and_exits_0(lagging):
     assert f"health of {lagging}: ok" in " ".join(result.stdout.split())
     table = {row[0]: row[1:] for row in rows(result.stdout)}
     assert table["store"][:1] == ["ok"]
-    assert table["schema"][:3] == ["ok", "3", "3"]  # SQLite schema 3: compression
+    assert table["schema"][:3] == ["ok", "4", "4"]  # SQLite schema 4: deletion
     assert table["projection counter"][:3] == ["ok", "3", "1000"]
 
 

@@ -102,10 +102,10 @@ def test_an_old_sqlite_file_is_migrated_on_open_and_can_be_compacted(tmp_path: P
         conn.execute("UPDATE eskit_meta SET value = '2' WHERE key = 'schema_version'")
     with SQLiteEventStore(path, create=False) as inspecting:
         assert inspecting.schema_version() == 2
-        with pytest.raises(StoreError, match="compact needs 3"):
+        with pytest.raises(StoreError, match="compact needs 4"):
             compact(inspecting, older_than=timedelta(0))
     with SQLiteEventStore(path) as store:
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
         assert compact(store, older_than=timedelta(0)).compressed == 0  # already compressed
         assert store.read_stream("s")[0].event_data == large_payload()
 
@@ -193,7 +193,7 @@ def test_a_schema_4_store_appends_uncompressed_then_migrates_and_compacts(
         with pytest.raises(StoreError, match="eskit migrate"):
             compact(old, older_than=timedelta(0))
     with PostgresEventStore(postgres_dsn, schema=schema) as store:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert _compressed(postgres_dsn, schema) == [False]
         assert compact(store, older_than=timedelta(0)).compressed == 1
         assert _compressed(postgres_dsn, schema) == [True]

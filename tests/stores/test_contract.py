@@ -9,6 +9,7 @@ import pytest
 from eskit import Event, EventStore, InMemoryEventStore, SQLiteEventStore
 from eskit.testing import EventStoreContract
 from eskit.testing.compression_contract import CompressionContract
+from eskit.testing.deletion_contract import DeletionContract
 from tests.conftest import new_schema_name
 
 
@@ -100,3 +101,32 @@ class TestPostgresCompression(CompressionContract):
                 "WHERE event_id = %s",
                 (stored, event.event_id),
             )
+
+
+# -- deletion (eskit.testing.deletion_contract) ----------------------------------------
+
+
+class TestInMemoryDeletion(DeletionContract):
+    def create_store(self, tmp_path: Path) -> EventStore:
+        return InMemoryEventStore()
+
+
+class TestSQLiteFileDeletion(DeletionContract):
+    def create_store(self, tmp_path: Path) -> EventStore:
+        return SQLiteEventStore(tmp_path / "events.db")
+
+
+class TestSQLiteMemoryDeletion(DeletionContract):
+    def create_store(self, tmp_path: Path) -> EventStore:
+        return SQLiteEventStore(":memory:")
+
+
+class TestPostgresDeletion(DeletionContract):
+    @pytest.fixture(autouse=True)
+    def _dsn(self, postgres_dsn: str) -> None:
+        self.dsn = postgres_dsn
+
+    def create_store(self, tmp_path: Path) -> EventStore:
+        from eskit.stores.postgres import PostgresEventStore
+
+        return PostgresEventStore(self.dsn, schema=new_schema_name())

@@ -845,7 +845,7 @@ def test_a_version_2_store_gets_the_new_horizon_when_opened(postgres_dsn: str) -
     with PostgresEventStore(postgres_dsn, schema=schema) as store, psycopg.connect(
         postgres_dsn
     ) as other:
-        assert store.schema_version() == 5
+        assert store.schema_version() == 6
         assert [e.aggregate_id for e in store.read_all()] == ["before", "held"]
         other.execute("SELECT pg_current_xact_id()")
         after = store.append("after", [NewEvent("After")], 0)

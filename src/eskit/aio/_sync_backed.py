@@ -85,6 +85,15 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
     async def list_streams(self) -> list[StreamInfo]:
         return await self._call(self.sync_store.list_streams)
 
+    async def delete_stream(
+        self, stream_id: StreamId, expected_version: Expected = ANY, *, hard: bool = False
+    ) -> int:
+        return await self._call(self.sync_store.delete_stream, stream_id, expected_version,
+                                hard=hard)
+
+    async def restore_stream(self, stream_id: StreamId) -> bool:
+        return await self._call(self.sync_store.restore_stream, stream_id)
+
     async def close(self) -> None:
         await self._call(self.sync_store.close)
 

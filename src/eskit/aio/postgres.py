@@ -63,6 +63,7 @@ from eskit.aio.subscription import AsyncWaiter
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import resolve_conflict
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
+from eskit.stores.deletion import deleted_error, must_write_delete
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
@@ -71,6 +72,7 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
+from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
@@ -418,13 +420,19 @@ class AsyncPostgresEventStore(AsyncEventStore):
         for attempt in range(MAX_APPEND_ATTEMPTS):
             # Safe to retry on a dropped connection: same event ids, so an attempt
             # that committed before the drop is found by resolve_conflict below.
-            rows, clash = await self._run(partial(insert, locked=attempt > 0))
+            try:
+                rows, clash = await self._run(partial(insert, locked=attempt > 0))
+            except StoreError as exc:
+                if getattr(exc.__cause__, "sqlstate", None) == STREAM_DELETED:  # the trigger
+                    await self._refuse_if_deleted(stream_id, stream)
+                raise
             if clash is None:
                 result = inserted_result(stream_id, batch, rows)
                 if result is not None:
                     self._signal_listeners()
                     return result
                 # The expectation did not hold: nothing was inserted.
+                await self._refuse_if_deleted(stream_id, stream)
                 return resolve_conflict(
                     stream_id, stream, expected, rows[0][0], batch, await self._find(batch)
                 )
@@ -435,6 +443,72 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 return resolve_conflict(stream_id, stream, expected, head, batch, found)
             await asyncio.sleep(0)
         raise too_busy(stream)
+
+    # -- deleting (eskit.stores.postgres_deletion; as the sync store) --------------------
+
+    async def _refuse_if_deleted(self, stream_id: StreamId, stream: str) -> None:
+        if self.sql.version < 6:
+            return
+
+        async def state(conn: psycopg.AsyncConnection[Any]) -> Any:
+            return await (await conn.execute(self.sql.deletion.state, (stream,))).fetchone()
+
+        row = await self._run(state)
+        if row is not None:
+            raise deleted_error(stream_id, bool(row[0]))
+
+    async def _delete_stream(self, stream_id: StreamId, stream: str, expected: Expected,
+                             hard: bool) -> int:
+        statements = self.sql.deletion
+        async with self._connection() as conn:
+            self._deletes_here(conn)
+            async with conn.transaction():
+                await conn.execute(statements.start)
+                # Exclusive: appends of the stream (shared) wait, and none is in flight.
+                await conn.execute(self.sql.lock_stream, {"stream": stream})
+                head = await (await conn.execute(statements.head, (stream,))).fetchone()
+                version, tx, seq = head if head is not None else (0, "0", 0)
+                state = await (await conn.execute(statements.state, (stream,))).fetchone()
+                if state is not None and int(state[1]) > int(version):  # a hard delete's head
+                    version, tx, seq = state[1], state[2], state[3]
+                if must_write_delete(stream_id, expected, int(version),
+                                     None if state is None else bool(state[0]), hard):
+                    await conn.execute(statements.write, (stream, hard, version, tx, seq))
+                    removed = 0
+                    if hard:
+                        cur = await conn.execute(statements.remove_events, (stream,))
+                        removed = cur.rowcount
+                        # Snapshots hold the same data: a hard delete takes them too.
+                        await conn.execute(statements.remove_snapshots, (stream,))
+                    _log.info("schema %s: %s-deleted stream %r at version %d (%d events "
+                              "removed)", self.schema, "hard" if hard else "soft", stream,
+                              version, removed)
+        self._signal_listeners()
+        return int(version)
+
+    async def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
+        statements = self.sql.deletion
+        async with self._connection() as conn:
+            self._deletes_here(conn)
+            async with conn.transaction():
+                state = await (await conn.execute(statements.state, (stream,))).fetchone()
+                if state is not None and state[0]:
+                    raise deleted_error(stream_id, True)
+                if state is not None:
+                    await conn.execute(statements.restore, (stream,))
+                    _log.info("schema %s: restored soft-deleted stream %r", self.schema, stream)
+        return state is not None
+
+    def _deletes_here(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        if self._given_connection() and self._joins_transaction(conn):
+            raise InvalidInputError(
+                "delete_stream runs its own transaction: give it a store with a pool or DSN"
+            )
+        if self.sql.version < 6:
+            raise StoreError(
+                f"schema {self.schema} has eskit schema version {self.sql.version}; deleting "
+                "streams needs 6: run `eskit migrate` first"
+            )
 
     def in_transaction(self, connection: Any) -> AsyncPostgresTransaction:
         """Append inside the caller's open transaction on ``connection``.

@@ -37,7 +37,7 @@ from types import TracebackType
 from typing import Any, Literal, Self, overload
 
 from eskit.aio.subscription import AsyncPollingWaiter, AsyncSubscription, AsyncWaiter
-from eskit.errors import DecodingError
+from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, EventRegistry, StreamId, default_registry
 from eskit.observability import _hooks
 from eskit.stores.arguments import (
@@ -310,6 +310,28 @@ class AsyncEventStore(ABC):
     async def list_streams(self) -> list[StreamInfo]:
         """Every stream in the store, in order of its first event."""
         return await self._list_streams()
+
+    async def delete_stream(
+        self, stream_id: StreamId, expected_version: Expected = ANY, *, hard: bool = False
+    ) -> int:
+        """Delete a stream (soft: hidden, restorable; hard: a tombstone); returns the
+        version it had. As :meth:`eskit.EventStore.delete_stream`."""
+        stream = stream_key(stream_id)
+        expected = check_expected(expected_version)
+        if type(hard) is not bool:
+            raise InvalidInputError("hard must be True or False")
+        return await self._delete_stream(stream_id, stream, expected, hard)
+
+    async def restore_stream(self, stream_id: StreamId) -> bool:
+        """Undo a soft delete. As :meth:`eskit.EventStore.restore_stream`."""
+        return await self._restore_stream(stream_id, stream_key(stream_id))
+
+    async def _delete_stream(self, stream_id: StreamId, stream: str, expected: Expected,
+                             hard: bool) -> int:
+        raise NotImplementedError(f"{type(self).__name__} cannot delete streams")
+
+    async def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} cannot restore streams")
 
     async def close(self) -> None:  # noqa: B027 - stores without connections need not override
         """Release connections. The store must not be used afterwards."""

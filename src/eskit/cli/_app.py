@@ -14,6 +14,7 @@ from eskit.cli import (
     _inspect,
     _projections,
     _relay,
+    _retention,
     _schema,
     _snapshots,
     _stats,
@@ -54,7 +55,7 @@ def make_app() -> typer.Typer:
     app.callback()(_root)
     for group in (
         _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact,
-        _stats, _snapshots,
+        _stats, _snapshots, _retention,
     ):
         group.register(app)
     return app

@@ -18,8 +18,10 @@ What is measured, on every store that has it:
 
 Fields for later work, ``None`` today because nothing fills them yet (they are
 never guessed): ``decoded_bytes`` and ``compression_ratio`` (compression),
-``archived_events`` (archiving), ``deleted_streams`` and ``deleted_events``
-(retention and stream deletion).
+``archived_events`` (archiving). ``deleted_streams`` counts the streams deleted
+(soft and hard) and ``deleted_events`` the events hard deletes removed (each
+tombstone keeps the version its stream had); ``None`` on a store of a schema
+before deletions opened for inspection.
 
 Cost: one aggregate statement over the event table (per stream, then grouped,
 all in the database, no rows in Python), one over the snapshot table and a size
@@ -34,7 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from eskit.errors import InvalidInputError
@@ -99,7 +101,7 @@ class StoreStats:
     archived_events: int | None = None
     """Events moved to an archive. ``None``: not measured (no archiving yet)."""
     deleted_streams: int | None = None
-    """Streams deleted. ``None``: not measured (no stream deletion yet)."""
+    """Streams deleted, soft and hard. ``None``: not measured."""
     deleted_events: int | None = None
     """Events removed by retention. ``None``: not measured (no retention yet)."""
 
@@ -258,7 +260,9 @@ async def stats_async(store: AsyncEventStore, *, top: int = DEFAULT_TOP) -> Stor
         found = await store._fetchone(has_snapshots)
         snapshot_row = (await store._fetchone(snapshot_stats)
                         if found and found[0] is not None else None)
-        return _from_rows("postgresql", rows, snapshot_row, None)
+        deleted_stats = _postgres_deleted(store)
+        deleted = await store._fetchone(deleted_stats) if deleted_stats else None
+        return _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted)
     raise InvalidInputError(f"stats_async cannot measure a {type(store).__name__}")
 
 
@@ -271,23 +275,51 @@ def _sqlite_stats(store: SQLiteEventStore, top: int) -> StoreStats:
             has_snapshots = conn.execute(_SQLITE_HAS_SNAPSHOTS).fetchone() is not None
             snapshot_row = conn.execute(_SQLITE_SNAPSHOTS).fetchone() if has_snapshots else None
             storage = int(conn.execute(_SQLITE_PAGES).fetchone()[0])
+            deleted = conn.execute(_DELETED).fetchone() if store._visible else None
         finally:
             conn.execute("COMMIT")
-    return _from_rows("sqlite", rows, snapshot_row, storage)
+    return _with_deleted(_from_rows("sqlite", rows, snapshot_row, storage), deleted)
 
 
 def _postgres_stats(store: Any, top: int) -> StoreStats:
     event_stats, has_snapshots, snapshot_stats = _postgres_statements(store.schema)
 
-    def measure(conn: Any) -> tuple[list[Any], Any]:
+    deleted_stats = _postgres_deleted(store)
+
+    def measure(conn: Any) -> tuple[list[Any], Any, Any]:
         rows = conn.execute(event_stats, {"top": top}).fetchall()
         found = conn.execute(has_snapshots).fetchone()
         snapshot_row = (conn.execute(snapshot_stats).fetchone()
                         if found and found[0] is not None else None)
-        return rows, snapshot_row
+        deleted = conn.execute(deleted_stats).fetchone() if deleted_stats else None
+        return rows, snapshot_row, deleted
 
-    rows, snapshot_row = store._run(measure)  # reads only: retried if the connection drops
-    return _from_rows("postgresql", rows, snapshot_row, None)
+    rows, snapshot_row, deleted = store._run(measure)  # reads only: retried on a drop
+    return _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted)
+
+
+_DELETED = (
+    "SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0) "
+    "FROM eskit_deleted_streams"
+)
+
+
+def _postgres_deleted(store: Any) -> Any:
+    """The deleted-streams statement for ``store``'s schema; ``None`` before schema 6."""
+    if store.sql.version < 6:
+        return None
+    from psycopg import sql
+
+    return sql.SQL(
+        "SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0) "
+        "FROM {}.eskit_deleted_streams"
+    ).format(sql.Identifier(store.schema))
+
+
+def _with_deleted(found: StoreStats, deleted: Any) -> StoreStats:
+    if deleted is None:
+        return found
+    return replace(found, deleted_streams=int(deleted[0]), deleted_events=int(deleted[1]))
 
 
 def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
@@ -313,4 +345,5 @@ def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
         largest_categories=tuple(CategorySize(c, s, n, b)
                                  for c, (s, n, b) in largest_categories[:top]),
         snapshots=None, snapshot_bytes=None,
+        deleted_streams=len(store._deleted), deleted_events=store._removed_events,
     )

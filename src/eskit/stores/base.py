@@ -26,7 +26,9 @@ Guarantees every store gives (checked by :mod:`eskit.testing.contract`):
   :meth:`EventStore.read_all` returns events by increasing position, and an
   event visible at some position never moves and is never preceded later by a
   newly visible event. Positions may have gaps.
-* **Append only.** Nothing in this API updates or deletes an event.
+* **Append only.** Nothing in this API updates an event; the one path that
+  removes events is :meth:`EventStore.delete_stream` with ``hard=True``, which
+  leaves a tombstone (see docs/storage.md, "Deleting streams and retention").
 
 What is *not* guaranteed: timestamps are informative and may go backwards along
 positions (clocks move); positions are not dense (a failed append may use up
@@ -48,6 +50,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
 
+from eskit.errors import InvalidInputError
 from eskit.events import (
     Event,
     EventRegistry,
@@ -394,8 +397,47 @@ class EventStore(ABC):  # noqa: B024
         return True
 
     def list_streams(self) -> list[StreamInfo]:
-        """Every stream in the store, in order of its first event."""
+        """Every stream in the store, in order of its first event (deleted ones left out)."""
         return self._list_streams()
+
+    def delete_stream(
+        self, stream_id: StreamId, expected_version: Expected = ANY, *, hard: bool = False
+    ) -> int:
+        """Delete a stream; returns the version it had. Like KurrentDB's delete.
+
+        Soft (``hard=False``): the events stay stored but are hidden: the stream
+        reads as empty (:meth:`read_stream`, :meth:`head_version` 0) and is left out
+        of :meth:`read_all`, subscriptions and :meth:`list_streams`, until
+        :meth:`restore_stream` brings it back unchanged. Appending to it raises
+        :class:`~eskit.StreamDeletedError` (``hard=False``): restore it first. Unlike
+        KurrentDB an append never undeletes silently.
+
+        Hard: the events are removed and a tombstone kept; every later append to
+        the stream id raises :class:`~eskit.StreamDeletedError`, also a retry of
+        events it held (never a "duplicate"), and it cannot be restored. Their
+        positions stay holes in the global order that readers pass over.
+
+        ``expected_version`` is checked against the stream's stored head
+        (:class:`~eskit.ConcurrencyError` if it moved; nothing is deleted). Deleting
+        again is a no-op, and so is a soft delete of a hard-deleted stream.
+        """
+        stream = stream_key(stream_id)
+        expected = check_expected(expected_version)
+        if type(hard) is not bool:
+            raise InvalidInputError("hard must be True or False")
+        result = self._delete_stream(stream_id, stream, expected, hard)
+        self._wake_waiters()
+        return result
+
+    def restore_stream(self, stream_id: StreamId) -> bool:
+        """Undo a soft :meth:`delete_stream`: the stream reads as before, its events
+        back in their places in the global order. ``True`` if it was soft-deleted,
+        ``False`` if it was not deleted. A hard-deleted stream raises
+        :class:`~eskit.StreamDeletedError`. Not guaranteed: a subscription that
+        passed the events while they were hidden does not go back for them.
+        """
+        stream = stream_key(stream_id)
+        return self._restore_stream(stream_id, stream)
 
     def close(self) -> None:  # noqa: B027 - stores without connections need not override
         """Release connections. The store must not be used afterwards."""
@@ -456,6 +498,13 @@ class EventStore(ABC):  # noqa: B024
 
     def _list_streams(self) -> list[StreamInfo]:
         raise NotImplementedError(f"{type(self).__name__} cannot list streams")
+
+    def _delete_stream(self, stream_id: StreamId, stream: str, expected: Expected,
+                       hard: bool) -> int:
+        raise NotImplementedError(f"{type(self).__name__} cannot delete streams")
+
+    def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
+        raise NotImplementedError(f"{type(self).__name__} cannot restore streams")
 
     # -- compatibility with seed-style subclasses --------------------------------------
 

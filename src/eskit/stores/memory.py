@@ -9,6 +9,7 @@ between threads. Its contents live only as long as the object.
 
 from __future__ import annotations
 
+import itertools
 import threading
 from datetime import datetime
 from typing import NamedTuple
@@ -18,6 +19,7 @@ from eskit.errors import InvalidInputError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import expected_matches, resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
+from eskit.stores.deletion import deleted_error, must_write_delete
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
@@ -60,7 +62,9 @@ class InMemoryEventStore(EventStore):
             raise InvalidInputError("max_event_bytes must be a positive int")
         self.max_event_bytes = max_event_bytes
         self._lock = threading.Lock()
-        self._log: list[_Row] = []
+        self._log: list[_Row | None] = []  # None: a hole left by a hard delete
+        self._deleted: dict[str, bool] = {}  # deleted streams: True if hard (a tombstone)
+        self._removed_events = 0  # by hard deletes (for eskit.maintenance.stats)
         self._streams: dict[str, list[_Row]] = {}
         self._by_id: dict[int, _Row] = {}  # by UUID.int: an int hashes in C, a UUID in Python
 
@@ -68,6 +72,8 @@ class InMemoryEventStore(EventStore):
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
         with self._lock:
+            if (hard := self._deleted.get(stream)) is not None:
+                raise deleted_error(stream_id, hard)
             rows = self._streams.get(stream, [])
             head = len(rows)
             by_id = self._by_id
@@ -97,6 +103,8 @@ class InMemoryEventStore(EventStore):
         backwards: bool, limit: int | None,
     ) -> list[Event]:
         with self._lock:
+            if stream in self._deleted:
+                return []
             rows = self._streams.get(stream, [])[from_version:to_version]
         if backwards:
             rows = rows[::-1]
@@ -105,17 +113,30 @@ class InMemoryEventStore(EventStore):
         return decode_rows(rows, stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
-        # Positions are list indexes + 1 and never have gaps in this store.
+        # Positions are list indexes + 1; deleted streams leave holes to step over.
         with self._lock:
-            rows = self._log[after : after + limit]
+            if not self._deleted:
+                rows = [r for r in self._log[after : after + limit] if r is not None]
+            else:
+                rows = []
+                deleted = self._deleted
+                for row in itertools.islice(self._log, after, None):
+                    if row is not None and row.stream not in deleted:
+                        rows.append(row)
+                        if len(rows) == limit:
+                            break
         return decode_rows(rows)
 
     def _head_version(self, stream: str) -> int:
         with self._lock:
+            if stream in self._deleted:
+                return 0
             return len(self._streams.get(stream, ()))
 
     def _version_at(self, stream: str, as_of: datetime) -> int:
         with self._lock:
+            if stream in self._deleted:
+                return 0
             rows = self._streams.get(stream, [])
             for row in reversed(rows):
                 if row.timestamp <= as_of:
@@ -131,5 +152,28 @@ class InMemoryEventStore(EventStore):
             return [
                 StreamInfo(stream_id_from_key(s), rows[-1].version, rows[-1].position,
                            rows[-1].timestamp)
-                for s, rows in self._streams.items()
+                for s, rows in self._streams.items() if s not in self._deleted
             ]
+
+    def _delete_stream(self, stream_id: StreamId, stream: str, expected: Expected,
+                       hard: bool) -> int:
+        with self._lock:
+            rows = self._streams.get(stream, [])
+            head = len(rows)
+            if not must_write_delete(stream_id, expected, head, self._deleted.get(stream), hard):
+                return head
+            self._deleted[stream] = hard
+            if hard:
+                for row in rows:
+                    self._log[row.position - 1] = None
+                    del self._by_id[row.event_id.int]
+                self._streams.pop(stream, None)
+                self._removed_events += len(rows)
+        return head
+
+    def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
+        with self._lock:
+            hard = self._deleted.get(stream)
+            if hard:
+                raise deleted_error(stream_id, hard)
+            return self._deleted.pop(stream, None) is not None

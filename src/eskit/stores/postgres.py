@@ -38,6 +38,7 @@ from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import resolve_conflict
 from eskit.stores.base import EventStore
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
+from eskit.stores.deletion import deleted_error, must_write_delete
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     READ_ALL_PAGE_SIZE,
@@ -47,6 +48,7 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
+from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_listen import ListenWaiter, Notifier
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
@@ -368,6 +370,8 @@ class PostgresEventStore(EventStore):
                     rows = self._run(lambda conn: self._append_holding_stream_lock(conn, params))
             except StoreError as exc:
                 cause = exc.__cause__
+                if getattr(cause, "sqlstate", None) == STREAM_DELETED:  # the trigger
+                    self._refuse_if_deleted(stream_id, stream)
                 if not isinstance(cause, pg_errors.UniqueViolation):
                     raise
                 found = self._find(batch)
@@ -380,6 +384,7 @@ class PostgresEventStore(EventStore):
                 )
             result = inserted_result(stream_id, batch, rows)
             if result is None:  # the expectation did not hold: nothing was inserted
+                self._refuse_if_deleted(stream_id, stream)
                 return resolve_conflict(
                     stream_id, stream, expected, rows[0][0], batch, self._find(batch)
                 )
@@ -400,6 +405,66 @@ class PostgresEventStore(EventStore):
         ids = [p.event_id for p in batch]
         rows = self._run(lambda conn: conn.execute(self.sql.find_events, (ids,)).fetchall())
         return {e.event_id: e for e in decode_rows(rows)}
+
+    # -- deleting (eskit.stores.postgres_deletion) --------------------------------------
+
+    def _refuse_if_deleted(self, stream_id: StreamId, stream: str) -> None:
+        """Raise StreamDeletedError if ``stream`` is deleted (an append found nothing
+        to do: the one statement does not say why)."""
+        if self.sql.version < 6:
+            return
+        row = self._run(lambda conn: conn.execute(
+            self.sql.deletion.state, (stream,)).fetchone())
+        if row is not None:
+            raise deleted_error(stream_id, bool(row[0]))
+
+    def _delete_stream(self, stream_id: StreamId, stream: str, expected: Expected,
+                       hard: bool) -> int:
+        self._deletes_here()
+        statements = self.sql.deletion
+        with self._connection() as conn, conn.transaction():
+            conn.execute(statements.start)
+            # Exclusive: appends of the stream (shared) wait, and none is in flight.
+            conn.execute(self.sql.lock_stream, {"stream": stream})
+            head = conn.execute(statements.head, (stream,)).fetchone()
+            version, tx, seq = head if head is not None else (0, "0", 0)
+            state = conn.execute(statements.state, (stream,)).fetchone()
+            if state is not None and int(state[1]) > int(version):  # a hard delete's head
+                version, tx, seq = state[1], state[2], state[3]
+            if must_write_delete(stream_id, expected, int(version),
+                                 None if state is None else bool(state[0]), hard):
+                conn.execute(statements.write, (stream, hard, version, tx, seq))
+                removed = 0
+                if hard:
+                    removed = conn.execute(statements.remove_events, (stream,)).rowcount
+                    # Snapshots hold the same data: a hard delete takes them too.
+                    conn.execute(statements.remove_snapshots, (stream,))
+                _log.info("schema %s: %s-deleted stream %r at version %d (%d events removed)",
+                          self.schema, "hard" if hard else "soft", stream, version, removed)
+        return int(version)
+
+    def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
+        self._deletes_here()
+        statements = self.sql.deletion
+        with self._connection() as conn, conn.transaction():
+            state = conn.execute(statements.state, (stream,)).fetchone()
+            if state is not None and state[0]:
+                raise deleted_error(stream_id, True)
+            if state is not None:
+                conn.execute(statements.restore, (stream,))
+                _log.info("schema %s: restored soft-deleted stream %r", self.schema, stream)
+        return state is not None
+
+    def _deletes_here(self) -> None:
+        if self._in_caller_transaction():
+            raise InvalidInputError(
+                "delete_stream runs its own transaction: give it a store with a pool or DSN"
+            )
+        if self.sql.version < 6:
+            raise StoreError(
+                f"schema {self.schema} has eskit schema version {self.sql.version}; deleting "
+                "streams needs 6: run `eskit migrate` first"
+            )
 
     def _head(self, stream: str) -> int:
         row = self._run(lambda conn: conn.execute(self.sql.head_version, (stream,)).fetchone())

@@ -75,11 +75,17 @@ from eskit.stores.arguments import expected_range, stream_id_from_key
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, stored_data
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
 from eskit.stores.postgres_compression import compression_migration
+from eskit.stores.postgres_deletion import (
+    DeletionStatements,
+    deletion_migration,
+    visible_row,
+    visible_stream,
+)
 from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_append_migration
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -305,6 +311,8 @@ class Statements:
             late_append_migration(schema),
             # 4 -> 5: compressed payloads (eskit.stores.compression).
             compression_migration(schema),
+            # 5 -> 6: deleted streams and tombstones (eskit.stores.postgres_deletion).
+            deletion_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -322,7 +330,7 @@ class Statements:
             sql.Literal(f"eskit-append:{schema}:")
         )
         self.lock_stream = sql.SQL("SELECT pg_advisory_xact_lock({})").format(stream_lock)
-        self._append_5 = sql.SQL(
+        append_5 = sql.SQL(
             """WITH turn AS (
                    SELECT pg_advisory_xact_lock_shared({stream_lock})
                ), head AS (
@@ -342,14 +350,25 @@ class Statements:
                                %(zdata)b::bytea[])
                         WITH ORDINALITY AS u(event_id, event_type, schema_version,
                                              recorded_at, data, metadata, zdata, ord)
-                   WHERE head.v BETWEEN %(lo)s AND %(hi)s
+                   WHERE head.v BETWEEN %(lo)s AND %(hi)s{not_deleted}
                    ORDER BY u.ord
                    RETURNING version, tx_id::text AS tx, seq
                )
                SELECT head.v, ins.version, ins.tx, ins.seq
                FROM head LEFT JOIN ins ON true
                ORDER BY ins.version"""
-        ).format(events=events, stream_lock=stream_lock)
+        )
+        self._append_5 = append_5.format(
+            events=events, stream_lock=stream_lock, not_deleted=sql.SQL("")
+        )
+        # From schema 6: nothing is inserted into a deleted stream (the caller then
+        # looks up why, off the hot path).
+        self._append_6 = append_5.format(
+            events=events, stream_lock=stream_lock, not_deleted=sql.SQL(
+                " AND NOT EXISTS (SELECT FROM {}.eskit_deleted_streams"
+                " WHERE stream_id = %(stream)s)"
+            ).format(s),
+        )
         # Before schema 5: no data_zstd column (append_params then compresses nothing).
         self._append_4 = sql.SQL(
             """WITH turn AS (
@@ -379,21 +398,8 @@ class Statements:
         self.notify = sql.SQL("SELECT pg_notify(%s, '')")
         self.notify_payload = sql.SQL("SELECT pg_notify(%s, %s)")
         self.listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
-        self.head_version = sql.SQL(
-            "SELECT coalesce(max(version), 0) FROM {} WHERE stream_id = %s"
-        ).format(events)
-        self.version_at = sql.SQL(
-            "SELECT coalesce(max(version), 0) FROM {} WHERE stream_id = %s AND recorded_at <= %s"
-        ).format(events)
+        self.deletion = DeletionStatements(schema)
         self.use_schema_version(SCHEMA_VERSION)
-        self.list_streams = sql.SQL(
-            """SELECT last.stream_id, last.version, last.tx_id::text AS tx_text, last.seq,
-                      last.recorded_at
-               FROM (SELECT DISTINCT ON (stream_id) stream_id, version, tx_id, seq, recorded_at
-                     FROM {events} ORDER BY stream_id, version DESC) AS last
-               JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
-               ORDER BY first.tx_id, first.seq"""
-        ).format(events=events)
         # The transactions the horizon waits for: an id, and the events table's
         # ROW EXCLUSIVE lock (a prepared transaction's start is its prepare time).
         # Without pg_read_all_stats a role does not see other roles' xact_start
@@ -422,14 +428,36 @@ class Statements:
         """
         events = sql.SQL("{}.eskit_events").format(sql.Identifier(self.schema))
         self.version = version
-        self.append = self._append_5 if version >= 5 else self._append_4
+        self.append = (
+            self._append_6 if version >= 6 else self._append_5 if version >= 5 else self._append_4
+        )
+        # From schema 6: the events of deleted streams are hidden from every read.
+        shown: sql.Composable = (
+            visible_stream(self.schema, "eskit_events") if version >= 6 else sql.SQL("")
+        )
+        self.head_version = sql.SQL(
+            "SELECT coalesce(max(version), 0) FROM {} WHERE stream_id = %s{}"
+        ).format(events, shown)
+        self.version_at = sql.SQL(
+            "SELECT coalesce(max(version), 0) FROM {} WHERE stream_id = %s"
+            " AND recorded_at <= %s{}"
+        ).format(events, shown)
+        self.list_streams = sql.SQL(
+            """SELECT last.stream_id, last.version, last.tx_id::text AS tx_text, last.seq,
+                      last.recorded_at
+               FROM (SELECT DISTINCT ON (stream_id) stream_id, version, tx_id, seq, recorded_at
+                     FROM {events} WHERE true{shown}
+                     ORDER BY stream_id, version DESC) AS last
+               JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
+               ORDER BY first.tx_id, first.seq"""
+        ).format(events=events, shown=shown)
         cols = sql.SQL(EVENT_COLUMNS if version >= 5 else EVENT_COLUMNS_BEFORE_5)
         self.find_events = sql.SQL(
             "SELECT {cols} FROM {events} WHERE event_id = ANY(%b::uuid[])"
         ).format(cols=cols, events=events)
         self._read_stream = sql.SQL(
-            "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s"
-        ).format(cols=cols, events=events)
+            "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s{shown}"
+        ).format(cols=cols, events=events, shown=shown)
         # The horizon is computed in the same statement as the read: separate
         # statements would see separate snapshots (pg_current_snapshot() is the
         # statement's own). Below the snapshot xmin every transaction has ended, so
@@ -451,18 +479,37 @@ class Statements:
         self.read_all_page = sql.SQL(
             """SELECT {cols} FROM (
                    SELECT * FROM {events}
-                   WHERE (tx_id, seq) > (%s::text::xid8, %s)
+                   WHERE (tx_id, seq) > (%s::text::xid8, %s){shown}
                    ORDER BY tx_id, seq
                    LIMIT %s
                ) AS page
                WHERE {visible}
                ORDER BY tx_id, seq"""
-        ).format(cols=cols, events=events, visible=visible)
+        ).format(
+            cols=cols, events=events, visible=visible,
+            shown=visible_row(self.schema, "eskit_events") if version >= 6 else sql.SQL(""),
+        )
         self.head_position = sql.SQL(
             """SELECT tx_id::text AS tx_text, seq FROM {events}
                WHERE {visible}
                ORDER BY tx_id DESC, seq DESC LIMIT 1"""
         ).format(events=events, visible=visible)
+        if version >= 6:
+            # A hard delete of the newest events must not take the head back.
+            self.head_position = sql.SQL(
+                """SELECT tx_id::text AS tx_text, seq FROM (
+                       ({head})
+                       UNION ALL
+                       (SELECT tx_id, seq FROM {schema}.eskit_deleted_streams
+                        WHERE hard ORDER BY tx_id DESC, seq DESC LIMIT 1)
+                   ) AS heads ORDER BY tx_id DESC, seq DESC LIMIT 1"""
+            ).format(
+                head=sql.SQL(
+                    """SELECT tx_id, seq FROM {events} WHERE {visible}
+                       ORDER BY tx_id DESC, seq DESC LIMIT 1"""
+                ).format(events=events, visible=visible),
+                schema=sql.Identifier(self.schema),
+            )
 
     def payload_threshold(self, threshold: int | None) -> int | None:
         """The store's ``compress_threshold``, or ``None`` on a schema before 5."""
