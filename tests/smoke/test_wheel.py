@@ -22,6 +22,8 @@ import subprocess
 import sys
 import types
 import uuid
+import warnings
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
@@ -158,3 +160,24 @@ def test_eskit_demo_outside_a_checkout_says_where_the_demo_is(tmp_path):
     assert "source checkout" in said, said
     assert "Traceback" not in said, said
     assert list(tmp_path.iterdir()) == []  # nothing written before it refused
+
+
+def test_sqlite_append_snapshots_and_stats_raise_no_deprecation_warning(tmp_path):
+    # Python 3.12 deprecates numbered SQL parameters (?1) bound from a sequence, and 3.14
+    # refuses them: the SQLite paths that used them, run with warnings as errors.
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        store = eskit.SQLiteEventStore(str(tmp_path / "smoke.db"))
+        try:
+            snapshots = eskit.SQLiteSnapshotStore(store)
+            stream = f"smoke-{uuid.uuid4()}"
+            store.append(stream, [eskit.NewEvent("smoke.A"), eskit.NewEvent("smoke.B")])
+            for event in store.read_stream(stream):
+                snapshots.save(eskit.Snapshot(
+                    stream, "smoke.Aggregate", event.version, event.event_id, 1, b"{}",
+                    datetime.now(UTC),
+                ))
+            assert snapshots.prune(keep=1) == 1
+            assert eskit.stats(store).events == 2
+        finally:
+            store.close()
