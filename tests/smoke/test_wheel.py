@@ -75,6 +75,8 @@ def test_wheel_ships_only_the_eskit_package():
     top = {f.parts[0] for f in files if not f.parts[0].endswith((".dist-info", ".data"))}
     top.discard("..")  # the console script, installed in bin/
     assert top == {"eskit"}, top
+    demo = {f.name for f in files if f.parts[:2] == ("eskit", "_demo_bank")}
+    assert {"__init__.py", "demo.py", "domain.py", "read_models.py"} <= demo, demo
 
 
 def test_no_published_extra_pulls_test_tools_or_the_benchmark_peer():
@@ -152,14 +154,15 @@ def test_eskit_help_lists_the_commands(tmp_path):
         assert command in result.stdout, result.stdout
 
 
-def test_eskit_demo_outside_a_checkout_says_where_the_demo_is(tmp_path):
-    # The bank demo lives in the repository's examples/bank; the wheel does not ship it.
+def test_eskit_demo_runs_outside_a_checkout(tmp_path):
+    # The wheel ships the bank example as eskit._demo_bank; examples/ stays out.
     result = _run("demo", cwd=tmp_path)
-    assert result.returncode == 1, (result.stdout, result.stderr)
-    said = " ".join((result.stdout + result.stderr).split())
-    assert "source checkout" in said, said
-    assert "Traceback" not in said, said
-    assert list(tmp_path.iterdir()) == []  # nothing written before it refused
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert "Traceback" not in result.stdout + result.stderr
+    with eskit.SQLiteEventStore(str(tmp_path / "eskit-demo.db"), create=False) as store:
+        assert store.head_position() == 12  # the demo's twelve events, as in the checkout
+    again = _run("demo", cwd=tmp_path)  # replaces the file it wrote itself
+    assert again.returncode == 0, again.stderr
 
 
 def test_sqlite_append_snapshots_and_stats_raise_no_deprecation_warning(tmp_path):
