@@ -184,3 +184,13 @@ def test_sqlite_append_snapshots_and_stats_raise_no_deprecation_warning(tmp_path
             assert eskit.stats(store).events == 2
         finally:
             store.close()
+
+
+def test_the_classifiers_declare_this_python():
+    # .ci/wheel-smoke runs this on every Python the classifiers name, and checks that
+    # they name exactly those it runs on.
+    classifiers = importlib.metadata.metadata("eskit").get_all("Classifier") or []
+    here = f"Programming Language :: Python :: {sys.version_info[0]}.{sys.version_info[1]}"
+    assert here in classifiers, classifiers
+    assert "Programming Language :: Python :: 3 :: Only" in classifiers
+    assert not [c for c in classifiers if c.startswith("License ::")], classifiers
