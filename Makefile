@@ -4,13 +4,16 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.eskit-installed
+# Every published extra, and the unpublished `dev` dependency group (test, lint and
+# example tools; `--group` needs pip >= 25.1, hence the upgrade first).
+EXTRAS := cli,docs,fastapi,metrics,nats,otel,postgres,rabbitmq,redis,sqlalchemy
 
-.PHONY: demo serve-example test lint bench docs clean
+.PHONY: demo serve-example test wheel-smoke lint bench docs clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[$(EXTRAS)]' --group dev
 	touch $(STAMP)
 
 demo: $(STAMP)
@@ -23,6 +26,11 @@ serve-example: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# Build the sdist and wheel, install the wheel into fresh virtualenvs outside the
+# checkout (Python 3.11, 3.12, 3.13) and run tests/smoke there; see .ci/wheel-smoke.
+wheel-smoke:
+	.ci/wheel-smoke
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests examples benchmarks

@@ -4,7 +4,7 @@
 ``examples.bank.demo.run`` is what ``eskit demo`` runs.
 """
 
-from examples.bank.domain import (
+from .domain import (
     AccountClosed,
     AccountOpened,
     BankAccount,

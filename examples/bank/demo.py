@@ -24,7 +24,8 @@ from rich.table import Table
 
 import eskit
 from eskit.projections import ProjectionRunner, SQLiteTarget
-from examples.bank.domain import BankAccount, BankAccountError, transfer
+
+from .domain import BankAccount, BankAccountError, transfer
 
 __all__ = ["ACCOUNTS", "DEMO_APP", "account_id", "run"]
 
@@ -206,7 +207,7 @@ def _rebuild(path: Path, console: Console) -> dict[str, Decimal]:
 
 
 def _read_models(path: Path, console: Console) -> None:
-    from examples.bank.read_models import AccountBalances, DailySummary, balances, daily_summary
+    from .read_models import AccountBalances, DailySummary, balances, daily_summary
 
     _step(console, 9, "Read models: queries that never touch the event store")
     console.print("  Two projections turn the events into SQL tables in the same file; each "

@@ -17,7 +17,8 @@ from typing import Any
 
 import eskit
 from eskit.projections import Projection, Tx
-from examples.bank.domain import (
+
+from .domain import (
     AccountClosed,
     AccountOpened,
     MoneyDeposited,

@@ -137,7 +137,7 @@ WITH per AS MATERIALIZED (
 )
 SELECT 0, NULL, count(*), coalesce(sum(n), 0), coalesce(sum(b), 0) FROM per
 UNION ALL
-SELECT * FROM (SELECT 1, stream_id, 1, n, b FROM per ORDER BY b DESC, stream_id LIMIT ?1)
+SELECT * FROM (SELECT 1, stream_id, 1, n, b FROM per ORDER BY b DESC, stream_id LIMIT :top)
 UNION ALL
 SELECT * FROM (
     SELECT 2, c, count(*), sum(n), sum(b) FROM (
@@ -145,7 +145,7 @@ SELECT * FROM (
                     THEN substr(stream_id, 1, instr(stream_id, '-') - 1)
                     ELSE stream_id END AS c, n, b
         FROM per
-    ) GROUP BY c ORDER BY sum(b) DESC, c LIMIT ?1
+    ) GROUP BY c ORDER BY sum(b) DESC, c LIMIT :top
 )
 """
 _SQLITE_SNAPSHOTS = (
@@ -271,7 +271,7 @@ def _sqlite_stats(store: SQLiteEventStore, top: int) -> StoreStats:
     with store._reading() as conn:
         conn.execute("BEGIN")
         try:
-            rows = conn.execute(_SQLITE_EVENTS, (top,)).fetchall()
+            rows = conn.execute(_SQLITE_EVENTS, {"top": top}).fetchall()
             has_snapshots = conn.execute(_SQLITE_HAS_SNAPSHOTS).fetchone() is not None
             snapshot_row = conn.execute(_SQLITE_SNAPSHOTS).fetchone() if has_snapshots else None
             storage = int(conn.execute(_SQLITE_PAGES).fetchone()[0])

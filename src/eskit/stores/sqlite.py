@@ -160,18 +160,20 @@ _INSERT = f"INSERT INTO eskit_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?
 # reports; no row back means the expectation failed and nothing was written. The
 # rest of the batch follows it one by one (the write lock is held). A one-event
 # append, the commonest, so costs one statement inside its transaction.
+# Named parameters: Python 3.12 deprecates numbered ones (?1) bound from a sequence
+# (an error from 3.14).
 _INSERT_FIRST = (
     "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
     "recorded_at, data, metadata) "
-    "SELECT ?1, ?7, head.v + 1, ?2, ?3, ?4, ?5, ?6 "
-    "FROM (SELECT coalesce(MAX(version), 0) AS v FROM eskit_events WHERE stream_id = ?7) "
-    "AS head WHERE head.v BETWEEN ?8 AND ?9 "
-    "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = ?7) "
+    "SELECT :id, :stream, head.v + 1, :type, :schema, :at, :data, :meta "
+    "FROM (SELECT coalesce(MAX(version), 0) AS v FROM eskit_events WHERE stream_id = :stream) "
+    "AS head WHERE head.v BETWEEN :lo AND :hi "
+    "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
     "RETURNING position, version"
 )
 # The same for a file of an older schema opened with create=False (no deletions).
 _INSERT_FIRST_V3 = _INSERT_FIRST.replace(
-    "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = ?7) ", ""
+    "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) ", ""
 )
 # What decode_rows reads (eskit.stores.rows.StoredRow): tx 0, so the position is seq.
 _SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
@@ -679,10 +681,12 @@ class SQLiteEventStore(EventStore):
         threshold = self.compress_threshold
         first = batch[0]
         micros = timestamp_to_micros(first.timestamp)
-        row = conn.execute(_INSERT_FIRST if self._visible else _INSERT_FIRST_V3, (
-            first.event_id.bytes, first.event_type, first.schema_version, micros,
-            stored_data(first.data, threshold), first.metadata.decode(), stream, lo, hi,
-        )).fetchone()
+        row = conn.execute(_INSERT_FIRST if self._visible else _INSERT_FIRST_V3, {
+            "id": first.event_id.bytes, "type": first.event_type,
+            "schema": first.schema_version, "at": micros,
+            "data": stored_data(first.data, threshold), "meta": first.metadata.decode(),
+            "stream": stream, "lo": lo, "hi": hi,
+        }).fetchone()
         if row is None:
             if self._visible and (hard := deleted_state(conn, stream)) is not None:
                 raise deleted_error(stream_id_from_key(stream), hard)

@@ -72,11 +72,12 @@ ORDER BY version DESC LIMIT 1
 """
 
 # Everything below the keep-th newest; the subquery is NULL (nothing deleted) with fewer.
+# Named parameters: Python 3.12 deprecates numbered ones bound from a sequence.
 _PRUNE = """
 DELETE FROM eskit_snapshots
-WHERE stream_id = ?1 AND aggregate_type = ?2 AND version < (
-    SELECT version FROM eskit_snapshots WHERE stream_id = ?1 AND aggregate_type = ?2
-    ORDER BY version DESC LIMIT 1 OFFSET ?3
+WHERE stream_id = :stream AND aggregate_type = :type AND version < (
+    SELECT version FROM eskit_snapshots WHERE stream_id = :stream AND aggregate_type = :type
+    ORDER BY version DESC LIMIT 1 OFFSET :offset
 )
 """
 _PRUNE_ALL = "DELETE FROM eskit_snapshots WHERE stream_id = ? AND aggregate_type = ?"
@@ -99,7 +100,10 @@ def prune_one(conn: sqlite3.Connection, key: AggregateKey, keep: int) -> int:
     """Prune one aggregate to its ``keep`` newest snapshots, in the caller's transaction."""
     if keep == 0:
         return conn.execute(_PRUNE_ALL, key).rowcount
-    return conn.execute(_PRUNE, (*key, keep - 1)).rowcount
+    stream, aggregate_type = key
+    return conn.execute(
+        _PRUNE, {"stream": stream, "type": aggregate_type, "offset": keep - 1}
+    ).rowcount
 
 
 class SQLiteSnapshotStore(SnapshotStore):
