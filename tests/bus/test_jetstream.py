@@ -403,7 +403,12 @@ def test_max_deliver_moves_a_message_to_the_dead_letters(js_url: str) -> None:
         async with JetStreamSource.from_url(url, group="g") as source:
             # A member that dies in its handler each time never settles the message.
             counts = [d.message.delivery_count for d in await take(source, 2, ack=False)]
-            assert counts == [1, 2]
+            # Seen once under heavy load (CI, 2 cores at load 7): [1, 1], the second
+            # copy handed out before the server counted it. What is promised: the
+            # first delivery counts 1, counts never go down, and after max_deliver
+            # deliveries the message is a dead letter (below).
+            assert counts[0] == 1
+            assert counts == sorted(counts)
 
             async def dead() -> list[DeadMessage]:
                 while not (found := await source.dead_letters()):
