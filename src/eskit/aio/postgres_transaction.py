@@ -9,7 +9,7 @@ docs/transactions.md for what is and is not guaranteed.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Protocol
+from typing import Any
 
 from eskit.errors import InvalidInputError
 
@@ -22,7 +22,7 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
-from eskit.events import Event, EventRegistry, StreamId
+from eskit.events import Event, StreamId
 from eskit.observability import _hooks
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
 from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent
@@ -30,25 +30,18 @@ from eskit.stores.postgres_connection import translate
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
-    Statements,
     append_params,
     inserted_result,
     retry_after_lost_race,
     too_busy,
 )
-from eskit.stores.postgres_transaction import SAVEPOINT, check_caller_connection
+from eskit.stores.postgres_transaction import (
+    SAVEPOINT,
+    AppendingStore,
+    check_caller_connection,
+)
 from eskit.stores.rows import decode_rows
 from eskit.stores.sqlalchemy import is_sqlalchemy
-
-
-class _Store(Protocol):
-    """What an append needs of the store (a protocol: the store module imports this one)."""
-
-    sql: Statements
-    registry: EventRegistry
-    max_event_bytes: int
-    compress_threshold: int | None
-    _notify: bool
 
 __all__ = ["AsyncPostgresTransaction"]
 
@@ -85,7 +78,7 @@ class AsyncPostgresTransaction:
     back to its savepoint, eskit never commits.
     """
 
-    def __init__(self, store: _Store, connection: Any) -> None:
+    def __init__(self, store: AppendingStore, connection: Any) -> None:
         if not is_sqlalchemy(connection):
             check_caller_connection(connection, psycopg.AsyncConnection, need_transaction=False)
         self.store = store
@@ -134,7 +127,7 @@ class AsyncPostgresTransaction:
 
 
 async def append_on(
-    store: _Store, conn: psycopg.AsyncConnection[Any], stream_id: StreamId, stream: str,
+    store: AppendingStore, conn: psycopg.AsyncConnection[Any], stream_id: StreamId, stream: str,
     expected: Expected, batch: list[PendingEvent],
 ) -> AppendResult:
     """eskit's append, on ``conn`` in its current transaction, in a savepoint."""
@@ -172,13 +165,13 @@ async def append_on(
     raise too_busy(stream)
 
 
-async def _find(store: _Store, conn: psycopg.AsyncConnection[Any],
+async def _find(store: AppendingStore, conn: psycopg.AsyncConnection[Any],
                 batch: list[PendingEvent]) -> dict[Any, Event]:
     cur = await conn.execute(store.sql.find_events, ([p.event_id for p in batch],))
     return {e.event_id: e for e in decode_rows(await cur.fetchall())}
 
 
-async def _head(store: _Store, conn: psycopg.AsyncConnection[Any],
+async def _head(store: AppendingStore, conn: psycopg.AsyncConnection[Any],
                 stream: str) -> int:
     row = await (await conn.execute(store.sql.head_version, (stream,))).fetchone()
     return int(row[0]) if row else 0

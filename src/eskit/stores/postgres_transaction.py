@@ -53,7 +53,7 @@ from eskit.stores.postgres_schema import (
 from eskit.stores.rows import decode_rows
 
 
-class _Store(Protocol):
+class AppendingStore(Protocol):
     """What an append needs of the store (a protocol: the store module imports this one)."""
 
     sql: Statements
@@ -62,7 +62,7 @@ class _Store(Protocol):
     compress_threshold: int | None
     _notify: bool
 
-__all__ = ["PostgresTransaction", "check_caller_connection"]
+__all__ = ["AppendingStore", "PostgresTransaction", "check_caller_connection"]
 
 SAVEPOINT = "eskit_append"
 
@@ -123,7 +123,7 @@ def _in_savepoint(conn: psycopg.Connection[Any], statements: Sequence[Any],
 
 
 def append_on(
-    store: _Store, conn: psycopg.Connection[Any], stream_id: StreamId,
+    store: AppendingStore, conn: psycopg.Connection[Any], stream_id: StreamId,
     stream: str, expected: Expected, batch: list[PendingEvent],
 ) -> AppendResult:
     """eskit's append, on ``conn`` in its current transaction, in a savepoint."""
@@ -164,13 +164,13 @@ def append_on(
     raise too_busy(stream)
 
 
-def _find(store: _Store, conn: psycopg.Connection[Any],
+def _find(store: AppendingStore, conn: psycopg.Connection[Any],
           batch: list[PendingEvent]) -> dict[Any, Event]:
     rows = conn.execute(store.sql.find_events, ([p.event_id for p in batch],)).fetchall()
     return {e.event_id: e for e in decode_rows(rows)}
 
 
-def _head(store: _Store, conn: psycopg.Connection[Any], stream: str) -> int:
+def _head(store: AppendingStore, conn: psycopg.Connection[Any], stream: str) -> int:
     row = conn.execute(store.sql.head_version, (stream,)).fetchone()
     return int(row[0]) if row else 0
 
@@ -190,7 +190,7 @@ class PostgresTransaction:
     for this transaction: keep it short.
     """
 
-    def __init__(self, store: _Store, conn: psycopg.Connection[Any]) -> None:
+    def __init__(self, store: AppendingStore, conn: psycopg.Connection[Any]) -> None:
         check_caller_connection(conn, psycopg.Connection, need_transaction=False)
         self.store = store
         self.connection = conn
