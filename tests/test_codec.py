@@ -1,11 +1,13 @@
 """The codec round-trips every supported value exactly and refuses the rest before writing."""
 
 import math
+import sys
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 from enum import Enum, IntEnum
+from typing import Any
 
 import orjson
 import pytest
@@ -233,3 +235,23 @@ def test_sets_encode_to_the_same_bytes_in_every_process() -> None:
         for seed in (1, 2, 3, 4)
     }
     assert len(outputs) == 1, "set order leaked into the encoding"
+
+
+def test_decoding_depth_is_bounded_whatever_the_recursion_limit() -> None:
+    # The bound is the codec's own, not Python's recursion limit, which other code
+    # may raise (and whose headroom differs between Python versions).
+    tagged = '{"v":' + "[" * 600 + '{"__eskit__":"decimal","v":"1"}' + "]" * 600 + "}"
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(20_000)
+    try:
+        with pytest.raises(DecodingError, match="nested too deeply"):
+            decode(tagged)
+    finally:
+        sys.setrecursionlimit(old)
+
+
+def test_the_deepest_value_the_encoder_writes_decodes() -> None:
+    value: Any = Decimal("1.5")
+    for level in range(MAX_DEPTH):
+        value = (value,) if level % 2 else {"k": value, 1: level}
+    assert decode(encode(value)) == value

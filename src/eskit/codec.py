@@ -57,6 +57,7 @@ import orjson
 from eskit.errors import DecodingError, EncodingError, InvalidInputError
 
 __all__ = [
+    "MAX_DECODE_DEPTH",
     "MAX_DEPTH",
     "MAX_INT_DIGITS",
     "RecordKind",
@@ -74,8 +75,13 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 MAX_DEPTH = 64
 """How many containers deep a value may nest. Each level becomes at most three
-levels of JSON, which keeps every payload under the JSON library's own limit
-(254 levels) and far from Python's recursion limit."""
+levels of JSON, which keeps every payload far from Python's recursion limit."""
+
+MAX_DECODE_DEPTH = 4 * MAX_DEPTH
+"""How many JSON levels deep a stored payload may nest for the decoder: all that
+:data:`MAX_DEPTH` lets the encoder write (three levels each), with room to spare.
+Deeper rows (written around the codec) raise :class:`~eskit.errors.DecodingError`,
+whatever Python's recursion limit is set to."""
 
 MAX_INT_DIGITS = 4300
 """The most decimal digits an encoded int may have: Python's default
@@ -345,10 +351,12 @@ def _to_tree(v: Any, depth: int) -> Any:
     if t is dict:
         if depth >= MAX_DEPTH:
             raise _too_deep()
-        out = {}
+        out: dict[str, Any] = {}
         for k, x in v.items():
             if type(k) is not str:
-                return _encode_map(v, depth)
+                # What is already encoded is reused: encoding it again would double
+                # the work at every level of such dicts nested in one another.
+                return _encode_map(v, depth, out)
             # Payloads are mostly flat: the usual values are handled here without a call.
             tx = type(x)
             if tx is str or tx is bool or x is None:
@@ -434,11 +442,15 @@ def _encode_big_int(v: int) -> dict[str, Any]:
     return {TAG: "int", "v": text}
 
 
-def _encode_map(v: dict[Any, Any], depth: int) -> dict[str, Any]:
+def _encode_map(v: dict[Any, Any], depth: int, done: dict[str, Any]) -> dict[str, Any]:
     # A dict with a non-string key: a list of [key, value] pairs, in the dict's order,
-    # so that the keys keep their type (UUID, int, tuple, Enum, ...).
+    # so that the keys keep their type (UUID, int, tuple, Enum, ...). ``done`` holds
+    # the trees of the str keys the caller already encoded.
     pairs = []
     for k, x in v.items():
+        if type(k) is str and k in done:
+            pairs.append([k, done[k]])
+            continue
         try:
             key = _to_tree(k, depth + 1)
         except EncodingError as exc:
@@ -496,15 +508,19 @@ _CONTAINER_ENCODERS: dict[type, Callable[[Any, int], Any]] = {
 }
 
 
-def _from_tree(x: Any) -> Any:
+def _from_tree(x: Any, depth: int = 0) -> Any:
     # The tree comes fresh from the JSON parser and belongs to us, so containers are
     # rewritten in place rather than copied; scalars are skipped without a call.
+    # ``depth`` counts the containers around ``x``: an explicit bound, not Python's
+    # recursion limit, which other code may raise and which differs between versions.
+    if depth >= MAX_DECODE_DEPTH:
+        raise DecodingError("stored payload is nested too deeply to decode")
     t = type(x)
     if t is list:
         for i, v in enumerate(x):
             tv = type(v)
             if tv is dict or tv is list:
-                x[i] = _from_tree(v)
+                x[i] = _from_tree(v, depth + 1)
         return x
     if t is not dict:
         return x
@@ -521,16 +537,16 @@ def _from_tree(x: Any) -> Any:
                         continue
                     except ArithmeticError:
                         pass
-                x[k] = _from_tree(v)
+                x[k] = _from_tree(v, depth + 1)
             elif tv is list:
-                x[k] = _from_tree(v)
+                x[k] = _from_tree(v, depth + 1)
         return x
     try:
         decoder = _DECODERS[tag]
     except KeyError:
         raise DecodingError(f"unknown value tag {tag!r} in stored payload") from None
     try:
-        return decoder(x)
+        return decoder(x, depth + 1)
     except DecodingError:
         raise
     except Exception as exc:
@@ -541,15 +557,13 @@ def decode_tree(tree: Any) -> Any:
     """Python values from a parsed payload that holds tags (internal to eskit).
 
     For the stores' bulk read loop, which parses the JSON itself and walks only
-    payloads that hold a tag, as :func:`decode` does.
+    payloads that hold a tag, as :func:`decode` does. A payload nested more than
+    :data:`MAX_DECODE_DEPTH` containers deep raises :class:`~eskit.errors.DecodingError`.
     """
-    try:
-        return _from_tree(tree)
-    except RecursionError:  # only rows written around the codec nest this deep
-        raise DecodingError("stored payload is nested too deeply to decode") from None
+    return _from_tree(tree)
 
 
-def _decode_datetime(x: dict[str, Any]) -> datetime:
+def _decode_datetime(x: dict[str, Any], depth: int) -> datetime:
     value = datetime.fromisoformat(x["v"])
     if "tz" in x:
         value = value.astimezone(ZoneInfo(x["tz"]))
@@ -558,24 +572,24 @@ def _decode_datetime(x: dict[str, Any]) -> datetime:
     return value
 
 
-def _decode_enum(x: dict[str, Any]) -> Enum:
+def _decode_enum(x: dict[str, Any], depth: int) -> Enum:
     cls = _type_by_name(x["t"])
     if not issubclass(cls, Enum):
         raise DecodingError(f"stored enum names {x['t']!r}, which is not an Enum")
-    return cls(_from_tree(x["v"]))
+    return cls(_from_tree(x["v"], depth))
 
 
-def _decode_map(x: dict[str, Any]) -> dict[Any, Any]:
+def _decode_map(x: dict[str, Any], depth: int) -> dict[Any, Any]:
     out = {}
     for k, v in x["v"]:
-        key = _from_tree(k) if type(k) is dict else k
-        out[key] = _from_tree(v)
+        key = _from_tree(k, depth + 1) if type(k) is dict else k
+        out[key] = _from_tree(v, depth + 1)
     return out
 
 
-def _decode_dataclass(x: dict[str, Any]) -> Any:
+def _decode_dataclass(x: dict[str, Any], depth: int) -> Any:
     cls = _type_by_name(x["t"])
-    values = {k: _from_tree(v) for k, v in x["v"].items()}
+    values = {k: _from_tree(v, depth + 1) for k, v in x["v"].items()}
     if dataclasses.is_dataclass(cls):
         return cls(**values)
     kind = record_kind(cls)
@@ -584,21 +598,22 @@ def _decode_dataclass(x: dict[str, Any]) -> Any:
     return kind.build(cls, values)
 
 
-_DECODERS: dict[str, Callable[[dict[str, Any]], Any]] = {
-    "dict": lambda x: {k: _from_tree(v) for k, v in x["v"].items()},
+# Each decoder gets the tagged dict and the depth of its contents.
+_DECODERS: dict[str, Callable[[dict[str, Any], int], Any]] = {
+    "dict": lambda x, d: {k: _from_tree(v, d + 1) for k, v in x["v"].items()},
     "map": _decode_map,
-    "tuple": lambda x: tuple(_from_tree(i) for i in x["v"]),
-    "int": lambda x: int(x["v"]),
-    "float": lambda x: float(x["v"]),
-    "decimal": lambda x: Decimal(x["v"]),
+    "tuple": lambda x, d: tuple(_from_tree(i, d + 1) for i in x["v"]),
+    "int": lambda x, d: int(x["v"]),
+    "float": lambda x, d: float(x["v"]),
+    "decimal": lambda x, d: Decimal(x["v"]),
     "datetime": _decode_datetime,
-    "date": lambda x: date.fromisoformat(x["v"]),
-    "time": lambda x: time.fromisoformat(x["v"]),
-    "timedelta": lambda x: timedelta(days=x["v"][0], seconds=x["v"][1], microseconds=x["v"][2]),
-    "uuid": lambda x: UUID(x["v"]),
-    "bytes": lambda x: base64.b64decode(x["v"]),
-    "set": lambda x: set(_from_tree(x["v"])),
-    "frozenset": lambda x: frozenset(_from_tree(x["v"])),
+    "date": lambda x, d: date.fromisoformat(x["v"]),
+    "time": lambda x, d: time.fromisoformat(x["v"]),
+    "timedelta": lambda x, d: timedelta(days=x["v"][0], seconds=x["v"][1], microseconds=x["v"][2]),
+    "uuid": lambda x, d: UUID(x["v"]),
+    "bytes": lambda x, d: base64.b64decode(x["v"]),
+    "set": lambda x, d: set(_from_tree(x["v"], d)),
+    "frozenset": lambda x, d: frozenset(_from_tree(x["v"], d)),
     "enum": _decode_enum,
     "dataclass": _decode_dataclass,
 }
