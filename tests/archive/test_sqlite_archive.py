@@ -10,7 +10,11 @@ import pytest
 
 import eskit
 from eskit.archive import (
-    LocalDirectoryStorage, archive_streams, restore_streams, streams_older_than, verify,
+    LocalDirectoryStorage,
+    archive_streams,
+    restore_streams,
+    streams_older_than,
+    verify,
 )
 from eskit.stores.sqlite import SCHEMA_VERSION, SQLiteEventStore
 
@@ -82,7 +86,9 @@ def test_verify_finds_a_corrupt_segment_and_restore_refuses_it(tmp_path: Path) -
     blob = bytearray(storage.get(segment))
     blob[-1] ^= 1
     (tmp_path / "arch" / segment).write_bytes(bytes(blob))
-    assert verify(storage) and "sha256" in verify(storage)[0]
+    problems = verify(storage)
+    assert len(problems) == 1
+    assert "sha256" in problems[0]
     with pytest.raises(eskit.archive.ArchiveCorruptError):
         restore_streams(store, storage)
     with pytest.raises(eskit.StreamArchivedError):

@@ -27,7 +27,8 @@ def test_archive_restore_verify(tmp_path: Path) -> None:
     assert "2 events of 2 streams archived" in out.output
     assert run(app, ["archive-verify", arch]).exit_code == 0
     out = run(app, ["restore", arch, db, "--stream", "order-1"])
-    assert out.exit_code == 0 and "1 events restored" in out.output, out.output
+    assert out.exit_code == 0, out.output
+    assert "1 events restored" in out.output
     assert run(app, ["restore", arch, db]).exit_code == 0
     with sqlite3.connect(db) as conn:
         assert conn.execute("SELECT * FROM eskit_events ORDER BY position").fetchall() == before

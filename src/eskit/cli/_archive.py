@@ -8,7 +8,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from eskit.archive import (
-    LocalDirectoryStorage, archive_streams, restore_streams, streams_older_than, verify,
+    LocalDirectoryStorage,
+    archive_streams,
+    restore_streams,
+    streams_older_than,
+    verify,
 )
 from eskit.cli import _common as c
 from eskit.cli._compact import parse_age
@@ -59,13 +63,12 @@ def restore_command(
         "--stream", help="Restore only this stream (repeatable).")] = None,
 ) -> None:
     """Put archived streams back with their ids, versions, positions and bytes."""
-    with c.reported_errors():
-        with c.open_store(db) as store:
-            storage = LocalDirectoryStorage(directory, create=False)
-            with _bar("restoring") as bar:
-                task = bar.add_task("restore", total=None)
-                done = restore_streams(store, storage, stream or None, progress=lambda n, t:
-                                       bar.update(task, completed=n, total=t))
+    with c.reported_errors(), c.open_store(db) as store:
+        storage = LocalDirectoryStorage(directory, create=False)
+        with _bar("restoring") as bar:
+            task = bar.add_task("restore", total=None)
+            done = restore_streams(store, storage, stream or None, progress=lambda n, t:
+                                   bar.update(task, completed=n, total=t))
     c.console().print(c.plain(f"{done} events restored from {directory}"))
 
 
