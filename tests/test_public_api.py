@@ -39,6 +39,7 @@ PUBLIC_API = [
     # opening the store a URL or $ESKIT_DSN names (eskit.config)
     "open_store",
     # stream deletion (EventStore.delete_stream)
+    "StreamArchivedError",
     "StreamDeletedError",
     # storage growth: sizes and snapshot pruning (eskit.maintenance)
     "StoreStats", "prune_snapshots", "stats",

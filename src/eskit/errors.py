@@ -51,6 +51,7 @@ __all__ = [
     "StoreBusyError",
     "StoreError",
     "StoreUnavailableError",
+    "StreamArchivedError",
     "StreamDeletedError",
     "UnknownEventTypeError",
     "VersionNotFound",
@@ -129,6 +130,20 @@ class DuplicateEventError(EskitError):
 
     def __init__(self, message: str, *, event_id: Any = None) -> None:
         self.event_id = event_id
+        super().__init__(message)
+
+
+class StreamArchivedError(EskitError):
+    """The stream's events were moved to an archive (see :mod:`eskit.archive`):
+    reading or appending is refused until it is restored, so no read ever returns
+    a silently partial history. ``archive`` names where the events are, ``segment``
+    the file holding them. Nothing was written."""
+
+    def __init__(self, message: str, *, stream_id: Any = None, archive: str = "",
+                 segment: str = "") -> None:
+        self.stream_id = stream_id
+        self.archive = archive
+        self.segment = segment
         super().__init__(message)
 
 

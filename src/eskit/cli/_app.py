@@ -8,6 +8,7 @@ import typer
 
 import eskit
 from eskit.cli import (
+    _archive,
     _compact,
     _demo,
     _health,
@@ -54,7 +55,7 @@ def make_app() -> typer.Typer:
     )
     app.callback()(_root)
     for group in (
-        _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact,
+        _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact, _archive,
         _stats, _snapshots, _retention,
     ):
         group.register(app)

@@ -67,6 +67,8 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.sqlite_archive import MIGRATION as SQLITE_ARCHIVE_MIGRATION
+from eskit.stores.sqlite_archive import archived_error, archived_in
 from eskit.stores.sqlite_deletion import MIGRATION as SQLITE_DELETION_MIGRATION
 from eskit.stores.sqlite_deletion import VISIBLE, deleted_state
 from eskit.stores.sqlite_transaction import SQLiteTransaction
@@ -82,7 +84,7 @@ _getpid = os.getpid  # on every call: a fork is detected by the process id chang
 # more threads read at once. Each holds two file descriptors (database and -wal).
 MAX_IDLE_READERS = 8
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 STORE_FORMAT = "eskit-event-store"
 
 # Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
@@ -148,6 +150,8 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 3 -> 4: deleted streams and tombstones (eskit.stores.sqlite_deletion).
     SQLITE_DELETION_MIGRATION,
+    # 4 -> 5: archived streams (eskit.archive, eskit.stores.sqlite_archive).
+    SQLITE_ARCHIVE_MIGRATION,
 ]
 
 _COLUMNS = (
@@ -169,10 +173,14 @@ _INSERT_FIRST = (
     "FROM (SELECT coalesce(MAX(version), 0) AS v FROM eskit_events WHERE stream_id = :stream) "
     "AS head WHERE head.v BETWEEN :lo AND :hi "
     "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
+    "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
     "RETURNING position, version"
 )
 # The same for a file of an older schema opened with create=False (no deletions).
-_INSERT_FIRST_V3 = _INSERT_FIRST.replace(
+_INSERT_FIRST_V4 = _INSERT_FIRST.replace(
+    "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) ", ""
+)
+_INSERT_FIRST_V3 = _INSERT_FIRST_V4.replace(
     "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) ", ""
 )
 # What decode_rows reads (eskit.stores.rows.StoredRow): tx 0, so the position is seq.
@@ -258,6 +266,8 @@ class SQLiteEventStore(EventStore):
         self._unusable = ""  # why this store refuses every call, if it does
         # "" on a file of a schema before deletions opened with create=False.
         self._visible = VISIBLE
+        # False on a file of a schema before archives opened with create=False.
+        self._archives = True
         self._forking = False
         self._fork_quiet = self._fork_write_locked = self._after_fork = False
         if not create and not self._memory and not Path(self.path).is_file():
@@ -539,6 +549,8 @@ class SQLiteEventStore(EventStore):
                     )
                 if found < 4:  # no eskit_deleted_streams yet: nothing is deleted
                     self._visible = ""
+                if found < 5:  # no eskit_archived_streams yet: nothing is archived
+                    self._archives = False
                 return
             if "eskit_events" in tables and "eskit_meta" not in tables:
                 raise NotAnEskitStoreError(
@@ -681,7 +693,9 @@ class SQLiteEventStore(EventStore):
         threshold = self.compress_threshold
         first = batch[0]
         micros = timestamp_to_micros(first.timestamp)
-        row = conn.execute(_INSERT_FIRST if self._visible else _INSERT_FIRST_V3, {
+        insert = (_INSERT_FIRST if self._archives
+                  else _INSERT_FIRST_V4 if self._visible else _INSERT_FIRST_V3)
+        row = conn.execute(insert, {
             "id": first.event_id.bytes, "type": first.event_type,
             "schema": first.schema_version, "at": micros,
             "data": stored_data(first.data, threshold), "meta": first.metadata.decode(),
@@ -690,6 +704,8 @@ class SQLiteEventStore(EventStore):
         if row is None:
             if self._visible and (hard := deleted_state(conn, stream)) is not None:
                 raise deleted_error(stream_id_from_key(stream), hard)
+            if self._archives and (where := archived_in(conn, stream)) is not None:
+                raise archived_error(stream_id_from_key(stream), *where)
             return None
         position, version = row
         head, start = version - 1, position - 1
@@ -767,6 +783,10 @@ class SQLiteEventStore(EventStore):
             params.append(limit)
         with self._reading() as conn:
             rows = conn.execute(sql, params).fetchall()
+            # An archived stream has no rows left: an empty read looks, once, whether
+            # it was archived, so that it never passes for an empty history.
+            if not rows and self._archives and (where := archived_in(conn, stream)):
+                raise archived_error(stream_id, *where)
         return decode_rows(rows, stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:

@@ -1,0 +1,14 @@
+"""Archive old streams to compressed segment files, and restore them.
+
+See docs/archive.md. Archived streams raise :class:`~eskit.StreamArchivedError`
+on read and append until restored. SQLite stores for now.
+"""
+
+from eskit.archive.segments import ArchiveCorruptError, StreamRange
+from eskit.archive.sqlite import archive_streams, restore_streams, streams_older_than, verify
+from eskit.archive.storage import ArchiveStorage, LocalDirectoryStorage
+
+__all__ = [
+    "ArchiveCorruptError", "ArchiveStorage", "LocalDirectoryStorage", "StreamRange",
+    "archive_streams", "restore_streams", "streams_older_than", "verify",
+]

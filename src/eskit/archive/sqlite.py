@@ -1,0 +1,216 @@
+"""Archive and restore on a SQLite store (internal; see :mod:`eskit.archive`).
+
+Archive, per stream: read its rows, write the segment then the manifest (each
+atomic), read both back and check the checksum and every row, and only then, in
+one ``BEGIN IMMEDIATE`` transaction that finds the stream unchanged, record it in
+``eskit_archived_streams`` and DELETE its rows (the trigger allows exactly that).
+A kill before the commit leaves the events in the store and at most an orphan
+segment that a rerun rewrites identically. Restore, per stream: check the
+segment's checksum, then in one transaction drop the archive row and insert the
+rows with their original positions (an explicit INTEGER PRIMARY KEY below the
+AUTOINCREMENT counter is allowed, and does not move the counter).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import eskit
+from eskit.archive.segments import (
+    ArchiveCorruptError,
+    RawRow,
+    decode_segment,
+    encode_segment,
+    manifest_bytes,
+    parse_manifest,
+    sha256,
+)
+from eskit.archive.storage import ArchiveStorage
+from eskit.errors import InvalidInputError
+from eskit.events import utc_now
+from eskit.stores.rows import timestamp_to_micros
+
+__all__ = ["archive_streams", "restore_streams", "streams_older_than", "verify"]
+
+_log = logging.getLogger("eskit.archive")
+
+_RAW = ("SELECT position, event_id, stream_id, version, event_type, schema_version, "
+        "recorded_at, data, metadata FROM eskit_events WHERE stream_id = ? ORDER BY version")
+_INSERT = ("INSERT INTO eskit_events (position, event_id, stream_id, version, event_type, "
+           "schema_version, recorded_at, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+
+Progress = Callable[[int, int], None]
+
+
+def _sqlite(store: Any) -> Any:
+    from eskit.stores.sqlite import SQLiteEventStore
+
+    if not isinstance(store, SQLiteEventStore):
+        raise InvalidInputError(
+            f"archiving needs a SQLite store here, got {type(store).__name__}")
+    store._usable()
+    if not store._archives:
+        raise InvalidInputError(f"{store.path!r} has an eskit schema before archives: open "
+                                "it with create=True (or run `eskit migrate`) first")
+    return store
+
+
+def streams_older_than(store: Any, older_than: timedelta, *, category: str | None = None,
+                       now: datetime | None = None) -> list[str]:
+    """Streams (not deleted, not archived) whose newest event is older than
+    ``older_than``; ``category``: only ids starting with ``category`` + ``-``."""
+    store = _sqlite(store)
+    cutoff = timestamp_to_micros((now or datetime.now(UTC)) - older_than)
+    sql = ("SELECT stream_id FROM eskit_events e WHERE NOT EXISTS (SELECT 1 FROM "
+           "eskit_deleted_streams d WHERE d.stream_id = e.stream_id)")
+    params: list[Any] = []
+    if category is not None:
+        sql += " AND substr(stream_id, 1, ?) = ?"
+        params += [len(category) + 1, category + "-"]
+    sql += " GROUP BY stream_id HAVING MAX(recorded_at) < ? ORDER BY stream_id"
+    with store._reading() as conn:
+        return [str(r[0]) for r in conn.execute(sql, [*params, cutoff]).fetchall()]
+
+
+def _rows(conn: Any, stream: str) -> list[RawRow]:
+    return [(int(p), bytes(i), s, int(v), t, int(sv), int(at), d, m)
+            for p, i, s, v, t, sv, at, d, m in conn.execute(_RAW, (stream,)).fetchall()]
+
+
+def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str], *,
+                    progress: Progress | None = None) -> int:
+    """Move each stream's events to a segment in ``storage``; the events archived.
+
+    Streams already archived, deleted or empty are skipped, so a rerun after an
+    interruption finishes the work and repeats none of it.
+    """
+    store = _sqlite(store)
+    done = 0
+    for n, stream in enumerate(streams, 1):
+        done += _archive_one(store, storage, stream)
+        if progress is not None:
+            progress(n, len(streams))
+    return done
+
+
+def _archive_one(store: Any, storage: ArchiveStorage, stream: str) -> int:
+    with store._reading() as conn:
+        rows = _rows(conn, stream)
+    if not rows:
+        return 0
+    blob = encode_segment(rows)
+    segment = f"seg-{rows[0][0]:020d}-{sha256(blob)[:16]}.zst"
+    manifest = manifest_bytes(
+        segment, blob, rows, eskit_version=eskit.__version__,
+        schema_version=store.schema_version(), store=store.path,
+        created_at=utc_now().isoformat())
+    storage.put(segment, blob)
+    storage.put(segment + ".json", manifest)
+    # Verified before anything is removed: read back, checksum, every row equal.
+    back = storage.get(segment)
+    if sha256(back) != parse_manifest(storage.get(segment + ".json"))["sha256"] or \
+            decode_segment(back) != rows:
+        raise ArchiveCorruptError(f"segment {segment!r} did not read back identical")
+    conn = store._lock_writer()
+    try:
+        with store._translating():
+            store._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                now = conn.execute(
+                    "SELECT count(*), coalesce(MAX(version), 0) FROM eskit_events "
+                    "WHERE stream_id = ?", (stream,)).fetchone()
+                deleted = conn.execute("SELECT 1 FROM eskit_deleted_streams WHERE "
+                                       "stream_id = ?", (stream,)).fetchone()
+                if tuple(now) != (len(rows), rows[-1][3]) or deleted is not None:
+                    conn.execute("ROLLBACK")  # appended or deleted meanwhile: next run
+                    _log.warning("%s: stream %r changed while archiving: left in place",
+                                 store.path, stream)
+                    return 0
+                conn.execute(
+                    "INSERT INTO eskit_archived_streams (stream_id, archive, segment, "
+                    "version, first_pos, last_pos, events, archived_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                    (stream, storage.location, segment, rows[-1][3], rows[0][0],
+                     max(r[0] for r in rows), len(rows), timestamp_to_micros(utc_now())))
+                conn.execute("DELETE FROM eskit_events WHERE stream_id = ?", (stream,))
+                conn.execute("DELETE FROM eskit_snapshots WHERE stream_id = ?", (stream,))
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+    finally:
+        store._write_lock.release()
+    _log.info("%s: archived stream %r (%d events) to %s/%s", store.path, stream, len(rows),
+              storage.location, segment)
+    return len(rows)
+
+
+def restore_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str] | None = None,
+                    *, progress: Progress | None = None) -> int:
+    """Put archived streams back from ``storage`` (all, or ``streams``); the events
+    restored. Streams not archived in the store are skipped: safe to rerun."""
+    store = _sqlite(store)
+    with store._reading() as conn:
+        wanted = conn.execute(
+            "SELECT stream_id, segment FROM eskit_archived_streams ORDER BY stream_id"
+        ).fetchall()
+    if streams is not None:
+        names = set(streams)
+        wanted = [w for w in wanted if w[0] in names]
+    done = 0
+    for n, (stream, segment) in enumerate(wanted, 1):
+        blob = storage.get(segment)
+        if sha256(blob) != parse_manifest(storage.get(segment + ".json"))["sha256"]:
+            raise ArchiveCorruptError(f"segment {segment!r} in {storage.location!r} does not "
+                                      "match its manifest's sha256: nothing restored")
+        rows = [r for r in decode_segment(blob) if r[2] == stream]
+        done += _restore_one(store, stream, segment, rows)
+        if progress is not None:
+            progress(n, len(wanted))
+    return done
+
+
+def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow]) -> int:
+    conn = store._lock_writer()
+    try:
+        with store._translating():
+            store._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                gone = conn.execute(
+                    "DELETE FROM eskit_archived_streams WHERE stream_id = ? AND segment = ?",
+                    (stream, segment)).rowcount
+                if gone:
+                    conn.executemany(_INSERT, rows)
+                conn.execute("COMMIT")
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+    finally:
+        store._write_lock.release()
+    if gone:
+        _log.info("%s: restored stream %r (%d events) from %s", store.path, stream,
+                  len(rows), segment)
+    return len(rows) if gone else 0
+
+
+def verify(storage: ArchiveStorage) -> list[str]:
+    """Check every manifest's segment: the problems found (empty: all good)."""
+    problems = []
+    for name in storage.list("seg-"):
+        if not name.endswith(".json"):
+            continue
+        try:
+            doc = parse_manifest(storage.get(name))
+            blob = storage.get(doc["segment"])
+            if sha256(blob) != doc["sha256"]:
+                problems.append(f"{doc['segment']}: sha256 does not match the manifest")
+            elif len(decode_segment(blob)) != doc["events"]:
+                problems.append(f"{doc['segment']}: event count does not match")
+        except (ArchiveCorruptError, FileNotFoundError, KeyError) as exc:
+            problems.append(f"{name}: {exc}")
+    return problems
