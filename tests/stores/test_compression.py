@@ -23,6 +23,7 @@ from eskit import (
 )
 from eskit.aio import AsyncSQLiteEventStore
 from eskit.stores import compression
+from eskit.stores.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from eskit.testing.compression_contract import large_payload
 from tests.conftest import new_schema_name
 
@@ -102,10 +103,10 @@ def test_an_old_sqlite_file_is_migrated_on_open_and_can_be_compacted(tmp_path: P
         conn.execute("UPDATE eskit_meta SET value = '2' WHERE key = 'schema_version'")
     with SQLiteEventStore(path, create=False) as inspecting:
         assert inspecting.schema_version() == 2
-        with pytest.raises(StoreError, match="compact needs 4"):
+        with pytest.raises(StoreError, match=f"compact needs {SQLITE_SCHEMA_VERSION}"):
             compact(inspecting, older_than=timedelta(0))
     with SQLiteEventStore(path) as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == SQLITE_SCHEMA_VERSION
         assert compact(store, older_than=timedelta(0)).compressed == 0  # already compressed
         assert store.read_stream("s")[0].event_data == large_payload()
 

@@ -11,6 +11,7 @@ import pytest
 
 from eskit import NewEvent, SQLiteEventStore, StoreError, StreamDeletedError
 from eskit.projections import ProjectionRunner
+from eskit.stores.sqlite import SCHEMA_VERSION
 from tests.projections.helpers import Counter, added, sqlite_backend
 
 
@@ -69,7 +70,7 @@ def test_a_store_of_schema_3_reads_as_before_and_migrates_on_open(tmp_path: Path
         with pytest.raises(StoreError, match="before deletions"):
             old.delete_stream("s", hard=True)
     with SQLiteEventStore(path) as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == SCHEMA_VERSION
         store.delete_stream("s", 2, hard=True)
         assert list(store.read_all()) == []
 
