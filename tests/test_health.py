@@ -19,6 +19,7 @@ from eskit import (
 from eskit.aio import AsyncSQLiteEventStore
 from eskit.health import HealthCheck, HealthReport, check_health_async
 from eskit.projections import ProjectionFailed, ProjectionRunner, RetryPolicy
+from eskit.stores.sqlite import SCHEMA_VERSION
 from tests.conftest import new_schema_name
 from tests.projections.helpers import Counter, added, append_visible
 
@@ -45,7 +46,7 @@ def test_a_healthy_store_is_ok_and_the_report_is_json(sqlite) -> None:
     assert report.ok
     checks = _by_name(report)
     assert 0 <= checks["store"].figure < 5  # seconds to read the head
-    assert (checks["schema"].figure, checks["schema"].threshold) == (4, 4)
+    assert (checks["schema"].figure, checks["schema"].threshold) == (SCHEMA_VERSION, SCHEMA_VERSION)
     assert (checks["projection counter"].status, checks["projection counter"].figure) == ("ok", 0)
     assert "transactions" not in checks  # SQLite has no long appending transactions
     document = json.loads(json.dumps(report.to_dict()))
@@ -86,8 +87,8 @@ def test_a_store_with_migrations_pending_is_degraded(tmp_path) -> None:
         raw.execute("UPDATE eskit_meta SET value = '1' WHERE key = 'schema_version'")
     with SQLiteEventStore(path, create=False) as store:
         check = _by_name(check_health(store))["schema"]
-    assert (check.status, check.figure, check.threshold) == ("degraded", 1, 4)
-    assert "3 migrations pending" in check.message
+    assert (check.status, check.figure, check.threshold) == ("degraded", 1, SCHEMA_VERSION)
+    assert f"{SCHEMA_VERSION - 1} migrations pending" in check.message
 
 
 def test_an_unreadable_store_is_failing_and_nothing_else_is_checked(tmp_path) -> None:
