@@ -114,36 +114,25 @@ def _archive_one(store: Any, storage: ArchiveStorage, stream: str) -> int:
     if sha256(back) != parse_manifest(storage.get(segment + ".json"))["sha256"] or \
             decode_segment(back) != rows:
         raise ArchiveCorruptError(f"segment {segment!r} did not read back identical")
-    conn = store._lock_writer()
-    try:
-        with store._translating():
-            store._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                now = conn.execute(
-                    "SELECT count(*), coalesce(MAX(version), 0) FROM eskit_events "
-                    "WHERE stream_id = ?", (stream,)).fetchone()
-                deleted = conn.execute("SELECT 1 FROM eskit_deleted_streams WHERE "
-                                       "stream_id = ?", (stream,)).fetchone()
-                if tuple(now) != (len(rows), rows[-1][3]) or deleted is not None:
-                    conn.execute("ROLLBACK")  # appended or deleted meanwhile: next run
-                    _log.warning("%s: stream %r changed while archiving: left in place",
-                                 store.path, stream)
-                    return 0
-                conn.execute(
-                    "INSERT INTO eskit_archived_streams (stream_id, archive, segment, "
-                    "version, first_pos, last_pos, events, archived_at) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                    (stream, storage.location, segment, rows[-1][3], rows[0][0],
-                     max(r[0] for r in rows), len(rows), timestamp_to_micros(utc_now())))
-                conn.execute("DELETE FROM eskit_events WHERE stream_id = ?", (stream,))
-                conn.execute("DELETE FROM eskit_snapshots WHERE stream_id = ?", (stream,))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-    finally:
-        store._write_lock.release()
+    with store._maintenance() as conn:
+        now = conn.execute(
+            "SELECT count(*), coalesce(MAX(version), 0) FROM eskit_events "
+            "WHERE stream_id = ?", (stream,)).fetchone()
+        deleted = conn.execute("SELECT 1 FROM eskit_deleted_streams WHERE "
+                               "stream_id = ?", (stream,)).fetchone()
+        if tuple(now) != (len(rows), rows[-1][3]) or deleted is not None:
+            conn.execute("ROLLBACK")  # appended or deleted meanwhile: next run
+            _log.warning("%s: stream %r changed while archiving: left in place",
+                         store.path, stream)
+            return 0
+        conn.execute(
+            "INSERT INTO eskit_archived_streams (stream_id, archive, segment, "
+            "version, first_pos, last_pos, events, archived_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (stream, storage.location, segment, rows[-1][3], rows[0][0],
+             max(r[0] for r in rows), len(rows), timestamp_to_micros(utc_now())))
+        conn.execute("DELETE FROM eskit_events WHERE stream_id = ?", (stream,))
+        conn.execute("DELETE FROM eskit_snapshots WHERE stream_id = ?", (stream,))
     _log.info("%s: archived stream %r (%d events) to %s/%s", store.path, stream, len(rows),
               storage.location, segment)
     return len(rows)
@@ -175,23 +164,12 @@ def restore_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str] 
 
 
 def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow]) -> int:
-    conn = store._lock_writer()
-    try:
-        with store._translating():
-            store._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                gone = conn.execute(
-                    "DELETE FROM eskit_archived_streams WHERE stream_id = ? AND segment = ?",
-                    (stream, segment)).rowcount
-                if gone:
-                    conn.executemany(_INSERT, rows)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-    finally:
-        store._write_lock.release()
+    with store._maintenance() as conn:
+        gone = conn.execute(
+            "DELETE FROM eskit_archived_streams WHERE stream_id = ? AND segment = ?",
+            (stream, segment)).rowcount
+        if gone:
+            conn.executemany(_INSERT, rows)
     if gone:
         _log.info("%s: restored stream %r (%d events) from %s", store.path, stream,
                   len(rows), segment)

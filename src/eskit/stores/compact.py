@@ -211,40 +211,29 @@ class _SQLitePass(_Pass):
 
     def _batch(self, after: int, cutoff: int, total: int) -> int | None:
         store = self.store
-        conn = store._lock_writer()
-        try:
-            with store._translating():
-                store._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
-                try:
-                    rows = conn.execute(
-                        f"SELECT position, data FROM eskit_events WHERE position > ? AND "
-                        f"{self._WHERE} ORDER BY position LIMIT ?",
-                        (after, cutoff, self.threshold, self.batch),
-                    ).fetchall()
-                    done: list[tuple[int, bytes]] = []
-                    for position, text in rows:
-                        raw = text.encode()
-                        frame = _frame(raw)
-                        if frame is None:
-                            continue
-                        # The trigger checks again that the frame inflates to the text.
-                        cur = conn.execute(
-                            "UPDATE eskit_events SET data = ? WHERE position = ? AND data IS ?",
-                            (frame, position, text),
-                        )
-                        if cur.rowcount != 1:
-                            raise StoreError(f"event at position {position} changed under compact")
-                        done.append((position, raw))
-                        self.before += len(raw)
-                        self.after += len(frame)
-                    self._verify(conn, done)
-                    conn.execute("COMMIT")
-                except BaseException:
-                    if conn.in_transaction:
-                        conn.execute("ROLLBACK")
-                    raise
-        finally:
-            store._write_lock.release()
+        with store._maintenance() as conn:
+            rows = conn.execute(
+                f"SELECT position, data FROM eskit_events WHERE position > ? AND "
+                f"{self._WHERE} ORDER BY position LIMIT ?",
+                (after, cutoff, self.threshold, self.batch),
+            ).fetchall()
+            done: list[tuple[int, bytes]] = []
+            for position, text in rows:
+                raw = text.encode()
+                frame = _frame(raw)
+                if frame is None:
+                    continue
+                # The trigger checks again that the frame inflates to the text.
+                cur = conn.execute(
+                    "UPDATE eskit_events SET data = ? WHERE position = ? AND data IS ?",
+                    (frame, position, text),
+                )
+                if cur.rowcount != 1:
+                    raise StoreError(f"event at position {position} changed under compact")
+                done.append((position, raw))
+                self.before += len(raw)
+                self.after += len(frame)
+            self._verify(conn, done)
         if not rows:
             return None
         self.compressed += len(done)

@@ -401,6 +401,29 @@ class SQLiteEventStore(EventStore):
                 self._pool_changed.notify_all()
 
     @contextmanager
+    def _maintenance(self) -> Iterator[sqlite3.Connection]:
+        """A maintenance write (delete, compact, archive, restore) on the writer.
+
+        One ``BEGIN IMMEDIATE`` transaction under the write lock: committed when the
+        block ends, unless the block ended it itself; rolled back if it raises.
+        """
+        conn = self._lock_writer()
+        assert conn is not None  # no timeout given
+        try:
+            with _translated(self.path):
+                self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
+                try:
+                    yield conn
+                    if conn.in_transaction:
+                        conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
+        finally:
+            self._write_lock.release()
+
+    @contextmanager
     def _reading_memory(self) -> Iterator[sqlite3.Connection]:
         conn = self._lock_writer()
         assert conn is not None

@@ -70,70 +70,48 @@ def delete_stream(store: Any, stream_id: StreamId, stream: str, expected: Expect
     """The delete, in one ``BEGIN IMMEDIATE`` transaction on the writer."""
     from eskit.events import utc_now
 
-    conn = store._lock_writer()
-    try:
-        with store._translating():
-            store._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                version, position = conn.execute(
-                    "SELECT coalesce(MAX(version), 0), coalesce(MAX(position), 0) "
-                    "FROM eskit_events WHERE stream_id = ?", (stream,),
-                ).fetchone()
-                state = deleted_state(conn, stream)
-                if state is not None:  # a soft delete keeps the head it had
-                    row = conn.execute(
-                        "SELECT version, position FROM eskit_deleted_streams "
-                        "WHERE stream_id = ?", (stream,),
-                    ).fetchone()
-                    version, position = max(version, row[0]), max(position, row[1])
-                if must_write_delete(stream_id, expected, version, state, hard):
-                    conn.execute(
-                        "INSERT INTO eskit_deleted_streams "
-                        "(stream_id, hard, version, position, deleted_at) "
-                        "VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream_id) DO UPDATE SET "
-                        "hard = excluded.hard, deleted_at = excluded.deleted_at",
-                        (stream, int(hard), version, position, timestamp_to_micros(utc_now())),
-                    )
-                    removed = 0
-                    if hard:
-                        removed = conn.execute(
-                            "DELETE FROM eskit_events WHERE stream_id = ?", (stream,)
-                        ).rowcount
-                        # Snapshots hold the same data: a hard delete takes them too.
-                        conn.execute("DELETE FROM eskit_snapshots WHERE stream_id = ?", (stream,))
-                    _log.info("%s: %s-deleted stream %r at version %d (%d events removed)",
-                              store.path, "hard" if hard else "soft", stream, version, removed)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-    finally:
-        store._write_lock.release()
+    with store._maintenance() as conn:
+        version, position = conn.execute(
+            "SELECT coalesce(MAX(version), 0), coalesce(MAX(position), 0) "
+            "FROM eskit_events WHERE stream_id = ?", (stream,),
+        ).fetchone()
+        state = deleted_state(conn, stream)
+        if state is not None:  # a soft delete keeps the head it had
+            row = conn.execute(
+                "SELECT version, position FROM eskit_deleted_streams "
+                "WHERE stream_id = ?", (stream,),
+            ).fetchone()
+            version, position = max(version, row[0]), max(position, row[1])
+        if must_write_delete(stream_id, expected, version, state, hard):
+            conn.execute(
+                "INSERT INTO eskit_deleted_streams "
+                "(stream_id, hard, version, position, deleted_at) "
+                "VALUES (?, ?, ?, ?, ?) ON CONFLICT (stream_id) DO UPDATE SET "
+                "hard = excluded.hard, deleted_at = excluded.deleted_at",
+                (stream, int(hard), version, position, timestamp_to_micros(utc_now())),
+            )
+            removed = 0
+            if hard:
+                removed = conn.execute(
+                    "DELETE FROM eskit_events WHERE stream_id = ?", (stream,)
+                ).rowcount
+                # Snapshots hold the same data: a hard delete takes them too.
+                conn.execute("DELETE FROM eskit_snapshots WHERE stream_id = ?", (stream,))
+            _log.info("%s: %s-deleted stream %r at version %d (%d events removed)",
+                      store.path, "hard" if hard else "soft", stream, version, removed)
     return int(version)
 
 
 def restore_stream(store: Any, stream_id: StreamId, stream: str) -> bool:
     """Drop a soft delete's row; a tombstone raises StreamDeletedError."""
-    conn = store._lock_writer()
-    try:
-        with store._translating():
-            store._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
-            try:
-                state = deleted_state(conn, stream)
-                if state:
-                    raise deleted_error(stream_id, True)
-                if state is False:
-                    conn.execute(
-                        "DELETE FROM eskit_deleted_streams WHERE stream_id = ? AND hard = 0",
-                        (stream,),
-                    )
-                    _log.info("%s: restored soft-deleted stream %r", store.path, stream)
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
-    finally:
-        store._write_lock.release()
+    with store._maintenance() as conn:
+        state = deleted_state(conn, stream)
+        if state:
+            raise deleted_error(stream_id, True)
+        if state is False:
+            conn.execute(
+                "DELETE FROM eskit_deleted_streams WHERE stream_id = ? AND hard = 0",
+                (stream,),
+            )
+            _log.info("%s: restored soft-deleted stream %r", store.path, stream)
     return state is False
