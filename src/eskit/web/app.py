@@ -11,12 +11,15 @@ import asyncio
 import importlib
 import importlib.util
 import logging
-from collections.abc import Callable
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from typing import Any, TypeVar
 
 from fastapi import FastAPI
 
 from eskit.aio._sync_backed import SyncBackedStore
+from eskit.aio.config import open_store as open_async_store
 from eskit.aio.memory import AsyncInMemoryEventStore
 from eskit.aio.sqlite import AsyncSQLiteEventStore
 from eskit.aio.store import AsyncEventStore
@@ -66,26 +69,48 @@ def _as_async(store: EventStore | AsyncEventStore) -> AsyncEventStore:
 
 
 def create_app(
-    store: EventStore | AsyncEventStore, *, settings: WebSettings | None = None,
+    store: EventStore | AsyncEventStore | str | os.PathLike[str], *,
+    settings: WebSettings | None = None, schema: str | None = None,
 ) -> FastAPI:
-    """A FastAPI app serving ``store`` (sync or async) over HTTP (see docs/http-api.md).
+    """A FastAPI app serving ``store`` over HTTP (see docs/http-api.md).
 
-    The app does not own the store: close it after the server has stopped. A sync
-    store's calls run in worker threads. ``settings`` default to
-    ``WebSettings()``: reads open to anyone who reaches the server, writes refused.
-    The OpenAPI spec is at ``/api/openapi.json`` and its page at ``/api/docs``.
+    ``store`` is a sync or an async store, which the app uses but does not own
+    (close it after the server has stopped; a sync store's calls run in worker
+    threads), or a store URL (a SQLite path, ``postgresql://...``; ``schema`` as
+    for :func:`eskit.open_store`), which the app opens as an async store when the
+    server starts (its lifespan; it creates nothing) and closes when it stops. An
+    async store belongs to the event loop it was opened in, so pass one only to an
+    app served in that loop; a URL is opened in the server's own.
 
-    An async store belongs to the event loop it was opened in: open it in the
-    server's loop (a lifespan), or pass a sync store, which any loop can use.
+    ``settings`` default to ``WebSettings()``: reads open to anyone who reaches the
+    server, writes refused. The OpenAPI spec is at ``/api/openapi.json`` and its
+    page at ``/api/docs``.
     """
     settings = WebSettings() if settings is None else settings
     if not isinstance(settings, WebSettings):
         raise InvalidInputError("settings must be a WebSettings")
+    url = store if isinstance(store, str | os.PathLike) else None
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if url is None:
+            yield
+            return
+        opened = await open_async_store(url, schema=schema, create=False)
+        app.state.eskit_web_store = opened
+        try:
+            yield
+        finally:
+            stop_event_streams(app)
+            await opened.close()
+
     app = FastAPI(
         title="eskit event store", description=API_DESCRIPTION,
         openapi_url="/api/openapi.json", docs_url="/api/docs", redoc_url=None,
+        lifespan=lifespan,
     )
-    app.state.eskit_web_store = _as_async(store)
+    if url is None:
+        app.state.eskit_web_store = _as_async(store)  # type: ignore[arg-type]
     app.state.eskit_web_settings = settings
     app.state.eskit_web_streams = sse.EventStreams()
     install_problem_handlers(app)
@@ -115,6 +140,8 @@ def stop_event_streams(app: FastAPI) -> None:
 
 
 def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings) -> None:
+    """Mount ``explorer_routes(store, settings)`` at ``/``; it gets the ``store``
+    :func:`create_app` was given (a sync or async store, or a URL)."""
     # Looked up rather than imported in a try: an explorer that is present but broken
     # must fail loudly, not vanish from the app.
     if importlib.util.find_spec("eskit.web.explorer") is None:

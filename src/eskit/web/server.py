@@ -27,7 +27,7 @@ class Server(uvicorn.Server):
                  log_level: str = "info") -> None:
         self.app = app
         super().__init__(uvicorn.Config(
-            app, host=host, port=port, log_level=log_level, lifespan="off",
+            app, host=host, port=port, log_level=log_level, lifespan="auto",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         ))
 
