@@ -89,7 +89,7 @@ def _expectation(body: Expected | str | None, if_match: str | None) -> tuple[Exp
 
 @router.post(
     "/streams/{stream_id}", status_code=201, dependencies=[WriteAccess],
-    response_model=AppendResponse, responses=responses(200, 401, 403, 409, 410, 412, 413, 422),
+    response_model=AppendResponse, responses=responses(200, 400, 401, 403, 409, 410, 412, 413, 422),
     summary="Append events to a stream",
 )
 async def append(

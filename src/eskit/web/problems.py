@@ -26,6 +26,7 @@ __all__ = ["install_problem_handlers", "problem_content_types", "responses"]
 _log = logging.getLogger("eskit.web")
 
 _WHY = {
+    400: "The body cannot be read as JSON.",
     401: "No bearer token, or one that is not valid.",
     403: "The token may not do this (a read token writing), or the server is read-only.",
     404: "No such stream.",
