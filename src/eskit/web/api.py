@@ -4,7 +4,7 @@ Each route checks its token (:mod:`eskit.web.auth`), turns the request into one
 call of the store's own API and its result into a document
 (:mod:`eskit.web.encoding`). Every rule about events (expected versions,
 idempotent retries, atomic batches, names) is the store's; errors are answered as
-problems by :mod:`eskit.web.errors`.
+problems by :mod:`eskit.web.problems`.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The eskit web application: the HTTP API under ``/api``, the explorer at ``/``.
 
 :func:`create_app` builds one FastAPI app over one store. The HTML explorer
-(:mod:`eskit.web.explorer`) is mounted when that module is present; the API
+(``eskit.web.explorer``, built separately) is mounted when that module is present; the API
 works without it.
 """
 
