@@ -15,12 +15,12 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from eskit import InMemoryEventStore
+from eskit import InMemoryEventStore, NewEvent
 from eskit.web import create_app
 from tests.web.conftest import TOKENS, WRITE
 
 store = InMemoryEventStore()
-store.append("order-1", [__import__("eskit").NewEvent("Placed", {"total": 3})])
+store.append("order-1", [NewEvent("Placed", {"total": 3})])
 app = create_app(store, settings=TOKENS)
 schema = schemathesis.openapi.from_asgi("/api/openapi.json", app).exclude(
     path="/api/subscribe")
@@ -30,7 +30,7 @@ CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
 
 
 @schema.parametrize()
-@settings(max_examples=15, deadline=None, derandomize=True,
+@settings(max_examples=10, deadline=None, derandomize=True,
           suppress_health_check=list(HealthCheck))
 def test_the_api_answers_every_request_as_its_spec_says(case) -> None:
     case.call_and_validate(headers=WRITE, checks=CHECKS)

@@ -141,13 +141,15 @@ def test_shutting_down_ends_open_streams_cleanly(store: SQLiteEventStore, serve)
     def listen() -> None:
         with httpx.Client(base_url=server.url, timeout=30) as client, client.stream(
                 "GET", "/api/subscribe", headers=READ) as response:
-            received.extend(m for m in messages(response) if "data" in m)
+            for message in messages(response):
+                if "data" in message:
+                    received.append(message)
         ended.set()
 
     listener = threading.Thread(target=listen)
     listener.start()
     deadline = time.monotonic() + 10
-    while len(server.server.app.state.eskit_web_streams) == 0:  # the stream is open
+    while len(received) < 2:  # the stream is open and has sent what there is
         assert time.monotonic() < deadline
         time.sleep(0.02)
     started = time.monotonic()
