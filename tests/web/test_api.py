@@ -85,7 +85,7 @@ def test_any_stream_id_round_trips_through_the_path(client: TestClient) -> None:
         assert meta["version"] == 1
         assert client.get(created.headers["location"], headers=READ).status_code == 200
     listed = client.get("/api/streams?limit=1000", headers=READ).json()["streams"]
-    assert [s["stream_id"] for s in listed] == STREAM_IDS
+    assert [s["stream_id"] for s in listed] == sorted(STREAM_IDS)
 
 
 def test_a_stream_id_that_is_not_utf8_is_422(client: TestClient) -> None:
@@ -195,10 +195,15 @@ def test_streams_are_listed_by_prefix_and_paged(client: TestClient) -> None:
     assert [s["stream_id"] for s in page["streams"]] == ["order-1", "order-2"]
     assert page["streams"][1]["version"] == 2
     assert isinstance(page["streams"][1]["last_position"], str)
+    append(client, "order-0", ev(1))  # created behind the cursor: the next page stays put
     rest = client.get(page["next"], headers=READ).json()
     assert [s["stream_id"] for s in rest["streams"]] == ["order-3"]
     assert rest["next"] is None
-    assert client.get("/api/streams?after=nope", headers=READ).status_code == 422
+    everything = client.get("/api/streams", headers=READ).json()["streams"]
+    assert [s["stream_id"] for s in everything] == [
+        "cart-1", "order-0", "order-1", "order-2", "order-3"]
+    after = client.get("/api/streams?after=order-10", headers=READ).json()["streams"]
+    assert [s["stream_id"] for s in after] == ["order-2", "order-3"], "a cursor need not exist"
 
 
 def test_stream_metadata_gives_version_and_times(client: TestClient) -> None:

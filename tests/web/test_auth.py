@@ -130,3 +130,31 @@ def test_tokens_are_compared_in_constant_time_against_every_one(make, monkeypatc
 def test_bad_settings_are_refused(bad) -> None:
     with pytest.raises(InvalidInputError):
         WebSettings(**bad)
+
+
+def test_the_explorer_is_mounted_only_while_reads_are_open(tmp_path: Path, monkeypatch) -> None:
+    import importlib.machinery
+    import sys
+    import types
+
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    calls: list[object] = []
+
+    def explorer_routes(store, settings):
+        calls.append(settings.write_token)
+        return [Route("/", lambda request: PlainTextResponse("explorer"))]
+
+    fake = types.ModuleType("eskit.web.explorer")
+    fake.__spec__ = importlib.machinery.ModuleSpec("eskit.web.explorer", None)
+    fake.explorer_routes = explorer_routes
+    monkeypatch.setitem(sys.modules, "eskit.web.explorer", fake)
+    with SQLiteEventStore(tmp_path / "e.db") as store:
+        open_reads = TestClient(create_app(store, settings=WebSettings(write_tokens=(WRITER,))))
+        assert open_reads.get("/").text == "explorer"
+        assert calls == [WRITER]
+        closed = TestClient(create_app(store, settings=TOKENS))
+        assert closed.get("/").status_code == 404, "no page shows what the API would refuse"
+        assert closed.get("/api/events", headers=READ).status_code == 200
+        assert calls == [WRITER]

@@ -186,7 +186,7 @@ async def stream_metadata(request: Request, stream_id: StreamParam) -> Response:
 
 @router.get(
     "/streams", dependencies=[ReadAccess], response_model=StreamList,
-    responses=responses(401, 422), summary="List streams",
+    responses=responses(401, 422), summary="List streams by id, a page at a time",
 )
 async def list_streams(
     request: Request,
@@ -194,19 +194,20 @@ async def list_streams(
     prefix: Annotated[str | None, Query(description="Only streams whose id starts so.")]
     = None,
     after: Annotated[str | None, Query(
-        description="Start after this stream (the last one of the previous page).")] = None,
+        description="Start after this stream id (the last one of the previous page); "
+        "it need not exist.")] = None,
 ) -> Response:
-    """Streams in the order of their first event (deleted ones left out)."""
-    # The stores list every stream; paging is done here (see docs/http-api.md).
-    infos = await store_of(request).list_streams()
-    if prefix:
-        infos = [i for i in infos if str(i.stream_id).startswith(prefix)]
-    if after is not None:
-        keys = [str(i.stream_id) for i in infos]
-        try:
-            infos = infos[keys.index(after) + 1:]
-        except ValueError:
-            raise InvalidInputError(f"after: no stream {after!r} in this listing") from None
+    """Streams whose id starts with ``prefix``, ordered by id (code-point order), after
+    the cursor ``after`` (deleted ones left out). A page does not shift when streams are
+    created before it."""
+    store = store_of(request)
+    paged = getattr(store, "list_streams_page", None)
+    if paged is not None:  # an index range, where the store has one
+        infos = await paged(prefix or "", after, limit + 1)
+    else:
+        infos = sorted(await store.list_streams(), key=lambda i: str(i.stream_id))
+        infos = [i for i in infos if (not prefix or str(i.stream_id).startswith(prefix))
+                 and (after is None or str(i.stream_id) > after)][:limit + 1]
     page = infos[:limit]
     following = None
     if len(infos) > limit:

@@ -72,3 +72,9 @@ class WebSettings:
     @property
     def reads_need_token(self) -> bool:
         return bool(self.read_tokens)
+
+    @property
+    def write_token(self) -> str | None:
+        """The first write token, ``None`` when the app is read-only: what the HTML
+        explorer asks for before it changes anything (retrying a parked event)."""
+        return self.write_tokens[0] if self.writable else None
