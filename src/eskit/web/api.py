@@ -228,7 +228,8 @@ async def read_all(
         "(exclusive: pass the last position you processed).")] = 0,
 ) -> Response:
     """Every stream's events in global order, after ``from_position``."""
-    events = [e async for e in store_of(request).read_all(from_position, limit=limit + 1)]
+    events = [e async for e in store_of(request).read_all(
+        from_position, limit=limit + 1, on_undecodable="yield")]
     more, events = len(events) > limit, events[:limit]
     following = None
     if more:

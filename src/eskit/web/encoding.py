@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse
 
 from eskit.events import Event, StreamId
 from eskit.stores.model import StreamInfo
+from eskit.stores.rows import UndecodableEvent
 
 __all__ = ["JSONDocument", "dumps", "event_document", "stream_document", "stream_path"]
 
@@ -65,8 +66,21 @@ def stream_path(stream_id: StreamId) -> str:
     return "/api/streams/" + quote(str(stream_id), safe="")
 
 
-def event_document(event: Event) -> dict[str, Any]:
-    """An event as the API shows it (see ``Event`` in the OpenAPI spec)."""
+def event_document(event: Event | UndecodableEvent) -> dict[str, Any]:
+    """An event as the API shows it (see ``EventOut`` in the OpenAPI spec).
+
+    An event the store cannot decode (in the global log) keeps its place with empty
+    ``data`` and ``metadata`` and an ``undecodable`` member saying why, so one bad
+    event never stops a reader of the log.
+    """
+    if isinstance(event, UndecodableEvent):
+        return {
+            "id": str(event.event_id), "stream_id": str(event.stream_id),
+            "type": event.event_type, "version": event.version,
+            "position": str(event.position), "timestamp": event.timestamp,
+            "schema_version": event.schema_version, "data": {}, "metadata": {},
+            "undecodable": str(event.error),
+        }
     return {
         "id": str(event.event_id),
         "stream_id": str(event.stream_id),

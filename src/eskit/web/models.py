@@ -81,6 +81,9 @@ class EventOut(BaseModel):
     schema_version: int
     data: dict[str, Any]
     metadata: dict[str, Any]
+    undecodable: str | None = Field(
+        None, description="Only on an event of the global log that the server cannot "
+        "decode: why. Its data and metadata are then empty; it keeps its position.")
 
 
 class StreamPage(BaseModel):

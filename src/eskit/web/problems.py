@@ -16,7 +16,7 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from eskit.errors import StreamArchivedError, StreamDeletedError
+from eskit.errors import DecodingError, StreamArchivedError, StreamDeletedError
 from eskit.fastapi import PROBLEM_JSON, add_exception_handlers, problem
 from eskit.web.auth import AccessDenied
 from eskit.web.models import AppendResponse, Problem
@@ -91,6 +91,11 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(status, detail, code=code,
                        headers=dict(exc.headers) if exc.headers else None)
 
+    async def undecodable(request: Request, exc: Exception) -> Response:
+        # A stored event today's code cannot read: the server's problem, named.
+        _log.error("eskit.web: %s", exc)
+        return problem(500, str(exc), code="undecodable-event")
+
     async def unexpected(request: Request, exc: Exception) -> Response:
         # Starlette logs the traceback after this answer is sent.
         return problem(500, "the server failed to answer; the error is logged",
@@ -100,4 +105,5 @@ def install_problem_handlers(app: FastAPI) -> None:
     app.add_exception_handler(StreamDeletedError, deleted)
     app.add_exception_handler(StreamArchivedError, archived)
     app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(DecodingError, undecodable)
     app.add_exception_handler(Exception, unexpected)

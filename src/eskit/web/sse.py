@@ -9,6 +9,9 @@ lies after its checkpoint. While no event comes, a comment line (``:``) is sent
 every ``heartbeat_seconds``. :class:`EventStreams` ends every open stream
 cleanly when the server shuts down (``eskit serve`` does so on Ctrl-C).
 
+An event the server cannot decode (a poison event) is sent in its place as an
+``undecodable`` SSE event whose data says why, so it never halts the stream.
+
 Not guaranteed: delivery to the client. An event is sent once per connection;
 one that was sent but not received before a connection broke is sent again
 only because the client resumes from the last id it did receive.
@@ -28,6 +31,7 @@ from starlette.responses import StreamingResponse
 from eskit.aio.subscription import AsyncSubscription
 from eskit.errors import InvalidInputError
 from eskit.events import Event
+from eskit.stores.rows import UndecodableEvent
 from eskit.web.api import MAX_POSITION, store_of
 from eskit.web.auth import ReadAccess, settings_of
 from eskit.web.encoding import dumps, event_document
@@ -88,8 +92,11 @@ def _start(from_position: int, last_event_id: str | None) -> int:
     return int(text)
 
 
-def _message(event: Event) -> str:
-    return f"id: {event.position}\ndata: {dumps(event_document(event)).decode()}\n\n"
+def _message(event: Event | UndecodableEvent) -> str:
+    # An undecodable event is its own SSE type: EventSource's onmessage never sees it,
+    # yet its id moves the client's Last-Event-ID past it.
+    kind = "event: undecodable\n" if isinstance(event, UndecodableEvent) else ""
+    return f"{kind}id: {event.position}\ndata: {dumps(event_document(event)).decode()}\n\n"
 
 
 @router.get(
@@ -112,7 +119,7 @@ async def subscribe(
     store = store_of(request)
     streams: EventStreams = request.app.state.eskit_web_streams
     heartbeat = settings_of(request).heartbeat_seconds
-    subscription = store.subscribe(start, page_size=_BATCH)
+    subscription = store.subscribe(start, page_size=_BATCH, on_undecodable="yield")
     return StreamingResponse(
         _events(subscription, streams, start, heartbeat), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
@@ -144,7 +151,7 @@ async def _events(
                 continue
             chunk: list[str] = []
             while item is not _END:
-                assert isinstance(item, Event)
+                assert isinstance(item, Event | UndecodableEvent)
                 chunk.append(_message(item))
                 if len(chunk) >= _BATCH or queue.empty():
                     break
