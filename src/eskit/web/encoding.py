@@ -82,7 +82,7 @@ def event_document(event: Event | UndecodableEvent) -> dict[str, Any]:
             "undecodable": str(event.error),
         }
     return {
-        "id": str(event.event_id),
+        "id": event.event_id,  # orjson writes a UUID itself, faster than str() does
         "stream_id": str(event.stream_id),
         "type": event.event_type,
         "version": event.version,

@@ -43,7 +43,6 @@ router = APIRouter(prefix="/api")
 
 _BATCH = 500  # events written per chunk when the client is behind
 _QUEUE = 2000  # events read ahead of a slow client, at most
-_END = object()
 
 
 class EventStreams:
@@ -131,39 +130,50 @@ async def _events(
 ) -> AsyncIterator[str]:
     if not streams.add(subscription):
         return  # shutting down: an empty stream, the client retries elsewhere or later
-    queue: asyncio.Queue[object] = asyncio.Queue(_QUEUE)
+    # The subscription reads ahead into a list (a page at a time) while the response
+    # writes what is there in one chunk: per event, one append, not a queue round trip.
+    buffer: list[Event | UndecodableEvent] = []
+    ready = asyncio.Event()  # something is in the buffer, or the subscription ended
+    room = asyncio.Event()  # the buffer is below its bound
+    room.set()
+    ended = False
 
     async def read() -> None:
+        nonlocal ended
         try:
             async for event in subscription:
-                await queue.put(event)
+                buffer.append(event)
+                ready.set()
+                if len(buffer) >= _QUEUE:  # a slow client: stop reading ahead
+                    room.clear()
+                    await room.wait()
         finally:
-            await queue.put(_END)
+            ended = True
+            ready.set()
 
     reader = asyncio.create_task(read())
     try:
         yield f": eskit events after position {start}\nretry: 1000\n\n"
         while True:
-            try:
-                item = await asyncio.wait_for(queue.get(), heartbeat)
-            except TimeoutError:
-                yield ":\n\n"
-                continue
-            chunk: list[str] = []
-            while item is not _END:
-                assert isinstance(item, Event | UndecodableEvent)
-                chunk.append(_message(item))
-                if len(chunk) >= _BATCH or queue.empty():
-                    break
-                item = queue.get_nowait()
-            if chunk:
-                yield "".join(chunk)
-            if item is _END:
+            if not buffer and not ended:
+                try:
+                    await asyncio.wait_for(ready.wait(), heartbeat)
+                except TimeoutError:
+                    yield ":\n\n"
+                    continue
+            ready.clear()
+            taken = buffer[:_BATCH]
+            del buffer[:_BATCH]
+            room.set()
+            if taken:
+                yield "".join([_message(event) for event in taken])
+            elif ended:
                 break
         await reader  # the subscription's error, if it ended on one
     finally:
         streams.discard(subscription)
         subscription.stop()
+        room.set()
         if not reader.done():
             reader.cancel()
         with contextlib.suppress(asyncio.CancelledError):
