@@ -283,3 +283,17 @@ def test_health_needs_no_token_and_reports_the_store(client: TestClient) -> None
     assert response.status_code == 200
     assert response.json()["status"] == "ok"
     assert client.get("/api/openapi.json").status_code == 200
+
+
+def test_a_sync_postgres_store_is_served_through_worker_threads(postgres_dsn: str) -> None:
+    from eskit.stores.postgres import PostgresEventStore
+    from tests.conftest import new_schema_name
+    from tests.web.conftest import TOKENS
+
+    with PostgresEventStore(postgres_dsn, schema=new_schema_name()) as store:
+        with TestClient(create_app(store, settings=TOKENS)) as client:
+            assert append(client, "s", ev(1), ev(2), expected_version=0).status_code == 201
+            assert append(client, "s", ev(3), expected_version=0).status_code == 409
+            page = client.get("/api/events", headers=READ).json()
+            assert [e["data"]["n"] for e in page["events"]] == [1, 2]
+        assert store.head_version("s") == 2, "the app leaves the store open for its owner"
