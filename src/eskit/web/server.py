@@ -25,17 +25,17 @@ class Server(uvicorn.Server):
 
     def __init__(self, app: FastAPI, *, host: str = "127.0.0.1", port: int = 8000,
                  log_level: str = "info") -> None:
-        self.app = app
+        self.web_app = app
         super().__init__(uvicorn.Config(
             app, host=host, port=port, log_level=log_level, lifespan="auto",
             timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SECONDS,
         ))
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        stop_event_streams(self.app)
+        stop_event_streams(self.web_app)
         super().handle_exit(sig, frame)
 
     def stop(self) -> None:
         """Shut down, from any thread: end the event streams, then stop serving."""
-        stop_event_streams(self.app)
+        stop_event_streams(self.web_app)
         self.should_exit = True
