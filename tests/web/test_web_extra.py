@@ -28,3 +28,11 @@ def test_eskit_serve_without_the_web_extra_exits_1_with_the_hint(tmp_path):
     assert result.returncode == 1, result.stderr
     assert "pip install 'eskit[web]'" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_eskit_web_exports_exactly_its_pinned_names():
+    import eskit.web
+
+    assert sorted(eskit.web.__all__) == [
+        "DEFAULT_MAX_REQUEST_BYTES", "WebSettings", "create_app", "stop_event_streams"]
+    assert all(hasattr(eskit.web, name) for name in eskit.web.__all__)
