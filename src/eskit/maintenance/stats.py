@@ -17,8 +17,9 @@ What is measured, on every store that has it:
   where the store has no snapshot table.
 
 Fields for later work, ``None`` today because nothing fills them yet (they are
-never guessed): ``decoded_bytes`` and ``compression_ratio`` (compression),
-``archived_events`` (archiving). ``deleted_streams`` counts the streams deleted
+never guessed): ``decoded_bytes`` and ``compression_ratio`` (compression).
+``archived_streams`` and ``archived_events`` count what ``eskit archive`` moved
+out (SQLite; ``None`` elsewhere). ``deleted_streams`` counts the streams deleted
 (soft and hard) and ``deleted_events`` the events hard deletes removed (each
 tombstone keeps the version its stream had); ``None`` on a store of a schema
 before deletions opened for inspection.
@@ -98,8 +99,13 @@ class StoreStats:
     compressed payload; ``payload_bytes`` counts compressed payloads as stored)."""
     compression_ratio: float | None = None
     """``decoded_bytes / payload_bytes``. ``None``: not measured (see ``decoded_bytes``)."""
+    archived_streams: int | None = None
+    """Streams whose events are in an archive (``eskit archive``), not in the store.
+    ``None``: not measured (stores without archiving: PostgreSQL, memory, and SQLite
+    before schema 5)."""
     archived_events: int | None = None
-    """Events moved to an archive. ``None``: not measured (no archiving yet)."""
+    """Events moved to an archive, as counted when archived. ``None``: see
+    ``archived_streams``."""
     deleted_streams: int | None = None
     """Streams deleted, soft and hard. ``None``: not measured."""
     deleted_events: int | None = None
@@ -276,9 +282,13 @@ def _sqlite_stats(store: SQLiteEventStore, top: int) -> StoreStats:
             snapshot_row = conn.execute(_SQLITE_SNAPSHOTS).fetchone() if has_snapshots else None
             storage = int(conn.execute(_SQLITE_PAGES).fetchone()[0])
             deleted = conn.execute(_DELETED).fetchone() if store._visible else None
+            archived = conn.execute(_SQLITE_ARCHIVED).fetchone() if store._archives else None
         finally:
             conn.execute("COMMIT")
-    return _with_deleted(_from_rows("sqlite", rows, snapshot_row, storage), deleted)
+    found = _with_deleted(_from_rows("sqlite", rows, snapshot_row, storage), deleted)
+    if archived is None:
+        return found
+    return replace(found, archived_streams=int(archived[0]), archived_events=int(archived[1]))
 
 
 def _postgres_stats(store: Any, top: int) -> StoreStats:
@@ -297,6 +307,10 @@ def _postgres_stats(store: Any, top: int) -> StoreStats:
     rows, snapshot_row, deleted = store._run(measure)  # reads only: retried on a drop
     return _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted)
 
+
+# Archiving (eskit.archive) exists on SQLite only so far; each archived stream's row
+# keeps how many events went to the archive.
+_SQLITE_ARCHIVED = "SELECT count(*), coalesce(sum(events), 0) FROM eskit_archived_streams"
 
 _DELETED = (
     "SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0) "
