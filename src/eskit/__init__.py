@@ -10,11 +10,13 @@ from typing import TYPE_CHECKING
 
 from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
+from eskit.blobs.ref import BlobRef
 from eskit.codec import register_type
 from eskit.config import open_store
 from eskit.errors import (
     AggregateNotFound,
     AppendNotFirstWriteError,
+    BlobNotFoundError,
     BrokerUnavailableError,
     BusError,
     ConcurrencyError,
@@ -108,6 +110,8 @@ __all__ = [
     "Aggregate",
     "AggregateNotFound",
     "AppendNotFirstWriteError",
+    "BlobNotFoundError",
+    "BlobRef",
     "BrokerUnavailableError",
     "BusError",
     "AppendResult",
