@@ -20,6 +20,7 @@ from eskit.cli import (
     _snapshots,
     _stats,
     _timetravel,
+    _trace,
 )
 
 __all__ = ["make_app"]
@@ -56,7 +57,7 @@ def make_app() -> typer.Typer:
     app.callback()(_root)
     for group in (
         _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact, _archive,
-        _stats, _snapshots, _retention,
+        _stats, _snapshots, _retention, _trace,
     ):
         group.register(app)
     return app
