@@ -17,6 +17,7 @@ from eskit.cli import (
     _relay,
     _retention,
     _schema,
+    _serve,
     _snapshots,
     _stats,
     _timetravel,
@@ -57,7 +58,7 @@ def make_app() -> typer.Typer:
     app.callback()(_root)
     for group in (
         _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact, _archive,
-        _stats, _snapshots, _retention, _trace,
+        _stats, _snapshots, _retention, _trace, _serve,
     ):
         group.register(app)
     return app
