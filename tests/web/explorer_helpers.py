@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-import warnings
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -14,10 +13,6 @@ from eskit import EventStore, NewEvent, Repository
 from eskit.projections import InMemoryTarget, Projection, ProjectionRunner, RetryPolicy
 from eskit.web.explorer import explorer_routes
 from examples.bank.domain import BankAccount
-
-# Starlette 1.x prefers the httpx2 package for its test client; the dev group
-# installs httpx, which still works.
-warnings.filterwarnings("ignore", message="Using `httpx` with `starlette.testclient`")
 
 WRITE_TOKEN = "s3cret-write-token"
 HOSTILE_ID = "<script>alert('id')</script>"

@@ -45,23 +45,27 @@ class Pages:
         prefix = text_param(request, "prefix")
         event_type = text_param(request, "type")
         after = request.query_params.get("after") or None
+        limit = limit_param(request, 50)
         page = streams_page(self.x.store, prefix=prefix, event_type=event_type, after=after,
-                            limit=limit_param(request, 50))
+                            limit=limit)
         return self.x.render(request, "streams.html", {
             "page": page, "prefix": prefix, "event_type": event_type, "after": after,
+            "limit": _unless(limit, 50),
         })
 
     def stream(self, request: Request) -> Response:
         stream_id = _stream_param(request)
         after = int_param(request, "from", 0, maximum=2**63 - 1) or 0
+        limit = limit_param(request, 100)
         events, head = stream_timeline(self.x.store, stream_id, after_version=after,
-                                       limit=limit_param(request, 100))
+                                       limit=limit)
         if head == 0:
             return self.x.error(request, 404, f"stream {stream_id!r} has no events")
         last = events[-1].version if events else after
         return self.x.render(request, "stream.html", {
             "stream_id": stream_id, "events": events, "head": head, "after": after,
             "next_from": last if last < head else None, "aggregates": self.x.aggregates,
+            "limit": _unless(limit, 100),
         })
 
     def event(self, request: Request) -> Response:
@@ -133,13 +137,18 @@ class Pages:
         return self.x.render(request, "log.html", {
             "events": events, "after": after,
             "next_after": events[-1].position if len(events) == limit else None,
-            "head": self.x.store.head_position(),
+            "head": self.x.store.head_position(), "limit": _unless(limit, 50),
         })
 
     def health(self, request: Request) -> Response:
         report = check_health(self.x.store, projections=self.x.target)
         return self.x.render(request, "health.html", {"report": report},
                              status_code=503 if report.status == "failing" else 200)
+
+
+def _unless(limit: int, default: int) -> int | None:
+    """The limit to carry in paging links: none when it is the default."""
+    return None if limit == default else limit
 
 
 def _stream_param(request: Request) -> str:
