@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import html
+import json
 import re
 import warnings
 from datetime import UTC, datetime
 from decimal import Decimal
 
+import httpx
 import pytest
 from starlette.applications import Starlette
 from starlette.routing import Mount
@@ -25,6 +27,7 @@ from tests.web.explorer_helpers import (
     explorer_app,
     populate,
 )
+from tests.web.explorer_server import serving
 
 with warnings.catch_warnings():
     # Starlette 1.x prefers the httpx2 package for its test client; the dev group
@@ -356,3 +359,36 @@ def test_explorer_routes_refuses_what_it_cannot_serve() -> None:
         explorer_routes(InMemoryEventStore(), object())  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="Aggregate subclasses"):
         explorer_routes(InMemoryEventStore(), Settings(), aggregates=[Decimal])  # type: ignore[list-item]
+
+
+# -- the live tail (server-sent events, on a real server: the stream never ends) --------------
+
+
+def test_live_tail_resumes_after_last_event_id_with_nothing_missed_or_repeated(world) -> None:
+    positions = [e.position for e in world.store.read_all()]
+    resume_after = positions[-3]
+    with serving(explorer_app(world)) as url, httpx.Client(base_url=url, timeout=10) as http, \
+            http.stream("GET", "/log/live", params={"after": 0},
+                        headers={"Last-Event-ID": str(resume_after)}) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        received: list[int] = []
+        data: list[dict] = []
+        for line in response.iter_lines():
+            if line.startswith("id: "):
+                received.append(int(line[4:]))
+            elif line.startswith("data: "):
+                data.append(json.loads(line[6:]))
+            if len(received) == 2 and len(data) == 2:  # once the history has come: a live one
+                data.append({})  # (a marker, so this appends once)
+                world.store.append(HOSTILE_ID, [NewEvent("Later", {"x": HOSTILE_TEXT})])
+            if len(received) == 3 and len(data) == 4:
+                break
+    stored = [e.position for e in world.store.read_all(resume_after)]
+    assert received == stored == [*positions[-2:], stored[-1]]
+    assert data[-1]["stream"] == HOSTILE_ID  # JSON text; the page inserts it as text
+    assert data[-1]["position"] == str(stored[-1])  # a string: may pass 2**53
+
+
+def test_live_tail_needs_a_position_to_start_from(client) -> None:
+    assert client.get("/log/live").status_code == 400
+    assert client.get("/log/live", headers={"Last-Event-ID": "x"}).status_code == 400
