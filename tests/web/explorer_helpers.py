@@ -70,6 +70,7 @@ def populate(store: EventStore) -> World:
         {"causation_id": str(order.event_id), "correlation_id": str(order.event_id)},
     )]).events[0]
     poison = store.append("invoice-2", [NewEvent("InvoiceIssued", {"poison": True})]).events[0]
+    assert store.wait_for(poison.position)  # PostgreSQL readers may trail a commit briefly
     projection, target = Invoicing(), InMemoryTarget()
     ProjectionRunner(store, projection, target, retry=RetryPolicy(max_attempts=1, backoff=0.001),
                      on_failure="park").run_until_caught_up()
