@@ -82,6 +82,7 @@ from eskit.stores.postgres_deletion import (
     visible_stream,
 )
 from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_append_migration
+from eskit.stores.prefix_range import prefix_upper_bound
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
@@ -451,6 +452,19 @@ class Statements:
                JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
                ORDER BY first.tx_id, first.seq"""
         ).format(events=events, shown=shown)
+        # list_streams_page: code-point order (COLLATE "C", as SQLite and Python
+        # compare), cut by the cursor and the prefix's range; a NULL bound is no bound.
+        # DISTINCT ON keeps each stream's last row, and LIMIT counts streams.
+        self.streams_page = sql.SQL(
+            """SELECT DISTINCT ON (stream_id COLLATE "C")
+                      stream_id, version, tx_id::text AS tx_text, seq, recorded_at
+               FROM {events}
+               WHERE (%(after)s::text IS NULL OR stream_id COLLATE "C" > %(after)s::text)
+                 AND stream_id COLLATE "C" >= %(prefix)s::text
+                 AND (%(upper)s::text IS NULL OR stream_id COLLATE "C" < %(upper)s::text){shown}
+               ORDER BY stream_id COLLATE "C", version DESC
+               LIMIT %(limit)s"""
+        ).format(events=events, shown=shown)
         cols = sql.SQL(EVENT_COLUMNS if version >= 5 else EVENT_COLUMNS_BEFORE_5)
         self.find_events = sql.SQL(
             "SELECT {cols} FROM {events} WHERE event_id = ANY(%b::uuid[])"
@@ -617,6 +631,12 @@ def append_params(
         "lo": lo,
         "hi": hi,
     }
+
+
+def streams_page_params(prefix: str, after: str | None, limit: int) -> dict[str, Any]:
+    """The parameters of ``streams_page`` (sync and async stores share them)."""
+    return {"after": after, "prefix": prefix, "upper": prefix_upper_bound(prefix) if prefix
+            else None, "limit": limit}
 
 
 def stream_infos(rows: list[Any]) -> list[StreamInfo]:

@@ -3,10 +3,10 @@
 Every function takes checked arguments and returns plain values the templates
 render. Nothing here writes to the store.
 
-Not yet guaranteed (issue 16, item 4): the streams page and the id and correlation
-look-ups read the whole stream list or log per request (keyset paging keeps the
-*page* small and stable, but the work is a scan until the stores keep a stream
-index and an event-id look-up in their public API).
+Not yet guaranteed (issue 16, item 4): the event-type filter of the streams page and
+the look-ups by event id and by correlation id scan the log on each request (the
+stores have no public index for them yet). The streams page without a type filter
+reads one index range (:meth:`~eskit.EventStore.list_streams_page`).
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ class StreamRow:
 @dataclass(frozen=True, slots=True)
 class StreamsPage:
     rows: list[StreamRow]
-    total: int
-    """How many streams match the filter, over every page."""
+    total: int | None
+    """How many streams match, over every page; known only with an event-type filter."""
     next_after: str | None
     """The cursor of the next page: the last stream id shown; ``None`` on the last page."""
 
@@ -74,25 +74,26 @@ def streams_page(
     ordered by id, the first ``limit`` after the id ``after``.
 
     The cursor is a stream id, never an offset: a page stays the same page when
-    streams are added before it, and page N costs no more than page 1 to cut.
+    streams are added before it. Without a type filter this is one
+    :meth:`~eskit.EventStore.list_streams_page` (an index range on the SQL stores);
+    the type filter scans the log and is the one case that also counts the total.
     """
-    by_type = _type_counts(store, event_type) if event_type else None
-    matches = []
-    for info in store.list_streams():
-        key = stream_key(info.stream_id)
-        if not key.startswith(prefix):
-            continue
-        if by_type is not None and key not in by_type:
-            continue
-        matches.append((key, info))
-    matches.sort(key=lambda pair: pair[0])  # code-point order, like the SQL stores' index
+    if not event_type:
+        infos = store.list_streams_page(prefix, after, limit + 1)  # one more: is there a next?
+        rows = [StreamRow(stream_key(i.stream_id), i.version, i.last_position,
+                          i.last_timestamp, None) for i in infos[:limit]]
+        more = len(infos) > limit
+        return StreamsPage(rows, None, rows[-1].stream_id if more and rows else None)
+    by_type = _type_counts(store, event_type)
+    matches = sorted(
+        (stream_key(info.stream_id), info) for info in store.list_streams()
+        if stream_key(info.stream_id) in by_type
+        and stream_key(info.stream_id).startswith(prefix)
+    )
     after_cursor = [m for m in matches if after is None or m[0] > after]
     page = after_cursor[:limit]
-    rows = [
-        StreamRow(key, info.version, info.last_position, info.last_timestamp,
-                  None if by_type is None else by_type[key])
-        for key, info in page
-    ]
+    rows = [StreamRow(key, info.version, info.last_position, info.last_timestamp, by_type[key])
+            for key, info in page]
     more = len(after_cursor) > limit
     return StreamsPage(rows, len(matches), page[-1][0] if more and page else None)
 

@@ -51,10 +51,11 @@ def explorer_routes(
     sent with the form, and a confirmation; retrying needs the projection among
     ``projections``. Every value the pages show is HTML-escaped.
 
-    Not guaranteed: fast pages on very large stores. The streams page and the
-    look-ups by event id or correlation id scan (see
-    :mod:`eskit.web.explorer._queries`). The store is used from Starlette's thread
-    pool, so it must be safe to share between threads (eskit's stores are).
+    Not guaranteed: fast pages on very large stores everywhere. The streams page
+    reads one index range per page, but its event-type filter and the look-ups by
+    event id or correlation id scan the log (see :mod:`eskit.web.explorer._queries`).
+    The store is used from Starlette's thread pool, so it must be safe to share
+    between threads (eskit's stores are).
     """
     if not isinstance(store, EventStore):
         raise InvalidInputError(
