@@ -386,9 +386,17 @@ def test_links_carry_the_mount_point_when_mounted_under_a_path(world) -> None:
         assert client.get("/explore/static/explorer.css").status_code == 200
 
 
+def test_an_async_store_backed_by_a_sync_one_is_explored_through_that_one() -> None:
+    store = AsyncInMemoryEventStore()
+    store.sync_store.append("async-1", [NewEvent("Happened")])
+    app = Starlette(routes=explorer_routes(store, Settings()))  # type: ignore[arg-type]
+    with TestClient(app) as client:
+        assert "async-1" in client.get("/streams").text
+
+
 def test_explorer_routes_refuses_what_it_cannot_serve() -> None:
     with pytest.raises(InvalidInputError, match="sync eskit EventStore"):
-        explorer_routes(AsyncInMemoryEventStore(), Settings())  # type: ignore[arg-type]
+        explorer_routes(object(), Settings())  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="write_token"):
         explorer_routes(InMemoryEventStore(), object())  # type: ignore[arg-type]
     with pytest.raises(InvalidInputError, match="Aggregate subclasses"):

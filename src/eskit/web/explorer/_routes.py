@@ -39,6 +39,9 @@ def explorer_routes(
 ) -> list[BaseRoute]:
     """The explorer's routes over a sync ``store``, to mount in a Starlette app.
 
+    An async memory or SQLite store is accepted too (its sync store is used); an
+    async PostgreSQL store is not: open a :class:`~eskit.PostgresEventStore` for it.
+
     Pages (GET, read-only): ``/`` and ``/streams`` (search by id prefix, filter by
     event type, paged by a stream-id cursor), ``/stream`` (a timeline), ``/event``,
     ``/correlation``, ``/state`` (``aggregates``' state at a version or a time, and
@@ -57,9 +60,14 @@ def explorer_routes(
     The store is used from Starlette's thread pool, so it must be safe to share
     between threads (eskit's stores are).
     """
+    # An async store over a sync one (memory, SQLite) lends the explorer that one.
+    inner = getattr(store, "sync_store", None)
+    if not isinstance(store, EventStore) and isinstance(inner, EventStore):
+        store = inner
     if not isinstance(store, EventStore):
         raise InvalidInputError(
-            f"the explorer needs a sync eskit EventStore, not {type(store).__name__}"
+            f"the explorer needs a sync eskit EventStore (or an async store backed by one), "
+            f"not {type(store).__name__}"
         )
     if not hasattr(settings, "write_token"):
         raise InvalidInputError("settings need a write_token attribute (None: read-only)")
