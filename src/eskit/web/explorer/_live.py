@@ -13,7 +13,7 @@ idle), reading in pages of 200; it is a viewer, not a subscription API.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import orjson
 from starlette.concurrency import run_in_threadpool
@@ -31,7 +31,9 @@ HEARTBEAT_SECONDS = 15.0
 PAGE = 200
 
 
-def live_tail(explorer: Explorer) -> object:
+def live_tail(explorer: Explorer) -> Callable[[Request], Awaitable[Response]]:
+    """The ``/log/live`` endpoint: from ``?after=POSITION``, or the ``Last-Event-ID`` header."""
+
     async def endpoint(request: Request) -> Response:
         try:
             after = _resume_point(request)
@@ -80,8 +82,7 @@ def _read(explorer: Explorer, after: int) -> list[Event | UndecodableEvent]:
     return list(explorer.store.read_all(after, PAGE, on_undecodable="yield"))
 
 
-def _message(event: Event | UndecodableEvent, url: object) -> bytes:
-    assert callable(url)
+def _message(event: Event | UndecodableEvent, url: Callable[..., str]) -> bytes:
     stream = str(event.aggregate_id)
     data = {
         "position": str(event.position),

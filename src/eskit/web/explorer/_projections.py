@@ -18,6 +18,7 @@ from starlette.responses import RedirectResponse, Response
 
 from eskit.errors import EskitError, InvalidInputError
 from eskit.health import DEFAULT_MAX_LAG, check_health
+from eskit.projections.checkpoints import DeadLetter
 from eskit.projections.runner import ParkedEventBlocked, retry_parked, skip_parked
 from eskit.web.explorer._context import Explorer, link_maker, text_param
 
@@ -109,11 +110,11 @@ class ProjectionPages:
             )
         retry_parked(self.x.store, projection, target, event_id)
 
-    def _letter(self, projection: str, event_id: str) -> object | None:
+    def _letter(self, projection: str, event_id: str) -> DeadLetter | None:
         if self.x.target is None:
             return None
         for letter in self.x.target.dead_letters(projection, status=None):
-            if letter.event_id == event_id and letter.status in ("parked", "waiting"):
+            if letter.event_id == event_id and letter.status == "parked":
                 return letter
         return None
 

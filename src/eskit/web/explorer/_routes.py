@@ -85,7 +85,7 @@ def explorer_routes(
         Route("/correlation", page(pages.correlation), name="explorer_correlation"),
         Route("/state", page(pages.state), name="explorer_state"),
         Route("/log", page(pages.log), name="explorer_log"),
-        Route("/log/live", live_tail(explorer), name="explorer_live"),  # type: ignore[arg-type]
+        Route("/log/live", live_tail(explorer), name="explorer_live"),
         Route("/projections", page(projection_pages.overview), name="explorer_projections"),
         Route("/projections/confirm", page(projection_pages.confirm),
               name="explorer_confirm"),
