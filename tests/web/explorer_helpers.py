@@ -77,7 +77,7 @@ def populate(store: EventStore) -> World:
     return World(store, order.event_id, invoice.event_id, poison.event_id, projection, target)
 
 
-def explorer_app(world: World, settings: Settings | None = None) -> Starlette:
+def explorer_app(world: World, settings: object = None) -> Starlette:
     return Starlette(routes=explorer_routes(
         world.store, settings or Settings(), aggregates=[BankAccount],
         projections=[world.projection], target=world.target,

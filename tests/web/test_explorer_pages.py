@@ -6,6 +6,7 @@ import html
 import json
 import re
 import warnings
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -339,6 +340,22 @@ def test_a_read_only_explorer_refuses_writes_even_with_a_token(world) -> None:
         assert "Retry…" not in client.get("/projections").text
         assert _act(client, world).status_code == 403
     assert _status(world) == "parked"
+
+
+def test_any_of_several_write_tokens_is_accepted(fresh) -> None:
+    @dataclass(frozen=True)
+    class ManyTokens:
+        write_tokens: tuple[str, ...] = ("first-token", WRITE_TOKEN)
+
+    with TestClient(explorer_app(fresh, ManyTokens())) as client:
+        assert _act(client, fresh, action="skip", token="other").status_code == 403
+        assert _act(client, fresh, action="skip").status_code == 303
+    assert _status(fresh) == "skipped"
+
+
+def test_an_empty_write_token_is_refused_at_start(world) -> None:
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        explorer_app(world, Settings(write_token=""))
 
 
 def test_confirmed_retry_with_the_token_handles_the_parked_event_once(fresh_client, fresh) -> None:

@@ -20,18 +20,33 @@ from eskit.projections.projection import Projection
 from eskit.stores.base import EventStore
 from eskit.web.explorer._queries import pretty
 
-__all__ = ["BadRequest", "Explorer", "ExplorerSettings"]
+__all__ = ["BadRequest", "Explorer", "ExplorerSettings", "write_tokens"]
 
 _HERE = Path(__file__).resolve().parent
 MAX_PAGE = 500
 
 
 class ExplorerSettings(Protocol):
-    """What the explorer needs from the web app's settings."""
+    """What the explorer needs from the web app's settings.
+
+    A settings object may carry several write tokens instead, as ``write_tokens``
+    (a collection of str): any of them is then accepted. No token at all: read-only.
+    """
 
     @property
     def write_token(self) -> str | None:
         """The token that allows retrying and skipping parked events; ``None``: read-only."""
+
+
+def write_tokens(settings: object) -> tuple[str, ...]:
+    """Every write token ``settings`` configures (``write_token`` and ``write_tokens``)."""
+    found: list[object] = [getattr(settings, "write_token", None)]
+    found += list(getattr(settings, "write_tokens", None) or ())
+    tokens = tuple(t for t in found if t is not None)
+    for token in tokens:
+        if type(token) is not str or not token:
+            raise InvalidInputError("write tokens must be non-empty strings")
+    return tokens  # type: ignore[return-value]
 
 
 class BadRequest(Exception):
@@ -48,8 +63,10 @@ class Explorer:
     projections: Mapping[str, Projection] = field(default_factory=dict)
     target: ProjectionTarget | None = None
     templates: Jinja2Templates = field(init=False)
+    tokens: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
+        self.tokens = write_tokens(self.settings)
         # autoescape everywhere: stream ids, types and payloads are user data (hostile).
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True,
@@ -63,7 +80,7 @@ class Explorer:
     ) -> Response:
         return self.templates.TemplateResponse(
             request, name,
-            {"url": link_maker(request), "read_only": self.settings.write_token is None,
+            {"url": link_maker(request), "read_only": not self.tokens,
              **context},
             status_code=status_code,
         )

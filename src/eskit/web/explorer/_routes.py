@@ -50,7 +50,8 @@ def explorer_routes(
     events of the projections checkpointed in ``target``) and ``/health``.
 
     The one write is retrying or skipping a parked event (``POST
-    /projections/parked``): it needs ``settings.write_token`` configured, that token
+    /projections/parked``): it needs ``settings.write_token`` (or one of
+    ``settings.write_tokens``) configured, that token
     sent with the form, and a confirmation; retrying needs the projection among
     ``projections``. Every value the pages show is HTML-escaped.
 
@@ -69,7 +70,7 @@ def explorer_routes(
             f"the explorer needs a sync eskit EventStore (or an async store backed by one), "
             f"not {type(store).__name__}"
         )
-    if not hasattr(settings, "write_token"):
+    if not (hasattr(settings, "write_token") or hasattr(settings, "write_tokens")):
         raise InvalidInputError("settings need a write_token attribute (None: read-only)")
     if target is not None and not isinstance(target, ProjectionTarget):
         raise InvalidInputError(f"target must be a ProjectionTarget, not {target!r}")
