@@ -5,6 +5,7 @@ from __future__ import annotations
 import html
 import json
 import re
+import time
 import warnings
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -446,6 +447,18 @@ def test_live_tail_resumes_after_last_event_id_with_nothing_missed_or_repeated(f
     assert received == stored == [*positions[-2:], stored[-1]]
     assert data[-1]["stream"] == HOSTILE_ID  # JSON text; the page inserts it as text
     assert data[-1]["position"] == str(stored[-1])  # a string: may pass 2**53
+
+
+def test_a_live_tail_response_ends_after_its_lifetime_so_servers_can_stop(
+    world, monkeypatch
+) -> None:
+    monkeypatch.setattr("eskit.web.explorer._live.MAX_SECONDS", 0.5)
+    head = world.store.head_position()
+    with serving(explorer_app(world)) as url, httpx.Client(base_url=url, timeout=10) as http:
+        started = time.monotonic()
+        body = http.get("/log/live", params={"after": head}).text  # returns: the stream ended
+        assert time.monotonic() - started < 5
+    assert body.startswith("retry: 1000")  # the browser comes back after a second
 
 
 def test_live_tail_needs_a_position_to_start_from(client) -> None:

@@ -6,6 +6,10 @@ missed, nothing twice. The data is JSON with positions as strings (they can pass
 2**53 on PostgreSQL, beyond a JavaScript number); the page inserts every field as
 text, never as HTML.
 
+A response lasts at most :data:`MAX_SECONDS`, then ends; the browser reconnects
+after a second from where it was. That keeps a server's graceful shutdown from
+waiting on a tail that never ends (uvicorn waits for open responses).
+
 Not guaranteed: prompt delivery. The tail polls the store (every 0.25 s while
 idle), reading in pages of 200; it is a viewer, not a subscription API.
 """
@@ -28,6 +32,7 @@ __all__ = ["live_tail"]
 
 POLL_SECONDS = 0.25
 HEARTBEAT_SECONDS = 15.0
+MAX_SECONDS = 30.0
 PAGE = 200
 
 
@@ -61,9 +66,11 @@ def _resume_point(request: Request) -> int:
 
 async def _messages(explorer: Explorer, request: Request, after: int) -> AsyncIterator[bytes]:
     url = link_maker(request)
-    yield b"retry: 2000\n\n"
+    yield b"retry: 1000\n\n"
+    loop = asyncio.get_running_loop()
+    ends = loop.time() + MAX_SECONDS
     idle = 0.0
-    while not await request.is_disconnected():
+    while loop.time() < ends and not await request.is_disconnected():
         page = await run_in_threadpool(_read, explorer, after)
         for event in page:
             after = event.position
