@@ -5,9 +5,9 @@ cursor (the last stream id of the previous page), never by an offset, so a page
 costs the same wherever it is and does not shift when streams are added before it.
 The order is code-point order of the stored stream id text: what SQLite's BINARY
 collation and PostgreSQL's ``COLLATE "C"`` give, and how Python compares ``str``.
-Pure: no I/O. The SQL stores run the same selection as an index range
-(:func:`~eskit.stores.prefix_range.prefix_upper_bound`); stores without one cut the
-page from :meth:`~eskit.EventStore.list_streams` with :func:`page_of_streams`.
+Pure: no I/O. The SQL stores run the same selection as a range
+(:func:`~eskit.stores.prefix_range.prefix_upper_bound`) in SQL; stores without SQL
+cut the page from :meth:`~eskit.EventStore.list_streams` with :func:`page_of_streams`.
 """
 
 from __future__ import annotations
