@@ -11,6 +11,7 @@ never reach the caller untranslated::
     ├── ConcurrencyError (ValueError)       expected version did not match the stream
     ├── DuplicateEventError                 an event id is already stored elsewhere
     ├── AggregateNotFound (LookupError)     no events for the requested aggregate
+    ├── BlobNotFoundError (LookupError)     the blob store does not hold a referenced blob
     ├── UnknownEventTypeError               no class or handler knows this event type
     ├── DecodingError                       a stored event cannot be decoded
     ├── EventOrderError                     an event applied out of version order
@@ -37,6 +38,7 @@ from typing import Any
 __all__ = [
     "AggregateNotFound",
     "AppendNotFirstWriteError",
+    "BlobNotFoundError",
     "ConcurrencyError",
     "DamagedStoreError",
     "DecodingError",
@@ -130,6 +132,15 @@ class DuplicateEventError(EskitError):
 
     def __init__(self, message: str, *, event_id: Any = None) -> None:
         self.event_id = event_id
+        super().__init__(message)
+
+
+class BlobNotFoundError(EskitError, LookupError):
+    """The blob store does not hold the blob a :class:`~eskit.blobs.BlobRef` names
+    (never put there, or deleted). ``digest`` names it."""
+
+    def __init__(self, message: str, *, digest: str = "") -> None:
+        self.digest = digest
         super().__init__(message)
 
 

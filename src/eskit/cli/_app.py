@@ -21,6 +21,7 @@ from eskit.cli import (
     _snapshots,
     _stats,
     _timetravel,
+    _trace,
 )
 
 __all__ = ["make_app"]
@@ -57,7 +58,7 @@ def make_app() -> typer.Typer:
     app.callback()(_root)
     for group in (
         _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact, _archive,
-        _stats, _snapshots, _retention, _serve,
+        _stats, _snapshots, _retention, _trace, _serve,
     ):
         group.register(app)
     return app

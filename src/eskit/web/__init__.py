@@ -1,4 +1,5 @@
-"""eskit on the web: an HTTP API over an event store (and the HTML explorer).
+"""eskit on the web: an HTTP API over an event store, and the HTML explorer
+(:mod:`eskit.web.explorer`).
 
 ::
 
