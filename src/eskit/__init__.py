@@ -11,12 +11,15 @@ from typing import TYPE_CHECKING
 from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
 from eskit.codec import register_type
+from eskit.command_handler import CommandHandler, CommandResult
 from eskit.config import open_store
+from eskit.decider import Decider, FunctionDecider, decider, fold
 from eskit.errors import (
     AggregateNotFound,
     AppendNotFirstWriteError,
     BrokerUnavailableError,
     BusError,
+    CommandRetriesExhausted,
     ConcurrencyError,
     DamagedStoreError,
     DecodingError,
@@ -61,6 +64,7 @@ from eskit.projections import (
     wait_for_projection,
 )
 from eskit.repository import Repository
+from eskit.retry import Retry, retry
 from eskit.snapshots import (
     EveryNEvents,
     NoSnapshots,
@@ -111,7 +115,12 @@ __all__ = [
     "BrokerUnavailableError",
     "BusError",
     "AppendResult",
+    "CommandHandler",
+    "CommandResult",
+    "CommandRetriesExhausted",
     "ConcurrencyError",
+    "Decider",
+    "FunctionDecider",
     "DamagedStoreError",
     "DecodingError",
     "DuplicateEventError",
@@ -148,6 +157,7 @@ __all__ = [
     "ProjectionRunner",
     "PostgresSnapshotStore",
     "Repository",
+    "Retry",
     "RetryPolicy",
     "SQLiteEventStore",
     "SQLiteTarget",
@@ -169,11 +179,14 @@ __all__ = [
     "VersionNotFound",
     "__version__",
     "check_health",
+    "decider",
     "domain_event",
+    "fold",
     "handles",
     "open_store",
     "prune_snapshots",
     "register_type",
+    "retry",
     "snapshot_upcaster",
     "state_diff",
     "stats",
