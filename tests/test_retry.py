@@ -6,6 +6,8 @@ import asyncio
 import time
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import eskit.aio
 from eskit import CommandRetriesExhausted, ConcurrencyError, InvalidInputError, Retry, retry
@@ -142,3 +144,28 @@ def test_async_retry_gives_up_with_the_same_typed_error() -> None:
         asyncio.run(eskit.aio.retry(command, Retry(max_attempts=2, first_delay=0)))
     assert raised.value.attempts == 2
     assert flaky.calls == 2
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    max_attempts=st.integers(1, 1000),
+    first_delay=st.floats(0, 60),
+    max_delay=st.floats(0, 300),
+    multiplier=st.floats(1, 100),
+    jitter=st.floats(0, 1),
+    attempt=st.integers(1, 2000),
+    rand=st.floats(0, 1, exclude_max=True),
+)
+def test_every_policy_waits_between_zero_and_max_delay_and_stops_at_max_attempts(
+    max_attempts: int, first_delay: float, max_delay: float, multiplier: float, jitter: float,
+    attempt: int, rand: float,
+) -> None:
+    policy = Retry(max_attempts, first_delay, max_delay, multiplier, jitter)
+    assert 0.0 <= policy.delay(attempt, rand=lambda: rand) <= max_delay
+    if attempt >= max_attempts:
+        with pytest.raises(CommandRetriesExhausted):
+            policy.after_conflict(attempt, conflict())
+    else:
+        assert policy.after_conflict(attempt, conflict(), rand=lambda: rand) == policy.delay(
+            attempt, rand=lambda: rand
+        )

@@ -86,6 +86,11 @@ def test_then_state_sees_the_aggregate_after_the_command_and_fails_on_false() ->
         scenario.then_state(lambda tab: tab.total == 6)
 
 
+def test_a_second_when_runs_on_the_state_the_first_left_and_sees_only_its_events() -> None:
+    given(Tab, [Opened("ann")]).when(lambda tab: tab.add(60)).then([Added(60)]) \
+        .when(lambda tab: tab.add(50)).then([Added(50), ("Flagged", {"total": 110})])
+
+
 def test_then_raises_passes_on_the_error_and_returns_it() -> None:
     error = given(Tab).when(lambda tab: tab.add(1)).then_raises(ValueError, match="not open")
     assert str(error) == "the tab is not open"

@@ -177,13 +177,18 @@ class AggregateScenario(Generic[A]):
         self._registry = registry
 
     def when(self, command: Callable[[A], object]) -> AggregateScenario[A]:
-        """Run ``command(aggregate)``, keeping the events it raises or the error."""
+        """Run ``command(aggregate)``, keeping the events it raises or the error.
+
+        A second ``when`` runs on the aggregate as the first left it, and its
+        ``then`` sees only its own events.
+        """
         outcome = _Outcome(self._registry)
+        before = len(self.aggregate.get_uncommitted_events())
         try:
             command(self.aggregate)
         except Exception as error:  # kept for then_raises; then() reports it
             outcome.error = error
-        outcome.events = list(self.aggregate.get_uncommitted_events())
+        outcome.events = self.aggregate.get_uncommitted_events()[before:]
         self._outcome = outcome
         return self
 
