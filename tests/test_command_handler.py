@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import multiprocessing
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
@@ -35,6 +36,7 @@ from tests.command_model import (
     Interfered,
     OverLimit,
     account,
+    handle_in_process,
     stream_of,
 )
 from tests.conftest import new_schema_name
@@ -267,6 +269,43 @@ def test_racing_threads_on_one_stream_each_apply_exactly_once_thanks_to_retries(
     assert [e.version for e in events] == list(range(1, threads_count + 1))
     assert handler.state("shared") == Balance(sum(range(1, threads_count + 1)), threads_count)
     assert sum(attempts) >= 2 * threads_count - 1  # the race really happened
+
+
+@pytest.mark.parametrize("durable", ["sqlite", "postgres"])
+def test_racing_processes_on_one_stream_each_apply_exactly_once(
+    durable: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    from eskit.stores.postgres import PostgresEventStore
+
+    processes, commands = 3, 5
+    schema = new_schema_name()
+    if durable == "sqlite":
+        where = str(tmp_path / "events.db")
+        SQLiteEventStore(where).close()  # the schema exists before the workers race
+    else:
+        where = request.getfixturevalue("postgres_dsn")
+        PostgresEventStore(where, schema=schema).close()
+    spawn = multiprocessing.get_context("spawn")
+    results = spawn.Queue()
+    workers = [
+        spawn.Process(target=handle_in_process,
+                      args=(durable, where, schema, n, commands, results))
+        for n in range(processes)
+    ]
+    for worker in workers:
+        worker.start()
+    reports = [results.get(timeout=120) for _ in workers]
+    for worker in workers:
+        worker.join(30)
+    assert [error for _, _, error in reports] == [None] * processes
+    assert all(len(attempts) == commands for _, attempts, _ in reports)
+    with SQLiteEventStore(where) if durable == "sqlite" else PostgresEventStore(
+        where, schema=schema
+    ) as store:
+        events = store.read_stream("shared")
+    done = sorted(e.metadata["command"] for e in events)
+    assert done == sorted(f"{w}-{i}" for w in range(processes) for i in range(commands))
+    assert [e.version for e in events] == list(range(1, processes * commands + 1))
 
 
 # -- async -----------------------------------------------------------------------------

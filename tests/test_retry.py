@@ -146,7 +146,7 @@ def test_async_retry_gives_up_with_the_same_typed_error() -> None:
     assert flaky.calls == 2
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(
     max_attempts=st.integers(1, 1000),
     first_delay=st.floats(0, 60),
