@@ -188,7 +188,7 @@ class AggregateScenario(Generic[A]):
             command(self.aggregate)
         except Exception as error:  # kept for then_raises; then() reports it
             outcome.error = error
-        outcome.events = self.aggregate.get_uncommitted_events()[before:]
+        outcome.events = list(self.aggregate.get_uncommitted_events()[before:])
         self._outcome = outcome
         return self
 
