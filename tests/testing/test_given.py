@@ -132,6 +132,11 @@ def test_then_before_when_is_a_clear_mistake() -> None:
         given(Tab).then([])
 
 
+def test_a_missing_or_extra_field_is_named_as_missing() -> None:
+    with pytest.raises(AssertionError, match="note: expected <missing>, got 'x'"):
+        assert_same_events([("T", {"n": 1})], [("T", {"n": 1, "note": "x"})])
+
+
 def test_a_non_event_in_the_expectation_is_reported() -> None:
     with pytest.raises(AssertionError, match="is not an event"):
         assert_same_events([object()], [])

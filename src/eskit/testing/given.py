@@ -82,6 +82,10 @@ def _shape(event: object, registry: EventRegistry) -> tuple[str, Any]:
     )
 
 
+def _show(data: Mapping[str, Any], key: str) -> str:
+    return repr(data[key]) if key in data else "<missing>"
+
+
 def _listing(shapes: Sequence[tuple[str, Any]]) -> str:
     if not shapes:
         return "  (no events)"
@@ -112,7 +116,7 @@ def assert_same_events(
         else:
             keys = sorted({*w_data, *g_data}, key=str)
             diffs = [
-                f"{k}: expected {w_data.get(k, '<missing>')!r}, got {g_data.get(k, '<missing>')!r}"
+                f"{k}: expected {_show(w_data, k)}, got {_show(g_data, k)}"
                 for k in keys if w_data.get(k, _NOTHING) != g_data.get(k, _NOTHING)
             ]
             why = f"event {first + 1} ({g_name}) has other data: {'; '.join(diffs)}"
