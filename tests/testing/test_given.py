@@ -123,7 +123,7 @@ def test_then_fails_when_the_command_raised_and_then_raises_when_it_did_not() ->
         given(Tab, [Opened("a")]).when(lambda tab: tab.add(1)).then_raises(KeyError)
     with pytest.raises(AssertionError, match="expected KeyError, but the command raised Value"):
         given(Tab).when(lambda tab: tab.add(1)).then_raises(KeyError)
-    with pytest.raises(AssertionError, match="does not contain 'closed'"):
+    with pytest.raises(AssertionError, match="does not match 'closed'"):
         given(Tab).when(lambda tab: tab.add(1)).then_raises(ValueError, match="closed")
 
 

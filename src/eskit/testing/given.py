@@ -24,6 +24,7 @@ upcasters and all). Nothing here touches a real store.
 
 from __future__ import annotations
 
+import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Generic, Literal, TypeVar
@@ -160,10 +161,10 @@ class _Outcome:
                 f"expected {error_type.__name__}, but the command raised "
                 f"{type(error).__name__}: {error}"
             ) from error
-        if match is not None and match not in str(error):
+        if match is not None and re.search(match, str(error)) is None:
             raise AssertionError(
                 f"{type(error).__name__} was raised, but its message {str(error)!r} does not "
-                f"contain {match!r}"
+                f"match {match!r}"
             ) from error
         return error
 
@@ -210,9 +211,10 @@ class AggregateScenario(Generic[A]):
     def then_raises(
         self, error_type: type[BaseException], *, match: str | None = None
     ) -> BaseException:
-        """Assert the command raised ``error_type`` (its message containing ``match``).
+        """Assert the command raised ``error_type``, its message matching ``match``.
 
-        Returns the error, for further checks.
+        ``match`` is a regular expression searched in the message, as in
+        ``pytest.raises``. Returns the error, for further checks.
         """
         __tracebackhide__ = True
         return self._done().check_raises(error_type, match)
@@ -303,7 +305,7 @@ class DeciderScenario(Generic[C, S, E]):
     def then_raises(
         self, error_type: type[BaseException], *, match: str | None = None
     ) -> BaseException:
-        """Assert ``decide`` raised ``error_type`` (its message containing ``match``)."""
+        """Assert ``decide`` raised ``error_type``, its message matching ``match`` (a regex)."""
         __tracebackhide__ = True
         return self._done().check_raises(error_type, match)
 
