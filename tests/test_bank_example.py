@@ -230,6 +230,18 @@ def test_given_account_events_the_balances_read_model_holds_each_balance_in_cent
     assert rows == [("ACC-1", "Ann", 999, "open"), ("ACC-2", "Bob", 700, "open")]
 
 
+def test_given_account_events_the_balances_read_model_is_the_same_on_postgres(postgres_dsn):
+    from tests.conftest import new_schema_name
+
+    target = eskit.PostgresTarget(postgres_dsn, schema=new_schema_name())
+    events = [("acc-1", OPENED), ("acc-1", MoneyDeposited(amount=D("0.05")))]
+    with given_projection(AccountBalances, events, target=target) as view:
+        rows = view.query("SELECT balance_cents, version FROM bank_account_balances "
+                          "WHERE account_number = %s", ["ACC-1"])
+    assert rows == [(1005, 2)]
+    target.close()  # a target passed in is the caller's to close
+
+
 # --------------------------------------------------------------------------- replay
 
 

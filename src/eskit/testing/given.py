@@ -345,19 +345,20 @@ class ProjectionScenario(Generic[P]):
     """A projection that has handled the given events, and the read model it keeps.
 
     ``projection`` is the projection object (an in-memory read model lives in
-    it), ``target`` the throwaway target, ``store`` the in-memory store that
-    holds the given events. Use it as a context manager, or call :meth:`close`,
-    to delete a SQLite target's temporary file at once (else it goes when the
-    scenario is garbage collected).
+    it), ``target`` the target, ``store`` the in-memory store that holds the
+    given events. Use it as a context manager, or call :meth:`close`, to delete
+    a temporary SQLite target's file at once (else it goes when the scenario is
+    garbage collected). A target you passed in is yours: it is never closed here.
     """
 
     def __init__(self, projection: P, target: ProjectionTarget, store: InMemoryEventStore,
-                 folder: tempfile.TemporaryDirectory[str] | None) -> None:
+                 folder: tempfile.TemporaryDirectory[str] | None, *, owns_target: bool) -> None:
         self.projection = projection
         self.target = target
         self.store = store
         self.runner = ProjectionRunner(store, projection, target, retry=RetryPolicy(max_attempts=1))
         self._folder = folder
+        self._owns_target = owns_target
         self.runner.run_until_caught_up()
 
     def given_more(self, events: Sequence[object]) -> ProjectionScenario[P]:
@@ -368,8 +369,12 @@ class ProjectionScenario(Generic[P]):
         return self
 
     def query(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
-        """Rows of a query on a SQL target's read model (views by their plain names)."""
-        if not isinstance(self.target, SQLiteTarget):
+        """Rows of a query on a SQL target's read model (views by their plain names).
+
+        ``params`` use the target's own placeholders (``?`` on SQLite, ``%s`` on
+        PostgreSQL).
+        """
+        if self.target.dialect == "memory":
             raise AssertionError(
                 "query() needs a SQL target: given_projection(..., target='sqlite')"
             )
@@ -377,7 +382,9 @@ class ProjectionScenario(Generic[P]):
             return [tuple(row) for row in conn.execute(sql, tuple(params)).fetchall()]
 
     def close(self) -> None:
-        self.target.close()
+        """Close the target this scenario made and delete its file (a target passed in stays)."""
+        if self._owns_target:
+            self.target.close()
         self.store.close()
         if self._folder is not None:
             self._folder.cleanup()
@@ -413,8 +420,10 @@ def given_projection(
     or recorded :class:`~eskit.Event` (in their own streams), appended one by
     one in the order given. ``target="memory"`` suits projections that keep their
     read model in Python attributes; ``"sqlite"`` gives SQL projections a
-    temporary SQLite file (query it with :meth:`ProjectionScenario.query`). A
-    handler that fails raises :class:`~eskit.ProjectionFailed` here, at once.
+    temporary SQLite file (query it with :meth:`ProjectionScenario.query`); or
+    pass a target of your own (a :class:`~eskit.PostgresTarget` on a fresh
+    schema, for PostgreSQL's SQL). A handler that fails raises
+    :class:`~eskit.ProjectionFailed` here, at once.
     """
     projection = projection_factory()
     store = InMemoryEventStore(registry=projection.registry)
@@ -432,10 +441,11 @@ def given_projection(
     else:
         raise AssertionError(f"target must be 'memory', 'sqlite' or a ProjectionTarget, "
                              f"not {target!r}")
+    owns = chosen is not target
     try:
-        return ProjectionScenario(projection, chosen, store, folder)
+        return ProjectionScenario(projection, chosen, store, folder, owns_target=owns)
     except BaseException:
-        if chosen is not target:  # ours: close it and delete its file now
+        if owns:  # ours: close it and delete its file now
             chosen.close()
         if folder is not None:
             folder.cleanup()
