@@ -48,6 +48,10 @@ PUBLIC_API = [
     # deciders, command handlers and bounded retries (eskit.decider, eskit.retry)
     "CommandHandler", "CommandResult", "CommandRetriesExhausted", "Decider", "FunctionDecider",
     "Retry", "decider", "fold", "retry",
+    # who did what (eskit.context)
+    "caused_by", "event_context",
+    # large payloads by reference (eskit.blobs)
+    "BlobNotFoundError", "BlobRef",
 ]
 
 

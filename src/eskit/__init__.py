@@ -10,13 +10,16 @@ from typing import TYPE_CHECKING
 
 from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
+from eskit.blobs.ref import BlobRef
 from eskit.codec import register_type
 from eskit.command_handler import CommandHandler, CommandResult
 from eskit.config import open_store
+from eskit.context import caused_by, event_context
 from eskit.decider import Decider, FunctionDecider, decider, fold
 from eskit.errors import (
     AggregateNotFound,
     AppendNotFirstWriteError,
+    BlobNotFoundError,
     BrokerUnavailableError,
     BusError,
     CommandRetriesExhausted,
@@ -112,6 +115,8 @@ __all__ = [
     "Aggregate",
     "AggregateNotFound",
     "AppendNotFirstWriteError",
+    "BlobNotFoundError",
+    "BlobRef",
     "BrokerUnavailableError",
     "BusError",
     "AppendResult",
@@ -178,9 +183,11 @@ __all__ = [
     "UnknownHandlerWarning",
     "VersionNotFound",
     "__version__",
+    "caused_by",
     "check_health",
     "decider",
     "domain_event",
+    "event_context",
     "fold",
     "handles",
     "open_store",

@@ -12,6 +12,7 @@ never reach the caller untranslated::
     ├── CommandRetriesExhausted             a command kept conflicting; its retries ran out
     ├── DuplicateEventError                 an event id is already stored elsewhere
     ├── AggregateNotFound (LookupError)     no events for the requested aggregate
+    ├── BlobNotFoundError (LookupError)     the blob store does not hold a referenced blob
     ├── UnknownEventTypeError               no class or handler knows this event type
     ├── DecodingError                       a stored event cannot be decoded
     ├── EventOrderError                     an event applied out of version order
@@ -38,6 +39,7 @@ from typing import Any
 __all__ = [
     "AggregateNotFound",
     "AppendNotFirstWriteError",
+    "BlobNotFoundError",
     "CommandRetriesExhausted",
     "ConcurrencyError",
     "DamagedStoreError",
@@ -150,6 +152,15 @@ class DuplicateEventError(EskitError):
 
     def __init__(self, message: str, *, event_id: Any = None) -> None:
         self.event_id = event_id
+        super().__init__(message)
+
+
+class BlobNotFoundError(EskitError, LookupError):
+    """The blob store does not hold the blob a :class:`~eskit.blobs.BlobRef` names
+    (never put there, or deleted). ``digest`` names it."""
+
+    def __init__(self, message: str, *, digest: str = "") -> None:
+        self.digest = digest
         super().__init__(message)
 
 
