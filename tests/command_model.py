@@ -13,12 +13,6 @@ class Deposited:
     amount: int
 
 
-@domain_event("cmd-test.Interfered")
-@dataclass(frozen=True)
-class Interfered:
-    """Written by another writer between a handler's read and its append."""
-
-
 @dataclass(frozen=True)
 class Deposit:
     account_id: str

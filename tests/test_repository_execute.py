@@ -12,7 +12,6 @@ import pytest
 from eskit import (
     Aggregate,
     AggregateNotFound,
-    CommandRetriesExhausted,
     EventStore,
     InMemoryEventStore,
     InvalidInputError,
@@ -69,42 +68,8 @@ def test_execute_loads_runs_and_saves_returning_the_saved_aggregate(store: Event
     assert store.read_stream("c")[-1].metadata == {"user": "ann"}
 
 
-def test_execute_reruns_the_command_on_a_fresh_aggregate_after_a_conflict(
-    store: EventStore,
-) -> None:
-    repo, other = Repository(store), Repository(store)
-    saved_counter(repo)
-    seen: list[int] = []
-
-    def command(counter: Counter) -> None:
-        seen.append(counter.version)
-        if len(seen) <= 2:  # another writer gets in between this load and its save
-            other.execute("c", Counter, lambda c: c.increment(100))
-        counter.increment()
-
-    counter = repo.execute("c", Counter, command, retry=FAST)
-    assert seen == [1, 2, 3]  # each rerun saw the other writer's event
-    assert (counter.value, counter.version) == (202, 4)
-    assert repo.get("c", Counter).value == 202
 
 
-def test_execute_gives_up_after_the_policy_allows_and_writes_none_of_its_events(
-    store: EventStore,
-) -> None:
-    repo, other = Repository(store), Repository(store)
-    saved_counter(repo)
-    calls: list[int] = []
-
-    def command(counter: Counter) -> None:
-        calls.append(1)
-        other.execute("c", Counter, lambda c: c.increment(100))
-        counter.increment(7)
-
-    with pytest.raises(CommandRetriesExhausted) as raised:
-        repo.execute("c", Counter, command, retry=Retry(max_attempts=3, first_delay=0))
-    assert raised.value.attempts == 3
-    assert len(calls) == 3
-    assert [e.event_data["by"] for e in store.read_stream("c")] == [1, 100, 100, 100]
 
 
 def test_execute_lets_a_refused_command_and_a_missing_aggregate_through_unretried(
