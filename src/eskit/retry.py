@@ -55,6 +55,9 @@ class Retry:
     Guaranteed: at most ``max_attempts`` runs and no single wait over
     ``max_delay``. Not guaranteed: that a command ever wins under unbounded
     contention; it then ends in :class:`~eskit.CommandRetriesExhausted`.
+
+    Not to be confused with :class:`~eskit.RetryPolicy`, which says how often a
+    projection retries an event whose handler failed.
     """
 
     max_attempts: int = 5
