@@ -45,6 +45,9 @@ PUBLIC_API = [
     "StoreStats", "prune_snapshots", "stats",
     # payload compression (eskit.stores.compact)
     "CompactResult", "compact",
+    # deciders, command handlers and bounded retries (eskit.decider, eskit.retry)
+    "CommandHandler", "CommandResult", "CommandRetriesExhausted", "Decider", "FunctionDecider",
+    "Retry", "decider", "fold", "retry",
     # who did what (eskit.context)
     "caused_by", "event_context",
     # large payloads by reference (eskit.blobs)

@@ -12,14 +12,17 @@ from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
 from eskit.blobs.ref import BlobRef
 from eskit.codec import register_type
+from eskit.command_handler import CommandHandler, CommandResult
 from eskit.config import open_store
 from eskit.context import caused_by, event_context
+from eskit.decider import Decider, FunctionDecider, decider, fold
 from eskit.errors import (
     AggregateNotFound,
     AppendNotFirstWriteError,
     BlobNotFoundError,
     BrokerUnavailableError,
     BusError,
+    CommandRetriesExhausted,
     ConcurrencyError,
     DamagedStoreError,
     DecodingError,
@@ -64,6 +67,7 @@ from eskit.projections import (
     wait_for_projection,
 )
 from eskit.repository import Repository
+from eskit.retry import Retry, retry
 from eskit.snapshots import (
     EveryNEvents,
     NoSnapshots,
@@ -116,7 +120,12 @@ __all__ = [
     "BrokerUnavailableError",
     "BusError",
     "AppendResult",
+    "CommandHandler",
+    "CommandResult",
+    "CommandRetriesExhausted",
     "ConcurrencyError",
+    "Decider",
+    "FunctionDecider",
     "DamagedStoreError",
     "DecodingError",
     "DuplicateEventError",
@@ -153,6 +162,7 @@ __all__ = [
     "ProjectionRunner",
     "PostgresSnapshotStore",
     "Repository",
+    "Retry",
     "RetryPolicy",
     "SQLiteEventStore",
     "SQLiteTarget",
@@ -175,12 +185,15 @@ __all__ = [
     "__version__",
     "caused_by",
     "check_health",
+    "decider",
     "domain_event",
     "event_context",
+    "fold",
     "handles",
     "open_store",
     "prune_snapshots",
     "register_type",
+    "retry",
     "snapshot_upcaster",
     "state_diff",
     "stats",

@@ -9,6 +9,7 @@ never reach the caller untranslated::
     │   ├── EncodingError                   a payload value the codec cannot store
     │   └── VersionNotFound                 a version beyond the stream's head was asked for
     ├── ConcurrencyError (ValueError)       expected version did not match the stream
+    ├── CommandRetriesExhausted             a command kept conflicting; its retries ran out
     ├── DuplicateEventError                 an event id is already stored elsewhere
     ├── AggregateNotFound (LookupError)     no events for the requested aggregate
     ├── BlobNotFoundError (LookupError)     the blob store does not hold a referenced blob
@@ -39,6 +40,7 @@ __all__ = [
     "AggregateNotFound",
     "AppendNotFirstWriteError",
     "BlobNotFoundError",
+    "CommandRetriesExhausted",
     "ConcurrencyError",
     "DamagedStoreError",
     "DecodingError",
@@ -119,6 +121,24 @@ class ConcurrencyError(EskitError, ValueError):
                 f"expected version {expected}, actual version {actual}"
             )
         super().__init__(message)
+
+
+class CommandRetriesExhausted(EskitError):
+    """A command conflicted on every attempt its :class:`~eskit.Retry` policy allowed.
+
+    ``attempts`` is how many times the command ran; ``last_conflict`` the
+    :class:`ConcurrencyError` of the last attempt (also the ``__cause__``). No
+    attempt wrote anything: each conflict rejected its whole batch. Not a
+    ``ConcurrencyError`` on purpose: a retry helper around another one does not
+    multiply the attempts.
+    """
+
+    def __init__(self, attempts: int, last_conflict: ConcurrencyError) -> None:
+        self.attempts = attempts
+        self.last_conflict = last_conflict
+        self.stream_id = last_conflict.stream_id
+        tries = "its only attempt" if attempts == 1 else f"each of its {attempts} attempts"
+        super().__init__(f"the command conflicted on {tries}; the last conflict: {last_conflict}")
 
 
 class DuplicateEventError(EskitError):
