@@ -7,14 +7,13 @@ works without it.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI
 
@@ -31,12 +30,11 @@ from eskit.web import api, sse
 from eskit.web.limits import BodyLimit, RawStreamPath
 from eskit.web.problems import install_problem_handlers, problem_content_types
 from eskit.web.settings import WebSettings
+from eskit.web.threaded import ThreadedStore
 
 __all__ = ["create_app", "stop_event_streams"]
 
 _log = logging.getLogger("eskit.web")
-
-T = TypeVar("T")
 
 API_DESCRIPTION = """\
 Append to event streams, read them, and follow the global log of an eskit store.
@@ -47,13 +45,6 @@ problem (`application/problem+json`) whose `code` names it. See docs/http-api.md
 """
 
 
-class _ThreadedStore(SyncBackedStore[EventStore]):
-    """Any sync store, each call run in a worker thread (PostgreSQL's sync store, say)."""
-
-    async def _call(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
-        return await asyncio.to_thread(function, *args, **kwargs)
-
-
 def _as_async(store: EventStore | AsyncEventStore) -> AsyncEventStore:
     if isinstance(store, AsyncEventStore):
         return store
@@ -62,7 +53,7 @@ def _as_async(store: EventStore | AsyncEventStore) -> AsyncEventStore:
     if isinstance(store, InMemoryEventStore):
         return AsyncInMemoryEventStore.from_sync(store)
     if isinstance(store, EventStore):
-        return _ThreadedStore.from_sync(store)
+        return ThreadedStore.from_sync(store)
     raise InvalidInputError(
         f"create_app needs an EventStore or an AsyncEventStore, got {type(store).__name__}"
     )
