@@ -34,6 +34,8 @@ from eskit.errors import (
     StoreUnavailableError,
     StreamArchivedError,
     StreamDeletedError,
+    StreamTruncatedError,
+    TruncationRefusedError,
     UnknownEventTypeError,
     VersionNotFound,
 )
@@ -120,6 +122,8 @@ __all__ = [
     "EskitError",
     "StreamArchivedError",
     "StreamDeletedError",
+    "StreamTruncatedError",
+    "TruncationRefusedError",
     "Event",
     "EventFilter",
     "EventOrderError",
