@@ -18,10 +18,11 @@ class _E:
         self.version = version
 
 
-def _read(head: int, args: tuple[int, int | None, bool, int]) -> list[Any]:
-    """What a store returns for one page of a stream with versions 1..head."""
+def _read(head: int, args: tuple[int, int | None, bool, int], first: int = 1) -> list[Any]:
+    """What a store returns for one page of a stream with versions first..head."""
     lo, hi, backwards, limit = args
-    versions = [v for v in range(lo + 1, min(head, MAX_VERSION if hi is None else hi) + 1)]
+    versions = [v for v in range(max(lo, first - 1) + 1,
+                                 min(head, MAX_VERSION if hi is None else hi) + 1)]
     if backwards:
         versions.reverse()
     return [_E(v) for v in versions[:limit]]
@@ -54,7 +55,39 @@ def test_pages_join_into_exactly_the_requested_run_of_the_stream(
         got += [e.version for e in page]
         reads += 1
     assert got == want
-    assert reads <= len(want) // READ_STREAM_PAGE_SIZE + 1
+    # An empty start asks once more, without a range (a truncated stream's gap).
+    assert reads <= len(want) // READ_STREAM_PAGE_SIZE + 1 + (not want and not backwards)
+
+
+@given(
+    head=st.integers(1, 3 * READ_STREAM_PAGE_SIZE + 5),
+    cut=st.integers(0, 3 * READ_STREAM_PAGE_SIZE + 5),
+    from_version=st.integers(0, 3 * READ_STREAM_PAGE_SIZE + 10),
+    to_version=st.none() | st.integers(0, 4 * READ_STREAM_PAGE_SIZE),
+    backwards=st.booleans(),
+    limit=st.none() | st.integers(0, 2 * READ_STREAM_PAGE_SIZE + 3),
+)
+def test_pages_of_a_truncated_stream_pass_over_the_gap_at_its_start(
+    head: int, cut: int, from_version: int, to_version: int | None, backwards: bool,
+    limit: int | None,
+) -> None:
+    first = max(1, min(cut, head))  # truncate_stream keeps versions first..head
+    top = head if to_version is None else min(head, to_version)
+    want = list(range(max(from_version, first - 1) + 1, top + 1))
+    if backwards:
+        want.reverse()
+    if limit is not None:
+        want = want[:limit]
+    pages = StreamPages(from_version, to_version, backwards, limit)
+    got: list[int] = []
+    reads = 0
+    while (args := pages.next()) is not None:
+        page = _read(head, args, first)
+        pages.advance(page)
+        got += [e.version for e in page]
+        reads += 1
+    assert got == want
+    assert reads <= len(want) // READ_STREAM_PAGE_SIZE + 2
 
 
 def test_forward_pages_name_a_bounded_range_of_versions() -> None:

@@ -342,6 +342,22 @@ class DeletionContract:
             wanted = [e for e in rest if (e.position or 0) > checkpoint]
             assert [_shape(e) for e in walked] == [_shape(e) for e in wanted]
 
+    def test_reads_from_below_the_cut_of_a_long_stream_start_at_its_first_kept_event(
+        self, store: EventStore
+    ) -> None:
+        # Cuts below and beyond the first page of a read (1,000 versions).
+        for name, cut in (("del-long-near", 201), ("del-long-far", 1150)):
+            store.append(name, [NewEvent("Numbered", {"n": n}) for n in range(1, 1301)])
+            assert store.truncate_stream(name, cut, force=True) == cut - 1
+            kept = list(range(cut, 1301))
+            assert [e.version for e in store.read_stream(name)] == kept
+            assert [e.version for e in store.iter_stream(name)] == kept
+            assert [e.version for e in store.read_stream(name, 100)] == kept
+            assert [e.version for e in store.read_stream(name, limit=1)] == [cut]
+            assert [e.version for e in store.read_stream(name, 5, cut + 1)] == kept[:2]
+            assert store.read_stream(name, 0, cut - 1) == []
+            assert [e.version for e in store.read_stream(name, backwards=True)] == kept[::-1]
+
     def test_appends_to_a_truncated_stream_go_on_at_its_head(self, store: EventStore) -> None:
         store.append("del-t", _events(1, 2, 3))
         assert store.truncate_stream("del-t", 10, force=True) == 2  # the newest event stays
