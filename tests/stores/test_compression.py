@@ -23,6 +23,7 @@ from eskit import (
 )
 from eskit.aio import AsyncSQLiteEventStore
 from eskit.stores import compression
+from eskit.stores.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
 from eskit.stores.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from eskit.testing.compression_contract import large_payload
 from tests.conftest import new_schema_name
@@ -176,7 +177,6 @@ def test_an_append_in_the_callers_transaction_is_compressed(postgres_dsn: str) -
 def test_a_schema_4_store_appends_uncompressed_then_migrates_and_compacts(
     postgres_dsn: str,
 ) -> None:
-    from eskit.stores import postgres_schema
     from eskit.stores.postgres import PostgresEventStore
     from eskit.stores.postgres_schema import Statements
 
@@ -195,7 +195,7 @@ def test_a_schema_4_store_appends_uncompressed_then_migrates_and_compacts(
         with pytest.raises(StoreError, match="eskit migrate"):
             compact(old, older_than=timedelta(0))
     with PostgresEventStore(postgres_dsn, schema=schema) as store:
-        assert store.schema_version() == postgres_schema.SCHEMA_VERSION
+        assert store.schema_version() == POSTGRES_SCHEMA_VERSION
         assert _compressed(postgres_dsn, schema) == [False]
         assert compact(store, older_than=timedelta(0)).compressed == 1
         assert _compressed(postgres_dsn, schema) == [True]
