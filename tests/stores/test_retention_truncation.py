@@ -154,3 +154,18 @@ def test_bad_snapshot_arguments_are_refused_before_any_io() -> None:
         with pytest.raises(InvalidInputError):
             apply_retention(store, policies, **kwargs)
     assert len(store.read_stream("order-1")) == 3
+
+
+class _Unstorable(Tally):
+    def __init__(self, aggregate_id: Any) -> None:
+        super().__init__(aggregate_id)
+        self.handle = object()  # the codec cannot store it: no snapshot can be taken
+
+
+def test_a_snapshot_that_cannot_be_taken_leaves_the_stream_whole_and_counts_refused() -> None:
+    store = InMemoryEventStore()
+    _numbered(store, "order-1", 5)
+    result = apply_retention(store, [RetentionPolicy("order-", max_events=1)],
+                             repository=_repository(store), aggregates={"order-": _Unstorable})
+    assert (result.truncated_streams, result.refused) == (0, 1)
+    assert len(store.read_stream("order-1")) == 5

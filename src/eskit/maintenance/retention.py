@@ -35,6 +35,7 @@ from eskit.aggregate import Aggregate
 from eskit.codec import encode
 from eskit.errors import (
     ConcurrencyError,
+    EskitError,
     InvalidInputError,
     StreamDeletedError,
     StreamTruncatedError,
@@ -369,11 +370,15 @@ def _truncate(store: Any, target: Truncation, repository: Any,
                 return -1  # only the first step can be refused: the cut is the same
             try:
                 aggregate = repository.get(target.stream_id, cls)
+                if aggregate.version != target.version:
+                    return None
+                repository.take_snapshot(aggregate)
             except StreamTruncatedError:  # forced once before, no snapshot: cannot load
                 return -1
-            if aggregate.version != target.version:
-                return None
-            repository.take_snapshot(aggregate)
+            except EskitError as exc:  # e.g. a state the codec cannot store
+                _log.warning("retention: not truncating %r: taking its snapshot failed: %s",
+                             str(target.stream_id), exc)
+                return -1
             snapshotted = True
             continue
         first = step
