@@ -21,7 +21,7 @@ from eskit import (
 )
 from eskit.maintenance import retention
 from eskit.maintenance.retention import RetentionPolicy, apply_retention, plan_retention
-from eskit.testing.deletion_contract import Tally, _snapshots_beside
+from eskit.testing.deletion_contract import Tally, snapshots_beside
 from tests.conftest import new_schema_name
 
 
@@ -46,7 +46,7 @@ def _numbered(store: EventStore, stream: str, count: int) -> None:
 
 
 def _repository(store: EventStore) -> Repository:
-    return Repository(store, snapshots=_snapshots_beside(store), snapshot_policy=OnDemand())
+    return Repository(store, snapshots=snapshots_beside(store), snapshot_policy=OnDemand())
 
 
 def test_the_plan_counts_what_each_truncating_rule_removes_and_writes_nothing(

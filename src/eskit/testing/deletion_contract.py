@@ -36,7 +36,7 @@ from eskit import (
 )
 from eskit.events import MAX_NAME_BYTES
 
-__all__ = ["DeletionContract", "Loader", "Taker", "Tally"]
+__all__ = ["DeletionContract", "Loader", "Taker", "Tally", "snapshots_beside"]
 
 
 class Taker(Protocol):
@@ -68,7 +68,8 @@ class Tally(Aggregate):
         self.seen.append(event_data["n"])
 
 
-def _snapshots_beside(store: EventStore) -> SnapshotStore:
+def snapshots_beside(store: EventStore) -> SnapshotStore:
+    """The snapshot store kept beside ``store`` (memory, SQLite or PostgreSQL)."""
     if isinstance(store, InMemoryEventStore):
         return InMemorySnapshotStore(store)
     if isinstance(store, SQLiteEventStore):
@@ -113,7 +114,7 @@ class DeletionContract:
 
     def repository(self, store: EventStore) -> Loader:
         """A repository over ``store`` with the snapshot store kept beside it."""
-        return Repository(store, snapshots=_snapshots_beside(store), snapshot_policy=OnDemand())
+        return Repository(store, snapshots=snapshots_beside(store), snapshot_policy=OnDemand())
 
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[EventStore]:
