@@ -41,6 +41,9 @@ PUBLIC_API = [
     # stream deletion (EventStore.delete_stream)
     "StreamArchivedError",
     "StreamDeletedError",
+    # per-stream truncation (EventStore.truncate_stream)
+    "StreamTruncatedError",
+    "TruncationRefusedError",
     # storage growth: sizes and snapshot pruning (eskit.maintenance)
     "StoreStats", "prune_snapshots", "stats",
     # payload compression (eskit.stores.compact)

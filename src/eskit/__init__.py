@@ -40,6 +40,8 @@ from eskit.errors import (
     StoreUnavailableError,
     StreamArchivedError,
     StreamDeletedError,
+    StreamTruncatedError,
+    TruncationRefusedError,
     UnknownEventTypeError,
     VersionNotFound,
 )
@@ -134,6 +136,8 @@ __all__ = [
     "EskitError",
     "StreamArchivedError",
     "StreamDeletedError",
+    "StreamTruncatedError",
+    "TruncationRefusedError",
     "Event",
     "EventFilter",
     "EventOrderError",

@@ -11,6 +11,8 @@ never reach the caller untranslated::
     ├── ConcurrencyError (ValueError)       expected version did not match the stream
     ├── CommandRetriesExhausted             a command kept conflicting; its retries ran out
     ├── DuplicateEventError                 an event id is already stored elsewhere
+    ├── StreamTruncatedError                a load needs events truncate_stream removed
+    ├── TruncationRefusedError              no snapshot covers what a truncation removes
     ├── AggregateNotFound (LookupError)     no events for the requested aggregate
     ├── BlobNotFoundError (LookupError)     the blob store does not hold a referenced blob
     ├── UnknownEventTypeError               no class or handler knows this event type
@@ -57,6 +59,8 @@ __all__ = [
     "StoreUnavailableError",
     "StreamArchivedError",
     "StreamDeletedError",
+    "StreamTruncatedError",
+    "TruncationRefusedError",
     "UnknownEventTypeError",
     "VersionNotFound",
 ]
@@ -186,6 +190,28 @@ class StreamDeletedError(EskitError):
     def __init__(self, message: str, *, stream_id: Any = None, hard: bool = True) -> None:
         self.stream_id = stream_id
         self.hard = hard
+        super().__init__(message)
+
+
+class StreamTruncatedError(EskitError):
+    """A load or replay needs events that :meth:`~eskit.EventStore.truncate_stream`
+    removed: the stream now starts at ``first_version`` and no usable snapshot
+    covers what came before it. Raised instead of building an aggregate from part
+    of its history."""
+
+    def __init__(self, message: str, *, stream_id: Any = None, first_version: int = 0) -> None:
+        self.stream_id = stream_id
+        self.first_version = first_version
+        super().__init__(message)
+
+
+class TruncationRefusedError(EskitError):
+    """:meth:`~eskit.EventStore.truncate_stream` found no snapshot of the stream at
+    or above the first version it would keep, so aggregates could no longer be
+    loaded; nothing was removed. Take a snapshot first, or pass ``force=True``."""
+
+    def __init__(self, message: str, *, stream_id: Any = None) -> None:
+        self.stream_id = stream_id
         super().__init__(message)
 
 
