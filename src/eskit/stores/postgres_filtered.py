@@ -36,9 +36,12 @@ def filtered_migration(schema: str) -> list[sql.Composed]:
     """
     events = sql.SQL("{}.eskit_events").format(sql.Identifier(schema))
     return [
-        sql.SQL("CREATE INDEX eskit_events_type ON {} (event_type, tx_id, seq)").format(events),
         sql.SQL(
-            'CREATE INDEX eskit_events_category ON {} (stream_id COLLATE "C", tx_id, seq)'
+            "CREATE INDEX IF NOT EXISTS eskit_events_type ON {} (event_type, tx_id, seq)"
+        ).format(events),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS eskit_events_category"
+            ' ON {} (stream_id COLLATE "C", tx_id, seq)'
         ).format(events),
     ]
 

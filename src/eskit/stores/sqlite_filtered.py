@@ -22,7 +22,7 @@ __all__ = ["MIGRATION", "filtered_page_query"]
 MIGRATION = [
     # 5 -> 6: filtered reads. The position (the rowid) ends every SQLite index entry,
     # so this serves "event_type = ? AND position > ? ORDER BY position" as one range.
-    "CREATE INDEX eskit_events_type ON eskit_events (event_type, position)",
+    "CREATE INDEX IF NOT EXISTS eskit_events_type ON eskit_events (event_type, position)",
 ]
 
 MAX_BRANCHES = 16
