@@ -66,6 +66,7 @@ BAD_ARGUMENTS: list[dict[str, Any]] = [
     {"poll_interval": 0}, {"poll_interval": -1.0}, {"poll_interval": "1"},
     {"poll_interval": float("nan")},
     {"event_types": "Opened"}, {"event_types": [1]}, {"stream_prefixes": "account-"},
+    {"event_types": [""]}, {"stream_prefixes": [""]}, {"stream_prefixes": ["\x00"]},
     {"on_undecodable": "skip"},
 ]
 
