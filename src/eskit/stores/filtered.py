@@ -31,11 +31,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from eskit.errors import InvalidInputError
-from eskit.events import Event, EventRegistry, check_name
+from eskit.events import MAX_NAME_BYTES, Event, EventRegistry, check_name
 from eskit.stores.prefix_range import prefix_upper_bound
 from eskit.stores.rows import OnUndecodable, UndecodableEvent, upcast_tolerant
 
-__all__ = ["ReadFilter", "read_filter"]
+__all__ = ["LAST_NAME", "ReadFilter", "read_filter"]
+
+LAST_NAME = chr(0x10FFFF) * (MAX_NAME_BYTES // 4)
+"""The greatest valid stream id: the inclusive upper end of a range that has no
+exclusive one (a prefix of U+10FFFF only), so that a database still bounds its scan."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,7 +20,7 @@ from typing import Any
 
 from psycopg import sql
 
-from eskit.stores.filtered import ReadFilter
+from eskit.stores.filtered import LAST_NAME, ReadFilter
 
 __all__ = ["MAX_BRANCHES", "filtered_migration", "filtered_page_query"]
 
@@ -54,9 +54,9 @@ _WINDOW = sql.SQL(
 def _ranges(wanted: ReadFilter, params: list[Any]) -> sql.Composable:
     tests: list[sql.Composable] = []
     for lo, hi in wanted.ranges:
-        if hi is None:
-            tests.append(sql.SQL('stream_id COLLATE "C" >= %s'))
-            params.append(lo)
+        if hi is None:  # bounded all the same, so that the index range has an end
+            tests.append(sql.SQL('(stream_id COLLATE "C" >= %s AND stream_id COLLATE "C" <= %s)'))
+            params.extend((lo, LAST_NAME))
         else:
             tests.append(sql.SQL('(stream_id COLLATE "C" >= %s AND stream_id COLLATE "C" < %s)'))
             params.extend((lo, hi))

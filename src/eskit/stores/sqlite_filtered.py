@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from eskit.stores.filtered import ReadFilter
+from eskit.stores.filtered import LAST_NAME, ReadFilter
 
 __all__ = ["MIGRATION", "filtered_page_query"]
 
@@ -34,8 +34,8 @@ def _ranges(wanted: ReadFilter, params: list[Any]) -> str:
     tests = []
     for lo, hi in wanted.ranges:
         if hi is None:
-            tests.append("stream_id >= ?")
-            params.append(lo)
+            tests.append("(stream_id >= ? AND stream_id <= ?)")
+            params.extend((lo, LAST_NAME))
         else:
             tests.append("(stream_id >= ? AND stream_id < ?)")
             params.extend((lo, hi))
@@ -58,9 +58,8 @@ def filtered_page_query(
             branches.append((where, params))
     elif types is None and wanted.prefixes is not None and len(wanted.prefixes) <= MAX_BRANCHES:
         for lo, hi in wanted.ranges:
-            where = "stream_id >= ?" + ("" if hi is None else " AND stream_id < ?")
-            params = [lo] if hi is None else [lo, hi]
-            params.extend((after, upto))
+            where = "stream_id >= ? AND stream_id " + ("<= ?" if hi is None else "< ?")
+            params = [lo, LAST_NAME if hi is None else hi, after, upto]
             # Unary + keeps the planner off the rowid range, which (without ANALYZE
             # statistics) it prefers, and which would read every row of the window.
             branches.append((f"{where} AND +position > ? AND +position <= ?", params))
