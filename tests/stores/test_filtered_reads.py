@@ -228,3 +228,39 @@ def test_a_postgres_filtered_read_never_passes_an_event_that_commits_late(
     got = list(pg_store.read_all(event_types=["Rare"]))
     assert [e.event_data["n"] for e in got] == [1, 2]
     assert [e.event_data["n"] for e in pg_store.read_all(stream_prefixes=["order-"])] == [1, 2]
+
+
+def test_an_undecodable_matching_event_raises_or_comes_as_a_placeholder_in_its_place(
+    make_store: Any,
+) -> None:
+    from eskit import DecodingError
+    from eskit.stores.rows import UndecodableEvent
+
+    registry = EventRegistry()
+
+    @registry.upcaster("Broken", from_version=1)
+    def _fails(data: dict[str, Any]) -> dict[str, Any]:
+        raise KeyError("never")
+
+    store = make_store(registry)
+    store.append("s-1", [NewEvent("Fine", {"n": 1}), NewEvent("Broken", {"n": 2}),
+                         NewEvent("Other", {"n": 3}), NewEvent("Fine", {"n": 4})])
+    with pytest.raises(DecodingError):
+        list(store.read_all(event_types=["Fine", "Broken"]))
+    got = list(store.read_all(event_types=["Fine", "Broken"], on_undecodable="yield"))
+    assert [type(e).__name__ for e in got] == ["Event", "UndecodableEvent", "Event"]
+    assert isinstance(got[1], UndecodableEvent)
+    reported: list[Any] = []
+    passed = list(store.read_all(event_types=["Fine", "Broken"], on_undecodable=reported.append))
+    assert [e.event_data["n"] for e in passed] == [1, 4]
+    assert [e.event_type for e in reported] == ["Broken"]
+    # Not asked for, an undecodable event of another type is never read.
+    assert [e.event_data["n"] for e in store.read_all(event_types=["Fine"])] == [1, 4]
+    # A subscription in "raise" mode delivers what precedes it, then raises there.
+    subscription = store.subscribe(event_types=["Fine", "Broken"], poll_interval=0.01)
+    seen: list[Any] = []
+    with pytest.raises(DecodingError):
+        for event in subscription:
+            seen.append(event)
+    assert [e.event_data["n"] for e in seen] == [1]
+    assert subscription.position == seen[0].position

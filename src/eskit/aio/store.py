@@ -55,11 +55,13 @@ from eskit.stores.arguments import (
     stream_key,
 )
 from eskit.stores.filtered import (
+    FilteredPage,
     ReadFilter,
-    filtered_items,
-    page_end,
+    cut_page,
+    finished_page,
     read_filter,
     report_undecodable,
+    take_matching,
 )
 from eskit.stores.model import (
     ANY,
@@ -276,7 +278,7 @@ class AsyncEventStore(ABC):
 
     async def _filtered_page(
         self, after: int, limit: int, wanted: ReadFilter, tolerant: bool
-    ) -> tuple[list[Any], int, bool, int]:
+    ) -> FilteredPage:
         """:meth:`eskit.EventStore._filtered_page`, awaited."""
         head = await self._head_position()
         if head <= after or wanted.is_empty:
@@ -289,13 +291,8 @@ class AsyncEventStore(ABC):
         try:
             page: list[Any] = await _hooks.async_page_reader(self, read)(after, limit)
         except DecodingError as exc:
-            cut = undecodable_page(exc) if tolerant else None
-            if cut is None:
-                raise
-            return (filtered_items(self.registry, wanted, cut, tolerant),
-                    cut[-1].position or after, True, len(cut))
-        upto, more = page_end(page, limit, head)
-        return filtered_items(self.registry, wanted, page, tolerant), upto, more, len(page)
+            return cut_page(self.registry, wanted, exc, after, tolerant)
+        return finished_page(self.registry, wanted, page, limit, head, tolerant)
 
     async def _read_filtered_page(
         self, after: int, upto: int, limit: int, wanted: ReadFilter
@@ -305,14 +302,7 @@ class AsyncEventStore(ABC):
         found: list[Event] = []
         while len(found) < limit:
             page = await self._read_all_page(after, READ_ALL_PAGE_SIZE)
-            for event in page:
-                if (event.position or 0) > upto:
-                    return found
-                if wanted.matches(event):
-                    found.append(event)
-                    if len(found) == limit:
-                        return found
-            if len(page) < READ_ALL_PAGE_SIZE:
+            if take_matching(found, page, upto, wanted, limit) or len(page) < READ_ALL_PAGE_SIZE:
                 break
             after = page[-1].position or after
         return found

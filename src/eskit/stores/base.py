@@ -75,11 +75,13 @@ from eskit.stores.arguments import (
     version_at_by_paging,
 )
 from eskit.stores.filtered import (
+    FilteredPage,
     ReadFilter,
-    filtered_items,
-    page_end,
+    cut_page,
+    finished_page,
     read_filter,
     report_undecodable,
+    take_matching,
 )
 from eskit.stores.model import (
     ANY,
@@ -96,7 +98,6 @@ from eskit.stores.rows import (
     UndecodableEvent,
     check_on_undecodable,
     iter_tolerant,
-    undecodable_page,
 )
 from eskit.subscription import PollingWaiter, Subscription, Waiter
 
@@ -339,7 +340,7 @@ class EventStore(ABC):  # noqa: B024
 
     def _filtered_page(
         self, after: int, limit: int, wanted: ReadFilter, tolerant: bool
-    ) -> tuple[list[Any], int, bool, int]:
+    ) -> FilteredPage:
         """One filtered page: ``(events as read, checkpoint, more may follow, stored rows)``.
 
         The events are upcast and tested against ``wanted`` (placeholders for
@@ -357,13 +358,8 @@ class EventStore(ABC):  # noqa: B024
         try:
             page: list[Any] = read_page(after, limit)
         except DecodingError as exc:
-            cut = undecodable_page(exc) if tolerant else None
-            if cut is None:
-                raise
-            return filtered_items(self.registry, wanted, cut, tolerant), \
-                cut[-1].position or after, True, len(cut)
-        upto, more = page_end(page, limit, head)
-        return filtered_items(self.registry, wanted, page, tolerant), upto, more, len(page)
+            return cut_page(self.registry, wanted, exc, after, tolerant)
+        return finished_page(self.registry, wanted, page, limit, head, tolerant)
 
     def subscribe(
         self,
@@ -565,14 +561,7 @@ class EventStore(ABC):  # noqa: B024
         found: list[Event] = []
         while len(found) < limit:
             page = self._read_all_page(after, READ_ALL_PAGE_SIZE)
-            for event in page:
-                if (event.position or 0) > upto:
-                    return found
-                if wanted.matches(event):
-                    found.append(event)
-                    if len(found) == limit:
-                        return found
-            if len(page) < READ_ALL_PAGE_SIZE:
+            if take_matching(found, page, upto, wanted, limit) or len(page) < READ_ALL_PAGE_SIZE:
                 break
             after = page[-1].position or after
         return found

@@ -30,10 +30,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from eskit.errors import InvalidInputError
+from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import MAX_NAME_BYTES, Event, EventRegistry, check_name
 from eskit.stores.prefix_range import prefix_upper_bound
-from eskit.stores.rows import OnUndecodable, UndecodableEvent, upcast_tolerant
+from eskit.stores.rows import OnUndecodable, UndecodableEvent, undecodable_page, upcast_tolerant
 
 __all__ = ["LAST_NAME", "ReadFilter", "read_filter"]
 
@@ -158,3 +158,43 @@ def report_undecodable(items: list[Any], on_undecodable: OnUndecodable) -> list[
         else:
             out.append(item)
     return out
+
+
+FilteredPage = tuple[list[Any], int, bool, int]
+"""``(events as read, checkpoint, more may follow, stored rows read)``."""
+
+
+def finished_page(
+    registry: EventRegistry, wanted: ReadFilter, page: list[Any], limit: int, head: int,
+    tolerant: bool,
+) -> FilteredPage:
+    """A filtered page read below ``head``, as a reader gets it (sync and async)."""
+    upto, more = page_end(page, limit, head)
+    return filtered_items(registry, wanted, page, tolerant), upto, more, len(page)
+
+
+def cut_page(
+    registry: EventRegistry, wanted: ReadFilter, error: DecodingError, after: int,
+    tolerant: bool,
+) -> FilteredPage:
+    """A page that failed at an undecodable row: the rows before it and its placeholder
+    (the checkpoint at the placeholder), or ``error`` again when not ``tolerant``."""
+    cut = undecodable_page(error) if tolerant else None
+    if cut is None:
+        raise error
+    return filtered_items(registry, wanted, cut, tolerant), cut[-1].position or after, True, \
+        len(cut)
+
+
+def take_matching(
+    found: list[Event], page: Sequence[Event], upto: int, wanted: ReadFilter, limit: int
+) -> bool:
+    """The fallback scan's step: add ``page``'s matches up to ``upto``; ``True`` when done."""
+    for event in page:
+        if (event.position or 0) > upto:
+            return True
+        if wanted.matches(event):
+            found.append(event)
+            if len(found) == limit:
+                return True
+    return False
