@@ -259,8 +259,12 @@ def test_an_undecodable_matching_event_raises_or_comes_as_a_placeholder_in_its_p
     # A subscription in "raise" mode delivers what precedes it, then raises there.
     subscription = store.subscribe(event_types=["Fine", "Broken"], poll_interval=0.01)
     seen: list[Any] = []
-    with pytest.raises(DecodingError):
+
+    def follow() -> None:
         for event in subscription:
             seen.append(event)
+
+    with pytest.raises(DecodingError):
+        follow()
     assert [e.event_data["n"] for e in seen] == [1]
     assert subscription.position == seen[0].position
