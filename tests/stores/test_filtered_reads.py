@@ -268,3 +268,32 @@ def test_an_undecodable_matching_event_raises_or_comes_as_a_placeholder_in_its_p
         follow()
     assert [e.event_data["n"] for e in seen] == [1]
     assert subscription.position == seen[0].position
+
+
+def test_an_async_postgres_filtered_read_never_passes_an_event_that_commits_late(
+    pg_store: Any, postgres_dsn: str
+) -> None:
+    import asyncio
+
+    from eskit.aio import AsyncPostgresEventStore
+
+    async def read(store: AsyncPostgresEventStore) -> list[int]:
+        return [e.event_data["n"] async for e in store.read_all(event_types=["Rare"])]
+
+    async def main() -> None:
+        store = await AsyncPostgresEventStore.open(postgres_dsn, schema=pg_store.schema)
+        try:
+            with psycopg.connect(postgres_dsn) as slow:
+                batch = prepare_batch("order-slow", [NewEvent("Rare", {"n": 1})],
+                                      registry=pg_store.registry, max_event_bytes=2**20)
+                slow.execute(pg_store.sql.append, append_params("order-slow", 0, batch))
+                await store.append("order-fast", [NewEvent("Rare", {"n": 2})], 0)
+                assert await read(store) == []
+                wanted = read_filter(["Rare"], None)
+                assert (await store._filtered_page(0, 10, wanted, False))[1] == 0
+                slow.commit()
+            assert await read(store) == [1, 2]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
