@@ -77,12 +77,14 @@ class SyncFacade(EventStore):
         ))
 
     def read_all(
-        self, from_position: int = 0, limit: int | None = None, *, on_undecodable="raise"
+        self, from_position: int = 0, limit: int | None = None, *, on_undecodable="raise",
+        event_types: Any = None, stream_prefixes: Any = None,
     ) -> Iterator[Event]:
         # Called here, not in the generator: bad arguments must raise at the call.
-        return self._iterate(
-            self.inner.read_all(from_position, limit, on_undecodable=on_undecodable)
-        )
+        return self._iterate(self.inner.read_all(
+            from_position, limit, on_undecodable=on_undecodable, event_types=event_types,
+            stream_prefixes=stream_prefixes,
+        ))
 
     def iter_stream(
         self, stream_id: StreamId, from_version: int = 0, to_version: int | None = None, *,

@@ -21,6 +21,7 @@ from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter, LocalAsyncWaiter
 from eskit.events import Event, StreamId
 from eskit.stores.base import EventStore
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent, StreamInfo
 
 __all__: list[str] = []
@@ -131,6 +132,11 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
 
     async def _read_all_page(self, after: int, limit: int) -> list[Event]:
         return await self._call(self.sync_store._read_all_page, after, limit)
+
+    async def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        return await self._call(self.sync_store._read_filtered_page, after, upto, limit, wanted)
 
     async def _head_version(self, stream: str) -> int:
         return await self._call(self.sync_store._head_version, stream)

@@ -64,6 +64,7 @@ from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import resolve_conflict
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
 from eskit.stores.deletion import deleted_error, must_write_delete
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
@@ -620,6 +621,13 @@ class AsyncPostgresEventStore(AsyncEventStore):
         # "The global order" in eskit.stores.postgres_schema.
         tx, seq = unpack_position(after)
         return decode_rows(await self._fetchall(self.sql.read_all_page, (tx, seq, limit)))
+
+    async def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        # Bounded by a head read first, not cut at the horizon: eskit.stores.postgres_filtered.
+        query, params = self.sql.filtered_page(wanted, after, upto, limit)
+        return decode_rows(await self._fetchall(query, params))
 
     async def _head_version(self, stream: str) -> int:
         return await self._head(stream)

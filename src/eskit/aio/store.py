@@ -54,6 +54,15 @@ from eskit.stores.arguments import (
     prepare_batch,
     stream_key,
 )
+from eskit.stores.filtered import (
+    FilteredPage,
+    ReadFilter,
+    cut_page,
+    finished_page,
+    read_filter,
+    report_undecodable,
+    take_matching,
+)
 from eskit.stores.model import (
     ANY,
     DEFAULT_MAX_EVENT_BYTES,
@@ -175,17 +184,23 @@ class AsyncEventStore(ABC):
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: Literal["raise"] | Callable[[UndecodableEvent], object] = "raise",
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> AsyncIterator[Event]: ...
 
     @overload
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: Literal["yield"],
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> AsyncIterator[Event | UndecodableEvent]: ...
 
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: OnUndecodable = "raise",
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> AsyncIterator[Any]:
         """Every event with ``position > from_position``, in global order (``async for``).
 
@@ -194,11 +209,15 @@ class AsyncEventStore(ABC):
         as the loop advances, and the order is stable, so a reader continuing
         from its checkpoint never skips an event. Bad arguments raise here, at
         the call, not at the first iteration. ``on_undecodable`` is the same too
-        (a callback is a plain function, called without awaiting).
+        (a callback is a plain function, called without awaiting), and so are
+        ``event_types`` and ``stream_prefixes``, filtered in the database.
         """
         check_position(from_position)
         check_limit(limit)
         check_on_undecodable(on_undecodable)
+        wanted = read_filter(event_types, stream_prefixes)
+        if wanted is not None:
+            return self._iter_filtered(from_position, limit, wanted, on_undecodable)
         if on_undecodable == "raise":
             return self._iter_all(from_position, limit)
         return self._iter_tolerant(from_position, limit, on_undecodable)
@@ -242,6 +261,53 @@ class AsyncEventStore(ABC):
             after = page[-1].position or after
             if remaining is not None:
                 remaining -= len(page)
+
+    async def _iter_filtered(
+        self, after: int, limit: int | None, wanted: ReadFilter, on_undecodable: OnUndecodable
+    ) -> AsyncIterator[Any]:
+        # EventStore._iter_filtered with awaited pages: the same decisions.
+        remaining = limit
+        tolerant = on_undecodable != "raise"
+        while remaining is None or remaining > 0:
+            size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+            items, after, more, count = await self._filtered_page(after, size, wanted, tolerant)
+            for item in report_undecodable(items, on_undecodable):
+                yield item
+            if not more:
+                return
+            if remaining is not None:
+                remaining -= count
+
+    async def _filtered_page(
+        self, after: int, limit: int, wanted: ReadFilter, tolerant: bool
+    ) -> FilteredPage:
+        """:meth:`eskit.EventStore._filtered_page`, awaited."""
+        head = await self._head_position()
+        if head <= after or wanted.is_empty:
+            return [], max(head, after), False, 0
+        stored = wanted.stored(self.registry)
+
+        async def read(a: int, n: int) -> list[Event]:
+            return await self._read_filtered_page(a, head, n, stored)
+
+        try:
+            page: list[Any] = await _hooks.async_page_reader(self, read)(after, limit)
+        except DecodingError as exc:
+            return cut_page(self.registry, wanted, exc, after, tolerant)
+        return finished_page(self.registry, wanted, page, limit, head, tolerant)
+
+    async def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        """See :meth:`eskit.EventStore._read_filtered_page`; this fallback pages
+        through ``_read_all_page`` and tests each event."""
+        found: list[Event] = []
+        while len(found) < limit:
+            page = await self._read_all_page(after, READ_ALL_PAGE_SIZE)
+            if take_matching(found, page, upto, wanted, limit) or len(page) < READ_ALL_PAGE_SIZE:
+                break
+            after = page[-1].position or after
+        return found
 
     def subscribe(
         self,

@@ -51,7 +51,7 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
 
-from eskit.errors import InvalidInputError
+from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import (
     Event,
     EventRegistry,
@@ -74,6 +74,15 @@ from eskit.stores.arguments import (
     resolve_conflict,
     stream_key,
     version_at_by_paging,
+)
+from eskit.stores.filtered import (
+    FilteredPage,
+    ReadFilter,
+    cut_page,
+    finished_page,
+    read_filter,
+    report_undecodable,
+    take_matching,
 )
 from eskit.stores.model import (
     ANY,
@@ -243,17 +252,23 @@ class EventStore(ABC):  # noqa: B024
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: Literal["raise"] | Callable[[UndecodableEvent], object] = "raise",
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> Iterator[Event]: ...
 
     @overload
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: Literal["yield"],
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> Iterator[Event | UndecodableEvent]: ...
 
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: OnUndecodable = "raise",
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> Iterator[Any]:
         """Every event with ``position > from_position``, in global order.
 
@@ -269,14 +284,27 @@ class EventStore(ABC):  # noqa: B024
         ``on_undecodable="yield"`` it is yielded instead, in its place, as an
         :class:`UndecodableEvent`; with a function, that function is called with the
         placeholder and reading goes on. Either way the reader keeps its place.
+
+        ``event_types`` (event type names) and ``stream_prefixes`` (stream-id
+        prefixes, "categories" such as ``"order-"``) keep only the events whose
+        type is one of the types *and* whose stream id starts with one of the
+        prefixes, still in global order; ``limit`` then counts those. The filter
+        runs in the database, on an index, so reading a rare type reads only its
+        rows (see docs/subscriptions.md, "Filtered reads"). An empty list matches
+        nothing; an empty string is refused (pass ``None`` for no restriction).
+        Types are those of the events as read: an old name aliased to a wanted
+        type is found too.
         """
         check_position(from_position)
         check_limit(limit)
         check_on_undecodable(on_undecodable)
+        wanted = read_filter(event_types, stream_prefixes)
         if not self._implements("_read_all_page"):
             raise NotImplementedError(
                 f"{type(self).__name__} implements only the seed API and has no global order"
             )
+        if wanted is not None:
+            return self._iter_filtered(from_position, limit, wanted, on_undecodable)
         if on_undecodable == "raise":
             return self._iter_all(from_position, limit)
         # Page by page without any store's read-ahead: readers that pass undecodable
@@ -298,6 +326,43 @@ class EventStore(ABC):  # noqa: B024
             after = page[-1].position or after
             if remaining is not None:
                 remaining -= len(page)
+
+    def _iter_filtered(
+        self, after: int, limit: int | None, wanted: ReadFilter, on_undecodable: OnUndecodable
+    ) -> Iterator[Any]:
+        remaining = limit
+        tolerant = on_undecodable != "raise"
+        while remaining is None or remaining > 0:
+            size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+            items, after, more, count = self._filtered_page(after, size, wanted, tolerant)
+            yield from report_undecodable(items, on_undecodable)
+            if not more:
+                return
+            if remaining is not None:
+                remaining -= count
+
+    def _filtered_page(
+        self, after: int, limit: int, wanted: ReadFilter, tolerant: bool
+    ) -> FilteredPage:
+        """One filtered page: ``(events as read, checkpoint, more may follow, stored rows)``.
+
+        The events are upcast and tested against ``wanted`` (placeholders for
+        undecodable ones when ``tolerant``, else a DecodingError). The checkpoint
+        is where the next page starts: past every event this page examined, also
+        those that did not match (see eskit.stores.filtered).
+        """
+        head = self._head_position()
+        if head <= after or wanted.is_empty:
+            return [], max(head, after), False, 0
+        stored = wanted.stored(self.registry)
+        read_page = _hooks.page_reader(
+            self, lambda a, n: self._read_filtered_page(a, head, n, stored)
+        )
+        try:
+            page: list[Any] = read_page(after, limit)
+        except DecodingError as exc:
+            return cut_page(self.registry, wanted, exc, after, tolerant)
+        return finished_page(self.registry, wanted, page, limit, head, tolerant)
 
     def subscribe(
         self,
@@ -546,6 +611,20 @@ class EventStore(ABC):  # noqa: B024
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         raise NotImplementedError
+
+    def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        """Up to ``limit`` stored events matching ``wanted`` (by stored type and stream
+        id) with ``after < position <= upto``, in order. Stores override this with a
+        query on their indexes; this fallback pages through ``_read_all_page``."""
+        found: list[Event] = []
+        while len(found) < limit:
+            page = self._read_all_page(after, READ_ALL_PAGE_SIZE)
+            if take_matching(found, page, upto, wanted, limit) or len(page) < READ_ALL_PAGE_SIZE:
+                break
+            after = page[-1].position or after
+        return found
 
     def _head_version(self, stream: str) -> int:
         raise NotImplementedError

@@ -26,6 +26,7 @@ from eskit.stores.arguments import (
 )
 from eskit.stores.base import EventStore
 from eskit.stores.deletion import deleted_error, must_write_delete
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
@@ -139,6 +140,22 @@ class InMemoryEventStore(EventStore):
                         rows.append(row)
                         if len(rows) == limit:
                             break
+        return decode_rows(rows)
+
+    def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        # A scan of the log in memory: the same rows a database's indexes would find.
+        types, deleted = wanted.types, self._deleted
+        rows = []
+        with self._lock:
+            for row in itertools.islice(self._log, after, upto):
+                if (row is None or (types is not None and row.event_type not in types)
+                        or not wanted.stream_matches(row.stream) or row.stream in deleted):
+                    continue
+                rows.append(row)
+                if len(rows) == limit:
+                    break
         return decode_rows(rows)
 
     def _head_version(self, stream: str) -> int:

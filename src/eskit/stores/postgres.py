@@ -39,6 +39,7 @@ from eskit.stores.arguments import resolve_conflict
 from eskit.stores.base import EventStore
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
 from eskit.stores.deletion import deleted_error, must_write_delete
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     READ_ALL_PAGE_SIZE,
@@ -509,6 +510,12 @@ class PostgresEventStore(EventStore):
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         return decode_rows(self._read_all_rows(after, limit))
+
+    def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        query, params = self.sql.filtered_page(wanted, after, upto, limit)
+        return decode_rows(self._run(lambda conn: conn.execute(query, params).fetchall()))
 
     def _read_all_rows(self, after: int, limit: int) -> list[Any]:
         tx, seq = unpack_position(after)

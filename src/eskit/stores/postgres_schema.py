@@ -73,6 +73,7 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
 from eskit.events import Event, StreamId
 from eskit.stores.arguments import expected_range, stream_id_from_key
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, stored_data
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
 from eskit.stores.postgres_compression import compression_migration
 from eskit.stores.postgres_deletion import (
@@ -81,13 +82,14 @@ from eskit.stores.postgres_deletion import (
     visible_row,
     visible_stream,
 )
+from eskit.stores.postgres_filtered import filtered_migration, filtered_page_query
 from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_append_migration
 from eskit.stores.postgres_truncation import TruncationStatements, truncation_migration
 from eskit.stores.prefix_range import prefix_upper_bound
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -317,6 +319,8 @@ class Statements:
             deletion_migration(schema),
             # 6 -> 7: per-stream truncation (eskit.stores.postgres_truncation).
             truncation_migration(schema),
+            # 7 -> 8: the indexes of filtered reads (eskit.stores.postgres_filtered).
+            filtered_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -520,6 +524,10 @@ class Statements:
             cols=cols, events=events, visible=visible,
             shown=visible_row(self.schema, "eskit_events") if version >= 6 else sql.SQL(""),
         )
+        self._filtered_parts = (
+            events, cols,
+            visible_row(self.schema, "eskit_events") if version >= 6 else sql.SQL(""),
+        )
         self.head_position = sql.SQL(
             """SELECT tx_id::text AS tx_text, seq FROM {events}
                WHERE {visible}
@@ -541,6 +549,15 @@ class Statements:
                 ).format(events=events, visible=visible),
                 schema=sql.Identifier(self.schema),
             )
+
+    def filtered_page(
+        self, wanted: ReadFilter, after: int, upto: int, limit: int
+    ) -> tuple[sql.Composed, list[Any]]:
+        """One filtered page of events with ``after < position <= upto`` (see
+        eskit.stores.postgres_filtered: ``upto`` is a head, no horizon cut)."""
+        return filtered_page_query(
+            *self._filtered_parts, wanted, unpack_position(after), unpack_position(upto), limit
+        )
 
     def payload_threshold(self, threshold: int | None) -> int | None:
         """The store's ``compress_threshold``, or ``None`` on a schema before 5."""

@@ -59,6 +59,7 @@ from eskit.stores.compression import (
     stored_data,
 )
 from eskit.stores.deletion import deleted_error
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
@@ -72,6 +73,8 @@ from eskit.stores.sqlite_archive import MIGRATION as SQLITE_ARCHIVE_MIGRATION
 from eskit.stores.sqlite_archive import archived_error, archived_in
 from eskit.stores.sqlite_deletion import MIGRATION as SQLITE_DELETION_MIGRATION
 from eskit.stores.sqlite_deletion import VISIBLE, deleted_state
+from eskit.stores.sqlite_filtered import MIGRATION as SQLITE_FILTERED_MIGRATION
+from eskit.stores.sqlite_filtered import filtered_page_query
 from eskit.stores.sqlite_transaction import SQLiteTransaction
 from eskit.stores.sqlite_wakeups import DataVersionWaiter, DataVersionWatch
 from eskit.subscription import Waiter
@@ -85,7 +88,7 @@ _getpid = os.getpid  # on every call: a fork is detected by the process id chang
 # more threads read at once. Each holds two file descriptors (database and -wal).
 MAX_IDLE_READERS = 8
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 STORE_FORMAT = "eskit-event-store"
 
 # Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
@@ -155,6 +158,8 @@ MIGRATIONS: list[list[str]] = [
     SQLITE_ARCHIVE_MIGRATION,
     # 5 -> 6: per-stream truncation (eskit.stores.sqlite_truncation).
     sqlite_truncation.MIGRATION,
+    # 6 -> 7: the event-type index of filtered reads (eskit.stores.sqlite_filtered).
+    SQLITE_FILTERED_MIGRATION,
 ]
 
 _COLUMNS = (
@@ -834,6 +839,21 @@ class SQLiteEventStore(EventStore):
                 f"{_SELECT} WHERE position > ?{visible} ORDER BY position LIMIT ?",
                 (after, limit),
             ).fetchall()
+        return decode_rows(rows)
+
+    def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        if after >= _MAX_INTEGER:
+            return []
+        with self._reading() as conn:
+            visible = self._visible
+            if visible and conn.execute(_ANY_DELETED).fetchone() is None:
+                visible = ""  # as in _read_all_page
+            sql, params = filtered_page_query(
+                _SELECT, visible, wanted, after, min(upto, _MAX_INTEGER), limit
+            )
+            rows = conn.execute(sql, params).fetchall()
         return decode_rows(rows)
 
     def _head_version(self, stream: str) -> int:

@@ -50,6 +50,7 @@ from eskit import (
 )
 from eskit.events import MAX_NAME_BYTES
 from eskit.testing.codec_contract import CodecContract
+from eskit.testing.filtered_read_contract import FilteredReadContract
 from eskit.testing.stream_listing_contract import StreamListingContract
 
 __all__ = ["EventStoreContract"]
@@ -101,7 +102,7 @@ def _ids(events: Any) -> list[uuid.UUID]:
     return [e.event_id for e in events]
 
 
-class EventStoreContract(CodecContract, StreamListingContract):
+class EventStoreContract(CodecContract, StreamListingContract, FilteredReadContract):
     """The guarantees of :class:`eskit.EventStore`. Subclass and implement ``create_store``.
 
     Payload and upcasting cases live in :class:`~eskit.testing.codec_contract.CodecContract`,

@@ -148,6 +148,21 @@ class DeletionContract:
         assert [s.stream_id for s in store.list_streams()] == ["del-a", "del-c"]
         assert store.head_position() == head  # the hidden events keep their positions
 
+    def test_deleted_streams_stay_hidden_from_filtered_reads(self, store: EventStore) -> None:
+        everything = self._interleaved(store)
+        store.delete_stream("del-b")
+        store.delete_stream("del-c", hard=True)
+        rest = [_shape(e) for e in everything if e.aggregate_id == "del-a"]
+        assert [_shape(e) for e in store.read_all(event_types=["Numbered"])] == rest
+        assert [_shape(e) for e in store.read_all(stream_prefixes=["del-"])] == rest
+        assert list(store.read_all(stream_prefixes=["del-b", "del-c"])) == []
+        assert [_shape(e) for e in store.read_all(
+            event_types=["Numbered"], stream_prefixes=["del-a", "del-b"]
+        )] == rest
+        store.restore_stream("del-b")
+        back = [_shape(e) for e in everything if e.aggregate_id != "del-c"]
+        assert [_shape(e) for e in store.read_all(event_types=["Numbered"])] == back
+
     def test_restore_brings_a_soft_deleted_stream_back_unchanged(
         self, store: EventStore
     ) -> None:
