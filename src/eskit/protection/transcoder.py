@@ -1,0 +1,222 @@
+"""Sealing a batch before it is appended and opening events after they are read (pure).
+
+The decisions of the protection layer, written once for the sync and the async
+store (:mod:`eskit.protection.store`, :mod:`eskit.protection.aio`): which
+subjects a batch needs keys for, which key ids a page of stored events needs,
+and the sealing and opening themselves. Fetching, creating and unwrapping
+keys is I/O and stays with the stores.
+
+Opening runs on events as stored, before upcasting, so upcasters see the
+plaintext; sealing runs on events in today's shape, after the registry
+turned domain events into dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from typing import Any
+
+from eskit.errors import InvalidInputError
+from eskit.events import Event, EventRegistry, NewEvent
+from eskit.protection.envelope import DataKey, body_of, open_body, seal
+from eskit.protection.marking import FieldMark, Marks
+from eskit.stores.model import PendingEvent
+
+__all__ = ["ERASED_METADATA", "STORE_SUBJECT"]
+
+ERASED_METADATA = "$erased"
+"""Metadata key added to an event read with erased fields: the list of their paths."""
+
+STORE_SUBJECT = "$store"
+"""The reserved subject whose key seals whole payloads (``encrypt_payloads=True``)."""
+
+_PAYLOAD = ""  # the path of a whole-payload envelope
+_MAX_DEPTH = 64
+
+Plan = list[list[tuple[FieldMark, str]]]
+"""Per event of a batch, the marked fields present and their subject ids."""
+
+
+def subject_text(value: object, what: str) -> str:
+    """A subject id as stored: the ``str`` of a str, UUID or int, checked."""
+    from uuid import UUID
+
+    if type(value) is bool or not isinstance(value, str | UUID | int):
+        raise InvalidInputError(
+            f"{what} must be a str, UUID or int subject id, got {type(value).__name__}"
+        )
+    text = str(value)
+    if not text:
+        raise InvalidInputError(f"{what} is empty: a subject id must not be")
+    if text.startswith("$"):
+        raise InvalidInputError(f"{what} {text!r}: subject ids starting with '$' are reserved")
+    return text
+
+
+def _get(data: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[bool, Any]:
+    value: Any = data
+    for key in keys:
+        if type(value) is not dict or key not in value:
+            return False, None
+        value = value[key]
+    return True, value
+
+
+def _set(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """``data`` with ``value`` at ``keys``, copying each dict on the path (``data`` unchanged)."""
+    top = dict(data)
+    node = top
+    for key in keys[:-1]:
+        node[key] = dict(node[key])
+        node = node[key]
+    node[keys[-1]] = value
+    return top
+
+
+def envelopes(data: object, prefix: tuple[str, ...] = (), depth: int = 0
+              ) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Every envelope in ``data``: ``(key path, body)``, nested dicts included."""
+    if type(data) is not dict or depth > _MAX_DEPTH:
+        return
+    for key, value in data.items():
+        if type(value) is dict:
+            body = body_of(value)
+            if body is not None:
+                yield (*prefix, key), body
+            else:
+                yield from envelopes(value, (*prefix, key), depth + 1)
+
+
+class Transcoder:
+    """Seals and opens events for one registry, one set of marks (internal)."""
+
+    def __init__(self, registry: EventRegistry, marks: Marks, *, encrypt_payloads: bool) -> None:
+        self.registry = registry
+        self.marks = marks
+        self.encrypt_payloads = encrypt_payloads
+
+    # -- sealing ---------------------------------------------------------------------------
+
+    def plan(self, batch: list[PendingEvent]) -> Plan:
+        """The marked fields of each event and their subjects; raises on bad input."""
+        plan: Plan = []
+        for index, p in enumerate(batch):
+            if body_of(p.event_data) is not None or next(envelopes(p.event_data), None):
+                raise InvalidInputError(
+                    f"event {index} of the batch ({p.event_type!r}) already holds a sealed "
+                    f"field ('$pd'): append plaintext, the store seals it"
+                )
+            fields: list[tuple[FieldMark, str]] = []
+            for mark in self.marks.for_type(p.event_type):
+                present, _ = _get(p.event_data, mark.keys)
+                if not present:
+                    continue
+                found, subject = _get(p.event_data, (mark.subject_field,))
+                if not found or subject is None:
+                    raise InvalidInputError(
+                        f"event {index} of the batch ({p.event_type!r}): personal-data field "
+                        f"{mark.path!r} belongs to the subject in field {mark.subject_field!r}, "
+                        "which is missing"
+                    )
+                fields.append((mark, subject_text(
+                    subject, f"event {index} of the batch ({p.event_type!r}) field "
+                    f"{mark.subject_field!r}",
+                )))
+            plan.append(fields)
+        return plan
+
+    def subjects(self, plan: Plan) -> set[str]:
+        needed = {subject for fields in plan for _, subject in fields}
+        if self.encrypt_payloads:
+            needed.add(STORE_SUBJECT)
+        return needed
+
+    def seal(self, batch: list[PendingEvent], plan: Plan, keys: Mapping[str, DataKey]
+             ) -> list[NewEvent]:
+        """The batch with every marked field (and the payload, if asked) sealed."""
+        naive = self.registry.naive_datetimes
+        sealed = []
+        for p, fields in zip(batch, plan, strict=True):
+            data = p.event_data
+            for mark, subject in fields:
+                _, value = _get(data, mark.keys)
+                data = _set(data, mark.keys, seal(
+                    value, keys[subject], p.event_id, mark.path, naive=naive
+                ))
+            if self.encrypt_payloads:
+                data = seal(data, keys[STORE_SUBJECT], p.event_id, _PAYLOAD, naive=naive)
+            sealed.append(NewEvent(
+                p.event_type, data, p.metadata_dict, p.event_id, p.timestamp, p.schema_version,
+            ))
+        return sealed
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @staticmethod
+    def payload_key_ids(events: Iterable[Event]) -> set[str]:
+        """The key ids of whole-payload envelopes among ``events``."""
+        return {
+            str(body["k"]) for e in events if (body := body_of(e.event_data)) is not None
+        }
+
+    @staticmethod
+    def field_key_ids(events: Iterable[Event]) -> set[str]:
+        """The key ids of the field envelopes among ``events`` (payloads opened first)."""
+        return {str(body["k"]) for e in events for _, body in envelopes(e.event_data)}
+
+    def open_payloads(self, events: list[Event], keys: Mapping[str, DataKey]) -> list[Event]:
+        """``events`` with whole-payload envelopes opened (their fields still sealed)."""
+        if not any(body_of(e.event_data) is not None for e in events):
+            return events
+        opened = []
+        for e in events:
+            body = body_of(e.event_data)
+            if body is not None:
+                key = keys.get(str(body["k"]))
+                if key is None:
+                    raise InvalidInputError(  # never erased: erase_subject refuses "$store"
+                        f"the store key {body['k']!r} sealing {_where(e)} is missing from the "
+                        "key store"
+                    )
+                data = open_body(body, key, e.event_id, _PAYLOAD, _where(e), e.position)
+                e = e.reshaped(e.event_type, data, e.schema_version)
+            opened.append(e)
+        return opened
+
+    def open_fields(self, events: list[Event], keys: Mapping[str, DataKey]) -> list[Event]:
+        """``events`` with each sealed field opened, or redacted where its key is gone."""
+        opened = []
+        for e in events:
+            found = list(envelopes(e.event_data))
+            if found:
+                e = self._open_one(e, found, keys)
+            opened.append(e)
+        return opened
+
+    def _open_one(self, e: Event, found: list[tuple[tuple[str, ...], dict[str, Any]]],
+                  keys: Mapping[str, DataKey]) -> Event:
+        data = e.event_data
+        erased: list[str] = []
+        for path_keys, body in found:
+            path = ".".join(path_keys)
+            key = keys.get(str(body["k"]))
+            if key is None:
+                value = self.marks.erased_value(e.event_type, path)
+                erased.append(path)
+            else:
+                value = open_body(body, key, e.event_id, path, _where(e), e.position)
+            data = _set(data, path_keys, value)
+        metadata = {**e.metadata, ERASED_METADATA: erased} if erased else e.metadata
+        return e.reshaped(e.event_type, data, e.schema_version, metadata=metadata)
+
+    @staticmethod
+    def mentions(event: Event, subject: str) -> bool:
+        """Whether a stored event (payload opened) carries a field sealed for ``subject``."""
+        return any(body["s"] == subject for _, body in envelopes(event.event_data))
+
+
+def _where(e: Event) -> str:
+    return (
+        f"event {e.event_type!r} at version {e.version} of stream {str(e.aggregate_id)!r} "
+        f"(position {e.position})"
+    )
