@@ -4,11 +4,17 @@
 changed; it is created on first use, on a connection of its own (autocommit,
 one statement per operation, so no transaction is held open).
 
-What :meth:`PostgresSubjectKeyStore.purge` does after an erasure:
+What :meth:`PostgresSubjectKeyStore.purge` does after an erasure: it first
+waits (up to ``purge_wait`` seconds) until every snapshot older than the
+purge is gone from the database, because ``VACUUM (FULL)`` keeps a deleted
+row that an open snapshot might still see (measured: a long read in another
+session kept the wrapped key through the rewrite). Then
 ``VACUUM (FULL)`` of the key table writes its live rows to a new file and
 deletes the old one (a plain ``VACUUM`` would only mark the dead row's space
-reusable), then ``CHECKPOINT`` flushes it. Both need the table's owner or a
-superuser; without that right the purge says ``complete=False``.
+reusable), and ``CHECKPOINT`` flushes it. Both need the table's owner or a
+superuser; without that right, or when an old transaction outlived the wait,
+the purge says ``complete=False``: run it again. A replication slot or a
+standby with ``hot_standby_feedback`` can hold the horizon back too.
 
 Not guaranteed, and not in eskit's power: the write-ahead log and its
 archive, replicas and base backups keep the inserted key until they are
@@ -21,6 +27,7 @@ one: the wrapped keys they hold then unwrap with nothing.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Collection, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
@@ -43,9 +50,12 @@ _COLUMNS = sql.SQL("key_id, subject, master_key_id, wrapped, created_at")
 class PostgresSubjectKeyStore:
     """The subject keys of the PostgreSQL store in ``schema`` of the database at ``dsn``."""
 
-    def __init__(self, dsn: str, *, schema: str = "eskit", connect_timeout: float = 10.0) -> None:
+    def __init__(self, dsn: str, *, schema: str = "eskit", connect_timeout: float = 10.0,
+                 purge_wait: float = 30.0) -> None:
         from eskit.stores.postgres_connection import translate
 
+        self.purge_wait = float(purge_wait)
+        """How long :meth:`purge` waits for older transactions to end, in seconds."""
         self._translate = translate
         self.schema = schema
         self._table = sql.Identifier(schema, "eskit_subject_keys")
@@ -105,11 +115,17 @@ class PostgresSubjectKeyStore:
             return cur.rowcount
 
     def purge(self, *, vacuum: bool = True) -> Purge:
+        if not vacuum:  # the dead row stays in the table's file until vacuumed
+            return Purge(("deleted; no VACUUM (FULL) asked for",), complete=False)
         steps: list[str] = []
         try:
+            horizon = self._wait_for_older_transactions()
+            if not horizon:
+                steps.append(
+                    f"an older transaction was still open after {self.purge_wait:g} s: "
+                    "VACUUM (FULL) would have kept the deleted row for it (run again)"
+                )
             with self._run() as conn:
-                if not vacuum:  # the dead row stays in the table's file until vacuumed
-                    return Purge(("deleted; no VACUUM (FULL) asked for",), complete=False)
                 conn.execute(sql.SQL("VACUUM (FULL) {}").format(self._table))
                 steps.append("VACUUM (FULL) rewrote the key table to a new file")
                 conn.execute("CHECKPOINT")
@@ -117,7 +133,39 @@ class PostgresSubjectKeyStore:
         except Exception as exc:  # no right to VACUUM FULL or CHECKPOINT: say so, not fail
             steps.append(f"stopped: {exc}")
             return Purge(tuple(steps), complete=False)
-        return Purge(tuple(steps))
+        return Purge(tuple(steps), complete=horizon)
+
+    def _wait_for_older_transactions(self) -> bool:
+        """Wait until every snapshot older than now is gone; ``False`` on time out.
+
+        VACUUM (FULL) copies a deleted row to the new file while any snapshot in
+        the database might still see it, so the key would survive the rewrite
+        (measured: a long read in another session kept it). Every delete came
+        before this call, so once no other session's snapshot (``backend_xmin``)
+        or transaction (``backend_xid``) is as old as a transaction id taken
+        now, no one can see a deleted key any more. Reading other sessions'
+        xmin needs a superuser or ``pg_read_all_stats``; without it they look
+        finished, and the purge cannot know.
+        """
+        with self._run() as conn:
+            row = conn.execute("SELECT pg_current_xact_id()::text").fetchone()
+        mark = row[0] if row else "0"
+        deadline = time.monotonic() + self.purge_wait
+        delay = 0.01
+        while True:
+            with self._run() as conn:
+                found = conn.execute(
+                    "SELECT count(*) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                    "AND (datname = current_database() OR datname IS NULL) "
+                    "AND (age(backend_xmin) >= age(xid(%s::xid8)) "
+                    "OR age(backend_xid) >= age(xid(%s::xid8)))", (mark, mark),
+                ).fetchone()
+            if found is not None and found[0] == 0:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(delay)
+            delay = min(2 * delay, 0.5)
 
     def not_wrapped_by(self, master_key_id: str, after: str, limit: int) -> list[WrappedKey]:
         with self._run() as conn:
