@@ -20,12 +20,14 @@ stored in clear, for ever: make it a pseudonymous id, never an e-mail address.
 from __future__ import annotations
 
 import dataclasses
+import sys
 import threading
 import typing
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from eskit import codec
 from eskit.errors import InvalidInputError
 from eskit.events import EventRegistry, check_name
 
@@ -135,14 +137,41 @@ class Marks:
         return ERASED
 
 
-def _marks_of_class(cls: type) -> tuple[FieldMark, ...]:
+def _hints(cls: type) -> dict[str, Any]:
+    """The resolved annotations of a record class, with their ``Annotated`` extras.
+
+    Field by field when the whole class does not resolve (a local class naming
+    another local class): an unresolvable field that mentions ``PersonalData``
+    is an error, since its subject cannot be known; any other is not marked.
+    """
+    kind = codec.record_kind(cls)
+    known = kind.hints(cls) if kind is not None else None
+    if known is not None:
+        return known
     try:
-        hints = typing.get_type_hints(cls, include_extras=True)
-    except Exception as exc:  # an unresolvable forward reference
-        raise InvalidInputError(
-            f"cannot read the annotations of {cls.__qualname__} to find personal-data fields: "
-            f"{exc}"
-        ) from exc
+        return typing.get_type_hints(cls, include_extras=True)
+    except Exception:
+        pass
+    module = sys.modules.get(cls.__module__)
+    namespace = dict(vars(module)) if module is not None else {}
+    hints: dict[str, Any] = {}
+    for name, raw in getattr(cls, "__annotations__", {}).items():
+        def holder() -> None: ...
+
+        holder.__annotations__ = {name: raw}
+        try:
+            hints.update(typing.get_type_hints(holder, namespace, include_extras=True))
+        except Exception as exc:
+            if "PersonalData" in str(raw):
+                raise InvalidInputError(
+                    f"cannot resolve the annotation of {cls.__qualname__}.{name}, a "
+                    f"personal-data field: {exc}"
+                ) from exc
+    return hints
+
+
+def _marks_of_class(cls: type) -> tuple[FieldMark, ...]:
+    hints = _hints(cls)
     names = (
         {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls)
         else set(hints)
