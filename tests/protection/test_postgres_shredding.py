@@ -3,18 +3,20 @@
 We connect as a superuser (trust auth), so ``pg_read_binary_file`` reads the
 files the server writes: the event, snapshot and key tables with their TOAST
 tables, and the WAL written by the appends. What the WAL keeps after an
-erasure (the *wrapped* key, until its segment is overwritten) is not tested:
-it is documented, with master-key rotation as the remedy.
+erasure (the *wrapped* key, and a snapshot's plaintext, until the segment is
+overwritten) is documented, with master-key rotation as the remedy for the
+key and "do not snapshot personal data on PostgreSQL" for the rest.
 """
 
 from typing import Any
 
 import pytest
 
+from eskit import EveryNEvents, Repository
 from eskit.protection import LocalKeyProvider, protect
 from eskit.protection.keys import unwrap
 from tests.conftest import new_schema_name
-from tests.protection.test_sqlite_shredding import NAME, CustomerJoined
+from tests.protection.test_sqlite_shredding import NAME, Customer
 
 psycopg = pytest.importorskip("psycopg")
 
@@ -62,6 +64,7 @@ def test_postgres_holds_no_plaintext_nor_data_key_and_its_tables_no_wrapped_key_
     postgres_dsn: str,
 ) -> None:
     from eskit.stores.postgres import PostgresEventStore
+    from eskit.stores.postgres_snapshots import PostgresSnapshotStore
 
     schema = new_schema_name()
     with psycopg.connect(postgres_dsn, autocommit=True) as admin:
@@ -69,32 +72,39 @@ def test_postgres_holds_no_plaintext_nor_data_key_and_its_tables_no_wrapped_key_
         store = protect(PostgresEventStore(postgres_dsn, schema=schema, pool_size=2),
                         LocalKeyProvider({"m1": b"\x02" * 32}))
         try:
-            store.append("customer-c1", [CustomerJoined("c1", NAME, "basic")])
-            store.append("customer-c2", [CustomerJoined("c2", "Other Person", "basic")])
+            snapshots = PostgresSnapshotStore(store.inner)
+            repo = Repository(store, snapshots=snapshots, snapshot_policy=EveryNEvents(2))
+            for cid, name in (("c1", NAME), ("c2", "Other Person")):
+                customer = Customer(f"customer-{cid}")
+                customer.join(cid, name)
+                customer.change_tier("gold")
+                repo.save(customer)
             row = store.keys.current(["c1"])["c1"]
             material = unwrap(row, store.provider).material
             # Read at once: a checkpoint (anyone's) recycles older segments under new names.
             wal = _wal_between(admin, start, _lsn(admin))
             admin.execute("CHECKPOINT")
             # The controls: the scans see the wrapped key in the WAL and in the key
-            # table's file, and the (sealed) event rows in the event table's file.
+            # table's file, the (sealed) event rows in the event table's file, and the
+            # plaintext in the snapshot table's (a snapshot holds the state in clear).
             assert row.wrapped in wal
+            assert NAME.encode() in _relation_files(admin, schema, "eskit_snapshots")
             assert row.wrapped in _relation_files(admin, schema, "eskit_subject_keys")
             assert b"customer-c1" in _relation_files(admin, schema, "eskit_events")
-            # Sealed before the append: neither the plaintext nor the data key was ever
-            # written, not even to the WAL.
-            assert NAME.encode() not in wal
+            # Sealed before the append, the plaintext reached the WAL only in the
+            # snapshot; the data key was never written, not even to the WAL.
             assert material not in wal
 
             erasure = store.erase_subject("c1")
             assert erasure.purge.complete, erasure.purge
+            assert erasure.snapshots_deleted == 1
 
             for table in ("eskit_events", "eskit_subject_keys", "eskit_snapshots"):
                 content = _relation_files(admin, schema, table)
                 for what, needle in (("plaintext", NAME.encode()), ("data key", material),
                                      ("wrapped key", row.wrapped)):
                     assert needle not in content, f"{what} found in {table}"
-            assert store.read_stream("customer-c1")[0].event_data["name"] == "[erased]"
-            assert store.read_stream("customer-c2")[0].event_data["name"] == "Other Person"
+            assert repo.get("customer-c1", Customer).name == "[erased]"
+            assert repo.get("customer-c2", Customer).name == "Other Person"
         finally:
             store.close()

@@ -11,7 +11,9 @@ row that an open snapshot might still see (measured: a long read in another
 session kept the wrapped key through the rewrite). Then
 ``VACUUM (FULL)`` of the key table writes its live rows to a new file and
 deletes the old one (a plain ``VACUUM`` would only mark the dead row's space
-reusable), and ``CHECKPOINT`` flushes it. Both need the table's owner or a
+reusable), the same for the schema's snapshot table (the erasure deleted the
+subject's snapshots, which hold aggregate state in clear), and ``CHECKPOINT``
+flushes them. Both need the table's owner or a
 superuser; without that right, or when an old transaction outlived the wait,
 the purge says ``complete=False``: run it again. A replication slot or a
 standby with ``hot_standby_feedback`` can hold the horizon back too.
@@ -128,6 +130,13 @@ class PostgresSubjectKeyStore:
             with self._run() as conn:
                 conn.execute(sql.SQL("VACUUM (FULL) {}").format(self._table))
                 steps.append("VACUUM (FULL) rewrote the key table to a new file")
+                # The erasure deleted the subject's snapshots, which hold state in clear.
+                snapshots = sql.Identifier(self.schema, "eskit_snapshots")
+                found = conn.execute("SELECT to_regclass(%s)",
+                                     (snapshots.as_string(conn),)).fetchone()
+                if found and found[0] is not None:
+                    conn.execute(sql.SQL("VACUUM (FULL) {}").format(snapshots))
+                    steps.append("VACUUM (FULL) rewrote the snapshot table")
                 conn.execute("CHECKPOINT")
                 steps.append("CHECKPOINT flushed it")
         except Exception as exc:  # no right to VACUUM FULL or CHECKPOINT: say so, not fail
