@@ -181,3 +181,22 @@ def test_the_scan_would_see_a_key_deleted_without_secure_delete(
     assert shop.keys.delete_subject("c1") == 1
     assert shop.keys.purge(vacuum=False).complete
     assert wrapped in files_of(tmp_path / "shop.db")
+
+
+def test_readers_that_pass_undecodable_events_pass_a_tampered_one_and_keep_their_place(
+    shop: ProtectedEventStore, tmp_path: Path
+) -> None:
+    for cid in ("c1", "c2", "c3"):
+        shop.append(f"customer-{cid}", [CustomerJoined(cid, f"name {cid}", "basic")])
+    stored = shop.inner.read_stream("customer-c2")[0]
+    moved = shop.inner.read_stream("customer-c1")[0].event_data["name"]
+    data = {**stored.event_data, "name": moved}
+    _tamper(tmp_path / "shop.db", "UPDATE eskit_events SET data = ? WHERE event_id = ?",
+            eskit.codec.encode(data), stored.event_id.bytes)
+    with pytest.raises(DecryptionError):
+        list(shop.read_all())
+    items = list(shop.read_all(on_undecodable="yield"))
+    assert [type(i).__name__ for i in items] == ["Event", "UndecodableEvent", "Event"]
+    assert [items[0].event_data["name"], items[2].event_data["name"]] == ["name c1", "name c3"]
+    assert items[1].position == stored.position
+    assert isinstance(items[1].error, DecryptionError)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 from eskit.aio.snapshots import AsyncSnapshotStore
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
-from eskit.errors import InvalidInputError
+from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, StreamId
 from eskit.protection.envelope import DataKey
 from eskit.protection.erasure import (
@@ -34,7 +34,12 @@ from eskit.protection.keys import KeyProvider, LocalKeyProvider, new_wrapped_key
 from eskit.protection.keystore import InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
 from eskit.protection.store import REWRAP_BATCH, subject_key_store_beside
-from eskit.protection.transcoder import STORE_SUBJECT, Transcoder
+from eskit.protection.transcoder import (
+    STORE_SUBJECT,
+    Transcoder,
+    UndecodableSealedRow,
+    split_at_failure,
+)
 from eskit.stores.arguments import check_expected, prepare_batch, stream_key
 from eskit.stores.model import (
     ANY,
@@ -44,6 +49,7 @@ from eskit.stores.model import (
     Expected,
     StreamInfo,
 )
+from eskit.stores.rows import _UndecodableRow
 
 __all__ = ["AsyncProtectedEventStore", "protect"]
 
@@ -199,7 +205,23 @@ class AsyncProtectedEventStore(AsyncEventStore):
         ))
 
     async def _read_all_page(self, after: int, limit: int) -> list[Event]:
-        return await self._open(await self.inner._read_all_page(after, limit))
+        # As in the sync store: tolerant readers get the opened prefix and a placeholder.
+        try:
+            page = await self.inner._read_all_page(after, limit)
+        except _UndecodableRow as exc:
+            prefix = await self._open_prefix(exc.decoded)
+            raise _UndecodableRow(exc, prefix, exc.placeholder) from exc
+        return await self._open_prefix(page)
+
+    async def _open_prefix(self, page: list[Event]) -> list[Event]:
+        try:
+            return await self._open(page)
+        except DecodingError as exc:
+            if exc.position is None:
+                raise
+            index, placeholder = split_at_failure(page, exc)
+            prefix = await self._open_prefix(page[:index])
+            raise UndecodableSealedRow(exc, prefix, placeholder) from exc
 
     async def _head_version(self, stream: str) -> int:
         return await self.inner.head_version(stream)

@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
-from eskit.errors import InvalidInputError
+from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, StreamId
 from eskit.protection.envelope import DataKey
 from eskit.protection.erasure import (
@@ -45,7 +45,12 @@ from eskit.protection.erasure import (
 from eskit.protection.keys import KeyProvider, LocalKeyProvider, new_wrapped_key, rewrapped, unwrap
 from eskit.protection.keystore import InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
-from eskit.protection.transcoder import STORE_SUBJECT, Transcoder
+from eskit.protection.transcoder import (
+    STORE_SUBJECT,
+    Transcoder,
+    UndecodableSealedRow,
+    split_at_failure,
+)
 from eskit.snapshots import SnapshotStore
 from eskit.stores.arguments import check_expected, prepare_batch, stream_key
 from eskit.stores.base import EventStore
@@ -57,6 +62,7 @@ from eskit.stores.model import (
     Expected,
     StreamInfo,
 )
+from eskit.stores.rows import _UndecodableRow
 from eskit.subscription import Waiter
 
 __all__ = ["ProtectedEventStore", "protect", "subject_key_store_beside"]
@@ -238,7 +244,24 @@ class ProtectedEventStore(EventStore):
         ))
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
-        return self._open(self.inner._read_all_page(after, limit))
+        # A row the inner store cannot decode, or a field that does not decrypt, ends
+        # the page in a way tolerant readers understand: the opened events before it,
+        # then its placeholder (see eskit.stores.rows.iter_tolerant).
+        try:
+            page = self.inner._read_all_page(after, limit)
+        except _UndecodableRow as exc:
+            raise _UndecodableRow(exc, self._open_prefix(exc.decoded), exc.placeholder) from exc
+        return self._open_prefix(page)
+
+    def _open_prefix(self, page: list[Event]) -> list[Event]:
+        try:
+            return self._open(page)
+        except DecodingError as exc:
+            if exc.position is None:
+                raise
+            index, placeholder = split_at_failure(page, exc)
+            raise UndecodableSealedRow(exc, self._open_prefix(page[:index]), placeholder
+                                       ) from exc
 
     def _head_version(self, stream: str) -> int:
         return self.inner.head_version(stream)

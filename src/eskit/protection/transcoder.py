@@ -16,13 +16,15 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
-from eskit.errors import InvalidInputError
+from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, EventRegistry, NewEvent
 from eskit.protection.envelope import DataKey, body_of, open_body, seal
+from eskit.protection.errors import DecryptionError
 from eskit.protection.marking import FieldMark, Marks
 from eskit.stores.model import PendingEvent
+from eskit.stores.rows import UndecodableEvent, _UndecodableRow
 
-__all__ = ["ERASED_METADATA", "STORE_SUBJECT"]
+__all__ = ["ERASED_METADATA", "STORE_SUBJECT"]  # the rest is internal
 
 ERASED_METADATA = "$erased"
 """Metadata key added to an event read with erased fields: the list of their paths."""
@@ -213,6 +215,25 @@ class Transcoder:
     def mentions(event: Event, subject: str) -> bool:
         """Whether a stored event (payload opened) carries a field sealed for ``subject``."""
         return any(body["s"] == subject for _, body in envelopes(event.event_data))
+
+
+class UndecodableSealedRow(_UndecodableRow, DecryptionError):
+    """A page read stopped at a sealed field that does not decrypt (internal).
+
+    A :class:`DecryptionError` for readers that raise; readers that pass undecodable
+    events (``read_all(on_undecodable=...)``, subscriptions) get the opened events
+    before it and a placeholder for it, like any undecodable row, and go on.
+    """
+
+
+def split_at_failure(page: list[Event], error: DecodingError) -> tuple[int, UndecodableEvent]:
+    """Where in ``page`` opening failed, and the placeholder for that event."""
+    index = next((i for i, e in enumerate(page) if e.position == error.position), 0)
+    e = page[index]
+    return index, UndecodableEvent(
+        e.event_id, e.aggregate_id, e.event_type, e.version, e.position, e.schema_version,
+        e.timestamp, error,
+    )
 
 
 def _where(e: Event) -> str:
