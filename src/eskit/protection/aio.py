@@ -30,7 +30,14 @@ from eskit.protection.erasure import (
     checked_subject,
     erasure_record,
 )
-from eskit.protection.keys import KeyProvider, LocalKeyProvider, new_wrapped_key, rewrapped, unwrap
+from eskit.protection.keys import (
+    KeyProvider,
+    LocalKeyProvider,
+    UnwrapCache,
+    WrappedKey,
+    new_wrapped_key,
+    rewrapped,
+)
 from eskit.protection.keystore import InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
 from eskit.protection.store import REWRAP_BATCH, subject_key_store_beside
@@ -126,6 +133,8 @@ class AsyncProtectedEventStore(AsyncEventStore):
             encrypt_payloads=bool(encrypt_payloads),
         )
         self._store_key: DataKey | None = None
+        self._unwrapped = UnwrapCache()
+        self._unwrapped_provider: KeyProvider = provider
 
     async def _io(self, function: Callable[..., T], *args: Any) -> T:
         if isinstance(self.keys, InMemorySubjectKeyStore):
@@ -134,25 +143,31 @@ class AsyncProtectedEventStore(AsyncEventStore):
 
     # -- keys (as in the sync store) -----------------------------------------------------
 
+    def _unwrap(self, row: WrappedKey) -> DataKey:
+        if self._unwrapped_provider is not self.provider:  # a new provider: trust nothing
+            self._unwrapped = UnwrapCache()
+            self._unwrapped_provider = self.provider
+        return self._unwrapped.unwrap(row, self.provider)
+
     async def _keys_for(self, subjects: Collection[str]) -> dict[str, DataKey]:
         if not subjects:
             return {}
         rows = await self._io(self.keys.current, subjects)
-        found = {s: unwrap(row, self.provider) for s, row in rows.items()}
+        found = {s: self._unwrap(row) for s, row in rows.items()}
         missing = [s for s in subjects if s not in found]
         if missing:
             fresh = [new_wrapped_key(s, self.provider) for s in missing]
             stored = await self._io(self.keys.add, [wrapped for _, wrapped in fresh])
             mine = {key.key_id: key for key, _ in fresh}
             for subject, row in stored.items():
-                found[subject] = mine.get(row.key_id) or unwrap(row, self.provider)
+                found[subject] = mine.get(row.key_id) or self._unwrap(row)
         return found
 
     async def _keys_by_id(self, key_ids: Collection[str]) -> dict[str, DataKey]:
         if not key_ids:
             return {}
         rows = await self._io(self.keys.by_id, key_ids)
-        return {k: unwrap(row, self.provider) for k, row in rows.items()}
+        return {k: self._unwrap(row) for k, row in rows.items()}
 
     async def _open_payloads(self, events: list[Event]) -> list[Event]:
         ids = self._t.payload_key_ids(events)
@@ -171,8 +186,10 @@ class AsyncProtectedEventStore(AsyncEventStore):
         if not events:
             return events
         events = await self._open_payloads(events)
-        ids = self._t.field_key_ids(events)
-        return self._t.open_fields(events, await self._keys_by_id(ids)) if ids else events
+        scan = self._t.scan(events)
+        if not scan.ids:
+            return events
+        return self._t.open_fields(events, scan, await self._keys_by_id(scan.ids))
 
     # -- the event store API -------------------------------------------------------------
 
@@ -188,9 +205,15 @@ class AsyncProtectedEventStore(AsyncEventStore):
         plan = self._t.plan(batch)
         sealed = self._t.seal(batch, plan, await self._keys_for(self._t.subjects(plan)))
         result = await self.inner.append(stream_id, sealed, expected)
+        if result.duplicate:  # the stored events, which may differ from these: open them
+            opened = tuple(await self._open(list(result.events)))
+        else:  # what was stored is this batch, sealed: give back its plaintext
+            opened = tuple(
+                e.reshaped(e.event_type, p.event_data, e.schema_version)
+                for e, p in zip(result.events, batch, strict=True)
+            )
         return AppendResult(
-            result.stream_id, result.version, result.position,
-            tuple(await self._open(list(result.events))), result.duplicate,
+            result.stream_id, result.version, result.position, opened, result.duplicate
         )
 
     async def _append(self, *args: Any) -> AppendResult:  # append is overridden whole
@@ -271,8 +294,9 @@ class AsyncProtectedEventStore(AsyncEventStore):
         async for page in self._stored_pages():
             mine = [e for e in page if self._t.mentions(e, wanted)]
             if mine:
-                keys = await self._keys_by_id(self._t.field_key_ids(mine))
-                for event in self.registry.upcast(self._t.open_fields(mine, keys)):
+                scan = self._t.scan(mine)
+                keys = await self._keys_by_id(scan.ids)
+                for event in self.registry.upcast(self._t.open_fields(mine, scan, keys)):
                     yield event
 
     async def erase_subject(

@@ -195,6 +195,29 @@ def unwrap(row: WrappedKey, provider: KeyProvider) -> DataKey:
     return DataKey(row.key_id, row.subject, material)
 
 
+class UnwrapCache:
+    """Data keys already unwrapped, by key id and the exact stored row (internal).
+
+    Only saves the unwrap (a KMS call, or AES plus two HMACs): the row itself is
+    still fetched from the key store on every use, so an erased key is never
+    served from here. Bounded: cleared when it holds ``size`` keys.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._keys: dict[tuple[str, str, bytes], DataKey] = {}
+
+    def unwrap(self, row: WrappedKey, provider: KeyProvider) -> DataKey:
+        cache_key = (row.key_id, row.master_key_id, row.wrapped)
+        key = self._keys.get(cache_key)
+        if key is None or key.subject != row.subject:
+            key = unwrap(row, provider)
+            if len(self._keys) >= self._size:
+                self._keys.clear()
+            self._keys[cache_key] = key
+        return key
+
+
 def rewrapped(row: WrappedKey, provider: KeyProvider) -> WrappedKey:
     """``row`` wrapped again by the provider's current master key (internal)."""
     material = provider.unwrap(row.master_key_id, row.wrapped, row.aad)

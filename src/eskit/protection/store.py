@@ -42,7 +42,14 @@ from eskit.protection.erasure import (
     checked_subject,
     erasure_record,
 )
-from eskit.protection.keys import KeyProvider, LocalKeyProvider, new_wrapped_key, rewrapped, unwrap
+from eskit.protection.keys import (
+    KeyProvider,
+    LocalKeyProvider,
+    UnwrapCache,
+    WrappedKey,
+    new_wrapped_key,
+    rewrapped,
+)
 from eskit.protection.keystore import InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
 from eskit.protection.transcoder import (
@@ -169,27 +176,35 @@ class ProtectedEventStore(EventStore):
             encrypt_payloads=bool(encrypt_payloads),
         )
         self._store_key: DataKey | None = None  # never erased, so it may be cached
+        self._unwrapped = UnwrapCache()
+        self._unwrapped_provider: KeyProvider = provider
 
     # -- keys --------------------------------------------------------------------------
+
+    def _unwrap(self, row: WrappedKey) -> DataKey:
+        if self._unwrapped_provider is not self.provider:  # a new provider: trust nothing
+            self._unwrapped = UnwrapCache()
+            self._unwrapped_provider = self.provider
+        return self._unwrapped.unwrap(row, self.provider)
 
     def _keys_for(self, subjects: Collection[str]) -> dict[str, DataKey]:
         """The data key of each subject, created for subjects that have none."""
         if not subjects:
             return {}
-        found = {s: unwrap(row, self.provider) for s, row in self.keys.current(subjects).items()}
+        found = {s: self._unwrap(row) for s, row in self.keys.current(subjects).items()}
         missing = [s for s in subjects if s not in found]
         if missing:
             fresh = [new_wrapped_key(s, self.provider) for s in missing]
             rows = self.keys.add([wrapped for _, wrapped in fresh])
             mine = {key.key_id: key for key, _ in fresh}
             for subject, row in rows.items():  # a concurrent writer's key where it was first
-                found[subject] = mine.get(row.key_id) or unwrap(row, self.provider)
+                found[subject] = mine.get(row.key_id) or self._unwrap(row)
         return found
 
     def _keys_by_id(self, key_ids: Collection[str]) -> dict[str, DataKey]:
         if not key_ids:
             return {}
-        return {k: unwrap(row, self.provider) for k, row in self.keys.by_id(key_ids).items()}
+        return {k: self._unwrap(row) for k, row in self.keys.by_id(key_ids).items()}
 
     def _open_payloads(self, events: list[Event]) -> list[Event]:
         ids = self._t.payload_key_ids(events)
@@ -208,8 +223,10 @@ class ProtectedEventStore(EventStore):
         if not events:
             return events
         events = self._open_payloads(events)
-        ids = self._t.field_key_ids(events)
-        return self._t.open_fields(events, self._keys_by_id(ids)) if ids else events
+        scan = self._t.scan(events)
+        if not scan.ids:
+            return events
+        return self._t.open_fields(events, scan, self._keys_by_id(scan.ids))
 
     # -- the event store API -------------------------------------------------------------
 
@@ -230,9 +247,15 @@ class ProtectedEventStore(EventStore):
         plan = self._t.plan(batch)
         sealed = self._t.seal(batch, plan, self._keys_for(self._t.subjects(plan)))
         result = self.inner.append(stream_id, sealed, expected)
+        if result.duplicate:  # the stored events, which may differ from these: open them
+            opened = tuple(self._open(list(result.events)))
+        else:  # what was stored is this batch, sealed: give back its plaintext
+            opened = tuple(
+                e.reshaped(e.event_type, p.event_data, e.schema_version)
+                for e, p in zip(result.events, batch, strict=True)
+            )
         return AppendResult(
-            result.stream_id, result.version, result.position,
-            tuple(self._open(list(result.events))), result.duplicate,
+            result.stream_id, result.version, result.position, opened, result.duplicate
         )
 
     def _read_stream(
@@ -316,9 +339,9 @@ class ProtectedEventStore(EventStore):
         for page in self._stored_pages():
             mine = [e for e in page if self._t.mentions(e, wanted)]
             if mine:
-                ids = self._t.field_key_ids(mine)
+                scan = self._t.scan(mine)
                 yield from self.registry.upcast(
-                    self._t.open_fields(mine, self._keys_by_id(ids))
+                    self._t.open_fields(mine, scan, self._keys_by_id(scan.ids))
                 )
 
     def erase_subject(

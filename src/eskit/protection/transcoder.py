@@ -14,6 +14,7 @@ turned domain events into dicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
+from functools import partial
 from typing import Any
 
 from eskit.errors import DecodingError, InvalidInputError
@@ -89,6 +90,16 @@ def envelopes(data: object, prefix: tuple[str, ...] = (), depth: int = 0
                 yield from envelopes(value, (*prefix, key), depth + 1)
 
 
+class Scan:
+    """The envelopes found in a page of events, per event (internal)."""
+
+    __slots__ = ("found", "ids")
+
+    def __init__(self, found: list[list[tuple[tuple[str, ...], dict[str, Any]]]]) -> None:
+        self.found = found
+        self.ids = {str(body["k"]) for envelopes_of in found for _, body in envelopes_of}
+
+
 class Transcoder:
     """Seals and opens events for one registry, one set of marks (internal)."""
 
@@ -162,9 +173,9 @@ class Transcoder:
         }
 
     @staticmethod
-    def field_key_ids(events: Iterable[Event]) -> set[str]:
-        """The key ids of the field envelopes among ``events`` (payloads opened first)."""
-        return {str(body["k"]) for e in events for _, body in envelopes(e.event_data)}
+    def scan(events: Iterable[Event]) -> Scan:
+        """The field envelopes of each event (payloads opened first), found once."""
+        return Scan([list(envelopes(e.event_data)) for e in events])
 
     def open_payloads(self, events: list[Event], keys: Mapping[str, DataKey]) -> list[Event]:
         """``events`` with whole-payload envelopes opened (their fields still sealed)."""
@@ -180,20 +191,18 @@ class Transcoder:
                         f"the store key {body['k']!r} sealing {_where(e)} is missing from the "
                         "key store"
                     )
-                data = open_body(body, key, e.event_id, _PAYLOAD, _where(e), e.position)
+                data = open_body(body, key, e.event_id, _PAYLOAD, partial(_where, e), e.position)
                 e = e.reshaped(e.event_type, data, e.schema_version)
             opened.append(e)
         return opened
 
-    def open_fields(self, events: list[Event], keys: Mapping[str, DataKey]) -> list[Event]:
+    def open_fields(self, events: list[Event], scan: Scan, keys: Mapping[str, DataKey]
+                    ) -> list[Event]:
         """``events`` with each sealed field opened, or redacted where its key is gone."""
-        opened = []
-        for e in events:
-            found = list(envelopes(e.event_data))
-            if found:
-                e = self._open_one(e, found, keys)
-            opened.append(e)
-        return opened
+        return [
+            self._open_one(e, found, keys) if found else e
+            for e, found in zip(events, scan.found, strict=True)
+        ]
 
     def _open_one(self, e: Event, found: list[tuple[tuple[str, ...], dict[str, Any]]],
                   keys: Mapping[str, DataKey]) -> Event:
@@ -206,7 +215,7 @@ class Transcoder:
                 value = self.marks.erased_value(e.event_type, path)
                 erased.append(path)
             else:
-                value = open_body(body, key, e.event_id, path, _where(e), e.position)
+                value = open_body(body, key, e.event_id, path, partial(_where, e), e.position)
             data = _set(data, path_keys, value)
         metadata = {**e.metadata, ERASED_METADATA: erased} if erased else e.metadata
         return e.reshaped(e.event_type, data, e.schema_version, metadata=metadata)
