@@ -73,11 +73,11 @@ def test_an_envelope_opens_only_for_its_event_path_and_key() -> None:
     body = body_of(envelope)
     assert body is not None
     assert seal({"deep": [1, 2]}, key, event_id, "a.b", naive=False) == envelope  # retries
-    assert open_body(body, key, event_id, "a.b", "here", 7) == {"deep": [1, 2]}
+    assert open_body(body, key, event_id, "a.b", lambda: "here", 7) == {"deep": [1, 2]}
     for args in ((key, uuid4(), "a.b"), (key, event_id, "a.c"),
                  (DataKey("k1", "s1", b"y" * 32), event_id, "a.b")):
         with pytest.raises(DecryptionError) as caught:
-            open_body(body, *args, "here", 7)
+            open_body(body, *args, lambda: "here", 7)
         assert caught.value.position == 7
 
 
