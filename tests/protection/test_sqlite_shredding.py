@@ -200,3 +200,16 @@ def test_readers_that_pass_undecodable_events_pass_a_tampered_one_and_keep_their
     assert [items[0].event_data["name"], items[2].event_data["name"]] == ["name c1", "name c3"]
     assert items[1].position == stored.position
     assert isinstance(items[1].error, DecryptionError)
+
+
+def test_an_erasure_through_one_store_object_takes_effect_at_once_for_another(
+    shop: ProtectedEventStore, tmp_path: Path
+) -> None:
+    shop.append("customer-c1", [CustomerJoined("c1", NAME, "basic")])
+    assert shop.read_stream("customer-c1")[0].event_data["name"] == NAME  # key now cached
+    other = protect(SQLiteEventStore(tmp_path / "shop.db"), shop.provider)
+    try:
+        other.erase_subject("c1", vacuum=False)
+    finally:
+        other.close()
+    assert shop.read_stream("customer-c1")[0].event_data["name"] == ERASED
