@@ -16,6 +16,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping
 from functools import partial
 from typing import Any
+from uuid import UUID
 
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, EventRegistry, NewEvent
@@ -42,8 +43,8 @@ Plan = list[list[tuple[FieldMark, str]]]
 
 def subject_text(value: object, what: str) -> str:
     """A subject id as stored: the ``str`` of a str, UUID or int, checked."""
-    from uuid import UUID
-
+    if type(value) is str and value and value[0] != "$":  # the common case, at once
+        return value
     if type(value) is bool or not isinstance(value, str | UUID | int):
         raise InvalidInputError(
             f"{what} must be a str, UUID or int subject id, got {type(value).__name__}"
@@ -206,7 +207,7 @@ class Transcoder:
 
     def _open_one(self, e: Event, found: list[tuple[tuple[str, ...], dict[str, Any]]],
                   keys: Mapping[str, DataKey]) -> Event:
-        data = e.event_data
+        data = dict(e.event_data)  # one copy per event: the read's dict may be shared
         erased: list[str] = []
         for path_keys, body in found:
             path = ".".join(path_keys)
@@ -216,7 +217,10 @@ class Transcoder:
                 erased.append(path)
             else:
                 value = open_body(body, key, e.event_id, path, partial(_where, e), e.position)
-            data = _set(data, path_keys, value)
+            if len(path_keys) == 1:
+                data[path] = value
+            else:
+                data = _set(data, path_keys, value)
         metadata = {**e.metadata, ERASED_METADATA: erased} if erased else e.metadata
         return e.reshaped(e.event_type, data, e.schema_version, metadata=metadata)
 
