@@ -89,6 +89,7 @@ async def protect(
     keys: SubjectKeyStore | None = None,
     personal_data: Mapping[str, PersonalFields] | None = None,
     encrypt_payloads: bool = False,
+    encrypt_metadata: Iterable[str] = (),
     snapshots: AsyncSnapshotStore | None = None,
     on_erased: Iterable[Callable[[Erasure], object]] = (),
 ) -> AsyncProtectedEventStore:
@@ -97,7 +98,8 @@ async def protect(
         keys = await asyncio.to_thread(_default_keys, store)
     return AsyncProtectedEventStore(
         store, LocalKeyProvider.from_env() if provider is None else provider, keys=keys,
-        personal_data=personal_data, encrypt_payloads=encrypt_payloads, snapshots=snapshots,
+        personal_data=personal_data, encrypt_payloads=encrypt_payloads,
+        encrypt_metadata=encrypt_metadata, snapshots=snapshots,
         on_erased=on_erased,
     )
 
@@ -113,6 +115,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
         keys: SubjectKeyStore,
         personal_data: Mapping[str, PersonalFields] | None = None,
         encrypt_payloads: bool = False,
+        encrypt_metadata: Iterable[str] = (),
         snapshots: AsyncSnapshotStore | None = None,
         on_erased: Iterable[Callable[[Erasure], object]] = (),
     ) -> None:
@@ -130,7 +133,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
         self.on_erased = tuple(on_erased)
         self._t = Transcoder(
             store.registry, Marks(store.registry, personal_data or {}),
-            encrypt_payloads=bool(encrypt_payloads),
+            encrypt_payloads=bool(encrypt_payloads), encrypt_metadata=encrypt_metadata,
         )
         self._store_key: DataKey | None = None
         self._unwrapped = UnwrapCache()

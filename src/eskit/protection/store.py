@@ -118,6 +118,7 @@ def protect(
     keys: SubjectKeyStore | None = None,
     personal_data: Mapping[str, PersonalFields] | None = None,
     encrypt_payloads: bool = False,
+    encrypt_metadata: Iterable[str] = (),
     snapshots: SnapshotStore | None = None,
     on_erased: Iterable[Callable[[Erasure], object]] = (),
 ) -> ProtectedEventStore:
@@ -128,12 +129,14 @@ def protect(
     :func:`subject_key_store_beside`). ``personal_data`` marks fields of plain-dict
     event types. ``encrypt_payloads=True`` also seals every whole payload with a
     store-wide key (encryption at rest of everything but the event type, stream,
-    metadata, versions and positions).
+    metadata, versions and positions); ``encrypt_metadata`` names metadata keys
+    whose values are sealed with that key too.
     """
     return ProtectedEventStore(
         store, LocalKeyProvider.from_env() if provider is None else provider,
         keys=subject_key_store_beside(store) if keys is None else keys,
-        personal_data=personal_data, encrypt_payloads=encrypt_payloads, snapshots=snapshots,
+        personal_data=personal_data, encrypt_payloads=encrypt_payloads,
+        encrypt_metadata=encrypt_metadata, snapshots=snapshots,
         on_erased=on_erased,
     )
 
@@ -156,6 +159,7 @@ class ProtectedEventStore(EventStore):
         keys: SubjectKeyStore,
         personal_data: Mapping[str, PersonalFields] | None = None,
         encrypt_payloads: bool = False,
+        encrypt_metadata: Iterable[str] = (),
         snapshots: SnapshotStore | None = None,
         on_erased: Iterable[Callable[[Erasure], object]] = (),
     ) -> None:
@@ -173,7 +177,7 @@ class ProtectedEventStore(EventStore):
         self.on_erased = tuple(on_erased)
         self._t = Transcoder(
             store.registry, Marks(store.registry, personal_data or {}),
-            encrypt_payloads=bool(encrypt_payloads),
+            encrypt_payloads=bool(encrypt_payloads), encrypt_metadata=encrypt_metadata,
         )
         self._store_key: DataKey | None = None  # never erased, so it may be cached
         self._unwrapped = UnwrapCache()

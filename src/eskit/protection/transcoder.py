@@ -21,7 +21,7 @@ from uuid import UUID
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, EventRegistry, NewEvent
 from eskit.protection.envelope import DataKey, body_of, open_body, seal
-from eskit.protection.errors import DecryptionError
+from eskit.protection.errors import DecryptionError, KeyUnavailableError
 from eskit.protection.marking import FieldMark, Marks
 from eskit.stores.model import PendingEvent
 from eskit.stores.rows import UndecodableEvent, _UndecodableRow
@@ -35,6 +35,7 @@ STORE_SUBJECT = "$store"
 """The reserved subject whose key seals whole payloads (``encrypt_payloads=True``)."""
 
 _PAYLOAD = ""  # the path of a whole-payload envelope
+_METADATA = "$metadata."  # the path prefix of a metadata envelope
 _MAX_DEPTH = 64
 
 Plan = list[list[tuple[FieldMark, str]]]
@@ -104,10 +105,18 @@ class Scan:
 class Transcoder:
     """Seals and opens events for one registry, one set of marks (internal)."""
 
-    def __init__(self, registry: EventRegistry, marks: Marks, *, encrypt_payloads: bool) -> None:
+    def __init__(self, registry: EventRegistry, marks: Marks, *, encrypt_payloads: bool,
+                 encrypt_metadata: Iterable[str] = ()) -> None:
         self.registry = registry
         self.marks = marks
         self.encrypt_payloads = encrypt_payloads
+        if isinstance(encrypt_metadata, str):
+            raise InvalidInputError("encrypt_metadata must be a list of metadata keys")
+        self.encrypt_metadata = tuple(encrypt_metadata)
+        for name in self.encrypt_metadata:
+            if type(name) is not str or not name:
+                raise InvalidInputError(f"encrypt_metadata keys must be non-empty str: {name!r}")
+        self._store_sealed = encrypt_payloads or bool(self.encrypt_metadata)
 
     # -- sealing ---------------------------------------------------------------------------
 
@@ -141,7 +150,7 @@ class Transcoder:
 
     def subjects(self, plan: Plan) -> set[str]:
         needed = {subject for fields in plan for _, subject in fields}
-        if self.encrypt_payloads:
+        if self._store_sealed:
             needed.add(STORE_SUBJECT)
         return needed
 
@@ -159,8 +168,15 @@ class Transcoder:
                 ))
             if self.encrypt_payloads:
                 data = seal(data, keys[STORE_SUBJECT], p.event_id, _PAYLOAD, naive=naive)
+            metadata = p.metadata_dict
+            for name in self.encrypt_metadata:
+                if name in metadata:
+                    metadata = {**metadata, name: seal(
+                        metadata[name], keys[STORE_SUBJECT], p.event_id, _METADATA + name,
+                        naive=naive,
+                    )}
             sealed.append(NewEvent(
-                p.event_type, data, p.metadata_dict, p.event_id, p.timestamp, p.schema_version,
+                p.event_type, data, metadata, p.event_id, p.timestamp, p.schema_version,
             ))
         return sealed
 
@@ -168,10 +184,16 @@ class Transcoder:
 
     @staticmethod
     def payload_key_ids(events: Iterable[Event]) -> set[str]:
-        """The key ids of whole-payload envelopes among ``events``."""
-        return {
-            str(body["k"]) for e in events if (body := body_of(e.event_data)) is not None
-        }
+        """The key ids of whole-payload and metadata envelopes among ``events``."""
+        ids = set()
+        for e in events:
+            body = body_of(e.event_data)
+            if body is not None:
+                ids.add(str(body["k"]))
+            if e.metadata:
+                ids.update(str(b["k"]) for v in e.metadata.values()
+                           if (b := body_of(v)) is not None)
+        return ids
 
     @staticmethod
     def scan(events: Iterable[Event]) -> Scan:
@@ -179,23 +201,36 @@ class Transcoder:
         return Scan([list(envelopes(e.event_data)) for e in events])
 
     def open_payloads(self, events: list[Event], keys: Mapping[str, DataKey]) -> list[Event]:
-        """``events`` with whole-payload envelopes opened (their fields still sealed)."""
-        if not any(body_of(e.event_data) is not None for e in events):
-            return events
-        opened = []
-        for e in events:
-            body = body_of(e.event_data)
-            if body is not None:
-                key = keys.get(str(body["k"]))
-                if key is None:
-                    raise InvalidInputError(  # never erased: erase_subject refuses "$store"
-                        f"the store key {body['k']!r} sealing {_where(e)} is missing from the "
-                        "key store"
+        """``events`` with payload and metadata envelopes opened (fields still sealed)."""
+        return [self._open_store_sealed(e, keys) for e in events]
+
+    def _open_store_sealed(self, e: Event, keys: Mapping[str, DataKey]) -> Event:
+        data, metadata = e.event_data, e.metadata
+        body = body_of(data)
+        if body is not None:
+            data = open_body(body, self._store_key(body, keys, e), e.event_id, _PAYLOAD,
+                             partial(_where, e), e.position)
+        if metadata and any(body_of(v) is not None for v in metadata.values()):
+            metadata = dict(metadata)
+            for name, value in metadata.items():
+                sealed = body_of(value)
+                if sealed is not None:
+                    metadata[name] = open_body(
+                        sealed, self._store_key(sealed, keys, e), e.event_id, _METADATA + name,
+                        partial(_where, e), e.position,
                     )
-                data = open_body(body, key, e.event_id, _PAYLOAD, partial(_where, e), e.position)
-                e = e.reshaped(e.event_type, data, e.schema_version)
-            opened.append(e)
-        return opened
+        if data is e.event_data and metadata is e.metadata:
+            return e
+        return e.reshaped(e.event_type, data, e.schema_version, metadata=metadata)
+
+    @staticmethod
+    def _store_key(body: dict[str, Any], keys: Mapping[str, DataKey], e: Event) -> DataKey:
+        key = keys.get(str(body["k"]))
+        if key is None:  # never erased (erase_subject refuses "$store"): the table was changed
+            raise KeyUnavailableError(
+                f"the store key {body['k']!r} sealing {_where(e)} is missing from the key store"
+            )
+        return key
 
     def open_fields(self, events: list[Event], scan: Scan, keys: Mapping[str, DataKey]
                     ) -> list[Event]:

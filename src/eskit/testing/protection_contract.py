@@ -308,3 +308,20 @@ class PayloadEncryptionContract:
             assert first.event_data["ward"] == "W1"
         finally:
             protected.close()
+
+    def test_marked_metadata_is_sealed_and_read_back(self, tmp_path: Path) -> None:
+        protected = self.open_protected(tmp_path, provider_with("m1"),
+                                        encrypt_metadata=["ip"])
+        try:
+            protected.store.append("s", [NewEvent("Seen", {"n": 1},
+                                                  metadata={"ip": "203.0.113.9", "app": "web"})])
+            raw = protected.raw("s")[0].metadata
+            assert list(raw["ip"]) == ["$pd"]
+            assert raw["app"] == "web"
+            assert b"203.0.113.9" not in codec.encode(raw)
+            assert protected.store.read_stream("s")[0].metadata == {
+                "ip": "203.0.113.9", "app": "web",
+            }
+            assert next(iter(protected.store.read_all())).metadata["ip"] == "203.0.113.9"
+        finally:
+            protected.close()
