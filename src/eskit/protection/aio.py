@@ -306,8 +306,9 @@ class AsyncProtectedEventStore(AsyncEventStore):
         self, subject: object, *, snapshots: AsyncSnapshotStore | None = None,
         vacuum: bool = True, record: bool = True,
     ) -> Erasure:
-        """As :meth:`eskit.protection.ProtectedEventStore.erase_subject`; snapshots are
-        deleted from ``snapshots`` (or the store's ``snapshots``) only."""
+        """As :meth:`eskit.protection.ProtectedEventStore.erase_subject`: snapshots are
+        deleted from ``snapshots``, the store's ``snapshots``, else the SQLite or
+        PostgreSQL store's own snapshot table."""
         wanted = checked_subject(subject)
         streams: dict[str, None] = {}
         async for page in self._stored_pages():
@@ -316,8 +317,11 @@ class AsyncProtectedEventStore(AsyncEventStore):
                     streams.setdefault(stream_key(e.aggregate_id))
         deleted = await self._io(self.keys.delete_subject, wanted)
         target = snapshots or self.snapshots
-        notes = () if target is not None else ("no snapshot store given: none deleted",)
-        removed = 0 if target is None else await _delete_snapshots(target, set(streams))
+        notes: list[str] = []
+        if target is not None:
+            removed = await _delete_snapshots(target, set(streams))
+        else:
+            removed = await self._delete_own_snapshots(set(streams), notes)
         position = 0
         if record:
             appended = await self.inner.append(
@@ -325,10 +329,32 @@ class AsyncProtectedEventStore(AsyncEventStore):
             )
             position = appended.position
         purge = await self._io(lambda: self.keys.purge(vacuum=vacuum))
-        erasure = Erasure(wanted, deleted, tuple(streams), removed, purge, position, notes)
+        erasure = Erasure(wanted, deleted, tuple(streams), removed, purge, position,
+                          tuple(notes))
         for callback in self.on_erased:
             callback(erasure)
         return erasure
+
+    async def _delete_own_snapshots(self, streams: set[str], notes: list[str]) -> int:
+        """Delete from the snapshot table in the inner store's own database, if it has one."""
+        from eskit.maintenance.pruning import snapshot_store_beside
+        from eskit.protection.store import _delete_snapshots as delete_sync
+
+        sync_store = getattr(self.inner, "sync_store", None)  # memory and SQLite
+        if sync_store is not None:
+            try:
+                own = snapshot_store_beside(sync_store)
+            except InvalidInputError:
+                notes.append("no snapshot store given and the store keeps none of its own")
+                return 0
+            return await asyncio.to_thread(delete_sync, own, streams)
+        loaded = sys.modules.get("eskit.aio.postgres")
+        if loaded is not None and isinstance(self.inner, loaded.AsyncPostgresEventStore):
+            from eskit.aio.postgres_snapshots import AsyncPostgresSnapshotStore
+
+            return await _delete_snapshots(AsyncPostgresSnapshotStore(self.inner), streams)
+        notes.append("no snapshot store given and the store keeps none of its own")
+        return 0
 
     async def rewrap(self, *, batch_size: int = REWRAP_BATCH,
                      progress: Callable[[int], object] | None = None) -> int:

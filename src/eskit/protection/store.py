@@ -72,7 +72,7 @@ from eskit.stores.model import (
 from eskit.stores.rows import _UndecodableRow
 from eskit.subscription import Waiter
 
-__all__ = ["ProtectedEventStore", "protect", "subject_key_store_beside"]
+__all__ = ["ProtectedEventStore", "protect", "subject_key_store_beside"]  # and internal helpers
 
 REWRAP_BATCH = 500
 
