@@ -208,9 +208,11 @@ class AsyncProtectedEventStore(AsyncEventStore):
         plan = self._t.plan(batch)
         sealed = self._t.seal(batch, plan, await self._keys_for(self._t.subjects(plan)))
         result = await self.inner.append(stream_id, sealed, expected)
-        if result.duplicate:  # the stored events, which may differ from these: open them
+        # A retry's stored events may differ from these, and sealed metadata must be
+        # opened: then read them back; otherwise what was stored is this batch, sealed.
+        if result.duplicate or self._t.encrypt_metadata:
             opened = tuple(await self._open(list(result.events)))
-        else:  # what was stored is this batch, sealed: give back its plaintext
+        else:
             opened = tuple(
                 e.reshaped(e.event_type, p.event_data, e.schema_version)
                 for e, p in zip(result.events, batch, strict=True)

@@ -313,8 +313,10 @@ class PayloadEncryptionContract:
         protected = self.open_protected(tmp_path, provider_with("m1"),
                                         encrypt_metadata=["ip"])
         try:
-            protected.store.append("s", [NewEvent("Seen", {"n": 1},
-                                                  metadata={"ip": "203.0.113.9", "app": "web"})])
+            result = protected.store.append("s", [NewEvent(
+                "Seen", {"n": 1}, metadata={"ip": "203.0.113.9", "app": "web"},
+            )])
+            assert result.events[0].metadata["ip"] == "203.0.113.9"
             raw = protected.raw("s")[0].metadata
             assert list(raw["ip"]) == ["$pd"]
             assert raw["app"] == "web"
