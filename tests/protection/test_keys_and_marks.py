@@ -124,3 +124,18 @@ def test_subject_ids_are_str_uuid_or_int(value: object, text: str) -> None:
 def test_other_subject_ids_are_refused(value: object) -> None:
     with pytest.raises(InvalidInputError):
         subject_text(value, "subject")
+
+
+def test_pydantic_events_are_marked_too() -> None:
+    from pydantic import BaseModel, ConfigDict
+
+    registry = EventRegistry()
+
+    @domain_event("PydanticSigned", registry=registry)
+    class PydanticSigned(BaseModel):
+        model_config = ConfigDict(frozen=True)
+        who: str
+        email: Annotated[str, PersonalData(subject="who")]
+        plan: str
+
+    assert [m.path for m in Marks(registry, {}).for_type("PydanticSigned")] == ["email"]

@@ -19,7 +19,6 @@ stored in clear, for ever: make it a pseudonymous id, never an e-mail address.
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import threading
 import typing
@@ -138,16 +137,15 @@ class Marks:
 
 
 def _hints(cls: type) -> dict[str, Any]:
-    """The resolved annotations of a record class, with their ``Annotated`` extras.
+    """The annotations of a record class with their ``Annotated`` extras kept.
 
-    Field by field when the whole class does not resolve (a local class naming
-    another local class): an unresolvable field that mentions ``PersonalData``
-    is an error, since its subject cannot be known; any other is not marked.
+    Not the record kind's own hints: pydantic's have the extras moved out of the
+    annotation (into ``FieldInfo.metadata``, read too, see :func:`_marks_of_class`),
+    and a mark lost here would store the field in clear. Field by field when the
+    whole class does not resolve (a local class naming another local class): an
+    unresolvable field that mentions ``PersonalData`` is an error, since its
+    subject cannot be known; any other is not marked.
     """
-    kind = codec.record_kind(cls)
-    known = kind.hints(cls) if kind is not None else None
-    if known is not None:
-        return known
     try:
         return typing.get_type_hints(cls, include_extras=True)
     except Exception:
@@ -170,17 +168,23 @@ def _hints(cls: type) -> dict[str, Any]:
     return hints
 
 
+def _extras(cls: type, name: str, hint: Any) -> list[Any]:
+    """What a field is annotated with: ``Annotated`` extras, and pydantic's field metadata."""
+    found = list(hint.__metadata__) if typing.get_origin(hint) is typing.Annotated else []
+    fields = getattr(cls, "model_fields", None)  # a pydantic model
+    if isinstance(fields, dict) and name in fields:
+        found += [m for m in getattr(fields[name], "metadata", ()) if m not in found]
+    return found
+
+
 def _marks_of_class(cls: type) -> tuple[FieldMark, ...]:
     hints = _hints(cls)
-    names = (
-        {f.name for f in dataclasses.fields(cls)} if dataclasses.is_dataclass(cls)
-        else set(hints)
-    )
+    kind = codec.record_kind(cls)
+    ordered = kind.field_names(cls) if kind is not None else tuple(hints)
+    names = set(ordered)
     marks = []
-    for name, hint in hints.items():
-        if name not in names or typing.get_origin(hint) is not typing.Annotated:
-            continue
-        for extra in hint.__metadata__:
+    for name in ordered:
+        for extra in _extras(cls, name, hints.get(name)):
             if isinstance(extra, PersonalData):
                 if extra.subject == name:
                     raise InvalidInputError(
