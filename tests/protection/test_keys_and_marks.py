@@ -7,7 +7,7 @@ from uuid import UUID, uuid4
 
 import pytest
 
-from eskit import EventRegistry, InvalidInputError, domain_event
+from eskit import EventRegistry, InMemoryEventStore, InvalidInputError, domain_event
 from eskit.protection import (
     DecryptionError,
     KeyUnavailableError,
@@ -15,6 +15,7 @@ from eskit.protection import (
     PersonalData,
     PersonalFields,
     generate_master_key,
+    protect,
 )
 from eskit.protection.envelope import DataKey, body_of, open_body, seal
 from eskit.protection.keys import new_wrapped_key, rewrapped, unwrap
@@ -139,3 +140,7 @@ def test_pydantic_events_are_marked_too() -> None:
         plan: str
 
     assert [m.path for m in Marks(registry, {}).for_type("PydanticSigned")] == ["email"]
+    store = protect(InMemoryEventStore(registry=registry), LocalKeyProvider({"k": b"k" * 32}))
+    store.append("s", [PydanticSigned(who="u1", email="ann@example.com", plan="pro")])
+    assert list(store.inner.read_stream("s")[0].event_data["email"]) == ["$pd"]
+    assert store.read_stream("s")[0].to_domain(registry).email == "ann@example.com"
