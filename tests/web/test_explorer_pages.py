@@ -354,6 +354,17 @@ def test_any_of_several_write_tokens_is_accepted(fresh) -> None:
     assert _status(fresh) == "skipped"
 
 
+def test_write_token_none_keeps_it_read_only_even_beside_write_tokens(world) -> None:
+    @dataclass(frozen=True)
+    class SwitchedOff:  # as eskit.web's settings say read_only=True
+        write_token: str | None = None
+        write_tokens: tuple[str, ...] = (WRITE_TOKEN,)
+
+    with TestClient(explorer_app(world, SwitchedOff())) as client:
+        assert _act(client, world, action="skip").status_code == 403
+    assert _status(world) == "parked"
+
+
 def test_an_empty_write_token_is_refused_at_start(world) -> None:
     with pytest.raises(InvalidInputError, match="non-empty"):
         explorer_app(world, Settings(write_token=""))
