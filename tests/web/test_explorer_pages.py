@@ -117,6 +117,32 @@ def test_event_type_filter_keeps_streams_holding_that_type_and_counts_them(clien
     assert "<th>MoneyWithdrawn</th>" in page
 
 
+class _FilteringStore(InMemoryEventStore):
+    """A store whose read_all filters by type and prefix itself (and says what it was asked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[dict] = []
+
+    def read_all(self, from_position=0, limit=None, *, on_undecodable="raise",
+                 event_types=None, stream_prefixes=None):
+        self.asked.append({"event_types": event_types, "stream_prefixes": stream_prefixes})
+        return (e for e in super().read_all(from_position, limit, on_undecodable=on_undecodable)
+                if (event_types is None or e.event_type in event_types)
+                and (stream_prefixes is None
+                     or any(str(e.aggregate_id).startswith(p) for p in stream_prefixes)))
+
+
+def test_the_type_filter_is_passed_down_to_a_store_that_filters_itself() -> None:
+    world = populate(_FilteringStore())
+    world.store.asked.clear()
+    with TestClient(explorer_app(world)) as client:
+        page = client.get("/streams", params={"type": "MoneyWithdrawn", "prefix": "account-01"})
+    assert _stream_ids(page.text) == ["account-012"]
+    assert world.store.asked == [{"event_types": ["MoneyWithdrawn"],
+                                  "stream_prefixes": ["account-01"]}]
+
+
 def test_cursor_paging_visits_every_stream_once_in_id_order(client) -> None:
     seen: list[str] = []
     url = "/streams?limit=5"
