@@ -452,6 +452,10 @@ class Statements:
                JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
                ORDER BY first.tx_id, first.seq"""
         ).format(events=events, shown=shown)
+        # locate_event: the UNIQUE index on event_id; deleted streams stay hidden.
+        self.locate_event = sql.SQL(
+            "SELECT stream_id, version FROM {events} WHERE event_id = %s{shown}"
+        ).format(events=events, shown=shown)
         # list_streams_page: code-point order (COLLATE "C", as SQLite and Python
         # compare), cut by the cursor and the prefix's range; a NULL bound is no bound.
         # The inner query finds each stream's head by GROUP BY, which walks an index on
