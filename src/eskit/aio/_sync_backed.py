@@ -103,6 +103,13 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
     async def restore_stream(self, stream_id: StreamId) -> bool:
         return await self._call(self.sync_store.restore_stream, stream_id)
 
+    async def truncate_stream(
+        self, stream_id: StreamId, before_version: int, *, expected_version: Expected = ANY,
+        force: bool = False,
+    ) -> int:
+        return await self._call(self.sync_store.truncate_stream, stream_id, before_version,
+                                expected_version=expected_version, force=force)
+
     async def close(self) -> None:
         await self._call(self.sync_store.close)
 

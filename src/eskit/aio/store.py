@@ -74,6 +74,7 @@ from eskit.stores.rows import (
     undecodable_page,
 )
 from eskit.stores.stream_listing import check_listing_args, page_of_streams
+from eskit.stores.truncation import check_truncate_args
 
 __all__ = ["AsyncEventStore"]
 
@@ -344,12 +345,27 @@ class AsyncEventStore(ABC):
         """Undo a soft delete. As :meth:`eskit.EventStore.restore_stream`."""
         return await self._restore_stream(stream_id, stream_key(stream_id))
 
+    async def truncate_stream(
+        self, stream_id: StreamId, before_version: int, *, expected_version: Expected = ANY,
+        force: bool = False,
+    ) -> int:
+        """Remove the stream's events below ``before_version`` (the newest stays);
+        returns how many went. As :meth:`eskit.EventStore.truncate_stream`."""
+        stream = stream_key(stream_id)
+        before = check_truncate_args(before_version, force)
+        expected = check_expected(expected_version)
+        return await self._truncate_stream(stream_id, stream, before, expected, force)
+
     async def _delete_stream(self, stream_id: StreamId, stream: str, expected: Expected,
                              hard: bool) -> int:
         raise NotImplementedError(f"{type(self).__name__} cannot delete streams")
 
     async def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         raise NotImplementedError(f"{type(self).__name__} cannot restore streams")
+
+    async def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                               expected: Expected, force: bool) -> int:
+        raise NotImplementedError(f"{type(self).__name__} cannot truncate streams")
 
     async def close(self) -> None:  # noqa: B027 - stores without connections need not override
         """Release connections. The store must not be used afterwards."""

@@ -28,7 +28,8 @@ Guarantees every store gives (checked by :mod:`eskit.testing.contract`):
   newly visible event. Positions may have gaps.
 * **Append only.** Nothing in this API updates an event; the one path that
   removes events is :meth:`EventStore.delete_stream` with ``hard=True``, which
-  leaves a tombstone (see docs/storage.md, "Deleting streams and retention").
+  leaves a tombstone, and :meth:`EventStore.truncate_stream`, which removes a
+  stream's oldest events (see docs/storage.md, "Deleting streams and retention").
 
 What is *not* guaranteed: timestamps are informative and may go backwards along
 positions (clocks move); positions are not dense (a failed append may use up
@@ -93,6 +94,7 @@ from eskit.stores.rows import (
     iter_tolerant,
 )
 from eskit.stores.stream_listing import check_listing_args, page_of_streams
+from eskit.stores.truncation import check_truncate_args
 from eskit.subscription import PollingWaiter, Subscription, Waiter
 
 __all__ = ["EventStore"]
@@ -466,6 +468,40 @@ class EventStore(ABC):  # noqa: B024
         self._wake_waiters()
         return result
 
+    def truncate_stream(
+        self, stream_id: StreamId, before_version: int, *, expected_version: Expected = ANY,
+        force: bool = False,
+    ) -> int:
+        """Remove the stream's events below ``before_version``; returns how many went.
+
+        The newest event always stays (a ``before_version`` above the head removes
+        all but it), so the stream keeps its head version: reads return the
+        remaining events, appends go on at head + 1, and the removed positions are
+        holes in the global order that readers and subscriptions pass over. The
+        removed event ids are forgotten, as a hard delete's are: a retry of a
+        removed event with ``expected_version=ANY`` would store it again (a retry
+        that names the version it expected gets a ConcurrencyError instead).
+
+        Unless ``force=True``, the stream must have a snapshot (in the store's own
+        snapshot table; for the in-memory store, in an InMemorySnapshotStore beside
+        it) at or above the first version kept, else
+        :class:`~eskit.TruncationRefusedError`: the repository then loads the
+        aggregate from that snapshot with the same state. Snapshots below the cut
+        are removed with the events. Loading a truncated stream without a usable
+        snapshot raises :class:`~eskit.StreamTruncatedError`, never a partial state.
+
+        ``expected_version`` is checked against the stream's head
+        (:class:`~eskit.ConcurrencyError` if it moved; nothing removed). Truncating
+        as far again is a no-op (0). A deleted stream raises
+        :class:`~eskit.StreamDeletedError`. One transaction: all or nothing.
+        """
+        stream = stream_key(stream_id)
+        before = check_truncate_args(before_version, force)
+        expected = check_expected(expected_version)
+        removed = self._truncate_stream(stream_id, stream, before, expected, force)
+        self._wake_waiters()
+        return removed
+
     def restore_stream(self, stream_id: StreamId) -> bool:
         """Undo a soft :meth:`delete_stream`: the stream reads as before, its events
         back in their places in the global order. ``True`` if it was soft-deleted,
@@ -552,6 +588,10 @@ class EventStore(ABC):  # noqa: B024
 
     def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         raise NotImplementedError(f"{type(self).__name__} cannot restore streams")
+
+    def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                         expected: Expected, force: bool) -> int:
+        raise NotImplementedError(f"{type(self).__name__} cannot truncate streams")
 
     # -- compatibility with seed-style subclasses --------------------------------------
 

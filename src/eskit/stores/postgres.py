@@ -73,7 +73,9 @@ from eskit.stores.postgres_transaction import (
     append_on,
     check_caller_connection,
 )
+from eskit.stores.postgres_truncation import TRUNCATION_SCHEMA
 from eskit.stores.rows import decode_rows
+from eskit.stores.truncation import truncation_cut
 from eskit.subscription import Waiter
 
 __all__ = ["PostgresEventStore", "PostgresTransaction"]
@@ -445,6 +447,29 @@ class PostgresEventStore(EventStore):
                           self.schema, "hard" if hard else "soft", stream, version, removed)
         return int(version)
 
+    def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                         expected: Expected, force: bool) -> int:
+        self._deletes_here(TRUNCATION_SCHEMA)
+        statements = self.sql.truncation
+        with self._connection() as conn, conn.transaction():
+            conn.execute(self.sql.deletion.start)
+            # Exclusive: appends of the stream (shared) wait, and none is in flight.
+            conn.execute(self.sql.lock_stream, {"stream": stream})
+            row = conn.execute(statements.state, {"s": stream}).fetchone()
+            assert row is not None  # one row of scalar subqueries, always
+            head, hard, first, snapshot = row
+            cut = truncation_cut(stream_id, expected, int(head), hard,
+                                 1 if first is None else int(first), before, snapshot, force)
+            if cut is None:
+                return 0
+            conn.execute(statements.write, (stream, cut))
+            removed = int(conn.execute(statements.remove_events, (stream, cut)).rowcount)
+            # Their events are gone: a snapshot below the cut can never be used again.
+            conn.execute(statements.remove_snapshots, (stream, cut))
+            _log.info("schema %s: truncated stream %r before version %d (%d events removed)",
+                      self.schema, stream, cut, removed)
+        return removed
+
     def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         self._deletes_here()
         statements = self.sql.deletion
@@ -457,15 +482,16 @@ class PostgresEventStore(EventStore):
                 _log.info("schema %s: restored soft-deleted stream %r", self.schema, stream)
         return state is not None
 
-    def _deletes_here(self) -> None:
+    def _deletes_here(self, needs: int = 6) -> None:
         if self._in_caller_transaction():
             raise InvalidInputError(
-                "delete_stream runs its own transaction: give it a store with a pool or DSN"
+                "delete_stream and truncate_stream run their own transaction: give them a "
+                "store with a pool or DSN"
             )
-        if self.sql.version < 6:
+        if self.sql.version < needs:
             raise StoreError(
-                f"schema {self.schema} has eskit schema version {self.sql.version}; deleting "
-                "streams needs 6: run `eskit migrate` first"
+                f"schema {self.schema} has eskit schema version {self.sql.version}; this "
+                f"needs {needs}: run `eskit migrate` first"
             )
 
     def _head(self, stream: str) -> int:

@@ -82,11 +82,12 @@ from eskit.stores.postgres_deletion import (
     visible_stream,
 )
 from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_append_migration
+from eskit.stores.postgres_truncation import TruncationStatements, truncation_migration
 from eskit.stores.prefix_range import prefix_upper_bound
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -314,6 +315,8 @@ class Statements:
             compression_migration(schema),
             # 5 -> 6: deleted streams and tombstones (eskit.stores.postgres_deletion).
             deletion_migration(schema),
+            # 6 -> 7: per-stream truncation (eskit.stores.postgres_truncation).
+            truncation_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -400,6 +403,7 @@ class Statements:
         self.notify_payload = sql.SQL("SELECT pg_notify(%s, %s)")
         self.listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
         self.deletion = DeletionStatements(schema)
+        self.truncation = TruncationStatements(schema)
         self.use_schema_version(SCHEMA_VERSION)
         # The transactions the horizon waits for: an id, and the events table's
         # ROW EXCLUSIVE lock (a prepared transaction's start is its prepare time).
@@ -449,7 +453,11 @@ class Statements:
                FROM (SELECT DISTINCT ON (stream_id) stream_id, version, tx_id, seq, recorded_at
                      FROM {events} WHERE true{shown}
                      ORDER BY stream_id, version DESC) AS last
-               JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
+               -- The stream's first stored event: version 1 unless truncate_stream
+               -- removed it (one probe of the primary key either way).
+               CROSS JOIN LATERAL (SELECT f.tx_id, f.seq FROM {events} AS f
+                                   WHERE f.stream_id = last.stream_id
+                                   ORDER BY f.version LIMIT 1) AS first
                ORDER BY first.tx_id, first.seq"""
         ).format(events=events, shown=shown)
         # locate_event: the UNIQUE index on event_id; deleted streams stay hidden.

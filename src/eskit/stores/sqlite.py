@@ -50,7 +50,7 @@ from eskit.errors import (
     StoreError,
 )
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores import sqlite_deletion
+from eskit.stores import sqlite_deletion, sqlite_truncation
 from eskit.stores.arguments import expected_range, resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.compression import (
@@ -85,7 +85,7 @@ _getpid = os.getpid  # on every call: a fork is detected by the process id chang
 # more threads read at once. Each holds two file descriptors (database and -wal).
 MAX_IDLE_READERS = 8
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 STORE_FORMAT = "eskit-event-store"
 
 # Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
@@ -153,6 +153,8 @@ MIGRATIONS: list[list[str]] = [
     SQLITE_DELETION_MIGRATION,
     # 4 -> 5: archived streams (eskit.archive, eskit.stores.sqlite_archive).
     SQLITE_ARCHIVE_MIGRATION,
+    # 5 -> 6: per-stream truncation (eskit.stores.sqlite_truncation).
+    sqlite_truncation.MIGRATION,
 ]
 
 _COLUMNS = (
@@ -269,6 +271,7 @@ class SQLiteEventStore(EventStore):
         self._visible = VISIBLE
         # False on a file of a schema before archives opened with create=False.
         self._archives = True
+        self._truncations = True  # False: a file of a schema before eskit_truncated_streams
         self._forking = False
         self._fork_quiet = self._fork_write_locked = self._after_fork = False
         if not create and not self._memory and not Path(self.path).is_file():
@@ -575,6 +578,8 @@ class SQLiteEventStore(EventStore):
                     self._visible = ""
                 if found < 5:  # no eskit_archived_streams yet: nothing is archived
                     self._archives = False
+                if found < 6:  # no eskit_truncated_streams yet
+                    self._truncations = False
                 return
             if "eskit_events" in tables and "eskit_meta" not in tables:
                 raise NotAnEskitStoreError(
@@ -912,6 +917,16 @@ class SQLiteEventStore(EventStore):
     def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         self._needs_deletions()
         return sqlite_deletion.restore_stream(self, stream_id, stream)
+
+    def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                         expected: Expected, force: bool) -> int:
+        if not self._truncations:
+            raise StoreError(
+                f"{self.path!r} has an eskit schema before truncation: open it with "
+                "SQLiteEventStore(path) (create=True) once to migrate it"
+            )
+        return sqlite_truncation.truncate_stream(self, stream_id, stream, before, expected,
+                                                 force)
 
     def _needs_deletions(self) -> None:
         if not self._visible:
