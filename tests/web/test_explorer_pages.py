@@ -501,3 +501,27 @@ def test_a_live_tail_response_ends_after_its_lifetime_so_servers_can_stop(
 def test_live_tail_needs_a_position_to_start_from(client) -> None:
     assert client.get("/log/live").status_code == 400
     assert client.get("/log/live", headers={"Last-Event-ID": "x"}).status_code == 400
+
+
+# -- inside eskit.web's app ----------------------------------------------------------------------
+
+
+def test_create_app_serves_the_explorer_and_its_writes_follow_the_web_settings(fresh) -> None:
+    from eskit.web import WebSettings, create_app
+
+    read_only = create_app(fresh.store, settings=WebSettings(write_tokens=(WRITE_TOKEN,),
+                                                               read_only=True))
+    with TestClient(read_only) as client:
+        assert "account-001" in client.get("/streams").text
+        refused = _act(client, fresh, action="skip")
+        assert refused.status_code == 403
+        assert "read-only" in refused.text
+    writable = create_app(fresh.store, settings=WebSettings(write_tokens=("other", WRITE_TOKEN)))
+    with TestClient(writable) as client:
+        assert _act(client, fresh, action="skip", token="wrong").status_code == 403
+        for token in ("other", WRITE_TOKEN):  # every write token of the settings
+            # Past the token and the confirmation; create_app gives no projection target yet.
+            response = _act(client, fresh, action="skip", token=token)
+            assert response.status_code == 404
+            assert "no projection target" in response.text
+    assert _status(fresh) == "parked"
