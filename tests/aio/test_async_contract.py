@@ -129,6 +129,9 @@ class SyncFacade(EventStore):
     def list_streams(self) -> list[StreamInfo]:
         return self._loop.run(self.inner.list_streams())
 
+    def locate_event(self, event_id: Any) -> tuple[StreamId, int] | None:
+        return self._loop.run(self.inner.locate_event(event_id))
+
     def list_streams_page(
         self, prefix: str = "", after: StreamId | None = None, limit: int = 100
     ) -> list[StreamInfo]:

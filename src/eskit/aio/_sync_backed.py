@@ -16,6 +16,7 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Generic, Self, TypeVar
+from uuid import UUID
 
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter, LocalAsyncWaiter
@@ -85,6 +86,9 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
 
     async def list_streams(self) -> list[StreamInfo]:
         return await self._call(self.sync_store.list_streams)
+
+    async def locate_event(self, event_id: UUID | str) -> tuple[StreamId, int] | None:
+        return await self._call(self.sync_store.locate_event, event_id)
 
     async def list_streams_page(
         self, prefix: str = "", after: StreamId | None = None, limit: int = 100

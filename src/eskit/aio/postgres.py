@@ -61,7 +61,7 @@ from eskit.aio.postgres_transaction import AsyncPostgresTransaction, append_on
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.arguments import resolve_conflict
+from eskit.stores.arguments import resolve_conflict, stream_id_from_key
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
 from eskit.stores.deletion import deleted_error, must_write_delete
 from eskit.stores.filtered import ReadFilter
@@ -642,6 +642,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
 
     async def _list_streams(self) -> list[StreamInfo]:
         return stream_infos(await self._fetchall(self.sql.list_streams))
+
+    async def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        row = await self._fetchone(self.sql.locate_event, (event_id,))
+        return None if row is None else (stream_id_from_key(row[0]), int(row[1]))
 
     async def _list_streams_page(
         self, prefix: str, after: str | None, limit: int

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
+from uuid import UUID
 
 from eskit.aio.subscription import AsyncPollingWaiter, AsyncSubscription, AsyncWaiter
 from eskit.errors import DecodingError, InvalidInputError
@@ -46,6 +47,7 @@ from eskit.stores.arguments import (
     WAIT_FOR_MAX_DELAY,
     StreamPages,
     check_as_of,
+    check_event_id,
     check_expected,
     check_limit,
     check_position,
@@ -379,6 +381,11 @@ class AsyncEventStore(ABC):
         """Every stream in the store, in order of its first event."""
         return await self._list_streams()
 
+    async def locate_event(self, event_id: UUID | str) -> tuple[StreamId, int] | None:
+        """Where the stored event with this id is: ``(stream id, version)``, or ``None``.
+        As :meth:`eskit.EventStore.locate_event`."""
+        return await self._locate_event(check_event_id(event_id))
+
     async def list_streams_page(
         self, prefix: str = "", after: StreamId | None = None, limit: int = 100
     ) -> list[StreamInfo]:
@@ -492,6 +499,12 @@ class AsyncEventStore(ABC):
 
     @abstractmethod
     async def _list_streams(self) -> list[StreamInfo]: ...
+
+    async def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        async for event in self.read_all(on_undecodable="yield"):
+            if event.event_id == event_id:
+                return event.aggregate_id, event.version
+        return None
 
     async def _list_streams_page(
         self, prefix: str, after: str | None, limit: int

@@ -89,6 +89,19 @@ def check_version_arg(name: str, value: object, *, allow_none: bool = False) -> 
 MAX_POSITION = 2**128 - 1
 
 
+def check_event_id(value: object) -> UUID:
+    """An event id to look up: a ``UUID``, or its text (any form ``UUID()`` reads)."""
+    if isinstance(value, UUID):
+        return value
+    if type(value) is str and len(value) <= 64:
+        try:
+            return UUID(value)
+        except ValueError:
+            pass
+    shown = repr(value) if type(value) is str and len(value) <= 64 else type(value).__name__
+    raise InvalidInputError(f"an event id must be a UUID or UUID text, got {shown}")
+
+
 def check_position(value: object) -> None:
     # Positions are opaque ordered ints; a store may pack several numbers into one
     # (PostgreSQL packs transaction id and sequence), so they can exceed 64 bits.

@@ -50,6 +50,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
+from uuid import UUID
 
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import (
@@ -64,6 +65,7 @@ from eskit.stores.arguments import (
     WAIT_FOR_MAX_DELAY,
     StreamPages,
     check_as_of,
+    check_event_id,
     check_expected,
     check_limit,
     check_position,
@@ -491,6 +493,17 @@ class EventStore(ABC):  # noqa: B024
             return []
         return self._list_streams_page(*checked)
 
+    def locate_event(self, event_id: UUID | str) -> tuple[StreamId, int] | None:
+        """Where the stored event with this id is: ``(stream id, version)``, or ``None``.
+
+        ``None`` also for an event of a deleted stream (hidden, like every read of
+        it). The event itself is one :meth:`read_stream` away (``version - 1`` to
+        ``version``), read and upcast as every read is. SQLite and PostgreSQL look
+        the id up in their unique index on event ids; a store without one of its own
+        reads :meth:`read_all` until it finds the id.
+        """
+        return self._locate_event(check_event_id(event_id))
+
     def delete_stream(
         self, stream_id: StreamId, expected_version: Expected = ANY, *, hard: bool = False
     ) -> int:
@@ -637,6 +650,12 @@ class EventStore(ABC):  # noqa: B024
 
     def _list_streams(self) -> list[StreamInfo]:
         raise NotImplementedError(f"{type(self).__name__} cannot list streams")
+
+    def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        for event in self.read_all(on_undecodable="yield"):
+            if event.event_id == event_id:
+                return event.aggregate_id, event.version
+        return None
 
     def _list_streams_page(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
         # Stores without an index of their own cut the page from the whole list.

@@ -178,6 +178,13 @@ class InMemoryEventStore(EventStore):
         with self._lock:
             return len(self._log)
 
+    def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        with self._lock:
+            row = self._by_id.get(event_id.int)
+            if row is None or row.stream in self._deleted:
+                return None
+            return stream_id_from_key(row.stream), row.version
+
     def _list_streams(self) -> list[StreamInfo]:
         with self._lock:
             # The newest row is never truncated away: rows[-1] is not None.

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any, TypeVar
+from uuid import UUID
 
 from eskit.errors import (
     InvalidInputError,
@@ -35,7 +36,7 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.arguments import resolve_conflict
+from eskit.stores.arguments import resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
 from eskit.stores.deletion import deleted_error, must_write_delete
@@ -575,6 +576,12 @@ class PostgresEventStore(EventStore):
     def _list_streams(self) -> list[StreamInfo]:
         rows = self._run(lambda conn: conn.execute(self.sql.list_streams).fetchall())
         return stream_infos(rows)
+
+    def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        row = self._run(
+            lambda conn: conn.execute(self.sql.locate_event, (event_id,)).fetchone()
+        )
+        return None if row is None else (stream_id_from_key(row[0]), int(row[1]))
 
     def _list_streams_page(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
         params = streams_page_params(prefix, after, limit)

@@ -464,6 +464,10 @@ class Statements:
                                    ORDER BY f.version LIMIT 1) AS first
                ORDER BY first.tx_id, first.seq"""
         ).format(events=events, shown=shown)
+        # locate_event: the UNIQUE index on event_id; deleted streams stay hidden.
+        self.locate_event = sql.SQL(
+            "SELECT stream_id, version FROM {events} WHERE event_id = %s{shown}"
+        ).format(events=events, shown=shown)
         # list_streams_page: code-point order (COLLATE "C", as SQLite and Python
         # compare), cut by the cursor and the prefix's range; a NULL bound is no bound.
         # The inner query finds each stream's head by GROUP BY, which walks an index on

@@ -893,6 +893,14 @@ class SQLiteEventStore(EventStore):
             StreamInfo(stream_id_from_key(s), v, p, micros_to_timestamp(t)) for s, v, p, t in rows
         ]
 
+    def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        with self._reading() as conn:  # the UNIQUE index on event_id
+            row = conn.execute(
+                f"SELECT stream_id, version FROM eskit_events WHERE event_id = ?{self._visible}",
+                (event_id.bytes,),
+            ).fetchone()
+        return None if row is None else (stream_id_from_key(row[0]), int(row[1]))
+
     def _list_streams_page(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
         # A range of the UNIQUE (stream_id, version) index, walked in order: GROUP BY
         # stops after `limit` streams, so a page reads only its own streams' rows.

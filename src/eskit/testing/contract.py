@@ -50,6 +50,7 @@ from eskit import (
 )
 from eskit.events import MAX_NAME_BYTES
 from eskit.testing.codec_contract import CodecContract
+from eskit.testing.event_lookup_contract import EventLookupContract
 from eskit.testing.filtered_read_contract import FilteredReadContract
 from eskit.testing.stream_listing_contract import StreamListingContract
 
@@ -102,12 +103,15 @@ def _ids(events: Any) -> list[uuid.UUID]:
     return [e.event_id for e in events]
 
 
-class EventStoreContract(CodecContract, StreamListingContract, FilteredReadContract):
+class EventStoreContract(
+    CodecContract, StreamListingContract, FilteredReadContract, EventLookupContract
+):
     """The guarantees of :class:`eskit.EventStore`. Subclass and implement ``create_store``.
 
     Payload and upcasting cases live in :class:`~eskit.testing.codec_contract.CodecContract`,
     paging the stream list in
-    :class:`~eskit.testing.stream_listing_contract.StreamListingContract`.
+    :class:`~eskit.testing.stream_listing_contract.StreamListingContract`, finding an
+    event by id in :class:`~eskit.testing.event_lookup_contract.EventLookupContract`.
     """
 
     def create_store(self, tmp_path: Path) -> EventStore:

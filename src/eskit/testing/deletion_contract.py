@@ -163,6 +163,21 @@ class DeletionContract:
         back = [_shape(e) for e in everything if e.aggregate_id != "del-c"]
         assert [_shape(e) for e in store.read_all(event_types=["Numbered"])] == back
 
+    def test_events_of_deleted_streams_are_located_nowhere_until_restored(
+        self, store: EventStore
+    ) -> None:
+        everything = self._interleaved(store)
+        soft = next(e for e in everything if e.aggregate_id == "del-b")
+        hard = next(e for e in everything if e.aggregate_id == "del-c")
+        kept = next(e for e in everything if e.aggregate_id == "del-a")
+        store.delete_stream("del-b")
+        store.delete_stream("del-c", hard=True)
+        assert store.locate_event(soft.event_id) is None
+        assert store.locate_event(hard.event_id) is None
+        assert store.locate_event(kept.event_id) == ("del-a", kept.version)
+        store.restore_stream("del-b")
+        assert store.locate_event(soft.event_id) == ("del-b", soft.version)
+
     def test_restore_brings_a_soft_deleted_stream_back_unchanged(
         self, store: EventStore
     ) -> None:
