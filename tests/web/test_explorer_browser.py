@@ -4,8 +4,8 @@ Each test walks through what a user would do on a store the test built, served b
 uvicorn on a loopback port. The screenshots on docs/explorer.md
 (docs/images/explorer-*.png) are the ones these tests take: they are written there only
 with ``ESKIT_SCREENSHOTS=docs`` (so a test run leaves the checkout unchanged), and to the
-test's temporary directory otherwise, so every run still takes them. Without chromium these tests skip, and fail under CI=true
-(``.ci/run`` installs it).
+test's temporary directory otherwise, so every run still takes them. Without chromium
+these tests skip, and fail under CI=true (``.ci/run`` installs it).
 """
 
 from __future__ import annotations
