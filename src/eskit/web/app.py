@@ -11,12 +11,13 @@ import importlib
 import importlib.util
 import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
 
+from eskit.aggregate import Aggregate
 from eskit.aio._sync_backed import SyncBackedStore
 from eskit.aio.config import open_store as open_async_store
 from eskit.aio.memory import AsyncInMemoryEventStore
@@ -62,6 +63,7 @@ def _as_async(store: EventStore | AsyncEventStore) -> AsyncEventStore:
 def create_app(
     store: EventStore | AsyncEventStore | str | os.PathLike[str], *,
     settings: WebSettings | None = None, schema: str | None = None,
+    aggregates: Sequence[type[Aggregate]] = (),
 ) -> FastAPI:
     """A FastAPI app serving ``store`` over HTTP (see docs/http-api.md).
 
@@ -73,13 +75,16 @@ def create_app(
     async store belongs to the event loop it was opened in, so pass one only to an
     app served in that loop; a URL is opened in the server's own.
 
-    ``settings`` default to ``WebSettings()``: reads open to anyone who reaches the
+    ``aggregates``: the aggregate classes whose state and diffs the explorer shows
+    (time travel). ``settings`` default to ``WebSettings()``: reads open to anyone who reaches the
     server, writes refused. The OpenAPI spec is at ``/api/openapi.json`` and its
     page at ``/api/docs``.
     """
     settings = WebSettings() if settings is None else settings
     if not isinstance(settings, WebSettings):
         raise InvalidInputError("settings must be a WebSettings")
+    if not all(isinstance(a, type) and issubclass(a, Aggregate) for a in aggregates):
+        raise InvalidInputError("aggregates must be Aggregate classes")
     url = store if isinstance(store, str | os.PathLike) else None
 
     @asynccontextmanager
@@ -107,7 +112,7 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(api.router)
     app.include_router(sse.router)
-    _mount_explorer(app, store, settings)
+    _mount_explorer(app, store, settings, tuple(aggregates))
     # Outermost first: the path is fixed before routing, the size checked before reading.
     app.add_middleware(RawStreamPath)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
@@ -130,7 +135,8 @@ def stop_event_streams(app: FastAPI) -> None:
     streams.close()
 
 
-def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings) -> None:
+def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings,
+                    aggregates: tuple[type[Aggregate], ...]) -> None:
     """Mount ``explorer_routes(store, settings)`` at ``/`` when the explorer is there.
 
     Only over a sync store (or an async one wrapping a sync store), which is what
@@ -148,4 +154,4 @@ def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings) -> None:
     if not isinstance(store, EventStore | SyncBackedStore):
         return
     explorer = importlib.import_module("eskit.web.explorer")
-    app.router.routes.extend(explorer.explorer_routes(store, settings))
+    app.router.routes.extend(explorer.explorer_routes(store, settings, aggregates=aggregates))
