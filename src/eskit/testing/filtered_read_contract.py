@@ -62,7 +62,7 @@ def _ids(events: Iterable[Any]) -> list[uuid.UUID]:
 class FilteredReadContract:
     """What ``read_all(event_types=..., stream_prefixes=...)`` guarantees on every store."""
 
-    def _fill(self, store: EventStore) -> None:
+    def _fill_filtered(self, store: EventStore) -> None:
         store.append("account-1", [NewEvent("Opened"), NewEvent("Deposited", {"n": 1})])
         store.append("order-1", [NewEvent("Placed"), NewEvent("Deposited", {"n": 2})])
         store.append("account-2", [NewEvent("Opened"), NewEvent("Closed")])
@@ -70,7 +70,7 @@ class FilteredReadContract:
         store.append("account-1", [NewEvent("Deposited", {"n": 3})])
 
     def test_a_type_filter_returns_those_types_in_global_order(self, store: EventStore) -> None:
-        self._fill(store)
+        self._fill_filtered(store)
         got = list(store.read_all(event_types=["Deposited"]))
         assert [e.event_data["n"] for e in got] == [1, 2, 3]
         assert _ids(store.read_all(event_types={"Placed", "Closed"})) == _expected(
@@ -84,7 +84,7 @@ class FilteredReadContract:
     def test_a_category_filter_returns_the_streams_with_the_prefix_in_global_order(
         self, store: EventStore
     ) -> None:
-        self._fill(store)
+        self._fill_filtered(store)
         got = list(store.read_all(stream_prefixes=["order-"]))
         assert [(str(e.aggregate_id), e.event_type) for e in got] == [
             ("order-1", "Placed"), ("order-1", "Deposited"), ("order-2", "Placed"),
@@ -105,7 +105,7 @@ class FilteredReadContract:
         assert [e.aggregate_id for e in got] == [stream]
 
     def test_types_and_prefixes_together_must_both_match(self, store: EventStore) -> None:
-        self._fill(store)
+        self._fill_filtered(store)
         got = list(store.read_all(event_types=["Deposited", "Opened"],
                                   stream_prefixes=["account-"]))
         assert [(str(e.aggregate_id), e.event_type) for e in got] == [
@@ -131,7 +131,7 @@ class FilteredReadContract:
         )
 
     def test_empty_lists_match_nothing(self, store: EventStore) -> None:
-        self._fill(store)
+        self._fill_filtered(store)
         assert list(store.read_all(event_types=[])) == []
         assert list(store.read_all(stream_prefixes=[])) == []
         assert list(store.read_all(event_types=["Opened"], stream_prefixes=[])) == []
@@ -149,7 +149,7 @@ class FilteredReadContract:
     def test_from_position_is_exclusive_and_a_limit_counts_matching_events(
         self, store: EventStore
     ) -> None:
-        self._fill(store)
+        self._fill_filtered(store)
         deposits = list(store.read_all(event_types=["Deposited"]))
         after_first = list(store.read_all(deposits[0].position or 0, event_types=["Deposited"]))
         assert _ids(after_first) == _ids(deposits[1:])
