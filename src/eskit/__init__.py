@@ -12,8 +12,10 @@ from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
 from eskit.codec import register_type
 from eskit.config import open_store
+from eskit.dcb import AppendCondition, Query, QueryItem, ReadResult
 from eskit.errors import (
     AggregateNotFound,
+    AppendConditionFailed,
     AppendNotFirstWriteError,
     BrokerUnavailableError,
     BusError,
@@ -107,6 +109,8 @@ __all__ = [
     "STREAM_EXISTS",
     "Aggregate",
     "AggregateNotFound",
+    "AppendCondition",
+    "AppendConditionFailed",
     "AppendNotFirstWriteError",
     "BrokerUnavailableError",
     "BusError",
@@ -147,6 +151,9 @@ __all__ = [
     "ProjectionFailed",
     "ProjectionRunner",
     "PostgresSnapshotStore",
+    "Query",
+    "QueryItem",
+    "ReadResult",
     "Repository",
     "RetryPolicy",
     "SQLiteEventStore",

@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from eskit.errors import (
+    AppendConditionFailed,
     InvalidInputError,
     MissingExtraError,
     StoreError,
@@ -29,12 +30,15 @@ from eskit.errors import (
 try:
     import psycopg
     from psycopg import errors as pg_errors
+    from psycopg import sql
     from psycopg.pq import TransactionStatus
     from psycopg_pool import ConnectionPool
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
+from eskit.dcb import AppendCondition, Query, set_tags
 from eskit.events import Event, EventRegistry, StreamId
+from eskit.stores import postgres_dcb
 from eskit.stores.arguments import resolve_conflict
 from eskit.stores.base import EventStore
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
@@ -48,9 +52,10 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
-from eskit.stores.postgres_deletion import STREAM_DELETED
+from eskit.stores.postgres_deletion import STREAM_DELETED, visible_stream
 from eskit.stores.postgres_listen import ListenWaiter, Notifier
 from eskit.stores.postgres_schema import (
+    EVENT_COLUMNS,
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
     SCHEMA_VERSION,
@@ -356,6 +361,8 @@ class PostgresEventStore(EventStore):
             with self._connection() as conn:
                 if self._in_caller_transaction():
                     return append_on(self, conn, stream_id, stream, expected, batch)
+        if self.sql.version < 7 and any(p.tags for p in batch):
+            self._needs_tags()
         params = append_params(
             stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
         )
@@ -390,6 +397,103 @@ class PostgresEventStore(EventStore):
                 )
             return result
         raise too_busy(stream)
+
+    def _append_if(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition,
+    ) -> AppendResult:
+        self._needs_tags()
+        if self._in_caller_transaction():
+            raise InvalidInputError(
+                "a conditional append runs its own transaction: give it a store with a pool "
+                "or DSN"
+            )
+        query = condition.fail_if_events_match
+        check, check_params = postgres_dcb.check_statement(self.schema, query, self._shown())
+        after_tx, after_seq = unpack_position(condition.after_position)
+        params = append_params(
+            stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
+        )
+        locks = {"stream": stream, **postgres_dcb.condition_params(batch, condition)}
+
+        def attempt(conn: psycopg.Connection[Any]) -> list[Any] | None:
+            # See eskit.stores.postgres_dcb for why this order cannot miss an event.
+            with conn.transaction():
+                conn.execute(self.sql.lock_condition, locks)
+                if conn.execute(check, {**check_params, "after_tx": after_tx,
+                                        "after_seq": after_seq}).fetchone() is not None:
+                    return None
+                return conn.execute(self.sql.append, params).fetchall()
+
+        try:
+            rows = self._run(attempt)
+        except StoreError as exc:
+            cause = exc.__cause__
+            if getattr(cause, "sqlstate", None) == STREAM_DELETED:
+                self._refuse_if_deleted(stream_id, stream)
+            if not isinstance(cause, pg_errors.UniqueViolation):
+                raise
+            return resolve_conflict(
+                stream_id, stream, expected, self._head(stream), batch, self._find(batch)
+            )
+        if rows is None:
+            found = self._find(batch)
+            if found:  # a retry of this append: its own events match the query
+                return resolve_conflict(
+                    stream_id, stream, expected, self._head(stream), batch, found
+                )
+            raise AppendConditionFailed(stream_id, condition)
+        result = inserted_result(stream_id, batch, rows)
+        if result is None:
+            self._refuse_if_deleted(stream_id, stream)
+            return resolve_conflict(stream_id, stream, expected, rows[0][0], batch,
+                                    self._find(batch))
+        return result
+
+    def _shown(self) -> Any:
+        return visible_stream(self.schema, "eskit_events")
+
+    def _needs_tags(self) -> None:
+        if self.sql.version < 7:
+            raise StoreError(
+                f"schema {self.schema} has eskit schema version {self.sql.version}; DCB "
+                "tags and conditions need 7: run `eskit migrate` first"
+            )
+
+    def _read_events(
+        self, query: Query, after: int, limit: int | None
+    ) -> tuple[list[Event], int]:
+        self._needs_tags()
+        statement, params = postgres_dcb.read_statement(
+            self.schema, query, self._shown(), sql.SQL(EVENT_COLUMNS), limit
+        )
+        after_tx, after_seq = unpack_position(after)
+
+        def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], int, list[Any]]:
+            # The head first, in a statement of its own: nothing can become visible
+            # at or before a visible position later, so the events up to it are all
+            # there for the second statement (see eskit.stores.postgres_dcb).
+            head_row = conn.execute(self.sql.head_position).fetchone()
+            head_tx, head_seq = (head_row[0], head_row[1]) if head_row else ("0", 0)
+            rows = conn.execute(statement, {
+                **params, "after_tx": after_tx, "after_seq": after_seq,
+                "head_tx": head_tx, "head_seq": head_seq, "limit": limit,
+            }).fetchall()
+            tag_rows = conn.execute(
+                postgres_dcb.tags_statement(self.schema),
+                ([str(r[0]) for r in rows], [r[1] for r in rows]),
+            ).fetchall() if rows else []
+            return rows, pack_position(head_tx, head_seq), tag_rows
+
+        rows, head, tag_rows = self._run(read)
+        events = decode_rows(rows)
+        by_position: dict[int, list[str]] = {}
+        for tx, seq, tag in tag_rows:
+            by_position.setdefault(pack_position(tx, seq), []).append(tag)
+        for event in events:
+            if (tags := by_position.get(event.position)):
+                set_tags(event, tuple(tags))
+        return events, head
 
     def _append_holding_stream_lock(
         self, conn: psycopg.Connection[Any], params: dict[str, Any]

@@ -75,6 +75,12 @@ from eskit.stores.arguments import expected_range, stream_id_from_key
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, stored_data
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
 from eskit.stores.postgres_compression import compression_migration
+from eskit.stores.postgres_dcb import (
+    append_statement,
+    dcb_migration,
+    dcb_params,
+    lock_statement,
+)
 from eskit.stores.postgres_deletion import (
     DeletionStatements,
     deletion_migration,
@@ -85,7 +91,7 @@ from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -313,6 +319,8 @@ class Statements:
             compression_migration(schema),
             # 5 -> 6: deleted streams and tombstones (eskit.stores.postgres_deletion).
             deletion_migration(schema),
+            # 6 -> 7: DCB tags and lock keys (eskit.stores.postgres_dcb).
+            dcb_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -330,6 +338,9 @@ class Statements:
             sql.Literal(f"eskit-append:{schema}:")
         )
         self.lock_stream = sql.SQL("SELECT pg_advisory_xact_lock({})").format(stream_lock)
+        # From schema 7: DCB (eskit.stores.postgres_dcb).
+        self._append_7 = append_statement(schema, stream_lock)
+        self.lock_condition = lock_statement(stream_lock)
         append_5 = sql.SQL(
             """WITH turn AS (
                    SELECT pg_advisory_xact_lock_shared({stream_lock})
@@ -429,7 +440,8 @@ class Statements:
         events = sql.SQL("{}.eskit_events").format(sql.Identifier(self.schema))
         self.version = version
         self.append = (
-            self._append_6 if version >= 6 else self._append_5 if version >= 5 else self._append_4
+            self._append_7 if version >= 7 else self._append_6 if version >= 6
+            else self._append_5 if version >= 5 else self._append_4
         )
         # From schema 6: the events of deleted streams are hidden from every read.
         shown: sql.Composable = (
@@ -616,6 +628,7 @@ def append_params(
         "meta": [p.metadata.decode() for p in batch],
         "lo": lo,
         "hi": hi,
+        **dcb_params(batch),
     }
 
 

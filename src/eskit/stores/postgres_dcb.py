@@ -1,0 +1,250 @@
+"""DCB on PostgreSQL: the tags table, the locking append and the condition check.
+
+SQL only, no I/O (shared by the sync and async front ends); see :mod:`eskit.dcb`
+for the semantics and docs/consistency.md for the proof.
+
+**Why a conditional append cannot miss a concurrent event, without serialising
+writers.** Every append takes, shared, a transaction-scoped advisory lock on each
+*lock key* of its events (:func:`eskit.dcb.event_lock_keys`: the (type, tag),
+(type, any), (any, tag) and (any, any) keys), in the statement that inserts them
+and before the insert (``keys`` feeds ``head``, which feeds the insert). A
+conditional append first takes, exclusive, the key each item of its query names
+(:func:`eskit.dcb.query_lock_keys`): every event the query can match holds one of
+them. That waits for every append in flight whose events the query could match,
+and holds new ones back until it commits. Only then, in a later statement (READ
+COMMITTED: a newer snapshot, which sees every one of them committed), does it look
+for a matching event after ``after``, and then it inserts. Two plain appends never
+wait for each other (shared with shared); two conditional appends wait only when a
+key is shared, which means their queries or events may overlap (or, rarely, two
+keys' 64-bit hashes collide: a wait, never a wrong answer). Keys are taken in one
+sorted order, after the stream's lock, as every append takes them: no deadlock.
+
+**Why ``after`` is sound with the (transaction id, sequence) order.** A read takes
+the head position first, in a statement of its own, then the matching events at
+or before it. The store's order guarantees that no event can later become
+visible at or before a position already visible (the read horizon, see
+:mod:`eskit.stores.postgres_schema`), so the read saw every matching event up to
+its position, and any event it did not see lies after it, where the check looks
+without any horizon (it must see every committed row).
+
+Not covered: an append through ``in_transaction`` that is a *late* append (its
+transaction wrote elsewhere first) is stamped with a position computed before it
+waits for the keys; conditional appends are refused there.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+try:
+    from psycopg import sql
+except ImportError as exc:  # pragma: no cover - the postgres extra is checked by its users
+    from eskit.errors import MissingExtraError
+
+    raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
+
+from eskit.dcb import AppendCondition, Query, QueryItem, event_lock_keys, lock_plan, query_lock_keys
+from eskit.stores.model import PendingEvent
+
+__all__ = ["dcb_migration"]
+
+
+def dcb_migration(schema: str) -> list[sql.Composed]:
+    """The statements of migration 6 -> 7 for ``schema`` (already validated)."""
+    s = sql.Identifier(schema)
+    events = sql.SQL("{}.eskit_events").format(s)
+    tags = sql.SQL("{}.eskit_event_tags").format(s)
+    return [
+        # One row per tag of an event; (tag, tx_id, seq) makes a tag's events after a
+        # position one index range. ``ord`` keeps the order the tags were given in.
+        sql.SQL(
+            """CREATE TABLE {tags} (
+                   tag    text   NOT NULL,
+                   tx_id  xid8   NOT NULL,
+                   seq    bigint NOT NULL,
+                   ord    int    NOT NULL,
+                   CONSTRAINT eskit_event_tags_key PRIMARY KEY (tag, tx_id, seq)
+               )"""
+        ).format(tags=tags),
+        sql.SQL("CREATE INDEX eskit_event_tags_event ON {} (tx_id, seq)").format(tags),
+        # A hard delete of a stream takes its events' tags (they may name people).
+        sql.SQL(
+            """CREATE FUNCTION {schema}.eskit_remove_tags() RETURNS trigger
+               LANGUAGE plpgsql AS $$
+               BEGIN
+                   DELETE FROM {tags} WHERE tx_id = OLD.tx_id AND seq = OLD.seq;
+                   RETURN NULL;
+               END $$"""
+        ).format(schema=s, tags=tags),
+        sql.SQL(
+            """CREATE TRIGGER eskit_events_remove_tags AFTER DELETE ON {events}
+               FOR EACH ROW EXECUTE FUNCTION {schema}.eskit_remove_tags()"""
+        ).format(events=events, schema=s),
+    ]
+
+
+def append_statement(schema: str, stream_lock: sql.Composable) -> sql.Composed:
+    """Schema 7's append: schema 6's, plus the event keys' shared locks (before the
+    insert) and the tags (in the same statement: one round trip, still idempotent)."""
+    s = sql.Identifier(schema)
+    return sql.SQL(
+        """WITH turn AS (
+               SELECT pg_advisory_xact_lock_shared({stream_lock})
+           ), keys AS (
+               -- The stream's lock first, then the keys in sorted order: the order
+               -- every append and conditional append takes them in.
+               SELECT (SELECT count(*) FROM (
+                   SELECT pg_advisory_xact_lock_shared(k.hi, k.lo)
+                   FROM unnest(%(key_hi)b::int[], %(key_lo)b::int[]) WITH ORDINALITY
+                        AS k(hi, lo, ord)
+                   ORDER BY k.ord) AS locked) AS n
+               FROM turn
+           ), head AS (
+               SELECT (SELECT coalesce(max(version), 0) FROM {events}
+                       WHERE stream_id = %(stream)s) AS v
+               FROM keys
+           ), ins AS (
+               INSERT INTO {events} (event_id, stream_id, version, event_type,
+                                     schema_version, recorded_at, data, metadata,
+                                     data_zstd)
+               SELECT u.event_id, %(stream)s, head.v + u.ord, u.event_type,
+                      u.schema_version, u.recorded_at, u.data::json, u.metadata::json,
+                      u.zdata
+               FROM head,
+                    unnest(%(ids)b::uuid[], %(types)b::text[], %(schema_versions)b::int[],
+                           %(recorded)b::timestamptz[], %(data)b::text[], %(meta)b::text[],
+                           %(zdata)b::bytea[])
+                    WITH ORDINALITY AS u(event_id, event_type, schema_version,
+                                         recorded_at, data, metadata, zdata, ord)
+               WHERE head.v BETWEEN %(lo)s AND %(hi)s
+                 AND NOT EXISTS (SELECT FROM {deleted} WHERE stream_id = %(stream)s)
+               ORDER BY u.ord
+               RETURNING version, tx_id, seq
+           ), tagged AS (
+               INSERT INTO {tags} (tag, tx_id, seq, ord)
+               SELECT g.tag, ins.tx_id, ins.seq, g.n
+               FROM head
+               JOIN unnest(%(tag_event)b::int[], %(tag_name)b::text[], %(tag_ord)b::int[])
+                    AS g(ev, tag, n) ON true
+               JOIN ins ON ins.version = head.v + g.ev
+           )
+           SELECT head.v, ins.version, ins.tx_id::text AS tx, ins.seq
+           FROM head LEFT JOIN ins ON true
+           ORDER BY ins.version"""
+    ).format(
+        stream_lock=stream_lock, events=sql.SQL("{}.eskit_events").format(s),
+        tags=sql.SQL("{}.eskit_event_tags").format(s),
+        deleted=sql.SQL("{}.eskit_deleted_streams").format(s),
+    )
+
+
+def lock_statement(stream_lock: sql.Composable) -> sql.Composed:
+    """A conditional append's first statement: the stream's lock exclusive (no race
+    for its next version), then every key, sorted, each in its mode."""
+    return sql.SQL(
+        """SELECT pg_advisory_xact_lock({stream_lock}),
+                  (SELECT count(*) FROM (
+                       SELECT CASE WHEN k.x THEN pg_advisory_xact_lock(k.hi, k.lo)::text
+                                   ELSE pg_advisory_xact_lock_shared(k.hi, k.lo)::text END
+                       FROM unnest(%(lock_hi)b::int[], %(lock_lo)b::int[], %(lock_x)b::bool[])
+                            WITH ORDINALITY AS k(hi, lo, x, ord)
+                       ORDER BY k.ord) AS locked)"""
+    ).format(stream_lock=stream_lock)
+
+
+def dcb_params(batch: Sequence[PendingEvent]) -> dict[str, Any]:
+    """The append statement's DCB parameters: the events' keys and their tags."""
+    hi, lo, _ = lock_plan(event_lock_keys((p.event_type, p.tags) for p in batch), set())
+    tag_event: list[int] = []
+    tag_name: list[str] = []
+    tag_ord: list[int] = []
+    for i, p in enumerate(batch):
+        for n, tag in enumerate(p.tags):
+            tag_event.append(i + 1)
+            tag_name.append(tag)
+            tag_ord.append(n)
+    return {"key_hi": hi, "key_lo": lo, "tag_event": tag_event, "tag_name": tag_name,
+            "tag_ord": tag_ord}
+
+
+def condition_params(
+    batch: Sequence[PendingEvent], condition: AppendCondition
+) -> dict[str, Any]:
+    hi, lo, x = lock_plan(
+        event_lock_keys((p.event_type, p.tags) for p in batch),
+        query_lock_keys(condition.fail_if_events_match),
+    )
+    return {"lock_hi": hi, "lock_lo": lo, "lock_x": x}
+
+
+class _Params(dict[str, Any]):
+    def bind(self, value: Any) -> sql.Placeholder:
+        name = f"q{len(self)}"
+        self[name] = value
+        return sql.Placeholder(name)
+
+
+def _item_sql(schema: str, item: QueryItem, params: _Params) -> sql.Composed:
+    """``(tx_id, seq)`` of the events ``item`` matches after ``%(after_tx)s, %(after_seq)s``."""
+    s = sql.Identifier(schema)
+    types: sql.Composable = sql.SQL("")
+    if item.types:
+        types = sql.SQL(" AND e.event_type = ANY({}::text[])").format(
+            params.bind(list(item.types))
+        )
+    after = sql.SQL("(%(after_tx)s::text::xid8, %(after_seq)s)")
+    if not item.tags:
+        return sql.SQL(
+            "SELECT e.tx_id, e.seq FROM {}.eskit_events AS e WHERE (e.tx_id, e.seq) > {}{}"
+        ).format(s, after, types)
+    first, *rest = item.tags
+    query = sql.SQL(
+        "SELECT t.tx_id, t.seq FROM {s}.eskit_event_tags AS t"
+        " JOIN {s}.eskit_events AS e ON e.tx_id = t.tx_id AND e.seq = t.seq"
+        " WHERE t.tag = {first} AND (t.tx_id, t.seq) > {after}{types}"
+    ).format(s=s, first=params.bind(first), after=after, types=types)
+    for tag in rest:
+        query = sql.SQL(
+            "{} AND EXISTS (SELECT FROM {}.eskit_event_tags AS o"
+            " WHERE o.tag = {} AND o.tx_id = t.tx_id AND o.seq = t.seq)"
+        ).format(query, s, params.bind(tag))
+    return query
+
+
+def matching(schema: str, query: Query, visible: sql.Composable) -> tuple[sql.Composed, _Params]:
+    """``WHERE`` text selecting the visible events (alias ``eskit_events``) matching
+    ``query`` after ``%(after_tx)s, %(after_seq)s`` (parameters the caller adds)."""
+    params = _Params()
+    union = sql.SQL(" UNION ").join(_item_sql(schema, i, params) for i in query.items)
+    return sql.SQL("(tx_id, seq) IN ({}){}").format(union, visible), params
+
+
+def check_statement(schema: str, query: Query, visible: sql.Composable
+                    ) -> tuple[sql.Composed, _Params]:
+    where, params = matching(schema, query, visible)
+    return sql.SQL("SELECT 1 FROM {}.eskit_events WHERE {} LIMIT 1").format(
+        sql.Identifier(schema), where
+    ), params
+
+
+def read_statement(
+    schema: str, query: Query, visible: sql.Composable, columns: sql.Composable,
+    limit: int | None,
+) -> tuple[sql.Composed, _Params]:
+    where, params = matching(schema, query, visible)
+    statement = sql.SQL(
+        "SELECT {cols} FROM {s}.eskit_events WHERE {where}"
+        " AND (tx_id, seq) <= (%(head_tx)s::text::xid8, %(head_seq)s) ORDER BY tx_id, seq"
+    ).format(cols=columns, s=sql.Identifier(schema), where=where)
+    if limit is not None:
+        statement = sql.SQL("{} LIMIT %(limit)s").format(statement)
+    return statement, params
+
+
+def tags_statement(schema: str) -> sql.Composed:
+    return sql.SQL(
+        "SELECT tx_id::text::bigint, seq, tag FROM {}.eskit_event_tags"
+        " WHERE (tx_id, seq) IN (SELECT * FROM unnest(%s::text[]::xid8[], %s::bigint[]))"
+        " ORDER BY tx_id, seq, ord"
+    ).format(sql.Identifier(schema))
