@@ -32,7 +32,7 @@ and then queue, never fail).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from eskit.errors import InvalidInputError
@@ -227,6 +227,21 @@ class ReadResult:
 
     def __len__(self) -> int:
         return len(self.events)
+
+
+def read_result(
+    events: list[Event], head: int, after: int, limit: int | None,
+    upcast: Callable[[list[Event]], list[Event]],
+) -> ReadResult:
+    """What ``read_events`` returns for a store's ``(events, head)`` (sync and async).
+
+    A read cut short by ``limit`` is consistent only up to its last event.
+    """
+    if limit is not None and len(events) == limit and events:
+        position = events[-1].position
+    else:
+        position = max(head, after)
+    return ReadResult(tuple(upcast(events)), position)
 
 
 # -- lock keys (PostgreSQL) ------------------------------------------------------------

@@ -50,7 +50,14 @@ from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
 
-from eskit.dcb import AppendCondition, Query, ReadResult, check_condition, check_query
+from eskit.dcb import (
+    AppendCondition,
+    Query,
+    ReadResult,
+    check_condition,
+    check_query,
+    read_result,
+)
 from eskit.errors import InvalidInputError
 from eskit.events import (
     Event,
@@ -211,10 +218,7 @@ class EventStore(ABC):  # noqa: B024
         if limit == 0:
             return ReadResult((), after)
         events, head = self._read_events(query, after, limit)
-        position = events[-1].position if limit is not None and len(events) == limit else max(
-            head, after
-        )
-        return ReadResult(tuple(self.registry.upcast(events)), position)
+        return read_result(events, head, after, limit, self.registry.upcast)
 
     def read_stream(
         self,

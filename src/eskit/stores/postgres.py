@@ -36,7 +36,7 @@ try:
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
-from eskit.dcb import AppendCondition, Query, set_tags
+from eskit.dcb import AppendCondition, Query
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores import postgres_dcb
 from eskit.stores.arguments import resolve_conflict
@@ -480,19 +480,13 @@ class PostgresEventStore(EventStore):
                 "head_tx": head_tx, "head_seq": head_seq, "limit": limit,
             }).fetchall()
             tag_rows = conn.execute(
-                postgres_dcb.tags_statement(self.schema),
-                ([str(r[0]) for r in rows], [r[1] for r in rows]),
+                postgres_dcb.tags_statement(self.schema), postgres_dcb.tag_lookup_params(rows)
             ).fetchall() if rows else []
             return rows, pack_position(head_tx, head_seq), tag_rows
 
         rows, head, tag_rows = self._run(read)
         events = decode_rows(rows)
-        by_position: dict[int, list[str]] = {}
-        for tx, seq, tag in tag_rows:
-            by_position.setdefault(pack_position(tx, seq), []).append(tag)
-        for event in events:
-            if (tags := by_position.get(event.position)):
-                set_tags(event, tuple(tags))
+        postgres_dcb.attach_tag_rows(events, tag_rows)
         return events, head
 
     def _append_holding_stream_lock(

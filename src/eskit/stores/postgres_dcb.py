@@ -44,7 +44,16 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
-from eskit.dcb import AppendCondition, Query, QueryItem, event_lock_keys, lock_plan, query_lock_keys
+from eskit.dcb import (
+    AppendCondition,
+    Query,
+    QueryItem,
+    event_lock_keys,
+    lock_plan,
+    query_lock_keys,
+    set_tags,
+)
+from eskit.events import Event
 from eskit.stores.model import PendingEvent
 
 __all__ = ["dcb_migration"]
@@ -248,3 +257,18 @@ def tags_statement(schema: str) -> sql.Composed:
         " WHERE (tx_id, seq) IN (SELECT * FROM unnest(%s::text[]::xid8[], %s::bigint[]))"
         " ORDER BY tx_id, seq, ord"
     ).format(sql.Identifier(schema))
+
+
+def attach_tag_rows(events: Sequence[Event], tag_rows: Sequence[Any]) -> None:
+    """Give events just decoded their tags from ``tags_statement`` rows (tx, seq, tag)."""
+    by_position: dict[int, list[str]] = {}
+    for tx, seq, tag in tag_rows:
+        by_position.setdefault(int(tx) << 64 | seq, []).append(tag)
+    for event in events:
+        if tags := by_position.get(event.position):
+            set_tags(event, tuple(tags))
+
+
+def tag_lookup_params(rows: Sequence[Any]) -> tuple[list[str], list[int]]:
+    """``tags_statement``'s parameters for event rows (EVENT_COLUMNS: tx number, seq)."""
+    return [str(r[0]) for r in rows], [r[1] for r in rows]
