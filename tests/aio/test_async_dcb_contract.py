@@ -38,6 +38,13 @@ class DCBFacade(SyncFacade):
     def read_events(self, query: Query, after: int = 0, limit: int | None = None) -> ReadResult:
         return self._loop.run(self.inner.read_events(query, after, limit))
 
+    def delete_stream(self, stream_id: StreamId, expected_version: Any = ANY, *,
+                      hard: bool = False) -> int:
+        return self._loop.run(self.inner.delete_stream(stream_id, expected_version, hard=hard))
+
+    def restore_stream(self, stream_id: StreamId) -> bool:
+        return self._loop.run(self.inner.restore_stream(stream_id))
+
 
 class AsyncDCB(DCBContract):
     @pytest.fixture(autouse=True)

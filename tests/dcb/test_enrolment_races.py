@@ -104,7 +104,7 @@ def _process_worker(kind: str, target: str, schema: str, seed: int, results: Any
 
             store = PostgresEventStore(target, schema=schema, setup=False, pool_size=2)
         with store:
-            results.put(("ok", dict(_threads(store, count=2, tries=15, seed=seed))))
+            results.put(("ok", dict(_threads(store, count=2, tries=10, seed=seed))))
     except BaseException as exc:
         results.put(("error", f"{type(exc).__name__}: {exc}"))
 
@@ -127,7 +127,7 @@ def test_racing_processes_never_oversubscribe(
     for w in workers:
         w.start()
     try:
-        mine = _threads(store, count=2, tries=15, seed=7)  # and the parent races too
+        mine = _threads(store, count=2, tries=10, seed=7)  # and the parent races too
         reports = [results.get(timeout=120) for _ in workers]
         for w in workers:
             w.join(30)

@@ -213,11 +213,13 @@ def _item_sql(schema: str, item: QueryItem, params: _Params) -> sql.Composed:
         " JOIN {s}.eskit_events AS e ON e.tx_id = t.tx_id AND e.seq = t.seq"
         " WHERE t.tag = {first} AND (t.tx_id, t.seq) > {after}{types}"
     ).format(s=s, first=params.bind(first), after=after, types=types)
-    for tag in rest:
+    if rest:
+        # One correlated count over the event's own tags, not one EXISTS per tag: with
+        # 31 EXISTS the planner alone took seconds (measured: 12 s for 32 tags).
         query = sql.SQL(
-            "{} AND EXISTS (SELECT FROM {}.eskit_event_tags AS o"
-            " WHERE o.tag = {} AND o.tx_id = t.tx_id AND o.seq = t.seq)"
-        ).format(query, s, params.bind(tag))
+            "{} AND (SELECT count(*) FROM {}.eskit_event_tags AS o"
+            " WHERE o.tx_id = t.tx_id AND o.seq = t.seq AND o.tag = ANY({}::text[])) = {}"
+        ).format(query, s, params.bind(list(rest)), sql.Literal(len(rest)))
     return query
 
 

@@ -73,10 +73,12 @@ def _item_sql(item: QueryItem, params: _Params) -> str:
         "JOIN eskit_events AS e ON e.position = t.position "
         f"WHERE t.tag = {params.bind(first)} AND t.position > :after{types}"
     )
-    for tag in rest:
+    if rest:
+        # One count over the event's own tags (one index range), not one EXISTS a tag.
+        marks = ", ".join(params.bind(tag) for tag in rest)
         sql += (
-            " AND EXISTS (SELECT 1 FROM eskit_event_tags AS o"
-            f" WHERE o.tag = {params.bind(tag)} AND o.position = t.position)"
+            " AND (SELECT count(*) FROM eskit_event_tags AS o"
+            f" WHERE o.position = t.position AND o.tag IN ({marks})) = {len(rest)}"
         )
     return sql
 

@@ -136,6 +136,21 @@ class DCBContract:
             with pytest.raises(InvalidInputError):
                 bad()
 
+    def test_deleted_streams_are_left_out_of_reads_and_conditions(
+        self, store: EventStore
+    ) -> None:
+        query = Query.of(tags=["room:1"])
+        store.append("soft", [NewEvent("Booked", tags=("room:1",))])
+        store.append("hard", [NewEvent("Booked", tags=("room:1", "guest:ada"))])
+        store.delete_stream("soft")
+        store.delete_stream("hard", hard=True)
+        assert store.read_events(query).events == ()
+        assert store.read_events(Query.of(tags=["guest:ada"])).events == ()
+        store.append("new", [NewEvent("Booked", tags=("room:1",))],
+                     condition=AppendCondition(query))  # nothing visible matches
+        store.restore_stream("soft")
+        assert [e.aggregate_id for e in store.read_events(query).events] == ["soft", "new"]
+
     # -- conditions -------------------------------------------------------------------
 
     def test_condition_passes_when_nothing_matching_came_after(
