@@ -31,6 +31,7 @@ MIGRATION = [
            tag      TEXT    NOT NULL,
            position INTEGER NOT NULL,
            ord      INTEGER NOT NULL,
+           event_type TEXT  NOT NULL,  -- the event's, so that types filter without a join
            PRIMARY KEY (tag, position)
        ) WITHOUT ROWID""",
     "CREATE INDEX IF NOT EXISTS eskit_event_tags_position ON eskit_event_tags (position)",
@@ -38,13 +39,15 @@ MIGRATION = [
        BEGIN DELETE FROM eskit_event_tags WHERE position = OLD.position; END""",
 ]
 
-_INSERT_TAGS = "INSERT INTO eskit_event_tags (tag, position, ord) VALUES (?, ?, ?)"
+_INSERT_TAGS = (
+    "INSERT INTO eskit_event_tags (tag, position, ord, event_type) VALUES (?, ?, ?, ?)"
+)
 
 
 def insert_tags(conn: sqlite3.Connection, start: int, batch: Sequence[PendingEvent]) -> None:
     """Store the batch's tags; its events are at positions ``start + 1, ...``."""
     rows = [
-        (tag, start + i + 1, n)
+        (tag, start + i + 1, n, p.event_type)
         for i, p in enumerate(batch) for n, tag in enumerate(p.tags)
     ]
     if rows:
@@ -64,13 +67,13 @@ def _item_sql(item: QueryItem, params: _Params) -> str:
     """The positions after ``:after`` of the events ``item`` matches."""
     types = ""
     if item.types:
-        types = f" AND e.event_type IN ({', '.join(params.bind(t) for t in item.types)})"
+        alias = "t" if item.tags else "e"
+        types = f" AND {alias}.event_type IN ({', '.join(params.bind(t) for t in item.types)})"
     if not item.tags:
         return f"SELECT e.position FROM eskit_events AS e WHERE e.position > :after{types}"
     first, *rest = item.tags
     sql = (
         "SELECT t.position FROM eskit_event_tags AS t "
-        "JOIN eskit_events AS e ON e.position = t.position "
         f"WHERE t.tag = {params.bind(first)} AND t.position > :after{types}"
     )
     if rest:
