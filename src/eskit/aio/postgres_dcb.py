@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from eskit.dcb import AppendCondition, Query
 from eskit.errors import AppendConditionFailed, InvalidInputError, StoreError
@@ -30,10 +30,11 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
-if TYPE_CHECKING:
-    from eskit.aio.postgres import AsyncPostgresEventStore
-
 __all__: list[str] = []
+
+# The store is an eskit.aio.AsyncPostgresEventStore, typed loosely: importing it here
+# would make the two modules import each other.
+AsyncPostgresEventStore = Any
 
 
 def needs_tags(store: AsyncPostgresEventStore) -> None:
