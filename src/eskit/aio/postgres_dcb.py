@@ -64,12 +64,16 @@ async def append_if(
     )
     locks = {"stream": stream, **postgres_dcb.condition_params(batch, condition)}
 
+    statement = postgres_dcb.append_statement(
+        store.schema, postgres_dcb.stream_lock_key(store.schema), check
+    )
+    params.update(check_params)
+
     async def attempt(conn: psycopg.AsyncConnection[Any]) -> list[Any] | None:
         async with conn.transaction():
             await conn.execute(store.sql.lock_condition, locks)
-            if await (await conn.execute(check, check_params)).fetchone() is not None:
-                return None
-            return await (await conn.execute(store.sql.append, params)).fetchall()
+            rows = await (await conn.execute(statement, params)).fetchall()
+        return None if rows[0][0] else [row[1:] for row in rows]
 
     try:
         rows = await store._run(attempt)

@@ -416,14 +416,18 @@ class PostgresEventStore(EventStore):
         )
         locks = {"stream": stream, **postgres_dcb.condition_params(batch, condition)}
 
+        statement = postgres_dcb.append_statement(
+            self.schema, postgres_dcb.stream_lock_key(self.schema), check
+        )
+        params.update(check_params, after_tx=after_tx, after_seq=after_seq)
+
         def attempt(conn: psycopg.Connection[Any]) -> list[Any] | None:
-            # See eskit.stores.postgres_dcb for why this order cannot miss an event.
+            # See eskit.stores.postgres_dcb for why this order cannot miss an event:
+            # the keys first, then the check and the insert in one later statement.
             with conn.transaction():
                 conn.execute(self.sql.lock_condition, locks)
-                if conn.execute(check, {**check_params, "after_tx": after_tx,
-                                        "after_seq": after_seq}).fetchone() is not None:
-                    return None
-                return conn.execute(self.sql.append, params).fetchall()
+                rows = conn.execute(statement, params).fetchall()
+            return None if rows[0][0] else [row[1:] for row in rows]
 
         try:
             rows = self._run(attempt)

@@ -96,12 +96,27 @@ def dcb_migration(schema: str) -> list[sql.Composed]:
     ]
 
 
-def append_statement(schema: str, stream_lock: sql.Composable) -> sql.Composed:
+def append_statement(
+    schema: str, stream_lock: sql.Composable, check: sql.Composable | None = None
+) -> sql.Composed:
     """Schema 7's append: schema 6's, plus the event keys' shared locks (before the
-    insert) and the tags (in the same statement: one round trip, still idempotent)."""
+    insert) and the tags (in the same statement: one round trip, still idempotent).
+
+    With ``check`` (a ``SELECT 1 ... LIMIT 1`` of the events a condition forbids),
+    a conditional append's insert: nothing is inserted if ``check`` finds a row, and
+    every row returned starts with that finding. Its snapshot is the statement's,
+    taken after the locks of the statement before (see the module docstring).
+    """
     s = sql.Identifier(schema)
+    blocked: sql.Composable = sql.SQL("")
+    where, first, source = sql.SQL(""), sql.SQL(""), sql.SQL("head")
+    if check is not None:
+        blocked = sql.SQL("blocked AS (SELECT EXISTS ({}) AS b), ").format(check)
+        where = sql.SQL(", blocked WHERE NOT blocked.b")
+        first = sql.SQL("blocked.b, ")
+        source = sql.SQL("blocked LEFT JOIN head ON true")
     return sql.SQL(
-        """WITH turn AS (
+        """WITH {blocked}turn AS (
                SELECT pg_advisory_xact_lock_shared({stream_lock})
            ), keys AS (
                -- The stream's lock first, then the keys in sorted order: the order
@@ -115,7 +130,7 @@ def append_statement(schema: str, stream_lock: sql.Composable) -> sql.Composed:
            ), head AS (
                SELECT (SELECT coalesce(max(version), 0) FROM {events}
                        WHERE stream_id = %(stream)s) AS v
-               FROM keys
+               FROM keys{where}
            ), ins AS (
                INSERT INTO {events} (event_id, stream_id, version, event_type,
                                      schema_version, recorded_at, data, metadata,
@@ -141,13 +156,21 @@ def append_statement(schema: str, stream_lock: sql.Composable) -> sql.Composed:
                     AS g(ev, tag, n) ON true
                JOIN ins ON ins.version = head.v + g.ev
            )
-           SELECT head.v, ins.version, ins.tx_id::text AS tx, ins.seq
-           FROM head LEFT JOIN ins ON true
+           SELECT {first}head.v, ins.version, ins.tx_id::text AS tx, ins.seq
+           FROM {source} LEFT JOIN ins ON true
            ORDER BY ins.version"""
     ).format(
-        stream_lock=stream_lock, events=sql.SQL("{}.eskit_events").format(s),
+        blocked=blocked, where=where, first=first, source=source, stream_lock=stream_lock,
+        events=sql.SQL("{}.eskit_events").format(s),
         tags=sql.SQL("{}.eskit_event_tags").format(s),
         deleted=sql.SQL("{}.eskit_deleted_streams").format(s),
+    )
+
+
+def stream_lock_key(schema: str) -> sql.Composed:
+    """The stream's advisory lock key (as ``Statements.lock_stream`` takes it)."""
+    return sql.SQL("hashtextextended({} || %(stream)s, 0)").format(
+        sql.Literal(f"eskit-append:{schema}:")
     )
 
 

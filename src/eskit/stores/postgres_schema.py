@@ -80,6 +80,7 @@ from eskit.stores.postgres_dcb import (
     dcb_migration,
     dcb_params,
     lock_statement,
+    stream_lock_key,
 )
 from eskit.stores.postgres_deletion import (
     DeletionStatements,
@@ -334,9 +335,7 @@ class Statements:
         # own: that waits for the appends in flight and holds new ones back (queued
         # behind it), and its append's snapshot, taken after, sees every one of them.
         # So a retry cannot lose again to another eskit append.
-        stream_lock = sql.SQL("hashtextextended({} || %(stream)s, 0)").format(
-            sql.Literal(f"eskit-append:{schema}:")
-        )
+        stream_lock = stream_lock_key(schema)
         self.lock_stream = sql.SQL("SELECT pg_advisory_xact_lock({})").format(stream_lock)
         # From schema 7: DCB (eskit.stores.postgres_dcb).
         self._append_7 = append_statement(schema, stream_lock)
