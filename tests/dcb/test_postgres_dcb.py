@@ -143,3 +143,27 @@ def test_hard_delete_removes_the_tags_of_the_stream(
         ).fetchall()
     assert tags == [("x",)]
     assert [e.aggregate_id for e in store.read_events(Query.of(tags=["x"])).events] == ["kept"]
+
+
+def test_a_read_is_not_held_back_by_an_append_in_flight_it_cannot_match(
+    store: PostgresEventStore, in_flight: Any
+) -> None:
+    # The append in flight has the lower transaction id: the read horizon stops below
+    # it, but the query's keys are not its keys, so the read sees past it.
+    writer = in_flight("w", ("course:c1",))
+    mine = store.append("m", [NewEvent("Enrolled", tags=("course:c2",))])
+    query = Query.of(types=["Enrolled"], tags=["course:c2"])
+    assert store.head_position() < mine.position  # what the horizon alone would give
+    read = store.read_events(query)
+    assert read.position >= mine.position
+    assert [e.aggregate_id for e in read.events] == ["m"]
+    store.append("n", [NewEvent("Enrolled", tags=("course:c2",))],
+                 condition=AppendCondition(query, read.position))  # no spurious failure
+    # A query the append in flight could match stays below it.
+    other = Query.of(tags=["course:c1"])
+    held = store.read_events(other)
+    assert held.position < mine.position
+    writer.commit()
+    with pytest.raises(AppendConditionFailed):
+        store.append("x", [NewEvent("Enrolled", tags=("course:c1",))],
+                     condition=AppendCondition(other, held.position))

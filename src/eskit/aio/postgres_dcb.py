@@ -114,9 +114,18 @@ async def read_events(
     after_tx, after_seq = unpack_position(after)
 
     async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], int, list[Any]]:
-        # The head first, in a statement of its own (see eskit.stores.postgres_dcb).
-        head_row = await (await conn.execute(store.sql.head_position)).fetchone()
-        head_tx, head_seq = (head_row[0], head_row[1]) if head_row else ("0", 0)
+        # The head first, in statements of their own (see eskit.stores.postgres_dcb).
+        head_tx, head_seq = "0", 0
+        top = await (await conn.execute(
+            postgres_dcb.snapshot_head_statement(store.schema))).fetchone()
+        if top is not None:
+            head_tx, head_seq, open_ = top
+            held = open_ and await (await conn.execute(
+                postgres_dcb.KEY_HOLDERS, postgres_dcb.key_holder_params(query)
+            )).fetchone()
+            if held and held[0]:
+                head_row = await (await conn.execute(store.sql.head_position)).fetchone()
+                head_tx, head_seq = (head_row[0], head_row[1]) if head_row else ("0", 0)
         rows = await (await conn.execute(statement, {
             **params, "after_tx": after_tx, "after_seq": after_seq,
             "head_tx": head_tx, "head_seq": head_seq, "limit": limit,

@@ -474,11 +474,18 @@ class PostgresEventStore(EventStore):
         after_tx, after_seq = unpack_position(after)
 
         def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], int, list[Any]]:
-            # The head first, in a statement of its own: nothing can become visible
-            # at or before a visible position later, so the events up to it are all
-            # there for the second statement (see eskit.stores.postgres_dcb).
-            head_row = conn.execute(self.sql.head_position).fetchone()
-            head_tx, head_seq = (head_row[0], head_row[1]) if head_row else ("0", 0)
+            # The head first, in statements of their own (eskit.stores.postgres_dcb
+            # says why the events up to it are all there for the last statement).
+            head_tx, head_seq = "0", 0
+            top = conn.execute(postgres_dcb.snapshot_head_statement(self.schema)).fetchone()
+            if top is not None:
+                head_tx, head_seq, open_ = top
+                held = open_ and conn.execute(
+                    postgres_dcb.KEY_HOLDERS, postgres_dcb.key_holder_params(query)
+                ).fetchone()
+                if held and held[0]:
+                    head_row = conn.execute(self.sql.head_position).fetchone()
+                    head_tx, head_seq = (head_row[0], head_row[1]) if head_row else ("0", 0)
             rows = conn.execute(statement, {
                 **params, "after_tx": after_tx, "after_seq": after_seq,
                 "head_tx": head_tx, "head_seq": head_seq, "limit": limit,

@@ -19,13 +19,27 @@ key is shared, which means their queries or events may overlap (or, rarely, two
 keys' 64-bit hashes collide: a wait, never a wrong answer). Keys are taken in one
 sorted order, after the stream's lock, as every append takes them: no deadlock.
 
-**Why ``after`` is sound with the (transaction id, sequence) order.** A read takes
-the head position first, in a statement of its own, then the matching events at
-or before it. The store's order guarantees that no event can later become
-visible at or before a position already visible (the read horizon, see
-:mod:`eskit.stores.postgres_schema`), so the read saw every matching event up to
-its position, and any event it did not see lies after it, where the check looks
-without any horizon (it must see every committed row).
+**Why ``after`` is sound with the (transaction id, sequence) order.** A read
+returns every matching event at or before its position P; any event it did not
+see lies after P, where the check looks without any horizon (it must see every
+committed row). P is found in up to three statements, each with a newer snapshot:
+
+1. P = the newest position the snapshot sees, and whether a transaction then in
+   progress has a lower transaction id than P's. If none has, every event at or
+   before P is committed already.
+2. Else: does any transaction hold (or await) a lock key of the query? A
+   transaction that can still add a matching event below P got its id before
+   statement 1, so it has held its events' keys (taken before the id) since then,
+   and holds them until it ends. If nobody holds the query's keys, every such
+   transaction has ended before this statement, and statement 3 sees its events.
+   If somebody does, P falls back to the head below the read horizon (see
+   :mod:`eskit.stores.postgres_schema`): no event can later become visible at or
+   before it.
+3. The matching events at or before P.
+
+So a read is not held back by appends in flight that its query cannot match
+(the horizon alone would hold it back behind any of them, and the condition would
+then fail on events it never needed to see).
 
 Not covered: an append through ``in_transaction`` that is a *late* append (its
 transaction wrote elsewhere first) is stamped with a position computed before it
@@ -299,3 +313,34 @@ def attach_tag_rows(events: Sequence[Event], tag_rows: Sequence[Any]) -> None:
 def tag_lookup_params(rows: Sequence[Any]) -> tuple[list[str], list[int]]:
     """``tags_statement``'s parameters for event rows (EVENT_COLUMNS: tx number, seq)."""
     return [str(r[0]) for r in rows], [r[1] for r in rows]
+
+
+def snapshot_head_statement(schema: str) -> sql.Composed:
+    """A read's first statement: the newest position its snapshot sees (no horizon),
+    and whether a transaction still in progress then could have a lower position."""
+    return sql.SQL(
+        """SELECT top.tx_id::text, top.seq,
+                  EXISTS (SELECT FROM pg_snapshot_xip(pg_current_snapshot()) AS x
+                          WHERE x < top.tx_id) AS open
+           FROM (SELECT tx_id, seq FROM {}.eskit_events
+                 ORDER BY tx_id DESC, seq DESC LIMIT 1) AS top"""
+    ).format(sql.Identifier(schema))
+
+
+# Whether any transaction holds (or awaits) one of the keys: the two-int4 advisory locks
+# show in pg_locks as classid, objid (as oids, so unsigned) with objsubid 2.
+KEY_HOLDERS = sql.SQL(
+    """SELECT EXISTS (
+           SELECT FROM pg_locks AS l
+           JOIN unnest(%(hi)s::int[], %(lo)s::int[]) AS k(hi, lo)
+             ON l.classid = (k.hi::bigint & 4294967295)::oid
+            AND l.objid = (k.lo::bigint & 4294967295)::oid
+           WHERE l.locktype = 'advisory' AND l.objsubid = 2
+             AND l.database = (SELECT oid FROM pg_database
+                               WHERE datname = current_database()))"""
+)
+
+
+def key_holder_params(query: Query) -> dict[str, Any]:
+    hi, lo, _ = lock_plan(set(), query_lock_keys(query))
+    return {"hi": hi, "lo": lo}
