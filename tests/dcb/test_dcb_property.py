@@ -99,13 +99,13 @@ def check(store: EventStore, script: list[Any]) -> None:
     assert store.head_position() == (positions[-1] if positions else 0)
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
 def test_memory_store_agrees_with_the_brute_force_model(script: list[Any]) -> None:
     check(InMemoryEventStore(), script)
 
 
-@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps)
 def test_sqlite_store_agrees_with_the_brute_force_model(script: list[Any]) -> None:
     with SQLiteEventStore(":memory:") as store:
