@@ -20,7 +20,6 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 from eskit.errors import (
-    AppendConditionFailed,
     InvalidInputError,
     MissingExtraError,
     StoreError,
@@ -30,7 +29,6 @@ from eskit.errors import (
 try:
     import psycopg
     from psycopg import errors as pg_errors
-    from psycopg import sql
     from psycopg.pq import TransactionStatus
     from psycopg_pool import ConnectionPool
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
@@ -38,7 +36,7 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
 
 from eskit.dcb import AppendCondition, Query
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores import postgres_dcb
+from eskit.stores import postgres_conditions
 from eskit.stores.arguments import resolve_conflict
 from eskit.stores.base import EventStore
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
@@ -52,10 +50,9 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
-from eskit.stores.postgres_deletion import STREAM_DELETED, visible_stream
+from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_listen import ListenWaiter, Notifier
 from eskit.stores.postgres_schema import (
-    EVENT_COLUMNS,
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
     SCHEMA_VERSION,
@@ -362,7 +359,7 @@ class PostgresEventStore(EventStore):
                 if self._in_caller_transaction():
                     return append_on(self, conn, stream_id, stream, expected, batch)
         if self.sql.version < 7 and any(p.tags for p in batch):
-            self._needs_tags()
+            postgres_conditions.needs_tags(self)
         params = append_params(
             stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
         )
@@ -398,107 +395,18 @@ class PostgresEventStore(EventStore):
             return result
         raise too_busy(stream)
 
+    # -- DCB (eskit.stores.postgres_conditions) ----------------------------------------
+
     def _append_if(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
         condition: AppendCondition,
     ) -> AppendResult:
-        self._needs_tags()
-        if self._in_caller_transaction():
-            raise InvalidInputError(
-                "a conditional append runs its own transaction: give it a store with a pool "
-                "or DSN"
-            )
-        query = condition.fail_if_events_match
-        check, check_params = postgres_dcb.check_statement(self.schema, query, self._shown())
-        after_tx, after_seq = unpack_position(condition.after_position)
-        params = append_params(
-            stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
-        )
-        locks = {"stream": stream, **postgres_dcb.condition_params(batch, condition)}
-
-        statement = postgres_dcb.append_statement(
-            self.schema, postgres_dcb.stream_lock_key(self.schema), check
-        )
-        params.update(check_params, after_tx=after_tx, after_seq=after_seq)
-
-        def attempt(conn: psycopg.Connection[Any]) -> list[Any] | None:
-            # See eskit.stores.postgres_dcb for why this order cannot miss an event:
-            # the keys first, then the check and the insert in one later statement.
-            with conn.transaction():
-                conn.execute(self.sql.lock_condition, locks)
-                rows = conn.execute(statement, params).fetchall()
-            return None if rows[0][0] else [row[1:] for row in rows]
-
-        try:
-            rows = self._run(attempt)
-        except StoreError as exc:
-            cause = exc.__cause__
-            if getattr(cause, "sqlstate", None) == STREAM_DELETED:
-                self._refuse_if_deleted(stream_id, stream)
-            if not isinstance(cause, pg_errors.UniqueViolation):
-                raise
-            return resolve_conflict(
-                stream_id, stream, expected, self._head(stream), batch, self._find(batch)
-            )
-        if rows is None:
-            found = self._find(batch)
-            if found:  # a retry of this append: its own events match the query
-                return resolve_conflict(
-                    stream_id, stream, expected, self._head(stream), batch, found
-                )
-            raise AppendConditionFailed(stream_id, condition)
-        result = inserted_result(stream_id, batch, rows)
-        if result is None:
-            self._refuse_if_deleted(stream_id, stream)
-            return resolve_conflict(stream_id, stream, expected, rows[0][0], batch,
-                                    self._find(batch))
-        return result
-
-    def _shown(self) -> Any:
-        return visible_stream(self.schema, "eskit_events")
-
-    def _needs_tags(self) -> None:
-        if self.sql.version < 7:
-            raise StoreError(
-                f"schema {self.schema} has eskit schema version {self.sql.version}; DCB "
-                "tags and conditions need 7: run `eskit migrate` first"
-            )
+        return postgres_conditions.append_if(self, stream_id, stream, expected, batch, condition)
 
     def _read_events(
         self, query: Query, after: int, limit: int | None
     ) -> tuple[list[Event], int]:
-        self._needs_tags()
-        statement, params = postgres_dcb.read_statement(
-            self.schema, query, self._shown(), sql.SQL(EVENT_COLUMNS), limit
-        )
-        after_tx, after_seq = unpack_position(after)
-
-        def read(conn: psycopg.Connection[Any]) -> tuple[list[Any], int, list[Any]]:
-            # The head first, in statements of their own (eskit.stores.postgres_dcb
-            # says why the events up to it are all there for the last statement).
-            head_tx, head_seq = "0", 0
-            top = conn.execute(postgres_dcb.snapshot_head_statement(self.schema)).fetchone()
-            if top is not None:
-                head_tx, head_seq, open_ = top
-                held = open_ and conn.execute(
-                    postgres_dcb.KEY_HOLDERS, postgres_dcb.key_holder_params(query)
-                ).fetchone()
-                if held and held[0]:
-                    head_row = conn.execute(self.sql.head_position).fetchone()
-                    head_tx, head_seq = (head_row[0], head_row[1]) if head_row else ("0", 0)
-            rows = conn.execute(statement, {
-                **params, "after_tx": after_tx, "after_seq": after_seq,
-                "head_tx": head_tx, "head_seq": head_seq, "limit": limit,
-            }).fetchall()
-            tag_rows = conn.execute(
-                postgres_dcb.tags_statement(self.schema), postgres_dcb.tag_lookup_params(rows)
-            ).fetchall() if rows else []
-            return rows, pack_position(head_tx, head_seq), tag_rows
-
-        rows, head, tag_rows = self._run(read)
-        events = decode_rows(rows)
-        postgres_dcb.attach_tag_rows(events, tag_rows)
-        return events, head
+        return postgres_conditions.read_events(self, query, after, limit)
 
     def _append_holding_stream_lock(
         self, conn: psycopg.Connection[Any], params: dict[str, Any]
