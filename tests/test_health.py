@@ -174,6 +174,7 @@ def _open_append(store, conn) -> None:
 def test_postgres_lagging_projection_and_open_append_are_degraded(
     postgres, postgres_dsn
 ) -> None:
+
     store, target = postgres
     append_visible(store, "a", [added(1)])
     ProjectionRunner(store, Counter(), target).run_until_caught_up()

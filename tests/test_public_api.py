@@ -38,6 +38,8 @@ PUBLIC_API = [
     "HealthReport", "check_health",
     # opening the store a URL or $ESKIT_DSN names (eskit.config)
     "open_store",
+    # dynamic consistency boundaries (eskit.dcb)
+    "AppendCondition", "AppendConditionFailed", "Query", "QueryItem", "ReadResult",
     # stream deletion (EventStore.delete_stream)
     "StreamArchivedError",
     "StreamDeletedError",

@@ -15,9 +15,11 @@ from eskit.codec import register_type
 from eskit.command_handler import CommandHandler, CommandResult
 from eskit.config import open_store
 from eskit.context import caused_by, event_context
+from eskit.dcb import AppendCondition, Query, QueryItem, ReadResult
 from eskit.decider import Decider, FunctionDecider, decider, fold
 from eskit.errors import (
     AggregateNotFound,
+    AppendConditionFailed,
     AppendNotFirstWriteError,
     BlobNotFoundError,
     BrokerUnavailableError,
@@ -116,6 +118,8 @@ __all__ = [
     "STREAM_EXISTS",
     "Aggregate",
     "AggregateNotFound",
+    "AppendCondition",
+    "AppendConditionFailed",
     "AppendNotFirstWriteError",
     "BlobNotFoundError",
     "BlobRef",
@@ -165,6 +169,9 @@ __all__ = [
     "ProjectionFailed",
     "ProjectionRunner",
     "PostgresSnapshotStore",
+    "Query",
+    "QueryItem",
+    "ReadResult",
     "Repository",
     "Retry",
     "RetryPolicy",

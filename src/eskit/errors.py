@@ -9,6 +9,7 @@ never reach the caller untranslated::
     │   ├── EncodingError                   a payload value the codec cannot store
     │   └── VersionNotFound                 a version beyond the stream's head was asked for
     ├── ConcurrencyError (ValueError)       expected version did not match the stream
+    │   └── AppendConditionFailed           a DCB append condition did not hold
     ├── CommandRetriesExhausted             a command kept conflicting; its retries ran out
     ├── DuplicateEventError                 an event id is already stored elsewhere
     ├── StreamTruncatedError                a load needs events truncate_stream removed
@@ -40,6 +41,7 @@ from typing import Any
 
 __all__ = [
     "AggregateNotFound",
+    "AppendConditionFailed",
     "AppendNotFirstWriteError",
     "BlobNotFoundError",
     "CommandRetriesExhausted",
@@ -143,6 +145,27 @@ class CommandRetriesExhausted(EskitError):
         self.stream_id = last_conflict.stream_id
         tries = "its only attempt" if attempts == 1 else f"each of its {attempts} attempts"
         super().__init__(f"the command conflicted on {tries}; the last conflict: {last_conflict}")
+class AppendConditionFailed(ConcurrencyError):
+    """An event matching the append's condition was stored after its ``after``
+    position (see :mod:`eskit.dcb`). Nothing was written: read again, decide again.
+
+    ``condition`` is the :class:`~eskit.AppendCondition` that failed; the
+    ``expected_version`` and ``actual_version`` of a :class:`ConcurrencyError` are
+    ``None`` here (no stream version was wrong).
+    """
+
+    def __init__(self, stream_id: Any, condition: Any) -> None:
+        self.stream_id = stream_id
+        self.condition = condition
+        self.expected_version = None
+        self.actual_version: int | None = None  # type: ignore[assignment]
+        after = getattr(condition, "after", None)
+        # ConcurrencyError's own message speaks of versions: skip to ValueError's.
+        ValueError.__init__(
+            self,
+            f"append to stream {str(stream_id)!r} refused: an event matching its condition's "
+            f"query was stored after position {after}",
+        )
 
 
 class DuplicateEventError(EskitError):

@@ -99,7 +99,10 @@ class Event:
     event a store returns, ``0`` on an event no store has recorded yet (one an
     aggregate raised and the repository has not saved). ``timestamp`` is always
     timezone-aware UTC. Timestamps are informative only: ordering and
-    concurrency checks never use them.
+    concurrency checks never use them. ``tags`` are the event's DCB tags
+    (see :mod:`eskit.dcb`): filled on events returned by an append and by
+    ``read_events``; ``read_stream`` and ``read_all`` do not load them yet and
+    give ``()``.
     """
 
     event_id: UUID
@@ -111,6 +114,7 @@ class Event:
     position: int = 0
     metadata: dict[str, Any] = field(default_factory=dict)
     schema_version: int = 1
+    tags: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -123,6 +127,7 @@ class Event:
         position: int = 0,
         metadata: dict[str, Any] | None = None,
         schema_version: int = 1,
+        tags: tuple[str, ...] = (),
     ) -> None:
         _set_id(self, event_id)
         _set_stream(self, aggregate_id)
@@ -133,6 +138,7 @@ class Event:
         _set_position(self, position)
         _set_metadata(self, {} if metadata is None else metadata)
         _set_schema_version(self, schema_version)
+        _set_tags(self, tuple(tags))
 
     @property
     def stream_id(self) -> StreamId:
@@ -168,14 +174,14 @@ class Event:
         return recorded_event(
             self.event_id if event_id is None else event_id, self.aggregate_id, event_type,
             event_data, self.timestamp, self.version, self.position,
-            self.metadata if metadata is None else metadata, schema_version,
+            self.metadata if metadata is None else metadata, schema_version, self.tags,
         )
 
 
 _new_object = object.__new__
 (
     _set_id, _set_stream, _set_type, _set_data, _set_timestamp, _set_version, _set_position,
-    _set_metadata, _set_schema_version,
+    _set_metadata, _set_schema_version, _set_tags,
 ) = (getattr(Event, f.name).__set__ for f in dataclasses.fields(Event))
 
 
@@ -192,7 +198,7 @@ class UnfrozenEvent:
     def __init__(
         self, event_id: UUID, aggregate_id: StreamId, event_type: str,
         event_data: dict[str, Any], timestamp: datetime, version: int, position: int,
-        metadata: dict[str, Any], schema_version: int,
+        metadata: dict[str, Any], schema_version: int, tags: tuple[str, ...] = (),
     ) -> None:
         self.event_id = event_id
         self.aggregate_id = aggregate_id
@@ -203,12 +209,13 @@ class UnfrozenEvent:
         self.position = position
         self.metadata = metadata
         self.schema_version = schema_version
+        self.tags = tags
 
 
 def recorded_event(
     event_id: UUID, aggregate_id: StreamId, event_type: str, event_data: dict[str, Any],
     timestamp: datetime, version: int, position: int, metadata: dict[str, Any],
-    schema_version: int,
+    schema_version: int, tags: tuple[str, ...] = (),
 ) -> Event:
     """Build an :class:`Event` read from a store or raised by an aggregate (internal, hot path).
 
@@ -218,7 +225,7 @@ def recorded_event(
     """
     event: Any = UnfrozenEvent(
         event_id, aggregate_id, event_type, event_data, timestamp, version, position, metadata,
-        schema_version,
+        schema_version, tags,
     )
     event.__class__ = Event
     return event  # type: ignore[no-any-return]
@@ -232,7 +239,8 @@ class NewEvent:
     :meth:`EventRegistry.write_version` gives: today's version of the type's
     registered class (after checking that the data fits it), or 1 for a type
     without a class. Give an int to say which shape the data has; older shapes
-    are upcast when read.
+    are upcast when read. ``tags`` are DCB tags (see :mod:`eskit.dcb`): names
+    such as ``"course:c1"``, at most :data:`~eskit.dcb.MAX_TAGS` per event.
     """
 
     event_type: str
@@ -241,6 +249,7 @@ class NewEvent:
     event_id: UUID = field(default_factory=new_event_id)
     timestamp: datetime | None = None
     schema_version: int | None = None
+    tags: tuple[str, ...] = ()
 
 
 class _EventClassInfo:

@@ -9,6 +9,7 @@ import pytest
 from eskit import Event, EventStore, InMemoryEventStore, SQLiteEventStore
 from eskit.testing import EventStoreContract
 from eskit.testing.compression_contract import CompressionContract
+from eskit.testing.dcb_contract import DCBContract
 from eskit.testing.deletion_contract import DeletionContract
 from tests.conftest import new_schema_name
 
@@ -122,6 +123,35 @@ class TestSQLiteMemoryDeletion(DeletionContract):
 
 
 class TestPostgresDeletion(DeletionContract):
+    @pytest.fixture(autouse=True)
+    def _dsn(self, postgres_dsn: str) -> None:
+        self.dsn = postgres_dsn
+
+    def create_store(self, tmp_path: Path) -> EventStore:
+        from eskit.stores.postgres import PostgresEventStore
+
+        return PostgresEventStore(self.dsn, schema=new_schema_name())
+
+
+# -- dynamic consistency boundaries (eskit.testing.dcb_contract) ------------------------
+
+
+class TestInMemoryDCB(DCBContract):
+    def create_store(self, tmp_path: Path) -> EventStore:
+        return InMemoryEventStore()
+
+
+class TestSQLiteFileDCB(DCBContract):
+    def create_store(self, tmp_path: Path) -> EventStore:
+        return SQLiteEventStore(tmp_path / "events.db")
+
+
+class TestSQLiteMemoryDCB(DCBContract):
+    def create_store(self, tmp_path: Path) -> EventStore:
+        return SQLiteEventStore(":memory:")
+
+
+class TestPostgresDCB(DCBContract):
     @pytest.fixture(autouse=True)
     def _dsn(self, postgres_dsn: str) -> None:
         self.dsn = postgres_dsn

@@ -8,10 +8,15 @@ from typing import Any, assert_type
 
 from eskit import (
     Aggregate,
+    AppendCondition,
+    AppendConditionFailed,
     Event,
     InMemoryEventStore,
     NewEvent,
     Projection,
+    Query,
+    QueryItem,
+    ReadResult,
     domain_event,
     handles,
 )
@@ -96,3 +101,17 @@ def deciders() -> Decimal:
     saved = retry(lambda: repo.execute("a-1", Account, lambda a: None))
     assert_type(saved, Account)
     return handled.state
+def conditional_enrolment() -> bool:
+    store = InMemoryEventStore()
+    query = Query([QueryItem(types=["Enrolled"], tags=["course:c1"]),
+                   QueryItem(tags=("student:s1",))])
+    read = store.read_events(query, after=0, limit=None)
+    assert_type(read, ReadResult)
+    assert_type(read.position, int)
+    seats = sum("course:c1" in e.tags for e in read.events)
+    try:
+        store.append("e-1", [NewEvent("Enrolled", tags=("course:c1", "student:s1"))],
+                     condition=AppendCondition(query, after=read.position))
+    except AppendConditionFailed:
+        return False
+    return seats < 10

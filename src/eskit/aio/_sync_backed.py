@@ -20,6 +20,7 @@ from uuid import UUID
 
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter, LocalAsyncWaiter
+from eskit.dcb import AppendCondition, Query, ReadResult
 from eskit.events import Event, StreamId
 from eskit.stores.base import EventStore
 from eskit.stores.filtered import ReadFilter
@@ -57,9 +58,17 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
     # -- the public API: the sync store's own methods -----------------------------------
 
     async def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY,
+        *, condition: AppendCondition | None = None,
     ) -> AppendResult:
-        return await self._call(self.sync_store.append, stream_id, events, expected_version)
+        return await self._call(
+            self.sync_store.append, stream_id, events, expected_version, condition=condition
+        )
+
+    async def read_events(
+        self, query: Query, after: int = 0, limit: int | None = None
+    ) -> ReadResult:
+        return await self._call(self.sync_store.read_events, query, after, limit)
 
     async def read_stream(
         self,
@@ -133,6 +142,19 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
             self.sync_store._read_stream, stream_id, stream, from_version, to_version,
             backwards, limit,
         )
+
+    async def _append_if(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition,
+    ) -> AppendResult:
+        return await self._call(
+            self.sync_store._append_if, stream_id, stream, expected, batch, condition
+        )
+
+    async def _read_events(
+        self, query: Query, after: int, limit: int | None
+    ) -> tuple[list[Event], int]:
+        return await self._call(self.sync_store._read_events, query, after, limit)
 
     async def _read_all_page(self, after: int, limit: int) -> list[Event]:
         return await self._call(self.sync_store._read_all_page, after, limit)

@@ -56,10 +56,12 @@ try:
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
+from eskit.aio import postgres_dcb
 from eskit.aio.postgres_listen import AsyncListenWaiter
 from eskit.aio.postgres_transaction import AsyncPostgresTransaction, append_on
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
+from eskit.dcb import AppendCondition, Query
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import resolve_conflict, stream_id_from_key
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
@@ -73,6 +75,7 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
+from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
 from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
@@ -401,6 +404,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
             async with self._connection() as conn:
                 if self._joins_transaction(conn):
                     return await append_on(self, conn, stream_id, stream, expected, batch)
+        if self.sql.version < DCB_SCHEMA_VERSION and any(p.tags for p in batch):
+            postgres_dcb.needs_tags(self)
         params = append_params(
             stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
         )
@@ -447,6 +452,19 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 return resolve_conflict(stream_id, stream, expected, head, batch, found)
             await asyncio.sleep(0)
         raise too_busy(stream)
+
+    # -- DCB (eskit.aio.postgres_dcb) --------------------------------------------------
+
+    async def _append_if(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition,
+    ) -> AppendResult:
+        return await postgres_dcb.append_if(self, stream_id, stream, expected, batch, condition)
+
+    async def _read_events(
+        self, query: Query, after: int, limit: int | None
+    ) -> tuple[list[Event], int]:
+        return await postgres_dcb.read_events(self, query, after, limit)
 
     # -- deleting (eskit.stores.postgres_deletion; as the sync store) --------------------
 

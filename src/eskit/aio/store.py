@@ -38,6 +38,14 @@ from typing import Any, Literal, Self, overload
 from uuid import UUID
 
 from eskit.aio.subscription import AsyncPollingWaiter, AsyncSubscription, AsyncWaiter
+from eskit.dcb import (
+    AppendCondition,
+    Query,
+    ReadResult,
+    check_condition,
+    check_query,
+    read_result,
+)
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, EventRegistry, StreamId, default_registry
 from eskit.observability import _hooks
@@ -104,7 +112,8 @@ class AsyncEventStore(ABC):
     # -- the modern API ---------------------------------------------------------------
 
     async def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY,
+        *, condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append ``events`` to ``stream_id`` if the stream is at ``expected_version``.
 
@@ -113,17 +122,37 @@ class AsyncEventStore(ABC):
         moved, :class:`~eskit.DuplicateEventError` if an event id is stored
         elsewhere, :class:`~eskit.InvalidInputError` for bad input (raised
         before any I/O). Repeating the same events at the same place returns
-        the first result with ``duplicate=True``.
+        the first result with ``duplicate=True``. ``condition``: as for the sync
+        store, see :mod:`eskit.dcb` (:class:`~eskit.AppendConditionFailed`).
         """
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
+        check_condition(condition)
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
+        if condition is not None:
+            if (observer := _hooks.active) is None:
+                return await self._append_if(stream_id, stream, expected, batch, condition)
+            with observer.append(self, stream, batch):
+                return await self._append_if(stream_id, stream, expected, batch, condition)
         if (observer := _hooks.active) is None:
             return await self._append(stream_id, stream, expected, batch)
         with observer.append(self, stream, batch):  # a span; its context into metadata
             return await self._append(stream_id, stream, expected, batch)
+
+    async def read_events(
+        self, query: Query, after: int = 0, limit: int | None = None
+    ) -> ReadResult:
+        """The events matching ``query`` after ``after``, and the position the read is
+        consistent with: see :meth:`eskit.EventStore.read_events`."""
+        check_query(query)
+        check_position(after)
+        check_limit(limit)
+        if limit == 0:
+            return ReadResult((), after)
+        events, head = await self._read_events(query, after, limit)
+        return read_result(events, head, after, limit, self.registry.upcast)
 
     async def read_stream(
         self,
@@ -476,6 +505,17 @@ class AsyncEventStore(ABC):
 
     @abstractmethod
     async def _read_all_page(self, after: int, limit: int) -> list[Event]: ...
+
+    async def _append_if(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition,
+    ) -> AppendResult:
+        raise NotImplementedError(f"{type(self).__name__} does not support append conditions")
+
+    async def _read_events(
+        self, query: Query, after: int, limit: int | None
+    ) -> tuple[list[Event], int]:
+        raise NotImplementedError(f"{type(self).__name__} does not support read_events")
 
     @abstractmethod
     async def _head_version(self, stream: str) -> int: ...

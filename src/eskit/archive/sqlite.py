@@ -80,6 +80,23 @@ def _rows(conn: Any, stream: str) -> list[RawRow]:
             for p, i, s, v, t, sv, at, d, m in conn.execute(_RAW, (stream,)).fetchall()]
 
 
+def _refuse_tagged(store: Any, streams: Sequence[str]) -> None:
+    """Segments do not hold DCB tags yet, and archiving removes the tags with the
+    events: refuse tagged streams up front rather than lose their tags on restore."""
+    if not store._tags_table:
+        return
+    with store._reading() as conn:
+        for stream in streams:
+            if conn.execute(
+                "SELECT 1 FROM eskit_events e JOIN eskit_event_tags t ON t.position = e.position"
+                " WHERE e.stream_id = ? LIMIT 1", (stream,)
+            ).fetchone() is not None:
+                raise InvalidInputError(
+                    f"stream {stream!r} has events with DCB tags, which archive segments do "
+                    "not keep yet: nothing was archived"
+                )
+
+
 def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str], *,
                     progress: Progress | None = None) -> int:
     """Move each stream's events to a segment in ``storage``; the events archived.
@@ -88,6 +105,7 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
     interruption finishes the work and repeats none of it.
     """
     store = _sqlite(store)
+    _refuse_tagged(store, streams)
     done = 0
     for n, stream in enumerate(streams, 1):
         done += _archive_one(store, storage, stream)

@@ -20,6 +20,7 @@ from typing import Any, TypeVar
 from eskit.aio.snapshots import AsyncSnapshotStore
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
+from eskit.dcb import AppendCondition
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, StreamId
 from eskit.protection.envelope import DataKey
@@ -197,9 +198,11 @@ class AsyncProtectedEventStore(AsyncEventStore):
     # -- the event store API -------------------------------------------------------------
 
     async def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY,
+        *, condition: AppendCondition | None = None,
     ) -> AppendResult:
-        """Seal the batch's personal data, then append it to ``inner`` (same contract)."""
+        """Seal the batch's personal data, then append it to ``inner`` (same contract,
+        ``condition`` included)."""
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
         batch = prepare_batch(
@@ -207,7 +210,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
         )
         plan = self._t.plan(batch)
         sealed = self._t.seal(batch, plan, await self._keys_for(self._t.subjects(plan)))
-        result = await self.inner.append(stream_id, sealed, expected)
+        result = await self.inner.append(stream_id, sealed, expected, condition=condition)
         # A retry's stored events may differ from these, and sealed metadata must be
         # opened: then read them back; otherwise what was stored is this batch, sealed.
         if result.duplicate or self._t.encrypt_metadata:

@@ -32,6 +32,7 @@ import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
+from eskit.dcb import AppendCondition
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, StreamId
 from eskit.protection.envelope import DataKey
@@ -235,9 +236,11 @@ class ProtectedEventStore(EventStore):
     # -- the event store API -------------------------------------------------------------
 
     def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY,
+        *, condition: AppendCondition | None = None,
     ) -> AppendResult:
-        """Seal the batch's personal data, then append it to ``inner`` (same contract).
+        """Seal the batch's personal data, then append it to ``inner`` (same contract,
+        ``condition`` included).
 
         Bad input, including a personal-data field whose subject field is
         missing, raises :class:`~eskit.InvalidInputError` before anything is
@@ -250,7 +253,7 @@ class ProtectedEventStore(EventStore):
         )
         plan = self._t.plan(batch)
         sealed = self._t.seal(batch, plan, self._keys_for(self._t.subjects(plan)))
-        result = self.inner.append(stream_id, sealed, expected)
+        result = self.inner.append(stream_id, sealed, expected, condition=condition)
         # A retry's stored events may differ from these, and sealed metadata must be
         # opened: then read them back; otherwise what was stored is this batch, sealed.
         if result.duplicate or self._t.encrypt_metadata:

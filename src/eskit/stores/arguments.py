@@ -18,6 +18,7 @@ import orjson
 
 from eskit import codec
 from eskit.context import with_context
+from eskit.dcb import check_tags
 from eskit.errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -353,16 +354,22 @@ def prepare_batch(
 
 def _prepare_one(stream: str, item: object, registry: EventRegistry, now: datetime) -> PendingEvent:
     schema_version: int | None
+    tags: object
     if isinstance(item, Event):
         event_id, event_type, data = item.event_id, item.event_type, item.event_data
         metadata, schema_version = item.metadata, item.schema_version
         timestamp: datetime | None = item.timestamp
+        tags = item.tags
     elif isinstance(item, NewEvent):
         event_id, event_type, data = item.event_id, item.event_type, item.event_data
         metadata, timestamp, schema_version = item.metadata, item.timestamp, item.schema_version
+        tags = item.tags
     elif registry.is_domain_event(item):
         event_type, data, schema_version = registry.from_domain(item)
         event_id, metadata, timestamp = new_event_id(), {}, None
+        # A class may say which DCB tags its events carry (see eskit.dcb).
+        hook = getattr(item, "dcb_tags", None)
+        tags = () if hook is None else hook()
     else:
         raise InvalidInputError(
             f"cannot append a {type(item).__name__}: pass eskit.Event, eskit.NewEvent "
@@ -395,6 +402,7 @@ def _prepare_one(stream: str, item: object, registry: EventRegistry, now: dateti
         event_id, event_type, codec.encode(data, naive_datetimes=naive),
         codec.encode(metadata, naive_datetimes=naive),
         now if timestamp is None else _to_utc(timestamp), schema_version, data, metadata,
+        check_tags(tags),
     )
 
 

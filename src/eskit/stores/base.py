@@ -52,6 +52,14 @@ from types import TracebackType
 from typing import Any, Literal, Self, overload
 from uuid import UUID
 
+from eskit.dcb import (
+    AppendCondition,
+    Query,
+    ReadResult,
+    check_condition,
+    check_query,
+    read_result,
+)
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import (
     Event,
@@ -149,7 +157,8 @@ class EventStore(ABC):  # noqa: B024
     # -- the modern API ---------------------------------------------------------------
 
     def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY,
+        *, condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append ``events`` to ``stream_id`` if the stream is at ``expected_version``.
 
@@ -160,12 +169,22 @@ class EventStore(ABC):  # noqa: B024
         :class:`~eskit.errors.DuplicateEventError` if an event id is stored
         elsewhere, :class:`~eskit.errors.InvalidInputError` for bad input; in
         each case nothing is written.
+
+        ``condition`` (an :class:`~eskit.AppendCondition`, see :mod:`eskit.dcb`):
+        the append also requires that no event matching the condition's query is
+        stored after its ``after`` position, checked atomically with the insert;
+        else :class:`~eskit.AppendConditionFailed` and nothing is written. Both the
+        condition and ``expected_version`` must hold. A retry of a conditional
+        append that was stored (same event ids) returns ``duplicate=True``.
         """
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
+        check_condition(condition)
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
+        if condition is not None:
+            return self._append_with_condition(stream_id, stream, expected, batch, condition)
         if not self._implements("_append"):
             return self._append_via_seed_api(stream_id, batch, expected)
         if (observer := _hooks.active) is None:
@@ -176,6 +195,44 @@ class EventStore(ABC):  # noqa: B024
         if not result.duplicate:
             self._wake_waiters()
         return result
+
+    def _append_with_condition(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition,
+    ) -> AppendResult:
+        if not self._implements("_append_if"):
+            raise NotImplementedError(f"{type(self).__name__} does not support append conditions")
+        if (observer := _hooks.active) is None:
+            result = self._append_if(stream_id, stream, expected, batch, condition)
+        else:
+            with observer.append(self, stream, batch):
+                result = self._append_if(stream_id, stream, expected, batch, condition)
+        if not result.duplicate:
+            self._wake_waiters()
+        return result
+
+    def read_events(
+        self, query: Query, after: int = 0, limit: int | None = None
+    ) -> ReadResult:
+        """The events matching ``query`` with ``position > after``, in global order.
+
+        Returns a :class:`~eskit.ReadResult`: the events (each with its ``tags``,
+        upcast like every read) and the position the read is consistent with,
+        to pass as ``AppendCondition(query, after=result.position)``. Queries match
+        the *stored* event types and tags (an event type renamed by an alias is
+        matched under its stored name). Events of deleted streams are left out,
+        as in :meth:`read_all`. The whole result is held in memory: ``limit``
+        bounds it.
+        """
+        check_query(query)
+        check_position(after)
+        check_limit(limit)
+        if not self._implements("_read_events"):
+            raise NotImplementedError(f"{type(self).__name__} does not support read_events")
+        if limit == 0:
+            return ReadResult((), after)
+        events, head = self._read_events(query, after, limit)
+        return read_result(events, head, after, limit, self.registry.upcast)
 
     def read_stream(
         self,
@@ -620,6 +677,21 @@ class EventStore(ABC):  # noqa: B024
         self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
         backwards: bool, limit: int | None,
     ) -> list[Event]:
+        raise NotImplementedError
+
+    def _append_if(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition,
+    ) -> AppendResult:
+        """An append that also requires the condition, checked atomically (eskit.dcb)."""
+        raise NotImplementedError
+
+    def _read_events(
+        self, query: Query, after: int, limit: int | None
+    ) -> tuple[list[Event], int]:
+        """``(events, head)``: the matching events after ``after`` up to ``limit``, with
+        their tags, all at or before ``head``, a position at which the store was
+        settled (no event can later appear at or before it)."""
         raise NotImplementedError
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:

@@ -16,7 +16,8 @@ from datetime import datetime
 from typing import Any, NamedTuple
 from uuid import UUID
 
-from eskit.errors import InvalidInputError
+from eskit.dcb import AppendCondition, Query, set_tags
+from eskit.errors import AppendConditionFailed, InvalidInputError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores.arguments import (
     expected_matches,
@@ -80,9 +81,16 @@ class InMemoryEventStore(EventStore):
         # InMemorySnapshotStores beside this store: truncate_stream looks there.
         self._snapshot_stores: weakref.WeakSet[Any] = weakref.WeakSet()
         self._by_id: dict[int, _Row] = {}  # by UUID.int: an int hashes in C, a UUID in Python
+        self._tags: dict[int, tuple[str, ...]] = {}  # by position; events with tags only
 
     def _append(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
+    ) -> AppendResult:
+        return self._append_if(stream_id, stream, expected, batch, None)
+
+    def _append_if(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition | None,
     ) -> AppendResult:
         with self._lock:
             if (hard := self._deleted.get(stream)) is not None:
@@ -96,6 +104,12 @@ class InMemoryEventStore(EventStore):
                     stream_id, stream, expected, head, batch,
                     {e.event_id: e for e in decode_rows(found)},
                 )
+            # The condition after the retry check: a retried conditional append
+            # matches its own stored events, and is a duplicate, not a failure.
+            if condition is not None and self._first_match(
+                condition.fail_if_events_match, condition.after_position, 1
+            ):
+                raise AppendConditionFailed(stream_id, condition)
             start = len(self._log)
             new_rows = [
                 _Row(0, start + i + 1, p.event_id, stream, head + i + 1, p.event_type,
@@ -105,6 +119,8 @@ class InMemoryEventStore(EventStore):
             self._log.extend(new_rows)
             self._streams.setdefault(stream, rows).extend(new_rows)
             by_id.update((r.event_id.int, r) for r in new_rows)
+            self._tags.update((r.position, p.tags) for p, r in zip(batch, new_rows, strict=True)
+                              if p.tags)
         events = tuple(
             p.recorded(stream_id, r.version, r.position)
             for p, r in zip(batch, new_rows, strict=True)
@@ -157,6 +173,35 @@ class InMemoryEventStore(EventStore):
                 if len(rows) == limit:
                     break
         return decode_rows(rows)
+
+    def _first_match(self, query: Query, after: int, limit: int | None) -> list[_Row]:
+        """The matching rows after ``after`` (deleted streams left out); lock held.
+
+        A scan of the log: the memory store is the model the others are tested
+        against, written to be obviously right rather than fast.
+        """
+        out: list[_Row] = []
+        tags, deleted = self._tags, self._deleted
+        for row in itertools.islice(self._log, after, None):
+            if row is None or row.stream in deleted:
+                continue
+            if query.matches_type_and_tags(row.event_type, tags.get(row.position, ())):
+                out.append(row)
+                if limit is not None and len(out) == limit:
+                    break
+        return out
+
+    def _read_events(
+        self, query: Query, after: int, limit: int | None
+    ) -> tuple[list[Event], int]:
+        with self._lock:
+            rows = self._first_match(query, after, limit)
+            head = len(self._log)
+            tags = [self._tags.get(r.position, ()) for r in rows]
+        events = decode_rows(rows)
+        for event, event_tags in zip(events, tags, strict=True):
+            set_tags(event, event_tags)
+        return events, head
 
     def _head_version(self, stream: str) -> int:
         with self._lock:
@@ -211,6 +256,8 @@ class InMemoryEventStore(EventStore):
                 gone = [r for r in rows if r is not None]
                 self._remove(gone)
                 self._removed_events += len(gone)
+                for row in gone:
+                    self._tags.pop(row.position, None)
                 self._streams.pop(stream, None)
         return head
 

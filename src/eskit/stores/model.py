@@ -88,6 +88,7 @@ class PendingEvent:
         "metadata",
         "metadata_dict",
         "schema_version",
+        "tags",
         "timestamp",
     )
 
@@ -101,6 +102,7 @@ class PendingEvent:
         schema_version: int,
         event_data: dict[str, Any],
         metadata_dict: dict[str, Any],
+        tags: tuple[str, ...] = (),
     ) -> None:
         self.event_id = event_id
         self.event_type = event_type
@@ -110,11 +112,12 @@ class PendingEvent:
         self.schema_version = schema_version
         self.event_data = event_data
         self.metadata_dict = metadata_dict
+        self.tags = tags
 
     def recorded(self, stream_id: StreamId, version: int, position: int) -> Event:
         return recorded_event(
             self.event_id, stream_id, self.event_type, self.event_data, self.timestamp, version,
-            position, self.metadata_dict, self.schema_version,
+            position, self.metadata_dict, self.schema_version, self.tags,
         )
 
 

@@ -35,7 +35,9 @@ try:
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
+from eskit.dcb import AppendCondition, Query
 from eskit.events import Event, EventRegistry, StreamId
+from eskit.stores import postgres_conditions
 from eskit.stores.arguments import resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
@@ -50,6 +52,7 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
+from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
 from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_listen import ListenWaiter, Notifier
 from eskit.stores.postgres_schema import (
@@ -361,6 +364,8 @@ class PostgresEventStore(EventStore):
             with self._connection() as conn:
                 if self._in_caller_transaction():
                     return append_on(self, conn, stream_id, stream, expected, batch)
+        if self.sql.version < DCB_SCHEMA_VERSION and any(p.tags for p in batch):
+            postgres_conditions.needs_tags(self)
         params = append_params(
             stream, expected, batch, self.sql.payload_threshold(self.compress_threshold)
         )
@@ -395,6 +400,19 @@ class PostgresEventStore(EventStore):
                 )
             return result
         raise too_busy(stream)
+
+    # -- DCB (eskit.stores.postgres_conditions) ----------------------------------------
+
+    def _append_if(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition,
+    ) -> AppendResult:
+        return postgres_conditions.append_if(self, stream_id, stream, expected, batch, condition)
+
+    def _read_events(
+        self, query: Query, after: int, limit: int | None
+    ) -> tuple[list[Event], int]:
+        return postgres_conditions.read_events(self, query, after, limit)
 
     def _append_holding_stream_lock(
         self, conn: psycopg.Connection[Any], params: dict[str, Any]

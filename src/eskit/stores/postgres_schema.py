@@ -76,6 +76,14 @@ from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, stored_data
 from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
 from eskit.stores.postgres_compression import compression_migration
+from eskit.stores.postgres_dcb import (
+    DCB_SCHEMA_VERSION,
+    append_statement,
+    dcb_migration,
+    dcb_params,
+    lock_statement,
+    stream_lock_key,
+)
 from eskit.stores.postgres_deletion import (
     DeletionStatements,
     deletion_migration,
@@ -89,7 +97,7 @@ from eskit.stores.prefix_range import prefix_upper_bound
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -321,6 +329,8 @@ class Statements:
             truncation_migration(schema),
             # 7 -> 8: the indexes of filtered reads (eskit.stores.postgres_filtered).
             filtered_migration(schema),
+            # 8 -> 9: DCB tags and lock keys (eskit.stores.postgres_dcb).
+            dcb_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -334,10 +344,11 @@ class Statements:
         # own: that waits for the appends in flight and holds new ones back (queued
         # behind it), and its append's snapshot, taken after, sees every one of them.
         # So a retry cannot lose again to another eskit append.
-        stream_lock = sql.SQL("hashtextextended({} || %(stream)s, 0)").format(
-            sql.Literal(f"eskit-append:{schema}:")
-        )
+        stream_lock = stream_lock_key(schema)
         self.lock_stream = sql.SQL("SELECT pg_advisory_xact_lock({})").format(stream_lock)
+        # From schema 7: DCB (eskit.stores.postgres_dcb).
+        self._append_dcb = append_statement(schema, stream_lock)
+        self.lock_condition = lock_statement(stream_lock)
         append_5 = sql.SQL(
             """WITH turn AS (
                    SELECT pg_advisory_xact_lock_shared({stream_lock})
@@ -438,7 +449,9 @@ class Statements:
         events = sql.SQL("{}.eskit_events").format(sql.Identifier(self.schema))
         self.version = version
         self.append = (
-            self._append_6 if version >= 6 else self._append_5 if version >= 5 else self._append_4
+            self._append_dcb if version >= DCB_SCHEMA_VERSION
+            else self._append_6 if version >= 6
+            else self._append_5 if version >= 5 else self._append_4
         )
         # From schema 6: the events of deleted streams are hidden from every read.
         shown: sql.Composable = (
@@ -668,6 +681,7 @@ def append_params(
         "meta": [p.metadata.decode() for p in batch],
         "lo": lo,
         "hi": hi,
+        **dcb_params(batch),
     }
 
 

@@ -314,6 +314,7 @@ def decode_rows(rows: Iterable[Any], stream_id: StreamId | None = None) -> list[
         event.position = tx << 64 | seq
         event.metadata = metadata
         event.schema_version = schema_version
+        event.tags = ()  # loaded by read_events only (eskit.dcb)
         event.__class__ = Event
         append(event)
     return events

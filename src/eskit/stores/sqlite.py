@@ -42,7 +42,9 @@ from pathlib import Path
 from typing import Any, Literal
 from uuid import UUID
 
+from eskit.dcb import AppendCondition, Query
 from eskit.errors import (
+    AppendConditionFailed,
     DamagedStoreError,
     InvalidInputError,
     NotAnEskitStoreError,
@@ -50,7 +52,7 @@ from eskit.errors import (
     StoreError,
 )
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores import sqlite_deletion, sqlite_truncation
+from eskit.stores import sqlite_dcb, sqlite_deletion, sqlite_truncation
 from eskit.stores.arguments import expected_range, resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.compression import (
@@ -71,6 +73,7 @@ from eskit.stores.prefix_range import prefix_upper_bound
 from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_micros
 from eskit.stores.sqlite_archive import MIGRATION as SQLITE_ARCHIVE_MIGRATION
 from eskit.stores.sqlite_archive import archived_error, archived_in
+from eskit.stores.sqlite_dcb import MIGRATION as SQLITE_DCB_MIGRATION
 from eskit.stores.sqlite_deletion import MIGRATION as SQLITE_DELETION_MIGRATION
 from eskit.stores.sqlite_deletion import VISIBLE, deleted_state
 from eskit.stores.sqlite_filtered import MIGRATION as SQLITE_FILTERED_MIGRATION
@@ -88,7 +91,7 @@ _getpid = os.getpid  # on every call: a fork is detected by the process id chang
 # more threads read at once. Each holds two file descriptors (database and -wal).
 MAX_IDLE_READERS = 8
 
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 STORE_FORMAT = "eskit-event-store"
 
 # Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
@@ -160,6 +163,8 @@ MIGRATIONS: list[list[str]] = [
     sqlite_truncation.MIGRATION,
     # 6 -> 7: the event-type index of filtered reads (eskit.stores.sqlite_filtered).
     SQLITE_FILTERED_MIGRATION,
+    # 7 -> 8: DCB tags (eskit.dcb, eskit.stores.sqlite_dcb).
+    SQLITE_DCB_MIGRATION,
 ]
 
 _COLUMNS = (
@@ -277,6 +282,8 @@ class SQLiteEventStore(EventStore):
         # False on a file of a schema before archives opened with create=False.
         self._archives = True
         self._truncations = True  # False: a file of a schema before eskit_truncated_streams
+        # False on a file of a schema before DCB tags opened with create=False.
+        self._tags_table = True
         self._forking = False
         self._fork_quiet = self._fork_write_locked = self._after_fork = False
         if not create and not self._memory and not Path(self.path).is_file():
@@ -585,6 +592,8 @@ class SQLiteEventStore(EventStore):
                     self._archives = False
                 if found < 6:  # no eskit_truncated_streams yet
                     self._truncations = False
+                if found < 8:  # no eskit_event_tags yet: no event has tags
+                    self._tags_table = False
                 return
             if "eskit_events" in tables and "eskit_meta" not in tables:
                 raise NotAnEskitStoreError(
@@ -688,14 +697,41 @@ class SQLiteEventStore(EventStore):
         finally:
             self._write_lock.release()
 
+    def _append_if(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition,
+    ) -> AppendResult:
+        self._needs_tags()
+        writer = self._lock_writer()
+        assert writer is not None  # no timeout
+        try:
+            return self._append_locked(writer, stream_id, stream, expected, batch, condition)
+        finally:
+            self._write_lock.release()
+
     def _append_locked(
         self, conn: sqlite3.Connection, stream_id: StreamId, stream: str, expected: Expected,
-        batch: list[PendingEvent],
+        batch: list[PendingEvent], condition: AppendCondition | None = None,
     ) -> AppendResult:
         with _translated(self.path):
             self._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
             committed = False
             try:
+                # The write lock is held: nothing can be appended between this check
+                # and the insert (see eskit.stores.sqlite_dcb).
+                if condition is not None and not sqlite_dcb.condition_holds(
+                    conn, condition.fail_if_events_match, condition.after_position,
+                    self._visible,
+                ):
+                    # A retry of this very append matches its own events: a duplicate.
+                    found = self._find(conn, batch)
+                    conn.execute("ROLLBACK")
+                    if found:
+                        return resolve_conflict(
+                            stream_id, stream, expected, self._head_in(conn, stream), batch,
+                            found,
+                        )
+                    raise AppendConditionFailed(stream_id, condition)
                 try:
                     placed = self._insert(conn, stream, expected, batch)
                 except sqlite3.IntegrityError:
@@ -743,6 +779,13 @@ class SQLiteEventStore(EventStore):
             return None
         position, version = row
         head, start = version - 1, position - 1
+        if self._tags_table:
+            sqlite_dcb.insert_tags(conn, start, batch)
+        elif any(p.tags for p in batch):
+            raise StoreError(
+                f"{self.path!r} has an eskit schema before DCB tags: open it with "
+                "SQLiteEventStore(path) (create=True) once to migrate it"
+            )
         if len(batch) > 1:
             conn.executemany(_INSERT, [
                 (start + i + 1, p.event_id.bytes, stream, head + i + 1,
@@ -855,6 +898,35 @@ class SQLiteEventStore(EventStore):
             )
             rows = conn.execute(sql, params).fetchall()
         return decode_rows(rows)
+
+    def _read_events(
+        self, query: Query, after: int, limit: int | None
+    ) -> tuple[list[Event], int]:
+        self._needs_tags()
+        if after >= _MAX_INTEGER:
+            return [], after
+        matching, params = sqlite_dcb.matching_sql(query, self._visible)
+        sql = f"{_SELECT} WHERE position IN ({matching}) AND position <= :head ORDER BY position"
+        if limit is not None:
+            sql += " LIMIT :limit"
+        with self._reading() as conn:
+            # The head first, then the events up to it: positions follow commit order,
+            # so nothing can appear at or below a head once it is read.
+            row = conn.execute("SELECT MAX(position) FROM eskit_events").fetchone()
+            head = int(row[0] or 0)
+            rows = conn.execute(
+                sql, {**params, "after": after, "head": head, "limit": limit}
+            ).fetchall()
+            events = decode_rows(rows)
+            sqlite_dcb.attach_tags(conn, events)
+        return events, head
+
+    def _needs_tags(self) -> None:
+        if not self._tags_table:
+            raise StoreError(
+                f"{self.path!r} has an eskit schema before DCB tags: open it with "
+                "SQLiteEventStore(path) (create=True) once to migrate it"
+            )
 
     def _head_version(self, stream: str) -> int:
         with self._reading() as conn:

@@ -1,0 +1,268 @@
+"""The DCB contract: tags, queries and conditional appends (see :mod:`eskit.dcb`).
+
+Subclass :class:`DCBContract` and implement ``create_store``; every case runs
+against that store. The cases need no server of their own.
+"""
+
+from __future__ import annotations
+
+import threading
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from eskit import (
+    NO_STREAM,
+    AppendCondition,
+    AppendConditionFailed,
+    ConcurrencyError,
+    DuplicateEventError,
+    EventStore,
+    InvalidInputError,
+    NewEvent,
+    Query,
+    QueryItem,
+)
+from eskit.dcb import MAX_TAGS
+
+__all__ = ["DCBContract"]
+
+
+def _enrolled(course: str, student: str) -> NewEvent:
+    return NewEvent("Enrolled", {"course": course, "student": student},
+                    tags=(f"course:{course}", f"student:{student}"))
+
+
+class DCBContract:
+    """What a store with DCB guarantees."""
+
+    def create_store(self, tmp_path: Path) -> EventStore:
+        raise NotImplementedError("a contract test class must implement create_store")
+
+    @pytest.fixture
+    def store(self, tmp_path: Path) -> Iterator[EventStore]:
+        store = self.create_store(tmp_path)
+        try:
+            yield store
+        finally:
+            store.close()
+
+    # -- tags -------------------------------------------------------------------------
+
+    def test_tags_round_trip_in_the_order_given(self, store: EventStore) -> None:
+        tags = ("z:last", "a:first", "ünïcode:名前", "quote:'; --")
+        result = store.append("s", [NewEvent("Tagged", tags=tags), NewEvent("Plain")])
+        assert [e.tags for e in result.events] == [tags, ()]
+        read = store.read_events(Query.all())
+        assert [e.tags for e in read.events] == [tags, ()]
+        assert [e.event_id for e in read.events] == [e.event_id for e in result.events]
+
+    def test_bad_tags_are_refused_before_anything_is_written(self, store: EventStore) -> None:
+        for tags in [("",), ("a\x00b",), ("dup", "dup"), "not-a-tuple",
+                     tuple(f"t{i}" for i in range(MAX_TAGS + 1)), (1,), ("x" * 3000,)]:
+            with pytest.raises(InvalidInputError):
+                store.append("s", [NewEvent("Ok"), NewEvent("Bad", tags=tags)])  # type: ignore[arg-type]
+        assert store.head_position() == 0
+        assert store.read_events(Query.all()).events == ()
+
+    def test_the_most_tags_allowed_are_stored(self, store: EventStore) -> None:
+        tags = tuple(f"t{i}" for i in range(MAX_TAGS))
+        store.append("s", [NewEvent("Many", tags=tags)])
+        assert store.read_events(Query.of(tags=list(tags))).events[0].tags == tags
+
+    # -- queries ----------------------------------------------------------------------
+
+    def test_an_item_needs_all_its_tags_and_one_of_its_types(self, store: EventStore) -> None:
+        store.append("a", [
+            NewEvent("A", tags=("x", "y")),   # 1
+            NewEvent("A", tags=("x",)),       # 2
+            NewEvent("B", tags=("x", "y")),   # 3
+            NewEvent("C", tags=("y",)),       # 4
+            NewEvent("A"),                    # 5
+        ])
+
+        def versions(query: Query) -> list[int]:
+            return [e.version for e in store.read_events(query).events]
+
+        assert versions(Query.of(tags=["x", "y"])) == [1, 3]
+        assert versions(Query.of(types=["A"], tags=["x"])) == [1, 2]
+        assert versions(Query.of(types=["A", "C"], tags=["y"])) == [1, 4]
+        assert versions(Query.of(types=["A"])) == [1, 2, 5]
+        assert versions(Query.of(tags=["nobody"])) == []
+        assert versions(Query.all()) == [1, 2, 3, 4, 5]
+
+    def test_a_query_matches_any_of_its_items_once_each_in_order(
+        self, store: EventStore
+    ) -> None:
+        store.append("a", [NewEvent("A", tags=("x",)), NewEvent("B", tags=("y",)),
+                           NewEvent("C", tags=("x", "y"))])
+        query = Query([QueryItem(tags=("x",)), QueryItem(tags=("y",)), QueryItem(types=("B",))])
+        assert [e.event_type for e in store.read_events(query).events] == ["A", "B", "C"]
+
+    def test_read_events_after_and_limit(self, store: EventStore) -> None:
+        result = store.append("a", [NewEvent("A", {"n": n}, tags=("t",)) for n in range(5)])
+        positions = [e.position for e in result.events]
+        after = store.read_events(Query.of(tags=["t"]), after=positions[1])
+        assert [e.event_data["n"] for e in after.events] == [2, 3, 4]
+        assert after.position == positions[-1]
+        limited = store.read_events(Query.of(tags=["t"]), limit=2)
+        assert [e.event_data["n"] for e in limited.events] == [0, 1]
+        # Cut short: consistent only up to the last event returned.
+        assert limited.position == positions[1]
+        assert store.read_events(Query.of(tags=["t"]), limit=0).events == ()
+
+    def test_read_position_covers_events_the_query_does_not_match(
+        self, store: EventStore
+    ) -> None:
+        store.append("a", [NewEvent("A", tags=("t",))])
+        last = store.append("b", [NewEvent("Other")])
+        result = store.read_events(Query.of(tags=["t"]))
+        assert len(result.events) == 1
+        assert result.position == last.position == store.head_position()
+
+    def test_read_events_refuses_bad_arguments(self, store: EventStore) -> None:
+        cases: list[Callable[[], object]] = [
+                    lambda: store.read_events("tag"),  # type: ignore[arg-type]
+                    lambda: store.read_events(Query.all(), after=-1),
+                    lambda: store.read_events(Query.all(), limit=-1),
+                    lambda: Query([]),
+                    lambda: QueryItem(types=("",)),
+                    lambda: QueryItem(tags="x"),
+                    lambda: AppendCondition("q"),  # type: ignore[arg-type]
+                    lambda: AppendCondition(Query.all(), after=-5)]
+        for bad in cases:
+            with pytest.raises(InvalidInputError):
+                bad()
+
+    def test_deleted_streams_are_left_out_of_reads_and_conditions(
+        self, store: EventStore
+    ) -> None:
+        query = Query.of(tags=["room:1"])
+        store.append("soft", [NewEvent("Booked", tags=("room:1",))])
+        store.append("hard", [NewEvent("Booked", tags=("room:1", "guest:ada"))])
+        store.delete_stream("soft")
+        store.delete_stream("hard", hard=True)
+        assert store.read_events(query).events == ()
+        assert store.read_events(Query.of(tags=["guest:ada"])).events == ()
+        store.append("new", [NewEvent("Booked", tags=("room:1",))],
+                     condition=AppendCondition(query))  # nothing visible matches
+        store.restore_stream("soft")
+        assert [e.aggregate_id for e in store.read_events(query).events] == ["soft", "new"]
+
+    # -- conditions -------------------------------------------------------------------
+
+    def test_condition_passes_when_nothing_matching_came_after(
+        self, store: EventStore
+    ) -> None:
+        store.append("c1", [_enrolled("c1", "s1")])
+        query = Query.of(types=["Enrolled"], tags=["course:c1"])
+        read = store.read_events(query)
+        store.append("other", [_enrolled("c2", "s1")])  # does not match the query
+        result = store.append("c1", [_enrolled("c1", "s2")],
+                              condition=AppendCondition(query, after=read.position))
+        assert not result.duplicate
+        assert len(store.read_events(query).events) == 2
+
+    def test_condition_fails_when_a_matching_event_came_after_and_writes_nothing(
+        self, store: EventStore
+    ) -> None:
+        query = Query.of(tags=["course:c1"])
+        read = store.read_events(query)
+        store.append("x", [_enrolled("c1", "s9")])
+        head = store.head_position()
+        with pytest.raises(AppendConditionFailed) as caught:
+            store.append("y", [_enrolled("c1", "s1"), NewEvent("Untagged")],
+                         condition=AppendCondition(query, after=read.position))
+        assert isinstance(caught.value, ConcurrencyError)
+        assert caught.value.condition.after == read.position
+        assert store.head_position() == head
+        assert store.head_version("y") == 0
+        assert len(store.read_events(Query.all()).events) == 1
+
+    def test_condition_after_none_needs_no_matching_event_at_all(
+        self, store: EventStore
+    ) -> None:
+        username = Query.of(types=["UserRegistered"], tags=["username:ada"])
+        store.append("u1", [NewEvent("UserRegistered", tags=("username:ada",))],
+                     condition=AppendCondition(username))
+        with pytest.raises(AppendConditionFailed):
+            store.append("u2", [NewEvent("UserRegistered", tags=("username:ada",))],
+                         condition=AppendCondition(username))
+        store.append("u3", [NewEvent("UserRegistered", tags=("username:bob",))],
+                     condition=AppendCondition(Query.of(tags=["username:bob"])))
+        assert [e.aggregate_id for e in store.read_events(Query.all()).events] == ["u1", "u3"]
+
+    def test_condition_on_types_alone_sees_untagged_events(self, store: EventStore) -> None:
+        query = Query.of(types=["Closed"])
+        read = store.read_events(query)
+        store.append("x", [NewEvent("Closed")])
+        with pytest.raises(AppendConditionFailed):
+            store.append("y", [NewEvent("Open")], condition=AppendCondition(query, read.position))
+        with pytest.raises(AppendConditionFailed):
+            store.append("y", [NewEvent("Open")],
+                         condition=AppendCondition(Query.all(), read.position))
+
+    def test_condition_and_expected_version_must_both_hold(self, store: EventStore) -> None:
+        query = Query.of(tags=["t"])
+        read = store.read_events(query)
+        store.append("s", [NewEvent("First")])
+        with pytest.raises(ConcurrencyError) as caught:
+            store.append("s", [NewEvent("E", tags=("t",))], NO_STREAM,
+                         condition=AppendCondition(query, read.position))
+        assert not isinstance(caught.value, AppendConditionFailed)
+        store.append("other", [NewEvent("E", tags=("t",))])
+        with pytest.raises(AppendConditionFailed):
+            store.append("s", [NewEvent("E", tags=("t",))], 1,
+                         condition=AppendCondition(query, read.position))
+        assert store.head_version("s") == 1
+        read = store.read_events(query)
+        result = store.append("s", [NewEvent("E", tags=("t",))], 1,
+                              condition=AppendCondition(query, read.position))
+        assert result.version == 2
+
+    def test_retried_conditional_append_is_not_duplicated(self, store: EventStore) -> None:
+        query = Query.of(tags=["course:c1"])
+        read = store.read_events(query)
+        batch = [_enrolled("c1", "s1"), NewEvent("Note", tags=("other",))]
+        condition = AppendCondition(query, read.position)
+        first = store.append("e", batch, condition=condition)
+        again = store.append("e", batch, condition=condition)  # the ack was lost
+        assert again.duplicate
+        assert [e.event_id for e in again.events] == [e.event_id for e in first.events]
+        assert len(store.read_events(Query.all()).events) == 2
+        # A retry whose query does not match its own events is a duplicate too.
+        other = AppendCondition(Query.of(tags=["nothing"]), read.position)
+        assert store.append("e", batch, condition=other).duplicate
+        # Reusing an id in a new batch stays an error.
+        with pytest.raises(DuplicateEventError):
+            store.append("e", [batch[0], NewEvent("New")], condition=other)
+
+    def test_threads_racing_on_one_condition_let_exactly_one_win(
+        self, store: EventStore
+    ) -> None:
+        query = Query.of(types=["UserRegistered"], tags=["username:ada"])
+        read = store.read_events(query)
+        wins: list[int] = []
+        losses: list[int] = []
+        barrier = threading.Barrier(6)
+
+        def register(n: int) -> None:
+            barrier.wait()
+            try:
+                store.append(f"user-{uuid.uuid4()}", [
+                    NewEvent("UserRegistered", {"n": n}, tags=("username:ada",))
+                ], condition=AppendCondition(query, read.position))
+                wins.append(n)
+            except AppendConditionFailed:
+                losses.append(n)
+
+        threads = [threading.Thread(target=register, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 1
+        assert len(losses) == 5
+        assert [e.event_data["n"] for e in store.read_events(query).events] == wins
