@@ -142,7 +142,7 @@ def test_the_explorer_is_mounted_only_while_reads_are_open(tmp_path: Path, monke
 
     calls: list[object] = []
 
-    def explorer_routes(store, settings):
+    def explorer_routes(store, settings, **options):
         calls.append(settings.write_token)
         return [Route("/", lambda request: PlainTextResponse("explorer"))]
 

@@ -77,7 +77,10 @@ DCB_SCHEMA_VERSION = 9
 
 
 def dcb_migration(schema: str) -> list[sql.Composed]:
-    """The statements of migration 6 -> 7 for ``schema`` (already validated)."""
+    """The statements of migration 8 -> 9 for ``schema`` (already validated).
+
+    Idempotent, like the migrations before it, so a schema whose recorded version
+    was set back (by hand, or by a test) migrates again cleanly."""
     s = sql.Identifier(schema)
     events = sql.SQL("{}.eskit_events").format(s)
     tags = sql.SQL("{}.eskit_event_tags").format(s)
@@ -87,7 +90,7 @@ def dcb_migration(schema: str) -> list[sql.Composed]:
         # event's type is copied so that an item's types filter without a join (a join
         # to the events table was planned as a scan of every event: 60 ms at 20,000).
         sql.SQL(
-            """CREATE TABLE {tags} (
+            """CREATE TABLE IF NOT EXISTS {tags} (
                    tag        text   NOT NULL,
                    tx_id      xid8   NOT NULL,
                    seq        bigint NOT NULL,
@@ -96,16 +99,19 @@ def dcb_migration(schema: str) -> list[sql.Composed]:
                    CONSTRAINT eskit_event_tags_key PRIMARY KEY (tag, tx_id, seq)
                )"""
         ).format(tags=tags),
-        sql.SQL("CREATE INDEX eskit_event_tags_event ON {} (tx_id, seq)").format(tags),
+        sql.SQL(
+            "CREATE INDEX IF NOT EXISTS eskit_event_tags_event ON {} (tx_id, seq)"
+        ).format(tags),
         # A hard delete of a stream takes its events' tags (they may name people).
         sql.SQL(
-            """CREATE FUNCTION {schema}.eskit_remove_tags() RETURNS trigger
+            """CREATE OR REPLACE FUNCTION {schema}.eskit_remove_tags() RETURNS trigger
                LANGUAGE plpgsql AS $$
                BEGIN
                    DELETE FROM {tags} WHERE tx_id = OLD.tx_id AND seq = OLD.seq;
                    RETURN NULL;
                END $$"""
         ).format(schema=s, tags=tags),
+        sql.SQL("DROP TRIGGER IF EXISTS eskit_events_remove_tags ON {}").format(events),
         sql.SQL(
             """CREATE TRIGGER eskit_events_remove_tags AFTER DELETE ON {events}
                FOR EACH ROW EXECUTE FUNCTION {schema}.eskit_remove_tags()"""
@@ -116,7 +122,7 @@ def dcb_migration(schema: str) -> list[sql.Composed]:
 def append_statement(
     schema: str, stream_lock: sql.Composable, check: sql.Composable | None = None
 ) -> sql.Composed:
-    """Schema 7's append: schema 6's, plus the event keys' shared locks (before the
+    """Schema 9's append: schema 6's, plus the event keys' shared locks (before the
     insert) and the tags (in the same statement: one round trip, still idempotent).
 
     With ``check`` (a ``SELECT 1 ... LIMIT 1`` of the events a condition forbids),
