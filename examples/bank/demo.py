@@ -85,7 +85,10 @@ def run(db_path: str | os.PathLike[str], console: Console) -> dict[str, Decimal]
     console.print(
         "\nThe file stays for you to explore:\n"
         f"  [bold]eskit streams {escape(str(path))}[/]\n"
-        f"  [bold]eskit events {escape(str(path))} {account_id('ACC-001')}[/]"
+        f"  [bold]eskit events {escape(str(path))} {account_id('ACC-001')}[/]\n"
+        "or in a browser, with the accounts' state at every version:\n"
+        f"  [bold]eskit serve {escape(str(path))} --app {__package__}.domain[/]"
+        "  then open http://127.0.0.1:8000/"
     )
     return balances
 

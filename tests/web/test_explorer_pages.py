@@ -525,3 +525,23 @@ def test_create_app_serves_the_explorer_and_its_writes_follow_the_web_settings(f
             assert response.status_code == 404
             assert "no projection target" in response.text
     assert _status(fresh) == "parked"
+
+
+def test_projections_page_shows_a_running_rebuild_and_each_live_generation(client, world) -> None:
+    from eskit.projections.rebuild import shadow_name
+
+    shadow = shadow_name(world.projection.name)
+    target = world.target
+    with target.transaction() as conn:  # what rebuild() records while it replays
+        target.load_state(conn, shadow, 0)
+        target.set_generation(conn, shadow, 0, 2)
+        target.save_position(conn, shadow, 0, 3, 3, None, None)
+    try:
+        page = client.get("/projections").text
+        head = world.store.head_position()
+        assert (f"rebuilding {world.projection.name} into generation 2: at position 3 of {head}"
+                in page)
+        assert "generation 1" in page  # the live tables
+    finally:
+        with target.transaction() as conn:
+            target.reset(conn, shadow)

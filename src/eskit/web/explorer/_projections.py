@@ -46,6 +46,9 @@ class ProjectionPages:
             "states": target.states(), "letters": target.dead_letters(status=None),
             "lags": lags, "registered": self.x.projections, "no_target": False,
             "max_lag": DEFAULT_MAX_LAG, "done": text_param(request, "done") or None,
+            # A running blue/green rebuild checkpoints as "<name>#rebuild" (see
+            # eskit.projections.rebuild): its row shows how far it has come.
+            "head": self.x.store.head_position(),
         })
 
     def confirm(self, request: Request) -> Response:
