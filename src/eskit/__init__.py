@@ -27,6 +27,7 @@ from eskit.errors import (
     InvalidInputError,
     InvalidMessageError,
     MissingExtraError,
+    MultiStreamConcurrencyError,
     NotAnEskitStoreError,
     PublishRejectedError,
     StoreBusyError,
@@ -80,6 +81,7 @@ from eskit.stores.model import (
     STREAM_EXISTS,
     AppendResult,
     ExpectedVersion,
+    StreamAppend,
     StreamInfo,
 )
 from eskit.stores.rows import UndecodableEvent
@@ -135,6 +137,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidMessageError",
     "MissingExtraError",
+    "MultiStreamConcurrencyError",
     "NewEvent",
     "NoSnapshots",
     "NotAnEskitStoreError",
@@ -160,6 +163,7 @@ __all__ = [
     "StoreError",
     "StoreStats",
     "StoreUnavailableError",
+    "StreamAppend",
     "StreamId",
     "StreamInfo",
     "Subscription",

@@ -21,7 +21,16 @@ from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter, LocalAsyncWaiter
 from eskit.events import Event, StreamId
 from eskit.stores.base import EventStore
-from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent, StreamInfo
+from eskit.stores.model import (
+    ANY,
+    AppendInput,
+    AppendResult,
+    Expected,
+    PendingEvent,
+    StreamAppend,
+    StreamInfo,
+)
+from eskit.stores.multi import PreparedAppend
 
 __all__: list[str] = []
 
@@ -58,6 +67,9 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
         self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
     ) -> AppendResult:
         return await self._call(self.sync_store.append, stream_id, events, expected_version)
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        return await self._call(self.sync_store.append_many, appends)
 
     async def read_stream(
         self,
@@ -107,6 +119,9 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
         return await self._call(self.sync_store._append, stream_id, stream, expected, batch)
+
+    async def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        return await self._call(self.sync_store._append_many, prepared)
 
     async def _read_stream(
         self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,

@@ -62,8 +62,10 @@ from eskit.stores.model import (
     AppendResult,
     Expected,
     PendingEvent,
+    StreamAppend,
     StreamInfo,
 )
+from eskit.stores.multi import PreparedAppend, prepare_appends
 from eskit.stores.rows import (
     OnUndecodable,
     UndecodableEvent,
@@ -111,6 +113,19 @@ class AsyncEventStore(ABC):
             return await self._append(stream_id, stream, expected, batch)
         with observer.append(self, stream, batch):  # a span; its context into metadata
             return await self._append(stream_id, stream, expected, batch)
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Append to several streams in one transaction: all of them or none.
+
+        Same contract as :meth:`eskit.EventStore.append_many`: one result per
+        stream in the order given, :class:`~eskit.MultiStreamConcurrencyError`
+        naming every stream that moved, bad input refused before anything is
+        awaited, and a repeated call returns its results with ``duplicate=True``.
+        """
+        prepared = prepare_appends(
+            appends, registry=self.registry, max_event_bytes=self.max_event_bytes
+        )
+        return await self._append_many(prepared)
 
     async def read_stream(
         self,
@@ -367,6 +382,12 @@ class AsyncEventStore(ABC):
     async def _append(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult: ...
+
+    async def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        # No fallback that appends stream by stream: it would not be atomic.
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot append to several streams in one transaction"
+        )
 
     @abstractmethod
     async def _read_stream(

@@ -50,6 +50,7 @@ from eskit import (
 )
 from eskit.events import MAX_NAME_BYTES
 from eskit.testing.codec_contract import CodecContract
+from eskit.testing.multistream_contract import MultiStreamContract
 
 __all__ = ["EventStoreContract"]
 
@@ -100,10 +101,12 @@ def _ids(events: Any) -> list[uuid.UUID]:
     return [e.event_id for e in events]
 
 
-class EventStoreContract(CodecContract):
+class EventStoreContract(CodecContract, MultiStreamContract):
     """The guarantees of :class:`eskit.EventStore`. Subclass and implement ``create_store``.
 
-    Payload and upcasting cases live in :class:`~eskit.testing.codec_contract.CodecContract`.
+    Payload and upcasting cases live in :class:`~eskit.testing.codec_contract.CodecContract`,
+    ``append_many`` cases in
+    :class:`~eskit.testing.multistream_contract.MultiStreamContract`.
     """
 
     def create_store(self, tmp_path: Path) -> EventStore:
