@@ -17,7 +17,7 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 from uuid import UUID
 
-from eskit.errors import StoreBusyError
+from eskit.errors import StoreBusyError, StoreError
 from eskit.events import Event, StreamId
 from eskit.stores.model import AppendResult, Expected, PendingEvent
 from eskit.stores.multi import PreparedAppend, resolve_many
@@ -28,22 +28,25 @@ class _Store(Protocol):
 
     def _translating(self) -> AbstractContextManager[Any]: ...
 
-    def _retry_busy(self, action: Any) -> Any: ...
-
     def _insert(self, conn: sqlite3.Connection, stream: str, expected: Expected,
                 batch: list[PendingEvent]) -> tuple[int, int] | None: ...
 
-    @staticmethod
-    def _recorded(stream_id: StreamId, batch: list[PendingEvent], head: int,
+    def _recorded(self, stream_id: StreamId, batch: list[PendingEvent], head: int,
                   start: int) -> AppendResult: ...
 
-    @staticmethod
-    def _head_in(conn: sqlite3.Connection, stream: str) -> int: ...
+    def _head_in(self, conn: sqlite3.Connection, stream: str) -> int: ...
 
     def _find(self, conn: sqlite3.Connection,
               batch: Sequence[PendingEvent]) -> dict[UUID, Event]: ...
 
+
+class _Writer(_Store, Protocol):
+    def _retry_busy(self, action: Any) -> Any: ...
+
+
 __all__: list[str] = []
+
+SAVEPOINT = "eskit_append_many"
 
 # A refused call whose consistent re-read says it may be written after all can only
 # follow a change by another process between the two transactions: go again, a
@@ -52,7 +55,7 @@ MAX_ATTEMPTS = 3
 
 
 def append_many_locked(
-    store: _Store, conn: sqlite3.Connection, prepared: list[PreparedAppend]
+    store: _Writer, conn: sqlite3.Connection, prepared: list[PreparedAppend]
 ) -> list[AppendResult]:
     """The whole call on the writer connection ``conn``; the caller holds the write lock."""
     with store._translating():
@@ -83,6 +86,48 @@ def append_many_locked(
         f"append_many was refused and then found writable {MAX_ATTEMPTS} times in a row "
         "(another process kept changing the streams); nothing was written"
     )
+
+
+def append_many_in_savepoint(
+    store: _Store, conn: sqlite3.Connection, prepared: list[PreparedAppend]
+) -> list[AppendResult]:
+    """The call in a savepoint of the caller's open transaction on ``conn``.
+
+    A refusal rolls back to the savepoint and the caller's transaction goes on;
+    eskit commits nothing (RELEASE inside a transaction commits nothing).
+    """
+    with store._translating():
+        conn.execute(f"SAVEPOINT {SAVEPOINT}")
+        try:
+            placed = _insert_all(store, conn, prepared)
+        except BaseException as exc:
+            _undo(conn)
+            if not conn.in_transaction:  # SQLite rolled back the caller's work too
+                raise StoreError(
+                    "SQLite rolled back the whole transaction on the caller's "
+                    f"connection, the application's own writes too: {exc}"
+                ) from exc
+            raise
+        if placed is not None:
+            conn.execute(f"RELEASE {SAVEPOINT}")
+            return [
+                store._recorded(a.stream_id, a.batch, head, start)
+                for a, (head, start) in zip(prepared, placed, strict=True)
+            ]
+        _undo(conn)
+        # The caller's transaction holds the write lock now: nothing moved since.
+        heads = {a.stream: store._head_in(conn, a.stream) for a in prepared}
+        retried = resolve_many(prepared, heads,
+                               store._find(conn, [p for a in prepared for p in a.batch]))
+    if retried is None:
+        raise StoreError("append_many was refused, yet nothing in the transaction refuses it")
+    return retried
+
+
+def _undo(conn: sqlite3.Connection) -> None:
+    if conn.in_transaction:
+        conn.execute(f"ROLLBACK TO {SAVEPOINT}")
+        conn.execute(f"RELEASE {SAVEPOINT}")
 
 
 def _insert_all(
