@@ -65,7 +65,7 @@ from eskit.stores.model import (
     StreamAppend,
     StreamInfo,
 )
-from eskit.stores.multi import PreparedAppend, prepare_appends
+from eskit.stores.multi import PreparedAppend, observed, prepare_appends
 from eskit.stores.rows import (
     OnUndecodable,
     UndecodableEvent,
@@ -125,7 +125,10 @@ class AsyncEventStore(ABC):
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        return await self._append_many(prepared)
+        if (observer := _hooks.active) is None:
+            return await self._append_many(prepared)
+        with observer.append(self, *observed(prepared)):  # one span; its context into metadata
+            return await self._append_many(prepared)
 
     async def read_stream(
         self,

@@ -85,7 +85,7 @@ from eskit.stores.model import (
     StreamAppend,
     StreamInfo,
 )
-from eskit.stores.multi import PreparedAppend, prepare_appends
+from eskit.stores.multi import PreparedAppend, observed, prepare_appends
 from eskit.stores.rows import (
     OnUndecodable,
     UndecodableEvent,
@@ -181,7 +181,11 @@ class EventStore(ABC):  # noqa: B024
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        results = self._append_many(prepared)
+        if (observer := _hooks.active) is None:
+            results = self._append_many(prepared)
+        else:  # one span for the call; its context into every event's metadata
+            with observer.append(self, *observed(prepared)):
+                results = self._append_many(prepared)
         if not results[0].duplicate:
             self._wake_waiters()
         return results

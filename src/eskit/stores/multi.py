@@ -102,6 +102,12 @@ def all_event_ids(prepared: Sequence[PreparedAppend]) -> list[UUID]:
     return [p.event_id for a in prepared for p in a.batch]
 
 
+def observed(prepared: Sequence[PreparedAppend]) -> tuple[str, list[PendingEvent]]:
+    """What an observer's append scope takes for a whole call: the streams' names
+    (comma-separated) and every event of the call."""
+    return ",".join(a.stream for a in prepared), [p for a in prepared for p in a.batch]
+
+
 def resolve_many(
     prepared: Sequence[PreparedAppend],
     heads: Mapping[str, int],
