@@ -147,3 +147,38 @@ def test_async_postgres_append_many_in_the_callers_transaction(postgres_dsn: str
             await store.close()
 
     asyncio.run(main())
+
+
+def test_postgres_calls_in_opposite_orders_never_deadlock(
+    pg_store: PostgresEventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The streams' locks are taken in the order of their keys, whatever the call's
+    # order: a deadlock (PostgreSQL breaks it after deadlock_timeout, and the store
+    # retries the call) would show here as a retried attempt.
+    import threading
+
+    from eskit.stores import postgres
+
+    retried: list[BaseException] = []
+
+    def never(exc: BaseException) -> bool:
+        retried.append(exc)
+        return True
+
+    monkeypatch.setattr(postgres, "retry_whole_call", never)
+
+    def writer(first: str, second: str) -> None:
+        for i in range(25):
+            pg_store.append_many([
+                StreamAppend(first, [NewEvent("E", {"i": i})]),
+                StreamAppend(second, [NewEvent("E", {"i": i})]),
+            ])
+
+    threads = [threading.Thread(target=writer, args=pair)
+               for pair in (("x", "y"), ("y", "x"), ("x", "y"), ("y", "x"))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert retried == []
+    assert [pg_store.head_version(s) for s in ("x", "y")] == [100, 100]

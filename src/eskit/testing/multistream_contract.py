@@ -322,3 +322,36 @@ class MultiStreamContract:
             by, r = event.event_data["by"], event.event_data["round"]
             assert r in [e.event_data["round"] for e in own[by]]
             assert outcomes[r].count(by) == 1
+
+    def test_append_many_calls_naming_streams_in_opposite_orders_all_succeed_whole(
+        self, store: EventStore
+    ) -> None:
+        """No two calls wait for each other in a cycle, and each call's events stand
+        together in the global order, in the order of the call."""
+        calls = 20
+        errors: list[BaseException] = []
+
+        def writer(first: str, second: str) -> None:
+            for i in range(calls):
+                try:
+                    store.append_many([
+                        StreamAppend(first, [_new(by=first, i=i)]),
+                        StreamAppend(second, [_new(by=first, i=i)]),
+                    ])
+                except BaseException as exc:
+                    errors.append(exc)
+
+        threads = [threading.Thread(target=writer, args=("ms-x", "ms-y")),
+                   threading.Thread(target=writer, args=("ms-y", "ms-x"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert not errors, errors[:3]
+        everything = list(store.read_all())
+        assert len(everything) == 4 * calls
+        assert store.head_version("ms-x") == store.head_version("ms-y") == 2 * calls
+        for pair in zip(everything[::2], everything[1::2], strict=True):
+            first, second = pair
+            assert first.event_data == second.event_data, "a call's events stand together"
+            assert str(first.aggregate_id) == first.event_data["by"], "in the call's order"
