@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -54,6 +54,7 @@ from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_listen import ListenWaiter, Notifier
 from eskit.stores.postgres_multi import MAX_ATTEMPTS as MAX_MANY_ATTEMPTS
 from eskit.stores.postgres_multi import (
+    PIPELINE,
     MultiStatements,
     append_many_in_savepoint,
     append_many_on,
@@ -408,7 +409,8 @@ class PostgresEventStore(EventStore):
                     return append_many_in_savepoint(self, conn, prepared)
 
         def attempt(conn: psycopg.Connection[Any]) -> list[AppendResult]:
-            with conn.transaction():
+            # BEGIN in the pipeline too: it goes out with the locks and the reads.
+            with conn.pipeline() if PIPELINE else nullcontext(), conn.transaction():
                 return append_many_on(self, conn, prepared)
 
         for _ in range(MAX_MANY_ATTEMPTS):

@@ -26,12 +26,17 @@ transaction whose own events are already stored; in a caller's transaction that
 wrote elsewhere first, every insert gets the late stamp of the first one
 (:mod:`eskit.stores.postgres_late`).
 
+With libpq 14 or newer the statements go out in pipeline mode (steps 1 and 2 in
+one round trip, step 3 in another); they stay separate statements all the same.
+
 The price of the exclusive locks: appends to the streams of a call wait while it
 runs (a few round trips), and calls that share a stream run one after the other.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager, nullcontext
 from typing import Any, Protocol
 
 from eskit.errors import StoreError
@@ -57,6 +62,8 @@ from eskit.stores.rows import decode_rows
 __all__: list[str] = []
 
 SAVEPOINT = "eskit_append_many"
+PIPELINE = psycopg.Pipeline.is_supported()
+"""Whether libpq has pipeline mode (14 or newer): without it, one round trip a statement."""
 MAX_ATTEMPTS = 10
 """Whole-call attempts after a unique violation or a deadlock, which only a writer
 outside eskit's locks (raw SQL, or an id reused in another stream meanwhile) causes."""
@@ -109,6 +116,21 @@ def _found(rows: list[Any]) -> dict[Any, Event]:
     return {e.event_id: e for e in decode_rows(rows)}
 
 
+def _results(prepared: list[PreparedAppend], rows: list[list[Any]]) -> list[AppendResult]:
+    results: list[AppendResult] = []
+    for a, inserted in zip(prepared, rows, strict=True):
+        result = inserted_result(a.stream_id, a.batch, inserted)
+        if result is None:
+            raise _moved(a.stream)
+        results.append(result)
+    return results
+
+
+@asynccontextmanager
+async def _no_async_pipeline() -> AsyncIterator[None]:
+    yield
+
+
 def _moved(stream: str) -> StoreError:
     return StoreError(
         f"stream {stream!r} moved while append_many held its lock: something writes to the "
@@ -122,26 +144,32 @@ def _moved(stream: str) -> StoreError:
 def append_many_on(
     store: ManyStore, conn: psycopg.Connection[Any], prepared: list[PreparedAppend]
 ) -> list[AppendResult]:
-    """The call on ``conn``, in the transaction (or savepoint) the caller opened."""
+    """The call on ``conn``, in the transaction (or savepoint) the caller opened.
+
+    In pipeline mode where libpq has it: the lock and the reads go in one round trip,
+    the inserts in another (they stay separate statements, each with its own
+    snapshot, so the reads see every append that held a lock before).
+    """
     statements, multi, streams = store.sql, store.sql_multi, [a.stream for a in prepared]
-    conn.execute(multi.lock_streams, (streams,))
-    if statements.version >= 6:
-        _refuse_deleted(prepared, conn.execute(multi.deleted, (streams,)).fetchall())
-    heads = {s: int(v) for s, v in conn.execute(multi.heads, (streams,)).fetchall()}
-    found = _found(conn.execute(statements.find_events, (all_event_ids(prepared),)).fetchall())
-    retried = resolve_many(prepared, heads, found)
-    if retried is not None:
-        return retried
-    threshold = statements.payload_threshold(store.compress_threshold)
-    results: list[AppendResult] = []
-    for a in prepared:
-        params = append_params(a.stream, a.expected, a.batch, threshold)
-        result = inserted_result(a.stream_id, a.batch, conn.execute(statements.append,
-                                                                    params).fetchall())
-        if result is None:
-            raise _moved(a.stream)
-        results.append(result)
-    return results
+    with conn.pipeline() if PIPELINE else nullcontext():
+        conn.execute(multi.lock_streams, (streams,))
+        deleted = conn.execute(multi.deleted, (streams,)) if statements.version >= 6 else None
+        heads = conn.execute(multi.heads, (streams,))
+        found = conn.execute(statements.find_events, (all_event_ids(prepared),))
+        if deleted is not None:
+            _refuse_deleted(prepared, deleted.fetchall())
+        retried = resolve_many(
+            prepared, {s: int(v) for s, v in heads.fetchall()}, _found(found.fetchall())
+        )
+        if retried is not None:
+            return retried
+        threshold = statements.payload_threshold(store.compress_threshold)
+        inserts = [
+            conn.execute(statements.append, append_params(a.stream, a.expected, a.batch,
+                                                          threshold))
+            for a in prepared
+        ]
+        return _results(prepared, [cursor.fetchall() for cursor in inserts])
 
 
 def append_many_in_savepoint(
@@ -180,26 +208,28 @@ async def append_many_on_async(
 ) -> list[AppendResult]:
     """:func:`append_many_on`, awaited."""
     statements, multi, streams = store.sql, store.sql_multi, [a.stream for a in prepared]
-    await conn.execute(multi.lock_streams, (streams,))
-    if statements.version >= 6:
-        cursor = await conn.execute(multi.deleted, (streams,))
-        _refuse_deleted(prepared, await cursor.fetchall())
-    cursor = await conn.execute(multi.heads, (streams,))
-    heads = {s: int(v) for s, v in await cursor.fetchall()}
-    cursor = await conn.execute(statements.find_events, (all_event_ids(prepared),))
-    retried = resolve_many(prepared, heads, _found(await cursor.fetchall()))
-    if retried is not None:
-        return retried
-    threshold = statements.payload_threshold(store.compress_threshold)
-    results: list[AppendResult] = []
-    for a in prepared:
-        params = append_params(a.stream, a.expected, a.batch, threshold)
-        cursor = await conn.execute(statements.append, params)
-        result = inserted_result(a.stream_id, a.batch, await cursor.fetchall())
-        if result is None:
-            raise _moved(a.stream)
-        results.append(result)
-    return results
+    async with conn.pipeline() if PIPELINE else _no_async_pipeline():
+        await conn.execute(multi.lock_streams, (streams,))
+        deleted = (
+            await conn.execute(multi.deleted, (streams,)) if statements.version >= 6 else None
+        )
+        heads = await conn.execute(multi.heads, (streams,))
+        found = await conn.execute(statements.find_events, (all_event_ids(prepared),))
+        if deleted is not None:
+            _refuse_deleted(prepared, await deleted.fetchall())
+        retried = resolve_many(
+            prepared, {s: int(v) for s, v in await heads.fetchall()},
+            _found(await found.fetchall()),
+        )
+        if retried is not None:
+            return retried
+        threshold = statements.payload_threshold(store.compress_threshold)
+        inserts = [
+            await conn.execute(statements.append, append_params(a.stream, a.expected,
+                                                                a.batch, threshold))
+            for a in prepared
+        ]
+        return _results(prepared, [await cursor.fetchall() for cursor in inserts])
 
 
 async def append_many_in_savepoint_async(
