@@ -121,6 +121,11 @@ class ConcurrencyError(EskitError, ValueError):
             )
         super().__init__(message)
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields, not from ``args`` (the message): it crosses process
+        # boundaries (pools, workers) intact.
+        return type(self), (self.stream_id, self.expected_version, self.actual_version)
+
 
 class MultiStreamConcurrencyError(ConcurrencyError):
     """Streams of an ``append_many`` were not at their expected versions. Nothing was written.
@@ -142,6 +147,9 @@ class MultiStreamConcurrencyError(ConcurrencyError):
             f"{len(self.conflicts)} of the streams were not at their expected versions, "
             "nothing was written: " + "; ".join(str(c) for c in self.conflicts),
         )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.conflicts,)
 
 
 class DuplicateEventError(EskitError):

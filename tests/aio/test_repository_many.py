@@ -113,3 +113,20 @@ def test_saving_the_same_aggregate_twice_in_one_call_is_refused() -> None:
     assert len(a.get_uncommitted_events()) == 1
     with pytest.raises(InvalidInputError, match="aggregates"):
         repo.save(a, "not an aggregate")  # type: ignore[call-overload]
+
+
+def test_conflict_errors_survive_pickling_with_every_stream() -> None:
+    import pickle
+
+    from eskit import NO_STREAM, ConcurrencyError
+
+    single = pickle.loads(pickle.dumps(ConcurrencyError("s", NO_STREAM, 2)))
+    assert (single.stream_id, single.expected_version, single.actual_version) == ("s", NO_STREAM, 2)
+    assert str(single) == str(ConcurrencyError("s", NO_STREAM, 2))
+    error = MultiStreamConcurrencyError([ConcurrencyError("a", 1, 2), ConcurrencyError("b", 0, 3)])
+    again = pickle.loads(pickle.dumps(error))
+    assert type(again) is MultiStreamConcurrencyError
+    assert [(c.stream_id, c.expected_version, c.actual_version) for c in again.conflicts] == [
+        ("a", 1, 2), ("b", 0, 3)
+    ]
+    assert str(again) == str(error)
