@@ -9,6 +9,10 @@ if __name__ == "__main__":  # not when a spawned worker process imports this mod
         from benchmarks.snapshots import main as snapshots_main
 
         raise SystemExit(snapshots_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["sse"]:  # python -m benchmarks sse [--events N]
+        from benchmarks.http_sse import main as sse_main
+
+        raise SystemExit(sse_main(sys.argv[2:]))
     if sys.argv[1:2] == ["compare"]:  # python -m benchmarks compare [options]
         from benchmarks.compare import main as compare_main
 

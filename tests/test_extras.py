@@ -135,3 +135,18 @@ def test_fastapi_support_without_its_extra_names_the_fastapi_extra():
     """)
     assert result.returncode == 0, result.stderr
     assert "pip install 'eskit[fastapi]'" in result.stdout
+
+
+def test_the_explorer_without_jinja2_names_the_web_extra():
+    result = run_without(("jinja2",), """
+        import eskit
+        try:
+            import eskit.web.explorer
+        except eskit.MissingExtraError as exc:
+            assert exc.extra == "web" and exc.name == "jinja2", (exc.extra, exc.name)
+            print(exc)
+        else:
+            raise SystemExit("no error")
+    """)
+    assert result.returncode == 0, result.stderr
+    assert "pip install 'eskit[web]'" in result.stdout

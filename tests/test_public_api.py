@@ -47,6 +47,10 @@ PUBLIC_API = [
     "StoreStats", "prune_snapshots", "stats",
     # payload compression (eskit.stores.compact)
     "CompactResult", "compact",
+    # who did what (eskit.context)
+    "caused_by", "event_context",
+    # large payloads by reference (eskit.blobs)
+    "BlobNotFoundError", "BlobRef",
 ]
 
 

@@ -112,10 +112,13 @@ def test_stats_count_events_streams_and_their_stored_bytes(store: EventStore) ->
     assert found.largest_categories[0] == CategorySize(
         "order", 2, 6, _bytes(WORLD["order-1"]) + _bytes(WORLD["order-2"])
     )
-    # Nothing fills these yet: they are None, never a guessed 0.
-    assert found.decoded_bytes is None
-    assert found.compression_ratio is None
-    assert found.archived_events is None
+    # Small payloads stay below the compression threshold: stored as they decode.
+    assert found.decoded_bytes == found.payload_bytes
+    assert found.compression_ratio == 1.0
+    if isinstance(store, SQLiteEventStore):  # archiving exists on SQLite only
+        assert (found.archived_streams, found.archived_events) == (0, 0)
+    else:
+        assert (found.archived_streams, found.archived_events) == (None, None)
     assert found.deleted_streams == 0  # nothing deleted (was None before stream deletion)
     assert found.deleted_events == 0
 
@@ -193,7 +196,48 @@ def test_to_dict_is_json_with_bytes_per_event(store: EventStore) -> None:
     assert document["largest_streams"] == [
         {"stream_id": "order-1", "events": 5, "bytes": _bytes(WORLD["order-1"])}
     ]
-    assert document["compression_ratio"] is None
+    assert document["compression_ratio"] == 1.0
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgres", "postgres-async"])
+def test_decoded_bytes_are_what_the_same_events_take_uncompressed(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    def open_pair() -> tuple[Any, Any]:
+        if kind == "sqlite":
+            return (SQLiteEventStore(tmp_path / "on.db"),
+                    SQLiteEventStore(tmp_path / "off.db", compress_threshold=None))
+        dsn = request.getfixturevalue("postgres_dsn")
+        return (eskit.PostgresEventStore(dsn, schema=new_schema_name()),
+                eskit.PostgresEventStore(dsn, schema=new_schema_name(), compress_threshold=None))
+
+    on, off = open_pair()
+    for store in (on, off):
+        for i in range(20):
+            lines = [{"sku": f"sku-{n}", "qty": n, "note": "fragile " * (i % 5)}
+                     for n in range(40)]
+            store.append(f"order-{i % 3}", [NewEvent("Placed", {"lines": lines}),
+                                            NewEvent("Paid", {"i": i})])
+    if kind == "postgres-async":
+        from eskit.aio import AsyncPostgresEventStore
+
+        async def measure() -> Any:
+            store = await AsyncPostgresEventStore.open(on.pool.conninfo, schema=on.schema)
+            try:
+                return await stats_async(store)
+            finally:
+                await store.close()
+
+        compressed = asyncio.run(measure())
+    else:
+        compressed = eskit.stats(on)
+    plain = eskit.stats(off)
+    assert compressed.payload_bytes < plain.payload_bytes / 3
+    assert compressed.decoded_bytes == plain.payload_bytes == plain.decoded_bytes
+    assert compressed.compression_ratio == round(plain.payload_bytes / compressed.payload_bytes, 4)
+    assert compressed.compression_ratio > 3
+    on.close()
+    off.close()
 
 
 # --------------------------------------------------------------------------- async

@@ -10,11 +10,14 @@ from typing import TYPE_CHECKING
 
 from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
+from eskit.blobs.ref import BlobRef
 from eskit.codec import register_type
 from eskit.config import open_store
+from eskit.context import caused_by, event_context
 from eskit.errors import (
     AggregateNotFound,
     AppendNotFirstWriteError,
+    BlobNotFoundError,
     BrokerUnavailableError,
     BusError,
     ConcurrencyError,
@@ -110,6 +113,8 @@ __all__ = [
     "Aggregate",
     "AggregateNotFound",
     "AppendNotFirstWriteError",
+    "BlobNotFoundError",
+    "BlobRef",
     "BrokerUnavailableError",
     "BusError",
     "AppendResult",
@@ -172,8 +177,10 @@ __all__ = [
     "UnknownHandlerWarning",
     "VersionNotFound",
     "__version__",
+    "caused_by",
     "check_health",
     "domain_event",
+    "event_context",
     "handles",
     "open_store",
     "prune_snapshots",

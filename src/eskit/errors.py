@@ -12,6 +12,7 @@ never reach the caller untranslated::
     │   └── MultiStreamConcurrencyError     ... for one or more streams of an append_many
     ├── DuplicateEventError                 an event id is already stored elsewhere
     ├── AggregateNotFound (LookupError)     no events for the requested aggregate
+    ├── BlobNotFoundError (LookupError)     the blob store does not hold a referenced blob
     ├── UnknownEventTypeError               no class or handler knows this event type
     ├── DecodingError                       a stored event cannot be decoded
     ├── EventOrderError                     an event applied out of version order
@@ -39,6 +40,7 @@ from typing import Any
 __all__ = [
     "AggregateNotFound",
     "AppendNotFirstWriteError",
+    "BlobNotFoundError",
     "ConcurrencyError",
     "DamagedStoreError",
     "DecodingError",
@@ -163,6 +165,15 @@ class DuplicateEventError(EskitError):
 
     def __init__(self, message: str, *, event_id: Any = None) -> None:
         self.event_id = event_id
+        super().__init__(message)
+
+
+class BlobNotFoundError(EskitError, LookupError):
+    """The blob store does not hold the blob a :class:`~eskit.blobs.BlobRef` names
+    (never put there, or deleted). ``digest`` names it."""
+
+    def __init__(self, message: str, *, digest: str = "") -> None:
+        self.digest = digest
         super().__init__(message)
 
 

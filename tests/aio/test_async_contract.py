@@ -130,6 +130,11 @@ class SyncFacade(EventStore):
     def list_streams(self) -> list[StreamInfo]:
         return self._loop.run(self.inner.list_streams())
 
+    def list_streams_page(
+        self, prefix: str = "", after: StreamId | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        return self._loop.run(self.inner.list_streams_page(prefix, after, limit))
+
     def save_events(
         self, aggregate_id: StreamId, events: Sequence[Any], expected_version: int
     ) -> AppendResult:

@@ -118,3 +118,26 @@ def test_a_store_of_the_previous_schema_migrates_on_open(tmp_path: Path) -> None
     assert store.schema_version() == SCHEMA_VERSION
     assert archive_streams(store, LocalDirectoryStorage(tmp_path / "a"), ["user-1"]) == 3
     store.close()
+
+
+def test_stats_and_gauges_count_what_is_archived_until_it_is_restored(tmp_path: Path) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from eskit.observability.prometheus import StoreStatsCollector
+
+    store = SQLiteEventStore(str(tmp_path / "s.db"))
+    _fill(store)
+    storage = LocalDirectoryStorage(tmp_path / "arch")
+    registry = CollectorRegistry()
+    registry.register(StoreStatsCollector(store, max_age=0))
+    assert archive_streams(store, storage, ["order-1", "order-2"]) == 6
+    found = eskit.stats(store)
+    assert (found.events, found.archived_streams, found.archived_events) == (3, 2, 6)
+    assert registry.get_sample_value("eskit_store_stats_archived_events",
+                                     {"system": "sqlite"}) == 6
+    assert registry.get_sample_value("eskit_store_stats_archived_streams",
+                                     {"system": "sqlite"}) == 2
+    restore_streams(store, storage)
+    found = eskit.stats(store)
+    assert (found.events, found.archived_streams, found.archived_events) == (9, 0, 0)
+    store.close()

@@ -49,7 +49,7 @@ def test_stats_json_has_every_figure(shop: Path) -> None:
     assert [s["stream_id"] for s in document["largest_streams"]] == ["order-3", "order-2"]
     assert document["largest_categories"][0]["category"] == "order"
     assert document["largest_categories"][0]["streams"] == 4
-    assert document["compression_ratio"] is None
+    assert document["compression_ratio"] == 1.0  # small events: none compressed
 
 
 def test_stats_prints_tables(shop: Path) -> None:
@@ -59,7 +59,7 @@ def test_stats_prints_tables(shop: Path) -> None:
     assert table["events"] == "11"
     assert table["streams"] == "5"
     assert table["snapshots"] == "10"
-    assert table["compression ratio"] == "-"
+    assert table["compression ratio"] == "1.0"
     assert table["order-3"] == "4"  # the largest streams table: stream, events, bytes
     assert table["order"] == "4"  # the categories table: category, streams, ...
 

@@ -63,6 +63,16 @@ def test_py_typed_is_shipped():
     assert (importlib.resources.files("eskit") / "py.typed").is_file()
 
 
+@pytest.mark.parametrize("name", [
+    "templates/base.html", "templates/streams.html", "templates/event.html",
+    "static/explorer.css", "static/explorer.js",
+])
+def test_the_explorers_templates_and_static_files_are_shipped(name):
+    # Not .py files: the wheel must carry them for the explorer to render anything.
+    explorer = importlib.resources.files("eskit") / "web" / "explorer"
+    assert explorer.joinpath(*name.split("/")).is_file(), name
+
+
 @pytest.mark.parametrize("name", ["examples", "tests", "benchmarks"])
 def test_the_checkouts_top_level_packages_are_not_installed(name):
     assert importlib.util.find_spec(name) is None, importlib.util.find_spec(name)

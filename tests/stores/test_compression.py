@@ -23,6 +23,7 @@ from eskit import (
 )
 from eskit.aio import AsyncSQLiteEventStore
 from eskit.stores import compression
+from eskit.stores.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
 from eskit.stores.sqlite import SCHEMA_VERSION as SQLITE_SCHEMA_VERSION
 from eskit.testing.compression_contract import large_payload
 from tests.conftest import new_schema_name
@@ -194,7 +195,7 @@ def test_a_schema_4_store_appends_uncompressed_then_migrates_and_compacts(
         with pytest.raises(StoreError, match="eskit migrate"):
             compact(old, older_than=timedelta(0))
     with PostgresEventStore(postgres_dsn, schema=schema) as store:
-        assert store.schema_version() == 6
+        assert store.schema_version() == POSTGRES_SCHEMA_VERSION
         assert _compressed(postgres_dsn, schema) == [False]
         assert compact(store, older_than=timedelta(0)).compressed == 1
         assert _compressed(postgres_dsn, schema) == [True]

@@ -97,6 +97,11 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
     async def list_streams(self) -> list[StreamInfo]:
         return await self._call(self.sync_store.list_streams)
 
+    async def list_streams_page(
+        self, prefix: str = "", after: StreamId | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        return await self._call(self.sync_store.list_streams_page, prefix, after, limit)
+
     async def delete_stream(
         self, stream_id: StreamId, expected_version: Expected = ANY, *, hard: bool = False
     ) -> int:

@@ -95,6 +95,7 @@ from eskit.stores.postgres_schema import (
     pending_migrations,
     retry_after_lost_race,
     stream_infos,
+    streams_page_params,
     too_busy,
     transaction_age,
     unpack_position,
@@ -641,6 +642,12 @@ class AsyncPostgresEventStore(AsyncEventStore):
 
     async def _list_streams(self) -> list[StreamInfo]:
         return stream_infos(await self._fetchall(self.sql.list_streams))
+
+    async def _list_streams_page(
+        self, prefix: str, after: str | None, limit: int
+    ) -> list[StreamInfo]:
+        params = streams_page_params(prefix, after, limit)
+        return stream_infos(await self._fetchall(self.sql.streams_page, params))
 
     # -- monitoring ---------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from typing import Any, ClassVar, TypeVar, cast
 from eskit.aggregate import Aggregate
 from eskit.aio.repository import AsyncRepository
 from eskit.aio.store import AsyncEventStore
+from eskit.context import caused_by
 from eskit.errors import ConcurrencyError, DuplicateEventError
 from eskit.events import Event, StreamId
 from eskit.projections.process_manager import (
@@ -69,7 +70,8 @@ class AsyncProcessManager(Projection):
         handler: Callable[[Event, Any], Awaitable[None]] | None
         handler = self._handlers.get(event.event_type)  # type: ignore[assignment]
         if handler is not None:
-            await handler(event, None)
+            with caused_by(event):  # events the handler writes are caused by this one
+                await handler(event, None)
 
     async def execute(
         self,

@@ -73,6 +73,7 @@ from eskit.stores.rows import (
     tolerant_items,
     undecodable_page,
 )
+from eskit.stores.stream_listing import check_listing_args, page_of_streams
 
 __all__ = ["AsyncEventStore"]
 
@@ -329,6 +330,16 @@ class AsyncEventStore(ABC):
         """Every stream in the store, in order of its first event."""
         return await self._list_streams()
 
+    async def list_streams_page(
+        self, prefix: str = "", after: StreamId | None = None, limit: int = 100
+    ) -> list[StreamInfo]:
+        """Up to ``limit`` streams whose id starts with ``prefix``, ordered by id, after
+        ``after`` (a cursor). As :meth:`eskit.EventStore.list_streams_page`."""
+        checked = check_listing_args(prefix, after, limit)
+        if checked[2] == 0:
+            return []
+        return await self._list_streams_page(*checked)
+
     async def delete_stream(
         self, stream_id: StreamId, expected_version: Expected = ANY, *, hard: bool = False
     ) -> int:
@@ -423,6 +434,12 @@ class AsyncEventStore(ABC):
 
     @abstractmethod
     async def _list_streams(self) -> list[StreamInfo]: ...
+
+    async def _list_streams_page(
+        self, prefix: str, after: str | None, limit: int
+    ) -> list[StreamInfo]:
+        # Stores without an index of their own cut the page from the whole list.
+        return page_of_streams(await self._list_streams(), prefix, after, limit)
 
 
 async def _no_events() -> AsyncIterator[Event]:

@@ -14,6 +14,8 @@
     eskit projections status|run|rebuild|parked|retry|skip DB ...   read models
     eskit health DB [--max-lag N] [--max-transaction-age S] [--json]   readiness:
                                             exits 0 ok, 1 degraded, 2 failing
+    eskit serve DB [--host H] [--port N] [--read-token T] [--write-token T]   the HTTP
+                                            API on uvicorn (web extra; docs/http-api.md)
 
 ``DB`` is a SQLite file or a PostgreSQL DSN (``postgresql://...`` or libpq keywords
 ``host=... dbname=...``, with ``--schema`` when it is not ``eskit``). Leave it out

@@ -17,9 +17,11 @@ from eskit.cli import (
     _relay,
     _retention,
     _schema,
+    _serve,
     _snapshots,
     _stats,
     _timetravel,
+    _trace,
 )
 
 __all__ = ["make_app"]
@@ -56,7 +58,7 @@ def make_app() -> typer.Typer:
     app.callback()(_root)
     for group in (
         _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact, _archive,
-        _stats, _snapshots, _retention,
+        _stats, _snapshots, _retention, _trace, _serve,
     ):
         group.register(app)
     return app

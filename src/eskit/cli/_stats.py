@@ -74,6 +74,7 @@ def _print(found: StoreStats, db: str) -> None:
         ("snapshots", _figure(found.snapshots)),
         ("snapshot bytes", size(found.snapshot_bytes)),
         ("compression ratio", _figure(found.compression_ratio)),
+        ("archived streams", _figure(found.archived_streams)),
         ("archived events", _figure(found.archived_events)),
         ("deleted streams", _figure(found.deleted_streams)),
     ):

@@ -16,9 +16,11 @@ What is measured, on every store that has it:
 * ``snapshots`` and ``snapshot_bytes`` (the stored state's bytes), or ``None``
   where the store has no snapshot table.
 
-Fields for later work, ``None`` today because nothing fills them yet (they are
-never guessed): ``decoded_bytes`` and ``compression_ratio`` (compression),
-``archived_events`` (archiving). ``deleted_streams`` counts the streams deleted
+``decoded_bytes`` is what the payloads take once decompressed, read from each zstd
+frame's header (which declares the size), never by inflating it;
+``compression_ratio`` is ``decoded_bytes / payload_bytes`` (1.0: nothing compressed).
+``archived_streams`` and ``archived_events`` count what ``eskit archive`` moved
+out (SQLite; ``None`` elsewhere). ``deleted_streams`` counts the streams deleted
 (soft and hard) and ``deleted_events`` the events hard deletes removed (each
 tombstone keeps the version its stream had); ``None`` on a store of a schema
 before deletions opened for inspection.
@@ -36,11 +38,13 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from eskit.errors import InvalidInputError
 from eskit.stores.base import EventStore
+from eskit.stores.compression import FRAME_HEADER_BYTES, declared_size
 from eskit.stores.memory import InMemoryEventStore
 from eskit.stores.sqlite import SQLiteEventStore
 
@@ -94,12 +98,17 @@ class StoreStats:
     snapshot_bytes: int | None
     """Bytes of the snapshots' stored state; ``None``: no snapshot table."""
     decoded_bytes: int | None = None
-    """Payload bytes once decoded. ``None``: not measured (it would mean decompressing every
-    compressed payload; ``payload_bytes`` counts compressed payloads as stored)."""
+    """Payload bytes once decompressed (``payload_bytes`` counts compressed payloads as
+    stored), from the sizes the zstd frames declare."""
     compression_ratio: float | None = None
-    """``decoded_bytes / payload_bytes``. ``None``: not measured (see ``decoded_bytes``)."""
+    """``decoded_bytes / payload_bytes``, to 4 places; ``None`` for an empty store."""
+    archived_streams: int | None = None
+    """Streams whose events are in an archive (``eskit archive``), not in the store.
+    ``None``: not measured (stores without archiving: PostgreSQL, memory, and SQLite
+    before schema 5)."""
     archived_events: int | None = None
-    """Events moved to an archive. ``None``: not measured (no archiving yet)."""
+    """Events moved to an archive, as counted when archived. ``None``: see
+    ``archived_streams``."""
     deleted_streams: int | None = None
     """Streams deleted, soft and hard. ``None``: not measured."""
     deleted_events: int | None = None
@@ -262,7 +271,17 @@ async def stats_async(store: AsyncEventStore, *, top: int = DEFAULT_TOP) -> Stor
                         if found and found[0] is not None else None)
         deleted_stats = _postgres_deleted(store)
         deleted = await store._fetchone(deleted_stats) if deleted_stats else None
-        return _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted)
+        frame_stats = _postgres_frames(store)
+
+        async def stream_frames(conn: Any) -> _Frames:
+            found = _Frames()
+            async for length, head in conn.cursor().stream(frame_stats):
+                found.add(length, head)
+            return found
+
+        frames = await store._run(stream_frames) if frame_stats else _Frames()
+        return frames.applied(
+            _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted))
     raise InvalidInputError(f"stats_async cannot measure a {type(store).__name__}")
 
 
@@ -276,9 +295,15 @@ def _sqlite_stats(store: SQLiteEventStore, top: int) -> StoreStats:
             snapshot_row = conn.execute(_SQLITE_SNAPSHOTS).fetchone() if has_snapshots else None
             storage = int(conn.execute(_SQLITE_PAGES).fetchone()[0])
             deleted = conn.execute(_DELETED).fetchone() if store._visible else None
+            archived = conn.execute(_SQLITE_ARCHIVED).fetchone() if store._archives else None
+            frames = _Frames.of(conn.execute(_SQLITE_FRAMES))
         finally:
             conn.execute("COMMIT")
-    return _with_deleted(_from_rows("sqlite", rows, snapshot_row, storage), deleted)
+    found = frames.applied(
+        _with_deleted(_from_rows("sqlite", rows, snapshot_row, storage), deleted))
+    if archived is None:
+        return found
+    return replace(found, archived_streams=int(archived[0]), archived_events=int(archived[1]))
 
 
 def _postgres_stats(store: Any, top: int) -> StoreStats:
@@ -286,17 +311,72 @@ def _postgres_stats(store: Any, top: int) -> StoreStats:
 
     deleted_stats = _postgres_deleted(store)
 
-    def measure(conn: Any) -> tuple[list[Any], Any, Any]:
+    frame_stats = _postgres_frames(store)
+
+    def measure(conn: Any) -> tuple[list[Any], Any, Any, _Frames]:
         rows = conn.execute(event_stats, {"top": top}).fetchall()
         found = conn.execute(has_snapshots).fetchone()
         snapshot_row = (conn.execute(snapshot_stats).fetchone()
                         if found and found[0] is not None else None)
         deleted = conn.execute(deleted_stats).fetchone() if deleted_stats else None
-        return rows, snapshot_row, deleted
+        frames = _Frames.of(conn.cursor().stream(frame_stats)) if frame_stats else _Frames()
+        return rows, snapshot_row, deleted, frames
 
-    rows, snapshot_row, deleted = store._run(measure)  # reads only: retried on a drop
-    return _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted)
+    measured: tuple[list[Any], Any, Any, _Frames] = store._run(measure)  # reads: retried
+    rows, snapshot_row, deleted, frames = measured
+    return frames.applied(
+        _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted))
 
+
+def _postgres_frames(store: Any) -> Any:
+    """The compressed-payload statement for ``store``'s schema; ``None`` before schema 5."""
+    if store.sql.version < 5:
+        return None
+    from psycopg import sql
+
+    return sql.SQL(
+        "SELECT octet_length(data_zstd), substring(data_zstd from 1 for {}) FROM {}.eskit_events "
+        "WHERE data_zstd IS NOT NULL"
+    ).format(sql.Literal(FRAME_HEADER_BYTES), sql.Identifier(store.schema))
+
+
+# Compressed payloads are BLOBs holding a zstd frame (text is JSON): the frame's header
+# declares the decoded size, so only its first bytes are read, never inflated.
+_SQLITE_FRAMES = (
+    f"SELECT length(data), substr(data, 1, {FRAME_HEADER_BYTES}) FROM eskit_events "
+    "WHERE typeof(data) = 'blob'"
+)
+
+
+@dataclass
+class _Frames:
+    """The compressed payloads' bytes as stored and as their headers say they decode."""
+
+    stored: int = 0
+    decoded: int = 0
+
+    @classmethod
+    def of(cls, rows: Iterable[Any]) -> _Frames:
+        found = cls()
+        for length, head in rows:  # a cursor: streamed, one row at a time
+            found.add(length, head)
+        return found
+
+    def add(self, length: int, head: bytes) -> None:
+        size = declared_size(bytes(head))
+        self.stored += int(length)
+        # A frame without a size (never written by eskit) counts as it is stored.
+        self.decoded += int(length) if size is None else size
+
+    def applied(self, found: StoreStats) -> StoreStats:
+        decoded = found.payload_bytes - self.stored + self.decoded
+        return replace(found, decoded_bytes=decoded, compression_ratio=(
+            round(decoded / found.payload_bytes, 4) if found.payload_bytes else None))
+
+
+# Archiving (eskit.archive) exists on SQLite only so far; each archived stream's row
+# keeps how many events went to the archive.
+_SQLITE_ARCHIVED = "SELECT count(*), coalesce(sum(events), 0) FROM eskit_archived_streams"
 
 _DELETED = (
     "SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0) "
@@ -338,7 +418,7 @@ def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
         totals[2] += b
     largest = sorted(per.items(), key=lambda item: (-item[1][1], item[0]))[:top]
     largest_categories = sorted(categories.items(), key=lambda item: (-item[1][2], item[0]))
-    return StoreStats(
+    return _Frames().applied(StoreStats(  # nothing is compressed in memory
         system="memory", events=sum(n for n, _ in per.values()), streams=len(per),
         payload_bytes=sum(b for _, b in per.values()), storage_bytes=None,
         largest_streams=tuple(StreamSize(s, n, b) for s, (n, b) in largest),
@@ -346,4 +426,4 @@ def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
                                  for c, (s, n, b) in largest_categories[:top]),
         snapshots=None, snapshot_bytes=None,
         deleted_streams=len(store._deleted), deleted_events=store._removed_events,
-    )
+    ))

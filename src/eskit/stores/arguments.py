@@ -17,6 +17,7 @@ from uuid import UUID
 import orjson
 
 from eskit import codec
+from eskit.context import with_context
 from eskit.errors import (
     ConcurrencyError,
     DuplicateEventError,
@@ -361,6 +362,7 @@ def _prepare_one(stream: str, item: object, registry: EventRegistry, now: dateti
     if type(schema_version) is not int or not 1 <= schema_version <= 2**31 - 1:
         raise InvalidInputError(f"schema_version must be an int >= 1, got {schema_version!r}")
     data = dict(data)
+    metadata = with_context(metadata)  # actor, correlation and causation ids (eskit.context)
     if type(metadata) is dict and not metadata:
         metadata = {}
     else:

@@ -135,6 +135,24 @@ def inflate(frame: bytes, limit: int = MAX_INFLATED_BYTES) -> bytes:
     return out
 
 
+FRAME_HEADER_BYTES = 18
+"""The most bytes a zstd frame header takes (magic, descriptor, window, dictionary id,
+content size): what :func:`declared_size` needs of a stored frame."""
+
+
+def declared_size(head: bytes) -> int | None:
+    """The decoded size a frame's header (its first :data:`FRAME_HEADER_BYTES`)
+    declares, without inflating it; ``None`` if it is not a frame that declares one."""
+    if head[:4] != MAGIC:
+        return None
+    lib = _lib()
+    try:
+        size = lib.module.frame_content_size(head)
+    except lib.module.ZstdError:
+        return None
+    return None if size in lib.unknown else int(size)
+
+
 def plain(stored: str | bytes) -> str | bytes:
     """A stored payload as JSON: ``stored`` itself unless it is a frame (bytes, or
     PostgreSQL's hex text of one), which is inflated; :class:`DecodingError` for a

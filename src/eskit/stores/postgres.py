@@ -72,6 +72,7 @@ from eskit.stores.postgres_schema import (
     pending_migrations,
     retry_after_lost_race,
     stream_infos,
+    streams_page_params,
     too_busy,
     transaction_age,
     unpack_position,
@@ -575,6 +576,11 @@ class PostgresEventStore(EventStore):
 
     def _list_streams(self) -> list[StreamInfo]:
         rows = self._run(lambda conn: conn.execute(self.sql.list_streams).fetchall())
+        return stream_infos(rows)
+
+    def _list_streams_page(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
+        params = streams_page_params(prefix, after, limit)
+        rows = self._run(lambda conn: conn.execute(self.sql.streams_page, params).fetchall())
         return stream_infos(rows)
 
     # -- live wake-ups ------------------------------------------------------------------

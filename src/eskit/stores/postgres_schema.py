@@ -82,6 +82,7 @@ from eskit.stores.postgres_deletion import (
     visible_stream,
 )
 from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_append_migration
+from eskit.stores.prefix_range import prefix_upper_bound
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
@@ -451,6 +452,28 @@ class Statements:
                JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
                ORDER BY first.tx_id, first.seq"""
         ).format(events=events, shown=shown)
+        # list_streams_page: code-point order (COLLATE "C", as SQLite and Python
+        # compare), cut by the cursor and the prefix's range; a NULL bound is no bound.
+        # The inner query finds each stream's head by GROUP BY, which walks an index on
+        # stream_id COLLATE "C" in order and stops after LIMIT streams (DISTINCT ON
+        # with version DESC made PostgreSQL sort the range first: 10x slower). The
+        # join back reads the head rows through the primary key, whose collation is
+        # the database's: hence COLLATE "default" on that side.
+        self.streams_page = sql.SQL(
+            """SELECT e.stream_id, e.version, e.tx_id::text AS tx_text, e.seq, e.recorded_at
+               FROM (SELECT stream_id COLLATE "C" AS sid, max(version) AS version
+                     FROM {events}
+                     WHERE (%(after)s::text IS NULL OR stream_id COLLATE "C" > %(after)s::text)
+                       AND stream_id COLLATE "C" >= %(prefix)s::text
+                       AND (%(upper)s::text IS NULL
+                            OR stream_id COLLATE "C" < %(upper)s::text){shown}
+                     GROUP BY stream_id COLLATE "C"
+                     ORDER BY stream_id COLLATE "C"
+                     LIMIT %(limit)s) AS page
+               JOIN {events} AS e
+                 ON e.stream_id = page.sid COLLATE "default" AND e.version = page.version
+               ORDER BY page.sid"""
+        ).format(events=events, shown=shown)
         cols = sql.SQL(EVENT_COLUMNS if version >= 5 else EVENT_COLUMNS_BEFORE_5)
         self.find_events = sql.SQL(
             "SELECT {cols} FROM {events} WHERE event_id = ANY(%b::uuid[])"
@@ -617,6 +640,12 @@ def append_params(
         "lo": lo,
         "hi": hi,
     }
+
+
+def streams_page_params(prefix: str, after: str | None, limit: int) -> dict[str, Any]:
+    """The parameters of ``streams_page`` (sync and async stores share them)."""
+    return {"after": after, "prefix": prefix, "upper": prefix_upper_bound(prefix) if prefix
+            else None, "limit": limit}
 
 
 def stream_infos(rows: list[Any]) -> list[StreamInfo]:

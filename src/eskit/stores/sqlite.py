@@ -67,6 +67,7 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.multi import PreparedAppend
+from eskit.stores.prefix_range import prefix_upper_bound
 from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_micros
 from eskit.stores.sqlite_archive import MIGRATION as SQLITE_ARCHIVE_MIGRATION
 from eskit.stores.sqlite_archive import archived_error, archived_in
@@ -871,6 +872,32 @@ class SQLiteEventStore(EventStore):
                 "SELECT stream_id, MAX(version), MAX(position), MAX(recorded_at) "
                 f"FROM eskit_events WHERE 1{self._visible} "
                 "GROUP BY stream_id ORDER BY MIN(position)"
+            ).fetchall()
+        return [
+            StreamInfo(stream_id_from_key(s), v, p, micros_to_timestamp(t)) for s, v, p, t in rows
+        ]
+
+    def _list_streams_page(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
+        # A range of the UNIQUE (stream_id, version) index, walked in order: GROUP BY
+        # stops after `limit` streams, so a page reads only its own streams' rows.
+        # The WHERE is built from constant fragments; every value is a parameter.
+        where, params = ["1"], []
+        if after is not None:
+            where.append("stream_id > ?")
+            params.append(after)
+        if prefix:
+            where.append("stream_id >= ?")
+            params.append(prefix)
+            upper = prefix_upper_bound(prefix)
+            if upper is not None:
+                where.append("stream_id < ?")
+                params.append(upper)
+        with self._reading() as conn:
+            rows = conn.execute(
+                "SELECT stream_id, MAX(version), MAX(position), MAX(recorded_at) "
+                f"FROM eskit_events WHERE {' AND '.join(where)}{self._visible} "
+                "GROUP BY stream_id ORDER BY stream_id LIMIT ?",
+                (*params, limit),
             ).fetchall()
         return [
             StreamInfo(stream_id_from_key(s), v, p, micros_to_timestamp(t)) for s, v, p, t in rows

@@ -51,6 +51,7 @@ from eskit import (
 from eskit.events import MAX_NAME_BYTES
 from eskit.testing.codec_contract import CodecContract
 from eskit.testing.multistream_contract import MultiStreamContract
+from eskit.testing.stream_listing_contract import StreamListingContract
 
 __all__ = ["EventStoreContract"]
 
@@ -101,12 +102,13 @@ def _ids(events: Any) -> list[uuid.UUID]:
     return [e.event_id for e in events]
 
 
-class EventStoreContract(CodecContract, MultiStreamContract):
+class EventStoreContract(CodecContract, StreamListingContract, MultiStreamContract):
     """The guarantees of :class:`eskit.EventStore`. Subclass and implement ``create_store``.
 
     Payload and upcasting cases live in :class:`~eskit.testing.codec_contract.CodecContract`,
-    ``append_many`` cases in
-    :class:`~eskit.testing.multistream_contract.MultiStreamContract`.
+    paging the stream list in
+    :class:`~eskit.testing.stream_listing_contract.StreamListingContract`, ``append_many``
+    cases in :class:`~eskit.testing.multistream_contract.MultiStreamContract`.
     """
 
     def create_store(self, tmp_path: Path) -> EventStore:

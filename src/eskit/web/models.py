@@ -1,0 +1,144 @@
+"""The API's request and response bodies, as pydantic models for the OpenAPI spec.
+
+Requests are validated against them; responses are written by
+:mod:`eskit.web.encoding` and documented by them (the spec tests check that the
+two agree).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+from uuid import UUID
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+__all__ = [
+    "AppendRequest",
+    "AppendResponse",
+    "EventOut",
+    "EventPage",
+    "HealthOut",
+    "NewEventIn",
+    "Problem",
+    "StreamList",
+    "StreamMetadata",
+    "StreamOut",
+    "StreamPage",
+]
+
+Position = Field(pattern=r"^[0-9]+$", description="a global position, as a string of digits")
+MAX_BATCH = 10_000
+Version = Annotated[StrictInt, Field(ge=0, le=2**63 - 1)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NewEventIn(_Strict):
+    """One event to append."""
+
+    id: UUID | None = Field(
+        None, description="The event's id. Give one to make a retried request idempotent: "
+        "the same events with the same ids at the same place are stored once.")
+    type: str = Field(min_length=1, description="The event type, e.g. OrderPlaced.")
+    data: dict[str, Any] = Field(default_factory=dict)
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+class AppendRequest(_Strict):
+    """A batch of events for one stream, stored whole or not at all."""
+
+    events: list[NewEventIn] = Field(min_length=1, max_length=MAX_BATCH)
+    expected_version: Version | Literal["any", "no_stream", "stream_exists"] | None = Field(
+        None, description="The version the stream must be at (0: it must not exist), or any, "
+        "no_stream, stream_exists. Leave it out (and send no If-Match) for any.")
+
+
+class AppendedEvent(BaseModel):
+    id: UUID
+    version: int
+    position: str = Position
+
+
+class AppendResponse(BaseModel):
+    stream_id: str
+    version: int = Field(description="The stream's version after the append.")
+    position: str = Position
+    duplicate: bool = Field(description="True when these events were stored before "
+                            "(a retried request) and nothing new was written.")
+    events: list[AppendedEvent]
+
+
+class EventOut(BaseModel):
+    id: UUID
+    stream_id: str
+    type: str
+    version: int
+    position: str = Position
+    timestamp: datetime
+    schema_version: int
+    data: dict[str, Any]
+    metadata: dict[str, Any]
+    undecodable: str | None = Field(
+        None, description="Only on an event of the global log that the server cannot "
+        "decode: why. Its data and metadata are then empty; it keeps its position.")
+
+
+class StreamPage(BaseModel):
+    stream_id: str
+    direction: Literal["forward", "backward"]
+    events: list[EventOut]
+    next: str | None = Field(description="The URL of the next page; null on the last one.")
+
+
+class EventPage(BaseModel):
+    events: list[EventOut]
+    next: str | None = Field(description="The URL of the next page; null on the last one.")
+
+
+class StreamOut(BaseModel):
+    stream_id: str
+    version: int
+    last_position: str = Position
+    last_write: datetime
+
+
+class StreamList(BaseModel):
+    streams: list[StreamOut]
+    next: str | None
+
+
+class StreamMetadata(BaseModel):
+    stream_id: str
+    version: int
+    created: datetime = Field(description="When the stream's first event was recorded.")
+    last_write: datetime = Field(description="When its last event was recorded.")
+    first_position: str = Position
+    last_position: str = Position
+
+
+class HealthCheckOut(BaseModel):
+    name: str
+    status: Literal["ok", "degraded", "failing"]
+    message: str
+    figure: float | None
+    threshold: float | None
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "degraded", "failing"]
+    checks: list[HealthCheckOut]
+
+
+class Problem(BaseModel):
+    """An error (RFC 9457 problem details); ``code`` names it for programs."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str
+    title: str
+    status: int
+    detail: str
+    code: str
