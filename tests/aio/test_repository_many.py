@@ -130,3 +130,17 @@ def test_conflict_errors_survive_pickling_with_every_stream() -> None:
         ("a", 1, 2), ("b", 0, 3)
     ]
     assert str(again) == str(error)
+
+
+def test_repository_save_of_several_carries_the_event_context_onto_every_event() -> None:
+    from eskit.context import event_context
+
+    store = InMemoryEventStore()
+    repo = Repository(store)
+    a, b = _account("1.00"), _account("2.00")
+    with event_context(actor="teller:7", correlation_id="req-1"):
+        repo.save(a, b, metadata={"channel": "web"})
+    stored = [*store.read_stream(a.aggregate_id), *store.read_stream(b.aggregate_id)]
+    assert [e.metadata for e in stored] == [
+        {"channel": "web", "actor": "teller:7", "correlation_id": "req-1"}
+    ] * 2
