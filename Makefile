@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.eskit-installed
 # Every published extra, and the unpublished `dev` dependency group (test, lint and
 # example tools; `--group` needs pip >= 25.1, hence the upgrade first).
-EXTRAS := cli,docs,fastapi,metrics,nats,otel,postgres,rabbitmq,redis,sqlalchemy,web
+EXTRAS := cli,crypto,docs,fastapi,metrics,nats,otel,postgres,rabbitmq,redis,sqlalchemy,web
 
 .PHONY: demo serve-example test wheel-smoke lint bench docs clean
 

@@ -17,4 +17,8 @@ if __name__ == "__main__":  # not when a spawned worker process imports this mod
         from benchmarks.compare import main as compare_main
 
         raise SystemExit(compare_main(sys.argv[2:]))
+    if sys.argv[1:2] == ["filtered_read"]:  # python -m benchmarks filtered_read [options]
+        from benchmarks.filtered_read import main as filtered_main
+
+        raise SystemExit(filtered_main(sys.argv[2:]))
     raise SystemExit(main())

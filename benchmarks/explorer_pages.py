@@ -8,9 +8,10 @@ requests after one warm-up. A round trip in-process is the server's time plus we
 under a millisecond of client; no network. It prints one JSON document.
 
 Pages timed: the streams page (first page, a page in the middle by cursor, a
-category prefix), a stream's timeline, an event, and a page of the global log.
-Not timed: the event-type filter and the look-ups by event id and correlation id,
-which scan the log (docs/explorer.md says so).
+category prefix), a stream's timeline, an event by stream and version and by id
+(what a causation link opens), and a page of the global log. Not timed: the
+event-type filter and the correlation look-up, which scan the log without the
+filtered reads' indexes (docs/explorer.md says so).
 """
 
 from __future__ import annotations
@@ -45,12 +46,14 @@ class _Settings:
 
 def _pages(streams: int, store: Any) -> dict[str, str]:
     middle = streams // 2
+    (halfway,) = store.read_all(store.head_position() // 2, limit=1)
     return {
         "streams_first_page": "/streams",
         "streams_page_by_cursor": f"/streams?after=order-{middle}",
         "streams_by_category": "/streams?prefix=sensor-",
         "stream_timeline": f"/stream?stream=customer-{middle - middle % 3 + 1}",
         "event": f"/event?stream=order-{middle - middle % 3}&version=5",
+        "event_by_id": f"/event?id={halfway.event_id}",  # a causation link
         "log_page": f"/log?after={store.head_position() // 2}",
     }
 

@@ -10,6 +10,7 @@ import pytest
 from rich.console import Console
 
 import eskit
+from eskit.testing import given, given_projection
 from examples.bank import (
     AccountOpened,
     BankAccount,
@@ -20,7 +21,13 @@ from examples.bank import (
     transfer,
 )
 from examples.bank import demo as bank_demo
-from examples.bank.domain import as_money
+from examples.bank.domain import (
+    AccountClosed,
+    MoneyTransferredIn,
+    MoneyWithdrawn,
+    as_money,
+)
+from examples.bank.read_models import AccountBalances
 
 D = Decimal
 
@@ -178,6 +185,61 @@ def test_a_closed_account_refuses_every_command(repo):
         transfer(repo, other_id, account_id, D("1.00"))
     assert repo.get(other_id, BankAccount).balance == D("5.00")
     assert account.version == 2
+
+
+# --------------------------------------------------------------------------- given / when / then
+
+OPENED = AccountOpened(account_number="ACC-1", owner="Ann", initial_deposit=D("10.00"))
+
+
+def test_given_an_open_account_a_deposit_records_exactly_that_amount():
+    given(BankAccount, [OPENED]).when(lambda a: a.deposit(D("2.50"))).then(
+        [MoneyDeposited(amount=D("2.50"))]
+    ).then_state(lambda a: a.balance == D("12.50"))
+
+
+def test_given_a_balance_a_withdrawal_beyond_it_is_refused():
+    given(BankAccount, [OPENED, MoneyWithdrawn(amount=D("4.00"))]).when(
+        lambda a: a.withdraw(D("6.01"))
+    ).then_raises(InsufficientFundsError, match="insufficient funds")
+
+
+def test_given_a_closed_account_a_deposit_is_refused():
+    emptied = [OPENED, MoneyWithdrawn(amount=D("10.00")), AccountClosed()]
+    given(BankAccount, emptied).when(lambda a: a.deposit(D("1.00"))).then_raises(
+        BankAccountError, match="closed"
+    )
+
+
+def test_given_a_credited_transfer_crediting_it_again_records_nothing():
+    transfer_id, source = uuid4(), uuid4()
+    credited = MoneyTransferredIn(transfer_id=transfer_id, from_account=source, amount=D("3.00"))
+    given(BankAccount, [OPENED, credited]).when(
+        lambda a: a.transfer_in(transfer_id, source, D("3.00"))
+    ).then([])
+
+
+def test_given_account_events_the_balances_read_model_holds_each_balance_in_cents():
+    events = [
+        ("acc-1", OPENED), ("acc-2", AccountOpened("ACC-2", "Bob", D("0.00"))),
+        ("acc-1", MoneyWithdrawn(amount=D("0.01"))), ("acc-2", MoneyDeposited(amount=D("7.00"))),
+    ]
+    with given_projection(AccountBalances, events, target="sqlite") as view:
+        rows = view.query("SELECT account_number, owner, balance_cents, status "
+                          "FROM bank_account_balances ORDER BY account_number")
+    assert rows == [("ACC-1", "Ann", 999, "open"), ("ACC-2", "Bob", 700, "open")]
+
+
+def test_given_account_events_the_balances_read_model_is_the_same_on_postgres(postgres_dsn):
+    from tests.conftest import new_schema_name
+
+    target = eskit.PostgresTarget(postgres_dsn, schema=new_schema_name())
+    events = [("acc-1", OPENED), ("acc-1", MoneyDeposited(amount=D("0.05")))]
+    with given_projection(AccountBalances, events, target=target) as view:
+        rows = view.query("SELECT balance_cents, version FROM bank_account_balances "
+                          "WHERE account_number = %s", ["ACC-1"])
+    assert rows == [(1005, 2)]
+    target.close()  # a target passed in is the caller's to close
 
 
 # --------------------------------------------------------------------------- replay

@@ -19,7 +19,7 @@ def test_every_explorer_page_of_the_benchmark_renders(
     assert result["streams"] == QUICK_EVENTS // 10
     assert set(result["median_ms"]) == {
         "streams_first_page", "streams_page_by_cursor", "streams_by_category",
-        "stream_timeline", "event", "log_page"}
+        "stream_timeline", "event", "event_by_id", "log_page"}
     assert all(ms > 0 for ms in result["median_ms"].values())
 
 

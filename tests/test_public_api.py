@@ -43,10 +43,16 @@ PUBLIC_API = [
     # stream deletion (EventStore.delete_stream)
     "StreamArchivedError",
     "StreamDeletedError",
+    # per-stream truncation (EventStore.truncate_stream)
+    "StreamTruncatedError",
+    "TruncationRefusedError",
     # storage growth: sizes and snapshot pruning (eskit.maintenance)
     "StoreStats", "prune_snapshots", "stats",
     # payload compression (eskit.stores.compact)
     "CompactResult", "compact",
+    # deciders, command handlers and bounded retries (eskit.decider, eskit.retry)
+    "CommandHandler", "CommandResult", "CommandRetriesExhausted", "Decider", "FunctionDecider",
+    "Retry", "decider", "fold", "retry",
     # who did what (eskit.context)
     "caused_by", "event_context",
     # large payloads by reference (eskit.blobs)

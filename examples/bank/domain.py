@@ -396,8 +396,9 @@ def transfer(
     first. To finish such a transfer, call ``transfer`` again with the same
     ``transfer_id``: each account records a transfer id once, so a retry writes
     only the half that is missing. If another writer changes the target
-    between the two saves, the credit is reloaded and retried up to
-    ``attempts`` times; if the target can no longer accept it (it was closed),
+    between the two saves, the credit is run again on a fresh copy
+    (:meth:`eskit.Repository.execute`), ``attempts`` saves in all (at least two);
+    if the target can no longer accept it (it was closed),
     :class:`TransferIncompleteError` is raised. A later issue adds process
     managers, which complete or refund such transfers without a caller.
 
@@ -414,23 +415,29 @@ def transfer(
     target.transfer_in(transfer_id, source_id, money)
 
     repository.save(source, metadata=metadata)  # 1. the debit: all or nothing
-    for _ in range(max(attempts, 1)):  # 2. the credit
-        try:
-            repository.save(target, metadata=metadata)
-            return transfer_id
-        except eskit.ConcurrencyError:
-            target = repository.get(target_id, BankAccount)
-            try:
-                target.transfer_in(transfer_id, source_id, money)
-            except BankAccountError as exc:
-                raise TransferIncompleteError(
-                    f"transfer {transfer_id}: {money} left account {source.account_number} "
-                    f"but cannot reach account {target.account_number}: {exc}",
-                    transfer_id=transfer_id, source_id=source_id, target_id=target_id,
-                    amount=money,
-                ) from exc
-    raise TransferIncompleteError(
-        f"transfer {transfer_id}: {money} left account {source.account_number} but account "
-        f"{target.account_number} kept changing; retry with the same transfer id",
-        transfer_id=transfer_id, source_id=source_id, target_id=target_id, amount=money,
-    )
+    try:  # 2. the credit, on the target loaded above
+        repository.save(target, metadata=metadata)
+        return transfer_id
+    except eskit.ConcurrencyError:
+        pass
+    # The target moved on: credit a freshly loaded copy, retried while it keeps moving.
+    try:
+        repository.execute(
+            target_id, BankAccount,
+            lambda fresh: fresh.transfer_in(transfer_id, source_id, money),
+            retry=eskit.Retry(max_attempts=max(attempts - 1, 1)), metadata=metadata,
+        )
+    except BankAccountError as exc:
+        raise TransferIncompleteError(
+            f"transfer {transfer_id}: {money} left account {source.account_number} "
+            f"but cannot reach account {target.account_number}: {exc}",
+            transfer_id=transfer_id, source_id=source_id, target_id=target_id,
+            amount=money,
+        ) from exc
+    except eskit.CommandRetriesExhausted as exc:
+        raise TransferIncompleteError(
+            f"transfer {transfer_id}: {money} left account {source.account_number} but "
+            f"account {target.account_number} kept changing; retry with the same transfer id",
+            transfer_id=transfer_id, source_id=source_id, target_id=target_id, amount=money,
+        ) from exc
+    return transfer_id

@@ -12,14 +12,17 @@ from eskit._extras import POSTGRES_MODULES, installed
 from eskit.aggregate import Aggregate, handles
 from eskit.blobs.ref import BlobRef
 from eskit.codec import register_type
+from eskit.command_handler import CommandHandler, CommandResult
 from eskit.config import open_store
 from eskit.context import caused_by, event_context
+from eskit.decider import Decider, FunctionDecider, decider, fold
 from eskit.errors import (
     AggregateNotFound,
     AppendNotFirstWriteError,
     BlobNotFoundError,
     BrokerUnavailableError,
     BusError,
+    CommandRetriesExhausted,
     ConcurrencyError,
     DamagedStoreError,
     DecodingError,
@@ -38,6 +41,8 @@ from eskit.errors import (
     StoreUnavailableError,
     StreamArchivedError,
     StreamDeletedError,
+    StreamTruncatedError,
+    TruncationRefusedError,
     UnknownEventTypeError,
     VersionNotFound,
 )
@@ -65,6 +70,7 @@ from eskit.projections import (
     wait_for_projection,
 )
 from eskit.repository import Repository
+from eskit.retry import Retry, retry
 from eskit.snapshots import (
     EveryNEvents,
     NoSnapshots,
@@ -118,7 +124,12 @@ __all__ = [
     "BrokerUnavailableError",
     "BusError",
     "AppendResult",
+    "CommandHandler",
+    "CommandResult",
+    "CommandRetriesExhausted",
     "ConcurrencyError",
+    "Decider",
+    "FunctionDecider",
     "DamagedStoreError",
     "DecodingError",
     "DuplicateEventError",
@@ -127,6 +138,8 @@ __all__ = [
     "EskitError",
     "StreamArchivedError",
     "StreamDeletedError",
+    "StreamTruncatedError",
+    "TruncationRefusedError",
     "Event",
     "EventFilter",
     "EventOrderError",
@@ -156,6 +169,7 @@ __all__ = [
     "ProjectionRunner",
     "PostgresSnapshotStore",
     "Repository",
+    "Retry",
     "RetryPolicy",
     "SQLiteEventStore",
     "SQLiteTarget",
@@ -179,12 +193,15 @@ __all__ = [
     "__version__",
     "caused_by",
     "check_health",
+    "decider",
     "domain_event",
     "event_context",
+    "fold",
     "handles",
     "open_store",
     "prune_snapshots",
     "register_type",
+    "retry",
     "snapshot_upcaster",
     "state_diff",
     "stats",

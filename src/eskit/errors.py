@@ -10,7 +10,10 @@ never reach the caller untranslated::
     │   └── VersionNotFound                 a version beyond the stream's head was asked for
     ├── ConcurrencyError (ValueError)       expected version did not match the stream
     │   └── MultiStreamConcurrencyError     ... for one or more streams of an append_many
+    ├── CommandRetriesExhausted             a command kept conflicting; its retries ran out
     ├── DuplicateEventError                 an event id is already stored elsewhere
+    ├── StreamTruncatedError                a load needs events truncate_stream removed
+    ├── TruncationRefusedError              no snapshot covers what a truncation removes
     ├── AggregateNotFound (LookupError)     no events for the requested aggregate
     ├── BlobNotFoundError (LookupError)     the blob store does not hold a referenced blob
     ├── UnknownEventTypeError               no class or handler knows this event type
@@ -41,6 +44,7 @@ __all__ = [
     "AggregateNotFound",
     "AppendNotFirstWriteError",
     "BlobNotFoundError",
+    "CommandRetriesExhausted",
     "ConcurrencyError",
     "DamagedStoreError",
     "DecodingError",
@@ -58,6 +62,8 @@ __all__ = [
     "StoreUnavailableError",
     "StreamArchivedError",
     "StreamDeletedError",
+    "StreamTruncatedError",
+    "TruncationRefusedError",
     "UnknownEventTypeError",
     "VersionNotFound",
 ]
@@ -154,6 +160,24 @@ class MultiStreamConcurrencyError(ConcurrencyError):
         return type(self), (self.conflicts,)
 
 
+class CommandRetriesExhausted(EskitError):
+    """A command conflicted on every attempt its :class:`~eskit.Retry` policy allowed.
+
+    ``attempts`` is how many times the command ran; ``last_conflict`` the
+    :class:`ConcurrencyError` of the last attempt (also the ``__cause__``). No
+    attempt wrote anything: each conflict rejected its whole batch. Not a
+    ``ConcurrencyError`` on purpose: a retry helper around another one does not
+    multiply the attempts.
+    """
+
+    def __init__(self, attempts: int, last_conflict: ConcurrencyError) -> None:
+        self.attempts = attempts
+        self.last_conflict = last_conflict
+        self.stream_id = last_conflict.stream_id
+        tries = "its only attempt" if attempts == 1 else f"each of its {attempts} attempts"
+        super().__init__(f"the command conflicted on {tries}; the last conflict: {last_conflict}")
+
+
 class DuplicateEventError(EskitError):
     """An event id in the batch is already stored at another place.
 
@@ -199,6 +223,28 @@ class StreamDeletedError(EskitError):
     def __init__(self, message: str, *, stream_id: Any = None, hard: bool = True) -> None:
         self.stream_id = stream_id
         self.hard = hard
+        super().__init__(message)
+
+
+class StreamTruncatedError(EskitError):
+    """A load or replay needs events that :meth:`~eskit.EventStore.truncate_stream`
+    removed: the stream now starts at ``first_version`` and no usable snapshot
+    covers what came before it. Raised instead of building an aggregate from part
+    of its history."""
+
+    def __init__(self, message: str, *, stream_id: Any = None, first_version: int = 0) -> None:
+        self.stream_id = stream_id
+        self.first_version = first_version
+        super().__init__(message)
+
+
+class TruncationRefusedError(EskitError):
+    """:meth:`~eskit.EventStore.truncate_stream` found no snapshot of the stream at
+    or above the first version it would keep, so aggregates could no longer be
+    loaded; nothing was removed. Take a snapshot first, or pass ``force=True``."""
+
+    def __init__(self, message: str, *, stream_id: Any = None) -> None:
+        self.stream_id = stream_id
         super().__init__(message)
 
 

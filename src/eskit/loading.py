@@ -41,7 +41,13 @@ from typing import Any, Protocol, TypeVar
 from uuid import UUID
 
 from eskit.aggregate import Aggregate
-from eskit.errors import AggregateNotFound, EskitError, InvalidInputError, VersionNotFound
+from eskit.errors import (
+    AggregateNotFound,
+    EskitError,
+    InvalidInputError,
+    StreamTruncatedError,
+    VersionNotFound,
+)
 from eskit.events import Event, StreamId
 from eskit.snapshots import (
     Snapshot,
@@ -263,6 +269,8 @@ def _replay_pages(
     request = next_page(aggregate_id, after, to_version)
     while request is not None:
         page: list[Event] = yield request
+        if after == 0 and last is None:
+            _check_starts_at_one(aggregate_id, page)
         _replay(aggregate, page)
         if not page:
             return last
@@ -309,6 +317,7 @@ def _load_via_snapshot(
         distrust(None, f"it could not be read with its events ({exc})")
         return None
     if snapshot is None:
+        _check_starts_at_one(aggregate_id, events)
         aggregate = _replay(aggregate_class.create_blank(aggregate_id), events)
         return _from_first_event(aggregate, events[-1] if events else None, to_version, True)
     try:
@@ -338,6 +347,18 @@ def _load_via_snapshot(
     setattr(aggregate, _MARK, snapshot.version)
     _check_reached(aggregate, to_version)
     return Loaded(aggregate, events[-1].event_id)
+
+
+def _check_starts_at_one(aggregate_id: StreamId, events: list[Event]) -> None:
+    """A replay from the first event must start at version 1: truncate_stream may
+    have removed the start, and part of a history must never pass for all of it."""
+    if events and events[0].version != 1:
+        first = events[0].version
+        raise StreamTruncatedError(
+            f"stream {str(aggregate_id)!r} starts at version {first} (its older events "
+            "were truncated) and no usable snapshot covers them",
+            stream_id=aggregate_id, first_version=first,
+        )
 
 
 def _replay(aggregate: A, events: Iterable[Event]) -> A:

@@ -16,15 +16,16 @@ from __future__ import annotations
 
 import copy
 import threading
+import time
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
 from eskit import loading
 from eskit.aggregate import Aggregate
-from eskit.errors import InvalidInputError, StoreError
+from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
 from eskit.events import Event, StreamId
 from eskit.loading import (
     FindVersion,
@@ -37,6 +38,7 @@ from eskit.loading import (
     check_target,
 )
 from eskit.observability import _hooks
+from eskit.retry import DEFAULT_RETRY, Retry, check_retry
 from eskit.snapshots import (
     DEFAULT_POLICY,
     Policies,
@@ -237,6 +239,41 @@ class Repository:
                 policy = self._policies.for_class(type(aggregate))
                 self._run(loading.after_save(aggregate, result, expected, policy))
         return results
+
+    def execute(
+        self,
+        aggregate_id: StreamId,
+        aggregate_class: type[A],
+        command: Callable[[A], object],
+        *,
+        retry: Retry = DEFAULT_RETRY,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> A:
+        """Run ``command`` on the current aggregate and save it, retrying on conflict.
+
+        Each attempt loads the aggregate (:meth:`get`), calls
+        ``command(aggregate)`` (which raises events or refuses with an error) and
+        saves it (:meth:`save`, with ``metadata``). A
+        :class:`~eskit.ConcurrencyError` from the save wrote nothing: the
+        command runs again on a freshly loaded aggregate, as often as ``retry``
+        allows, then :class:`~eskit.CommandRetriesExhausted`. Any other error
+        (the command's own, :class:`~eskit.AggregateNotFound`) propagates at
+        once. Returns the saved aggregate. ``command`` may run more than once:
+        it must have no effect besides the events it raises.
+        """
+        policy = check_retry(retry)
+        attempt = 1
+        while True:
+            try:
+                aggregate = self.get(aggregate_id, aggregate_class)
+                command(aggregate)
+                self.save(aggregate, metadata=metadata)
+                return aggregate
+            except ConcurrencyError as conflict:
+                wait = policy.after_conflict(attempt, conflict)
+            if wait > 0:
+                time.sleep(wait)
+            attempt += 1
 
     def get(
         self,

@@ -13,9 +13,11 @@ file also a commit by any other connection or process (seen within about
 also times out after ``poll_interval`` seconds, so a lost notification only
 delays delivery, never loses an event.
 
-Filters (``event_types``, ``stream_prefixes``) are applied to what is read, after
-the read: filtered-out events are not yielded, but the checkpoint still moves past
-them, so a filtered subscription resumes exactly where it stopped too.
+Filters (``event_types``, ``stream_prefixes``) are passed to the store, which
+filters in the database (:mod:`eskit.stores.filtered`): only matching rows are
+read, yet the checkpoint still moves past the others (to the head position the
+read was bounded by), so a filtered subscription resumes exactly where it
+stopped and a subscription to a rare type does not re-read the log.
 
 When the store becomes unreachable (:class:`~eskit.StoreUnavailableError`: the
 connection dropped, the server restarted), the iteration does not end: it waits,
@@ -31,11 +33,12 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable, Iterator
-from typing import Literal, Protocol, overload
+from typing import Literal, NamedTuple, Protocol, overload
 
 from eskit.errors import DecodingError, InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 from eskit.stores.arguments import check_position
+from eskit.stores.filtered import read_filter
 from eskit.stores.rows import OnUndecodable, UndecodableEvent, check_on_undecodable
 from eskit.upcasting import ends_stored_event
 
@@ -84,31 +87,35 @@ class EventFilter:
 
     ``None`` for either means "no restriction". A stream belongs to a category by a
     plain prefix test on its id as text (``"account-"`` matches ``"account-42"``;
-    a UUID stream matches a prefix of its canonical text). An empty list matches nothing.
-    The decision is a pure function of the event, shared by every front end.
+    a UUID stream matches a prefix of its canonical text). An empty list matches
+    nothing; an empty string, a bare string or a non-string is refused
+    (:class:`~eskit.InvalidInputError`), as by ``read_all``.
+    The decision is a pure function of the event, shared by every front end;
+    stores run the same test in the database (:mod:`eskit.stores.filtered`).
     """
 
-    __slots__ = ("event_types", "stream_prefixes")
+    __slots__ = ("event_types", "read_filter", "stream_prefixes")
 
     def __init__(
         self,
         event_types: Iterable[str] | None = None,
         stream_prefixes: Iterable[str] | None = None,
     ) -> None:
-        self.event_types = _names("event_types", event_types)
-        self.stream_prefixes = _names("stream_prefixes", stream_prefixes)
+        if event_types is not None and not isinstance(event_types, str | bytes):
+            event_types = list(event_types)  # an iterator is read once, here
+        if stream_prefixes is not None and not isinstance(stream_prefixes, str | bytes):
+            stream_prefixes = list(stream_prefixes)
+        self.read_filter = read_filter(event_types, stream_prefixes)
+        """The checked filter the store is asked for; ``None`` for every event."""
+        self.event_types = None if event_types is None else frozenset(event_types)
+        self.stream_prefixes = None if stream_prefixes is None else frozenset(stream_prefixes)
 
     @property
     def is_everything(self) -> bool:
-        return self.event_types is None and self.stream_prefixes is None
+        return self.read_filter is None
 
     def matches(self, event: Event | UndecodableEvent) -> bool:
-        if self.event_types is not None and event.event_type not in self.event_types:
-            return False
-        if self.stream_prefixes is not None:
-            stream = str(event.aggregate_id)
-            return any(stream.startswith(prefix) for prefix in self.stream_prefixes)
-        return True
+        return self.read_filter is None or self.read_filter.matches(event)
 
     def __repr__(self) -> str:
         return (
@@ -117,15 +124,16 @@ class EventFilter:
         )
 
 
-def _names(what: str, values: Iterable[str] | None) -> frozenset[str] | None:
-    if values is None:
-        return None
-    if isinstance(values, str):
-        raise InvalidInputError(f"{what} must be a list of strings, not one string")
-    names = frozenset(values)
-    if not all(type(v) is str for v in names):
-        raise InvalidInputError(f"{what} must contain only strings")
-    return names
+class PageRead(NamedTuple):
+    """One read of a subscription (sync and async, internal)."""
+
+    events: list[Event | UndecodableEvent]
+    whole: bool
+    """False when cut short before an undecodable event (read again at once)."""
+    upto: int | None
+    """Where a filtered read examined the log up to (the checkpoint may move there)."""
+    more: bool
+    """Whether more events may follow at once (a full page): read again without waiting."""
 
 
 class SubscriptionSteps:
@@ -244,8 +252,9 @@ class Subscription:
     Call :meth:`stop` (from any thread) to end the iteration.
 
     ``event_types`` and ``stream_prefixes`` restrict what is yielded (see
-    :class:`EventFilter`); the store still reads every event, so a filter saves
-    the consumer's work, not the store's.
+    :class:`EventFilter`); the store filters in the database, so only matching
+    rows are read, and the checkpoint moves past the rest (to the head position
+    each read was bounded by).
 
     ``on_undecodable`` is as for :meth:`eskit.EventStore.read_all`: by default an
     event that cannot be decoded raises :class:`~eskit.errors.DecodingError` and
@@ -282,7 +291,7 @@ class Subscription:
         steps = SubscriptionSteps(self.filter, self.on_undecodable)
         try:
             while not self._stopped.is_set():
-                page, whole = self._next_page(steps.mode)
+                page, whole, upto, more = self._next_page(steps.mode)
                 for event in page:
                     self.position, wanted = steps.take(event, self.position)
                     if wanted is None:
@@ -290,15 +299,16 @@ class Subscription:
                     yield wanted  # type: ignore[misc]  # an UndecodableEvent in "yield" mode
                     if self._stopped.is_set():
                         return
-                if whole and len(page) < self.page_size and not self._stopped.is_set():
+                if upto is not None:  # a filtered page examined the log up to there
+                    self.position = max(self.position, upto)
+                if whole and not more and not self._stopped.is_set():
                     self._waiter.wait(self.poll_interval)
         finally:
             self._waiter.close()
             self._waiter = None
 
-    def _next_page(self, mode: OnUndecodable) -> tuple[list[Event | UndecodableEvent], bool]:
-        """The events after the checkpoint, one page, and whether it is the whole page
-        (not cut short before an undecodable event); waits out an unavailable store.
+    def _next_page(self, mode: OnUndecodable) -> PageRead:
+        """The events after the checkpoint, one page; waits out an unavailable store.
 
         Why resume rather than raise: the checkpoint is exact, so reading again after
         it repeats and skips nothing. Empty if :meth:`stop` is called meanwhile.
@@ -306,16 +316,7 @@ class Subscription:
         failures = 0
         while True:
             try:
-                try:
-                    page = list(self.store.read_all(
-                        self.position, limit=self.page_size, on_undecodable=mode
-                    ))
-                except DecodingError as error:
-                    if mode != "raise":
-                        raise
-                    return SubscriptionSteps.decodable_prefix(list(self.store.read_all(
-                        self.position, limit=self.page_size, on_undecodable="yield"
-                    )), error), False
+                page = self._read_page(mode)
             except StoreUnavailableError as exc:
                 failures += 1
                 if failures == 1:
@@ -324,14 +325,40 @@ class Subscription:
                         self.position, exc,
                     )
                 if self._stopped.wait(reconnect_delay(failures)):
-                    return [], True
+                    return PageRead([], True, None, False)
                 continue
             if failures:
                 _log.info(
                     "eskit: subscription reconnected after %d failed reads, resuming after "
                     "position %s", failures, self.position,
                 )
-            return page, True
+            return page
+
+    def _read_page(self, mode: OnUndecodable) -> PageRead:
+        wanted = self.filter.read_filter
+        filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
+        if filtered is not None:  # in the database (stores that are not EventStores: below)
+            try:
+                items, upto, more, _ = filtered(self.position, self.page_size, wanted,
+                                                mode != "raise")
+            except DecodingError as error:
+                if mode != "raise":
+                    raise
+                items = filtered(self.position, self.page_size, wanted, True)[0]
+                return PageRead(SubscriptionSteps.decodable_prefix(items, error), False, None,
+                                True)
+            return PageRead(items, True, upto, more)
+        try:
+            page = list(self.store.read_all(
+                self.position, limit=self.page_size, on_undecodable=mode
+            ))
+        except DecodingError as error:
+            if mode != "raise":
+                raise
+            return PageRead(SubscriptionSteps.decodable_prefix(list(self.store.read_all(
+                self.position, limit=self.page_size, on_undecodable="yield"
+            )), error), False, None, True)
+        return PageRead(page, True, None, len(page) >= self.page_size)
 
     def caught_up(self) -> bool:
         """Whether no visible event lies beyond the checkpoint."""

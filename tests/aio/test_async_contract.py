@@ -80,12 +80,14 @@ class SyncFacade(EventStore):
         ))
 
     def read_all(
-        self, from_position: int = 0, limit: int | None = None, *, on_undecodable="raise"
+        self, from_position: int = 0, limit: int | None = None, *, on_undecodable="raise",
+        event_types: Any = None, stream_prefixes: Any = None,
     ) -> Iterator[Event]:
         # Called here, not in the generator: bad arguments must raise at the call.
-        return self._iterate(
-            self.inner.read_all(from_position, limit, on_undecodable=on_undecodable)
-        )
+        return self._iterate(self.inner.read_all(
+            from_position, limit, on_undecodable=on_undecodable, event_types=event_types,
+            stream_prefixes=stream_prefixes,
+        ))
 
     def iter_stream(
         self, stream_id: StreamId, from_version: int = 0, to_version: int | None = None, *,
@@ -129,6 +131,9 @@ class SyncFacade(EventStore):
 
     def list_streams(self) -> list[StreamInfo]:
         return self._loop.run(self.inner.list_streams())
+
+    def locate_event(self, event_id: Any) -> tuple[StreamId, int] | None:
+        return self._loop.run(self.inner.locate_event(event_id))
 
     def list_streams_page(
         self, prefix: str = "", after: StreamId | None = None, limit: int = 100

@@ -34,12 +34,13 @@ def _new(**data: Any) -> NewEvent:
 
 def test_public_async_api_is_exactly_the_pinned_list() -> None:
     assert eskit.aio.__all__ == [
-        "AsyncEventStore", "AsyncInMemoryEventStore", "AsyncInMemorySnapshotStore",
+        "AsyncCommandHandler", "AsyncEventStore", "AsyncInMemoryEventStore",
+        "AsyncInMemorySnapshotStore",
         "AsyncPostgresEventStore", "AsyncPostgresSnapshotStore", "AsyncProcessManager",
         "AsyncProjectionRunner",
         "AsyncRepository",
         "AsyncSQLiteEventStore", "AsyncSQLiteSnapshotStore", "AsyncSnapshotStore",
-        "AsyncSubscription", "open_store", "rebuild",
+        "AsyncSubscription", "open_store", "rebuild", "retry",
     ]
     for name in eskit.aio.__all__:
         assert getattr(eskit.aio, name).__name__ == name

@@ -16,7 +16,8 @@ from eskit.archive import (
     streams_older_than,
     verify,
 )
-from eskit.stores.sqlite import SCHEMA_VERSION, SQLiteEventStore
+from eskit.stores.sqlite import MIGRATIONS, SCHEMA_VERSION, SQLiteEventStore
+from eskit.stores.sqlite_archive import MIGRATION as ARCHIVE_MIGRATION
 
 RAW = "SELECT * FROM eskit_events ORDER BY position"
 
@@ -112,8 +113,9 @@ def test_a_store_of_the_previous_schema_migrates_on_open(tmp_path: Path) -> None
     with sqlite3.connect(path) as conn:
         conn.execute("DROP TRIGGER eskit_events_not_archived")
         conn.execute("DROP TABLE eskit_archived_streams")
+        # The version before the archive migration (later migrations are idempotent).
         conn.execute("UPDATE eskit_meta SET value = ? WHERE key = 'schema_version'",
-                     (str(SCHEMA_VERSION - 1),))
+                     (str(MIGRATIONS.index(ARCHIVE_MIGRATION)),))
     store = SQLiteEventStore(str(path))
     assert store.schema_version() == SCHEMA_VERSION
     assert archive_streams(store, LocalDirectoryStorage(tmp_path / "a"), ["user-1"]) == 3

@@ -112,3 +112,33 @@ def test_policies_are_checked_with_typed_errors() -> None:
         load_policies("/nonexistent/policy.json")
     with pytest.raises(InvalidInputError):
         plan_retention(object(), [], now=datetime.now(UTC))
+
+
+def test_plan_and_apply_truncate_with_a_snapshot_and_refuse_without_one(
+    tmp_path: Path,
+) -> None:
+    from eskit import SQLiteSnapshotStore
+    from eskit.snapshots import Snapshot
+
+    db = tmp_path / "events.db"
+    with SQLiteEventStore(db) as store:
+        for name in ("order-1", "order-2"):
+            store.append(name, [NewEvent("Placed", {"n": n}) for n in range(6)])
+        last = store.read_stream("order-1")[-1]
+        SQLiteSnapshotStore(store).save(Snapshot(  # only order-1 has one, at its head
+            "order-1", "Order", 6, last.event_id, 1, b"{}", datetime.now(UTC)))
+    policy = _policy_file(tmp_path, [{"prefix": "order-", "max_events": 2}])
+    plan = eskit_cli("retention", "plan", str(db), "--policy", str(policy))
+    assert plan.returncode == 0, plan.stdout + plan.stderr
+    table = {r[0]: r[1:] for r in rows(plan.stdout)}
+    assert table["order-"][5:7] == ["2", "8"]  # truncate streams, events
+    applied = eskit_cli("retention", "apply", str(db), "--policy", str(policy))
+    assert applied.returncode == 0, applied.stdout + applied.stderr
+    said = " ".join(applied.stdout.split())
+    assert "1 streams truncated (4 events removed)" in said
+    assert "1 not truncated" in said
+    forced = eskit_cli("retention", "apply", str(db), "--policy", str(policy), "--force")
+    assert "1 streams truncated (4 events removed)" in " ".join(forced.stdout.split())
+    with SQLiteEventStore(db) as store:
+        assert [e.version for e in store.read_stream("order-1")] == [5, 6]
+        assert [e.version for e in store.read_stream("order-2")] == [5, 6]

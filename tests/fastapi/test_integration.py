@@ -216,6 +216,7 @@ def _app_raising(error: Exception) -> TestClient:
 
 @pytest.mark.parametrize(("error", "status", "code"), [
     (eskit.ConcurrencyError("acc-1", 2, 3), 409, "conflict"),
+    (eskit.CommandRetriesExhausted(3, eskit.ConcurrencyError("acc-1", 2, 3)), 409, "conflict"),
     (PreconditionFailed("acc-1", '"2"', 3), 412, "precondition-failed"),
     (eskit.DuplicateEventError("id reused"), 409, "duplicate-event"),
     (eskit.AggregateNotFound("acc-1"), 404, "not-found"),
@@ -248,6 +249,14 @@ def test_a_conflict_names_the_stream_and_both_versions() -> None:
         body = client.get("/boom").json()
     assert body["stream_id"] == "acc-1"
     assert (body["expected_version"], body["actual_version"]) == ("NO_STREAM", 3)
+
+
+def test_a_command_out_of_retries_names_its_attempts_and_last_conflict() -> None:
+    exhausted = eskit.CommandRetriesExhausted(5, eskit.ConcurrencyError("acc-1", 4, 6))
+    with _app_raising(exhausted) as client:
+        body = client.get("/boom").json()
+    assert body["stream_id"] == "acc-1"
+    assert (body["expected_version"], body["actual_version"], body["attempts"]) == (4, 6, 5)
 
 
 def test_a_request_that_does_not_fit_the_model_is_a_problem_too() -> None:

@@ -305,3 +305,29 @@ def test_a_live_async_runner_resumes_exactly_after_its_postgres_connections_are_
         assert backend.read_counts() == {"s": (6, 15)}  # nothing lost, nothing twice
         (state,) = backend.target.states("counter")
         assert state.events_handled == 6
+
+
+def test_async_projection_reads_only_its_types_and_checkpoints_past_the_rest(backend) -> None:
+    backend.store.append("noise", [NewEvent("Ignored") for _ in range(300)])
+    backend.store.append("a", [added(1)])
+    last = backend.store.append("noise", [NewEvent("Ignored") for _ in range(200)])
+
+    async def body(store: AsyncEventStore) -> list[int]:
+        filtered = store._filtered_page
+        sizes: list[int] = []
+
+        async def spy(*args: Any) -> Any:
+            result = await filtered(*args)
+            sizes.append(len(result[0]))
+            return result
+
+        store._filtered_page = spy  # type: ignore[method-assign]
+        runner = AsyncProjectionRunner(store, Counter(), backend.target, batch_size=50)
+        assert await runner.run_until_caught_up() == 1
+        return sizes
+
+    # One read found the event, one proved nothing else is there (not eleven pages).
+    assert _run(backend, body) == [1, 0]
+    assert backend.read_counts() == {"a": (1, 1)}
+    (state,) = backend.target.states("counter")
+    assert state.position == last.position

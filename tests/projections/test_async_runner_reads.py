@@ -42,6 +42,14 @@ def _spy(store: AsyncInMemoryEventStore) -> list[tuple[int, int | None]]:
         return original(from_position, limit, **kw)
 
     store.read_all = read_all  # type: ignore[method-assign]
+    # A projection that names its types reads through the filtered page: spied the same.
+    filtered = store._filtered_page
+
+    async def filtered_page(after: int, limit: int, *args: Any) -> Any:
+        calls.append((after, limit))
+        return await filtered(after, limit, *args)
+
+    store._filtered_page = filtered_page  # type: ignore[method-assign]
     return calls
 
 

@@ -184,3 +184,46 @@ def test_wait_for_times_out_when_no_runner_moves_the_checkpoint(backend) -> None
         runner.wait_for(-1)
     with pytest.raises(InvalidInputError):
         runner.wait_for(result.position, timeout=float("nan"))
+
+
+class _Reads:
+    """A store seen through the runner's eyes, recording how it is read."""
+
+    def __init__(self, inner) -> None:
+        self.inner = inner
+        self.unfiltered = 0
+        self.filtered: list[int] = []
+
+    def read_all(self, *args, **kwargs):
+        self.unfiltered += 1
+        return self.inner.read_all(*args, **kwargs)
+
+    def _filtered_page(self, after, limit, wanted, tolerant):
+        result = self.inner._filtered_page(after, limit, wanted, tolerant)
+        self.filtered.append(len(result[0]))
+        return result
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+
+def test_a_projection_reads_only_its_types_and_checkpoints_past_the_rest(backend) -> None:
+    backend.store.append("noise", [NewEvent("Ignored") for _ in range(300)])
+    backend.store.append("a", [added(1)])
+    last = backend.store.append("noise", [NewEvent("Ignored") for _ in range(200)])
+    reads = _Reads(backend.store)
+    runner = ProjectionRunner(reads, Counter(), backend.target, batch_size=50)
+    assert runner.run_until_caught_up() == 1
+    # The handled types went to the database: 501 events in batches of 50 would be
+    # eleven reads; one found the event, one proved nothing else is there.
+    assert reads.unfiltered == 0
+    assert reads.filtered == [1, 0]
+    assert backend.read_counts() == {"a": (1, 1)}
+    (state,) = backend.target.states("counter")
+    assert state.position == last.position
+    # Once restarted it starts from there: nothing is read again.
+    backend.store.append("a", [added(2)])
+    again = _Reads(backend.store)
+    assert ProjectionRunner(again, Counter(), backend.new_target()).run_until_caught_up() == 1
+    assert again.filtered == [1, 0]
+    assert backend.read_counts() == {"a": (2, 3)}

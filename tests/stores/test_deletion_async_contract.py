@@ -8,9 +8,14 @@ from typing import Any
 
 import pytest
 
-from eskit import ANY, Event, EventStore, StreamId
-from eskit.aio import AsyncInMemoryEventStore, AsyncSQLiteEventStore
-from eskit.testing.deletion_contract import DeletionContract, Taker
+from eskit import ANY, Event, EventStore, OnDemand, StreamId
+from eskit.aio import (
+    AsyncInMemoryEventStore,
+    AsyncInMemorySnapshotStore,
+    AsyncSQLiteEventStore,
+    AsyncSQLiteSnapshotStore,
+)
+from eskit.testing.deletion_contract import DeletionContract, Loader, Taker, Tally
 from tests.aio.test_async_contract import LoopThread, SyncFacade
 from tests.conftest import new_schema_name
 
@@ -49,6 +54,42 @@ class _DeletingFacade(SyncFacade):
     def restore_stream(self, stream_id: StreamId) -> bool:
         return self._loop.run(self.inner.restore_stream(stream_id))
 
+    def truncate_stream(self, stream_id: StreamId, before_version: Any, *,
+                        expected_version: Any = ANY, force: Any = False) -> int:
+        return self._loop.run(self.inner.truncate_stream(
+            stream_id, before_version, expected_version=expected_version, force=force))
+
+
+class _AsyncLoader:
+    """An AsyncRepository with the async snapshot store beside the store, on the loop."""
+
+    def __init__(self, loop: LoopThread, store: _DeletingFacade) -> None:
+        from eskit.aio import (
+            AsyncPostgresEventStore,
+            AsyncPostgresSnapshotStore,
+            AsyncRepository,
+            AsyncSnapshotStore,
+        )
+
+        inner = store.inner
+        snapshots: AsyncSnapshotStore
+        if isinstance(inner, AsyncInMemoryEventStore):
+            snapshots = AsyncInMemorySnapshotStore(inner)
+        elif isinstance(inner, AsyncSQLiteEventStore):
+            snapshots = AsyncSQLiteSnapshotStore(inner)
+        else:
+            assert isinstance(inner, AsyncPostgresEventStore)
+            snapshots = AsyncPostgresSnapshotStore(inner)
+        self._loop = loop
+        self._repository = AsyncRepository(inner, snapshots=snapshots,
+                                           snapshot_policy=OnDemand())
+
+    def get(self, aggregate_id: Any, aggregate_class: type[Tally]) -> Tally:
+        return self._loop.run(self._repository.get(aggregate_id, aggregate_class))
+
+    def take_snapshot(self, aggregate: Tally) -> Any:
+        return self._loop.run(self._repository.take_snapshot(aggregate))
+
 
 class _AsyncTaker:
     """An AsyncSubscription, one ``__anext__`` per event, on the loop thread."""
@@ -76,6 +117,10 @@ class _AsyncHooks(DeletionContract):
     def subscription(self, store: EventStore) -> Taker:
         assert isinstance(store, _DeletingFacade)
         return _AsyncTaker(self.loop, store)
+
+    def repository(self, store: EventStore) -> Loader:
+        assert isinstance(store, _DeletingFacade)
+        return _AsyncLoader(self.loop, store)
 
 
 class TestAsyncInMemoryDeletion(_AsyncHooks):

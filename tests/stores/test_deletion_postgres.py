@@ -8,7 +8,8 @@ import pytest
 from eskit import NewEvent, StoreError
 from eskit.stores.postgres import PostgresEventStore
 from eskit.stores.postgres_deletion import DELETING
-from eskit.stores.postgres_schema import SCHEMA_VERSION, Statements
+from eskit.stores.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
+from eskit.stores.postgres_schema import Statements
 from tests.conftest import new_schema_name
 
 
@@ -60,7 +61,7 @@ def test_a_store_of_schema_5_refuses_to_delete_until_migrated(postgres_dsn: str)
         with pytest.raises(StoreError, match="eskit migrate"):
             old.delete_stream("s", hard=True)
     with PostgresEventStore(postgres_dsn, schema=schema) as store:
-        assert store.schema_version() == SCHEMA_VERSION
+        assert store.schema_version() == POSTGRES_SCHEMA_VERSION
         store.delete_stream("s", 1, hard=True)
         assert list(store.read_all()) == []
         assert store.head_position() > 0

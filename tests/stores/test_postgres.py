@@ -30,12 +30,8 @@ from eskit import (
 from eskit.events import MAX_NAME_BYTES
 from eskit.stores.arguments import prepare_batch
 from eskit.stores.postgres import PostgresEventStore
-from eskit.stores.postgres_schema import (
-    APPEND_NOT_FIRST_WRITE,
-    SCHEMA_VERSION,
-    Statements,
-    append_params,
-)
+from eskit.stores.postgres_schema import APPEND_NOT_FIRST_WRITE, Statements, append_params
+from eskit.stores.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
 from tests.conftest import new_schema_name
 
 
@@ -850,7 +846,7 @@ def test_a_version_2_store_gets_the_new_horizon_when_opened(postgres_dsn: str) -
     with PostgresEventStore(postgres_dsn, schema=schema) as store, psycopg.connect(
         postgres_dsn
     ) as other:
-        assert store.schema_version() == SCHEMA_VERSION
+        assert store.schema_version() == POSTGRES_SCHEMA_VERSION
         assert [e.aggregate_id for e in store.read_all()] == ["before", "held"]
         other.execute("SELECT pg_current_xact_id()")
         after = store.append("after", [NewEvent("After")], 0)

@@ -25,7 +25,8 @@ from eskit import (
     NewEvent,
 )
 from eskit.stores.postgres import PostgresEventStore
-from eskit.stores.postgres_schema import SCHEMA_VERSION, Statements
+from eskit.stores.postgres_schema import SCHEMA_VERSION as POSTGRES_SCHEMA_VERSION
+from eskit.stores.postgres_schema import Statements
 from tests.conftest import new_schema_name
 
 
@@ -384,7 +385,7 @@ def test_a_schema_3_store_migrates_to_4_and_keeps_its_rows(postgres_dsn: str) ->
         with psycopg.connect(postgres_dsn, autocommit=True) as conn:
             before = conn.execute(f"SELECT tx_id::text, seq FROM {table}").fetchall()
         with PostgresEventStore(postgres_dsn, schema=schema) as store:  # migrates
-            assert store.schema_version() == SCHEMA_VERSION
+            assert store.schema_version() == POSTGRES_SCHEMA_VERSION
             # The store opened on schema 3 keeps working after the migration.
             old.append("during", [NewEvent("During")], 0)
             with psycopg.connect(postgres_dsn) as conn:
@@ -468,6 +469,6 @@ def test_eskit_migrate_takes_a_schema_3_store_to_4(postgres_dsn: str) -> None:
         conn.execute(statements.write_schema_version, ("3",))
     done = eskit_cli("migrate", postgres_dsn, "--schema", schema)
     assert done.returncode == 0, done.stderr
-    assert f"version {SCHEMA_VERSION} (migrated from 3)" in done.stdout
+    assert f"version {POSTGRES_SCHEMA_VERSION} (migrated from 3)" in done.stdout
     with PostgresEventStore(postgres_dsn, schema=schema, setup=False) as store:
-        assert store.schema_version() == SCHEMA_VERSION
+        assert store.schema_version() == POSTGRES_SCHEMA_VERSION

@@ -18,10 +18,11 @@ class _E:
         self.version = version
 
 
-def _read(head: int, args: tuple[int, int | None, bool, int]) -> list[Any]:
-    """What a store returns for one page of a stream with versions 1..head."""
+def _read(head: int, args: tuple[int, int | None, bool, int], first: int = 1) -> list[Any]:
+    """What a store returns for one page of a stream with versions first..head."""
     lo, hi, backwards, limit = args
-    versions = [v for v in range(lo + 1, min(head, MAX_VERSION if hi is None else hi) + 1)]
+    versions = [v for v in range(max(lo, first - 1) + 1,
+                                 min(head, MAX_VERSION if hi is None else hi) + 1)]
     if backwards:
         versions.reverse()
     return [_E(v) for v in versions[:limit]]
@@ -57,12 +58,49 @@ def test_pages_join_into_exactly_the_requested_run_of_the_stream(
     assert reads <= len(want) // READ_STREAM_PAGE_SIZE + 1
 
 
-def test_forward_pages_name_a_bounded_range_of_versions() -> None:
-    # A LIMIT alone let PostgreSQL sort the rest of the stream for every page.
+@given(
+    head=st.integers(1, 3 * READ_STREAM_PAGE_SIZE + 5),
+    cut=st.integers(0, 3 * READ_STREAM_PAGE_SIZE + 5),
+    from_version=st.integers(0, 3 * READ_STREAM_PAGE_SIZE + 10),
+    to_version=st.none() | st.integers(0, 4 * READ_STREAM_PAGE_SIZE),
+    backwards=st.booleans(),
+    limit=st.none() | st.integers(0, 2 * READ_STREAM_PAGE_SIZE + 3),
+)
+def test_pages_of_a_truncated_stream_pass_over_the_gap_at_its_start(
+    head: int, cut: int, from_version: int, to_version: int | None, backwards: bool,
+    limit: int | None,
+) -> None:
+    first = max(1, min(cut, head))  # truncate_stream keeps versions first..head
+    top = head if to_version is None else min(head, to_version)
+    want = list(range(max(from_version, first - 1) + 1, top + 1))
+    if backwards:
+        want.reverse()
+    if limit is not None:
+        want = want[:limit]
+    pages = StreamPages(from_version, to_version, backwards, limit)
+    got: list[int] = []
+    reads = 0
+    while (args := pages.next()) is not None:
+        page = _read(head, args, first)
+        pages.advance(page)
+        got += [e.version for e in page]
+        reads += 1
+    assert got == want
+    assert reads <= len(want) // READ_STREAM_PAGE_SIZE + 1
+
+
+def test_forward_pages_after_the_first_name_a_bounded_range_of_versions() -> None:
+    # A LIMIT alone let PostgreSQL sort the rest of the stream for every page. The
+    # first page is a LIMIT alone: a truncated stream may start anywhere after it.
+    size = READ_STREAM_PAGE_SIZE
     pages = StreamPages(0, None, False, None)
-    assert pages.next() == (0, READ_STREAM_PAGE_SIZE, False, READ_STREAM_PAGE_SIZE)
-    pages = StreamPages(MAX_VERSION - 1, None, False, None)
-    assert pages.next() == (MAX_VERSION - 1, MAX_VERSION, False, READ_STREAM_PAGE_SIZE)
+    assert pages.next() == (0, None, False, size)
+    pages.advance([_E(v) for v in range(5001, 5001 + size)])  # truncated: starts at 5001
+    assert pages.next() == (5000 + size, 5000 + 2 * size, False, size)
+    pages = StreamPages(MAX_VERSION - 2 * size, None, False, None)
+    pages.next()
+    pages.advance([_E(v) for v in range(MAX_VERSION - 2 * size + 1, MAX_VERSION - size + 1)])
+    assert pages.next() == (MAX_VERSION - size, MAX_VERSION, False, size)
 
 
 def test_payloads_compare_with_their_keys_sorted_and_nothing_else() -> None:

@@ -61,3 +61,38 @@ def positions() -> int:
     for event in store.read_all(stored.position):
         after = max(after, event.position)
     return after
+
+
+@dataclass(frozen=True)
+class Deposit:
+    account_id: str
+    amount: Decimal
+
+
+def decide_deposit(command: Deposit, balance: Decimal) -> list[Deposited]:
+    return [Deposited(command.amount)]
+
+
+def evolve_balance(balance: Decimal, event: Deposited) -> Decimal:
+    return balance + event.amount
+
+
+def deciders() -> Decimal:
+    from eskit import CommandHandler, Repository, Retry, decider, fold, retry
+    from eskit.testing import given, given_decider
+
+    account = decider(decide_deposit, evolve_balance, Decimal(0))
+    assert_type(fold(account, [Deposited(Decimal(1))]), Decimal)
+    handler = CommandHandler(InMemoryEventStore(), account, stream_id_of=lambda c: c.account_id,
+                             retry=Retry(max_attempts=3))
+    handled = handler.handle(Deposit("a-1", Decimal(2)))
+    assert_type(handled.state, Decimal)
+    given_decider(account, [Deposited(Decimal(1))]).when(Deposit("a-1", Decimal(1))) \
+        .then([Deposited(Decimal(1))]).then_state(lambda balance: balance == 2)
+    given(Account).when(lambda a: a.raise_event(Deposited(Decimal(1)))).then_state(
+        lambda a: a.balance == 1
+    )
+    repo = Repository(InMemoryEventStore())
+    saved = retry(lambda: repo.execute("a-1", Account, lambda a: None))
+    assert_type(saved, Account)
+    return handled.state

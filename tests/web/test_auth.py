@@ -158,3 +158,13 @@ def test_the_explorer_is_mounted_only_while_reads_are_open(tmp_path: Path, monke
         assert closed.get("/").status_code == 404, "no page shows what the API would refuse"
         assert closed.get("/api/events", headers=READ).status_code == 200
         assert calls == [WRITER]
+
+
+def test_the_real_explorer_is_served_beside_the_api_while_reads_are_open(make) -> None:
+    client = make(WebSettings(write_tokens=(WRITER,)))
+    assert client.post("/api/streams/s", json=BATCH, headers=WRITE).status_code == 201
+    page = client.get("/")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert client.get("/api/events").json()["events"][0]["stream_id"] == "s"
+    assert make(TOKENS).get("/").status_code == 404

@@ -1,9 +1,11 @@
 """The explorer in a real browser: headless Chromium (Debian's) driven by Playwright.
 
 Each test walks through what a user would do on a store the test built, served by
-uvicorn on a loopback port. The screenshots the tests take are docs/images/explorer-*.png,
-shown on docs/explorer.md. Without chromium these tests skip, and fail under CI=true
-(``.ci/run`` installs it).
+uvicorn on a loopback port. The screenshots on docs/explorer.md
+(docs/images/explorer-*.png) are the ones these tests take: they are written there only
+with ``ESKIT_SCREENSHOTS=docs`` (so a test run leaves the checkout unchanged), and to the
+test's temporary directory otherwise, so every run still takes them. Without chromium
+these tests skip, and fail under CI=true (``.ci/run`` installs it).
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -23,6 +26,7 @@ CHROMIUM = shutil.which("chromium")
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--no-first-run"]
 IMAGES = Path(__file__).resolve().parents[2] / "docs" / "images"
+_SCRATCH = Path(tempfile.mkdtemp(prefix="eskit-screenshots-"))
 
 if CHROMIUM is None and os.environ.get("CI") == "true":
     pytest.fail("chromium is not installed: apt-get install -y chromium (.ci/run does)",
@@ -70,8 +74,11 @@ def page(browser, base_url):
 
 
 def _shot(page, name: str) -> None:
-    IMAGES.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(IMAGES / f"explorer-{name}.png"))
+    folder = IMAGES if os.environ.get("ESKIT_SCREENSHOTS") == "docs" else _SCRATCH
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"explorer-{name}.png"
+    page.screenshot(path=str(path))
+    assert path.stat().st_size > 1000  # an image, not an empty file
 
 
 def test_search_a_stream_open_an_event_and_follow_its_causation_link(page, world) -> None:

@@ -117,6 +117,32 @@ def test_event_type_filter_keeps_streams_holding_that_type_and_counts_them(clien
     assert "<th>MoneyWithdrawn</th>" in page
 
 
+class _FilteringStore(InMemoryEventStore):
+    """A store whose read_all filters by type and prefix itself (and says what it was asked)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[dict] = []
+
+    def read_all(self, from_position=0, limit=None, *, on_undecodable="raise",
+                 event_types=None, stream_prefixes=None):
+        self.asked.append({"event_types": event_types, "stream_prefixes": stream_prefixes})
+        return (e for e in super().read_all(from_position, limit, on_undecodable=on_undecodable)
+                if (event_types is None or e.event_type in event_types)
+                and (stream_prefixes is None
+                     or any(str(e.aggregate_id).startswith(p) for p in stream_prefixes)))
+
+
+def test_the_type_filter_is_passed_down_to_a_store_that_filters_itself() -> None:
+    world = populate(_FilteringStore())
+    world.store.asked.clear()
+    with TestClient(explorer_app(world)) as client:
+        page = client.get("/streams", params={"type": "MoneyWithdrawn", "prefix": "account-01"})
+    assert _stream_ids(page.text) == ["account-012"]
+    assert world.store.asked == [{"event_types": ["MoneyWithdrawn"],
+                                  "stream_prefixes": ["account-01"]}]
+
+
 def test_cursor_paging_visits_every_stream_once_in_id_order(client) -> None:
     seen: list[str] = []
     url = "/streams?limit=5"
@@ -354,6 +380,17 @@ def test_any_of_several_write_tokens_is_accepted(fresh) -> None:
     assert _status(fresh) == "skipped"
 
 
+def test_write_token_none_keeps_it_read_only_even_beside_write_tokens(world) -> None:
+    @dataclass(frozen=True)
+    class SwitchedOff:  # as eskit.web's settings say read_only=True
+        write_token: str | None = None
+        write_tokens: tuple[str, ...] = (WRITE_TOKEN,)
+
+    with TestClient(explorer_app(world, SwitchedOff())) as client:
+        assert _act(client, world, action="skip").status_code == 403
+    assert _status(world) == "parked"
+
+
 def test_an_empty_write_token_is_refused_at_start(world) -> None:
     with pytest.raises(InvalidInputError, match="non-empty"):
         explorer_app(world, Settings(write_token=""))
@@ -464,3 +501,27 @@ def test_a_live_tail_response_ends_after_its_lifetime_so_servers_can_stop(
 def test_live_tail_needs_a_position_to_start_from(client) -> None:
     assert client.get("/log/live").status_code == 400
     assert client.get("/log/live", headers={"Last-Event-ID": "x"}).status_code == 400
+
+
+# -- inside eskit.web's app ----------------------------------------------------------------------
+
+
+def test_create_app_serves_the_explorer_and_its_writes_follow_the_web_settings(fresh) -> None:
+    from eskit.web import WebSettings, create_app
+
+    read_only = create_app(fresh.store, settings=WebSettings(write_tokens=(WRITE_TOKEN,),
+                                                               read_only=True))
+    with TestClient(read_only) as client:
+        assert "account-001" in client.get("/streams").text
+        refused = _act(client, fresh, action="skip")
+        assert refused.status_code == 403
+        assert "read-only" in refused.text
+    writable = create_app(fresh.store, settings=WebSettings(write_tokens=("other", WRITE_TOKEN)))
+    with TestClient(writable) as client:
+        assert _act(client, fresh, action="skip", token="wrong").status_code == 403
+        for token in ("other", WRITE_TOKEN):  # every write token of the settings
+            # Past the token and the confirmation; create_app gives no projection target yet.
+            response = _act(client, fresh, action="skip", token=token)
+            assert response.status_code == 404
+            assert "no projection target" in response.text
+    assert _status(fresh) == "parked"

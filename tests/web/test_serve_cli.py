@@ -109,3 +109,43 @@ def test_serve_refuses_a_token_no_header_could_carry(tmp_path: Path) -> None:
     result = CliRunner().invoke(make_app(), ["serve", str(db), "--write-token", "has space"])
     assert result.exit_code == 2
     assert "printable ASCII" in result.output
+
+
+def test_serve_app_names_a_module_or_a_class_and_refuses_what_is_not_one(tmp_path: Path) -> None:
+    from eskit.cli._serve import _aggregates
+    from examples.bank.domain import BankAccount
+
+    assert BankAccount in _aggregates("examples.bank.domain")
+    assert _aggregates("examples.bank.domain:BankAccount") == [BankAccount]
+    db = tmp_path / "shop.db"
+    SQLiteEventStore(db).close()
+    for bad, says in (("examples.bank.domain:as_money", "does not name an Aggregate"),
+                      ("json", "defines no Aggregate class"), ("no.such.module", "cannot import")):
+        result = CliRunner().invoke(make_app(), ["serve", str(db), "--app", bad])
+        assert result.exit_code == 2, result.output
+        assert says in result.output
+
+
+def test_the_explorer_shows_the_state_of_aggregates_create_app_was_given(tmp_path: Path) -> None:
+    from decimal import Decimal
+
+    from starlette.testclient import TestClient
+
+    from eskit import Repository
+    from eskit.web import create_app
+    from examples.bank.domain import BankAccount
+
+    with SQLiteEventStore(tmp_path / "bank.db") as store:
+        account = BankAccount("acct-1")
+        account.open("NL01", "Ann", Decimal("10"))
+        account.deposit(Decimal("5"))
+        Repository(store).save(account)
+        with TestClient(create_app(store, aggregates=[BankAccount])) as client:
+            page = client.get("/state", params={
+                "stream": "acct-1", "class": "examples.bank.domain.BankAccount", "version": 1})
+            assert page.status_code == 200, page.text
+            assert "NL01" in page.text
+        with TestClient(create_app(store)) as client:  # no class given: none to show
+            assert client.get("/state", params={
+                "stream": "acct-1", "class": "examples.bank.domain.BankAccount"}
+            ).status_code == 400

@@ -160,3 +160,31 @@ def test_shutting_down_ends_open_streams_cleanly(store: SQLiteEventStore, serve)
     assert time.monotonic() - started < 4
     assert len(received) == 2
     listener.join()
+
+
+def test_a_sync_postgres_store_wakes_its_streams_on_another_process_commit(
+    postgres_dsn: str, serve, monkeypatch,
+) -> None:
+    from eskit.stores.postgres import PostgresEventStore
+    from eskit.web import sse, threaded
+
+    # Neither the subscription's poll nor the waiting thread's round ends in time:
+    # only the NOTIFY of the other store's commit can deliver the event.
+    monkeypatch.setattr(sse, "POLL_SECONDS", 30.0)
+    monkeypatch.setattr(threaded, "LISTEN_SECONDS", 30.0)
+    schema = new_schema_name()
+    with PostgresEventStore(postgres_dsn, schema=schema) as served, \
+            PostgresEventStore(postgres_dsn, schema=schema) as other:
+        add(served, "a", 0, 1)
+        server = serve(create_app(served, settings=SETTINGS))
+        with httpx.Client(base_url=server.url, timeout=20) as client, client.stream(
+                "GET", "/api/subscribe", headers=READ) as response:
+            lines = messages(response)
+            assert "data" in next(m for m in lines if "data" in m)
+            time.sleep(0.3)  # the stream is idle, waiting
+            written = time.monotonic()
+            add(other, "b", 0, 1)  # not through the served store object
+            event = orjson.loads(next(m for m in lines if "data" in m)["data"])
+            took = time.monotonic() - written
+    assert event["stream_id"] == "b"
+    assert took < 10, f"woken by LISTEN/NOTIFY, not a 30 s timeout ({took:.1f} s)"

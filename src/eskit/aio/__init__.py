@@ -18,11 +18,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from eskit._extras import POSTGRES_MODULES, installed
+from eskit.aio.command_handler import AsyncCommandHandler
 from eskit.aio.config import open_store
 from eskit.aio.memory import AsyncInMemoryEventStore
 from eskit.aio.process_manager import AsyncProcessManager
 from eskit.aio.projections import AsyncProjectionRunner, rebuild
 from eskit.aio.repository import AsyncRepository
+from eskit.aio.retry import retry
 from eskit.aio.snapshots import (
     AsyncInMemorySnapshotStore,
     AsyncSnapshotStore,
@@ -37,6 +39,7 @@ if TYPE_CHECKING:
     from eskit.aio.postgres_snapshots import AsyncPostgresSnapshotStore
 
 __all__ = [
+    "AsyncCommandHandler",
     "AsyncEventStore",
     "AsyncInMemoryEventStore",
     "AsyncInMemorySnapshotStore",
@@ -51,6 +54,7 @@ __all__ = [
     "AsyncSubscription",
     "open_store",
     "rebuild",
+    "retry",
 ]
 
 if not installed(*POSTGRES_MODULES):

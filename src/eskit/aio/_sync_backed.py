@@ -16,11 +16,13 @@ from abc import abstractmethod
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Generic, Self, TypeVar
+from uuid import UUID
 
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter, LocalAsyncWaiter
 from eskit.events import Event, StreamId
 from eskit.stores.base import EventStore
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import (
     ANY,
     AppendInput,
@@ -97,6 +99,9 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
     async def list_streams(self) -> list[StreamInfo]:
         return await self._call(self.sync_store.list_streams)
 
+    async def locate_event(self, event_id: UUID | str) -> tuple[StreamId, int] | None:
+        return await self._call(self.sync_store.locate_event, event_id)
+
     async def list_streams_page(
         self, prefix: str = "", after: StreamId | None = None, limit: int = 100
     ) -> list[StreamInfo]:
@@ -110,6 +115,13 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
 
     async def restore_stream(self, stream_id: StreamId) -> bool:
         return await self._call(self.sync_store.restore_stream, stream_id)
+
+    async def truncate_stream(
+        self, stream_id: StreamId, before_version: int, *, expected_version: Expected = ANY,
+        force: bool = False,
+    ) -> int:
+        return await self._call(self.sync_store.truncate_stream, stream_id, before_version,
+                                expected_version=expected_version, force=force)
 
     async def close(self) -> None:
         await self._call(self.sync_store.close)
@@ -139,6 +151,11 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
 
     async def _read_all_page(self, after: int, limit: int) -> list[Event]:
         return await self._call(self.sync_store._read_all_page, after, limit)
+
+    async def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        return await self._call(self.sync_store._read_filtered_page, after, upto, limit, wanted)
 
     async def _head_version(self, stream: str) -> int:
         return await self._call(self.sync_store._head_version, stream)

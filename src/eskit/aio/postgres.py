@@ -62,9 +62,10 @@ from eskit.aio.postgres_transaction import AsyncPostgresTransaction, append_on
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.arguments import resolve_conflict
+from eskit.stores.arguments import resolve_conflict, stream_id_from_key
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
 from eskit.stores.deletion import deleted_error, must_write_delete
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
@@ -101,7 +102,9 @@ from eskit.stores.postgres_schema import (
     unpack_position,
 )
 from eskit.stores.postgres_transaction import check_caller_connection
+from eskit.stores.postgres_truncation import TRUNCATION_SCHEMA
 from eskit.stores.rows import decode_rows
+from eskit.stores.truncation import truncation_cut
 
 __all__ = ["AsyncPostgresEventStore"]
 
@@ -525,6 +528,33 @@ class AsyncPostgresEventStore(AsyncEventStore):
         self._signal_listeners()
         return int(version)
 
+    async def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                               expected: Expected, force: bool) -> int:
+        statements = self.sql.truncation
+        async with self._connection() as conn:
+            self._deletes_here(conn, TRUNCATION_SCHEMA)
+            async with conn.transaction():
+                await conn.execute(self.sql.deletion.start)
+                # Exclusive: appends of the stream (shared) wait, and none is in flight.
+                await conn.execute(self.sql.lock_stream, {"stream": stream})
+                row = await (await conn.execute(statements.state, {"s": stream})).fetchone()
+                assert row is not None  # one row of scalar subqueries, always
+                head, hard, first, snapshot = row
+                cut = truncation_cut(stream_id, expected, int(head), hard,
+                                     1 if first is None else int(first), before, snapshot,
+                                     force)
+                if cut is None:
+                    return 0
+                await conn.execute(statements.write, (stream, cut))
+                cur = await conn.execute(statements.remove_events, (stream, cut))
+                removed = int(cur.rowcount)
+                # Their events are gone: a snapshot below the cut can never be used again.
+                await conn.execute(statements.remove_snapshots, (stream, cut))
+                _log.info("schema %s: truncated stream %r before version %d (%d events "
+                          "removed)", self.schema, stream, cut, removed)
+        self._signal_listeners()
+        return removed
+
     async def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         statements = self.sql.deletion
         async with self._connection() as conn:
@@ -538,15 +568,16 @@ class AsyncPostgresEventStore(AsyncEventStore):
                     _log.info("schema %s: restored soft-deleted stream %r", self.schema, stream)
         return state is not None
 
-    def _deletes_here(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    def _deletes_here(self, conn: psycopg.AsyncConnection[Any], needs: int = 6) -> None:
         if self._given_connection() and self._joins_transaction(conn):
             raise InvalidInputError(
-                "delete_stream runs its own transaction: give it a store with a pool or DSN"
+                "delete_stream and truncate_stream run their own transaction: give them a "
+                "store with a pool or DSN"
             )
-        if self.sql.version < 6:
+        if self.sql.version < needs:
             raise StoreError(
-                f"schema {self.schema} has eskit schema version {self.sql.version}; deleting "
-                "streams needs 6: run `eskit migrate` first"
+                f"schema {self.schema} has eskit schema version {self.sql.version}; this "
+                f"needs {needs}: run `eskit migrate` first"
             )
 
     def in_transaction(self, connection: Any) -> AsyncPostgresTransaction:
@@ -629,6 +660,13 @@ class AsyncPostgresEventStore(AsyncEventStore):
         tx, seq = unpack_position(after)
         return decode_rows(await self._fetchall(self.sql.read_all_page, (tx, seq, limit)))
 
+    async def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        # Bounded by a head read first, not cut at the horizon: eskit.stores.postgres_filtered.
+        query, params = self.sql.filtered_page(wanted, after, upto, limit)
+        return decode_rows(await self._fetchall(query, params))
+
     async def _head_version(self, stream: str) -> int:
         return await self._head(stream)
 
@@ -642,6 +680,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
 
     async def _list_streams(self) -> list[StreamInfo]:
         return stream_infos(await self._fetchall(self.sql.list_streams))
+
+    async def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        row = await self._fetchone(self.sql.locate_event, (event_id,))
+        return None if row is None else (stream_id_from_key(row[0]), int(row[1]))
 
     async def _list_streams_page(
         self, prefix: str, after: str | None, limit: int

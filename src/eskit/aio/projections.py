@@ -44,6 +44,7 @@ from eskit.projections.rebuild import rebuild as sync_rebuild
 from eskit.projections.runner import (
     BatchResult,
     OnFailure,
+    Page,
     ParkedStreams,
     ProjectionRunner,
     Read,
@@ -67,16 +68,16 @@ class _Stale(Exception):
 class _Core(ProjectionRunner):
     """The sync runner's batch, fed with events the async runner has read."""
 
-    prefetched: tuple[int, list[Read]] | None = None
+    prefetched: tuple[int, Page] | None = None
     loop: asyncio.AbstractEventLoop | None = None
 
-    def _read(self, after: int, limit: int) -> list[Read]:
+    def _read(self, after: int, limit: int) -> Page:
         if self.prefetched is None or self.prefetched[0] != after:
             raise _Stale
-        events = self.prefetched[1][:limit]
+        page = self.prefetched[1].first(limit)
         if (observer := _hooks.active) is not None:  # as the sync _read: the batch's links
-            observer.link_events(events)
-        return events
+            observer.link_events(page.events)
+        return page
 
     def _apply(self, event: Read, tx: Tx | None) -> None:
         projection = self.projection
@@ -163,12 +164,7 @@ class AsyncProjectionRunner:
                 after = await asyncio.to_thread(self._checkpoint)
             # The sync runner's batch size: one event at a time while isolating a failure.
             limit = 1 if core._progress.isolate_until is not None else core.batch_size
-            events: list[Read] = [
-                event async for event in self.store.read_all(
-                    after, limit=limit, on_undecodable="yield"
-                )
-            ]
-            core.prefetched = (after, events)
+            core.prefetched = (after, await self._page(after, limit))
             core.loop = asyncio.get_running_loop()
             try:
                 result = await asyncio.to_thread(core.run_batch)
@@ -187,6 +183,19 @@ class AsyncProjectionRunner:
             transactional = getattr(core.projection, "transactional", True)
             self._known = None if failed or not transactional else result.position
             return result
+
+    async def _page(self, after: int, limit: int) -> Page:
+        """The sync runner's read, awaited: filtered in the database when the
+        projection names its types or prefixes."""
+        wanted = self._core.filter.read_filter
+        if wanted is not None:
+            return Page.filtered(*await self.store._filtered_page(after, limit, wanted, True))
+        events: list[Read] = [
+            event async for event in self.store.read_all(
+                after, limit=limit, on_undecodable="yield"
+            )
+        ]
+        return Page.of(after, events)
 
     def _checkpoint(self) -> int:
         core = self._core

@@ -18,7 +18,9 @@ so one domain model serves the sync and the async front ends.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+import asyncio
+import inspect
+from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
 from typing import Any, TypeVar, overload
 
@@ -26,7 +28,7 @@ from eskit import loading
 from eskit.aggregate import Aggregate
 from eskit.aio.snapshots import AsyncSnapshotStore
 from eskit.aio.store import AsyncEventStore
-from eskit.errors import InvalidInputError, StoreError
+from eskit.errors import ConcurrencyError, InvalidInputError, StoreError
 from eskit.events import Event, StreamId
 from eskit.loading import (
     FindVersion,
@@ -40,6 +42,7 @@ from eskit.loading import (
 )
 from eskit.observability import _hooks
 from eskit.repository import AggregateCache, SavePlan, pending_events
+from eskit.retry import DEFAULT_RETRY, Retry, check_retry
 from eskit.snapshots import DEFAULT_POLICY, Policies, PolicyChoice, Snapshot, SnapshotPolicy
 from eskit.stores.model import AppendResult
 
@@ -128,6 +131,36 @@ class AsyncRepository:
                 policy = self._policies.for_class(type(aggregate))
                 await self._run(loading.after_save(aggregate, result, expected, policy))
         return results
+
+    async def execute(
+        self,
+        aggregate_id: StreamId,
+        aggregate_class: type[A],
+        command: Callable[[A], object],
+        *,
+        retry: Retry = DEFAULT_RETRY,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> A:
+        """Run ``command`` on the current aggregate and save it, retrying on conflict.
+
+        Same contract as :meth:`eskit.Repository.execute`; ``command`` may also
+        be a coroutine function (it is awaited), and the waits between attempts
+        are ``asyncio.sleep``.
+        """
+        policy = check_retry(retry)
+        attempt = 1
+        while True:
+            try:
+                aggregate = await self.get(aggregate_id, aggregate_class)
+                outcome = command(aggregate)
+                if inspect.isawaitable(outcome):
+                    await outcome
+                await self.save(aggregate, metadata=metadata)
+                return aggregate
+            except ConcurrencyError as conflict:
+                wait = policy.after_conflict(attempt, conflict)
+            await asyncio.sleep(wait)  # also at 0: let the writer that won run
+            attempt += 1
 
     async def get(
         self,

@@ -35,6 +35,7 @@ from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
+from uuid import UUID
 
 from eskit.aio.subscription import AsyncPollingWaiter, AsyncSubscription, AsyncWaiter
 from eskit.errors import DecodingError, InvalidInputError
@@ -46,6 +47,7 @@ from eskit.stores.arguments import (
     WAIT_FOR_MAX_DELAY,
     StreamPages,
     check_as_of,
+    check_event_id,
     check_expected,
     check_limit,
     check_position,
@@ -53,6 +55,15 @@ from eskit.stores.arguments import (
     check_wait_for_args,
     prepare_batch,
     stream_key,
+)
+from eskit.stores.filtered import (
+    FilteredPage,
+    ReadFilter,
+    cut_page,
+    finished_page,
+    read_filter,
+    report_undecodable,
+    take_matching,
 )
 from eskit.stores.model import (
     ANY,
@@ -74,6 +85,7 @@ from eskit.stores.rows import (
     undecodable_page,
 )
 from eskit.stores.stream_listing import check_listing_args, page_of_streams
+from eskit.stores.truncation import check_truncate_args
 
 __all__ = ["AsyncEventStore"]
 
@@ -192,17 +204,23 @@ class AsyncEventStore(ABC):
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: Literal["raise"] | Callable[[UndecodableEvent], object] = "raise",
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> AsyncIterator[Event]: ...
 
     @overload
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: Literal["yield"],
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> AsyncIterator[Event | UndecodableEvent]: ...
 
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: OnUndecodable = "raise",
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> AsyncIterator[Any]:
         """Every event with ``position > from_position``, in global order (``async for``).
 
@@ -211,11 +229,15 @@ class AsyncEventStore(ABC):
         as the loop advances, and the order is stable, so a reader continuing
         from its checkpoint never skips an event. Bad arguments raise here, at
         the call, not at the first iteration. ``on_undecodable`` is the same too
-        (a callback is a plain function, called without awaiting).
+        (a callback is a plain function, called without awaiting), and so are
+        ``event_types`` and ``stream_prefixes``, filtered in the database.
         """
         check_position(from_position)
         check_limit(limit)
         check_on_undecodable(on_undecodable)
+        wanted = read_filter(event_types, stream_prefixes)
+        if wanted is not None:
+            return self._iter_filtered(from_position, limit, wanted, on_undecodable)
         if on_undecodable == "raise":
             return self._iter_all(from_position, limit)
         return self._iter_tolerant(from_position, limit, on_undecodable)
@@ -259,6 +281,53 @@ class AsyncEventStore(ABC):
             after = page[-1].position or after
             if remaining is not None:
                 remaining -= len(page)
+
+    async def _iter_filtered(
+        self, after: int, limit: int | None, wanted: ReadFilter, on_undecodable: OnUndecodable
+    ) -> AsyncIterator[Any]:
+        # EventStore._iter_filtered with awaited pages: the same decisions.
+        remaining = limit
+        tolerant = on_undecodable != "raise"
+        while remaining is None or remaining > 0:
+            size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+            items, after, more, count = await self._filtered_page(after, size, wanted, tolerant)
+            for item in report_undecodable(items, on_undecodable):
+                yield item
+            if not more:
+                return
+            if remaining is not None:
+                remaining -= count
+
+    async def _filtered_page(
+        self, after: int, limit: int, wanted: ReadFilter, tolerant: bool
+    ) -> FilteredPage:
+        """:meth:`eskit.EventStore._filtered_page`, awaited."""
+        head = await self._head_position()
+        if head <= after or wanted.is_empty:
+            return [], max(head, after), False, 0
+        stored = wanted.stored(self.registry)
+
+        async def read(a: int, n: int) -> list[Event]:
+            return await self._read_filtered_page(a, head, n, stored)
+
+        try:
+            page: list[Any] = await _hooks.async_page_reader(self, read)(after, limit)
+        except DecodingError as exc:
+            return cut_page(self.registry, wanted, exc, after, tolerant)
+        return finished_page(self.registry, wanted, page, limit, head, tolerant)
+
+    async def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        """See :meth:`eskit.EventStore._read_filtered_page`; this fallback pages
+        through ``_read_all_page`` and tests each event."""
+        found: list[Event] = []
+        while len(found) < limit:
+            page = await self._read_all_page(after, READ_ALL_PAGE_SIZE)
+            if take_matching(found, page, upto, wanted, limit) or len(page) < READ_ALL_PAGE_SIZE:
+                break
+            after = page[-1].position or after
+        return found
 
     def subscribe(
         self,
@@ -330,6 +399,11 @@ class AsyncEventStore(ABC):
         """Every stream in the store, in order of its first event."""
         return await self._list_streams()
 
+    async def locate_event(self, event_id: UUID | str) -> tuple[StreamId, int] | None:
+        """Where the stored event with this id is: ``(stream id, version)``, or ``None``.
+        As :meth:`eskit.EventStore.locate_event`."""
+        return await self._locate_event(check_event_id(event_id))
+
     async def list_streams_page(
         self, prefix: str = "", after: StreamId | None = None, limit: int = 100
     ) -> list[StreamInfo]:
@@ -355,12 +429,27 @@ class AsyncEventStore(ABC):
         """Undo a soft delete. As :meth:`eskit.EventStore.restore_stream`."""
         return await self._restore_stream(stream_id, stream_key(stream_id))
 
+    async def truncate_stream(
+        self, stream_id: StreamId, before_version: int, *, expected_version: Expected = ANY,
+        force: bool = False,
+    ) -> int:
+        """Remove the stream's events below ``before_version`` (the newest stays);
+        returns how many went. As :meth:`eskit.EventStore.truncate_stream`."""
+        stream = stream_key(stream_id)
+        before = check_truncate_args(before_version, force)
+        expected = check_expected(expected_version)
+        return await self._truncate_stream(stream_id, stream, before, expected, force)
+
     async def _delete_stream(self, stream_id: StreamId, stream: str, expected: Expected,
                              hard: bool) -> int:
         raise NotImplementedError(f"{type(self).__name__} cannot delete streams")
 
     async def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         raise NotImplementedError(f"{type(self).__name__} cannot restore streams")
+
+    async def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                               expected: Expected, force: bool) -> int:
+        raise NotImplementedError(f"{type(self).__name__} cannot truncate streams")
 
     async def close(self) -> None:  # noqa: B027 - stores without connections need not override
         """Release connections. The store must not be used afterwards."""
@@ -434,6 +523,12 @@ class AsyncEventStore(ABC):
 
     @abstractmethod
     async def _list_streams(self) -> list[StreamInfo]: ...
+
+    async def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        async for event in self.read_all(on_undecodable="yield"):
+            if event.event_id == event_id:
+                return event.aggregate_id, event.version
+        return None
 
     async def _list_streams_page(
         self, prefix: str, after: str | None, limit: int

@@ -42,6 +42,7 @@ from eskit.stores.rows import OnUndecodable, UndecodableEvent
 from eskit.subscription import (
     SQLITE_CHECK_INTERVAL,
     EventFilter,
+    PageRead,
     SubscriptionSteps,
     check_subscription_args,
     reconnect_delay,
@@ -188,7 +189,7 @@ class AsyncSubscription:
         steps = SubscriptionSteps(self.filter, self.on_undecodable)
         try:
             while not self._stopped:
-                page, whole = await self._next_page(steps.mode)
+                page, whole, upto, more = await self._next_page(steps.mode)
                 for event in page:
                     self.position, wanted = steps.take(event, self.position)
                     if wanted is None:
@@ -196,17 +197,16 @@ class AsyncSubscription:
                     yield wanted  # type: ignore[misc]  # an UndecodableEvent in "yield" mode
                     if self._stopped:
                         return
-                if whole and len(page) < self.page_size and not self._stopped:
+                if upto is not None:  # a filtered page examined the log up to there
+                    self.position = max(self.position, upto)
+                if whole and not more and not self._stopped:
                     await waiter.wait(self.poll_interval)
         finally:
             self._waiter = None
             await waiter.close()
 
-    async def _next_page(
-        self, mode: OnUndecodable
-    ) -> tuple[list[Event | UndecodableEvent], bool]:
-        """The events after the checkpoint, one page, and whether it is the whole page
-        (not cut short before an undecodable event); waits out an unavailable store.
+    async def _next_page(self, mode: OnUndecodable) -> PageRead:
+        """The events after the checkpoint, one page; waits out an unavailable store.
 
         As in the sync subscription: the checkpoint is exact, so reading again after
         it repeats and skips nothing. Empty if :meth:`stop` is called meanwhile.
@@ -214,20 +214,7 @@ class AsyncSubscription:
         failures = 0
         while True:
             try:
-                try:
-                    page: list[Event | UndecodableEvent] = [
-                        event async for event in self.store.read_all(
-                            self.position, limit=self.page_size, on_undecodable=mode
-                        )
-                    ]
-                except DecodingError as error:
-                    if mode != "raise":
-                        raise
-                    return SubscriptionSteps.decodable_prefix([
-                        event async for event in self.store.read_all(
-                            self.position, limit=self.page_size, on_undecodable="yield"
-                        )
-                    ], error), False
+                page = await self._read_page(mode)
             except StoreUnavailableError as exc:
                 failures += 1
                 if failures == 1:
@@ -237,14 +224,46 @@ class AsyncSubscription:
                     )
                 await self._sleep(reconnect_delay(failures))
                 if self._stopped:
-                    return [], True
+                    return PageRead([], True, None, False)
                 continue
             if failures:
                 _log.info(
                     "eskit: subscription reconnected after %d failed reads, resuming after "
                     "position %s", failures, self.position,
                 )
-            return page, True
+            return page
+
+    async def _read_page(self, mode: OnUndecodable) -> PageRead:
+        # The sync subscription's _read_page, awaited.
+        wanted = self.filter.read_filter
+        filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
+        if filtered is not None:
+            try:
+                items, upto, more, _ = await filtered(
+                    self.position, self.page_size, wanted, mode != "raise"
+                )
+            except DecodingError as error:
+                if mode != "raise":
+                    raise
+                items = (await filtered(self.position, self.page_size, wanted, True))[0]
+                return PageRead(SubscriptionSteps.decodable_prefix(items, error), False, None,
+                                True)
+            return PageRead(items, True, upto, more)
+        try:
+            page: list[Event | UndecodableEvent] = [
+                event async for event in self.store.read_all(
+                    self.position, limit=self.page_size, on_undecodable=mode
+                )
+            ]
+        except DecodingError as error:
+            if mode != "raise":
+                raise
+            return PageRead(SubscriptionSteps.decodable_prefix([
+                event async for event in self.store.read_all(
+                    self.position, limit=self.page_size, on_undecodable="yield"
+                )
+            ], error), False, None, True)
+        return PageRead(page, True, None, len(page) >= self.page_size)
 
     async def _sleep(self, seconds: float) -> None:
         waiter = self._waiter

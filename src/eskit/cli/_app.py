@@ -14,6 +14,7 @@ from eskit.cli import (
     _health,
     _inspect,
     _projections,
+    _protection,
     _relay,
     _retention,
     _schema,
@@ -58,7 +59,7 @@ def make_app() -> typer.Typer:
     app.callback()(_root)
     for group in (
         _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact, _archive,
-        _stats, _snapshots, _retention, _trace, _serve,
+        _stats, _snapshots, _retention, _trace, _serve, _protection,
     ):
         group.register(app)
     return app

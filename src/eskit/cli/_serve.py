@@ -27,6 +27,22 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+def _aggregates(spec: str) -> list[type]:
+    """The Aggregate classes ``spec`` names: ``MODULE:CLASS``, or every one ``MODULE`` defines."""
+    from eskit import Aggregate
+
+    if ":" in spec:
+        return [c.import_object(spec, "an Aggregate class",
+                                lambda o: isinstance(o, type) and issubclass(o, Aggregate))]
+    module = c.import_module(spec)
+    found = [o for o in vars(module).values()
+             if isinstance(o, type) and issubclass(o, Aggregate) and o is not Aggregate
+             and o.__module__ == module.__name__]
+    if not found:
+        raise c.BadInput(f"--app {spec!r}: the module defines no Aggregate class")
+    return found
+
+
 def serve(
     db: Annotated[str, typer.Argument(help=c.DB_HELP, show_default=False)],
     schema: Annotated[str, c.schema_option] = "eskit",
@@ -44,6 +60,10 @@ def serve(
         "$ESKIT_WRITE_TOKEN keeps it off the command line.")] = None,
     read_only: Annotated[bool, typer.Option(
         "--read-only", help="Refuse every write, whatever the tokens.")] = False,
+    apps: Annotated[list[str] | None, typer.Option(
+        "--app", metavar="MODULE[:CLASS]",
+        help="Aggregate classes for the explorer's state and diff pages: a module (every "
+        "Aggregate class defined in it) or MODULE:CLASS; repeat for more.")] = None,
     max_request_bytes: Annotated[int | None, typer.Option(
         "--max-request-bytes", min=1, metavar="N",
         help="The largest request body accepted (default 1 MiB).")] = None,
@@ -62,8 +82,9 @@ def serve(
             read_only=read_only,
             max_request_bytes=max_request_bytes or DEFAULT_MAX_REQUEST_BYTES,
         )
+        aggregates = [cls for spec in apps or () for cls in _aggregates(spec)]
         with c.open_store(db, schema) as store:
-            app = create_app(store, settings=settings)
+            app = create_app(store, settings=settings, aggregates=aggregates)
             out = c.console(stderr=True)
             shown = f"[{host}]" if ":" in host else host
             out.print(f"eskit serve: {c.escape(c.redact(db))} on http://{shown}:{port}/api "

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from eskit.errors import (
     AggregateNotFound,
+    CommandRetriesExhausted,
     ConcurrencyError,
     DuplicateEventError,
     EncodingError,
@@ -67,6 +68,7 @@ def add_exception_handlers(
     ==========================================  ======  ========================
     :class:`~eskit.fastapi.PreconditionFailed`  412     ``precondition-failed``
     :class:`~eskit.ConcurrencyError`            409     ``conflict``
+    :class:`~eskit.CommandRetriesExhausted`     409     ``conflict``
     :class:`~eskit.DuplicateEventError`         409     ``duplicate-event``
     :class:`~eskit.AggregateNotFound`           404     ``not-found``
     :class:`~eskit.VersionNotFound`             404     ``version-not-found``
@@ -97,6 +99,10 @@ def add_exception_handlers(
                 "expected_version": getattr(expected, "name", expected),
                 "actual_version": exc.actual_version}
 
+    def last_versions(exc: Any) -> dict[str, Any]:
+        # A command that kept conflicting: its last conflict's versions, and how often.
+        return {**versions(exc.last_conflict), "attempts": exc.attempts}
+
     def stream(exc: Any) -> dict[str, Any]:
         return {"stream_id": str(exc.aggregate_id)}
 
@@ -117,6 +123,7 @@ def add_exception_handlers(
     handlers: dict[type[Exception], Handler] = {
         PreconditionFailed: handler(412, "precondition-failed", versions),
         ConcurrencyError: handler(409, "conflict", versions),
+        CommandRetriesExhausted: handler(409, "conflict", last_versions),
         DuplicateEventError: handler(409, "duplicate-event", none),
         AggregateNotFound: handler(404, "not-found", stream),
         VersionNotFound: handler(404, "version-not-found", none),

@@ -406,7 +406,8 @@ def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
     # In memory there is no database to ask: one pass over the rows, under the lock.
     per: dict[str, tuple[int, int]] = {}
     with store._lock:
-        for stream, rows in store._streams.items():
+        for stream, all_rows in store._streams.items():
+            rows = [r for r in all_rows if r is not None]  # None: truncated away
             size = sum(len(r.data.encode("utf-8", "surrogatepass"))
                        + len(r.metadata.encode("utf-8", "surrogatepass")) for r in rows)
             per[stream] = (len(rows), size)

@@ -38,7 +38,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from eskit.errors import EskitError, InvalidInputError, StoreUnavailableError
 from eskit.events import Event
@@ -138,6 +138,34 @@ class _Progress:
 
 def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
+
+
+class Page(NamedTuple):
+    """What one batch read (internal; shared with the async runner)."""
+
+    events: list[Read]
+    upto: int
+    """The checkpoint once every event of the page is handled: past its last event,
+    and with a filtered read past the unwanted rows it proved absent too."""
+    rows: int
+    """Stored rows read; 0 means caught up."""
+
+    @classmethod
+    def of(cls, after: int, events: list[Read]) -> Page:
+        """A page of ``read_all``."""
+        return cls(events, events[-1].position or after if events else after, len(events))
+
+    @classmethod
+    def filtered(cls, events: list[Read], upto: int, more: bool, rows: int) -> Page:
+        """A page of a store's ``_filtered_page``: nothing more to read once it is short."""
+        return cls(events, upto, rows if events or more else 0)
+
+    def first(self, limit: int) -> Page:
+        """At most ``limit`` events of this page (its checkpoint moved back to match)."""
+        if len(self.events) <= limit:
+            return self
+        events = self.events[:limit]
+        return Page(events, events[-1].position or self.upto, limit)
 
 
 class ProjectionRunner:
@@ -243,9 +271,14 @@ class ProjectionRunner:
         started = time.perf_counter()
         with self.target.transaction() as conn:
             state = self.target.load_state(conn, self.name, self.partition)
-            events = self._read(state.position, limit)
+            page = self._read(state.position, limit)
+            events = page.events
             if not events:
-                return BatchResult(0, 0, state.position)
+                if page.upto > state.position:  # a filtered read passed unwanted rows
+                    self.target.save_position(
+                        conn, self.name, self.partition, page.upto, 0, None, self._rate
+                    )
+                return BatchResult(page.rows, 0, page.upto)
             tx = self._tx(conn, state.generation)
             blocked = (
                 self.target.parked_streams(conn, self.name, self.partition)
@@ -290,23 +323,31 @@ class ProjectionRunner:
                 rate = handled / max(time.perf_counter() - started, 1e-6)
                 self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
             self.target.save_position(
-                conn, self.name, self.partition, events[-1].position or 0, handled,
-                events[-1], self._rate,
+                conn, self.name, self.partition, page.upto, handled, events[-1], self._rate,
             )
             if self._recovered(state.last_error, events[-1]):
                 self.target.clear_error(conn, self.name, self.partition)
         if parked:
             _log.warning("projection %r parked %d event%s (see eskit_dead_letters)",
                          self.name, parked, "s" * (parked != 1))
-        return BatchResult(len(events), handled, events[-1].position or 0, parked)
+        return BatchResult(len(events), handled, page.upto, parked)
 
-    def _read(self, after: int, limit: int) -> list[Read]:
+    def _read(self, after: int, limit: int) -> Page:
         # Undecodable events come as placeholders, in order, so that the failure
         # policy applies to them like to a handler error (and the runner keeps its place).
-        events = list(self.store.read_all(after, limit=limit, on_undecodable="yield"))
+        wanted = self.filter.read_filter
+        filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
+        if filtered is not None:
+            # The projection's types and prefixes, in the database (eskit.stores.filtered):
+            # a projection of a few types reads only their rows.
+            page = Page.filtered(*filtered(after, limit, wanted, True))
+        else:
+            page = Page.of(after, list(
+                self.store.read_all(after, limit=limit, on_undecodable="yield")
+            ))
         if (observer := _hooks.active) is not None:
-            observer.link_events(events)
-        return events
+            observer.link_events(page.events)
+        return page
 
     def _apply(self, event: Read, tx: Tx | None) -> None:
         if isinstance(event, UndecodableEvent):
@@ -337,9 +378,12 @@ class ProjectionRunner:
         progress = self._progress
         with self.target.transaction() as conn:
             state = self.target.load_state(conn, self.name, self.partition)
-        events = self._read(state.position, limit)
+        page = self._read(state.position, limit)
+        events = page.events
         if not events:
-            return BatchResult(0, 0, state.position)
+            if page.upto > state.position:
+                self._move_if_unchanged(state.position, None, 0, [], page.upto)
+            return BatchResult(page.rows, 0, page.upto)
         handled = 0
         to_park: list[tuple[Read, tuple[str, int]]] = []
         for index, event in enumerate(events):
@@ -359,7 +403,8 @@ class ProjectionRunner:
                     self._move_if_unchanged(state.position, done, handled, [])
                 raise _HandlerError(event, exc) from exc
             handled += 1
-        if not self._move_if_unchanged(state.position, events[-1], handled, to_park):
+        if not self._move_if_unchanged(state.position, events[-1], handled, to_park,
+                                       page.upto):
             return BatchResult(len(events), 0, state.position)
         if self._recovered(state.last_error, events[-1]):
             with self.target.transaction() as conn:
@@ -367,11 +412,11 @@ class ProjectionRunner:
         if to_park:
             _log.warning("projection %r parked %d event%s (see eskit_dead_letters)",
                          self.name, len(to_park), "s" * (len(to_park) != 1))
-        return BatchResult(len(events), handled, events[-1].position or 0, len(to_park))
+        return BatchResult(len(events), handled, page.upto, len(to_park))
 
     def _move_if_unchanged(
-        self, expected: int, last: Read, handled: int,
-        to_park: list[tuple[Read, tuple[str, int]]],
+        self, expected: int, last: Read | None, handled: int,
+        to_park: list[tuple[Read, tuple[str, int]]], position: int | None = None,
     ) -> bool:
         with self.target.transaction() as conn:
             state = self.target.load_state(conn, self.name, self.partition)
@@ -379,8 +424,10 @@ class ProjectionRunner:
                 return False  # another runner got there first; our effects were idempotent
             for event, (error, attempts) in to_park:
                 self.target.park(conn, self.name, self.partition, event, error, attempts)
+            if position is None:
+                position = 0 if last is None else last.position or 0
             self.target.save_position(
-                conn, self.name, self.partition, last.position or 0, handled, last, self._rate,
+                conn, self.name, self.partition, position, handled, last, self._rate,
             )
         return True
 

@@ -28,7 +28,8 @@ Guarantees every store gives (checked by :mod:`eskit.testing.contract`):
   newly visible event. Positions may have gaps.
 * **Append only.** Nothing in this API updates an event; the one path that
   removes events is :meth:`EventStore.delete_stream` with ``hard=True``, which
-  leaves a tombstone (see docs/storage.md, "Deleting streams and retention").
+  leaves a tombstone, and :meth:`EventStore.truncate_stream`, which removes a
+  stream's oldest events (see docs/storage.md, "Deleting streams and retention").
 
 What is *not* guaranteed: timestamps are informative and may go backwards along
 positions (clocks move); positions are not dense (a failed append may use up
@@ -49,8 +50,9 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import datetime
 from types import TracebackType
 from typing import Any, Literal, Self, overload
+from uuid import UUID
 
-from eskit.errors import InvalidInputError
+from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import (
     Event,
     EventRegistry,
@@ -63,6 +65,7 @@ from eskit.stores.arguments import (
     WAIT_FOR_MAX_DELAY,
     StreamPages,
     check_as_of,
+    check_event_id,
     check_expected,
     check_limit,
     check_position,
@@ -73,6 +76,15 @@ from eskit.stores.arguments import (
     resolve_conflict,
     stream_key,
     version_at_by_paging,
+)
+from eskit.stores.filtered import (
+    FilteredPage,
+    ReadFilter,
+    cut_page,
+    finished_page,
+    read_filter,
+    report_undecodable,
+    take_matching,
 )
 from eskit.stores.model import (
     ANY,
@@ -93,6 +105,7 @@ from eskit.stores.rows import (
     iter_tolerant,
 )
 from eskit.stores.stream_listing import check_listing_args, page_of_streams
+from eskit.stores.truncation import check_truncate_args
 from eskit.subscription import PollingWaiter, Subscription, Waiter
 
 __all__ = ["EventStore"]
@@ -268,17 +281,23 @@ class EventStore(ABC):  # noqa: B024
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: Literal["raise"] | Callable[[UndecodableEvent], object] = "raise",
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> Iterator[Event]: ...
 
     @overload
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: Literal["yield"],
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> Iterator[Event | UndecodableEvent]: ...
 
     def read_all(
         self, from_position: int = 0, limit: int | None = None, *,
         on_undecodable: OnUndecodable = "raise",
+        event_types: Iterable[str] | None = None,
+        stream_prefixes: Iterable[str] | None = None,
     ) -> Iterator[Any]:
         """Every event with ``position > from_position``, in global order.
 
@@ -294,14 +313,27 @@ class EventStore(ABC):  # noqa: B024
         ``on_undecodable="yield"`` it is yielded instead, in its place, as an
         :class:`UndecodableEvent`; with a function, that function is called with the
         placeholder and reading goes on. Either way the reader keeps its place.
+
+        ``event_types`` (event type names) and ``stream_prefixes`` (stream-id
+        prefixes, "categories" such as ``"order-"``) keep only the events whose
+        type is one of the types *and* whose stream id starts with one of the
+        prefixes, still in global order; ``limit`` then counts those. The filter
+        runs in the database, on an index, so reading a rare type reads only its
+        rows (see docs/subscriptions.md, "Filtered reads"). An empty list matches
+        nothing; an empty string is refused (pass ``None`` for no restriction).
+        Types are those of the events as read: an old name aliased to a wanted
+        type is found too.
         """
         check_position(from_position)
         check_limit(limit)
         check_on_undecodable(on_undecodable)
+        wanted = read_filter(event_types, stream_prefixes)
         if not self._implements("_read_all_page"):
             raise NotImplementedError(
                 f"{type(self).__name__} implements only the seed API and has no global order"
             )
+        if wanted is not None:
+            return self._iter_filtered(from_position, limit, wanted, on_undecodable)
         if on_undecodable == "raise":
             return self._iter_all(from_position, limit)
         # Page by page without any store's read-ahead: readers that pass undecodable
@@ -323,6 +355,43 @@ class EventStore(ABC):  # noqa: B024
             after = page[-1].position or after
             if remaining is not None:
                 remaining -= len(page)
+
+    def _iter_filtered(
+        self, after: int, limit: int | None, wanted: ReadFilter, on_undecodable: OnUndecodable
+    ) -> Iterator[Any]:
+        remaining = limit
+        tolerant = on_undecodable != "raise"
+        while remaining is None or remaining > 0:
+            size = READ_ALL_PAGE_SIZE if remaining is None else min(remaining, READ_ALL_PAGE_SIZE)
+            items, after, more, count = self._filtered_page(after, size, wanted, tolerant)
+            yield from report_undecodable(items, on_undecodable)
+            if not more:
+                return
+            if remaining is not None:
+                remaining -= count
+
+    def _filtered_page(
+        self, after: int, limit: int, wanted: ReadFilter, tolerant: bool
+    ) -> FilteredPage:
+        """One filtered page: ``(events as read, checkpoint, more may follow, stored rows)``.
+
+        The events are upcast and tested against ``wanted`` (placeholders for
+        undecodable ones when ``tolerant``, else a DecodingError). The checkpoint
+        is where the next page starts: past every event this page examined, also
+        those that did not match (see eskit.stores.filtered).
+        """
+        head = self._head_position()
+        if head <= after or wanted.is_empty:
+            return [], max(head, after), False, 0
+        stored = wanted.stored(self.registry)
+        read_page = _hooks.page_reader(
+            self, lambda a, n: self._read_filtered_page(a, head, n, stored)
+        )
+        try:
+            page: list[Any] = read_page(after, limit)
+        except DecodingError as exc:
+            return cut_page(self.registry, wanted, exc, after, tolerant)
+        return finished_page(self.registry, wanted, page, limit, head, tolerant)
 
     def subscribe(
         self,
@@ -451,6 +520,17 @@ class EventStore(ABC):  # noqa: B024
             return []
         return self._list_streams_page(*checked)
 
+    def locate_event(self, event_id: UUID | str) -> tuple[StreamId, int] | None:
+        """Where the stored event with this id is: ``(stream id, version)``, or ``None``.
+
+        ``None`` also for an event of a deleted stream (hidden, like every read of
+        it). The event itself is one :meth:`read_stream` away (``version - 1`` to
+        ``version``), read and upcast as every read is. SQLite and PostgreSQL look
+        the id up in their unique index on event ids; a store without one of its own
+        reads :meth:`read_all` until it finds the id.
+        """
+        return self._locate_event(check_event_id(event_id))
+
     def delete_stream(
         self, stream_id: StreamId, expected_version: Expected = ANY, *, hard: bool = False
     ) -> int:
@@ -479,6 +559,40 @@ class EventStore(ABC):  # noqa: B024
         result = self._delete_stream(stream_id, stream, expected, hard)
         self._wake_waiters()
         return result
+
+    def truncate_stream(
+        self, stream_id: StreamId, before_version: int, *, expected_version: Expected = ANY,
+        force: bool = False,
+    ) -> int:
+        """Remove the stream's events below ``before_version``; returns how many went.
+
+        The newest event always stays (a ``before_version`` above the head removes
+        all but it), so the stream keeps its head version: reads return the
+        remaining events, appends go on at head + 1, and the removed positions are
+        holes in the global order that readers and subscriptions pass over. The
+        removed event ids are forgotten, as a hard delete's are: a retry of a
+        removed event with ``expected_version=ANY`` would store it again (a retry
+        that names the version it expected gets a ConcurrencyError instead).
+
+        Unless ``force=True``, the stream must have a snapshot (in the store's own
+        snapshot table; for the in-memory store, in an InMemorySnapshotStore beside
+        it) at or above the first version kept, else
+        :class:`~eskit.TruncationRefusedError`: the repository then loads the
+        aggregate from that snapshot with the same state. Snapshots below the cut
+        are removed with the events. Loading a truncated stream without a usable
+        snapshot raises :class:`~eskit.StreamTruncatedError`, never a partial state.
+
+        ``expected_version`` is checked against the stream's head
+        (:class:`~eskit.ConcurrencyError` if it moved; nothing removed). Truncating
+        as far again is a no-op (0). A deleted stream raises
+        :class:`~eskit.StreamDeletedError`. One transaction: all or nothing.
+        """
+        stream = stream_key(stream_id)
+        before = check_truncate_args(before_version, force)
+        expected = check_expected(expected_version)
+        removed = self._truncate_stream(stream_id, stream, before, expected, force)
+        self._wake_waiters()
+        return removed
 
     def restore_stream(self, stream_id: StreamId) -> bool:
         """Undo a soft :meth:`delete_stream`: the stream reads as before, its events
@@ -544,6 +658,20 @@ class EventStore(ABC):  # noqa: B024
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         raise NotImplementedError
 
+    def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        """Up to ``limit`` stored events matching ``wanted`` (by stored type and stream
+        id) with ``after < position <= upto``, in order. Stores override this with a
+        query on their indexes; this fallback pages through ``_read_all_page``."""
+        found: list[Event] = []
+        while len(found) < limit:
+            page = self._read_all_page(after, READ_ALL_PAGE_SIZE)
+            if take_matching(found, page, upto, wanted, limit) or len(page) < READ_ALL_PAGE_SIZE:
+                break
+            after = page[-1].position or after
+        return found
+
     def _head_version(self, stream: str) -> int:
         raise NotImplementedError
 
@@ -556,6 +684,12 @@ class EventStore(ABC):  # noqa: B024
     def _list_streams(self) -> list[StreamInfo]:
         raise NotImplementedError(f"{type(self).__name__} cannot list streams")
 
+    def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        for event in self.read_all(on_undecodable="yield"):
+            if event.event_id == event_id:
+                return event.aggregate_id, event.version
+        return None
+
     def _list_streams_page(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
         # Stores without an index of their own cut the page from the whole list.
         return page_of_streams(self._list_streams(), prefix, after, limit)
@@ -566,6 +700,10 @@ class EventStore(ABC):  # noqa: B024
 
     def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         raise NotImplementedError(f"{type(self).__name__} cannot restore streams")
+
+    def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                         expected: Expected, force: bool) -> int:
+        raise NotImplementedError(f"{type(self).__name__} cannot truncate streams")
 
     # -- compatibility with seed-style subclasses --------------------------------------
 

@@ -11,15 +11,22 @@ from __future__ import annotations
 
 import itertools
 import threading
+import weakref
 from datetime import datetime
-from typing import NamedTuple
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from eskit.errors import InvalidInputError
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.arguments import expected_matches, resolve_conflict, stream_id_from_key
+from eskit.stores.arguments import (
+    expected_matches,
+    resolve_conflict,
+    stream_id_from_key,
+    stream_key,
+)
 from eskit.stores.base import EventStore
 from eskit.stores.deletion import deleted_error, must_write_delete
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
@@ -29,6 +36,7 @@ from eskit.stores.model import (
 )
 from eskit.stores.multi import PreparedAppend, all_event_ids, recorded, resolve_many
 from eskit.stores.rows import decode_rows
+from eskit.stores.truncation import truncation_cut
 
 __all__ = ["InMemoryEventStore"]
 
@@ -66,7 +74,12 @@ class InMemoryEventStore(EventStore):
         self._log: list[_Row | None] = []  # None: a hole left by a hard delete
         self._deleted: dict[str, bool] = {}  # deleted streams: True if hard (a tombstone)
         self._removed_events = 0  # by hard deletes (for eskit.maintenance.stats)
-        self._streams: dict[str, list[_Row]] = {}
+        # A stream's rows by version - 1; None where truncate_stream removed one (the
+        # list keeps its length, so the head stays len(rows) everywhere).
+        self._streams: dict[str, list[_Row | None]] = {}
+        self._first: dict[str, int] = {}  # truncated streams: the version they start at
+        # InMemorySnapshotStores beside this store: truncate_stream looks there.
+        self._snapshot_stores: weakref.WeakSet[Any] = weakref.WeakSet()
         self._by_id: dict[int, _Row] = {}  # by UUID.int: an int hashes in C, a UUID in Python
 
     def _append(
@@ -138,7 +151,8 @@ class InMemoryEventStore(EventStore):
         with self._lock:
             if stream in self._deleted:
                 return []
-            rows = self._streams.get(stream, [])[from_version:to_version]
+            rows = [r for r in self._streams.get(stream, [])[from_version:to_version]
+                    if r is not None]
         if backwards:
             rows = rows[::-1]
         if limit is not None:
@@ -146,9 +160,10 @@ class InMemoryEventStore(EventStore):
         return decode_rows(rows, stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
-        # Positions are list indexes + 1; deleted streams leave holes to step over.
+        # Positions are list indexes + 1; deleted and truncated streams leave holes to
+        # step over (a page is full unless the log ends).
         with self._lock:
-            if not self._deleted:
+            if not self._deleted and not self._first:
                 rows = [r for r in self._log[after : after + limit] if r is not None]
             else:
                 rows = []
@@ -158,6 +173,22 @@ class InMemoryEventStore(EventStore):
                         rows.append(row)
                         if len(rows) == limit:
                             break
+        return decode_rows(rows)
+
+    def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        # A scan of the log in memory: the same rows a database's indexes would find.
+        types, deleted = wanted.types, self._deleted
+        rows = []
+        with self._lock:
+            for row in itertools.islice(self._log, after, upto):
+                if (row is None or (types is not None and row.event_type not in types)
+                        or not wanted.stream_matches(row.stream) or row.stream in deleted):
+                    continue
+                rows.append(row)
+                if len(rows) == limit:
+                    break
         return decode_rows(rows)
 
     def _head_version(self, stream: str) -> int:
@@ -172,7 +203,7 @@ class InMemoryEventStore(EventStore):
                 return 0
             rows = self._streams.get(stream, [])
             for row in reversed(rows):
-                if row.timestamp <= as_of:
+                if row is not None and row.timestamp <= as_of:
                     return row.version
         return 0
 
@@ -180,13 +211,26 @@ class InMemoryEventStore(EventStore):
         with self._lock:
             return len(self._log)
 
+    def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        with self._lock:
+            row = self._by_id.get(event_id.int)
+            if row is None or row.stream in self._deleted:
+                return None
+            return stream_id_from_key(row.stream), row.version
+
     def _list_streams(self) -> list[StreamInfo]:
         with self._lock:
-            return [
-                StreamInfo(stream_id_from_key(s), rows[-1].version, rows[-1].position,
-                           rows[-1].timestamp)
-                for s, rows in self._streams.items() if s not in self._deleted
+            # The newest row is never truncated away: rows[-1] is not None.
+            found = [
+                StreamInfo(stream_id_from_key(s), last.version, last.position, last.timestamp)
+                for s, rows in self._streams.items()
+                if s not in self._deleted and (last := rows[-1]) is not None
             ]
+            if not self._first:
+                return found  # streams are kept in order of their first event
+            first = {s: (r.position if (r := rows[self._first.get(s, 1) - 1]) else 0)
+                     for s, rows in self._streams.items()}
+        return sorted(found, key=lambda info: first[stream_key(info.stream_id)])
 
     def _delete_stream(self, stream_id: StreamId, stream: str, expected: Expected,
                        hard: bool) -> int:
@@ -197,12 +241,36 @@ class InMemoryEventStore(EventStore):
                 return head
             self._deleted[stream] = hard
             if hard:
-                for row in rows:
-                    self._log[row.position - 1] = None
-                    del self._by_id[row.event_id.int]
+                gone = [r for r in rows if r is not None]
+                self._remove(gone)
+                self._removed_events += len(gone)
                 self._streams.pop(stream, None)
-                self._removed_events += len(rows)
         return head
+
+    def _remove(self, rows: list[_Row]) -> None:
+        """Leave holes where ``rows`` were (under the lock)."""
+        for row in rows:
+            self._log[row.position - 1] = None
+            del self._by_id[row.event_id.int]
+
+    def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                         expected: Expected, force: bool) -> int:
+        with self._lock:
+            rows = self._streams.get(stream, [])
+            first = self._first.get(stream, 1)
+            found = [v for s in self._snapshot_stores
+                     if (v := s._newest_version(stream)) is not None]
+            snapshot = max(found, default=None)
+            cut = truncation_cut(stream_id, expected, len(rows), self._deleted.get(stream),
+                                 first, before, snapshot, force)
+            if cut is None:
+                return 0
+            self._remove([r for r in rows[first - 1 : cut - 1] if r is not None])
+            rows[first - 1 : cut - 1] = [None] * (cut - first)
+            self._first[stream] = cut
+            for snapshots in self._snapshot_stores:  # they describe events now gone
+                snapshots._drop_below(stream, cut)
+        return cut - first
 
     def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         with self._lock:

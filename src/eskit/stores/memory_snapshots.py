@@ -40,9 +40,13 @@ class InMemorySnapshotStore(SnapshotStore):
         # (stream, aggregate type) -> sorted versions, and the snapshot of each.
         self._versions: dict[tuple[str, str], list[int]] = {}
         self._snapshots: dict[tuple[str, str, int], Snapshot] = {}
+        attached = getattr(event_store, "_snapshot_stores", None)
+        if attached is not None:  # an InMemoryEventStore: its truncate_stream looks here
+            attached.add(self)
 
     def _save(self, stream: str, snapshot: Snapshot) -> None:
-        # Events are never removed, so once the event is there the check stays true.
+        # Once the event is there the check stays true, unless truncate_stream removes
+        # it, which then drops the snapshots below its cut (_drop_below).
         stored = self.event_store.read_stream(
             snapshot.aggregate_id, snapshot.version - 1, snapshot.version
         )
@@ -69,6 +73,24 @@ class InMemorySnapshotStore(SnapshotStore):
         if not versions:
             del self._versions[key]
         return cut
+
+    def _newest_version(self, stream: str) -> int | None:
+        """The version of the stream's newest snapshot (any type); None if it has none."""
+        with self._lock:
+            return max((v[-1] for (s, _), v in self._versions.items() if s == stream and v),
+                       default=None)
+
+    def _drop_below(self, stream: str, version: int) -> None:
+        """Forget the stream's snapshots below ``version`` (their events were removed)."""
+        with self._lock:
+            for key in [k for k in self._versions if k[0] == stream]:
+                versions = self._versions[key]
+                cut = bisect.bisect_left(versions, version)
+                for gone in versions[:cut]:
+                    del self._snapshots[(*key, gone)]
+                del versions[:cut]
+                if not versions:
+                    del self._versions[key]
 
     def _aggregates_after(self, after: AggregateKey | None, limit: int) -> list[AggregateKey]:
         with self._lock:

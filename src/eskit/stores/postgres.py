@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
 from typing import Any, TypeVar
+from uuid import UUID
 
 from eskit.errors import (
     InvalidInputError,
@@ -36,10 +37,11 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores.arguments import resolve_conflict
+from eskit.stores.arguments import resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, check_compress_threshold
 from eskit.stores.deletion import deleted_error, must_write_delete
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     READ_ALL_PAGE_SIZE,
@@ -82,7 +84,9 @@ from eskit.stores.postgres_transaction import (
     append_on,
     check_caller_connection,
 )
+from eskit.stores.postgres_truncation import TRUNCATION_SCHEMA
 from eskit.stores.rows import decode_rows
+from eskit.stores.truncation import truncation_cut
 from eskit.subscription import Waiter
 
 __all__ = ["PostgresEventStore", "PostgresTransaction"]
@@ -479,6 +483,29 @@ class PostgresEventStore(EventStore):
                           self.schema, "hard" if hard else "soft", stream, version, removed)
         return int(version)
 
+    def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                         expected: Expected, force: bool) -> int:
+        self._deletes_here(TRUNCATION_SCHEMA)
+        statements = self.sql.truncation
+        with self._connection() as conn, conn.transaction():
+            conn.execute(self.sql.deletion.start)
+            # Exclusive: appends of the stream (shared) wait, and none is in flight.
+            conn.execute(self.sql.lock_stream, {"stream": stream})
+            row = conn.execute(statements.state, {"s": stream}).fetchone()
+            assert row is not None  # one row of scalar subqueries, always
+            head, hard, first, snapshot = row
+            cut = truncation_cut(stream_id, expected, int(head), hard,
+                                 1 if first is None else int(first), before, snapshot, force)
+            if cut is None:
+                return 0
+            conn.execute(statements.write, (stream, cut))
+            removed = int(conn.execute(statements.remove_events, (stream, cut)).rowcount)
+            # Their events are gone: a snapshot below the cut can never be used again.
+            conn.execute(statements.remove_snapshots, (stream, cut))
+            _log.info("schema %s: truncated stream %r before version %d (%d events removed)",
+                      self.schema, stream, cut, removed)
+        return removed
+
     def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         self._deletes_here()
         statements = self.sql.deletion
@@ -491,15 +518,16 @@ class PostgresEventStore(EventStore):
                 _log.info("schema %s: restored soft-deleted stream %r", self.schema, stream)
         return state is not None
 
-    def _deletes_here(self) -> None:
+    def _deletes_here(self, needs: int = 6) -> None:
         if self._in_caller_transaction():
             raise InvalidInputError(
-                "delete_stream runs its own transaction: give it a store with a pool or DSN"
+                "delete_stream and truncate_stream run their own transaction: give them a "
+                "store with a pool or DSN"
             )
-        if self.sql.version < 6:
+        if self.sql.version < needs:
             raise StoreError(
-                f"schema {self.schema} has eskit schema version {self.sql.version}; deleting "
-                "streams needs 6: run `eskit migrate` first"
+                f"schema {self.schema} has eskit schema version {self.sql.version}; this "
+                f"needs {needs}: run `eskit migrate` first"
             )
 
     def _head(self, stream: str) -> int:
@@ -518,6 +546,12 @@ class PostgresEventStore(EventStore):
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         return decode_rows(self._read_all_rows(after, limit))
+
+    def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        query, params = self.sql.filtered_page(wanted, after, upto, limit)
+        return decode_rows(self._run(lambda conn: conn.execute(query, params).fetchall()))
 
     def _read_all_rows(self, after: int, limit: int) -> list[Any]:
         tx, seq = unpack_position(after)
@@ -577,6 +611,12 @@ class PostgresEventStore(EventStore):
     def _list_streams(self) -> list[StreamInfo]:
         rows = self._run(lambda conn: conn.execute(self.sql.list_streams).fetchall())
         return stream_infos(rows)
+
+    def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        row = self._run(
+            lambda conn: conn.execute(self.sql.locate_event, (event_id,)).fetchone()
+        )
+        return None if row is None else (stream_id_from_key(row[0]), int(row[1]))
 
     def _list_streams_page(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
         params = streams_page_params(prefix, after, limit)

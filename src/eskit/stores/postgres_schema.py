@@ -73,6 +73,7 @@ except ImportError as exc:  # an optional extra: say which one, not just "no mod
 from eskit.events import Event, StreamId
 from eskit.stores.arguments import expected_range, stream_id_from_key
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, stored_data
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
 from eskit.stores.postgres_compression import compression_migration
 from eskit.stores.postgres_deletion import (
@@ -81,12 +82,14 @@ from eskit.stores.postgres_deletion import (
     visible_row,
     visible_stream,
 )
+from eskit.stores.postgres_filtered import filtered_migration, filtered_page_query
 from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_append_migration
+from eskit.stores.postgres_truncation import TruncationStatements, truncation_migration
 from eskit.stores.prefix_range import prefix_upper_bound
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 8
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -314,6 +317,10 @@ class Statements:
             compression_migration(schema),
             # 5 -> 6: deleted streams and tombstones (eskit.stores.postgres_deletion).
             deletion_migration(schema),
+            # 6 -> 7: per-stream truncation (eskit.stores.postgres_truncation).
+            truncation_migration(schema),
+            # 7 -> 8: the indexes of filtered reads (eskit.stores.postgres_filtered).
+            filtered_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -400,6 +407,7 @@ class Statements:
         self.notify_payload = sql.SQL("SELECT pg_notify(%s, %s)")
         self.listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
         self.deletion = DeletionStatements(schema)
+        self.truncation = TruncationStatements(schema)
         self.use_schema_version(SCHEMA_VERSION)
         # The transactions the horizon waits for: an id, and the events table's
         # ROW EXCLUSIVE lock (a prepared transaction's start is its prepare time).
@@ -449,8 +457,16 @@ class Statements:
                FROM (SELECT DISTINCT ON (stream_id) stream_id, version, tx_id, seq, recorded_at
                      FROM {events} WHERE true{shown}
                      ORDER BY stream_id, version DESC) AS last
-               JOIN {events} AS first ON first.stream_id = last.stream_id AND first.version = 1
+               -- The stream's first stored event: version 1 unless truncate_stream
+               -- removed it (one probe of the primary key either way).
+               CROSS JOIN LATERAL (SELECT f.tx_id, f.seq FROM {events} AS f
+                                   WHERE f.stream_id = last.stream_id
+                                   ORDER BY f.version LIMIT 1) AS first
                ORDER BY first.tx_id, first.seq"""
+        ).format(events=events, shown=shown)
+        # locate_event: the UNIQUE index on event_id; deleted streams stay hidden.
+        self.locate_event = sql.SQL(
+            "SELECT stream_id, version FROM {events} WHERE event_id = %s{shown}"
         ).format(events=events, shown=shown)
         # list_streams_page: code-point order (COLLATE "C", as SQLite and Python
         # compare), cut by the cursor and the prefix's range; a NULL bound is no bound.
@@ -512,6 +528,10 @@ class Statements:
             cols=cols, events=events, visible=visible,
             shown=visible_row(self.schema, "eskit_events") if version >= 6 else sql.SQL(""),
         )
+        self._filtered_parts = (
+            events, cols,
+            visible_row(self.schema, "eskit_events") if version >= 6 else sql.SQL(""),
+        )
         self.head_position = sql.SQL(
             """SELECT tx_id::text AS tx_text, seq FROM {events}
                WHERE {visible}
@@ -533,6 +553,15 @@ class Statements:
                 ).format(events=events, visible=visible),
                 schema=sql.Identifier(self.schema),
             )
+
+    def filtered_page(
+        self, wanted: ReadFilter, after: int, upto: int, limit: int
+    ) -> tuple[sql.Composed, list[Any]]:
+        """One filtered page of events with ``after < position <= upto`` (see
+        eskit.stores.postgres_filtered: ``upto`` is a head, no horizon cut)."""
+        return filtered_page_query(
+            *self._filtered_parts, wanted, unpack_position(after), unpack_position(upto), limit
+        )
 
     def payload_threshold(self, threshold: int | None) -> int | None:
         """The store's ``compress_threshold``, or ``None`` on a schema before 5."""

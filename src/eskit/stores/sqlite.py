@@ -50,7 +50,7 @@ from eskit.errors import (
     StoreError,
 )
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores import sqlite_deletion, sqlite_multi
+from eskit.stores import sqlite_deletion, sqlite_multi, sqlite_truncation
 from eskit.stores.arguments import expected_range, resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.compression import (
@@ -59,6 +59,7 @@ from eskit.stores.compression import (
     stored_data,
 )
 from eskit.stores.deletion import deleted_error
+from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import (
     DEFAULT_MAX_EVENT_BYTES,
     AppendResult,
@@ -73,6 +74,8 @@ from eskit.stores.sqlite_archive import MIGRATION as SQLITE_ARCHIVE_MIGRATION
 from eskit.stores.sqlite_archive import archived_error, archived_in
 from eskit.stores.sqlite_deletion import MIGRATION as SQLITE_DELETION_MIGRATION
 from eskit.stores.sqlite_deletion import VISIBLE, deleted_state
+from eskit.stores.sqlite_filtered import MIGRATION as SQLITE_FILTERED_MIGRATION
+from eskit.stores.sqlite_filtered import filtered_page_query
 from eskit.stores.sqlite_transaction import SQLiteTransaction
 from eskit.stores.sqlite_wakeups import DataVersionWaiter, DataVersionWatch
 from eskit.subscription import Waiter
@@ -86,7 +89,7 @@ _getpid = os.getpid  # on every call: a fork is detected by the process id chang
 # more threads read at once. Each holds two file descriptors (database and -wal).
 MAX_IDLE_READERS = 8
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 7
 STORE_FORMAT = "eskit-event-store"
 
 # Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
@@ -154,6 +157,10 @@ MIGRATIONS: list[list[str]] = [
     SQLITE_DELETION_MIGRATION,
     # 4 -> 5: archived streams (eskit.archive, eskit.stores.sqlite_archive).
     SQLITE_ARCHIVE_MIGRATION,
+    # 5 -> 6: per-stream truncation (eskit.stores.sqlite_truncation).
+    sqlite_truncation.MIGRATION,
+    # 6 -> 7: the event-type index of filtered reads (eskit.stores.sqlite_filtered).
+    SQLITE_FILTERED_MIGRATION,
 ]
 
 _COLUMNS = (
@@ -270,6 +277,7 @@ class SQLiteEventStore(EventStore):
         self._visible = VISIBLE
         # False on a file of a schema before archives opened with create=False.
         self._archives = True
+        self._truncations = True  # False: a file of a schema before eskit_truncated_streams
         self._forking = False
         self._fork_quiet = self._fork_write_locked = self._after_fork = False
         if not create and not self._memory and not Path(self.path).is_file():
@@ -576,6 +584,8 @@ class SQLiteEventStore(EventStore):
                     self._visible = ""
                 if found < 5:  # no eskit_archived_streams yet: nothing is archived
                     self._archives = False
+                if found < 6:  # no eskit_truncated_streams yet
+                    self._truncations = False
                 return
             if "eskit_events" in tables and "eskit_meta" not in tables:
                 raise NotAnEskitStoreError(
@@ -840,6 +850,21 @@ class SQLiteEventStore(EventStore):
             ).fetchall()
         return decode_rows(rows)
 
+    def _read_filtered_page(
+        self, after: int, upto: int, limit: int, wanted: ReadFilter
+    ) -> list[Event]:
+        if after >= _MAX_INTEGER:
+            return []
+        with self._reading() as conn:
+            visible = self._visible
+            if visible and conn.execute(_ANY_DELETED).fetchone() is None:
+                visible = ""  # as in _read_all_page
+            sql, params = filtered_page_query(
+                _SELECT, visible, wanted, after, min(upto, _MAX_INTEGER), limit
+            )
+            rows = conn.execute(sql, params).fetchall()
+        return decode_rows(rows)
+
     def _head_version(self, stream: str) -> int:
         with self._reading() as conn:
             row = conn.execute(
@@ -877,6 +902,14 @@ class SQLiteEventStore(EventStore):
             StreamInfo(stream_id_from_key(s), v, p, micros_to_timestamp(t)) for s, v, p, t in rows
         ]
 
+    def _locate_event(self, event_id: UUID) -> tuple[StreamId, int] | None:
+        with self._reading() as conn:  # the UNIQUE index on event_id
+            row = conn.execute(
+                f"SELECT stream_id, version FROM eskit_events WHERE event_id = ?{self._visible}",
+                (event_id.bytes,),
+            ).fetchone()
+        return None if row is None else (stream_id_from_key(row[0]), int(row[1]))
+
     def _list_streams_page(self, prefix: str, after: str | None, limit: int) -> list[StreamInfo]:
         # A range of the UNIQUE (stream_id, version) index, walked in order: GROUP BY
         # stops after `limit` streams, so a page reads only its own streams' rows.
@@ -913,6 +946,16 @@ class SQLiteEventStore(EventStore):
     def _restore_stream(self, stream_id: StreamId, stream: str) -> bool:
         self._needs_deletions()
         return sqlite_deletion.restore_stream(self, stream_id, stream)
+
+    def _truncate_stream(self, stream_id: StreamId, stream: str, before: int,
+                         expected: Expected, force: bool) -> int:
+        if not self._truncations:
+            raise StoreError(
+                f"{self.path!r} has an eskit schema before truncation: open it with "
+                "SQLiteEventStore(path) (create=True) once to migrate it"
+            )
+        return sqlite_truncation.truncate_stream(self, stream_id, stream, before, expected,
+                                                 force)
 
     def _needs_deletions(self) -> None:
         if not self._visible:

@@ -1,7 +1,8 @@
-"""The deletion contract: soft and hard deleted streams, tombstones, holes in the order.
+"""The deletion contract: deleted and truncated streams, tombstones, holes in the order.
 
 Subclass :class:`DeletionContract` and implement ``create_store``; override
-``subscription`` for a store whose subscriptions are not sync iterators (the
+``subscription`` for a store whose subscriptions are not sync iterators and
+``repository`` for one whose repository is not :class:`eskit.Repository` (the
 async stores' tests do). See docs/storage.md, "Deleting streams and retention".
 """
 
@@ -17,17 +18,27 @@ import pytest
 from eskit import (
     ANY,
     NO_STREAM,
+    Aggregate,
     ConcurrencyError,
     Event,
     EventStore,
+    InMemoryEventStore,
+    InMemorySnapshotStore,
     InvalidInputError,
     NewEvent,
+    OnDemand,
+    Repository,
+    SnapshotStore,
+    SQLiteEventStore,
+    SQLiteSnapshotStore,
     StreamAppend,
     StreamDeletedError,
+    StreamTruncatedError,
+    TruncationRefusedError,
 )
 from eskit.events import MAX_NAME_BYTES
 
-__all__ = ["DeletionContract", "Taker"]
+__all__ = ["DeletionContract", "Loader", "Taker", "Tally", "snapshots_beside"]
 
 
 class Taker(Protocol):
@@ -36,6 +47,38 @@ class Taker(Protocol):
     def take(self, count: int) -> list[Event]: ...
 
     def stop(self) -> None: ...
+
+
+class Loader(Protocol):
+    """A repository with snapshots: what the truncation cases load aggregates with."""
+
+    def get(self, aggregate_id: Any, aggregate_class: type[Tally]) -> Tally: ...
+
+    def take_snapshot(self, aggregate: Tally) -> Any: ...
+
+
+class Tally(Aggregate):
+    """Sums the contract's ``Numbered`` events and remembers their order."""
+
+    snapshot_name = "eskit-testing-tally"
+
+    def __init__(self, aggregate_id: Any) -> None:
+        super().__init__(aggregate_id)
+        self.seen: list[int] = []
+
+    def handle_Numbered(self, event_data: dict[str, Any]) -> None:
+        self.seen.append(event_data["n"])
+
+
+def snapshots_beside(store: EventStore) -> SnapshotStore:
+    """The snapshot store kept beside ``store`` (memory, SQLite or PostgreSQL)."""
+    if isinstance(store, InMemoryEventStore):
+        return InMemorySnapshotStore(store)
+    if isinstance(store, SQLiteEventStore):
+        return SQLiteSnapshotStore(store)
+    from eskit import PostgresSnapshotStore
+
+    return PostgresSnapshotStore(store)  # type: ignore[arg-type]
 
 
 class _SyncTaker:
@@ -71,6 +114,10 @@ class DeletionContract:
         """A subscription from the start of ``store``'s global order."""
         return _SyncTaker(store)
 
+    def repository(self, store: EventStore) -> Loader:
+        """A repository over ``store`` with the snapshot store kept beside it."""
+        return Repository(store, snapshots=snapshots_beside(store), snapshot_policy=OnDemand())
+
     @pytest.fixture
     def store(self, tmp_path: Path) -> Iterator[EventStore]:
         store = self.create_store(tmp_path)
@@ -102,6 +149,36 @@ class DeletionContract:
         assert [_shape(e) for e in store.read_all()] == [_shape(e) for e in rest]
         assert [s.stream_id for s in store.list_streams()] == ["del-a", "del-c"]
         assert store.head_position() == head  # the hidden events keep their positions
+
+    def test_deleted_streams_stay_hidden_from_filtered_reads(self, store: EventStore) -> None:
+        everything = self._interleaved(store)
+        store.delete_stream("del-b")
+        store.delete_stream("del-c", hard=True)
+        rest = [_shape(e) for e in everything if e.aggregate_id == "del-a"]
+        assert [_shape(e) for e in store.read_all(event_types=["Numbered"])] == rest
+        assert [_shape(e) for e in store.read_all(stream_prefixes=["del-"])] == rest
+        assert list(store.read_all(stream_prefixes=["del-b", "del-c"])) == []
+        assert [_shape(e) for e in store.read_all(
+            event_types=["Numbered"], stream_prefixes=["del-a", "del-b"]
+        )] == rest
+        store.restore_stream("del-b")
+        back = [_shape(e) for e in everything if e.aggregate_id != "del-c"]
+        assert [_shape(e) for e in store.read_all(event_types=["Numbered"])] == back
+
+    def test_events_of_deleted_streams_are_located_nowhere_until_restored(
+        self, store: EventStore
+    ) -> None:
+        everything = self._interleaved(store)
+        soft = next(e for e in everything if e.aggregate_id == "del-b")
+        hard = next(e for e in everything if e.aggregate_id == "del-c")
+        kept = next(e for e in everything if e.aggregate_id == "del-a")
+        store.delete_stream("del-b")
+        store.delete_stream("del-c", hard=True)
+        assert store.locate_event(soft.event_id) is None
+        assert store.locate_event(hard.event_id) is None
+        assert store.locate_event(kept.event_id) == ("del-a", kept.version)
+        store.restore_stream("del-b")
+        assert store.locate_event(soft.event_id) == ("del-b", soft.version)
 
     def test_restore_brings_a_soft_deleted_stream_back_unchanged(
         self, store: EventStore
@@ -287,3 +364,147 @@ class DeletionContract:
         store.close()  # no I/O is possible now: bad input still gets its typed error
         with pytest.raises(InvalidInputError):
             store.delete_stream(stream_id, hard=True)
+
+    # -- truncation -----------------------------------------------------------------------
+
+    def test_a_truncated_stream_reads_from_its_first_kept_event_everywhere(
+        self, store: EventStore
+    ) -> None:
+        everything = self._interleaved(store)
+        head = store.head_position()
+        assert store.truncate_stream("del-b", 3, expected_version=3, force=True) == 2
+        b3 = [e for e in everything if e.aggregate_id == "del-b"][2:]
+        assert [_shape(e) for e in store.read_stream("del-b")] == [_shape(e) for e in b3]
+        assert [_shape(e) for e in store.iter_stream("del-b")] == [_shape(e) for e in b3]
+        assert store.read_stream("del-b", 0, 2) == []
+        assert [e.version for e in store.read_stream("del-b", backwards=True)] == [3]
+        assert store.head_version("del-b") == 3
+        assert store.head_position() == head
+        # In order of each stream's first event: del-b's is now b3.
+        assert [(s.stream_id, s.version) for s in store.list_streams()] == [
+            ("del-a", 3), ("del-c", 3), ("del-b", 3)]
+        rest = [e for e in everything if not (e.aggregate_id == "del-b" and e.version < 3)]
+        assert [_shape(e) for e in store.read_all()] == [_shape(e) for e in rest]
+        for checkpoint in [0] + [e.position or 0 for e in everything]:
+            walked: list[Event] = []
+            after = checkpoint
+            while page := list(store.read_all(after, limit=1)):
+                walked.extend(page)
+                after = page[-1].position or after
+            wanted = [e for e in rest if (e.position or 0) > checkpoint]
+            assert [_shape(e) for e in walked] == [_shape(e) for e in wanted]
+
+    def test_reads_from_below_the_cut_of_a_long_stream_start_at_its_first_kept_event(
+        self, store: EventStore
+    ) -> None:
+        # Cuts below and beyond the first page of a read (1,000 versions).
+        for name, cut in (("del-long-near", 201), ("del-long-far", 1150)):
+            store.append(name, [NewEvent("Numbered", {"n": n}) for n in range(1, 1301)])
+            assert store.truncate_stream(name, cut, force=True) == cut - 1
+            kept = list(range(cut, 1301))
+            assert [e.version for e in store.read_stream(name)] == kept
+            assert [e.version for e in store.iter_stream(name)] == kept
+            assert [e.version for e in store.read_stream(name, 100)] == kept
+            assert [e.version for e in store.read_stream(name, limit=1)] == [cut]
+            assert [e.version for e in store.read_stream(name, 5, cut + 1)] == kept[:2]
+            assert store.read_stream(name, 0, cut - 1) == []
+            assert [e.version for e in store.read_stream(name, backwards=True)] == kept[::-1]
+
+    def test_appends_to_a_truncated_stream_go_on_at_its_head(self, store: EventStore) -> None:
+        store.append("del-t", _events(1, 2, 3))
+        assert store.truncate_stream("del-t", 10, force=True) == 2  # the newest event stays
+        with pytest.raises(ConcurrencyError):
+            store.append("del-t", _events(4), 1)
+        assert store.append("del-t", _events(4), 3).version == 4
+        assert [e.version for e in store.read_stream("del-t")] == [3, 4]
+
+    def test_an_aggregate_loads_with_the_same_state_from_its_snapshot(
+        self, store: EventStore
+    ) -> None:
+        store.append("del-agg", _events(1, 2, 3, 4, 5))
+        repository = self.repository(store)
+        repository.take_snapshot(repository.get("del-agg", Tally))  # at version 5
+        store.append("del-agg", _events(6, 7))
+        with pytest.raises(TruncationRefusedError):  # the snapshot is below version 6
+            store.truncate_stream("del-agg", 6)
+        assert len(store.read_stream("del-agg")) == 7  # nothing removed
+        assert store.truncate_stream("del-agg", 5, expected_version=7) == 4
+        loaded = repository.get("del-agg", Tally)  # no cache: loaded again, from the snapshot
+        assert (loaded.seen, loaded.version) == ([1, 2, 3, 4, 5, 6, 7], 7)
+
+    def test_loading_a_forced_truncation_without_a_snapshot_raises_not_a_partial_state(
+        self, store: EventStore
+    ) -> None:
+        store.append("del-f", _events(1, 2, 3))
+        with pytest.raises(TruncationRefusedError):
+            store.truncate_stream("del-f", 3)
+        assert store.truncate_stream("del-f", 3, force=True) == 2
+        with pytest.raises(StreamTruncatedError) as caught:
+            self.repository(store).get("del-f", Tally)
+        assert caught.value.first_version == 3
+
+    def test_a_subscription_behind_a_truncation_sees_the_rest_in_order(
+        self, store: EventStore
+    ) -> None:
+        everything = self._interleaved(store)
+        sub = self.subscription(store)
+        try:
+            assert [_shape(e) for e in sub.take(1)] == [_shape(everything[0])]
+            store.truncate_stream("del-a", 3, force=True)
+            store.truncate_stream("del-c", 2, force=True)
+            later = store.append("del-b", _events(7)).events[0]
+            wanted = [e for e in everything[1:]
+                      if not (e.aggregate_id == "del-a" and e.version < 3)
+                      and not (e.aggregate_id == "del-c" and e.version < 2)]
+            got = sub.take(len(wanted) + 1)
+            assert [_shape(e) for e in got] == [_shape(e) for e in wanted] + [_shape(later)]
+        finally:
+            sub.stop()
+
+    def test_a_truncation_checks_the_expected_version_and_removes_nothing_on_a_mismatch(
+        self, store: EventStore
+    ) -> None:
+        store.append("del-x", _events(1, 2, 3))
+        for expected in (2, NO_STREAM, 4):
+            with pytest.raises(ConcurrencyError):
+                store.truncate_stream("del-x", 3, expected_version=expected, force=True)
+        assert [e.version for e in store.read_stream("del-x")] == [1, 2, 3]
+
+    def test_truncating_again_is_a_no_op(self, store: EventStore) -> None:
+        store.append("del-n", _events(1, 2, 3, 4))
+        assert store.truncate_stream("del-n", 3, force=True) == 2
+        assert store.truncate_stream("del-n", 3, force=True) == 0
+        assert store.truncate_stream("del-n", 2) == 0  # below the cut: nothing to check
+        assert store.truncate_stream("del-never", 5) == 0  # no events, nothing to remove
+        assert [e.version for e in store.read_stream("del-n")] == [3, 4]
+
+    def test_a_deleted_stream_cannot_be_truncated(self, store: EventStore) -> None:
+        store.append("del-d", _events(1, 2))
+        store.append("del-dh", _events(1, 2))
+        store.delete_stream("del-d")
+        store.delete_stream("del-dh", hard=True)
+        for name, hard in (("del-d", False), ("del-dh", True)):
+            with pytest.raises(StreamDeletedError) as caught:
+                store.truncate_stream(name, 2, force=True)
+            assert caught.value.hard is hard
+        store.restore_stream("del-d")
+        assert len(store.read_stream("del-d")) == 2
+
+    @pytest.mark.parametrize("bad", [
+        {"before_version": 0}, {"before_version": -1}, {"before_version": "2"},
+        {"before_version": True}, {"before_version": 2**63}, {"before_version": 2.0},
+        {"force": "yes"}, {"force": 1}, {"expected_version": -1}, {"stream_id": ""},
+        {"stream_id": "nul\x00"}, {"stream_id": None},
+    ])
+    def test_bad_truncate_arguments_are_refused_with_a_typed_error_before_any_io(
+        self, store: EventStore, bad: dict[str, Any]
+    ) -> None:
+        store.append("del-ok", _events(1, 2))
+        arguments: dict[str, Any] = {"stream_id": "del-ok", "before_version": 2, "force": True}
+        arguments.update(bad)
+        with pytest.raises(InvalidInputError):
+            store.truncate_stream(**arguments)
+        assert len(store.read_stream("del-ok")) == 2
+        store.close()  # no I/O is possible now: bad input still gets its typed error
+        with pytest.raises(InvalidInputError):
+            store.truncate_stream(**arguments)

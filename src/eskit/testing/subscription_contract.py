@@ -66,6 +66,7 @@ BAD_ARGUMENTS: list[dict[str, Any]] = [
     {"poll_interval": 0}, {"poll_interval": -1.0}, {"poll_interval": "1"},
     {"poll_interval": float("nan")},
     {"event_types": "Opened"}, {"event_types": [1]}, {"stream_prefixes": "account-"},
+    {"event_types": [""]}, {"stream_prefixes": [""]}, {"stream_prefixes": ["\x00"]},
     {"on_undecodable": "skip"},
 ]
 
@@ -80,6 +81,16 @@ class _Recording:
     def read_all(self, from_position: int = 0, limit: int | None = None, **options: Any) -> Any:
         self.limits.append(limit)
         return self.inner.read_all(from_position, limit, **options)
+
+    def _filtered_page(self, after: int, limit: int, *args: Any) -> Any:
+        self.filtered.append((after, limit))
+        return self.inner._filtered_page(after, limit, *args)
+
+    @property
+    def filtered(self) -> list[tuple[int, int]]:
+        """The (after, limit) of each filtered read."""
+        found: list[tuple[int, int]] = self.__dict__.setdefault("_filtered", [])
+        return found
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
@@ -205,6 +216,39 @@ class SubscriptionContract:
         positions = [e.position or 0 for e in seen]
         assert all(a < b for a, b in itertools.pairwise(positions))
 
+    def test_a_filtered_subscription_sees_each_matching_event_of_concurrent_appenders(
+        self, store: EventStore
+    ) -> None:
+        # 3 threads x 150 appends, every third of type "Wanted", on 2 categories: the
+        # filtered read runs while appends commit (out of order on PostgreSQL), and
+        # must neither skip nor repeat one.
+        threads, appends = 3, 150
+        subscription = store.subscribe(event_types=["Wanted"], stream_prefixes=["hot-"],
+                                       page_size=7, poll_interval=LIVE)
+        wanted = threads * len([n for n in range(appends) if n % 3 == 0 and n % 2 == 0])
+        follower = _Follower(subscription, wanted)
+        failures: list[BaseException] = []
+
+        def appender(t: int) -> None:
+            try:
+                for n in range(appends):
+                    kind = "Wanted" if n % 3 == 0 else "Other"
+                    store.append(f"{'hot' if n % 2 == 0 else 'cold'}-{t}", [_e(n, kind)])
+            except BaseException as exc:  # fails the test below
+                failures.append(exc)
+
+        workers = [threading.Thread(target=appender, args=(t,)) for t in range(threads)]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
+        assert not failures, failures[:3]
+        seen = follower.result(timeout=120)
+        expected = [e.event_id for e in store.read_all()
+                    if e.event_type == "Wanted" and str(e.aggregate_id).startswith("hot-")]
+        assert len(expected) == wanted
+        assert [e.event_id for e in seen] == expected
+
     def test_filters_by_type_and_prefix_yield_only_matches_and_move_the_checkpoint(
         self, store: EventStore
     ) -> None:
@@ -235,6 +279,35 @@ class SubscriptionContract:
         assert nothing.position == store.head_position()
         nothing.stop()
         assert waiting.result(ARRIVAL) == []
+
+    def test_a_filtered_subscription_reads_only_matching_rows_and_resumes_near_the_head(
+        self, store: EventStore
+    ) -> None:
+        store.append("noise-1", [_e(n, "Common") for n in range(40)], 0)
+        store.append("rare-1", [_e(40, "Rare")], 0)
+        last = store.append("noise-2", [_e(n, "Common") for n in range(41, 60)], 0)
+        recording = _Recording(store)
+        rare = Subscription(recording, page_size=5, poll_interval=LIVE, event_types=["Rare"])
+        follower = _Follower(rare, 2)
+        follower.wait_for(1)
+        deadline = time.monotonic() + ARRIVAL
+        while rare.position != last.position and time.monotonic() < deadline:
+            time.sleep(0.005)
+        # One filtered read found the one match and proved nothing else matches up to
+        # the head: 60 rows in pages of 5 would have been twelve reads. (A late
+        # wake-up for the three appends, a NOTIFY on PostgreSQL, may add a read each.)
+        assert rare.position == last.position
+        assert recording.limits == []
+        assert 1 <= len(recording.filtered) <= 4
+        rare.stop()
+        assert _numbers(follower.result(ARRIVAL)) == [40]
+        # After a "restart" from the saved checkpoint: only what came after it.
+        store.append("rare-1", [_e(61, "Rare")], 1)
+        again = _Recording(store)
+        resumed = Subscription(again, rare.position, page_size=5, poll_interval=LIVE,
+                               event_types=["Rare"])
+        assert _numbers(_Follower(resumed, 1).result()) == [61]
+        assert again.filtered[0][0] == last.position
 
     def test_stop_from_another_thread_ends_a_waiting_iteration_promptly(
         self, store: EventStore
@@ -456,6 +529,31 @@ class AsyncSubscriptionContract:
             await _until(lambda: both.position == last.position)
             await store.append("audit-1", [_e(5, "Opened")], 1)
             assert _numbers(await follower) == [2, 5]
+
+        run(test)
+
+    def test_a_filtered_subscription_reads_only_matching_rows_and_resumes_near_the_head(
+        self, run: Any
+    ) -> None:
+        async def test(store: AsyncEventStore) -> None:
+            await store.append("noise-1", [_e(n, "Common") for n in range(40)], 0)
+            await store.append("rare-1", [_e(40, "Rare")], 0)
+            last = await store.append("noise-2", [_e(n, "Common") for n in range(41, 60)], 0)
+            recording = _Recording(store)
+            rare = AsyncSubscription(recording, page_size=5, poll_interval=LIVE,
+                                     event_types=["Rare"])
+            follower = asyncio.create_task(_take(rare, 2))
+            await _until(lambda: rare.position == last.position)
+            assert recording.limits == []
+            assert 1 <= len(recording.filtered) <= 4
+            rare.stop()
+            assert _numbers(await follower) == [40]
+            await store.append("rare-1", [_e(61, "Rare")], 1)
+            again = _Recording(store)
+            resumed = AsyncSubscription(again, rare.position, page_size=5, poll_interval=LIVE,
+                                        event_types=["Rare"])
+            assert _numbers(await _take(resumed, 1)) == [61]
+            assert again.filtered[0][0] == last.position
 
         run(test)
 

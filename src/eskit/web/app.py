@@ -7,17 +7,17 @@ works without it.
 
 from __future__ import annotations
 
-import asyncio
 import importlib
 import importlib.util
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any, TypeVar
+from typing import Any
 
 from fastapi import FastAPI
 
+from eskit.aggregate import Aggregate
 from eskit.aio._sync_backed import SyncBackedStore
 from eskit.aio.config import open_store as open_async_store
 from eskit.aio.memory import AsyncInMemoryEventStore
@@ -31,12 +31,11 @@ from eskit.web import api, sse
 from eskit.web.limits import BodyLimit, RawStreamPath
 from eskit.web.problems import install_problem_handlers, problem_content_types
 from eskit.web.settings import WebSettings
+from eskit.web.threaded import ThreadedStore
 
 __all__ = ["create_app", "stop_event_streams"]
 
 _log = logging.getLogger("eskit.web")
-
-T = TypeVar("T")
 
 API_DESCRIPTION = """\
 Append to event streams, read them, and follow the global log of an eskit store.
@@ -47,13 +46,6 @@ problem (`application/problem+json`) whose `code` names it. See docs/http-api.md
 """
 
 
-class _ThreadedStore(SyncBackedStore[EventStore]):
-    """Any sync store, each call run in a worker thread (PostgreSQL's sync store, say)."""
-
-    async def _call(self, function: Callable[..., T], *args: object, **kwargs: object) -> T:
-        return await asyncio.to_thread(function, *args, **kwargs)
-
-
 def _as_async(store: EventStore | AsyncEventStore) -> AsyncEventStore:
     if isinstance(store, AsyncEventStore):
         return store
@@ -62,7 +54,7 @@ def _as_async(store: EventStore | AsyncEventStore) -> AsyncEventStore:
     if isinstance(store, InMemoryEventStore):
         return AsyncInMemoryEventStore.from_sync(store)
     if isinstance(store, EventStore):
-        return _ThreadedStore.from_sync(store)
+        return ThreadedStore.from_sync(store)
     raise InvalidInputError(
         f"create_app needs an EventStore or an AsyncEventStore, got {type(store).__name__}"
     )
@@ -71,6 +63,7 @@ def _as_async(store: EventStore | AsyncEventStore) -> AsyncEventStore:
 def create_app(
     store: EventStore | AsyncEventStore | str | os.PathLike[str], *,
     settings: WebSettings | None = None, schema: str | None = None,
+    aggregates: Sequence[type[Aggregate]] = (),
 ) -> FastAPI:
     """A FastAPI app serving ``store`` over HTTP (see docs/http-api.md).
 
@@ -82,13 +75,16 @@ def create_app(
     async store belongs to the event loop it was opened in, so pass one only to an
     app served in that loop; a URL is opened in the server's own.
 
-    ``settings`` default to ``WebSettings()``: reads open to anyone who reaches the
+    ``aggregates``: the aggregate classes whose state and diffs the explorer shows
+    (time travel). ``settings`` default to ``WebSettings()``: reads open to anyone who reaches the
     server, writes refused. The OpenAPI spec is at ``/api/openapi.json`` and its
     page at ``/api/docs``.
     """
     settings = WebSettings() if settings is None else settings
     if not isinstance(settings, WebSettings):
         raise InvalidInputError("settings must be a WebSettings")
+    if not all(isinstance(a, type) and issubclass(a, Aggregate) for a in aggregates):
+        raise InvalidInputError("aggregates must be Aggregate classes")
     url = store if isinstance(store, str | os.PathLike) else None
 
     @asynccontextmanager
@@ -116,7 +112,7 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(api.router)
     app.include_router(sse.router)
-    _mount_explorer(app, store, settings)
+    _mount_explorer(app, store, settings, tuple(aggregates))
     # Outermost first: the path is fixed before routing, the size checked before reading.
     app.add_middleware(RawStreamPath)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
@@ -139,7 +135,8 @@ def stop_event_streams(app: FastAPI) -> None:
     streams.close()
 
 
-def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings) -> None:
+def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings,
+                    aggregates: tuple[type[Aggregate], ...]) -> None:
     """Mount ``explorer_routes(store, settings)`` at ``/`` when the explorer is there.
 
     Only over a sync store (or an async one wrapping a sync store), which is what
@@ -157,4 +154,4 @@ def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings) -> None:
     if not isinstance(store, EventStore | SyncBackedStore):
         return
     explorer = importlib.import_module("eskit.web.explorer")
-    app.router.routes.extend(explorer.explorer_routes(store, settings))
+    app.router.routes.extend(explorer.explorer_routes(store, settings, aggregates=aggregates))

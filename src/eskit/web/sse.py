@@ -43,6 +43,8 @@ router = APIRouter(prefix="/api")
 
 _BATCH = 500  # events written per chunk when the client is behind
 _QUEUE = 2000  # events read ahead of a slow client, at most
+POLL_SECONDS = 1.0
+"""How long an idle stream waits for a wake-up before it reads the store anyway."""
 
 
 class EventStreams:
@@ -118,7 +120,8 @@ async def subscribe(
     store = store_of(request)
     streams: EventStreams = request.app.state.eskit_web_streams
     heartbeat = settings_of(request).heartbeat_seconds
-    subscription = store.subscribe(start, page_size=_BATCH, on_undecodable="yield")
+    subscription = store.subscribe(start, page_size=_BATCH, poll_interval=POLL_SECONDS,
+                                   on_undecodable="yield")
     return StreamingResponse(
         _events(subscription, streams, start, heartbeat), media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},

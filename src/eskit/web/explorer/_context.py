@@ -29,8 +29,10 @@ MAX_PAGE = 500
 class ExplorerSettings(Protocol):
     """What the explorer needs from the web app's settings.
 
-    A settings object may carry several write tokens instead, as ``write_tokens``
-    (a collection of str): any of them is then accepted. No token at all: read-only.
+    ``write_token`` ``None`` makes the explorer read-only, whatever else the settings
+    hold (so settings that switch writing off through it stay read-only here too).
+    A settings object may carry more tokens as ``write_tokens`` (a collection of
+    str); with a ``write_token`` set, or none at all, any of them is accepted.
     """
 
     @property
@@ -39,7 +41,10 @@ class ExplorerSettings(Protocol):
 
 
 def write_tokens(settings: object) -> tuple[str, ...]:
-    """Every write token ``settings`` configures (``write_token`` and ``write_tokens``)."""
+    """Every write token ``settings`` configures; none (read-only) if ``write_token`` is
+    ``None``, even beside ``write_tokens``: that is how eskit.web's read-only mode says so."""
+    if hasattr(settings, "write_token") and settings.write_token is None:
+        return ()
     found: list[object] = [getattr(settings, "write_token", None)]
     found += list(getattr(settings, "write_tokens", None) or ())
     tokens = tuple(t for t in found if t is not None)

@@ -56,8 +56,10 @@ def explorer_routes(
     ``projections``. Every value the pages show is HTML-escaped.
 
     Not guaranteed: fast pages on very large stores everywhere. The streams page
-    reads one index range per page, but its event-type filter and the look-ups by
-    event id or correlation id scan the log (see :mod:`eskit.web.explorer._queries`).
+    reads one index range per page, and its event-type filter only that type's events
+    where ``read_all`` filters by type; an event id is found through the store's
+    index, but the look-up by correlation id scans the log (see
+    :mod:`eskit.web.explorer._queries`).
     The store is used from Starlette's thread pool, so it must be safe to share
     between threads (eskit's stores are).
     """

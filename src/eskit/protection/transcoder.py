@@ -1,0 +1,291 @@
+"""Sealing a batch before it is appended and opening events after they are read (pure).
+
+The decisions of the protection layer, written once for the sync and the async
+store (:mod:`eskit.protection.store`, :mod:`eskit.protection.aio`): which
+subjects a batch needs keys for, which key ids a page of stored events needs,
+and the sealing and opening themselves. Fetching, creating and unwrapping
+keys is I/O and stays with the stores.
+
+Opening runs on events as stored, before upcasting, so upcasters see the
+plaintext; sealing runs on events in today's shape, after the registry
+turned domain events into dicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+from eskit.errors import DecodingError, InvalidInputError
+from eskit.events import Event, EventRegistry, NewEvent
+from eskit.protection.envelope import DataKey, body_of, open_body, seal
+from eskit.protection.errors import DecryptionError, KeyUnavailableError
+from eskit.protection.marking import FieldMark, Marks
+from eskit.stores.model import PendingEvent
+from eskit.stores.rows import UndecodableEvent, _UndecodableRow
+
+__all__ = ["ERASED_METADATA", "STORE_SUBJECT"]  # the rest is internal
+
+ERASED_METADATA = "$erased"
+"""Metadata key added to an event read with erased fields: the list of their paths."""
+
+STORE_SUBJECT = "$store"
+"""The reserved subject whose key seals whole payloads (``encrypt_payloads=True``)."""
+
+_PAYLOAD = ""  # the path of a whole-payload envelope
+_METADATA = "$metadata."  # the path prefix of a metadata envelope
+_MAX_DEPTH = 64
+
+Plan = list[list[tuple[FieldMark, str]]]
+"""Per event of a batch, the marked fields present and their subject ids."""
+
+
+def subject_text(value: object, what: str) -> str:
+    """A subject id as stored: the ``str`` of a str, UUID or int, checked."""
+    if type(value) is str and value and value[0] != "$":  # the common case, at once
+        return value
+    if type(value) is bool or not isinstance(value, str | UUID | int):
+        raise InvalidInputError(
+            f"{what} must be a str, UUID or int subject id, got {type(value).__name__}"
+        )
+    text = str(value)
+    if not text:
+        raise InvalidInputError(f"{what} is empty: a subject id must not be")
+    if text.startswith("$"):
+        raise InvalidInputError(f"{what} {text!r}: subject ids starting with '$' are reserved")
+    return text
+
+
+def _get(data: Mapping[str, Any], keys: tuple[str, ...]) -> tuple[bool, Any]:
+    value: Any = data
+    for key in keys:
+        if type(value) is not dict or key not in value:
+            return False, None
+        value = value[key]
+    return True, value
+
+
+def _set(data: dict[str, Any], keys: tuple[str, ...], value: Any) -> dict[str, Any]:
+    """``data`` with ``value`` at ``keys``, copying each dict on the path (``data`` unchanged)."""
+    top = dict(data)
+    node = top
+    for key in keys[:-1]:
+        node[key] = dict(node[key])
+        node = node[key]
+    node[keys[-1]] = value
+    return top
+
+
+def envelopes(data: object, prefix: tuple[str, ...] = (), depth: int = 0
+              ) -> Iterator[tuple[tuple[str, ...], dict[str, Any]]]:
+    """Every envelope in ``data``: ``(key path, body)``, nested dicts included."""
+    if type(data) is not dict or depth > _MAX_DEPTH:
+        return
+    for key, value in data.items():
+        if type(value) is dict:
+            body = body_of(value)
+            if body is not None:
+                yield (*prefix, key), body
+            else:
+                yield from envelopes(value, (*prefix, key), depth + 1)
+
+
+class Scan:
+    """The envelopes found in a page of events, per event (internal)."""
+
+    __slots__ = ("found", "ids")
+
+    def __init__(self, found: list[list[tuple[tuple[str, ...], dict[str, Any]]]]) -> None:
+        self.found = found
+        self.ids = {str(body["k"]) for envelopes_of in found for _, body in envelopes_of}
+
+
+class Transcoder:
+    """Seals and opens events for one registry, one set of marks (internal)."""
+
+    def __init__(self, registry: EventRegistry, marks: Marks, *, encrypt_payloads: bool,
+                 encrypt_metadata: Iterable[str] = ()) -> None:
+        self.registry = registry
+        self.marks = marks
+        self.encrypt_payloads = encrypt_payloads
+        if isinstance(encrypt_metadata, str):
+            raise InvalidInputError("encrypt_metadata must be a list of metadata keys")
+        self.encrypt_metadata = tuple(encrypt_metadata)
+        for name in self.encrypt_metadata:
+            if type(name) is not str or not name:
+                raise InvalidInputError(f"encrypt_metadata keys must be non-empty str: {name!r}")
+        self._store_sealed = encrypt_payloads or bool(self.encrypt_metadata)
+
+    # -- sealing ---------------------------------------------------------------------------
+
+    def plan(self, batch: list[PendingEvent]) -> Plan:
+        """The marked fields of each event and their subjects; raises on bad input."""
+        plan: Plan = []
+        for index, p in enumerate(batch):
+            if body_of(p.event_data) is not None or next(envelopes(p.event_data), None):
+                raise InvalidInputError(
+                    f"event {index} of the batch ({p.event_type!r}) already holds a sealed "
+                    f"field ('$pd'): append plaintext, the store seals it"
+                )
+            fields: list[tuple[FieldMark, str]] = []
+            for mark in self.marks.for_type(p.event_type):
+                present, _ = _get(p.event_data, mark.keys)
+                if not present:
+                    continue
+                found, subject = _get(p.event_data, (mark.subject_field,))
+                if not found or subject is None:
+                    raise InvalidInputError(
+                        f"event {index} of the batch ({p.event_type!r}): personal-data field "
+                        f"{mark.path!r} belongs to the subject in field {mark.subject_field!r}, "
+                        "which is missing"
+                    )
+                fields.append((mark, subject_text(
+                    subject, f"event {index} of the batch ({p.event_type!r}) field "
+                    f"{mark.subject_field!r}",
+                )))
+            plan.append(fields)
+        return plan
+
+    def subjects(self, plan: Plan) -> set[str]:
+        needed = {subject for fields in plan for _, subject in fields}
+        if self._store_sealed:
+            needed.add(STORE_SUBJECT)
+        return needed
+
+    def seal(self, batch: list[PendingEvent], plan: Plan, keys: Mapping[str, DataKey]
+             ) -> list[NewEvent]:
+        """The batch with every marked field (and the payload, if asked) sealed."""
+        naive = self.registry.naive_datetimes
+        sealed = []
+        for p, fields in zip(batch, plan, strict=True):
+            data = p.event_data
+            for mark, subject in fields:
+                _, value = _get(data, mark.keys)
+                data = _set(data, mark.keys, seal(
+                    value, keys[subject], p.event_id, mark.path, naive=naive
+                ))
+            if self.encrypt_payloads:
+                data = seal(data, keys[STORE_SUBJECT], p.event_id, _PAYLOAD, naive=naive)
+            metadata = p.metadata_dict
+            for name in self.encrypt_metadata:
+                if name in metadata:
+                    metadata = {**metadata, name: seal(
+                        metadata[name], keys[STORE_SUBJECT], p.event_id, _METADATA + name,
+                        naive=naive,
+                    )}
+            sealed.append(NewEvent(
+                p.event_type, data, metadata, p.event_id, p.timestamp, p.schema_version,
+            ))
+        return sealed
+
+    # -- opening ---------------------------------------------------------------------------
+
+    @staticmethod
+    def payload_key_ids(events: Iterable[Event]) -> set[str]:
+        """The key ids of whole-payload and metadata envelopes among ``events``."""
+        ids = set()
+        for e in events:
+            body = body_of(e.event_data)
+            if body is not None:
+                ids.add(str(body["k"]))
+            if e.metadata:
+                ids.update(str(b["k"]) for v in e.metadata.values()
+                           if (b := body_of(v)) is not None)
+        return ids
+
+    @staticmethod
+    def scan(events: Iterable[Event]) -> Scan:
+        """The field envelopes of each event (payloads opened first), found once."""
+        return Scan([list(envelopes(e.event_data)) for e in events])
+
+    def open_payloads(self, events: list[Event], keys: Mapping[str, DataKey]) -> list[Event]:
+        """``events`` with payload and metadata envelopes opened (fields still sealed)."""
+        return [self._open_store_sealed(e, keys) for e in events]
+
+    def _open_store_sealed(self, e: Event, keys: Mapping[str, DataKey]) -> Event:
+        data, metadata = e.event_data, e.metadata
+        body = body_of(data)
+        if body is not None:
+            data = open_body(body, self._store_key(body, keys, e), e.event_id, _PAYLOAD,
+                             partial(_where, e), e.position)
+        if metadata and any(body_of(v) is not None for v in metadata.values()):
+            metadata = dict(metadata)
+            for name, value in metadata.items():
+                sealed = body_of(value)
+                if sealed is not None:
+                    metadata[name] = open_body(
+                        sealed, self._store_key(sealed, keys, e), e.event_id, _METADATA + name,
+                        partial(_where, e), e.position,
+                    )
+        if data is e.event_data and metadata is e.metadata:
+            return e
+        return e.reshaped(e.event_type, data, e.schema_version, metadata=metadata)
+
+    @staticmethod
+    def _store_key(body: dict[str, Any], keys: Mapping[str, DataKey], e: Event) -> DataKey:
+        key = keys.get(str(body["k"]))
+        if key is None:  # never erased (erase_subject refuses "$store"): the table was changed
+            raise KeyUnavailableError(
+                f"the store key {body['k']!r} sealing {_where(e)} is missing from the key store"
+            )
+        return key
+
+    def open_fields(self, events: list[Event], scan: Scan, keys: Mapping[str, DataKey]
+                    ) -> list[Event]:
+        """``events`` with each sealed field opened, or redacted where its key is gone."""
+        return [
+            self._open_one(e, found, keys) if found else e
+            for e, found in zip(events, scan.found, strict=True)
+        ]
+
+    def _open_one(self, e: Event, found: list[tuple[tuple[str, ...], dict[str, Any]]],
+                  keys: Mapping[str, DataKey]) -> Event:
+        data = dict(e.event_data)  # one copy per event: the read's dict may be shared
+        erased: list[str] = []
+        for path_keys, body in found:
+            path = ".".join(path_keys)
+            key = keys.get(str(body["k"]))
+            if key is None:
+                value = self.marks.erased_value(e.event_type, path)
+                erased.append(path)
+            else:
+                value = open_body(body, key, e.event_id, path, partial(_where, e), e.position)
+            if len(path_keys) == 1:
+                data[path] = value
+            else:
+                data = _set(data, path_keys, value)
+        metadata = {**e.metadata, ERASED_METADATA: erased} if erased else e.metadata
+        return e.reshaped(e.event_type, data, e.schema_version, metadata=metadata)
+
+    @staticmethod
+    def mentions(event: Event, subject: str) -> bool:
+        """Whether a stored event (payload opened) carries a field sealed for ``subject``."""
+        return any(body["s"] == subject for _, body in envelopes(event.event_data))
+
+
+class UndecodableSealedRow(_UndecodableRow, DecryptionError):
+    """A page read stopped at a sealed field that does not decrypt (internal).
+
+    A :class:`DecryptionError` for readers that raise; readers that pass undecodable
+    events (``read_all(on_undecodable=...)``, subscriptions) get the opened events
+    before it and a placeholder for it, like any undecodable row, and go on.
+    """
+
+
+def split_at_failure(page: list[Event], error: DecodingError) -> tuple[int, UndecodableEvent]:
+    """Where in ``page`` opening failed, and the placeholder for that event."""
+    index = next((i for i, e in enumerate(page) if e.position == error.position), 0)
+    e = page[index]
+    return index, UndecodableEvent(
+        e.event_id, e.aggregate_id, e.event_type, e.version, e.position, e.schema_version,
+        e.timestamp, error,
+    )
+
+
+def _where(e: Event) -> str:
+    return (
+        f"event {e.event_type!r} at version {e.version} of stream {str(e.aggregate_id)!r} "
+        f"(position {e.position})"
+    )
