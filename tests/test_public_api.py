@@ -32,6 +32,8 @@ PUBLIC_API = [
     "UndecodableEvent",
     # optional extras
     "MissingExtraError",
+    # several streams in one append (EventStore.append_many)
+    "MultiStreamConcurrencyError", "StreamAppend",
     # time travel across versions (eskit.timetravel)
     "FieldChange", "StateDiff", "state_diff",
     # readiness probes (eskit.health)

@@ -35,6 +35,7 @@ from eskit.errors import (
     InvalidInputError,
     InvalidMessageError,
     MissingExtraError,
+    MultiStreamConcurrencyError,
     NotAnEskitStoreError,
     PublishRejectedError,
     StoreBusyError,
@@ -91,6 +92,7 @@ from eskit.stores.model import (
     STREAM_EXISTS,
     AppendResult,
     ExpectedVersion,
+    StreamAppend,
     StreamInfo,
 )
 from eskit.stores.rows import UndecodableEvent
@@ -157,6 +159,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidMessageError",
     "MissingExtraError",
+    "MultiStreamConcurrencyError",
     "NewEvent",
     "NoSnapshots",
     "NotAnEskitStoreError",
@@ -186,6 +189,7 @@ __all__ = [
     "StoreError",
     "StoreStats",
     "StoreUnavailableError",
+    "StreamAppend",
     "StreamId",
     "StreamInfo",
     "Subscription",

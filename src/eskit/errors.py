@@ -9,7 +9,8 @@ never reach the caller untranslated::
     │   ├── EncodingError                   a payload value the codec cannot store
     │   └── VersionNotFound                 a version beyond the stream's head was asked for
     ├── ConcurrencyError (ValueError)       expected version did not match the stream
-    │   └── AppendConditionFailed           a DCB append condition did not hold
+    │   ├── AppendConditionFailed           a DCB append condition did not hold
+    │   └── MultiStreamConcurrencyError     ... for one or more streams of an append_many
     ├── CommandRetriesExhausted             a command kept conflicting; its retries ran out
     ├── DuplicateEventError                 an event id is already stored elsewhere
     ├── StreamTruncatedError                a load needs events truncate_stream removed
@@ -37,6 +38,7 @@ seed tutorial, which catches ``ValueError``, keeps working.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 __all__ = [
@@ -55,6 +57,7 @@ __all__ = [
     "InvalidInputError",
     "InvalidMessageError",
     "MissingExtraError",
+    "MultiStreamConcurrencyError",
     "NotAnEskitStoreError",
     "StoreBusyError",
     "StoreError",
@@ -127,6 +130,36 @@ class ConcurrencyError(EskitError, ValueError):
                 f"expected version {expected}, actual version {actual}"
             )
         super().__init__(message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its fields, not from ``args`` (the message): it crosses process
+        # boundaries (pools, workers) intact.
+        return type(self), (self.stream_id, self.expected_version, self.actual_version)
+
+
+class MultiStreamConcurrencyError(ConcurrencyError):
+    """Streams of an ``append_many`` were not at their expected versions. Nothing was written.
+
+    ``conflicts`` holds one :class:`ConcurrencyError` per stream that failed, in
+    the order of the call, each with its ``stream_id``, ``expected_version`` and
+    ``actual_version``; the error's own three attributes are the first conflict's,
+    so code that catches :class:`ConcurrencyError` keeps working.
+    """
+
+    def __init__(self, conflicts: Sequence[ConcurrencyError]) -> None:
+        if not conflicts:
+            raise ValueError("a MultiStreamConcurrencyError needs at least one conflict")
+        self.conflicts: tuple[ConcurrencyError, ...] = tuple(conflicts)
+        first = self.conflicts[0]
+        super().__init__(first.stream_id, first.expected_version, first.actual_version)
+        # Every failed stream in the message, not only the first one.
+        self.args = (
+            f"{len(self.conflicts)} of the streams were not at their expected versions, "
+            "nothing was written: " + "; ".join(str(c) for c in self.conflicts),
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return type(self), (self.conflicts,)
 
 
 class CommandRetriesExhausted(EskitError):

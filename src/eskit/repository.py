@@ -18,10 +18,10 @@ import copy
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from eskit import loading
 from eskit.aggregate import Aggregate
@@ -49,7 +49,7 @@ from eskit.snapshots import (
 )
 from eskit.stores.arguments import stream_key
 from eskit.stores.base import EventStore
-from eskit.stores.model import AppendResult
+from eskit.stores.model import AppendResult, StreamAppend
 
 __all__ = ["Repository"]
 
@@ -59,6 +59,42 @@ A = TypeVar("A", bound=Aggregate)
 # The pure parts of a repository, shared by the sync and async front ends: what to
 # append at which expected version, and a cache that hands out copies (how to load is
 # eskit.loading).
+
+
+class SavePlan:
+    """What saving several aggregates in one ``append_many`` call appends (internal).
+
+    ``appends`` holds one :class:`StreamAppend` per aggregate with events to
+    save, in the order given; ``results`` lays the call's results out again in
+    the order of the aggregates, ``None`` for those with nothing to save.
+    """
+
+    __slots__ = ("aggregates", "appends", "expected", "saving")
+
+    def __init__(self, aggregates: Sequence[Aggregate], metadata: Mapping[str, Any] | None):
+        for a in aggregates:
+            if not isinstance(a, Aggregate):
+                raise InvalidInputError(f"save takes aggregates, got {type(a).__name__}")
+        self.aggregates = aggregates
+        self.appends: list[StreamAppend] = []
+        self.expected: list[int | None] = []
+        for a in aggregates:
+            events, expected = pending_events(a, metadata)
+            if events:
+                self.appends.append(StreamAppend(a.aggregate_id, events, expected))
+            self.expected.append(expected if events else None)
+
+    def results(self, stored: Sequence[AppendResult]) -> list[AppendResult | None]:
+        """The results in the order of the aggregates; marks the saved ones committed."""
+        found = iter(stored)
+        laid_out: list[AppendResult | None] = []
+        for aggregate, expected in zip(self.aggregates, self.expected, strict=True):
+            if expected is None:
+                laid_out.append(None)
+                continue
+            laid_out.append(next(found))
+            aggregate.mark_events_as_committed()
+        return laid_out
 
 
 def pending_events(
@@ -143,10 +179,28 @@ class Repository:
         self.snapshots = snapshots
         self._policies = Policies(snapshot_policy)
 
+    @overload
     def save(
         self, aggregate: Aggregate, *, metadata: Mapping[str, Any] | None = None
-    ) -> AppendResult | None:
+    ) -> AppendResult | None: ...
+
+    @overload
+    def save(
+        self, aggregate: Aggregate, second: Aggregate, /, *more: Aggregate,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[AppendResult | None]: ...
+
+    def save(
+        self, aggregate: Aggregate, *more: Aggregate, metadata: Mapping[str, Any] | None = None
+    ) -> AppendResult | list[AppendResult | None] | None:
         """Append the aggregate's uncommitted events, expecting its loaded version.
+
+        ``save(a, b, ...)`` saves several aggregates in one
+        :meth:`~eskit.EventStore.append_many` call, each expecting its own loaded
+        version: all of them or none (a
+        :class:`~eskit.MultiStreamConcurrencyError` names every aggregate that
+        moved; every aggregate's events then stay uncommitted). It returns a list
+        in the order given, ``None`` for an aggregate with nothing to save.
 
         ``metadata`` (correlation id, user, ...) is added to every event; keys
         the event already has win. Returns ``None`` if there was nothing to
@@ -159,6 +213,8 @@ class Repository:
         raises (a failure is logged on ``eskit.snapshots`` and retried by the
         next save or load).
         """
+        if more:
+            return self._save_many(SavePlan([aggregate, *more], metadata))
         events, expected = pending_events(aggregate, metadata)
         if not events:
             return None
@@ -169,6 +225,20 @@ class Repository:
             policy = self._policies.for_class(type(aggregate))
             self._run(loading.after_save(aggregate, result, expected, policy))
         return result
+
+    def _save_many(self, plan: SavePlan) -> list[AppendResult | None]:
+        if not plan.appends:
+            return [None] * len(plan.aggregates)
+        results = plan.results(self.event_store.append_many(plan.appends))
+        for aggregate, result, expected in zip(plan.aggregates, results, plan.expected,
+                                               strict=True):
+            if result is None or expected is None:
+                continue
+            self._cache.remember(aggregate)
+            if self.snapshots is not None:  # per aggregate, once all are committed
+                policy = self._policies.for_class(type(aggregate))
+                self._run(loading.after_save(aggregate, result, expected, policy))
+        return results
 
     def execute(
         self,

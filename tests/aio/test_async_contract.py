@@ -68,6 +68,9 @@ class SyncFacade(EventStore):
     ) -> AppendResult:
         return self._loop.run(self.inner.append(stream_id, events, expected_version))
 
+    def append_many(self, appends: Sequence[Any]) -> list[AppendResult]:
+        return self._loop.run(self.inner.append_many(appends))
+
     def read_stream(
         self, stream_id: StreamId, from_version: int = 0, to_version: int | None = None, *,
         backwards: bool = False, limit: int | None = None,

@@ -322,3 +322,19 @@ def test_failed_load_is_recorded_on_its_span(otel: Otel, store):
         Repository(store).get(uuid4(), Account)
     (load,) = otel.spans("load Account")
     assert not load.status.is_ok
+
+
+def test_append_many_is_one_span_whose_context_every_event_carries(otel: Otel, store):
+    from eskit import StreamAppend
+
+    with otel.tracer.start_as_current_span("POST /transfers") as request:
+        store.append_many([
+            StreamAppend("acc-1", [NewEvent("Debited", {"n": 1})]),
+            StreamAppend("acc-2", [NewEvent("Credited", {"n": 1}), NewEvent("Noted", {})]),
+        ])
+    (append,) = otel.spans("append events")
+    assert append.parent.span_id == request.get_span_context().span_id
+    assert append.attributes["eskit.stream_id"] == "acc-1,acc-2"
+    assert append.attributes["db.operation.batch.size"] == 3
+    stored = [*store.read_stream("acc-1"), *store.read_stream("acc-2")]
+    assert [e.metadata[TRACEPARENT_KEY] for e in stored] == [traceparent_of(append)] * 3

@@ -112,3 +112,25 @@ def test_other_drivers_are_refused_before_connecting() -> None:
         PostgresEventStore.from_sqlalchemy(engine, schema="x")
     with pytest.raises(InvalidInputError, match="Engine or Connection"):
         PostgresEventStore.from_sqlalchemy(object(), schema="x")
+
+
+def test_append_many_on_the_engine_store_and_in_an_orm_session(
+    engine: sa.Engine, schema: str
+) -> None:
+    from eskit import StreamAppend
+
+    store = PostgresEventStore.from_sqlalchemy(engine, schema=schema)
+    store.append_many([StreamAppend("a", [NewEvent("A")], 0), StreamAppend("b", [NewEvent("B")])])
+    mapped = engine.execution_options(schema_translate_map={None: schema})
+    with Session(mapped) as session:
+        session.add(Order(id="o-9", total=1))
+        session.flush()
+        store.in_transaction(session.connection()).append_many([
+            StreamAppend("a", [NewEvent("A2")], 1), StreamAppend("c", [NewEvent("C")], 0),
+        ])
+        assert store.read_stream("c") == []
+        session.commit()
+    assert [e.event_type for e in store.read_all()] == ["A", "B", "A2", "C"]
+    assert _orders(engine, schema) == ["o-9"]
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+    store.close()

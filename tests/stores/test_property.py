@@ -51,8 +51,10 @@ from eskit import (
     Event,
     ExpectedVersion,
     InMemoryEventStore,
+    MultiStreamConcurrencyError,
     NewEvent,
     SQLiteEventStore,
+    StreamAppend,
 )
 
 # --------------------------------------------------------------------------- strategies
@@ -141,6 +143,9 @@ class StoredBatch:
 class StoreMachine(RuleBasedStateMachine):
     """The model and the rules; subclasses say which store to test."""
 
+    MULTI = False
+    """Whether the append_many rules run (a subclass each, to keep the run short)."""
+
     def make_store(self) -> eskit.EventStore:
         raise NotImplementedError
 
@@ -150,6 +155,7 @@ class StoreMachine(RuleBasedStateMachine):
         self.log: list[ModelEvent] = []
         self.by_id: dict[UUID, ModelEvent] = {}
         self.batches: list[StoredBatch] = []
+        self.calls: list[list[StoredBatch]] = []  # stored append_many calls
         self._next_id = 0
 
     def teardown(self) -> None:
@@ -367,6 +373,102 @@ class StoreMachine(RuleBasedStateMachine):
         )
         self.attempt(stream_id, events, expected)
 
+    # -- several streams in one call (append_many) ----------------------------------------
+
+    def attempt_many(self, call: list[StoredBatch]) -> None:
+        """append_many, checked against the model: each stream decided as a single append
+        would be, and the call written whole only when every stream may be written.
+        A reused id anywhere wins over conflicts; conflicts over a partial retry."""
+        predictions = [
+            self.predict(b.stream_id, b.expected, [e.event_id for e in b.events]) for b in call
+        ]
+        outcomes = [o for o, _ in predictions]
+        event(f"append_many outcomes: {sorted(set(outcomes))}")
+        position_before = self.store.head_position()
+        count_before = len(self.log)
+        appends = [StreamAppend(b.stream_id, list(b.events), b.expected) for b in call]
+        if "duplicate_id" in outcomes or (
+            "conflict" not in outcomes and "retry" in outcomes and "ok" in outcomes
+        ):
+            with pytest.raises(DuplicateEventError):
+                self.store.append_many(appends)
+        elif "conflict" in outcomes:
+            with pytest.raises(MultiStreamConcurrencyError) as conflict:
+                self.store.append_many(appends)
+            assert [(key_of(c.stream_id), c.actual_version) for c in conflict.value.conflicts] == [
+                (key_of(b.stream_id), info)
+                for b, (o, info) in zip(call, predictions, strict=True) if o == "conflict"
+            ]
+        elif all(o == "retry" for o in outcomes):
+            results = self.store.append_many(appends)
+            for result, (_, info) in zip(results, predictions, strict=True):
+                assert result.duplicate is True
+                for got, want in zip(result.events, info, strict=True):
+                    self.check_event(got, want, from_read_all=False)
+        else:
+            heads = [self.head(b.stream_id) for b in call]
+            results = self.store.append_many(appends)
+            positions = [e.position or 0 for r in results for e in r.events]
+            assert positions == sorted(set(positions))
+            assert positions[0] > position_before
+            for b, head, result in zip(call, heads, results, strict=True):
+                assert result.duplicate is False
+                assert result.stream_id == b.stream_id
+                assert [e.version for e in result.events] == list(
+                    range(head + 1, head + len(b.events) + 1)
+                )
+                for new, got in zip(b.events, result.events, strict=True):
+                    model = ModelEvent(
+                        new.event_id, b.stream_id, new.event_type, new.event_data,
+                        new.metadata, new.timestamp, got.version, got.position or 0,
+                    )
+                    self.check_event(got, model, from_read_all=False)
+                    self.log.append(model)
+                    self.by_id[model.event_id] = model
+                self.batches.append(b)
+            self.calls.append(call)
+            assert self.store.head_position() == positions[-1]
+            return
+        assert self.store.head_position() == position_before
+        assert len(self.log) == count_before
+        for b in call:
+            assert self.store.head_version(b.stream_id) == self.head(b.stream_id)
+
+    @precondition(lambda self: self.MULTI)
+    @rule(data=st.data(), count=st.integers(1, 3))
+    def append_many_new(self, data, count):
+        streams = data.draw(
+            st.lists(st.sampled_from(STREAMS), min_size=count, max_size=count, unique_by=key_of),
+            "streams",
+        )
+        call = []
+        for stream_id in streams:
+            # Short batches: the call's cost is in its streams, not in their lengths.
+            batch = data.draw(st.lists(specs, min_size=1, max_size=2), "batch")
+            mode = data.draw(st.sampled_from([*MODES, "exact", ANY]), "mode")
+            expected = self.expected_for(mode, stream_id, data)
+            call.append(StoredBatch(stream_id, expected, tuple(self.new_events(batch))))
+        if self.log and data.draw(st.booleans(), "reuse a stored id"):
+            old = data.draw(st.sampled_from(self.log), "old event")
+            index = data.draw(st.integers(0, len(call) - 1), "stream")
+            b = call[index]
+            t, d, m, ts = data.draw(specs, "reused spec")
+            call[index] = StoredBatch(b.stream_id, b.expected,
+                                      (*b.events, NewEvent(t, d, m, old.event_id, ts)))
+        self.attempt_many(call)
+
+    @precondition(lambda self: self.MULTI and self.calls)
+    @rule(data=st.data(), extend=st.booleans())
+    def retry_many(self, data, extend):
+        """A stored call again is a retry; with a new stream added it is not."""
+        call = list(data.draw(st.sampled_from(self.calls), "call"))
+        used = {key_of(b.stream_id) for b in call}
+        others = [s for s in STREAMS if key_of(s) not in used]
+        if extend and others:
+            stream_id = data.draw(st.sampled_from(others), "new stream")
+            call.append(StoredBatch(stream_id, ANY, tuple(self.new_events([("x", {}, {}, None)]))))
+        self.attempt_many(call)
+
     # -- reads --------------------------------------------------------------------------
 
     @rule(
@@ -486,6 +588,25 @@ class SQLiteMachine(StoreMachine):
         self.store = SQLiteEventStore(self.path)
 
 
+class MemoryMultiMachine(MemoryMachine):
+    """append_many among the other rules, on the store the model was written for."""
+
+    MULTI = True
+
+
+class SQLiteMultiMachine(SQLiteMachine):
+    """append_many among the other rules on SQLite, whose refusals take their own path
+    (insert first, then roll back and decide). ``synchronous=NORMAL``: the logic is
+    under test here, not durability, and a sync per commit would dominate the run."""
+
+    MULTI = True
+
+    def make_store(self) -> eskit.EventStore:
+        self.tmpdir = Path(tempfile.mkdtemp(prefix="eskit-prop-"))
+        self.path = self.tmpdir / "events.db"
+        return SQLiteEventStore(self.path, synchronous="NORMAL")
+
+
 _settings = dict(
     deadline=None,
     stateful_step_count=50,
@@ -494,9 +615,19 @@ _settings = dict(
 
 MemoryMachine.TestCase.settings = settings(max_examples=80, **_settings)  # type: ignore[arg-type]
 SQLiteMachine.TestCase.settings = settings(max_examples=50, **_settings)  # type: ignore[arg-type]
+# Fewer examples for the append_many machines: they add to the run, the rules they share
+# with the machines above are covered there.
+MemoryMultiMachine.TestCase.settings = settings(  # type: ignore[arg-type]
+    max_examples=25, **_settings
+)
+SQLiteMultiMachine.TestCase.settings = settings(  # type: ignore[arg-type]
+    max_examples=15, **_settings
+)
 
 TestInMemoryStoreAgainstModel = MemoryMachine.TestCase
 TestSQLiteStoreAgainstModel = SQLiteMachine.TestCase
+TestInMemoryAppendManyAgainstModel = MemoryMultiMachine.TestCase
+TestSQLiteAppendManyAgainstModel = SQLiteMultiMachine.TestCase
 
 
 # --------------------------------------------------------------------------- edge cases

@@ -24,7 +24,16 @@ from eskit.dcb import AppendCondition, Query, ReadResult
 from eskit.events import Event, StreamId
 from eskit.stores.base import EventStore
 from eskit.stores.filtered import ReadFilter
-from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent, StreamInfo
+from eskit.stores.model import (
+    ANY,
+    AppendInput,
+    AppendResult,
+    Expected,
+    PendingEvent,
+    StreamAppend,
+    StreamInfo,
+)
+from eskit.stores.multi import PreparedAppend
 
 __all__: list[str] = []
 
@@ -69,6 +78,9 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
         self, query: Query, after: int = 0, limit: int | None = None
     ) -> ReadResult:
         return await self._call(self.sync_store.read_events, query, after, limit)
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        return await self._call(self.sync_store.append_many, appends)
 
     async def read_stream(
         self,
@@ -133,6 +145,9 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
         return await self._call(self.sync_store._append, stream_id, stream, expected, batch)
+
+    async def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        return await self._call(self.sync_store._append_many, prepared)
 
     async def _read_stream(
         self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,

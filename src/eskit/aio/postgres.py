@@ -44,6 +44,7 @@ from uuid import UUID
 from eskit.errors import (
     InvalidInputError,
     MissingExtraError,
+    StoreBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -74,9 +75,17 @@ from eskit.stores.model import (
     PendingEvent,
     StreamInfo,
 )
+from eskit.stores.multi import PreparedAppend
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
 from eskit.stores.postgres_deletion import STREAM_DELETED
+from eskit.stores.postgres_multi import MAX_ATTEMPTS as MAX_MANY_ATTEMPTS
+from eskit.stores.postgres_multi import (
+    MultiStatements,
+    append_many_in_savepoint_async,
+    append_many_on_async,
+    retry_whole_call,
+)
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
@@ -154,6 +163,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
         self.max_event_bytes = max_event_bytes
         self.compress_threshold = check_compress_threshold(compress_threshold)
         self.sql = Statements(schema)
+        self.sql_multi = MultiStatements(schema)
         self.schema = schema
         self._notify = notify
         self._notify_pending = False
@@ -465,6 +475,34 @@ class AsyncPostgresEventStore(AsyncEventStore):
         self, query: Query, after: int, limit: int | None
     ) -> tuple[list[Event], int]:
         return await postgres_dcb.read_events(self, query, after, limit)
+
+    async def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        # As the sync store (eskit.stores.postgres_multi): a savepoint in the caller's
+        # transaction, else a transaction of its own, retried whole on a dropped
+        # connection (idempotent on event ids) or a unique violation.
+        if self._given_connection():
+            async with self._connection() as conn:
+                if self._joins_transaction(conn):
+                    return await append_many_in_savepoint_async(self, conn, prepared)
+
+        async def attempt(conn: psycopg.AsyncConnection[Any]) -> list[AppendResult]:
+            async with conn.transaction():
+                return await append_many_on_async(self, conn, prepared)
+
+        for _ in range(MAX_MANY_ATTEMPTS):
+            try:
+                results = await self._run(attempt)
+            except StoreError as exc:
+                if not retry_whole_call(exc):
+                    raise
+                continue
+            if not results[0].duplicate:
+                self._signal_listeners()
+            return results
+        raise StoreBusyError(
+            f"append_many failed {MAX_MANY_ATTEMPTS} times in a row on unique violations "
+            "or deadlocks; nothing was written"
+        )
 
     # -- deleting (eskit.stores.postgres_deletion; as the sync store) --------------------
 

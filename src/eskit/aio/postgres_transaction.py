@@ -25,8 +25,17 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 from eskit.events import Event, StreamId
 from eskit.observability import _hooks
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
-from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent
+from eskit.stores.model import (
+    ANY,
+    AppendInput,
+    AppendResult,
+    Expected,
+    PendingEvent,
+    StreamAppend,
+)
+from eskit.stores.multi import prepare_appends
 from eskit.stores.postgres_connection import translate
+from eskit.stores.postgres_multi import append_many_in_savepoint_async
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
@@ -118,6 +127,16 @@ class AsyncPostgresTransaction:
             return await append_on(store, conn, stream_id, stream, expected, batch)
         with observer.append(store, stream, batch):  # a span; its context into metadata
             return await append_on(store, conn, stream_id, stream, expected, batch)
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Several streams in the caller's transaction, all or none; else as the store's."""
+        store = self.store
+        prepared = prepare_appends(
+            appends, registry=store.registry, max_event_bytes=store.max_event_bytes
+        )
+        conn = await self._driver()
+        check_caller_connection(conn, psycopg.AsyncConnection, need_transaction=True)
+        return await append_many_in_savepoint_async(store, conn, prepared)
 
     async def __aenter__(self) -> AsyncPostgresTransaction:
         return self

@@ -22,7 +22,7 @@ import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 from eskit import loading
 from eskit.aggregate import Aggregate
@@ -41,7 +41,7 @@ from eskit.loading import (
     check_target,
 )
 from eskit.observability import _hooks
-from eskit.repository import AggregateCache, pending_events
+from eskit.repository import AggregateCache, SavePlan, pending_events
 from eskit.retry import DEFAULT_RETRY, Retry, check_retry
 from eskit.snapshots import DEFAULT_POLICY, Policies, PolicyChoice, Snapshot, SnapshotPolicy
 from eskit.stores.model import AppendResult
@@ -78,10 +78,25 @@ class AsyncRepository:
         self.snapshots = snapshots
         self._policies = Policies(snapshot_policy)
 
+    @overload
     async def save(
         self, aggregate: Aggregate, *, metadata: Mapping[str, Any] | None = None
-    ) -> AppendResult | None:
+    ) -> AppendResult | None: ...
+
+    @overload
+    async def save(
+        self, aggregate: Aggregate, second: Aggregate, /, *more: Aggregate,
+        metadata: Mapping[str, Any] | None = None,
+    ) -> list[AppendResult | None]: ...
+
+    async def save(
+        self, aggregate: Aggregate, *more: Aggregate, metadata: Mapping[str, Any] | None = None
+    ) -> AppendResult | list[AppendResult | None] | None:
         """Append the aggregate's uncommitted events, expecting its loaded version.
+
+        ``save(a, b, ...)`` saves several aggregates in one ``append_many`` call,
+        all or none, and returns a list in the order given (``None`` for an
+        aggregate with nothing to save), as :meth:`eskit.Repository.save` does.
 
         ``metadata`` (correlation id, user, ...) is added to every event; keys
         the event already has win. Returns ``None`` if there was nothing to
@@ -90,6 +105,8 @@ class AsyncRepository:
         policy calls for is taken after the events are committed and never
         raises (failures are logged on ``eskit.snapshots``).
         """
+        if more:
+            return await self._save_many(SavePlan([aggregate, *more], metadata))
         events, expected = pending_events(aggregate, metadata)
         if not events:
             return None
@@ -100,6 +117,20 @@ class AsyncRepository:
             policy = self._policies.for_class(type(aggregate))
             await self._run(loading.after_save(aggregate, result, expected, policy))
         return result
+
+    async def _save_many(self, plan: SavePlan) -> list[AppendResult | None]:
+        if not plan.appends:
+            return [None] * len(plan.aggregates)
+        results = plan.results(await self.event_store.append_many(plan.appends))
+        for aggregate, result, expected in zip(plan.aggregates, results, plan.expected,
+                                               strict=True):
+            if result is None or expected is None:
+                continue
+            self._cache.remember(aggregate)
+            if self.snapshots is not None:  # per aggregate, once all are committed
+                policy = self._policies.for_class(type(aggregate))
+                await self._run(loading.after_save(aggregate, result, expected, policy))
+        return results
 
     async def execute(
         self,

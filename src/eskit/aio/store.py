@@ -81,8 +81,10 @@ from eskit.stores.model import (
     AppendResult,
     Expected,
     PendingEvent,
+    StreamAppend,
     StreamInfo,
 )
+from eskit.stores.multi import PreparedAppend, observed, prepare_appends
 from eskit.stores.rows import (
     OnUndecodable,
     UndecodableEvent,
@@ -153,6 +155,22 @@ class AsyncEventStore(ABC):
             return ReadResult((), after)
         events, head = await self._read_events(query, after, limit)
         return read_result(events, head, after, limit, self.registry.upcast)
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Append to several streams in one transaction: all of them or none.
+
+        Same contract as :meth:`eskit.EventStore.append_many`: one result per
+        stream in the order given, :class:`~eskit.MultiStreamConcurrencyError`
+        naming every stream that moved, bad input refused before anything is
+        awaited, and a repeated call returns its results with ``duplicate=True``.
+        """
+        prepared = prepare_appends(
+            appends, registry=self.registry, max_event_bytes=self.max_event_bytes
+        )
+        if (observer := _hooks.active) is None:
+            return await self._append_many(prepared)
+        with observer.append(self, *observed(prepared)):  # one span; its context into metadata
+            return await self._append_many(prepared)
 
     async def read_stream(
         self,
@@ -496,6 +514,12 @@ class AsyncEventStore(ABC):
     async def _append(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult: ...
+
+    async def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        # No fallback that appends stream by stream: it would not be atomic.
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot append to several streams in one transaction"
+        )
 
     @abstractmethod
     async def _read_stream(

@@ -22,7 +22,7 @@ from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
 from eskit.dcb import AppendCondition
 from eskit.errors import DecodingError, InvalidInputError
-from eskit.events import Event, StreamId
+from eskit.events import Event, NewEvent, StreamId
 from eskit.protection.envelope import DataKey
 from eskit.protection.erasure import (
     ERASURES_STREAM,
@@ -55,8 +55,11 @@ from eskit.stores.model import (
     AppendInput,
     AppendResult,
     Expected,
+    PendingEvent,
+    StreamAppend,
     StreamInfo,
 )
+from eskit.stores.multi import prepare_appends
 from eskit.stores.rows import _UndecodableRow
 
 __all__ = ["AsyncProtectedEventStore", "protect"]
@@ -208,9 +211,25 @@ class AsyncProtectedEventStore(AsyncEventStore):
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
+        result = await self.inner.append(stream_id, await self._sealed(batch), expected,
+                                         condition=condition)
+        return await self._opened(result, batch)
+
+    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Seal every stream's personal data, then ``inner.append_many`` (same contract)."""
+        prepared = prepare_appends(
+            appends, registry=self.registry, max_event_bytes=self.max_event_bytes
+        )
+        results = await self.inner.append_many([
+            StreamAppend(a.stream_id, await self._sealed(a.batch), a.expected) for a in prepared
+        ])
+        return [await self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
+
+    async def _sealed(self, batch: list[PendingEvent]) -> list[NewEvent]:
         plan = self._t.plan(batch)
-        sealed = self._t.seal(batch, plan, await self._keys_for(self._t.subjects(plan)))
-        result = await self.inner.append(stream_id, sealed, expected, condition=condition)
+        return self._t.seal(batch, plan, await self._keys_for(self._t.subjects(plan)))
+
+    async def _opened(self, result: AppendResult, batch: list[PendingEvent]) -> AppendResult:
         # A retry's stored events may differ from these, and sealed metadata must be
         # opened: then read them back; otherwise what was stored is this batch, sealed.
         if result.duplicate or self._t.encrypt_metadata:

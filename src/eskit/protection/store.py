@@ -34,7 +34,7 @@ from datetime import datetime
 
 from eskit.dcb import AppendCondition
 from eskit.errors import DecodingError, InvalidInputError
-from eskit.events import Event, StreamId
+from eskit.events import Event, NewEvent, StreamId
 from eskit.protection.envelope import DataKey
 from eskit.protection.erasure import (
     ERASURES_STREAM,
@@ -68,8 +68,11 @@ from eskit.stores.model import (
     AppendInput,
     AppendResult,
     Expected,
+    PendingEvent,
+    StreamAppend,
     StreamInfo,
 )
+from eskit.stores.multi import prepare_appends
 from eskit.stores.rows import _UndecodableRow
 from eskit.subscription import Waiter
 
@@ -251,9 +254,25 @@ class ProtectedEventStore(EventStore):
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
+        result = self.inner.append(stream_id, self._sealed(batch), expected,
+                                   condition=condition)
+        return self._opened(result, batch)
+
+    def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Seal every stream's personal data, then ``inner.append_many`` (same contract)."""
+        prepared = prepare_appends(
+            appends, registry=self.registry, max_event_bytes=self.max_event_bytes
+        )
+        results = self.inner.append_many([
+            StreamAppend(a.stream_id, self._sealed(a.batch), a.expected) for a in prepared
+        ])
+        return [self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
+
+    def _sealed(self, batch: list[PendingEvent]) -> list[NewEvent]:
         plan = self._t.plan(batch)
-        sealed = self._t.seal(batch, plan, self._keys_for(self._t.subjects(plan)))
-        result = self.inner.append(stream_id, sealed, expected, condition=condition)
+        return self._t.seal(batch, plan, self._keys_for(self._t.subjects(plan)))
+
+    def _opened(self, result: AppendResult, batch: list[PendingEvent]) -> AppendResult:
         # A retry's stored events may differ from these, and sealed metadata must be
         # opened: then read them back; otherwise what was stored is this batch, sealed.
         if result.duplicate or self._t.encrypt_metadata:

@@ -175,8 +175,9 @@ class Transcoder:
                         metadata[name], keys[STORE_SUBJECT], p.event_id, _METADATA + name,
                         naive=naive,
                     )}
-            sealed.append(NewEvent(
+            sealed.append(NewEvent(  # DCB tags pass through unsealed: they are indexed
                 p.event_type, data, metadata, p.event_id, p.timestamp, p.schema_version,
+                p.tags,
             ))
         return sealed
 

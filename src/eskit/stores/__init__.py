@@ -2,7 +2,7 @@
 
 from eskit.stores.base import EventStore
 from eskit.stores.memory import InMemoryEventStore
-from eskit.stores.model import ANY, NO_STREAM, STREAM_EXISTS, AppendResult
+from eskit.stores.model import ANY, NO_STREAM, STREAM_EXISTS, AppendResult, StreamAppend
 from eskit.stores.sqlite import SQLiteEventStore
 
 __all__ = [
@@ -13,4 +13,5 @@ __all__ = [
     "EventStore",
     "InMemoryEventStore",
     "SQLiteEventStore",
+    "StreamAppend",
 ]

@@ -102,8 +102,10 @@ from eskit.stores.model import (
     AppendResult,
     Expected,
     PendingEvent,
+    StreamAppend,
     StreamInfo,
 )
+from eskit.stores.multi import PreparedAppend, observed, prepare_appends
 from eskit.stores.rows import (
     OnUndecodable,
     UndecodableEvent,
@@ -233,6 +235,31 @@ class EventStore(ABC):  # noqa: B024
             return ReadResult((), after)
         events, head = self._read_events(query, after, limit)
         return read_result(events, head, after, limit, self.registry.upcast)
+
+    def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Append to several streams in one transaction: all of them or none.
+
+        ``appends`` is a non-empty list of :class:`~eskit.StreamAppend`, each stream
+        named once and checked against its own ``expected_version``. Returns one
+        :class:`AppendResult` per stream, in the order given; the events get
+        increasing positions in that order. Raises
+        :class:`~eskit.MultiStreamConcurrencyError` (a ``ConcurrencyError``) naming
+        every stream that moved, :class:`~eskit.DuplicateEventError` as ``append``
+        does, :class:`~eskit.InvalidInputError` for bad input (before any I/O); in
+        each case nothing is written. Repeating a stored call (same event ids)
+        writes nothing and returns its results with ``duplicate=True``.
+        """
+        prepared = prepare_appends(
+            appends, registry=self.registry, max_event_bytes=self.max_event_bytes
+        )
+        if (observer := _hooks.active) is None:
+            results = self._append_many(prepared)
+        else:  # one span for the call; its context into every event's metadata
+            with observer.append(self, *observed(prepared)):
+                results = self._append_many(prepared)
+        if not results[0].duplicate:
+            self._wake_waiters()
+        return results
 
     def read_stream(
         self,
@@ -672,6 +699,12 @@ class EventStore(ABC):  # noqa: B024
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult:
         raise NotImplementedError
+
+    def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        # No fallback that appends stream by stream: it would not be atomic.
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot append to several streams in one transaction"
+        )
 
     def _read_stream(
         self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,

@@ -35,6 +35,7 @@ from eskit.stores.model import (
     PendingEvent,
     StreamInfo,
 )
+from eskit.stores.multi import PreparedAppend, all_event_ids, recorded, resolve_many
 from eskit.stores.rows import decode_rows
 from eskit.stores.truncation import truncation_cut
 
@@ -126,6 +127,38 @@ class InMemoryEventStore(EventStore):
             for p, r in zip(batch, new_rows, strict=True)
         )
         return AppendResult(stream_id, events[-1].version, new_rows[-1].position, events)
+
+    def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        # One lock for the whole call: nothing else reads or writes in between.
+        with self._lock:
+            for a in prepared:
+                if (hard := self._deleted.get(a.stream)) is not None:
+                    raise deleted_error(a.stream_id, hard)
+            by_id = self._by_id
+            heads = {a.stream: len(self._streams.get(a.stream, ())) for a in prepared}
+            stored = [by_id[key] for p in all_event_ids(prepared) if (key := p.int) in by_id]
+            retried = resolve_many(
+                prepared, heads, {e.event_id: e for e in decode_rows(stored)}
+            )
+            if retried is not None:
+                return retried
+            placed: list[list[_Row]] = []
+            for a in prepared:
+                rows = self._streams.setdefault(a.stream, [])
+                start, head = len(self._log), len(rows)
+                new_rows = [
+                    _Row(0, start + i + 1, p.event_id, a.stream, head + i + 1, p.event_type,
+                         p.schema_version, p.timestamp, p.data.decode(), p.metadata.decode())
+                    for i, p in enumerate(a.batch)
+                ]
+                self._log.extend(new_rows)
+                rows.extend(new_rows)
+                by_id.update((r.event_id.int, r) for r in new_rows)
+                placed.append(new_rows)
+        return [
+            recorded(a, [(r.version, r.position) for r in rows])
+            for a, rows in zip(prepared, placed, strict=True)
+        ]
 
     def _read_stream(
         self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,

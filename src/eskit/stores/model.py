@@ -6,6 +6,7 @@ Pure values with no I/O, shared by every backend and by the argument checks
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from enum import Enum
@@ -61,6 +62,19 @@ class AppendResult:
     events: tuple[Event, ...]
     duplicate: bool = False
     """True when the batch had been stored before and this call wrote nothing."""
+
+
+@dataclass(frozen=True, slots=True)
+class StreamAppend:
+    """One stream's part of :meth:`EventStore.append_many`: its events and expectation.
+
+    ``expected_version`` means what it means for :meth:`EventStore.append`; each
+    stream of the call is checked against its own.
+    """
+
+    stream_id: StreamId
+    events: Sequence[AppendInput]
+    expected_version: Expected = ANY
 
 
 @dataclass(frozen=True, slots=True)

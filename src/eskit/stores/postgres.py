@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
 from typing import Any, TypeVar
 from uuid import UUID
@@ -23,6 +23,7 @@ from uuid import UUID
 from eskit.errors import (
     InvalidInputError,
     MissingExtraError,
+    StoreBusyError,
     StoreError,
     StoreUnavailableError,
 )
@@ -51,10 +52,19 @@ from eskit.stores.model import (
     PendingEvent,
     StreamInfo,
 )
+from eskit.stores.multi import PreparedAppend
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
 from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_listen import ListenWaiter, Notifier
+from eskit.stores.postgres_multi import MAX_ATTEMPTS as MAX_MANY_ATTEMPTS
+from eskit.stores.postgres_multi import (
+    PIPELINE,
+    MultiStatements,
+    append_many_in_savepoint,
+    append_many_on,
+    retry_whole_call,
+)
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
@@ -139,6 +149,7 @@ class PostgresEventStore(EventStore):
         self.max_event_bytes = max_event_bytes
         self.compress_threshold = check_compress_threshold(compress_threshold)
         self.sql = Statements(schema)
+        self.sql_multi = MultiStatements(schema)
         self.schema = schema
         self._notify = notify
         self._notifier: Notifier | None = None
@@ -413,6 +424,30 @@ class PostgresEventStore(EventStore):
         self, query: Query, after: int, limit: int | None
     ) -> tuple[list[Event], int]:
         return postgres_conditions.read_events(self, query, after, limit)
+
+    def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        if self._conn is not None:
+            with self._connection() as conn:
+                if self._in_caller_transaction():
+                    return append_many_in_savepoint(self, conn, prepared)
+
+        def attempt(conn: psycopg.Connection[Any]) -> list[AppendResult]:
+            # BEGIN in the pipeline too: it goes out with the locks and the reads.
+            with conn.pipeline() if PIPELINE else nullcontext(), conn.transaction():
+                return append_many_on(self, conn, prepared)
+
+        for _ in range(MAX_MANY_ATTEMPTS):
+            try:
+                # Safe to retry on a dropped connection, as a single append: an attempt
+                # that committed is found by its event ids and returned as a retry.
+                return self._run(attempt)
+            except StoreError as exc:
+                if not retry_whole_call(exc):
+                    raise
+        raise StoreBusyError(
+            f"append_many failed {MAX_MANY_ATTEMPTS} times in a row on unique violations "
+            "or deadlocks; nothing was written"
+        )
 
     def _append_holding_stream_lock(
         self, conn: psycopg.Connection[Any], params: dict[str, Any]

@@ -39,8 +39,17 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.observability import _hooks
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
-from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent
+from eskit.stores.model import (
+    ANY,
+    AppendInput,
+    AppendResult,
+    Expected,
+    PendingEvent,
+    StreamAppend,
+)
+from eskit.stores.multi import prepare_appends
 from eskit.stores.postgres_connection import translate
+from eskit.stores.postgres_multi import MultiStatements, append_many_in_savepoint
 from eskit.stores.postgres_schema import (
     EVENT_ID_CONSTRAINT,
     MAX_APPEND_ATTEMPTS,
@@ -57,6 +66,7 @@ class AppendingStore(Protocol):
     """What an append needs of the store (a protocol: the store module imports this one)."""
 
     sql: Statements
+    sql_multi: MultiStatements
     registry: EventRegistry
     max_event_bytes: int
     compress_threshold: int | None
@@ -214,6 +224,18 @@ class PostgresTransaction:
             return append_on(self.store, self.connection, stream_id, stream, expected, batch)
         with observer.append(self.store, stream, batch):  # a span; its context into metadata
             return append_on(self.store, self.connection, stream_id, stream, expected, batch)
+
+    def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Several streams in the caller's transaction, all or none; as
+        :meth:`EventStore.append_many` otherwise. A refusal rolls back to its savepoint.
+        The streams' locks are held until the caller's transaction ends.
+        """
+        store = self.store
+        prepared = prepare_appends(
+            appends, registry=store.registry, max_event_bytes=store.max_event_bytes
+        )
+        check_caller_connection(self.connection, psycopg.Connection, need_transaction=True)
+        return append_many_in_savepoint(store, self.connection, prepared)
 
     def __enter__(self) -> PostgresTransaction:
         return self

@@ -52,7 +52,7 @@ from eskit.errors import (
     StoreError,
 )
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores import sqlite_dcb, sqlite_deletion, sqlite_truncation
+from eskit.stores import sqlite_dcb, sqlite_deletion, sqlite_multi, sqlite_truncation
 from eskit.stores.arguments import expected_range, resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.compression import (
@@ -69,6 +69,7 @@ from eskit.stores.model import (
     PendingEvent,
     StreamInfo,
 )
+from eskit.stores.multi import PreparedAppend
 from eskit.stores.prefix_range import prefix_upper_bound
 from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_micros
 from eskit.stores.sqlite_archive import MIGRATION as SQLITE_ARCHIVE_MIGRATION
@@ -751,6 +752,14 @@ class SQLiteEventStore(EventStore):
                 if not committed and conn.in_transaction:
                     conn.execute("ROLLBACK")
         return self._recorded(stream_id, batch, *placed)
+
+    def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        writer = self._lock_writer()
+        assert writer is not None  # no timeout
+        try:
+            return sqlite_multi.append_many_locked(self, writer, prepared)
+        finally:
+            self._write_lock.release()
 
     def _insert(
         self, conn: sqlite3.Connection, stream: str, expected: Expected, batch: list[PendingEvent]

@@ -27,7 +27,16 @@ from eskit.errors import InvalidInputError, StoreError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.observability import _hooks
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
-from eskit.stores.model import ANY, AppendInput, AppendResult, Expected, PendingEvent
+from eskit.stores.model import (
+    ANY,
+    AppendInput,
+    AppendResult,
+    Expected,
+    PendingEvent,
+    StreamAppend,
+)
+from eskit.stores.multi import prepare_appends
+from eskit.stores.sqlite_multi import append_many_in_savepoint
 
 __all__ = ["SQLiteTransaction", "check_caller"]
 
@@ -184,6 +193,18 @@ class SQLiteTransaction:
             return append_on(store, self.connection, stream_id, stream, expected, batch)
         with observer.append(store, stream, batch):  # a span; its context into metadata
             return append_on(store, self.connection, stream_id, stream, expected, batch)
+
+    def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+        """Several streams in the caller's transaction, all or none; as
+        :meth:`EventStore.append_many` otherwise. A refusal rolls back to its savepoint.
+        """
+        store = self.store
+        prepared = prepare_appends(
+            appends, registry=store.registry, max_event_bytes=store.max_event_bytes
+        )
+        check_caller(store, self.connection, need_transaction=True)
+        with _plain(self.connection):
+            return append_many_in_savepoint(store, self.connection, prepared)
 
     def __enter__(self) -> SQLiteTransaction:
         return self

@@ -52,6 +52,7 @@ from eskit.events import MAX_NAME_BYTES
 from eskit.testing.codec_contract import CodecContract
 from eskit.testing.event_lookup_contract import EventLookupContract
 from eskit.testing.filtered_read_contract import FilteredReadContract
+from eskit.testing.multistream_contract import MultiStreamContract
 from eskit.testing.stream_listing_contract import StreamListingContract
 
 __all__ = ["EventStoreContract"]
@@ -104,14 +105,16 @@ def _ids(events: Any) -> list[uuid.UUID]:
 
 
 class EventStoreContract(
-    CodecContract, StreamListingContract, FilteredReadContract, EventLookupContract
+    CodecContract, StreamListingContract, FilteredReadContract, EventLookupContract,
+    MultiStreamContract,
 ):
     """The guarantees of :class:`eskit.EventStore`. Subclass and implement ``create_store``.
 
     Payload and upcasting cases live in :class:`~eskit.testing.codec_contract.CodecContract`,
     paging the stream list in
     :class:`~eskit.testing.stream_listing_contract.StreamListingContract`, finding an
-    event by id in :class:`~eskit.testing.event_lookup_contract.EventLookupContract`.
+    event by id in :class:`~eskit.testing.event_lookup_contract.EventLookupContract`,
+    ``append_many`` cases in :class:`~eskit.testing.multistream_contract.MultiStreamContract`.
     """
 
     def create_store(self, tmp_path: Path) -> EventStore:

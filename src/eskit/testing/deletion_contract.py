@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import pytest
 
 from eskit import (
+    ANY,
     NO_STREAM,
     Aggregate,
     ConcurrencyError,
@@ -30,6 +31,7 @@ from eskit import (
     SnapshotStore,
     SQLiteEventStore,
     SQLiteSnapshotStore,
+    StreamAppend,
     StreamDeletedError,
     StreamTruncatedError,
     TruncationRefusedError,
@@ -202,6 +204,25 @@ class DeletionContract:
         assert store.head_position() == head
         store.restore_stream("del-s")
         assert store.append("del-s", _events(2), 1).version == 2
+
+    def test_append_many_naming_a_deleted_stream_writes_none_of_the_streams(
+        self, store: EventStore
+    ) -> None:
+        store.append("del-m1", _events(1))
+        store.append("del-m2", _events(1))
+        store.delete_stream("del-m2")
+        store.delete_stream("del-m3", NO_STREAM, hard=True)
+        head = store.head_position()
+        for gone, hard in (("del-m2", False), ("del-m3", True)):
+            for expected in (ANY, 0, 1):
+                with pytest.raises(StreamDeletedError) as caught:
+                    store.append_many([
+                        StreamAppend("del-m1", _events(2), 1),
+                        StreamAppend(gone, _events(2), expected),
+                    ])
+                assert caught.value.hard is hard
+        assert store.head_position() == head
+        assert store.head_version("del-m1") == 1
 
     # -- hard delete --------------------------------------------------------------------
 
