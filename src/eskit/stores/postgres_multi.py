@@ -7,7 +7,10 @@ caller's):
    single append takes shared, see ``Statements.lock_stream``), all in one
    statement, in the order of their lock keys. Every writer of several streams
    takes its locks in that one order, so two of them never wait for each other
-   in a cycle; a single append holds one stream's lock only.
+   in a cycle; a single append holds one stream's lock only. From the DCB schema
+   on, then the shared locks of all the call's event keys (see
+   :mod:`eskit.stores.postgres_dcb`), sorted, so that the call and a conditional
+   append never wait for each other's keys in a cycle either.
 2. Read, in statements of their own (so their snapshots see every append that
    held a lock before), which streams are deleted, the heads of the streams and
    which of the call's event ids are stored; decide with
@@ -51,11 +54,13 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
+from eskit.dcb import event_lock_keys, lock_plan
 from eskit.events import Event
 from eskit.stores.deletion import deleted_error
 from eskit.stores.model import AppendResult
 from eskit.stores.multi import PreparedAppend, all_event_ids, resolve_many
 from eskit.stores.postgres_connection import translate
+from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
 from eskit.stores.postgres_schema import Statements, append_params, inserted_result
 from eskit.stores.rows import decode_rows
 
@@ -94,6 +99,23 @@ class MultiStatements:
             "SELECT stream_id, hard FROM {}.eskit_deleted_streams"
             " WHERE stream_id = ANY(%s::text[])"
         ).format(s)
+        # From the DCB schema: the shared locks of every event key of the call, sorted,
+        # before any insert. Each insert takes its own again (held already: no wait),
+        # so the call never holds one key while it waits for another that a
+        # conditional append (which locks its keys sorted too) holds.
+        self.lock_event_keys = sql.SQL(
+            """SELECT count(*) FROM (
+                   SELECT pg_advisory_xact_lock_shared(k.hi, k.lo)::text
+                   FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(hi, lo, ord)
+                   ORDER BY k.ord) AS locked"""
+        )
+
+
+def event_keys(prepared: list[PreparedAppend]) -> tuple[list[int], list[int]]:
+    """The call's event lock keys, sorted (see ``MultiStatements.lock_event_keys``)."""
+    hi, lo, _ = lock_plan(
+        event_lock_keys((p.event_type, p.tags) for a in prepared for p in a.batch), set())
+    return hi, lo
 
 
 class ManyStore(Protocol):
@@ -153,6 +175,8 @@ def append_many_on(
     statements, multi, streams = store.sql, store.sql_multi, [a.stream for a in prepared]
     with conn.pipeline() if PIPELINE else nullcontext():
         conn.execute(multi.lock_streams, (streams,))
+        if statements.version >= DCB_SCHEMA_VERSION:
+            conn.execute(multi.lock_event_keys, event_keys(prepared))
         deleted = conn.execute(multi.deleted, (streams,)) if statements.version >= 6 else None
         heads = conn.execute(multi.heads, (streams,))
         found = conn.execute(statements.find_events, (all_event_ids(prepared),))
@@ -210,6 +234,8 @@ async def append_many_on_async(
     statements, multi, streams = store.sql, store.sql_multi, [a.stream for a in prepared]
     async with conn.pipeline() if PIPELINE else _no_async_pipeline():
         await conn.execute(multi.lock_streams, (streams,))
+        if statements.version >= DCB_SCHEMA_VERSION:
+            await conn.execute(multi.lock_event_keys, event_keys(prepared))
         deleted = (
             await conn.execute(multi.deleted, (streams,)) if statements.version >= 6 else None
         )
