@@ -82,8 +82,10 @@ def test_serve_answers_on_loopback_and_stops_on_ctrl_c_with_a_stream_open(
         follower.join(10)
         assert time.monotonic() - stopped < 4, "no wait for the graceful-shutdown timeout"
         # uvicorn re-raises the SIGINT it caught once it has shut down: 130, as for any
-        # program stopped by Ctrl-C, and no traceback.
-        assert process.returncode == 130, err
+        # program stopped by Ctrl-C, and no traceback. When the signal lands as the
+        # server is already on its way out, the process ends with 0 instead (seen once
+        # in CI): both are a clean stop, which is what this test is about.
+        assert process.returncode in (0, 130), (process.returncode, err)
         assert "Traceback" not in err
         assert not follower.is_alive(), "the client saw its stream end"
         assert sum(line.startswith("id: ") for line in streamed) == 2
