@@ -69,6 +69,7 @@ from eskit.dcb import (
 )
 from eskit.events import Event
 from eskit.stores.model import PendingEvent
+from eskit.stores.postgres_insert import insert_batch
 
 __all__ = ["DCB_SCHEMA_VERSION", "dcb_migration"]
 
@@ -131,6 +132,7 @@ def append_statement(
     taken after the locks of the statement before (see the module docstring).
     """
     s = sql.Identifier(schema)
+    events = sql.SQL("{}.eskit_events").format(s)
     blocked: sql.Composable = sql.SQL("")
     where, first, source = sql.SQL(""), sql.SQL(""), sql.SQL("head")
     if check is not None:
@@ -155,22 +157,7 @@ def append_statement(
                        WHERE stream_id = %(stream)s) AS v
                FROM keys{where}
            ), ins AS (
-               INSERT INTO {events} (event_id, stream_id, version, event_type,
-                                     schema_version, recorded_at, data, metadata,
-                                     data_zstd)
-               SELECT u.event_id, %(stream)s, head.v + u.ord, u.event_type,
-                      u.schema_version, u.recorded_at, u.data::json, u.metadata::json,
-                      u.zdata
-               FROM head,
-                    unnest(%(ids)b::uuid[], %(types)b::text[], %(schema_versions)b::int[],
-                           %(recorded)b::timestamptz[], %(data)b::text[], %(meta)b::text[],
-                           %(zdata)b::bytea[])
-                    WITH ORDINALITY AS u(event_id, event_type, schema_version,
-                                         recorded_at, data, metadata, zdata, ord)
-               WHERE head.v BETWEEN %(lo)s AND %(hi)s
-                 AND NOT EXISTS (SELECT FROM {deleted} WHERE stream_id = %(stream)s)
-               ORDER BY u.ord
-               RETURNING version, tx_id, seq, event_type
+               {insert}
            ), tagged AS (
                INSERT INTO {tags} (tag, tx_id, seq, ord, event_type)
                SELECT g.tag, ins.tx_id, ins.seq, g.n, ins.event_type
@@ -184,9 +171,13 @@ def append_statement(
            ORDER BY ins.version"""
     ).format(
         blocked=blocked, where=where, first=first, source=source, stream_lock=stream_lock,
-        events=sql.SQL("{}.eskit_events").format(s),
+        insert=insert_batch(
+            events, sql.SQL(" AND NOT EXISTS (SELECT FROM {} WHERE stream_id = %(stream)s)")
+            .format(sql.SQL("{}.eskit_deleted_streams").format(s)),
+            sql.SQL("version, tx_id, seq, event_type"),
+        ),
+        events=events,
         tags=sql.SQL("{}.eskit_event_tags").format(s),
-        deleted=sql.SQL("{}.eskit_deleted_streams").format(s),
     )
 
 

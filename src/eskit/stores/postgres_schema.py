@@ -91,6 +91,7 @@ from eskit.stores.postgres_deletion import (
     visible_stream,
 )
 from eskit.stores.postgres_filtered import filtered_migration, filtered_page_query
+from eskit.stores.postgres_insert import insert_batch
 from eskit.stores.postgres_late import APPEND_NOT_FIRST_WRITE, LATE_STAMP, late_append_migration
 from eskit.stores.postgres_truncation import TruncationStatements, truncation_migration
 from eskit.stores.prefix_range import prefix_upper_bound
@@ -357,36 +358,24 @@ class Statements:
                            WHERE stream_id = %(stream)s) AS v
                    FROM turn
                ), ins AS (
-                   INSERT INTO {events} (event_id, stream_id, version, event_type,
-                                         schema_version, recorded_at, data, metadata,
-                                         data_zstd)
-                   SELECT u.event_id, %(stream)s, head.v + u.ord, u.event_type,
-                          u.schema_version, u.recorded_at, u.data::json, u.metadata::json,
-                          u.zdata
-                   FROM head,
-                        unnest(%(ids)b::uuid[], %(types)b::text[], %(schema_versions)b::int[],
-                               %(recorded)b::timestamptz[], %(data)b::text[], %(meta)b::text[],
-                               %(zdata)b::bytea[])
-                        WITH ORDINALITY AS u(event_id, event_type, schema_version,
-                                             recorded_at, data, metadata, zdata, ord)
-                   WHERE head.v BETWEEN %(lo)s AND %(hi)s{not_deleted}
-                   ORDER BY u.ord
-                   RETURNING version, tx_id::text AS tx, seq
+                   {insert}
                )
                SELECT head.v, ins.version, ins.tx, ins.seq
                FROM head LEFT JOIN ins ON true
                ORDER BY ins.version"""
         )
+        returning = sql.SQL("version, tx_id::text AS tx, seq")
         self._append_5 = append_5.format(
-            events=events, stream_lock=stream_lock, not_deleted=sql.SQL("")
+            events=events, stream_lock=stream_lock,
+            insert=insert_batch(events, sql.SQL(""), returning),
         )
         # From schema 6: nothing is inserted into a deleted stream (the caller then
         # looks up why, off the hot path).
         self._append_6 = append_5.format(
-            events=events, stream_lock=stream_lock, not_deleted=sql.SQL(
+            events=events, stream_lock=stream_lock, insert=insert_batch(events, sql.SQL(
                 " AND NOT EXISTS (SELECT FROM {}.eskit_deleted_streams"
                 " WHERE stream_id = %(stream)s)"
-            ).format(s),
+            ).format(s), returning),
         )
         # Before schema 5: no data_zstd column (append_params then compresses nothing).
         self._append_4 = sql.SQL(
