@@ -342,7 +342,16 @@ class JetStreamSource(Source):
         nc, self._nc, self._js = self._nc, None, None
         if nc is None:
             return
-        self._subs = []
+        subs, self._subs = self._subs, []
+        # Unsubscribe before handing anything back: a pull request of ours that the
+        # server still holds (its expiry races the client's timeout) would otherwise be
+        # the first taker of a nak'd message, and nobody would read it until ack_wait.
+        # Without interest on its inbox the server drops that request instead.
+        for sub in subs:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.flush(), timeout=2)
         with contextlib.suppress(Exception):
             for msg in held:
                 await msg.nak()
