@@ -132,7 +132,8 @@ def test_bad_settings_are_refused(bad) -> None:
         WebSettings(**bad)
 
 
-def test_the_explorer_is_mounted_only_while_reads_are_open(tmp_path: Path, monkeypatch) -> None:
+def test_the_explorer_is_mounted_with_the_settings_that_guard_it(tmp_path: Path,
+                                                                 monkeypatch) -> None:
     import importlib.machinery
     import sys
     import types
@@ -143,7 +144,7 @@ def test_the_explorer_is_mounted_only_while_reads_are_open(tmp_path: Path, monke
     calls: list[object] = []
 
     def explorer_routes(store, settings, **options):
-        calls.append(settings.write_token)
+        calls.append((settings.read_tokens, settings.write_token))
         return [Route("/", lambda request: PlainTextResponse("explorer"))]
 
     fake = types.ModuleType("eskit.web.explorer")
@@ -153,11 +154,13 @@ def test_the_explorer_is_mounted_only_while_reads_are_open(tmp_path: Path, monke
     with SQLiteEventStore(tmp_path / "e.db") as store:
         open_reads = TestClient(create_app(store, settings=WebSettings(write_tokens=(WRITER,))))
         assert open_reads.get("/").text == "explorer"
-        assert calls == [WRITER]
+        assert calls == [((), WRITER)]
+        # With read tokens the explorer gets them, and asks a browser to sign in with one
+        # (tests/web/test_explorer_signin.py); the API still wants its bearer token.
         closed = TestClient(create_app(store, settings=TOKENS))
-        assert closed.get("/").status_code == 404, "no page shows what the API would refuse"
+        assert closed.get("/api/events").status_code == 401
         assert closed.get("/api/events", headers=READ).status_code == 200
-        assert calls == [WRITER]
+        assert calls == [((), WRITER), (TOKENS.read_tokens, WRITER)]
 
 
 def test_the_real_explorer_is_served_beside_the_api_while_reads_are_open(make) -> None:
@@ -167,4 +170,6 @@ def test_the_real_explorer_is_served_beside_the_api_while_reads_are_open(make) -
     assert page.status_code == 200
     assert page.headers["content-type"].startswith("text/html")
     assert client.get("/api/events").json()["events"][0]["stream_id"] == "s"
-    assert make(TOKENS).get("/").status_code == 404
+    closed = make(TOKENS).get("/", follow_redirects=False)
+    assert closed.status_code == 303, "no page shows what the API would refuse"
+    assert closed.headers["location"].startswith("/signin?next=")

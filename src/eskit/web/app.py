@@ -140,16 +140,14 @@ def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings,
     """Mount ``explorer_routes(store, settings)`` at ``/`` when the explorer is there.
 
     Only over a sync store (or an async one wrapping a sync store), which is what
-    the explorer reads, and only while reads are open: the explorer's pages are for
-    a browser, which sends no bearer token, so with read tokens configured they
-    would show what the API refuses to show.
+    the explorer reads. A browser sends no bearer token, so with read tokens
+    configured the explorer asks for one on its sign-in page and keeps a cookie
+    instead (see :mod:`eskit.web.explorer._signin`); its pages never show what the
+    API would refuse to show.
     """
     # Looked up rather than imported in a try: an explorer that is present but broken
     # must fail loudly, not vanish from the app.
     if importlib.util.find_spec("eskit.web.explorer") is None:
-        return
-    if settings.reads_need_token:
-        _log.info("eskit.web: the HTML explorer is not served: reads need a token")
         return
     if not isinstance(store, EventStore | SyncBackedStore):
         return

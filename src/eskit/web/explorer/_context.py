@@ -19,6 +19,7 @@ from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.projection import Projection
 from eskit.stores.base import EventStore
 from eskit.web.explorer._queries import pretty
+from eskit.web.explorer._signin import SignIn, read_tokens
 
 __all__ = ["BadRequest", "Explorer", "ExplorerSettings", "write_tokens"]
 
@@ -33,6 +34,8 @@ class ExplorerSettings(Protocol):
     hold (so settings that switch writing off through it stay read-only here too).
     A settings object may carry more tokens as ``write_tokens`` (a collection of
     str); with a ``write_token`` set, or none at all, any of them is accepted.
+    Settings with ``read_tokens`` (a collection of str, optional) make every page
+    ask for a sign-in first (see :mod:`eskit.web.explorer._signin`).
     """
 
     @property
@@ -69,9 +72,11 @@ class Explorer:
     target: ProjectionTarget | None = None
     templates: Jinja2Templates = field(init=False)
     tokens: tuple[str, ...] = field(init=False)
+    signin: SignIn = field(init=False)
 
     def __post_init__(self) -> None:
         self.tokens = write_tokens(self.settings)
+        self.signin = SignIn(read_tokens(self.settings))
         # autoescape everywhere: stream ids, types and payloads are user data (hostile).
         env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(_HERE / "templates"), autoescape=True,
@@ -86,6 +91,7 @@ class Explorer:
         return self.templates.TemplateResponse(
             request, name,
             {"url": link_maker(request), "read_only": not self.tokens,
+             "signed_in": self.signin.required and self.signin.allows(request),
              **context},
             status_code=status_code,
         )
@@ -98,6 +104,8 @@ class Explorer:
         """``page`` with bad input and missing things answered as error pages, not 500s."""
 
         def endpoint(request: Request) -> Response:
+            if not self.signin.allows(request):
+                return self.signin.refuse(request, root_of(request))
             try:
                 return page(request)
             except BadRequest as exc:
@@ -112,13 +120,18 @@ class Explorer:
         return endpoint
 
 
+def root_of(request: Request) -> str:
+    """The path the explorer is mounted at, without a trailing slash ("" at the root)."""
+    return str(request.scope.get("root_path", "")).rstrip("/")
+
+
 def link_maker(request: Request) -> Callable[..., str]:
     """``url(path, **params)``: a link under the app's mount point, parameters encoded.
 
     Stream ids go in the query string, never the path: any text (slashes, ``%``,
     ``?``, quotes) survives the round trip that way.
     """
-    root = request.scope.get("root_path", "").rstrip("/")
+    root = root_of(request)
 
     def url(path: str, **params: object) -> str:
         query = urlencode({k: str(v) for k, v in params.items() if v is not None})

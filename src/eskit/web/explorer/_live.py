@@ -26,7 +26,13 @@ from starlette.responses import Response, StreamingResponse
 
 from eskit.events import Event
 from eskit.stores.rows import UndecodableEvent
-from eskit.web.explorer._context import BadRequest, Explorer, int_param, link_maker
+from eskit.web.explorer._context import (
+    BadRequest,
+    Explorer,
+    int_param,
+    link_maker,
+    root_of,
+)
 
 __all__ = ["live_tail"]
 
@@ -40,6 +46,8 @@ def live_tail(explorer: Explorer) -> Callable[[Request], Awaitable[Response]]:
     """The ``/log/live`` endpoint: from ``?after=POSITION``, or the ``Last-Event-ID`` header."""
 
     async def endpoint(request: Request) -> Response:
+        if not explorer.signin.allows(request):
+            return explorer.signin.refuse(request, root_of(request))
         try:
             after = _resume_point(request)
         except BadRequest as exc:

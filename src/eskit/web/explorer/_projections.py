@@ -20,7 +20,7 @@ from eskit.errors import EskitError, InvalidInputError
 from eskit.health import DEFAULT_MAX_LAG, check_health
 from eskit.projections.checkpoints import DeadLetter
 from eskit.projections.runner import ParkedEventBlocked, retry_parked, skip_parked
-from eskit.web.explorer._context import Explorer, link_maker, text_param
+from eskit.web.explorer._context import Explorer, link_maker, root_of, text_param
 
 __all__ = ["ProjectionPages"]
 
@@ -68,6 +68,8 @@ class ProjectionPages:
 
     async def act(self, request: Request) -> Response:
         """POST: retry or skip one parked event, once the token and confirmation check out."""
+        if not self.x.signin.allows(request):
+            return self.x.signin.refuse(request, root_of(request))
         if not self.x.tokens:
             return self.x.error(request, 403, "the explorer is read-only: no write token is set")
         body = await request.body()

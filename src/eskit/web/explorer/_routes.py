@@ -23,6 +23,7 @@ from eskit.web.explorer._context import (
 from eskit.web.explorer._live import live_tail
 from eskit.web.explorer._pages import Pages
 from eskit.web.explorer._projections import ProjectionPages
+from eskit.web.explorer._signin_pages import signin_form, signout
 
 __all__ = ["explorer_routes"]
 
@@ -54,6 +55,10 @@ def explorer_routes(
     ``settings.write_tokens``) configured, that token
     sent with the form, and a confirmation; retrying needs the projection among
     ``projections``. Every value the pages show is HTML-escaped.
+
+    With ``settings.read_tokens`` set, every page but ``/signin`` needs the cookie a
+    read or write token earns there (``/signout`` ends it); see
+    :mod:`eskit.web.explorer._signin`.
 
     Not guaranteed: fast pages on very large stores everywhere. The streams page
     reads one index range per page, and its event-type filter only that type's events
@@ -95,5 +100,8 @@ def explorer_routes(
         Route("/projections/parked", projection_pages.act, methods=["POST"],
               name="explorer_parked_action"),
         Route("/health", page(pages.health), name="explorer_health"),
+        Route("/signin", signin_form(explorer), methods=["GET", "POST"],
+              name="explorer_signin"),
+        Route("/signout", signout(explorer), methods=["POST"], name="explorer_signout"),
         Mount("/static", StaticFiles(directory=_STATIC), name="explorer_static"),
     ]
