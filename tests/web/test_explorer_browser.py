@@ -162,3 +162,39 @@ def test_the_live_tail_shows_an_event_appended_after_the_page_opened(page, world
     first.locator("a").nth(1).click()  # the version link: the event page
     sync_api.expect(page.locator("#event-type")).to_have_text("OrderPlaced")
     assert re.search(r"/event\?stream=order-42&version=1$", page.url)
+
+
+def test_sign_in_with_a_read_token_then_browse_and_follow_the_live_tail(browser, world) -> None:
+    from dataclasses import dataclass
+
+    @dataclass(frozen=True)
+    class Guarded:
+        write_token: str | None = None
+        read_tokens: tuple[str, ...] = ("browser-read-token",)
+
+    with serving(explorer_app(world, Guarded())) as url:
+        context = browser.new_context(base_url=url)
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        try:
+            page.goto("/log")
+            assert "/signin?next=%2Flog" in page.url
+            page.fill("input[name=token]", "not-it")
+            page.click("#signin-form button")
+            sync_api.expect(page.locator("p.error")).to_contain_text("not valid")
+            assert context.cookies() == []
+            page.fill("input[name=token]", "browser-read-token")
+            page.click("#signin-form button")
+            page.wait_for_url(re.compile(r"/log$"))
+            sync_api.expect(page.locator("#live-status")).to_have_text("live")
+            world.store.append("order-77", [NewEvent("OrderPlaced", {"total": "1.00"})])
+            sync_api.expect(page.locator("#live-tail tbody tr").first).to_contain_text("order-77")
+            (cookie,) = context.cookies()
+            assert cookie["httpOnly"] is True
+            assert cookie["sameSite"] == "Strict"
+            page.click("header form.signout button")
+            page.wait_for_url(re.compile(r"/signin$"))
+            page.goto("/streams")
+            assert "/signin?next=" in page.url
+        finally:
+            context.close()
