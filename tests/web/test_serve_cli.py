@@ -56,6 +56,10 @@ def test_serve_answers_on_loopback_and_stops_on_ctrl_c_with_a_stream_open(
         write = {"Authorization": "Bearer w-secret"}
         batch = {"events": [{"type": "OrderPaid"}]}
         assert httpx.get(url + "/api/streams/order-1").status_code == 401
+        # The explorer is there too, behind its sign-in page.
+        explorer = httpx.get(url + "/streams")
+        assert explorer.status_code == 303
+        assert explorer.headers["location"] == "/signin?next=%2Fstreams"
         assert httpx.post(url + "/api/streams/order-1", json=batch, headers=read
                           ).status_code == 403
         assert httpx.post(url + "/api/streams/order-1", json=batch, headers=write
@@ -89,7 +93,8 @@ def test_serve_answers_on_loopback_and_stops_on_ctrl_c_with_a_stream_open(
         assert "Traceback" not in err
         assert not follower.is_alive(), "the client saw its stream end"
         assert sum(line.startswith("id: ") for line in streamed) == 2
-        assert f"on http://127.0.0.1:{port}/api" in err
+        assert f"the API on http://127.0.0.1:{port}/api" in err
+        assert f"the explorer on http://127.0.0.1:{port}/ (sign in with a token)" in err
         assert "secret" not in out + err, "tokens are never printed"
     finally:
         if process.poll() is None:

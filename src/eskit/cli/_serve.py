@@ -87,8 +87,12 @@ def serve(
             app = create_app(store, settings=settings, aggregates=aggregates)
             out = c.console(stderr=True)
             shown = f"[{host}]" if ":" in host else host
-            out.print(f"eskit serve: {c.escape(c.redact(db))} on http://{shown}:{port}/api "
-                      f"(OpenAPI page /api/docs); "
+            explorer = ""
+            if getattr(app.state, "eskit_explorer", False):
+                signin = " (sign in with a token)" if settings.reads_need_token else ""
+                explorer = f"the explorer on http://{shown}:{port}/{signin}; "
+            out.print(f"eskit serve: {c.escape(c.redact(db))}: {explorer}"
+                      f"the API on http://{shown}:{port}/api (OpenAPI page /api/docs); "
                       f"{'writes need a write token' if settings.writable else 'read-only'}; "
                       f"{'reads need a token' if settings.reads_need_token else 'reads open'}",
                       highlight=False, soft_wrap=True)

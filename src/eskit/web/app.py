@@ -112,7 +112,7 @@ def create_app(
     install_problem_handlers(app)
     app.include_router(api.router)
     app.include_router(sse.router)
-    _mount_explorer(app, store, settings, tuple(aggregates))
+    app.state.eskit_explorer = _mount_explorer(app, store, settings, tuple(aggregates))
     # Outermost first: the path is fixed before routing, the size checked before reading.
     app.add_middleware(RawStreamPath)
     app.add_middleware(BodyLimit, limit=settings.max_request_bytes)
@@ -136,8 +136,9 @@ def stop_event_streams(app: FastAPI) -> None:
 
 
 def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings,
-                    aggregates: tuple[type[Aggregate], ...]) -> None:
-    """Mount ``explorer_routes(store, settings)`` at ``/`` when the explorer is there.
+                    aggregates: tuple[type[Aggregate], ...]) -> bool:
+    """Mount ``explorer_routes(store, settings)`` at ``/`` when the explorer is there
+    (and say whether it was).
 
     Only over a sync store (or an async one wrapping a sync store), which is what
     the explorer reads. A browser sends no bearer token, so with read tokens
@@ -148,8 +149,9 @@ def _mount_explorer(app: FastAPI, store: Any, settings: WebSettings,
     # Looked up rather than imported in a try: an explorer that is present but broken
     # must fail loudly, not vanish from the app.
     if importlib.util.find_spec("eskit.web.explorer") is None:
-        return
+        return False
     if not isinstance(store, EventStore | SyncBackedStore):
-        return
+        return False
     explorer = importlib.import_module("eskit.web.explorer")
     app.router.routes.extend(explorer.explorer_routes(store, settings, aggregates=aggregates))
+    return True
