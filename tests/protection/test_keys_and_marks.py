@@ -17,7 +17,15 @@ from eskit.protection import (
     generate_master_key,
     protect,
 )
-from eskit.protection.envelope import DataKey, body_of, open_body, seal
+from eskit.protection.envelope import (
+    DataKey,
+    Unopened,
+    aad_head,
+    body_of,
+    not_decrypting,
+    open_body,
+    seal,
+)
 from eskit.protection.keys import new_wrapped_key, rewrapped, unwrap
 from eskit.protection.marking import Marks
 from eskit.protection.transcoder import subject_text
@@ -74,12 +82,16 @@ def test_an_envelope_opens_only_for_its_event_path_and_key() -> None:
     body = body_of(envelope)
     assert body is not None
     assert seal({"deep": [1, 2]}, key, event_id, "a.b", naive=False) == envelope  # retries
-    assert open_body(body, key, event_id, "a.b", lambda: "here", 7) == {"deep": [1, 2]}
-    for args in ((key, uuid4(), "a.b"), (key, event_id, "a.c"),
-                 (DataKey("k1", "s1", b"y" * 32), event_id, "a.b")):
-        with pytest.raises(DecryptionError) as caught:
-            open_body(body, *args, lambda: "here", 7)
-        assert caught.value.position == 7
+    assert open_body(body, key, aad_head(event_id), "a.b") == {"deep": [1, 2]}
+    for other_key, other_id, path in ((key, uuid4(), "a.b"), (key, event_id, "a.c"),
+                                      (DataKey("k1", "s1", b"y" * 32), event_id, "a.b")):
+        with pytest.raises(Unopened) as caught:
+            open_body(body, other_key, aad_head(other_id), path)
+        error = not_decrypting(path, "here", 7, caught.value)
+        assert isinstance(error, DecryptionError)
+        assert error.position == 7
+        assert "'a." in str(error)
+        assert "here" in str(error)
 
 
 def test_marks_come_from_annotations_and_the_mapping() -> None:

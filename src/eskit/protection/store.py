@@ -32,7 +32,7 @@ import sys
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from datetime import datetime
 
-from eskit.dcb import AppendCondition
+from eskit.dcb import AppendCondition, check_condition
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, NewEvent, StreamId
 from eskit.protection.envelope import DataKey
@@ -251,11 +251,21 @@ class ProtectedEventStore(EventStore):
         """
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
+        check_condition(condition)
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        result = self.inner.append(stream_id, self._sealed(batch), expected,
-                                   condition=condition)
+        plan = self._t.plan(batch)
+        keys = self._keys_for(self._t.subjects(plan))
+        if type(self.inner).append is EventStore.append:
+            # The plain stores: hand over the sealed batch encoded, not to be checked
+            # and encoded all over again (half of what sealing cost).
+            sealed = self._t.seal_pending(batch, plan, keys,
+                                          max_event_bytes=self.inner.max_event_bytes)
+            result = self.inner._append_prepared(stream_id, stream, expected, sealed, condition)
+        else:  # a wrapper with its own append (another protected store, say): its API
+            result = self.inner.append(stream_id, self._t.seal(batch, plan, keys), expected,
+                                       condition=condition)
         return self._opened(result, batch)
 
     def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:

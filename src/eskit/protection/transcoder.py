@@ -14,13 +14,21 @@ turned domain events into dicts.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Mapping
-from functools import partial
 from typing import Any
 from uuid import UUID
 
+from eskit import codec
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, EventRegistry, NewEvent
-from eskit.protection.envelope import DataKey, body_of, open_body, seal
+from eskit.protection.envelope import (
+    DataKey,
+    Unopened,
+    aad_head,
+    body_of,
+    not_decrypting,
+    open_body,
+    seal,
+)
 from eskit.protection.errors import DecryptionError, KeyUnavailableError
 from eskit.protection.marking import FieldMark, Marks
 from eskit.stores.model import PendingEvent
@@ -97,9 +105,10 @@ class Scan:
 
     __slots__ = ("found", "ids")
 
-    def __init__(self, found: list[list[tuple[tuple[str, ...], dict[str, Any]]]]) -> None:
+    def __init__(self, found: list[list[tuple[tuple[str, ...], dict[str, Any]]]],
+                 ids: set[str]) -> None:
         self.found = found
-        self.ids = {str(body["k"]) for envelopes_of in found for _, body in envelopes_of}
+        self.ids = ids
 
 
 class Transcoder:
@@ -157,8 +166,39 @@ class Transcoder:
     def seal(self, batch: list[PendingEvent], plan: Plan, keys: Mapping[str, DataKey]
              ) -> list[NewEvent]:
         """The batch with every marked field (and the payload, if asked) sealed."""
+        return [NewEvent(  # DCB tags pass through unsealed: they are indexed
+            p.event_type, data, metadata, p.event_id, p.timestamp, p.schema_version, p.tags,
+        ) for p, (data, metadata) in zip(batch, self._sealed_parts(batch, plan, keys),
+                                         strict=True)]
+
+    def seal_pending(self, batch: list[PendingEvent], plan: Plan, keys: Mapping[str, DataKey],
+                     *, max_event_bytes: int) -> list[PendingEvent]:
+        """:meth:`seal`, encoded for the wrapped store's ``_append_prepared``: the
+        batch was validated once, as plaintext; only the sealed form is encoded
+        again (and checked against the size limit, which the sealed form meets or not)."""
         naive = self.registry.naive_datetimes
-        sealed = []
+        pending = []
+        for index, (p, (data, metadata)) in enumerate(
+                zip(batch, self._sealed_parts(batch, plan, keys), strict=True)):
+            encoded = codec.encode(data, naive_datetimes=naive)
+            meta = p.metadata if metadata is p.metadata_dict else codec.encode(
+                metadata, naive_datetimes=naive)
+            if len(encoded) + len(meta) > max_event_bytes:
+                raise InvalidInputError(
+                    f"event {index} of the batch ({p.event_type!r}) encodes to "
+                    f"{len(encoded) + len(meta)} bytes once sealed, over the limit of "
+                    f"{max_event_bytes}"
+                )
+            pending.append(PendingEvent(
+                p.event_id, p.event_type, encoded, meta, p.timestamp, p.schema_version,
+                data, metadata, p.tags,
+            ))
+        return pending
+
+    def _sealed_parts(self, batch: list[PendingEvent], plan: Plan, keys: Mapping[str, DataKey]
+                      ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+        """Per event: its data and metadata with every marked field sealed."""
+        naive = self.registry.naive_datetimes
         for p, fields in zip(batch, plan, strict=True):
             data = p.event_data
             for mark, subject in fields:
@@ -175,11 +215,7 @@ class Transcoder:
                         metadata[name], keys[STORE_SUBJECT], p.event_id, _METADATA + name,
                         naive=naive,
                     )}
-            sealed.append(NewEvent(  # DCB tags pass through unsealed: they are indexed
-                p.event_type, data, metadata, p.event_id, p.timestamp, p.schema_version,
-                p.tags,
-            ))
-        return sealed
+            yield data, metadata
 
     # -- opening ---------------------------------------------------------------------------
 
@@ -199,7 +235,27 @@ class Transcoder:
     @staticmethod
     def scan(events: Iterable[Event]) -> Scan:
         """The field envelopes of each event (payloads opened first), found once."""
-        return Scan([list(envelopes(e.event_data)) for e in events])
+        found: list[list[tuple[tuple[str, ...], dict[str, Any]]]] = []
+        ids: set[str] = set()
+        for e in events:
+            # The top level inline (most sealed fields are there): a generator per
+            # event cost more than the decryption; nested dicts go to envelopes().
+            here: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+            data = e.event_data
+            if type(data) is dict:
+                for key, value in data.items():
+                    if type(value) is not dict:
+                        continue
+                    body = body_of(value)
+                    if body is not None:
+                        here.append(((key,), body))
+                        ids.add(str(body["k"]))
+                    else:
+                        for nested in envelopes(value, (key,), 1):
+                            here.append(nested)
+                            ids.add(str(nested[1]["k"]))
+            found.append(here)
+        return Scan(found, ids)
 
     def open_payloads(self, events: list[Event], keys: Mapping[str, DataKey]) -> list[Event]:
         """``events`` with payload and metadata envelopes opened (fields still sealed)."""
@@ -207,18 +263,17 @@ class Transcoder:
 
     def _open_store_sealed(self, e: Event, keys: Mapping[str, DataKey]) -> Event:
         data, metadata = e.event_data, e.metadata
+        head = aad_head(e.event_id)
         body = body_of(data)
         if body is not None:
-            data = open_body(body, self._store_key(body, keys, e), e.event_id, _PAYLOAD,
-                             partial(_where, e), e.position)
+            data = _opened(body, self._store_key(body, keys, e), head, _PAYLOAD, e)
         if metadata and any(body_of(v) is not None for v in metadata.values()):
             metadata = dict(metadata)
             for name, value in metadata.items():
                 sealed = body_of(value)
                 if sealed is not None:
-                    metadata[name] = open_body(
-                        sealed, self._store_key(sealed, keys, e), e.event_id, _METADATA + name,
-                        partial(_where, e), e.position,
+                    metadata[name] = _opened(
+                        sealed, self._store_key(sealed, keys, e), head, _METADATA + name, e
                     )
         if data is e.event_data and metadata is e.metadata:
             return e
@@ -245,14 +300,18 @@ class Transcoder:
                   keys: Mapping[str, DataKey]) -> Event:
         data = dict(e.event_data)  # one copy per event: the read's dict may be shared
         erased: list[str] = []
+        head = aad_head(e.event_id)
         for path_keys, body in found:
-            path = ".".join(path_keys)
+            path = path_keys[0] if len(path_keys) == 1 else ".".join(path_keys)
             key = keys.get(str(body["k"]))
             if key is None:
                 value = self.marks.erased_value(e.event_type, path)
                 erased.append(path)
             else:
-                value = open_body(body, key, e.event_id, path, partial(_where, e), e.position)
+                try:
+                    value = open_body(body, key, head, path)
+                except Unopened as exc:
+                    raise not_decrypting(path, _where(e), e.position, exc) from exc.__cause__
             if len(path_keys) == 1:
                 data[path] = value
             else:
@@ -283,6 +342,13 @@ def split_at_failure(page: list[Event], error: DecodingError) -> tuple[int, Unde
         e.event_id, e.aggregate_id, e.event_type, e.version, e.position, e.schema_version,
         e.timestamp, error,
     )
+
+
+def _opened(body: dict[str, Any], key: DataKey, head: bytes, path: str, e: Event) -> Any:
+    try:
+        return open_body(body, key, head, path)
+    except Unopened as exc:
+        raise not_decrypting(path, _where(e), e.position, exc) from exc.__cause__
 
 
 def _where(e: Event) -> str:

@@ -185,6 +185,15 @@ class EventStore(ABC):  # noqa: B024
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
+        return self._append_prepared(stream_id, stream, expected, batch, condition)
+
+    def _append_prepared(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition | None,
+    ) -> AppendResult:
+        """:meth:`append` after its checks: ``batch`` already validated and encoded
+        (internal; for wrappers such as the protected store, which would otherwise
+        encode every event twice). Only valid where ``append`` is not overridden."""
         if condition is not None:
             return self._append_with_condition(stream_id, stream, expected, batch, condition)
         if not self._implements("_append"):
