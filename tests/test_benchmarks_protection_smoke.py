@@ -27,3 +27,10 @@ def test_the_command_prints_the_table_and_writes_json(tmp_path: Path, capsys) ->
     assert main(["--quick", "--repeat", "1", "--backend", "sqlite", "--json", str(out)]) == 0
     assert "| sqlite | fields+payload |" in capsys.readouterr().out
     assert [r["mode"] for r in json.loads(out.read_text())] == list(MODES)
+
+
+def test_the_instruction_counter_s_worker_runs_without_valgrind() -> None:
+    from benchmarks.protection_ic import main as ic_main
+
+    assert ic_main(["--work", "fields", "read", "1", "20"]) == 0
+    assert ic_main(["--work", "plain", "append", "2", "20"]) == 0
