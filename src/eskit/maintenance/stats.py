@@ -21,9 +21,14 @@ frame's header (which declares the size), never by inflating it;
 ``compression_ratio`` is ``decoded_bytes / payload_bytes`` (1.0: nothing compressed).
 ``archived_streams`` and ``archived_events`` count what ``eskit archive`` moved
 out (SQLite; ``None`` elsewhere). ``deleted_streams`` counts the streams deleted
-(soft and hard) and ``deleted_events`` the events hard deletes removed (each
-tombstone keeps the version its stream had); ``None`` on a store of a schema
-before deletions opened for inspection.
+(soft and hard) and ``deleted_events`` the events hard deletes removed;
+``truncated_streams`` and ``truncated_events`` the streams truncation shortened
+and the events it removed. Each removed event is counted once: a stream
+truncated, then hard-deleted, counts its truncated events under truncation and
+the rest under deletion. ``None`` on a store of a schema before deletions (or
+truncation) opened for inspection. ``events``, ``streams`` and the bytes are
+what is stored: removed events are not in them; a soft-deleted stream's events,
+hidden but restorable, are.
 
 Cost: one aggregate statement over the event table (per stream, then grouped,
 all in the database, no rows in Python), one over the snapshot table and a size
@@ -112,7 +117,13 @@ class StoreStats:
     deleted_streams: int | None = None
     """Streams deleted, soft and hard. ``None``: not measured."""
     deleted_events: int | None = None
-    """Events removed by retention. ``None``: not measured (no retention yet)."""
+    """Events hard deletes removed (not those a truncation had removed before).
+    ``None``: not measured."""
+    truncated_streams: int | None = None
+    """Streams :meth:`~eskit.EventStore.truncate_stream` shortened. ``None``: not
+    measured (a schema before truncation)."""
+    truncated_events: int | None = None
+    """Events truncations removed. ``None``: see ``truncated_streams``."""
 
     @property
     def bytes_per_event(self) -> float | None:
@@ -294,7 +305,8 @@ def _sqlite_stats(store: SQLiteEventStore, top: int) -> StoreStats:
             has_snapshots = conn.execute(_SQLITE_HAS_SNAPSHOTS).fetchone() is not None
             snapshot_row = conn.execute(_SQLITE_SNAPSHOTS).fetchone() if has_snapshots else None
             storage = int(conn.execute(_SQLITE_PAGES).fetchone()[0])
-            deleted = conn.execute(_DELETED).fetchone() if store._visible else None
+            deleted = (conn.execute(_sqlite_removals(store)).fetchone()
+                       if store._visible else None)
             archived = conn.execute(_SQLITE_ARCHIVED).fetchone() if store._archives else None
             frames = _Frames.of(conn.execute(_SQLITE_FRAMES))
         finally:
@@ -378,28 +390,50 @@ class _Frames:
 # keeps how many events went to the archive.
 _SQLITE_ARCHIVED = "SELECT count(*), coalesce(sum(events), 0) FROM eskit_archived_streams"
 
-_DELETED = (
-    "SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0) "
-    "FROM eskit_deleted_streams"
-)
+def _removals(prefix: str, truncations: bool) -> str:
+    """One row: deleted streams, events hard deletes removed, truncated streams,
+    events truncations removed. A hard delete removes what a truncation left, so a
+    truncated stream deleted later is not counted twice; without the truncation
+    table (older schemas) the last two are NULL."""
+    deleted, truncated = f"{prefix}eskit_deleted_streams", f"{prefix}eskit_truncated_streams"
+    if not truncations:
+        return (f"SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0), "
+                f"NULL, NULL FROM {deleted}")
+    return (
+        f"SELECT (SELECT count(*) FROM {deleted}), "
+        f"(SELECT coalesce(sum(CASE WHEN d.hard THEN d.version - coalesce(("
+        f"SELECT t.first_version - 1 FROM {truncated} t WHERE t.stream_id = d.stream_id"
+        f"), 0) ELSE 0 END), 0) FROM {deleted} d), "
+        f"(SELECT count(*) FROM {truncated}), "
+        f"(SELECT coalesce(sum(first_version - 1), 0) FROM {truncated})"
+    )
+
+
+def _sqlite_removals(store: SQLiteEventStore) -> str:
+    return _removals("", store._truncations)
 
 
 def _postgres_deleted(store: Any) -> Any:
-    """The deleted-streams statement for ``store``'s schema; ``None`` before schema 6."""
+    """The removals statement for ``store``'s schema; ``None`` before schema 6."""
     if store.sql.version < 6:
         return None
     from psycopg import sql
 
-    return sql.SQL(
-        "SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0) "
-        "FROM {}.eskit_deleted_streams"
-    ).format(sql.Identifier(store.schema))
+    from eskit.stores.postgres_truncation import TRUNCATION_SCHEMA
+
+    # The schema name was validated when the store was made: quoting it is safe.
+    prefix = f'"{store.schema}".'
+    return sql.SQL(_removals(prefix, store.sql.version >= TRUNCATION_SCHEMA))
 
 
-def _with_deleted(found: StoreStats, deleted: Any) -> StoreStats:
-    if deleted is None:
+def _with_deleted(found: StoreStats, removed: Any) -> StoreStats:
+    if removed is None:
         return found
-    return replace(found, deleted_streams=int(deleted[0]), deleted_events=int(deleted[1]))
+    return replace(
+        found, deleted_streams=int(removed[0]), deleted_events=int(removed[1]),
+        truncated_streams=None if removed[2] is None else int(removed[2]),
+        truncated_events=None if removed[3] is None else int(removed[3]),
+    )
 
 
 def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
@@ -411,6 +445,8 @@ def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
             size = sum(len(r.data.encode("utf-8", "surrogatepass"))
                        + len(r.metadata.encode("utf-8", "surrogatepass")) for r in rows)
             per[stream] = (len(rows), size)
+        deleted, removed = len(store._deleted), store._removed_events
+        truncated = (len(store._first), sum(first - 1 for first in store._first.values()))
     categories: dict[str, list[int]] = {}
     for stream, (n, b) in per.items():
         totals = categories.setdefault(stream.partition("-")[0], [0, 0, 0])
@@ -426,5 +462,6 @@ def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
         largest_categories=tuple(CategorySize(c, s, n, b)
                                  for c, (s, n, b) in largest_categories[:top]),
         snapshots=None, snapshot_bytes=None,
-        deleted_streams=len(store._deleted), deleted_events=store._removed_events,
+        deleted_streams=deleted, deleted_events=removed,
+        truncated_streams=truncated[0], truncated_events=truncated[1],
     ))
