@@ -20,8 +20,9 @@ What is measured, on every store that has it:
 frame's header (which declares the size), never by inflating it;
 ``compression_ratio`` is ``decoded_bytes / payload_bytes`` (1.0: nothing compressed).
 ``archived_streams`` and ``archived_events`` count what ``eskit archive`` moved
-out (SQLite; ``None`` elsewhere). ``deleted_streams`` counts the streams deleted
-(soft and hard) and ``deleted_events`` the events hard deletes removed;
+out (SQLite, and PostgreSQL from schema 10; ``None`` elsewhere).
+``deleted_streams`` counts the streams deleted (soft and hard) and
+``deleted_events`` the events hard deletes removed;
 ``truncated_streams`` and ``truncated_events`` the streams truncation shortened
 and the events it removed. Each removed event is counted once: a stream
 truncated, then hard-deleted, counts its truncated events under truncation and
@@ -109,8 +110,8 @@ class StoreStats:
     """``decoded_bytes / payload_bytes``, to 4 places; ``None`` for an empty store."""
     archived_streams: int | None = None
     """Streams whose events are in an archive (``eskit archive``), not in the store.
-    ``None``: not measured (stores without archiving: PostgreSQL, memory, and SQLite
-    before schema 5)."""
+    ``None``: not measured (stores without archiving: memory, SQLite before schema 5,
+    PostgreSQL before schema 10)."""
     archived_events: int | None = None
     """Events moved to an archive, as counted when archived. ``None``: see
     ``archived_streams``."""
@@ -291,8 +292,10 @@ async def stats_async(store: AsyncEventStore, *, top: int = DEFAULT_TOP) -> Stor
             return found
 
         frames = await store._run(stream_frames) if frame_stats else _Frames()
-        return frames.applied(
-            _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted))
+        archived_stats = _postgres_archived(store)
+        archived = await store._fetchone(archived_stats) if archived_stats else None
+        return _with_archived(frames.applied(
+            _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted)), archived)
     raise InvalidInputError(f"stats_async cannot measure a {type(store).__name__}")
 
 
@@ -311,11 +314,8 @@ def _sqlite_stats(store: SQLiteEventStore, top: int) -> StoreStats:
             frames = _Frames.of(conn.execute(_SQLITE_FRAMES))
         finally:
             conn.execute("COMMIT")
-    found = frames.applied(
-        _with_deleted(_from_rows("sqlite", rows, snapshot_row, storage), deleted))
-    if archived is None:
-        return found
-    return replace(found, archived_streams=int(archived[0]), archived_events=int(archived[1]))
+    return _with_archived(frames.applied(
+        _with_deleted(_from_rows("sqlite", rows, snapshot_row, storage), deleted)), archived)
 
 
 def _postgres_stats(store: Any, top: int) -> StoreStats:
@@ -325,19 +325,21 @@ def _postgres_stats(store: Any, top: int) -> StoreStats:
 
     frame_stats = _postgres_frames(store)
 
-    def measure(conn: Any) -> tuple[list[Any], Any, Any, _Frames]:
+    def measure(conn: Any) -> tuple[list[Any], Any, Any, _Frames, Any]:
         rows = conn.execute(event_stats, {"top": top}).fetchall()
         found = conn.execute(has_snapshots).fetchone()
         snapshot_row = (conn.execute(snapshot_stats).fetchone()
                         if found and found[0] is not None else None)
         deleted = conn.execute(deleted_stats).fetchone() if deleted_stats else None
         frames = _Frames.of(conn.cursor().stream(frame_stats)) if frame_stats else _Frames()
-        return rows, snapshot_row, deleted, frames
+        archived = conn.execute(archived_stats).fetchone() if archived_stats else None
+        return rows, snapshot_row, deleted, frames, archived
 
-    measured: tuple[list[Any], Any, Any, _Frames] = store._run(measure)  # reads: retried
-    rows, snapshot_row, deleted, frames = measured
-    return frames.applied(
-        _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted))
+    archived_stats = _postgres_archived(store)
+    measured: tuple[list[Any], Any, Any, _Frames, Any] = store._run(measure)  # reads: retried
+    rows, snapshot_row, deleted, frames, archived = measured
+    return _with_archived(frames.applied(
+        _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted)), archived)
 
 
 def _postgres_frames(store: Any) -> Any:
@@ -386,9 +388,21 @@ class _Frames:
             round(decoded / found.payload_bytes, 4) if found.payload_bytes else None))
 
 
-# Archiving (eskit.archive) exists on SQLite only so far; each archived stream's row
-# keeps how many events went to the archive.
+# Archiving (eskit.archive): each archived stream's row keeps how many events went.
 _SQLITE_ARCHIVED = "SELECT count(*), coalesce(sum(events), 0) FROM eskit_archived_streams"
+
+
+def _postgres_archived(store: Any) -> Any:
+    """The archived-streams statement for ``store``'s schema; ``None`` before schema 10."""
+    from eskit.stores.postgres_archive import ARCHIVE_SCHEMA
+
+    return store.sql.archive.totals if store.sql.version >= ARCHIVE_SCHEMA else None
+
+
+def _with_archived(found: StoreStats, archived: Any) -> StoreStats:
+    if archived is None:
+        return found
+    return replace(found, archived_streams=int(archived[0]), archived_events=int(archived[1]))
 
 def _removals(prefix: str, truncations: bool) -> str:
     """One row: deleted streams, events hard deletes removed, truncated streams,
