@@ -35,7 +35,8 @@ def streams_older_than(store: Any, older_than: timedelta, *, category: str | Non
 
 
 def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str], *,
-                    progress: Progress | None = None) -> int:
+                    progress: Progress | None = None,
+                    skipped: list[str] | None = None) -> int:
     """Move each stream's events to a segment in ``storage``; the events archived.
 
     A stream's events are removed only after its segment and manifest read back
@@ -44,8 +45,10 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
     empty are skipped, so a rerun after an interruption (or a second archiver at
     the same time) finishes the work and repeats none of it. Streams with DCB
     tags are refused (segments do not keep tags yet) before anything is written.
+    ``skipped``, if given, gets the streams that moved no events.
     """
-    done: int = _backend(store).archive_streams(store, storage, streams, progress=progress)
+    done: int = _backend(store).archive_streams(store, storage, streams, progress=progress,
+                                                skipped=skipped)
     return done
 
 

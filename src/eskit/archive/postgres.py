@@ -64,7 +64,8 @@ def _rows(conn: Any, statements: Any, stream: str) -> list[RawRow]:
 
 
 def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str], *,
-                    progress: Progress | None = None) -> int:
+                    progress: Progress | None = None,
+                    skipped: list[str] | None = None) -> int:
     """As :func:`eskit.archive.archive_streams`, on PostgreSQL."""
     store = _postgres(store)
     statements = store.sql.archive
@@ -77,7 +78,10 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
                 "not keep yet: nothing was archived")
     done = 0
     for n, stream in enumerate(streams, 1):
-        done += _archive_one(store, storage, stream)
+        moved = _archive_one(store, storage, stream)
+        done += moved
+        if not moved and skipped is not None:
+            skipped.append(stream)
         if progress is not None:
             progress(n, len(streams))
     return done

@@ -101,7 +101,8 @@ def _refuse_tagged(store: Any, streams: Sequence[str]) -> None:
 
 
 def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str], *,
-                    progress: Progress | None = None) -> int:
+                    progress: Progress | None = None,
+                    skipped: list[str] | None = None) -> int:
     """Move each stream's events to a segment in ``storage``; the events archived.
 
     Streams already archived, deleted or empty are skipped, so a rerun after an
@@ -111,7 +112,10 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
     _refuse_tagged(store, streams)
     done = 0
     for n, stream in enumerate(streams, 1):
-        done += _archive_one(store, storage, stream)
+        moved = _archive_one(store, storage, stream)
+        done += moved
+        if not moved and skipped is not None:
+            skipped.append(stream)
         if progress is not None:
             progress(n, len(streams))
     return done

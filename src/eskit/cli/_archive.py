@@ -73,11 +73,18 @@ def archive_command(
             else:
                 streams = streams_older_than(store, parse_age(older_than), category=category)
             storage = LocalDirectoryStorage(directory)
+            skipped: list[str] = []
             with _bar("archiving") as bar:
                 task = bar.add_task("archive", total=len(streams))
-                done = archive_streams(store, storage, streams, progress=lambda n, t:
-                                       bar.update(task, completed=n, total=t))
-    c.console().print(c.plain(f"{done} events of {len(streams)} streams archived to {directory}"))
+                done = archive_streams(store, storage, streams, skipped=skipped,
+                                       progress=lambda n, t: bar.update(task, completed=n,
+                                                                        total=t))
+    moved = len(streams) - len(skipped)
+    c.console().print(c.plain(f"{done} events of {moved} streams archived to {directory}"))
+    if skipped:
+        c.console().print(c.plain(
+            f"{len(skipped)} streams skipped: already archived (another run, say), deleted, "
+            "empty, or changed while archiving (a rerun takes those)"))
 
 
 def restore_command(
