@@ -232,3 +232,49 @@ def test_the_async_store_reads_an_archived_stream_as_archived(
             await opened.close()
 
     asyncio.run(main())
+
+
+def test_the_async_functions_archive_and_restore_the_same_way(
+    backend: Backend, tmp_path: Path,
+) -> None:
+    from eskit.archive.aio import (
+        archive_streams_async,
+        restore_streams_async,
+        streams_older_than_async,
+    )
+
+    store = backend.open(compress_threshold=1000)
+    _fill(store)
+    before = backend.raw()
+    storage = LocalDirectoryStorage(tmp_path / "arch")
+    archive_streams(store, storage, ["user-1"])  # a sync archive the async restore reads
+
+    async def main() -> None:
+        from eskit.aio import AsyncEventStore, AsyncPostgresEventStore, AsyncSQLiteEventStore
+
+        opened: AsyncEventStore
+        if backend.kind == "sqlite":
+            opened = await AsyncSQLiteEventStore.open(backend.path)
+        else:
+            opened = await AsyncPostgresEventStore.open(backend.dsn, schema=backend.schema)
+        try:
+            assert await streams_older_than_async(opened, timedelta(0), category="order") == [
+                "order-1", "order-2"]
+            skipped: list[str] = []
+            seen: list[int] = []
+            assert await archive_streams_async(
+                opened, storage, ["order-1", "order-2", "user-1"], skipped=skipped,
+                progress=lambda n, total: seen.append(n)) == 6
+            assert (skipped, seen) == (["user-1"], [1, 2, 3])  # user-1: archived already
+            with pytest.raises(eskit.StreamArchivedError):
+                await opened.read_stream("order-2")
+            assert await restore_streams_async(opened, storage, ["order-1"]) == 3
+            assert await restore_streams_async(opened, storage) == 6
+            assert await restore_streams_async(opened, storage) == 0
+        finally:
+            await opened.close()
+        with pytest.raises(eskit.InvalidInputError):
+            await archive_streams_async(eskit.aio.AsyncInMemoryEventStore(), storage, [])
+
+    asyncio.run(main())
+    assert backend.raw() == before

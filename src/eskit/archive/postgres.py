@@ -19,7 +19,8 @@ append while it is in flight; restored rows are ordinary rows).
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -31,7 +32,10 @@ from eskit.errors import InvalidInputError
 from eskit.stores.postgres_archive import ARCHIVE_SCHEMA
 from eskit.stores.postgres_schema import unpack_position
 
-__all__ = ["archive_streams", "restore_streams", "streams_older_than"]
+__all__ = [
+    "Sql", "archive_steps", "archive_streams", "raw_rows", "restore_steps", "restore_streams",
+    "streams_older_than",
+]
 
 _log = logging.getLogger("eskit.archive")
 
@@ -41,7 +45,7 @@ def _postgres(store: Any) -> Any:
     return store
 
 
-def _name(store: Any) -> str:
+def name(store: Any) -> str:
     return f"postgresql schema {store.schema}"  # never the DSN: it may hold a password
 
 
@@ -56,13 +60,6 @@ def streams_older_than(store: Any, older_than: timedelta, *, category: str | Non
     return [str(r[0]) for r in rows]
 
 
-def _rows(conn: Any, statements: Any, stream: str) -> list[RawRow]:
-    return [(int(p), bytes(i), s, int(v), t, int(sv), int(at),
-             d if d is not None else bytes(z), m)
-            for p, i, s, v, t, sv, at, d, z, m in conn.execute(statements.rows,
-                                                               (stream,)).fetchall()]
-
-
 def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str], *,
                     progress: Progress | None = None,
                     skipped: list[str] | None = None) -> int:
@@ -73,9 +70,7 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
         row = store._run(lambda conn, s=stream: conn.execute(statements.tagged,
                                                                (s,)).fetchone())
         if row is not None:
-            raise InvalidInputError(
-                f"stream {stream!r} has events with DCB tags, which archive segments do "
-                "not keep yet: nothing was archived")
+            raise tagged_error(stream)
     done = 0
     for n, stream in enumerate(streams, 1):
         moved = _archive_one(store, storage, stream)
@@ -87,32 +82,104 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
     return done
 
 
+@dataclass(frozen=True, slots=True)
+class Sql:
+    """One statement a transaction's steps need run; ``want``: what to send back
+    (``one``: the first row, ``count``: the rowcount, ``many``: run it per params)."""
+
+    statement: Any
+    params: Any = None
+    want: str = "none"
+
+
+Steps = Generator[Sql, Any, int]
+
+
+def archive_steps(store: Any, stream: str, rows: list[RawRow], location: str,
+                  segment: str) -> Steps:
+    """The archiving transaction (shared by the sync and async front ends): the
+    events archived, 0 when the stream is taken already or changed."""
+    statements = store.sql.archive
+    yield Sql(store.sql.deletion.start)
+    # Exclusive: appends of the stream (shared) wait, and a second archiver too.
+    yield Sql(store.sql.lock_stream, {"stream": stream})
+    count, head, deleted, archived = yield Sql(statements.state, {"s": stream}, "one")
+    if archived is not None:
+        _log.info("schema %s: stream %r is already archived (segment %s): skipped",
+                  store.schema, stream, archived)
+        return 0
+    if (int(count), int(head)) != (len(rows), rows[-1][3]) or deleted:
+        _log.warning("schema %s: stream %r changed while archiving: left in place",
+                     store.schema, stream)
+        return 0  # nothing written: the transaction commits empty
+    yield Sql(statements.record, (stream, location, segment, rows[-1][3], rows[0][0],
+                                  max(r[0] for r in rows), len(rows)))
+    yield Sql(statements.remove_events, (stream,))
+    yield Sql(statements.remove_snapshots, (stream,))
+    _log.info("schema %s: archived stream %r (%d events) to %s/%s", store.schema, stream,
+              len(rows), location, segment)
+    return len(rows)
+
+
+def restore_steps(store: Any, stream: str, segment: str, rows: list[RawRow]) -> Steps:
+    """The restoring transaction (shared by both front ends): the events restored."""
+    statements = store.sql.archive
+    params = []
+    for pos, eid, s, version, etype, schema_version, at, data, meta in rows:
+        tx, seq = unpack_position(pos)
+        text, packed = (data, None) if isinstance(data, str) else (None, data)
+        params.append((tx, seq, UUID(bytes=eid), s, version, etype, schema_version, at, text,
+                       packed, meta))
+    # A second restorer waits on the archive row and then finds it gone.
+    gone = yield Sql(statements.unrecord, (stream, segment), "count")
+    if not gone:
+        return 0
+    yield Sql(statements.insert, params, "many")
+    _log.info("schema %s: restored stream %r (%d events) from %s", store.schema, stream,
+              len(rows), segment)
+    return len(rows)
+
+
+def tagged_error(stream: str) -> InvalidInputError:
+    return InvalidInputError(
+        f"stream {stream!r} has events with DCB tags, which archive segments do "
+        "not keep yet: nothing was archived")
+
+
+def raw_rows(found: list[Any]) -> list[RawRow]:
+    """The rows ``ArchiveStatements.rows`` returned, as segment rows."""
+    return [(int(p), bytes(i), s, int(v), t, int(sv), int(at),
+             d if d is not None else bytes(z), m)
+            for p, i, s, v, t, sv, at, d, z, m in found]
+
+
+def _transaction(store: Any, steps: Steps) -> int:
+    """Run ``steps`` in one transaction on one connection; their result."""
+    with store._connection() as conn, conn.transaction():
+        try:
+            call = next(steps)
+            while True:
+                if call.want == "many":
+                    with conn.cursor() as cursor:
+                        cursor.executemany(call.statement, call.params)
+                    result: Any = None
+                else:
+                    cursor = conn.execute(call.statement, call.params)
+                    result = (cursor.fetchone() if call.want == "one"
+                              else cursor.rowcount if call.want == "count" else None)
+                call = steps.send(result)
+        except StopIteration as done:
+            return int(done.value)
+
+
 def _archive_one(store: Any, storage: ArchiveStorage, stream: str) -> int:
     statements = store.sql.archive
-    rows = store._run(lambda conn: _rows(conn, statements, stream))
+    rows = raw_rows(store._run(lambda conn: conn.execute(statements.rows,
+                                                         (stream,)).fetchall()))
     if not rows:
         return 0
-    segment = put_verified(storage, rows, schema_version=store.sql.version, store=_name(store))
-    with store._connection() as conn, conn.transaction():
-        conn.execute(store.sql.deletion.start)
-        # Exclusive: appends of the stream (shared) wait, and a second archiver too.
-        conn.execute(store.sql.lock_stream, {"stream": stream})
-        count, head, deleted, archived = conn.execute(statements.state, {"s": stream}).fetchone()
-        if archived is not None:
-            _log.info("schema %s: stream %r is already archived (segment %s): skipped",
-                      store.schema, stream, archived)
-            return 0
-        if (int(count), int(head)) != (len(rows), rows[-1][3]) or deleted:
-            _log.warning("schema %s: stream %r changed while archiving: left in place",
-                         store.schema, stream)
-            return 0  # nothing written: the transaction commits empty
-        conn.execute(statements.record, (stream, storage.location, segment, rows[-1][3],
-                                         rows[0][0], max(r[0] for r in rows), len(rows)))
-        conn.execute(statements.remove_events, (stream,))
-        conn.execute(statements.remove_snapshots, (stream,))
-    _log.info("schema %s: archived stream %r (%d events) to %s/%s", store.schema, stream,
-              len(rows), storage.location, segment)
-    return len(rows)
+    segment = put_verified(storage, rows, schema_version=store.sql.version, store=name(store))
+    return _transaction(store, archive_steps(store, stream, rows, storage.location, segment))
 
 
 def restore_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str] | None = None,
@@ -134,20 +201,4 @@ def restore_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str] 
 
 
 def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow]) -> int:
-    statements = store.sql.archive
-    params = []
-    for pos, eid, s, version, etype, schema_version, at, data, meta in rows:
-        tx, seq = unpack_position(pos)
-        text, packed = (data, None) if isinstance(data, str) else (None, data)
-        params.append((tx, seq, UUID(bytes=eid), s, version, etype, schema_version, at, text,
-                       packed, meta))
-    with store._connection() as conn, conn.transaction():
-        # A second restorer waits on the archive row and then finds it gone.
-        gone = conn.execute(statements.unrecord, (stream, segment)).rowcount
-        if gone:
-            with conn.cursor() as cursor:
-                cursor.executemany(statements.insert, params)
-    if gone:
-        _log.info("schema %s: restored stream %r (%d events) from %s", store.schema, stream,
-                  len(rows), segment)
-    return len(rows) if gone else 0
+    return _transaction(store, restore_steps(store, stream, segment, rows))
