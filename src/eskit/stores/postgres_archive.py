@@ -34,14 +34,15 @@ STREAM_ARCHIVED = "ESK03"
 
 
 def archive_migration(schema: str) -> list[sql.Composed]:
-    """The statements of migration 9 -> 10 for ``schema`` (already validated)."""
+    """The statements of migration 9 -> 10 for ``schema`` (already validated); each
+    can run again (a schema moved back to an older version number still migrates)."""
     s = sql.Identifier(schema)
     deleted = sql.SQL("{}.eskit_deleted_streams").format(s)
     truncated = sql.SQL("{}.eskit_truncated_streams").format(s)
     archived = sql.SQL("{}.eskit_archived_streams").format(s)
     return [
         sql.SQL(
-            """CREATE TABLE {archived} (
+            """CREATE TABLE IF NOT EXISTS {archived} (
                    stream_id   text        PRIMARY KEY,
                    archive     text        NOT NULL,  -- where (a directory, a URL)
                    segment     text        NOT NULL,  -- the segment holding the events
