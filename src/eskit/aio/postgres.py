@@ -76,6 +76,7 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.multi import PreparedAppend
+from eskit.stores.postgres_archive import ARCHIVE_SCHEMA, STREAM_ARCHIVED
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
 from eskit.stores.postgres_deletion import STREAM_DELETED
@@ -107,6 +108,7 @@ from eskit.stores.postgres_schema import (
 from eskit.stores.postgres_transaction import check_caller_connection
 from eskit.stores.postgres_truncation import TRUNCATION_SCHEMA
 from eskit.stores.rows import decode_rows
+from eskit.stores.sqlite_archive import archived_error
 from eskit.stores.truncation import truncation_cut
 
 __all__ = ["AsyncPostgresEventStore"]
@@ -444,6 +446,8 @@ class AsyncPostgresEventStore(AsyncEventStore):
             except StoreError as exc:
                 if getattr(exc.__cause__, "sqlstate", None) == STREAM_DELETED:  # the trigger
                     await self._refuse_if_deleted(stream_id, stream)
+                if getattr(exc.__cause__, "sqlstate", None) == STREAM_ARCHIVED:
+                    await self._refuse_if_archived(stream_id, stream)
                 raise
             if clash is None:
                 result = inserted_result(stream_id, batch, rows)
@@ -452,6 +456,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
                     return result
                 # The expectation did not hold: nothing was inserted.
                 await self._refuse_if_deleted(stream_id, stream)
+                await self._refuse_if_archived(stream_id, stream)
                 return resolve_conflict(
                     stream_id, stream, expected, rows[0][0], batch, await self._find(batch)
                 )
@@ -526,6 +531,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 await conn.execute(statements.start)
                 # Exclusive: appends of the stream (shared) wait, and none is in flight.
                 await conn.execute(self.sql.lock_stream, {"stream": stream})
+                await self._refuse_if_archived(stream_id, stream, conn)
                 head = await (await conn.execute(statements.head, (stream,))).fetchone()
                 version, tx, seq = head if head is not None else (0, "0", 0)
                 state = await (await conn.execute(statements.state, (stream,))).fetchone()
@@ -555,6 +561,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
                 await conn.execute(self.sql.deletion.start)
                 # Exclusive: appends of the stream (shared) wait, and none is in flight.
                 await conn.execute(self.sql.lock_stream, {"stream": stream})
+                await self._refuse_if_archived(stream_id, stream, conn)
                 row = await (await conn.execute(statements.state, {"s": stream})).fetchone()
                 assert row is not None  # one row of scalar subqueries, always
                 head, hard, first, snapshot = row
@@ -670,7 +677,22 @@ class AsyncPostgresEventStore(AsyncEventStore):
         backwards: bool, limit: int | None,
     ) -> list[Event]:
         query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
-        return decode_rows(await self._fetchall(query, params), stream_id)
+        rows = await self._fetchall(query, params)
+        if not rows:  # an archived stream has no rows: never pass for an empty history
+            await self._refuse_if_archived(stream_id, stream)
+        return decode_rows(rows, stream_id)
+
+    async def _refuse_if_archived(self, stream_id: StreamId, stream: str,
+                                  conn: psycopg.AsyncConnection[Any] | None = None) -> None:
+        """Raise StreamArchivedError if ``stream`` is archived (schema 10 on)."""
+        if self.sql.version < ARCHIVE_SCHEMA:
+            return
+        if conn is not None:
+            row = await (await conn.execute(self.sql.archive.where, (stream,))).fetchone()
+        else:
+            row = await self._fetchone(self.sql.archive.where, (stream,))
+        if row is not None:
+            raise archived_error(stream_id, str(row[0]), str(row[1]))
 
     async def _read_all_page(self, after: int, limit: int) -> list[Event]:
         # Only rows below the read horizon, computed in the same statement: see

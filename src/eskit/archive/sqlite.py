@@ -33,7 +33,10 @@ from eskit.errors import InvalidInputError
 from eskit.events import utc_now
 from eskit.stores.rows import timestamp_to_micros
 
-__all__ = ["archive_streams", "restore_streams", "streams_older_than", "verify"]
+__all__ = [
+    "archive_streams", "checked_segment", "put_verified", "restore_streams",
+    "streams_older_than", "verify",
+]
 
 _log = logging.getLogger("eskit.archive")
 
@@ -98,7 +101,8 @@ def _refuse_tagged(store: Any, streams: Sequence[str]) -> None:
 
 
 def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str], *,
-                    progress: Progress | None = None) -> int:
+                    progress: Progress | None = None,
+                    skipped: list[str] | None = None) -> int:
     """Move each stream's events to a segment in ``storage``; the events archived.
 
     Streams already archived, deleted or empty are skipped, so a rerun after an
@@ -108,10 +112,41 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
     _refuse_tagged(store, streams)
     done = 0
     for n, stream in enumerate(streams, 1):
-        done += _archive_one(store, storage, stream)
+        moved = _archive_one(store, storage, stream)
+        done += moved
+        if not moved and skipped is not None:
+            skipped.append(stream)
         if progress is not None:
             progress(n, len(streams))
     return done
+
+
+def put_verified(storage: ArchiveStorage, rows: list[RawRow], *, schema_version: int,
+                 store: str) -> str:
+    """Write ``rows``' segment then its manifest, read both back and check the
+    checksum and every row; the segment's name. Raises ArchiveCorruptError if
+    anything differs: nothing may be removed from the store then."""
+    blob = encode_segment(rows)
+    segment = f"seg-{rows[0][0]:020d}-{sha256(blob)[:16]}.zst"
+    manifest = manifest_bytes(
+        segment, blob, rows, eskit_version=eskit.__version__, schema_version=schema_version,
+        store=store, created_at=utc_now().isoformat())
+    storage.put(segment, blob)
+    storage.put(segment + ".json", manifest)
+    back = storage.get(segment)
+    if sha256(back) != parse_manifest(storage.get(segment + ".json"))["sha256"] or \
+            decode_segment(back) != rows:
+        raise ArchiveCorruptError(f"segment {segment!r} did not read back identical")
+    return segment
+
+
+def checked_segment(storage: ArchiveStorage, segment: str) -> list[RawRow]:
+    """The rows of ``segment`` once its bytes match its manifest's sha256."""
+    blob = storage.get(segment)
+    if sha256(blob) != parse_manifest(storage.get(segment + ".json"))["sha256"]:
+        raise ArchiveCorruptError(f"segment {segment!r} in {storage.location!r} does not "
+                                  "match its manifest's sha256: nothing restored")
+    return decode_segment(blob)
 
 
 def _archive_one(store: Any, storage: ArchiveStorage, stream: str) -> int:
@@ -119,19 +154,8 @@ def _archive_one(store: Any, storage: ArchiveStorage, stream: str) -> int:
         rows = _rows(conn, stream)
     if not rows:
         return 0
-    blob = encode_segment(rows)
-    segment = f"seg-{rows[0][0]:020d}-{sha256(blob)[:16]}.zst"
-    manifest = manifest_bytes(
-        segment, blob, rows, eskit_version=eskit.__version__,
-        schema_version=store.schema_version(), store=store.path,
-        created_at=utc_now().isoformat())
-    storage.put(segment, blob)
-    storage.put(segment + ".json", manifest)
-    # Verified before anything is removed: read back, checksum, every row equal.
-    back = storage.get(segment)
-    if sha256(back) != parse_manifest(storage.get(segment + ".json"))["sha256"] or \
-            decode_segment(back) != rows:
-        raise ArchiveCorruptError(f"segment {segment!r} did not read back identical")
+    segment = put_verified(storage, rows, schema_version=store.schema_version(),
+                           store=store.path)
     with store._maintenance() as conn:
         now = conn.execute(
             "SELECT count(*), coalesce(MAX(version), 0) FROM eskit_events "
@@ -170,11 +194,7 @@ def restore_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str] 
         wanted = [w for w in wanted if w[0] in names]
     done = 0
     for n, (stream, segment) in enumerate(wanted, 1):
-        blob = storage.get(segment)
-        if sha256(blob) != parse_manifest(storage.get(segment + ".json"))["sha256"]:
-            raise ArchiveCorruptError(f"segment {segment!r} in {storage.location!r} does not "
-                                      "match its manifest's sha256: nothing restored")
-        rows = [r for r in decode_segment(blob) if r[2] == stream]
+        rows = [r for r in checked_segment(storage, segment) if r[2] == stream]
         done += _restore_one(store, stream, segment, rows)
         if progress is not None:
             progress(n, len(wanted))

@@ -77,6 +77,9 @@ def _print(found: StoreStats, db: str) -> None:
         ("archived streams", _figure(found.archived_streams)),
         ("archived events", _figure(found.archived_events)),
         ("deleted streams", _figure(found.deleted_streams)),
+        ("events hard deletes removed", _figure(found.deleted_events)),
+        ("truncated streams", _figure(found.truncated_streams)),
+        ("events truncations removed", _figure(found.truncated_events)),
     ):
         summary.add_row(name, value)
     out.print(summary)

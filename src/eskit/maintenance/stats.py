@@ -20,10 +20,16 @@ What is measured, on every store that has it:
 frame's header (which declares the size), never by inflating it;
 ``compression_ratio`` is ``decoded_bytes / payload_bytes`` (1.0: nothing compressed).
 ``archived_streams`` and ``archived_events`` count what ``eskit archive`` moved
-out (SQLite; ``None`` elsewhere). ``deleted_streams`` counts the streams deleted
-(soft and hard) and ``deleted_events`` the events hard deletes removed (each
-tombstone keeps the version its stream had); ``None`` on a store of a schema
-before deletions opened for inspection.
+out (SQLite, and PostgreSQL from schema 10; ``None`` elsewhere).
+``deleted_streams`` counts the streams deleted (soft and hard) and
+``deleted_events`` the events hard deletes removed;
+``truncated_streams`` and ``truncated_events`` the streams truncation shortened
+and the events it removed. Each removed event is counted once: a stream
+truncated, then hard-deleted, counts its truncated events under truncation and
+the rest under deletion. ``None`` on a store of a schema before deletions (or
+truncation) opened for inspection. ``events``, ``streams`` and the bytes are
+what is stored: removed events are not in them; a soft-deleted stream's events,
+hidden but restorable, are.
 
 Cost: one aggregate statement over the event table (per stream, then grouped,
 all in the database, no rows in Python), one over the snapshot table and a size
@@ -104,15 +110,21 @@ class StoreStats:
     """``decoded_bytes / payload_bytes``, to 4 places; ``None`` for an empty store."""
     archived_streams: int | None = None
     """Streams whose events are in an archive (``eskit archive``), not in the store.
-    ``None``: not measured (stores without archiving: PostgreSQL, memory, and SQLite
-    before schema 5)."""
+    ``None``: not measured (stores without archiving: memory, SQLite before schema 5,
+    PostgreSQL before schema 10)."""
     archived_events: int | None = None
     """Events moved to an archive, as counted when archived. ``None``: see
     ``archived_streams``."""
     deleted_streams: int | None = None
     """Streams deleted, soft and hard. ``None``: not measured."""
     deleted_events: int | None = None
-    """Events removed by retention. ``None``: not measured (no retention yet)."""
+    """Events hard deletes removed (not those a truncation had removed before).
+    ``None``: not measured."""
+    truncated_streams: int | None = None
+    """Streams :meth:`~eskit.EventStore.truncate_stream` shortened. ``None``: not
+    measured (a schema before truncation)."""
+    truncated_events: int | None = None
+    """Events truncations removed. ``None``: see ``truncated_streams``."""
 
     @property
     def bytes_per_event(self) -> float | None:
@@ -280,8 +292,10 @@ async def stats_async(store: AsyncEventStore, *, top: int = DEFAULT_TOP) -> Stor
             return found
 
         frames = await store._run(stream_frames) if frame_stats else _Frames()
-        return frames.applied(
-            _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted))
+        archived_stats = _postgres_archived(store)
+        archived = await store._fetchone(archived_stats) if archived_stats else None
+        return _with_archived(frames.applied(
+            _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted)), archived)
     raise InvalidInputError(f"stats_async cannot measure a {type(store).__name__}")
 
 
@@ -294,16 +308,14 @@ def _sqlite_stats(store: SQLiteEventStore, top: int) -> StoreStats:
             has_snapshots = conn.execute(_SQLITE_HAS_SNAPSHOTS).fetchone() is not None
             snapshot_row = conn.execute(_SQLITE_SNAPSHOTS).fetchone() if has_snapshots else None
             storage = int(conn.execute(_SQLITE_PAGES).fetchone()[0])
-            deleted = conn.execute(_DELETED).fetchone() if store._visible else None
+            deleted = (conn.execute(_sqlite_removals(store)).fetchone()
+                       if store._visible else None)
             archived = conn.execute(_SQLITE_ARCHIVED).fetchone() if store._archives else None
             frames = _Frames.of(conn.execute(_SQLITE_FRAMES))
         finally:
             conn.execute("COMMIT")
-    found = frames.applied(
-        _with_deleted(_from_rows("sqlite", rows, snapshot_row, storage), deleted))
-    if archived is None:
-        return found
-    return replace(found, archived_streams=int(archived[0]), archived_events=int(archived[1]))
+    return _with_archived(frames.applied(
+        _with_deleted(_from_rows("sqlite", rows, snapshot_row, storage), deleted)), archived)
 
 
 def _postgres_stats(store: Any, top: int) -> StoreStats:
@@ -313,19 +325,21 @@ def _postgres_stats(store: Any, top: int) -> StoreStats:
 
     frame_stats = _postgres_frames(store)
 
-    def measure(conn: Any) -> tuple[list[Any], Any, Any, _Frames]:
+    def measure(conn: Any) -> tuple[list[Any], Any, Any, _Frames, Any]:
         rows = conn.execute(event_stats, {"top": top}).fetchall()
         found = conn.execute(has_snapshots).fetchone()
         snapshot_row = (conn.execute(snapshot_stats).fetchone()
                         if found and found[0] is not None else None)
         deleted = conn.execute(deleted_stats).fetchone() if deleted_stats else None
         frames = _Frames.of(conn.cursor().stream(frame_stats)) if frame_stats else _Frames()
-        return rows, snapshot_row, deleted, frames
+        archived = conn.execute(archived_stats).fetchone() if archived_stats else None
+        return rows, snapshot_row, deleted, frames, archived
 
-    measured: tuple[list[Any], Any, Any, _Frames] = store._run(measure)  # reads: retried
-    rows, snapshot_row, deleted, frames = measured
-    return frames.applied(
-        _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted))
+    archived_stats = _postgres_archived(store)
+    measured: tuple[list[Any], Any, Any, _Frames, Any] = store._run(measure)  # reads: retried
+    rows, snapshot_row, deleted, frames, archived = measured
+    return _with_archived(frames.applied(
+        _with_deleted(_from_rows("postgresql", rows, snapshot_row, None), deleted)), archived)
 
 
 def _postgres_frames(store: Any) -> Any:
@@ -374,32 +388,66 @@ class _Frames:
             round(decoded / found.payload_bytes, 4) if found.payload_bytes else None))
 
 
-# Archiving (eskit.archive) exists on SQLite only so far; each archived stream's row
-# keeps how many events went to the archive.
+# Archiving (eskit.archive): each archived stream's row keeps how many events went.
 _SQLITE_ARCHIVED = "SELECT count(*), coalesce(sum(events), 0) FROM eskit_archived_streams"
 
-_DELETED = (
-    "SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0) "
-    "FROM eskit_deleted_streams"
-)
+
+def _postgres_archived(store: Any) -> Any:
+    """The archived-streams statement for ``store``'s schema; ``None`` before schema 10."""
+    from eskit.stores.postgres_archive import ARCHIVE_SCHEMA
+
+    return store.sql.archive.totals if store.sql.version >= ARCHIVE_SCHEMA else None
+
+
+def _with_archived(found: StoreStats, archived: Any) -> StoreStats:
+    if archived is None:
+        return found
+    return replace(found, archived_streams=int(archived[0]), archived_events=int(archived[1]))
+
+def _removals(prefix: str, truncations: bool) -> str:
+    """One row: deleted streams, events hard deletes removed, truncated streams,
+    events truncations removed. A hard delete removes what a truncation left, so a
+    truncated stream deleted later is not counted twice; without the truncation
+    table (older schemas) the last two are NULL."""
+    deleted, truncated = f"{prefix}eskit_deleted_streams", f"{prefix}eskit_truncated_streams"
+    if not truncations:
+        return (f"SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0), "
+                f"NULL, NULL FROM {deleted}")
+    return (
+        f"SELECT (SELECT count(*) FROM {deleted}), "
+        f"(SELECT coalesce(sum(CASE WHEN d.hard THEN d.version - coalesce(("
+        f"SELECT t.first_version - 1 FROM {truncated} t WHERE t.stream_id = d.stream_id"
+        f"), 0) ELSE 0 END), 0) FROM {deleted} d), "
+        f"(SELECT count(*) FROM {truncated}), "
+        f"(SELECT coalesce(sum(first_version - 1), 0) FROM {truncated})"
+    )
+
+
+def _sqlite_removals(store: SQLiteEventStore) -> str:
+    return _removals("", store._truncations)
 
 
 def _postgres_deleted(store: Any) -> Any:
-    """The deleted-streams statement for ``store``'s schema; ``None`` before schema 6."""
+    """The removals statement for ``store``'s schema; ``None`` before schema 6."""
     if store.sql.version < 6:
         return None
     from psycopg import sql
 
-    return sql.SQL(
-        "SELECT count(*), coalesce(sum(CASE WHEN hard THEN version ELSE 0 END), 0) "
-        "FROM {}.eskit_deleted_streams"
-    ).format(sql.Identifier(store.schema))
+    from eskit.stores.postgres_truncation import TRUNCATION_SCHEMA
+
+    # The schema name was validated when the store was made: quoting it is safe.
+    prefix = f'"{store.schema}".'
+    return sql.SQL(_removals(prefix, store.sql.version >= TRUNCATION_SCHEMA))
 
 
-def _with_deleted(found: StoreStats, deleted: Any) -> StoreStats:
-    if deleted is None:
+def _with_deleted(found: StoreStats, removed: Any) -> StoreStats:
+    if removed is None:
         return found
-    return replace(found, deleted_streams=int(deleted[0]), deleted_events=int(deleted[1]))
+    return replace(
+        found, deleted_streams=int(removed[0]), deleted_events=int(removed[1]),
+        truncated_streams=None if removed[2] is None else int(removed[2]),
+        truncated_events=None if removed[3] is None else int(removed[3]),
+    )
 
 
 def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
@@ -411,6 +459,8 @@ def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
             size = sum(len(r.data.encode("utf-8", "surrogatepass"))
                        + len(r.metadata.encode("utf-8", "surrogatepass")) for r in rows)
             per[stream] = (len(rows), size)
+        deleted, removed = len(store._deleted), store._removed_events
+        truncated = (len(store._first), sum(first - 1 for first in store._first.values()))
     categories: dict[str, list[int]] = {}
     for stream, (n, b) in per.items():
         totals = categories.setdefault(stream.partition("-")[0], [0, 0, 0])
@@ -426,5 +476,6 @@ def _memory_stats(store: InMemoryEventStore, top: int) -> StoreStats:
         largest_categories=tuple(CategorySize(c, s, n, b)
                                  for c, (s, n, b) in largest_categories[:top]),
         snapshots=None, snapshot_bytes=None,
-        deleted_streams=len(store._deleted), deleted_events=store._removed_events,
+        deleted_streams=deleted, deleted_events=removed,
+        truncated_streams=truncated[0], truncated_events=truncated[1],
     ))

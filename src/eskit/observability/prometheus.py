@@ -101,6 +101,8 @@ _STATS_GAUGES: tuple[tuple[str, str, Callable[[StoreStats], int | None]], ...] =
     ("snapshot_bytes", "Bytes of the snapshots' stored state", lambda s: s.snapshot_bytes),
     ("deleted_streams", "Streams deleted, soft and hard", lambda s: s.deleted_streams),
     ("deleted_events", "Events hard deletes removed", lambda s: s.deleted_events),
+    ("truncated_streams", "Streams truncation shortened", lambda s: s.truncated_streams),
+    ("truncated_events", "Events truncations removed", lambda s: s.truncated_events),
     ("archived_streams", "Streams moved to an archive", lambda s: s.archived_streams),
     ("archived_events", "Events moved to an archive", lambda s: s.archived_events),
 )
@@ -116,7 +118,8 @@ class StoreStatsCollector(Collector):
     Register it yourself: ``REGISTRY.register(StoreStatsCollector(store))``.
     Gauges (label ``system``): ``eskit_store_stats_events``, ``_streams``,
     ``_payload_bytes``, ``_storage_bytes``, ``_snapshots``, ``_snapshot_bytes``,
-    ``_deleted_streams``, ``_deleted_events``, ``_archived_streams``, ``_archived_events``
+    ``_deleted_streams``, ``_deleted_events``, ``_truncated_streams``,
+    ``_truncated_events``, ``_archived_streams``, ``_archived_events``
     (a figure the store does not have is left out), per category (labels
     ``system``, ``category``; the ``top`` largest) ``_category_events`` and
     ``_category_bytes``, and ``eskit_store_stats_age_seconds``, how old the

@@ -53,6 +53,7 @@ from eskit.stores.model import (
     StreamInfo,
 )
 from eskit.stores.multi import PreparedAppend
+from eskit.stores.postgres_archive import ARCHIVE_SCHEMA, STREAM_ARCHIVED
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
 from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
 from eskit.stores.postgres_deletion import STREAM_DELETED
@@ -89,6 +90,7 @@ from eskit.stores.postgres_transaction import (
 )
 from eskit.stores.postgres_truncation import TRUNCATION_SCHEMA
 from eskit.stores.rows import decode_rows
+from eskit.stores.sqlite_archive import archived_error
 from eskit.stores.truncation import truncation_cut
 from eskit.subscription import Waiter
 
@@ -393,6 +395,8 @@ class PostgresEventStore(EventStore):
                 cause = exc.__cause__
                 if getattr(cause, "sqlstate", None) == STREAM_DELETED:  # the trigger
                     self._refuse_if_deleted(stream_id, stream)
+                if getattr(cause, "sqlstate", None) == STREAM_ARCHIVED:
+                    self._refuse_if_archived(stream_id, stream)
                 if not isinstance(cause, pg_errors.UniqueViolation):
                     raise
                 found = self._find(batch)
@@ -406,6 +410,7 @@ class PostgresEventStore(EventStore):
             result = inserted_result(stream_id, batch, rows)
             if result is None:  # the expectation did not hold: nothing was inserted
                 self._refuse_if_deleted(stream_id, stream)
+                self._refuse_if_archived(stream_id, stream)
                 return resolve_conflict(
                     stream_id, stream, expected, rows[0][0], batch, self._find(batch)
                 )
@@ -476,6 +481,17 @@ class PostgresEventStore(EventStore):
         if row is not None:
             raise deleted_error(stream_id, bool(row[0]))
 
+    def _refuse_if_archived(self, stream_id: StreamId, stream: str,
+                            conn: psycopg.Connection[Any] | None = None) -> None:
+        """Raise StreamArchivedError if ``stream`` is archived (schema 10 on)."""
+        if self.sql.version < ARCHIVE_SCHEMA:
+            return
+        query = self.sql.archive.where
+        row = (conn.execute(query, (stream,)).fetchone() if conn is not None
+               else self._run(lambda c: c.execute(query, (stream,)).fetchone()))
+        if row is not None:
+            raise archived_error(stream_id, str(row[0]), str(row[1]))
+
     def _delete_stream(self, stream_id: StreamId, stream: str, expected: Expected,
                        hard: bool) -> int:
         self._deletes_here()
@@ -484,6 +500,7 @@ class PostgresEventStore(EventStore):
             conn.execute(statements.start)
             # Exclusive: appends of the stream (shared) wait, and none is in flight.
             conn.execute(self.sql.lock_stream, {"stream": stream})
+            self._refuse_if_archived(stream_id, stream, conn)
             head = conn.execute(statements.head, (stream,)).fetchone()
             version, tx, seq = head if head is not None else (0, "0", 0)
             state = conn.execute(statements.state, (stream,)).fetchone()
@@ -509,6 +526,7 @@ class PostgresEventStore(EventStore):
             conn.execute(self.sql.deletion.start)
             # Exclusive: appends of the stream (shared) wait, and none is in flight.
             conn.execute(self.sql.lock_stream, {"stream": stream})
+            self._refuse_if_archived(stream_id, stream, conn)
             row = conn.execute(statements.state, {"s": stream}).fetchone()
             assert row is not None  # one row of scalar subqueries, always
             head, hard, first, snapshot = row
@@ -560,6 +578,8 @@ class PostgresEventStore(EventStore):
     ) -> list[Event]:
         query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
         rows = self._run(lambda conn: conn.execute(query, params).fetchall())
+        if not rows:  # an archived stream has no rows: never pass for an empty history
+            self._refuse_if_archived(stream_id, stream)
         return decode_rows(rows, stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:

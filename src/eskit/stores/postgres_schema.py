@@ -75,6 +75,7 @@ from eskit.stores.arguments import expected_range, stream_id_from_key
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, stored_data
 from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
+from eskit.stores.postgres_archive import ArchiveStatements, archive_migration
 from eskit.stores.postgres_compression import compression_migration
 from eskit.stores.postgres_dcb import (
     DCB_SCHEMA_VERSION,
@@ -98,7 +99,7 @@ from eskit.stores.prefix_range import prefix_upper_bound
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -332,6 +333,8 @@ class Statements:
             filtered_migration(schema),
             # 8 -> 9: DCB tags and lock keys (eskit.stores.postgres_dcb).
             dcb_migration(schema),
+            # 9 -> 10: archived streams (eskit.archive, eskit.stores.postgres_archive).
+            archive_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -408,6 +411,7 @@ class Statements:
         self.listen = sql.SQL("LISTEN {}").format(sql.Identifier(self.channel))
         self.deletion = DeletionStatements(schema)
         self.truncation = TruncationStatements(schema)
+        self.archive = ArchiveStatements(schema)
         self.use_schema_version(SCHEMA_VERSION)
         # The transactions the horizon waits for: an id, and the events table's
         # ROW EXCLUSIVE lock (a prepared transaction's start is its prepare time).

@@ -19,6 +19,7 @@ from eskit.events import StreamId
 from eskit.stores.deletion import deleted_error, must_write_delete
 from eskit.stores.model import Expected
 from eskit.stores.rows import timestamp_to_micros
+from eskit.stores.sqlite_archive import archived_error, archived_in
 
 __all__ = ["MIGRATION", "VISIBLE", "delete_stream", "deleted_state", "restore_stream"]
 
@@ -71,6 +72,10 @@ def delete_stream(store: Any, stream_id: StreamId, stream: str, expected: Expect
     from eskit.events import utc_now
 
     with store._maintenance() as conn:
+        # An archived stream's events are in its segment: a delete here would strand
+        # them (a restore could never put them back). Restore it first.
+        if store._archives and (where := archived_in(conn, stream)) is not None:
+            raise archived_error(stream_id, *where)
         version, position = conn.execute(
             "SELECT coalesce(MAX(version), 0), coalesce(MAX(position), 0) "
             "FROM eskit_events WHERE stream_id = ?", (stream,),
