@@ -37,12 +37,15 @@ def test_fair_shares_add_up_to_the_partitions() -> None:
 
 def test_one_member_claims_everything_free() -> None:
     plan = plan_assignment(8, ["a"], {}, "a")
-    assert plan.claim == frozenset(range(8)) and not plan.keep and not plan.release
+    assert plan.claim == frozenset(range(8))
+    assert not plan.keep
+    assert not plan.release
 
 
 def test_three_members_split_eight_partitions_three_three_two() -> None:
     leases = _converge(8, ["a", "b", "c"], {})
-    assert all(v.owner is not None for v in leases.values()) and len(leases) == 8
+    assert all(v.owner is not None for v in leases.values())
+    assert len(leases) == 8
     assert sorted(_counts(leases, ["a", "b", "c"]).values()) == [2, 3, 3]
 
 
@@ -50,7 +53,9 @@ def test_a_joining_member_makes_the_others_release_extras() -> None:
     leases = _converge(8, ["a", "b"], {})
     assert _counts(leases, ["a", "b"]) == {"a": 4, "b": 4}
     plan = plan_assignment(8, ["a", "b", "c"], leases, "a")
-    assert len(plan.release) == 1 and len(plan.keep) == 3 and not plan.claim
+    assert len(plan.release) == 1
+    assert len(plan.keep) == 3
+    assert not plan.claim
     # The newcomer takes nothing owned by a live member: only what was released.
     assert not plan_assignment(8, ["a", "b", "c"], leases, "c").claim
     leases = _converge(8, ["a", "b", "c"], leases)
@@ -66,7 +71,8 @@ def test_expired_leases_and_those_of_dead_members_are_free() -> None:
     assert plan.claim == frozenset(range(4))
     plan_b = plan_assignment(8, ["a", "b"], leases, "b")
     # b keeps its own expired leases (nobody claimed them, so nobody handled them).
-    assert plan_b.keep == frozenset(range(4, 8)) and not plan_b.claim
+    assert plan_b.keep == frozenset(range(4, 8))
+    assert not plan_b.claim
 
 
 def test_a_live_members_valid_lease_is_never_claimed() -> None:
