@@ -93,7 +93,7 @@ def test_members_must_agree_on_the_partition_count(backend) -> None:
 
 @pytest.mark.parametrize("options", [
     {"partitions": 0}, {"partitions": 2.0}, {"lease_timeout": 0}, {"lease_timeout": "1"},
-    {"heartbeat": 5.0}, {"heartbeat": -1}, {"member": ""},
+    {"heartbeat": 5.0}, {"heartbeat": 3.0}, {"heartbeat": -1}, {"member": ""},
 ])
 def test_bad_group_options_are_refused_before_any_io(options) -> None:
     class Untouchable(InMemoryTarget):

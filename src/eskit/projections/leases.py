@@ -23,9 +23,11 @@ taken over therefore commits nothing.
 Guaranteed: while the read model is in the target's database, every event takes
 effect exactly once (the checkpoint moves in the read model's transaction, and a
 takeover resumes from it). A dead member's partitions are claimed by a survivor
-within ``lease_timeout + heartbeat`` of its last heartbeat, plus the time a
-survivor's current batch takes. Not guaranteed: that a member never *reads* a
-partition it lost (it finds out at the next fence or heartbeat).
+within ``lease_timeout`` of its last heartbeat, plus the time a survivor's current
+batch takes: leases are written to expire ``lease_timeout - heartbeat`` seconds
+ahead and survivors look every ``heartbeat`` seconds. Not guaranteed: that a
+member never *reads* a partition it lost (it finds out at the next fence or
+heartbeat).
 """
 
 from __future__ import annotations
@@ -76,9 +78,11 @@ class ConsumerGroup:
     """A named group of workers sharing ``partitions`` partitions of one projection.
 
     Pass it to :class:`~eskit.projections.ProjectionRunner` (``group=``) with the
-    same ``target``. ``lease_timeout`` (seconds) is how long a lease and a
-    member's heartbeat stay valid; ``heartbeat`` (default a quarter of it) is how
-    often the member renews them. ``member`` names this worker (default host,
+    same ``target``. ``lease_timeout`` (seconds) bounds how long a dead member's
+    partitions wait for a survivor: its leases and its member row are written to
+    expire ``lease_timeout - heartbeat`` ahead, and every member heartbeats (renews,
+    and claims what expired) every ``heartbeat`` seconds (default a quarter of
+    ``lease_timeout``). ``member`` names this worker (default host,
     pid and a random suffix; it must be unique among live members).
 
     Every member of a group must agree on ``partitions``: the first one stores it,
@@ -105,8 +109,12 @@ class ConsumerGroup:
             raise InvalidInputError("lease_timeout must be a number of seconds in (0, 3600)")
         beat = lease_timeout / 4 if heartbeat is None else heartbeat
         if isinstance(beat, bool) or not isinstance(beat, int | float) \
-                or not 0 < beat < lease_timeout:
-            raise InvalidInputError("heartbeat must be a number of seconds in (0, lease_timeout)")
+                or not 0 < beat <= lease_timeout / 2:
+            # Renewals every `heartbeat` must come well within the lease's validity,
+            # lease_timeout - heartbeat.
+            raise InvalidInputError(
+                "heartbeat must be a number of seconds in (0, lease_timeout / 2]"
+            )
         if member is not None and (type(member) is not str or not member or len(member) > 200):
             raise InvalidInputError("member must be a name of 1 to 200 characters")
         if target.dialect not in ("sqlite", "postgres"):
@@ -119,6 +127,8 @@ class ConsumerGroup:
         self.partitions = partitions
         self.lease_timeout = float(lease_timeout)
         self.heartbeat_interval = float(beat)
+        self.ttl = self.lease_timeout - self.heartbeat_interval
+        """Seconds a lease or member row is valid after a heartbeat."""
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._sql = statements(target.dialect)
         self._owned: dict[int, int] = {}
@@ -174,7 +184,7 @@ class ConsumerGroup:
         """
         self.setup()
         started = time.monotonic()
-        ttl = self.lease_timeout
+        ttl = self.ttl
         sql = self._sql
         with self.target.transaction() as conn:
             self._check_partitions(conn)  # and, on PostgreSQL, lock the group
