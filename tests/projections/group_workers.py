@@ -48,3 +48,25 @@ def group_worker(kind: str, where: str, schema: str | None, lease_timeout: float
                           member=f"pid-{os.getpid()}")
     ProjectionRunner(store, Seen(jitter=True), target, group=group, batch_size=25,
                      poll_interval=0.05).run()
+
+
+def async_group_worker(kind: str, where: str, schema: str | None, lease_timeout: float) -> None:
+    """group_worker with the asyncio runner, reading from an async store."""
+    import asyncio
+
+    from eskit.aio import AsyncProjectionRunner, AsyncSQLiteEventStore
+
+    async def run() -> None:
+        _, target = open_backend(kind, where, schema)
+        if kind == "sqlite":
+            store = await AsyncSQLiteEventStore.open(where)
+        else:
+            from eskit.aio import AsyncPostgresEventStore
+
+            store = await AsyncPostgresEventStore.open(where, schema=schema)
+        group = ConsumerGroup(target, GROUP, partitions=PARTITIONS,
+                              lease_timeout=lease_timeout, member=f"pid-{os.getpid()}")
+        await AsyncProjectionRunner(store, Seen(jitter=True), target, group=group,
+                                    batch_size=25, poll_interval=0.05).run()
+
+    asyncio.run(run())

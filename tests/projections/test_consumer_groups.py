@@ -1,9 +1,10 @@
 """Consumer groups across processes: kill and add workers while events flow.
 
-Worker processes (spawned) join one group of 8 partitions with a short lease
-(1.5 s). The tests SIGKILL, SIGSTOP and add workers while a thread appends, then
-check the read model against a single-process replay: every event exactly once
-(one row per event id), none skipped, each stream in order.
+Worker processes (spawned; sync and asyncio runners alternately) join one group
+of 8 partitions with a short lease (1.5 s). The tests SIGKILL, SIGSTOP and add
+workers while a thread appends, then check the read model against a
+single-process replay: every event exactly once (one row per event id), none
+skipped, each stream in order.
 """
 
 import collections
@@ -19,7 +20,13 @@ import pytest
 
 from eskit.projections import ConsumerGroup, ProjectionRunner, SQLiteTarget, wait_for_projection
 from tests.conftest import new_schema_name
-from tests.projections.group_workers import GROUP, PARTITIONS, Seen, group_worker
+from tests.projections.group_workers import (
+    GROUP,
+    PARTITIONS,
+    Seen,
+    async_group_worker,
+    group_worker,
+)
 from tests.projections.helpers import added
 from tests.projections.workers import open_backend
 
@@ -44,8 +51,10 @@ class Cluster:
     def add(self, n: int = 1) -> list[multiprocessing.Process]:
         started = []
         for _ in range(n):
+            # Every other worker runs the asyncio runner: both kinds share one group.
+            entry = (group_worker, async_group_worker)[len(self.workers) % 2]
             worker = self.context.Process(
-                target=group_worker, args=(self.kind, self.where, self.schema, LEASE)
+                target=entry, args=(self.kind, self.where, self.schema, LEASE)
             )
             worker.start()
             started.append(worker)

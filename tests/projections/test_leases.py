@@ -13,6 +13,7 @@ from eskit.projections import (
     ProjectionRunner,
     Tx,
     partition_of,
+    wait_for_projection,
 )
 from tests.projections.helpers import Counter, added
 
@@ -231,3 +232,48 @@ def test_a_batch_paused_in_its_transaction_meets_the_fence_on_postgres(postgres_
 
 def test_the_server_ends_a_batch_stalled_past_the_lease_on_postgres(postgres_dsn) -> None:
     _stall_mid_batch(postgres_dsn, guard_ends_it=True)
+
+
+def test_async_runners_share_a_group(backend, tmp_path) -> None:
+    import asyncio
+
+    from eskit.aio import AsyncProjectionRunner, AsyncSQLiteEventStore
+
+    total = _fill(backend.store)
+
+    async def main() -> list[dict]:
+        if backend.kind == "sqlite":
+            stores = [await AsyncSQLiteEventStore.open(backend.path) for _ in range(2)]
+        else:
+            from eskit.aio import AsyncPostgresEventStore
+
+            stores = [await AsyncPostgresEventStore.open(backend.dsn, schema=backend.schema)
+                      for _ in range(2)]
+        groups = [_group(backend, m, lease_timeout=1.0) for m in "ab"]
+        runners = [AsyncProjectionRunner(s, Counter(), g.target, group=g, batch_size=7,
+                                         poll_interval=0.05)
+                   for s, g in zip(stores, groups, strict=True)]
+        tasks = [asyncio.create_task(r.run()) for r in runners]
+        deadline = time.monotonic() + 15
+        while sorted(len(g.owned) for g in groups) != [4, 4] or not await asyncio.to_thread(
+            wait_for_projection, backend.target, "counter", backend.store.head_position(),
+            0.05, partitions=8,
+        ):
+            assert time.monotonic() < deadline, [g.owned for g in groups]
+            await asyncio.sleep(0.05)
+        held = [dict(g.owned) for g in groups]
+        for r in runners:
+            r.stop()
+        await asyncio.gather(*tasks)
+        for s, g in zip(stores, groups, strict=True):
+            await s.close()
+            g.target.close()
+        return held
+
+    held = asyncio.run(main())
+    assert set(held[0]).isdisjoint(held[1])
+    assert backend.read_counts() == {f"s{s}": (5, 5 * (s + 1)) for s in range(16)}
+    states = backend.target.states("counter")
+    assert sum(s.events_handled for s in states) == total
+    view = ConsumerGroup(backend.target, "g", partitions=8)
+    assert all(lease.owner is None for lease in view.leases())  # both left on stop
