@@ -92,6 +92,22 @@ def test_members_must_agree_on_the_partition_count(backend) -> None:
         _group(backend, "b", partitions=4).heartbeat()
 
 
+def test_a_group_serves_one_projection(backend) -> None:
+    class Other(Counter):
+        name = "other"
+
+    group = _group(backend, "a")
+    ProjectionRunner(backend.store, Counter(), group.target, group=group).setup()
+    other = _group(backend, "b")
+    runner = ProjectionRunner(backend.store, Other(), other.target, group=other)
+    with pytest.raises(InvalidInputError, match="serves projection 'counter'"):
+        runner.setup()
+    with pytest.raises(InvalidInputError, match="in use by projection 'counter'"):
+        ProjectionRunner(backend.store, Other(), group.target, group=group)
+    group.target.close()
+    other.target.close()
+
+
 @pytest.mark.parametrize("options", [
     {"partitions": 0}, {"partitions": 2.0}, {"lease_timeout": 0}, {"lease_timeout": "1"},
     {"heartbeat": 5.0}, {"heartbeat": 3.0}, {"heartbeat": -1}, {"member": ""},

@@ -32,7 +32,8 @@ class Statements:
         self.tables = [
             """CREATE TABLE IF NOT EXISTS eskit_groups (
                    group_name TEXT    NOT NULL PRIMARY KEY,
-                   partitions INTEGER NOT NULL
+                   partitions INTEGER NOT NULL,
+                   projection TEXT
                )""",
             f"""CREATE TABLE IF NOT EXISTS eskit_group_members (
                    group_name TEXT NOT NULL,
@@ -53,9 +54,12 @@ class Statements:
             "INSERT INTO eskit_groups (group_name, partitions) VALUES (?, ?) "
             "ON CONFLICT (group_name) DO NOTHING"
         )
+        self.serve = (
+            "UPDATE eskit_groups SET projection = ? WHERE group_name = ? AND projection IS NULL"
+        )
         # The group row's lock serialises the heartbeats of one group on PostgreSQL
         # (SQLite's BEGIN IMMEDIATE already lets one writer in at a time).
-        self.lock_group = "SELECT partitions FROM eskit_groups WHERE group_name = ?" + (
+        self.lock_group = "SELECT partitions, projection FROM eskit_groups WHERE group_name = ?" + (
             " FOR UPDATE" if postgres else ""
         )
         self.add_lease = (

@@ -131,6 +131,8 @@ class ConsumerGroup:
         """Seconds a lease or member row is valid after a heartbeat."""
         self.member = member or f"{socket.gethostname()}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self._sql = statements(target.dialect)
+        self.serves: str | None = None
+        """The projection (runner name) whose partitions these are; set by the runner."""
         self._owned: dict[int, int] = {}
         self._next_beat = 0.0
         self._ready = False
@@ -163,16 +165,25 @@ class ConsumerGroup:
             for statement in self._sql.tables:
                 self._run(conn, statement)
             self._run(conn, self._sql.add_group, (self.name, self.partitions))
+            if self.serves is not None:
+                self._run(conn, self._sql.serve, (self.serves, self.name))
             self._check_partitions(conn)
             for p in range(self.partitions):
                 self._run(conn, self._sql.add_lease, (self.name, p))
         self._ready = True
 
     def _check_partitions(self, conn: Any) -> None:
-        stored = int(self._run(conn, self._sql.lock_group, (self.name,))[0][0])
-        if stored != self.partitions:
+        row = self._run(conn, self._sql.lock_group, (self.name,))[0]
+        if int(row[0]) != self.partitions:
             raise InvalidInputError(
-                f"consumer group {self.name!r} has {stored} partitions, not {self.partitions}"
+                f"consumer group {self.name!r} has {row[0]} partitions, not {self.partitions}"
+            )
+        if self.serves is not None and row[1] is not None and row[1] != self.serves:
+            # Members of two projections in one group would split its partitions
+            # between them, and each projection would miss the other's share.
+            raise InvalidInputError(
+                f"consumer group {self.name!r} serves projection {row[1]!r}, not "
+                f"{self.serves!r}: give each projection a group of its own"
             )
 
     def heartbeat(self) -> Mapping[int, int]:

@@ -211,6 +211,11 @@ class ProjectionRunner:
                 raise InvalidInputError("a consumer group assigns the partitions: pass "
                                         "neither partition nor another partitions count")
             partitions = group.partitions
+            served = name or projection.name
+            if group.serves not in (None, served):
+                raise InvalidInputError(f"consumer group {group.name!r} is in use by "
+                                        f"projection {group.serves!r}")
+            group.serves = served
         if type(batch_size) is not int or batch_size < 1:
             raise InvalidInputError("batch_size must be an int >= 1")
         if type(partitions) is not int or partitions < 1 or not 0 <= partition < partitions:
