@@ -502,7 +502,9 @@ class ProjectionRunner:
         """Handle every event now visible; return the number handled.
 
         ``progress(batch_result)`` is called after each batch that read events
-        (for a progress bar: ``result.read`` events more are done).
+        (for a progress bar: ``result.read`` events more are done). In a consumer
+        group: every partition this member holds (it joins, and claims its share,
+        first); it stays a member afterwards (``group.leave()`` releases its leases).
         """
         if not self._ready:
             self.setup()
