@@ -293,3 +293,27 @@ def test_async_runners_share_a_group(backend, tmp_path) -> None:
     assert sum(s.events_handled for s in states) == total
     view = ConsumerGroup(backend.target, "g", partitions=8)
     assert all(lease.owner is None for lease in view.leases())  # both left on stop
+
+
+def test_a_member_reads_the_log_about_once_per_round_for_all_its_partitions(backend) -> None:
+    total = _fill(backend.store, streams=16, per_stream=10)
+    reads = []
+    store = backend.store
+    original = store._filtered_page
+
+    def counting(*args, **kwargs):
+        reads.append(args[0])
+        return original(*args, **kwargs)
+
+    store._filtered_page = counting
+    try:
+        group = _group(backend, "solo")
+        runner = ProjectionRunner(store, Counter(), group.target, group=group, batch_size=40)
+        assert runner.run_until_caught_up() == total
+    finally:
+        del store._filtered_page
+    assert backend.read_counts() == {f"s{s}": (10, 10 * (s + 1)) for s in range(16)}
+    pages = -(-total // 40)
+    # Each partition alone would read every page: 8 x (pages + 1 to see the end).
+    assert len(reads) <= 2 * (pages + 1), reads
+    group.target.close()

@@ -240,6 +240,8 @@ class ProjectionRunner:
         self._progress = _Progress()
         self.group = group
         self._progresses: dict[int, _Progress] = {partition: self._progress}
+        self._round_read: tuple[int, bool, Page] | None = None
+        """In a group: this round's last read (after, reached the end, page), shared."""
         self._ready = False
         self._rate: float | None = None
         self._skip: frozenset[str] = frozenset()
@@ -367,19 +369,46 @@ class ProjectionRunner:
     def _read(self, after: int, limit: int) -> Page:
         # Undecodable events come as placeholders, in order, so that the failure
         # policy applies to them like to a handler error (and the runner keeps its place).
-        wanted = self.filter.read_filter
-        filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
-        if filtered is not None:
-            # The projection's types and prefixes, in the database (eskit.stores.filtered):
-            # a projection of a few types reads only their rows.
-            page = Page.filtered(*filtered(after, limit, wanted, True))
-        else:
-            page = Page.of(after, list(
-                self.store.read_all(after, limit=limit, on_undecodable="yield")
-            ))
+        page = self._shared_read(after, limit)
+        if page is None:
+            wanted = self.filter.read_filter
+            filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
+            if filtered is not None:
+                # The projection's types and prefixes, in the database (eskit.stores.filtered):
+                # a projection of a few types reads only their rows.
+                events, upto, more, rows = filtered(after, limit, wanted, True)
+                page, complete = Page.filtered(events, upto, more, rows), not more
+            else:
+                page = Page.of(after, list(
+                    self.store.read_all(after, limit=limit, on_undecodable="yield")
+                ))
+                complete = len(page.events) < limit
+            if self.group is not None:
+                self._round_read = (after, complete, page)
         if (observer := _hooks.active) is not None:
             observer.link_events(page.events)
         return page
+
+    def _shared_read(self, after: int, limit: int) -> Page | None:
+        """In a group: this round's last read, cut to start after ``after``, if it can be.
+
+        Every event up to a page's end is final (the stores' ordering guarantee), so
+        the part of a page read from one partition's checkpoint that lies after
+        another's is exactly what that one would read; a page that reached the end
+        of the log then shows all there was. So a member holding several partitions
+        at about the same checkpoint reads the log about once per round, not once
+        per partition. ``None``: read afresh.
+        """
+        if (shared := self._round_read) is None:
+            return None
+        read_after, complete, page = shared
+        if not read_after <= after <= page.upto:
+            return None
+        rest = [e for e in page.events if (e.position or 0) > after]
+        if rest:
+            upto = page.upto if complete else rest[-1].position or after
+            return Page(rest, upto, len(rest)).first(limit)
+        return Page([], page.upto, 0) if complete else None
 
     def _fence(self, conn: object) -> None:
         if self.group is not None:
@@ -526,20 +555,23 @@ class ProjectionRunner:
         total = BatchResult(0, 0, 0)
         if group.heartbeat_due():
             group.heartbeat()
-        for p in sorted(group.owned):
-            if group.heartbeat_due() and p not in group.heartbeat():
-                continue  # given up to a member that joined
-            self.partition = p
-            self._progress = self._progresses.setdefault(p, _Progress())
-            try:
-                result = self.run_batch()
-            except LeaseLost as lost:
-                _log.info("projection %r: %s", self.name, lost)
-                group.forget(p)
-                continue
-            total.read += result.read
-            total.handled += result.handled
-            total.parked += result.parked
+        try:
+            for p in sorted(group.owned):
+                if group.heartbeat_due() and p not in group.heartbeat():
+                    continue  # given up to a member that joined
+                self.partition = p
+                self._progress = self._progresses.setdefault(p, _Progress())
+                try:
+                    result = self.run_batch()
+                except LeaseLost as lost:
+                    _log.info("projection %r: %s", self.name, lost)
+                    group.forget(p)
+                    continue
+                total.read += result.read
+                total.handled += result.handled
+                total.parked += result.parked
+        finally:
+            self._round_read = None  # the next round reads afresh
         return total
 
     def _isolating(self) -> bool:
