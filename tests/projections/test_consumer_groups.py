@@ -104,7 +104,7 @@ class Cluster:
             while not self._stop.is_set():
                 self.store.append(f"s{rng.randrange(40)}", [added() for _ in range(5)])
                 self.appended += 5
-                time.sleep(0.004)
+                time.sleep(0.01)
 
         self._appender = threading.Thread(target=append, daemon=True)
         self._appender.start()
