@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def eskit(*args):
-    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONPATH": str(ROOT)}
+    # Keep an inherited PYTHONPATH (a checkout's src/ ahead of an installed eskit).
+    path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "COLUMNS": "200", "NO_COLOR": "1", "PYTHONPATH": path}
     return subprocess.run(
         [sys.executable, "-m", "eskit.cli", "projections", *map(str, args)],
         capture_output=True, text=True, env=env, cwd=ROOT, timeout=120, check=False,
@@ -62,3 +64,27 @@ def test_skip_marks_a_parked_event_skipped(tmp_path):
     assert "no parked events" in eskit("parked", db).stdout
     assert str(event_id) in eskit("parked", db, "--skipped").stdout
     assert eskit("skip", db, "counter", "nope").returncode == 2
+
+
+def test_run_with_a_group_handles_every_partition_alone_and_leaves(tmp_path):
+    from eskit.projections import ConsumerGroup, SQLiteTarget
+
+    db = tmp_path / "events.db"
+    with SQLiteEventStore(db) as store:
+        for s in range(12):
+            store.append(f"s{s}", [added(s), added(1)])
+    result = eskit("run", db, "--projection", "tests.projections.helpers:Counter",
+                   "--group", "counters", "--partitions", "4", "--lease-timeout", "2")
+    assert result.returncode == 0, result.stderr
+    assert "24 events handled" in result.stdout
+    with SQLiteTarget(db) as target:
+        states = target.states("counter")
+        assert [s.partition for s in states] == [0, 1, 2, 3]
+        assert sum(s.events_handled for s in states) == 24
+        leases = ConsumerGroup(target, "counters", partitions=4).leases()
+        assert [lease.owner for lease in leases] == [None] * 4  # left: released
+        assert all(lease.token == 1 for lease in leases)  # each claimed once
+    refused = eskit("run", db, "--projection", "tests.projections.helpers:Counter",
+                    "--group", "counters", "--partitions", "8")
+    assert refused.returncode == 2
+    assert "4 partitions" in refused.stderr

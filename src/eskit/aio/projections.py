@@ -35,10 +35,11 @@ from typing import cast
 from eskit.aio.process_manager import AsyncProcessManager
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
-from eskit.errors import StoreUnavailableError
+from eskit.errors import EskitError, StoreUnavailableError
 from eskit.events import Event
 from eskit.observability import _hooks
 from eskit.projections.checkpoints import ProjectionTarget
+from eskit.projections.leases import ConsumerGroup, LeaseLost
 from eskit.projections.projection import Projection
 from eskit.projections.rebuild import rebuild as sync_rebuild
 from eskit.projections.runner import (
@@ -49,6 +50,7 @@ from eskit.projections.runner import (
     ProjectionRunner,
     Read,
     RetryPolicy,
+    _Progress,
     wait_for_projection,
 )
 from eskit.projections.sql import Tx
@@ -99,7 +101,9 @@ class AsyncProjectionRunner:
     synchronous functions, called with the same ``tx`` (an
     :class:`~eskit.aio.AsyncProcessManager`'s are awaited). One task at a time
     drives a runner; for parallel work start several runners (partitions), which
-    is safe: their batches take turns on the checkpoint.
+    is safe: their batches take turns on the checkpoint. With ``group=`` it is one
+    member of a :class:`~eskit.projections.ConsumerGroup`, as the sync runner (the
+    group's heartbeats run in a worker thread, like the batches).
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class AsyncProjectionRunner:
         on_failure: OnFailure = "stop",
         parked_streams: ParkedStreams = "continue",
         name: str | None = None,
+        group: ConsumerGroup | str | None = None,
     ) -> None:
         self.store = store
         # The core never reads through its store (_read is overridden), nor waits on it.
@@ -123,7 +128,9 @@ class AsyncProjectionRunner:
             cast(EventStore, store), projection, target, batch_size=batch_size,
             poll_interval=poll_interval, partition=partition, partitions=partitions,
             retry=retry, on_failure=on_failure, parked_streams=parked_streams, name=name,
+            group=group,
         )
+        self._knowns: dict[int, int | None] = {}
         self._stopped = False
         self._waiter: AsyncWaiter | None = None
         self._known: int | None = None
@@ -213,12 +220,38 @@ class AsyncProjectionRunner:
         """
         total = 0
         while not self._stopped:
-            result = await self.run_batch()
+            result = await self._step()
             total += result.handled
             if progress is not None and result.read:
                 progress(result)
-            if result.read == 0 and self._core._progress.isolate_until is None:
+            if result.read == 0 and not self._core._isolating():
                 return total
+        return total
+
+    async def _step(self) -> BatchResult:
+        """One batch; in a consumer group, one batch of each partition held."""
+        core, group = self._core, self._core.group
+        if group is None:
+            return await self.run_batch()
+        total = BatchResult(0, 0, 0)
+        if group.heartbeat_due():
+            await asyncio.to_thread(group.heartbeat)
+        for p in sorted(group.owned):
+            if group.heartbeat_due() and p not in await asyncio.to_thread(group.heartbeat):
+                continue
+            self._knowns[core.partition] = self._known
+            core.partition = p
+            core._progress = core._progresses.setdefault(p, _Progress())
+            self._known = self._knowns.get(p)
+            try:
+                result = await self.run_batch()
+            except LeaseLost as lost:
+                _log.info("projection %r: %s", self.name, lost)
+                group.forget(p)
+                continue
+            total.read += result.read
+            total.handled += result.handled
+            total.parked += result.parked
         return total
 
     async def run(self) -> None:
@@ -228,7 +261,8 @@ class AsyncProjectionRunner:
         appends through the store, SQLite commits of other processes), and at
         least every ``poll_interval`` seconds. An unreachable store or target is
         waited out with growing delays; the next batch starts from the stored
-        checkpoint, so nothing is skipped or applied twice.
+        checkpoint, so nothing is skipped or applied twice. In a consumer group it
+        heartbeats between batches and leaves the group when it returns or raises.
         """
         if not self._core._ready:
             await self.setup()
@@ -238,7 +272,7 @@ class AsyncProjectionRunner:
         try:
             while not self._stopped:
                 try:
-                    result = await self.run_batch()
+                    result = await self._step()
                 except StoreUnavailableError as exc:
                     failures += 1
                     if failures == 1:
@@ -250,11 +284,20 @@ class AsyncProjectionRunner:
                     _log.info("projection %r reconnected after %d failed batches",
                               self.name, failures)
                     failures = 0
-                if result.read == 0 and self._core._progress.isolate_until is None:
-                    await waiter.wait(self._core.poll_interval)
+                if result.read == 0 and not self._core._isolating():
+                    wait = self._core.poll_interval
+                    if (group := self._core.group) is not None:
+                        wait = min(wait, group.next_heartbeat_in())
+                    await waiter.wait(wait)
         finally:
             self._waiter = None
             await waiter.close()
+            if (group := self._core.group) is not None:
+                try:
+                    await asyncio.to_thread(group.leave)
+                except EskitError as exc:  # its leases then expire after lease_timeout
+                    _log.warning("projection %r could not leave consumer group %r: %s",
+                                 self.name, group.name, exc)
 
     async def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Wait until this projection has read every event up to ``position``.

@@ -119,6 +119,16 @@ def _stop_on_signals(runner: Any) -> Iterator[threading.Event]:
             signal.signal(sig, handler)
 
 
+@contextmanager
+def _leaving(members: Any) -> Iterator[None]:
+    """Leave the consumer group (if any) at the end: its leases are released at once."""
+    try:
+        yield
+    finally:
+        if members is not None:
+            members.leave()
+
+
 @group.command(cls=c.StoreCommand)
 def run(
     db: Annotated[str, db_argument],
@@ -129,21 +139,32 @@ def run(
     partition: Annotated[int, typer.Option("--partition", min=0)] = 0,
     partitions: Annotated[int, typer.Option("--partitions", min=1)] = 1,
     park: Annotated[bool, typer.Option("--park", help="Park failing events.")] = False,
+    consumer_group: Annotated[str | None, typer.Option(
+        "--group", help="Join this consumer group: its --partitions are shared by lease "
+        "among every worker running with the same group.")] = None,
+    lease_timeout: Annotated[float, typer.Option(
+        "--lease-timeout", min=0.01, help="With --group: seconds before a dead worker's "
+        "partitions are taken over.")] = 10.0,
 ) -> None:
     """Run a projection: catch up, with a progress bar (--follow: then keep following).
 
     SIGTERM or Ctrl-C stops it after the batch in hand, whose checkpoint is committed
-    with its read-model writes; the exit status is then 0.
+    with its read-model writes; the exit status is then 0. With --group the worker
+    handles the partitions its leases give it and leaves the group when it ends.
     """
+    from eskit.projections.leases import ConsumerGroup
     from eskit.projections.runner import ProjectionRunner
 
     with c.reported_errors(), c.open_store(db, schema) as store, \
             c.open_target(db, schema) as target:
-        runner = ProjectionRunner(
-            store, _load(projection), target, partition=partition, partitions=partitions,
-            on_failure="park" if park else "stop",
+        members = None if consumer_group is None else ConsumerGroup(
+            target, consumer_group, partitions=partitions, lease_timeout=lease_timeout
         )
-        with _stop_on_signals(runner) as stopped:
+        runner = ProjectionRunner(
+            store, _load(projection), target, partition=partition,
+            partitions=partitions, on_failure="park" if park else "stop", group=members,
+        )
+        with _stop_on_signals(runner) as stopped, _leaving(members):
             head = store.head_position()
             with Progress(console=c.console(stderr=True), transient=True) as bar:
                 task = bar.add_task(f"catching up {runner.name}", total=head or 1)

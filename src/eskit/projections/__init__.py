@@ -6,10 +6,14 @@ See ``docs/projections.md``. The pieces:
 * targets (:class:`SQLiteTarget`, :class:`PostgresTarget`, :class:`InMemoryTarget`) —
   the database holding the read model, the checkpoint and the parked events;
 * :class:`ProjectionRunner` — reads events after the checkpoint and commits the
-  handlers' writes and the new checkpoint in one transaction.
+  handlers' writes and the new checkpoint in one transaction;
+* :class:`ConsumerGroup` — workers in any processes share the partitions through
+  leases in the target's database (see ``docs/consumer-groups.md``).
 """
 
+from eskit.projections.assignment import LeaseView, Plan, plan_assignment
 from eskit.projections.checkpoints import DeadLetter, ProjectionState, ProjectionTarget
+from eskit.projections.leases import ConsumerGroup, Lease, LeaseLost
 from eskit.projections.projection import Projection, UnknownHandlerWarning, idempotency_key
 from eskit.projections.runner import (
     BatchResult,
@@ -30,9 +34,14 @@ from eskit.projections.targets.sqlite import SQLiteTarget
 
 __all__ = [
     "BatchResult",
+    "ConsumerGroup",
     "DeadLetter",
     "InMemoryTarget",
+    "Lease",
+    "LeaseLost",
+    "LeaseView",
     "ParkedEventBlocked",
+    "Plan",
     "PostgresTarget",
     "Projection",
     "ProjectionFailed",
@@ -45,6 +54,7 @@ __all__ = [
     "UnknownHandlerWarning",
     "idempotency_key",
     "partition_of",
+    "plan_assignment",
     "retry_parked",
     "skip_parked",
     "target_for",

@@ -44,6 +44,7 @@ from eskit.errors import EskitError, InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 from eskit.observability import _hooks
 from eskit.projections.checkpoints import ProjectionTarget
+from eskit.projections.leases import ConsumerGroup, LeaseLost
 from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
 from eskit.stores.arguments import stream_key
@@ -175,6 +176,14 @@ class ProjectionRunner:
     ``(name, partition)``. With ``partitions=N`` the runner handles only streams
     for which :func:`partition_of` gives ``partition``; run N runners (in N
     processes) for ``partition = 0 .. N-1``.
+
+    With ``group=`` (a :class:`~eskit.projections.leases.ConsumerGroup` on the same
+    target, or a group name with ``partitions=N``) the runner is one member of a
+    consumer group instead: it handles whichever partitions its leases give it,
+    rebalanced as members join and leave, each batch fenced by its lease (see
+    :mod:`eskit.projections.leases`). Each partition still reads the whole log and
+    keeps the rows of its streams (the partition is a hash the stores cannot
+    compute in SQL).
     """
 
     def __init__(
@@ -191,7 +200,22 @@ class ProjectionRunner:
         on_failure: OnFailure = "stop",
         parked_streams: ParkedStreams = "continue",
         name: str | None = None,
+        group: ConsumerGroup | str | None = None,
     ) -> None:
+        if isinstance(group, str):
+            group = ConsumerGroup(target, group, partitions=partitions)
+        if group is not None:
+            if not isinstance(group, ConsumerGroup) or group.target is not target:
+                raise InvalidInputError("group must be a ConsumerGroup on the runner's target")
+            if partition != 0 or partitions not in (1, group.partitions):
+                raise InvalidInputError("a consumer group assigns the partitions: pass "
+                                        "neither partition nor another partitions count")
+            partitions = group.partitions
+            served = name or projection.name
+            if group.serves not in (None, served):
+                raise InvalidInputError(f"consumer group {group.name!r} is in use by "
+                                        f"projection {group.serves!r}")
+            group.serves = served
         if type(batch_size) is not int or batch_size < 1:
             raise InvalidInputError("batch_size must be an int >= 1")
         if type(partitions) is not int or partitions < 1 or not 0 <= partition < partitions:
@@ -214,6 +238,10 @@ class ProjectionRunner:
         self.filter: EventFilter = projection.event_filter()
         self._stopped = threading.Event()
         self._progress = _Progress()
+        self.group = group
+        self._progresses: dict[int, _Progress] = {partition: self._progress}
+        self._round_read: tuple[int, bool, Page] | None = None
+        """In a group: this round's last read (after, reached the end, page), shared."""
         self._ready = False
         self._rate: float | None = None
         self._skip: frozenset[str] = frozenset()
@@ -230,6 +258,8 @@ class ProjectionRunner:
             tx = self._tx(conn, state.generation)
             self.projection.setup(tx)
             create_views(tx, self.projection, state.generation)
+        if self.group is not None:
+            self.group.setup()
         self._ready = True
 
     def _tx(self, conn: object, generation: int) -> Tx:
@@ -270,11 +300,14 @@ class ProjectionRunner:
         progress = self._progress
         started = time.perf_counter()
         with self.target.transaction() as conn:
+            if self.group is not None:
+                self.group.guard(conn)
             state = self.target.load_state(conn, self.name, self.partition)
             page = self._read(state.position, limit)
             events = page.events
             if not events:
                 if page.upto > state.position:  # a filtered read passed unwanted rows
+                    self._fence(conn)
                     self.target.save_position(
                         conn, self.name, self.partition, page.upto, 0, None, self._rate
                     )
@@ -322,6 +355,7 @@ class ProjectionRunner:
             if handled:
                 rate = handled / max(time.perf_counter() - started, 1e-6)
                 self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
+            self._fence(conn)  # last: a takeover meanwhile rolls the whole batch back
             self.target.save_position(
                 conn, self.name, self.partition, page.upto, handled, events[-1], self._rate,
             )
@@ -335,19 +369,50 @@ class ProjectionRunner:
     def _read(self, after: int, limit: int) -> Page:
         # Undecodable events come as placeholders, in order, so that the failure
         # policy applies to them like to a handler error (and the runner keeps its place).
-        wanted = self.filter.read_filter
-        filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
-        if filtered is not None:
-            # The projection's types and prefixes, in the database (eskit.stores.filtered):
-            # a projection of a few types reads only their rows.
-            page = Page.filtered(*filtered(after, limit, wanted, True))
-        else:
-            page = Page.of(after, list(
-                self.store.read_all(after, limit=limit, on_undecodable="yield")
-            ))
+        page = self._shared_read(after, limit)
+        if page is None:
+            wanted = self.filter.read_filter
+            filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
+            if filtered is not None:
+                # The projection's types and prefixes, in the database (eskit.stores.filtered):
+                # a projection of a few types reads only their rows.
+                events, upto, more, rows = filtered(after, limit, wanted, True)
+                page, complete = Page.filtered(events, upto, more, rows), not more
+            else:
+                page = Page.of(after, list(
+                    self.store.read_all(after, limit=limit, on_undecodable="yield")
+                ))
+                complete = len(page.events) < limit
+            if self.group is not None:
+                self._round_read = (after, complete, page)
         if (observer := _hooks.active) is not None:
             observer.link_events(page.events)
         return page
+
+    def _shared_read(self, after: int, limit: int) -> Page | None:
+        """In a group: this round's last read, cut to start after ``after``, if it can be.
+
+        Every event up to a page's end is final (the stores' ordering guarantee), so
+        the part of a page read from one partition's checkpoint that lies after
+        another's is exactly what that one would read; a page that reached the end
+        of the log then shows all there was. So a member holding several partitions
+        at about the same checkpoint reads the log about once per round, not once
+        per partition. ``None``: read afresh.
+        """
+        if (shared := self._round_read) is None:
+            return None
+        read_after, complete, page = shared
+        if not read_after <= after <= page.upto:
+            return None
+        rest = [e for e in page.events if (e.position or 0) > after]
+        if rest:
+            upto = page.upto if complete else rest[-1].position or after
+            return Page(rest, upto, len(rest)).first(limit)
+        return Page([], page.upto, 0) if complete else None
+
+    def _fence(self, conn: object) -> None:
+        if self.group is not None:
+            self.group.check(conn, self.partition)
 
     def _apply(self, event: Read, tx: Tx | None) -> None:
         if isinstance(event, UndecodableEvent):
@@ -426,6 +491,7 @@ class ProjectionRunner:
                 self.target.park(conn, self.name, self.partition, event, error, attempts)
             if position is None:
                 position = 0 if last is None else last.position or 0
+            self._fence(conn)
             self.target.save_position(
                 conn, self.name, self.partition, position, handled, last, self._rate,
             )
@@ -465,22 +531,62 @@ class ProjectionRunner:
         """Handle every event now visible; return the number handled.
 
         ``progress(batch_result)`` is called after each batch that read events
-        (for a progress bar: ``result.read`` events more are done).
+        (for a progress bar: ``result.read`` events more are done). In a consumer
+        group: every partition this member holds (it joins, and claims its share,
+        first); it stays a member afterwards (``group.leave()`` releases its leases).
         """
         if not self._ready:
             self.setup()
         total = 0
         while not self._stopped.is_set():
-            result = self.run_batch()
+            result = self._step()
             total += result.handled
             if progress is not None and result.read:
                 progress(result)
-            if result.read == 0 and self._progress.isolate_until is None:
+            if result.read == 0 and not self._isolating():
                 return total
         return total
 
+    def _step(self) -> BatchResult:
+        """One batch; in a consumer group, one batch of each partition held."""
+        group = self.group
+        if group is None:
+            return self.run_batch()
+        total = BatchResult(0, 0, 0)
+        if group.heartbeat_due():
+            group.heartbeat()
+        try:
+            for p in sorted(group.owned):
+                if group.heartbeat_due() and p not in group.heartbeat():
+                    continue  # given up to a member that joined
+                self.partition = p
+                self._progress = self._progresses.setdefault(p, _Progress())
+                try:
+                    result = self.run_batch()
+                except LeaseLost as lost:
+                    _log.info("projection %r: %s", self.name, lost)
+                    group.forget(p)
+                    continue
+                total.read += result.read
+                total.handled += result.handled
+                total.parked += result.parked
+        finally:
+            self._round_read = None  # the next round reads afresh
+        return total
+
+    def _isolating(self) -> bool:
+        """Whether a partition (held, in a group) is stepping towards a failed event."""
+        if self.group is None:
+            return self._progress.isolate_until is not None
+        return any(self._progresses[p].isolate_until is not None
+                   for p in self.group.owned if p in self._progresses)
+
     def run(self) -> None:
-        """Catch up, then follow new events live until :meth:`stop` is called."""
+        """Catch up, then follow new events live until :meth:`stop` is called.
+
+        In a consumer group the runner heartbeats between batches and leaves the
+        group (releasing its leases at once) when it returns or raises.
+        """
         if not self._ready:
             self.setup()
         # Listen before the first read, so nothing committed in between is missed.
@@ -489,7 +595,7 @@ class ProjectionRunner:
         try:
             while not self._stopped.is_set():
                 try:
-                    result = self.run_batch()
+                    result = self._step()
                 except StoreUnavailableError as exc:
                     # The batch committed whole or not at all, with its checkpoint:
                     # the next one starts from the stored checkpoint, exactly.
@@ -503,10 +609,19 @@ class ProjectionRunner:
                     _log.info("projection %r reconnected after %d failed batches",
                               self.name, failures)
                     failures = 0
-                if result.read == 0 and self._progress.isolate_until is None:
-                    waiter.wait(self.poll_interval)
+                if result.read == 0 and not self._isolating():
+                    wait = self.poll_interval
+                    if self.group is not None:
+                        wait = min(wait, self.group.next_heartbeat_in())
+                    waiter.wait(wait)
         finally:
             waiter.close()
+            if self.group is not None:
+                try:
+                    self.group.leave()
+                except EskitError as exc:  # its leases then expire after lease_timeout
+                    _log.warning("projection %r could not leave consumer group %r: %s",
+                                 self.name, self.group.name, exc)
 
     def wait_for(self, position: int, timeout: float = 5.0) -> bool:
         """Wait until this projection has read every event up to ``position``.

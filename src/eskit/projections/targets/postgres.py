@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from typing import Any
 
+from eskit.errors import StoreUnavailableError
 from eskit.projections.checkpoints import (
     ProjectionTarget,
 )
@@ -134,6 +135,12 @@ class PostgresTarget(ProjectionTarget):
             except psycopg.OperationalError as exc:
                 # Not retried: the transaction may have committed before the drop.
                 raise translate(exc) from exc
+            except psycopg.Error as exc:
+                if not conn.broken:
+                    raise
+                # The server ended the session with another class of error, e.g.
+                # idle_in_transaction_session_timeout (25P03, a consumer group's guard).
+                raise StoreUnavailableError(f"PostgreSQL ended the session: {exc}") from exc
 
     def close(self) -> None:
         if self._pid == os.getpid():  # a forked child leaves the parent's connection alone
