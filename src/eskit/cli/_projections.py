@@ -241,7 +241,7 @@ def retry(
     event: Annotated[str | None, typer.Option("--event", metavar="ID")] = None,
 ) -> None:
     """Handle parked events again, oldest first (all, or one with --event)."""
-    from eskit.projections.runner import retry_parked
+    from eskit.projections.parked import retry_parked
 
     with c.reported_errors(), c.open_store(db, schema) as store, \
             c.open_target(db, schema) as target:
@@ -263,7 +263,7 @@ def skip(
     schema: Annotated[str, c.schema_option] = "eskit",
 ) -> None:
     """Give up on a parked event: it stays listed, by `parked --skipped`."""
-    from eskit.projections.runner import skip_parked
+    from eskit.projections.parked import skip_parked
 
     with c.reported_errors(), c.open_store(db, schema), c.open_target(db, schema) as target:
         skip_parked(target, name, event_id)

@@ -14,16 +14,14 @@ See ``docs/projections.md``. The pieces:
 from eskit.projections.assignment import LeaseView, Plan, plan_assignment
 from eskit.projections.checkpoints import DeadLetter, ProjectionState, ProjectionTarget
 from eskit.projections.leases import ConsumerGroup, Lease, LeaseLost
+from eskit.projections.parked import ParkedEventBlocked, retry_parked, skip_parked
 from eskit.projections.projection import Projection, UnknownHandlerWarning, idempotency_key
 from eskit.projections.runner import (
     BatchResult,
-    ParkedEventBlocked,
     ProjectionFailed,
     ProjectionRunner,
     RetryPolicy,
     partition_of,
-    retry_parked,
-    skip_parked,
     wait_for_projection,
 )
 from eskit.projections.sql import Tx

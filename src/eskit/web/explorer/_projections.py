@@ -19,7 +19,7 @@ from starlette.responses import RedirectResponse, Response
 from eskit.errors import EskitError, InvalidInputError
 from eskit.health import DEFAULT_MAX_LAG, check_health
 from eskit.projections.checkpoints import DeadLetter
-from eskit.projections.runner import ParkedEventBlocked, retry_parked, skip_parked
+from eskit.projections.parked import ParkedEventBlocked, retry_parked, skip_parked
 from eskit.web.explorer._context import Explorer, link_maker, root_of, text_param
 
 __all__ = ["ProjectionPages"]
