@@ -52,7 +52,13 @@ from eskit.errors import (
     StoreError,
 )
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores import sqlite_dcb, sqlite_deletion, sqlite_multi, sqlite_truncation
+from eskit.stores import (
+    sqlite_chain,
+    sqlite_dcb,
+    sqlite_deletion,
+    sqlite_multi,
+    sqlite_truncation,
+)
 from eskit.stores.arguments import expected_range, resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.compression import (
@@ -92,11 +98,11 @@ _getpid = os.getpid  # on every call: a fork is detected by the process id chang
 # more threads read at once. Each holds two file descriptors (database and -wal).
 MAX_IDLE_READERS = 8
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 STORE_FORMAT = "eskit-event-store"
 
 # Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
-MIGRATIONS: list[list[str]] = [
+MIGRATIONS: list[Sequence[sqlite_chain.Statement]] = [
     [
         """CREATE TABLE eskit_meta (
                key   TEXT PRIMARY KEY,
@@ -166,6 +172,8 @@ MIGRATIONS: list[list[str]] = [
     SQLITE_FILTERED_MIGRATION,
     # 7 -> 8: DCB tags (eskit.dcb, eskit.stores.sqlite_dcb).
     SQLITE_DCB_MIGRATION,
+    # 8 -> 9: hash chains (eskit.integrity, eskit.stores.sqlite_chain).
+    sqlite_chain.MIGRATION,
 ]
 
 _COLUMNS = (
@@ -173,6 +181,9 @@ _COLUMNS = (
     "data, metadata"
 )
 _INSERT = f"INSERT INTO eskit_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_INSERT_CHAINED = (
+    f"INSERT INTO eskit_events ({_COLUMNS}, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 # The first event of a batch, inserted only if the stream's head is in [lo, hi] (the
 # expected version), at the next version and the next AUTOINCREMENT position, which it
 # reports; no row back means the expectation failed and nothing was written. The
@@ -196,6 +207,17 @@ _INSERT_FIRST_V4 = _INSERT_FIRST.replace(
 )
 _INSERT_FIRST_V3 = _INSERT_FIRST_V4.replace(
     "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) ", ""
+)
+# Schema 9 on: with the chain hash, computed from the head that the append read just
+# before in the same transaction (eskit.stores.sqlite_chain), at the version after it;
+# the UNIQUE (stream_id, version) index and SQLite's one writer keep that head current.
+_INSERT_FIRST_CHAINED = (
+    "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
+    "recorded_at, data, metadata, hash) "
+    "SELECT :id, :stream, :version, :type, :schema, :at, :data, :meta, :hash "
+    "WHERE NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
+    "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
+    "RETURNING position"
 )
 # What decode_rows reads (eskit.stores.rows.StoredRow): tx 0, so the position is seq.
 _SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
@@ -285,6 +307,8 @@ class SQLiteEventStore(EventStore):
         self._truncations = True  # False: a file of a schema before eskit_truncated_streams
         # False on a file of a schema before DCB tags opened with create=False.
         self._tags_table = True
+        # False on a file of a schema before hash chains opened with create=False.
+        self._chained = True
         self._forking = False
         self._fork_quiet = self._fork_write_locked = self._after_fork = False
         if not create and not self._memory and not Path(self.path).is_file():
@@ -595,6 +619,8 @@ class SQLiteEventStore(EventStore):
                     self._truncations = False
                 if found < 8:  # no eskit_event_tags yet: no event has tags
                     self._tags_table = False
+                if found < 9:  # no hash column yet: appends store no chain
+                    self._chained = False
                 return
             if "eskit_events" in tables and "eskit_meta" not in tables:
                 raise NotAnEskitStoreError(
@@ -612,7 +638,10 @@ class SQLiteEventStore(EventStore):
                     current = self._schema_version(conn)
                     for target in range(current, SCHEMA_VERSION):
                         for statement in MIGRATIONS[target]:
-                            conn.execute(statement)
+                            if callable(statement):
+                                statement(conn)
+                            else:
+                                conn.execute(statement)
                     conn.execute(
                         "INSERT OR REPLACE INTO eskit_meta (key, value) "
                         "VALUES ('schema_version', ?)",
@@ -769,6 +798,8 @@ class SQLiteEventStore(EventStore):
         is not at ``expected``. ``sqlite3.IntegrityError`` for an event id stored
         already, after some rows of the batch may be in: roll back then."""
         lo, hi = expected_range(expected)
+        if self._chained:
+            return self._insert_chained(conn, stream, lo, hi, batch)
         threshold = self.compress_threshold
         first = batch[0]
         micros = timestamp_to_micros(first.timestamp)
@@ -781,10 +812,7 @@ class SQLiteEventStore(EventStore):
             "stream": stream, "lo": lo, "hi": hi,
         }).fetchone()
         if row is None:
-            if self._visible and (hard := deleted_state(conn, stream)) is not None:
-                raise deleted_error(stream_id_from_key(stream), hard)
-            if self._archives and (where := archived_in(conn, stream)) is not None:
-                raise archived_error(stream_id_from_key(stream), *where)
+            self._refused(conn, stream)
             return None
         position, version = row
         head, start = version - 1, position - 1
@@ -805,6 +833,51 @@ class SQLiteEventStore(EventStore):
                 for i, p in enumerate(batch) if i
             ])
         return head, start
+
+    def _insert_chained(
+        self, conn: sqlite3.Connection, stream: str, lo: int, hi: int,
+        batch: list[PendingEvent],
+    ) -> tuple[int, int] | None:
+        """``_insert`` on schema 9 on: each event's chain hash from the stream's newest."""
+        found = conn.execute(sqlite_chain.HEAD, (stream,)).fetchone()
+        head, previous = (0, None) if found is None else (int(found[0]), found[1])
+        if not lo <= head <= hi:
+            self._refused(conn, stream)
+            return None
+        hashes = sqlite_chain.chain_hashes(stream, head, previous, batch)
+        threshold = self.compress_threshold
+        first = batch[0]
+        micros = timestamp_to_micros(first.timestamp)
+        row = conn.execute(_INSERT_FIRST_CHAINED, {
+            "id": first.event_id.bytes, "type": first.event_type,
+            "schema": first.schema_version, "at": micros,
+            "data": stored_data(first.data, threshold), "meta": first.metadata.decode(),
+            "stream": stream, "version": head + 1, "hash": hashes[0],
+        }).fetchone()
+        if row is None:
+            self._refused(conn, stream)
+            return None
+        position = row[0]
+        start = position - 1
+        sqlite_dcb.insert_tags(conn, start, batch)
+        if len(batch) > 1:
+            conn.executemany(_INSERT_CHAINED, [
+                (start + i + 1, p.event_id.bytes, stream, head + i + 1,
+                 p.event_type, p.schema_version,
+                 micros if p.timestamp is first.timestamp
+                 else timestamp_to_micros(p.timestamp),
+                 stored_data(p.data, threshold), p.metadata.decode(), hashes[i])
+                for i, p in enumerate(batch) if i
+            ])
+        return head, start
+
+    def _refused(self, conn: sqlite3.Connection, stream: str) -> None:
+        """Raise if nothing was inserted because the stream is deleted or archived;
+        return if it is only not at the expected version."""
+        if self._visible and (hard := deleted_state(conn, stream)) is not None:
+            raise deleted_error(stream_id_from_key(stream), hard)
+        if self._archives and (where := archived_in(conn, stream)) is not None:
+            raise archived_error(stream_id_from_key(stream), *where)
 
     # -- appending in the caller's transaction (eskit.stores.sqlite_transaction) --------
 
