@@ -1,6 +1,7 @@
 """Tamper evidence, the pure part: the bytes an event's chain hash covers, and the link.
 
-Each stored event carries ``hash = sha256(previous + event_bytes(...))`` where
+Each stored event carries ``hash = sha256(previous + event_bytes(...))``, where
+``event_bytes`` is the event's version then the sha256 of the rest of it, and
 ``previous`` is the hash of the event before it in its stream (:data:`GENESIS`
 for a stream's first event). Changing, removing, inserting or reordering an
 event of a stream therefore changes a hash that the next event's link, or a
@@ -32,7 +33,10 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 
-__all__ = ["GENESIS", "HASH_BYTES", "event_bytes", "head_digest", "link_hash"]
+__all__ = [
+    "GENESIS", "HASH_BYTES", "content_digest", "event_bytes", "head_digest", "link_hash",
+    "version_bytes",
+]
 
 HASH_BYTES = 32
 GENESIS = bytes(HASH_BYTES)
@@ -47,6 +51,34 @@ def _field(value: bytes) -> bytes:
     return len(value).to_bytes(4, "big") + value
 
 
+def content_digest(
+    stream: str,
+    event_id: bytes,
+    event_type: str,
+    schema_version: int,
+    recorded_micros: int,
+    data: bytes,
+    metadata: bytes,
+) -> bytes:
+    """sha256 of everything an event's hash covers but its version and the link.
+
+    Every field is length-prefixed, so no two different events share their bytes.
+    ``data`` and ``metadata`` are the codec's JSON, uncompressed. Kept apart from the
+    version so that a store can compute it before it knows the version (PostgreSQL
+    finishes the link in the append statement, with its own ``sha256``).
+    """
+    return _sha256(b"".join((
+        _TAG,
+        _field(stream.encode("utf-8", "surrogatepass")),
+        _field(event_id),
+        _field(event_type.encode("utf-8", "surrogatepass")),
+        _field(str(schema_version).encode()),
+        _field(str(recorded_micros).encode()),
+        _field(data),
+        _field(metadata),
+    ))).digest()
+
+
 def event_bytes(
     stream: str,
     version: int,
@@ -57,22 +89,15 @@ def event_bytes(
     data: bytes,
     metadata: bytes,
 ) -> bytes:
-    """The canonical bytes of one stored event (see the module for what each is).
+    """The canonical bytes of one stored event: its version (8 bytes, big-endian, as
+    PostgreSQL's ``int8send``) then its :func:`content_digest`."""
+    return version_bytes(version) + content_digest(
+        stream, event_id, event_type, schema_version, recorded_micros, data, metadata)
 
-    Every field is length-prefixed, so no two different events share their bytes.
-    ``data`` and ``metadata`` are the codec's JSON, uncompressed.
-    """
-    return b"".join((
-        _TAG,
-        _field(stream.encode("utf-8", "surrogatepass")),
-        _field(str(version).encode()),
-        _field(event_id),
-        _field(event_type.encode("utf-8", "surrogatepass")),
-        _field(str(schema_version).encode()),
-        _field(str(recorded_micros).encode()),
-        _field(data),
-        _field(metadata),
-    ))
+
+def version_bytes(version: int) -> bytes:
+    """A version as the 8 bytes that start :func:`event_bytes`."""
+    return version.to_bytes(8, "big", signed=True)
 
 
 def link_hash(previous: bytes | None, event: bytes) -> bytes:

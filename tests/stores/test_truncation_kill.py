@@ -48,7 +48,7 @@ def test_sqlite_truncation_killed_mid_step_keeps_a_whole_tail_and_a_rerun_comple
         original = [(e.event_id, e.version, e.position) for e in store.read_stream("big-1")]
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, db], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
     )
     try:
         assert child.stdout is not None

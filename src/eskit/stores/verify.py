@@ -62,7 +62,7 @@ def verify_store(
         raise InvalidInputError("as_of must be a position (an int, 0 or more)")
     source = _source(store)
     with source(batch_size) as (total, rows, starts, chained_after):
-        checker = ChainChecker(merged_starts(starts), as_of=as_of,
+        checker = ChainChecker(starts, as_of=as_of,
                                chained_after=chained_after)
         done = 0
         for row in rows:
@@ -88,7 +88,7 @@ def parse_checkpoint(text: object) -> int:
     return int(position)
 
 
-Rows = tuple[int, Iterator[ChainRow], Iterator[tuple[str, StreamStart]], int]
+Rows = tuple[int, Iterator[ChainRow], Callable[[str], StreamStart | None], int]
 """What a backend hands the checker: the event count, the rows, the truncated
 streams' starts and the position after which every event must have a hash."""
 
@@ -98,6 +98,15 @@ def _source(store: Any) -> Callable[[int], Any]:
 
     if isinstance(store, SQLiteEventStore):
         return lambda batch: _sqlite_rows(store, batch)
+    try:
+        from eskit.stores.postgres import PostgresEventStore
+    except ImportError:  # the postgres extra is not installed: not a PostgreSQL store
+        pass
+    else:
+        if isinstance(store, PostgresEventStore):
+            from eskit.stores.postgres_chain import postgres_rows
+
+            return lambda batch: _postgres(store, batch, postgres_rows)
     raise InvalidInputError(
         f"verify_store needs a SQLiteEventStore or PostgresEventStore, not "
         f"{type(store).__name__}")
@@ -117,7 +126,14 @@ def _sqlite_rows(store: Any, batch: int) -> Iterator[Rows]:
         try:
             total = sqlite_chain.count_events(conn)
             yield (total, sqlite_chain.iter_chain_rows(conn, batch),
-                   sqlite_chain.iter_starts(conn), sqlite_chain.chained_after(conn))
+                   merged_starts(sqlite_chain.iter_starts(conn)),
+                   sqlite_chain.chained_after(conn))
         finally:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
+
+
+@contextmanager
+def _postgres(store: Any, batch: int, rows: Any) -> Iterator[Rows]:
+    with rows(store, batch) as (total, chain_rows, starts, chained_after):
+        yield total, chain_rows, starts.get, chained_after

@@ -1,0 +1,185 @@
+"""Hash chains on PostgreSQL: the schema 9 -> 10 migration, the append's links, the verifier's rows.
+
+The append stays one statement (one round trip): the client sends each event's
+:func:`~eskit.integrity.content_digest` (``digests``), and the statement, which
+reads the stream's head version anyway, also reads the head's hash and finishes
+each link with PostgreSQL's own ``sha256``: ``sha256(previous || int8send(version)
+|| digest)``, which is :func:`eskit.integrity.link_hash` of
+:func:`eskit.integrity.event_bytes`. A batch's links are a recursive CTE over its
+events in order. The stream's shared advisory lock and the primary key
+``(stream_id, version)`` keep two appends from linking to the same head: the loser
+of a race gets the unique violation it always got and retries at the new head.
+
+Rows stored before this migration keep ``NULL`` ("unchained"); every event after
+the newest one then is chained (``chained_after`` in ``eskit_meta``). A truncation
+records the newest removed event's hash in ``eskit_truncated_streams.anchor``;
+compaction's row trigger also keeps ``hash`` as it was.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg import sql
+
+from eskit.integrity import GENESIS, content_digest
+from eskit.stores.chain_check import ChainRow, StreamStart
+from eskit.stores.compression import plain
+from eskit.stores.model import PendingEvent
+from eskit.stores.postgres_compression import COMPACTING
+from eskit.stores.rows import timestamp_to_micros
+
+__all__ = ["CHAIN_SCHEMA_VERSION", "chain_migration", "digests", "postgres_rows"]
+
+CHAIN_SCHEMA_VERSION = 10
+
+_GENESIS = sql.SQL("'\\x{}'::bytea").format(sql.SQL(GENESIS.hex()))
+
+
+def chain_migration(schema: str) -> list[sql.Composed]:
+    """The statements of migration 9 -> 10 for ``schema`` (already validated)."""
+    s = sql.Identifier(schema)
+    events = sql.SQL("{}.eskit_events").format(s)
+    return [
+        sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS hash bytea").format(events),
+        sql.SQL("ALTER TABLE {}.eskit_truncated_streams ADD COLUMN IF NOT EXISTS anchor bytea"
+                ).format(s),
+        # Every event after the newest one now gets a hash: a NULL there was removed.
+        sql.SQL(
+            """INSERT INTO {schema}.eskit_meta (key, value)
+               SELECT 'chained_after', coalesce(
+                   (SELECT tx_id::text || ':' || seq FROM {events}
+                    ORDER BY tx_id DESC, seq DESC LIMIT 1), '0:0')
+               ON CONFLICT (key) DO NOTHING"""
+        ).format(schema=s, events=events),
+        sql.SQL(
+            """CREATE OR REPLACE FUNCTION {schema}.eskit_check_compact() RETURNS trigger
+               LANGUAGE plpgsql AS $$
+               BEGIN
+                   IF current_setting({flag}, true) = 'on'
+                      AND NEW.tx_id = OLD.tx_id AND NEW.seq = OLD.seq
+                      AND NEW.event_id = OLD.event_id AND NEW.stream_id = OLD.stream_id
+                      AND NEW.version = OLD.version AND NEW.event_type = OLD.event_type
+                      AND NEW.schema_version = OLD.schema_version
+                      AND NEW.recorded_at = OLD.recorded_at
+                      AND NEW.metadata::text = OLD.metadata::text
+                      AND NEW.writer_xid IS NOT DISTINCT FROM OLD.writer_xid
+                      AND NEW.hash IS NOT DISTINCT FROM OLD.hash
+                      AND OLD.data IS NOT NULL AND NEW.data IS NULL
+                      AND substring(NEW.data_zstd FROM 1 FOR 4) = '\\x28b52ffd'::bytea
+                   THEN
+                       RETURN NEW;
+                   END IF;
+                   RAISE EXCEPTION 'eskit events are append-only: compaction may only'
+                       ' replace a json payload by a zstd frame of it';
+               END $$"""
+        ).format(schema=s, flag=sql.Literal(COMPACTING)),
+    ]
+
+
+def head_hash(events: sql.Composable) -> sql.Composed:
+    """The ``head`` CTE's second column: the hash of the stream's newest event."""
+    return sql.SQL(
+        ", (SELECT hash FROM {} WHERE stream_id = %(stream)s ORDER BY version DESC LIMIT 1)"
+        " AS h").format(events)
+
+
+CHAIN_CTE = sql.SQL(
+    """chain(ord, h) AS (
+           SELECT 0::bigint, head.h FROM head
+           UNION ALL
+           SELECT c.ord + 1, sha256(coalesce(c.h, {genesis}) || int8send(head.v + c.ord + 1)
+                                    || (%(digests)b::bytea[])[c.ord + 1])
+           FROM chain AS c, head
+           WHERE c.ord < cardinality(%(digests)b::bytea[])
+       ), """
+).format(genesis=_GENESIS)
+"""The links of the batch: ``chain.h`` at ``ord`` n is the hash of the batch's n-th
+event (``ord`` 0: the head's own hash). Goes before ``ins`` in a ``WITH RECURSIVE``."""
+
+
+def digests(stream: str, batch: Sequence[PendingEvent]) -> list[bytes]:
+    """Each event's content digest, for the append's ``digests`` parameter."""
+    out = []
+    micros, stamp = 0, None
+    for p in batch:
+        if p.timestamp is not stamp:
+            stamp, micros = p.timestamp, timestamp_to_micros(p.timestamp)
+        out.append(content_digest(stream, p.event_id.bytes, p.event_type, p.schema_version,
+                                  micros, p.data, p.metadata))
+    return out
+
+
+def _json(value: Any) -> bytes:
+    decoded = plain(value)
+    return decoded.encode("utf-8", "surrogatepass") if isinstance(decoded, str) else decoded
+
+
+@contextmanager
+def postgres_rows(store: Any, batch: int) -> Iterator[Any]:
+    """What :func:`eskit.stores.verify.verify_store` reads from a PostgreSQL store, in
+    one ``REPEATABLE READ`` read-only transaction (one snapshot for the whole check)."""
+    from eskit.errors import StoreError
+    from eskit.stores.postgres_connection import translate  # it imports this module
+    from eskit.stores.postgres_schema import pack_position
+
+    if store.sql.version < CHAIN_SCHEMA_VERSION:
+        raise StoreError(
+            f"schema {store.schema} has eskit schema version {store.sql.version}; hash "
+            f"chains need {CHAIN_SCHEMA_VERSION}: run `eskit migrate` first")
+    s = sql.Identifier(store.schema)
+    events = sql.SQL("{}.eskit_events").format(s)
+    # The truncation record rides on each row (a probe of a small table's key), so the
+    # rows can come in the primary key's order, whatever the database's collation.
+    select = sql.SQL(
+        """SELECT e.stream_id, e.version, e.tx_id::text, e.seq, e.event_id, e.event_type,
+                  e.schema_version, e.recorded_at, e.data::text, e.data_zstd,
+                  e.metadata::text, e.hash,
+                  t.first_version, t.anchor
+           FROM {events} AS e
+           LEFT JOIN {schema}.eskit_truncated_streams AS t ON t.stream_id = e.stream_id
+           {where} ORDER BY e.stream_id, e.version LIMIT %(limit)s""")
+    first = select.format(events=events, schema=s, where=sql.SQL(""))
+    after = select.format(events=events, schema=s, where=sql.SQL(
+        "WHERE (e.stream_id, e.version) > (%(stream)s, %(version)s)"))
+    try:
+        with store._connection() as conn, conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY")
+            total = int(conn.execute(sql.SQL("SELECT count(*) FROM {}").format(events)
+                                     ).fetchone()[0])
+            row = conn.execute(sql.SQL(
+                "SELECT value FROM {}.eskit_meta WHERE key = 'chained_after'").format(s)
+            ).fetchone()
+            if row is None:
+                chained_after = -1
+            else:
+                tx, _, seq = str(row[0]).partition(":")
+                chained_after = pack_position(tx, int(seq))
+            starts: dict[str, StreamStart] = {}
+
+            def rows() -> Iterator[ChainRow]:
+                page = conn.execute(first, {"limit": batch}).fetchall()
+                while True:
+                    for (stream, version, tx, seq, eid, etype, sv, at, data, zdata, meta, h,
+                         first_version, anchor) in page:
+                        if first_version is not None and stream not in starts:
+                            starts.clear()  # only the current stream's is ever asked for
+                            starts[stream] = StreamStart(
+                                int(first_version), None if anchor is None else bytes(anchor))
+                        yield ChainRow(stream, int(version), pack_position(tx, int(seq)),
+                                       eid.bytes, etype, int(sv), timestamp_to_micros(at),
+                                       _json(data if zdata is None else bytes(zdata)),
+                                       meta.encode("utf-8", "surrogatepass"),
+                                       None if h is None else bytes(h))
+                    if len(page) < batch:
+                        return
+                    last = page[-1]
+                    page = conn.execute(after, {"limit": batch, "stream": last[0],
+                                                "version": last[1]}).fetchall()
+
+            yield total, rows(), starts, chained_after
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
