@@ -31,6 +31,7 @@ docs/data-protection.md, "Tamper evidence".
 from __future__ import annotations
 
 import hashlib
+import struct
 from collections.abc import Iterable
 
 __all__ = [
@@ -45,6 +46,9 @@ after events that were stored before the chain existed)."""
 
 _TAG = b"eskit-event/1\x00"
 _sha256 = hashlib.sha256
+
+
+_HEADER = struct.Struct(">qqIIIII").pack
 
 
 def _field(value: bytes) -> bytes:
@@ -62,20 +66,21 @@ def content_digest(
 ) -> bytes:
     """sha256 of everything an event's hash covers but its version and the link.
 
-    Every field is length-prefixed, so no two different events share their bytes.
-    ``data`` and ``metadata`` are the codec's JSON, uncompressed. Kept apart from the
-    version so that a store can compute it before it knows the version (PostgreSQL
-    finishes the link in the append statement, with its own ``sha256``).
+    The bytes hashed: a tag, the schema version and the recorded time (8 bytes each,
+    big-endian, signed), the lengths of the five variable fields (4 bytes each), then
+    those fields: stream key (UTF-8), event id, event type (UTF-8), data, metadata.
+    So no two different events share their bytes. ``data`` and ``metadata`` are the
+    codec's JSON, uncompressed. Kept apart from the version so that a store can
+    compute it before it knows the version (PostgreSQL finishes the link in the
+    append statement, with its own ``sha256``).
     """
+    key = stream.encode("utf-8", "surrogatepass")
+    kind = event_type.encode("utf-8", "surrogatepass")
     return _sha256(b"".join((
         _TAG,
-        _field(stream.encode("utf-8", "surrogatepass")),
-        _field(event_id),
-        _field(event_type.encode("utf-8", "surrogatepass")),
-        _field(str(schema_version).encode()),
-        _field(str(recorded_micros).encode()),
-        _field(data),
-        _field(metadata),
+        _HEADER(schema_version, recorded_micros, len(key), len(event_id), len(kind),
+                len(data), len(metadata)),
+        key, event_id, kind, data, metadata,
     ))).digest()
 
 

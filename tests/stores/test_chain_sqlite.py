@@ -330,3 +330,33 @@ def test_the_triggers_still_refuse_rewriting_a_hash(path: Path) -> None:
     with closing(sqlite3.connect(path)) as conn, \
             pytest.raises(sqlite3.IntegrityError, match="append-only"):
         conn.execute("UPDATE eskit_events SET hash = randomblob(32) WHERE position = 1")
+
+
+def test_appends_in_a_callers_deferred_transaction_chain_and_take_the_lock_first(
+    path: Path,
+) -> None:
+    with SQLiteEventStore(path) as store, closing(
+            sqlite3.connect(path, isolation_level=None, timeout=0)) as conn:
+        conn.execute("BEGIN")  # deferred: the append must take the write lock itself
+        store.in_transaction(conn).append("order-3", _events(1, 3))
+        with closing(sqlite3.connect(path, isolation_level=None, timeout=0)) as other, \
+                pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+        store.in_transaction(conn).append_many([eskit.StreamAppend("order-4", _events(2))])
+        conn.execute("COMMIT")
+    report = _verify(path)
+    assert report.ok, report.problems
+    assert report.events == 13
+
+
+def test_a_protected_or_async_store_is_verified_through_the_store_it_wraps(path: Path) -> None:
+    from eskit.aio.sqlite import AsyncSQLiteEventStore
+
+    sync = SQLiteEventStore(path)
+    wrapped = AsyncSQLiteEventStore.from_sync(sync)
+    protected = protect(sync, LocalKeyProvider({"m1": b"\x01" * 32}))
+    try:
+        assert verify_store(wrapped).events == 10
+        assert verify_store(protected).ok
+    finally:
+        sync.close()

@@ -219,6 +219,21 @@ _INSERT_FIRST_CHAINED = (
     "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
     "RETURNING position"
 )
+# The same on the store's own writer, in one statement: the head's version and hash (a
+# bare column beside MAX() takes the values of the row holding the max, one probe of
+# the UNIQUE (stream_id, version) index) and the link made by eskit_link, which every
+# connection the store opens has (eskit.stores.sqlite_chain.link_function).
+_INSERT_FIRST_LINKED = (
+    "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
+    "recorded_at, data, metadata, hash) "
+    "SELECT :id, :stream, head.v + 1, :type, :schema, :at, :data, :meta, "
+    "eskit_link(head.h, head.v + 1, :digest) "
+    "FROM (SELECT coalesce(MAX(version), 0) AS v, hash AS h FROM eskit_events "
+    "WHERE stream_id = :stream) AS head WHERE head.v BETWEEN :lo AND :hi "
+    "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
+    "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
+    "RETURNING position, version, hash"
+)
 # What decode_rows reads (eskit.stores.rows.StoredRow): tx 0, so the position is seq.
 _SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
 _ANY_DELETED = "SELECT 1 FROM eskit_deleted_streams LIMIT 1"
@@ -351,6 +366,8 @@ class SQLiteEventStore(EventStore):
                 )
             try:
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                conn.create_function("eskit_link", 3, sqlite_chain.link_function,
+                                     deterministic=True)
             except BaseException:
                 conn.close()
                 raise
@@ -839,25 +856,43 @@ class SQLiteEventStore(EventStore):
         batch: list[PendingEvent],
     ) -> tuple[int, int] | None:
         """``_insert`` on schema 9 on: each event's chain hash from the stream's newest."""
-        found = conn.execute(sqlite_chain.HEAD, (stream,)).fetchone()
-        head, previous = (0, None) if found is None else (int(found[0]), found[1])
-        if not lo <= head <= hi:
-            self._refused(conn, stream)
-            return None
-        hashes = sqlite_chain.chain_hashes(stream, head, previous, batch)
+        digests = sqlite_chain.digests(stream, batch)
         threshold = self.compress_threshold
         first = batch[0]
         micros = timestamp_to_micros(first.timestamp)
-        row = conn.execute(_INSERT_FIRST_CHAINED, {
+        params = {
             "id": first.event_id.bytes, "type": first.event_type,
             "schema": first.schema_version, "at": micros,
             "data": stored_data(first.data, threshold), "meta": first.metadata.decode(),
-            "stream": stream, "version": head + 1, "hash": hashes[0],
-        }).fetchone()
-        if row is None:
-            self._refused(conn, stream)
-            return None
-        position = row[0]
+            "stream": stream,
+        }
+        if conn is self._writer:
+            # One statement, as before chains: the link is made in the insert by the
+            # writer's eskit_link function, from the head it reads itself.
+            row = conn.execute(_INSERT_FIRST_LINKED, {
+                **params, "lo": lo, "hi": hi, "digest": digests[0]}).fetchone()
+            if row is None:
+                self._refused(conn, stream)
+                return None
+            position, version, first_hash = row
+            head = version - 1
+            hashes = [first_hash, *sqlite_chain.chain_hashes(version, first_hash, digests[1:])]
+        else:
+            # A caller's connection has no eskit_link: read the head, then insert. The
+            # write lock first, for a transaction that may have been begun deferred.
+            conn.execute(sqlite_chain.TAKE_WRITE_LOCK)
+            found = conn.execute(sqlite_chain.HEAD, (stream,)).fetchone()
+            head, previous = (0, None) if found is None else (int(found[0]), found[1])
+            if not lo <= head <= hi:
+                self._refused(conn, stream)
+                return None
+            hashes = sqlite_chain.chain_hashes(head, previous, digests)
+            row = conn.execute(_INSERT_FIRST_CHAINED, {
+                **params, "version": head + 1, "hash": hashes[0]}).fetchone()
+            if row is None:
+                self._refused(conn, stream)
+                return None
+            position = row[0]
         start = position - 1
         sqlite_dcb.insert_tags(conn, start, batch)
         if len(batch) > 1:

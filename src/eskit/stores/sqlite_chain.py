@@ -18,13 +18,13 @@ import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from eskit.integrity import event_bytes, link_hash
+from eskit.integrity import content_digest, link_hash, version_bytes
 from eskit.stores.chain_check import ChainRow, StreamStart
 from eskit.stores.compression import plain
 from eskit.stores.model import PendingEvent
 from eskit.stores.rows import timestamp_to_micros
 
-__all__ = ["MIGRATION", "chain_hashes", "iter_chain_rows", "iter_starts"]
+__all__ = ["MIGRATION", "chain_hashes", "digests", "iter_chain_rows", "iter_starts"]
 
 Statement = str | Callable[[sqlite3.Connection], object]
 
@@ -61,25 +61,43 @@ MIGRATION: list[Statement] = [
        BEGIN SELECT RAISE(ABORT, 'eskit events are append-only'); END""",
 ]
 
+TAKE_WRITE_LOCK = "UPDATE eskit_meta SET value = value WHERE 0"
+"""A write that changes nothing, to take SQLite's write lock before the head is read in
+a caller's transaction that may have been begun deferred: reading first and writing
+after would fail at once (SQLITE_BUSY, no busy wait) if another connection committed
+in between, where the single insert statement before chains waited its turn."""
+
 HEAD = "SELECT version, hash FROM eskit_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
 """The stream's head version and newest hash (the UNIQUE (stream_id, version) index)."""
 
 
-def chain_hashes(stream: str, head: int, previous: bytes | None,
-                 batch: Sequence[PendingEvent]) -> list[bytes]:
-    """The hashes of ``batch`` appended after version ``head`` whose hash is ``previous``
-    (``None``: none, or stored before the chain)."""
-    hashes = []
+def digests(stream: str, batch: Sequence[PendingEvent]) -> list[bytes]:
+    """Each event's :func:`~eskit.integrity.content_digest` (all but version and link)."""
+    out = []
     micros = -1
     stamp: object = None
-    for i, p in enumerate(batch):
+    for p in batch:
         if p.timestamp is not stamp:
             stamp, micros = p.timestamp, timestamp_to_micros(p.timestamp)
-        previous = link_hash(previous, event_bytes(
-            stream, head + i + 1, p.event_id.bytes, p.event_type, p.schema_version, micros,
-            p.data, p.metadata))
+        out.append(content_digest(stream, p.event_id.bytes, p.event_type, p.schema_version,
+                                  micros, p.data, p.metadata))
+    return out
+
+
+def chain_hashes(head: int, previous: bytes | None, digests: Sequence[bytes]) -> list[bytes]:
+    """The hashes of events of ``digests`` appended after version ``head`` whose hash is
+    ``previous`` (``None``: none, or stored before the chain)."""
+    hashes = []
+    for i, digest in enumerate(digests):
+        previous = link_hash(previous, version_bytes(head + i + 1) + digest)
         hashes.append(previous)
     return hashes
+
+
+def link_function(previous: bytes | None, version: int, digest: bytes) -> bytes:
+    """``eskit_link(previous, version, digest)``, the SQL function the store's own
+    writer connection has: :func:`~eskit.integrity.link_hash` in the insert itself."""
+    return link_hash(previous, version_bytes(version) + digest)
 
 
 def _json(value: str | bytes) -> bytes:

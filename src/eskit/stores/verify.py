@@ -4,9 +4,10 @@ The rows are read in ``(stream, version)`` order in pages of ``batch_size``, ins
 one read transaction (a consistent snapshot: a truncation committed meanwhile
 is not mistaken for a removal), and checked by
 :class:`~eskit.stores.chain_check.ChainChecker`, which keeps one stream's
-previous event: memory stays bounded however large the store is. Sync stores
-only: an async store's sync twin (the same file or database) verifies the same
-data. See docs/data-protection.md, "Tamper evidence".
+previous event: memory stays bounded however large the store is. It blocks: an
+async SQLite store is verified through the sync store it wraps, an async
+PostgreSQL store through a sync store on the same DSN. See
+docs/data-protection.md, "Tamper evidence".
 """
 
 from __future__ import annotations
@@ -41,7 +42,8 @@ def verify_store(
     as_of: int | None = None,
     expect_checkpoint: str | None = None,
 ) -> VerifyReport:
-    """Check the hash chain of every event of ``store`` (SQLite or PostgreSQL).
+    """Check the hash chain of every event of ``store`` (SQLite or PostgreSQL, or a
+    protected or async store over one; it blocks: from asyncio, run it in a thread).
 
     Returns a :class:`VerifyReport` whose ``problems`` name the stream and version
     of each altered, removed, inserted or reordered event (``ok`` is false if
@@ -94,7 +96,15 @@ streams' starts and the position after which every event must have a hash."""
 
 
 def _source(store: Any) -> Callable[[int], Any]:
+    from eskit.stores.base import EventStore
     from eskit.stores.sqlite import SQLiteEventStore
+
+    # A protected store (``inner``) or an async SQLite or memory store over a sync one
+    # (``sync_store``): the events are the wrapped store's.
+    for attribute in ("sync_store", "inner"):
+        wrapped = getattr(store, attribute, None)
+        if isinstance(wrapped, EventStore):
+            return _source(wrapped)
 
     if isinstance(store, SQLiteEventStore):
         return lambda batch: _sqlite_rows(store, batch)
