@@ -84,3 +84,24 @@ def test_bad_input_exits_2_before_opening(tmp_path: Path) -> None:
     assert gone.returncode == 2
     assert "does not exist" in gone.stderr
     assert not missing.exists()
+
+
+def test_verify_a_postgres_schema(postgres_dsn: str) -> None:
+    import psycopg
+
+    from eskit.stores.postgres import PostgresEventStore
+    from tests.conftest import new_schema_name
+
+    schema = new_schema_name()
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        store.append("order-1", [NewEvent("Placed", {"n": 1}), NewEvent("Paid", {"n": 1})])
+    clean = eskit_cli("verify", postgres_dsn, "--schema", schema)
+    assert clean.returncode == 0, clean.stderr
+    assert "2 events in 1 streams: clean" in clean.stdout
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'ALTER TABLE "{schema}".eskit_events DISABLE TRIGGER USER')
+        conn.execute(f"""UPDATE "{schema}".eskit_events SET event_type = 'Refunded'
+                         WHERE version = 2""")
+    tampered = eskit_cli("verify", postgres_dsn, "--schema", schema)
+    assert tampered.returncode == 3, tampered.stdout
+    assert "altered: stream 'order-1' version 2" in tampered.stdout

@@ -360,3 +360,21 @@ def test_a_protected_or_async_store_is_verified_through_the_store_it_wraps(path:
         assert verify_store(protected).ok
     finally:
         sync.close()
+
+
+@pytest.mark.parametrize("change", [
+    "data = 42", "data = x'28b52ffd00'", "event_type = 7", "hash = 'text'",
+    "metadata = x'00ff'",
+])
+def test_values_of_any_type_are_reported_not_fatal(path: Path, change: str) -> None:
+    _tamper(path, f"UPDATE eskit_events SET {change} "
+                  "WHERE stream_id = 'order-3' AND version = 2")
+    assert _problems(_verify(path)) == [("altered", "order-3", 2)]
+
+
+def test_a_version_of_another_type_is_reported(path: Path) -> None:
+    _tamper(path, "UPDATE eskit_events SET version = 'two' "
+                  "WHERE stream_id = 'order-3' AND version = 2")
+    report = _verify(path, batch_size=1)
+    assert not report.ok
+    assert report.events == 10

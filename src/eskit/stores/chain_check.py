@@ -302,6 +302,25 @@ def merged_starts(
     return start_of
 
 
+def stored_json(value: object) -> bytes:
+    """A stored payload or metadata as the JSON bytes the chain hashed: a zstd frame
+    inflated. Whatever cannot be (a corrupt frame, a value of another type written by
+    raw SQL) comes back as its own bytes, so that its hash mismatches and it is
+    reported as altered instead of stopping the check."""
+    from eskit.errors import DecodingError
+    from eskit.stores.compression import plain
+
+    if isinstance(value, str | bytes):
+        try:
+            decoded = plain(value)
+        except DecodingError:
+            decoded = value
+        if isinstance(decoded, str):
+            return decoded.encode("utf-8", "surrogatepass")
+        return decoded
+    return repr(value).encode()
+
+
 class _HeadHash:
     """:func:`eskit.integrity.head_digest`, fed one stream at a time (bounded memory)."""
 

@@ -26,8 +26,7 @@ import psycopg
 from psycopg import sql
 
 from eskit.integrity import GENESIS, content_digest
-from eskit.stores.chain_check import ChainRow, StreamStart
-from eskit.stores.compression import plain
+from eskit.stores.chain_check import ChainRow, StreamStart, stored_json
 from eskit.stores.model import PendingEvent
 from eskit.stores.postgres_compression import COMPACTING
 from eskit.stores.rows import timestamp_to_micros
@@ -113,11 +112,6 @@ def digests(stream: str, batch: Sequence[PendingEvent]) -> list[bytes]:
     return out
 
 
-def _json(value: Any) -> bytes:
-    decoded = plain(value)
-    return decoded.encode("utf-8", "surrogatepass") if isinstance(decoded, str) else decoded
-
-
 @contextmanager
 def postgres_rows(store: Any, batch: int) -> Iterator[Any]:
     """What :func:`eskit.stores.verify.verify_store` reads from a PostgreSQL store, in
@@ -171,7 +165,7 @@ def postgres_rows(store: Any, batch: int) -> Iterator[Any]:
                                 int(first_version), None if anchor is None else bytes(anchor))
                         yield ChainRow(stream, int(version), pack_position(tx, int(seq)),
                                        eid.bytes, etype, int(sv), timestamp_to_micros(at),
-                                       _json(data if zdata is None else bytes(zdata)),
+                                       stored_json(data if zdata is None else bytes(zdata)),
                                        meta.encode("utf-8", "surrogatepass"),
                                        None if h is None else bytes(h))
                     if len(page) < batch:

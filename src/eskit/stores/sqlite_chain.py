@@ -19,8 +19,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from eskit.integrity import content_digest, link_hash, version_bytes
-from eskit.stores.chain_check import ChainRow, StreamStart
-from eskit.stores.compression import plain
+from eskit.stores.chain_check import ChainRow, StreamStart, stored_json
 from eskit.stores.model import PendingEvent
 from eskit.stores.rows import timestamp_to_micros
 
@@ -100,11 +99,6 @@ def link_function(previous: bytes | None, version: int, digest: bytes) -> bytes:
     return link_hash(previous, version_bytes(version) + digest)
 
 
-def _json(value: str | bytes) -> bytes:
-    decoded = plain(value)
-    return decoded.encode("utf-8", "surrogatepass") if isinstance(decoded, str) else decoded
-
-
 _ROWS = ("SELECT stream_id, version, position, event_id, event_type, schema_version, "
          "recorded_at, data, metadata, hash FROM eskit_events ")
 
@@ -112,7 +106,7 @@ _ROWS = ("SELECT stream_id, version, position, event_id, event_type, schema_vers
 def iter_chain_rows(conn: sqlite3.Connection, batch: int = 1000) -> Iterator[ChainRow]:
     """Every event in ``(stream, version)`` order, ``batch`` rows per query (keyset
     pages on the UNIQUE index), so memory stays bounded."""
-    after: tuple[str, int] | None = None
+    after: tuple[Any, Any] | None = None
     while True:
         if after is None:
             rows = conn.execute(_ROWS + "ORDER BY stream_id, version LIMIT ?",
@@ -122,11 +116,29 @@ def iter_chain_rows(conn: sqlite3.Connection, batch: int = 1000) -> Iterator[Cha
                 _ROWS + "WHERE (stream_id, version) > (?, ?) ORDER BY stream_id, version "
                 "LIMIT ?", (*after, batch)).fetchall()
         for s, v, pos, eid, etype, sv, at, data, meta, h in rows:
-            yield ChainRow(s, int(v), int(pos), bytes(eid), etype, int(sv), int(at),
-                           _json(data), _json(meta), None if h is None else bytes(h))
+            yield ChainRow(_text(s), _int(v), _int(pos), _blob(eid), _text(etype), _int(sv),
+                           _int(at), stored_json(data), stored_json(meta),
+                           None if h is None else _blob(h))
         if len(rows) < batch:
             return
-        after = (rows[-1][0], int(rows[-1][1]))
+        after = (rows[-1][0], rows[-1][1])  # as stored: SQLite orders any type
+
+
+# Raw SQL can store any type in any SQLite column: a value of the wrong type must be
+# reported as altered (its hash cannot match), not stop the check. The key columns
+# (stream_id, version) key the pages with their stored values.
+def _blob(value: object) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    return str(value).encode("utf-8", "surrogatepass")
+
+
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else repr(value)
+
+
+def _int(value: object) -> int:
+    return value if type(value) is int else -1
 
 
 def iter_starts(conn: sqlite3.Connection) -> Iterator[tuple[str, StreamStart]]:
