@@ -7,7 +7,15 @@ from dataclasses import replace
 
 import pytest
 
-from eskit.integrity import GENESIS, HASH_BYTES, event_bytes, head_digest, link_hash
+from eskit.integrity import (
+    GENESIS,
+    HASH_BYTES,
+    content_digest,
+    event_bytes,
+    head_digest,
+    link_hash,
+    version_bytes,
+)
 from eskit.stores.chain_check import ChainChecker, ChainRow, StreamStart, merged_starts
 
 
@@ -23,6 +31,19 @@ def test_link_hash_is_sha256_of_the_previous_hash_and_the_event_bytes() -> None:
     prev = b"\x07" * HASH_BYTES
     assert link_hash(prev, event) == hashlib.sha256(prev + event).digest()
     assert len(link_hash(prev, event)) == HASH_BYTES
+
+
+def test_the_format_is_pinned() -> None:
+    # Stored hashes depend on these bytes: a change here breaks every existing chain.
+    event = event_bytes("order-1", 2, bytes(range(16)), "Placed", 1, 1_700_000_000_000_000,
+                        b'{"n":1}', b"{}")
+    assert event == version_bytes(2) + content_digest(
+        "order-1", bytes(range(16)), "Placed", 1, 1_700_000_000_000_000, b'{"n":1}', b"{}")
+    assert version_bytes(2) == b"\x00" * 7 + b"\x02"
+    link = link_hash(None, event)
+    assert link.hex() == "50db099b6d9fb1ffc06083d632f76e8b40674d43c3cb569ab28b89cb088505a1"
+    assert head_digest([("order-1", 2, link)]) == (
+        "70324a071a76822b6bcb9902e4098d640706a214f9f22d650d42e51fbcd261e5")
 
 
 def test_every_field_changes_the_bytes_and_fields_cannot_run_into_each_other() -> None:

@@ -68,6 +68,7 @@ from eskit.dcb import (
     set_tags,
 )
 from eskit.events import Event
+from eskit.stores import postgres_chain
 from eskit.stores.model import PendingEvent
 from eskit.stores.postgres_insert import insert_batch
 
@@ -133,8 +134,6 @@ def append_statement(
     taken after the locks of the statement before (see the module docstring).
     ``chained`` (schema 10 on): each event's chain hash too (eskit.stores.postgres_chain).
     """
-    from eskit.stores import postgres_chain
-
     s = sql.Identifier(schema)
     events = sql.SQL("{}.eskit_events").format(s)
     blocked: sql.Composable = sql.SQL("")

@@ -114,7 +114,7 @@ def _source(store: Any) -> Callable[[int], Any]:
         pass
     else:
         if isinstance(store, PostgresEventStore):
-            from eskit.stores.postgres_chain import postgres_rows
+            from eskit.stores.postgres_verify import postgres_rows
 
             return lambda batch: _postgres(store, batch, postgres_rows)
     raise InvalidInputError(
