@@ -204,3 +204,29 @@ def test_a_problem_names_stream_and_version(version: int) -> None:
         checker.feed(row)
     problem = checker.finish().problems[0]
     assert str(problem).startswith(f"altered: stream 'orders-1' version {version}:")
+
+
+def test_the_appends_inlined_hashes_equal_the_definitions() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from eskit import EventRegistry, NewEvent
+    from eskit.stores.arguments import prepare_batch
+    from eskit.stores.chain_links import chain_hashes, digests
+    from eskit.stores.rows import timestamp_to_micros
+
+    early = datetime(1969, 12, 31, 23, 59, 59, 999_999, tzinfo=UTC)
+    batch = prepare_batch("s-ü", [
+        NewEvent("Placed", {"n": 1}, {"by": "é"}), NewEvent("Paid", {}, timestamp=early),
+        NewEvent("Üpdated", {"x": [1, 2]}, timestamp=early + timedelta(days=99_999)),
+    ], registry=EventRegistry(), max_event_bytes=1 << 20)
+    expected = [content_digest("s-ü", p.event_id.bytes, p.event_type, p.schema_version,
+                               timestamp_to_micros(p.timestamp), p.data, p.metadata)
+                for p in batch]
+    assert digests("s-ü", batch) == expected
+    previous = b"\x42" * 32
+    links = []
+    for version, digest in enumerate(expected, 8):
+        previous = link_hash(previous, version_bytes(version) + digest)
+        links.append(previous)
+    assert chain_hashes(7, b"\x42" * 32, expected) == links
+    assert chain_hashes(0, None, expected[:1]) == [link_hash(None, version_bytes(1) + expected[0])]

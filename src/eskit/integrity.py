@@ -44,11 +44,14 @@ GENESIS = bytes(HASH_BYTES)
 """The ``previous`` hash of a stream's first event (and of the first event chained
 after events that were stored before the chain existed)."""
 
-_TAG = b"eskit-event/1\x00"
+CONTENT_TAG = b"eskit-event/1\x00"
+"""The first bytes :func:`content_digest` hashes (the format's name and version)."""
 _sha256 = hashlib.sha256
 
 
-_HEADER = struct.Struct(">qqIIIII").pack
+CONTENT_HEADER = struct.Struct(">qqIIIII").pack
+"""Packs :func:`content_digest`'s header: schema version, recorded micros, then the
+five lengths."""
 
 
 def _field(value: bytes) -> bytes:
@@ -77,8 +80,8 @@ def content_digest(
     key = stream.encode("utf-8", "surrogatepass")
     kind = event_type.encode("utf-8", "surrogatepass")
     return _sha256(b"".join((
-        _TAG,
-        _HEADER(schema_version, recorded_micros, len(key), len(event_id), len(kind),
+        CONTENT_TAG,
+        CONTENT_HEADER(schema_version, recorded_micros, len(key), len(event_id), len(kind),
                 len(data), len(metadata)),
         key, event_id, kind, data, metadata,
     ))).digest()

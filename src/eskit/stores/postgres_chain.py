@@ -19,14 +19,11 @@ in :mod:`eskit.stores.postgres_verify`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from psycopg import sql
 
-from eskit.integrity import GENESIS, content_digest
-from eskit.stores.model import PendingEvent
+from eskit.integrity import GENESIS
+from eskit.stores.chain_links import digests
 from eskit.stores.postgres_compression import COMPACTING
-from eskit.stores.rows import timestamp_to_micros
 
 __all__ = ["CHAIN_SCHEMA_VERSION", "chain_migration", "digests"]
 
@@ -95,15 +92,3 @@ CHAIN_CTE = sql.SQL(
 ).format(genesis=_GENESIS)
 """The links of the batch: ``chain.h`` at ``ord`` n is the hash of the batch's n-th
 event (``ord`` 0: the head's own hash). Goes before ``ins`` in a ``WITH RECURSIVE``."""
-
-
-def digests(stream: str, batch: Sequence[PendingEvent]) -> list[bytes]:
-    """Each event's content digest, for the append's ``digests`` parameter."""
-    out = []
-    micros, stamp = 0, None
-    for p in batch:
-        if p.timestamp is not stamp:
-            stamp, micros = p.timestamp, timestamp_to_micros(p.timestamp)
-        out.append(content_digest(stream, p.event_id.bytes, p.event_type, p.schema_version,
-                                  micros, p.data, p.metadata))
-    return out

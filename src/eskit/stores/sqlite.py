@@ -53,6 +53,7 @@ from eskit.errors import (
 )
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores import (
+    chain_links,
     sqlite_chain,
     sqlite_dcb,
     sqlite_deletion,
@@ -856,7 +857,7 @@ class SQLiteEventStore(EventStore):
         batch: list[PendingEvent],
     ) -> tuple[int, int] | None:
         """``_insert`` on schema 9 on: each event's chain hash from the stream's newest."""
-        digests = sqlite_chain.digests(stream, batch)
+        digests = chain_links.digests(stream, batch)
         threshold = self.compress_threshold
         first = batch[0]
         micros = timestamp_to_micros(first.timestamp)
@@ -876,7 +877,7 @@ class SQLiteEventStore(EventStore):
                 return None
             position, version, first_hash = row
             head = version - 1
-            hashes = [first_hash, *sqlite_chain.chain_hashes(version, first_hash, digests[1:])]
+            hashes = [first_hash, *chain_links.chain_hashes(version, first_hash, digests[1:])]
         else:
             # A caller's connection has no eskit_link: read the head, then insert. The
             # write lock first, for a transaction that may have been begun deferred.
@@ -886,7 +887,7 @@ class SQLiteEventStore(EventStore):
             if not lo <= head <= hi:
                 self._refused(conn, stream)
                 return None
-            hashes = sqlite_chain.chain_hashes(head, previous, digests)
+            hashes = chain_links.chain_hashes(head, previous, digests)
             row = conn.execute(_INSERT_FIRST_CHAINED, {
                 **params, "version": head + 1, "hash": hashes[0]}).fetchone()
             if row is None:

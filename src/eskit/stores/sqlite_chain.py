@@ -15,15 +15,13 @@ decoded payload.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
-from eskit.integrity import content_digest, link_hash, version_bytes
+from eskit.integrity import link_hash, version_bytes
 from eskit.stores.chain_check import ChainRow, StreamStart, stored_json
-from eskit.stores.model import PendingEvent
-from eskit.stores.rows import timestamp_to_micros
 
-__all__ = ["MIGRATION", "chain_hashes", "digests", "iter_chain_rows", "iter_starts"]
+__all__ = ["MIGRATION", "iter_chain_rows", "iter_starts"]
 
 Statement = str | Callable[[sqlite3.Connection], object]
 
@@ -68,29 +66,6 @@ in between, where the single insert statement before chains waited its turn."""
 
 HEAD = "SELECT version, hash FROM eskit_events WHERE stream_id = ? ORDER BY version DESC LIMIT 1"
 """The stream's head version and newest hash (the UNIQUE (stream_id, version) index)."""
-
-
-def digests(stream: str, batch: Sequence[PendingEvent]) -> list[bytes]:
-    """Each event's :func:`~eskit.integrity.content_digest` (all but version and link)."""
-    out = []
-    micros = -1
-    stamp: object = None
-    for p in batch:
-        if p.timestamp is not stamp:
-            stamp, micros = p.timestamp, timestamp_to_micros(p.timestamp)
-        out.append(content_digest(stream, p.event_id.bytes, p.event_type, p.schema_version,
-                                  micros, p.data, p.metadata))
-    return out
-
-
-def chain_hashes(head: int, previous: bytes | None, digests: Sequence[bytes]) -> list[bytes]:
-    """The hashes of events of ``digests`` appended after version ``head`` whose hash is
-    ``previous`` (``None``: none, or stored before the chain)."""
-    hashes = []
-    for i, digest in enumerate(digests):
-        previous = link_hash(previous, version_bytes(head + i + 1) + digest)
-        hashes.append(previous)
-    return hashes
 
 
 def link_function(previous: bytes | None, version: int, digest: bytes) -> bytes:
