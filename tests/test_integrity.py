@@ -230,3 +230,12 @@ def test_the_appends_inlined_hashes_equal_the_definitions() -> None:
         links.append(previous)
     assert chain_hashes(7, b"\x42" * 32, expected) == links
     assert chain_hashes(0, None, expected[:1]) == [link_hash(None, version_bytes(1) + expected[0])]
+
+
+def test_the_sqlite_link_function_is_link_hash() -> None:
+    from eskit.stores.sqlite_chain import link_function
+
+    digest = b"\x11" * 32
+    assert link_function(None, 1, digest) == link_hash(None, version_bytes(1) + digest)
+    assert link_function(b"\x22" * 32, 2**40, digest) == link_hash(
+        b"\x22" * 32, version_bytes(2**40) + digest)

@@ -14,11 +14,12 @@ decoded payload.
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from eskit.integrity import link_hash, version_bytes
+from eskit.integrity import GENESIS
 from eskit.stores.chain_check import ChainRow, StreamStart, stored_json
 
 __all__ = ["MIGRATION", "iter_chain_rows", "iter_starts"]
@@ -70,8 +71,14 @@ HEAD = "SELECT version, hash FROM eskit_events WHERE stream_id = ? ORDER BY vers
 
 def link_function(previous: bytes | None, version: int, digest: bytes) -> bytes:
     """``eskit_link(previous, version, digest)``, the SQL function the store's own
-    writer connection has: :func:`~eskit.integrity.link_hash` in the insert itself."""
-    return link_hash(previous, version_bytes(version) + digest)
+    writer connection has: :func:`~eskit.integrity.link_hash` of
+    :func:`~eskit.integrity.event_bytes` in the insert itself (inlined: once per
+    append)."""
+    return _sha256((previous or GENESIS) + version.to_bytes(8, "big", signed=True)
+                   + digest).digest()
+
+
+_sha256 = hashlib.sha256
 
 
 _ROWS = ("SELECT stream_id, version, position, event_id, event_type, schema_version, "
