@@ -378,3 +378,19 @@ def test_a_version_of_another_type_is_reported(path: Path) -> None:
     report = _verify(path, batch_size=1)
     assert not report.ok
     assert report.events == 10
+
+
+def test_two_writers_of_one_file_keep_one_chain(path: Path) -> None:
+    # Each store remembers the heads it appended; the other's appends make that memory
+    # stale, which the insert's guard must catch (and a rolled-back batch too).
+    with SQLiteEventStore(path) as one, SQLiteEventStore(path) as two:
+        for n in range(4):
+            (one if n % 2 else two).append("order-1", _events(2, 7 + 2 * n))
+        with pytest.raises(eskit.ConcurrencyError):
+            one.append_many([eskit.StreamAppend("order-1", _events(1, 20)),
+                             eskit.StreamAppend("order-2", _events(1), 0)])
+        two.append("order-1", _events(1, 30))
+        one.append("order-1", _events(1, 31))
+    report = _verify(path)
+    assert report.ok, report.problems
+    assert report.events == 20

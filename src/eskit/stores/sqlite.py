@@ -235,6 +235,15 @@ _INSERT_FIRST_LINKED = (
     "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
     "RETURNING position, version, hash"
 )
+# The same when the writer remembers the stream's head (``_heads``): the link made in
+# Python, the insert guarded by that very head (version and hash), so a stale memory
+# (another process appended, a rollback) inserts nothing and the caller goes on with
+# _INSERT_FIRST_LINKED, which reads the head itself.
+_INSERT_FIRST_ASSUMED = _INSERT_FIRST_LINKED.replace(
+    "eskit_link(head.h, head.v + 1, :digest)", ":hash"
+).replace("WHERE head.v BETWEEN :lo AND :hi", "WHERE head.v = :hv AND head.h IS :hh")
+MAX_REMEMBERED_HEADS = 4096
+"""Stream heads the writer remembers for the next append's link (then forgets all)."""
 # What decode_rows reads (eskit.stores.rows.StoredRow): tx 0, so the position is seq.
 _SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
 _ANY_DELETED = "SELECT 1 FROM eskit_deleted_streams LIMIT 1"
@@ -325,6 +334,9 @@ class SQLiteEventStore(EventStore):
         self._tags_table = True
         # False on a file of a schema before hash chains opened with create=False.
         self._chained = True
+        # stream -> (version, hash) of its head as this writer last appended it: a
+        # guess the insert checks (_INSERT_FIRST_ASSUMED), never trusted alone.
+        self._heads: dict[str, tuple[int, bytes | None]] = {}
         self._forking = False
         self._fork_quiet = self._fork_write_locked = self._after_fork = False
         if not create and not self._memory and not Path(self.path).is_file():
@@ -868,16 +880,29 @@ class SQLiteEventStore(EventStore):
             "stream": stream,
         }
         if conn is self._writer:
-            # One statement, as before chains: the link is made in the insert by the
-            # writer's eskit_link function, from the head it reads itself.
-            row = conn.execute(_INSERT_FIRST_LINKED, {
-                **params, "lo": lo, "hi": hi, "digest": digests[0]}).fetchone()
+            # One statement, as before chains: linked in Python from the head this
+            # writer remembers, checked by the insert; else by the writer's eskit_link
+            # function, from the head the insert reads itself.
+            row = None
+            known, known_hash = self._heads.get(stream, (0, None))
+            if lo <= known <= hi:
+                row = conn.execute(_INSERT_FIRST_ASSUMED, {
+                    **params, "hv": known, "hh": known_hash,
+                    "hash": chain_links.chain_hashes(known, known_hash, digests[:1])[0],
+                }).fetchone()
+            if row is None:
+                row = conn.execute(_INSERT_FIRST_LINKED, {
+                    **params, "lo": lo, "hi": hi, "digest": digests[0]}).fetchone()
             if row is None:
                 self._refused(conn, stream)
                 return None
             position, version, first_hash = row
             head = version - 1
             hashes = [first_hash, *chain_links.chain_hashes(version, first_hash, digests[1:])]
+            heads = self._heads
+            if len(heads) >= MAX_REMEMBERED_HEADS:
+                heads.clear()
+            heads[stream] = (head + len(batch), hashes[-1])
         else:
             # A caller's connection has no eskit_link: read the head, then insert. The
             # write lock first, for a transaction that may have been begun deferred.
