@@ -18,6 +18,9 @@ Design notes (why it is safe):
   the process) crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
 * **Append only.** Triggers make the events table reject ``UPDATE`` and
   ``DELETE``, so not even a stray SQL statement can rewrite history.
+* **Tamper evidence.** Each event's chain hash (``eskit.integrity``) is written by
+  its own insert, linked to the stream's head that very statement reads or checks,
+  so a batch is chained whole or not at all (``eskit.stores.sqlite_chain``).
 * **Connections.** One writer connection and a small pool of readers shared by
   all threads; a connection is closed only while no thread uses it, and all of
   them are closed just before ``os.fork()`` (see ``_before_fork`` for why a
