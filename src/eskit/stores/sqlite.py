@@ -56,7 +56,6 @@ from eskit.errors import (
 )
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.stores import (
-    chain_links,
     sqlite_chain,
     sqlite_dcb,
     sqlite_deletion,
@@ -185,9 +184,6 @@ _COLUMNS = (
     "data, metadata"
 )
 _INSERT = f"INSERT INTO eskit_events ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_INSERT_CHAINED = (
-    f"INSERT INTO eskit_events ({_COLUMNS}, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-)
 # The first event of a batch, inserted only if the stream's head is in [lo, hi] (the
 # expected version), at the next version and the next AUTOINCREMENT position, which it
 # reports; no row back means the expectation failed and nothing was written. The
@@ -212,41 +208,6 @@ _INSERT_FIRST_V4 = _INSERT_FIRST.replace(
 _INSERT_FIRST_V3 = _INSERT_FIRST_V4.replace(
     "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) ", ""
 )
-# Schema 9 on: with the chain hash, computed from the head that the append read just
-# before in the same transaction (eskit.stores.sqlite_chain), at the version after it;
-# the UNIQUE (stream_id, version) index and SQLite's one writer keep that head current.
-_INSERT_FIRST_CHAINED = (
-    "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
-    "recorded_at, data, metadata, hash) "
-    "SELECT :id, :stream, :version, :type, :schema, :at, :data, :meta, :hash "
-    "WHERE NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
-    "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
-    "RETURNING position"
-)
-# The same on the store's own writer, in one statement: the head's version and hash (a
-# bare column beside MAX() takes the values of the row holding the max, one probe of
-# the UNIQUE (stream_id, version) index) and the link made by eskit_link, which every
-# connection the store opens has (eskit.stores.sqlite_chain.link_function).
-_INSERT_FIRST_LINKED = (
-    "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
-    "recorded_at, data, metadata, hash) "
-    "SELECT :id, :stream, head.v + 1, :type, :schema, :at, :data, :meta, "
-    "eskit_link(head.h, head.v + 1, :digest) "
-    "FROM (SELECT coalesce(MAX(version), 0) AS v, hash AS h FROM eskit_events "
-    "WHERE stream_id = :stream) AS head WHERE head.v BETWEEN :lo AND :hi "
-    "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
-    "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
-    "RETURNING position, version, hash"
-)
-# The same when the writer remembers the stream's head (``_heads``): the link made in
-# Python, the insert guarded by that very head (version and hash), so a stale memory
-# (another process appended, a rollback) inserts nothing and the caller goes on with
-# _INSERT_FIRST_LINKED, which reads the head itself.
-_INSERT_FIRST_ASSUMED = _INSERT_FIRST_LINKED.replace(
-    "eskit_link(head.h, head.v + 1, :digest)", ":hash"
-).replace("WHERE head.v BETWEEN :lo AND :hi", "WHERE head.v = :hv AND head.h IS :hh")
-MAX_REMEMBERED_HEADS = 4096
-"""Stream heads the writer remembers for the next append's link (then forgets all)."""
 # What decode_rows reads (eskit.stores.rows.StoredRow): tx 0, so the position is seq.
 _SELECT = f"SELECT 0, {_COLUMNS} FROM eskit_events"
 _ANY_DELETED = "SELECT 1 FROM eskit_deleted_streams LIMIT 1"
@@ -338,7 +299,7 @@ class SQLiteEventStore(EventStore):
         # False on a file of a schema before hash chains opened with create=False.
         self._chained = True
         # stream -> (version, hash) of its head as this writer last appended it: a
-        # guess the insert checks (_INSERT_FIRST_ASSUMED), never trusted alone.
+        # guess the insert checks (sqlite_chain.INSERT_FIRST_ASSUMED), never trusted alone.
         self._heads: dict[str, tuple[int, bytes | None]] = {}
         self._forking = False
         self._fork_quiet = self._fork_write_locked = self._after_fork = False
@@ -832,7 +793,7 @@ class SQLiteEventStore(EventStore):
         already, after some rows of the batch may be in: roll back then."""
         lo, hi = expected_range(expected)
         if self._chained:
-            return self._insert_chained(conn, stream, lo, hi, batch)
+            return sqlite_chain.insert_chained(self, conn, stream, lo, hi, batch)
         threshold = self.compress_threshold
         first = batch[0]
         micros = timestamp_to_micros(first.timestamp)
@@ -863,74 +824,6 @@ class SQLiteEventStore(EventStore):
                  micros if p.timestamp is first.timestamp
                  else timestamp_to_micros(p.timestamp),
                  stored_data(p.data, threshold), p.metadata.decode())
-                for i, p in enumerate(batch) if i
-            ])
-        return head, start
-
-    def _insert_chained(
-        self, conn: sqlite3.Connection, stream: str, lo: int, hi: int,
-        batch: list[PendingEvent],
-    ) -> tuple[int, int] | None:
-        """``_insert`` on schema 9 on: each event's chain hash from the stream's newest."""
-        digests = chain_links.digests(stream, batch)
-        threshold = self.compress_threshold
-        first = batch[0]
-        micros = timestamp_to_micros(first.timestamp)
-        params = {
-            "id": first.event_id.bytes, "type": first.event_type,
-            "schema": first.schema_version, "at": micros,
-            "data": stored_data(first.data, threshold), "meta": first.metadata.decode(),
-            "stream": stream,
-        }
-        if conn is self._writer:
-            # One statement, as before chains: linked in Python from the head this
-            # writer remembers, checked by the insert; else by the writer's eskit_link
-            # function, from the head the insert reads itself.
-            row = None
-            known, known_hash = self._heads.get(stream, (0, None))
-            if lo <= known <= hi:
-                row = conn.execute(_INSERT_FIRST_ASSUMED, {
-                    **params, "hv": known, "hh": known_hash,
-                    "hash": chain_links.chain_hashes(known, known_hash, digests[:1])[0],
-                }).fetchone()
-            if row is None:
-                row = conn.execute(_INSERT_FIRST_LINKED, {
-                    **params, "lo": lo, "hi": hi, "digest": digests[0]}).fetchone()
-            if row is None:
-                self._refused(conn, stream)
-                return None
-            position, version, first_hash = row
-            head = version - 1
-            hashes = [first_hash, *chain_links.chain_hashes(version, first_hash, digests[1:])]
-            heads = self._heads
-            if len(heads) >= MAX_REMEMBERED_HEADS:
-                heads.clear()
-            heads[stream] = (head + len(batch), hashes[-1])
-        else:
-            # A caller's connection has no eskit_link: read the head, then insert. The
-            # write lock first, for a transaction that may have been begun deferred.
-            conn.execute(sqlite_chain.TAKE_WRITE_LOCK)
-            found = conn.execute(sqlite_chain.HEAD, (stream,)).fetchone()
-            head, previous = (0, None) if found is None else (int(found[0]), found[1])
-            if not lo <= head <= hi:
-                self._refused(conn, stream)
-                return None
-            hashes = chain_links.chain_hashes(head, previous, digests)
-            row = conn.execute(_INSERT_FIRST_CHAINED, {
-                **params, "version": head + 1, "hash": hashes[0]}).fetchone()
-            if row is None:
-                self._refused(conn, stream)
-                return None
-            position = row[0]
-        start = position - 1
-        sqlite_dcb.insert_tags(conn, start, batch)
-        if len(batch) > 1:
-            conn.executemany(_INSERT_CHAINED, [
-                (start + i + 1, p.event_id.bytes, stream, head + i + 1,
-                 p.event_type, p.schema_version,
-                 micros if p.timestamp is first.timestamp
-                 else timestamp_to_micros(p.timestamp),
-                 stored_data(p.data, threshold), p.metadata.decode(), hashes[i])
                 for i, p in enumerate(batch) if i
             ])
         return head, start

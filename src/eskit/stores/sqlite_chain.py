@@ -20,9 +20,14 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from eskit.integrity import GENESIS
+from eskit.stores import sqlite_dcb
 from eskit.stores.chain_check import ChainRow, StreamStart, stored_json
+from eskit.stores.chain_links import chain_hashes, digests
+from eskit.stores.compression import stored_data
+from eskit.stores.model import PendingEvent
+from eskit.stores.rows import timestamp_to_micros
 
-__all__ = ["MIGRATION", "iter_chain_rows", "iter_starts"]
+__all__ = ["MIGRATION", "insert_chained", "iter_chain_rows", "iter_starts"]
 
 Statement = str | Callable[[sqlite3.Connection], object]
 
@@ -141,3 +146,118 @@ def chained_after(conn: sqlite3.Connection) -> int:
     migrated to schema 9; 0 for a store created with chains); -1 if unrecorded."""
     row = conn.execute("SELECT value FROM eskit_meta WHERE key = 'chained_after'").fetchone()
     return -1 if row is None else int(row[0])
+
+
+# -- the append (SQLiteEventStore._insert from schema 9 on) ----------------------------
+
+INSERT_CHAINED = (
+    "INSERT INTO eskit_events (position, event_id, stream_id, version, event_type, "
+    "schema_version, recorded_at, data, metadata, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+"""The rest of a batch, after its first event, at explicit positions."""
+# Schema 9 on: with the chain hash, computed from the head that the append read just
+# before in the same transaction (eskit.stores.sqlite_chain), at the version after it;
+# the UNIQUE (stream_id, version) index and SQLite's one writer keep that head current.
+INSERT_FIRST_CHAINED = (
+    "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
+    "recorded_at, data, metadata, hash) "
+    "SELECT :id, :stream, :version, :type, :schema, :at, :data, :meta, :hash "
+    "WHERE NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
+    "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
+    "RETURNING position"
+)
+# The same on the store's own writer, in one statement: the head's version and hash (a
+# bare column beside MAX() takes the values of the row holding the max, one probe of
+# the UNIQUE (stream_id, version) index) and the link made by eskit_link, which every
+# connection the store opens has (eskit.stores.sqlite_chain.link_function).
+INSERT_FIRST_LINKED = (
+    "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
+    "recorded_at, data, metadata, hash) "
+    "SELECT :id, :stream, head.v + 1, :type, :schema, :at, :data, :meta, "
+    "eskit_link(head.h, head.v + 1, :digest) "
+    "FROM (SELECT coalesce(MAX(version), 0) AS v, hash AS h FROM eskit_events "
+    "WHERE stream_id = :stream) AS head WHERE head.v BETWEEN :lo AND :hi "
+    "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
+    "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
+    "RETURNING position, version, hash"
+)
+# The same when the writer remembers the stream's head (``_heads``): the link made in
+# Python, the insert guarded by that very head (version and hash), so a stale memory
+# (another process appended, a rollback) inserts nothing and the caller goes on with
+# INSERT_FIRST_LINKED, which reads the head itself.
+INSERT_FIRST_ASSUMED = INSERT_FIRST_LINKED.replace(
+    "eskit_link(head.h, head.v + 1, :digest)", ":hash"
+).replace("WHERE head.v BETWEEN :lo AND :hi", "WHERE head.v = :hv AND head.h IS :hh")
+MAX_REMEMBERED_HEADS = 4096
+"""Stream heads the writer remembers for the next append's link (then forgets all)."""
+
+def insert_chained(
+    store: Any, conn: sqlite3.Connection, stream: str, lo: int, hi: int,
+    batch: list[PendingEvent],
+) -> tuple[int, int] | None:
+    """``SQLiteEventStore._insert`` on schema 9 on: the batch with each event's chain
+    hash, linked to the stream's head; ``None`` (nothing written) if the head is not
+    in ``[lo, hi]``."""
+    digested = digests(stream, batch)
+    threshold = store.compress_threshold
+    first = batch[0]
+    micros = timestamp_to_micros(first.timestamp)
+    params = {
+        "id": first.event_id.bytes, "type": first.event_type,
+        "schema": first.schema_version, "at": micros,
+        "data": stored_data(first.data, threshold), "meta": first.metadata.decode(),
+        "stream": stream,
+    }
+    if conn is store._writer:
+        # One statement, as before chains: linked in Python from the head this
+        # writer remembers, checked by the insert; else by the writer's eskit_link
+        # function, from the head the insert reads itself.
+        row = None
+        known, known_hash = store._heads.get(stream, (0, None))
+        if lo <= known <= hi:
+            row = conn.execute(INSERT_FIRST_ASSUMED, {
+                **params, "hv": known, "hh": known_hash,
+                "hash": chain_hashes(known, known_hash, digested[:1])[0],
+            }).fetchone()
+        if row is None:
+            row = conn.execute(INSERT_FIRST_LINKED, {
+                **params, "lo": lo, "hi": hi, "digest": digested[0]}).fetchone()
+        if row is None:
+            store._refused(conn, stream)
+            return None
+        position, version, first_hash = row
+        head = version - 1
+        hashes = [first_hash, *chain_hashes(version, first_hash, digested[1:])]
+        heads = store._heads
+        if len(heads) >= MAX_REMEMBERED_HEADS:
+            heads.clear()
+        heads[stream] = (head + len(batch), hashes[-1])
+    else:
+        # A caller's connection has no eskit_link: read the head, then insert. The
+        # write lock first, for a transaction that may have been begun deferred.
+        conn.execute(TAKE_WRITE_LOCK)
+        found = conn.execute(HEAD, (stream,)).fetchone()
+        head, previous = (0, None) if found is None else (int(found[0]), found[1])
+        if not lo <= head <= hi:
+            store._refused(conn, stream)
+            return None
+        hashes = chain_hashes(head, previous, digested)
+        row = conn.execute(INSERT_FIRST_CHAINED, {
+            **params, "version": head + 1, "hash": hashes[0]}).fetchone()
+        if row is None:
+            store._refused(conn, stream)
+            return None
+        position = row[0]
+    start = position - 1
+    sqlite_dcb.insert_tags(conn, start, batch)
+    if len(batch) > 1:
+        conn.executemany(INSERT_CHAINED, [
+            (start + i + 1, p.event_id.bytes, stream, head + i + 1,
+             p.event_type, p.schema_version,
+             micros if p.timestamp is first.timestamp
+             else timestamp_to_micros(p.timestamp),
+             stored_data(p.data, threshold), p.metadata.decode(), hashes[i])
+            for i, p in enumerate(batch) if i
+        ])
+    return head, start
+
