@@ -12,7 +12,9 @@ ROOT = Path(__file__).resolve().parents[2]
 def eskit_cli(*args, cwd=None, prelude="", env=None):
     """Run ``eskit ARGS`` (or, with a prelude, Python code that then runs it)."""
     env = {**os.environ, "COLUMNS": "200", "PYTHONIOENCODING": "utf-8", "NO_COLOR": "1",
-           "PYTHONPATH": str(ROOT), **(env or {})}
+           # This checkout's src first: an editable install of another checkout
+           # (a .pth file) must not supply the eskit under test.
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]), **(env or {})}
     env = {k: v for k, v in env.items() if v is not None}  # env={"X": None} unsets X
     if prelude:
         code = f"{prelude}\nimport sys\nsys.argv = ['eskit', *sys.argv[1:]]\n" \

@@ -54,7 +54,8 @@ def test_sigterm_stops_run_follow_after_its_batch_exit_0_and_checkpoint_equals_e
     db = tmp_path / "events.db"
     with SQLiteEventStore(db) as store:
         store.append("a", [added() for _ in range(200)])
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "NO_COLOR": "1"}
+    env = {**os.environ, "NO_COLOR": "1",
+           "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     proc = subprocess.Popen(
         [sys.executable, "-m", "eskit.cli", "projections", "run", str(db),
          "--projection", COUNTER, "--follow"],

@@ -154,7 +154,8 @@ class _Relay:
     """``eskit relay run`` in the background, its stderr read line by line by a thread."""
 
     def __init__(self, *args: str) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "COLUMNS": "200", "NO_COLOR": "1"}
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)]),
+               "COLUMNS": "200", "NO_COLOR": "1"}
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "eskit.cli", "relay", "run", *args], env=env,
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)

@@ -46,7 +46,7 @@ def _shapes(store: EventStore) -> list[tuple[Any, ...]]:
 
 
 def _kill_mid_batch(db: str, schema: str) -> None:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, db, schema], stdout=subprocess.PIPE, text=True, env=env,
     )

@@ -50,7 +50,7 @@ def _check(store: EventStore, db: str, schema: str, holding: Callable[[], bool])
     store.append("from", [NewEvent("Opened")])
     store.append("to", [NewEvent("Opened")])
     before = [(e.event_id, e.position) for e in store.read_all()]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])}
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, db, schema], stdout=subprocess.PIPE, text=True, env=env,
     )

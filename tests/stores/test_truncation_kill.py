@@ -48,7 +48,7 @@ def test_sqlite_truncation_killed_mid_step_keeps_a_whole_tail_and_a_rerun_comple
         original = [(e.event_id, e.version, e.position) for e in store.read_stream("big-1")]
     child = subprocess.Popen(
         [sys.executable, "-c", _CHILD, db], stdout=subprocess.PIPE, text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), str(ROOT)])},
     )
     try:
         assert child.stdout is not None
@@ -64,6 +64,10 @@ def test_sqlite_truncation_killed_mid_step_keeps_a_whole_tail_and_a_rerun_comple
         left = [(e.event_id, e.version, e.position) for e in store.read_stream("big-1")]
         assert left == original[200:]
         assert store.head_version("big-1") == 500
+        from eskit.stores.verify import verify_store
+
+        # The committed steps left their anchor, the rolled-back one nothing: clean.
+        assert verify_store(store).ok
         from eskit.maintenance.retention import RetentionPolicy, apply_retention
 
         result = apply_retention(store, [RetentionPolicy("big-", max_events=50)], force=True)
@@ -72,3 +76,4 @@ def test_sqlite_truncation_killed_mid_step_keeps_a_whole_tail_and_a_rerun_comple
                 for e in store.read_stream("big-1")] == original[450:]
         assert store.append("big-1", [NewEvent("E", {})], 500).version == 501
         assert [e.aggregate_id for e in store.read_all()].count("small") == 1
+        assert verify_store(store).ok

@@ -570,7 +570,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
                                      force)
                 if cut is None:
                     return 0
-                await conn.execute(statements.write, (stream, cut))
+                await conn.execute(statements.write_for(self.sql.version), (stream, cut))
                 cur = await conn.execute(statements.remove_events, (stream, cut))
                 removed = int(cur.rowcount)
                 # Their events are gone: a snapshot below the cut can never be used again.

@@ -11,6 +11,7 @@ from eskit.events import Event, StreamId
 from eskit.stores import postgres_dcb
 from eskit.stores.arguments import resolve_conflict
 from eskit.stores.model import AppendResult, Expected, PendingEvent
+from eskit.stores.postgres_chain import CHAIN_SCHEMA_VERSION
 from eskit.stores.postgres_deletion import STREAM_DELETED, visible_stream
 from eskit.stores.postgres_schema import (
     EVENT_COLUMNS,
@@ -65,7 +66,8 @@ async def append_if(
     locks = {"stream": stream, **postgres_dcb.condition_params(batch, condition)}
 
     statement = postgres_dcb.append_statement(
-        store.schema, postgres_dcb.stream_lock_key(store.schema), check
+        store.schema, postgres_dcb.stream_lock_key(store.schema), check,
+        chained=store.sql.version >= CHAIN_SCHEMA_VERSION,
     )
     params.update(check_params)
 

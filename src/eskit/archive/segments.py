@@ -2,8 +2,9 @@
 
 A segment is a zstd frame of JSON lines, one per stored row, with every column
 exactly as stored: position, event id, stream, version, type, schema version,
-recorded_at (microseconds), metadata (text) and data (text, or base64 of a
-compressed BLOB), so a restore writes the same bytes back. Its manifest (JSON)
+recorded_at (microseconds), metadata (text), data (text, or base64 of a
+compressed BLOB) and the chain hash (hex, absent if the row had none; see
+:mod:`eskit.integrity`), so a restore writes the same bytes back. Its manifest (JSON)
 names the segment, its sha256, its streams with version and position ranges, the
 counts and the eskit and schema versions. The manifest is written after the
 segment: a manifest always points at a whole segment.
@@ -29,9 +30,9 @@ __all__ = [
 
 MANIFEST_FORMAT = "eskit-archive-manifest/1"
 
-RawRow = tuple[int, bytes, str, int, str, int, int, "str | bytes", str]
+RawRow = tuple[int, bytes, str, int, str, int, int, "str | bytes", str, "bytes | None"]
 """A stored row: position, event id bytes, stream, version, type, schema version,
-recorded_at micros, data (text, or bytes if stored compressed), metadata."""
+recorded_at micros, data (text, or bytes if stored compressed), metadata, chain hash."""
 
 
 class ArchiveCorruptError(EskitError):
@@ -56,11 +57,13 @@ def sha256(data: bytes) -> str:
 
 def encode_segment(rows: Iterable[RawRow]) -> bytes:
     lines = []
-    for pos, eid, stream, version, etype, schema, at, data, meta in rows:
+    for pos, eid, stream, version, etype, schema, at, data, meta, hash_ in rows:
         item: dict[str, Any] = {
             "p": pos, "id": eid.hex(), "s": stream, "v": version, "t": etype,
             "sv": schema, "at": at, "m": meta,
         }
+        if hash_ is not None:
+            item["h"] = hash_.hex()
         if isinstance(data, bytes):
             item["db"] = base64.b64encode(data).decode()
         else:
@@ -80,7 +83,8 @@ def decode_segment(blob: bytes) -> list[RawRow]:
             i = json.loads(line)
             data: str | bytes = base64.b64decode(i["db"]) if "db" in i else i["d"]
             rows.append((int(i["p"]), bytes.fromhex(i["id"]), i["s"], int(i["v"]), i["t"],
-                         int(i["sv"]), int(i["at"]), data, i["m"]))
+                         int(i["sv"]), int(i["at"]), data, i["m"],
+                         bytes.fromhex(i["h"]) if "h" in i else None))
         return rows
     except (zstandard.ZstdError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ArchiveCorruptError(f"segment cannot be decoded: {exc}") from exc

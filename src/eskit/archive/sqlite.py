@@ -40,10 +40,16 @@ __all__ = [
 
 _log = logging.getLogger("eskit.archive")
 
+# The chain hash goes with the row (schema 9 on; NULL before): a restored stream
+# verifies as it did before it was archived.
 _RAW = ("SELECT position, event_id, stream_id, version, event_type, schema_version, "
-        "recorded_at, data, metadata FROM eskit_events WHERE stream_id = ? ORDER BY version")
+        "recorded_at, data, metadata, hash FROM eskit_events WHERE stream_id = ? "
+        "ORDER BY version")
+_RAW_UNCHAINED = _RAW.replace("metadata, hash FROM", "metadata, NULL FROM")
 _INSERT = ("INSERT INTO eskit_events (position, event_id, stream_id, version, event_type, "
-           "schema_version, recorded_at, data, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)")
+           "schema_version, recorded_at, data, metadata, hash) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_UNCHAINED = _INSERT.replace(", hash) ", ") ").replace("?, ?)", "?)")
 
 Progress = Callable[[int, int], None]
 
@@ -78,9 +84,11 @@ def streams_older_than(store: Any, older_than: timedelta, *, category: str | Non
         return [str(r[0]) for r in conn.execute(sql, [*params, cutoff]).fetchall()]
 
 
-def _rows(conn: Any, stream: str) -> list[RawRow]:
-    return [(int(p), bytes(i), s, int(v), t, int(sv), int(at), d, m)
-            for p, i, s, v, t, sv, at, d, m in conn.execute(_RAW, (stream,)).fetchall()]
+def _rows(conn: Any, stream: str, chained: bool = True) -> list[RawRow]:
+    return [(int(p), bytes(i), s, int(v), t, int(sv), int(at), d, m,
+             None if h is None else bytes(h))
+            for p, i, s, v, t, sv, at, d, m, h in conn.execute(
+                _RAW if chained else _RAW_UNCHAINED, (stream,)).fetchall()]
 
 
 def _refuse_tagged(store: Any, streams: Sequence[str]) -> None:
@@ -151,7 +159,7 @@ def checked_segment(storage: ArchiveStorage, segment: str) -> list[RawRow]:
 
 def _archive_one(store: Any, storage: ArchiveStorage, stream: str) -> int:
     with store._reading() as conn:
-        rows = _rows(conn, stream)
+        rows = _rows(conn, stream, store._chained)
     if not rows:
         return 0
     segment = put_verified(storage, rows, schema_version=store.schema_version(),
@@ -207,7 +215,10 @@ def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow]) -> i
             "DELETE FROM eskit_archived_streams WHERE stream_id = ? AND segment = ?",
             (stream, segment)).rowcount
         if gone:
-            conn.executemany(_INSERT, rows)
+            if store._chained:
+                conn.executemany(_INSERT, rows)
+            else:
+                conn.executemany(_INSERT_UNCHAINED, [row[:9] for row in rows])
     if gone:
         _log.info("%s: restored stream %r (%d events) from %s", store.path, stream,
                   len(rows), segment)

@@ -23,6 +23,7 @@ from eskit.cli import (
     _stats,
     _timetravel,
     _trace,
+    _verify,
 )
 
 __all__ = ["make_app"]
@@ -59,7 +60,7 @@ def make_app() -> typer.Typer:
     app.callback()(_root)
     for group in (
         _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact, _archive,
-        _stats, _snapshots, _retention, _trace, _serve, _protection,
+        _stats, _snapshots, _retention, _trace, _serve, _protection, _verify,
     ):
         group.register(app)
     return app

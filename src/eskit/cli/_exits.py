@@ -21,7 +21,8 @@ EXIT_UNAVAILABLE = 1
 EXIT_BAD_INPUT = 2
 """Bad input: a missing file, not an eskit store, an unknown stream, a bad option."""
 EXIT_CHECK_FAILED = 3
-"""``eskit upcast-check`` found events today's code cannot read."""
+"""``eskit upcast-check`` found events today's code cannot read; ``eskit verify`` found
+events altered, removed, inserted or reordered (or a checkpoint that does not match)."""
 EXIT_CHECK_INCOMPLETE = 4
 """``eskit upcast-check`` could not check everything: no event classes were named."""
 

@@ -534,7 +534,7 @@ class PostgresEventStore(EventStore):
                                  1 if first is None else int(first), before, snapshot, force)
             if cut is None:
                 return 0
-            conn.execute(statements.write, (stream, cut))
+            conn.execute(statements.write_for(self.sql.version), (stream, cut))
             removed = int(conn.execute(statements.remove_events, (stream, cut)).rowcount)
             # Their events are gone: a snapshot below the cut can never be used again.
             conn.execute(statements.remove_snapshots, (stream, cut))

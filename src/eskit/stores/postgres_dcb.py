@@ -68,6 +68,7 @@ from eskit.dcb import (
     set_tags,
 )
 from eskit.events import Event
+from eskit.stores import postgres_chain
 from eskit.stores.model import PendingEvent
 from eskit.stores.postgres_insert import insert_batch
 
@@ -121,7 +122,8 @@ def dcb_migration(schema: str) -> list[sql.Composed]:
 
 
 def append_statement(
-    schema: str, stream_lock: sql.Composable, check: sql.Composable | None = None
+    schema: str, stream_lock: sql.Composable, check: sql.Composable | None = None,
+    *, chained: bool = False,
 ) -> sql.Composed:
     """Schema 9's append: schema 6's, plus the event keys' shared locks (before the
     insert) and the tags (in the same statement: one round trip, still idempotent).
@@ -130,6 +132,7 @@ def append_statement(
     a conditional append's insert: nothing is inserted if ``check`` finds a row, and
     every row returned starts with that finding. Its snapshot is the statement's,
     taken after the locks of the statement before (see the module docstring).
+    ``chained`` (schema 11 on): each event's chain hash too (eskit.stores.postgres_chain).
     """
     s = sql.Identifier(schema)
     events = sql.SQL("{}.eskit_events").format(s)
@@ -141,7 +144,7 @@ def append_statement(
         first = sql.SQL("blocked.b, ")
         source = sql.SQL("blocked LEFT JOIN head ON true")
     return sql.SQL(
-        """WITH {blocked}turn AS (
+        """WITH {recursive}{blocked}turn AS (
                SELECT pg_advisory_xact_lock_shared({stream_lock})
            ), keys AS (
                -- The stream's lock first, then the keys in sorted order: the order
@@ -154,9 +157,9 @@ def append_statement(
                FROM turn
            ), head AS (
                SELECT (SELECT coalesce(max(version), 0) FROM {events}
-                       WHERE stream_id = %(stream)s) AS v
+                       WHERE stream_id = %(stream)s) AS v{head_hash}
                FROM keys{where}
-           ), ins AS (
+           ), {chain}ins AS (
                {insert}
            ), tagged AS (
                INSERT INTO {tags} (tag, tx_id, seq, ord, event_type)
@@ -174,8 +177,11 @@ def append_statement(
         insert=insert_batch(
             events, sql.SQL(" AND NOT EXISTS (SELECT FROM {} WHERE stream_id = %(stream)s)")
             .format(sql.SQL("{}.eskit_deleted_streams").format(s)),
-            sql.SQL("version, tx_id, seq, event_type"),
+            sql.SQL("version, tx_id, seq, event_type"), chained=chained,
         ),
+        recursive=sql.SQL("RECURSIVE " if chained else ""),
+        head_hash=postgres_chain.head_hash(events) if chained else sql.SQL(""),
+        chain=postgres_chain.CHAIN_CTE if chained else sql.SQL(""),
         events=events,
         tags=sql.SQL("{}.eskit_event_tags").format(s),
     )

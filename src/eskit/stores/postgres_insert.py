@@ -14,23 +14,30 @@ __all__ = ["insert_batch"]
 
 
 def insert_batch(events: sql.Composable, guard: sql.Composable,
-                 returning: sql.Composable) -> sql.Composed:
+                 returning: sql.Composable, *, chained: bool = False) -> sql.Composed:
     """The ``ins`` step: insert the batch after ``head.v`` where ``guard`` (more
-    ``AND`` conditions, or empty) holds, returning ``returning``."""
+    ``AND`` conditions, or empty) holds, returning ``returning``. ``chained``: each
+    event's ``hash`` from the ``chain`` CTE (:mod:`eskit.stores.postgres_chain`)."""
     return sql.SQL(
         """INSERT INTO {events} (event_id, stream_id, version, event_type,
                                  schema_version, recorded_at, data, metadata,
-                                 data_zstd)
+                                 data_zstd{hash_column})
            SELECT u.event_id, %(stream)s, head.v + u.ord, u.event_type,
                   u.schema_version, u.recorded_at, u.data::json, u.metadata::json,
-                  u.zdata
-           FROM head,
+                  u.zdata{hash_value}
+           FROM head{chain},
                 unnest(%(ids)b::uuid[], %(types)b::text[], %(schema_versions)b::int[],
                        %(recorded)b::timestamptz[], %(data)b::text[], %(meta)b::text[],
                        %(zdata)b::bytea[])
                 WITH ORDINALITY AS u(event_id, event_type, schema_version,
                                      recorded_at, data, metadata, zdata, ord)
-           WHERE head.v BETWEEN %(lo)s AND %(hi)s{guard}
+           WHERE head.v BETWEEN %(lo)s AND %(hi)s{guard}{chain_match}
            ORDER BY u.ord
            RETURNING {returning}"""
-    ).format(events=events, guard=guard, returning=returning)
+    ).format(
+        events=events, guard=guard, returning=returning,
+        hash_column=sql.SQL(", hash" if chained else ""),
+        hash_value=sql.SQL(", chain.h" if chained else ""),
+        chain=sql.SQL(", chain" if chained else ""),
+        chain_match=sql.SQL(" AND chain.ord = u.ord" if chained else ""),
+    )

@@ -76,6 +76,7 @@ from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, stored_data
 from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
 from eskit.stores.postgres_archive import ArchiveStatements, archive_migration
+from eskit.stores.postgres_chain import CHAIN_SCHEMA_VERSION, chain_migration, digests
 from eskit.stores.postgres_compression import compression_migration
 from eskit.stores.postgres_dcb import (
     DCB_SCHEMA_VERSION,
@@ -99,7 +100,7 @@ from eskit.stores.prefix_range import prefix_upper_bound
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -335,6 +336,8 @@ class Statements:
             dcb_migration(schema),
             # 9 -> 10: archived streams (eskit.archive, eskit.stores.postgres_archive).
             archive_migration(schema),
+            # 10 -> 11: hash chains (eskit.integrity, eskit.stores.postgres_chain).
+            chain_migration(schema),
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -352,6 +355,8 @@ class Statements:
         self.lock_stream = sql.SQL("SELECT pg_advisory_xact_lock({})").format(stream_lock)
         # From schema 7: DCB (eskit.stores.postgres_dcb).
         self._append_dcb = append_statement(schema, stream_lock)
+        # From schema 10: with each event's chain hash (eskit.stores.postgres_chain).
+        self._append_chained = append_statement(schema, stream_lock, chained=True)
         self.lock_condition = lock_statement(stream_lock)
         append_5 = sql.SQL(
             """WITH turn AS (
@@ -442,7 +447,8 @@ class Statements:
         events = sql.SQL("{}.eskit_events").format(sql.Identifier(self.schema))
         self.version = version
         self.append = (
-            self._append_dcb if version >= DCB_SCHEMA_VERSION
+            self._append_chained if version >= CHAIN_SCHEMA_VERSION
+            else self._append_dcb if version >= DCB_SCHEMA_VERSION
             else self._append_6 if version >= 6
             else self._append_5 if version >= 5 else self._append_4
         )
@@ -674,6 +680,7 @@ def append_params(
         "meta": [p.metadata.decode() for p in batch],
         "lo": lo,
         "hi": hi,
+        "digests": digests(stream, batch),
         **dcb_params(batch),
     }
 

@@ -78,6 +78,10 @@ class TruncationStatements:
     """What ``truncate_stream`` runs, for one schema (after DeletionStatements.start
     and the stream's exclusive lock)."""
 
+    def write_for(self, version: int) -> sql.Composed:
+        """The truncation record's write for a schema at ``version``."""
+        return self.write_chained if version >= 10 else self.write
+
     def __init__(self, schema: str) -> None:
         s = sql.Identifier(schema)
         events = sql.SQL("{}.eskit_events").format(s)
@@ -96,6 +100,18 @@ class TruncationStatements:
                ON CONFLICT (stream_id) DO UPDATE
                SET first_version = excluded.first_version, truncated_at = excluded.truncated_at"""
         ).format(truncated)
+        # Schema 10 on: with the hash of the newest event removed, which the chain of
+        # the events left links to (eskit.stores.postgres_chain). Same parameters.
+        self.write_chained = sql.SQL(
+            """INSERT INTO {truncated} (stream_id, first_version, truncated_at, anchor)
+               SELECT v.s, v.c, now(),
+                      (SELECT e.hash FROM {events} AS e WHERE e.stream_id = v.s
+                       AND e.version < v.c ORDER BY e.version DESC LIMIT 1)
+               FROM (VALUES (%s::text, %s::bigint)) AS v(s, c)
+               ON CONFLICT (stream_id) DO UPDATE
+               SET first_version = excluded.first_version,
+                   truncated_at = excluded.truncated_at, anchor = excluded.anchor"""
+        ).format(truncated=truncated, events=events)
         self.remove_events = sql.SQL(
             "DELETE FROM {} WHERE stream_id = %s AND version < %s"
         ).format(events)

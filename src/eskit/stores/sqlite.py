@@ -18,6 +18,9 @@ Design notes (why it is safe):
   the process) crashes (https://www.sqlite.org/pragma.html#pragma_synchronous).
 * **Append only.** Triggers make the events table reject ``UPDATE`` and
   ``DELETE``, so not even a stray SQL statement can rewrite history.
+* **Tamper evidence.** Each event's chain hash (``eskit.integrity``) is written by
+  its own insert, linked to the stream's head that very statement reads or checks,
+  so a batch is chained whole or not at all (``eskit.stores.sqlite_chain``).
 * **Connections.** One writer connection and a small pool of readers shared by
   all threads; a connection is closed only while no thread uses it, and all of
   them are closed just before ``os.fork()`` (see ``_before_fork`` for why a
@@ -52,7 +55,13 @@ from eskit.errors import (
     StoreError,
 )
 from eskit.events import Event, EventRegistry, StreamId
-from eskit.stores import sqlite_dcb, sqlite_deletion, sqlite_multi, sqlite_truncation
+from eskit.stores import (
+    sqlite_chain,
+    sqlite_dcb,
+    sqlite_deletion,
+    sqlite_multi,
+    sqlite_truncation,
+)
 from eskit.stores.arguments import expected_range, resolve_conflict, stream_id_from_key
 from eskit.stores.base import EventStore
 from eskit.stores.compression import (
@@ -92,11 +101,11 @@ _getpid = os.getpid  # on every call: a fork is detected by the process id chang
 # more threads read at once. Each holds two file descriptors (database and -wal).
 MAX_IDLE_READERS = 8
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 STORE_FORMAT = "eskit-event-store"
 
 # Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
-MIGRATIONS: list[list[str]] = [
+MIGRATIONS: list[Sequence[sqlite_chain.Statement]] = [
     [
         """CREATE TABLE eskit_meta (
                key   TEXT PRIMARY KEY,
@@ -166,6 +175,8 @@ MIGRATIONS: list[list[str]] = [
     SQLITE_FILTERED_MIGRATION,
     # 7 -> 8: DCB tags (eskit.dcb, eskit.stores.sqlite_dcb).
     SQLITE_DCB_MIGRATION,
+    # 8 -> 9: hash chains (eskit.integrity, eskit.stores.sqlite_chain).
+    sqlite_chain.MIGRATION,
 ]
 
 _COLUMNS = (
@@ -285,6 +296,11 @@ class SQLiteEventStore(EventStore):
         self._truncations = True  # False: a file of a schema before eskit_truncated_streams
         # False on a file of a schema before DCB tags opened with create=False.
         self._tags_table = True
+        # False on a file of a schema before hash chains opened with create=False.
+        self._chained = True
+        # stream -> (version, hash) of its head as this writer last appended it: a
+        # guess the insert checks (sqlite_chain.INSERT_FIRST_ASSUMED), never trusted alone.
+        self._heads: dict[str, tuple[int, bytes | None]] = {}
         self._forking = False
         self._fork_quiet = self._fork_write_locked = self._after_fork = False
         if not create and not self._memory and not Path(self.path).is_file():
@@ -327,6 +343,8 @@ class SQLiteEventStore(EventStore):
                 )
             try:
                 conn.execute(f"PRAGMA synchronous={self._synchronous}")
+                conn.create_function("eskit_link", 3, sqlite_chain.link_function,
+                                     deterministic=True)
             except BaseException:
                 conn.close()
                 raise
@@ -595,6 +613,8 @@ class SQLiteEventStore(EventStore):
                     self._truncations = False
                 if found < 8:  # no eskit_event_tags yet: no event has tags
                     self._tags_table = False
+                if found < 9:  # no hash column yet: appends store no chain
+                    self._chained = False
                 return
             if "eskit_events" in tables and "eskit_meta" not in tables:
                 raise NotAnEskitStoreError(
@@ -612,7 +632,10 @@ class SQLiteEventStore(EventStore):
                     current = self._schema_version(conn)
                     for target in range(current, SCHEMA_VERSION):
                         for statement in MIGRATIONS[target]:
-                            conn.execute(statement)
+                            if callable(statement):
+                                statement(conn)
+                            else:
+                                conn.execute(statement)
                     conn.execute(
                         "INSERT OR REPLACE INTO eskit_meta (key, value) "
                         "VALUES ('schema_version', ?)",
@@ -769,6 +792,8 @@ class SQLiteEventStore(EventStore):
         is not at ``expected``. ``sqlite3.IntegrityError`` for an event id stored
         already, after some rows of the batch may be in: roll back then."""
         lo, hi = expected_range(expected)
+        if self._chained:
+            return sqlite_chain.insert_chained(self, conn, stream, lo, hi, batch)
         threshold = self.compress_threshold
         first = batch[0]
         micros = timestamp_to_micros(first.timestamp)
@@ -781,10 +806,7 @@ class SQLiteEventStore(EventStore):
             "stream": stream, "lo": lo, "hi": hi,
         }).fetchone()
         if row is None:
-            if self._visible and (hard := deleted_state(conn, stream)) is not None:
-                raise deleted_error(stream_id_from_key(stream), hard)
-            if self._archives and (where := archived_in(conn, stream)) is not None:
-                raise archived_error(stream_id_from_key(stream), *where)
+            self._refused(conn, stream)
             return None
         position, version = row
         head, start = version - 1, position - 1
@@ -805,6 +827,14 @@ class SQLiteEventStore(EventStore):
                 for i, p in enumerate(batch) if i
             ])
         return head, start
+
+    def _refused(self, conn: sqlite3.Connection, stream: str) -> None:
+        """Raise if nothing was inserted because the stream is deleted or archived;
+        return if it is only not at the expected version."""
+        if self._visible and (hard := deleted_state(conn, stream)) is not None:
+            raise deleted_error(stream_id_from_key(stream), hard)
+        if self._archives and (where := archived_in(conn, stream)) is not None:
+            raise archived_error(stream_id_from_key(stream), *where)
 
     # -- appending in the caller's transaction (eskit.stores.sqlite_transaction) --------
 

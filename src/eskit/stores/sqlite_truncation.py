@@ -73,12 +73,29 @@ def truncate_stream(store: Any, stream_id: StreamId, stream: str, before: int,
                              1 if row is None else int(row[0]), before, snapshot, force)
         if cut is None:
             return 0
-        conn.execute(
-            "INSERT INTO eskit_truncated_streams (stream_id, first_version, truncated_at) "
-            "VALUES (?, ?, ?) ON CONFLICT (stream_id) DO UPDATE SET "
-            "first_version = excluded.first_version, truncated_at = excluded.truncated_at",
-            (stream, cut, timestamp_to_micros(utc_now())),
-        )
+        if store._chained:
+            # The hash of the newest event removed: the chain of the events left links
+            # to it (eskit.stores.sqlite_chain), so the truncation is not a removal.
+            anchor = conn.execute(
+                "SELECT hash FROM eskit_events WHERE stream_id = ? AND version < ? "
+                "ORDER BY version DESC LIMIT 1", (stream, cut),
+            ).fetchone()
+            conn.execute(
+                "INSERT INTO eskit_truncated_streams "
+                "(stream_id, first_version, truncated_at, anchor) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (stream_id) DO UPDATE SET "
+                "first_version = excluded.first_version, truncated_at = excluded.truncated_at, "
+                "anchor = excluded.anchor",
+                (stream, cut, timestamp_to_micros(utc_now()),
+                 None if anchor is None else anchor[0]),
+            )
+        else:
+            conn.execute(
+                "INSERT INTO eskit_truncated_streams (stream_id, first_version, truncated_at) "
+                "VALUES (?, ?, ?) ON CONFLICT (stream_id) DO UPDATE SET "
+                "first_version = excluded.first_version, truncated_at = excluded.truncated_at",
+                (stream, cut, timestamp_to_micros(utc_now())),
+            )
         removed = int(conn.execute(
             "DELETE FROM eskit_events WHERE stream_id = ? AND version < ?", (stream, cut)
         ).rowcount)
