@@ -26,6 +26,7 @@ from eskit.archive.postgres import (
     name,
     raw_rows,
     restore_steps,
+    rows_statement,
     tagged_error,
 )
 from eskit.archive.sqlite import Progress, checked_segment, put_verified
@@ -103,7 +104,7 @@ async def archive_streams_async(store: Any, storage: ArchiveStorage, streams: Se
             raise tagged_error(stream)
     done = 0
     for n, stream in enumerate(streams, 1):
-        rows = raw_rows(await store._fetchall(statements.rows, (stream,)))
+        rows = raw_rows(await store._fetchall(rows_statement(store), (stream,)))
         moved = 0
         if rows:
             segment = await asyncio.to_thread(

@@ -30,11 +30,12 @@ from eskit.archive.sqlite import Progress, checked_segment, put_verified
 from eskit.archive.storage import ArchiveStorage
 from eskit.errors import InvalidInputError
 from eskit.stores.postgres_archive import ARCHIVE_SCHEMA
+from eskit.stores.postgres_chain import CHAIN_SCHEMA_VERSION
 from eskit.stores.postgres_schema import unpack_position
 
 __all__ = [
-    "Sql", "archive_steps", "archive_streams", "raw_rows", "restore_steps", "restore_streams",
-    "streams_older_than",
+    "Sql", "archive_steps", "archive_streams", "chains", "raw_rows", "restore_steps",
+    "restore_streams", "rows_statement", "streams_older_than",
 ]
 
 _log = logging.getLogger("eskit.archive")
@@ -124,17 +125,19 @@ def archive_steps(store: Any, stream: str, rows: list[RawRow], location: str,
 def restore_steps(store: Any, stream: str, segment: str, rows: list[RawRow]) -> Steps:
     """The restoring transaction (shared by both front ends): the events restored."""
     statements = store.sql.archive
-    params = []
-    for pos, eid, s, version, etype, schema_version, at, data, meta in rows:
+    chained = chains(store)
+    params: list[tuple[object, ...]] = []
+    for pos, eid, s, version, etype, schema_version, at, data, meta, hash_ in rows:
         tx, seq = unpack_position(pos)
         text, packed = (data, None) if isinstance(data, str) else (None, data)
-        params.append((tx, seq, UUID(bytes=eid), s, version, etype, schema_version, at, text,
-                       packed, meta))
+        row: tuple[object, ...] = (tx, seq, UUID(bytes=eid), s, version, etype,
+                                   schema_version, at, text, packed, meta)
+        params.append((*row, hash_) if chained else row)
     # A second restorer waits on the archive row and then finds it gone.
     gone = yield Sql(statements.unrecord, (stream, segment), "count")
     if not gone:
         return 0
-    yield Sql(statements.insert, params, "many")
+    yield Sql(statements.insert if chained else statements.insert_unchained, params, "many")
     _log.info("schema %s: restored stream %r (%d events) from %s", store.schema, stream,
               len(rows), segment)
     return len(rows)
@@ -146,11 +149,22 @@ def tagged_error(stream: str) -> InvalidInputError:
         "not keep yet: nothing was archived")
 
 
+def chains(store: Any) -> bool:
+    """Whether ``store``'s schema keeps hash chains (then archives carry each row's hash)."""
+    return int(store.sql.version) >= CHAIN_SCHEMA_VERSION
+
+
+def rows_statement(store: Any) -> Any:
+    """The statement reading a stream's rows as stored, for ``store``'s schema."""
+    statements = store.sql.archive
+    return statements.rows if chains(store) else statements.rows_unchained
+
+
 def raw_rows(found: list[Any]) -> list[RawRow]:
-    """The rows ``ArchiveStatements.rows`` returned, as segment rows."""
+    """The rows :func:`rows_statement` returned, as segment rows."""
     return [(int(p), bytes(i), s, int(v), t, int(sv), int(at),
-             d if d is not None else bytes(z), m)
-            for p, i, s, v, t, sv, at, d, z, m in found]
+             d if d is not None else bytes(z), m, None if h is None else bytes(h))
+            for p, i, s, v, t, sv, at, d, z, m, h in found]
 
 
 def _transaction(store: Any, steps: Steps) -> int:
@@ -173,9 +187,8 @@ def _transaction(store: Any, steps: Steps) -> int:
 
 
 def _archive_one(store: Any, storage: ArchiveStorage, stream: str) -> int:
-    statements = store.sql.archive
-    rows = raw_rows(store._run(lambda conn: conn.execute(statements.rows,
-                                                         (stream,)).fetchall()))
+    statement = rows_statement(store)
+    rows = raw_rows(store._run(lambda conn: conn.execute(statement, (stream,)).fetchall()))
     if not rows:
         return 0
     segment = put_verified(storage, rows, schema_version=store.sql.version, store=name(store))

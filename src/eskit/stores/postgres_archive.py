@@ -105,14 +105,15 @@ class ArchiveStatements:
         self.where = sql.SQL(
             "SELECT archive, segment FROM {} WHERE stream_id = %s"
         ).format(archived)
-        # Every column as stored; the position packed as eskit shows it.
-        self.rows = sql.SQL(
-            """SELECT (tx_id::text::numeric * 18446744073709551616 + seq)::text,
+        # Every column as stored; the position packed as eskit shows it. Before schema
+        # 11 (no hash chains) the rows carry no hash.
+        rows = """SELECT (tx_id::text::numeric * 18446744073709551616 + seq)::text,
                       uuid_send(event_id), stream_id, version, event_type, schema_version,
                       ((extract(epoch FROM recorded_at) * 1000000)::numeric)::bigint,
-                      data::text, data_zstd, metadata::text
-               FROM {} WHERE stream_id = %s ORDER BY version"""
-        ).format(events)
+                      data::text, data_zstd, metadata::text, {hash}
+               FROM {events} WHERE stream_id = %s ORDER BY version"""
+        self.rows = sql.SQL(rows).format(hash=sql.SQL("hash"), events=events)
+        self.rows_unchained = sql.SQL(rows).format(hash=sql.SQL("NULL::bytea"), events=events)
         self.tagged = sql.SQL(
             """SELECT 1 FROM {} e JOIN {}.eskit_event_tags t
                    ON t.tx_id = e.tx_id AND t.seq = e.seq
@@ -148,16 +149,19 @@ class ArchiveStatements:
             "DELETE FROM {} WHERE stream_id = %s AND segment = %s"
         ).format(archived)
         # Explicit tx_id and seq: the rows go back at their original positions.
-        # writer_xid NULL: as an ordinary (not late) append stored them.
-        self.insert = sql.SQL(
-            """INSERT INTO {} (tx_id, seq, event_id, stream_id, version, event_type,
-                               schema_version, recorded_at, data, data_zstd, metadata,
-                               writer_xid)
+        # writer_xid NULL: as an ordinary (not late) append stored them. From schema 11
+        # the chain hash goes back with the row, so the stream verifies as before.
+        insert = """INSERT INTO {events} (tx_id, seq, event_id, stream_id, version, event_type,
+                                   schema_version, recorded_at, data, data_zstd, metadata,
+                                   writer_xid{hash_column})
                OVERRIDING SYSTEM VALUE
                VALUES (%s::text::xid8, %s, %s, %s, %s, %s, %s,
                        'epoch'::timestamptz + %s * interval '1 microsecond',
-                       %s::json, %s, %s::json, NULL)"""
-        ).format(events)
+                       %s::json, %s, %s::json, NULL{hash_value})"""
+        self.insert = sql.SQL(insert).format(
+            events=events, hash_column=sql.SQL(", hash"), hash_value=sql.SQL(", %s"))
+        self.insert_unchained = sql.SQL(insert).format(
+            events=events, hash_column=sql.SQL(""), hash_value=sql.SQL(""))
         self.totals = sql.SQL(
             "SELECT count(*), coalesce(sum(events), 0) FROM {}"
         ).format(archived)

@@ -1,4 +1,4 @@
-"""Hash chains on PostgreSQL: the schema 10 -> 11 migration, the append's links, the verifier's rows.
+"""Hash chains on PostgreSQL: migration 10 -> 11, the append's links, the verifier's rows.
 
 The append stays one statement (one round trip): the client sends each event's
 :func:`~eskit.integrity.content_digest` (``digests``), and the statement, which
