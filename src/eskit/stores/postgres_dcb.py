@@ -48,6 +48,7 @@ waits for the keys; conditional appends are refused there.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
@@ -67,9 +68,10 @@ from eskit.dcb import (
     query_lock_keys,
     set_tags,
 )
-from eskit.events import Event
+from eskit.events import Event, StreamId
 from eskit.stores.model import PendingEvent
 from eskit.stores.postgres_insert import insert_batch
+from eskit.stores.rows import decode_rows
 
 __all__ = ["DCB_SCHEMA_VERSION", "dcb_migration"]
 
@@ -292,6 +294,35 @@ def read_statement(
     return statement, params
 
 
+@functools.lru_cache(maxsize=256)
+def range_tags_statement(schema: str) -> sql.Composed:
+    """The tags of the events from one position to another (a ``read_all`` page):
+    one range of the ``(tx_id, seq)`` index, empty and cheap where nothing has tags."""
+    return sql.SQL(
+        "SELECT tx_id::text::bigint, seq, tag FROM {}.eskit_event_tags"
+        " WHERE (tx_id, seq) >= (%s::text::xid8, %s) AND (tx_id, seq) <= (%s::text::xid8, %s)"
+        " ORDER BY tx_id, seq, ord"
+    ).format(sql.Identifier(schema))
+
+
+def page_tags(
+    schema: str, rows: Sequence[Any], in_order: bool
+) -> tuple[sql.Composed, Sequence[Any]]:
+    """The statement and parameters that read the tags of event rows (EVENT_COLUMNS).
+
+    ``in_order``: the rows are every visible event between the first and the last
+    (a ``read_all`` page), so one index range covers them; else (a stream or a
+    filtered page, sparse in the log) the rows' own positions are looked up.
+    Tags are written with their event and removed only with it: a later statement
+    sees every tag of the rows' events (or none, of an event hard-deleted since).
+    """
+    if in_order:
+        first, last = rows[0], rows[-1]
+        return range_tags_statement(schema), (str(first[0]), first[1], str(last[0]), last[1])
+    return tags_statement(schema), tag_lookup_params(rows)
+
+
+@functools.lru_cache(maxsize=256)
 def tags_statement(schema: str) -> sql.Composed:
     return sql.SQL(
         "SELECT tx_id::text::bigint, seq, tag FROM {}.eskit_event_tags"
@@ -308,6 +339,17 @@ def attach_tag_rows(events: Sequence[Event], tag_rows: Sequence[Any]) -> None:
     for event in events:
         if tags := by_position.get(event.position):
             set_tags(event, tuple(tags))
+
+
+def decoded(
+    rows_and_tags: tuple[Sequence[Any], Sequence[Any]], stream_id: StreamId | None = None
+) -> list[Event]:
+    """Events from event rows, with their tags from ``page_tags`` rows."""
+    rows, tag_rows = rows_and_tags
+    events = decode_rows(rows, stream_id)
+    if tag_rows:
+        attach_tag_rows(events, tag_rows)
+    return events
 
 
 def tag_lookup_params(rows: Sequence[Any]) -> tuple[list[str], list[int]]:

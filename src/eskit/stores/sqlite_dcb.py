@@ -95,29 +95,61 @@ def matching_sql(query: Query, visible: str) -> tuple[str, dict[str, Any]]:
 
 
 def condition_holds(
-    conn: sqlite3.Connection, query: Query, after: int, visible: str
+    conn: sqlite3.Connection, query: Query, after: int, visible: str,
+    own: tuple[int, int] | None = None,
 ) -> bool:
     """Whether no visible event matching ``query`` lies after ``after`` (in the writer's
-    open transaction)."""
+    open transaction), leaving out the positions ``own`` (first, last) if given."""
     sql, params = matching_sql(query, visible)
+    if own is not None:
+        sql += " AND position NOT BETWEEN :own_first AND :own_last"
+        params.update(own_first=own[0], own_last=own[1])
     row = conn.execute(f"{sql} LIMIT 1", {**params, "after": after}).fetchone()
     return row is None
 
 
-def attach_tags(conn: sqlite3.Connection, events: list[Event]) -> None:
-    """Fill in the tags of events just decoded."""
+_RANGE_TAGS = (
+    "SELECT position, tag FROM eskit_event_tags WHERE position BETWEEN ? AND ?"
+    " ORDER BY position, ord"
+)
+
+
+def attach_range_tags(conn: sqlite3.Connection, events: list[Event]) -> None:
+    """Fill in the tags of a page of events in position order (``read_all``'s pages).
+
+    One range of the position index, however long the page: on a store (or a
+    stretch of one) without tags it finds nothing and costs one index probe. Tags
+    are written with their event and removed only with it, so a statement after
+    the page's sees every tag of the page's events (or, after a hard delete in
+    between, none: the event is gone too).
+    """
+    if not events:
+        return
+    rows = conn.execute(_RANGE_TAGS, (events[0].position, events[-1].position)).fetchall()
+    if rows:
+        _give(events, rows)
+
+
+def _give(events: list[Event], rows: list[Any]) -> None:
     by_position: dict[int, list[str]] = {}
-    positions = [e.position for e in events]
-    for i in range(0, len(positions), 500):
-        chunk = positions[i : i + 500]
-        rows = conn.execute(
-            "SELECT position, tag FROM eskit_event_tags "
-            f"WHERE position IN ({', '.join('?' * len(chunk))}) ORDER BY position, ord",
-            chunk,
-        ).fetchall()
-        for position, tag in rows:
-            by_position.setdefault(position, []).append(tag)
+    for position, tag in rows:
+        by_position.setdefault(position, []).append(tag)
     for event in events:
         tags = by_position.get(event.position)
         if tags:
             set_tags(event, tuple(tags))
+
+
+def attach_tags(conn: sqlite3.Connection, events: list[Event]) -> None:
+    """Fill in the tags of events just decoded (any positions, any order)."""
+    positions = [e.position for e in events]
+    rows: list[Any] = []
+    for i in range(0, len(positions), 500):
+        chunk = positions[i : i + 500]
+        rows += conn.execute(
+            "SELECT position, tag FROM eskit_event_tags "
+            f"WHERE position IN ({', '.join('?' * len(chunk))}) ORDER BY position, ord",
+            chunk,
+        ).fetchall()
+    if rows:
+        _give(events, rows)
