@@ -43,7 +43,8 @@ then fail on events it never needed to see).
 
 Not covered: an append through ``in_transaction`` that is a *late* append (its
 transaction wrote elsewhere first) is stamped with a position computed before it
-waits for the keys; conditional appends are refused there.
+waits for the keys; a conditional append there must be its transaction's first write
+(:mod:`eskit.stores.postgres_tx_conditions`).
 """
 
 from __future__ import annotations
