@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from functools import partial
@@ -670,23 +670,24 @@ class AsyncPostgresEventStore(AsyncEventStore):
         backwards: bool, limit: int | None,
     ) -> list[Event]:
         query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
-        return decoded(await self._rows_and_tags(query, params, False), stream_id)
+        return decoded(await self._rows_and_tags(query, params, stream=stream), stream_id)
 
     async def _read_all_page(self, after: int, limit: int) -> list[Event]:
         # Only rows below the read horizon, computed in the same statement: see
         # "The global order" in eskit.stores.postgres_schema.
         tx, seq = unpack_position(after)
-        return decoded(await self._rows_and_tags(self.sql.read_all_page, (tx, seq, limit), True))
+        return decoded(await self._rows_and_tags(self.sql.read_all_page, (tx, seq, limit)))
 
     async def _read_filtered_page(
         self, after: int, upto: int, limit: int, wanted: ReadFilter
     ) -> list[Event]:
         # Bounded by a head read first, not cut at the horizon: eskit.stores.postgres_filtered.
         query, params = self.sql.filtered_page(wanted, after, upto, limit)
-        return decoded(await self._rows_and_tags(query, params, False))
+        return decoded(await self._rows_and_tags(query, params, types=wanted.types))
 
     async def _rows_and_tags(
-        self, query: Any, params: Any, in_order: bool
+        self, query: Any, params: Any, *, stream: str | None = None,
+        types: Collection[str] | None = None,
     ) -> tuple[list[Any], list[Any]]:
         """The event rows of ``query`` and, on the same connection, their tags' rows
         (see ``eskit.stores.postgres_dcb.page_tags``; none before the schema has tags)."""
@@ -696,7 +697,7 @@ class AsyncPostgresEventStore(AsyncEventStore):
             rows = await (await conn.execute(query, params)).fetchall()
             if not rows or not tagged:
                 return rows, []
-            found = await conn.execute(*page_tags(self.schema, rows, in_order))
+            found = await conn.execute(*page_tags(self.schema, rows, stream=stream, types=types))
             return rows, await found.fetchall()
 
         return await self._run(read)

@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager, nullcontext, suppress
 from datetime import datetime
@@ -559,7 +559,7 @@ class PostgresEventStore(EventStore):
         backwards: bool, limit: int | None,
     ) -> list[Event]:
         query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
-        return postgres_dcb.decoded(self._rows_and_tags(query, params, False), stream_id)
+        return postgres_dcb.decoded(self._rows_and_tags(query, params, stream=stream), stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         return postgres_dcb.decoded(self._read_all_rows(after, limit))
@@ -568,14 +568,15 @@ class PostgresEventStore(EventStore):
         self, after: int, upto: int, limit: int, wanted: ReadFilter
     ) -> list[Event]:
         query, params = self.sql.filtered_page(wanted, after, upto, limit)
-        return postgres_dcb.decoded(self._rows_and_tags(query, params, False))
+        return postgres_dcb.decoded(self._rows_and_tags(query, params, types=wanted.types))
 
     def _read_all_rows(self, after: int, limit: int) -> tuple[list[Any], list[Any]]:
         tx, seq = unpack_position(after)
-        return self._rows_and_tags(self.sql.read_all_page, (tx, seq, limit), True)
+        return self._rows_and_tags(self.sql.read_all_page, (tx, seq, limit))
 
     def _rows_and_tags(
-        self, query: Any, params: Any, in_order: bool
+        self, query: Any, params: Any, *, stream: str | None = None,
+        types: Collection[str] | None = None,
     ) -> tuple[list[Any], list[Any]]:
         """The event rows of ``query`` and, on the same connection, their tags' rows
         (see ``postgres_dcb.page_tags``; none before the schema has tags)."""
@@ -586,7 +587,7 @@ class PostgresEventStore(EventStore):
             if not rows or not tagged:
                 return rows, []
             return rows, conn.execute(
-                *postgres_dcb.page_tags(self.schema, rows, in_order)
+                *postgres_dcb.page_tags(self.schema, rows, stream=stream, types=types)
             ).fetchall()
 
         return self._run(read)

@@ -73,6 +73,12 @@ class DCBContract:
         assert [e.tags for e in store.read_stream("s", limit=1, backwards=True)] == [("c",)]
         assert [e.tags for e in store.iter_stream("s", 2)] == [("c",)]
         assert [e.tags for e in store.read_stream("other")] == [("n",)]
+        # Another stream's tagged events between this stream's: never mixed in.
+        store.append("other", [NewEvent("Noise", tags=("m",))])
+        store.append("s", [NewEvent("D")])
+        assert [e.tags for e in store.read_stream("s", 2)] == [("c",), ()]
+        assert [e.tags for e in store.read_all(event_types=["D", "Noise"])] == [
+            ("n",), ("m",), ()]
 
     def test_read_all_returns_the_stored_tags(self, store: EventStore) -> None:
         first = store.append("a", [NewEvent("A", tags=("t:1",)), NewEvent("B")])
