@@ -308,9 +308,11 @@ def range_tags_statement(schema: str, stream: bool, types: bool) -> sql.Composed
         " AND (t.tx_id, t.seq) <= (%(hi_tx)s::text::xid8, %(hi_seq)s)"
     ).format(s)
     if stream:
+        # A scalar subquery, run per tag found (none where nothing has tags): as an
+        # EXISTS the planner could hash the stream's events first (measured: 1.5 ms).
         statement = sql.SQL(
-            "{} AND EXISTS (SELECT FROM {}.eskit_events AS e"
-            " WHERE e.tx_id = t.tx_id AND e.seq = t.seq AND e.stream_id = %(stream)s)"
+            "{} AND (SELECT e.stream_id FROM {}.eskit_events AS e"
+            " WHERE e.tx_id = t.tx_id AND e.seq = t.seq) = %(stream)s"
         ).format(statement, s)
     if types:
         statement = sql.SQL("{} AND t.event_type = ANY(%(types)s::text[])").format(statement)
@@ -331,8 +333,10 @@ def page_tags(
     Tags are written with their event and removed only with it: a later statement
     sees every tag of the rows' events (or none, of an event hard-deleted since).
     """
-    lo = min((r[0], r[1]) for r in rows) if stream is not None else (rows[0][0], rows[0][1])
-    hi = max((r[0], r[1]) for r in rows) if stream is not None else (rows[-1][0], rows[-1][1])
+    if stream is None:  # in position order
+        lo, hi = rows[0], rows[-1]
+    else:  # a stream's: no order of positions is assumed (rows start (tx, seq), unique)
+        lo, hi = min(rows), max(rows)
     params: dict[str, Any] = {"lo_tx": str(lo[0]), "lo_seq": lo[1], "hi_tx": str(hi[0]),
                               "hi_seq": hi[1], "stream": stream}
     if types is not None:

@@ -874,8 +874,8 @@ class SQLiteEventStore(EventStore):
             if not rows and self._archives and (where := archived_in(conn, stream)):
                 raise archived_error(stream_id, *where)
             events = decode_rows(rows, stream_id)
-            if self._tags_table and events:
-                sqlite_dcb.attach_tags(conn, events)
+            if self._tags_table:
+                sqlite_dcb.attach_range_tags(conn, events, stream=stream)
         return events
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
@@ -913,8 +913,8 @@ class SQLiteEventStore(EventStore):
             )
             rows = conn.execute(sql, params).fetchall()
             events = decode_rows(rows)
-            if self._tags_table and events:
-                sqlite_dcb.attach_tags(conn, events)
+            if self._tags_table:
+                sqlite_dcb.attach_range_tags(conn, events, types=wanted.types)
         return events
 
     def _read_events(
