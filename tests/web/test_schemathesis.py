@@ -42,13 +42,17 @@ def test_the_api_answers_every_request_as_its_spec_says(case) -> None:
 def test_without_a_token_every_answer_still_fits_the_spec(case) -> None:
     response = case.call_and_validate(checks=CHECKS)
     if case.path != "/api/health":
-        assert response.status_code in (401, 404, 405, 422), response.text
+        # The body is read before the token is looked at: one that is not JSON is 400,
+        # one over the request limit 413 (append-many's schema admits many MiB). Both
+        # are in the spec; generated bodies of the kind appear once the spec changes.
+        assert response.status_code in (400, 401, 404, 405, 413, 422), response.text
 
 
 def test_the_spec_documents_every_route() -> None:
     paths = set(app.openapi()["paths"])
     assert paths == {"/api/streams/{stream_id}", "/api/streams/{stream_id}/metadata",
-                     "/api/streams", "/api/events", "/api/subscribe", "/api/health"}
+                     "/api/streams", "/api/events", "/api/subscribe", "/api/health",
+                     "/api/append-many"}
     for path in paths:
         for operation in app.openapi()["paths"][path].values():
             for status, response in operation["responses"].items():

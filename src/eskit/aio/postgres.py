@@ -34,7 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection
 from contextlib import asynccontextmanager, suppress
 from datetime import datetime
 from functools import partial
@@ -78,7 +78,7 @@ from eskit.stores.model import (
 from eskit.stores.multi import PreparedAppend
 from eskit.stores.postgres_archive import ARCHIVE_SCHEMA, STREAM_ARCHIVED
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
-from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
+from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION, decoded, page_tags
 from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_multi import MAX_ATTEMPTS as MAX_MANY_ATTEMPTS
 from eskit.stores.postgres_multi import (
@@ -677,10 +677,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
         backwards: bool, limit: int | None,
     ) -> list[Event]:
         query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
-        rows = await self._fetchall(query, params)
-        if not rows:  # an archived stream has no rows: never pass for an empty history
+        found = await self._rows_and_tags(query, params, stream=stream)
+        if not found[0]:  # an archived stream has no rows: never pass for an empty history
             await self._refuse_if_archived(stream_id, stream)
-        return decode_rows(rows, stream_id)
+        return decoded(found, stream_id)
 
     async def _refuse_if_archived(self, stream_id: StreamId, stream: str,
                                   conn: psycopg.AsyncConnection[Any] | None = None) -> None:
@@ -698,14 +698,31 @@ class AsyncPostgresEventStore(AsyncEventStore):
         # Only rows below the read horizon, computed in the same statement: see
         # "The global order" in eskit.stores.postgres_schema.
         tx, seq = unpack_position(after)
-        return decode_rows(await self._fetchall(self.sql.read_all_page, (tx, seq, limit)))
+        return decoded(await self._rows_and_tags(self.sql.read_all_page, (tx, seq, limit)))
 
     async def _read_filtered_page(
         self, after: int, upto: int, limit: int, wanted: ReadFilter
     ) -> list[Event]:
         # Bounded by a head read first, not cut at the horizon: eskit.stores.postgres_filtered.
         query, params = self.sql.filtered_page(wanted, after, upto, limit)
-        return decode_rows(await self._fetchall(query, params))
+        return decoded(await self._rows_and_tags(query, params, types=wanted.types))
+
+    async def _rows_and_tags(
+        self, query: Any, params: Any, *, stream: str | None = None,
+        types: Collection[str] | None = None,
+    ) -> tuple[list[Any], list[Any]]:
+        """The event rows of ``query`` and, on the same connection, their tags' rows
+        (see ``eskit.stores.postgres_dcb.page_tags``; none before the schema has tags)."""
+        tagged = self.sql.version >= DCB_SCHEMA_VERSION
+
+        async def read(conn: psycopg.AsyncConnection[Any]) -> tuple[list[Any], list[Any]]:
+            rows = await (await conn.execute(query, params)).fetchall()
+            if not rows or not tagged:
+                return rows, []
+            found = await conn.execute(*page_tags(self.schema, rows, stream=stream, types=types))
+            return rows, await found.fetchall()
+
+        return await self._run(read)
 
     async def _head_version(self, stream: str) -> int:
         return await self._head(stream)

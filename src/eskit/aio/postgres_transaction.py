@@ -11,7 +11,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from eskit.errors import InvalidInputError
+from eskit.dcb import AppendCondition, check_condition
+from eskit.errors import AppendConditionFailed, InvalidInputError
 
 try:
     import psycopg
@@ -24,6 +25,7 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 
 from eskit.events import Event, StreamId
 from eskit.observability import _hooks
+from eskit.stores import postgres_tx_conditions as tx_conditions
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
 from eskit.stores.model import (
     ANY,
@@ -112,21 +114,28 @@ class AsyncPostgresTransaction:
         return driver
 
     async def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY,
+        *, condition: AppendCondition | None = None,
     ) -> AppendResult:
-        """Append ``events`` in the caller's transaction; else as the store's append."""
+        """Append ``events`` in the caller's transaction; else as the store's append.
+
+        ``condition``: as :meth:`PostgresTransaction.append
+        <eskit.stores.postgres_transaction.PostgresTransaction.append>` (the first
+        write of the transaction, under READ COMMITTED; checked atomically with it).
+        """
         store = self.store
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
+        check_condition(condition)
         batch = prepare_batch(
             stream, events, registry=store.registry, max_event_bytes=store.max_event_bytes
         )
         conn = await self._driver()
         check_caller_connection(conn, psycopg.AsyncConnection, need_transaction=True)
         if (observer := _hooks.active) is None:
-            return await append_on(store, conn, stream_id, stream, expected, batch)
+            return await _append(store, conn, stream_id, stream, expected, batch, condition)
         with observer.append(store, stream, batch):  # a span; its context into metadata
-            return await append_on(store, conn, stream_id, stream, expected, batch)
+            return await _append(store, conn, stream_id, stream, expected, batch, condition)
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Several streams in the caller's transaction, all or none; else as the store's."""
@@ -182,6 +191,63 @@ async def append_on(
     except psycopg.Error as exc:
         raise translate(exc) from exc
     raise too_busy(stream)
+
+
+async def _append(
+    store: AppendingStore, conn: psycopg.AsyncConnection[Any], stream_id: StreamId, stream: str,
+    expected: Expected, batch: list[PendingEvent], condition: AppendCondition | None,
+) -> AppendResult:
+    if condition is None:
+        return await append_on(store, conn, stream_id, stream, expected, batch)
+    return await append_if_on(store, conn, stream_id, stream, expected, batch, condition)
+
+
+async def append_if_on(
+    store: AppendingStore, conn: psycopg.AsyncConnection[Any], stream_id: StreamId, stream: str,
+    expected: Expected, batch: list[PendingEvent], condition: AppendCondition,
+) -> AppendResult:
+    """The sync ``append_if_on``, awaited (see :mod:`eskit.stores.postgres_tx_conditions`)."""
+    lock, statement, params = tx_conditions.plan(store, stream, expected, batch, condition)
+    try:
+        first = await (await conn.execute(tx_conditions.FIRST_WRITE)).fetchone()
+        tx_conditions.refuse_unless_first_write(first, stream_id)
+        await conn.execute(f"SAVEPOINT {SAVEPOINT}")
+        try:
+            await conn.execute(lock, params)
+            blocked, rows = tx_conditions.outcome(
+                await (await conn.execute(statement, params)).fetchall()
+            )
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status == TransactionStatus.INERROR:
+                await _undo(conn)
+            raise
+        result = None if blocked else inserted_result(stream_id, batch, rows)
+        if result is None:
+            await _undo(conn)
+        else:
+            await conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
+    except pg_errors.UniqueViolation:
+        return resolve_conflict(
+            stream_id, stream, expected, await _head(store, conn, stream), batch,
+            await _find(store, conn, batch),
+        )
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    if result is not None:
+        if store._notify:
+            await conn.execute(store.sql.notify, (store.sql.channel,))  # delivered at commit
+        return result
+    found = await _find(store, conn, batch)
+    if blocked and not found:
+        raise AppendConditionFailed(stream_id, condition)
+    return resolve_conflict(
+        stream_id, stream, expected, await _head(store, conn, stream), batch, found
+    )
+
+
+async def _undo(conn: psycopg.AsyncConnection[Any]) -> None:
+    await conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+    await conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
 
 
 async def _find(store: AppendingStore, conn: psycopg.AsyncConnection[Any],

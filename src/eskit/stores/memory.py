@@ -154,6 +154,8 @@ class InMemoryEventStore(EventStore):
                 self._log.extend(new_rows)
                 rows.extend(new_rows)
                 by_id.update((r.event_id.int, r) for r in new_rows)
+                self._tags.update((r.position, p.tags)
+                                  for p, r in zip(a.batch, new_rows, strict=True) if p.tags)
                 placed.append(new_rows)
         return [
             recorded(a, [(r.version, r.position) for r in rows])
@@ -169,11 +171,28 @@ class InMemoryEventStore(EventStore):
                 return []
             rows = [r for r in self._streams.get(stream, [])[from_version:to_version]
                     if r is not None]
-        if backwards:
-            rows = rows[::-1]
-        if limit is not None:
-            rows = rows[:limit]
-        return decode_rows(rows, stream_id)
+            if backwards:
+                rows = rows[::-1]
+            if limit is not None:
+                rows = rows[:limit]
+            tagged = self._tagged(rows)
+        return self._with_tags(decode_rows(rows, stream_id), tagged)
+
+    def _tagged(self, rows: list[_Row]) -> list[tuple[int, tuple[str, ...]]] | None:
+        """``(index, tags)`` of the rows with tags (lock held); ``None``, at the cost
+        of one test, while no event of the store has any."""
+        tags = self._tags
+        if not tags:
+            return None
+        return [(i, t) for i, r in enumerate(rows) if (t := tags.get(r.position))]
+
+    @staticmethod
+    def _with_tags(
+        events: list[Event], tagged: list[tuple[int, tuple[str, ...]]] | None
+    ) -> list[Event]:
+        for i, tags in tagged or ():
+            set_tags(events[i], tags)
+        return events
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         # Positions are list indexes + 1; deleted and truncated streams leave holes to
@@ -189,7 +208,8 @@ class InMemoryEventStore(EventStore):
                         rows.append(row)
                         if len(rows) == limit:
                             break
-        return decode_rows(rows)
+            tagged = self._tagged(rows)
+        return self._with_tags(decode_rows(rows), tagged)
 
     def _read_filtered_page(
         self, after: int, upto: int, limit: int, wanted: ReadFilter
@@ -205,7 +225,8 @@ class InMemoryEventStore(EventStore):
                 rows.append(row)
                 if len(rows) == limit:
                     break
-        return decode_rows(rows)
+            tagged = self._tagged(rows)
+        return self._with_tags(decode_rows(rows), tagged)
 
     def _first_match(self, query: Query, after: int, limit: int | None) -> list[_Row]:
         """The matching rows after ``after`` (deleted streams left out); lock held.

@@ -43,12 +43,14 @@ then fail on events it never needed to see).
 
 Not covered: an append through ``in_transaction`` that is a *late* append (its
 transaction wrote elsewhere first) is stamped with a position computed before it
-waits for the keys; conditional appends are refused there.
+waits for the keys; a conditional append there must be its transaction's first write
+(:mod:`eskit.stores.postgres_tx_conditions`).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
+from collections.abc import Collection, Sequence
 from typing import Any
 
 try:
@@ -67,10 +69,11 @@ from eskit.dcb import (
     query_lock_keys,
     set_tags,
 )
-from eskit.events import Event
+from eskit.events import Event, StreamId
 from eskit.stores import postgres_chain
 from eskit.stores.model import PendingEvent
 from eskit.stores.postgres_insert import insert_batch
+from eskit.stores.rows import decode_rows
 
 __all__ = ["DCB_SCHEMA_VERSION", "dcb_migration"]
 
@@ -298,6 +301,56 @@ def read_statement(
     return statement, params
 
 
+@functools.lru_cache(maxsize=256)
+def range_tags_statement(schema: str, stream: bool, types: bool) -> sql.Composed:
+    """The tags of the events from one position to another: one range of the
+    ``(tx_id, seq)`` index, empty and cheap where nothing has tags. ``stream``: only
+    the events of one stream (a probe of the events' key per tag found); ``types``:
+    only events of those types (the tags table holds each event's type)."""
+    s = sql.Identifier(schema)
+    statement = sql.SQL(
+        "SELECT t.tx_id::text::bigint, t.seq, t.tag FROM {}.eskit_event_tags AS t"
+        " WHERE (t.tx_id, t.seq) >= (%(lo_tx)s::text::xid8, %(lo_seq)s)"
+        " AND (t.tx_id, t.seq) <= (%(hi_tx)s::text::xid8, %(hi_seq)s)"
+    ).format(s)
+    if stream:
+        # A scalar subquery, run per tag found (none where nothing has tags): as an
+        # EXISTS the planner could hash the stream's events first (measured: 1.5 ms).
+        statement = sql.SQL(
+            "{} AND (SELECT e.stream_id FROM {}.eskit_events AS e"
+            " WHERE e.tx_id = t.tx_id AND e.seq = t.seq) = %(stream)s"
+        ).format(statement, s)
+    if types:
+        statement = sql.SQL("{} AND t.event_type = ANY(%(types)s::text[])").format(statement)
+    return sql.SQL("{} ORDER BY t.tx_id, t.seq, t.ord").format(statement)
+
+
+def page_tags(
+    schema: str, rows: Sequence[Any], *, stream: str | None = None,
+    types: Collection[str] | None = None,
+) -> tuple[sql.Composed, dict[str, Any]]:
+    """The statement and parameters that read the tags of event rows (EVENT_COLUMNS).
+
+    The rows' position range, narrowed to ``stream`` (a ``read_stream`` page) or to
+    ``types`` (a filtered page) so that tags of other events in the range are
+    mostly not fetched; any that are find no event of the page and are ignored. A
+    range costs about a tenth of a millisecond where nothing has tags (measured:
+    0.13 ms for 1,000 rows), where sending the rows' 1,000 positions cost 1.6 ms.
+    Tags are written with their event and removed only with it: a later statement
+    sees every tag of the rows' events (or none, of an event hard-deleted since).
+    """
+    if stream is None:  # in position order
+        lo, hi = rows[0], rows[-1]
+    else:  # a stream's: no order of positions is assumed (rows start (tx, seq), unique)
+        lo, hi = min(rows), max(rows)
+    params: dict[str, Any] = {"lo_tx": str(lo[0]), "lo_seq": lo[1], "hi_tx": str(hi[0]),
+                              "hi_seq": hi[1], "stream": stream}
+    if types is not None:
+        params["types"] = list(types)
+    return range_tags_statement(schema, stream is not None, types is not None), params
+
+
+@functools.lru_cache(maxsize=256)
 def tags_statement(schema: str) -> sql.Composed:
     return sql.SQL(
         "SELECT tx_id::text::bigint, seq, tag FROM {}.eskit_event_tags"
@@ -314,6 +367,17 @@ def attach_tag_rows(events: Sequence[Event], tag_rows: Sequence[Any]) -> None:
     for event in events:
         if tags := by_position.get(event.position):
             set_tags(event, tuple(tags))
+
+
+def decoded(
+    rows_and_tags: tuple[Sequence[Any], Sequence[Any]], stream_id: StreamId | None = None
+) -> list[Event]:
+    """Events from event rows, with their tags from ``page_tags`` rows."""
+    rows, tag_rows = rows_and_tags
+    events = decode_rows(rows, stream_id)
+    if tag_rows:
+        attach_tag_rows(events, tag_rows)
+    return events
 
 
 def tag_lookup_params(rows: Sequence[Any]) -> tuple[list[str], list[int]]:

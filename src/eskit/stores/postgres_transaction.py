@@ -25,7 +25,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, Protocol
 
-from eskit.errors import InvalidInputError, StoreUnavailableError
+from eskit.dcb import AppendCondition, check_condition
+from eskit.errors import AppendConditionFailed, InvalidInputError, StoreUnavailableError
 
 try:
     import psycopg
@@ -38,6 +39,7 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.observability import _hooks
+from eskit.stores import postgres_tx_conditions as tx_conditions
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
 from eskit.stores.model import (
     ANY,
@@ -174,6 +176,53 @@ def append_on(
     raise too_busy(stream)
 
 
+def append_if_on(
+    store: AppendingStore, conn: psycopg.Connection[Any], stream_id: StreamId,
+    stream: str, expected: Expected, batch: list[PendingEvent], condition: AppendCondition,
+) -> AppendResult:
+    """A conditional append on ``conn``, in a savepoint (see
+    :mod:`eskit.stores.postgres_tx_conditions` for why it must be the first write)."""
+    lock, statement, params = tx_conditions.plan(store, stream, expected, batch, condition)
+    try:
+        tx_conditions.refuse_unless_first_write(
+            conn.execute(tx_conditions.FIRST_WRITE).fetchone(), stream_id
+        )
+        conn.execute(f"SAVEPOINT {SAVEPOINT}")
+        try:
+            conn.execute(lock, params)
+            blocked, rows = tx_conditions.outcome(conn.execute(statement, params).fetchall())
+        except BaseException:
+            if not conn.closed and conn.info.transaction_status == TransactionStatus.INERROR:
+                _undo(conn)
+            raise
+        result = None if blocked else inserted_result(stream_id, batch, rows)
+        if result is None:
+            _undo(conn)  # nothing inserted: no locks left behind either
+        else:
+            conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
+    except pg_errors.UniqueViolation:  # an event id stored already: a retry, or a reuse
+        return resolve_conflict(
+            stream_id, stream, expected, _head(store, conn, stream), batch,
+            _find(store, conn, batch),
+        )
+    except psycopg.Error as exc:
+        raise translate(exc) from exc
+    if result is not None:
+        if store._notify:
+            conn.execute(store.sql.notify, (store.sql.channel,))  # delivered at commit
+        return result
+    found = _find(store, conn, batch)
+    if blocked and not found:
+        raise AppendConditionFailed(stream_id, condition)
+    # A retry of this append (its own events match), or the stream was not at expected.
+    return resolve_conflict(stream_id, stream, expected, _head(store, conn, stream), batch, found)
+
+
+def _undo(conn: psycopg.Connection[Any]) -> None:
+    conn.execute(f"ROLLBACK TO SAVEPOINT {SAVEPOINT}")
+    conn.execute(f"RELEASE SAVEPOINT {SAVEPOINT}")
+
+
 def _find(store: AppendingStore, conn: psycopg.Connection[Any],
           batch: list[PendingEvent]) -> dict[Any, Event]:
     rows = conn.execute(store.sql.find_events, ([p.event_id for p in batch],)).fetchall()
@@ -206,24 +255,39 @@ class PostgresTransaction:
         self.connection = conn
 
     def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY,
+        *, condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append ``events`` in the caller's transaction; as :meth:`EventStore.append` otherwise.
 
         The result's positions are final: they are what readers see once the
-        transaction commits.
+        transaction commits. Events keep their DCB tags. With ``condition`` (an
+        :class:`~eskit.AppendCondition`) the append must be the transaction's first
+        write, under READ COMMITTED (else :class:`~eskit.AppendNotFirstWriteError`);
+        its check is atomic with the whole transaction: the query's locks are held
+        until the caller commits, so appends that could match it wait until then.
+        A failed check raises :class:`~eskit.AppendConditionFailed` and rolls back
+        this append alone (roll back the transaction to drop the rest).
         """
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
+        check_condition(condition)
         batch = prepare_batch(
             stream, events, registry=self.store.registry,
             max_event_bytes=self.store.max_event_bytes,
         )
         check_caller_connection(self.connection, psycopg.Connection, need_transaction=True)
         if (observer := _hooks.active) is None:
-            return append_on(self.store, self.connection, stream_id, stream, expected, batch)
+            return self._append(stream_id, stream, expected, batch, condition)
         with observer.append(self.store, stream, batch):  # a span; its context into metadata
+            return self._append(stream_id, stream, expected, batch, condition)
+
+    def _append(self, stream_id: StreamId, stream: str, expected: Expected,
+                batch: list[PendingEvent], condition: AppendCondition | None) -> AppendResult:
+        if condition is None:
             return append_on(self.store, self.connection, stream_id, stream, expected, batch)
+        return append_if_on(self.store, self.connection, stream_id, stream, expected, batch,
+                            condition)
 
     def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Several streams in the caller's transaction, all or none; as

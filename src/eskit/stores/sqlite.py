@@ -903,7 +903,10 @@ class SQLiteEventStore(EventStore):
             # it was archived, so that it never passes for an empty history.
             if not rows and self._archives and (where := archived_in(conn, stream)):
                 raise archived_error(stream_id, *where)
-        return decode_rows(rows, stream_id)
+            events = decode_rows(rows, stream_id)
+            if self._tags_table:
+                sqlite_dcb.attach_range_tags(conn, events, stream=stream)
+        return events
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         # Positions here are SQLite integers (below 2**63); the contract admits any
@@ -921,7 +924,10 @@ class SQLiteEventStore(EventStore):
                 f"{_SELECT} WHERE position > ?{visible} ORDER BY position LIMIT ?",
                 (after, limit),
             ).fetchall()
-        return decode_rows(rows)
+            events = decode_rows(rows)
+            if self._tags_table:
+                sqlite_dcb.attach_range_tags(conn, events)
+        return events
 
     def _read_filtered_page(
         self, after: int, upto: int, limit: int, wanted: ReadFilter
@@ -936,7 +942,10 @@ class SQLiteEventStore(EventStore):
                 _SELECT, visible, wanted, after, min(upto, _MAX_INTEGER), limit
             )
             rows = conn.execute(sql, params).fetchall()
-        return decode_rows(rows)
+            events = decode_rows(rows)
+            if self._tags_table:
+                sqlite_dcb.attach_range_tags(conn, events, types=wanted.types)
+        return events
 
     def _read_events(
         self, query: Query, after: int, limit: int | None

@@ -11,7 +11,7 @@ before that head (nothing can later appear below it).
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 from eskit.dcb import Query, QueryItem, set_tags
@@ -95,29 +95,87 @@ def matching_sql(query: Query, visible: str) -> tuple[str, dict[str, Any]]:
 
 
 def condition_holds(
-    conn: sqlite3.Connection, query: Query, after: int, visible: str
+    conn: sqlite3.Connection, query: Query, after: int, visible: str,
+    own: tuple[int, int] | None = None,
 ) -> bool:
     """Whether no visible event matching ``query`` lies after ``after`` (in the writer's
-    open transaction)."""
+    open transaction), leaving out the positions ``own`` (first, last) if given."""
     sql, params = matching_sql(query, visible)
+    if own is not None:
+        sql += " AND position NOT BETWEEN :own_first AND :own_last"
+        params.update(own_first=own[0], own_last=own[1])
     row = conn.execute(f"{sql} LIMIT 1", {**params, "after": after}).fetchone()
     return row is None
 
 
-def attach_tags(conn: sqlite3.Connection, events: list[Event]) -> None:
-    """Fill in the tags of events just decoded."""
-    by_position: dict[int, list[str]] = {}
-    positions = [e.position for e in events]
-    for i in range(0, len(positions), 500):
-        chunk = positions[i : i + 500]
+_RANGE_TAGS = (
+    "SELECT position, tag FROM eskit_event_tags WHERE position BETWEEN ? AND ?"
+    " ORDER BY position, ord"
+)
+
+
+_STREAM_TAGS = (
+    "SELECT t.position, t.tag FROM eskit_event_tags AS t WHERE t.position BETWEEN ? AND ?"
+    " AND (SELECT e.stream_id FROM eskit_events AS e WHERE e.position = t.position) = ?"
+    " ORDER BY t.position, t.ord"
+)
+
+
+def attach_range_tags(
+    conn: sqlite3.Connection, events: list[Event], stream: str | None = None,
+    types: Collection[str] | None = None,
+) -> None:
+    """Fill in the tags of a page of events: ``read_all``'s (in position order), a
+    stream's (``stream``: its key) or a filtered page's (``types``: the stored types).
+
+    One range of the position index, however long the page: on a store (or a
+    stretch of one) without tags it finds nothing and costs one index probe
+    (measured: 4 us for 1,000 events, where looking up their positions took 130 us).
+    ``stream`` and ``types`` narrow it so that the tags of other events in the
+    range are mostly not read; any that are find no event of the page. Tags are
+    written with their event and removed only with it, so a statement after the
+    page's sees every tag of the page's events (or, after a hard delete in
+    between, none: the event is gone too).
+    """
+    if not events:
+        return
+    # In order of position, or (a stream read backwards) the reverse: one writer gives
+    # a stream's events increasing versions and positions together.
+    lo, hi = sorted((events[0].position, events[-1].position))
+    if stream is not None:
+        rows = conn.execute(_STREAM_TAGS, (lo, hi, stream)).fetchall()
+    elif types is not None:
+        marks = ", ".join("?" * len(types))
         rows = conn.execute(
-            "SELECT position, tag FROM eskit_event_tags "
-            f"WHERE position IN ({', '.join('?' * len(chunk))}) ORDER BY position, ord",
-            chunk,
+            "SELECT position, tag FROM eskit_event_tags WHERE position BETWEEN ? AND ?"
+            f" AND event_type IN ({marks}) ORDER BY position, ord", (lo, hi, *types),
         ).fetchall()
-        for position, tag in rows:
-            by_position.setdefault(position, []).append(tag)
+    else:
+        rows = conn.execute(_RANGE_TAGS, (lo, hi)).fetchall()
+    if rows:
+        _give(events, rows)
+
+
+def _give(events: list[Event], rows: list[Any]) -> None:
+    by_position: dict[int, list[str]] = {}
+    for position, tag in rows:
+        by_position.setdefault(position, []).append(tag)
     for event in events:
         tags = by_position.get(event.position)
         if tags:
             set_tags(event, tuple(tags))
+
+
+def attach_tags(conn: sqlite3.Connection, events: list[Event]) -> None:
+    """Fill in the tags of events just decoded (any positions, any order)."""
+    positions = [e.position for e in events]
+    rows: list[Any] = []
+    for i in range(0, len(positions), 500):
+        chunk = positions[i : i + 500]
+        rows += conn.execute(
+            "SELECT position, tag FROM eskit_event_tags "
+            f"WHERE position IN ({', '.join('?' * len(chunk))}) ORDER BY position, ord",
+            chunk,
+        ).fetchall()
+    if rows:
+        _give(events, rows)

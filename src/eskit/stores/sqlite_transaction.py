@@ -23,9 +23,11 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 from uuid import UUID
 
-from eskit.errors import InvalidInputError, StoreError
+from eskit.dcb import AppendCondition, check_condition
+from eskit.errors import AppendConditionFailed, InvalidInputError, StoreError
 from eskit.events import Event, EventRegistry, StreamId
 from eskit.observability import _hooks
+from eskit.stores import sqlite_dcb
 from eskit.stores.arguments import check_expected, prepare_batch, resolve_conflict, stream_key
 from eskit.stores.model import (
     ANY,
@@ -50,8 +52,11 @@ class _Store(Protocol):
     registry: EventRegistry
     max_event_bytes: int
     _memory: bool
+    _visible: str
 
     def _usable(self) -> None: ...
+
+    def _needs_tags(self) -> None: ...
 
     def _translating(self) -> AbstractContextManager[None]: ...
 
@@ -119,18 +124,34 @@ def check_caller(store: _Store, connection: object, *, need_transaction: bool) -
 
 def append_on(
     store: _Store, conn: sqlite3.Connection, stream_id: StreamId, stream: str,
-    expected: Expected, batch: list[PendingEvent],
+    expected: Expected, batch: list[PendingEvent], condition: AppendCondition | None = None,
 ) -> AppendResult:
-    """The append, in a savepoint of the caller's transaction on ``conn``."""
+    """The append, in a savepoint of the caller's transaction on ``conn``.
+
+    A ``condition`` is checked after the insert, which is what takes SQLite's
+    write lock (a deferred transaction holds none before it writes, and one whose
+    snapshot is stale fails to write): from then on no other writer can commit
+    until the caller's transaction ends, so nothing can appear between the check
+    and the commit. The check leaves out this append's own positions and sees
+    the transaction's earlier writes, as a later append would.
+    """
     # A savepoint, so that a failed append undoes only itself and the caller's
     # transaction goes on; RELEASE inside a transaction commits nothing.
     with store._translating(), _plain(conn):
         conn.execute(f"SAVEPOINT {SAVEPOINT}")
         try:
             placed = store._insert(conn, stream, expected, batch)
+            if condition is not None and not sqlite_dcb.condition_holds(
+                conn, condition.fail_if_events_match, condition.after_position,
+                store._visible, own=_own_positions(placed, batch),
+            ):
+                _undo_savepoint(conn)
+                raise AppendConditionFailed(stream_id, condition)
         except sqlite3.IntegrityError:  # an event id stored already: undo, then say why
             _undo_savepoint(conn)
             placed = None
+        except AppendConditionFailed:
+            raise
         except BaseException as exc:
             _undo_savepoint(conn)
             if not conn.in_transaction:  # SQLite rolled back the caller's work too
@@ -150,6 +171,16 @@ def append_on(
                 store._find(conn, batch),
             )
     return store._recorded(stream_id, batch, *placed)
+
+
+def _own_positions(
+    placed: tuple[int, int] | None, batch: list[PendingEvent]
+) -> tuple[int, int] | None:
+    """The first and last position of the batch just inserted (``None``: nothing was)."""
+    if placed is None:
+        return None
+    start = placed[1]
+    return start + 1, start + len(batch)
 
 
 class SQLiteTransaction:
@@ -175,24 +206,37 @@ class SQLiteTransaction:
         self.connection = connection
 
     def append(
-        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY
+        self, stream_id: StreamId, events: Sequence[AppendInput], expected_version: Expected = ANY,
+        *, condition: AppendCondition | None = None,
     ) -> AppendResult:
         """Append ``events`` in the caller's transaction; as :meth:`EventStore.append` otherwise.
 
         The result's positions are the events' positions once the transaction
-        commits; after a rollback those numbers go to later events.
+        commits; after a rollback those numbers go to later events. Events keep
+        their DCB tags. ``condition`` (an :class:`~eskit.AppendCondition`) is
+        checked atomically with the rest of the transaction: no other writer can
+        commit between the check and the caller's commit. If it fails,
+        :class:`~eskit.AppendConditionFailed` is raised and this append is rolled
+        back to its savepoint (the caller's earlier writes stay: roll back the
+        transaction to drop them too). The condition sees the transaction's own
+        earlier writes.
         """
         store = self.store
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
+        check_condition(condition)
         batch = prepare_batch(
             stream, events, registry=store.registry, max_event_bytes=store.max_event_bytes
         )
         check_caller(store, self.connection, need_transaction=True)
+        if condition is not None:
+            store._needs_tags()
         if (observer := _hooks.active) is None:
-            return append_on(store, self.connection, stream_id, stream, expected, batch)
+            return append_on(store, self.connection, stream_id, stream, expected, batch,
+                             condition)
         with observer.append(store, stream, batch):  # a span; its context into metadata
-            return append_on(store, self.connection, stream_id, stream, expected, batch)
+            return append_on(store, self.connection, stream_id, stream, expected, batch,
+                             condition)
 
     def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """Several streams in the caller's transaction, all or none; as

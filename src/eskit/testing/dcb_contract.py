@@ -24,6 +24,7 @@ from eskit import (
     NewEvent,
     Query,
     QueryItem,
+    StreamAppend,
 )
 from eskit.dcb import MAX_TAGS
 
@@ -58,6 +59,60 @@ class DCBContract:
         read = store.read_events(Query.all())
         assert [e.tags for e in read.events] == [tags, ()]
         assert [e.event_id for e in read.events] == [e.event_id for e in result.events]
+
+    # -- tags on every read path -----------------------------------------------------
+
+    def test_read_stream_returns_the_stored_tags(self, store: EventStore) -> None:
+        store.append("other", [NewEvent("Noise", tags=("n",))])
+        store.append("s", [NewEvent("A", tags=("x", "a:1")), NewEvent("B"),
+                           NewEvent("C", tags=("c",))])
+        assert [e.tags for e in store.read_stream("s")] == [("x", "a:1"), (), ("c",)]
+        assert [e.tags for e in store.read_stream("s", backwards=True)] == [
+            ("c",), (), ("x", "a:1")]
+        assert [e.tags for e in store.read_stream("s", 1, 2)] == [()]
+        assert [e.tags for e in store.read_stream("s", limit=1, backwards=True)] == [("c",)]
+        assert [e.tags for e in store.iter_stream("s", 2)] == [("c",)]
+        assert [e.tags for e in store.read_stream("other")] == [("n",)]
+        # Another stream's tagged events between this stream's: never mixed in.
+        store.append("other", [NewEvent("Noise", tags=("m",))])
+        store.append("s", [NewEvent("D")])
+        assert [e.tags for e in store.read_stream("s", 2)] == [("c",), ()]
+        assert [e.tags for e in store.read_all(event_types=["D", "Noise"])] == [
+            ("n",), ("m",), ()]
+
+    def test_read_all_returns_the_stored_tags(self, store: EventStore) -> None:
+        first = store.append("a", [NewEvent("A", tags=("t:1",)), NewEvent("B")])
+        store.append("b", [NewEvent("C"), NewEvent("D", tags=("t:2", "u"))])
+        assert [e.tags for e in store.read_all()] == [("t:1",), (), (), ("t:2", "u")]
+        # From a checkpoint, and a page boundary inside a run of tagged events.
+        after = first.events[0].position
+        assert [e.tags for e in store.read_all(after)] == [(), (), ("t:2", "u")]
+        assert [e.tags for e in store.read_all(limit=1)] == [("t:1",)]
+        assert [getattr(e, "tags", None) for e in store.read_all(on_undecodable="yield")] == [
+            ("t:1",), (), (), ("t:2", "u")]
+
+    def test_filtered_read_all_returns_the_stored_tags(self, store: EventStore) -> None:
+        store.append("order-1", [NewEvent("Placed", tags=("o:1",)), NewEvent("Paid")])
+        store.append("user-1", [NewEvent("Placed", tags=("u:1",))])
+        assert [e.tags for e in store.read_all(event_types=["Placed"])] == [("o:1",), ("u:1",)]
+        assert [e.tags for e in store.read_all(stream_prefixes=["order-"])] == [("o:1",), ()]
+
+    def test_tags_of_a_long_stream_are_read_on_every_page(self, store: EventStore) -> None:
+        # More than one page (1,000 events) of read_stream and read_all.
+        events = [NewEvent("N", {"n": n}, tags=(f"n:{n}",) if n % 3 else ())
+                  for n in range(1203)]
+        store.append("long", events)
+        want = [(f"n:{n}",) if n % 3 else () for n in range(1203)]
+        assert [e.tags for e in store.read_stream("long")] == want
+        assert [e.tags for e in store.read_all()] == want
+
+    def test_append_many_stores_tags_that_every_read_returns(self, store: EventStore) -> None:
+        store.append_many([StreamAppend("m1", [NewEvent("A", tags=("k:1",))]),
+                           StreamAppend("m2", [NewEvent("B"), NewEvent("C", tags=("k:2",))])])
+        assert [e.tags for e in store.read_all()] == [("k:1",), (), ("k:2",)]
+        assert [e.tags for e in store.read_stream("m2")] == [(), ("k:2",)]
+        found = store.read_events(Query.of(tags=["k:2"]))
+        assert [e.event_type for e in found.events] == ["C"]
 
     def test_bad_tags_are_refused_before_anything_is_written(self, store: EventStore) -> None:
         for tags in [("",), ("a\x00b",), ("dup", "dup"), "not-a-tuple",

@@ -185,6 +185,13 @@ class SubscriptionContract:
         assert _numbers(_Follower(middle, 2).result()) == [4, 5]
         assert middle.caught_up()
 
+    def test_a_subscription_delivers_the_stored_dcb_tags(self, store: EventStore) -> None:
+        store.append("s", [NewEvent("E", {"n": 0}, tags=("t:0", "x")), _e(1)], 0)
+        follower = _Follower(store.subscribe(poll_interval=LIVE), 3)
+        follower.wait_for(2)
+        store.append("s", [NewEvent("E", {"n": 2}, tags=("t:2",))], 2)  # live
+        assert [e.tags for e in follower.result()] == [("t:0", "x"), (), ("t:2",)]
+
     def test_concurrent_appenders_in_several_threads_are_seen_once_each_in_order(
         self, store: EventStore
     ) -> None:
@@ -485,6 +492,16 @@ class AsyncSubscriptionContract:
             middle = store.subscribe(rest[1].position, poll_interval=LIVE)
             assert _numbers(await _take(middle, 2)) == [4, 5]
             assert await middle.caught_up()
+
+        run(test)
+
+    def test_a_subscription_delivers_the_stored_dcb_tags(self, run: Any) -> None:
+        async def test(store: AsyncEventStore) -> None:
+            await store.append("s", [NewEvent("E", {"n": 0}, tags=("t:0", "x")), _e(1)], 0)
+            taken = await _take(store.subscribe(poll_interval=LIVE), 2)
+            await store.append("s", [NewEvent("E", {"n": 2}, tags=("t:2",))], 2)
+            later = await _take(store.subscribe(taken[-1].position, poll_interval=LIVE), 1)
+            assert [e.tags for e in [*taken, *later]] == [("t:0", "x"), (), ("t:2",)]
 
         run(test)
 

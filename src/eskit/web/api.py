@@ -20,14 +20,24 @@ from eskit.errors import AggregateNotFound, ConcurrencyError, InvalidInputError
 from eskit.events import NewEvent
 from eskit.fastapi import PreconditionFailed, etag
 from eskit.health import check_health_async
-from eskit.stores.model import ANY, NO_STREAM, STREAM_EXISTS, Expected
+from eskit.stores.model import (
+    ANY,
+    NO_STREAM,
+    STREAM_EXISTS,
+    AppendResult,
+    Expected,
+    StreamAppend,
+)
 from eskit.web.auth import ReadAccess, WriteAccess
 from eskit.web.encoding import JSONDocument, event_document, stream_document, stream_path
 from eskit.web.models import (
+    AppendManyRequest,
+    AppendManyResponse,
     AppendRequest,
     AppendResponse,
     EventPage,
     HealthOut,
+    NewEventIn,
     StreamList,
     StreamMetadata,
     StreamPage,
@@ -105,18 +115,26 @@ async def append(
     answered 200 with ``duplicate: true`` and stores nothing."""
     stream = stream_from_path(stream_id)
     expected, precondition = _expectation(body.expected_version, if_match)
-    events = [
-        NewEvent(e.type, e.data, e.metadata) if e.id is None
-        else NewEvent(e.type, e.data, e.metadata, event_id=e.id)
-        for e in body.events
-    ]
     try:
-        result = await store_of(request).append(stream, events, expected)
+        result = await store_of(request).append(stream, _new_events(body.events), expected)
     except ConcurrencyError as exc:
         if precondition and not isinstance(exc, PreconditionFailed):
             raise PreconditionFailed(stream, str(if_match), exc.actual_version) from exc
         raise
-    document = {
+    return JSONDocument(_appended(stream, result), status_code=200 if result.duplicate else 201,
+                        headers={"ETag": etag(result.version), "Location": stream_path(stream)})
+
+
+def _new_events(events: list[NewEventIn]) -> list[NewEvent]:
+    return [
+        NewEvent(e.type, e.data, e.metadata) if e.id is None
+        else NewEvent(e.type, e.data, e.metadata, event_id=e.id)
+        for e in events
+    ]
+
+
+def _appended(stream: str, result: AppendResult) -> dict[str, Any]:
+    return {
         "stream_id": stream,
         "version": result.version,
         "position": str(result.position),
@@ -124,8 +142,35 @@ async def append(
         "events": [{"id": str(e.event_id), "version": e.version, "position": str(e.position)}
                    for e in result.events],
     }
-    return JSONDocument(document, status_code=200 if result.duplicate else 201,
-                        headers={"ETag": etag(result.version), "Location": stream_path(stream)})
+
+
+@router.post(
+    "/append-many", status_code=201, dependencies=[WriteAccess],
+    response_model=AppendManyResponse,
+    responses={**responses(400, 401, 403, 409, 410, 413, 422), 200: {
+        "model": AppendManyResponse,
+        "description": "The call was stored before: nothing new was written (duplicate: true)."}},
+    summary="Append to several streams at once, all or nothing",
+)
+async def append_many(request: Request, body: AppendManyRequest) -> Response:
+    """Append every stream's batch in one transaction, or none of them.
+
+    Each stream is checked against its own ``expected_version`` (any when left out).
+    If any stream moved, the answer is 409 ``conflict`` with ``conflicts``: one
+    entry (``stream_id``, ``expected_version``, ``actual_version``) per stream that
+    was not where the request expected, and nothing is written. A stream named
+    twice is 422. A retried request with the same event ids is answered 200 with
+    ``duplicate: true`` and stores nothing."""
+    appends = [
+        StreamAppend(a.stream_id, _new_events(a.events), _expectation(a.expected_version, None)[0])
+        for a in body.appends
+    ]
+    results = await store_of(request).append_many(appends)
+    duplicate = results[0].duplicate
+    document = {"duplicate": duplicate,
+                "results": [_appended(a.stream_id, r) for a, r in zip(body.appends, results,
+                                                                       strict=True)]}
+    return JSONDocument(document, status_code=200 if duplicate else 201)
 
 
 @router.get(

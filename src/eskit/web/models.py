@@ -14,6 +14,8 @@ from uuid import UUID
 from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 __all__ = [
+    "AppendManyRequest",
+    "AppendManyResponse",
     "AppendRequest",
     "AppendResponse",
     "EventOut",
@@ -56,6 +58,25 @@ class AppendRequest(_Strict):
         "no_stream, stream_exists. Leave it out (and send no If-Match) for any.")
 
 
+MAX_STREAMS = 100
+"""The most streams one append-many request names."""
+
+
+class StreamAppendIn(AppendRequest):
+    """One stream's batch of an append-many request."""
+
+    stream_id: str = Field(min_length=1, description="The stream id (not percent-encoded).")
+
+
+class AppendManyRequest(_Strict):
+    """Batches for several streams, stored all together or not at all."""
+
+    appends: list[StreamAppendIn] = Field(
+        min_length=1, max_length=MAX_STREAMS,
+        description="One entry per stream (each stream at most once), each checked "
+        "against its own expected_version. Events get increasing positions in this order.")
+
+
 class AppendedEvent(BaseModel):
     id: UUID
     version: int
@@ -69,6 +90,12 @@ class AppendResponse(BaseModel):
     duplicate: bool = Field(description="True when these events were stored before "
                             "(a retried request) and nothing new was written.")
     events: list[AppendedEvent]
+
+
+class AppendManyResponse(BaseModel):
+    duplicate: bool = Field(description="True when this call was stored before "
+                            "(a retried request) and nothing new was written.")
+    results: list[AppendResponse] = Field(description="One per stream, in request order.")
 
 
 class EventOut(BaseModel):

@@ -16,7 +16,12 @@ from fastapi import FastAPI, Request
 from starlette.exceptions import HTTPException
 from starlette.responses import Response
 
-from eskit.errors import DecodingError, StreamArchivedError, StreamDeletedError
+from eskit.errors import (
+    DecodingError,
+    MultiStreamConcurrencyError,
+    StreamArchivedError,
+    StreamDeletedError,
+)
 from eskit.fastapi import PROBLEM_JSON, add_exception_handlers, problem
 from eskit.web.auth import AccessDenied
 from eskit.web.models import AppendResponse, Problem
@@ -30,7 +35,8 @@ _WHY = {
     401: "No bearer token, or one that is not valid.",
     403: "The token may not do this (a read token writing), or the server is read-only.",
     404: "No such stream.",
-    409: "The stream is not at the expected version, or an event id is stored elsewhere.",
+    409: "A stream is not at the expected version (append-many: conflicts lists every "
+         "one), or an event id is stored elsewhere.",
     412: "If-Match named another version than the stream's.",
     410: "The stream was deleted.",
     413: "The request body is too large.",
@@ -74,6 +80,14 @@ def install_problem_handlers(app: FastAPI) -> None:
         headers = {"WWW-Authenticate": 'Bearer realm="eskit"'} if exc.status == 401 else None
         return problem(exc.status, exc.detail, code=exc.code, headers=headers)
 
+    async def conflicts(request: Request, exc: Exception) -> Response:
+        # append-many: every stream that moved, besides the first one's versions.
+        assert isinstance(exc, MultiStreamConcurrencyError)
+        found = [{"stream_id": str(c.stream_id),
+                  "expected_version": getattr(c.expected_version, "name", c.expected_version),
+                  "actual_version": c.actual_version} for c in exc.conflicts]
+        return problem(409, str(exc), code="conflict", **found[0], conflicts=found)
+
     async def deleted(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, StreamDeletedError)
         return problem(410, str(exc), code="stream-deleted", stream_id=str(exc.stream_id),
@@ -102,6 +116,7 @@ def install_problem_handlers(app: FastAPI) -> None:
                        code="internal-error")
 
     app.add_exception_handler(AccessDenied, denied)
+    app.add_exception_handler(MultiStreamConcurrencyError, conflicts)
     app.add_exception_handler(StreamDeletedError, deleted)
     app.add_exception_handler(StreamArchivedError, archived)
     app.add_exception_handler(HTTPException, http_error)
