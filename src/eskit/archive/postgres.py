@@ -26,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from eskit.archive.segments import RawRow
-from eskit.archive.sqlite import Progress, checked_segment, put_verified
+from eskit.archive.sqlite import Progress, put_verified, restore_each
 from eskit.archive.storage import ArchiveStorage
 from eskit.errors import InvalidInputError
 from eskit.stores.postgres_archive import ARCHIVE_SCHEMA
@@ -201,16 +201,8 @@ def restore_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str] 
     store = _postgres(store)
     statements = store.sql.archive
     wanted = store._run(lambda conn: conn.execute(statements.listed).fetchall())
-    if streams is not None:
-        names = set(streams)
-        wanted = [w for w in wanted if w[0] in names]
-    done = 0
-    for n, (stream, segment) in enumerate(wanted, 1):
-        rows = [r for r in checked_segment(storage, segment) if r[2] == stream]
-        done += _restore_one(store, stream, segment, rows)
-        if progress is not None:
-            progress(n, len(wanted))
-    return done
+    return restore_each(wanted, storage, streams, progress,
+                        lambda stream, segment, rows: _restore_one(store, stream, segment, rows))
 
 
 def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow]) -> int:

@@ -34,7 +34,7 @@ from eskit.events import utc_now
 from eskit.stores.rows import timestamp_to_micros
 
 __all__ = [
-    "archive_streams", "checked_segment", "put_verified", "restore_streams",
+    "archive_streams", "checked_segment", "put_verified", "restore_each", "restore_streams",
     "streams_older_than", "verify",
 ]
 
@@ -197,13 +197,23 @@ def restore_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str] 
         wanted = conn.execute(
             "SELECT stream_id, segment FROM eskit_archived_streams ORDER BY stream_id"
         ).fetchall()
+    return restore_each(wanted, storage, streams, progress,
+                        lambda stream, segment, rows: _restore_one(store, stream, segment, rows))
+
+
+def restore_each(wanted: Sequence[tuple[str, str]], storage: ArchiveStorage,
+                 streams: Sequence[str] | None, progress: Progress | None,
+                 restore_one: Callable[[str, str, list[RawRow]], int]) -> int:
+    """Restore each ``(stream, segment)`` of ``wanted`` (those in ``streams``, if
+    given) from its checked segment with ``restore_one``; the events restored.
+    The loop every store's restore shares."""
     if streams is not None:
         names = set(streams)
         wanted = [w for w in wanted if w[0] in names]
     done = 0
     for n, (stream, segment) in enumerate(wanted, 1):
         rows = [r for r in checked_segment(storage, segment) if r[2] == stream]
-        done += _restore_one(store, stream, segment, rows)
+        done += restore_one(stream, segment, rows)
         if progress is not None:
             progress(n, len(wanted))
     return done
