@@ -26,7 +26,7 @@ from typing import Any
 from uuid import UUID
 
 from eskit.archive.segments import RawRow
-from eskit.archive.sqlite import Progress, put_verified, restore_each
+from eskit.archive.sqlite import Progress, archive_each, put_verified, restore_each
 from eskit.archive.storage import ArchiveStorage
 from eskit.errors import InvalidInputError
 from eskit.stores.postgres_archive import ARCHIVE_SCHEMA
@@ -72,15 +72,8 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
                                                                (s,)).fetchone())
         if row is not None:
             raise tagged_error(stream)
-    done = 0
-    for n, stream in enumerate(streams, 1):
-        moved = _archive_one(store, storage, stream)
-        done += moved
-        if not moved and skipped is not None:
-            skipped.append(stream)
-        if progress is not None:
-            progress(n, len(streams))
-    return done
+    return archive_each(streams, skipped, progress,
+                        lambda stream: _archive_one(store, storage, stream))
 
 
 @dataclass(frozen=True, slots=True)

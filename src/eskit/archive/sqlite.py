@@ -34,7 +34,8 @@ from eskit.events import utc_now
 from eskit.stores.rows import timestamp_to_micros
 
 __all__ = [
-    "archive_streams", "checked_segment", "put_verified", "restore_each", "restore_streams",
+    "archive_each", "archive_streams", "checked_segment", "put_verified", "restore_each",
+    "restore_streams",
     "streams_older_than", "verify",
 ]
 
@@ -118,9 +119,18 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
     """
     store = _sqlite(store)
     _refuse_tagged(store, streams)
+    return archive_each(streams, skipped, progress,
+                        lambda stream: _archive_one(store, storage, stream))
+
+
+def archive_each(streams: Sequence[str], skipped: list[str] | None,
+                 progress: Progress | None, archive_one: Callable[[str], int]) -> int:
+    """Archive each of ``streams`` with ``archive_one`` (its events moved, 0 if it
+    was skipped), listing the skipped ones in ``skipped``; the events moved. The
+    loop every store's archive shares."""
     done = 0
     for n, stream in enumerate(streams, 1):
-        moved = _archive_one(store, storage, stream)
+        moved = archive_one(stream)
         done += moved
         if not moved and skipped is not None:
             skipped.append(stream)
