@@ -28,6 +28,7 @@ from eskit.protection.keys import (
 )
 from eskit.protection.keystore import InMemorySubjectKeyStore, Purge, SubjectKeyStore
 from eskit.protection.marking import ERASED, PersonalData, PersonalFields
+from eskit.protection.snapshots import SealedSnapshotStore
 from eskit.protection.store import ProtectedEventStore, protect, subject_key_store_beside
 from eskit.protection.transcoder import ERASED_METADATA
 
@@ -47,6 +48,7 @@ __all__ = [
     "PersonalFields",
     "ProtectedEventStore",
     "Purge",
+    "SealedSnapshotStore",
     "SubjectKeyStore",
     "WrappedKey",
     "generate_master_key",

@@ -53,6 +53,7 @@ from eskit.protection.keys import (
 )
 from eskit.protection.keystore import InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
+from eskit.protection.snapshots import SealedSnapshotStore, snapshot_subject
 from eskit.protection.transcoder import (
     STORE_SUBJECT,
     Transcoder,
@@ -407,6 +408,8 @@ class ProtectedEventStore(EventStore):
         notes: list[str] = []
         target = snapshots or self.snapshots or self._own_snapshots(notes)
         removed = 0 if target is None else _delete_snapshots(target, set(streams))
+        for stream in streams:  # sealed snapshots: copies elsewhere lose their key too
+            self.keys.delete_subject(snapshot_subject(stream))
         position = 0
         if record:
             position = self.inner.append(
@@ -417,6 +420,21 @@ class ProtectedEventStore(EventStore):
         for callback in self.on_erased:
             callback(erasure)
         return erasure
+
+    def sealed_snapshots(self, inner: SnapshotStore | None = None) -> SealedSnapshotStore:
+        """A snapshot store for this store's repositories that seals every state.
+
+        ``inner`` keeps the sealed snapshots (default: the wrapped SQLite or
+        PostgreSQL store's own snapshot table). Each stream's snapshots are sealed
+        with a key of its own, which :meth:`erase_subject` deletes with the
+        snapshots of the streams that held the subject's data. See
+        :mod:`eskit.protection.snapshots`.
+        """
+        if inner is None:
+            from eskit.maintenance.pruning import snapshot_store_beside
+
+            inner = snapshot_store_beside(self.inner)
+        return SealedSnapshotStore(self, inner)
 
     def _own_snapshots(self, notes: list[str]) -> SnapshotStore | None:
         from eskit.maintenance.pruning import snapshot_store_beside
