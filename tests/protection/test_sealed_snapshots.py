@@ -153,3 +153,28 @@ def test_the_sqlite_file_holds_no_plaintext_state(tmp_path: Path) -> None:
         conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     data = path.read_bytes() + b"".join(p.read_bytes() for p in tmp_path.glob("clinic.db-*"))
     assert NAME.encode() not in data
+
+
+def test_an_async_erasure_deletes_the_snapshot_keys_too(tmp_path: Path) -> None:
+    import asyncio
+
+    from eskit.aio import AsyncSQLiteEventStore
+    from eskit.protection import aio as protection_aio
+
+    keys = LocalKeyProvider.parse(generate_master_key("k1"))
+    path = tmp_path / "clinic.db"
+    sync = protect(SQLiteEventStore(path, registry=registry), keys)
+    admit(Repository(sync, snapshots=sync.sealed_snapshots(),
+                     snapshot_policy=EveryNEvents(1)), "p-3")
+    assert sync.keys.current([snapshot_subject("patient-p-3")])
+    sync.close()
+
+    async def erase() -> None:
+        inner = await AsyncSQLiteEventStore.open(path, registry=registry)
+        store = await protection_aio.protect(inner, keys)
+        await store.erase_subject("p-3")
+        await store.close()
+
+    asyncio.run(erase())
+    with SQLiteEventStore(path, registry=registry) as again:
+        assert protect(again, keys).keys.current([snapshot_subject("patient-p-3")]) == {}

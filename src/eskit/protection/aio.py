@@ -41,6 +41,7 @@ from eskit.protection.keys import (
 )
 from eskit.protection.keystore import InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
+from eskit.protection.snapshots import snapshot_subject
 from eskit.protection.store import REWRAP_BATCH, subject_key_store_beside
 from eskit.protection.transcoder import (
     STORE_SUBJECT,
@@ -346,6 +347,8 @@ class AsyncProtectedEventStore(AsyncEventStore):
             removed = await _delete_snapshots(target, set(streams))
         else:
             removed = await self._delete_own_snapshots(set(streams), notes)
+        for stream in streams:  # keys of snapshots a sync process sealed (sealed_snapshots)
+            await self._io(self.keys.delete_subject, snapshot_subject(stream))
         position = 0
         if record:
             appended = await self.inner.append(
