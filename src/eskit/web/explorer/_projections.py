@@ -10,7 +10,6 @@ the form body also stops cross-site form posts: another site cannot know it.
 from __future__ import annotations
 
 import hmac
-from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -21,10 +20,10 @@ from eskit.health import DEFAULT_MAX_LAG, check_health
 from eskit.projections.checkpoints import DeadLetter
 from eskit.projections.parked import ParkedEventBlocked, retry_parked, skip_parked
 from eskit.web.explorer._context import Explorer, link_maker, root_of, text_param
+from eskit.web.explorer._forms import read_form
 
 __all__ = ["ProjectionPages"]
 
-_MAX_FORM_BYTES = 16 * 1024
 ACTIONS = ("retry", "skip")
 
 
@@ -72,10 +71,9 @@ class ProjectionPages:
             return self.x.signin.refuse(request, root_of(request))
         if not self.x.tokens:
             return self.x.error(request, 403, "the explorer is read-only: no write token is set")
-        body = await request.body()
-        if len(body) > _MAX_FORM_BYTES:
+        form = await read_form(request)
+        if form is None:
             return self.x.error(request, 413, "the form is too large")
-        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         given = form.get("token") or _bearer(request)
         # Every token compared, in constant time each: no early exit tells which matched.
         matches = [hmac.compare_digest(given.encode(), t.encode()) for t in self.x.tokens] \

@@ -18,15 +18,16 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Callable, Sequence
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 
+from eskit.web.explorer._forms import read_form
+
 __all__ = ["COOKIE", "SignIn", "read_tokens"]
 
 COOKIE = "eskit_explorer"
-_MAX_FORM_BYTES = 16 * 1024
 
 
 def read_tokens(settings: object) -> tuple[str, ...]:
@@ -91,10 +92,9 @@ class SignIn:
         """POST /signin: a matching token sets the cookie and goes on to ``next``;
         anything else renders the form again (``render(message, status, next)``)
         and sets nothing."""
-        body = await request.body()
-        if len(body) > _MAX_FORM_BYTES:
+        form = await read_form(request)
+        if form is None:
             return render("the form is too large", 413, None)
-        form = {k: v[0] for k, v in parse_qs(body.decode("utf-8", "replace")).items()}
         given = form.get("token", "")
         if not given or not self._valid or not self._known(self._seal(given)):
             return render("that token is not valid here", 401, form.get("next"))
