@@ -11,7 +11,9 @@ holds standby readers back (the price of the fallback), never makes them skip.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -22,8 +24,10 @@ import pytest
 
 from benchmarks.replica import PostgresPair, postgres_pair, server_binaries
 from eskit import ConcurrencyError, Event, NewEvent, Projection
+from eskit.aio import AsyncPostgresEventStore
 from eskit.projections import PostgresTarget, ProjectionRunner, Tx
 from eskit.stores.postgres import PostgresEventStore
+from eskit.stores.postgres_listen import STANDBY_POLLS
 from tests.conftest import new_schema_name
 
 pytestmark = pytest.mark.slow
@@ -163,3 +167,68 @@ def test_a_projection_reads_the_standby_and_keeps_its_read_model_on_the_primary(
         assert rows == [("counted-0", 15), ("counted-1", 15), ("counted-2", 15)]
     finally:
         target.close()
+
+
+def _append_soon(store: PostgresEventStore, stream: str) -> threading.Thread:
+    thread = threading.Thread(target=lambda: (time.sleep(0.3),
+                                              store.append(stream, [NewEvent("Wrote")])))
+    thread.start()
+    return thread
+
+
+def test_a_subscription_on_the_standby_polls_for_new_events_instead_of_failing(
+    stores: tuple[PostgresEventStore, PostgresEventStore], caplog: pytest.LogCaptureFixture
+) -> None:
+    """A standby refuses LISTEN; the subscription then polls (once logged at INFO)."""
+    primary, standby = stores
+    primary.append("first-1", [NewEvent("Wrote")])
+    caplog.set_level(logging.INFO, logger="eskit")
+    writer = _append_soon(primary, "live-1")
+    began = time.monotonic()
+    got: list[str] = []
+    events = iter(standby.subscribe(poll_interval=0.1))
+    try:
+        for event in events:
+            got.append(event.stream_id)
+            if len(got) == 2:
+                break
+    finally:
+        events.close()  # type: ignore[attr-defined]  # a generator: closes its waiter
+        writer.join()
+    assert got == ["first-1", "live-1"]
+    assert time.monotonic() - began < 10
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == [
+        STANDBY_POLLS]
+
+
+def test_an_async_subscription_on_the_standby_polls_too(
+    pair: PostgresPair, stores: tuple[PostgresEventStore, PostgresEventStore],
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    primary, _ = stores
+    primary.append("first-1", [NewEvent("Wrote")])
+    caplog.set_level(logging.INFO, logger="eskit")
+
+    async def follow() -> list[str]:
+        store = await AsyncPostgresEventStore.open(pair.standby, schema=primary.schema,
+                                                   setup=False)
+        try:
+            got: list[str] = []
+            events = aiter(store.subscribe(poll_interval=0.1))
+            try:
+                async for event in events:
+                    got.append(event.stream_id)
+                    if len(got) == 2:
+                        break
+            finally:
+                await events.aclose()  # type: ignore[attr-defined]  # an async generator
+            return got
+        finally:
+            await store.close()
+
+    writer = _append_soon(primary, "live-1")
+    got = asyncio.run(asyncio.wait_for(follow(), 20))
+    writer.join()
+    assert got == ["first-1", "live-1"]
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.INFO] == [
+        STANDBY_POLLS]

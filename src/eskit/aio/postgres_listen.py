@@ -23,6 +23,7 @@ import psycopg
 
 from eskit.errors import StoreUnavailableError
 from eskit.stores.postgres_connection import translate
+from eskit.stores.postgres_listen import STANDBY_POLLS
 from eskit.stores.postgres_schema import Statements
 
 if TYPE_CHECKING:
@@ -53,6 +54,7 @@ class AsyncListenWaiter:
         self._pid = os.getpid()
         self._conn: psycopg.AsyncConnection[Any] | None = None
         self._lost = False
+        self._standby = False
 
     @classmethod
     async def open(cls, store: ListenSource) -> AsyncListenWaiter:
@@ -65,7 +67,8 @@ class AsyncListenWaiter:
             waiter._lost = True
         return waiter
 
-    async def _listen(self) -> psycopg.AsyncConnection[Any]:
+    async def _listen(self) -> psycopg.AsyncConnection[Any] | None:
+        """A listening connection, or None on a hot standby (no LISTEN there)."""
         pool = await self._store._current_pool()
         # The pool's own connection settings (either may be a function to call).
         conninfo = await _resolved(pool.conninfo)
@@ -76,6 +79,11 @@ class AsyncListenWaiter:
             raise translate(exc, "cannot LISTEN on PostgreSQL") from exc
         try:
             await conn.execute(self._store.sql.listen)
+        except psycopg.errors.ReadOnlySqlTransaction:
+            await conn.close()
+            self._standby = True
+            _log.info(STANDBY_POLLS)
+            return None
         except psycopg.Error as exc:
             await conn.close()
             raise translate(exc, "cannot LISTEN on PostgreSQL") from exc
@@ -84,9 +92,11 @@ class AsyncListenWaiter:
     async def wait(self, timeout: float) -> None:
         if self._conn is None:
             try:
-                self._conn = await self._listen()
+                self._conn = None if self._standby else await self._listen()
             except StoreUnavailableError:
-                await self._sleep(timeout)  # poll until the server is back
+                self._conn = None
+            if self._conn is None:
+                await self._sleep(timeout)  # poll: the server is away, or a standby
                 return
             if self._lost:
                 _log.info("eskit: LISTEN connection restored")

@@ -20,7 +20,10 @@ from eskit.errors import StoreError, StoreUnavailableError
 from eskit.stores.postgres_connection import translate
 from eskit.stores.postgres_schema import NOTIFY_INTERVAL, Statements
 
-__all__ = ["ListenWaiter", "Notifier"]
+__all__ = ["STANDBY_POLLS", "ListenWaiter", "Notifier"]
+
+STANDBY_POLLS = ("eskit: the server is a hot standby, which has no LISTEN: subscribers "
+                 "poll it every poll_interval")
 
 
 class _Store(Protocol):
@@ -43,7 +46,8 @@ class ListenWaiter:
     sent meanwhile are lost, so the subscriber should read now) and the next wait
     connects again and re-LISTENs; until that succeeds, waits fall back to sleeping
     for their timeout. Logged on ``eskit.subscription``: WARNING on the drop, INFO
-    once listening again.
+    once listening again. On a hot standby, which refuses LISTEN, waits only sleep
+    for their timeout (the subscriber's ``poll_interval``): logged once at INFO.
     """
 
     def __init__(self, store: _Store) -> None:
@@ -53,6 +57,7 @@ class ListenWaiter:
         self._pid = os.getpid()
         self._conn: psycopg.Connection[Any] | None = None
         self._lost = False
+        self._standby = False
         try:
             self._conn = self._listen()
         except StoreUnavailableError as exc:
@@ -60,7 +65,8 @@ class ListenWaiter:
             _sub_log.warning("eskit: cannot LISTEN yet, will retry: %s", exc)
             self._lost = True
 
-    def _listen(self) -> psycopg.Connection[Any]:
+    def _listen(self) -> psycopg.Connection[Any] | None:
+        """A listening connection, or None on a hot standby (no LISTEN there)."""
         conninfo = self._store._current_pool().conninfo
         if callable(conninfo):
             conninfo = conninfo()
@@ -70,6 +76,11 @@ class ListenWaiter:
             raise translate(exc, "cannot LISTEN on PostgreSQL") from exc
         try:
             conn.execute(self._store.sql.listen)
+        except psycopg.errors.ReadOnlySqlTransaction:
+            conn.close()
+            self._standby = True
+            _sub_log.info(STANDBY_POLLS)
+            return None
         except psycopg.Error as exc:
             conn.close()
             raise translate(exc, "cannot LISTEN on PostgreSQL") from exc
@@ -78,9 +89,11 @@ class ListenWaiter:
     def wait(self, timeout: float) -> None:
         if self._conn is None:
             try:
-                self._conn = self._listen()
+                self._conn = None if self._standby else self._listen()
             except StoreUnavailableError:
-                self._woken.wait(timeout)  # poll until the server is back
+                self._conn = None
+            if self._conn is None:
+                self._woken.wait(timeout)  # poll: the server is away, or a standby
                 self._woken.clear()
                 return
             if self._lost:
