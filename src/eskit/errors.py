@@ -17,6 +17,7 @@ never reach the caller untranslated::
     ├── TruncationRefusedError              no snapshot covers what a truncation removes
     ├── AggregateNotFound (LookupError)     no events for the requested aggregate
     ├── BlobNotFoundError (LookupError)     the blob store does not hold a referenced blob
+    ├── BlobCollectionRefusedError          blob collection cannot see every reference
     ├── UnknownEventTypeError               no class or handler knows this event type
     ├── DecodingError                       a stored event cannot be decoded
     ├── EventOrderError                     an event applied out of version order
@@ -45,6 +46,7 @@ __all__ = [
     "AggregateNotFound",
     "AppendConditionFailed",
     "AppendNotFirstWriteError",
+    "BlobCollectionRefusedError",
     "BlobNotFoundError",
     "CommandRetriesExhausted",
     "ConcurrencyError",
@@ -222,6 +224,12 @@ class BlobNotFoundError(EskitError, LookupError):
     def __init__(self, message: str, *, digest: str = "") -> None:
         self.digest = digest
         super().__init__(message)
+
+
+class BlobCollectionRefusedError(EskitError):
+    """:func:`eskit.blobs.collect_blobs` met references it cannot read (sealed values,
+    or archived streams whose archive was not given), so it could not tell which blobs
+    are still named; it deleted nothing. The message says what to pass or do."""
 
 
 class StreamArchivedError(EskitError):
