@@ -184,9 +184,10 @@ class AppendConditionFailed(ConcurrencyError):
     """An event matching the append's condition was stored after its ``after``
     position (see :mod:`eskit.dcb`). Nothing was written: read again, decide again.
 
-    ``condition`` is the :class:`~eskit.AppendCondition` that failed; the
-    ``expected_version`` and ``actual_version`` of a :class:`ConcurrencyError` are
-    ``None`` here (no stream version was wrong).
+    ``condition`` is the :class:`~eskit.AppendCondition` that failed; ``stream_id``
+    the stream appended to (for :meth:`~eskit.EventStore.append_many`, a tuple of
+    every stream of the call); the ``expected_version`` and ``actual_version`` of a
+    :class:`ConcurrencyError` are ``None`` here (no stream version was wrong).
     """
 
     def __init__(self, stream_id: Any, condition: Any) -> None:
@@ -195,11 +196,15 @@ class AppendConditionFailed(ConcurrencyError):
         self.expected_version = None
         self.actual_version: int | None = None  # type: ignore[assignment]
         after = getattr(condition, "after", None)
+        if isinstance(stream_id, tuple):  # an append_many: every stream of the call
+            target = "append_many to streams " + ", ".join(repr(str(s)) for s in stream_id)
+        else:
+            target = f"append to stream {str(stream_id)!r}"
         # ConcurrencyError's own message speaks of versions: skip to ValueError's.
         ValueError.__init__(
             self,
-            f"append to stream {str(stream_id)!r} refused: an event matching its condition's "
-            f"query was stored after position {after}",
+            f"{target} refused: an event matching its condition's query was stored after "
+            f"position {after}",
         )
 
 

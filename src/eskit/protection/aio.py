@@ -216,14 +216,16 @@ class AsyncProtectedEventStore(AsyncEventStore):
                                          condition=condition)
         return await self._opened(result, batch)
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+    async def append_many(
+        self, appends: Sequence[StreamAppend], *, condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         """Seal every stream's personal data, then ``inner.append_many`` (same contract)."""
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
         results = await self.inner.append_many([
             StreamAppend(a.stream_id, await self._sealed(a.batch), a.expected) for a in prepared
-        ])
+        ], condition=condition)
         return [await self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
 
     async def _sealed(self, batch: list[PendingEvent]) -> list[NewEvent]:

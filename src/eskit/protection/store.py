@@ -269,14 +269,16 @@ class ProtectedEventStore(EventStore):
                                        condition=condition)
         return self._opened(result, batch)
 
-    def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+    def append_many(
+        self, appends: Sequence[StreamAppend], *, condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         """Seal every stream's personal data, then ``inner.append_many`` (same contract)."""
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
         results = self.inner.append_many([
             StreamAppend(a.stream_id, self._sealed(a.batch), a.expected) for a in prepared
-        ])
+        ], condition=condition)
         return [self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
 
     def _sealed(self, batch: list[PendingEvent]) -> list[NewEvent]:

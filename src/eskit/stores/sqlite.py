@@ -776,11 +776,15 @@ class SQLiteEventStore(EventStore):
                     conn.execute("ROLLBACK")
         return self._recorded(stream_id, batch, *placed)
 
-    def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+    def _append_many(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
+        if condition is not None:
+            self._needs_tags()
         writer = self._lock_writer()
         assert writer is not None  # no timeout
         try:
-            return sqlite_multi.append_many_locked(self, writer, prepared)
+            return sqlite_multi.append_many_locked(self, writer, prepared, condition)
         finally:
             self._write_lock.release()
 
