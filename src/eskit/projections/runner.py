@@ -310,7 +310,8 @@ class ProjectionRunner:
                         conn, self.name, self.partition, page.upto, 0, None, self._rate
                     )
                 return BatchResult(page.rows, 0, page.upto)
-            tx = self._tx(conn, state.generation)
+            # Writes queued by tx.write go out in one pipeline, before the checkpoint.
+            tx = self._tx(conn, state.generation)._deferring()
             blocked = (
                 self.target.parked_streams(conn, self.name, self.partition)
                 if self.parked_streams == "wait" else set()
@@ -329,14 +330,14 @@ class ProjectionRunner:
                         blocked.add(stream)
                     parked += 1
                     continue
+                tx._writer = index
                 try:
                     self._apply(event, tx)
+                    if tx.failure is not None:  # the handler caught a flush's error
+                        raise tx.failure.error
                 except Exception as exc:
-                    if self.target.lost_connection(exc):
-                        # Not the event's fault: the batch rolled back; retry it whole.
-                        raise StoreUnavailableError(
-                            f"projection {self.name!r} lost its target's connection: {exc}"
-                        ) from exc
+                    index, exc = self._blame(tx, index, exc)
+                    event = events[index]
                     done = _last_whole(events, index)
                     if self.target.dialect == "memory" and done is not None:
                         # Nothing rolls back in memory: keep what the earlier events of
@@ -350,6 +351,12 @@ class ProjectionRunner:
                         )
                     raise _HandlerError(event, exc) from exc
                 handled += 1
+            if tx.pending:
+                try:
+                    tx.flush()
+                except Exception as exc:
+                    index, exc = self._blame(tx, len(events) - 1, exc)
+                    raise _HandlerError(events[index], exc) from exc
             if handled:
                 rate = handled / max(time.perf_counter() - started, 1e-6)
                 self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
@@ -411,6 +418,25 @@ class ProjectionRunner:
     def _fence(self, conn: object) -> None:
         if self.group is not None:
             self.group.check(conn, self.partition)
+
+    def _blame(self, tx: Tx, index: int, error: Exception) -> tuple[int, Exception]:
+        """Which event of the batch an error inside it is blamed on, and the error.
+
+        A handler's own error is its event's. When sending queued writes failed
+        (tx.failure), the statement at fault is one of that flush's, written by the
+        last event it carried or an earlier one: blame that event, with the driver's
+        error. The runner then goes one event at a time up to it, so that the event
+        really at fault fails alone. A lost connection is nobody's fault: raised as
+        StoreUnavailableError, so that the batch is retried whole.
+        """
+        if tx.failure is not None:
+            index, error = tx.failure
+        if self.target.lost_connection(error):
+            # Not the event's fault: the batch rolled back; retry it whole.
+            raise StoreUnavailableError(
+                f"projection {self.name!r} lost its target's connection: {error}"
+            ) from error
+        return index, error
 
     def _apply(self, event: Read, tx: Tx | None) -> None:
         if isinstance(event, UndecodableEvent):

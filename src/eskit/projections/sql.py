@@ -17,13 +17,28 @@ placeholders (DB-API ``paramstyle``):
 SQL meant for both targets builds its markers from :attr:`Tx.placeholder`.
 ``tx.table("balances")`` is the physical name of a read-model table in the
 generation being written (see blue/green rebuilds in ``docs/projections.md``).
+
+**Deferred writes.** :meth:`Tx.write` is :meth:`Tx.execute` for a statement whose
+rows the handler does not need. In the runner's batches on PostgreSQL it is queued
+and the queue is sent in one pipeline (psycopg's pipeline mode, consecutive runs of
+one statement as one ``executemany``): the writes of a batch of 500 events cost
+about one round trip instead of 500. Queued writes are sent, in the order they
+were written, before anything that could observe them: the next
+:meth:`Tx.execute` or :meth:`Tx.executemany`, any use of :attr:`Tx.connection`,
+and the checkpoint. So a handler reads its own writes and the batch's earlier
+ones, and the writes commit with the checkpoint or not at all. What changes is
+*when* an error is raised: a queued write that fails raises at that next flush,
+possibly inside a later event's handler, and the runner blames the events whose
+writes that flush carried (it then goes one event at a time to find the one at
+fault, as after any handler failure). Everywhere else (SQLite, where a statement
+costs no round trip; a ``Tx`` you make yourself) :meth:`Tx.write` runs at once.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from eskit.errors import InvalidInputError
 
@@ -65,6 +80,45 @@ def _driver_params(params: Params | None) -> Any:
     return tuple(params)
 
 
+MAX_PENDING = 10_000
+"""Queued writes at most; a handler that queues more sends them (one round trip)."""
+
+_Write = tuple[int, str, Any]
+"""A queued write: (index of the writing event in its batch, query, driver params)."""
+
+
+class WriteFailure(NamedTuple):
+    """Sending queued writes failed (internal: the runner's blame for the error)."""
+
+    writer: int
+    """Index in the batch of the last event whose writes were in the failed flush: the
+    statement at fault was written by it or by an event before it."""
+    error: Exception
+
+
+def send_pipelined(conn: Any, pending: list[_Write]) -> None:
+    """Send ``pending`` writes on a psycopg connection in one pipeline (one sync).
+
+    Consecutive writes of one statement go as one ``executemany`` (psycopg converts
+    the query once and streams the parameters); any other order is kept as written,
+    never regrouped, since a later statement may depend on an earlier one.
+    """
+    with conn.pipeline(), conn.cursor() as cursor:
+        start = 0
+        while start < len(pending):
+            query, values = pending[start][1], pending[start][2]
+            end = start + 1
+            if values is not None:
+                while end < len(pending) and pending[end][1] == query \
+                        and pending[end][2] is not None:
+                    end += 1
+            if end - start == 1:
+                cursor.execute(query, values)
+            else:
+                cursor.executemany(query, [w[2] for w in pending[start:end]])
+            start = end
+
+
 class Tx:
     """One open transaction, shared by the handlers and the checkpoint.
 
@@ -82,9 +136,34 @@ class Tx:
         tables: Iterable[str] = (),
     ) -> None:
         self.dialect: Dialect = dialect
-        self.connection = connection
+        self._connection = connection
         self.generation = generation
         self._tables = frozenset(tables)
+        self._defer = False
+        self._pending: list[_Write] = []
+        self._writer = 0
+        self.failure: WriteFailure | None = None
+        """Set when sending queued writes failed (the transaction is then lost)."""
+
+    def _deferring(self) -> Tx:
+        """Queue :meth:`write` from now on (PostgreSQL only; internal, for the runner).
+
+        Whoever turns it on must :meth:`flush` before the commit and look at
+        :attr:`failure`: queued writes that are never flushed are never sent.
+        """
+        self._defer = self.dialect == "postgres" and self._connection is not None
+        return self
+
+    @property
+    def connection(self) -> Any:
+        """The raw driver connection; queued writes are sent first, so it sees them."""
+        self.flush()
+        return self._connection
+
+    @property
+    def pending(self) -> int:
+        """How many :meth:`write` statements are queued, not yet sent."""
+        return len(self._pending)
 
     @property
     def placeholder(self) -> str:
@@ -98,24 +177,66 @@ class Tx:
         placeholders (see the module docstring). With ``params=None`` psycopg sends
         the text as it is, so a ``%`` needs no doubling.
         """
-        if self.connection is None:
-            raise InvalidInputError("the in-memory projection target has no SQL connection")
-        values = _driver_params(params)
+        values = self._checked(params)
         if values is None and self.dialect != "postgres":
             values = ()  # sqlite3 takes no None
-        cursor = self.connection.execute(query, values)
+        if self._pending:
+            self.flush()
+        cursor = self._connection.execute(query, values)
         return list(cursor.fetchall()) if cursor.description else []
 
     def executemany(self, query: str, rows: Iterable[Params]) -> None:
         """Run one statement once per row of parameters (same placeholders as :meth:`execute`)."""
-        if self.connection is None:
-            raise InvalidInputError("the in-memory projection target has no SQL connection")
+        self._checked(None)
         values = [_driver_params(r) for r in rows]
+        if self._pending:
+            self.flush()
         if self.dialect == "postgres":
-            with self.connection.cursor() as cursor:
+            with self._connection.cursor() as cursor:
                 cursor.executemany(query, values)
         else:
-            self.connection.executemany(query, values)
+            self._connection.executemany(query, values)
+
+    def write(self, query: str, params: Params | None = None) -> None:
+        """Run a statement whose rows are not needed (an insert, an update, an upsert).
+
+        In a runner's batch on PostgreSQL it is queued and sent with the batch's other
+        writes in one pipeline: same placeholders and the same effect as
+        :meth:`execute`, in the same order, committed with the checkpoint or not at
+        all, but an error it causes is raised when the queue is sent (at the next
+        :meth:`execute`, :meth:`executemany`, use of :attr:`connection`, or before the
+        checkpoint), not here. Elsewhere it runs at once. Bad ``params`` are refused
+        here either way. See the module docstring.
+        """
+        values = self._checked(params)
+        if not self._defer:
+            self.execute(query, params)
+            return
+        self._pending.append((self._writer, query, values))
+        if len(self._pending) >= MAX_PENDING:
+            self.flush()  # bounds the memory a handler writing in a loop can hold
+
+    def flush(self) -> None:
+        """Send the queued :meth:`write` statements now, in order; raise the first error.
+
+        After a failure :attr:`failure` says which events' writes were lost with it;
+        the transaction is then unusable (PostgreSQL aborts it) and must roll back.
+        """
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        try:
+            send_pipelined(self._connection, pending)
+        except Exception as exc:
+            # The statement at fault is one of this flush's: blame up to its last writer.
+            self.failure = WriteFailure(pending[-1][0], exc)
+            raise
+
+    def _checked(self, params: Params | None) -> Any:
+        if self._connection is None:
+            raise InvalidInputError("the in-memory projection target has no SQL connection")
+        return _driver_params(params)
 
     def table(self, name: str) -> str:
         """The quoted physical name of read-model table ``name`` for this generation.
