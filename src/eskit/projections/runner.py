@@ -295,7 +295,6 @@ class ProjectionRunner:
     def _batch(self, limit: int) -> BatchResult:
         if not getattr(self.projection, "transactional", True):
             return self._batch_outside(limit)
-        progress = self._progress
         started = time.perf_counter()
         with self.target.transaction() as conn:
             if self.group is not None:
@@ -310,53 +309,9 @@ class ProjectionRunner:
                         conn, self.name, self.partition, page.upto, 0, None, self._rate
                     )
                 return BatchResult(page.rows, 0, page.upto)
-            # Writes queued by tx.write go out in one pipeline, before the checkpoint.
-            tx = self._tx(conn, state.generation)._deferring()
-            blocked = (
-                self.target.parked_streams(conn, self.name, self.partition)
-                if self.parked_streams == "wait" else set()
-            )
-            handled = parked = 0
-            for index, event in enumerate(events):
-                if not self.wants(event):
-                    continue
-                stream = stream_key(event.aggregate_id)
-                park = progress.to_park.pop(event.event_id, None)
-                if park is None and stream in blocked:
-                    park = (WAITING, 0)
-                if park is not None:
-                    self.target.park(conn, self.name, self.partition, event, *park)
-                    if self.parked_streams == "wait":
-                        blocked.add(stream)
-                    parked += 1
-                    continue
-                tx._writer = index
-                try:
-                    self._apply(event, tx)
-                    if tx.failure is not None:  # the handler caught a flush's error
-                        raise tx.failure.error
-                except Exception as exc:
-                    index, exc = self._blame(tx, index, exc)
-                    event = events[index]
-                    done = _last_whole(events, index)
-                    if self.target.dialect == "memory" and done is not None:
-                        # Nothing rolls back in memory: keep what the earlier events of
-                        # the batch did, and checkpoint them, so they are not applied twice.
-                        # (Earlier parts of the failing event's own split are applied
-                        # again on retry: a checkpoint at their shared position would
-                        # skip the failing part.)
-                        self.target.save_position(
-                            conn, self.name, self.partition, done.position or 0, handled,
-                            done, self._rate,
-                        )
-                    raise _HandlerError(event, exc) from exc
-                handled += 1
-            if tx.pending:
-                try:
-                    tx.flush()
-                except Exception as exc:
-                    index, exc = self._blame(tx, len(events) - 1, exc)
-                    raise _HandlerError(events[index], exc) from exc
+            tx = self._tx(conn, state.generation)
+            with tx._deferring():  # tx.write's statements: pipelined, sent before the checkpoint
+                handled, parked = self._handle(conn, tx, events)
             if handled:
                 rate = handled / max(time.perf_counter() - started, 1e-6)
                 self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
@@ -418,6 +373,63 @@ class ProjectionRunner:
     def _fence(self, conn: object) -> None:
         if self.group is not None:
             self.group.check(conn, self.partition)
+
+    def _handle(self, conn: object, tx: Tx, events: list[Read]) -> tuple[int, int]:
+        """Dispatch a batch's events (or park them); return (handled, parked).
+
+        Every write the handlers queued has been sent and confirmed on return.
+        """
+        progress = self._progress
+        blocked = (
+            self.target.parked_streams(conn, self.name, self.partition)
+            if self.parked_streams == "wait" else set()
+        )
+        handled = parked = 0
+        for index, event in enumerate(events):
+            if not self.wants(event):
+                continue
+            park = progress.to_park.pop(event.event_id, None) if progress.to_park else None
+            if park is not None or blocked:
+                stream = stream_key(event.aggregate_id)
+                if park is None and stream in blocked:
+                    park = (WAITING, 0)
+                if park is not None:
+                    self._flush(tx, events)  # the park goes to conn, after the writes so far
+                    self.target.park(conn, self.name, self.partition, event, *park)
+                    if self.parked_streams == "wait":
+                        blocked.add(stream)
+                    parked += 1
+                    continue
+            tx._writer = index
+            try:
+                self._apply(event, tx)
+                if tx.failure is not None:  # the handler caught a failed flush's error
+                    raise tx.failure.error
+            except Exception as exc:
+                index, exc = self._blame(tx, index, exc)
+                done = _last_whole(events, index)
+                if self.target.dialect == "memory" and done is not None:
+                    # Nothing rolls back in memory: keep what the earlier events of
+                    # the batch did, and checkpoint them, so they are not applied twice.
+                    # (Earlier parts of the failing event's own split are applied
+                    # again on retry: a checkpoint at their shared position would
+                    # skip the failing part.)
+                    self.target.save_position(
+                        conn, self.name, self.partition, done.position or 0, handled,
+                        done, self._rate,
+                    )
+                raise _HandlerError(events[index], exc) from exc
+            handled += 1
+        self._flush(tx, events)
+        return handled, parked
+
+    def _flush(self, tx: Tx, events: list[Read]) -> None:
+        """Send the writes the handlers queued so far; a failure is a handler failure."""
+        try:
+            tx.flush()
+        except Exception as exc:
+            index, exc = self._blame(tx, len(events) - 1, exc)
+            raise _HandlerError(events[index], exc) from exc
 
     def _blame(self, tx: Tx, index: int, error: Exception) -> tuple[int, Exception]:
         """Which event of the batch an error inside it is blamed on, and the error.

@@ -37,10 +37,12 @@ costs no round trip; a ``Tx`` you make yourself) :meth:`Tx.write` runs at once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Literal, NamedTuple
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any, Literal
 
 from eskit.errors import InvalidInputError
+from eskit.projections.write_queue import WriteFailure, WriteQueue
 
 __all__ = ["Dialect", "Tx", "quote_identifier"]
 
@@ -80,45 +82,6 @@ def _driver_params(params: Params | None) -> Any:
     return tuple(params)
 
 
-MAX_PENDING = 10_000
-"""Queued writes at most; a handler that queues more sends them (one round trip)."""
-
-_Write = tuple[int, str, Any]
-"""A queued write: (index of the writing event in its batch, query, driver params)."""
-
-
-class WriteFailure(NamedTuple):
-    """Sending queued writes failed (internal: the runner's blame for the error)."""
-
-    writer: int
-    """Index in the batch of the last event whose writes were in the failed flush: the
-    statement at fault was written by it or by an event before it."""
-    error: Exception
-
-
-def send_pipelined(conn: Any, pending: list[_Write]) -> None:
-    """Send ``pending`` writes on a psycopg connection in one pipeline (one sync).
-
-    Consecutive writes of one statement go as one ``executemany`` (psycopg converts
-    the query once and streams the parameters); any other order is kept as written,
-    never regrouped, since a later statement may depend on an earlier one.
-    """
-    with conn.pipeline(), conn.cursor() as cursor:
-        start = 0
-        while start < len(pending):
-            query, values = pending[start][1], pending[start][2]
-            end = start + 1
-            if values is not None:
-                while end < len(pending) and pending[end][1] == query \
-                        and pending[end][2] is not None:
-                    end += 1
-            if end - start == 1:
-                cursor.execute(query, values)
-            else:
-                cursor.executemany(query, [w[2] for w in pending[start:end]])
-            start = end
-
-
 class Tx:
     """One open transaction, shared by the handlers and the checkpoint.
 
@@ -139,31 +102,42 @@ class Tx:
         self._connection = connection
         self.generation = generation
         self._tables = frozenset(tables)
-        self._defer = False
-        self._pending: list[_Write] = []
+        self._queue: WriteQueue | None = None
         self._writer = 0
-        self.failure: WriteFailure | None = None
-        """Set when sending queued writes failed (the transaction is then lost)."""
+        """Index in its batch of the event being handled (whom a failed write blames)."""
 
-    def _deferring(self) -> Tx:
-        """Queue :meth:`write` from now on (PostgreSQL only; internal, for the runner).
+    @contextmanager
+    def _deferring(self) -> Iterator[Tx]:
+        """Queue :meth:`write` inside the block (PostgreSQL only; internal, for the runner).
 
-        Whoever turns it on must :meth:`flush` before the commit and look at
-        :attr:`failure`: queued writes that are never flushed are never sent.
+        The block should end with :meth:`flush` (to blame a failure on the right
+        event); if it does not, leaving it flushes. Leaving it by an exception drops
+        what is queued and leaves pipeline mode, so the transaction can roll back.
         """
-        self._defer = self.dialect == "postgres" and self._connection is not None
-        return self
+        if self.dialect != "postgres" or self._connection is None:
+            yield self
+            return
+        self._queue = WriteQueue(self._connection)
+        try:
+            yield self
+            self._queue.flush()
+        except BaseException:
+            self._queue.abandon()
+            raise
+        finally:
+            self._queue = None
+
+    @property
+    def failure(self) -> WriteFailure | None:
+        """Set when sending queued writes failed: the transaction is lost (internal)."""
+        return None if self._queue is None else self._queue.failure
 
     @property
     def connection(self) -> Any:
         """The raw driver connection; queued writes are sent first, so it sees them."""
-        self.flush()
+        if self._queue is not None and self._queue.open:
+            self.flush()
         return self._connection
-
-    @property
-    def pending(self) -> int:
-        """How many :meth:`write` statements are queued, not yet sent."""
-        return len(self._pending)
 
     @property
     def placeholder(self) -> str:
@@ -180,7 +154,7 @@ class Tx:
         values = self._checked(params)
         if values is None and self.dialect != "postgres":
             values = ()  # sqlite3 takes no None
-        if self._pending:
+        if self._queue is not None and self._queue.open:
             self.flush()
         cursor = self._connection.execute(query, values)
         return list(cursor.fetchall()) if cursor.description else []
@@ -189,7 +163,7 @@ class Tx:
         """Run one statement once per row of parameters (same placeholders as :meth:`execute`)."""
         self._checked(None)
         values = [_driver_params(r) for r in rows]
-        if self._pending:
+        if self._queue is not None and self._queue.open:
             self.flush()
         if self.dialect == "postgres":
             with self._connection.cursor() as cursor:
@@ -209,29 +183,19 @@ class Tx:
         here either way. See the module docstring.
         """
         values = self._checked(params)
-        if not self._defer:
+        if self._queue is None:
             self.execute(query, params)
-            return
-        self._pending.append((self._writer, query, values))
-        if len(self._pending) >= MAX_PENDING:
-            self.flush()  # bounds the memory a handler writing in a loop can hold
+        else:
+            self._queue.add(self._writer, query, values)
 
     def flush(self) -> None:
-        """Send the queued :meth:`write` statements now, in order; raise the first error.
+        """Send the queued :meth:`write` statements now, in order, and wait for them.
 
-        After a failure :attr:`failure` says which events' writes were lost with it;
-        the transaction is then unusable (PostgreSQL aborts it) and must roll back.
+        Raises the first error among them; the transaction is then lost (PostgreSQL
+        aborts it) and rolls back. Nothing to do outside a runner's batch.
         """
-        pending = self._pending
-        if not pending:
-            return
-        self._pending = []
-        try:
-            send_pipelined(self._connection, pending)
-        except Exception as exc:
-            # The statement at fault is one of this flush's: blame up to its last writer.
-            self.failure = WriteFailure(pending[-1][0], exc)
-            raise
+        if self._queue is not None:
+            self._queue.flush()
 
     def _checked(self, params: Params | None) -> Any:
         if self._connection is None:
