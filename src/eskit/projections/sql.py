@@ -73,8 +73,8 @@ _PLACEHOLDERS: dict[Dialect, str] = {"sqlite": "?", "postgres": "%s", "memory": 
 
 
 def _driver_params(params: Params | None) -> Any:
-    if params is None:
-        return None
+    if params is None or type(params) is tuple or type(params) is dict:
+        return params  # the common cases first: a handler's write costs this per event
     if isinstance(params, Mapping):
         return params
     if isinstance(params, (str, bytes)):
