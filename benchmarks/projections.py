@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import multiprocessing
 import os
 import statistics
@@ -184,7 +185,26 @@ def _measure(backend: str, where: str, scenario: Scenario, events: int) -> float
     elapsed = time.perf_counter() - began
     if any(w.exitcode for w in workers):
         raise RuntimeError("a benchmark worker failed")
+    _check(backend, where, f"bench_{tag}", events)
     return events / elapsed
+
+
+def _check(backend: str, where: str, table: str, events: int) -> None:
+    """Every scenario must have built the same read model: each deposit counted once."""
+    query = f"SELECT sum(deposits), sum(cents) FROM {table}"
+    if backend == "sqlite":
+        import sqlite3
+
+        with contextlib.closing(sqlite3.connect(where)) as conn:
+            found = conn.execute(query).fetchone()
+    else:
+        import psycopg
+
+        with psycopg.connect(DSN, autocommit=True) as conn:
+            found = conn.execute(query.replace(" FROM ", f' FROM "{where}".')).fetchone()
+    expected = (events, events // 100 * sum(100 + j for j in range(100)))
+    if tuple(int(x) for x in found) != expected:
+        raise RuntimeError(f"{table} holds {found}, not {expected}")
 
 
 def run(backend: str, events: int, repeat: int) -> dict[tuple[str, int], list[float]]:
