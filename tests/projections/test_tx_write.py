@@ -104,6 +104,14 @@ def test_a_failing_write_leaves_neither_the_batchs_rows_nor_its_checkpoint(
     assert backend.read_counts() == {}
     state = _state(backend)
     assert (state.position, state.events_handled) == (0, 0)
+    _assert_out_of_pipeline_mode(backend)
+
+
+def _assert_out_of_pipeline_mode(backend) -> None:
+    if backend.kind == "postgres":  # the failed batch left pipeline mode as it rolled back
+        from psycopg.pq import PipelineStatus
+
+        assert backend.target.connection.info.pipeline_status == PipelineStatus.OFF
 
 
 def test_a_failing_write_is_blamed_on_the_event_that_wrote_it(backend, runner_kind) -> None:
@@ -154,10 +162,7 @@ def test_a_handler_error_with_writes_in_flight_rolls_back_and_the_runner_goes_on
     result = _one_batch(backend, WriteCounter(), runner_kind, retry=FAST, batch_size=500)
     assert result.read == 0
     assert backend.read_counts() == {}
-    if backend.kind == "postgres":  # the batch left pipeline mode as it rolled back
-        from psycopg.pq import PipelineStatus
-
-        assert backend.target.connection.info.pipeline_status == PipelineStatus.OFF
+    _assert_out_of_pipeline_mode(backend)
     handled = _catch_up(backend, WriteCounter(), runner_kind, retry=FAST, on_failure="park")
     assert handled == many + 1
     assert backend.read_counts() == {"a": (many, many), "b": (1, 2)}
