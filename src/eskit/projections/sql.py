@@ -19,19 +19,23 @@ SQL meant for both targets builds its markers from :attr:`Tx.placeholder`.
 generation being written (see blue/green rebuilds in ``docs/projections.md``).
 
 **Deferred writes.** :meth:`Tx.write` is :meth:`Tx.execute` for a statement whose
-rows the handler does not need. In the runner's batches on PostgreSQL it is queued
-and the queue is sent in one pipeline (psycopg's pipeline mode, consecutive runs of
-one statement as one ``executemany``): the writes of a batch of 500 events cost
-about one round trip instead of 500. Queued writes are sent, in the order they
-were written, before anything that could observe them: the next
-:meth:`Tx.execute` or :meth:`Tx.executemany`, any use of :attr:`Tx.connection`,
-and the checkpoint. So a handler reads its own writes and the batch's earlier
-ones, and the writes commit with the checkpoint or not at all. What changes is
-*when* an error is raised: a queued write that fails raises at that next flush,
-possibly inside a later event's handler, and the runner blames the events whose
-writes that flush carried (it then goes one event at a time to find the one at
-fault, as after any handler failure). Everywhere else (SQLite, where a statement
-costs no round trip; a ``Tx`` you make yourself) :meth:`Tx.write` runs at once.
+rows the handler does not need. In a runner's batch on PostgreSQL it is queued and
+sent in psycopg's pipeline mode (see :mod:`eskit.projections.write_queue`): a chunk
+at a time without waiting for results, then one ``Sync`` before the checkpoint, so
+the writes of a batch of 500 events cost about one round trip instead of 500.
+Guaranteed: queued writes reach the server in the order they were written, and
+before anything that could observe them (the next :meth:`Tx.execute` or
+:meth:`Tx.executemany`, any use of :attr:`Tx.connection`, the checkpoint), so a
+handler reads its own writes and the batch's earlier ones; they commit with the
+checkpoint or not at all; a failing one fails the batch even if a handler catches
+its error (PostgreSQL has aborted the transaction by then anyway). Not guaranteed: *where* the error is raised. A queued write that fails
+raises at the next flush, possibly inside a later event's handler, so a handler
+cannot catch its own statement's error (use :meth:`Tx.execute` for a statement
+whose failure it handles). The runner blames the events whose writes that flush
+carried and goes one event at a time up to them, as after any handler failure,
+so the event retried, parked or named is the one whose write failed. Everywhere
+else (SQLite, where a statement costs no round trip; a ``Tx`` you make yourself)
+:meth:`Tx.write` runs at once.
 """
 
 from __future__ import annotations
