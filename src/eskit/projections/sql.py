@@ -28,7 +28,8 @@ before anything that could observe them (the next :meth:`Tx.execute` or
 :meth:`Tx.executemany`, any use of :attr:`Tx.connection`, the checkpoint), so a
 handler reads its own writes and the batch's earlier ones; they commit with the
 checkpoint or not at all; a failing one fails the batch even if a handler catches
-its error (PostgreSQL has aborted the transaction by then anyway). Not guaranteed: *where* the error is raised. A queued write that fails
+its error (PostgreSQL has aborted the transaction by then anyway). Not guaranteed:
+*where* the error is raised. A queued write that fails
 raises at the next flush, possibly inside a later event's handler, so a handler
 cannot catch its own statement's error (use :meth:`Tx.execute` for a statement
 whose failure it handles). The runner blames the events whose writes that flush
