@@ -18,7 +18,9 @@ checkpoint in the same transaction) from a fresh checkpoint. The scenarios:
   only the upserts with their parameters built beforehand.
 
 Repeats go round the scenarios in turn, so that a change in the machine's load
-falls on all of them; the ratios are taken per repeat. Timing starts when every
+falls on all of them; the ratios are taken per repeat. ``CPU us/event`` is the
+workers' own CPU time (every thread of theirs, not the database server's) per event:
+where the client's work, not a round trip, is what a scenario waits on. Timing starts when every
 worker has connected and set up, and ends when the last one has caught up.
 PostgreSQL: ``ESKIT_TEST_POSTGRES_DSN`` or the local test server.
 """
@@ -102,11 +104,20 @@ def _open(backend: str, where: str) -> tuple[Any, Any]:
 
 
 def _worker(backend: str, where: str, tag: str, partition: int, partitions: int, kind: str,
-            ready: Any, start: Any) -> int:
+            ready: Any, start: Any, cpu: Any) -> None:
+    """One worker of a scenario; adds the CPU seconds it spent once started to ``cpu``."""
     if kind.startswith("raw"):
-        return _raw_worker(where, tag, kind, ready, start)
-    if kind == "async":
-        return asyncio.run(_async_worker(where, tag, ready, start))
+        spent = _raw_worker(where, tag, kind, ready, start)
+    elif kind == "async":
+        spent = asyncio.run(_async_worker(where, tag, ready, start))
+    else:
+        spent = _sync_worker(backend, where, tag, partition, partitions, kind, ready, start)
+    with cpu.get_lock():
+        cpu.value += spent
+
+
+def _sync_worker(backend: str, where: str, tag: str, partition: int, partitions: int,
+                 kind: str, ready: Any, start: Any) -> float:
     store, target = _open(backend, where)
     projection = (WrittenBalances if kind == "write" else Balances)(f"bench_{tag}")
     runner = ProjectionRunner(store, projection, target, name=f"bench-{tag}",
@@ -114,13 +125,15 @@ def _worker(backend: str, where: str, tag: str, partition: int, partitions: int,
     runner.setup()
     ready.release()
     start.wait()
-    handled = runner.run_until_caught_up()
+    began = time.process_time()  # every thread of the process: the read-ahead's too
+    runner.run_until_caught_up()
+    spent = time.process_time() - began
     store.close()
     target.close()
-    return handled
+    return spent
 
 
-async def _async_worker(where: str, tag: str, ready: Any, start: Any) -> int:
+async def _async_worker(where: str, tag: str, ready: Any, start: Any) -> float:
     from eskit.aio import AsyncPostgresEventStore, AsyncProjectionRunner
 
     async with AsyncPostgresEventStore(DSN, schema=where) as store:
@@ -130,21 +143,28 @@ async def _async_worker(where: str, tag: str, ready: Any, start: Any) -> int:
         await runner.setup()
         ready.release()
         await asyncio.to_thread(start.wait)
-        handled = await runner.run_until_caught_up()
+        began = time.process_time()
+        await runner.run_until_caught_up()
+        spent = time.process_time() - began
         target.close()
-    return handled
+    return spent
 
 
-def _raw_worker(where: str, tag: str, kind: str, ready: Any, start: Any) -> int:
+def _raw_worker(where: str, tag: str, kind: str, ready: Any, start: Any) -> float:
     from benchmarks.projections_raw import RawProjector
 
     raw = RawProjector(DSN, where, f"bench_{tag}")
     batches = raw.prepared_writes() if kind == "raw-writes" else []
     ready.release()
     start.wait()
-    handled = raw.write_only(batches) if kind == "raw-writes" else raw.run_until_caught_up()
+    began = time.process_time()
+    if kind == "raw-writes":
+        raw.write_only(batches)
+    else:
+        raw.run_until_caught_up()
+    spent = time.process_time() - began
     raw.close()
-    return handled
+    return spent
 
 
 def _fill(backend: str, where: str, events: int) -> None:
@@ -165,13 +185,20 @@ def _fill(backend: str, where: str, events: int) -> None:
             conn.execute(f'VACUUM ANALYZE "{where}".eskit_events')
 
 
-def _measure(backend: str, where: str, scenario: Scenario, events: int) -> float:
+class Measure(NamedTuple):
+    rate: float
+    """Events per second, wall clock."""
+    cpu: float
+    """Microseconds of the workers' CPU per event (all their threads; not the server's)."""
+
+
+def _measure(backend: str, where: str, scenario: Scenario, events: int) -> Measure:
     context = multiprocessing.get_context("spawn")
-    ready, start = context.Semaphore(0), context.Event()
+    ready, start, cpu = context.Semaphore(0), context.Event(), context.Value("d", 0.0)
     tag = uuid.uuid4().hex[:8]
     workers = [
         context.Process(target=_worker, args=(backend, where, tag, p, scenario.partitions,
-                                              scenario.kind, ready, start))
+                                              scenario.kind, ready, start, cpu))
         for p in range(scenario.partitions)
     ]
     for w in workers:
@@ -186,7 +213,7 @@ def _measure(backend: str, where: str, scenario: Scenario, events: int) -> float
     if any(w.exitcode for w in workers):
         raise RuntimeError("a benchmark worker failed")
     _check(backend, where, f"bench_{tag}", events)
-    return events / elapsed
+    return Measure(events / elapsed, cpu.value / events * 1e6)
 
 
 def _check(backend: str, where: str, table: str, events: int) -> None:
@@ -207,9 +234,9 @@ def _check(backend: str, where: str, table: str, events: int) -> None:
         raise RuntimeError(f"{table} holds {found}, not {expected}")
 
 
-def run(backend: str, events: int, repeat: int) -> dict[tuple[str, int], list[float]]:
-    """Events/s of every scenario of ``backend``, ``repeat`` runs each, taken in turns."""
-    runs: dict[tuple[str, int], list[float]] = {}
+def run(backend: str, events: int, repeat: int) -> dict[tuple[str, int], list[Measure]]:
+    """Every scenario of ``backend``, ``repeat`` runs each, taken in turns."""
+    runs: dict[tuple[str, int], list[Measure]] = {}
     with tempfile.TemporaryDirectory() as tmp:
         where = os.path.join(tmp, "bench.db") if backend == "sqlite" else \
             f"eskit_bench_{uuid.uuid4().hex[:8]}"
@@ -237,14 +264,18 @@ def main() -> None:
     args = parser.parse_args()
     for backend in args.backend or ["sqlite", "postgres"]:
         runs = run(backend, args.events, args.repeat)
-        print(f"{'backend':10} {'scenario':12} {'partitions':>10} {'events/s (median)':>18}  runs")
-        for (name, partitions), values in runs.items():
-            shown = ", ".join(f"{r:,.0f}" for r in values)
+        print(f"{'backend':10} {'scenario':12} {'partitions':>10} {'events/s (median)':>18} "
+              f"{'CPU us/event':>12}  runs (events/s)")
+        for (name, partitions), measures in runs.items():
+            rates = [m.rate for m in measures]
+            shown = ", ".join(f"{r:,.0f}" for r in rates)
+            cpu = statistics.median(m.cpu for m in measures)
             print(f"{backend:10} {name:12} {partitions:>10} "
-                  f"{statistics.median(values):>18,.0f}  {shown}", flush=True)
+                  f"{statistics.median(rates):>18,.0f} {cpu:>12.1f}  {shown}", flush=True)
         for name, baseline in RATIOS:
             if (name, 1) in runs and (baseline, 1) in runs:
-                ratios = [a / b for a, b in zip(runs[name, 1], runs[baseline, 1], strict=True)]
+                ratios = [a.rate / b.rate
+                          for a, b in zip(runs[name, 1], runs[baseline, 1], strict=True)]
                 shown = ", ".join(f"{r:.2f}" for r in ratios)
                 print(f"{backend:10} {name} / {baseline}: median {statistics.median(ratios):.2f} "
                       f"(per repeat: {shown})", flush=True)
