@@ -628,6 +628,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
         """
         return AsyncPostgresTransaction(self, connection)
 
+    @property
+    def _reads_ahead(self) -> bool:
+        return self.pool is not None  # a given connection serves one thing at a time
+
     async def _new_waiter(self) -> AsyncWaiter:
         if self.pool is None:
             # No conninfo to LISTEN with (a connection or an engine was given): poll.

@@ -692,6 +692,10 @@ class PostgresEventStore(EventStore):
 
     # -- live wake-ups ------------------------------------------------------------------
 
+    @property
+    def _reads_ahead(self) -> bool:
+        return self.pool is not None  # a given connection serves one thing at a time
+
     def _new_waiter(self) -> Waiter:
         if self.pool is None:
             # No conninfo to LISTEN with (a connection or an engine was given):
