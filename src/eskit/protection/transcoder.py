@@ -21,13 +21,17 @@ from eskit import codec
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, EventRegistry, NewEvent
 from eskit.protection.envelope import (
+    ENVELOPE,
     DataKey,
     Unopened,
-    aad_head,
     body_of,
+    group_paths,
+    is_reserved,
     not_decrypting,
     open_body,
+    open_group,
     seal,
+    seal_group,
 )
 from eskit.protection.errors import DecryptionError, KeyUnavailableError
 from eskit.protection.marking import FieldMark, Marks
@@ -46,8 +50,9 @@ _PAYLOAD = ""  # the path of a whole-payload envelope
 _METADATA = "$metadata."  # the path prefix of a metadata envelope
 _MAX_DEPTH = 64
 
-Plan = list[list[tuple[FieldMark, str]]]
-"""Per event of a batch, the marked fields present and their subject ids."""
+Plan = list[list[tuple[str, list[FieldMark]]]]
+"""Per event of a batch, its subjects (in the order their first field comes) and the
+marked fields present of each: one group, sealed together, per subject."""
 
 
 def subject_text(value: object, what: str) -> str:
@@ -100,14 +105,31 @@ def envelopes(data: object, prefix: tuple[str, ...] = (), depth: int = 0
                 yield from envelopes(value, (*prefix, key), depth + 1)
 
 
+def _holds_reserved(data: object, depth: int = 0) -> bool:
+    """Whether ``data`` holds, at any depth, a value shaped like what the store writes
+    (an envelope or a field's marker)."""
+    if type(data) is not dict or depth > _MAX_DEPTH:
+        return False
+    for value in data.values():
+        if type(value) is dict and (is_reserved(value) or _holds_reserved(value, depth + 1)):
+            return True
+    return False
+
+
+Found = list[tuple[tuple[str, ...], dict[str, Any]]]
+"""The version 1 field envelopes of one event: ``(key path, body)``."""
+
+
 class Scan:
-    """The envelopes found in a page of events, per event (internal)."""
+    """The sealed fields found in a page of events, per event (internal): each event's
+    version 2 groups (``None`` when it has none) and version 1 envelopes."""
 
-    __slots__ = ("found", "ids")
+    __slots__ = ("found", "groups", "ids")
 
-    def __init__(self, found: list[list[tuple[tuple[str, ...], dict[str, Any]]]],
+    def __init__(self, found: list[Found], groups: list[list[Any] | None],
                  ids: set[str]) -> None:
         self.found = found
+        self.groups = groups
         self.ids = ids
 
 
@@ -130,35 +152,43 @@ class Transcoder:
     # -- sealing ---------------------------------------------------------------------------
 
     def plan(self, batch: list[PendingEvent]) -> Plan:
-        """The marked fields of each event and their subjects; raises on bad input."""
+        """The subjects of each event and their marked fields; raises on bad input."""
         plan: Plan = []
         for index, p in enumerate(batch):
-            if body_of(p.event_data) is not None or next(envelopes(p.event_data), None):
+            data = p.event_data
+            if ENVELOPE in data or _holds_reserved(data):
                 raise InvalidInputError(
                     f"event {index} of the batch ({p.event_type!r}) already holds a sealed "
-                    f"field ('$pd'): append plaintext, the store seals it"
+                    f"field or the reserved key '$pd': append plaintext, the store seals it"
                 )
-            fields: list[tuple[FieldMark, str]] = []
+            groups: dict[str, list[FieldMark]] = {}
             for mark in self.marks.for_type(p.event_type):
-                present, _ = _get(p.event_data, mark.keys)
-                if not present:
+                if len(mark.keys) == 1:
+                    if mark.path not in data:
+                        continue
+                elif not _get(data, mark.keys)[0]:
                     continue
-                found, subject = _get(p.event_data, (mark.subject_field,))
-                if not found or subject is None:
+                subject = data.get(mark.subject_field)
+                if subject is None:
                     raise InvalidInputError(
                         f"event {index} of the batch ({p.event_type!r}): personal-data field "
                         f"{mark.path!r} belongs to the subject in field {mark.subject_field!r}, "
                         "which is missing"
                     )
-                fields.append((mark, subject_text(
+                text = subject_text(
                     subject, f"event {index} of the batch ({p.event_type!r}) field "
                     f"{mark.subject_field!r}",
-                )))
-            plan.append(fields)
+                )
+                marks = groups.get(text)
+                if marks is None:
+                    groups[text] = [mark]
+                else:
+                    marks.append(mark)
+            plan.append(list(groups.items()))
         return plan
 
     def subjects(self, plan: Plan) -> set[str]:
-        needed = {subject for fields in plan for _, subject in fields}
+        needed = {subject for groups in plan for subject, _ in groups}
         if self._store_sealed:
             needed.add(STORE_SUBJECT)
         return needed
@@ -197,15 +227,28 @@ class Transcoder:
 
     def _sealed_parts(self, batch: list[PendingEvent], plan: Plan, keys: Mapping[str, DataKey]
                       ) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
-        """Per event: its data and metadata with every marked field sealed."""
+        """Per event: its data and metadata with each subject's marked fields sealed
+        together (one group each, see :mod:`eskit.protection.envelope`)."""
         naive = self.registry.naive_datetimes
-        for p, fields in zip(batch, plan, strict=True):
+        for p, groups in zip(batch, plan, strict=True):
             data = p.event_data
-            for mark, subject in fields:
-                _, value = _get(data, mark.keys)
-                data = _set(data, mark.keys, seal(
-                    value, keys[subject], p.event_id, mark.path, naive=naive
-                ))
+            if groups:
+                data = dict(data)  # the caller's dict is never changed
+                event_id = p.event_id.bytes
+                bodies = []
+                for index, (subject, marks) in enumerate(groups):
+                    values, paths = [], []
+                    for mark in marks:
+                        if len(mark.keys) == 1:
+                            values.append(data[mark.path])
+                            data[mark.path] = {ENVELOPE: index}  # the field keeps its place
+                        else:
+                            values.append(_get(data, mark.keys)[1])
+                            data = _set(data, mark.keys, {ENVELOPE: index})
+                        paths.append(mark.path)
+                    bodies.append(seal_group(values, paths, keys[subject], event_id,
+                                             naive=naive))
+                data[ENVELOPE] = bodies
             if self.encrypt_payloads:
                 data = seal(data, keys[STORE_SUBJECT], p.event_id, _PAYLOAD, naive=naive)
             metadata = p.metadata_dict
@@ -234,14 +277,25 @@ class Transcoder:
 
     @staticmethod
     def scan(events: Iterable[Event]) -> Scan:
-        """The field envelopes of each event (payloads opened first), found once."""
-        found: list[list[tuple[tuple[str, ...], dict[str, Any]]]] = []
+        """The sealed fields of each event (payloads opened first), found once."""
+        found: list[Found] = []
+        groups: list[list[Any] | None] = []
         ids: set[str] = set()
         for e in events:
-            # The top level inline (most sealed fields are there): a generator per
-            # event cost more than the decryption; nested dicts go to envelopes().
-            here: list[tuple[tuple[str, ...], dict[str, Any]]] = []
+            here: Found = []
             data = e.event_data
+            sealed = data.get(ENVELOPE) if type(data) is dict else None
+            if type(sealed) is list:  # version 2: the groups say where their fields are
+                for body in sealed:
+                    if type(body) is dict and type(k := body.get("k")) is str:
+                        ids.add(k)
+                groups.append(sealed)
+                found.append(here)
+                continue
+            groups.append(None)
+            # Version 1: a walk. The top level inline (most sealed fields are there): a
+            # generator per event cost more than the decryption; nested dicts go to
+            # envelopes().
             if type(data) is dict:
                 for key, value in data.items():
                     if type(value) is not dict:
@@ -255,7 +309,7 @@ class Transcoder:
                             here.append(nested)
                             ids.add(str(nested[1]["k"]))
             found.append(here)
-        return Scan(found, ids)
+        return Scan(found, groups, ids)
 
     def open_payloads(self, events: list[Event], keys: Mapping[str, DataKey]) -> list[Event]:
         """``events`` with payload and metadata envelopes opened (fields still sealed)."""
@@ -263,10 +317,12 @@ class Transcoder:
 
     def _open_store_sealed(self, e: Event, keys: Mapping[str, DataKey]) -> Event:
         data, metadata = e.event_data, e.metadata
-        head = aad_head(e.event_id)
+        head = e.event_id.bytes
         body = body_of(data)
         if body is not None:
             data = _opened(body, self._store_key(body, keys, e), head, _PAYLOAD, e)
+            if type(data) is not dict:  # only a holder of the store key could seal one
+                raise not_decrypting(_PAYLOAD, _where(e), e.position, Unopened(_PAYLOAD))
         if metadata and any(body_of(v) is not None for v in metadata.values()):
             metadata = dict(metadata)
             for name, value in metadata.items():
@@ -292,15 +348,19 @@ class Transcoder:
                     ) -> list[Event]:
         """``events`` with each sealed field opened, or redacted where its key is gone."""
         return [
-            self._open_one(e, found, keys) if found else e
-            for e, found in zip(events, scan.found, strict=True)
+            self._open_one(e, found, groups, keys) if found or groups is not None else e
+            for e, found, groups in zip(events, scan.found, scan.groups, strict=True)
         ]
 
-    def _open_one(self, e: Event, found: list[tuple[tuple[str, ...], dict[str, Any]]],
+    def _open_one(self, e: Event, found: Found, groups: list[Any] | None,
                   keys: Mapping[str, DataKey]) -> Event:
         data = dict(e.event_data)  # one copy per event: the read's dict may be shared
         erased: list[str] = []
-        head = aad_head(e.event_id)
+        event_id = e.event_id.bytes
+        if groups is not None:
+            del data[ENVELOPE]
+            for body in groups:
+                data = self._open_group(e, data, body, keys, event_id, erased)
         for path_keys, body in found:
             path = path_keys[0] if len(path_keys) == 1 else ".".join(path_keys)
             key = keys.get(str(body["k"]))
@@ -309,7 +369,7 @@ class Transcoder:
                 erased.append(path)
             else:
                 try:
-                    value = open_body(body, key, head, path)
+                    value = open_body(body, key, event_id, path)
                 except Unopened as exc:
                     raise not_decrypting(path, _where(e), e.position, exc) from exc.__cause__
             if len(path_keys) == 1:
@@ -319,10 +379,41 @@ class Transcoder:
         metadata = {**e.metadata, ERASED_METADATA: erased} if erased else e.metadata
         return e.reshaped(e.event_type, data, e.schema_version, metadata=metadata)
 
+    def _open_group(self, e: Event, data: dict[str, Any], body: Any,
+                    keys: Mapping[str, DataKey], event_id: bytes, erased: list[str]
+                    ) -> dict[str, Any]:
+        """``data`` with one group's fields put back: opened, or redacted if its key is gone."""
+        paths = group_paths(body)
+        if paths is None:
+            raise not_decrypting("$pd", _where(e), e.position, Unopened("$pd"))
+        key = keys.get(body["k"])
+        if key is None:
+            values = [self.marks.erased_value(e.event_type, path) for path in paths]
+            erased.extend(paths)
+        else:
+            try:
+                values = open_group(body, paths, key, event_id)
+            except Unopened as exc:
+                raise not_decrypting(",".join(paths), _where(e), e.position, exc
+                                     ) from exc.__cause__
+        for path, value in zip(paths, values, strict=True):
+            if "." not in path:
+                data[path] = value  # over the marker: the field keeps its place
+                continue
+            try:
+                data = _set(data, tuple(path.split(".")), value)
+            except (KeyError, TypeError) as exc:  # the marker's dicts were removed
+                raise not_decrypting(path, _where(e), e.position, Unopened(path)) from exc
+        return data
+
     @staticmethod
     def mentions(event: Event, subject: str) -> bool:
         """Whether a stored event (payload opened) carries a field sealed for ``subject``."""
-        return any(body["s"] == subject for _, body in envelopes(event.event_data))
+        data = event.event_data
+        groups = data.get(ENVELOPE) if type(data) is dict else None
+        if type(groups) is list:
+            return any(type(body) is dict and body.get("s") == subject for body in groups)
+        return any(body["s"] == subject for _, body in envelopes(data))
 
 
 class UndecodableSealedRow(_UndecodableRow, DecryptionError):
@@ -345,6 +436,7 @@ def split_at_failure(page: list[Event], error: DecodingError) -> tuple[int, Unde
 
 
 def _opened(body: dict[str, Any], key: DataKey, head: bytes, path: str, e: Event) -> Any:
+    """The value of a whole-payload or metadata envelope (``head``: the event id's bytes)."""
     try:
         return open_body(body, key, head, path)
     except Unopened as exc:
