@@ -32,6 +32,7 @@ from eskit.protection.erasure import (
     erasure_record,
 )
 from eskit.protection.keys import (
+    KeyCache,
     KeyProvider,
     LocalKeyProvider,
     UnwrapCache,
@@ -39,7 +40,7 @@ from eskit.protection.keys import (
     new_wrapped_key,
     rewrapped,
 )
-from eskit.protection.keystore import InMemorySubjectKeyStore, SubjectKeyStore
+from eskit.protection.keystore import CountsKeyChanges, InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
 from eskit.protection.snapshots import snapshot_subject
 from eskit.protection.store import REWRAP_BATCH, subject_key_store_beside
@@ -143,6 +144,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
         self._store_key: DataKey | None = None
         self._unwrapped = UnwrapCache()
         self._unwrapped_provider: KeyProvider = provider
+        self._cache = KeyCache()
 
     async def _io(self, function: Callable[..., T], *args: Any) -> T:
         if isinstance(self.keys, InMemorySubjectKeyStore):
@@ -152,30 +154,51 @@ class AsyncProtectedEventStore(AsyncEventStore):
     # -- keys (as in the sync store) -----------------------------------------------------
 
     def _unwrap(self, row: WrappedKey) -> DataKey:
+        return self._unwrapped.unwrap(row, self.provider)
+
+    async def _validate_cache(self) -> None:
         if self._unwrapped_provider is not self.provider:  # a new provider: trust nothing
             self._unwrapped = UnwrapCache()
             self._unwrapped_provider = self.provider
-        return self._unwrapped.unwrap(row, self.provider)
+            self._cache.clear()
+        keys = self.keys
+        if isinstance(keys, CountsKeyChanges):
+            self._cache.validate(await self._io(keys.key_changes))
+        else:
+            self._cache.validate(None)
 
     async def _keys_for(self, subjects: Collection[str]) -> dict[str, DataKey]:
         if not subjects:
             return {}
-        rows = await self._io(self.keys.current, subjects)
-        found = {s: self._unwrap(row) for s, row in rows.items()}
-        missing = [s for s in subjects if s not in found]
+        await self._validate_cache()
+        found, missing = self._cache.by_subject(subjects)
+        if not missing:
+            return found
+        rows = await self._io(self.keys.current, missing)
+        stored = {s: self._unwrap(row) for s, row in rows.items()}
+        self._cache.put(stored.values())
+        found.update(stored)
+        missing = [s for s in missing if s not in stored]
         if missing:
             fresh = [new_wrapped_key(s, self.provider) for s in missing]
-            stored = await self._io(self.keys.add, [wrapped for _, wrapped in fresh])
+            added = await self._io(self.keys.add, [wrapped for _, wrapped in fresh])
             mine = {key.key_id: key for key, _ in fresh}
-            for subject, row in stored.items():
+            for subject, row in added.items():
                 found[subject] = mine.get(row.key_id) or self._unwrap(row)
+                self._cache.put((found[subject],))
         return found
 
     async def _keys_by_id(self, key_ids: Collection[str]) -> dict[str, DataKey]:
         if not key_ids:
             return {}
-        rows = await self._io(self.keys.by_id, key_ids)
-        return {k: self._unwrap(row) for k, row in rows.items()}
+        await self._validate_cache()
+        found, missing = self._cache.by_id(key_ids)
+        if missing:
+            rows = await self._io(self.keys.by_id, missing)
+            stored = {k: self._unwrap(row) for k, row in rows.items()}
+            self._cache.put(stored.values())
+            found.update(stored)
+        return found
 
     async def _open_payloads(self, events: list[Event]) -> list[Event]:
         ids = self._t.payload_key_ids(events)
@@ -341,6 +364,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
                 if self._t.mentions(e, wanted):
                     streams.setdefault(stream_key(e.aggregate_id))
         deleted = await self._io(self.keys.delete_subject, wanted)
+        self._cache.clear()  # at once here, whatever the key store counts
         target = snapshots or self.snapshots
         notes: list[str] = []
         if target is not None:
@@ -349,6 +373,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
             removed = await self._delete_own_snapshots(set(streams), notes)
         for stream in streams:  # keys of snapshots a sync process sealed (sealed_snapshots)
             await self._io(self.keys.delete_subject, snapshot_subject(stream))
+        self._cache.clear()
         position = 0
         if record:
             appended = await self.inner.append(
