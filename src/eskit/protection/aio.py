@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 from eskit.aio.snapshots import AsyncSnapshotStore
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
-from eskit.dcb import AppendCondition
+from eskit.dcb import AppendCondition, check_condition
 from eskit.errors import DecodingError, InvalidInputError
-from eskit.events import Event, NewEvent, StreamId
+from eskit.events import Event, StreamId
 from eskit.protection.envelope import DataKey
 from eskit.protection.erasure import (
     ERASURES_STREAM,
@@ -232,26 +232,39 @@ class AsyncProtectedEventStore(AsyncEventStore):
         ``condition`` included)."""
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
+        check_condition(condition)
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        result = await self.inner.append(stream_id, await self._sealed(batch), expected,
-                                         condition=condition)
+        plan = self._t.plan(batch)
+        keys = await self._keys_for(self._t.subjects(plan))
+        if self.inner._accepts_prepared():  # as in the sync store: encoded once, sealed
+            sealed = self._t.seal_pending(batch, plan, keys,
+                                          max_event_bytes=self.inner.max_event_bytes)
+            result = await self.inner._append_prepared(stream_id, stream, expected, sealed,
+                                                       condition)
+        else:
+            result = await self.inner.append(stream_id, self._t.seal(batch, plan, keys),
+                                             expected, condition=condition)
         return await self._opened(result, batch)
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
-        """Seal every stream's personal data, then ``inner.append_many`` (same contract)."""
+        """As :meth:`eskit.protection.ProtectedEventStore.append_many`."""
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        results = await self.inner.append_many([
-            StreamAppend(a.stream_id, await self._sealed(a.batch), a.expected) for a in prepared
-        ])
+        plans = self._t.plan_many(prepared)
+        keys = await self._keys_for(self._t.subjects_many(plans))
+        if self.inner._accepts_prepared():
+            results = await self.inner._append_many_prepared(self._t.seal_many(
+                prepared, plans, keys, max_event_bytes=self.inner.max_event_bytes
+            ))
+        else:
+            results = await self.inner.append_many([
+                StreamAppend(a.stream_id, self._t.seal(a.batch, plan, keys), a.expected)
+                for a, plan in zip(prepared, plans, strict=True)
+            ])
         return [await self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
-
-    async def _sealed(self, batch: list[PendingEvent]) -> list[NewEvent]:
-        plan = self._t.plan(batch)
-        return self._t.seal(batch, plan, await self._keys_for(self._t.subjects(plan)))
 
     async def _opened(self, result: AppendResult, batch: list[PendingEvent]) -> AppendResult:
         # A retry's stored events may differ from these, and sealed metadata must be

@@ -34,7 +34,7 @@ from datetime import datetime
 
 from eskit.dcb import AppendCondition, check_condition
 from eskit.errors import DecodingError, InvalidInputError
-from eskit.events import Event, NewEvent, StreamId
+from eskit.events import Event, StreamId
 from eskit.protection.envelope import DataKey
 from eskit.protection.erasure import (
     ERASURES_STREAM,
@@ -287,7 +287,7 @@ class ProtectedEventStore(EventStore):
         )
         plan = self._t.plan(batch)
         keys = self._keys_for(self._t.subjects(plan))
-        if type(self.inner).append is EventStore.append:
+        if self.inner._accepts_prepared():
             # The plain stores: hand over the sealed batch encoded, not to be checked
             # and encoded all over again (half of what sealing cost).
             sealed = self._t.seal_pending(batch, plan, keys,
@@ -299,18 +299,28 @@ class ProtectedEventStore(EventStore):
         return self._opened(result, batch)
 
     def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
-        """Seal every stream's personal data, then ``inner.append_many`` (same contract)."""
+        """Seal every stream's personal data, then append to ``inner`` in one
+        transaction (same contract as :meth:`eskit.EventStore.append_many`).
+
+        The keys of every subject of the call are fetched (or created) at once;
+        to a plain store the sealed batches go encoded, each event encoded once
+        as plaintext (the checks) and once sealed.
+        """
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        results = self.inner.append_many([
-            StreamAppend(a.stream_id, self._sealed(a.batch), a.expected) for a in prepared
-        ])
+        plans = self._t.plan_many(prepared)
+        keys = self._keys_for(self._t.subjects_many(plans))
+        if self.inner._accepts_prepared():
+            results = self.inner._append_many_prepared(self._t.seal_many(
+                prepared, plans, keys, max_event_bytes=self.inner.max_event_bytes
+            ))
+        else:
+            results = self.inner.append_many([
+                StreamAppend(a.stream_id, self._t.seal(a.batch, plan, keys), a.expected)
+                for a, plan in zip(prepared, plans, strict=True)
+            ])
         return [self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
-
-    def _sealed(self, batch: list[PendingEvent]) -> list[NewEvent]:
-        plan = self._t.plan(batch)
-        return self._t.seal(batch, plan, self._keys_for(self._t.subjects(plan)))
 
     def _opened(self, result: AppendResult, batch: list[PendingEvent]) -> AppendResult:
         # A retry's stored events may differ from these, and sealed metadata must be

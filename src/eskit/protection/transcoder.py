@@ -36,6 +36,7 @@ from eskit.protection.envelope import (
 from eskit.protection.errors import DecryptionError, KeyUnavailableError
 from eskit.protection.marking import FieldMark, Marks
 from eskit.stores.model import PendingEvent
+from eskit.stores.multi import PreparedAppend
 from eskit.stores.rows import UndecodableEvent, _UndecodableRow
 
 __all__ = ["ERASED_METADATA", "STORE_SUBJECT"]  # the rest is internal
@@ -186,6 +187,37 @@ class Transcoder:
                     marks.append(mark)
             plan.append(list(groups.items()))
         return plan
+
+    def plan_many(self, prepared: list[PreparedAppend]) -> list[Plan]:
+        """:meth:`plan` for each stream of an ``append_many`` call."""
+        plans = []
+        for index, a in enumerate(prepared):
+            try:
+                plans.append(self.plan(a.batch))
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"appends[{index}]: {exc}") from None
+        return plans
+
+    def subjects_many(self, plans: list[Plan]) -> set[str]:
+        """The subjects a whole ``append_many`` call needs keys for (one look-up)."""
+        needed: set[str] = set()
+        for plan in plans:
+            needed |= self.subjects(plan)
+        return needed
+
+    def seal_many(self, prepared: list[PreparedAppend], plans: list[Plan],
+                  keys: Mapping[str, DataKey], *, max_event_bytes: int
+                  ) -> list[PreparedAppend]:
+        """:meth:`seal_pending` for each stream of an ``append_many`` call: each event
+        encoded once more, sealed, and not checked again."""
+        sealed = []
+        for index, (a, plan) in enumerate(zip(prepared, plans, strict=True)):
+            try:
+                batch = self.seal_pending(a.batch, plan, keys, max_event_bytes=max_event_bytes)
+            except InvalidInputError as exc:
+                raise InvalidInputError(f"appends[{index}]: {exc}") from None
+            sealed.append(PreparedAppend(a.stream_id, a.stream, a.expected, batch))
+        return sealed
 
     def subjects(self, plan: Plan) -> set[str]:
         needed = {subject for groups in plan for subject, _ in groups}

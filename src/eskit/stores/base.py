@@ -187,6 +187,12 @@ class EventStore(ABC):  # noqa: B024
         )
         return self._append_prepared(stream_id, stream, expected, batch, condition)
 
+    def _accepts_prepared(self) -> bool:
+        """Whether :meth:`_append_prepared` and :meth:`_append_many_prepared` do what
+        ``append`` and ``append_many`` do (internal): so unless a subclass overrides those."""
+        cls = type(self)
+        return cls.append is EventStore.append and cls.append_many is EventStore.append_many
+
     def _append_prepared(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
         condition: AppendCondition | None,
@@ -261,6 +267,12 @@ class EventStore(ABC):  # noqa: B024
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
+        return self._append_many_prepared(prepared)
+
+    def _append_many_prepared(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+        """:meth:`append_many` after its checks (internal; as :meth:`_append_prepared`,
+        for wrappers that encoded the batches already). Only valid where
+        ``append_many`` is not overridden."""
         if (observer := _hooks.active) is None:
             results = self._append_many(prepared)
         else:  # one span for the call; its context into every event's metadata
