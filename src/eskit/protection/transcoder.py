@@ -19,12 +19,13 @@ from uuid import UUID
 
 from eskit import codec
 from eskit.errors import DecodingError, InvalidInputError
-from eskit.events import Event, EventRegistry, NewEvent
+from eskit.events import Event, EventRegistry, NewEvent, recorded_event
 from eskit.protection.envelope import (
     ENVELOPE,
     DataKey,
     Unopened,
     body_of,
+    checked_paths,
     group_paths,
     is_reserved,
     not_decrypting,
@@ -391,8 +392,27 @@ class Transcoder:
         event_id = e.event_id.bytes
         if groups is not None:
             del data[ENVELOPE]
-            for body in groups:
-                data = self._open_group(e, data, body, keys, event_id, erased)
+            for body in groups:  # inline, not a call per group: this is the read's hot loop
+                paths = group_paths(body)
+                if paths is None:
+                    raise not_decrypting(ENVELOPE, _where(e), e.position, Unopened(ENVELOPE))
+                key = keys.get(body["k"])
+                if key is None:
+                    if not checked_paths(paths):
+                        raise not_decrypting(ENVELOPE, _where(e), e.position, Unopened(ENVELOPE))
+                    values = [self.marks.erased_value(e.event_type, path) for path in paths]
+                    erased.extend(paths)
+                else:
+                    try:
+                        values = open_group(body, paths, key, event_id)
+                    except Unopened as exc:
+                        raise not_decrypting(",".join(map(str, paths)), _where(e), e.position,
+                                             exc) from exc.__cause__
+                for path, value in zip(paths, values, strict=True):
+                    if "." not in path:
+                        data[path] = value  # over the marker: the field keeps its place
+                    else:
+                        data = self._put(e, data, path, value)
         for path_keys, body in found:
             path = path_keys[0] if len(path_keys) == 1 else ".".join(path_keys)
             key = keys.get(str(body["k"]))
@@ -408,35 +428,19 @@ class Transcoder:
                 data[path] = value
             else:
                 data = _set(data, path_keys, value)
-        metadata = {**e.metadata, ERASED_METADATA: erased} if erased else e.metadata
-        return e.reshaped(e.event_type, data, e.schema_version, metadata=metadata)
+        return recorded_event(
+            e.event_id, e.aggregate_id, e.event_type, data, e.timestamp, e.version, e.position,
+            {**e.metadata, ERASED_METADATA: erased} if erased else e.metadata,
+            e.schema_version, e.tags,
+        )
 
-    def _open_group(self, e: Event, data: dict[str, Any], body: Any,
-                    keys: Mapping[str, DataKey], event_id: bytes, erased: list[str]
-                    ) -> dict[str, Any]:
-        """``data`` with one group's fields put back: opened, or redacted if its key is gone."""
-        paths = group_paths(body)
-        if paths is None:
-            raise not_decrypting("$pd", _where(e), e.position, Unopened("$pd"))
-        key = keys.get(body["k"])
-        if key is None:
-            values = [self.marks.erased_value(e.event_type, path) for path in paths]
-            erased.extend(paths)
-        else:
-            try:
-                values = open_group(body, paths, key, event_id)
-            except Unopened as exc:
-                raise not_decrypting(",".join(paths), _where(e), e.position, exc
-                                     ) from exc.__cause__
-        for path, value in zip(paths, values, strict=True):
-            if "." not in path:
-                data[path] = value  # over the marker: the field keeps its place
-                continue
-            try:
-                data = _set(data, tuple(path.split(".")), value)
-            except (KeyError, TypeError) as exc:  # the marker's dicts were removed
-                raise not_decrypting(path, _where(e), e.position, Unopened(path)) from exc
-        return data
+    @staticmethod
+    def _put(e: Event, data: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+        """``data`` with ``value`` at the nested ``path`` (over its marker)."""
+        try:
+            return _set(data, tuple(path.split(".")), value)
+        except (KeyError, TypeError) as exc:  # the marker's dicts were removed
+            raise not_decrypting(path, _where(e), e.position, Unopened(path)) from exc
 
     @staticmethod
     def mentions(event: Event, subject: str) -> bool:
