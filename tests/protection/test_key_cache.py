@@ -8,7 +8,7 @@ and async.
 
 import asyncio
 import sqlite3
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from contextlib import closing
 from pathlib import Path
 from typing import Any
@@ -112,9 +112,9 @@ class _Sync:
 
 
 @pytest.fixture(params=["sqlite", "async-sqlite", "postgres", "async-postgres"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Backend]:
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
     dsn = request.getfixturevalue("postgres_dsn") if "postgres" in request.param else None
-    yield Backend(request.param, tmp_path, dsn)
+    return Backend(request.param, tmp_path, dsn)
 
 
 def _counting(store: Any, name: str) -> list[int]:

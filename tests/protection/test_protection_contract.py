@@ -1,4 +1,5 @@
-"""The data-protection and envelope contracts, run for every store: memory, SQLite, PostgreSQL; sync and async."""
+"""The data-protection and envelope contracts, run for every store (memory, SQLite,
+PostgreSQL; sync and async)."""
 
 from pathlib import Path
 from typing import Any

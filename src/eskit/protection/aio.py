@@ -233,12 +233,14 @@ class AsyncProtectedEventStore(AsyncEventStore):
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
         check_condition(condition)
+        fast = self.inner._accepts_prepared()
         batch = prepare_batch(
-            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
+            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes,
+            encode_data=not fast,  # encoded once, sealed (the plan walks the plaintext)
         )
-        plan = self._t.plan(batch)
+        plan = self._t.plan(batch, trees=fast)
         keys = await self._keys_for(self._t.subjects(plan))
-        if self.inner._accepts_prepared():  # as in the sync store: encoded once, sealed
+        if fast:  # as in the sync store: encoded once, sealed
             sealed = self._t.seal_pending(batch, plan, keys,
                                           max_event_bytes=self.inner.max_event_bytes)
             result = await self.inner._append_prepared(stream_id, stream, expected, sealed,
@@ -250,12 +252,14 @@ class AsyncProtectedEventStore(AsyncEventStore):
 
     async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
         """As :meth:`eskit.protection.ProtectedEventStore.append_many`."""
+        fast = self.inner._accepts_prepared()
         prepared = prepare_appends(
-            appends, registry=self.registry, max_event_bytes=self.max_event_bytes
+            appends, registry=self.registry, max_event_bytes=self.max_event_bytes,
+            encode_data=not fast,
         )
-        plans = self._t.plan_many(prepared)
+        plans = self._t.plan_many(prepared, trees=fast)
         keys = await self._keys_for(self._t.subjects_many(plans))
-        if self.inner._accepts_prepared():
+        if fast:
             results = await self.inner._append_many_prepared(self._t.seal_many(
                 prepared, plans, keys, max_event_bytes=self.inner.max_event_bytes
             ))

@@ -115,7 +115,11 @@ def _opened_bytes(key: DataKey, aad: bytes, text: object) -> bytes:
 
 def seal(value: Any, key: DataKey, event_id: UUID, path: str, *, naive: bool) -> dict[str, Any]:
     """The envelope holding ``value`` at ``path`` of event ``event_id`` (version 2)."""
-    plaintext = codec.encode(value, naive_datetimes=naive)
+    return seal_bytes(codec.encode(value, naive_datetimes=naive), key, event_id, path)
+
+
+def seal_bytes(plaintext: bytes, key: DataKey, event_id: UUID, path: str) -> dict[str, Any]:
+    """:func:`seal` of a value already encoded by the codec."""
     aad = b"".join((_V2_VALUE, event_id.bytes, b"\0", path.encode(), key._aad_tail))
     return {ENVELOPE: {
         "v": _VERSION, "s": key.subject, "k": key.key_id,
@@ -169,13 +173,13 @@ def open_body(body: dict[str, Any], key: DataKey, event_id: bytes, path: str) ->
 # -- groups: the marked fields of one event that belong to one subject (version 2) -------
 
 
-def seal_group(values: list[Any], paths: list[str], key: DataKey, event_id: bytes, *,
-               naive: bool) -> dict[str, Any]:
-    """The group body sealing ``values`` (the fields at ``paths``) in one AES-GCM call."""
-    plaintext = codec.encode(values, naive_datetimes=naive)
+def seal_group(plaintext: bytes, paths: list[str], key: DataKey, event_id: bytes
+               ) -> dict[str, Any]:
+    """The group body sealing the fields at ``paths`` in one AES-GCM call: ``plaintext``
+    is the list of their values, in that order, encoded by the codec."""
+    aad = b"".join((_V2_GROUP, event_id, b"\0", "\0".join(paths).encode(), key._aad_tail))
     return {"v": _VERSION, "s": key.subject, "k": key.key_id, "f": paths,
-            "c": _sealed_text(key, b"".join((_V2_GROUP, event_id, b"\0", "\0".join(paths).encode(),
-                                             key._aad_tail)), plaintext)}
+            "c": _sealed_text(key, aad, plaintext)}
 
 
 def group_paths(body: object) -> list[str] | None:

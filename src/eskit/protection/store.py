@@ -282,12 +282,14 @@ class ProtectedEventStore(EventStore):
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
         check_condition(condition)
+        fast = self.inner._accepts_prepared()
         batch = prepare_batch(
-            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
+            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes,
+            encode_data=not fast,  # encoded once, sealed (the plan walks the plaintext)
         )
-        plan = self._t.plan(batch)
+        plan = self._t.plan(batch, trees=fast)
         keys = self._keys_for(self._t.subjects(plan))
-        if self.inner._accepts_prepared():
+        if fast:
             # The plain stores: hand over the sealed batch encoded, not to be checked
             # and encoded all over again (half of what sealing cost).
             sealed = self._t.seal_pending(batch, plan, keys,
@@ -306,12 +308,14 @@ class ProtectedEventStore(EventStore):
         to a plain store the sealed batches go encoded, each event encoded once
         as plaintext (the checks) and once sealed.
         """
+        fast = self.inner._accepts_prepared()
         prepared = prepare_appends(
-            appends, registry=self.registry, max_event_bytes=self.max_event_bytes
+            appends, registry=self.registry, max_event_bytes=self.max_event_bytes,
+            encode_data=not fast,
         )
-        plans = self._t.plan_many(prepared)
+        plans = self._t.plan_many(prepared, trees=fast)
         keys = self._keys_for(self._t.subjects_many(plans))
-        if self.inner._accepts_prepared():
+        if fast:
             results = self.inner._append_many_prepared(self._t.seal_many(
                 prepared, plans, keys, max_event_bytes=self.inner.max_event_bytes
             ))
