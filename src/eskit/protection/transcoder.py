@@ -104,8 +104,9 @@ class Transcoder(Sealing):
         """The key ids of whole-payload and metadata envelopes among ``events``."""
         ids = set()
         for e in events:
-            body = body_of(e.event_data)
-            if body is not None:
+            data = e.event_data
+            # A whole-payload envelope is a dict of one key: most payloads are not.
+            if len(data) == 1 and (body := body_of(data)) is not None:
                 ids.add(str(body["k"]))
             if e.metadata:
                 ids.update(str(b["k"]) for v in e.metadata.values()
@@ -193,7 +194,7 @@ class Transcoder(Sealing):
                   keys: Mapping[str, DataKey]) -> Event:
         data = dict(e.event_data)  # one copy per event: the read's dict may be shared
         erased: list[str] = []
-        event_id = e.event_id.bytes
+        event_id = e.event_id.int.to_bytes(16)  # UUID.bytes, without its Python frame
         if groups is not None:
             del data[ENVELOPE]
             for body in groups:  # inline, not a call per group: this is the read's hot loop
