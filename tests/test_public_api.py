@@ -58,7 +58,7 @@ PUBLIC_API = [
     # who did what (eskit.context)
     "caused_by", "event_context",
     # large payloads by reference (eskit.blobs)
-    "BlobNotFoundError", "BlobRef",
+    "BlobCollectionRefusedError", "BlobNotFoundError", "BlobRef",
 ]
 
 

@@ -34,6 +34,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from eskit.errors import InvalidInputError
 from eskit.events import Event, check_name, validate_event_type
@@ -164,9 +165,13 @@ class Query:
 _set_tags = Event.__dict__["tags"].__set__  # the slot itself: Event is frozen
 
 
-def set_tags(event: Event, tags: tuple[str, ...]) -> None:
-    """Give an event just decoded by a store its tags (internal: stores only)."""
-    _set_tags(event, tags)
+def set_tags(event: Any, tags: tuple[str, ...]) -> None:
+    """Give an event just decoded by a store its tags (internal: stores only); also
+    an ``UndecodableEvent`` placeholder (a frozen dataclass of its own)."""
+    if isinstance(event, Event):
+        _set_tags(event, tags)
+    else:
+        object.__setattr__(event, "tags", tags)
 
 
 def check_query(query: object) -> Query:

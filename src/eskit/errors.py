@@ -17,6 +17,7 @@ never reach the caller untranslated::
     ├── TruncationRefusedError              no snapshot covers what a truncation removes
     ├── AggregateNotFound (LookupError)     no events for the requested aggregate
     ├── BlobNotFoundError (LookupError)     the blob store does not hold a referenced blob
+    ├── BlobCollectionRefusedError          blob collection cannot see every reference
     ├── UnknownEventTypeError               no class or handler knows this event type
     ├── DecodingError                       a stored event cannot be decoded
     ├── EventOrderError                     an event applied out of version order
@@ -45,6 +46,7 @@ __all__ = [
     "AggregateNotFound",
     "AppendConditionFailed",
     "AppendNotFirstWriteError",
+    "BlobCollectionRefusedError",
     "BlobNotFoundError",
     "CommandRetriesExhausted",
     "ConcurrencyError",
@@ -182,9 +184,10 @@ class AppendConditionFailed(ConcurrencyError):
     """An event matching the append's condition was stored after its ``after``
     position (see :mod:`eskit.dcb`). Nothing was written: read again, decide again.
 
-    ``condition`` is the :class:`~eskit.AppendCondition` that failed; the
-    ``expected_version`` and ``actual_version`` of a :class:`ConcurrencyError` are
-    ``None`` here (no stream version was wrong).
+    ``condition`` is the :class:`~eskit.AppendCondition` that failed; ``stream_id``
+    the stream appended to (for :meth:`~eskit.EventStore.append_many`, a tuple of
+    every stream of the call); the ``expected_version`` and ``actual_version`` of a
+    :class:`ConcurrencyError` are ``None`` here (no stream version was wrong).
     """
 
     def __init__(self, stream_id: Any, condition: Any) -> None:
@@ -193,11 +196,15 @@ class AppendConditionFailed(ConcurrencyError):
         self.expected_version = None
         self.actual_version: int | None = None  # type: ignore[assignment]
         after = getattr(condition, "after", None)
+        if isinstance(stream_id, tuple):  # an append_many: every stream of the call
+            target = "append_many to streams " + ", ".join(repr(str(s)) for s in stream_id)
+        else:
+            target = f"append to stream {str(stream_id)!r}"
         # ConcurrencyError's own message speaks of versions: skip to ValueError's.
         ValueError.__init__(
             self,
-            f"append to stream {str(stream_id)!r} refused: an event matching its condition's "
-            f"query was stored after position {after}",
+            f"{target} refused: an event matching its condition's query was stored after "
+            f"position {after}",
         )
 
 
@@ -222,6 +229,12 @@ class BlobNotFoundError(EskitError, LookupError):
     def __init__(self, message: str, *, digest: str = "") -> None:
         self.digest = digest
         super().__init__(message)
+
+
+class BlobCollectionRefusedError(EskitError):
+    """:func:`eskit.blobs.collect_blobs` met references it cannot read (sealed values,
+    or archived streams whose archive was not given), so it could not tell which blobs
+    are still named; it deleted nothing. The message says what to pass or do."""
 
 
 class StreamArchivedError(EskitError):

@@ -68,8 +68,9 @@ class SyncFacade(EventStore):
     ) -> AppendResult:
         return self._loop.run(self.inner.append(stream_id, events, expected_version))
 
-    def append_many(self, appends: Sequence[Any]) -> list[AppendResult]:
-        return self._loop.run(self.inner.append_many(appends))
+    def append_many(self, appends: Sequence[Any], *, condition: Any = None
+                    ) -> list[AppendResult]:
+        return self._loop.run(self.inner.append_many(appends, condition=condition))
 
     def read_stream(
         self, stream_id: StreamId, from_version: int = 0, to_version: int | None = None, *,

@@ -54,6 +54,19 @@ class Backend:
                 f'writer_xid::text FROM "{self.schema}".eskit_events ORDER BY tx_id, seq'
             ).fetchall()
 
+    def raw_tags(self) -> list[tuple[Any, ...]]:
+        """Every tag row, every column, in one order."""
+        if self.kind == "sqlite":
+            with sqlite3.connect(self.path) as conn:
+                return conn.execute(
+                    "SELECT * FROM eskit_event_tags ORDER BY position, ord").fetchall()
+        import psycopg
+
+        with psycopg.connect(str(self.dsn)) as conn:
+            return conn.execute(
+                f'SELECT tag, tx_id::text, seq, ord, event_type FROM "{self.schema}"'
+                ".eskit_event_tags ORDER BY tx_id, seq, ord").fetchall()
+
     def execute(self, statement: str) -> None:
         """Raw SQL on the event table (``{events}`` names it); raises as the driver does."""
         if self.kind == "sqlite":

@@ -119,17 +119,87 @@ def test_policy_picks_streams_by_age_and_category(backend: Backend) -> None:
     assert streams_older_than(store, timedelta(0)) == ["order-1", "order-2"]  # not deleted
 
 
-def test_tagged_streams_are_refused_before_anything_is_written(
+def _fill_tagged(store: eskit.EventStore) -> None:
+    store.append("order-1", [
+        eskit.NewEvent("Placed", {"n": 1}, tags=["customer:1", "shop:é 😀"]),
+        eskit.NewEvent("Noted", {"n": 2}),
+        eskit.NewEvent("Shipped", {"n": 3}, tags=["customer:1"]),
+    ])
+    store.append("order-2", [eskit.NewEvent("Placed", {}, tags=["customer:2"])])
+
+
+def test_tags_go_into_the_segment_and_come_back_identical(
     backend: Backend, tmp_path: Path,
 ) -> None:
     store = backend.open()
-    store.append("order-1", [eskit.NewEvent("Placed", {}, tags=["customer:1"])])
-    store.append("order-2", [eskit.NewEvent("Placed", {})])
+    _fill_tagged(store)
+    rows, tags = backend.raw(), backend.raw_tags()
+    customer = eskit.Query.of(tags=["customer:1"])
+    read = store.read_events(customer)
     storage = LocalDirectoryStorage(tmp_path / "arch")
-    with pytest.raises(eskit.InvalidInputError, match="DCB tags"):
-        archive_streams(store, storage, ["order-2", "order-1"])
-    assert storage.list() == []
-    assert len(store.read_stream("order-2")) == 1
+    assert archive_streams(store, storage, ["order-1"]) == 3
+    # The delete took the archived events' tags with them; the other stream's stay.
+    assert [t[0] for t in backend.raw_tags()] == ["customer:2"]
+    assert store.read_events(customer).events == ()
+    assert restore_streams(store, storage) == 3
+    assert (backend.raw(), backend.raw_tags()) == (rows, tags)
+    again = store.read_events(customer)
+    assert [(e.event_type, e.tags) for e in again.events] == [
+        ("Placed", ("customer:1", "shop:é 😀")), ("Shipped", ("customer:1",))]
+    # A condition decided before the archive still sees the restored events.
+    with pytest.raises(eskit.AppendConditionFailed):
+        store.append("order-3", [eskit.NewEvent("Placed", {}, tags=["customer:1"])],
+                     condition=eskit.AppendCondition(customer, 0))
+    assert [e.event_id for e in again.events] == [e.event_id for e in read.events]
+
+
+def test_the_async_functions_keep_tags_too(backend: Backend, tmp_path: Path) -> None:
+    from eskit.archive.aio import archive_streams_async, restore_streams_async
+
+    store = backend.open()
+    _fill_tagged(store)
+    rows, tags = backend.raw(), backend.raw_tags()
+    storage = LocalDirectoryStorage(tmp_path / "arch")
+
+    async def main() -> None:
+        from eskit.aio import AsyncEventStore, AsyncPostgresEventStore, AsyncSQLiteEventStore
+
+        opened: AsyncEventStore
+        if backend.kind == "sqlite":
+            opened = await AsyncSQLiteEventStore.open(backend.path)
+        else:
+            opened = await AsyncPostgresEventStore.open(backend.dsn, schema=backend.schema)
+        try:
+            assert await archive_streams_async(opened, storage, ["order-1", "order-2"]) == 4
+            assert backend.raw_tags() == []
+            assert await restore_streams_async(opened, storage) == 4
+        finally:
+            await opened.close()
+
+    asyncio.run(main())
+    assert (backend.raw(), backend.raw_tags()) == (rows, tags)
+
+
+def test_a_segment_with_damaged_tags_is_refused_before_any_restore(
+    backend: Backend, tmp_path: Path,
+) -> None:
+    import json
+
+    import zstandard
+
+    from eskit.archive.segments import ArchiveCorruptError, decode_segment_tags
+
+    store = backend.open()
+    _fill_tagged(store)
+    storage = LocalDirectoryStorage(tmp_path / "arch")
+    archive_streams(store, storage, ["order-2"])
+    segment = next(n for n in storage.list("seg-") if n.endswith(".zst"))
+    lines = zstandard.ZstdDecompressor().decompressobj().decompress(
+        storage.get(segment)).decode().splitlines()
+    damaged = [json.dumps({**json.loads(line), "tg": [1, 2]}) for line in lines if line]
+    blob = zstandard.ZstdCompressor().compress(("\n".join(damaged) + "\n").encode())
+    with pytest.raises(ArchiveCorruptError, match="tags"):
+        decode_segment_tags(blob)
 
 
 def test_a_sqlite_store_of_the_previous_schema_migrates_on_open(tmp_path: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,10 @@ class TestInMemoryBlobStore(BlobStoreContract):
         assert isinstance(blobs, InMemoryBlobStore)
         blobs._blobs[ref.hex] = data
 
+    def backdate(self, blobs: BlobStore, ref: BlobRef, seconds: float) -> None:
+        assert isinstance(blobs, InMemoryBlobStore)
+        blobs._put_at[ref.hex] -= seconds
+
 
 class TestDirectoryBlobStore(BlobStoreContract):
     def create_blobs(self, tmp_path: Path) -> BlobStore:
@@ -37,6 +42,12 @@ class TestDirectoryBlobStore(BlobStoreContract):
     def corrupt(self, blobs: BlobStore, ref: BlobRef, data: bytes) -> None:
         assert isinstance(blobs, DirectoryBlobStore)
         (blobs.directory / ref.hex[:2] / ref.hex).write_bytes(data)
+
+    def backdate(self, blobs: BlobStore, ref: BlobRef, seconds: float) -> None:
+        assert isinstance(blobs, DirectoryBlobStore)
+        path = blobs.directory / ref.hex[:2] / ref.hex
+        then = path.stat().st_mtime - seconds
+        os.utime(path, (then, then))
 
 
 class TestSQLiteBlobStore(BlobStoreContract):
@@ -47,6 +58,12 @@ class TestSQLiteBlobStore(BlobStoreContract):
         assert isinstance(blobs, SQLiteBlobStore)
         with sqlite3.connect(blobs.store.path) as conn:
             conn.execute("UPDATE eskit_blobs SET data = ? WHERE digest = ?", (data, ref.hex))
+
+    def backdate(self, blobs: BlobStore, ref: BlobRef, seconds: float) -> None:
+        assert isinstance(blobs, SQLiteBlobStore)
+        with blobs.store._maintenance() as conn:
+            conn.execute("UPDATE eskit_blobs SET stored_at = stored_at - ? WHERE digest = ?",
+                         (int(seconds * 1_000_000), ref.hex))
 
     @pytest.fixture
     def blobs(self, tmp_path: Path) -> Iterator[BlobStore]:
@@ -80,6 +97,13 @@ class TestPostgresBlobStore(BlobStoreContract):
         with psycopg.connect(blobs.store.pool.conninfo, autocommit=True) as conn:  # type: ignore[union-attr]
             conn.execute(f'UPDATE "{blobs.store.schema}".eskit_blobs SET data = %s '
                          "WHERE digest = %s", (data, ref.hex))
+
+    def backdate(self, blobs: BlobStore, ref: BlobRef, seconds: float) -> None:
+        assert isinstance(blobs, PostgresBlobStore)
+        blobs.store._run(lambda conn: conn.execute(
+            f'UPDATE "{blobs.store.schema}".eskit_blobs '
+            "SET stored_at = stored_at - make_interval(secs => %s) WHERE digest = %s",
+            (seconds, ref.hex)))
 
 
 def test_an_event_holds_only_the_reference_and_an_aggregate_loads_without_the_blob(

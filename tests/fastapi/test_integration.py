@@ -218,6 +218,8 @@ def _app_raising(error: Exception) -> TestClient:
     (eskit.ConcurrencyError("acc-1", 2, 3), 409, "conflict"),
     (eskit.CommandRetriesExhausted(3, eskit.ConcurrencyError("acc-1", 2, 3)), 409, "conflict"),
     (PreconditionFailed("acc-1", '"2"', 3), 412, "precondition-failed"),
+    (eskit.AppendConditionFailed("acc-1", eskit.AppendCondition(eskit.Query.all(), 7)), 409,
+     "condition-failed"),
     (eskit.DuplicateEventError("id reused"), 409, "duplicate-event"),
     (eskit.AggregateNotFound("acc-1"), 404, "not-found"),
     (eskit.VersionNotFound("acc-1", 9, 3), 404, "version-not-found"),

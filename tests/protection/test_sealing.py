@@ -84,8 +84,11 @@ def test_append_many_walks_each_payload_once_and_hands_the_sealed_bytes_over(
     store = protect(inner, KEYS, personal_data=MARKS)
     handed: list[int] = []
     original = inner._append_many_prepared
-    monkeypatch.setattr(inner, "_append_many_prepared",
-                        lambda prepared: handed.append(len(prepared)) or original(prepared))
+    def handing(prepared: Any, *rest: Any) -> Any:
+        handed.append(len(prepared))
+        return original(prepared, *rest)
+
+    monkeypatch.setattr(inner, "_append_many_prepared", handing)
     monkeypatch.setattr(inner, "append_many", None)  # the public one would encode again
     walked = _walks_of_payloads(monkeypatch)
     results = store.append_many(_call())
@@ -140,3 +143,19 @@ def test_bad_input_is_refused_before_any_key_is_fetched(data: dict[str, Any], er
     assert keys.asked == 0
     assert keys.count() == 0
     assert inner.head_position() == 0
+
+
+def test_append_many_with_a_condition_seals_and_is_refused_whole_when_it_fails() -> None:
+    from eskit import AppendCondition, AppendConditionFailed, Query, QueryItem
+
+    inner = InMemoryEventStore()
+    store = protect(inner, KEYS, personal_data=MARKS)
+    query = Query((QueryItem(types=("Plain",)),))
+    store.append_many(_call(), condition=AppendCondition(query, after=0))
+    assert inner.head_position() == 3
+    with pytest.raises(AppendConditionFailed):
+        store.append_many([StreamAppend("user-9", [NewEvent("Plain", {"who": "u9",
+                                                                      "email": "late"})])],
+                          condition=AppendCondition(query, after=0))
+    assert inner.head_position() == 3
+    assert "example.org" not in repr([e.event_data for e in inner.read_all()])

@@ -52,7 +52,7 @@ def test_the_spec_documents_every_route() -> None:
     paths = set(app.openapi()["paths"])
     assert paths == {"/api/streams/{stream_id}", "/api/streams/{stream_id}/metadata",
                      "/api/streams", "/api/events", "/api/subscribe", "/api/health",
-                     "/api/append-many"}
+                     "/api/append-many", "/api/read-events"}
     for path in paths:
         for operation in app.openapi()["paths"][path].values():
             for status, response in operation["responses"].items():

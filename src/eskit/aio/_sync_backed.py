@@ -79,8 +79,10 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
     ) -> ReadResult:
         return await self._call(self.sync_store.read_events, query, after, limit)
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
-        return await self._call(self.sync_store.append_many, appends)
+    async def append_many(
+        self, appends: Sequence[StreamAppend], *, condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
+        return await self._call(self.sync_store.append_many, appends, condition=condition)
 
     def _accepts_prepared(self) -> bool:
         return (type(self).append is SyncBackedStore.append
@@ -95,8 +97,10 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
             self.sync_store._append_prepared, stream_id, stream, expected, batch, condition
         )
 
-    async def _append_many_prepared(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
-        return await self._call(self.sync_store._append_many_prepared, prepared)
+    async def _append_many_prepared(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
+        return await self._call(self.sync_store._append_many_prepared, prepared, condition)
 
     async def read_stream(
         self,
@@ -162,8 +166,12 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
     ) -> AppendResult:
         return await self._call(self.sync_store._append, stream_id, stream, expected, batch)
 
-    async def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
-        return await self._call(self.sync_store._append_many, prepared)
+    async def _append_many(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
+        if condition is None:
+            return await self._call(self.sync_store._append_many, prepared)
+        return await self._call(self.sync_store._append_many, prepared, condition)
 
     async def _read_stream(
         self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,

@@ -85,6 +85,8 @@ from eskit.stores.postgres_multi import (
     MultiStatements,
     append_many_in_savepoint_async,
     append_many_on_async,
+    condition_plan,
+    conditional_in_transaction,
     retry_whole_call,
 )
 from eskit.stores.postgres_schema import (
@@ -481,18 +483,23 @@ class AsyncPostgresEventStore(AsyncEventStore):
     ) -> tuple[list[Event], int]:
         return await postgres_dcb.read_events(self, query, after, limit)
 
-    async def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+    async def _append_many(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         # As the sync store (eskit.stores.postgres_multi): a savepoint in the caller's
         # transaction, else a transaction of its own, retried whole on a dropped
         # connection (idempotent on event ids) or a unique violation.
+        plan = condition_plan(self.schema, self.sql.version, prepared, condition)
         if self._given_connection():
             async with self._connection() as conn:
                 if self._joins_transaction(conn):
+                    if plan is not None:
+                        raise conditional_in_transaction()
                     return await append_many_in_savepoint_async(self, conn, prepared)
 
         async def attempt(conn: psycopg.AsyncConnection[Any]) -> list[AppendResult]:
             async with conn.transaction():
-                return await append_many_on_async(self, conn, prepared)
+                return await append_many_on_async(self, conn, prepared, plan)
 
         for _ in range(MAX_MANY_ATTEMPTS):
             try:

@@ -26,6 +26,7 @@ from eskit.stores.postgres_snapshots import (
     save_params,
     snapshot_from,
     split_rows,
+    tail_statement,
 )
 
 __all__ = ["AsyncPostgresSnapshotStore"]
@@ -80,11 +81,13 @@ class AsyncPostgresSnapshotStore(AsyncSnapshotStore):
     async def _latest_with_tail(
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
     ) -> tuple[Snapshot | None, list[Event]]:
+        statement = tail_statement(self.sql, self.event_store.sql.version)
         # A read: retried on a fresh connection if this one dropped.
         rows = await self.event_store._fetchall(
-            self.sql.latest_with_tail, latest_with_tail_params(stream, aggregate_type, max_version)
+            statement, latest_with_tail_params(stream, aggregate_type, max_version)
         )
-        snapshot, events = split_rows(aggregate_id, aggregate_type, rows)
+        snapshot, events = split_rows(aggregate_id, aggregate_type, rows,
+                                      tagged=statement is self.sql.latest_with_tail_tagged)
         # Exactly what read_stream returns: stored events pass the registry's rules.
         return snapshot, self.event_store.registry.upcast(events)
 

@@ -171,26 +171,39 @@ class AsyncEventStore(ABC):
         events, head = await self._read_events(query, after, limit)
         return read_result(events, head, after, limit, self.registry.upcast)
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+    async def append_many(
+        self, appends: Sequence[StreamAppend], *, condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         """Append to several streams in one transaction: all of them or none.
 
         Same contract as :meth:`eskit.EventStore.append_many`: one result per
         stream in the order given, :class:`~eskit.MultiStreamConcurrencyError`
         naming every stream that moved, bad input refused before anything is
-        awaited, and a repeated call returns its results with ``duplicate=True``.
+        awaited, and a repeated call returns its results with ``duplicate=True``;
+        ``condition`` as there (:class:`~eskit.AppendConditionFailed`).
         """
+        check_condition(condition)
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        return await self._append_many_prepared(prepared)
+        return await self._append_many_prepared(prepared, condition)
 
-    async def _append_many_prepared(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+    async def _append_many_prepared(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         """:meth:`append_many` after its checks (internal; for wrappers that encoded
         the batches already). Only valid where ``append_many`` is not overridden."""
         if (observer := _hooks.active) is None:
-            return await self._append_many(prepared)
+            return await self._append_many_checked(prepared, condition)
         with observer.append(self, *observed(prepared)):  # one span; its context into metadata
+            return await self._append_many_checked(prepared, condition)
+
+    async def _append_many_checked(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None
+    ) -> list[AppendResult]:
+        if condition is None:  # the hook as it always was called (see the sync store)
             return await self._append_many(prepared)
+        return await self._append_many(prepared, condition)
 
     async def read_stream(
         self,
@@ -535,7 +548,9 @@ class AsyncEventStore(ABC):
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent]
     ) -> AppendResult: ...
 
-    async def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+    async def _append_many(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         # No fallback that appends stream by stream: it would not be atomic.
         raise NotImplementedError(
             f"{type(self).__name__} cannot append to several streams in one transaction"

@@ -26,10 +26,11 @@ from eskit.archive.postgres import (
     name,
     raw_rows,
     restore_steps,
+    row_tags,
     rows_statement,
-    tagged_error,
+    tags_of,
 )
-from eskit.archive.sqlite import Progress, checked_segment, put_verified
+from eskit.archive.sqlite import Progress, checked_segment_tags, put_verified
 from eskit.archive.storage import ArchiveStorage
 from eskit.errors import InvalidInputError, StoreError
 
@@ -53,6 +54,22 @@ def _kind(store: object) -> str:
     raise InvalidInputError(
         f"archiving needs an AsyncSQLiteEventStore or AsyncPostgresEventStore here, got "
         f"{type(store).__name__}")
+
+
+async def _read_stream(store: Any, stream: str) -> tuple[list[Any], list[Any]]:
+    """The stream's rows and their tags, in one snapshot (as the sync archive reads)."""
+    statement, tagged = rows_statement(store), tags_of(store)
+
+    async def read(conn: Any) -> tuple[list[Any], list[Any]]:
+        async with conn.transaction():
+            await conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = await (await conn.execute(statement, (stream,))).fetchall()
+            tags = (await (await conn.execute(store.sql.archive.tags, (stream,))).fetchall()
+                    if tagged else [])
+        return rows, tags
+
+    result: tuple[list[Any], list[Any]] = await store._run(read)
+    return result
 
 
 async def _transaction(store: Any, steps: Steps) -> int:
@@ -98,18 +115,15 @@ async def archive_streams_async(store: Any, storage: ArchiveStorage, streams: Se
     if _kind(store) == "sqlite":
         return await asyncio.to_thread(front.archive_streams, store.sync_store, storage,
                                        streams, progress=progress, skipped=skipped)
-    statements = store.sql.archive
-    for stream in streams:
-        if await store._fetchone(statements.tagged, (stream,)) is not None:
-            raise tagged_error(stream)
     done = 0
     for n, stream in enumerate(streams, 1):
-        rows = raw_rows(await store._fetchall(rows_statement(store), (stream,)))
+        found, tag_found = await _read_stream(store, stream)
+        rows = raw_rows(found)
         moved = 0
         if rows:
             segment = await asyncio.to_thread(
                 put_verified, storage, rows, schema_version=store.sql.version,
-                store=name(store))
+                store=name(store), tags=row_tags(tag_found))
             moved = await _transaction(
                 store, archive_steps(store, stream, rows, storage.location, segment))
         done += moved
@@ -133,9 +147,9 @@ async def restore_streams_async(store: Any, storage: ArchiveStorage,
         wanted = [w for w in wanted if w[0] in names]
     done = 0
     for n, (stream, segment) in enumerate(wanted, 1):
-        found = await asyncio.to_thread(checked_segment, storage, segment)
+        found, tags = await asyncio.to_thread(checked_segment_tags, storage, segment)
         rows = [r for r in found if r[2] == stream]
-        done += await _transaction(store, restore_steps(store, stream, segment, rows))
+        done += await _transaction(store, restore_steps(store, stream, segment, rows, tags))
         if progress is not None:
             progress(n, len(wanted))
     return done

@@ -43,8 +43,8 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
     identical, in one transaction that records where the stream went; a stream
     that changed meanwhile is left in place. Streams already archived, deleted or
     empty are skipped, so a rerun after an interruption (or a second archiver at
-    the same time) finishes the work and repeats none of it. Streams with DCB
-    tags are refused (segments do not keep tags yet) before anything is written.
+    the same time) finishes the work and repeats none of it. Each event's DCB
+    tags go into the segment with it and come back on restore.
     ``skipped``, if given, gets the streams that moved no events.
     """
     done: int = _backend(store).archive_streams(store, storage, streams, progress=progress,

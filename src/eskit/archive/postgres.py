@@ -25,17 +25,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from uuid import UUID
 
-from eskit.archive.segments import RawRow
-from eskit.archive.sqlite import Progress, archive_each, put_verified, restore_each
+from eskit.archive.segments import RawRow, RowTags
+from eskit.archive.sqlite import Progress, archive_each, put_verified, restore_each, tag_rows
 from eskit.archive.storage import ArchiveStorage
 from eskit.errors import InvalidInputError
 from eskit.stores.postgres_archive import ARCHIVE_SCHEMA
 from eskit.stores.postgres_chain import CHAIN_SCHEMA_VERSION
+from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
 from eskit.stores.postgres_schema import unpack_position
 
 __all__ = [
     "Sql", "archive_steps", "archive_streams", "chains", "raw_rows", "restore_steps",
-    "restore_streams", "rows_statement", "streams_older_than",
+    "restore_streams", "row_tags", "rows_statement", "streams_older_than", "tags_of",
 ]
 
 _log = logging.getLogger("eskit.archive")
@@ -66,12 +67,6 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
                     skipped: list[str] | None = None) -> int:
     """As :func:`eskit.archive.archive_streams`, on PostgreSQL."""
     store = _postgres(store)
-    statements = store.sql.archive
-    for stream in streams:
-        row = store._run(lambda conn, s=stream: conn.execute(statements.tagged,
-                                                               (s,)).fetchone())
-        if row is not None:
-            raise tagged_error(stream)
     return archive_each(streams, skipped, progress,
                         lambda stream: _archive_one(store, storage, stream))
 
@@ -115,9 +110,18 @@ def archive_steps(store: Any, stream: str, rows: list[RawRow], location: str,
     return len(rows)
 
 
-def restore_steps(store: Any, stream: str, segment: str, rows: list[RawRow]) -> Steps:
-    """The restoring transaction (shared by both front ends): the events restored."""
+def restore_steps(store: Any, stream: str, segment: str, rows: list[RawRow],
+                  tags: RowTags) -> Steps:
+    """The restoring transaction (shared by both front ends): the events restored,
+    with their DCB tags."""
     statements = store.sql.archive
+    tagged = []
+    for tag, position, ord_, event_type in tag_rows(rows, tags):
+        tx, seq = unpack_position(position)
+        tagged.append((tag, tx, seq, ord_, event_type))
+    if tagged and int(store.sql.version) < DCB_SCHEMA_VERSION:
+        raise InvalidInputError(f"segment {segment!r} holds DCB tags, but schema "
+                                f"{store.schema} predates tags: migrate it first")
     chained = chains(store)
     params: list[tuple[object, ...]] = []
     for pos, eid, s, version, etype, schema_version, at, data, meta, hash_ in rows:
@@ -131,15 +135,24 @@ def restore_steps(store: Any, stream: str, segment: str, rows: list[RawRow]) -> 
     if not gone:
         return 0
     yield Sql(statements.insert if chained else statements.insert_unchained, params, "many")
+    if tagged:
+        yield Sql(statements.insert_tag, tagged, "many")
     _log.info("schema %s: restored stream %r (%d events) from %s", store.schema, stream,
               len(rows), segment)
     return len(rows)
 
 
-def tagged_error(stream: str) -> InvalidInputError:
-    return InvalidInputError(
-        f"stream {stream!r} has events with DCB tags, which archive segments do "
-        "not keep yet: nothing was archived")
+def row_tags(found: list[Any]) -> RowTags:
+    """The tags :attr:`ArchiveStatements.tags` returned, by position, in order."""
+    tags: dict[int, list[str]] = {}
+    for position, tag in found:
+        tags.setdefault(int(position), []).append(str(tag))
+    return {position: tuple(names) for position, names in tags.items()}
+
+
+def tags_of(store: Any) -> bool:
+    """Whether ``store``'s schema has DCB tags to archive."""
+    return int(store.sql.version) >= DCB_SCHEMA_VERSION
 
 
 def chains(store: Any) -> bool:
@@ -180,11 +193,23 @@ def _transaction(store: Any, steps: Steps) -> int:
 
 
 def _archive_one(store: Any, storage: ArchiveStorage, stream: str) -> int:
-    statement = rows_statement(store)
-    rows = raw_rows(store._run(lambda conn: conn.execute(statement, (stream,)).fetchall()))
+    statement, tagged = rows_statement(store), tags_of(store)
+
+    def read(conn: Any) -> tuple[list[Any], list[Any]]:
+        # One snapshot for the rows and their tags (REPEATABLE READ); the archiving
+        # transaction later checks the stream did not change since.
+        with conn.transaction():
+            conn.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
+            rows = conn.execute(statement, (stream,)).fetchall()
+            tags = conn.execute(store.sql.archive.tags, (stream,)).fetchall() if tagged else []
+        return rows, tags
+
+    found, tag_found = store._run(read)
+    rows = raw_rows(found)
     if not rows:
         return 0
-    segment = put_verified(storage, rows, schema_version=store.sql.version, store=name(store))
+    segment = put_verified(storage, rows, schema_version=store.sql.version, store=name(store),
+                           tags=row_tags(tag_found))
     return _transaction(store, archive_steps(store, stream, rows, storage.location, segment))
 
 
@@ -195,8 +220,10 @@ def restore_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str] 
     statements = store.sql.archive
     wanted = store._run(lambda conn: conn.execute(statements.listed).fetchall())
     return restore_each(wanted, storage, streams, progress,
-                        lambda stream, segment, rows: _restore_one(store, stream, segment, rows))
+                        lambda stream, segment, rows, tags:
+                        _restore_one(store, stream, segment, rows, tags))
 
 
-def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow]) -> int:
-    return _transaction(store, restore_steps(store, stream, segment, rows))
+def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow],
+                 tags: RowTags) -> int:
+    return _transaction(store, restore_steps(store, stream, segment, rows, tags))

@@ -3,8 +3,9 @@
 A segment is a zstd frame of JSON lines, one per stored row, with every column
 exactly as stored: position, event id, stream, version, type, schema version,
 recorded_at (microseconds), metadata (text), data (text, or base64 of a
-compressed BLOB) and the chain hash (hex, absent if the row had none; see
-:mod:`eskit.integrity`), so a restore writes the same bytes back. Its manifest (JSON)
+compressed BLOB), the chain hash (hex, absent if the row had none; see
+:mod:`eskit.integrity`) and the event's DCB tags in their order (absent if it had
+none), so a restore writes the same bytes back. Its manifest (JSON)
 names the segment, its sha256, its streams with version and position ranges, the
 counts and the eskit and schema versions. The manifest is written after the
 segment: a manifest always points at a whole segment.
@@ -24,8 +25,8 @@ import zstandard
 from eskit.errors import EskitError
 
 __all__ = [
-    "ArchiveCorruptError", "RawRow", "StreamRange", "decode_segment", "encode_segment",
-    "manifest_bytes", "parse_manifest", "sha256",
+    "ArchiveCorruptError", "RawRow", "RowTags", "StreamRange", "decode_segment",
+    "decode_segment_tags", "encode_segment", "manifest_bytes", "parse_manifest", "sha256",
 ]
 
 MANIFEST_FORMAT = "eskit-archive-manifest/1"
@@ -33,6 +34,9 @@ MANIFEST_FORMAT = "eskit-archive-manifest/1"
 RawRow = tuple[int, bytes, str, int, str, int, int, "str | bytes", str, "bytes | None"]
 """A stored row: position, event id bytes, stream, version, type, schema version,
 recorded_at micros, data (text, or bytes if stored compressed), metadata, chain hash."""
+
+RowTags = dict[int, tuple[str, ...]]
+"""The DCB tags of a segment's tagged rows, by position (rows without tags absent)."""
 
 
 class ArchiveCorruptError(EskitError):
@@ -55,7 +59,7 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def encode_segment(rows: Iterable[RawRow]) -> bytes:
+def encode_segment(rows: Iterable[RawRow], tags: RowTags | None = None) -> bytes:
     lines = []
     for pos, eid, stream, version, etype, schema, at, data, meta, hash_ in rows:
         item: dict[str, Any] = {
@@ -64,6 +68,8 @@ def encode_segment(rows: Iterable[RawRow]) -> bytes:
         }
         if hash_ is not None:
             item["h"] = hash_.hex()
+        if tags and (row_tags := tags.get(pos)):
+            item["tg"] = list(row_tags)
         if isinstance(data, bytes):
             item["db"] = base64.b64encode(data).decode()
         else:
@@ -74,9 +80,16 @@ def encode_segment(rows: Iterable[RawRow]) -> bytes:
 
 
 def decode_segment(blob: bytes) -> list[RawRow]:
+    """The rows of a segment (its tags left out: see :func:`decode_segment_tags`)."""
+    return decode_segment_tags(blob)[0]
+
+
+def decode_segment_tags(blob: bytes) -> tuple[list[RawRow], RowTags]:
+    """The rows of a segment and the tags of its tagged rows."""
     try:
         text = zstandard.ZstdDecompressor().decompressobj().decompress(blob).decode()
         rows: list[RawRow] = []
+        tags: RowTags = {}
         for line in text.splitlines():
             if not line:
                 continue
@@ -85,7 +98,12 @@ def decode_segment(blob: bytes) -> list[RawRow]:
             rows.append((int(i["p"]), bytes.fromhex(i["id"]), i["s"], int(i["v"]), i["t"],
                          int(i["sv"]), int(i["at"]), data, i["m"],
                          bytes.fromhex(i["h"]) if "h" in i else None))
-        return rows
+            if "tg" in i:
+                found = i["tg"]
+                if not isinstance(found, list) or not all(isinstance(t, str) for t in found):
+                    raise ValueError(f"tags of position {i['p']} are not a list of strings")
+                tags[int(i["p"])] = tuple(found)
+        return rows, tags
     except (zstandard.ZstdError, UnicodeDecodeError, ValueError, KeyError, TypeError) as exc:
         raise ArchiveCorruptError(f"segment cannot be decoded: {exc}") from exc
 

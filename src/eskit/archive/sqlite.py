@@ -8,7 +8,9 @@ A kill before the commit leaves the events in the store and at most an orphan
 segment that a rerun rewrites identically. Restore, per stream: check the
 segment's checksum, then in one transaction drop the archive row and insert the
 rows with their original positions (an explicit INTEGER PRIMARY KEY below the
-AUTOINCREMENT counter is allowed, and does not move the counter).
+AUTOINCREMENT counter is allowed, and does not move the counter), and their DCB
+tags: the segment keeps each event's tags, and the delete trigger removes them
+with the events.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ import eskit
 from eskit.archive.segments import (
     ArchiveCorruptError,
     RawRow,
+    RowTags,
     decode_segment,
+    decode_segment_tags,
     encode_segment,
     manifest_bytes,
     parse_manifest,
@@ -34,8 +38,8 @@ from eskit.events import utc_now
 from eskit.stores.rows import timestamp_to_micros
 
 __all__ = [
-    "archive_each", "archive_streams", "checked_segment", "put_verified", "restore_each",
-    "restore_streams",
+    "archive_each", "archive_streams", "checked_segment", "checked_segment_tags",
+    "put_verified", "restore_each", "restore_streams", "tag_rows",
     "streams_older_than", "verify",
 ]
 
@@ -51,6 +55,10 @@ _INSERT = ("INSERT INTO eskit_events (position, event_id, stream_id, version, ev
            "schema_version, recorded_at, data, metadata, hash) "
            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 _INSERT_UNCHAINED = _INSERT.replace(", hash) ", ") ").replace("?, ?)", "?)")
+_TAGS = ("SELECT t.position, t.tag FROM eskit_event_tags t JOIN eskit_events e "
+         "ON e.position = t.position WHERE e.stream_id = ? ORDER BY t.position, t.ord")
+_INSERT_TAG = ("INSERT INTO eskit_event_tags (tag, position, ord, event_type) "
+               "VALUES (?, ?, ?, ?)")
 
 Progress = Callable[[int, int], None]
 
@@ -92,21 +100,19 @@ def _rows(conn: Any, stream: str, chained: bool = True) -> list[RawRow]:
                 _RAW if chained else _RAW_UNCHAINED, (stream,)).fetchall()]
 
 
-def _refuse_tagged(store: Any, streams: Sequence[str]) -> None:
-    """Segments do not hold DCB tags yet, and archiving removes the tags with the
-    events: refuse tagged streams up front rather than lose their tags on restore."""
+def _tags(conn: Any, store: Any, stream: str) -> RowTags:
+    """The DCB tags of the stream's events, by position, in their order."""
     if not store._tags_table:
-        return
-    with store._reading() as conn:
-        for stream in streams:
-            if conn.execute(
-                "SELECT 1 FROM eskit_events e JOIN eskit_event_tags t ON t.position = e.position"
-                " WHERE e.stream_id = ? LIMIT 1", (stream,)
-            ).fetchone() is not None:
-                raise InvalidInputError(
-                    f"stream {stream!r} has events with DCB tags, which archive segments do "
-                    "not keep yet: nothing was archived"
-                )
+        return {}
+    found: dict[int, list[str]] = {}
+    for position, tag in conn.execute(_TAGS, (stream,)).fetchall():
+        found.setdefault(int(position), []).append(str(tag))
+    return {position: tuple(tags) for position, tags in found.items()}
+
+
+def tag_rows(rows: Sequence[RawRow], tags: RowTags) -> list[tuple[str, int, int, str]]:
+    """``(tag, position, ord, event_type)`` for each tag of ``rows``: what restores insert."""
+    return [(tag, row[0], n, row[4]) for row in rows for n, tag in enumerate(tags.get(row[0], ()))]
 
 
 def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str], *,
@@ -118,7 +124,6 @@ def archive_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str],
     interruption finishes the work and repeats none of it.
     """
     store = _sqlite(store)
-    _refuse_tagged(store, streams)
     return archive_each(streams, skipped, progress,
                         lambda stream: _archive_one(store, storage, stream))
 
@@ -140,11 +145,12 @@ def archive_each(streams: Sequence[str], skipped: list[str] | None,
 
 
 def put_verified(storage: ArchiveStorage, rows: list[RawRow], *, schema_version: int,
-                 store: str) -> str:
-    """Write ``rows``' segment then its manifest, read both back and check the
-    checksum and every row; the segment's name. Raises ArchiveCorruptError if
-    anything differs: nothing may be removed from the store then."""
-    blob = encode_segment(rows)
+                 store: str, tags: RowTags | None = None) -> str:
+    """Write ``rows``' segment (with ``tags``) then its manifest, read both back and
+    check the checksum and every row and tag; the segment's name. Raises
+    ArchiveCorruptError if anything differs: nothing may be removed from the store then."""
+    tags = tags or {}
+    blob = encode_segment(rows, tags)
     segment = f"seg-{rows[0][0]:020d}-{sha256(blob)[:16]}.zst"
     manifest = manifest_bytes(
         segment, blob, rows, eskit_version=eskit.__version__, schema_version=schema_version,
@@ -153,27 +159,34 @@ def put_verified(storage: ArchiveStorage, rows: list[RawRow], *, schema_version:
     storage.put(segment + ".json", manifest)
     back = storage.get(segment)
     if sha256(back) != parse_manifest(storage.get(segment + ".json"))["sha256"] or \
-            decode_segment(back) != rows:
+            decode_segment_tags(back) != (rows, tags):
         raise ArchiveCorruptError(f"segment {segment!r} did not read back identical")
     return segment
 
 
 def checked_segment(storage: ArchiveStorage, segment: str) -> list[RawRow]:
     """The rows of ``segment`` once its bytes match its manifest's sha256."""
+    return checked_segment_tags(storage, segment)[0]
+
+
+def checked_segment_tags(storage: ArchiveStorage, segment: str
+                         ) -> tuple[list[RawRow], RowTags]:
+    """The rows and tags of ``segment`` once its bytes match its manifest's sha256."""
     blob = storage.get(segment)
     if sha256(blob) != parse_manifest(storage.get(segment + ".json"))["sha256"]:
         raise ArchiveCorruptError(f"segment {segment!r} in {storage.location!r} does not "
                                   "match its manifest's sha256: nothing restored")
-    return decode_segment(blob)
+    return decode_segment_tags(blob)
 
 
 def _archive_one(store: Any, storage: ArchiveStorage, stream: str) -> int:
-    with store._reading() as conn:
+    with store._reading() as conn:  # one read: the rows and their tags agree
         rows = _rows(conn, stream, store._chained)
+        tags = _tags(conn, store, stream)
     if not rows:
         return 0
     segment = put_verified(storage, rows, schema_version=store.schema_version(),
-                           store=store.path)
+                           store=store.path, tags=tags)
     with store._maintenance() as conn:
         now = conn.execute(
             "SELECT count(*), coalesce(MAX(version), 0) FROM eskit_events "
@@ -208,12 +221,13 @@ def restore_streams(store: Any, storage: ArchiveStorage, streams: Sequence[str] 
             "SELECT stream_id, segment FROM eskit_archived_streams ORDER BY stream_id"
         ).fetchall()
     return restore_each(wanted, storage, streams, progress,
-                        lambda stream, segment, rows: _restore_one(store, stream, segment, rows))
+                        lambda stream, segment, rows, tags:
+                        _restore_one(store, stream, segment, rows, tags))
 
 
 def restore_each(wanted: Sequence[tuple[str, str]], storage: ArchiveStorage,
                  streams: Sequence[str] | None, progress: Progress | None,
-                 restore_one: Callable[[str, str, list[RawRow]], int]) -> int:
+                 restore_one: Callable[[str, str, list[RawRow], RowTags], int]) -> int:
     """Restore each ``(stream, segment)`` of ``wanted`` (those in ``streams``, if
     given) from its checked segment with ``restore_one``; the events restored.
     The loop every store's restore shares."""
@@ -222,14 +236,20 @@ def restore_each(wanted: Sequence[tuple[str, str]], storage: ArchiveStorage,
         wanted = [w for w in wanted if w[0] in names]
     done = 0
     for n, (stream, segment) in enumerate(wanted, 1):
-        rows = [r for r in checked_segment(storage, segment) if r[2] == stream]
-        done += restore_one(stream, segment, rows)
+        every, tags = checked_segment_tags(storage, segment)
+        rows = [r for r in every if r[2] == stream]
+        done += restore_one(stream, segment, rows, tags)
         if progress is not None:
             progress(n, len(wanted))
     return done
 
 
-def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow]) -> int:
+def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow],
+                 tags: RowTags) -> int:
+    tagged = tag_rows(rows, tags)
+    if tagged and not store._tags_table:
+        raise InvalidInputError(f"segment {segment!r} holds DCB tags, but {store.path!r} has "
+                                "an eskit schema before tags: migrate it first")
     with store._maintenance() as conn:
         gone = conn.execute(
             "DELETE FROM eskit_archived_streams WHERE stream_id = ? AND segment = ?",
@@ -239,6 +259,7 @@ def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow]) -> i
                 conn.executemany(_INSERT, rows)
             else:
                 conn.executemany(_INSERT_UNCHAINED, [row[:9] for row in rows])
+            conn.executemany(_INSERT_TAG, tagged)
     if gone:
         _log.info("%s: restored stream %r (%d events) from %s", store.path, stream,
                   len(rows), segment)

@@ -13,7 +13,8 @@ Loading an aggregate reads only the events, never the blobs: state holds the
 :class:`InMemoryBlobStore`, :class:`SQLiteBlobStore` (a table in the store's file),
 :class:`DirectoryBlobStore` (one file per blob), :class:`PostgresBlobStore` (a table
 in the store's schema); asyncio: :class:`AsyncBlobStore` over a local one,
-:class:`AsyncPostgresBlobStore`. See docs/blobs.md.
+:class:`AsyncPostgresBlobStore`. :func:`collect_blobs` deletes the blobs no stored
+event, snapshot or archived event names any more. See docs/blobs.md.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from eskit.blobs.aio import AsyncBlobStore
 from eskit.blobs.base import BlobStore, InMemoryBlobStore
+from eskit.blobs.collect import BlobCollection, collect_blobs
 from eskit.blobs.directory import DirectoryBlobStore
 from eskit.blobs.ref import DEFAULT_MAX_BLOB_BYTES, BlobRef
 from eskit.blobs.sqlite import SQLiteBlobStore
@@ -33,12 +35,14 @@ __all__ = [
     "DEFAULT_MAX_BLOB_BYTES",
     "AsyncBlobStore",
     "AsyncPostgresBlobStore",
+    "BlobCollection",
     "BlobRef",
     "BlobStore",
     "DirectoryBlobStore",
     "InMemoryBlobStore",
     "PostgresBlobStore",
     "SQLiteBlobStore",
+    "collect_blobs",
 ]
 
 

@@ -17,12 +17,22 @@ Guarantees every blob store gives (checked by :mod:`eskit.testing.blob_contract`
 Not guaranteed: that a blob is still there. Blobs are not part of the append-only
 log; :meth:`BlobStore.delete` removes one (an event still naming it then reads
 fine, but ``get`` raises :class:`~eskit.errors.BlobNotFoundError`).
+
+For garbage collection (:func:`eskit.blobs.collect_blobs`) a backend also lists its
+blobs with the time each was last put (``_listing``), tells the time on its own
+clock (``_now``), and deletes a batch of blobs only if none was put since a cutoff
+(``_delete_idle``). A put of a blob already stored refreshes that time once it is
+older than :data:`TOUCH_AFTER`, so a writer that puts a blob and then appends the
+event naming it is safe from a collection running meanwhile.
 """
 
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Self
 
@@ -36,7 +46,24 @@ from eskit.blobs.ref import (
     verified,
 )
 
-__all__ = ["BlobStore", "InMemoryBlobStore"]
+__all__ = ["TOUCH_AFTER", "BlobStore", "InMemoryBlobStore", "StoredBlob"]
+
+TOUCH_AFTER = 60.0
+"""Seconds: a put of a blob that is already stored refreshes its last-put time when
+that time is older than this (and only then, so that repeated puts of the same bytes
+stay cheap). A collection's ``grace`` is at least five times as long."""
+
+
+@dataclass(frozen=True, slots=True)
+class StoredBlob:
+    """A blob as a blob store lists it for garbage collection."""
+
+    key: str
+    """The digest's 64 hex digits."""
+    size: int
+    last_put: float
+    """When it was last put (stored, or refreshed by a put of the same bytes), in
+    seconds since 1970-01-01 UTC on the blob store's clock (:meth:`BlobStore._now`)."""
 
 
 class BlobStore(ABC):
@@ -108,6 +135,21 @@ class BlobStore(ABC):
     @abstractmethod
     def _delete(self, key: str) -> bool: ...
 
+    # -- for garbage collection (eskit.blobs.collect) ---------------------------------
+
+    def _now(self) -> float:
+        """The time on the clock that stamps :attr:`StoredBlob.last_put`."""
+        return time.time()
+
+    def _listing(self) -> Iterator[StoredBlob]:
+        """Every stored blob. A blob store that cannot list refuses collection."""
+        raise NotImplementedError(f"{type(self).__name__} cannot list its blobs")
+
+    def _delete_idle(self, keys: Sequence[str], cutoff: float) -> list[str]:
+        """Delete those of ``keys`` not put since ``cutoff``, each checked and deleted
+        atomically against a concurrent put; the keys deleted."""
+        raise NotImplementedError(f"{type(self).__name__} cannot delete idle blobs")
+
 
 class InMemoryBlobStore(BlobStore):
     """Blobs in a dict: for tests and examples."""
@@ -115,6 +157,7 @@ class InMemoryBlobStore(BlobStore):
     def __init__(self, *, max_blob_bytes: int = DEFAULT_MAX_BLOB_BYTES) -> None:
         self.max_blob_bytes = max_blob_bytes
         self._blobs: dict[str, bytes] = {}
+        self._put_at: dict[str, float] = {}
         self._lock = threading.Lock()
 
     @property
@@ -124,6 +167,7 @@ class InMemoryBlobStore(BlobStore):
     def _put(self, key: str, data: bytes) -> None:
         with self._lock:
             self._blobs.setdefault(key, data)
+            self._put_at[key] = time.time()
 
     def _get(self, key: str) -> bytes | None:
         with self._lock:
@@ -135,4 +179,18 @@ class InMemoryBlobStore(BlobStore):
 
     def _delete(self, key: str) -> bool:
         with self._lock:
+            self._put_at.pop(key, None)
             return self._blobs.pop(key, None) is not None
+
+    def _listing(self) -> Iterator[StoredBlob]:
+        with self._lock:
+            found = [StoredBlob(key, len(data), self._put_at[key])
+                     for key, data in self._blobs.items()]
+        return iter(found)
+
+    def _delete_idle(self, keys: Sequence[str], cutoff: float) -> list[str]:
+        with self._lock:
+            idle = [key for key in keys if self._put_at.get(key, cutoff) < cutoff]
+            for key in idle:
+                del self._blobs[key], self._put_at[key]
+        return idle

@@ -4,14 +4,17 @@
 ``data`` is ``bytea`` with ``STORAGE EXTERNAL``: out of line in TOAST but not
 compressed again, since large binaries (images, archives, sensor dumps) are
 usually compressed already. Puts are ``INSERT ... ON CONFLICT DO NOTHING``, so a
-retry after a dropped connection, or two writers of the same blob, store it once.
+retry after a dropped connection, or two writers of the same blob, store it once;
+a put of a blob already stored refreshes its ``stored_at`` (the last put) once that
+is older than :data:`~eskit.blobs.base.TOUCH_AFTER`, on the server's clock.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from eskit.blobs.base import BlobStore
+from eskit.blobs.base import TOUCH_AFTER, BlobStore, StoredBlob
 from eskit.blobs.ref import (
     BINARY_MEDIA_TYPE,
     DEFAULT_MAX_BLOB_BYTES,
@@ -40,11 +43,26 @@ class _Statements:
                     "stored_at timestamptz NOT NULL DEFAULT now())").format(table),
             sql.SQL("ALTER TABLE {} ALTER COLUMN data SET STORAGE EXTERNAL").format(table),
         ]
-        self.insert = sql.SQL("INSERT INTO {} (digest, size, data) VALUES (%s, %s, %s) "
-                              "ON CONFLICT (digest) DO NOTHING").format(table)
+        # A put of stored bytes refreshes stored_at (the blob is in use again), but
+        # only once it is TOUCH_AFTER old: repeated puts rarely write.
+        self.insert = sql.SQL(
+            "INSERT INTO {table} AS b (digest, size, data) VALUES (%s, %s, %s) "
+            "ON CONFLICT (digest) DO UPDATE SET stored_at = now() "
+            "WHERE b.stored_at < now() - make_interval(secs => {touch})"
+        ).format(table=table, touch=sql.Literal(TOUCH_AFTER))
         self.select = sql.SQL("SELECT data FROM {} WHERE digest = %s").format(table)
         self.exists = sql.SQL("SELECT 1 FROM {} WHERE digest = %s").format(table)
         self.delete = sql.SQL("DELETE FROM {} WHERE digest = %s").format(table)
+        self.now = sql.SQL("SELECT extract(epoch FROM clock_timestamp())::float8")
+        self.listing = sql.SQL(
+            "SELECT digest, size, extract(epoch FROM stored_at)::float8 FROM {} "
+            "WHERE digest > %s ORDER BY digest LIMIT %s").format(table)
+        self.delete_idle = sql.SQL(
+            "DELETE FROM {} WHERE digest = ANY(%s) AND stored_at < to_timestamp(%s) "
+            "RETURNING digest").format(table)
+
+
+_PAGE = 10_000
 
 
 class PostgresBlobStore(BlobStore):
@@ -89,6 +107,34 @@ class PostgresBlobStore(BlobStore):
         def delete(conn: Any) -> bool:
             with conn.transaction():
                 return bool(conn.execute(self._sql.delete, (key,)).rowcount)
+
+        return self.store._run(delete)
+
+    def _now(self) -> float:
+        row: Any = self.store._run(lambda conn: conn.execute(self._sql.now).fetchone())
+        return float(row[0])
+
+    def _listing(self) -> Iterator[StoredBlob]:
+        after = ""
+        while True:  # keyset pages: bounded memory, no long transaction
+            def page(conn: Any, after: str = after) -> list[Any]:
+                return list(conn.execute(self._sql.listing, (after, _PAGE)).fetchall())
+
+            rows = self.store._run(page)
+            for key, size, stored_at in rows:
+                yield StoredBlob(str(key), int(size), float(stored_at))
+            if len(rows) < _PAGE:
+                return
+            after = str(rows[-1][0])
+
+    def _delete_idle(self, keys: Sequence[str], cutoff: float) -> list[str]:
+        if not keys:
+            return []
+
+        def delete(conn: Any) -> list[str]:
+            with conn.transaction():
+                found = conn.execute(self._sql.delete_idle, (list(keys), cutoff)).fetchall()
+            return [str(row[0]) for row in found]
 
         return self.store._run(delete)
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Iterator, Sequence
 
-from eskit.blobs.base import BlobStore
+from eskit.blobs.base import TOUCH_AFTER, BlobStore, StoredBlob
 from eskit.blobs.ref import DEFAULT_MAX_BLOB_BYTES
 from eskit.stores.sqlite import SQLiteEventStore
 
@@ -21,8 +22,10 @@ _CREATE = """CREATE TABLE IF NOT EXISTS eskit_blobs (
     digest    TEXT    PRIMARY KEY,  -- the SHA-256 of data, 64 hex digits
     size      INTEGER NOT NULL,
     data      BLOB    NOT NULL,
-    stored_at INTEGER NOT NULL      -- microseconds since 1970-01-01 UTC
+    stored_at INTEGER NOT NULL      -- microseconds since 1970-01-01 UTC: the last put
 )"""
+_PAGE = 10_000
+_TOUCH_AFTER_MICROS = int(TOUCH_AFTER * 1_000_000)
 
 
 class SQLiteBlobStore(BlobStore):
@@ -51,16 +54,27 @@ class SQLiteBlobStore(BlobStore):
         return self._created
 
     def _put(self, key: str, data: bytes) -> None:
-        if self._has(key):  # the common repeat: no write lock taken at all
-            return
+        now = time.time_ns() // 1000
+        stored_at = self._stored_at(key)
+        if stored_at is not None and now - stored_at <= _TOUCH_AFTER_MICROS:
+            return  # the common repeat: no write lock taken at all
         with self.store._maintenance() as conn:
             conn.execute(_CREATE)
+            # A put of stored bytes refreshes the time: the blob is in use again.
             conn.execute(
                 "INSERT INTO eskit_blobs (digest, size, data, stored_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (digest) DO NOTHING",
-                (key, len(data), data, time.time_ns() // 1000),
+                "ON CONFLICT (digest) DO UPDATE SET stored_at = excluded.stored_at",
+                (key, len(data), data, now),
             )
         self._created = True
+
+    def _stored_at(self, key: str) -> int | None:
+        with self.store._reading() as conn:
+            if not self._table(conn):
+                return None
+            row = conn.execute(
+                "SELECT stored_at FROM eskit_blobs WHERE digest = ?", (key,)).fetchone()
+        return None if row is None else int(row[0])
 
     def _get(self, key: str) -> bytes | None:
         with self.store._reading() as conn:
@@ -81,3 +95,32 @@ class SQLiteBlobStore(BlobStore):
             return False
         with self.store._maintenance() as conn:
             return conn.execute("DELETE FROM eskit_blobs WHERE digest = ?", (key,)).rowcount > 0
+
+    def _listing(self) -> Iterator[StoredBlob]:
+        after = ""
+        while True:  # pages, each its own read: no snapshot held across the listing
+            with self.store._reading() as conn:
+                if not self._table(conn):
+                    return
+                rows = conn.execute(
+                    "SELECT digest, size, stored_at FROM eskit_blobs WHERE digest > ? "
+                    "ORDER BY digest LIMIT ?", (after, _PAGE)).fetchall()
+            for key, size, stored_at in rows:
+                yield StoredBlob(str(key), int(size), int(stored_at) / 1_000_000)
+            if len(rows) < _PAGE:
+                return
+            after = str(rows[-1][0])
+
+    def _delete_idle(self, keys: Sequence[str], cutoff: float) -> list[str]:
+        if not keys:
+            return []
+        micros = int(cutoff * 1_000_000)
+        deleted: list[str] = []
+        with self.store._maintenance() as conn:  # one transaction: the write lock held
+            for key in keys:
+                row = conn.execute(
+                    "DELETE FROM eskit_blobs WHERE digest = ? AND stored_at < ? "
+                    "RETURNING digest", (key, micros)).fetchone()
+                if row is not None:
+                    deleted.append(key)
+        return deleted

@@ -9,6 +9,7 @@ import typer
 import eskit
 from eskit.cli import (
     _archive,
+    _blobs,
     _compact,
     _demo,
     _health,
@@ -60,7 +61,7 @@ def make_app() -> typer.Typer:
     app.callback()(_root)
     for group in (
         _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact, _archive,
-        _stats, _snapshots, _retention, _trace, _serve, _protection, _verify,
+        _blobs, _stats, _snapshots, _retention, _trace, _serve, _protection, _verify,
     ):
         group.register(app)
     return app

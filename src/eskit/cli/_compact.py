@@ -22,12 +22,12 @@ def register(app: typer.Typer) -> None:
     app.command("compact", cls=c.StoreCommand)(compact_command)
 
 
-def parse_age(text: str) -> timedelta:
+def parse_age(text: str, option: str = "--older-than") -> timedelta:
     """``90d``, ``12h``, ``2w``, ``30m``, ``0s`` as a timedelta; BadInput otherwise."""
     match = _AGE.fullmatch(text.strip())
     if match is None:
         raise c.BadInput(
-            f"--older-than {text!r}: give a number and a unit (s, m, h, d or w), e.g. 90d"
+            f"{option} {text!r}: give a number and a unit (s, m, h, d or w), e.g. 90d"
         )
     return timedelta(seconds=int(match[1]) * _UNITS[match[2]])
 

@@ -15,6 +15,7 @@ from starlette.responses import Response
 
 from eskit.errors import (
     AggregateNotFound,
+    AppendConditionFailed,
     CommandRetriesExhausted,
     ConcurrencyError,
     DuplicateEventError,
@@ -67,6 +68,7 @@ def add_exception_handlers(
     error                                       status  ``code``
     ==========================================  ======  ========================
     :class:`~eskit.fastapi.PreconditionFailed`  412     ``precondition-failed``
+    :class:`~eskit.AppendConditionFailed`       409     ``condition-failed``
     :class:`~eskit.ConcurrencyError`            409     ``conflict``
     :class:`~eskit.CommandRetriesExhausted`     409     ``conflict``
     :class:`~eskit.DuplicateEventError`         409     ``duplicate-event``
@@ -120,8 +122,15 @@ def add_exception_handlers(
         return problem(422, "the request does not fit the API's schema",
                        code="invalid-request", type_base=type_base, errors=exc.errors())
 
+    def condition(exc: Any) -> dict[str, Any]:
+        streams = exc.stream_id if isinstance(exc.stream_id, tuple) else (exc.stream_id,)
+        after = getattr(exc.condition, "after", None)
+        return {"stream_ids": [str(s) for s in streams],
+                "after": None if after is None else str(after)}
+
     handlers: dict[type[Exception], Handler] = {
         PreconditionFailed: handler(412, "precondition-failed", versions),
+        AppendConditionFailed: handler(409, "condition-failed", condition),
         ConcurrencyError: handler(409, "conflict", versions),
         CommandRetriesExhausted: handler(409, "conflict", last_versions),
         DuplicateEventError: handler(409, "duplicate-event", none),

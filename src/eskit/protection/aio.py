@@ -250,8 +250,11 @@ class AsyncProtectedEventStore(AsyncEventStore):
                                              expected, condition=condition)
         return await self._opened(result, batch)
 
-    async def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+    async def append_many(
+        self, appends: Sequence[StreamAppend], *, condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         """As :meth:`eskit.protection.ProtectedEventStore.append_many`."""
+        check_condition(condition)
         fast = self.inner._accepts_prepared()
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes,
@@ -262,12 +265,12 @@ class AsyncProtectedEventStore(AsyncEventStore):
         if fast:
             results = await self.inner._append_many_prepared(self._t.seal_many(
                 prepared, plans, keys, max_event_bytes=self.inner.max_event_bytes
-            ))
+            ), condition)
         else:
             results = await self.inner.append_many([
                 StreamAppend(a.stream_id, self._t.seal(a.batch, plan, keys), a.expected)
                 for a, plan in zip(prepared, plans, strict=True)
-            ])
+            ], condition=condition)
         return [await self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
 
     async def _opened(self, result: AppendResult, batch: list[PendingEvent]) -> AppendResult:

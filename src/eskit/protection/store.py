@@ -300,14 +300,18 @@ class ProtectedEventStore(EventStore):
                                        condition=condition)
         return self._opened(result, batch)
 
-    def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+    def append_many(
+        self, appends: Sequence[StreamAppend], *, condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         """Seal every stream's personal data, then append to ``inner`` in one
-        transaction (same contract as :meth:`eskit.EventStore.append_many`).
+        transaction (same contract as :meth:`eskit.EventStore.append_many`,
+        ``condition`` included).
 
         The keys of every subject of the call are fetched (or created) at once;
-        to a plain store the sealed batches go encoded, each event encoded once
-        as plaintext (the checks) and once sealed.
+        to a plain store the sealed batches go encoded: each payload is walked
+        by the codec once, as plaintext, and the sealed form spliced from that.
         """
+        check_condition(condition)
         fast = self.inner._accepts_prepared()
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes,
@@ -318,12 +322,12 @@ class ProtectedEventStore(EventStore):
         if fast:
             results = self.inner._append_many_prepared(self._t.seal_many(
                 prepared, plans, keys, max_event_bytes=self.inner.max_event_bytes
-            ))
+            ), condition)
         else:
             results = self.inner.append_many([
                 StreamAppend(a.stream_id, self._t.seal(a.batch, plan, keys), a.expected)
                 for a, plan in zip(prepared, plans, strict=True)
-            ])
+            ], condition=condition)
         return [self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
 
     def _opened(self, result: AppendResult, batch: list[PendingEvent]) -> AppendResult:

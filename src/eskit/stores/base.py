@@ -251,7 +251,9 @@ class EventStore(ABC):  # noqa: B024
         events, head = self._read_events(query, after, limit)
         return read_result(events, head, after, limit, self.registry.upcast)
 
-    def append_many(self, appends: Sequence[StreamAppend]) -> list[AppendResult]:
+    def append_many(
+        self, appends: Sequence[StreamAppend], *, condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         """Append to several streams in one transaction: all of them or none.
 
         ``appends`` is a non-empty list of :class:`~eskit.StreamAppend`, each stream
@@ -263,21 +265,34 @@ class EventStore(ABC):  # noqa: B024
         does, :class:`~eskit.InvalidInputError` for bad input (before any I/O); in
         each case nothing is written. Repeating a stored call (same event ids)
         writes nothing and returns its results with ``duplicate=True``.
+
+        ``condition`` (an :class:`~eskit.AppendCondition`, see :mod:`eskit.dcb`): the
+        whole call also requires that no event matching the condition's query was
+        stored after its ``after`` position, checked atomically with the inserts;
+        else :class:`~eskit.AppendConditionFailed` (``stream_id`` is the tuple of the
+        call's streams) and nothing is written. Every stream's expectation is
+        checked first: a stream that moved raises the
+        ``MultiStreamConcurrencyError``, a stored retry returns its results.
         """
+        check_condition(condition)
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
-        return self._append_many_prepared(prepared)
+        return self._append_many_prepared(prepared, condition)
 
-    def _append_many_prepared(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+    def _append_many_prepared(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         """:meth:`append_many` after its checks (internal; as :meth:`_append_prepared`,
         for wrappers that encoded the batches already). Only valid where
         ``append_many`` is not overridden."""
+        if condition is not None and not self._implements("_append_if"):
+            raise NotImplementedError(f"{type(self).__name__} does not support append conditions")
         if (observer := _hooks.active) is None:
-            results = self._append_many(prepared)
+            results = self._append_many_checked(prepared, condition)
         else:  # one span for the call; its context into every event's metadata
             with observer.append(self, *observed(prepared)):
-                results = self._append_many(prepared)
+                results = self._append_many_checked(prepared, condition)
         if not results[0].duplicate:
             self._wake_waiters()
         return results
@@ -721,7 +736,18 @@ class EventStore(ABC):  # noqa: B024
     ) -> AppendResult:
         raise NotImplementedError
 
-    def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+    def _append_many_checked(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None
+    ) -> list[AppendResult]:
+        # Without a condition the hook is called as it always was, so a backend
+        # written before conditions existed still works for plain calls.
+        if condition is None:
+            return self._append_many(prepared)
+        return self._append_many(prepared, condition)
+
+    def _append_many(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         # No fallback that appends stream by stream: it would not be atomic.
         raise NotImplementedError(
             f"{type(self).__name__} cannot append to several streams in one transaction"

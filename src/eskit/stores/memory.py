@@ -35,7 +35,13 @@ from eskit.stores.model import (
     PendingEvent,
     StreamInfo,
 )
-from eskit.stores.multi import PreparedAppend, all_event_ids, recorded, resolve_many
+from eskit.stores.multi import (
+    PreparedAppend,
+    all_event_ids,
+    condition_failed,
+    recorded,
+    resolve_many,
+)
 from eskit.stores.rows import decode_rows
 from eskit.stores.truncation import truncation_cut
 
@@ -128,7 +134,9 @@ class InMemoryEventStore(EventStore):
         )
         return AppendResult(stream_id, events[-1].version, new_rows[-1].position, events)
 
-    def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+    def _append_many(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
         # One lock for the whole call: nothing else reads or writes in between.
         with self._lock:
             for a in prepared:
@@ -142,6 +150,11 @@ class InMemoryEventStore(EventStore):
             )
             if retried is not None:
                 return retried
+            # After the retry check, as for one stream: a stored retry is a duplicate.
+            if condition is not None and self._first_match(
+                condition.fail_if_events_match, condition.after_position, 1
+            ):
+                raise condition_failed(prepared, condition)
             placed: list[list[_Row]] = []
             for a in prepared:
                 rows = self._streams.setdefault(a.stream, [])

@@ -11,9 +11,11 @@ raise. The sync and async front ends of every store call these two.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 from uuid import UUID
 
 from eskit.errors import (
+    AppendConditionFailed,
     ConcurrencyError,
     DuplicateEventError,
     EncodingError,
@@ -162,3 +164,8 @@ def recorded(a: PreparedAppend, versions_positions: Sequence[tuple[int, int]]) -
         for p, (version, position) in zip(a.batch, versions_positions, strict=True)
     )
     return AppendResult(a.stream_id, events[-1].version, events[-1].position or 0, events)
+
+
+def condition_failed(prepared: Sequence[PreparedAppend], condition: Any) -> AppendConditionFailed:
+    """The refusal of an ``append_many`` whose condition did not hold: names every stream."""
+    return AppendConditionFailed(tuple(a.stream_id for a in prepared), condition)

@@ -64,6 +64,8 @@ from eskit.stores.postgres_multi import (
     MultiStatements,
     append_many_in_savepoint,
     append_many_on,
+    condition_plan,
+    conditional_in_transaction,
     retry_whole_call,
 )
 from eskit.stores.postgres_schema import (
@@ -430,16 +432,21 @@ class PostgresEventStore(EventStore):
     ) -> tuple[list[Event], int]:
         return postgres_conditions.read_events(self, query, after, limit)
 
-    def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+    def _append_many(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
+        plan = condition_plan(self.schema, self.sql.version, prepared, condition)
         if self._conn is not None:
             with self._connection() as conn:
                 if self._in_caller_transaction():
+                    if plan is not None:
+                        raise conditional_in_transaction()
                     return append_many_in_savepoint(self, conn, prepared)
 
         def attempt(conn: psycopg.Connection[Any]) -> list[AppendResult]:
             # BEGIN in the pipeline too: it goes out with the locks and the reads.
             with conn.pipeline() if PIPELINE else nullcontext(), conn.transaction():
-                return append_many_on(self, conn, prepared)
+                return append_many_on(self, conn, prepared, plan)
 
         for _ in range(MAX_MANY_ATTEMPTS):
             try:

@@ -114,11 +114,16 @@ class ArchiveStatements:
                FROM {events} WHERE stream_id = %s ORDER BY version"""
         self.rows = sql.SQL(rows).format(hash=sql.SQL("hash"), events=events)
         self.rows_unchained = sql.SQL(rows).format(hash=sql.SQL("NULL::bytea"), events=events)
-        self.tagged = sql.SQL(
-            """SELECT 1 FROM {} e JOIN {}.eskit_event_tags t
-                   ON t.tx_id = e.tx_id AND t.seq = e.seq
-               WHERE e.stream_id = %s LIMIT 1"""
+        # The stream's DCB tags, by packed position, in their order (from schema 8).
+        self.tags = sql.SQL(
+            """SELECT (t.tx_id::text::numeric * 18446744073709551616 + t.seq)::text, t.tag
+               FROM {} e JOIN {}.eskit_event_tags t ON t.tx_id = e.tx_id AND t.seq = e.seq
+               WHERE e.stream_id = %s ORDER BY t.tx_id, t.seq, t.ord"""
         ).format(events, s)
+        self.insert_tag = sql.SQL(
+            "INSERT INTO {}.eskit_event_tags (tag, tx_id, seq, ord, event_type) "
+            "VALUES (%s, %s::text::xid8, %s, %s, %s)"
+        ).format(s)
         self.older_than = sql.SQL(
             """SELECT stream_id FROM {events} e
                WHERE NOT EXISTS (SELECT FROM {schema}.eskit_deleted_streams d

@@ -73,7 +73,7 @@ from eskit.events import Event, StreamId
 from eskit.stores import postgres_chain
 from eskit.stores.model import PendingEvent
 from eskit.stores.postgres_insert import insert_batch
-from eskit.stores.rows import decode_rows
+from eskit.stores.rows import decode_tagged
 
 __all__ = ["DCB_SCHEMA_VERSION", "dcb_migration"]
 
@@ -374,10 +374,8 @@ def decoded(
 ) -> list[Event]:
     """Events from event rows, with their tags from ``page_tags`` rows."""
     rows, tag_rows = rows_and_tags
-    events = decode_rows(rows, stream_id)
-    if tag_rows:
-        attach_tag_rows(events, tag_rows)
-    return events
+    return decode_tagged(
+        rows, stream_id, (lambda events: attach_tag_rows(events, tag_rows)) if tag_rows else None)
 
 
 def tag_lookup_params(rows: Sequence[Any]) -> tuple[list[str], list[int]]:

@@ -29,6 +29,15 @@ transaction whose own events are already stored; in a caller's transaction that
 wrote elsewhere first, every insert gets the late stamp of the first one
 (:mod:`eskit.stores.postgres_late`).
 
+With a DCB condition, step 1 takes the condition's query keys *exclusive* along with
+the call's event keys (one sorted lock statement, as a conditional single append
+does after its stream lock), and a statement of its own after it looks for an
+event matching the query after the condition's position: a later snapshot, which
+sees every append that could match committed (the proof is the single append's,
+in :mod:`eskit.stores.postgres_dcb`). The decision then comes after step 2's: a
+stored retry is a duplicate and a moved stream a conflict before a failed
+condition is reported.
+
 With libpq 14 or newer the statements go out in pipeline mode (steps 1 and 2 in
 one round trip, step 3 in another); they stay separate statements all the same.
 
@@ -42,7 +51,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager, nullcontext
 from typing import Any, Protocol
 
-from eskit.errors import StoreError
+from eskit.errors import InvalidInputError, StoreError
 
 try:
     import psycopg
@@ -54,14 +63,20 @@ except ImportError as exc:  # pragma: no cover - the postgres extra is checked b
 
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
-from eskit.dcb import event_lock_keys, lock_plan
+from eskit.dcb import AppendCondition, event_lock_keys, lock_plan, query_lock_keys
 from eskit.events import Event
 from eskit.stores.deletion import deleted_error
 from eskit.stores.model import AppendResult
-from eskit.stores.multi import PreparedAppend, all_event_ids, resolve_many
+from eskit.stores.multi import PreparedAppend, all_event_ids, condition_failed, resolve_many
 from eskit.stores.postgres_connection import translate
-from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
-from eskit.stores.postgres_schema import Statements, append_params, inserted_result
+from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION, check_statement
+from eskit.stores.postgres_deletion import visible_stream
+from eskit.stores.postgres_schema import (
+    Statements,
+    append_params,
+    inserted_result,
+    unpack_position,
+)
 from eskit.stores.rows import decode_rows
 
 __all__: list[str] = []
@@ -109,6 +124,51 @@ class MultiStatements:
                    FROM unnest(%s::int[], %s::int[]) WITH ORDINALITY AS k(hi, lo, ord)
                    ORDER BY k.ord) AS locked"""
         )
+        # With a condition: the same, each key in its mode (the query's exclusive).
+        self.lock_condition_keys = sql.SQL(
+            """SELECT count(*) FROM (
+                   SELECT CASE WHEN k.x THEN pg_advisory_xact_lock(k.hi, k.lo)::text
+                               ELSE pg_advisory_xact_lock_shared(k.hi, k.lo)::text END
+                   FROM unnest(%s::int[], %s::int[], %s::bool[])
+                        WITH ORDINALITY AS k(hi, lo, x, ord)
+                   ORDER BY k.ord) AS locked"""
+        )
+
+
+class ConditionPlan:
+    """What a conditional call runs: its keys (each in its mode) and its check."""
+
+    def __init__(self, schema: str, prepared: list[PreparedAppend],
+                 condition: AppendCondition) -> None:
+        self.condition = condition
+        self.keys = lock_plan(
+            event_lock_keys((p.event_type, p.tags) for a in prepared for p in a.batch),
+            query_lock_keys(condition.fail_if_events_match),
+        )
+        self.check, params = check_statement(
+            schema, condition.fail_if_events_match, visible_stream(schema, "eskit_events"))
+        after_tx, after_seq = unpack_position(condition.after_position)
+        self.params: dict[str, Any] = {**params, "after_tx": after_tx, "after_seq": after_seq}
+
+
+def condition_plan(schema: str, version: int, prepared: list[PreparedAppend],
+                   condition: AppendCondition | None) -> ConditionPlan | None:
+    """The plan of a conditional call on ``schema`` (at eskit schema ``version``);
+    refused on a schema before DCB."""
+    if condition is None:
+        return None
+    if version < DCB_SCHEMA_VERSION:
+        raise StoreError(
+            f"schema {schema} has eskit schema version {version}; DCB "
+            f"conditions need {DCB_SCHEMA_VERSION}: run `eskit migrate` first")
+    return ConditionPlan(schema, prepared, condition)
+
+
+def conditional_in_transaction() -> InvalidInputError:
+    """The refusal of a conditional call on the caller's connection (as for one stream)."""
+    return InvalidInputError(
+        "a conditional append_many runs its own transaction: give it a store with a pool "
+        "or DSN")
 
 
 def event_keys(prepared: list[PreparedAppend]) -> tuple[list[int], list[int]]:
@@ -164,7 +224,8 @@ def _moved(stream: str) -> StoreError:
 
 
 def append_many_on(
-    store: ManyStore, conn: psycopg.Connection[Any], prepared: list[PreparedAppend]
+    store: ManyStore, conn: psycopg.Connection[Any], prepared: list[PreparedAppend],
+    plan: ConditionPlan | None = None,
 ) -> list[AppendResult]:
     """The call on ``conn``, in the transaction (or savepoint) the caller opened.
 
@@ -175,7 +236,11 @@ def append_many_on(
     statements, multi, streams = store.sql, store.sql_multi, [a.stream for a in prepared]
     with conn.pipeline() if PIPELINE else nullcontext():
         conn.execute(multi.lock_streams, (streams,))
-        if statements.version >= DCB_SCHEMA_VERSION:
+        matched = None
+        if plan is not None:
+            conn.execute(multi.lock_condition_keys, plan.keys)
+            matched = conn.execute(plan.check, plan.params)  # after the keys: see above
+        elif statements.version >= DCB_SCHEMA_VERSION:
             conn.execute(multi.lock_event_keys, event_keys(prepared))
         deleted = conn.execute(multi.deleted, (streams,)) if statements.version >= 6 else None
         heads = conn.execute(multi.heads, (streams,))
@@ -187,6 +252,9 @@ def append_many_on(
         )
         if retried is not None:
             return retried
+        if matched is not None and matched.fetchone() is not None:
+            assert plan is not None
+            raise condition_failed(prepared, plan.condition)
         threshold = statements.payload_threshold(store.compress_threshold)
         inserts = [
             conn.execute(statements.append, append_params(a.stream, a.expected, a.batch,
@@ -228,13 +296,18 @@ def append_many_in_savepoint(
 
 
 async def append_many_on_async(
-    store: ManyStore, conn: psycopg.AsyncConnection[Any], prepared: list[PreparedAppend]
+    store: ManyStore, conn: psycopg.AsyncConnection[Any], prepared: list[PreparedAppend],
+    plan: ConditionPlan | None = None,
 ) -> list[AppendResult]:
     """:func:`append_many_on`, awaited."""
     statements, multi, streams = store.sql, store.sql_multi, [a.stream for a in prepared]
     async with conn.pipeline() if PIPELINE else _no_async_pipeline():
         await conn.execute(multi.lock_streams, (streams,))
-        if statements.version >= DCB_SCHEMA_VERSION:
+        matched = None
+        if plan is not None:
+            await conn.execute(multi.lock_condition_keys, plan.keys)
+            matched = await conn.execute(plan.check, plan.params)
+        elif statements.version >= DCB_SCHEMA_VERSION:
             await conn.execute(multi.lock_event_keys, event_keys(prepared))
         deleted = (
             await conn.execute(multi.deleted, (streams,)) if statements.version >= 6 else None
@@ -249,6 +322,9 @@ async def append_many_on_async(
         )
         if retried is not None:
             return retried
+        if matched is not None and await matched.fetchone() is not None:
+            assert plan is not None
+            raise condition_failed(prepared, plan.condition)
         threshold = statements.payload_threshold(store.compress_threshold)
         inserts = [
             await conn.execute(statements.append, append_params(a.stream, a.expected,

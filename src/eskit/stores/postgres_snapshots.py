@@ -36,6 +36,7 @@ try:
 except ImportError as exc:  # an optional extra: say which one, not just "no module"
     raise MissingExtraError("postgres", "eskit's PostgreSQL support", name=exc.name) from exc
 
+from eskit.dcb import set_tags
 from eskit.events import Event, StreamId
 from eskit.snapshots import (
     AggregateKey,
@@ -47,6 +48,7 @@ from eskit.snapshots import (
 )
 from eskit.stores.model import MAX_VERSION
 from eskit.stores.postgres import PostgresEventStore
+from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
 from eskit.stores.postgres_schema import EVENT_COLUMNS, check_schema_name
 from eskit.stores.rows import decode_rows
 
@@ -122,7 +124,9 @@ class SnapshotStatements:
         # The newest snapshot and the events to replay with it, in one statement (and
         # one round trip): the snapshot joined to its own event (part 0), then the
         # events after it (part 1); without a snapshot, part 1 is the whole stream.
-        self.latest_with_tail = sql.SQL(
+        # From the DCB schema each event row ends with its tags (NULL for none): one
+        # probe of the tags' (tx_id, seq) index per event, still one round trip.
+        tail = sql.SQL(
             """WITH s AS (
                    SELECT version, event_id, state_version, taken_at, state::text AS state
                    FROM {snapshots}
@@ -130,7 +134,7 @@ class SnapshotStatements:
                      AND version <= %(max)s
                    ORDER BY version DESC LIMIT 1
                ), e AS (
-                   SELECT {columns}
+                   SELECT {columns}{tags}
                    FROM {events}
                    WHERE stream_id = %(stream)s
                      AND version >= coalesce((SELECT version FROM s), 1)
@@ -142,7 +146,14 @@ class SnapshotStatements:
                SELECT 1, NULL, NULL, NULL, NULL, NULL, e.* FROM e
                WHERE e.version > coalesce((SELECT version FROM s), 0)
                ORDER BY 1, 11"""
-        ).format(snapshots=snapshots, events=events, columns=sql.SQL(EVENT_COLUMNS))
+        )
+        self.latest_with_tail = tail.format(snapshots=snapshots, events=events,
+                                            columns=sql.SQL(EVENT_COLUMNS), tags=sql.SQL(""))
+        self.latest_with_tail_tagged = tail.format(
+            snapshots=snapshots, events=events, columns=sql.SQL(EVENT_COLUMNS),
+            tags=sql.SQL(
+                ", (SELECT array_agg(t.tag ORDER BY t.ord) FROM {}.eskit_event_tags AS t"
+                " WHERE t.tx_id = {}.tx_id AND t.seq = {}.seq) AS tags").format(s, events, events))
         # Prune a whole batch of aggregates in one statement (one round trip, not one
         # each): below the keep-th newest; the subquery is NULL (nothing goes) with fewer.
         batch = """DELETE FROM {snapshots} AS s
@@ -235,17 +246,34 @@ def latest_with_tail_params(
 
 
 def split_rows(
-    aggregate_id: StreamId, aggregate_type: str, rows: list[Any]
+    aggregate_id: StreamId, aggregate_type: str, rows: list[Any], *, tagged: bool = False
 ) -> tuple[Snapshot | None, list[Event]]:
-    """The snapshot row and the event rows of ``latest_with_tail``, decoded."""
+    """The snapshot row and the event rows of ``latest_with_tail`` (``tagged``: of
+    ``latest_with_tail_tagged``, each event row ending with its tags), decoded."""
     snapshot = None
     event_rows = []
+    tags: list[Any] = []
     for row in rows:
         if row[0] == 0:
             snapshot = snapshot_from(aggregate_id, aggregate_type, row[1:6])
         if row[6] is not None:
-            event_rows.append(row[6:])
-    return snapshot, decode_rows(event_rows, aggregate_id)
+            if tagged:
+                event_rows.append(row[6:-1])
+                tags.append(row[-1])
+            else:
+                event_rows.append(row[6:])
+    events = decode_rows(event_rows, aggregate_id)
+    for event, names in zip(events, tags, strict=False):
+        if names:
+            set_tags(event, tuple(names))
+    return snapshot, events
+
+
+def tail_statement(statements: SnapshotStatements, schema_version: int) -> Any:
+    """``latest_with_tail``, with the events' tags from the DCB schema on."""
+    if schema_version >= DCB_SCHEMA_VERSION:
+        return statements.latest_with_tail_tagged
+    return statements.latest_with_tail
 
 
 class PostgresSnapshotStore(SnapshotStore):
@@ -287,11 +315,11 @@ class PostgresSnapshotStore(SnapshotStore):
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
     ) -> tuple[Snapshot | None, list[Event]]:
         params = latest_with_tail_params(stream, aggregate_type, max_version)
+        statement = tail_statement(self.sql, self.event_store.sql.version)
         # A read: retried on a fresh connection if this one dropped.
-        rows = self.event_store._run(
-            lambda conn: conn.execute(self.sql.latest_with_tail, params).fetchall()
-        )
-        snapshot, events = split_rows(aggregate_id, aggregate_type, rows)
+        rows = self.event_store._run(lambda conn: conn.execute(statement, params).fetchall())
+        snapshot, events = split_rows(aggregate_id, aggregate_type, rows,
+                                      tagged=statement is self.sql.latest_with_tail_tagged)
         # Exactly what read_stream returns: stored events pass the registry's rules.
         return snapshot, self.event_store.registry.upcast(events)
 

@@ -7,7 +7,7 @@ that asked for it, becomes an :class:`UndecodableEvent` in its place.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -139,6 +139,8 @@ class UndecodableEvent:
     timestamp: datetime
     error: DecodingError
     """Why it cannot be read, naming stream, version, type and position."""
+    tags: tuple[str, ...] = ()
+    """Its DCB tags, which are stored apart from the payload and so still known."""
 
     @property
     def stream_id(self) -> StreamId:
@@ -188,7 +190,7 @@ def upcast_tolerant(
         except DecodingError as exc:
             out.append(UndecodableEvent(
                 item.event_id, item.aggregate_id, item.event_type, item.version,
-                item.position or 0, item.schema_version, item.timestamp, exc,
+                item.position or 0, item.schema_version, item.timestamp, exc, item.tags,
             ))
     return out
 
@@ -249,6 +251,24 @@ def iter_tolerant(
         after = page[-1].position or after
         if remaining is not None:
             remaining -= len(page)
+
+
+def decode_tagged(
+    rows: Sequence[Any], stream_id: StreamId | None,
+    attach: Callable[[list[Any]], None] | None,
+) -> list[Event]:
+    """:func:`decode_rows`, then ``attach`` (the store's look-up of the events' DCB
+    tags). A page that fails on an undecodable row still gets its tags: the events
+    decoded before the bad row and its placeholder, which a tolerant reader yields."""
+    try:
+        events = decode_rows(rows, stream_id)
+    except _UndecodableRow as exc:
+        if attach is not None:
+            attach([*exc.decoded, exc.placeholder])
+        raise
+    if attach is not None:
+        attach(events)
+    return events
 
 
 def decode_rows(rows: Iterable[Any], stream_id: StreamId | None = None) -> list[Event]:

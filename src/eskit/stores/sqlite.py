@@ -80,7 +80,12 @@ from eskit.stores.model import (
 )
 from eskit.stores.multi import PreparedAppend
 from eskit.stores.prefix_range import prefix_upper_bound
-from eskit.stores.rows import decode_rows, micros_to_timestamp, timestamp_to_micros
+from eskit.stores.rows import (
+    decode_rows,
+    decode_tagged,
+    micros_to_timestamp,
+    timestamp_to_micros,
+)
 from eskit.stores.sqlite_archive import MIGRATION as SQLITE_ARCHIVE_MIGRATION
 from eskit.stores.sqlite_archive import archived_error, archived_in
 from eskit.stores.sqlite_dcb import MIGRATION as SQLITE_DCB_MIGRATION
@@ -776,11 +781,15 @@ class SQLiteEventStore(EventStore):
                     conn.execute("ROLLBACK")
         return self._recorded(stream_id, batch, *placed)
 
-    def _append_many(self, prepared: list[PreparedAppend]) -> list[AppendResult]:
+    def _append_many(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
+        if condition is not None:
+            self._needs_tags()
         writer = self._lock_writer()
         assert writer is not None  # no timeout
         try:
-            return sqlite_multi.append_many_locked(self, writer, prepared)
+            return sqlite_multi.append_many_locked(self, writer, prepared, condition)
         finally:
             self._write_lock.release()
 
@@ -903,9 +912,9 @@ class SQLiteEventStore(EventStore):
             # it was archived, so that it never passes for an empty history.
             if not rows and self._archives and (where := archived_in(conn, stream)):
                 raise archived_error(stream_id, *where)
-            events = decode_rows(rows, stream_id)
-            if self._tags_table:
-                sqlite_dcb.attach_range_tags(conn, events, stream=stream)
+            events = decode_tagged(rows, stream_id, (
+                lambda found: sqlite_dcb.attach_range_tags(conn, found, stream=stream)
+            ) if self._tags_table else None)
         return events
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
@@ -924,9 +933,9 @@ class SQLiteEventStore(EventStore):
                 f"{_SELECT} WHERE position > ?{visible} ORDER BY position LIMIT ?",
                 (after, limit),
             ).fetchall()
-            events = decode_rows(rows)
-            if self._tags_table:
-                sqlite_dcb.attach_range_tags(conn, events)
+            events = decode_tagged(rows, None, (
+                lambda found: sqlite_dcb.attach_range_tags(conn, found)
+            ) if self._tags_table else None)
         return events
 
     def _read_filtered_page(
@@ -942,9 +951,9 @@ class SQLiteEventStore(EventStore):
                 _SELECT, visible, wanted, after, min(upto, _MAX_INTEGER), limit
             )
             rows = conn.execute(sql, params).fetchall()
-            events = decode_rows(rows)
-            if self._tags_table:
-                sqlite_dcb.attach_range_tags(conn, events, types=wanted.types)
+            events = decode_tagged(rows, None, (
+                lambda found: sqlite_dcb.attach_range_tags(conn, found, types=wanted.types)
+            ) if self._tags_table else None)
         return events
 
     def _read_events(

@@ -17,10 +17,12 @@ from contextlib import AbstractContextManager
 from typing import Any, Protocol
 from uuid import UUID
 
+from eskit.dcb import AppendCondition
 from eskit.errors import StoreBusyError, StoreError
 from eskit.events import Event, StreamId
 from eskit.stores.model import AppendResult, Expected, PendingEvent
-from eskit.stores.multi import PreparedAppend, resolve_many
+from eskit.stores.multi import PreparedAppend, condition_failed, resolve_many
+from eskit.stores.sqlite_dcb import condition_holds
 
 
 class _Store(Protocol):
@@ -39,6 +41,8 @@ class _Store(Protocol):
     def _find(self, conn: sqlite3.Connection,
               batch: Sequence[PendingEvent]) -> dict[UUID, Event]: ...
 
+    _visible: str
+
 
 class _Writer(_Store, Protocol):
     def _retry_busy(self, action: Any) -> Any: ...
@@ -55,13 +59,32 @@ MAX_ATTEMPTS = 3
 
 
 def append_many_locked(
-    store: _Writer, conn: sqlite3.Connection, prepared: list[PreparedAppend]
+    store: _Writer, conn: sqlite3.Connection, prepared: list[PreparedAppend],
+    condition: AppendCondition | None = None,
 ) -> list[AppendResult]:
-    """The whole call on the writer connection ``conn``; the caller holds the write lock."""
+    """The whole call on the writer connection ``conn``; the caller holds the write lock.
+
+    With a ``condition``: checked in the same ``BEGIN IMMEDIATE`` transaction as the
+    inserts, before them; the write lock is held, so nothing can be appended in
+    between (see :mod:`eskit.stores.sqlite_dcb`).
+    """
     with store._translating():
         for _ in range(MAX_ATTEMPTS):
             store._retry_busy(lambda: conn.execute("BEGIN IMMEDIATE"))
             try:
+                if condition is not None and not condition_holds(
+                    conn, condition.fail_if_events_match, condition.after_position,
+                    store._visible,
+                ):
+                    # A stored retry matches its own events; a stream that moved is
+                    # reported as one: decide as a refused plain call would, first.
+                    heads = {a.stream: store._head_in(conn, a.stream) for a in prepared}
+                    found = store._find(conn, [p for a in prepared for p in a.batch])
+                    conn.execute("ROLLBACK")
+                    retried = resolve_many(prepared, heads, found)
+                    if retried is not None:
+                        return retried
+                    raise condition_failed(prepared, condition)
                 placed = _insert_all(store, conn, prepared)
                 if placed is not None:
                     conn.execute("COMMIT")

@@ -2,7 +2,8 @@
 
 Subclass :class:`BlobStoreContract` and implement ``create_blobs`` (and
 ``corrupt``, which overwrites a stored blob's bytes behind the store's back, the
-way a failing disk or an attacker would). See docs/blobs.md.
+way a failing disk or an attacker would, and ``backdate``, which moves a blob's
+last put into the past, as time would). See docs/blobs.md.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ class BlobStoreContract:
         raise NotImplementedError
 
     def corrupt(self, blobs: BlobStore, ref: BlobRef, data: bytes) -> None:
+        raise NotImplementedError
+
+    def backdate(self, blobs: BlobStore, ref: BlobRef, seconds: float) -> None:
         raise NotImplementedError
 
     @pytest.fixture
@@ -124,3 +128,43 @@ class BlobStoreContract:
         assert len({r.digest for r in refs}) == 17
         for ref in refs:
             assert len(blobs.get(ref)) == ref.size
+
+    # -- what garbage collection needs (eskit.blobs.collect) ---------------------------
+
+    def _last_put(self, blobs: BlobStore, ref: BlobRef) -> float:
+        [found] = [b for b in blobs._listing() if b.key == ref.hex]
+        assert found.size == ref.size
+        return found.last_put
+
+    def test_the_listing_names_every_blob_with_its_size_and_last_put(
+        self, blobs: BlobStore
+    ) -> None:
+        refs = [blobs.put(f"blob {n}".encode() * (n + 1)) for n in range(3)]
+        now = blobs._now()
+        listed = {b.key: b for b in blobs._listing()}
+        assert set(listed) == {ref.hex for ref in refs}
+        for ref in refs:
+            assert listed[ref.hex].size == ref.size
+            assert now - 60 < listed[ref.hex].last_put <= now + 1
+
+    def test_a_put_of_stored_bytes_refreshes_an_old_last_put(self, blobs: BlobStore) -> None:
+        ref = blobs.put(b"in use again")
+        self.backdate(blobs, ref, 3600)
+        old = self._last_put(blobs, ref)
+        assert old < blobs._now() - 3000
+        assert blobs.put(b"in use again") == ref
+        assert self._last_put(blobs, ref) > old + 3000
+
+    def test_delete_idle_spares_a_blob_put_since_the_cutoff(self, blobs: BlobStore) -> None:
+        idle, touched, fresh = (blobs.put(b"idle"), blobs.put(b"touched"),
+                                blobs.put(b"fresh"))
+        self.backdate(blobs, idle, 3600)
+        self.backdate(blobs, touched, 3600)
+        cutoff = blobs._now() - 600
+        blobs.put(b"touched")  # a writer put it again after the listing
+        deleted = blobs._delete_idle([idle.hex, touched.hex, fresh.hex, "0" * 64], cutoff)
+        assert deleted == [idle.hex]
+        assert not blobs.exists(idle)
+        assert blobs.get(touched) == b"touched"
+        assert blobs.get(fresh) == b"fresh"
+        assert blobs._delete_idle([], cutoff) == []

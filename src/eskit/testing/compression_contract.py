@@ -219,6 +219,27 @@ class CompressionContract:
         finally:
             store.close()
 
+    def test_tags_are_kept_around_and_on_an_undecodable_event(self, tmp_path: Path) -> None:
+        """A tolerant reader's page that breaks on a bad payload keeps every tag."""
+        store = self.create_store(tmp_path, None)  # stored as text: corrupt_payload's input
+        try:
+            store.append("t-1", [NewEvent("E", {"n": n}, tags=(f"n:{n}",)) for n in range(3)])
+            store.append("t-2", [NewEvent("F", {"n": 3}, tags=("n:3", "other"))])
+            victim = store.read_stream("t-1")[1]
+            self.corrupt_payload(store, victim, b"\x28\xb5\x2f\xfd" + b"\x00garbage" * 10)
+            want = [("n:0",), ("n:1",), ("n:2",), ("n:3", "other")]
+            for items in (list(store.read_all(on_undecodable="yield")),
+                          list(store.read_all(event_types=["E", "F"], on_undecodable="yield"))):
+                assert [type(i).__name__ for i in items] == [
+                    "Event", "UndecodableEvent", "Event", "Event"]
+                assert [i.tags for i in items] == want
+            seen: list[UndecodableEvent] = []
+            kept = list(store.read_all(on_undecodable=seen.append))
+            assert [e.tags for e in kept] == [want[0], want[2], want[3]]
+            assert [(u.event_id, u.tags) for u in seen] == [(victim.event_id, ("n:1",))]
+        finally:
+            store.close()
+
     @pytest.mark.parametrize("frame", ["garbage", "bomb", "truncated"])
     def test_a_corrupt_frame_is_a_decoding_error_never_a_hang(
         self, tmp_path: Path, frame: str

@@ -21,6 +21,7 @@ from eskit import (
     DuplicateEventError,
     EventStore,
     InvalidInputError,
+    MultiStreamConcurrencyError,
     NewEvent,
     Query,
     QueryItem,
@@ -321,3 +322,116 @@ class DCBContract:
         assert len(wins) == 1
         assert len(losses) == 5
         assert [e.event_data["n"] for e in store.read_events(query).events] == wins
+
+    # -- conditions on append_many ----------------------------------------------------
+
+    def _register(self, store: EventStore, user: str, name: str, after: int | None
+                  ) -> list[object]:
+        """The unique-username example over two streams: the user and the name's claim."""
+        query = Query.of(types=["UsernameClaimed"], tags=[f"username:{name}"])
+        return list(store.append_many([
+            StreamAppend(f"user-{user}", [NewEvent("UserRegistered", {"name": name},
+                                                   tags=(f"user:{user}",))], NO_STREAM),
+            StreamAppend(f"username-{name}-{user}", [
+                NewEvent("UsernameClaimed", {"user": user}, tags=(f"username:{name}",))]),
+        ], condition=AppendCondition(query, after)))
+
+    def test_append_many_with_a_condition_that_holds_writes_every_stream(
+        self, store: EventStore
+    ) -> None:
+        store.append("noise", [NewEvent("UsernameClaimed", tags=("username:bob",))])
+        results = self._register(store, "u1", "ada", None)
+        assert len(results) == 2
+        assert [e.aggregate_id for e in store.read_all()] == [
+            "noise", "user-u1", "username-ada-u1"]
+        assert [e.tags for e in store.read_stream("user-u1")] == [("user:u1",)]
+
+    def test_append_many_with_a_failed_condition_writes_no_stream(
+        self, store: EventStore
+    ) -> None:
+        self._register(store, "u1", "ada", None)
+        head = store.head_position()
+        with pytest.raises(AppendConditionFailed) as caught:
+            self._register(store, "u2", "ada", None)
+        assert isinstance(caught.value, ConcurrencyError)
+        assert caught.value.stream_id == ("user-u2", "username-ada-u2")
+        assert "user-u2" in str(caught.value)
+        assert "username-ada-u2" in str(caught.value)
+        assert store.head_position() == head
+        assert store.head_version("user-u2") == 0
+        assert store.head_version("username-ada-u2") == 0
+        # A condition read after the first claim: a different name passes at once.
+        read = store.read_events(Query.of(types=["UsernameClaimed"], tags=["username:eve"]))
+        assert len(self._register(store, "u2", "eve", read.position)) == 2
+
+    def test_append_many_condition_after_a_read_position(self, store: EventStore) -> None:
+        query = Query.of(tags=["course:c1"])
+        read = store.read_events(query)
+        store.append("other", [_enrolled("c2", "s1")])  # does not match
+        store.append_many([StreamAppend("a", [_enrolled("c1", "s1")]),
+                           StreamAppend("b", [NewEvent("Note")])],
+                          condition=AppendCondition(query, read.position))
+        with pytest.raises(AppendConditionFailed):  # the call above matched
+            store.append_many([StreamAppend("c", [_enrolled("c1", "s2")])],
+                              condition=AppendCondition(query, read.position))
+        assert store.head_version("c") == 0
+
+    def test_a_retried_conditional_append_many_is_a_duplicate(self, store: EventStore) -> None:
+        query = Query.of(tags=["course:c1"])
+        appends = [StreamAppend("e1", [_enrolled("c1", "s1")]),
+                   StreamAppend("e2", [NewEvent("Note")])]
+        condition = AppendCondition(query, store.read_events(query).position)
+        first = store.append_many(appends, condition=condition)
+        again = store.append_many(appends, condition=condition)  # the ack was lost
+        assert [r.duplicate for r in again] == [True, True]
+        assert [e.event_id for r in again for e in r.events] == [
+            e.event_id for r in first for e in r.events]
+        assert len(store.read_events(Query.all()).events) == 2
+
+    def test_a_moved_stream_is_reported_before_a_failed_condition(
+        self, store: EventStore
+    ) -> None:
+        query = Query.of(tags=["t"])
+        read = store.read_events(query)
+        store.append("s1", [NewEvent("E", tags=("t",))])  # moves s1 and fails the query
+        with pytest.raises(MultiStreamConcurrencyError):
+            store.append_many([StreamAppend("s1", [NewEvent("F")], NO_STREAM),
+                               StreamAppend("s2", [NewEvent("G")])],
+                              condition=AppendCondition(query, read.position))
+        assert store.head_version("s2") == 0
+
+    def test_append_many_refuses_a_bad_condition_before_any_write(
+        self, store: EventStore
+    ) -> None:
+        for bad in ["not a condition", Query.all(), 5]:
+            with pytest.raises(InvalidInputError):
+                store.append_many([StreamAppend("s", [NewEvent("E")])],
+                                  condition=bad)  # type: ignore[arg-type]
+        assert store.head_position() == 0
+
+    def test_threads_racing_append_many_on_one_condition_let_exactly_one_win(
+        self, store: EventStore
+    ) -> None:
+        wins: list[str] = []
+        losses: list[str] = []
+        barrier = threading.Barrier(6)
+
+        def register(n: int) -> None:
+            barrier.wait()
+            try:
+                self._register(store, f"u{n}", "ada", None)
+                wins.append(f"u{n}")
+            except AppendConditionFailed:
+                losses.append(f"u{n}")
+
+        threads = [threading.Thread(target=register, args=(n,)) for n in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert len(wins) == 1
+        assert len(losses) == 5
+        claims = store.read_events(Query.of(types=["UsernameClaimed"]))
+        assert [e.event_data["user"] for e in claims.events] == wins
+        assert [e.aggregate_id for e in store.read_events(Query.of(
+            types=["UserRegistered"])).events] == [f"user-{wins[0]}"]

@@ -116,6 +116,24 @@ class SnapshotStoreContract:
         assert loaded.taken_at.tzinfo is not None
         assert loaded.taken_at.utcoffset() == timedelta(0)
 
+    def test_the_events_loaded_with_a_snapshot_keep_their_tags(self, stores: Stores) -> None:
+        events, snapshots = stores
+        stored = events.append("acc-1", [
+            NewEvent("Opened", {}, tags=("customer:1",)),
+            NewEvent("Deposited", {}, tags=("customer:1", "branch:x")),
+            NewEvent("Noted", {}),
+            NewEvent("Deposited", {}, tags=("branch:y",)),
+        ]).events
+        events.append("acc-2", [NewEvent("Other", {}, tags=("customer:2",))])
+        snapshots.save(_snapshot("acc-1", 2, stored[1].event_id))
+        found, tail = snapshots.latest_with_tail("acc-1", TYPE, events=events)
+        assert found is not None
+        assert [(e.version, e.tags) for e in tail] == [
+            (2, ("customer:1", "branch:x")), (3, ()), (4, ("branch:y",))]
+        none, whole = snapshots.latest_with_tail("acc-2", TYPE, events=events)
+        assert none is None
+        assert [e.tags for e in whole] == [("customer:2",)]
+
     def test_latest_is_the_highest_version_at_or_below_the_bound(self, stores: Stores) -> None:
         events, snapshots = stores
         ids = _fill(events, "acc-1", 30)

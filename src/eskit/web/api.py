@@ -16,7 +16,15 @@ from fastapi import APIRouter, Header, Path, Query, Request
 from starlette.responses import Response
 
 from eskit.aio.store import AsyncEventStore
-from eskit.errors import AggregateNotFound, ConcurrencyError, InvalidInputError
+from eskit.dcb import AppendCondition
+from eskit.dcb import Query as EventQuery
+from eskit.dcb import QueryItem as EventQueryItem
+from eskit.errors import (
+    AggregateNotFound,
+    AppendConditionFailed,
+    ConcurrencyError,
+    InvalidInputError,
+)
 from eskit.events import NewEvent
 from eskit.fastapi import PreconditionFailed, etag
 from eskit.health import check_health_async
@@ -31,13 +39,18 @@ from eskit.stores.model import (
 from eskit.web.auth import ReadAccess, WriteAccess
 from eskit.web.encoding import JSONDocument, event_document, stream_document, stream_path
 from eskit.web.models import (
+    MAX_BATCH,
     AppendManyRequest,
     AppendManyResponse,
     AppendRequest,
     AppendResponse,
+    ConditionIn,
     EventPage,
     HealthOut,
     NewEventIn,
+    QueryIn,
+    ReadEventsRequest,
+    ReadEventsResponse,
     StreamList,
     StreamMetadata,
     StreamPage,
@@ -115,10 +128,13 @@ async def append(
     answered 200 with ``duplicate: true`` and stores nothing."""
     stream = stream_from_path(stream_id)
     expected, precondition = _expectation(body.expected_version, if_match)
+    condition = _condition(body.condition)
     try:
-        result = await store_of(request).append(stream, _new_events(body.events), expected)
+        result = await store_of(request).append(stream, _new_events(body.events), expected,
+                                                condition=condition)
     except ConcurrencyError as exc:
-        if precondition and not isinstance(exc, PreconditionFailed):
+        # A failed DCB condition stays itself (409 condition-failed), not a 412.
+        if precondition and not isinstance(exc, PreconditionFailed | AppendConditionFailed):
             raise PreconditionFailed(stream, str(if_match), exc.actual_version) from exc
         raise
     return JSONDocument(_appended(stream, result), status_code=200 if result.duplicate else 201,
@@ -127,10 +143,29 @@ async def append(
 
 def _new_events(events: list[NewEventIn]) -> list[NewEvent]:
     return [
-        NewEvent(e.type, e.data, e.metadata) if e.id is None
-        else NewEvent(e.type, e.data, e.metadata, event_id=e.id)
+        NewEvent(e.type, e.data, e.metadata, tags=tuple(e.tags)) if e.id is None
+        else NewEvent(e.type, e.data, e.metadata, event_id=e.id, tags=tuple(e.tags))
         for e in events
     ]
+
+
+def _query(query: QueryIn) -> EventQuery:
+    """The store's query (its checks raise InvalidInputError: a 422)."""
+    return EventQuery([EventQueryItem(tuple(i.types), tuple(i.tags)) for i in query.items])
+
+
+def _condition(condition: ConditionIn | None) -> AppendCondition | None:
+    if condition is None:
+        return None
+    after = None if condition.after is None else _position(condition.after)
+    return AppendCondition(_query(condition.query), after)
+
+
+def _position(text: str) -> int:
+    position = int(text)
+    if position > MAX_POSITION:
+        raise InvalidInputError(f"position {text} is past the largest one ({MAX_POSITION})")
+    return position
 
 
 def _appended(stream: str, result: AppendResult) -> dict[str, Any]:
@@ -165,7 +200,11 @@ async def append_many(request: Request, body: AppendManyRequest) -> Response:
         StreamAppend(a.stream_id, _new_events(a.events), _expectation(a.expected_version, None)[0])
         for a in body.appends
     ]
-    results = await store_of(request).append_many(appends)
+    if any(a.condition is not None for a in body.appends):
+        raise InvalidInputError("append-many takes one condition for the whole call, "
+                                "not one per stream")
+    results = await store_of(request).append_many(appends,
+                                                  condition=_condition(body.condition))
     duplicate = results[0].duplicate
     document = {"duplicate": duplicate,
                 "results": [_appended(a.stream_id, r) for a, r in zip(body.appends, results,
@@ -280,6 +319,22 @@ async def read_all(
     if more:
         following = _page_url("/api/events", from_position=events[-1].position, limit=limit)
     return JSONDocument({"events": [event_document(e) for e in events], "next": following})
+
+
+@router.post(
+    "/read-events", dependencies=[ReadAccess], response_model=ReadEventsResponse,
+    responses=responses(401, 422), summary="Read the events a DCB query matches",
+)
+async def read_events(request: Request, body: ReadEventsRequest) -> Response:
+    """The events matching the query after ``after``, in global order, with the
+    position the read is consistent with: decide, then append with
+    ``condition: {"query": ..., "after": position}``. A read cut short by ``limit``
+    is consistent up to its last event only: read on from there. A POST because the
+    query is a document; it writes nothing."""
+    found = await store_of(request).read_events(_query(body.query), _position(body.after),
+                                                body.limit or MAX_BATCH)
+    return JSONDocument({"events": [event_document(e) for e in found.events],
+                         "position": str(found.position)})
 
 
 @router.get(

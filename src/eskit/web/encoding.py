@@ -79,7 +79,7 @@ def event_document(event: Event | UndecodableEvent) -> dict[str, Any]:
             "type": event.event_type, "version": event.version,
             "position": str(event.position), "timestamp": event.timestamp,
             "schema_version": event.schema_version, "data": {}, "metadata": {},
-            "undecodable": str(event.error),
+            "tags": [], "undecodable": str(event.error),
         }
     return {
         "id": event.event_id,  # orjson writes a UUID itself, faster than str() does
@@ -91,6 +91,7 @@ def event_document(event: Event | UndecodableEvent) -> dict[str, Any]:
         "schema_version": event.schema_version,
         "data": event.event_data,
         "metadata": event.metadata,
+        "tags": list(event.tags),
     }
 
 

@@ -18,11 +18,16 @@ __all__ = [
     "AppendManyResponse",
     "AppendRequest",
     "AppendResponse",
+    "ConditionIn",
     "EventOut",
     "EventPage",
     "HealthOut",
     "NewEventIn",
     "Problem",
+    "QueryIn",
+    "QueryItemIn",
+    "ReadEventsRequest",
+    "ReadEventsResponse",
     "StreamList",
     "StreamMetadata",
     "StreamOut",
@@ -47,6 +52,36 @@ class NewEventIn(_Strict):
     type: str = Field(min_length=1, description="The event type, e.g. OrderPlaced.")
     data: dict[str, Any] = Field(default_factory=dict)
     metadata: dict[str, Any] = Field(default_factory=dict)
+    tags: list[str] = Field(
+        default_factory=list, max_length=32,
+        description="DCB tags (course:c1, student:s7): what conditions and read-events "
+        "select events by. At most 32, each non-empty, no two equal.")
+
+
+class QueryItemIn(_Strict):
+    """Matches an event whose type is one of ``types`` (any type if empty) and that
+    carries every tag in ``tags`` (any tags if empty)."""
+
+    types: list[str] = Field(default_factory=list, max_length=64)
+    tags: list[str] = Field(default_factory=list, max_length=32)
+
+
+class QueryIn(_Strict):
+    """A DCB query: an event matches if it matches any of ``items``."""
+
+    items: list[QueryItemIn] = Field(
+        min_length=1, max_length=64,
+        description="[{}] matches every event.")
+
+
+class ConditionIn(_Strict):
+    """Append only if no event matching ``query`` was stored after ``after``."""
+
+    query: QueryIn
+    after: str | None = Field(
+        None, pattern=r"^[0-9]+$",
+        description="The position the decision read up to (read-events' position); "
+        "null: no event matching the query may exist at all.")
 
 
 class AppendRequest(_Strict):
@@ -56,6 +91,9 @@ class AppendRequest(_Strict):
     expected_version: Version | Literal["any", "no_stream", "stream_exists"] | None = Field(
         None, description="The version the stream must be at (0: it must not exist), or any, "
         "no_stream, stream_exists. Leave it out (and send no If-Match) for any.")
+    condition: ConditionIn | None = Field(
+        None, description="A DCB append condition, checked atomically with the insert: "
+        "409 condition-failed if an event matching its query came after its position.")
 
 
 MAX_STREAMS = 100
@@ -75,6 +113,9 @@ class AppendManyRequest(_Strict):
         min_length=1, max_length=MAX_STREAMS,
         description="One entry per stream (each stream at most once), each checked "
         "against its own expected_version. Events get increasing positions in this order.")
+    condition: ConditionIn | None = Field(
+        None, description="A DCB append condition for the whole call (the entries take "
+        "none of their own): 409 condition-failed and nothing written if it fails.")
 
 
 class AppendedEvent(BaseModel):
@@ -108,6 +149,7 @@ class EventOut(BaseModel):
     schema_version: int
     data: dict[str, Any]
     metadata: dict[str, Any]
+    tags: list[str] = Field(default_factory=list, description="The event's DCB tags.")
     undecodable: str | None = Field(
         None, description="Only on an event of the global log that the server cannot "
         "decode: why. Its data and metadata are then empty; it keeps its position.")
@@ -123,6 +165,25 @@ class StreamPage(BaseModel):
 class EventPage(BaseModel):
     events: list[EventOut]
     next: str | None = Field(description="The URL of the next page; null on the last one.")
+
+
+class ReadEventsRequest(_Strict):
+    """The events matching a DCB query, for a decision."""
+
+    query: QueryIn
+    after: str = Field("0", pattern=r"^[0-9]+$",
+                       description="Only events after this position.")
+    limit: int | None = Field(None, ge=1, le=MAX_BATCH,
+                              description="At most this many events (all by default, up "
+                              f"to {MAX_BATCH}: more is 422, narrow the query).")
+
+
+class ReadEventsResponse(BaseModel):
+    events: list[EventOut]
+    position: str = Field(
+        pattern=r"^[0-9]+$",
+        description="The position this read is consistent with: pass it as the "
+        "condition's after.")
 
 
 class StreamOut(BaseModel):
