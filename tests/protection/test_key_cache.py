@@ -195,15 +195,30 @@ def test_a_key_store_that_does_not_count_changes_is_asked_every_time() -> None:
 def test_the_key_cache_is_bounded_and_emptied_when_the_count_moves() -> None:
     cache = KeyCache(size=2)
     keys = [DataKey(f"k{n}", f"s{n}", bytes([n]) * 32) for n in range(3)]
-    cache.validate(None)
-    cache.put(keys[:1])
+    cache.put(keys[:1], cache.validate(None))
     assert cache.by_id(["k0"]) == ({}, ["k0"])  # no count, nothing cached
-    cache.validate(7)
-    cache.put(keys[:2])
+    changes = cache.validate(7)
+    cache.put(keys[:2], changes)
     assert set(cache.by_id(["k0", "k1"])[0]) == {"k0", "k1"}
-    cache.put(keys[2:])  # full: emptied, then the new key
+    cache.put(keys[2:], changes)  # full: emptied, then the new key
     assert cache.by_id(["k0", "k1", "k2"]) == ({"k2": keys[2]}, ["k0", "k1"])
-    cache.validate(7)
+    assert cache.validate(7) == 7
     assert cache.by_subject(["s2"])[0] == {"s2": keys[2]}
     cache.validate(8)
     assert cache.by_subject(["s2"]) == ({}, ["s2"])
+
+
+def test_a_key_fetched_before_a_change_is_not_cached_after_it() -> None:
+    # Thread A checks the count (7) and fetches a key; meanwhile the key is erased and
+    # thread B checks (8): A's key, fetched under 7, must not enter the cache under 8.
+    cache = KeyCache()
+    key = DataKey("k0", "s0", b"x" * 32)
+    fetched_under = cache.validate(7)
+    cache.validate(8)
+    cache.put([key], fetched_under)
+    assert cache.by_id(["k0"]) == ({}, ["k0"])
+    # An erasure in this process refuses whatever was fetched before it.
+    changes = cache.validate(8)
+    cache.invalidate()
+    cache.put([key], changes)
+    assert cache.by_subject(["s0"]) == ({}, ["s0"])

@@ -156,27 +156,26 @@ class AsyncProtectedEventStore(AsyncEventStore):
     def _unwrap(self, row: WrappedKey) -> DataKey:
         return self._unwrapped.unwrap(row, self.provider)
 
-    async def _validate_cache(self) -> None:
+    async def _validate_cache(self) -> int | None:
         if self._unwrapped_provider is not self.provider:  # a new provider: trust nothing
             self._unwrapped = UnwrapCache()
             self._unwrapped_provider = self.provider
             self._cache.clear()
         keys = self.keys
         if isinstance(keys, CountsKeyChanges):
-            self._cache.validate(await self._io(keys.key_changes))
-        else:
-            self._cache.validate(None)
+            return self._cache.validate(await self._io(keys.key_changes))
+        return self._cache.validate(None)
 
     async def _keys_for(self, subjects: Collection[str]) -> dict[str, DataKey]:
         if not subjects:
             return {}
-        await self._validate_cache()
+        changes = await self._validate_cache()
         found, missing = self._cache.by_subject(subjects)
         if not missing:
             return found
         rows = await self._io(self.keys.current, missing)
         stored = {s: self._unwrap(row) for s, row in rows.items()}
-        self._cache.put(stored.values())
+        self._cache.put(stored.values(), changes)
         found.update(stored)
         missing = [s for s in missing if s not in stored]
         if missing:
@@ -185,18 +184,18 @@ class AsyncProtectedEventStore(AsyncEventStore):
             mine = {key.key_id: key for key, _ in fresh}
             for subject, row in added.items():
                 found[subject] = mine.get(row.key_id) or self._unwrap(row)
-                self._cache.put((found[subject],))
+                self._cache.put((found[subject],), changes)
         return found
 
     async def _keys_by_id(self, key_ids: Collection[str]) -> dict[str, DataKey]:
         if not key_ids:
             return {}
-        await self._validate_cache()
+        changes = await self._validate_cache()
         found, missing = self._cache.by_id(key_ids)
         if missing:
             rows = await self._io(self.keys.by_id, missing)
             stored = {k: self._unwrap(row) for k, row in rows.items()}
-            self._cache.put(stored.values())
+            self._cache.put(stored.values(), changes)
             found.update(stored)
         return found
 
@@ -384,7 +383,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
                 if self._t.mentions(e, wanted):
                     streams.setdefault(stream_key(e.aggregate_id))
         deleted = await self._io(self.keys.delete_subject, wanted)
-        self._cache.clear()  # at once here, whatever the key store counts
+        self._cache.invalidate()  # at once here, whatever the key store counts
         target = snapshots or self.snapshots
         notes: list[str] = []
         if target is not None:
@@ -393,7 +392,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
             removed = await self._delete_own_snapshots(set(streams), notes)
         for stream in streams:  # keys of snapshots a sync process sealed (sealed_snapshots)
             await self._io(self.keys.delete_subject, snapshot_subject(stream))
-        self._cache.clear()
+        self._cache.invalidate()
         position = 0
         if record:
             appended = await self.inner.append(

@@ -234,9 +234,11 @@ class KeyCache:
     :meth:`validate`. Any change since the keys were cached (an erasure or a
     rewrap, in this process or another, or a key row changed by hand) empties
     the cache, so an erased key is never served from it. The count is read
-    *before* the rows it guards: a key fetched after the count and erased before
-    the next one is dropped at that next one. ``None`` (a key store that does
-    not count) caches nothing. Bounded: emptied when it holds ``size`` keys.
+    *before* the rows it guards, and keys are put under the count they were
+    fetched after: a key fetched before an erasure is dropped at the next check,
+    or not cached at all if another thread checked meanwhile. ``None`` (a key
+    store that does not count) caches nothing. Bounded: emptied when it holds
+    ``size`` keys.
     """
 
     def __init__(self, size: int = 4096) -> None:
@@ -245,14 +247,22 @@ class KeyCache:
         self._by_id: dict[str, DataKey] = {}
         self._by_subject: dict[str, DataKey] = {}
 
-    def validate(self, changes: int | None) -> None:
+    def validate(self, changes: int | None) -> int | None:
+        """Empty the cache unless ``changes`` is the count it was filled under; the
+        count to :meth:`put` the keys fetched next under."""
         if changes is None or changes != self._changes:
             self.clear()
         self._changes = changes
+        return changes
 
     def clear(self) -> None:
         self._by_id.clear()
         self._by_subject.clear()
+
+    def invalidate(self) -> None:
+        """Empty the cache and refuse every key fetched before now (an erasure here)."""
+        self.clear()
+        self._changes = None
 
     def by_subject(self, subjects: Collection[str]) -> tuple[dict[str, DataKey], list[str]]:
         """The cached keys of ``subjects``, and the subjects not cached."""
@@ -266,8 +276,10 @@ class KeyCache:
         found = {k: key for k in key_ids if (key := cached.get(k)) is not None}
         return found, [k for k in key_ids if k not in found]
 
-    def put(self, keys: Iterable[DataKey]) -> None:
-        if self._changes is None:
+    def put(self, keys: Iterable[DataKey], changes: int | None) -> None:
+        """Cache ``keys``, fetched after :meth:`validate` returned ``changes``; dropped if
+        the count moved since (another thread saw a change, or erased here)."""
+        if changes is None or changes != self._changes:
             return
         for key in keys:
             if len(self._by_id) >= self._size:

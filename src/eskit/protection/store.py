@@ -203,25 +203,28 @@ class ProtectedEventStore(EventStore):
     def _unwrap(self, row: WrappedKey) -> DataKey:
         return self._unwrapped.unwrap(row, self.provider)
 
-    def _validate_cache(self) -> None:
-        """Empty the key caches if a key changed anywhere since they were filled."""
+    def _validate_cache(self) -> int | None:
+        """Empty the key caches if a key changed anywhere since they were filled; the
+        count of changes the keys fetched next are cached under."""
         if self._unwrapped_provider is not self.provider:  # a new provider: trust nothing
             self._unwrapped = UnwrapCache()
             self._unwrapped_provider = self.provider
             self._cache.clear()
         keys = self.keys
-        self._cache.validate(keys.key_changes() if isinstance(keys, CountsKeyChanges) else None)
+        return self._cache.validate(
+            keys.key_changes() if isinstance(keys, CountsKeyChanges) else None
+        )
 
     def _keys_for(self, subjects: Collection[str]) -> dict[str, DataKey]:
         """The data key of each subject, created for subjects that have none."""
         if not subjects:
             return {}
-        self._validate_cache()
+        changes = self._validate_cache()
         found, missing = self._cache.by_subject(subjects)
         if not missing:
             return found
         stored = {s: self._unwrap(row) for s, row in self.keys.current(missing).items()}
-        self._cache.put(stored.values())
+        self._cache.put(stored.values(), changes)
         found.update(stored)
         missing = [s for s in missing if s not in stored]
         if missing:
@@ -230,17 +233,17 @@ class ProtectedEventStore(EventStore):
             mine = {key.key_id: key for key, _ in fresh}
             for subject, row in rows.items():  # a concurrent writer's key where it was first
                 found[subject] = mine.get(row.key_id) or self._unwrap(row)
-                self._cache.put((found[subject],))
+                self._cache.put((found[subject],), changes)
         return found
 
     def _keys_by_id(self, key_ids: Collection[str]) -> dict[str, DataKey]:
         if not key_ids:
             return {}
-        self._validate_cache()
+        changes = self._validate_cache()
         found, missing = self._cache.by_id(key_ids)
         if missing:
             stored = {k: self._unwrap(row) for k, row in self.keys.by_id(missing).items()}
-            self._cache.put(stored.values())
+            self._cache.put(stored.values(), changes)
             found.update(stored)
         return found
 
@@ -452,13 +455,13 @@ class ProtectedEventStore(EventStore):
                 if self._t.mentions(e, wanted):
                     streams.setdefault(stream_key(e.aggregate_id))
         deleted = self.keys.delete_subject(wanted)
-        self._cache.clear()  # at once here, whatever the key store counts
+        self._cache.invalidate()  # at once here, whatever the key store counts
         notes: list[str] = []
         target = snapshots or self.snapshots or self._own_snapshots(notes)
         removed = 0 if target is None else _delete_snapshots(target, set(streams))
         for stream in streams:  # sealed snapshots: copies elsewhere lose their key too
             self.keys.delete_subject(snapshot_subject(stream))
-        self._cache.clear()
+        self._cache.invalidate()
         position = 0
         if record:
             position = self.inner.append(
