@@ -1,8 +1,8 @@
 """Sealing values into envelopes and opening them again (pure, no I/O).
 
-Two versions are written or read; every version ever written is read.
+Version 2 is written; every version ever written (1 and 2) is read.
 
-**Version 2** (written since eskit 0.x, this module's ``_VERSION``). The marked
+**Version 2** (what eskit writes now, this module's ``_VERSION``). The marked
 fields of one event that belong to one subject are sealed *together*, in one
 AES-GCM call: the event's payload gets a top-level ``"$pd"`` list with one
 *group* per subject, and each sealed field keeps its place in the payload with a
