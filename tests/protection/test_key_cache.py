@@ -222,3 +222,48 @@ def test_a_key_fetched_before_a_change_is_not_cached_after_it() -> None:
     cache.invalidate()
     cache.put([key], changes)
     assert cache.by_subject(["s0"]) == ({}, ["s0"])
+
+
+def test_a_key_table_from_before_the_count_gains_it_and_its_triggers(tmp_path: Path) -> None:
+    from eskit.protection.sqlite_keys import SQLiteSubjectKeyStore
+
+    path = tmp_path / "old.db"
+    with closing(sqlite3.connect(path)) as conn, conn:  # the table as eskit created it before
+        conn.execute("CREATE TABLE eskit_subject_keys (key_id TEXT PRIMARY KEY, subject TEXT "
+                     "NOT NULL UNIQUE, master_key_id TEXT NOT NULL, wrapped BLOB NOT NULL, "
+                     "created_at TEXT NOT NULL)")
+        conn.execute("INSERT INTO eskit_subject_keys VALUES ('k1', 'p1', 'm', x'00', "
+                     "'2026-01-01T00:00:00+00:00')")
+    keys = SQLiteSubjectKeyStore(path)
+    again = SQLiteSubjectKeyStore(path)  # a second process opening it: nothing twice
+    try:
+        assert keys.key_changes() == 0
+        assert keys.delete_subject("p1") == 1
+        assert again.key_changes() == 1
+    finally:
+        keys.close()
+        again.close()
+
+
+def test_a_postgres_key_table_from_before_the_count_gains_it(postgres_dsn: str) -> None:
+    import psycopg
+
+    from eskit.protection.postgres_keys import PostgresSubjectKeyStore
+
+    schema = new_schema_name()
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        conn.execute(f'CREATE SCHEMA "{schema}"')
+        conn.execute(f'CREATE TABLE "{schema}".eskit_subject_keys (key_id text PRIMARY KEY, '
+                     "subject text NOT NULL UNIQUE, master_key_id text NOT NULL, "
+                     "wrapped bytea NOT NULL, created_at timestamptz NOT NULL)")
+        conn.execute(f'INSERT INTO "{schema}".eskit_subject_keys VALUES '
+                     "('k1', 'p1', 'm', '\\x00', now())")
+    keys = PostgresSubjectKeyStore(postgres_dsn, schema=schema)
+    again = PostgresSubjectKeyStore(postgres_dsn, schema=schema)
+    try:
+        assert keys.key_changes() == 0
+        assert keys.delete_subject("p1") == 1
+        assert again.key_changes() == 1
+    finally:
+        keys.close()
+        again.close()
