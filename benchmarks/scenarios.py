@@ -68,13 +68,15 @@ class Sizes:
     read_all_streams: int = 100
     populate_batch: int = 1_000
     """Batch size used (untimed) to fill the stores for the read scenarios."""
+    projection: int = 20_000
+    """Events the projection scenario projects (PostgreSQL; on 200 streams)."""
 
 
 DEFAULT_SIZES = Sizes()
 QUICK_SIZES = Sizes(
     append_one=50, batches=5, batch_size=20, command_appends=50, command_streams=7,
     concurrent_appends=20, concurrent_streams=3, aggregate=300, read_all=2_000,
-    read_all_streams=7, populate_batch=100,
+    read_all_streams=7, populate_batch=100, projection=1_200,
 )
 
 
@@ -249,6 +251,15 @@ def _concurrent(backend: Backend, locations: Callable[[str], str], sizes: Sizes)
     ]
 
 
+def _projection(backend: Backend, locations: Callable[[str], str], sizes: Sizes) -> list[Pair]:
+    from benchmarks.project_scenario import ProjectSide, Shared
+
+    shared = Shared(backend.dsn, lambda: locations("projection"),  # type: ignore[attr-defined]
+                    sizes.projection)
+    return [Pair("projection, tx.write", sizes.projection,
+                 ProjectSide(shared, "eskit"), ProjectSide(shared, "raw"))]
+
+
 SQLITE = frozenset({"sqlite", "memory"})
 ALL = frozenset({"sqlite", "memory", "postgres"})
 POSTGRES = frozenset({"postgres"})
@@ -290,6 +301,7 @@ SCENARIOS: dict[str, ScenarioInfo] = {
             lambda p: ReadSide(p, 1, z.aggregate, z.populate_batch,
                                methodcaller("read_stream", "account-0")),
             "stream"), warmup=True),
+        ScenarioInfo("projection", POSTGRES, _projection, warmup=True),
         ScenarioInfo("read_all", ALL, lambda b, loc, z: _one_pair(
             b, loc, "read_all", z.read_all,
             lambda p: ReadSide(p, z.read_all_streams, z.read_all, z.populate_batch,

@@ -40,6 +40,39 @@ class Counter(Projection):
         self._count(event, tx)
 
 
+class WriteCounter(Counter):
+    """:class:`Counter` writing through ``tx.write`` (queued and pipelined in a runner's
+    PostgreSQL batch). A failing 'Poison' event writes a row that the database refuses
+    (check constraint ``poison``): on PostgreSQL the error comes at a later flush, not
+    in its handler. A 'Boom' event raises in Python after writing."""
+
+    name = "counter"
+
+    def setup(self, tx: Tx) -> None:
+        super().setup(tx)
+        tx.execute("CREATE TABLE IF NOT EXISTS poison_box "
+                   "(stream TEXT, CONSTRAINT poison CHECK (stream IS NULL))")
+
+    def _count(self, event, tx: Tx) -> None:
+        p = tx.placeholder
+        tx.write(
+            f"INSERT INTO {tx.table('counts')} AS c (stream, n, total) VALUES ({p}, 1, {p}) "
+            "ON CONFLICT (stream) DO UPDATE SET n = c.n + 1, total = c.total + excluded.total",
+            (str(event.aggregate_id), event.event_data.get("amount", 0)),
+        )
+
+    def handle_Poison(self, event, tx: Tx) -> None:
+        if event.event_data.get("fail", True):
+            tx.write(f"INSERT INTO poison_box VALUES ({tx.placeholder})",
+                     (str(event.aggregate_id),))
+            return
+        self._count(event, tx)
+
+    def handle_Boom(self, event, tx: Tx) -> None:
+        self._count(event, tx)
+        raise RuntimeError("boom")
+
+
 def counts(tx_or_conn, table: str = "counts") -> dict[str, tuple[int, int]]:
     rows = tx_or_conn.execute(f"SELECT stream, n, total FROM {table}").fetchall() \
         if not isinstance(tx_or_conn, Tx) else tx_or_conn.execute(

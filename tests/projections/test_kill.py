@@ -17,7 +17,13 @@ import pytest
 from eskit.projections import PostgresTarget, ProjectionRunner, SQLiteTarget, Tx
 from tests.conftest import new_schema_name
 from tests.projections.helpers import Counter, added, counts
-from tests.projections.workers import async_project_forever, open_backend, project_forever
+from tests.projections.workers import (
+    async_project_forever,
+    async_project_writes_forever,
+    open_backend,
+    project_forever,
+    project_writes_forever,
+)
 
 EVENTS = 3200  # 400 per round
 ROUNDS = 8
@@ -79,7 +85,9 @@ def _check(store, target, clean_target) -> None:
 
 
 RUNNERS = pytest.mark.parametrize(
-    "worker", [project_forever, async_project_forever], ids=["sync", "async"]
+    "worker",
+    [project_forever, async_project_forever, project_writes_forever, async_project_writes_forever],
+    ids=["sync", "async", "sync-write", "async-write"],
 )
 
 

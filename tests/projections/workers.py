@@ -4,11 +4,21 @@ import random
 import time
 
 from eskit.projections import ProjectionRunner
-from tests.projections.helpers import Counter
+from tests.projections.helpers import Counter, WriteCounter
 
 
 class JitteryCounter(Counter):
     """The test counter, slowed at random so a SIGKILL lands anywhere in a batch."""
+
+    def handle_Added(self, event, tx) -> None:
+        if random.random() < 0.5:
+            time.sleep(random.random() * 0.004)
+        super().handle_Added(event, tx)
+
+
+class JitteryWriteCounter(WriteCounter):
+    """:class:`JitteryCounter` through ``tx.write``: on PostgreSQL a SIGKILL lands while
+    a batch's writes are queued, in flight in the pipeline, or being confirmed."""
 
     def handle_Added(self, event, tx) -> None:
         if random.random() < 0.5:
@@ -27,13 +37,25 @@ def open_backend(kind: str, where: str, schema: str | None):
     return PostgresEventStore(where, schema=schema), PostgresTarget(where, schema=schema)
 
 
-def project_forever(kind: str, where: str, schema: str | None, batch_size: int) -> None:
+def project_forever(kind: str, where: str, schema: str | None, batch_size: int,
+                    projection: type[Counter] = JitteryCounter) -> None:
     store, target = open_backend(kind, where, schema)
-    ProjectionRunner(store, JitteryCounter(), target, batch_size=batch_size,
+    ProjectionRunner(store, projection(), target, batch_size=batch_size,
                      poll_interval=0.05).run()
 
 
-def async_project_forever(kind: str, where: str, schema: str | None, batch_size: int) -> None:
+def project_writes_forever(kind: str, where: str, schema: str | None, batch_size: int) -> None:
+    project_forever(kind, where, schema, batch_size, JitteryWriteCounter)
+
+
+def async_project_writes_forever(
+    kind: str, where: str, schema: str | None, batch_size: int
+) -> None:
+    async_project_forever(kind, where, schema, batch_size, JitteryWriteCounter)
+
+
+def async_project_forever(kind: str, where: str, schema: str | None, batch_size: int,
+                          projection: type[Counter] = JitteryCounter) -> None:
     """project_forever with the asyncio runner, reading from an async store."""
     import asyncio
 
@@ -47,7 +69,7 @@ def async_project_forever(kind: str, where: str, schema: str | None, batch_size:
             from eskit.aio import AsyncPostgresEventStore
 
             store = await AsyncPostgresEventStore.open(where, schema=schema)
-        await AsyncProjectionRunner(store, JitteryCounter(), target, batch_size=batch_size,
+        await AsyncProjectionRunner(store, projection(), target, batch_size=batch_size,
                                     poll_interval=0.05).run()
 
     asyncio.run(run())

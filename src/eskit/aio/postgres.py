@@ -78,7 +78,12 @@ from eskit.stores.model import (
 from eskit.stores.multi import PreparedAppend
 from eskit.stores.postgres_archive import ARCHIVE_SCHEMA, STREAM_ARCHIVED
 from eskit.stores.postgres_connection import RECONNECT_ATTEMPTS, connection_lost, translate
-from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION, decoded, page_tags
+from eskit.stores.postgres_dcb import (
+    DCB_SCHEMA_VERSION,
+    decoded,
+    decoded_tagged_rows,
+    page_tags,
+)
 from eskit.stores.postgres_deletion import STREAM_DELETED
 from eskit.stores.postgres_multi import MAX_ATTEMPTS as MAX_MANY_ATTEMPTS
 from eskit.stores.postgres_multi import (
@@ -623,6 +628,10 @@ class AsyncPostgresEventStore(AsyncEventStore):
         """
         return AsyncPostgresTransaction(self, connection)
 
+    @property
+    def _reads_ahead(self) -> bool:
+        return self.pool is not None  # a given connection serves one thing at a time
+
     async def _new_waiter(self) -> AsyncWaiter:
         if self.pool is None:
             # No conninfo to LISTEN with (a connection or an engine was given): poll.
@@ -683,11 +692,15 @@ class AsyncPostgresEventStore(AsyncEventStore):
         self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
         backwards: bool, limit: int | None,
     ) -> list[Event]:
-        query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
-        found = await self._rows_and_tags(query, params, stream=stream)
-        if not found[0]:  # an archived stream has no rows: never pass for an empty history
+        tagged = self.sql.version >= DCB_SCHEMA_VERSION  # then rows end with their tags
+        query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit,
+                                             tagged=tagged)
+        rows = await self._fetchall(query, params)
+        if not rows:  # an archived stream has no rows: never pass for an empty history
             await self._refuse_if_archived(stream_id, stream)
-        return decoded(found, stream_id)
+        if tagged:
+            return decoded_tagged_rows(rows, stream_id)
+        return decoded((rows, []), stream_id)
 
     async def _refuse_if_archived(self, stream_id: StreamId, stream: str,
                                   conn: psycopg.AsyncConnection[Any] | None = None) -> None:

@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager, suppress
 from typing import cast
 
 from eskit.aio.process_manager import AsyncProcessManager
@@ -40,15 +41,14 @@ from eskit.events import Event
 from eskit.observability import _hooks
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.leases import ConsumerGroup, LeaseLost
+from eskit.projections.pages import Page, Read, next_read
 from eskit.projections.projection import Projection
 from eskit.projections.rebuild import rebuild as sync_rebuild
 from eskit.projections.runner import (
     BatchResult,
     OnFailure,
-    Page,
     ParkedStreams,
     ProjectionRunner,
-    Read,
     RetryPolicy,
     _Progress,
     wait_for_projection,
@@ -135,6 +135,9 @@ class AsyncProjectionRunner:
         self._waiter: AsyncWaiter | None = None
         self._known: int | None = None
         """The checkpoint as of the last batch, if this runner knows it."""
+        self._ahead: tuple[int, int, asyncio.Future[Page]] | None = None
+        """The next page being read ahead: (after, limit, its read)."""
+        self._reading_ahead = False
 
     @property
     def projection(self) -> Projection:
@@ -171,8 +174,14 @@ class AsyncProjectionRunner:
                 after = await asyncio.to_thread(self._checkpoint)
             # The sync runner's batch size: one event at a time while isolating a failure.
             limit = 1 if core._progress.isolate_until is not None else core.batch_size
-            core.prefetched = (after, await self._page(after, limit))
+            page = await self._ahead_page(after, limit)
+            if page is None:
+                page = await self._page(after, limit)
+            core.prefetched = (after, page)
             core.loop = asyncio.get_running_loop()
+            if self._reading_ahead and (ahead := next_read(page, limit)) is not None:
+                # The next page is read on this loop while the batch runs in its thread.
+                self._ahead = (ahead, limit, asyncio.ensure_future(self._page(ahead, limit)))
             try:
                 result = await asyncio.to_thread(core.run_batch)
             except _Stale:
@@ -191,6 +200,21 @@ class AsyncProjectionRunner:
             self._known = None if failed or not transactional else result.position
             return result
 
+    async def _ahead_page(self, after: int, limit: int) -> Page | None:
+        """The page read ahead from ``after`` (see eskit.projections.pages), or ``None``."""
+        started, self._ahead = self._ahead, None
+        if started is None:
+            return None
+        if started[:2] == (after, limit):
+            return await started[2]  # its read's error is raised here, as a read now would
+        await _finish(started[2])
+        return None
+
+    async def _drop_ahead(self) -> None:
+        started, self._ahead = self._ahead, None
+        if started is not None:
+            await _finish(started[2])
+
     async def _page(self, after: int, limit: int) -> Page:
         """The sync runner's read, awaited: filtered in the database when the
         projection names its types or prefixes."""
@@ -202,7 +226,7 @@ class AsyncProjectionRunner:
                 after, limit=limit, on_undecodable="yield"
             )
         ]
-        return Page.of(after, events)
+        return Page.of(after, events, limit)
 
     def _checkpoint(self) -> int:
         core = self._core
@@ -219,14 +243,31 @@ class AsyncProjectionRunner:
         :class:`~eskit.projections.ProjectionFailed` ends it under ``on_failure="stop"``.
         """
         total = 0
-        while not self._stopped:
-            result = await self._step()
-            total += result.handled
-            if progress is not None and result.read:
-                progress(result)
-            if result.read == 0 and not self._core._isolating():
-                return total
+        async with self._read_ahead():
+            while not self._stopped:
+                result = await self._step()
+                total += result.handled
+                if progress is not None and result.read:
+                    progress(result)
+                if result.read == 0 and not self._core._isolating():
+                    return total
         return total
+
+    @asynccontextmanager
+    async def _read_ahead(self) -> AsyncIterator[None]:
+        """Read each next page ahead inside the block where that pays, as the sync runner
+        does (the same decisions: eskit.projections.pages), with a task instead of a thread."""
+        core = self._core
+        if (self._reading_ahead or core.group is not None or _hooks.active is not None
+                or not self.store._reads_ahead):
+            yield
+            return
+        self._reading_ahead = True
+        try:
+            yield
+        finally:
+            self._reading_ahead = False
+            await self._drop_ahead()
 
     async def _step(self) -> BatchResult:
         """One batch; in a consumer group, one batch of each partition held."""
@@ -270,25 +311,27 @@ class AsyncProjectionRunner:
         self._waiter = waiter = await self.store._new_waiter()
         failures = 0
         try:
-            while not self._stopped:
-                try:
-                    result = await self._step()
-                except StoreUnavailableError as exc:
-                    failures += 1
-                    if failures == 1:
-                        _log.warning("projection %r lost its store or target, "
-                                     "retrying: %s", self.name, exc)
-                    await waiter.wait(reconnect_delay(failures))
-                    continue
-                if failures:
-                    _log.info("projection %r reconnected after %d failed batches",
-                              self.name, failures)
-                    failures = 0
-                if result.read == 0 and not self._core._isolating():
-                    wait = self._core.poll_interval
-                    if (group := self._core.group) is not None:
-                        wait = min(wait, group.next_heartbeat_in())
-                    await waiter.wait(wait)
+            async with self._read_ahead():
+                while not self._stopped:
+                    try:
+                        result = await self._step()
+                    except StoreUnavailableError as exc:
+                        await self._drop_ahead()
+                        failures += 1
+                        if failures == 1:
+                            _log.warning("projection %r lost its store or target, "
+                                         "retrying: %s", self.name, exc)
+                        await waiter.wait(reconnect_delay(failures))
+                        continue
+                    if failures:
+                        _log.info("projection %r reconnected after %d failed batches",
+                                  self.name, failures)
+                        failures = 0
+                    if result.read == 0 and not self._core._isolating():
+                        wait = self._core.poll_interval
+                        if (group := self._core.group) is not None:
+                            wait = min(wait, group.next_heartbeat_in())
+                        await waiter.wait(wait)
         finally:
             self._waiter = None
             await waiter.close()
@@ -347,6 +390,13 @@ async def rebuild(
         batch_size=batch_size, progress=progress, retry=retry, on_failure=on_failure,
         replay_skipped=replay_skipped,
     )
+
+
+async def _finish(read: asyncio.Future[Page]) -> None:
+    """Let an unused read-ahead end (not cancelled mid-query: its pooled connection
+    goes back clean), ignoring its result and its error."""
+    with suppress(Exception):
+        await read
 
 
 class _BlockingReads:

@@ -416,6 +416,12 @@ class AsyncEventStore(ABC):
             on_undecodable=on_undecodable,
         )
 
+    @property
+    def _reads_ahead(self) -> bool:
+        """As :attr:`eskit.EventStore._reads_ahead`: whether a projection runner should
+        read its next page while it handles a batch (eskit.projections.pages)."""
+        return False
+
     async def _new_waiter(self) -> AsyncWaiter:
         """What a subscription waits on between reads; a store that can signal overrides it."""
         return AsyncPollingWaiter()

@@ -172,18 +172,21 @@ class ProjectionTarget(ABC):
 
     def load_state(self, conn: Any, name: str, partition: int = 0) -> ProjectionState:
         """The projection's state, created at position 0 if new; locked until commit."""
-        self._run(
-            conn,
-            "INSERT INTO eskit_projections (name, partition_no) VALUES (?, ?) "
-            "ON CONFLICT (name, partition_no) DO NOTHING",
-            (name, partition),
-        )
-        rows = self._run(
-            conn,
-            f"SELECT {STATE_COLUMNS} FROM eskit_projections WHERE name = ? AND partition_no = ?"
-            + self._lock_suffix(),
-            (name, partition),
-        )
+        select = (f"SELECT {STATE_COLUMNS} FROM eskit_projections "
+                  "WHERE name = ? AND partition_no = ?" + self._lock_suffix())
+        # The row exists but the first time: read (and lock) it first, which is one
+        # statement, one round trip per batch on PostgreSQL, instead of two.
+        rows = self._run(conn, select, (name, partition))
+        if not rows:
+            # A concurrent creator's row makes DO NOTHING wait for its commit; the
+            # SELECT then locks whichever row is there.
+            self._run(
+                conn,
+                "INSERT INTO eskit_projections (name, partition_no) VALUES (?, ?) "
+                "ON CONFLICT (name, partition_no) DO NOTHING",
+                (name, partition),
+            )
+            rows = self._run(conn, select, (name, partition))
         return state_from_row(rows[0])
 
     def save_position(

@@ -37,7 +37,7 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 from uuid import UUID, uuid5
 
-from eskit.context import caused_by
+from eskit.context import handling
 from eskit.errors import InvalidInputError
 from eskit.events import Event, EventRegistry, default_registry
 from eskit.projections.sql import Tx, quote_identifier
@@ -164,5 +164,5 @@ class Projection:
         """Apply one event: call its handler, if there is one."""
         handler = self._handlers.get(event.event_type)
         if handler is not None:
-            with caused_by(event):  # events the handler writes are caused by this one
+            with handling(event):  # events the handler writes are caused by this one
                 handler(event, tx)

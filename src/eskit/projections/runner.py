@@ -37,15 +37,17 @@ import hashlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple
+from typing import Literal
 
 from eskit.errors import EskitError, InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 from eskit.observability import _hooks
 from eskit.projections.checkpoints import ProjectionTarget
 from eskit.projections.leases import ConsumerGroup, LeaseLost
+from eskit.projections.pages import Page, Read, ReadAhead
 from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
 from eskit.stores.arguments import stream_key
@@ -63,9 +65,6 @@ __all__ = [
 ]
 
 _log = logging.getLogger("eskit.projections.runner")
-
-Read = Event | UndecodableEvent
-"""What the runner reads: events, and placeholders for events it cannot decode."""
 
 OnFailure = Literal["stop", "park"]
 ParkedStreams = Literal["continue", "wait"]
@@ -137,34 +136,6 @@ class _Progress:
 
 def describe(error: BaseException) -> str:
     return f"{type(error).__name__}: {error}"
-
-
-class Page(NamedTuple):
-    """What one batch read (internal; shared with the async runner)."""
-
-    events: list[Read]
-    upto: int
-    """The checkpoint once every event of the page is handled: past its last event,
-    and with a filtered read past the unwanted rows it proved absent too."""
-    rows: int
-    """Stored rows read; 0 means caught up."""
-
-    @classmethod
-    def of(cls, after: int, events: list[Read]) -> Page:
-        """A page of ``read_all``."""
-        return cls(events, events[-1].position or after if events else after, len(events))
-
-    @classmethod
-    def filtered(cls, events: list[Read], upto: int, more: bool, rows: int) -> Page:
-        """A page of a store's ``_filtered_page``: nothing more to read once it is short."""
-        return cls(events, upto, rows if events or more else 0)
-
-    def first(self, limit: int) -> Page:
-        """At most ``limit`` events of this page (its checkpoint moved back to match)."""
-        if len(self.events) <= limit:
-            return self
-        events = self.events[:limit]
-        return Page(events, events[-1].position or self.upto, limit)
 
 
 class ProjectionRunner:
@@ -240,6 +211,8 @@ class ProjectionRunner:
         self._progresses: dict[int, _Progress] = {partition: self._progress}
         self._round_read: tuple[int, bool, Page] | None = None
         """In a group: this round's last read (after, reached the end, page), shared."""
+        self._ahead: ReadAhead | None = None
+        """The next page, being read ahead (inside run and run_until_caught_up)."""
         self._ready = False
         self._rate: float | None = None
         self._skip: frozenset[str] = frozenset()
@@ -295,7 +268,6 @@ class ProjectionRunner:
     def _batch(self, limit: int) -> BatchResult:
         if not getattr(self.projection, "transactional", True):
             return self._batch_outside(limit)
-        progress = self._progress
         started = time.perf_counter()
         with self.target.transaction() as conn:
             if self.group is not None:
@@ -311,45 +283,8 @@ class ProjectionRunner:
                     )
                 return BatchResult(page.rows, 0, page.upto)
             tx = self._tx(conn, state.generation)
-            blocked = (
-                self.target.parked_streams(conn, self.name, self.partition)
-                if self.parked_streams == "wait" else set()
-            )
-            handled = parked = 0
-            for index, event in enumerate(events):
-                if not self.wants(event):
-                    continue
-                stream = stream_key(event.aggregate_id)
-                park = progress.to_park.pop(event.event_id, None)
-                if park is None and stream in blocked:
-                    park = (WAITING, 0)
-                if park is not None:
-                    self.target.park(conn, self.name, self.partition, event, *park)
-                    if self.parked_streams == "wait":
-                        blocked.add(stream)
-                    parked += 1
-                    continue
-                try:
-                    self._apply(event, tx)
-                except Exception as exc:
-                    if self.target.lost_connection(exc):
-                        # Not the event's fault: the batch rolled back; retry it whole.
-                        raise StoreUnavailableError(
-                            f"projection {self.name!r} lost its target's connection: {exc}"
-                        ) from exc
-                    done = _last_whole(events, index)
-                    if self.target.dialect == "memory" and done is not None:
-                        # Nothing rolls back in memory: keep what the earlier events of
-                        # the batch did, and checkpoint them, so they are not applied twice.
-                        # (Earlier parts of the failing event's own split are applied
-                        # again on retry: a checkpoint at their shared position would
-                        # skip the failing part.)
-                        self.target.save_position(
-                            conn, self.name, self.partition, done.position or 0, handled,
-                            done, self._rate,
-                        )
-                    raise _HandlerError(event, exc) from exc
-                handled += 1
+            with tx._deferring():  # tx.write's statements: pipelined, sent before the checkpoint
+                handled, parked = self._handle(conn, tx, events)
             if handled:
                 rate = handled / max(time.perf_counter() - started, 1e-6)
                 self._rate = rate if self._rate is None else 0.7 * self._rate + 0.3 * rate
@@ -365,27 +300,48 @@ class ProjectionRunner:
         return BatchResult(len(events), handled, page.upto, parked)
 
     def _read(self, after: int, limit: int) -> Page:
-        # Undecodable events come as placeholders, in order, so that the failure
-        # policy applies to them like to a handler error (and the runner keeps its place).
         page = self._shared_read(after, limit)
+        if page is None and self._ahead is not None:
+            page = self._ahead.take(after, limit)
         if page is None:
-            wanted = self.filter.read_filter
-            filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
-            if filtered is not None:
-                # The projection's types and prefixes, in the database (eskit.stores.filtered):
-                # a projection of a few types reads only their rows.
-                events, upto, more, rows = filtered(after, limit, wanted, True)
-                page, complete = Page.filtered(events, upto, more, rows), not more
-            else:
-                page = Page.of(after, list(
-                    self.store.read_all(after, limit=limit, on_undecodable="yield")
-                ))
-                complete = len(page.events) < limit
+            page = self._read_store(after, limit)
             if self.group is not None:
-                self._round_read = (after, complete, page)
+                self._round_read = (after, not page.more, page)
+        if self._ahead is not None:
+            self._ahead.start(page, limit)  # the next page, while this one is handled
         if (observer := _hooks.active) is not None:
             observer.link_events(page.events)
         return page
+
+    def _read_store(self, after: int, limit: int) -> Page:
+        # Undecodable events come as placeholders, in order, so that the failure
+        # policy applies to them like to a handler error (and the runner keeps its place).
+        wanted = self.filter.read_filter
+        filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
+        if filtered is not None:
+            # The projection's types and prefixes, in the database (eskit.stores.filtered):
+            # a projection of a few types reads only their rows.
+            return Page.filtered(*filtered(after, limit, wanted, True))
+        events = list(self.store.read_all(after, limit=limit, on_undecodable="yield"))
+        return Page.of(after, events, limit)
+
+    @contextmanager
+    def _reading_ahead(self) -> Iterator[None]:
+        """Read each next page ahead inside the block, where that pays (see pages.py).
+
+        Not in a consumer group (its partitions share reads instead), and not while
+        tracing, whose spans follow the batch in the runner's thread.
+        """
+        if (self._ahead is not None or self.group is not None or _hooks.active is not None
+                or not getattr(self.store, "_reads_ahead", False)):
+            yield
+            return
+        self._ahead = ReadAhead(self._read_store)
+        try:
+            yield
+        finally:
+            ahead, self._ahead = self._ahead, None
+            ahead.close()
 
     def _shared_read(self, after: int, limit: int) -> Page | None:
         """In a group: this round's last read, cut to start after ``after``, if it can be.
@@ -405,12 +361,88 @@ class ProjectionRunner:
         rest = [e for e in page.events if (e.position or 0) > after]
         if rest:
             upto = page.upto if complete else rest[-1].position or after
-            return Page(rest, upto, len(rest)).first(limit)
+            return Page(rest, upto, len(rest), not complete).first(limit)
         return Page([], page.upto, 0) if complete else None
 
     def _fence(self, conn: object) -> None:
         if self.group is not None:
             self.group.check(conn, self.partition)
+
+    def _handle(self, conn: object, tx: Tx, events: list[Read]) -> tuple[int, int]:
+        """Dispatch a batch's events (or park them); return (handled, parked).
+
+        Every write the handlers queued has been sent and confirmed on return.
+        """
+        progress = self._progress
+        blocked = (
+            self.target.parked_streams(conn, self.name, self.partition)
+            if self.parked_streams == "wait" else set()
+        )
+        handled = parked = 0
+        for index, event in enumerate(events):
+            if not self.wants(event):
+                continue
+            park = progress.to_park.pop(event.event_id, None) if progress.to_park else None
+            if park is not None or blocked:
+                stream = stream_key(event.aggregate_id)
+                if park is None and stream in blocked:
+                    park = (WAITING, 0)
+                if park is not None:
+                    self._flush(tx, events)  # the park goes to conn, after the writes so far
+                    self.target.park(conn, self.name, self.partition, event, *park)
+                    if self.parked_streams == "wait":
+                        blocked.add(stream)
+                    parked += 1
+                    continue
+            tx._writer = index
+            try:
+                self._apply(event, tx)
+                if tx.failure is not None:  # the handler caught a failed flush's error
+                    raise tx.failure.error
+            except Exception as exc:
+                index, exc = self._blame(tx, index, exc)
+                done = _last_whole(events, index)
+                if self.target.dialect == "memory" and done is not None:
+                    # Nothing rolls back in memory: keep what the earlier events of
+                    # the batch did, and checkpoint them, so they are not applied twice.
+                    # (Earlier parts of the failing event's own split are applied
+                    # again on retry: a checkpoint at their shared position would
+                    # skip the failing part.)
+                    self.target.save_position(
+                        conn, self.name, self.partition, done.position or 0, handled,
+                        done, self._rate,
+                    )
+                raise _HandlerError(events[index], exc) from exc
+            handled += 1
+        self._flush(tx, events)
+        return handled, parked
+
+    def _flush(self, tx: Tx, events: list[Read]) -> None:
+        """Send the writes the handlers queued so far; a failure is a handler failure."""
+        try:
+            tx.flush()
+        except Exception as exc:
+            index, exc = self._blame(tx, len(events) - 1, exc)
+            raise _HandlerError(events[index], exc) from exc
+
+    def _blame(self, tx: Tx, index: int, error: Exception) -> tuple[int, Exception]:
+        """Which event of the batch an error inside it is blamed on, and the error.
+
+        A handler's own error is its event's. When sending queued writes failed
+        (tx.failure), the statement at fault is one of that flush's, written by the
+        last event it carried or an earlier one: blame that event, with the driver's
+        error. The runner then goes one event at a time up to it, so that the event
+        really at fault fails alone. A lost connection is nobody's fault: raised as
+        StoreUnavailableError, so that the batch is retried whole.
+        """
+        if tx.failure is not None:
+            index, error = tx.failure
+        if self.target.lost_connection(error):
+            # Not the event's fault: the batch rolled back; retry it whole.
+            raise StoreUnavailableError(
+                f"projection {self.name!r} lost its target's connection: {error}"
+            ) from error
+        return index, error
 
     def _apply(self, event: Read, tx: Tx | None) -> None:
         if isinstance(event, UndecodableEvent):
@@ -536,13 +568,14 @@ class ProjectionRunner:
         if not self._ready:
             self.setup()
         total = 0
-        while not self._stopped.is_set():
-            result = self._step()
-            total += result.handled
-            if progress is not None and result.read:
-                progress(result)
-            if result.read == 0 and not self._isolating():
-                return total
+        with self._reading_ahead():
+            while not self._stopped.is_set():
+                result = self._step()
+                total += result.handled
+                if progress is not None and result.read:
+                    progress(result)
+                if result.read == 0 and not self._isolating():
+                    return total
         return total
 
     def _step(self) -> BatchResult:
@@ -591,27 +624,30 @@ class ProjectionRunner:
         waiter = self.store._new_waiter()
         failures = 0
         try:
-            while not self._stopped.is_set():
-                try:
-                    result = self._step()
-                except StoreUnavailableError as exc:
-                    # The batch committed whole or not at all, with its checkpoint:
-                    # the next one starts from the stored checkpoint, exactly.
-                    failures += 1
-                    if failures == 1:
-                        _log.warning("projection %r lost its store or target, "
-                                     "retrying: %s", self.name, exc)
-                    self._stopped.wait(reconnect_delay(failures))
-                    continue
-                if failures:
-                    _log.info("projection %r reconnected after %d failed batches",
-                              self.name, failures)
-                    failures = 0
-                if result.read == 0 and not self._isolating():
-                    wait = self.poll_interval
-                    if self.group is not None:
-                        wait = min(wait, self.group.next_heartbeat_in())
-                    waiter.wait(wait)
+            with self._reading_ahead():
+                while not self._stopped.is_set():
+                    try:
+                        result = self._step()
+                    except StoreUnavailableError as exc:
+                        # The batch committed whole or not at all, with its checkpoint:
+                        # the next one starts from the stored checkpoint, exactly.
+                        if self._ahead is not None:
+                            self._ahead.drop()
+                        failures += 1
+                        if failures == 1:
+                            _log.warning("projection %r lost its store or target, "
+                                         "retrying: %s", self.name, exc)
+                        self._stopped.wait(reconnect_delay(failures))
+                        continue
+                    if failures:
+                        _log.info("projection %r reconnected after %d failed batches",
+                                  self.name, failures)
+                        failures = 0
+                    if result.read == 0 and not self._isolating():
+                        wait = self.poll_interval
+                        if self.group is not None:
+                            wait = min(wait, self.group.next_heartbeat_in())
+                        waiter.wait(wait)
         finally:
             waiter.close()
             if self.group is not None:

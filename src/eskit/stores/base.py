@@ -513,6 +513,13 @@ class EventStore(ABC):  # noqa: B024
             on_undecodable=on_undecodable,
         )
 
+    @property
+    def _reads_ahead(self) -> bool:
+        """Whether a projection runner should read its next page while it handles a
+        batch (see eskit.projections.pages): reads wait on a server, and a pool gives
+        the read-ahead a connection of its own. Not for in-process databases."""
+        return False
+
     def _new_waiter(self) -> Waiter:
         """A waiter woken by appends through this object, polling otherwise."""
         waiter = _LocalWaiter(self)

@@ -583,11 +583,15 @@ class PostgresEventStore(EventStore):
         self, stream_id: StreamId, stream: str, from_version: int, to_version: int | None,
         backwards: bool, limit: int | None,
     ) -> list[Event]:
-        query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit)
-        found = self._rows_and_tags(query, params, stream=stream)
-        if not found[0]:  # an archived stream has no rows: never pass for an empty history
+        tagged = self.sql.version >= DCB_SCHEMA_VERSION
+        query, params = self.sql.read_stream(stream, from_version, to_version, backwards, limit,
+                                             tagged=tagged)
+        rows = self._run(lambda conn: conn.execute(query, params).fetchall())
+        if not rows:  # an archived stream has no rows: never pass for an empty history
             self._refuse_if_archived(stream_id, stream)
-        return postgres_dcb.decoded(found, stream_id)
+        if tagged:
+            return postgres_dcb.decoded_tagged_rows(rows, stream_id)
+        return postgres_dcb.decoded((rows, []), stream_id)
 
     def _read_all_page(self, after: int, limit: int) -> list[Event]:
         return postgres_dcb.decoded(self._read_all_rows(after, limit))
@@ -687,6 +691,10 @@ class PostgresEventStore(EventStore):
         return stream_infos(rows)
 
     # -- live wake-ups ------------------------------------------------------------------
+
+    @property
+    def _reads_ahead(self) -> bool:
+        return self.pool is not None  # a given connection serves one thing at a time
 
     def _new_waiter(self) -> Waiter:
         if self.pool is None:

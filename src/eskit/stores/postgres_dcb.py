@@ -359,6 +359,18 @@ def tags_statement(schema: str) -> sql.Composed:
     ).format(sql.Identifier(schema))
 
 
+def decoded_tagged_rows(rows: Sequence[Any], stream_id: StreamId | None = None) -> list[Event]:
+    """Events from rows that end with their tags (``read_stream(..., tagged=True)``)."""
+    tags = {int(row[0]) << 64 | row[1]: row[-1] for row in rows if row[-1]}
+
+    def attach(events: Sequence[Any]) -> None:
+        for event in events:
+            if found := tags.get(event.position):
+                set_tags(event, tuple(found))
+
+    return decode_tagged([row[:-1] for row in rows], stream_id, attach if tags else None)
+
+
 def attach_tag_rows(events: Sequence[Event], tag_rows: Sequence[Any]) -> None:
     """Give events just decoded their tags from ``tags_statement`` rows (tx, seq, tag)."""
     by_position: dict[int, list[str]] = {}

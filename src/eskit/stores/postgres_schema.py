@@ -509,6 +509,16 @@ class Statements:
         self._read_stream = sql.SQL(
             "SELECT {cols} FROM {events} WHERE stream_id = %s AND version > %s{shown}"
         ).format(cols=cols, events=events, shown=shown)
+        # From the DCB schema: each row ends with its event's tags (NULL for none), one
+        # probe of the tags' (tx_id, seq) index per event. One statement instead of the
+        # rows then their tags: 1.29x the loads/s of 10-event streams on this machine,
+        # 0.91x for a 10,000-event stream (raw statements timed, interleaved); loads
+        # are mostly short (snapshots keep them so), so a load takes the one statement.
+        self._read_stream_tagged = sql.SQL(
+            "SELECT {cols}, (SELECT array_agg(t.tag ORDER BY t.ord) FROM {s}.eskit_event_tags"
+            " AS t WHERE t.tx_id = eskit_events.tx_id AND t.seq = eskit_events.seq) AS tags"
+            " FROM {events} WHERE stream_id = %s AND version > %s{shown}"
+        ).format(cols=cols, s=sql.Identifier(self.schema), events=events, shown=shown)
         # The horizon is computed in the same statement as the read: separate
         # statements would see separate snapshots (pg_current_snapshot() is the
         # statement's own). Below the snapshot xmin every transaction has ended, so
@@ -581,9 +591,10 @@ class Statements:
 
     def read_stream(
         self, stream: str, from_version: int, to_version: int | None, backwards: bool,
-        limit: int | None,
+        limit: int | None, *, tagged: bool = False,
     ) -> tuple[sql.Composed, list[Any]]:
-        query = self._read_stream
+        """A stream read; ``tagged`` (the DCB schema on): each row ends with its tags."""
+        query = self._read_stream_tagged if tagged else self._read_stream
         params: list[Any] = [stream, from_version]
         if to_version is not None:
             query = sql.SQL("{} AND version <= %s").format(query)
