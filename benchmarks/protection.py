@@ -1,6 +1,6 @@
 """The cost of data protection: append, read-all and load rates with and without it, one run.
 
-``python -m benchmarks.protection [--quick] [--repeat N] [--backend sqlite|postgres]``
+``python -m benchmarks.protection [--quick] [--events N] [--repeat N] [--backend sqlite|postgres]``
 
 One workload: customer events of about 200 bytes of JSON, two of whose fields (name
 and email) are personal data of the customer the event names, over a few hundred
@@ -198,11 +198,16 @@ def render(results: list[Result]) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.protection")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
+    parser.add_argument("--events", type=int,
+                        help="events per run (default 20,000), in batches of 50 to 400 streams")
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--backend", choices=["sqlite", "postgres"], action="append")
     parser.add_argument("--json", type=Path, help="also write the results here")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.events:
+        sizes = Sizes(events=args.events, streams=FULL.streams, subjects=FULL.subjects,
+                      batch=FULL.batch)
     results = run(args.backend or ["sqlite", "postgres"], sizes, args.repeat)
     print(render(results))
     if args.json:

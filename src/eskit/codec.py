@@ -276,9 +276,30 @@ def encode(value: Any, *, naive_datetimes: bool = True) -> bytes:
     """
     if type(value) is dict and not value:  # the usual metadata
         return b"{}"
-    tree = _to_tree(value, 0)
+    out = dump_tree(_to_tree(value, 0))
+    # The naive check looks at the output, so a payload without datetimes (most)
+    # pays one substring test; one that seems to hold a naive datetime is walked
+    # again with the check on, which raises with the path (or finds a look-alike).
+    if not naive_datetimes and may_hold_naive(out):
+        refuse_naive(value)
+    return out
+
+
+def encode_tree(value: Any) -> Any:
+    """The JSON-ready tree :func:`encode` dumps for ``value`` (internal to eskit).
+
+    For code that splices trees before dumping them once (the protected store
+    seals some values of a payload and stores the rest). Raises
+    :class:`~eskit.errors.EncodingError` as :func:`encode` does, but does not
+    refuse naive datetimes: check the dumped bytes with :func:`may_hold_naive`.
+    """
+    return _to_tree(value, 0)
+
+
+def dump_tree(tree: Any) -> bytes:
+    """The JSON bytes of a tree from :func:`encode_tree` (internal to eskit)."""
     try:
-        out = orjson.dumps(tree)
+        return orjson.dumps(tree)
     except orjson.JSONEncodeError as exc:
         if "surrogates" in str(exc):
             raise EncodingError(
@@ -286,16 +307,21 @@ def encode(value: Any, *, naive_datetimes: bool = True) -> bytes:
                 "UTF-8 and cannot be stored"
             ) from None
         raise EncodingError(str(exc)) from None
-    # The naive check looks at the output, so a payload without datetimes (most)
-    # pays one substring test; one that seems to hold a naive datetime is walked
-    # again with the check on, which raises with the path (or finds a look-alike).
-    if not naive_datetimes and _DATETIME_TAG in out and _looks_naive(out):
-        _options.refuse_naive = True
-        try:
-            _to_tree(value, 0)
-        finally:
-            _options.refuse_naive = False
-    return out
+
+
+def may_hold_naive(out: bytes) -> bool:
+    """Whether encoded bytes seem to hold a naive datetime (internal to eskit)."""
+    return _DATETIME_TAG in out and _looks_naive(out)
+
+
+def refuse_naive(value: Any) -> None:
+    """Walk ``value`` again refusing naive datetimes: raises
+    :class:`~eskit.errors.EncodingError` with the path (internal to eskit)."""
+    _options.refuse_naive = True
+    try:
+        _to_tree(value, 0)
+    finally:
+        _options.refuse_naive = False
 
 
 _DATETIME_TAG = b'"__eskit__":"datetime","v":"'

@@ -1,15 +1,18 @@
-"""The data-protection contract, run for every store: memory, SQLite, PostgreSQL; sync and async."""
+"""The data-protection and envelope contracts, run for every store (memory, SQLite,
+PostgreSQL; sync and async)."""
 
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eskit import EventStore, InMemoryEventStore, SQLiteEventStore
+from eskit import EventStore, InMemoryEventStore, NewEvent, SQLiteEventStore
 from eskit.aio import AsyncEventStore, AsyncInMemoryEventStore, AsyncSQLiteEventStore
 from eskit.events import Event
 from eskit.protection import Erasure, LocalKeyProvider, protect
 from eskit.protection import aio as protection_aio
+from eskit.protection.envelope import DataKey
+from eskit.testing.envelope_contract import EnvelopeContract
 from eskit.testing.protection_contract import (
     PayloadEncryptionContract,
     ProtectionContract,
@@ -19,7 +22,7 @@ from tests.aio.test_async_contract import LoopThread, SyncFacade
 from tests.conftest import new_schema_name
 
 
-class SyncStores(ProtectionContract, PayloadEncryptionContract):
+class SyncStores(ProtectionContract, PayloadEncryptionContract, EnvelopeContract):
     def create_store(self, tmp_path: Path) -> EventStore:
         raise NotImplementedError
 
@@ -76,6 +79,12 @@ class AsyncProtected:
     def set_provider(self, provider: LocalKeyProvider) -> None:
         self._protected.provider = provider
 
+    def append_stored(self, stream_id: str, events: list[NewEvent]) -> None:
+        self._loop.run(self._protected.inner.append(stream_id, events))
+
+    def data_key(self, subject: str) -> DataKey:
+        return self._loop.run(self._protected._keys_for([subject]))[subject]
+
     def close(self) -> None:
         self.store.close()
 
@@ -87,7 +96,7 @@ def loop_thread() -> Any:
     loop.stop()
 
 
-class AsyncStores(ProtectionContract, PayloadEncryptionContract):
+class AsyncStores(ProtectionContract, PayloadEncryptionContract, EnvelopeContract):
     @pytest.fixture(autouse=True)
     def _loop(self, loop_thread: LoopThread) -> None:
         self.loop = loop_thread

@@ -130,11 +130,10 @@ def test_a_changed_ciphertext_raises_decryption_error_naming_the_event(
 ) -> None:
     shop.append("customer-c1", [CustomerJoined("c1", NAME, "basic")])
     stored = shop.inner.read_stream("customer-c1")[0]
-    envelope = stored.event_data["name"]["$pd"]
-    flipped = base64.b64decode(envelope["c"])
-    flipped = bytes([flipped[0] ^ 1]) + flipped[1:]
-    data = {**stored.event_data,
-            "name": {"$pd": {**envelope, "c": base64.b64encode(flipped).decode()}}}
+    (group,) = stored.event_data["$pd"]  # one subject: one group
+    flipped = base64.b64decode(group["c"])
+    flipped = flipped[:12] + bytes([flipped[12] ^ 1]) + flipped[13:]  # past the nonce
+    data = {**stored.event_data, "$pd": [{**group, "c": base64.b64encode(flipped).decode()}]}
     _tamper(tmp_path / "shop.db", "UPDATE eskit_events SET data = ? WHERE event_id = ?",
             eskit.codec.encode(data), stored.event_id.bytes)
     with pytest.raises(DecryptionError, match="version 1 of stream 'customer-c1'") as caught:
@@ -150,7 +149,7 @@ def test_an_envelope_copied_to_another_event_does_not_open(
     source = shop.inner.read_stream("customer-c1")[0]
     target = shop.inner.read_stream("customer-c2")[0]
     _tamper(tmp_path / "shop.db", "UPDATE eskit_events SET data = ? WHERE event_id = ?",
-            eskit.codec.encode({**target.event_data, "name": source.event_data["name"]}),
+            eskit.codec.encode({**target.event_data, "$pd": source.event_data["$pd"]}),
             target.event_id.bytes)
     assert shop.read_stream("customer-c1")[0].event_data["name"] == NAME
     with pytest.raises(DecryptionError):
@@ -189,8 +188,8 @@ def test_readers_that_pass_undecodable_events_pass_a_tampered_one_and_keep_their
     for cid in ("c1", "c2", "c3"):
         shop.append(f"customer-{cid}", [CustomerJoined(cid, f"name {cid}", "basic")])
     stored = shop.inner.read_stream("customer-c2")[0]
-    moved = shop.inner.read_stream("customer-c1")[0].event_data["name"]
-    data = {**stored.event_data, "name": moved}
+    moved = shop.inner.read_stream("customer-c1")[0].event_data["$pd"]
+    data = {**stored.event_data, "$pd": moved}
     _tamper(tmp_path / "shop.db", "UPDATE eskit_events SET data = ? WHERE event_id = ?",
             eskit.codec.encode(data), stored.event_id.bytes)
     with pytest.raises(DecryptionError):

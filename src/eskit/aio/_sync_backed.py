@@ -84,6 +84,24 @@ class SyncBackedStore(AsyncEventStore, Generic[S]):
     ) -> list[AppendResult]:
         return await self._call(self.sync_store.append_many, appends, condition=condition)
 
+    def _accepts_prepared(self) -> bool:
+        return (type(self).append is SyncBackedStore.append
+                and type(self).append_many is SyncBackedStore.append_many
+                and self.sync_store._accepts_prepared())
+
+    async def _append_prepared(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition | None,
+    ) -> AppendResult:
+        return await self._call(
+            self.sync_store._append_prepared, stream_id, stream, expected, batch, condition
+        )
+
+    async def _append_many_prepared(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
+        return await self._call(self.sync_store._append_many_prepared, prepared, condition)
+
     async def read_stream(
         self,
         stream_id: StreamId,

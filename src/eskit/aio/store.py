@@ -133,6 +133,21 @@ class AsyncEventStore(ABC):
         batch = prepare_batch(
             stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
+        return await self._append_prepared(stream_id, stream, expected, batch, condition)
+
+    def _accepts_prepared(self) -> bool:
+        """As :meth:`eskit.EventStore._accepts_prepared` (internal)."""
+        cls = type(self)
+        return (cls.append is AsyncEventStore.append
+                and cls.append_many is AsyncEventStore.append_many)
+
+    async def _append_prepared(
+        self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
+        condition: AppendCondition | None,
+    ) -> AppendResult:
+        """:meth:`append` after its checks: ``batch`` already validated and encoded
+        (internal; for wrappers such as the protected store, which would otherwise
+        encode every event twice). Only valid where ``append`` is not overridden."""
         if condition is not None:
             if (observer := _hooks.active) is None:
                 return await self._append_if(stream_id, stream, expected, batch, condition)
@@ -171,6 +186,13 @@ class AsyncEventStore(ABC):
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
+        return await self._append_many_prepared(prepared, condition)
+
+    async def _append_many_prepared(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
+        """:meth:`append_many` after its checks (internal; for wrappers that encoded
+        the batches already). Only valid where ``append_many`` is not overridden."""
         if (observer := _hooks.active) is None:
             return await self._append_many_checked(prepared, condition)
         with observer.append(self, *observed(prepared)):  # one span; its context into metadata

@@ -26,7 +26,12 @@ from eskit.protection.keys import (
     WrappedKey,
     generate_master_key,
 )
-from eskit.protection.keystore import InMemorySubjectKeyStore, Purge, SubjectKeyStore
+from eskit.protection.keystore import (
+    CountsKeyChanges,
+    InMemorySubjectKeyStore,
+    Purge,
+    SubjectKeyStore,
+)
 from eskit.protection.marking import ERASED, PersonalData, PersonalFields
 from eskit.protection.snapshots import SealedSnapshotStore
 from eskit.protection.store import ProtectedEventStore, protect, subject_key_store_beside
@@ -38,6 +43,7 @@ __all__ = [
     "ERASED_METADATA",
     "ERASURES_STREAM",
     "SUBJECT_ERASED",
+    "CountsKeyChanges",
     "DecryptionError",
     "Erasure",
     "InMemorySubjectKeyStore",

@@ -20,9 +20,9 @@ from typing import Any, TypeVar
 from eskit.aio.snapshots import AsyncSnapshotStore
 from eskit.aio.store import AsyncEventStore
 from eskit.aio.subscription import AsyncWaiter
-from eskit.dcb import AppendCondition
+from eskit.dcb import AppendCondition, check_condition
 from eskit.errors import DecodingError, InvalidInputError
-from eskit.events import Event, NewEvent, StreamId
+from eskit.events import Event, StreamId
 from eskit.protection.envelope import DataKey
 from eskit.protection.erasure import (
     ERASURES_STREAM,
@@ -32,6 +32,7 @@ from eskit.protection.erasure import (
     erasure_record,
 )
 from eskit.protection.keys import (
+    KeyCache,
     KeyProvider,
     LocalKeyProvider,
     UnwrapCache,
@@ -39,7 +40,7 @@ from eskit.protection.keys import (
     new_wrapped_key,
     rewrapped,
 )
-from eskit.protection.keystore import InMemorySubjectKeyStore, SubjectKeyStore
+from eskit.protection.keystore import CountsKeyChanges, InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
 from eskit.protection.snapshots import snapshot_subject
 from eskit.protection.store import REWRAP_BATCH, subject_key_store_beside
@@ -143,6 +144,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
         self._store_key: DataKey | None = None
         self._unwrapped = UnwrapCache()
         self._unwrapped_provider: KeyProvider = provider
+        self._cache = KeyCache()
 
     async def _io(self, function: Callable[..., T], *args: Any) -> T:
         if isinstance(self.keys, InMemorySubjectKeyStore):
@@ -152,30 +154,50 @@ class AsyncProtectedEventStore(AsyncEventStore):
     # -- keys (as in the sync store) -----------------------------------------------------
 
     def _unwrap(self, row: WrappedKey) -> DataKey:
+        return self._unwrapped.unwrap(row, self.provider)
+
+    async def _validate_cache(self) -> int | None:
         if self._unwrapped_provider is not self.provider:  # a new provider: trust nothing
             self._unwrapped = UnwrapCache()
             self._unwrapped_provider = self.provider
-        return self._unwrapped.unwrap(row, self.provider)
+            self._cache.clear()
+        keys = self.keys
+        if isinstance(keys, CountsKeyChanges):
+            return self._cache.validate(await self._io(keys.key_changes))
+        return self._cache.validate(None)
 
     async def _keys_for(self, subjects: Collection[str]) -> dict[str, DataKey]:
         if not subjects:
             return {}
-        rows = await self._io(self.keys.current, subjects)
-        found = {s: self._unwrap(row) for s, row in rows.items()}
-        missing = [s for s in subjects if s not in found]
+        changes = await self._validate_cache()
+        found, missing = self._cache.by_subject(subjects)
+        if not missing:
+            return found
+        rows = await self._io(self.keys.current, missing)
+        stored = {s: self._unwrap(row) for s, row in rows.items()}
+        self._cache.put(stored.values(), changes)
+        found.update(stored)
+        missing = [s for s in missing if s not in stored]
         if missing:
             fresh = [new_wrapped_key(s, self.provider) for s in missing]
-            stored = await self._io(self.keys.add, [wrapped for _, wrapped in fresh])
+            added = await self._io(self.keys.add, [wrapped for _, wrapped in fresh])
             mine = {key.key_id: key for key, _ in fresh}
-            for subject, row in stored.items():
+            for subject, row in added.items():
                 found[subject] = mine.get(row.key_id) or self._unwrap(row)
+                self._cache.put((found[subject],), changes)
         return found
 
     async def _keys_by_id(self, key_ids: Collection[str]) -> dict[str, DataKey]:
         if not key_ids:
             return {}
-        rows = await self._io(self.keys.by_id, key_ids)
-        return {k: self._unwrap(row) for k, row in rows.items()}
+        changes = await self._validate_cache()
+        found, missing = self._cache.by_id(key_ids)
+        if missing:
+            rows = await self._io(self.keys.by_id, missing)
+            stored = {k: self._unwrap(row) for k, row in rows.items()}
+            self._cache.put(stored.values(), changes)
+            found.update(stored)
+        return found
 
     async def _open_payloads(self, events: list[Event]) -> list[Event]:
         ids = self._t.payload_key_ids(events)
@@ -209,28 +231,46 @@ class AsyncProtectedEventStore(AsyncEventStore):
         ``condition`` included)."""
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
+        check_condition(condition)
+        fast = self.inner._accepts_prepared()
         batch = prepare_batch(
-            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
+            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes,
+            encode_data=not fast,  # encoded once, sealed (the plan walks the plaintext)
         )
-        result = await self.inner.append(stream_id, await self._sealed(batch), expected,
-                                         condition=condition)
+        plan = self._t.plan(batch, trees=fast)
+        keys = await self._keys_for(self._t.subjects(plan))
+        if fast:  # as in the sync store: encoded once, sealed
+            sealed = self._t.seal_pending(batch, plan, keys,
+                                          max_event_bytes=self.inner.max_event_bytes)
+            result = await self.inner._append_prepared(stream_id, stream, expected, sealed,
+                                                       condition)
+        else:
+            result = await self.inner.append(stream_id, self._t.seal(batch, plan, keys),
+                                             expected, condition=condition)
         return await self._opened(result, batch)
 
     async def append_many(
         self, appends: Sequence[StreamAppend], *, condition: AppendCondition | None = None
     ) -> list[AppendResult]:
-        """Seal every stream's personal data, then ``inner.append_many`` (same contract)."""
+        """As :meth:`eskit.protection.ProtectedEventStore.append_many`."""
+        check_condition(condition)
+        fast = self.inner._accepts_prepared()
         prepared = prepare_appends(
-            appends, registry=self.registry, max_event_bytes=self.max_event_bytes
+            appends, registry=self.registry, max_event_bytes=self.max_event_bytes,
+            encode_data=not fast,
         )
-        results = await self.inner.append_many([
-            StreamAppend(a.stream_id, await self._sealed(a.batch), a.expected) for a in prepared
-        ], condition=condition)
+        plans = self._t.plan_many(prepared, trees=fast)
+        keys = await self._keys_for(self._t.subjects_many(plans))
+        if fast:
+            results = await self.inner._append_many_prepared(self._t.seal_many(
+                prepared, plans, keys, max_event_bytes=self.inner.max_event_bytes
+            ), condition)
+        else:
+            results = await self.inner.append_many([
+                StreamAppend(a.stream_id, self._t.seal(a.batch, plan, keys), a.expected)
+                for a, plan in zip(prepared, plans, strict=True)
+            ], condition=condition)
         return [await self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
-
-    async def _sealed(self, batch: list[PendingEvent]) -> list[NewEvent]:
-        plan = self._t.plan(batch)
-        return self._t.seal(batch, plan, await self._keys_for(self._t.subjects(plan)))
 
     async def _opened(self, result: AppendResult, batch: list[PendingEvent]) -> AppendResult:
         # A retry's stored events may differ from these, and sealed metadata must be
@@ -343,6 +383,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
                 if self._t.mentions(e, wanted):
                     streams.setdefault(stream_key(e.aggregate_id))
         deleted = await self._io(self.keys.delete_subject, wanted)
+        self._cache.invalidate()  # at once here, whatever the key store counts
         target = snapshots or self.snapshots
         notes: list[str] = []
         if target is not None:
@@ -351,6 +392,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
             removed = await self._delete_own_snapshots(set(streams), notes)
         for stream in streams:  # keys of snapshots a sync process sealed (sealed_snapshots)
             await self._io(self.keys.delete_subject, snapshot_subject(stream))
+        self._cache.invalidate()
         position = 0
         if record:
             appended = await self.inner.append(

@@ -22,7 +22,7 @@ import base64
 import binascii
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -223,3 +223,66 @@ def rewrapped(row: WrappedKey, provider: KeyProvider) -> WrappedKey:
     material = provider.unwrap(row.master_key_id, row.wrapped, row.aad)
     master_key_id, wrapped = provider.wrap(material, row.aad)
     return WrappedKey(row.key_id, row.subject, master_key_id, wrapped, row.created_at)
+
+
+class KeyCache:
+    """Unwrapped data keys kept between calls while nothing changed them (internal).
+
+    Checked, never trusted: before each append and each page read the protected
+    store asks the key store for its change count (one small query; see
+    :class:`~eskit.protection.keystore.CountsKeyChanges`) and gives it to
+    :meth:`validate`. Any change since the keys were cached (an erasure or a
+    rewrap, in this process or another, or a key row changed by hand) empties
+    the cache, so an erased key is never served from it. The count is read
+    *before* the rows it guards, and keys are put under the count they were
+    fetched after: a key fetched before an erasure is dropped at the next check,
+    or not cached at all if another thread checked meanwhile. ``None`` (a key
+    store that does not count) caches nothing. Bounded: emptied when it holds
+    ``size`` keys.
+    """
+
+    def __init__(self, size: int = 4096) -> None:
+        self._size = size
+        self._changes: int | None = None
+        self._by_id: dict[str, DataKey] = {}
+        self._by_subject: dict[str, DataKey] = {}
+
+    def validate(self, changes: int | None) -> int | None:
+        """Empty the cache unless ``changes`` is the count it was filled under; the
+        count to :meth:`put` the keys fetched next under."""
+        if changes is None or changes != self._changes:
+            self.clear()
+        self._changes = changes
+        return changes
+
+    def clear(self) -> None:
+        self._by_id.clear()
+        self._by_subject.clear()
+
+    def invalidate(self) -> None:
+        """Empty the cache and refuse every key fetched before now (an erasure here)."""
+        self.clear()
+        self._changes = None
+
+    def by_subject(self, subjects: Collection[str]) -> tuple[dict[str, DataKey], list[str]]:
+        """The cached keys of ``subjects``, and the subjects not cached."""
+        cached = self._by_subject
+        found = {s: key for s in subjects if (key := cached.get(s)) is not None}
+        return found, [s for s in subjects if s not in found]
+
+    def by_id(self, key_ids: Collection[str]) -> tuple[dict[str, DataKey], list[str]]:
+        """The cached keys among ``key_ids``, and the ids not cached."""
+        cached = self._by_id
+        found = {k: key for k in key_ids if (key := cached.get(k)) is not None}
+        return found, [k for k in key_ids if k not in found]
+
+    def put(self, keys: Iterable[DataKey], changes: int | None) -> None:
+        """Cache ``keys``, fetched after :meth:`validate` returned ``changes``; dropped if
+        the count moved since (another thread saw a change, or erased here)."""
+        if changes is None or changes != self._changes:
+            return
+        for key in keys:
+            if len(self._by_id) >= self._size:
+                self.clear()
+            self._by_id[key.key_id] = key
+            self._by_subject[key.subject] = key

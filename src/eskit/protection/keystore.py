@@ -7,6 +7,12 @@ subject: every field sealed with it then reads as redacted. The SQLite and
 PostgreSQL key stores keep their own table in the event store's database
 (:mod:`eskit.protection.sqlite_keys`, :mod:`eskit.protection.postgres_keys`);
 the event tables are not changed.
+
+A key store may also count changes to its keys (:class:`CountsKeyChanges`; all
+three of eskit's do): then the protected store keeps the keys it unwrapped
+between calls, and asks only for that count before each append and page read,
+instead of for every key's row. A store that does not count is asked for the
+rows every time, as before.
 """
 
 from __future__ import annotations
@@ -18,7 +24,7 @@ from typing import Protocol, runtime_checkable
 
 from eskit.protection.keys import WrappedKey
 
-__all__ = ["InMemorySubjectKeyStore", "Purge", "SubjectKeyStore"]
+__all__ = ["CountsKeyChanges", "InMemorySubjectKeyStore", "Purge", "SubjectKeyStore"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +82,34 @@ class SubjectKeyStore(Protocol):
         ...
 
 
+@runtime_checkable
+class CountsKeyChanges(Protocol):
+    """A key store that counts the deletes and rewrites of its keys (optional).
+
+    ``key_changes()`` must return a different number after any key was deleted
+    or rewritten by *any* process, once that change has committed (eskit's SQL
+    key stores count in a trigger of the key table, so even a ``DELETE`` typed
+    by hand counts), or ``None`` when it cannot tell (then nothing is cached).
+    Adding keys need not change it: only keys that exist are cached.
+    """
+
+    def key_changes(self) -> int | None:
+        """The number of key deletes and rewrites so far (``None``: unknown)."""
+        ...
+
+
 class InMemorySubjectKeyStore:
     """Keys in a dict: for tests and for the in-memory event store. Thread-safe."""
 
     def __init__(self) -> None:
         self._by_id: dict[str, WrappedKey] = {}
         self._by_subject: dict[str, WrappedKey] = {}
+        self._changes = 0
         self._lock = threading.Lock()
+
+    def key_changes(self) -> int:
+        with self._lock:
+            return self._changes
 
     def current(self, subjects: Collection[str]) -> dict[str, WrappedKey]:
         with self._lock:
@@ -106,6 +133,7 @@ class InMemorySubjectKeyStore:
             if row is None:
                 return 0
             del self._by_id[row.key_id]
+            self._changes += 1
             return 1
 
     def purge(self, *, vacuum: bool = True) -> Purge:
@@ -127,6 +155,7 @@ class InMemorySubjectKeyStore:
                     self._by_id[row.key_id] = row
                     self._by_subject[row.subject] = row
                     done += 1
+            self._changes += done
             return done
 
     def count(self) -> int:

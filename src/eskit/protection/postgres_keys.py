@@ -1,7 +1,10 @@
 """Subject keys in a table of their own in the PostgreSQL store's schema.
 
 ``<schema>.eskit_subject_keys`` sits beside the event tables, which are not
-changed; it is created on first use, on a connection of its own (autocommit,
+changed; it is created on first use (with ``eskit_subject_key_changes``, one row
+counting the statements that deleted or updated keys, kept by a trigger on the
+key table, so that a process caching unwrapped keys learns of an erasure made
+anywhere at its next append or page read), on a connection of its own (autocommit,
 one statement per operation, so no transaction is held open).
 
 What :meth:`PostgresSubjectKeyStore.purge` does after an erasure: it first
@@ -61,6 +64,7 @@ class PostgresSubjectKeyStore:
         self._translate = translate
         self.schema = schema
         self._table = sql.Identifier(schema, "eskit_subject_keys")
+        self._changes = sql.Identifier(schema, "eskit_subject_key_changes")
         self._lock = threading.Lock()
         try:
             self._conn: psycopg.Connection[Any] = psycopg.connect(
@@ -68,13 +72,39 @@ class PostgresSubjectKeyStore:
             )
         except psycopg.Error as exc:
             raise translate(exc, "cannot connect to PostgreSQL for subject keys") from exc
-        with self._run() as conn:
+        with self._run() as conn, conn.transaction():
+            # Serialised: two processes creating the function and trigger at once would
+            # fail on the catalog ("tuple concurrently updated").
+            conn.execute("SELECT pg_advisory_xact_lock(hashtext(%s))",
+                         (f"eskit_subject_keys:{schema}",))
             conn.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(schema)))
             conn.execute(sql.SQL(
                 "CREATE TABLE IF NOT EXISTS {} (key_id text PRIMARY KEY, "
                 "subject text NOT NULL UNIQUE, master_key_id text NOT NULL, "
                 "wrapped bytea NOT NULL, created_at timestamptz NOT NULL)"
             ).format(self._table))
+            conn.execute(sql.SQL(
+                "CREATE TABLE IF NOT EXISTS {} (id int PRIMARY KEY CHECK (id = 1), "
+                "changes bigint NOT NULL)"
+            ).format(self._changes))
+            conn.execute(sql.SQL(
+                "INSERT INTO {} (id, changes) VALUES (1, 0) ON CONFLICT DO NOTHING"
+            ).format(self._changes))
+            function = sql.Identifier(schema, "eskit_subject_key_changed")
+            conn.execute(sql.SQL(
+                "CREATE OR REPLACE FUNCTION {}() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                "BEGIN UPDATE {} SET changes = changes + 1; RETURN NULL; END $$"
+            ).format(function, self._changes))
+            found = conn.execute(
+                "SELECT 1 FROM pg_trigger WHERE tgrelid = %s::regclass "
+                "AND tgname = 'eskit_subject_key_changed'", (self._table.as_string(conn),),
+            ).fetchone()
+            if found is None:  # no CREATE OR REPLACE TRIGGER before PostgreSQL 14
+                # Per statement: a rewrap batch of 500 keys is one change, not 500.
+                conn.execute(sql.SQL(
+                    "CREATE TRIGGER eskit_subject_key_changed AFTER DELETE OR UPDATE "
+                    "ON {} FOR EACH STATEMENT EXECUTE FUNCTION {}()"
+                ).format(self._table, function))
 
     @contextmanager
     def _run(self) -> Iterator[psycopg.Connection[Any]]:
@@ -92,6 +122,13 @@ class PostgresSubjectKeyStore:
                 _COLUMNS, self._table, sql.Identifier(column)
             ), (list(values),)).fetchall()
         return [_row(r) for r in rows]
+
+    def key_changes(self) -> int | None:
+        """How many statements deleted or updated keys, ever (``None``: the row is gone)."""
+        with self._run() as conn:
+            row = conn.execute(sql.SQL("SELECT changes FROM {}").format(self._changes)
+                               ).fetchone()
+        return None if row is None else int(row[0])
 
     def current(self, subjects: Collection[str]) -> dict[str, WrappedKey]:
         return {row.subject: row for row in self._select("subject", subjects)}

@@ -30,7 +30,6 @@ from eskit.events import Event, StreamId
 from eskit.protection.envelope import (
     DataKey,
     Unopened,
-    aad_head,
     body_of,
     not_decrypting,
     open_body,
@@ -102,7 +101,7 @@ class SealedSnapshotStore(SnapshotStore):
             return None
         path = _path(found)
         try:
-            state = open_body(body, key, aad_head(found.event_id), path)
+            state = open_body(body, key, found.event_id.bytes, path)
         except Unopened as exc:
             where = f"the snapshot of stream {stream!r} at version {found.version}"
             raise not_decrypting(path, where, 0, exc) from exc.__cause__

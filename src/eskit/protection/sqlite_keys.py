@@ -1,7 +1,10 @@
 """Subject keys in a table of their own in the SQLite store's file.
 
 The table ``eskit_subject_keys`` sits beside the event tables, which are not
-changed; it is created on first use. The connection runs with
+changed; it is created on first use, with ``eskit_subject_key_changes``: one row
+counting the deletes and updates of keys, kept by triggers on the key table, so
+that a process caching unwrapped keys learns of an erasure made by any other
+process (or by hand) at its next append or page read. The connection runs with
 ``PRAGMA secure_delete=ON``, so a deleted key's bytes are overwritten with
 zeros in its page rather than left in free space.
 
@@ -48,6 +51,17 @@ CREATE TABLE IF NOT EXISTS eskit_subject_keys (
     created_at TEXT NOT NULL
 )
 """
+_SETUP = (
+    _CREATE,
+    "CREATE TABLE IF NOT EXISTS eskit_subject_key_changes ("
+    "id INTEGER PRIMARY KEY CHECK (id = 1), changes INTEGER NOT NULL)",
+    "INSERT OR IGNORE INTO eskit_subject_key_changes (id, changes) VALUES (1, 0)",
+    # Per row (SQLite has no statement triggers): a rewrap of 500 keys adds 500.
+    "CREATE TRIGGER IF NOT EXISTS eskit_subject_key_deleted AFTER DELETE ON "
+    "eskit_subject_keys BEGIN UPDATE eskit_subject_key_changes SET changes = changes + 1; END",
+    "CREATE TRIGGER IF NOT EXISTS eskit_subject_key_updated AFTER UPDATE ON "
+    "eskit_subject_keys BEGIN UPDATE eskit_subject_key_changes SET changes = changes + 1; END",
+)
 _COLUMNS = "key_id, subject, master_key_id, wrapped, created_at"
 _CHUNK = 500  # bound parameters per IN (...) query, far below SQLite's limit
 
@@ -68,7 +82,9 @@ class SQLiteSubjectKeyStore:
                 self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
             )
             self._conn.execute("PRAGMA secure_delete=ON")
-            self._conn.execute(_CREATE)
+        with self._transaction() as conn:  # one writer sets up, the others find it done
+            for statement in _SETUP:
+                conn.execute(statement)
 
     @contextmanager
     def _translated(self) -> Iterator[None]:
@@ -103,6 +119,12 @@ class SQLiteSubjectKeyStore:
                     chunk,
                 ))
         return rows
+
+    def key_changes(self) -> int | None:
+        """How many keys were deleted or updated, ever (``None`` if the count's row is gone)."""
+        with self._lock, self._translated():
+            row = self._conn.execute("SELECT changes FROM eskit_subject_key_changes").fetchone()
+        return None if row is None else int(row[0])
 
     def current(self, subjects: Collection[str]) -> dict[str, WrappedKey]:
         return {row.subject: row for row in self._select("subject", list(subjects))}

@@ -34,7 +34,7 @@ from datetime import datetime
 
 from eskit.dcb import AppendCondition, check_condition
 from eskit.errors import DecodingError, InvalidInputError
-from eskit.events import Event, NewEvent, StreamId
+from eskit.events import Event, StreamId
 from eskit.protection.envelope import DataKey
 from eskit.protection.erasure import (
     ERASURES_STREAM,
@@ -44,6 +44,7 @@ from eskit.protection.erasure import (
     erasure_record,
 )
 from eskit.protection.keys import (
+    KeyCache,
     KeyProvider,
     LocalKeyProvider,
     UnwrapCache,
@@ -51,7 +52,7 @@ from eskit.protection.keys import (
     new_wrapped_key,
     rewrapped,
 )
-from eskit.protection.keystore import InMemorySubjectKeyStore, SubjectKeyStore
+from eskit.protection.keystore import CountsKeyChanges, InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
 from eskit.protection.snapshots import SealedSnapshotStore, snapshot_subject
 from eskit.protection.transcoder import (
@@ -151,9 +152,17 @@ class ProtectedEventStore(EventStore):
 
     The same API as the store it wraps (``inner``) for events; it adds
     :meth:`erase_subject`, :meth:`export_subject` and :meth:`rewrap`. Appends
-    and reads of ``inner`` itself see the sealed form. Subject keys are fetched
-    per append and per page read, never cached, so an erasure takes effect at
-    once in every process.
+    and reads of ``inner`` itself see the sealed form.
+
+    Unwrapped subject keys are cached (at most 4,096), but checked before every
+    append and page read against the key store's count of key changes (one
+    small query), so an erasure takes effect at once in every process: a read
+    or append that starts after :meth:`erase_subject` returned never uses the
+    erased key. With a key store that does not count changes
+    (:class:`~eskit.protection.keystore.CountsKeyChanges`), the keys' rows are
+    fetched every time instead. Not guaranteed: an append or read running
+    while the erasure commits may still use the key (an append that does
+    writes fields that read as redacted).
     """
 
     def __init__(
@@ -187,33 +196,56 @@ class ProtectedEventStore(EventStore):
         self._store_key: DataKey | None = None  # never erased, so it may be cached
         self._unwrapped = UnwrapCache()
         self._unwrapped_provider: KeyProvider = provider
+        self._cache = KeyCache()
 
     # -- keys --------------------------------------------------------------------------
 
     def _unwrap(self, row: WrappedKey) -> DataKey:
+        return self._unwrapped.unwrap(row, self.provider)
+
+    def _validate_cache(self) -> int | None:
+        """Empty the key caches if a key changed anywhere since they were filled; the
+        count of changes the keys fetched next are cached under."""
         if self._unwrapped_provider is not self.provider:  # a new provider: trust nothing
             self._unwrapped = UnwrapCache()
             self._unwrapped_provider = self.provider
-        return self._unwrapped.unwrap(row, self.provider)
+            self._cache.clear()
+        keys = self.keys
+        return self._cache.validate(
+            keys.key_changes() if isinstance(keys, CountsKeyChanges) else None
+        )
 
     def _keys_for(self, subjects: Collection[str]) -> dict[str, DataKey]:
         """The data key of each subject, created for subjects that have none."""
         if not subjects:
             return {}
-        found = {s: self._unwrap(row) for s, row in self.keys.current(subjects).items()}
-        missing = [s for s in subjects if s not in found]
+        changes = self._validate_cache()
+        found, missing = self._cache.by_subject(subjects)
+        if not missing:
+            return found
+        stored = {s: self._unwrap(row) for s, row in self.keys.current(missing).items()}
+        self._cache.put(stored.values(), changes)
+        found.update(stored)
+        missing = [s for s in missing if s not in stored]
         if missing:
             fresh = [new_wrapped_key(s, self.provider) for s in missing]
             rows = self.keys.add([wrapped for _, wrapped in fresh])
             mine = {key.key_id: key for key, _ in fresh}
             for subject, row in rows.items():  # a concurrent writer's key where it was first
                 found[subject] = mine.get(row.key_id) or self._unwrap(row)
+                self._cache.put((found[subject],), changes)
         return found
 
     def _keys_by_id(self, key_ids: Collection[str]) -> dict[str, DataKey]:
         if not key_ids:
             return {}
-        return {k: self._unwrap(row) for k, row in self.keys.by_id(key_ids).items()}
+        changes = self._validate_cache()
+        found, missing = self._cache.by_id(key_ids)
+        if missing:
+            stored = {k: self._unwrap(row) for k, row in self.keys.by_id(missing).items()}
+            self._cache.put(stored.values(), changes)
+            found.update(stored)
+        return found
 
     def _open_payloads(self, events: list[Event]) -> list[Event]:
         ids = self._t.payload_key_ids(events)
@@ -253,12 +285,14 @@ class ProtectedEventStore(EventStore):
         stream = stream_key(stream_id)
         expected = check_expected(expected_version)
         check_condition(condition)
+        fast = self.inner._accepts_prepared()
         batch = prepare_batch(
-            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes
+            stream, events, registry=self.registry, max_event_bytes=self.max_event_bytes,
+            encode_data=not fast,  # encoded once, sealed (the plan walks the plaintext)
         )
-        plan = self._t.plan(batch)
+        plan = self._t.plan(batch, trees=fast)
         keys = self._keys_for(self._t.subjects(plan))
-        if type(self.inner).append is EventStore.append:
+        if fast:
             # The plain stores: hand over the sealed batch encoded, not to be checked
             # and encoded all over again (half of what sealing cost).
             sealed = self._t.seal_pending(batch, plan, keys,
@@ -272,18 +306,32 @@ class ProtectedEventStore(EventStore):
     def append_many(
         self, appends: Sequence[StreamAppend], *, condition: AppendCondition | None = None
     ) -> list[AppendResult]:
-        """Seal every stream's personal data, then ``inner.append_many`` (same contract)."""
-        prepared = prepare_appends(
-            appends, registry=self.registry, max_event_bytes=self.max_event_bytes
-        )
-        results = self.inner.append_many([
-            StreamAppend(a.stream_id, self._sealed(a.batch), a.expected) for a in prepared
-        ], condition=condition)
-        return [self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
+        """Seal every stream's personal data, then append to ``inner`` in one
+        transaction (same contract as :meth:`eskit.EventStore.append_many`,
+        ``condition`` included).
 
-    def _sealed(self, batch: list[PendingEvent]) -> list[NewEvent]:
-        plan = self._t.plan(batch)
-        return self._t.seal(batch, plan, self._keys_for(self._t.subjects(plan)))
+        The keys of every subject of the call are fetched (or created) at once;
+        to a plain store the sealed batches go encoded: each payload is walked
+        by the codec once, as plaintext, and the sealed form spliced from that.
+        """
+        check_condition(condition)
+        fast = self.inner._accepts_prepared()
+        prepared = prepare_appends(
+            appends, registry=self.registry, max_event_bytes=self.max_event_bytes,
+            encode_data=not fast,
+        )
+        plans = self._t.plan_many(prepared, trees=fast)
+        keys = self._keys_for(self._t.subjects_many(plans))
+        if fast:
+            results = self.inner._append_many_prepared(self._t.seal_many(
+                prepared, plans, keys, max_event_bytes=self.inner.max_event_bytes
+            ), condition)
+        else:
+            results = self.inner.append_many([
+                StreamAppend(a.stream_id, self._t.seal(a.batch, plan, keys), a.expected)
+                for a, plan in zip(prepared, plans, strict=True)
+            ], condition=condition)
+        return [self._opened(r, a.batch) for r, a in zip(results, prepared, strict=True)]
 
     def _opened(self, result: AppendResult, batch: list[PendingEvent]) -> AppendResult:
         # A retry's stored events may differ from these, and sealed metadata must be
@@ -407,11 +455,13 @@ class ProtectedEventStore(EventStore):
                 if self._t.mentions(e, wanted):
                     streams.setdefault(stream_key(e.aggregate_id))
         deleted = self.keys.delete_subject(wanted)
+        self._cache.invalidate()  # at once here, whatever the key store counts
         notes: list[str] = []
         target = snapshots or self.snapshots or self._own_snapshots(notes)
         removed = 0 if target is None else _delete_snapshots(target, set(streams))
         for stream in streams:  # sealed snapshots: copies elsewhere lose their key too
             self.keys.delete_subject(snapshot_subject(stream))
+        self._cache.invalidate()
         position = 0
         if record:
             position = self.inner.append(

@@ -308,8 +308,14 @@ def prepare_batch(
     *,
     registry: EventRegistry,
     max_event_bytes: int,
+    encode_data: bool = True,
 ) -> list[PendingEvent]:
-    """Validate and encode a batch. Raises before anything can be written."""
+    """Validate and encode a batch. Raises before anything can be written.
+
+    ``encode_data=False`` (internal; the protected store, which encodes each
+    payload once, sealed) leaves every event's ``data`` empty and unchecked:
+    the caller must encode and size-check the payloads itself.
+    """
     if isinstance(events, str | bytes | Mapping) or not isinstance(events, Sequence):
         raise InvalidInputError(
             f"events must be a list of events, got {type(events).__name__}"
@@ -333,7 +339,7 @@ def prepare_batch(
                     )
                 verified_owner = owner
         try:
-            p = _prepare_one(stream, item, registry, now)
+            p = _prepare_one(stream, item, registry, now, encode_data)
         except EncodingError as exc:
             raise EncodingError(f"event {index} of the batch: {exc.bare_message}",
                                 path=exc.path) from None
@@ -352,7 +358,8 @@ def prepare_batch(
     return pending
 
 
-def _prepare_one(stream: str, item: object, registry: EventRegistry, now: datetime) -> PendingEvent:
+def _prepare_one(stream: str, item: object, registry: EventRegistry, now: datetime,
+                 encode_data: bool = True) -> PendingEvent:
     schema_version: int | None
     tags: object
     if isinstance(item, Event):
@@ -399,7 +406,7 @@ def _prepare_one(stream: str, item: object, registry: EventRegistry, now: dateti
                 check_text("metadata key", key)
     naive = registry.naive_datetimes
     return PendingEvent(
-        event_id, event_type, codec.encode(data, naive_datetimes=naive),
+        event_id, event_type, codec.encode(data, naive_datetimes=naive) if encode_data else b"",
         codec.encode(metadata, naive_datetimes=naive),
         now if timestamp is None else _to_utc(timestamp), schema_version, data, metadata,
         check_tags(tags),

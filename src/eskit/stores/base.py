@@ -187,6 +187,12 @@ class EventStore(ABC):  # noqa: B024
         )
         return self._append_prepared(stream_id, stream, expected, batch, condition)
 
+    def _accepts_prepared(self) -> bool:
+        """Whether :meth:`_append_prepared` and :meth:`_append_many_prepared` do what
+        ``append`` and ``append_many`` do (internal): so unless a subclass overrides those."""
+        cls = type(self)
+        return cls.append is EventStore.append and cls.append_many is EventStore.append_many
+
     def _append_prepared(
         self, stream_id: StreamId, stream: str, expected: Expected, batch: list[PendingEvent],
         condition: AppendCondition | None,
@@ -272,6 +278,14 @@ class EventStore(ABC):  # noqa: B024
         prepared = prepare_appends(
             appends, registry=self.registry, max_event_bytes=self.max_event_bytes
         )
+        return self._append_many_prepared(prepared, condition)
+
+    def _append_many_prepared(
+        self, prepared: list[PreparedAppend], condition: AppendCondition | None = None
+    ) -> list[AppendResult]:
+        """:meth:`append_many` after its checks (internal; as :meth:`_append_prepared`,
+        for wrappers that encoded the batches already). Only valid where
+        ``append_many`` is not overridden."""
         if condition is not None and not self._implements("_append_if"):
             raise NotImplementedError(f"{type(self).__name__} does not support append conditions")
         if (observer := _hooks.active) is None:

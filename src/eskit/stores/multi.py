@@ -50,7 +50,7 @@ class PreparedAppend:
 
 
 def prepare_appends(
-    appends: object, *, registry: EventRegistry, max_event_bytes: int
+    appends: object, *, registry: EventRegistry, max_event_bytes: int, encode_data: bool = True
 ) -> list[PreparedAppend]:
     """Check and encode every stream's batch of a call. Raises before anything is written.
 
@@ -77,7 +77,8 @@ def prepare_appends(
             stream = stream_key(item.stream_id)
             expected = check_expected(item.expected_version)
             batch = prepare_batch(
-                stream, item.events, registry=registry, max_event_bytes=max_event_bytes
+                stream, item.events, registry=registry, max_event_bytes=max_event_bytes,
+                encode_data=encode_data,
             )
         except EncodingError as exc:
             raise EncodingError(f"appends[{index}]: {exc.bare_message}", path=exc.path) from None

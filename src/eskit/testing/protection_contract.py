@@ -30,6 +30,7 @@ from eskit.protection import (
     PersonalFields,
     ProtectedEventStore,
 )
+from eskit.protection.envelope import DataKey
 
 __all__ = ["Protected", "ProtectionContract", "SyncProtected", "provider_with"]
 
@@ -70,6 +71,15 @@ class Protected(Protocol):
 
     def set_provider(self, provider: LocalKeyProvider) -> None: ...
 
+    def append_stored(self, stream_id: str, events: list[NewEvent]) -> None:
+        """Append ``events`` to the wrapped store as they are (no sealing): rows as an
+        older eskit wrote them, or as someone with write access forged them."""
+        ...
+
+    def data_key(self, subject: str) -> DataKey:
+        """``subject``'s data key, unwrapped (created if the subject has none)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -94,6 +104,12 @@ class SyncProtected:
 
     def set_provider(self, provider: LocalKeyProvider) -> None:
         self._protected.provider = provider
+
+    def append_stored(self, stream_id: str, events: list[NewEvent]) -> None:
+        self._protected.inner.append(stream_id, events)
+
+    def data_key(self, subject: str) -> DataKey:
+        return self._protected._keys_for([subject])[subject]
 
     def close(self) -> None:
         self._protected.close()
