@@ -242,8 +242,9 @@ class _Soak:
 
 
 def run(backend: str, events: int, streams: int, probes: int, *, dsn: str = DSN,
-        workdir: str | None = None) -> list[Probe]:
-    """Grow one fresh store to ``events`` and probe it ``probes`` times on the way."""
+        workdir: str | None = None, repeat: int = 1) -> list[Probe]:
+    """Grow one fresh store to ``events`` and probe it ``probes`` times on the way;
+    the first and the last point ``repeat`` times each (their medians are compared)."""
     if events % streams or events // streams < 1:
         raise SystemExit("--events must be a multiple of --streams")
     per_stream = events // streams
@@ -265,9 +266,11 @@ def run(backend: str, events: int, streams: int, probes: int, *, dsn: str = DSN,
                 grown_rate = soak.grow(step)
                 soak.maybe_vacuum()
                 bar.advance(task, step)
-            probe = soak.probe(grown_rate)
-            results.append(probe)
-            bar.console.print(_row(probe), soft_wrap=True)
+            ends = goal in (steps[0], steps[-1])
+            for _ in range(repeat if ends else 1):
+                probe = soak.probe(grown_rate)
+                results.append(probe)
+                bar.console.print(_row(probe), soft_wrap=True)
         if soak.vacuums:
             bar.console.print(
                 f"{backend}: autovacuum is off on this server; the soak ran VACUUM (ANALYZE) "
@@ -305,19 +308,25 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--events", type=int, default=10_000_000)
     parser.add_argument("--streams", type=int, default=1_000_000)
     parser.add_argument("--probes", type=int, default=5)
+    parser.add_argument("--repeat", type=int, default=3,
+                        help="probe the first and the last point this many times each "
+                             "(the ratios compare their medians)")
     parser.add_argument("--json", help="also write the probes to this file")
     args = parser.parse_args(argv)
-    if args.probes < 1:
-        raise SystemExit("--probes must be at least 1")
+    if args.probes < 1 or args.repeat < 1:
+        raise SystemExit("--probes and --repeat must be at least 1")
     print(HEADER, flush=True)
     every: list[Probe] = []
     for backend in args.backend or ["sqlite", "postgres"]:
-        probes = run(backend, args.events, args.streams, args.probes)
+        probes = run(backend, args.events, args.streams, args.probes, repeat=args.repeat)
         every.extend(probes)
-        first, last = probes[0], probes[-1]
-        ratios = ", ".join(f"{r.removesuffix('_per_s')} {getattr(last, r) / getattr(first, r):.2f}"
-                           for r in RATES)
-        print(f"{backend}: end/start {ratios}", flush=True)
+        first = [p for p in probes if p.events <= probes[args.repeat - 1].events]
+        last = [p for p in probes if p.events >= probes[-args.repeat].events]
+        ratios = ", ".join(
+            f"{r.removesuffix('_per_s')} "
+            f"{statistics.median(getattr(p, r) for p in last) / statistics.median(getattr(p, r) for p in first):.2f}"  # noqa: E501
+            for r in RATES)
+        print(f"{backend}: end/start (medians of {args.repeat}) {ratios}", flush=True)
     if args.json:
         with open(args.json, "w") as out:
             json.dump([asdict(p) for p in every], out, indent=1)

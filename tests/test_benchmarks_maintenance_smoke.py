@@ -23,4 +23,5 @@ def test_plan_apply_archive_and_restore_each_touch_every_event(
         ("plan", 2_000), ("apply", 2_000), ("archive", 2_000), ("restore", 2_000)]
     assert all(r.seconds > 0 for r in rows)
     assert all(r.peak_mib >= 0 for r in rows)
+    assert all(r.process_peak_mib > 10 for r in rows)  # a Python process with eskit loaded
     assert list(tmp_path.iterdir()) == []  # the stores and the archive are cleaned up

@@ -35,6 +35,7 @@ def test_the_command_prints_the_end_to_start_ratios_and_writes_json(
 ) -> None:
     output = tmp_path / "soak.json"
     main(["--backend", "sqlite", "--events", "4000", "--streams", "400", "--probes", "2",
-          "--json", str(output)])
-    assert "sqlite: end/start grow" in capsys.readouterr().out
-    assert [p["streams"] for p in json.loads(output.read_text())] == [100, 400]
+          "--repeat", "2", "--json", str(output)])
+    assert "sqlite: end/start (medians of 2) grow" in capsys.readouterr().out
+    # The first and the last point probed twice each.
+    assert [p["streams"] for p in json.loads(output.read_text())] == [100, 100, 400, 400]

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import eskit
+from eskit.aio import AsyncEventStore
 from eskit.archive import (
     LocalDirectoryStorage,
     archive_streams,
@@ -30,6 +31,18 @@ _RAW_INSERT = {
                 "recorded_at, data, metadata) VALUES (gen_random_uuid(), 'order-1', 1, 't', 1, "
                 "now(), '{{}}', '{{}}')",
 }
+
+
+async def _open_async(backend: Backend) -> AsyncEventStore:
+    """The backend's store, opened as an asyncio store."""
+    from eskit.aio import AsyncPostgresEventStore, AsyncSQLiteEventStore
+
+    opened: AsyncEventStore
+    if backend.kind == "sqlite":
+        opened = await AsyncSQLiteEventStore.open(backend.path)
+    else:
+        opened = await AsyncPostgresEventStore.open(backend.dsn, schema=backend.schema)
+    return opened
 
 
 def _fill(store: eskit.EventStore) -> None:
@@ -162,13 +175,7 @@ def test_the_async_functions_keep_tags_too(backend: Backend, tmp_path: Path) -> 
     storage = LocalDirectoryStorage(tmp_path / "arch")
 
     async def main() -> None:
-        from eskit.aio import AsyncEventStore, AsyncPostgresEventStore, AsyncSQLiteEventStore
-
-        opened: AsyncEventStore
-        if backend.kind == "sqlite":
-            opened = await AsyncSQLiteEventStore.open(backend.path)
-        else:
-            opened = await AsyncPostgresEventStore.open(backend.dsn, schema=backend.schema)
+        opened = await _open_async(backend)
         try:
             assert await archive_streams_async(opened, storage, ["order-1", "order-2"]) == 4
             assert backend.raw_tags() == []
@@ -284,13 +291,7 @@ def test_the_async_store_reads_an_archived_stream_as_archived(
     archive_streams(store, LocalDirectoryStorage(tmp_path / "arch"), ["order-1"])
 
     async def main() -> None:
-        from eskit.aio import AsyncEventStore, AsyncPostgresEventStore, AsyncSQLiteEventStore
-
-        opened: AsyncEventStore
-        if backend.kind == "sqlite":
-            opened = await AsyncSQLiteEventStore.open(backend.path)
-        else:
-            opened = await AsyncPostgresEventStore.open(backend.dsn, schema=backend.schema)
+        opened = await _open_async(backend)
         try:
             with pytest.raises(eskit.StreamArchivedError):
                 await opened.read_stream("order-1")
@@ -320,13 +321,7 @@ def test_the_async_functions_archive_and_restore_the_same_way(
     archive_streams(store, storage, ["user-1"])  # a sync archive the async restore reads
 
     async def main() -> None:
-        from eskit.aio import AsyncEventStore, AsyncPostgresEventStore, AsyncSQLiteEventStore
-
-        opened: AsyncEventStore
-        if backend.kind == "sqlite":
-            opened = await AsyncSQLiteEventStore.open(backend.path)
-        else:
-            opened = await AsyncPostgresEventStore.open(backend.dsn, schema=backend.schema)
+        opened = await _open_async(backend)
         try:
             assert await streams_older_than_async(opened, timedelta(0), category="order") == [
                 "order-1", "order-2"]

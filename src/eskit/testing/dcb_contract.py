@@ -32,6 +32,32 @@ from eskit.dcb import MAX_TAGS
 __all__ = ["DCBContract"]
 
 
+def _race(racers: int, attempt: Callable[[int], object]) -> list[int]:
+    """Start ``racers`` threads at once, each calling ``attempt(n)``; the ``n`` whose
+    attempt passed, after checking that exactly one did and the rest failed their
+    condition (any other error fails the test)."""
+    wins: list[int] = []
+    losses: list[int] = []
+    barrier = threading.Barrier(racers)
+
+    def race(n: int) -> None:
+        barrier.wait()
+        try:
+            attempt(n)
+            wins.append(n)
+        except AppendConditionFailed:
+            losses.append(n)
+
+    threads = [threading.Thread(target=race, args=(n,)) for n in range(racers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(wins) == 1
+    assert len(losses) == racers - 1
+    return wins
+
+
 def _enrolled(course: str, student: str) -> NewEvent:
     return NewEvent("Enrolled", {"course": course, "student": student},
                     tags=(f"course:{course}", f"student:{student}"))
@@ -300,27 +326,9 @@ class DCBContract:
     ) -> None:
         query = Query.of(types=["UserRegistered"], tags=["username:ada"])
         read = store.read_events(query)
-        wins: list[int] = []
-        losses: list[int] = []
-        barrier = threading.Barrier(6)
-
-        def register(n: int) -> None:
-            barrier.wait()
-            try:
-                store.append(f"user-{uuid.uuid4()}", [
-                    NewEvent("UserRegistered", {"n": n}, tags=("username:ada",))
-                ], condition=AppendCondition(query, read.position))
-                wins.append(n)
-            except AppendConditionFailed:
-                losses.append(n)
-
-        threads = [threading.Thread(target=register, args=(n,)) for n in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert len(wins) == 1
-        assert len(losses) == 5
+        wins = _race(6, lambda n: store.append(f"user-{uuid.uuid4()}", [
+            NewEvent("UserRegistered", {"n": n}, tags=("username:ada",))
+        ], condition=AppendCondition(query, read.position)))
         assert [e.event_data["n"] for e in store.read_events(query).events] == wins
 
     # -- conditions on append_many ----------------------------------------------------
@@ -412,25 +420,7 @@ class DCBContract:
     def test_threads_racing_append_many_on_one_condition_let_exactly_one_win(
         self, store: EventStore
     ) -> None:
-        wins: list[str] = []
-        losses: list[str] = []
-        barrier = threading.Barrier(6)
-
-        def register(n: int) -> None:
-            barrier.wait()
-            try:
-                self._register(store, f"u{n}", "ada", None)
-                wins.append(f"u{n}")
-            except AppendConditionFailed:
-                losses.append(f"u{n}")
-
-        threads = [threading.Thread(target=register, args=(n,)) for n in range(6)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join()
-        assert len(wins) == 1
-        assert len(losses) == 5
+        wins = [f"u{n}" for n in _race(6, lambda n: self._register(store, f"u{n}", "ada", None))]
         claims = store.read_events(Query.of(types=["UsernameClaimed"]))
         assert [e.event_data["user"] for e in claims.events] == wins
         assert [e.aggregate_id for e in store.read_events(Query.of(
