@@ -132,8 +132,11 @@ def _scan_postgres(store: Any, scan: ReferenceScan, tick: Progress) -> list[tupl
 
     schema = sql.Identifier(store.schema)
     page = sql.SQL(
-        "SELECT tx_id::text, seq, data::text, data_zstd, metadata::text FROM {}.eskit_events "
-        "WHERE (tx_id, seq) > (%s::text::xid8, %s) ORDER BY tx_id, seq LIMIT %s"
+        # The text of tx_id under another name: an output column named tx_id would make
+        # ORDER BY sort the text ("100000" before "99999") instead of walking the index.
+        "SELECT tx_id::text AS tx_text, seq, data::text AS data_text, data_zstd,"
+        " metadata::text AS metadata_text FROM {}.eskit_events"
+        " WHERE (tx_id, seq) > (%s::text::xid8, %s) ORDER BY tx_id, seq LIMIT %s"
     ).format(schema)
     after: tuple[str, int] = ("0", 0)
     while True:  # keyset pages on the order index: bounded memory, short reads
