@@ -90,3 +90,26 @@ def test_postgres_compact_killed_mid_batch_then_rerun(postgres_dsn: str) -> None
     schema = new_schema_name()
     with PostgresEventStore(postgres_dsn, schema=schema, compress_threshold=None) as store:
         _check_kill_and_rerun(store, postgres_dsn, schema)
+
+
+def test_the_postgres_compaction_pages_by_the_xid8_column_not_its_text(
+    postgres_dsn: str,
+) -> None:
+    """An output column named tx_id (its text) made ORDER BY sort the text: pages out
+    of order once transaction ids gain a digit (rows passed over) and a whole-table
+    sort per page. The plan must order by the column itself."""
+    import psycopg
+
+    from eskit.stores.postgres import PostgresEventStore
+    from eskit.stores.postgres_compression import CompactStatements
+    from tests.conftest import new_schema_name
+
+    schema = new_schema_name()
+    PostgresEventStore(postgres_dsn, schema=schema).close()
+    statement = CompactStatements(schema).candidates
+    with psycopg.connect(postgres_dsn, autocommit=True) as conn:
+        plan = "\n".join(r[0] for r in conn.execute(
+            psycopg.sql.SQL("EXPLAIN {}").format(statement),
+            ("0", 0, "2030-01-01T00:00:00+00:00", 1, 10)).fetchall())
+    sort_keys = [line for line in plan.splitlines() if "Sort Key" in line]
+    assert all("::text" not in line for line in sort_keys), plan

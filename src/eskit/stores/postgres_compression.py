@@ -94,8 +94,11 @@ class CompactStatements:
         # In (tx_id, seq) order from a cursor, so a rerun goes on where it stopped
         # and the pass walks the order index once. FOR UPDATE: no other compaction
         # rewrites the same rows meanwhile.
+        # tx_id's text under another name: an output column called tx_id would make
+        # ORDER BY sort the text ("100000" before "99999": pages out of order, rows
+        # passed over, and a sort of the whole table for each page).
         self.candidates = sql.SQL(
-            """SELECT tx_id::text, seq, data::text FROM {events}
+            """SELECT tx_id::text AS tx_text, seq, data::text AS data_text FROM {events}
                WHERE (tx_id, seq) > (%s::text::xid8, %s) AND data IS NOT NULL
                  AND recorded_at < %s AND octet_length(data::text) >= %s
                ORDER BY tx_id, seq LIMIT %s FOR UPDATE"""
