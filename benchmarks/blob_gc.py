@@ -71,6 +71,18 @@ def report(label: str, rates: dict[str, list[float]]) -> None:
     print(f"{label:8} {'collect / read_all':28} {collect / read:>12.2f}")
 
 
+def measure(label: str, store: Any, blobs: BlobStore, events: int, blob_count: int,
+            repeat: int, backdate: Callable[[], None]) -> None:
+    """Fill ``store``, check a dry run finds exactly the unnamed half, time and report."""
+    fill(store, blobs, events, blob_count, backdate)
+    found = collect_blobs(store, blobs, dry_run=True)
+    assert len(found.removed) == blob_count - blob_count // 2, found
+    report(label, timed(events, repeat, {
+        "collect_blobs (dry run)": lambda: collect_blobs(store, blobs, dry_run=True).payloads,
+        "read_all": lambda: sum(1 for _ in store.read_all()),
+    }))
+
+
 def run_sqlite(events: int, blob_count: int, repeat: int) -> None:
     with tempfile.TemporaryDirectory(prefix="eskit-blob-gc-") as tmp:
         store = SQLiteEventStore(Path(tmp) / "events.db")
@@ -82,13 +94,7 @@ def run_sqlite(events: int, blob_count: int, repeat: int) -> None:
                 for path in sub.iterdir():
                     os.utime(path, (then, then))
 
-        fill(store, blobs, events, blob_count, backdate)
-        found = collect_blobs(store, blobs, dry_run=True)
-        assert len(found.removed) == blob_count - blob_count // 2, found
-        report("sqlite", timed(events, repeat, {
-            "collect_blobs (dry run)": lambda: collect_blobs(store, blobs, dry_run=True).payloads,
-            "read_all": lambda: sum(1 for _ in store.read_all()),
-        }))
+        measure("sqlite", store, blobs, events, blob_count, repeat, backdate)
         store.close()
 
 
@@ -107,13 +113,7 @@ def run_postgres(dsn: str, events: int, blob_count: int, repeat: int) -> None:
             store._run(lambda conn: conn.execute(
                 f'UPDATE "{schema}".eskit_blobs SET stored_at = stored_at - interval \'2 days\''))
 
-        fill(store, blobs, events, blob_count, backdate)
-        found = collect_blobs(store, blobs, dry_run=True)
-        assert len(found.removed) == blob_count - blob_count // 2, found
-        report("postgres", timed(events, repeat, {
-            "collect_blobs (dry run)": lambda: collect_blobs(store, blobs, dry_run=True).payloads,
-            "read_all": lambda: sum(1 for _ in store.read_all()),
-        }))
+        measure("postgres", store, blobs, events, blob_count, repeat, backdate)
     finally:
         store.close()
         with psycopg.connect(dsn, autocommit=True) as conn:
