@@ -18,6 +18,7 @@ import contextlib
 import itertools
 import os
 import random
+import re
 import signal
 import sqlite3
 import subprocess
@@ -127,9 +128,14 @@ def log_lines(log: Path) -> list[tuple[str, int, list[int]]]:
         return []
     out = []
     for line in log.read_text().splitlines():
-        what, pid, _, positions = line.split(" ")
-        out.append((what, int(pid), [int(p) for p in positions.split(",")]))
+        # A relay SIGKILLed in the middle of writing a line leaves a torn record that
+        # the next relay's line continues: only whole records count.
+        for what, pid, _, positions in _RECORD.findall(line):
+            out.append((what, int(pid), [int(p) for p in positions.split(",")]))
     return out
+
+
+_RECORD = re.compile(r"(start|end) (\d+) (\S+) (\d+(?:,\d+)*)(?=start|end|$)")
 
 
 def mid_batch_kills(lines: list[tuple[str, int, list[int]]]) -> int:
