@@ -12,6 +12,9 @@ category. Then it times, each ``--repeat`` times (the median is reported):
 * ``by category``: ``read_all(stream_prefixes=["audit-"])``;
 * ``subscription``: a subscription with ``event_types=["Rare"]`` from 0 until its
   checkpoint reaches the head (catch-up of a subscriber to a rare type).
+* ``partition 1/4``: what a projection runner of partition 0 of 4 reads, page by page
+  (the store's filtered page on the stored ``stream_hash``): about a quarter of the
+  log, against ``unfiltered``, which is what each partition read before.
 
 Every filtered result is checked against the unfiltered one before it is reported.
 See ``benchmarks/README.md``.
@@ -34,6 +37,8 @@ from pathlib import Path
 from statistics import median
 
 from eskit import EventStore, NewEvent, SQLiteEventStore
+from eskit.stores.filtered import ReadFilter
+from eskit.stores.partitions import partition_of
 
 __all__ = ["Result", "main", "run"]
 
@@ -98,11 +103,21 @@ def _subscription(store: EventStore) -> int:
     return seen
 
 
+def _partition(store: EventStore) -> int:
+    wanted = ReadFilter(None, None).in_partitions(4, [0])
+    after, more, seen = 0, True, 0
+    while more:
+        page, after, more, _ = store._filtered_page(after, 500, wanted, True)
+        seen += len(page)
+    return seen
+
+
 SCENARIOS: dict[str, Callable[[EventStore], int]] = {
     "unfiltered": _unfiltered,
     "by type": _by_type,
     "by category": _by_category,
     "subscription": _subscription,
+    "partition 1/4": _partition,
 }
 
 
@@ -126,11 +141,13 @@ def _store(backend: str, workdir: Path, dsn: str) -> Iterator[EventStore]:
 
 
 def _expected(store: EventStore) -> dict[str, int]:
-    rare = audit = 0
+    rare = audit = quarter = 0
     for event in store.read_all():
         rare += event.event_type == "Rare"
         audit += str(event.aggregate_id).startswith("audit-")
-    return {"unfiltered": rare, "by type": rare, "by category": audit, "subscription": rare}
+        quarter += partition_of(event.aggregate_id, 4) == 0
+    return {"unfiltered": rare, "by type": rare, "by category": audit, "subscription": rare,
+            "partition 1/4": quarter}
 
 
 def run(backend: str, events: int, *, repeat: int = 3, workdir: Path,

@@ -90,6 +90,10 @@ class SyncFacade(EventStore):
             stream_prefixes=stream_prefixes,
         ))
 
+    def _filtered_page(self, after: int, limit: int, wanted: Any, tolerant: bool) -> Any:
+        # What a partitioned (async) projection runner reads: the contract's partition cases.
+        return self._loop.run(self.inner._filtered_page(after, limit, wanted, tolerant))
+
     def iter_stream(
         self, stream_id: StreamId, from_version: int = 0, to_version: int | None = None, *,
         backwards: bool = False, limit: int | None = None,

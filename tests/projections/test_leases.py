@@ -317,3 +317,40 @@ def test_a_member_reads_the_log_about_once_per_round_for_all_its_partitions(back
     # Each partition alone would read every page: 8 x (pages + 1 to see the end).
     assert len(reads) <= 2 * (pages + 1), reads
     group.target.close()
+
+
+def test_members_read_only_the_rows_of_the_partitions_they_hold(backend) -> None:
+    total = _fill(backend.store, streams=16, per_stream=10)
+    store = backend.store
+    original = store._filtered_page
+    sent = []  # rows the database sent, before any test in Python
+
+    def counting(*args, **kwargs):
+        page = original(*args, **kwargs)
+        sent.append(page[3])
+        return page
+
+    a, b = _group(backend, "a"), _group(backend, "b")
+    a.heartbeat()
+    b.heartbeat()
+    a.heartbeat()  # a gives up half
+    b.heartbeat()  # and b claims it
+    assert len(a.owned) == len(b.owned) == 4
+    store._filtered_page = counting
+    handled = 0
+    try:
+        for member in (a, b):
+            sent.clear()
+            runner = ProjectionRunner(store, Counter(), member.target, group=member,
+                                      batch_size=40)
+            handled += runner.run_until_caught_up()
+            held = set(member.owned)
+            assert len(held) == 4
+            mine = sum(10 for s in range(16) if partition_of(f"s{s}", 8) in held)
+            assert sum(sent) == mine, member.member  # not the other member's rows
+    finally:
+        del store._filtered_page
+    assert handled == total
+    assert backend.read_counts() == {f"s{s}": (10, 10 * (s + 1)) for s in range(16)}
+    a.target.close()
+    b.target.close()

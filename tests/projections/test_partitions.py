@@ -73,6 +73,33 @@ def test_two_partitions_split_the_streams_and_keep_each_in_order(backend) -> Non
     assert all(s.position == backend.store.head_position() for s in states)
 
 
+def test_each_partition_reads_only_its_own_rows(backend) -> None:
+    # The store filters on the stored stream_hash: a runner of 4 partitions is sent
+    # about a quarter of the log, not all of it (eskit.stores.partitions).
+    _fill(backend.store, streams=16, per_stream=10)
+    store = backend.store
+    original = store._filtered_page
+    sent = []  # the rows the database sent, before any test in Python
+
+    def counting(*args, **kwargs):
+        page = original(*args, **kwargs)
+        sent.append(page[3])
+        return page
+
+    store._filtered_page = counting
+    try:
+        for p in range(4):
+            sent.clear()
+            runner = ProjectionRunner(store, InOrder(), backend.new_target(), partition=p,
+                                      partitions=4, batch_size=7)
+            handled = runner.run_until_caught_up()
+            mine = sum(10 for s in range(16) if partition_of(f"p{s}", 4) == p)
+            assert handled == mine
+            assert sum(sent) == mine, p  # no other partition's row was read
+    finally:
+        del store._filtered_page
+
+
 @pytest.mark.slow
 def test_two_worker_processes_on_postgres_project_every_event_once_in_order(
     postgres_dsn,

@@ -217,8 +217,8 @@ class AsyncProjectionRunner:
 
     async def _page(self, after: int, limit: int) -> Page:
         """The sync runner's read, awaited: filtered in the database when the
-        projection names its types or prefixes."""
-        wanted = self._core.filter.read_filter
+        projection names its types or prefixes, or runs in partitions."""
+        wanted = self._core.read_filter()
         if wanted is not None:
             return Page.filtered(*await self.store._filtered_page(after, limit, wanted, True))
         events: list[Read] = [

@@ -29,6 +29,7 @@ from eskit.archive.segments import RawRow, RowTags
 from eskit.archive.sqlite import Progress, archive_each, put_verified, restore_each, tag_rows
 from eskit.archive.storage import ArchiveStorage
 from eskit.errors import InvalidInputError
+from eskit.stores.partitions import stream_hash
 from eskit.stores.postgres_archive import ARCHIVE_SCHEMA
 from eskit.stores.postgres_chain import CHAIN_SCHEMA_VERSION
 from eskit.stores.postgres_dcb import DCB_SCHEMA_VERSION
@@ -123,18 +124,21 @@ def restore_steps(store: Any, stream: str, segment: str, rows: list[RawRow],
         raise InvalidInputError(f"segment {segment!r} holds DCB tags, but schema "
                                 f"{store.schema} predates tags: migrate it first")
     chained = chains(store)
+    hashed = store.sql.insert_flags["hashed"]
     params: list[tuple[object, ...]] = []
     for pos, eid, s, version, etype, schema_version, at, data, meta, hash_ in rows:
         tx, seq = unpack_position(pos)
         text, packed = (data, None) if isinstance(data, str) else (None, data)
         row: tuple[object, ...] = (tx, seq, UUID(bytes=eid), s, version, etype,
                                    schema_version, at, text, packed, meta)
-        params.append((*row, hash_) if chained else row)
+        params.append((*row, hash_, stream_hash(s)) if hashed
+                      else (*row, hash_) if chained else row)
     # A second restorer waits on the archive row and then finds it gone.
     gone = yield Sql(statements.unrecord, (stream, segment), "count")
     if not gone:
         return 0
-    yield Sql(statements.insert if chained else statements.insert_unchained, params, "many")
+    yield Sql(statements.insert_hashed if hashed else statements.insert if chained
+              else statements.insert_unchained, params, "many")
     if tagged:
         yield Sql(statements.insert_tag, tagged, "many")
     _log.info("schema %s: restored stream %r (%d events) from %s", store.schema, stream,

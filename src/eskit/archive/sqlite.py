@@ -35,6 +35,7 @@ from eskit.archive.segments import (
 from eskit.archive.storage import ArchiveStorage
 from eskit.errors import InvalidInputError
 from eskit.events import utc_now
+from eskit.stores.partitions import stream_hash
 from eskit.stores.rows import timestamp_to_micros
 
 __all__ = [
@@ -52,9 +53,10 @@ _RAW = ("SELECT position, event_id, stream_id, version, event_type, schema_versi
         "ORDER BY version")
 _RAW_UNCHAINED = _RAW.replace("metadata, hash FROM", "metadata, NULL FROM")
 _INSERT = ("INSERT INTO eskit_events (position, event_id, stream_id, version, event_type, "
-           "schema_version, recorded_at, data, metadata, hash) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
-_INSERT_UNCHAINED = _INSERT.replace(", hash) ", ") ").replace("?, ?)", "?)")
+           "schema_version, recorded_at, data, metadata, hash, stream_hash) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT_UNHASHED = _INSERT.replace(", stream_hash) ", ") ").replace("?, ?)", "?)")
+_INSERT_UNCHAINED = _INSERT_UNHASHED.replace(", hash) ", ") ").replace("?, ?)", "?)")
 _TAGS = ("SELECT t.position, t.tag FROM eskit_event_tags t JOIN eskit_events e "
          "ON e.position = t.position WHERE e.stream_id = ? ORDER BY t.position, t.ord")
 _INSERT_TAG = ("INSERT INTO eskit_event_tags (tag, position, ord, event_type) "
@@ -255,8 +257,11 @@ def _restore_one(store: Any, stream: str, segment: str, rows: list[RawRow],
             "DELETE FROM eskit_archived_streams WHERE stream_id = ? AND segment = ?",
             (stream, segment)).rowcount
         if gone:
-            if store._chained:
-                conn.executemany(_INSERT, rows)
+            if store._hashed:
+                sh = stream_hash(stream)
+                conn.executemany(_INSERT, [(*row, sh) for row in rows])
+            elif store._chained:
+                conn.executemany(_INSERT_UNHASHED, rows)
             else:
                 conn.executemany(_INSERT_UNCHAINED, [row[:9] for row in rows])
             conn.executemany(_INSERT_TAG, tagged)

@@ -33,7 +33,6 @@ failure) are pure functions, so an asyncio runner can share them.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import threading
 import time
@@ -52,6 +51,8 @@ from eskit.projections.projection import Projection
 from eskit.projections.sql import Tx, generation_table
 from eskit.stores.arguments import stream_key
 from eskit.stores.base import EventStore
+from eskit.stores.filtered import ReadFilter
+from eskit.stores.partitions import partition_of
 from eskit.stores.rows import UndecodableEvent
 from eskit.subscription import EventFilter, reconnect_delay
 from eskit.upcasting import ends_stored_event
@@ -98,18 +99,6 @@ class RetryPolicy:
         return float(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
 
 
-def partition_of(stream_id: object, partitions: int) -> int:
-    """The partition (``0 .. partitions-1``) a stream's events go to; stable across runs.
-
-    A hash of the stream id as stored, so all of a stream's events go to one
-    partition and stay in order there.
-    """
-    if partitions == 1:
-        return 0
-    digest = hashlib.blake2b(stream_key(stream_id).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big") % partitions
-
-
 @dataclass(slots=True)
 class BatchResult:
     """What one batch did."""
@@ -150,9 +139,13 @@ class ProjectionRunner:
     target, or a group name with ``partitions=N``) the runner is one member of a
     consumer group instead: it handles whichever partitions its leases give it,
     rebalanced as members join and leave, each batch fenced by its lease (see
-    :mod:`eskit.projections.leases`). Each partition still reads the whole log and
-    keeps the rows of its streams (the partition is a hash the stores cannot
-    compute in SQL).
+    :mod:`eskit.projections.leases`).
+
+    Partitioned runners read only their partitions' rows: the stores filter on each
+    event's stored ``stream_hash`` in SQL (:mod:`eskit.stores.partitions`; a group
+    member asks for every partition it holds and shares the page among them). Rows
+    stored before that column existed are read by every partition and sorted out in
+    Python.
     """
 
     def __init__(
@@ -209,8 +202,9 @@ class ProjectionRunner:
         self._progress = _Progress()
         self.group = group
         self._progresses: dict[int, _Progress] = {partition: self._progress}
-        self._round_read: tuple[int, bool, Page] | None = None
-        """In a group: this round's last read (after, reached the end, page), shared."""
+        self._round_read: tuple[int, bool, Page, frozenset[int] | None] | None = None
+        """In a group: this round's last read (after, reached the end, page, the
+        partitions it was read for), shared."""
         self._ahead: ReadAhead | None = None
         """The next page, being read ahead (inside run and run_until_caught_up)."""
         self._ready = False
@@ -304,19 +298,33 @@ class ProjectionRunner:
         if page is None and self._ahead is not None:
             page = self._ahead.take(after, limit)
         if page is None:
+            wanted = self.read_filter()
             page = self._read_store(after, limit)
             if self.group is not None:
-                self._round_read = (after, not page.more, page)
+                served = None if wanted is None else wanted.partitions
+                self._round_read = (after, not page.more, page, served)
         if self._ahead is not None:
             self._ahead.start(page, limit)  # the next page, while this one is handled
         if (observer := _hooks.active) is not None:
             observer.link_events(page.events)
         return page
 
+    def read_filter(self) -> ReadFilter | None:
+        """What this runner asks the store for: the projection's types and prefixes,
+        and with partitions, the ones it serves (all it holds, in a group), so that the
+        database sends only their rows (:mod:`eskit.stores.partitions`)."""
+        wanted = self.filter.read_filter
+        if self.partitions == 1:
+            return wanted
+        held = sorted(self.group.owned) if self.group is not None else [self.partition]
+        if not held:  # a group member holding nothing yet: read as for this partition
+            held = [self.partition]
+        return (wanted or ReadFilter(None, None)).in_partitions(self.partitions, held)
+
     def _read_store(self, after: int, limit: int) -> Page:
         # Undecodable events come as placeholders, in order, so that the failure
         # policy applies to them like to a handler error (and the runner keeps its place).
-        wanted = self.filter.read_filter
+        wanted = self.read_filter()
         filtered = None if wanted is None else getattr(self.store, "_filtered_page", None)
         if filtered is not None:
             # The projection's types and prefixes, in the database (eskit.stores.filtered):
@@ -355,9 +363,11 @@ class ProjectionRunner:
         """
         if (shared := self._round_read) is None:
             return None
-        read_after, complete, page = shared
-        if not read_after <= after <= page.upto:
-            return None
+        read_after, complete, page, served = shared
+        if not read_after <= after <= page.upto or (
+            served is not None and self.partition not in served
+        ):
+            return None  # (a page read for other partitions holds none of this one's rows)
         rest = [e for e in page.events if (e.position or 0) > after]
         if rest:
             upto = page.upto if complete else rest[-1].position or after

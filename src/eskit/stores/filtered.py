@@ -27,11 +27,12 @@ only that type's rows. Two things make it exact:
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import MAX_NAME_BYTES, Event, EventRegistry, check_name
+from eskit.stores.partitions import check_partitions, partition_of, stored_partition
 from eskit.stores.prefix_range import prefix_upper_bound
 from eskit.stores.rows import OnUndecodable, UndecodableEvent, undecodable_page, upcast_tolerant
 
@@ -49,11 +50,25 @@ class ReadFilter:
     ``types`` and ``prefixes`` are ``None`` for "no restriction"; an empty
     collection matches nothing. An event matches when its type is one of
     ``types`` *and* its stream id (as text: a UUID stream by its canonical form)
-    starts with one of ``prefixes``.
+    starts with one of ``prefixes`` *and*, when ``partitions`` is set, its stream
+    is in one of them of ``partition_count`` (:func:`~eskit.stores.partitions.partition_of`;
+    build it with :meth:`in_partitions`).
     """
 
     types: frozenset[str] | None
     prefixes: tuple[str, ...] | None
+    partitions: frozenset[int] | None = None
+    partition_count: int = 1
+
+    def in_partitions(self, count: int, held: Iterable[int]) -> ReadFilter:
+        """This filter, also keeping only the streams in ``held`` of ``count`` partitions."""
+        count, parts = check_partitions(count, list(held))
+        return replace(self, partitions=parts, partition_count=count)
+
+    def unpartitioned(self) -> ReadFilter:
+        """This filter without its partitions: for a schema with no ``stream_hash``, whose
+        reader then tests the partitions in Python (``matches``)."""
+        return replace(self, partitions=None, partition_count=1)
 
     @property
     def ranges(self) -> tuple[tuple[str, str | None], ...]:
@@ -63,11 +78,15 @@ class ReadFilter:
     @property
     def is_empty(self) -> bool:
         """Whether nothing can match (an empty list of types or prefixes)."""
-        return self.types == frozenset() or self.prefixes == ()
+        return self.types == frozenset() or self.prefixes == () or self.partitions == frozenset()
 
     def matches(self, event: Any) -> bool:
         """The Python test, on an event as read (an Event or an UndecodableEvent)."""
         if self.types is not None and event.event_type not in self.types:
+            return False
+        if self.partitions is not None and (
+            partition_of(event.aggregate_id, self.partition_count) not in self.partitions
+        ):
             return False
         if self.prefixes is not None:
             stream = str(event.aggregate_id)
@@ -75,6 +94,11 @@ class ReadFilter:
         return True
 
     def stream_matches(self, stream: str) -> bool:
+        """The test on a stored stream id (prefixes and partitions)."""
+        if self.partitions is not None and (
+            stored_partition(stream, self.partition_count) not in self.partitions
+        ):
+            return False
         return self.prefixes is None or any(stream.startswith(p) for p in self.prefixes)
 
     def stored(self, registry: EventRegistry) -> ReadFilter:
@@ -85,9 +109,9 @@ class ReadFilter:
         if not rules.active:
             return self
         if rules.splits:  # a part's type is known only after the splitter ran
-            return ReadFilter(None, self.prefixes)
+            return replace(self, types=None)
         old = {name for name in rules.aliases if rules.current_name(name) in self.types}
-        return ReadFilter(self.types | old, self.prefixes)
+        return replace(self, types=self.types | old)
 
 
 def _names(what: str, kind: str, values: Iterable[str] | None) -> list[str] | None:

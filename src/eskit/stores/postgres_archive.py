@@ -163,6 +163,9 @@ class ArchiveStatements:
                VALUES (%s::text::xid8, %s, %s, %s, %s, %s, %s,
                        'epoch'::timestamptz + %s * interval '1 microsecond',
                        %s::json, %s, %s::json, NULL{hash_value})"""
+        self.insert_hashed = sql.SQL(insert).format(  # schema 12 on: and the stream_hash
+            events=events, hash_column=sql.SQL(", hash, stream_hash"),
+            hash_value=sql.SQL(", %s, %s"))
         self.insert = sql.SQL(insert).format(
             events=events, hash_column=sql.SQL(", hash"), hash_value=sql.SQL(", %s"))
         self.insert_unchained = sql.SQL(insert).format(

@@ -14,7 +14,6 @@ from eskit.events import Event, StreamId
 from eskit.stores import postgres_dcb
 from eskit.stores.arguments import resolve_conflict
 from eskit.stores.model import AppendResult, Expected, PendingEvent
-from eskit.stores.postgres_chain import CHAIN_SCHEMA_VERSION
 from eskit.stores.postgres_deletion import STREAM_DELETED, visible_stream
 from eskit.stores.postgres_schema import (
     EVENT_COLUMNS,
@@ -62,7 +61,7 @@ def append_if(
 
     statement = postgres_dcb.append_statement(
         store.schema, postgres_dcb.stream_lock_key(store.schema), check,
-        chained=store.sql.version >= CHAIN_SCHEMA_VERSION,
+        **store.sql.insert_flags,
     )
     params.update(check_params, after_tx=after_tx, after_seq=after_seq)
 

@@ -126,7 +126,7 @@ def dcb_migration(schema: str) -> list[sql.Composed]:
 
 def append_statement(
     schema: str, stream_lock: sql.Composable, check: sql.Composable | None = None,
-    *, chained: bool = False,
+    *, chained: bool = False, hashed: bool = False,
 ) -> sql.Composed:
     """Schema 9's append: schema 6's, plus the event keys' shared locks (before the
     insert) and the tags (in the same statement: one round trip, still idempotent).
@@ -135,7 +135,8 @@ def append_statement(
     a conditional append's insert: nothing is inserted if ``check`` finds a row, and
     every row returned starts with that finding. Its snapshot is the statement's,
     taken after the locks of the statement before (see the module docstring).
-    ``chained`` (schema 11 on): each event's chain hash too (eskit.stores.postgres_chain).
+    ``chained`` (schema 11 on): each event's chain hash too (eskit.stores.postgres_chain);
+    ``hashed`` (schema 12 on): the ``stream_hash`` (eskit.stores.partitions).
     """
     s = sql.Identifier(schema)
     events = sql.SQL("{}.eskit_events").format(s)
@@ -180,7 +181,7 @@ def append_statement(
         insert=insert_batch(
             events, sql.SQL(" AND NOT EXISTS (SELECT FROM {} WHERE stream_id = %(stream)s)")
             .format(sql.SQL("{}.eskit_deleted_streams").format(s)),
-            sql.SQL("version, tx_id, seq, event_type"), chained=chained,
+            sql.SQL("version, tx_id, seq, event_type"), chained=chained, hashed=hashed,
         ),
         recursive=sql.SQL("RECURSIVE " if chained else ""),
         head_hash=postgres_chain.head_hash(events) if chained else sql.SQL(""),

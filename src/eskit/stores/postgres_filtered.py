@@ -21,6 +21,7 @@ from typing import Any
 from psycopg import sql
 
 from eskit.stores.filtered import LAST_NAME, ReadFilter
+from eskit.stores.partitions import partition_sql
 
 __all__ = ["MAX_BRANCHES", "filtered_migration", "filtered_page_query"]
 
@@ -97,6 +98,10 @@ def filtered_page_query(
         if wanted.prefixes is not None:
             where = sql.SQL("{} AND {}").format(where, _ranges(wanted, params))
         branches.append((where, params))
+    if wanted.partitions is not None:  # the partitions' test ends every branch
+        test, extra = partition_sql(wanted.partition_count, wanted.partitions, "%s", "%%")
+        branches = [(sql.SQL("{} AND {}").format(where, sql.SQL(test)), [*params, *extra])
+                    for where, params in branches]
     parts: list[sql.Composable] = []
     values: list[Any] = []
     for where, params in branches:

@@ -75,6 +75,7 @@ from eskit.stores.arguments import expected_range, stream_id_from_key
 from eskit.stores.compression import DEFAULT_COMPRESS_THRESHOLD, stored_data
 from eskit.stores.filtered import ReadFilter
 from eskit.stores.model import ANY, STREAM_EXISTS, AppendResult, Expected, PendingEvent, StreamInfo
+from eskit.stores.partitions import stream_hash
 from eskit.stores.postgres_archive import ArchiveStatements, archive_migration
 from eskit.stores.postgres_chain import CHAIN_SCHEMA_VERSION, chain_migration, digests
 from eskit.stores.postgres_compression import compression_migration
@@ -100,7 +101,9 @@ from eskit.stores.prefix_range import prefix_upper_bound
 
 __all__ = ["APPEND_NOT_FIRST_WRITE", "LATE_STAMP"]
 
-SCHEMA_VERSION = 11
+SCHEMA_VERSION = 12
+PARTITION_SCHEMA_VERSION = 12
+"""From this schema each event stores its ``stream_hash`` (eskit.stores.partitions)."""
 MIN_SERVER_VERSION = 130000
 _SEQ_BITS = 64
 _SEQ_MASK = (1 << _SEQ_BITS) - 1
@@ -338,6 +341,10 @@ class Statements:
             archive_migration(schema),
             # 10 -> 11: hash chains (eskit.integrity, eskit.stores.postgres_chain).
             chain_migration(schema),
+            # 11 -> 12: each event's stream_hash, for partitioned reads (no rewrite:
+            # a nullable column; old rows keep NULL, see eskit.stores.partitions).
+            [sql.SQL("ALTER TABLE {} ADD COLUMN IF NOT EXISTS stream_hash bigint"
+                     ).format(events)],
         ]
         # One statement, one round trip, one short transaction: read the head, check
         # the expectation, insert the whole batch. Two writers of one stream collide
@@ -357,6 +364,8 @@ class Statements:
         self._append_dcb = append_statement(schema, stream_lock)
         # From schema 10: with each event's chain hash (eskit.stores.postgres_chain).
         self._append_chained = append_statement(schema, stream_lock, chained=True)
+        # From schema 12: with the stream's stream_hash (eskit.stores.partitions).
+        self._append_hashed = append_statement(schema, stream_lock, chained=True, hashed=True)
         self.lock_condition = lock_statement(stream_lock)
         append_5 = sql.SQL(
             """WITH turn AS (
@@ -447,7 +456,8 @@ class Statements:
         events = sql.SQL("{}.eskit_events").format(sql.Identifier(self.schema))
         self.version = version
         self.append = (
-            self._append_chained if version >= CHAIN_SCHEMA_VERSION
+            self._append_hashed if version >= PARTITION_SCHEMA_VERSION
+            else self._append_chained if version >= CHAIN_SCHEMA_VERSION
             else self._append_dcb if version >= DCB_SCHEMA_VERSION
             else self._append_6 if version >= 6
             else self._append_5 if version >= 5 else self._append_4
@@ -581,9 +591,18 @@ class Statements:
     ) -> tuple[sql.Composed, list[Any]]:
         """One filtered page of events with ``after < position <= upto`` (see
         eskit.stores.postgres_filtered: ``upto`` is a head, no horizon cut)."""
+        if self.version < PARTITION_SCHEMA_VERSION:  # no stream_hash: tested in Python
+            wanted = wanted.unpartitioned()
         return filtered_page_query(
             *self._filtered_parts, wanted, unpack_position(after), unpack_position(upto), limit
         )
+
+    @property
+    def insert_flags(self) -> dict[str, bool]:
+        """What an append statement built for this schema writes besides the events
+        (``append_statement``'s keywords)."""
+        return {"chained": self.version >= CHAIN_SCHEMA_VERSION,
+                "hashed": self.version >= PARTITION_SCHEMA_VERSION}
 
     def payload_threshold(self, threshold: int | None) -> int | None:
         """The store's ``compress_threshold``, or ``None`` on a schema before 5."""
@@ -692,6 +711,7 @@ def append_params(
         "lo": lo,
         "hi": hi,
         "digests": digests(stream, batch),
+        "stream_hash": stream_hash(stream),
         **dcb_params(batch),
     }
 

@@ -28,7 +28,6 @@ from eskit.errors import AppendNotFirstWriteError, StoreError
 from eskit.events import StreamId
 from eskit.stores import postgres_dcb
 from eskit.stores.model import Expected, PendingEvent
-from eskit.stores.postgres_chain import CHAIN_SCHEMA_VERSION
 from eskit.stores.postgres_deletion import visible_stream
 from eskit.stores.postgres_schema import append_params, unpack_position
 
@@ -68,7 +67,7 @@ def plan(
                   **postgres_dcb.condition_params(batch, condition))
     statement = postgres_dcb.append_statement(
         store.schema, postgres_dcb.stream_lock_key(store.schema), check,
-        chained=store.sql.version >= CHAIN_SCHEMA_VERSION,
+        **store.sql.insert_flags,
     )
     return store.sql.lock_condition, statement, params
 

@@ -92,6 +92,7 @@ from eskit.stores.sqlite_dcb import MIGRATION as SQLITE_DCB_MIGRATION
 from eskit.stores.sqlite_deletion import MIGRATION as SQLITE_DELETION_MIGRATION
 from eskit.stores.sqlite_deletion import VISIBLE, deleted_state
 from eskit.stores.sqlite_filtered import MIGRATION as SQLITE_FILTERED_MIGRATION
+from eskit.stores.sqlite_filtered import PARTITION_MIGRATION as SQLITE_PARTITION_MIGRATION
 from eskit.stores.sqlite_filtered import filtered_page_query
 from eskit.stores.sqlite_transaction import SQLiteTransaction
 from eskit.stores.sqlite_wakeups import DataVersionWaiter, DataVersionWatch
@@ -106,7 +107,7 @@ _getpid = os.getpid  # on every call: a fork is detected by the process id chang
 # more threads read at once. Each holds two file descriptors (database and -wal).
 MAX_IDLE_READERS = 8
 
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 STORE_FORMAT = "eskit-event-store"
 
 # Numbered migrations: MIGRATIONS[n] takes a store from schema version n to n + 1.
@@ -182,6 +183,8 @@ MIGRATIONS: list[Sequence[sqlite_chain.Statement]] = [
     SQLITE_DCB_MIGRATION,
     # 8 -> 9: hash chains (eskit.integrity, eskit.stores.sqlite_chain).
     sqlite_chain.MIGRATION,
+    # 9 -> 10: each event's stream_hash, for partitioned reads (eskit.stores.partitions).
+    SQLITE_PARTITION_MIGRATION,
 ]
 
 _COLUMNS = (
@@ -303,6 +306,8 @@ class SQLiteEventStore(EventStore):
         self._tags_table = True
         # False on a file of a schema before hash chains opened with create=False.
         self._chained = True
+        # False on a file of a schema before stream_hash opened with create=False.
+        self._hashed = True
         # stream -> (version, hash) of its head as this writer last appended it: a
         # guess the insert checks (sqlite_chain.INSERT_FIRST_ASSUMED), never trusted alone.
         self._heads: dict[str, tuple[int, bytes | None]] = {}
@@ -620,6 +625,8 @@ class SQLiteEventStore(EventStore):
                     self._tags_table = False
                 if found < 9:  # no hash column yet: appends store no chain
                     self._chained = False
+                if found < 10:  # no stream_hash column yet
+                    self._hashed = False
                 return
             if "eskit_events" in tables and "eskit_meta" not in tables:
                 raise NotAnEskitStoreError(
@@ -947,6 +954,8 @@ class SQLiteEventStore(EventStore):
             visible = self._visible
             if visible and conn.execute(_ANY_DELETED).fetchone() is None:
                 visible = ""  # as in _read_all_page
+            if not self._hashed:  # no stream_hash column: the partitions tested in Python
+                wanted = wanted.unpartitioned()
             sql, params = filtered_page_query(
                 _SELECT, visible, wanted, after, min(upto, _MAX_INTEGER), limit
             )

@@ -25,6 +25,7 @@ from eskit.stores.chain_check import ChainRow, StreamStart, stored_json
 from eskit.stores.chain_links import chain_hashes, digests
 from eskit.stores.compression import stored_data
 from eskit.stores.model import PendingEvent
+from eskit.stores.partitions import stream_hash
 from eskit.stores.rows import timestamp_to_micros
 
 __all__ = ["MIGRATION", "insert_chained", "iter_chain_rows", "iter_starts"]
@@ -32,7 +33,7 @@ __all__ = ["MIGRATION", "insert_chained", "iter_chain_rows", "iter_starts"]
 Statement = str | Callable[[sqlite3.Connection], object]
 
 
-def _add_column(table: str, column: str, declaration: str) -> Callable[[sqlite3.Connection], None]:
+def add_column(table: str, column: str, declaration: str) -> Callable[[sqlite3.Connection], None]:
     """``ALTER TABLE ... ADD COLUMN`` unless the column is there (a file taken back to an
     older schema number by hand, as the upgrade tests do, keeps its columns)."""
     def add(conn: sqlite3.Connection) -> None:
@@ -43,8 +44,8 @@ def _add_column(table: str, column: str, declaration: str) -> Callable[[sqlite3.
 
 
 MIGRATION: list[Statement] = [
-    _add_column("eskit_events", "hash", "BLOB"),
-    _add_column("eskit_truncated_streams", "anchor", "BLOB"),
+    add_column("eskit_events", "hash", "BLOB"),
+    add_column("eskit_truncated_streams", "anchor", "BLOB"),
     # Every event after this position was appended with a hash: a NULL there is a
     # hash removed, not a row from before the chain. OR IGNORE: the first one stays.
     """INSERT OR IGNORE INTO eskit_meta (key, value)
@@ -152,16 +153,18 @@ def chained_after(conn: sqlite3.Connection) -> int:
 
 INSERT_CHAINED = (
     "INSERT INTO eskit_events (position, event_id, stream_id, version, event_type, "
-    "schema_version, recorded_at, data, metadata, hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    "schema_version, recorded_at, data, metadata, hash, stream_hash) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
-"""The rest of a batch, after its first event, at explicit positions."""
+"""The rest of a batch, after its first event, at explicit positions (schema 10 on:
+with each event's ``stream_hash``, eskit.stores.partitions)."""
 # Schema 9 on: with the chain hash, computed from the head that the append read just
 # before in the same transaction (eskit.stores.sqlite_chain), at the version after it;
 # the UNIQUE (stream_id, version) index and SQLite's one writer keep that head current.
 INSERT_FIRST_CHAINED = (
     "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
-    "recorded_at, data, metadata, hash) "
-    "SELECT :id, :stream, :version, :type, :schema, :at, :data, :meta, :hash "
+    "recorded_at, data, metadata, hash, stream_hash) "
+    "SELECT :id, :stream, :version, :type, :schema, :at, :data, :meta, :hash, :sh "
     "WHERE NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
     "AND NOT EXISTS (SELECT 1 FROM eskit_archived_streams WHERE stream_id = :stream) "
     "RETURNING position"
@@ -172,9 +175,9 @@ INSERT_FIRST_CHAINED = (
 # connection the store opens has (eskit.stores.sqlite_chain.link_function).
 INSERT_FIRST_LINKED = (
     "INSERT INTO eskit_events (event_id, stream_id, version, event_type, schema_version, "
-    "recorded_at, data, metadata, hash) "
+    "recorded_at, data, metadata, hash, stream_hash) "
     "SELECT :id, :stream, head.v + 1, :type, :schema, :at, :data, :meta, "
-    "eskit_link(head.h, head.v + 1, :digest) "
+    "eskit_link(head.h, head.v + 1, :digest), :sh "
     "FROM (SELECT coalesce(MAX(version), 0) AS v, hash AS h FROM eskit_events "
     "WHERE stream_id = :stream) AS head WHERE head.v BETWEEN :lo AND :hi "
     "AND NOT EXISTS (SELECT 1 FROM eskit_deleted_streams WHERE stream_id = :stream) "
@@ -188,6 +191,17 @@ INSERT_FIRST_LINKED = (
 INSERT_FIRST_ASSUMED = INSERT_FIRST_LINKED.replace(
     "eskit_link(head.h, head.v + 1, :digest)", ":hash"
 ).replace("WHERE head.v BETWEEN :lo AND :hi", "WHERE head.v = :hv AND head.h IS :hh")
+
+
+
+def _unhashed(statement: str) -> str:
+    """``statement`` for a schema-9 file opened with create=False (no stream_hash)."""
+    return (statement.replace(", stream_hash)", ")").replace(", :sh ", " ")
+            .replace(", ?, ?)", ", ?)"))
+
+
+UNHASHED = {s: _unhashed(s) for s in (INSERT_CHAINED, INSERT_FIRST_CHAINED,
+                                      INSERT_FIRST_LINKED, INSERT_FIRST_ASSUMED)}
 MAX_REMEMBERED_HEADS = 4096
 """Stream heads the writer remembers for the next append's link (then forgets all)."""
 
@@ -202,11 +216,17 @@ def insert_chained(
     threshold = store.compress_threshold
     first = batch[0]
     micros = timestamp_to_micros(first.timestamp)
+    hashed = store._hashed
+    sh = stream_hash(stream)
+
+    def statement(text: str) -> str:
+        return text if hashed else UNHASHED[text]
+
     params = {
         "id": first.event_id.bytes, "type": first.event_type,
         "schema": first.schema_version, "at": micros,
         "data": stored_data(first.data, threshold), "meta": first.metadata.decode(),
-        "stream": stream,
+        "stream": stream, "sh": sh,
     }
     if conn is store._writer:
         # One statement, as before chains: linked in Python from the head this
@@ -215,12 +235,12 @@ def insert_chained(
         row = None
         known, known_hash = store._heads.get(stream, (0, None))
         if lo <= known <= hi:
-            row = conn.execute(INSERT_FIRST_ASSUMED, {
+            row = conn.execute(statement(INSERT_FIRST_ASSUMED), {
                 **params, "hv": known, "hh": known_hash,
                 "hash": chain_hashes(known, known_hash, digested[:1])[0],
             }).fetchone()
         if row is None:
-            row = conn.execute(INSERT_FIRST_LINKED, {
+            row = conn.execute(statement(INSERT_FIRST_LINKED), {
                 **params, "lo": lo, "hi": hi, "digest": digested[0]}).fetchone()
         if row is None:
             store._refused(conn, stream)
@@ -242,7 +262,7 @@ def insert_chained(
             store._refused(conn, stream)
             return None
         hashes = chain_hashes(head, previous, digested)
-        row = conn.execute(INSERT_FIRST_CHAINED, {
+        row = conn.execute(statement(INSERT_FIRST_CHAINED), {
             **params, "version": head + 1, "hash": hashes[0]}).fetchone()
         if row is None:
             store._refused(conn, stream)
@@ -251,13 +271,14 @@ def insert_chained(
     start = position - 1
     sqlite_dcb.insert_tags(conn, start, batch)
     if len(batch) > 1:
-        conn.executemany(INSERT_CHAINED, [
+        rest = [
             (start + i + 1, p.event_id.bytes, stream, head + i + 1,
              p.event_type, p.schema_version,
              micros if p.timestamp is first.timestamp
              else timestamp_to_micros(p.timestamp),
-             stored_data(p.data, threshold), p.metadata.decode(), hashes[i])
+             stored_data(p.data, threshold), p.metadata.decode(), hashes[i], sh)
             for i, p in enumerate(batch) if i
-        ])
+        ]
+        conn.executemany(statement(INSERT_CHAINED), rest if hashed else [r[:-1] for r in rest])
     return head, start
 

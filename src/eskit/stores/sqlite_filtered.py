@@ -16,13 +16,23 @@ from __future__ import annotations
 from typing import Any
 
 from eskit.stores.filtered import LAST_NAME, ReadFilter
+from eskit.stores.partitions import partition_sql
+from eskit.stores.sqlite_chain import add_column
 
-__all__ = ["MIGRATION", "filtered_page_query"]
+__all__ = ["MIGRATION", "PARTITION_MIGRATION", "filtered_page_query"]
 
 MIGRATION = [
     # 5 -> 6: filtered reads. The position (the rowid) ends every SQLite index entry,
     # so this serves "event_type = ? AND position > ? ORDER BY position" as one range.
     "CREATE INDEX IF NOT EXISTS eskit_events_type ON eskit_events (event_type, position)",
+]
+
+PARTITION_MIGRATION = [
+    # 9 -> 10: each event's stream_hash (eskit.stores.partitions), so that a partitioned
+    # projection reads only its partitions' rows. Old rows keep NULL (read by everyone,
+    # sorted out in Python). No index: a partition is a share of every position range,
+    # so the scan in position order tests it per row, without fetching other rows.
+    add_column("eskit_events", "stream_hash", "INTEGER"),
 ]
 
 MAX_BRANCHES = 16
@@ -40,6 +50,14 @@ def _ranges(wanted: ReadFilter, params: list[Any]) -> str:
             tests.append("(stream_id >= ? AND stream_id < ?)")
             params.extend((lo, hi))
     return "(" + " OR ".join(tests) + ")"
+
+
+def _in_partitions(wanted: ReadFilter, where: str, params: list[Any]) -> tuple[str, list[Any]]:
+    """``where`` also testing the partitions (the test last, its parameters last)."""
+    if wanted.partitions is None:
+        return where, params
+    test, extra = partition_sql(wanted.partition_count, wanted.partitions, "?")
+    return f"{where} AND {test}", [*params, *extra]
 
 
 def filtered_page_query(
@@ -71,8 +89,10 @@ def filtered_page_query(
             params.extend(types)
         if wanted.prefixes is not None:
             where += " AND " + _ranges(wanted, params)
+        where, params = _in_partitions(wanted, where, params)
         params.append(limit)
         return f"{select} WHERE {where}{visible} ORDER BY position LIMIT ?", params
+    branches = [_in_partitions(wanted, where, params) for where, params in branches]
     # LIMIT inside each branch (a subquery) bounds what each reads; a bare compound
     # SELECT would apply one LIMIT to the whole union only.
     parts: list[str] = []

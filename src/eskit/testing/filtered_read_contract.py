@@ -20,7 +20,9 @@ import pytest
 from eskit.errors import InvalidInputError
 from eskit.events import MAX_NAME_BYTES, NewEvent
 from eskit.stores.base import EventStore
+from eskit.stores.filtered import ReadFilter, read_filter
 from eskit.stores.model import READ_ALL_PAGE_SIZE
+from eskit.stores.partitions import partition_of
 
 __all__ = ["FilteredReadContract"]
 
@@ -184,3 +186,50 @@ class FilteredReadContract:
         assert [e.event_data["n"] for e in both] == [
             n for n in range(total) if n % 3 == 1 and n // 600 in (1, 3)
         ]
+
+    # -- partitions (eskit.stores.partitions): what partitioned projections read --------
+
+    def _partitioned(
+        self, store: EventStore, count: int, held: Iterable[int], *, after: int = 0,
+        limit: int = READ_ALL_PAGE_SIZE, types: Iterable[str] | None = None,
+    ) -> tuple[list[Any], int, bool, int]:
+        wanted = (read_filter(types, None) or ReadFilter(None, None)).in_partitions(count, held)
+        return store._filtered_page(after, limit, wanted, False)
+
+    def test_a_partitioned_read_returns_exactly_the_streams_of_its_partitions(
+        self, store: EventStore
+    ) -> None:
+        streams = [f"p-{n}" for n in range(40)] + [uuid.UUID(int=n) for n in range(1, 9)]
+        for round_ in range(3):
+            for stream in streams:
+                store.append(stream, [NewEvent("Hit", {"r": round_}), NewEvent("Miss")])
+        every = list(store.read_all())
+        for count in (2, 3, 7):
+            seen: list[Any] = []
+            for p in range(count):
+                got, upto, more, rows = self._partitioned(store, count, [p])
+                assert not more
+                assert upto >= (every[-1].position or 0)
+                assert _ids(got) == [e.event_id for e in every
+                                     if partition_of(e.aggregate_id, count) == p], (count, p)
+                # The database sent only these rows (the memory store scans alike).
+                assert rows == len(got), (count, p)
+                seen.extend(got)
+            assert sorted(_ids(seen)) == sorted(e.event_id for e in every)
+        two, _, _, rows = self._partitioned(store, 5, [1, 3], types=["Hit"])
+        assert _ids(two) == [e.event_id for e in every if e.event_type == "Hit"
+                             and partition_of(e.aggregate_id, 5) in (1, 3)]
+        assert rows == len(two)
+
+    def test_a_partitioned_read_pages_in_global_order(self, store: EventStore) -> None:
+        for n in range(60):
+            store.append(f"s-{n % 12}", [NewEvent("E", {"n": n})])
+        expected = [e.event_id for e in store.read_all() if partition_of(e.aggregate_id, 3) == 2]
+        got: list[Any] = []
+        after, more = 0, True
+        while more:
+            page, after, more, _ = self._partitioned(store, 3, [2], after=after, limit=4)
+            got.extend(page)
+        assert _ids(got) == expected
+        positions = [e.position for e in got]
+        assert positions == sorted(positions)

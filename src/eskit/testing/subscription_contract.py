@@ -32,6 +32,8 @@ import pytest
 from eskit import Event, EventStore, InvalidInputError, NewEvent, Subscription, upcaster
 from eskit.aio import AsyncEventStore, AsyncSubscription
 from eskit.errors import DecodingError
+from eskit.stores.filtered import ReadFilter
+from eskit.stores.partitions import partition_of
 from eskit.stores.rows import UndecodableEvent
 
 __all__ = ["AsyncSubscriptionContract", "SubscriptionContract"]
@@ -546,6 +548,24 @@ class AsyncSubscriptionContract:
             await _until(lambda: both.position == last.position)
             await store.append("audit-1", [_e(5, "Opened")], 1)
             assert _numbers(await follower) == [2, 5]
+
+        run(test)
+
+    def test_a_partitioned_read_sends_only_the_rows_of_its_partitions(
+        self, run: Any
+    ) -> None:
+        # What an async partitioned projection reads (eskit.stores.partitions).
+        async def test(store: AsyncEventStore) -> None:
+            for n in range(30):
+                await store.append(f"part-{n}", [_e(n), _e(100 + n)], 0)
+            every = [e async for e in store.read_all()]
+            for p in range(3):
+                wanted = ReadFilter(None, None).in_partitions(3, [p])
+                got, _, more, rows = await store._filtered_page(0, 500, wanted, False)
+                mine = [e.event_id for e in every if partition_of(e.aggregate_id, 3) == p]
+                assert [e.event_id for e in got] == mine
+                assert rows == len(mine)
+                assert not more
 
         run(test)
 
