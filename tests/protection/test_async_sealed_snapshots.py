@@ -290,13 +290,13 @@ def test_a_snapshot_saved_in_clear_before_wrapping_reads_as_it_is(backend: Backe
     run(backend, test)
 
 
-def test_a_snapshot_sealed_by_the_sync_store_opens_in_the_async_one(tmp_path: Path) -> None:
+def test_a_snapshot_sealed_by_either_front_end_opens_in_the_other(tmp_path: Path) -> None:
     from eskit.protection import protect
 
     path = tmp_path / "clinic.db"
     sync = protect(SQLiteEventStore(path, registry=registry), KEYS)
-    sync_repo = Repository(sync, snapshots=sync.sealed_snapshots(),
-                           snapshot_policy=EveryNEvents(2))
+    sync_snapshots = sync.sealed_snapshots()
+    sync_repo = Repository(sync, snapshots=sync_snapshots, snapshot_policy=EveryNEvents(2))
     patient = Patient("patient-p-4")
     patient.raise_event(Admitted("p-4", NAME, "Ward 0"))
     patient.raise_event(Admitted("p-4", NAME, "Ward 1"))
@@ -312,10 +312,23 @@ def test_a_snapshot_sealed_by_the_sync_store_opens_in_the_async_one(tmp_path: Pa
             assert found is not None
             assert found.version == 2
             assert codec.decode(found.state)["names"] == [NAME, NAME]
+            repo = AsyncRepository(store, snapshots=snapshots, snapshot_policy=EveryNEvents(2))
+            await admit(repo, "p-5")
         finally:
             await store.close()
 
     asyncio.run(main())
+    again = protect(SQLiteEventStore(path, registry=registry), KEYS)
+    try:
+        sealed = again.sealed_snapshots()
+        stored = sealed.inner.latest("patient-p-5", KIND)
+        assert stored is not None
+        assert NAME.encode() not in stored.state
+        found = sealed.latest("patient-p-5", KIND)
+        assert found is not None
+        assert codec.decode(found.state)["names"] == [NAME, NAME]
+    finally:
+        again.close()
 
 
 def test_the_sqlite_file_holds_no_plaintext_state(tmp_path: Path) -> None:
