@@ -59,3 +59,32 @@ def test_async_postgres_erasure_deletes_the_schemas_own_snapshots(postgres_dsn: 
             await store.close()
 
     asyncio.run(main())
+
+
+def test_async_erasure_deletes_from_an_async_sqlite_snapshot_store_given(
+        tmp_path: Path) -> None:
+    # snapshots= an AsyncSQLiteSnapshotStore: the erasure walks its aggregates (it used
+    # to raise StoreError there, after the key was deleted, leaving the snapshot and the
+    # streams' snapshot keys behind).
+    from eskit.aio.snapshots import AsyncSQLiteSnapshotStore
+    from eskit.protection.snapshots import snapshot_subject
+
+    async def main() -> None:
+        inner = await AsyncSQLiteEventStore.open(tmp_path / "shop.db")
+        store = await protection_aio.protect(inner, KEYS)
+        try:
+            first = await store.append("customer-c1", [CustomerJoined("c1", NAME, "basic")])
+            other = await store.append("customer-c2", [CustomerJoined("c2", NAME, "basic")])
+            snapshots = await AsyncSQLiteSnapshotStore.open(inner)
+            await snapshots.save(_snapshot(first.events[0]))
+            await snapshots.save(_snapshot(other.events[0]))
+            await store._keys_for([snapshot_subject("customer-c1")])  # as a sealed save does
+            erasure = await store.erase_subject("c1", snapshots=snapshots)
+            assert erasure.snapshots_deleted == 1
+            assert await snapshots.latest("customer-c1", "t.Customer") is None
+            assert await snapshots.latest("customer-c2", "t.Customer") is not None
+            assert store.keys.current([snapshot_subject("customer-c1")]) == {}
+        finally:
+            await store.close()
+
+    asyncio.run(main())

@@ -188,6 +188,19 @@ class _SyncBackedSnapshotStore(AsyncSnapshotStore):
             self.sync_snapshots._latest, aggregate_id, stream, aggregate_type, max_version
         )
 
+    # The pruning primitives, for what walks the aggregates itself (an erasure, a
+    # store wrapping this one); prune above runs the sync store's whole pass instead.
+
+    async def _aggregates_after(self, after: AggregateKey | None, limit: int
+                                ) -> list[AggregateKey]:
+        return await self._call(self.sync_snapshots._aggregates_after, after, limit)
+
+    async def _prune_aggregates(self, keys: list[AggregateKey], keep: int) -> int:
+        return await self._call(self.sync_snapshots._prune_aggregates, keys, keep)
+
+    async def _count_aggregates(self) -> int | None:
+        return await self._call(self.sync_snapshots._count_aggregates)
+
 
 class AsyncInMemorySnapshotStore(_SyncBackedSnapshotStore):
     """Snapshots in process memory beside an :class:`~eskit.aio.AsyncInMemoryEventStore`."""

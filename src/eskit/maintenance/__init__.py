@@ -5,6 +5,7 @@ from eskit.maintenance.pruning import (
     prune_snapshots,
     prune_snapshots_async,
     snapshot_store_beside,
+    snapshot_store_beside_async,
 )
 from eskit.maintenance.stats import (
     DEFAULT_TOP,
@@ -23,6 +24,7 @@ __all__ = [
     "prune_snapshots",
     "prune_snapshots_async",
     "snapshot_store_beside",
+    "snapshot_store_beside_async",
     "stats",
     "stats_async",
 ]

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from eskit.errors import InvalidInputError
 from eskit.snapshots import (
@@ -30,7 +30,10 @@ if TYPE_CHECKING:
     from eskit.aio.snapshots import AsyncSnapshotStore
     from eskit.aio.store import AsyncEventStore
 
-__all__ = ["prune_snapshots", "prune_snapshots_async", "snapshot_store_beside"]
+__all__ = [
+    "prune_snapshots", "prune_snapshots_async", "snapshot_store_beside",
+    "snapshot_store_beside_async",
+]
 
 Progress = Callable[[PruneProgress], object]
 
@@ -80,32 +83,37 @@ def prune_snapshots(
         snapshots.close()
 
 
+async def snapshot_store_beside_async(store: AsyncEventStore) -> AsyncSnapshotStore:
+    """:func:`snapshot_store_beside` for asyncio stores (SQLite or PostgreSQL), its
+    table checked without blocking the loop."""
+    from eskit.aio.snapshots import AsyncSQLiteSnapshotStore
+    from eskit.aio.sqlite import AsyncSQLiteEventStore
+
+    if isinstance(store, AsyncSQLiteEventStore):
+        return await AsyncSQLiteSnapshotStore.open(store)
+    loaded = sys.modules.get("eskit.aio.postgres")
+    if loaded is not None and isinstance(store, loaded.AsyncPostgresEventStore):
+        from eskit.aio.postgres_snapshots import AsyncPostgresSnapshotStore
+
+        return await AsyncPostgresSnapshotStore.open(store)
+    raise InvalidInputError(
+        f"a {type(store).__name__} keeps no snapshots of its own: pass its snapshot store"
+    )
+
+
 async def prune_snapshots_async(
     store: AsyncSnapshotStore | AsyncEventStore, keep: int = DEFAULT_KEEP, *,
     batch_size: int = DEFAULT_PRUNE_BATCH, progress: Progress | None = None,
 ) -> int:
     """:func:`prune_snapshots` for asyncio stores: the same pass, awaited."""
-    from eskit.aio.snapshots import AsyncSnapshotStore, AsyncSQLiteSnapshotStore
-    from eskit.aio.sqlite import AsyncSQLiteEventStore
+    from eskit.aio.snapshots import AsyncSnapshotStore
 
     keep = check_keep(keep)
     batch_size = check_batch_size(batch_size)
     if isinstance(store, AsyncSnapshotStore):
         return await store.prune(keep, batch_size=batch_size, progress=progress)
-    snapshots: Any
-    if isinstance(store, AsyncSQLiteEventStore):
-        snapshots = await AsyncSQLiteSnapshotStore.open(store)
-    else:
-        loaded = sys.modules.get("eskit.aio.postgres")
-        if loaded is None or not isinstance(store, loaded.AsyncPostgresEventStore):
-            raise InvalidInputError(
-                f"a {type(store).__name__} keeps no snapshots of its own: "
-                "pass its snapshot store"
-            )
-        from eskit.aio.postgres_snapshots import AsyncPostgresSnapshotStore
-
-        snapshots = await AsyncPostgresSnapshotStore.open(store)
+    snapshots = await snapshot_store_beside_async(store)
     try:
-        return int(await snapshots.prune(keep, batch_size=batch_size, progress=progress))
+        return await snapshots.prune(keep, batch_size=batch_size, progress=progress)
     finally:
         await snapshots.close()

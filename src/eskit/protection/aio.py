@@ -23,6 +23,7 @@ from eskit.aio.subscription import AsyncWaiter
 from eskit.dcb import AppendCondition, check_condition
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, StreamId
+from eskit.protection.aio_snapshots import AsyncSealedSnapshotStore
 from eskit.protection.envelope import DataKey
 from eskit.protection.erasure import (
     ERASURES_STREAM,
@@ -64,7 +65,7 @@ from eskit.stores.model import (
 from eskit.stores.multi import prepare_appends
 from eskit.stores.rows import _UndecodableRow
 
-__all__ = ["AsyncProtectedEventStore", "protect"]
+__all__ = ["AsyncProtectedEventStore", "AsyncSealedSnapshotStore", "protect"]
 
 T = TypeVar("T")
 
@@ -390,7 +391,7 @@ class AsyncProtectedEventStore(AsyncEventStore):
             removed = await _delete_snapshots(target, set(streams))
         else:
             removed = await self._delete_own_snapshots(set(streams), notes)
-        for stream in streams:  # keys of snapshots a sync process sealed (sealed_snapshots)
+        for stream in streams:  # sealed snapshots (either front end's): copies lose their key
             await self._io(self.keys.delete_subject, snapshot_subject(stream))
         self._cache.invalidate()
         position = 0
@@ -406,26 +407,34 @@ class AsyncProtectedEventStore(AsyncEventStore):
             callback(erasure)
         return erasure
 
+    async def sealed_snapshots(self, inner: AsyncSnapshotStore | None = None
+                               ) -> AsyncSealedSnapshotStore:
+        """A snapshot store for this store's repositories that seals every state.
+
+        As :meth:`eskit.protection.ProtectedEventStore.sealed_snapshots`, awaited:
+        ``inner`` keeps the sealed snapshots (default: the wrapped async SQLite or
+        PostgreSQL store's own snapshot table, checked without blocking the loop).
+        See :mod:`eskit.protection.aio_snapshots`.
+        """
+        if inner is None:
+            from eskit.maintenance.pruning import snapshot_store_beside_async
+
+            inner = await snapshot_store_beside_async(self.inner)
+        return AsyncSealedSnapshotStore(self, inner)
+
     async def _delete_own_snapshots(self, streams: set[str], notes: list[str]) -> int:
         """Delete from the snapshot table in the inner store's own database, if it has one."""
-        from eskit.maintenance.pruning import snapshot_store_beside
-        from eskit.protection.store import _delete_snapshots as delete_sync
+        from eskit.maintenance.pruning import snapshot_store_beside_async
 
-        sync_store = getattr(self.inner, "sync_store", None)  # memory and SQLite
-        if sync_store is not None:
-            try:
-                own = snapshot_store_beside(sync_store)
-            except InvalidInputError:
-                notes.append("no snapshot store given and the store keeps none of its own")
-                return 0
-            return await asyncio.to_thread(delete_sync, own, streams)
-        loaded = sys.modules.get("eskit.aio.postgres")
-        if loaded is not None and isinstance(self.inner, loaded.AsyncPostgresEventStore):
-            from eskit.aio.postgres_snapshots import AsyncPostgresSnapshotStore
-
-            return await _delete_snapshots(AsyncPostgresSnapshotStore(self.inner), streams)
-        notes.append("no snapshot store given and the store keeps none of its own")
-        return 0
+        try:
+            own = await snapshot_store_beside_async(self.inner)
+        except InvalidInputError:
+            notes.append("no snapshot store given and the store keeps none of its own")
+            return 0
+        try:
+            return await _delete_snapshots(own, streams)
+        finally:
+            await own.close()
 
     async def rewrap(self, *, batch_size: int = REWRAP_BATCH,
                      progress: Callable[[int], object] | None = None) -> int:

@@ -16,13 +16,16 @@ was erased reads as no snapshot, so the aggregate loads from its events.
 
 Not guaranteed: anything about snapshots saved in clear before the wrapper was used
 (they are still read as they are: prune them, or erase the subject, to remove them).
+
+The asyncio twin, :class:`eskit.protection.aio_snapshots.AsyncSealedSnapshotStore`,
+makes the same decisions: sealing and opening are the functions below, which do no I/O.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection
 from dataclasses import replace
-from typing import Protocol
+from typing import Any, Protocol
 
 from eskit import codec
 from eskit.errors import DecodingError
@@ -63,6 +66,53 @@ def _path(snapshot: Snapshot) -> str:
     return f"$snapshot/{snapshot.version}/{snapshot.state_version}/{snapshot.aggregate_type}"
 
 
+# -- the decisions, no I/O: shared with eskit.protection.aio_snapshots ---------------
+
+
+def seal_snapshot(snapshot: Snapshot, key: DataKey) -> Snapshot:
+    """``snapshot`` with its state sealed under ``key``, its stream's snapshot key."""
+    state = seal(snapshot.state.decode("utf-8"), key, snapshot.event_id, _path(snapshot),
+                 naive=False)
+    return replace(snapshot, state=codec.encode(state))
+
+
+def sealed_body(found: Snapshot) -> tuple[dict[str, Any], str] | None:
+    """The envelope of a stored state and the id of the key that sealed it.
+
+    ``None`` for a state to return as it is: one saved in clear, before the store
+    was wrapped, or one that is not JSON at all (the repository's checks refuse it
+    as damaged).
+    """
+    try:
+        body = body_of(codec.decode(found.state))
+    except DecodingError:
+        return None
+    return None if body is None else (body, str(body["k"]))
+
+
+def open_snapshot(
+    found: Snapshot, stream: str, body: dict[str, Any], key: DataKey | None
+) -> Snapshot | None:
+    """``found`` with its sealed state (``body``, from :func:`sealed_body`) opened by
+    ``key``, the key of the body's key id (``None``: no such key).
+
+    ``None`` when the key was erased, or the body names another stream's key: no
+    snapshot, the aggregate loads from its events. :class:`DecryptionError` when the
+    state, or what it is bound to, was changed.
+    """
+    if key is None or body["s"] != snapshot_subject(stream):
+        return None
+    path = _path(found)
+    try:
+        state = open_body(body, key, found.event_id.bytes, path)
+    except Unopened as exc:
+        where = f"the snapshot of stream {stream!r} at version {found.version}"
+        raise not_decrypting(path, where, 0, exc) from exc.__cause__
+    if type(state) is not str:
+        raise not_decrypting(path, f"the snapshot of stream {stream!r}", 0, Unopened(path))
+    return replace(found, state=state.encode("utf-8"))
+
+
 class SealedSnapshotStore(SnapshotStore):
     """``inner`` with every saved state sealed under its stream's snapshot key.
 
@@ -79,35 +129,16 @@ class SealedSnapshotStore(SnapshotStore):
     def _save(self, stream: str, snapshot: Snapshot) -> None:
         subject = snapshot_subject(stream)
         key = self.protected._keys_for([subject])[subject]
-        sealed = seal(snapshot.state.decode("utf-8"), key, snapshot.event_id, _path(snapshot),
-                      naive=False)
-        self.inner.save(replace(snapshot, state=codec.encode(sealed)))
+        self.inner.save(seal_snapshot(snapshot, key))
 
     def _latest(self, aggregate_id: StreamId, stream: str, aggregate_type: str,
                 max_version: int | None) -> Snapshot | None:
         found = self.inner.latest(aggregate_id, aggregate_type, max_version)
-        if found is None:
-            return None
-        try:
-            body = body_of(codec.decode(found.state))
-        except DecodingError:
-            return found  # not JSON at all: the repository's checks refuse it as damaged
-        if body is None:
-            return found  # saved in clear, before the store was wrapped
-        key = self.protected._keys_by_id([str(body["k"])]).get(str(body["k"]))
-        if key is None or body["s"] != snapshot_subject(stream):
-            # The key was erased (or the row names another stream's): no snapshot,
-            # the aggregate loads from its events.
-            return None
-        path = _path(found)
-        try:
-            state = open_body(body, key, found.event_id.bytes, path)
-        except Unopened as exc:
-            where = f"the snapshot of stream {stream!r} at version {found.version}"
-            raise not_decrypting(path, where, 0, exc) from exc.__cause__
-        if type(state) is not str:
-            raise not_decrypting(path, f"the snapshot of stream {stream!r}", 0, Unopened(path))
-        return replace(found, state=state.encode("utf-8"))
+        if found is None or (envelope := sealed_body(found)) is None:
+            return found
+        body, key_id = envelope
+        key = self.protected._keys_by_id([key_id]).get(key_id)
+        return open_snapshot(found, stream, body, key)
 
     def _latest_with_tail(
         self, aggregate_id: StreamId, stream: str, aggregate_type: str, max_version: int | None
