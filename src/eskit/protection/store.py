@@ -35,14 +35,9 @@ from datetime import datetime
 from eskit.dcb import AppendCondition, check_condition
 from eskit.errors import DecodingError, InvalidInputError
 from eskit.events import Event, StreamId
+from eskit.protection import subjects
 from eskit.protection.envelope import DataKey
-from eskit.protection.erasure import (
-    ERASURES_STREAM,
-    SNAPSHOT_PAGE,
-    Erasure,
-    checked_subject,
-    erasure_record,
-)
+from eskit.protection.erasure import Erasure, checked_subject
 from eskit.protection.keys import (
     KeyCache,
     KeyProvider,
@@ -50,11 +45,10 @@ from eskit.protection.keys import (
     UnwrapCache,
     WrappedKey,
     new_wrapped_key,
-    rewrapped,
 )
 from eskit.protection.keystore import CountsKeyChanges, InMemorySubjectKeyStore, SubjectKeyStore
 from eskit.protection.marking import Marks, PersonalFields
-from eskit.protection.snapshots import SealedSnapshotStore, snapshot_subject
+from eskit.protection.snapshots import SealedSnapshotStore
 from eskit.protection.transcoder import (
     STORE_SUBJECT,
     Transcoder,
@@ -66,7 +60,6 @@ from eskit.stores.arguments import check_expected, prepare_batch, stream_key
 from eskit.stores.base import EventStore
 from eskit.stores.model import (
     ANY,
-    READ_ALL_PAGE_SIZE,
     AppendInput,
     AppendResult,
     Expected,
@@ -405,18 +398,7 @@ class ProtectedEventStore(EventStore):
         finally:
             self.inner.close()
 
-    # -- data subjects --------------------------------------------------------------------
-
-    def _stored_pages(self) -> Iterator[list[Event]]:
-        """Every stored event, payloads opened, fields still sealed, page by page."""
-        after = 0
-        while True:
-            page = self.inner._read_all_page(after, READ_ALL_PAGE_SIZE)
-            if page:
-                yield self._open_payloads(page)
-            if len(page) < READ_ALL_PAGE_SIZE:
-                return
-            after = page[-1].position
+    # -- data subjects (the work is in eskit.protection.subjects) ----------------------
 
     def export_subject(self, subject: object) -> Iterator[Event]:
         """Every event carrying a field sealed for ``subject``, opened, in global order.
@@ -424,14 +406,7 @@ class ProtectedEventStore(EventStore):
         Fields of an erased subject read redacted. Reads the whole store in
         pages (memory stays flat); events are upcast like any read.
         """
-        wanted = checked_subject(subject)
-        for page in self._stored_pages():
-            mine = [e for e in page if self._t.mentions(e, wanted)]
-            if mine:
-                scan = self._t.scan(mine)
-                yield from self.registry.upcast(
-                    self._t.open_fields(mine, scan, self._keys_by_id(scan.ids))
-                )
+        return subjects.export_subject(self, checked_subject(subject))
 
     def erase_subject(
         self, subject: object, *, snapshots: SnapshotStore | None = None, vacuum: bool = True,
@@ -448,30 +423,7 @@ class ProtectedEventStore(EventStore):
         callback. Erasing again is safe and repeats every step but the key's.
         Events, versions and positions are never changed.
         """
-        wanted = checked_subject(subject)
-        streams: dict[str, None] = {}
-        for page in self._stored_pages():
-            for e in page:
-                if self._t.mentions(e, wanted):
-                    streams.setdefault(stream_key(e.aggregate_id))
-        deleted = self.keys.delete_subject(wanted)
-        self._cache.invalidate()  # at once here, whatever the key store counts
-        notes: list[str] = []
-        target = snapshots or self.snapshots or self._own_snapshots(notes)
-        removed = 0 if target is None else _delete_snapshots(target, set(streams))
-        for stream in streams:  # sealed snapshots: copies elsewhere lose their key too
-            self.keys.delete_subject(snapshot_subject(stream))
-        self._cache.invalidate()
-        position = 0
-        if record:
-            position = self.inner.append(
-                ERASURES_STREAM, [erasure_record(wanted, list(streams), deleted)]
-            ).position
-        purge = self.keys.purge(vacuum=vacuum)
-        erasure = Erasure(wanted, deleted, tuple(streams), removed, purge, position, tuple(notes))
-        for callback in self.on_erased:
-            callback(erasure)
-        return erasure
+        return subjects.erase_subject(self, checked_subject(subject), snapshots, vacuum, record)
 
     def sealed_snapshots(self, inner: SnapshotStore | None = None) -> SealedSnapshotStore:
         """A snapshot store for this store's repositories that seals every state.
@@ -488,15 +440,6 @@ class ProtectedEventStore(EventStore):
             inner = snapshot_store_beside(self.inner)
         return SealedSnapshotStore(self, inner)
 
-    def _own_snapshots(self, notes: list[str]) -> SnapshotStore | None:
-        from eskit.maintenance.pruning import snapshot_store_beside
-
-        try:
-            return snapshot_store_beside(self.inner)
-        except InvalidInputError:
-            notes.append("no snapshot store given and the store keeps none of its own")
-            return None
-
     def rewrap(self, *, batch_size: int = REWRAP_BATCH,
                progress: Callable[[int], object] | None = None) -> int:
         """Re-wrap every data key under the provider's current master key; how many.
@@ -508,25 +451,4 @@ class ProtectedEventStore(EventStore):
         """
         if type(batch_size) is not int or batch_size < 1:
             raise InvalidInputError(f"batch_size must be an int >= 1, got {batch_size!r}")
-        current = self.provider.current_key_id()
-        done, after = 0, ""
-        while rows := self.keys.not_wrapped_by(current, after, batch_size):
-            done += self.keys.replace([rewrapped(row, self.provider) for row in rows])
-            after = rows[-1].key_id
-            if progress is not None:
-                progress(done)
-        return done
-
-
-def _delete_snapshots(snapshots: SnapshotStore, streams: set[str]) -> int:
-    """Delete every snapshot of ``streams``, through the pruning primitives (keep 0)."""
-    if not streams:
-        return 0
-    removed = 0
-    after = None
-    while page := snapshots._aggregates_after(after, SNAPSHOT_PAGE):
-        mine = [key for key in page if key[0] in streams]
-        if mine:
-            removed += snapshots._prune_aggregates(mine, 0)
-        after = page[-1]
-    return removed
+        return subjects.rewrap(self.keys, self.provider, batch_size, progress)
