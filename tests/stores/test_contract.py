@@ -40,6 +40,24 @@ class TestPostgresEventStore(EventStoreContract):
         return PostgresEventStore(self.dsn, schema=new_schema_name())
 
 
+def partitioned_store(dsn: str, **options: object) -> EventStore:
+    """A PostgreSQL store whose events table is partitioned by ranges of 5 positions,
+    2 partitions ahead: the contract's events cross partitions, then fill the default."""
+    from eskit.maintenance.partitioning import partition_events
+    from eskit.stores.postgres import PostgresEventStore
+
+    store = PostgresEventStore(dsn, schema=new_schema_name(), **options)  # type: ignore[arg-type]
+    partition_events(store, size=5, ahead=2)
+    return store
+
+
+class TestPostgresPartitionedEventStore(TestPostgresEventStore):
+    """The same contract on the partitioned layout (eskit.maintenance.partitioning)."""
+
+    def create_store(self, tmp_path: Path) -> EventStore:
+        return partitioned_store(self.dsn)
+
+
 # -- compression (eskit.testing.compression_contract) ---------------------------------
 
 
@@ -133,6 +151,11 @@ class TestPostgresDeletion(DeletionContract):
         return PostgresEventStore(self.dsn, schema=new_schema_name())
 
 
+class TestPostgresPartitionedDeletion(TestPostgresDeletion):
+    def create_store(self, tmp_path: Path) -> EventStore:
+        return partitioned_store(self.dsn)
+
+
 # -- dynamic consistency boundaries (eskit.testing.dcb_contract) ------------------------
 
 
@@ -160,3 +183,13 @@ class TestPostgresDCB(DCBContract):
         from eskit.stores.postgres import PostgresEventStore
 
         return PostgresEventStore(self.dsn, schema=new_schema_name())
+
+
+class TestPostgresPartitionedDCB(TestPostgresDCB):
+    def create_store(self, tmp_path: Path) -> EventStore:
+        return partitioned_store(self.dsn)
+
+
+class TestPostgresPartitionedCompression(TestPostgresCompression):
+    def create_store(self, tmp_path: Path, compress_threshold: int | None) -> EventStore:
+        return partitioned_store(self.dsn, compress_threshold=compress_threshold)

@@ -14,6 +14,7 @@ from eskit.cli import (
     _demo,
     _health,
     _inspect,
+    _partitions,
     _projections,
     _protection,
     _relay,
@@ -62,6 +63,7 @@ def make_app() -> typer.Typer:
     for group in (
         _demo, _inspect, _schema, _timetravel, _projections, _health, _relay, _compact, _archive,
         _blobs, _stats, _snapshots, _retention, _trace, _serve, _protection, _verify,
+        _partitions,
     ):
         group.register(app)
     return app

@@ -207,8 +207,14 @@ def _postgres_statements(schema: str) -> tuple[Any, Any, Any]:
            (SELECT 2, split_part(stream_id, '-', 1), count(*), sum(n), sum(b) FROM per
             GROUP BY 2 ORDER BY sum(b) DESC, 2 LIMIT %(top)s)
            UNION ALL
-           SELECT 3, NULL, pg_total_relation_size(to_regclass({events_name})), 0, 0"""
-    ).format(events=events, events_name=events_name)
+           -- Every partition of a partitioned table (a plain table is its own tree),
+           -- and the keys table that keeps a partitioned store's ids unique.
+           SELECT 3, NULL, (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)
+                            FROM pg_partition_tree(to_regclass({events_name})))
+                           + coalesce(pg_total_relation_size(to_regclass({keys_name})), 0),
+                  0, 0"""
+    ).format(events=events, events_name=events_name,
+             keys_name=sql.Literal(f'"{schema}".eskit_event_keys'))
     has_snapshots = sql.SQL("SELECT to_regclass({})").format(snapshots_name)
     snapshot_stats = sql.SQL(
         "SELECT count(*), coalesce(sum(octet_length(state::text)), 0) FROM {}.eskit_snapshots"
