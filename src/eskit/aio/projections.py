@@ -39,20 +39,13 @@ from eskit.aio.subscription import AsyncWaiter
 from eskit.errors import EskitError, StoreUnavailableError
 from eskit.events import Event
 from eskit.observability import _hooks
-from eskit.projections.checkpoints import ProjectionTarget
+from eskit.projections.checkpoints import ProjectionTarget, wait_for_projection
+from eskit.projections.failures import OnFailure, ParkedStreams, Progress, RetryPolicy
 from eskit.projections.leases import ConsumerGroup, LeaseLost
 from eskit.projections.pages import Page, Read, next_read
 from eskit.projections.projection import Projection
 from eskit.projections.rebuild import rebuild as sync_rebuild
-from eskit.projections.runner import (
-    BatchResult,
-    OnFailure,
-    ParkedStreams,
-    ProjectionRunner,
-    RetryPolicy,
-    _Progress,
-    wait_for_projection,
-)
+from eskit.projections.runner import BatchResult, ProjectionRunner
 from eskit.projections.sql import Tx
 from eskit.stores.base import EventStore
 from eskit.stores.rows import OnUndecodable
@@ -282,7 +275,7 @@ class AsyncProjectionRunner:
                 continue
             self._knowns[core.partition] = self._known
             core.partition = p
-            core._progress = core._progresses.setdefault(p, _Progress())
+            core._progress = core._progresses.setdefault(p, Progress())
             self._known = self._knowns.get(p)
             try:
                 result = await self.run_batch()

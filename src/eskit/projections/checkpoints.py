@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from eskit.errors import StoreUnavailableError
+from eskit.errors import InvalidInputError, StoreUnavailableError
 from eskit.events import Event
 from eskit.projections.sql import Dialect, Tx
 from eskit.stores.rows import UndecodableEvent, micros_to_timestamp, timestamp_to_micros
@@ -408,3 +408,36 @@ class ProjectionTarget(ABC):
                    PRIMARY KEY (projection, event_id)
                )""",
         ]
+
+
+def wait_for_projection(
+    target: ProjectionTarget,
+    name: str,
+    position: int,
+    timeout: float = 5.0,
+    *,
+    partitions: int | None = None,
+) -> bool:
+    """Wait until projection ``name`` in ``target`` has read every event up to ``position``.
+
+    Polls :meth:`~eskit.projections.ProjectionTarget.caught_up` (from 5 ms, doubling
+    up to 100 ms) until it holds, and returns ``True``; returns ``False`` once
+    ``timeout`` seconds have passed. "Read" includes parked events: a parked event's
+    position is passed but the read model lacks it. Not guaranteed: that the
+    projection is running at all (a stopped one simply times out). On PostgreSQL
+    the checkpoint passes an event only once it is visible to readers, which can
+    lag behind the append's commit while older transactions are open.
+    """
+    if type(position) is not int or position < 0:
+        raise InvalidInputError(f"position must be an int >= 0, not {position!r}")
+    if not timeout >= 0:
+        raise InvalidInputError(f"timeout must be >= 0 seconds, not {timeout!r}")
+    deadline = time.monotonic() + timeout
+    delay = 0.005
+    while not target.caught_up(name, position, partitions=partitions):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        time.sleep(min(delay, left))
+        delay = min(delay * 2, 0.1)
+    return True

@@ -23,15 +23,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import NamedTuple
 
 from eskit.events import Event
 from eskit.stores.rows import UndecodableEvent
 
-__all__ = ["Page", "Read", "ReadAhead", "next_read"]
+__all__ = ["BatchResult", "Page", "Read", "ReadAhead", "next_read"]
 
 Read = Event | UndecodableEvent
 """What the runner reads: events, and placeholders for events it cannot decode."""
+
+
+@dataclass(slots=True)
+class BatchResult:
+    """What one batch did."""
+
+    read: int
+    handled: int
+    position: int
+    parked: int = 0
 
 
 class Page(NamedTuple):

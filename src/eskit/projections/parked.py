@@ -11,8 +11,8 @@ import logging
 from eskit.errors import InvalidInputError
 from eskit.events import Event
 from eskit.projections.checkpoints import ProjectionTarget
+from eskit.projections.failures import describe
 from eskit.projections.projection import Projection
-from eskit.projections.runner import describe
 from eskit.projections.sql import Tx
 from eskit.stores.base import EventStore
 

@@ -29,15 +29,10 @@ from collections.abc import Callable
 
 from eskit.errors import InvalidInputError
 from eskit.projections.checkpoints import ProjectionTarget
+from eskit.projections.failures import OnFailure, RetryPolicy
 from eskit.projections.projection import Projection
-from eskit.projections.runner import (
-    BatchResult,
-    OnFailure,
-    ProjectionRunner,
-    RetryPolicy,
-    create_views,
-)
-from eskit.projections.sql import Tx, generation_table
+from eskit.projections.runner import BatchResult, ProjectionRunner
+from eskit.projections.sql import Tx, create_views, generation_table
 from eskit.stores.base import EventStore
 
 __all__ = ["rebuild", "shadow_name"]
@@ -121,7 +116,7 @@ def rebuild(
         )
         target.move_dead_letters(conn, shadow, name)
         target.reset(conn, shadow)
-        create_views(tx, projection, new_generation)
+        create_views(tx, projection.tables, new_generation)
         _drop_tables(tx, projection, live.generation)
     _log.info("rebuilt %r: generation %d is live, %d events handled",
               name, new_generation, handled + tail)

@@ -38,26 +38,34 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import Literal
 
 from eskit.errors import EskitError, InvalidInputError, StoreUnavailableError
-from eskit.events import Event
 from eskit.observability import _hooks
-from eskit.projections.checkpoints import ProjectionTarget
+from eskit.projections.checkpoints import ProjectionTarget, wait_for_projection
+from eskit.projections.failures import (
+    WAITING,
+    HandlerError,
+    OnFailure,
+    ParkedStreams,
+    Progress,
+    ProjectionFailed,
+    RetryPolicy,
+    last_whole,
+)
 from eskit.projections.leases import ConsumerGroup, LeaseLost
-from eskit.projections.pages import Page, Read, ReadAhead
+from eskit.projections.outside import OutsideBatches
+from eskit.projections.pages import BatchResult, Page, Read, ReadAhead
 from eskit.projections.projection import Projection
-from eskit.projections.sql import Tx, generation_table
+from eskit.projections.sql import Tx, create_views
 from eskit.stores.arguments import stream_key
 from eskit.stores.base import EventStore
 from eskit.stores.filtered import ReadFilter
 from eskit.stores.partitions import partition_of
 from eskit.stores.rows import UndecodableEvent
 from eskit.subscription import EventFilter, reconnect_delay
-from eskit.upcasting import ends_stored_event
 
 __all__ = [
+    "BatchResult",
     "ProjectionFailed",
     "ProjectionRunner",
     "RetryPolicy",
@@ -67,67 +75,7 @@ __all__ = [
 
 _log = logging.getLogger("eskit.projections.runner")
 
-OnFailure = Literal["stop", "park"]
-ParkedStreams = Literal["continue", "wait"]
-WAITING = "waiting behind an earlier parked event of this stream"
-
-
-class ProjectionFailed(EskitError):
-    """A projection handler kept failing and the projection stopped (``on_failure="stop"``)."""
-
-    def __init__(
-        self, message: str, *, projection: str, event: Event | UndecodableEvent
-    ) -> None:
-        super().__init__(message)
-        self.projection = projection
-        self.event = event
-        """The failing event; an :class:`~eskit.stores.rows.UndecodableEvent` when it
-        could not be decoded (the cause is then its :class:`~eskit.errors.DecodingError`)."""
-
-
-@dataclass(frozen=True, slots=True)
-class RetryPolicy:
-    """How often a failing event is tried, and how long to wait between tries."""
-
-    max_attempts: int = 3
-    backoff: float = 0.1
-    """Seconds before the second attempt; doubled before each further one."""
-    max_backoff: float = 5.0
-
-    def delay(self, attempt: int) -> float:
-        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        return float(min(self.max_backoff, self.backoff * 2 ** (attempt - 1)))
-
-
-@dataclass(slots=True)
-class BatchResult:
-    """What one batch did."""
-
-    read: int
-    handled: int
-    position: int
-    parked: int = 0
-
-
-class _HandlerError(Exception):
-    def __init__(self, event: Read, error: BaseException) -> None:
-        super().__init__(str(error))
-        self.event = event
-        self.error = error
-
-
-@dataclass(slots=True)
-class _Progress:
-    attempts: dict[object, int] = field(default_factory=dict)
-    isolate_until: int | None = None
-    to_park: dict[object, tuple[str, int]] = field(default_factory=dict)
-
-
-def describe(error: BaseException) -> str:
-    return f"{type(error).__name__}: {error}"
-
-
-class ProjectionRunner:
+class ProjectionRunner(OutsideBatches):
     """Runs one projection (one partition of it) against one store and one target.
 
     ``name`` defaults to the projection's name; the checkpoint row is
@@ -199,9 +147,9 @@ class ProjectionRunner:
         self.parked_streams: ParkedStreams = parked_streams
         self.filter: EventFilter = projection.event_filter()
         self._stopped = threading.Event()
-        self._progress = _Progress()
+        self._progress = Progress()
         self.group = group
-        self._progresses: dict[int, _Progress] = {partition: self._progress}
+        self._progresses: dict[int, Progress] = {partition: self._progress}
         self._round_read: tuple[int, bool, Page, frozenset[int] | None] | None = None
         """In a group: this round's last read (after, reached the end, page, the
         partitions it was read for), shared."""
@@ -222,7 +170,7 @@ class ProjectionRunner:
             state = self.target.load_state(conn, self.name, self.partition)
             tx = self._tx(conn, state.generation)
             self.projection.setup(tx)
-            create_views(tx, self.projection, state.generation)
+            create_views(tx, self.projection.tables, state.generation)
         if self.group is not None:
             self.group.setup()
         self._ready = True
@@ -252,7 +200,7 @@ class ProjectionRunner:
             else:  # a span linked to the appends of the batch's events (see _read)
                 with observer.batch(self.name, self.partition):
                     result = self._batch(limit)
-        except _HandlerError as failed:
+        except HandlerError as failed:
             self._after_failure(failed.event, failed.error, limit)
             return BatchResult(read=0, handled=0, position=failed.event.position or 0)
         if progress.isolate_until is not None and result.position >= progress.isolate_until:
@@ -411,7 +359,7 @@ class ProjectionRunner:
                     raise tx.failure.error
             except Exception as exc:
                 index, exc = self._blame(tx, index, exc)
-                done = _last_whole(events, index)
+                done = last_whole(events, index)
                 if self.target.dialect == "memory" and done is not None:
                     # Nothing rolls back in memory: keep what the earlier events of
                     # the batch did, and checkpoint them, so they are not applied twice.
@@ -422,7 +370,7 @@ class ProjectionRunner:
                         conn, self.name, self.partition, done.position or 0, handled,
                         done, self._rate,
                     )
-                raise _HandlerError(events[index], exc) from exc
+                raise HandlerError(events[index], exc) from exc
             handled += 1
         self._flush(tx, events)
         return handled, parked
@@ -433,137 +381,12 @@ class ProjectionRunner:
             tx.flush()
         except Exception as exc:
             index, exc = self._blame(tx, len(events) - 1, exc)
-            raise _HandlerError(events[index], exc) from exc
-
-    def _blame(self, tx: Tx, index: int, error: Exception) -> tuple[int, Exception]:
-        """Which event of the batch an error inside it is blamed on, and the error.
-
-        A handler's own error is its event's. When sending queued writes failed
-        (tx.failure), the statement at fault is one of that flush's, written by the
-        last event it carried or an earlier one: blame that event, with the driver's
-        error. The runner then goes one event at a time up to it, so that the event
-        really at fault fails alone. A lost connection is nobody's fault: raised as
-        StoreUnavailableError, so that the batch is retried whole.
-        """
-        if tx.failure is not None:
-            index, error = tx.failure
-        if self.target.lost_connection(error):
-            # Not the event's fault: the batch rolled back; retry it whole.
-            raise StoreUnavailableError(
-                f"projection {self.name!r} lost its target's connection: {error}"
-            ) from error
-        return index, error
+            raise HandlerError(events[index], exc) from exc
 
     def _apply(self, event: Read, tx: Tx | None) -> None:
         if isinstance(event, UndecodableEvent):
             raise event.error
         self.projection.handle(event, tx)  # type: ignore[arg-type]
-
-    def _recovered(self, last_error: str | None, last: Read) -> bool:
-        """Whether a batch that got to ``last`` ends the failure ``last_error`` recorded.
-
-        Yes once the checkpoint is past the event that failed (handled or parked), or
-        at once in a runner that did not see the failure (a new process, after a fix):
-        the stored error is then history. Not while the runner is still going one event
-        at a time towards the failing event.
-        """
-        progress = self._progress
-        if progress.isolate_until is not None and (last.position or 0) < progress.isolate_until:
-            return False
-        progress.attempts.clear()
-        return last_error is not None
-
-    def _batch_outside(self, limit: int) -> BatchResult:
-        """A batch for idempotent handlers (process managers): no transaction around them.
-
-        The handlers run with ``tx=None``; the checkpoint then moves with a
-        compare-and-set. After a crash, or when another runner moved the checkpoint
-        first, events are handled again, which idempotent handlers absorb.
-        """
-        progress = self._progress
-        with self.target.transaction() as conn:
-            state = self.target.load_state(conn, self.name, self.partition)
-        page = self._read(state.position, limit)
-        events = page.events
-        if not events:
-            if page.upto > state.position:
-                self._move_if_unchanged(state.position, None, 0, [], page.upto)
-            return BatchResult(page.rows, 0, page.upto)
-        handled = 0
-        to_park: list[tuple[Read, tuple[str, int]]] = []
-        for index, event in enumerate(events):
-            if not self.wants(event):
-                continue
-            park = progress.to_park.pop(event.event_id, None)
-            if park is not None:
-                to_park.append((event, park))
-                continue
-            try:
-                self._apply(event, None)
-            except Exception as exc:
-                if self.target.lost_connection(exc):
-                    raise  # the store or target is away: not the event's fault
-                done = _last_whole(events, index)
-                if done is not None:
-                    self._move_if_unchanged(state.position, done, handled, [])
-                raise _HandlerError(event, exc) from exc
-            handled += 1
-        if not self._move_if_unchanged(state.position, events[-1], handled, to_park,
-                                       page.upto):
-            return BatchResult(len(events), 0, state.position)
-        if self._recovered(state.last_error, events[-1]):
-            with self.target.transaction() as conn:
-                self.target.clear_error(conn, self.name, self.partition)
-        if to_park:
-            _log.warning("projection %r parked %d event%s (see eskit_dead_letters)",
-                         self.name, len(to_park), "s" * (len(to_park) != 1))
-        return BatchResult(len(events), handled, page.upto, len(to_park))
-
-    def _move_if_unchanged(
-        self, expected: int, last: Read | None, handled: int,
-        to_park: list[tuple[Read, tuple[str, int]]], position: int | None = None,
-    ) -> bool:
-        with self.target.transaction() as conn:
-            state = self.target.load_state(conn, self.name, self.partition)
-            if state.position != expected:
-                return False  # another runner got there first; our effects were idempotent
-            for event, (error, attempts) in to_park:
-                self.target.park(conn, self.name, self.partition, event, error, attempts)
-            if position is None:
-                position = 0 if last is None else last.position or 0
-            self._fence(conn)
-            self.target.save_position(
-                conn, self.name, self.partition, position, handled, last, self._rate,
-            )
-        return True
-
-    def _after_failure(self, event: Read, error: BaseException, limit: int) -> None:
-        progress = self._progress
-        progress.isolate_until = event.position or 0
-        if limit > 1:
-            # Go one event at a time up to the failing one first: the batch's other
-            # events were not at fault, and the failure counts from the lone attempt.
-            return
-        attempt = progress.attempts.get(event.event_id, 0) + 1
-        progress.attempts[event.event_id] = attempt
-        message = (
-            f"projection {self.name!r} failed on event {event.event_type!r} at version "
-            f"{event.version} of stream {str(event.aggregate_id)!r} (position "
-            f"{event.position}), attempt {attempt} of {self.retry.max_attempts}: "
-            f"{describe(error)}"
-        )
-        self.target.record_error(self.name, self.partition, message)
-        if attempt < self.retry.max_attempts:
-            _log.warning("%s; retrying in %.3gs", message, self.retry.delay(attempt))
-            self._stopped.wait(self.retry.delay(attempt))
-            return
-        del progress.attempts[event.event_id]
-        if self.on_failure == "stop":
-            progress.isolate_until = None
-            _log.error("%s; the projection stops", message)
-            raise ProjectionFailed(message, projection=self.name, event=event) from error
-        _log.warning("%s; parking the event", message)
-        progress.to_park[event.event_id] = (describe(error), attempt)
 
     def run_until_caught_up(
         self, progress: Callable[[BatchResult], None] | None = None
@@ -601,7 +424,7 @@ class ProjectionRunner:
                 if group.heartbeat_due() and p not in group.heartbeat():
                     continue  # given up to a member that joined
                 self.partition = p
-                self._progress = self._progresses.setdefault(p, _Progress())
+                self._progress = self._progresses.setdefault(p, Progress())
                 try:
                     result = self.run_batch()
                 except LeaseLost as lost:
@@ -687,60 +510,3 @@ class ProjectionRunner:
         self.store._wake_waiters()
 
 
-def wait_for_projection(
-    target: ProjectionTarget,
-    name: str,
-    position: int,
-    timeout: float = 5.0,
-    *,
-    partitions: int | None = None,
-) -> bool:
-    """Wait until projection ``name`` in ``target`` has read every event up to ``position``.
-
-    Polls :meth:`~eskit.projections.ProjectionTarget.caught_up` (from 5 ms, doubling
-    up to 100 ms) until it holds, and returns ``True``; returns ``False`` once
-    ``timeout`` seconds have passed. "Read" includes parked events: a parked event's
-    position is passed but the read model lacks it. Not guaranteed: that the
-    projection is running at all (a stopped one simply times out). On PostgreSQL
-    the checkpoint passes an event only once it is visible to readers, which can
-    lag behind the append's commit while older transactions are open.
-    """
-    if type(position) is not int or position < 0:
-        raise InvalidInputError(f"position must be an int >= 0, not {position!r}")
-    if not timeout >= 0:
-        raise InvalidInputError(f"timeout must be >= 0 seconds, not {timeout!r}")
-    deadline = time.monotonic() + timeout
-    delay = 0.005
-    while not target.caught_up(name, position, partitions=partitions):
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return False
-        time.sleep(min(delay, left))
-        delay = min(delay * 2, 0.1)
-    return True
-
-
-# --------------------------------------------------------------------------- read-model views
-
-
-def create_views(tx: Tx, projection: Projection, generation: int) -> None:
-    """Point each of ``projection.tables``'s views at the given generation's tables."""
-    if tx.dialect == "memory":
-        return
-    for table in projection.tables:
-        physical = generation_table(table, generation)
-        tx.execute(f'DROP VIEW IF EXISTS "{table}"')
-        tx.execute(f'CREATE VIEW "{table}" AS SELECT * FROM "{physical}"')
-
-
-def _last_whole(events: list[Read], index: int) -> Read | None:
-    """The last event before ``events[index]`` that a checkpoint may be taken after.
-
-    The parts of an upcaster split share their stored event's position: a checkpoint
-    after an early part would skip the later ones, so it steps back to the end of the
-    last whole stored event (``None`` if there is none before ``index``).
-    """
-    for done in reversed(events[:index]):
-        if ends_stored_event(done):
-            return done
-    return None

@@ -217,3 +217,13 @@ class Tx:
         if name in self._tables:
             return quote_identifier(generation_table(name, self.generation))
         return quote_identifier(name)
+
+
+def create_views(tx: Tx, tables: Iterable[str], generation: int) -> None:
+    """Point the view of each of a projection's ``tables`` at the given generation's table."""
+    if tx.dialect == "memory":
+        return
+    for table in tables:
+        physical = generation_table(table, generation)
+        tx.execute(f'DROP VIEW IF EXISTS "{table}"')
+        tx.execute(f'CREATE VIEW "{table}" AS SELECT * FROM "{physical}"')

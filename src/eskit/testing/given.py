@@ -34,8 +34,9 @@ from eskit.decider import Decider, fold
 from eskit.errors import AggregateNotFound
 from eskit.events import Event, EventRegistry, NewEvent, StreamId, default_registry
 from eskit.projections.checkpoints import ProjectionTarget
+from eskit.projections.failures import RetryPolicy
 from eskit.projections.projection import Projection
-from eskit.projections.runner import ProjectionRunner, RetryPolicy
+from eskit.projections.runner import ProjectionRunner
 from eskit.projections.targets.memory import InMemoryTarget
 from eskit.projections.targets.sqlite import SQLiteTarget
 from eskit.repository import Repository
