@@ -263,3 +263,49 @@ def test_bad_calls_are_refused_before_any_io(postgres_dsn, tmp_path) -> None:
             partition_events(store, size=10)  # once only
     finally:
         store.close()
+
+
+def test_two_operators_enabling_at_once_partition_once(postgres_dsn) -> None:
+    schema = new_schema_name()
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        for n in range(50):
+            store.append(f"s-{n % 5}", [NewEvent("E", {"n": n})])
+        outcomes: list[object] = []
+
+        def enable() -> None:
+            try:
+                outcomes.append(partition_events(store, size=10))
+            except StoreError as exc:
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=enable) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(map(type, outcomes), key=str) == sorted([int, StoreError], key=str)
+        assert 50 in outcomes
+        assert len(list(store.read_all())) == 50
+
+
+def test_a_stream_restored_into_a_dropped_range_lands_in_the_default(postgres_dsn,
+                                                                     tmp_path) -> None:
+    schema = new_schema_name()
+    archive = LocalDirectoryStorage(tmp_path / "archive")
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        for n in range(8):
+            store.append("cold-1", [NewEvent("E", {"n": n})])
+        store.append("hot-1", [NewEvent("E", {"n": 8})])
+        partition_events(store, size=4, ahead=1)
+        positions = [e.position for e in store.read_stream("cold-1")]
+        archive_streams(store, archive, ["cold-1"])
+        assert drop_empty_partitions(store) == ["eskit_events_p0", "eskit_events_p1"]
+        restore_streams(store, archive)
+        back = store.read_stream("cold-1")
+        assert [e.position for e in back] == positions
+        assert [e.event_data["n"] for e in back] == list(range(8))
+        with psycopg.connect(postgres_dsn) as conn:
+            (in_default,) = conn.execute(
+                f'SELECT count(*) FROM "{schema}".eskit_events_default').fetchone()
+        assert in_default == 7  # seq 1..7; seq 8 is in p2, which is still there
+        assert verify_store(store).ok
