@@ -354,3 +354,41 @@ def test_members_read_only_the_rows_of_the_partitions_they_hold(backend) -> None
     assert backend.read_counts() == {f"s{s}": (10, 10 * (s + 1)) for s in range(16)}
     a.target.close()
     b.target.close()
+
+
+def test_an_async_member_reads_the_log_about_once_per_round_too(backend) -> None:
+    import asyncio
+
+    from eskit.aio import AsyncProjectionRunner, AsyncSQLiteEventStore
+
+    total = _fill(backend.store, streams=16, per_stream=10)
+    reads: list[int] = []
+
+    async def main() -> int:
+        if backend.kind == "sqlite":
+            store = await AsyncSQLiteEventStore.open(backend.path)
+        else:
+            from eskit.aio import AsyncPostgresEventStore
+
+            store = await AsyncPostgresEventStore.open(backend.dsn, schema=backend.schema)
+        original = store._filtered_page
+
+        async def counting(*args, **kwargs):
+            reads.append(args[0])
+            return await original(*args, **kwargs)
+
+        store._filtered_page = counting
+        group = _group(backend, "solo")
+        runner = AsyncProjectionRunner(store, Counter(), group.target, group=group,
+                                       batch_size=40)
+        try:
+            return await runner.run_until_caught_up()
+        finally:
+            await store.close()
+            group.target.close()
+
+    assert asyncio.run(main()) == total
+    assert backend.read_counts() == {f"s{s}": (10, 10 * (s + 1)) for s in range(16)}
+    pages = -(-total // 40)
+    # Each of the 8 partitions alone would read every page: 8 x (pages + 1).
+    assert len(reads) <= 2 * (pages + 1), reads

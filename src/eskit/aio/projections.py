@@ -169,7 +169,13 @@ class AsyncProjectionRunner:
             limit = 1 if core._progress.isolate_until is not None else core.batch_size
             page = await self._ahead_page(after, limit)
             if page is None:
+                page = core._shared_read(after, limit)  # in a group: this round's read
+            if page is None:
                 page = await self._page(after, limit)
+                if core.group is not None:  # shared with the round's other partitions
+                    wanted = core.read_filter()
+                    core._round_read = (after, not page.more, page,
+                                        None if wanted is None else wanted.partitions)
             core.prefetched = (after, page)
             core.loop = asyncio.get_running_loop()
             if self._reading_ahead and (ahead := next_read(page, limit)) is not None:
@@ -270,22 +276,25 @@ class AsyncProjectionRunner:
         total = BatchResult(0, 0, 0)
         if group.heartbeat_due():
             await asyncio.to_thread(group.heartbeat)
-        for p in sorted(group.owned):
-            if group.heartbeat_due() and p not in await asyncio.to_thread(group.heartbeat):
-                continue
-            self._knowns[core.partition] = self._known
-            core.partition = p
-            core._progress = core._progresses.setdefault(p, Progress())
-            self._known = self._knowns.get(p)
-            try:
-                result = await self.run_batch()
-            except LeaseLost as lost:
-                _log.info("projection %r: %s", self.name, lost)
-                group.forget(p)
-                continue
-            total.read += result.read
-            total.handled += result.handled
-            total.parked += result.parked
+        try:
+            for p in sorted(group.owned):
+                if group.heartbeat_due() and p not in await asyncio.to_thread(group.heartbeat):
+                    continue
+                self._knowns[core.partition] = self._known
+                core.partition = p
+                core._progress = core._progresses.setdefault(p, Progress())
+                self._known = self._knowns.get(p)
+                try:
+                    result = await self.run_batch()
+                except LeaseLost as lost:
+                    _log.info("projection %r: %s", self.name, lost)
+                    group.forget(p)
+                    continue
+                total.read += result.read
+                total.handled += result.handled
+                total.parked += result.parked
+        finally:
+            core._round_read = None  # the next round reads afresh, as the sync runner's
         return total
 
     async def run(self) -> None:
