@@ -1,0 +1,168 @@
+"""Relay groups in real processes: a member SIGKILLed mid-stream, and ``eskit relay run
+--partitions``. The sink is a file (tests/bus/filesink.py) written and fsynced before
+publish returns, so what a killed member had confirmed is exactly what is in the file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from eskit import SQLiteEventStore
+from eskit.bus.cloudevents import from_cloudevent
+from eskit.bus.relay import relay_status
+from eskit.projections import partition_of
+from tests.bus.filesink import PRELUDE, FileSink
+from tests.bus.test_relay_group import _assert_in_stream_order, _fill
+from tests.cli.helpers import ROOT, eskit_cli
+from tests.conftest import new_schema_name
+
+MEMBER = """
+import asyncio, signal, sys
+from eskit.bus.relay_group import RelayGroup
+from tests.bus.filesink import FileSink
+kind, where, schema, url, member, lease = sys.argv[1:7]
+if kind == "sqlite":
+    from eskit import SQLiteEventStore
+    store = SQLiteEventStore(where)
+else:
+    from eskit.stores.postgres import PostgresEventStore
+    store = PostgresEventStore(where, schema=schema, pool_size=2)
+relay = RelayGroup(store, FileSink.from_url(url), name="out", partitions=6, member=member,
+                   batch_size=10, lease_seconds=float(lease), poll_interval=0.02)
+
+async def main():
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, relay.stop)
+    await relay.run()
+
+asyncio.run(main())
+store.close()
+"""
+
+
+def _spawn(args: list[str]) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", MEMBER, *args], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _owners(store: Any) -> dict[int, str | None]:
+    return {s.partition: s.lease_owner for s in relay_status(store, lag_limit=1)
+            if s.partition is not None}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_a_killed_members_partitions_are_taken_over_within_the_lease(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    lease = 1.5
+    if kind == "sqlite":
+        where, schema = str(tmp_path / "events.db"), ""
+        store: Any = SQLiteEventStore(where)
+    else:
+        from eskit.stores.postgres import PostgresEventStore
+
+        where, schema = request.getfixturevalue("postgres_dsn"), new_schema_name()
+        store = PostgresEventStore(where, schema=schema, pool_size=2)
+    _fill(store, 12, 60)  # 720 events, 10 a batch, 30 ms a confirm: seconds of work each
+    # Both members append to one file (one write per batch, O_APPEND): the wire's order.
+    out = tmp_path / "wire.jsonl"
+    procs = {m: _spawn([kind, where, schema, f"file://{out}?delay=0.03", m, str(lease)])
+             for m in ("a", "b")}
+
+    def published_by(member: str) -> int:
+        return sum(s.published for s in relay_status(store, lag_limit=1)
+                   if s.lease_owner == member)
+
+    try:
+        deadline = time.monotonic() + 20
+        while not (set(_owners(store).values()) == {"a", "b"} and published_by("b")):
+            assert time.monotonic() < deadline, "the members never split the partitions"
+            assert all(p.poll() is None for p in procs.values())
+            time.sleep(0.02)
+        lost = {p for p, owner in _owners(store).items() if owner == "b"}
+        procs["b"].send_signal(signal.SIGKILL)
+        procs["b"].wait()
+        killed = time.monotonic()
+        statuses = relay_status(store)
+        assert any(s.lag_events for s in statuses if s.partition in lost), \
+            "b finished before the kill: slow the sink down"
+        while set(_owners(store).values()) != {"a"}:
+            assert time.monotonic() - killed < lease + 2.0, "no takeover within the lease"
+            time.sleep(0.02)
+        took = time.monotonic() - killed
+        assert took > lease / 3  # b's leases had to expire: it could not release them
+        head = store.head_position()
+        while any(s.position != head for s in relay_status(store, lag_limit=1)):
+            assert time.monotonic() - killed < 30, "a never caught up"
+            time.sleep(0.05)
+        procs["a"].send_signal(signal.SIGTERM)
+        assert procs["a"].wait(timeout=20) == 0, procs["a"].stderr.read()  # type: ignore[union-attr]
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    events = list(store.read_all())
+    wire = [from_cloudevent(b) for b in FileSink.read(str(out))]
+    assert {e.event_id for e in wire} == {e.event_id for e in events}  # nothing lost
+    # Repeats: only the unconfirmed tail of the killed member, at most its one batch in
+    # flight, of a partition it held; each stream in order once repeats are dropped.
+    first = _first_of_each(wire)
+    repeats = len(wire) - len(first)
+    assert repeats <= 10
+    assert {partition_of(e.stream_id, 6)
+            for e in _repeats(wire)} <= lost
+    _assert_in_stream_order(first)
+    assert len(first) == len(events) == 720
+    store.close()
+
+
+def _repeats(events: list[Any]) -> list[Any]:
+    seen: set[Any] = set()
+    out = []
+    for event in events:
+        if event.event_id in seen:
+            out.append(event)
+        seen.add(event.event_id)
+    return out
+
+
+def _first_of_each(events: list[Any]) -> list[Any]:
+    seen: set[Any] = set()
+    out = []
+    for event in events:
+        if event.event_id not in seen:
+            seen.add(event.event_id)
+            out.append(event)
+    return out
+
+
+def test_cli_relay_run_with_partitions(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    _fill(store, 5, 3)
+    out = tmp_path / "published.jsonl"
+    result = eskit_cli("relay", "run", tmp_path / "events.db", "--sink", f"file://{out}",
+                       "--name", "grp", "--partitions", "3", "--until-caught-up",
+                       prelude=PRELUDE)
+    assert result.returncode == 0, result.stderr
+    assert "15 published, 3 partitions" in result.stderr
+    published = [from_cloudevent(line) for line in out.read_bytes().splitlines()]
+    assert sorted(e.event_id for e in published) == sorted(e.event_id for e in store.read_all())
+    statuses = json.loads(eskit_cli("relay", "status", tmp_path / "events.db", "--json").stdout)
+    assert [(s["name"], s["group"], s["partition"], s["lag_events"]) for s in statuses] == [
+        (f"grp/{p}", "grp", p, 0) for p in range(3)]
+    bad = eskit_cli("relay", "run", tmp_path / "events.db", "--sink", f"file://{out}",
+                    "--name", "grp", "--partitions", "4", "--until-caught-up", prelude=PRELUDE)
+    assert bad.returncode != 0
+    assert "has 3 partitions, not 4" in bad.stderr
+    store.close()
