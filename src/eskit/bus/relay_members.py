@@ -123,6 +123,11 @@ class SQLMembers(GroupMembers):
     async def beat(self, group: str, member: str, partitions: int, ttl: float) -> list[str]:
         def work(run: Callable[..., Any]) -> list[str]:
             self._create(run)
+            if self._checkpoints._dialect == "postgres":
+                # One group's beats take turns (SQLite's BEGIN IMMEDIATE already does):
+                # two late members each dropping the other's row cannot deadlock.
+                run("SELECT pg_advisory_xact_lock(hashtext(?))",
+                    (f"eskit-relay-group:{self._table}:{group}",))
             now = now_micros()
             run(self._q("INSERT INTO eskit_relay_members (grp, member, partitions) "
                         "VALUES (?, ?, ?) ON CONFLICT (grp, member) DO NOTHING"),
