@@ -51,7 +51,7 @@ from typing import Any
 
 from eskit.bus.relay import _NAME_MAX, Relay, _check_name, batches
 from eskit.bus.relay_members import GroupMembers, members_for
-from eskit.bus.relay_report import read_filtered
+from eskit.bus.relay_report import _head, read_filtered
 from eskit.bus.sink import Sink
 from eskit.errors import InvalidInputError
 from eskit.projections.assignment import LeaseView, plan_assignment
@@ -238,11 +238,13 @@ class RelayGroup(Relay):
                 return False
             busy = False
             caught_up = True
+            # One head read a round: an idle member does not ask every partition.
+            head = await self._retrying_store(_head, self.store)
             for p in sorted(self._held):
                 if self._stopped or time.monotonic() >= self._next_beat:
                     caught_up = False
                     break
-                if p not in self._held:
+                if p not in self._held or self.positions[p] >= head:
                     continue
                 worked, more = await self._publish_partition(p, steps, started)
                 busy = busy or worked
