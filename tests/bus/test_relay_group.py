@@ -8,7 +8,6 @@ published and which partitions the member held at that moment.
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -19,8 +18,6 @@ import pytest
 
 from eskit import BrokerUnavailableError, InvalidInputError, NewEvent, SQLiteEventStore
 from eskit.aio import AsyncSQLiteEventStore
-from eskit.bus.cloudevents import from_cloudevent
-from eskit.bus.memory import MemorySink
 from eskit.bus.relay import relay_status_async
 from eskit.bus.relay_group import RelayGroup
 from eskit.bus.sink import OutgoingMessage, Sink
@@ -251,27 +248,53 @@ def test_a_joining_member_takes_a_share_and_a_leaving_one_releases_at_once(
     writer.close()
 
 
-def test_async_stores_and_one_member_holding_everything(tmp_path: Path) -> None:
+@pytest.mark.parametrize("kind", ["sqlite", "postgres"])
+def test_async_stores_split_too(
+    kind: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    async def open_async() -> Any:
+        if kind == "sqlite":
+            return AsyncSQLiteEventStore(tmp_path / "events.db")
+        from eskit.aio.postgres import AsyncPostgresEventStore
+
+        return await AsyncPostgresEventStore.open(dsn, schema=schema)
+
+    dsn = request.getfixturevalue("postgres_dsn") if kind == "postgres" else ""
+    schema = new_schema_name()
+
     async def scenario() -> None:
-        store = AsyncSQLiteEventStore(tmp_path / "events.db")
-        for version in range(4):
-            for n in range(5):
-                await store.append(f"order-{n}", [NewEvent("Placed", {"v": version})],
-                                   expected_version=version)
-        await store.append("other-1", [NewEvent("Placed", {"v": 0})])
-        sink = MemorySink(f"group-{os.getpid()}-{time.monotonic_ns()}")
-        relay = RelayGroup(store, sink, name="orders", partitions=3, lease_seconds=LEASE,
-                           stream_prefixes=["order-"], batch_size=3)
-        await relay.run(until_caught_up=True)
-        published = [from_cloudevent(b) for b in sink.broker.published]
-        events = [e async for e in store.read_all() if str(e.stream_id).startswith("order-")]
+        writer = await open_async()
+        stores = [await open_async() for _ in range(2)]
+        members = [_member(s, "orders", name, 3, stream_prefixes=["order-"], batch_size=3)
+                   for s, name in zip(stores, ("a", "b"), strict=True)]
+        tasks = [asyncio.ensure_future(m.run()) for m, _ in members]
+        try:
+            await _until(lambda: [len(m.held) for m, _ in members] == [2, 1], 10, "the split")
+            for version in range(4):
+                for n in range(5):
+                    await writer.append(f"order-{n}", [NewEvent("Placed", {"v": version})],
+                                        expected_version=version)
+            await writer.append("other-1", [NewEvent("Placed", {"v": 0})])
+            head = await writer.head_position()
+            await _until(lambda: all(m.positions.get(p) == head for m, _ in members
+                                     for p in m.held), 10, "catching up")
+        finally:
+            for m, _ in members:
+                m.stop()
+            await asyncio.gather(*tasks)
+        events = [e async for e in writer.read_all() if str(e.stream_id).startswith("order-")]
+        published = [e for _, sink in members for e, _ in sink.published]
         assert sorted(e.event_id for e in published) == sorted(e.event_id for e in events)
-        _assert_in_stream_order(published)
-        statuses = await relay_status_async(store)
-        head = await store.head_position()
+        for _, sink in members:
+            assert sink.published
+            for event, held in sink.published:
+                assert partition_of(event.stream_id, 3) in held
+            _assert_in_stream_order([e for e, _ in sink.published])
+        statuses = await relay_status_async(writer)
         assert [(s.name, s.position, s.lease_owner) for s in statuses] == [
             (f"orders/{p}", head, None) for p in range(3)]
-        await store.close()
+        for store in (writer, *stores):
+            await store.close()
 
     asyncio.run(scenario())
 
