@@ -16,9 +16,10 @@ from typing import Any, ClassVar, Self
 
 import pytest
 
-from eskit import InvalidInputError, NewEvent, SQLiteEventStore
+from eskit import InMemoryEventStore, InvalidInputError, NewEvent, SQLiteEventStore
 from eskit.aio import AsyncSQLiteEventStore
-from eskit.bus.relay import relay_status_async
+from eskit.bus.checkpoints import checkpoints_for
+from eskit.bus.relay import Relay, relay_status_async
 from eskit.bus.relay_group import RelayGroup
 from eskit.bus.sink import OutgoingMessage, Sink
 from eskit.projections import partition_of
@@ -48,8 +49,7 @@ class Recorder(Sink):
         pass
 
     async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
-        assert self.member is not None
-        held = self.member.held
+        held = self.member.held if self.member is not None else frozenset()
         self.published.extend((m.event, held) for m in messages)
 
     async def close(self) -> None:
@@ -336,3 +336,46 @@ def test_a_member_with_another_partition_count_is_refused(tmp_path: Path) -> Non
     store.close()
 
 
+
+
+def test_a_group_named_like_a_plain_relay_starts_at_its_checkpoint(
+    open_store: Callable[[], Any],
+) -> None:
+    store = open_store()
+    _fill(store, 4, 3)
+    first = Recorder()
+    Relay(store, first, name="out").run_sync(until_caught_up=True)
+    assert len(first.published) == 12
+    before = store.head_position()
+    _fill(store, 4, 2, 3)
+
+    async def scenario() -> None:
+        holder = checkpoints_for(store)  # the plain relay, running again somewhere
+        assert await holder.acquire("out", "elsewhere", 30.0, "x") == before
+        relay, sink = _member(store, "out", "a", 3)
+        task = asyncio.ensure_future(relay.run(until_caught_up=True))
+        await asyncio.sleep(3 * relay.heartbeat_interval)
+        assert not relay.held  # it waits: both would publish the same events
+        assert not task.done()
+        await holder.release("out", "elsewhere")
+        await holder.close()
+        await asyncio.wait_for(task, 10)
+        # Only what the plain relay had not published, each once.
+        published = [e for e, _ in sink.published]
+        assert sorted(e.event_id for e in published) == sorted(
+            e.event_id for e in store.read_all(before))
+        assert len(published) == 8
+
+    asyncio.run(scenario())
+
+
+def test_in_memory_a_group_named_like_a_plain_relay_starts_at_its_checkpoint() -> None:
+    store = InMemoryEventStore()
+    _fill(store, 3, 2)
+    Relay(store, Recorder(), name="out").run_sync(until_caught_up=True)
+    before = store.head_position()
+    _fill(store, 3, 2, 2)
+    relay, sink = _member(store, "out", "a", 2)
+    relay.run_sync(until_caught_up=True)
+    assert sorted(e.event_id for e, _ in sink.published) == sorted(
+        e.event_id for e in store.read_all(before))

@@ -36,6 +36,9 @@ of one relay (a member stalled past its lease *while publishing* may finish that
 batch after another took over: published twice). Every member must pass the
 same ``partitions`` (the first stores it; another count is refused), the same
 filters and an equivalent sink. Lease expiry compares the hosts' wall clocks.
+
+A group named like an existing plain relay starts every partition at that relay's
+checkpoint, once that relay no longer holds its lease (:mod:`eskit.bus.relay_members`).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from eskit.bus.relay import _NAME_MAX, Relay, _check_name, batches
-from eskit.bus.relay_members import GroupMembers, members_for
+from eskit.bus.relay_members import GroupMembers, RelayStillRunning, members_for
 from eskit.bus.relay_report import _head, read_filtered
 from eskit.bus.sink import Sink
 from eskit.errors import InvalidInputError
@@ -191,9 +194,17 @@ class RelayGroup(Relay):
 
     async def _acquire(self) -> bool:
         """Join the group and wait for a first partition (``False`` if stopped first)."""
-        waited = False
+        waited = running = False
         while not self._stopped:
-            await self._rebalance()
+            try:
+                await self._rebalance()
+            except RelayStillRunning:
+                if not running:
+                    running = True
+                    _log.warning("eskit: relay group %r waits for the relay of that name to "
+                                 "stop: the group starts from its checkpoint", self.name)
+                await self._sleep(self.heartbeat_interval)
+                continue
             if self._held:
                 return True
             if not waited:

@@ -8,6 +8,11 @@ holds the group's partition count for good: a member started with another count
 is refused, since the count decides which partition (and so which checkpoint)
 each stream belongs to. Each call is one short transaction on the checkpoints'
 own connection. No I/O at import or construction.
+
+A group named like an existing plain relay starts where that relay stopped: the
+beat that creates the group gives every partition's checkpoint that relay's
+position (everything before it was published), in the same transaction, and
+waits (:class:`RelayStillRunning`) while that relay still holds its lease.
 """
 
 from __future__ import annotations
@@ -24,9 +29,16 @@ from eskit.bus.checkpoints import (
     SQLCheckpoints,
     now_micros,
 )
-from eskit.errors import InvalidInputError
+from eskit.errors import InvalidInputError, StoreError
 
-__all__ = ["GroupMembers", "members_for"]
+__all__ = ["GroupMembers", "RelayStillRunning", "members_for"]
+
+
+class RelayStillRunning(StoreError):
+    """A plain relay of the group's name holds its lease: the group waits to start.
+
+    A :class:`~eskit.errors.StoreError`, so that the checkpoints' transaction passes
+    it through as it is (after rolling back)."""
 
 
 def _mismatch(group: str, stored: int, partitions: int) -> InvalidInputError:
@@ -43,7 +55,8 @@ class GroupMembers(ABC):
         """Renew ``member`` for ``ttl`` seconds, forget expired members; the live ones, sorted.
 
         Raises :class:`~eskit.InvalidInputError` if the group was created with
-        another partition count.
+        another partition count, and :class:`RelayStillRunning` (nothing done) if
+        this beat would create the group while a plain relay of its name runs.
         """
 
     @abstractmethod
@@ -58,14 +71,29 @@ class GroupMembers(ABC):
 class MemoryMembers(GroupMembers):
     """Members in process memory, for an in-memory store's relay groups."""
 
-    def __init__(self) -> None:
+    def __init__(self, checkpoints: MemoryCheckpoints) -> None:
+        self._checkpoints = checkpoints
         self._lock = threading.Lock()
         self._counts: dict[str, int] = {}
         self._expiry: dict[str, dict[str, int]] = {}
 
+    def _create(self, group: str, partitions: int, now: int) -> None:
+        relays = self._checkpoints
+        with relays._lock:
+            plain = relays._rows.get(group)
+            if plain is None:
+                return
+            if plain["owner"] is not None and plain["lease_until"] >= now:
+                raise RelayStillRunning(group)
+            for p in range(partitions):
+                if f"{group}/{p}" not in relays._rows:
+                    relays._get(f"{group}/{p}")["position"] = plain["position"]
+
     async def beat(self, group: str, member: str, partitions: int, ttl: float) -> list[str]:
         now = now_micros()
         with self._lock:
+            if group not in self._counts:
+                self._create(group, partitions, now)
             stored = self._counts.setdefault(group, partitions)
             if stored != partitions:
                 raise _mismatch(group, stored, partitions)
@@ -129,9 +157,11 @@ class SQLMembers(GroupMembers):
                 run("SELECT pg_advisory_xact_lock(hashtext(?))",
                     (f"eskit-relay-group:{self._table}:{group}",))
             now = now_micros()
-            run(self._q("INSERT INTO eskit_relay_members (grp, member, partitions) "
-                        "VALUES (?, ?, ?) ON CONFLICT (grp, member) DO NOTHING"),
-                (group, "", partitions))
+            created = run(self._q("INSERT INTO eskit_relay_members (grp, member, partitions) "
+                                  "VALUES (?, ?, ?) ON CONFLICT (grp, member) DO NOTHING"),
+                          (group, "", partitions)).rowcount == 1
+            if created:
+                _start_from_plain_relay(run, group, partitions, now)
             stored = int(run(self._q("SELECT partitions FROM eskit_relay_members "
                                      "WHERE grp = ? AND member = ?"), (group, "")).fetchall()[0][0])
             if stored != partitions:
@@ -184,6 +214,21 @@ class SQLMembers(GroupMembers):
         return await self._checkpoints._run(work, create=False)
 
 
+def _start_from_plain_relay(run: Callable[..., Any], group: str, partitions: int,
+                            now: int) -> None:
+    """A new group named like a plain relay: each partition starts at its checkpoint."""
+    found = run("SELECT position, owner, lease_until FROM eskit_relays WHERE name = ?",
+                (group,)).fetchall()
+    if not found:
+        return
+    position, owner, until = found[0]
+    if owner is not None and until is not None and int(until) >= now:
+        raise RelayStillRunning(group)  # rolls the group's creation back: tried again
+    for p in range(partitions):
+        run("INSERT INTO eskit_relays (name, position) VALUES (?, ?) "
+            "ON CONFLICT (name) DO NOTHING", (f"{group}/{p}", position))
+
+
 _memory: weakref.WeakKeyDictionary[MemoryCheckpoints, MemoryMembers] = (
     weakref.WeakKeyDictionary()
 )
@@ -196,7 +241,7 @@ def members_for(checkpoints: RelayCheckpoints) -> GroupMembers:
         with _memory_lock:
             held = _memory.get(checkpoints)
             if held is None:
-                held = _memory[checkpoints] = MemoryMembers()
+                held = _memory[checkpoints] = MemoryMembers(checkpoints)
             return held
     if isinstance(checkpoints, SQLCheckpoints):
         return SQLMembers(checkpoints)
