@@ -15,12 +15,13 @@ import subprocess
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from eskit import BrokerUnavailableError, SQLiteEventStore
+from eskit import BrokerUnavailableError, NewEvent, SQLiteEventStore
 from eskit.bus.cloudevents import from_cloudevent
 from eskit.bus.relay import relay_status, relay_status_async
 from eskit.bus.relay_group import RelayGroup
@@ -264,3 +265,41 @@ def test_more_members_than_partitions_wait_and_take_over(tmp_path: Path) -> None
 
     asyncio.run(scenario())
     writer.close()
+
+
+class Slow(Recorder):
+    async def publish(self, messages: Sequence[OutgoingMessage]) -> None:
+        await asyncio.sleep(0.25)
+        await super().publish(messages)
+
+
+def test_a_page_longer_than_the_lease_keeps_every_lease(tmp_path: Path) -> None:
+    store = SQLiteEventStore(tmp_path / "events.db")
+    streams = [f"s-{n}" for n in range(20)]
+    busy = next(s for s in streams if partition_of(s, 2) == 0)
+    quiet = next(s for s in streams if partition_of(s, 2) == 1)
+    store.append(busy, [NewEvent("E", {"n": n}) for n in range(10)])
+    store.append(quiet, [NewEvent("E", {"n": 0})])
+
+    async def scenario() -> None:
+        sink = Slow()
+        # One event a batch (max_batch_bytes=1), 0.25 s a confirm: partition 0's page
+        # of ten takes 2.5 s, past the 1 s lease.
+        relay = RelayGroup(store, sink, name="g", partitions=2, member="a",
+                           lease_seconds=LEASE, max_batch_bytes=1, poll_interval=0.02)
+        sink.member = relay
+        task = asyncio.ensure_future(relay.run())
+        expired = []
+        while len(sink.published) < 11:
+            now = datetime.now(UTC)
+            for s in await relay_status_async(store, lag_limit=1):
+                if s.lease_until is not None and s.lease_until < now:
+                    expired.append(s.name)
+            await asyncio.sleep(0.05)
+        relay.stop()
+        await task
+        assert expired == []  # the member heartbeat between the page's batches
+        assert relay.history == {0, 1}
+
+    asyncio.run(scenario())
+    store.close()

@@ -281,6 +281,12 @@ class RelayGroup(Relay):
         # The filtered read proved no event of this partition up to `upto`.
         cut[-1] = (max(last, upto), messages)
         for position, messages in cut:
+            if messages and time.monotonic() >= self._next_beat:
+                # A long page (a slow broker): heartbeat between its batches too, so that
+                # the member and its other partitions' leases do not expire meanwhile.
+                await self._rebalance()
+                if p not in self._held:
+                    return True, False  # released (a member joined) or taken: not ours
             checked = time.monotonic()
             if messages and checked - self._held[p] > self.lease_seconds / 2:
                 # Half a lease since it was last extended: make sure it is still ours.
