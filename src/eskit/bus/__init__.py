@@ -2,7 +2,8 @@
 
 - :mod:`eskit.bus.sink` and :mod:`eskit.bus.source`: what a broker module implements.
 - :mod:`eskit.bus.cloudevents`: the one message format (CloudEvents 1.0, structured JSON).
-- :mod:`eskit.bus.relay`: the outbox relay (store → broker, checkpoint after confirm).
+- :mod:`eskit.bus.relay`: the outbox relay (store → broker, checkpoint after confirm);
+  :mod:`eskit.bus.relay_group`: several relays sharing one destination's partitions.
 - :mod:`eskit.bus.consumer`: the inbox side (broker → handler, exactly-once effects).
 - Brokers: :mod:`eskit.bus.rabbitmq`, :mod:`eskit.bus.jetstream`,
   :mod:`eskit.bus.redis_streams`, and :mod:`eskit.bus.memory` for tests, chosen by

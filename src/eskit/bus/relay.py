@@ -36,12 +36,11 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from eskit.bus.checkpoints import RelayCheckpoints, checkpoints_for
 from eskit.bus.cloudevents import _check_source, cloudevent_body
+from eskit.bus.relay_report import RelayStatus, _read_page, relay_status, relay_status_async
 from eskit.bus.sink import OutgoingMessage, Sink
 from eskit.errors import (
     BrokerUnavailableError,
@@ -55,7 +54,7 @@ from eskit.events import Event
 from eskit.observability import _hooks
 from eskit.subscription import EventFilter, SubscriptionSteps, reconnect_delay
 
-__all__ = ["Relay", "RelayStatus", "relay_status"]
+__all__ = ["Relay", "RelayStatus", "relay_status", "relay_status_async"]
 
 _log = logging.getLogger("eskit.bus.relay")
 T = TypeVar("T")
@@ -91,26 +90,6 @@ def _check_name(name: object) -> str:
         raise InvalidInputError(
             f"a relay name is 1-{_NAME_MAX} printable characters, got {name!r}")
     return name
-
-
-def _is_async(store: object) -> bool:
-    from eskit.aio.store import AsyncEventStore
-
-    return isinstance(store, AsyncEventStore)
-
-
-async def _read_page(store: Any, after: int, limit: int, mode: str = "raise") -> list[Any]:
-    if _is_async(store):
-        return [event async for event in store.read_all(after, limit=limit,
-                                                        on_undecodable=mode)]
-    return await asyncio.to_thread(
-        lambda: list(store.read_all(after, limit=limit, on_undecodable=mode)))
-
-
-async def _head(store: Any) -> int:
-    if _is_async(store):
-        return int(await store.head_position())
-    return int(await asyncio.to_thread(store.head_position))
 
 
 class Relay:
@@ -213,16 +192,31 @@ class Relay:
             _log.error("eskit: relay %r stopped after position %s: %s",
                        self.name, self.position, exc)
             with contextlib.suppress(EskitError):
-                await self.checkpoints.record_error(self.name, self.owner, str(exc))
+                await self._record_error(str(exc))
             raise
         finally:
             self._wake = self._loop = None
             self._stopped = False  # the relay may run again
             await self.sink.close()
             try:
-                await self.checkpoints.release(self.name, self.owner)
+                await self._release()
             finally:
                 await self.checkpoints.close()
+
+    # Hooks a relay group (eskit.bus.relay_group) overrides: it holds several leases.
+
+    async def _record_error(self, message: str | None) -> None:
+        """Remember (``None``: clear) the last error where :func:`relay_status` shows it."""
+        await self.checkpoints.record_error(self.name, self.owner, message)
+
+    async def _keep_lease(self) -> bool:
+        """Extend the lease while the broker is down; ``False`` if it is no longer ours."""
+        return await self._retrying_store(
+            self.checkpoints.renew, self.name, self.owner, self.lease_seconds)
+
+    async def _release(self) -> None:
+        """Give the lease up on return."""
+        await self.checkpoints.release(self.name, self.owner)
 
     async def _sleep(self, seconds: float) -> None:
         assert self._wake is not None
@@ -334,27 +328,7 @@ class Relay:
     def _batches(
         self, page: list[Any], steps: SubscriptionSteps
     ) -> list[tuple[int, list[OutgoingMessage]]]:
-        """The page as batches of at most ``max_batch_bytes``, each with its checkpoint."""
-        batches: list[tuple[int, list[OutgoingMessage]]] = []
-        position = self.position
-        messages: list[OutgoingMessage] = []
-        size = 0
-        for event in page:
-            # The checkpoint before this event (SubscriptionSteps moves it past a split
-            # only at its last part, so a cut inside a split repeats parts, never skips).
-            before = position
-            position, wanted = steps.take(event, position)
-            if wanted is None:
-                continue
-            assert isinstance(wanted, Event)
-            body = cloudevent_body(wanted, self.source)
-            if messages and size + len(body) > self.max_batch_bytes:
-                batches.append((before, messages))
-                messages, size = [], 0
-            messages.append(OutgoingMessage(wanted, body))
-            size += len(body)
-        batches.append((position, messages))
-        return batches
+        return batches(page, steps, self.position, self.source, self.max_batch_bytes)
 
     async def _open_sink(self) -> None:
         failures = 0
@@ -369,8 +343,7 @@ class Relay:
     async def _note_unavailable(self, exc: BaseException, failures: int) -> None:
         if failures == 1:
             _log.warning("eskit: relay %r: broker unavailable, reconnecting: %s", self.name, exc)
-            await self._retrying_store(
-                self.checkpoints.record_error, self.name, self.owner, str(exc))
+            await self._retrying_store(self._record_error, str(exc))
         if self._stopped:
             raise _Stopped from exc
         await self._sleep(reconnect_delay(failures))
@@ -378,8 +351,7 @@ class Relay:
             raise _Stopped from exc
         # Keep the lease while the broker is down (a backoff is shorter than a lease);
         # if another relay has taken it meanwhile, this batch is no longer ours.
-        if not await self._retrying_store(
-                self.checkpoints.renew, self.name, self.owner, self.lease_seconds):
+        if not await self._keep_lease():
             raise _LeaseLost from exc
 
     async def _publish(self, messages: list[OutgoingMessage]) -> None:
@@ -395,8 +367,7 @@ class Relay:
                         await self.sink.publish(messages)
                 if failures:
                     _log.info("eskit: relay %r reconnected after %d failures", self.name, failures)
-                    await self._retrying_store(
-                        self.checkpoints.record_error, self.name, self.owner, None)
+                    await self._retrying_store(self._record_error, None)
                 return
             except BrokerUnavailableError as exc:
                 failures += 1
@@ -405,68 +376,32 @@ class Relay:
                 await self._open_sink()
             except PublishRejectedError as exc:
                 _log.error("eskit: relay %r: the broker rejected a message: %s", self.name, exc)
-                await self._retrying_store(
-                    self.checkpoints.record_error, self.name, self.owner, str(exc))
+                await self._retrying_store(self._record_error, str(exc))
                 raise
 
 
-@dataclass(frozen=True, slots=True)
-class RelayStatus:
-    """One relay as :func:`relay_status` sees it."""
-
-    name: str
-    destination: str
-    position: int
-    head_position: int
-    lag_events: int
-    """Events after the checkpoint (filtered-out ones included)."""
-    lag_seconds: float
-    """Age of the oldest unpublished event (0 when caught up)."""
-    rate: float
-    """Events per second of the relay's last run, as it last recorded."""
-    published: int
-    last_error: str | None
-    lease_owner: str | None
-    lease_until: datetime | None
-    updated_at: datetime | None
-
-
-async def relay_status_async(store: Any, *, lag_limit: int = 1_000_000) -> list[RelayStatus]:
-    """:func:`relay_status` for async code."""
-    checkpoints = checkpoints_for(store)
-    try:
-        rows = await checkpoints.rows()
-    finally:
-        await checkpoints.close()
-    head = await _head(store)
-    out = []
-    now = datetime.now(UTC)
-    for row in rows:
-        lag = 0
-        oldest: datetime | None = None
-        after = row.position
-        while lag < lag_limit:
-            page = await _read_page(store, after, 1000, "yield")  # count what cannot be read
-            if not page:
-                break
-            if oldest is None:
-                oldest = page[0].timestamp
-            lag += len(page)
-            after = page[-1].position or after
-            if len(page) < 1000:
-                break
-        seconds = max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0
-        out.append(RelayStatus(
-            row.name, row.destination, row.position, head, lag, seconds, row.rate,
-            row.published, row.last_error, row.owner, row.lease_until, row.updated_at,
-        ))
+def batches(
+    page: list[Any], steps: SubscriptionSteps, position: int, source: str, max_bytes: int
+) -> list[tuple[int, list[OutgoingMessage]]]:
+    """``page`` read after ``position`` as batches of at most ``max_bytes`` of bodies,
+    each with the checkpoint once it is confirmed."""
+    out: list[tuple[int, list[OutgoingMessage]]] = []
+    messages: list[OutgoingMessage] = []
+    size = 0
+    for event in page:
+        # The checkpoint before this event (SubscriptionSteps moves it past a split
+        # only at its last part, so a cut inside a split repeats parts, never skips).
+        before = position
+        position, wanted = steps.take(event, position)
+        if wanted is None:
+            continue
+        assert isinstance(wanted, Event)
+        body = cloudevent_body(wanted, source)
+        if messages and size + len(body) > max_bytes:
+            out.append((before, messages))
+            messages, size = [], 0
+        messages.append(OutgoingMessage(wanted, body))
+        size += len(body)
+    out.append((position, messages))
     return out
 
-
-def relay_status(store: Any, *, lag_limit: int = 1_000_000) -> list[RelayStatus]:
-    """Every relay of ``store``: checkpoint, lag (events, seconds), rate, last error, lease.
-
-    ``lag_events`` is counted by reading after the checkpoint, up to ``lag_limit``.
-    For a sync store; from async code use :func:`relay_status_async`.
-    """
-    return asyncio.run(relay_status_async(store, lag_limit=lag_limit))

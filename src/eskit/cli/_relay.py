@@ -3,7 +3,7 @@
 ::
 
     eskit relay run DB --sink URL [--name NAME] [--types T ...] [--prefix P ...]
-                                  [--until-caught-up]
+                                  [--until-caught-up] [--partitions N]
     eskit relay status DB [--json]               checkpoint, lag, rate, last error, lease
     eskit bus dead-letters URL --group G [--limit N] [--json]
     eskit bus replay URL --group G [--id ID ...]
@@ -54,18 +54,18 @@ def register(app: typer.Typer) -> None:
     app.add_typer(bus_group, name="bus")
 
 
-def default_name(destination: str) -> str:
+def default_name(destination: str, limit: int = 200) -> str:
     """The relay name ``relay run`` uses without ``--name``: the sink's destination.
 
-    A relay name holds at most 200 characters. A longer destination keeps its first
-    183 and ends in ``~`` and 16 hex digits of its SHA-256, so that two destinations
-    alike in their first 200 characters never share (and skip past each other's
-    events with) one checkpoint.
+    A relay name holds at most ``limit`` (200; a relay group's, 195) characters. A
+    longer destination keeps its first ``limit - 17`` and ends in ``~`` and 16 hex
+    digits of its SHA-256, so that two destinations alike in their first characters
+    never share (and skip past each other's events with) one checkpoint.
     """
-    if len(destination) <= 200:
+    if len(destination) <= limit:
         return destination
     digest = hashlib.sha256(destination.encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    return f"{destination[:183]}~{digest}"
+    return f"{destination[:limit - 17]}~{digest}"
 
 
 class _StderrLines(logging.Handler):
@@ -130,14 +130,21 @@ def run(
         "--until-caught-up", help="Exit once every event is published and confirmed.",
     )] = False,
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, max=100_000)] = 500,
+    partitions: Annotated[int | None, typer.Option(
+        "--partitions", metavar="N", min=1, max=4096,
+        help="Join the relay group NAME, which shares N partitions of the log among its "
+             "members (every member passes the same N); each stream stays in one.",
+    )] = None,
 ) -> None:
     """Publish every event after the relay's checkpoint, then keep following.
 
     The checkpoint moves only after the broker confirmed a batch: a crash repeats
     at most that batch (at least once). SIGTERM or Ctrl-C stops after the batch in
-    hand, with exit status 0.
+    hand, with exit status 0. With ``--partitions``, several ``relay run`` processes
+    of one name share the work: each publishes the partitions it holds.
     """
     from eskit.bus.relay import Relay
+    from eskit.bus.relay_group import RelayGroup
     from eskit.bus.urls import sink_for_url
 
     with c.reported_errors(), c.open_store(db, schema) as store:
@@ -147,14 +154,22 @@ def run(
                 "could read what it publishes, yet the checkpoint would move. "
                 "Use amqp://, nats:// or redis://")
         target = sink_for_url(sink)
-        relay = Relay(store, target, name=name or default_name(target.destination),
-                      event_types=types, stream_prefixes=prefixes, batch_size=batch_size)
+        # A group's partitions are NAME/p: its default name leaves room for "/4095".
+        relay_name = name or default_name(target.destination,
+                                          200 if partitions is None else 195)
+        relay = Relay(store, target, name=relay_name, event_types=types,
+                      stream_prefixes=prefixes, batch_size=batch_size,
+                      ) if partitions is None else RelayGroup(
+            store, target, name=relay_name, partitions=partitions, event_types=types,
+            stream_prefixes=prefixes, batch_size=batch_size)
         with _bus_log_on_stderr():
             asyncio.run(_run_relay(relay, until_caught_up))
     # One line however narrow the terminal, so that scripts can read it.
+    where = (f"checkpoint at position {relay.position}" if partitions is None
+             else f"{partitions} partitions")
     c.console(stderr=True).print(
-        f"relay {c.escape(relay.name)!s}: {relay.published} published, "
-        f"checkpoint at position {relay.position}", highlight=False, soft_wrap=True,
+        f"relay {c.escape(relay.name)!s}: {relay.published} published, {where}",
+        highlight=False, soft_wrap=True,
     )
 
 
@@ -180,7 +195,11 @@ def status(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")]
     = False,
 ) -> None:
-    """Checkpoint, lag (events and seconds), rate, last error and lease of every relay."""
+    """Checkpoint, lag (events and seconds), rate, last error and lease of every relay.
+
+    A relay group shows a row per partition (``NAME/p``), its lease the member
+    publishing it.
+    """
     from eskit.bus.relay import relay_status
 
     with c.reported_errors(), c.open_store(db, schema) as store:
@@ -197,8 +216,10 @@ def status(
                    "events/s", "published", "lease", "last error"):
         table.add_column(column, overflow="fold")
     for s in statuses:
+        # A group member's id says where it runs (host-pid-suffix): shown whole.
+        owner = s.lease_owner if s.group is not None else (s.lease_owner or "")[:8]
         lease = "-" if s.lease_owner is None or s.lease_until is None else (
-            f"{s.lease_owner[:8]} until {c.timestamp(s.lease_until)}")
+            f"{c.plain(owner or '')} until {c.timestamp(s.lease_until)}")
         table.add_row(
             c.plain(s.name), c.plain(s.destination), str(s.position), str(s.lag_events),
             f"{s.lag_seconds:.1f}", f"{s.rate:,.0f}", str(s.published), lease,
