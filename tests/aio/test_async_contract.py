@@ -218,22 +218,3 @@ class TestAsyncPostgresEventStore(AsyncContract):
             self.loop,
             lambda: AsyncPostgresEventStore.open(pool=self.pool, schema=new_schema_name()),
         )
-
-
-class TestAsyncPostgresPartitionedEventStore(TestAsyncPostgresEventStore):
-    """The async store on the partitioned layout (eskit.maintenance.partitioning)."""
-
-    @pytest.fixture(autouse=True)
-    def _dsn(self, postgres_dsn: str) -> None:
-        self.dsn = postgres_dsn
-
-    def create_store(self, tmp_path: Path) -> EventStore:
-        from eskit.aio import AsyncPostgresEventStore
-        from eskit.maintenance.partitioning import partition_events
-        from eskit.stores.postgres import PostgresEventStore
-
-        schema = new_schema_name()
-        with PostgresEventStore(self.dsn, schema=schema) as sync_store:
-            partition_events(sync_store, size=5, ahead=2)
-        return SyncFacade(
-            self.loop, lambda: AsyncPostgresEventStore.open(pool=self.pool, schema=schema))

@@ -309,3 +309,37 @@ def test_a_stream_restored_into_a_dropped_range_lands_in_the_default(postgres_ds
                 f'SELECT count(*) FROM "{schema}".eskit_events_default').fetchone()
         assert in_default == 7  # seq 1..7; seq 8 is in p2, which is still there
         assert verify_store(store).ok
+
+
+def test_the_async_store_works_on_a_partitioned_schema(postgres_dsn) -> None:
+    # The async store shares the sync store's statements; the whole sync contract runs
+    # partitioned (tests/stores/test_contract.py). Here: its own paths, end to end.
+    import asyncio
+
+    from eskit.aio import AsyncPostgresEventStore
+
+    schema = new_schema_name()
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        partition_events(store, size=3, ahead=1)
+
+    async def main() -> None:
+        store = await AsyncPostgresEventStore.open(postgres_dsn, schema=schema)
+        try:
+            for n in range(10):  # past the partitions made, into the default
+                await store.append("a-1", [NewEvent("E", {"n": n}, tags=["t:1"])], n)
+            with pytest.raises(ConcurrencyError):
+                await store.append("a-1", [NewEvent("E")], 3)
+            first = (await store.read_stream("a-1"))[0]
+            with pytest.raises(DuplicateEventError):
+                await store.append("b-1", [NewEvent("E", event_id=first.event_id)])
+            assert [e.event_data["n"] for e in await store.read_stream("a-1")] == list(range(10))
+            assert len([e async for e in store.read_all()]) == 10
+            await store.truncate_stream("a-1", 5, force=True)
+            assert [e.version for e in await store.read_stream("a-1")] == [5, 6, 7, 8, 9, 10]
+        finally:
+            await store.close()
+
+    asyncio.run(main())
+    with PostgresEventStore(postgres_dsn, schema=schema) as store:
+        assert drop_empty_partitions(store) == ["eskit_events_p0"]  # seq 1, 2 truncated away
+        assert verify_store(store).ok

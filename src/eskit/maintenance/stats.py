@@ -207,10 +207,13 @@ def _postgres_statements(schema: str) -> tuple[Any, Any, Any]:
            (SELECT 2, split_part(stream_id, '-', 1), count(*), sum(n), sum(b) FROM per
             GROUP BY 2 ORDER BY sum(b) DESC, 2 LIMIT %(top)s)
            UNION ALL
-           -- Every partition of a partitioned table (a plain table is its own tree),
-           -- and the keys table that keeps a partitioned store's ids unique.
-           SELECT 3, NULL, (SELECT coalesce(sum(pg_total_relation_size(relid)), 0)
-                            FROM pg_partition_tree(to_regclass({events_name})))
+           -- A plain table's size, or the sum of a partitioned one's partitions (for
+           -- a plain table pg_partition_tree lists nothing), and the keys table that
+           -- keeps a partitioned store's ids unique.
+           SELECT 3, NULL, coalesce(
+                              (SELECT sum(pg_total_relation_size(relid))
+                               FROM pg_partition_tree(to_regclass({events_name}))),
+                              pg_total_relation_size(to_regclass({events_name})))
                            + coalesce(pg_total_relation_size(to_regclass({keys_name})), 0),
                   0, 0"""
     ).format(events=events, events_name=events_name,
