@@ -40,7 +40,7 @@ from eskit.errors import EskitError, StoreUnavailableError
 from eskit.events import Event
 from eskit.observability import _hooks
 from eskit.projections.checkpoints import ProjectionTarget, wait_for_projection
-from eskit.projections.failures import OnFailure, ParkedStreams, Progress, RetryPolicy
+from eskit.projections.failures import OnFailure, ParkedStreams, RetryPolicy
 from eskit.projections.leases import ConsumerGroup, LeaseLost
 from eskit.projections.pages import Page, Read, next_read
 from eskit.projections.projection import Projection
@@ -281,18 +281,12 @@ class AsyncProjectionRunner:
                 if group.heartbeat_due() and p not in await asyncio.to_thread(group.heartbeat):
                     continue
                 self._knowns[core.partition] = self._known
-                core.partition = p
-                core._progress = core._progresses.setdefault(p, Progress())
+                core._serve(p)
                 self._known = self._knowns.get(p)
                 try:
-                    result = await self.run_batch()
+                    total.add(await self.run_batch())
                 except LeaseLost as lost:
-                    _log.info("projection %r: %s", self.name, lost)
-                    group.forget(p)
-                    continue
-                total.read += result.read
-                total.handled += result.handled
-                total.parked += result.parked
+                    core._lost(p, lost)
         finally:
             core._round_read = None  # the next round reads afresh, as the sync runner's
         return total

@@ -44,6 +44,12 @@ class BatchResult:
     position: int
     parked: int = 0
 
+    def add(self, other: BatchResult) -> None:
+        """Count ``other`` in (a consumer-group round sums its partitions' batches)."""
+        self.read += other.read
+        self.handled += other.handled
+        self.parked += other.parked
+
 
 class Page(NamedTuple):
     """What one batch read (internal; shared with the async runner)."""

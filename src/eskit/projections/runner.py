@@ -423,20 +423,25 @@ class ProjectionRunner(OutsideBatches):
             for p in sorted(group.owned):
                 if group.heartbeat_due() and p not in group.heartbeat():
                     continue  # given up to a member that joined
-                self.partition = p
-                self._progress = self._progresses.setdefault(p, Progress())
+                self._serve(p)
                 try:
-                    result = self.run_batch()
+                    total.add(self.run_batch())
                 except LeaseLost as lost:
-                    _log.info("projection %r: %s", self.name, lost)
-                    group.forget(p)
-                    continue
-                total.read += result.read
-                total.handled += result.handled
-                total.parked += result.parked
+                    self._lost(p, lost)
         finally:
             self._round_read = None  # the next round reads afresh
         return total
+
+    def _serve(self, partition: int) -> None:
+        """In a group: the next batches are ``partition``'s (its own failure progress)."""
+        self.partition = partition
+        self._progress = self._progresses.setdefault(partition, Progress())
+
+    def _lost(self, partition: int, lost: LeaseLost) -> None:
+        """In a group: ``partition``'s lease went to another member meanwhile."""
+        _log.info("projection %r: %s", self.name, lost)
+        assert self.group is not None
+        self.group.forget(partition)
 
     def _isolating(self) -> bool:
         """Whether a partition (held, in a group) is stepping towards a failed event."""
